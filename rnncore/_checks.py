@@ -1,0 +1,131 @@
+"""Input validation shared by every module: clear errors that name the argument.
+
+Every public call checks its inputs here *before* touching any state, so a refused call leaves
+the model exactly as it was, and no malformed array ever reaches a Numba kernel.
+"""
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype, name="dtype"):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: expected np.float32 or np.float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected np.float32 or np.float64, got {dt}")
+    return dt
+
+
+def positive_int(v, name, minimum=1):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected an int >= {minimum}, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
+    return int(v)
+
+
+def positive_number(v, name, allow_zero=False):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {v!r}")
+    v = float(v)
+    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v}")
+    return v
+
+
+def probability(v, name):
+    """A number in [0, 1) (dropout rates)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number in [0, 1), got {v!r}")
+    v = float(v)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {v}")
+    return v
+
+
+def mapping(v, name):
+    if not isinstance(v, Mapping):
+        raise TypeError(f"{name}: expected a dict of arrays, got {type(v).__name__}")
+    return v
+
+
+def _as_array(x, name):
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
+
+
+def finite_array(x, name, kind="f", dtype=None):
+    """``x`` as an ndarray; ``kind='f'`` for real numbers (cast to ``dtype`` if given), 'i' ints.
+
+    Raises TypeError for non-numeric data, ValueError for NaN/Inf.
+    """
+    a = _as_array(x, name)
+    if kind == "f":
+        if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
+            raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
+        if dtype is not None:
+            a = a.astype(dtype, copy=False)
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            bad = int(np.size(a) - np.isfinite(a).sum())
+            raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")
+        return a
+    if kind == "i":
+        if a.dtype.kind not in "iu":
+            if a.dtype.kind == "f" and a.size and np.isfinite(a).all() and (a == np.round(a)).all():
+                raise TypeError(f"{name}: expected an integer array, got dtype {a.dtype} "
+                                f"(convert with .astype(int))")
+            raise TypeError(f"{name}: expected an integer array, got dtype {a.dtype}")
+        return a.astype(np.int64, copy=False)
+    raise AssertionError(kind)
+
+
+def sequence(x, name="x", dtype=None, ndim=3):
+    """A time-major sequence ``(T, B, F)`` from an array or a list of ``T`` arrays ``(B, F)``.
+
+    Returns ``(array, was_list)`` so that a caller can answer in the same kind it was given.
+    """
+    was_list = isinstance(x, (list, tuple))
+    if was_list:
+        if len(x) == 0:
+            raise ValueError(f"{name}: expected a non-empty list of (B, F) arrays, got an empty list")
+        steps = [finite_array(s, f"{name}[{t}]", dtype=dtype) for t, s in enumerate(x)]
+        shapes = {s.shape for s in steps}
+        if len(shapes) != 1 or steps[0].ndim != ndim - 1:
+            raise ValueError(f"{name}: expected a list of {ndim - 1}-D arrays of one shape, "
+                             f"got shapes {sorted(shapes)}")
+        a = np.stack(steps)
+    else:
+        a = finite_array(x, name, dtype=dtype)
+    if a.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D array (T, B, F), got shape {a.shape}")
+    if 0 in a.shape:
+        raise ValueError(f"{name}: expected non-empty dimensions, got shape {a.shape}")
+    return a, was_list
+
+
+def lengths(v, T, B, name="lengths"):
+    """``None`` or an int array ``(B,)`` with ``1 <= lengths[b] <= T``, as int64."""
+    if v is None:
+        return None
+    a = finite_array(v, name, kind="i")
+    if a.shape != (B,):
+        raise ValueError(f"{name}: expected shape ({B},) to match the batch, got {a.shape}")
+    if a.size and (a.min() < 1 or a.max() > T):
+        raise ValueError(f"{name}: expected values in [1, {T}] (T = {T}), got min {a.min()}, max {a.max()}")
+    return np.ascontiguousarray(a)
+
+
+def same_shape(a, expected_shape, name):
+    if a.shape != tuple(expected_shape):
+        raise ValueError(f"{name}: expected shape {tuple(expected_shape)}, got {a.shape}")
+    return a

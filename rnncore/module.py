@@ -1,0 +1,189 @@
+"""`Parameter` and `Module`: the Torch7-style contract every layer, container and criterion follows.
+
+A module's life in one training step::
+
+    y  = m.forward(x, lengths=None)   # compute, and remember what backward needs
+    gx = m.backward(x, gy)            # return dL/dx; ADD dL/dparam into every Parameter.grad
+    m.update_parameters(lr)           # data -= lr * grad        (or an optimizer's step())
+    m.zero_grad_parameters()          # grads back to zero: accumulation stops only here
+
+Subclasses implement ``_forward(x, lengths)`` and ``_backward(x, gy)`` and declare their
+parameters with ``self._param(name, array)`` and their children with ``self._child(module)``.
+``forward`` / ``backward`` here do the shared work: input checks, and remembering ``lengths``.
+"""
+
+import numpy as np
+
+from . import _checks
+
+
+class Parameter:
+    """A trainable array and its gradient. Optimizers update ``data`` in place."""
+
+    __slots__ = ("data", "grad", "name", "requires_grad")
+
+    def __init__(self, data, name, requires_grad=True):
+        self.data = data
+        self.grad = np.zeros_like(data)
+        self.name = name
+        self.requires_grad = requires_grad
+
+    def __repr__(self):
+        return f"Parameter({self.name}, shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+class Module:
+    """Base class of every layer and container."""
+
+    def __init__(self, dtype=np.float32):
+        self.dtype = _checks.float_dtype(dtype, "dtype")
+        self.train = True
+        self._params = {}      # own parameters, by local name, in declaration order
+        self._children = []    # sub-modules, in order
+        self._lengths = None   # lengths= of the last forward, reused by backward
+
+    # -- declaration helpers for subclasses ------------------------------------------------
+    def _param(self, name, array, requires_grad=True):
+        p = Parameter(np.ascontiguousarray(array, dtype=self.dtype), name, requires_grad)
+        self._params[name] = p
+        return p
+
+    def _child(self, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"expected a rnncore Module, got {type(module).__name__}")
+        self._children.append(module)
+        return module
+
+    # -- the Torch7 API ----------------------------------------------------------------------
+    def forward(self, x, lengths=None):
+        """Compute the output for ``x`` and keep what ``backward`` needs."""
+        y = self._forward(x, lengths)
+        self._lengths = lengths
+        return y
+
+    __call__ = forward
+
+    def backward(self, x, gy):
+        """Return dL/dx for the input of the last ``forward`` and accumulate parameter grads."""
+        return self._backward(x, gy)
+
+    def _forward(self, x, lengths):
+        raise NotImplementedError
+
+    def _backward(self, x, gy):
+        raise NotImplementedError
+
+    def named_parameters(self, prefix=""):
+        """``(state_dict key, Parameter)`` pairs of this module and its children, in order."""
+        for name, p in self._params.items():
+            yield prefix + name, p
+        for i, child in enumerate(self._children):
+            yield from child.named_parameters(f"{prefix}{i}.")
+
+    def parameters(self):
+        """Every Parameter of this module and its children (the same objects on every call)."""
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        """This module and every descendant, depth first."""
+        yield self
+        for child in self._children:
+            yield from child.modules()
+
+    def zero_grad_parameters(self):
+        for p in self.parameters():
+            p.grad[...] = 0
+
+    def update_parameters(self, lr):
+        """Plain SGD step: ``data -= lr * grad`` for every trainable parameter."""
+        lr = _checks.positive_number(lr, "lr", allow_zero=True)
+        for p in self.parameters():
+            if p.requires_grad:
+                p.data -= p.data.dtype.type(lr) * p.grad
+
+    def training(self):
+        for m in self.modules():
+            m.train = True
+        return self
+
+    def evaluate(self):
+        for m in self.modules():
+            m.train = False
+        return self
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self):
+        """``{key: copy of the parameter's data}``; containers prefix keys with the child index."""
+        return {key: p.data.copy() for key, p in self.named_parameters()}
+
+    def load_state_dict(self, state):
+        """Copy arrays into the parameters, cast to this module's dtype.
+
+        Unknown keys, missing keys and wrong shapes raise ``ValueError`` before anything changes.
+        """
+        state = self._convert_state(dict(_checks.mapping(state, "state")))
+        own = dict(self.named_parameters())
+        unknown = sorted(set(state) - set(own))
+        missing = sorted(set(own) - set(state))
+        if unknown or missing:
+            raise ValueError(f"state: unknown keys {unknown}, missing keys {missing}; "
+                             f"expected exactly {list(own)}")
+        staged = {}
+        for key, p in own.items():
+            arr = _checks.finite_array(state[key], f"state[{key!r}]", kind="f")
+            if arr.shape != p.data.shape:
+                raise ValueError(f"state[{key!r}]: expected shape {p.data.shape}, got {arr.shape}")
+            staged[key] = arr
+        for key, p in own.items():
+            p.data[...] = staged[key]
+        return self
+
+    def _convert_state(self, state):
+        """Hook for layers that accept foreign layouts (PyTorch's two LSTM biases, say)."""
+        for i, child in enumerate(self._children):
+            prefix = f"{i}."
+            sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if sub:
+                for k in [k for k in state if k.startswith(prefix)]:
+                    del state[k]
+                state.update({prefix + k: v for k, v in child._convert_state(sub).items()})
+        return state
+
+    def astype(self, dtype):
+        """Convert every parameter (and grad) to ``dtype`` in place; returns ``self``."""
+        dtype = _checks.float_dtype(dtype, "dtype")
+        for m in self.modules():
+            m.dtype = dtype
+            for p in m._params.values():
+                p.data = p.data.astype(dtype)
+                p.grad = p.grad.astype(dtype)
+            m._on_astype(dtype)
+        return self
+
+    def _on_astype(self, dtype):
+        """Hook for modules with non-parameter float state (carried hidden states, say)."""
+
+    # -- shapes ------------------------------------------------------------------------------
+    def output_shape(self, input_shape):
+        """Shape of the output for an input of ``input_shape`` (None for an unknown batch)."""
+        return tuple(input_shape)
+
+    def summary(self, input_shape, print_fn=print):
+        """Print a table of layer, output shape and parameter count; return the total count."""
+        from .summary import summary
+        return summary(self, input_shape, print_fn=print_fn)
+
+    def config(self):
+        """Constructor arguments that rebuild this module (used by ``rnncore.save``)."""
+        return {}
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+    def __repr__(self):
+        name = type(self).__name__
+        if not self._children:
+            return f"{name}({self.extra_repr()})"
+        inner = "\n".join(f"  ({i}): " + repr(c).replace("\n", "\n  ")
+                          for i, c in enumerate(self._children))
+        return f"{name}(\n{inner}\n)"

@@ -1,0 +1,1 @@
+"""Optimizers: SGD, Adam, RMSprop, and clip_grad_norm."""
