@@ -1,2 +1,371 @@
-"""(being written)"""
-__all__ = []
+"""Recurrent layers: `RNN`, `LSTM` and `GRU`, stacked and optionally bidirectional.
+
+Shape key: T = time steps, B = batch, I = input features, H = hidden units,
+L = num_layers, D = 2 if bidirectional else 1, G = gates (RNN 1, GRU 3, LSTM 4).
+
+The three layers share one thin base class, ``_Recurrent``. It validates, loops over layers
+and directions, calls one kernel per (layer, direction) and keeps the kernels' caches. The math
+lives in ``kernels/``; the kernel used for each cell is chosen in ``_KERNELS`` just below.
+
+All three kernels share one positional calling convention, which is what keeps the base thin::
+
+    y, *state_n, cache   = forward(x, W_ih, W_hh, *biases, *state_0, lengths, reverse)
+    dx, *dparams, *dstate_0 = backward(dy, *dstate_n, cache)
+
+with ``state = (h,)`` for RNN and GRU and ``(h, c)`` for LSTM, ``biases = (b,)`` for RNN and
+LSTM and ``(b_ih, b_hh)`` for GRU.
+
+Stacking: layer ``k`` reads layer ``k-1``'s output, both directions concatenated
+(``(T, B, D*H)``, forward half first). With ``dropout > 0`` and in ``training()`` mode, an
+inverted-dropout mask (drawn from ``rnncore.random.generator()``) multiplies that input of every
+layer but the first; ``backward`` reuses the same mask.
+
+Initial state, in order of precedence: the ``h0=`` / ``c0=`` arguments of ``forward``
+(``(L*D, B, H)``, PyTorch's layout, index ``layer*D + direction``); else, after ``remember()``,
+the previous call's final state; else zeros. ``remember()`` is truncated BPTT over a long
+stream: the carried state is a constant for the next call, so no gradient crosses the call
+boundary. A remembered state fixes the batch size: a call with another batch size raises
+``ValueError`` (naming ``x``) until ``forget()``. In a bidirectional layer the backward
+direction's carried state is its state after step 0 of the previous chunk (what PyTorch's
+``h_n`` fed back as ``h0`` gives); only the forward direction reads a chunked stream as one.
+"""
+
+import numpy as np
+
+from . import _checks
+from .module import Module
+from .random import generator, uniform
+from kernels.reference import (gru_backward, gru_forward, lstm_backward, lstm_forward,
+                               rnn_backward, rnn_forward)
+
+__all__ = ["RNN", "LSTM", "GRU"]
+
+# The one place that picks the kernels: cell -> (forward, backward), reference signatures.
+_KERNELS = {
+    "rnn": (rnn_forward, rnn_backward),
+    "lstm": (lstm_forward, lstm_backward),
+    "gru": (gru_forward, gru_backward),
+}
+
+
+def _flag(v, name):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {v!r}")
+    return bool(v)
+
+
+class _Recurrent(Module):
+    """Shared machinery of `RNN`, `LSTM` and `GRU` (see the module docstring).
+
+    Subclasses set four class attributes:
+      _cell    key into ``_KERNELS``
+      _gates   G, the number of stacked gate blocks in the weights
+      _states  names of the recurrent states: ("h",) or ("h", "c")
+      _biases  bias names per layer: ("bias",) or ("bias_ih", "bias_hh")
+    """
+
+    _cell = _gates = _states = _biases = None
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
+                 return_sequences=True, dtype=np.float32):
+        input_size = _checks.positive_int(input_size, "input_size")
+        hidden_size = _checks.positive_int(hidden_size, "hidden_size")
+        num_layers = _checks.positive_int(num_layers, "num_layers")
+        bidirectional = _flag(bidirectional, "bidirectional")
+        dropout = _checks.probability(dropout, "dropout")
+        return_sequences = _flag(return_sequences, "return_sequences")
+        super().__init__(dtype)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.dropout = bidirectional, dropout
+        self.return_sequences = return_sequences
+        self.num_directions = 2 if bidirectional else 1
+
+        # Parameters in PyTorch's order: per layer, forward direction then "_reverse".
+        # Init U(-1/sqrt(H), 1/sqrt(H)) for every array, as PyTorch does.
+        H, G = hidden_size, self._gates
+        bound = 1.0 / np.sqrt(H)
+        for k in range(num_layers):
+            fan_in = input_size if k == 0 else self.num_directions * H
+            for sfx in self._suffixes():
+                self._param(f"weight_ih_l{k}{sfx}", uniform((G * H, fan_in), bound, self.dtype))
+                self._param(f"weight_hh_l{k}{sfx}", uniform((G * H, H), bound, self.dtype))
+                for b in self._biases:
+                    self._param(f"{b}_l{k}{sfx}", self._init_bias(uniform((G * H,), bound, self.dtype)))
+
+        for s in self._states:                    # final states, and grads of the initial states
+            setattr(self, f"{s}_n", None)         # (L*D, B, H) after forward
+            setattr(self, f"grad_{s}0", None)     # (L*D, B, H) after backward
+        self._remember = False
+        self._carry = None                        # remembered states: tuple of (L*D, B, H)
+        self._cache = None                        # what backward needs, set by forward
+
+    def _init_bias(self, b):
+        return b
+
+    def _suffixes(self):
+        return ("", "_reverse")[:self.num_directions]
+
+    def _layer_params(self, k, d):
+        """The kernel's weight arguments for layer k, direction d: (W_ih, W_hh, *biases)."""
+        sfx = self._suffixes()[d]
+        names = [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"] + [f"{b}_l{k}{sfx}" for b in self._biases]
+        return [self._params[n] for n in names]
+
+    # -- remember / forget (Torch7) ----------------------------------------------------------
+    def remember(self, mode=True):
+        """From now on each forward starts from the previous call's final state.
+
+        ``remember(False)`` switches that off again (and forgets the state).
+        """
+        self._remember = _flag(mode, "mode")
+        if not self._remember:
+            self._carry = None
+        return self
+
+    def forget(self):
+        """Reset the remembered state to zeros (the mode set by ``remember`` is kept)."""
+        self._carry = None
+        return self
+
+    # -- forward -----------------------------------------------------------------------------
+    def forward(self, x, lengths=None, h0=None):
+        """Run the layer over ``x``.
+
+        x: (T, B, I) array, or a list of T arrays (B, I) (cast to the module's dtype)
+        lengths: None or ints (B,), 1 <= lengths[b] <= T
+        h0: None or (L*D, B, H), PyTorch's layout
+        returns (T, B, D*H) (a list of T (B, D*H) arrays if x was a list) when
+        return_sequences, else (B, D*H): the top layer's final hidden states.
+        """
+        return self._run(x, lengths, (h0,))
+
+    __call__ = forward
+
+    def _forward(self, x, lengths):
+        return self._run(x, lengths, (None,) * len(self._states))
+
+    def _check_input(self, x):
+        """x -> (C-contiguous (T, B, I) array of the module dtype, was_list)."""
+        a, was_list = _checks.sequence(x, "x", dtype=self.dtype)
+        if a.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected (T, B, {self.input_size}) (input_size={self.input_size}), "
+                             f"got shape {a.shape}")
+        return np.ascontiguousarray(a), was_list
+
+    def _run(self, x, lengths, initial):
+        # 1. Validate everything before anything changes.
+        x, was_list = self._check_input(x)
+        T, B, _ = x.shape
+        lengths = _checks.lengths(lengths, T, B)
+        LD, H = self.num_layers * self.num_directions, self.hidden_size
+        states0 = []
+        for s, given in zip(self._states, initial):
+            if given is not None:
+                a = _checks.finite_array(given, f"{s}0", dtype=self.dtype)
+                _checks.same_shape(a, (LD, B, H), f"{s}0")
+                states0.append(np.ascontiguousarray(a))
+            else:
+                states0.append(None)
+        if self._remember and self._carry is not None:
+            carried_B = self._carry[0].shape[1]
+            if carried_B != B:
+                raise ValueError(f"x: expected batch size {carried_B} (the remembered state's), got "
+                                 f"shape {x.shape}; call forget() before changing the batch size")
+            states0 = [c if s is None else s for s, c in zip(states0, self._carry)]
+
+        # 2. Layers bottom-up, directions forward then reverse: one kernel call each.
+        fwd = _KERNELS[self._cell][0]
+        D, p = self.num_directions, self.dropout
+        inp = x                                               # (T, B, I) then (T, B, D*H)
+        caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
+        for k in range(self.num_layers):
+            mask = None
+            if k > 0 and p > 0 and self.train:                # inverted dropout between layers
+                mask = (generator().random(inp.shape) >= p).astype(self.dtype) / self.dtype.type(1 - p)
+                inp = inp * mask
+            masks.append(mask)
+            outs = []
+            for d in range(D):
+                i = k * D + d
+                s0 = [None if s is None else s[i] for s in states0]
+                y, *s_n, cache = fwd(inp, *[q.data for q in self._layer_params(k, d)], *s0,
+                                     lengths, d == 1)
+                outs.append(y)
+                finals.append(s_n)
+                caches.append(cache)
+            inp = outs[0] if D == 1 else np.concatenate(outs, axis=2)   # (T, B, D*H)
+
+        # 3. Commit: final states, caches, remembered state.
+        state_n = [np.stack([f[j] for f in finals]) for j in range(len(self._states))]  # (L*D, B, H)
+        for s, a in zip(self._states, state_n):
+            setattr(self, f"{s}_n", a)
+        if self._remember:
+            self._carry = tuple(a.copy() for a in state_n)
+        self._cache = dict(caches=caches, masks=masks, shape=x.shape, was_list=was_list)
+        self._lengths = lengths
+
+        if not self.return_sequences:                         # top layer's h_n, directions side by side
+            top = state_n[0][(self.num_layers - 1) * D:]      # (D, B, H)
+            return np.concatenate(list(top), axis=1)          # (B, D*H)
+        return list(inp) if was_list else inp
+
+    # -- backward ----------------------------------------------------------------------------
+    def _backward(self, x, gy):
+        """dL/dx for the last forward's input; adds dL/dparam into every ``Parameter.grad``.
+
+        gy: like the output of forward ((T, B, D*H) or a list of those steps, or (B, D*H)).
+        Also sets ``grad_h0`` (and ``grad_c0``): dL/d(initial state), (L*D, B, H), for this call.
+        """
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+        c = self._cache
+        T, B, _ = c["shape"]
+        x, was_list = self._check_input(x)
+        if x.shape != c["shape"]:
+            raise ValueError(f"x: expected the forward's input shape {c['shape']}, got {x.shape}")
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        if self.return_sequences:
+            g, _ = _checks.sequence(gy, "gy", dtype=self.dtype)
+            _checks.same_shape(g, (T, B, D * H), "gy")
+        else:
+            g = _checks.finite_array(gy, "gy", dtype=self.dtype)
+            _checks.same_shape(g, (B, D * H), "gy")
+
+        bwd = _KERNELS[self._cell][1]
+        n_s, n_p = len(self._states), 2 + len(self._biases)
+        dstate0 = [[None] * (L * D) for _ in self._states]
+        # Upstream grads of the top layer: its outputs (return_sequences) or its final h.
+        dy_layer = g if self.return_sequences else None       # (T, B, D*H) or None
+        for k in reversed(range(L)):
+            dinp = None
+            for d in range(D):
+                i = k * D + d
+                dy = None if dy_layer is None else np.ascontiguousarray(dy_layer[..., d * H:(d + 1) * H])
+                dstate_n = [None] * n_s
+                if k == L - 1 and not self.return_sequences:
+                    dstate_n[0] = np.ascontiguousarray(g[:, d * H:(d + 1) * H])   # dL/dh_n
+                dx, *rest = bwd(dy, *dstate_n, c["caches"][i])
+                for q, dq in zip(self._layer_params(k, d), rest[:n_p]):
+                    q.grad += dq
+                for j in range(n_s):
+                    dstate0[j][i] = rest[n_p + j]
+                dinp = dx if dinp is None else dinp + dx
+            if c["masks"][k] is not None:
+                dinp = dinp * c["masks"][k]                   # inp = prev * mask
+            dy_layer = dinp
+        for s, parts in zip(self._states, dstate0):
+            setattr(self, f"grad_{s}0", np.stack(parts))
+        return list(dy_layer) if was_list else dy_layer
+
+    # -- state, shapes, description ----------------------------------------------------------
+    def _convert_state(self, state):
+        return state
+
+    def _on_astype(self, dtype):
+        for s in self._states:
+            for attr in (f"{s}_n", f"grad_{s}0"):
+                a = getattr(self, attr)
+                if a is not None:
+                    setattr(self, attr, a.astype(dtype))
+        if self._carry is not None:
+            self._carry = tuple(a.astype(dtype) for a in self._carry)
+        self._cache = None                                    # backward needs a fresh forward
+
+    def output_shape(self, input_shape):
+        """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""
+        shape = tuple(input_shape)
+        if len(shape) != 3:
+            raise ValueError(f"input_shape: expected (T, B, {self.input_size}), got {shape}")
+        if shape[2] is not None and shape[2] != self.input_size:
+            raise ValueError(f"input_shape: expected (T, B, {self.input_size}) "
+                             f"(input_size={self.input_size}), got {shape}")
+        DH = self.num_directions * self.hidden_size
+        return (shape[0], shape[1], DH) if self.return_sequences else (shape[1], DH)
+
+    def config(self):
+        return dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                    num_layers=self.num_layers, bidirectional=self.bidirectional,
+                    dropout=self.dropout, return_sequences=self.return_sequences)
+
+    def extra_repr(self):
+        defaults = dict(num_layers=1, bidirectional=False, dropout=0.0, return_sequences=True)
+        parts = [str(self.input_size), str(self.hidden_size)]
+        parts += [f"{k}={v!r}" for k, v in self.config().items() if k in defaults and v != defaults[k]]
+        return ", ".join(parts)
+
+
+def _sum_torch_biases(module, state):
+    """PyTorch keeps two biases per layer; a cell with one bias (RNN, LSTM) uses their sum.
+
+    Replaces every ``bias_ih_l{k}{sfx}`` + ``bias_hh_l{k}{sfx}`` pair by ``bias_l{k}{sfx}``.
+    An incomplete pair is left alone, and load_state_dict then names it as an unknown key.
+    """
+    for k in range(module.num_layers):
+        for sfx in module._suffixes():
+            ih, hh, b = f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}", f"bias_l{k}{sfx}"
+            if ih in state and hh in state and b not in state:
+                a1 = _checks.finite_array(state[ih], f"state[{ih!r}]")
+                a2 = _checks.finite_array(state[hh], f"state[{hh!r}]")
+                if a1.shape != a2.shape:
+                    raise ValueError(f"state[{hh!r}]: expected the shape of {ih!r} {a1.shape}, "
+                                     f"got {a2.shape}")
+                state[b] = a1.astype(np.float64) + a2.astype(np.float64)
+                del state[ih], state[hh]
+    return state
+
+
+class RNN(_Recurrent):
+    """Elman RNN with tanh, ``h_t = tanh(W_ih x_t + W_hh h_{t-1} + b)``.
+
+    Parameters per layer k and direction: ``weight_ih_l{k}`` (H, I or D*H), ``weight_hh_l{k}``
+    (H, H), ``bias_l{k}`` (H,), with ``_reverse`` for the backward direction. Loads PyTorch
+    ``nn.RNN`` state dicts (``bias_ih + bias_hh`` summed).
+    """
+
+    _cell, _gates, _states, _biases = "rnn", 1, ("h",), ("bias",)
+
+    def _convert_state(self, state):
+        return _sum_torch_biases(self, state)
+
+
+class LSTM(_Recurrent):
+    """LSTM, PyTorch's gate order i, f, g, o and one bias per layer (Keras' parameter count).
+
+    Parameters per layer k and direction: ``weight_ih_l{k}`` (4H, I or D*H), ``weight_hh_l{k}``
+    (4H, H), ``bias_l{k}`` (4H,), with ``_reverse`` for the backward direction. Loads PyTorch
+    ``nn.LSTM`` state dicts (``bias_ih + bias_hh`` summed).
+
+    Init: everything U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, except the forget-gate block of the
+    bias, set to 1.0 (Gers et al. 2000; Jozefowicz et al. 2015; Keras' ``unit_forget_bias``) so
+    that the cell starts out remembering and gradients survive long sequences.
+
+    ``forward(x, lengths=None, h0=None, c0=None)``; after it ``h_n`` and ``c_n`` (L*D, B, H);
+    after backward ``grad_h0`` and ``grad_c0``.
+    """
+
+    _cell, _gates, _states, _biases = "lstm", 4, ("h", "c"), ("bias",)
+
+    def _init_bias(self, b):
+        H = self.hidden_size
+        b[H:2 * H] = 1.0                                     # forget gate
+        return b
+
+    def forward(self, x, lengths=None, h0=None, c0=None):
+        """As `_Recurrent.forward`, plus ``c0``: None or (L*D, B, H), the initial cell state."""
+        return self._run(x, lengths, (h0, c0))
+
+    __call__ = forward
+
+    def _convert_state(self, state):
+        return _sum_torch_biases(self, state)
+
+
+class GRU(_Recurrent):
+    """GRU in the ``reset_after`` form (PyTorch, cuDNN), gate order r, z, n, two biases.
+
+    Parameters per layer k and direction: ``weight_ih_l{k}`` (3H, I or D*H), ``weight_hh_l{k}``
+    (3H, H), ``bias_ih_l{k}`` and ``bias_hh_l{k}`` (3H,), with ``_reverse`` for the backward
+    direction: exactly PyTorch ``nn.GRU``'s state dict.
+    """
+
+    _cell, _gates, _states, _biases = "gru", 3, ("h",), ("bias_ih", "bias_hh")
