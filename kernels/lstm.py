@@ -1,0 +1,243 @@
+"""Fast CPU LSTM: forward and backpropagation through time (BPTT), compiled with Numba.
+
+Same signatures and results as ``kernels.reference.lstm_forward`` / ``lstm_backward`` (the
+plain NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and
+haste do, so that nearly all the work happens in a few matrix products.
+
+Shape key (used in every comment below):
+
+    T = time steps   B = batch   I = input features   H = hidden units   4H = the four gates
+
+The cell (PyTorch layout and gate order i, f, g, o; one bias). For each step t:
+
+    z_t = W_ih x_t + W_hh h_{t-1} + b                             (1)   (B, 4H) = z_i z_f z_g z_o
+    i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)     (2)   sig(u) = 1 / (1 + e^-u)
+    c_t = f * c_{t-1} + i * g                                     (3)
+    h_t = o * tanh(c_t)                                           (4)
+
+and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding for sequence b:
+
+    h_t = h_{t-1},  c_t = c_{t-1},  y_t = 0                       (5)   the state is frozen
+
+How the work is organized (forward):
+
+    G = X W_ih^T              ONE big GEMM for all steps: (T*B, I) @ (I, 4H), in ``_forward_core``
+    for each step t:
+        R = h_{t-1} W_hh^T    ONE recurrent GEMM into a preallocated (B, 4H) buffer
+        one fused loop over (B, H): z = G[t] + R + b, (2), (3), (4), (5), save i f g o, tanh(c_t)
+
+Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(5) in reverse):
+
+    for each step t:
+        one fused loop over (B, H): dh, dc -> dz_t (the gate pre-activation grads), kept in dZ
+        dh_{t-1} = dz_t W_hh  ONE GEMM: (B, 4H) @ (4H, H)                       from (1)
+    then, once for all steps (the weights are shared across time, so their grads are sums):
+        dW_ih = dZ^T X            (4H, T*B) @ (T*B, I)                           from (1)
+        dW_hh = dZ^T H_prev       (4H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}      from (1)
+        dX    = dZ W_ih           (T*B, 4H) @ (4H, I)                            from (1)
+        db    = column sums of dZ                                                from (1)
+
+``reverse=True`` (the backward half of a bidirectional layer) runs sequence b from its last
+valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
+``x_s[s, b] = x[lengths[b] - 1 - s, b]`` (``_common.flip_valid``), run the same forward-in-time
+recurrence, and write each step's output straight back to its time ``t = lengths[b] - 1 - s``.
+In step order, step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions.
+
+Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
+cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
+constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
+The GEMMs run on BLAS's own threads; the pointwise loops are serial (a second thread pool on
+the same cores would fight BLAS's).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros
+
+__all__ = ["lstm_forward", "lstm_backward"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse):
+    """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
+
+    y:      (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
+    hs, cs: (T+1, B, H)   hs[s], cs[s] = the state BEFORE step s; hs[0], cs[0] = h0, c0 on entry
+    gates:  (T, B, 4H)    out: activated i, f, g, o of every valid step (used as scratch first)
+    tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
+    x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)
+    lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+
+    # (1), input part, for every step at once: gates[s] = x_s[s] W_ih^T      (T*B, 4H)
+    np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
+
+    R = np.empty((B, 4 * H), x_s.dtype)                  # recurrent part of (1), reused per step
+    W_hh_T = W_hh.T                                      # (H, 4H), a transposed view, no copy
+    for s in range(T):
+        np.dot(hs[s], W_hh_T, R)                         # (1): R = h_{s-1} W_hh^T    (B, 4H)
+        for bb in range(B):
+            L = lengths[bb]
+            if s >= L:                                   # (5): padding, the state is frozen
+                for j in range(H):
+                    hs[s + 1, bb, j] = hs[s, bb, j]
+                    cs[s + 1, bb, j] = cs[s, bb, j]
+                continue
+            t = L - 1 - s if reverse else s              # the time this step's output belongs to
+            z = gates[s, bb]                             # (4H,) view: input part of (1)
+            r = R[bb]
+            for j in range(H):
+                i = sigmoid(z[j] + r[j] + b[j])                          # (1), (2)
+                f = sigmoid(z[H + j] + r[H + j] + b[H + j])              # (1), (2)
+                g = math.tanh(z[2 * H + j] + r[2 * H + j] + b[2 * H + j])  # (1), (2)
+                o = sigmoid(z[3 * H + j] + r[3 * H + j] + b[3 * H + j])  # (1), (2)
+                c = f * cs[s, bb, j] + i * g                             # (3)
+                tc = math.tanh(c)
+                h = o * tc                                               # (4)
+                z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o  # saved for backward
+                tanh_c[s, bb, j] = tc
+                cs[s + 1, bb, j] = c
+                hs[s + 1, bb, j] = h
+                y[t, bb, j] = h
+
+
+def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False):
+    """LSTM over a whole sequence, equations (1)-(5).
+
+    x: (T, B, I)   W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)   h0, c0: (B, H) or None (zeros)
+    lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
+    reverse: run each sequence from its last valid step back to 0
+    returns y: (T, B, H), h_n: (B, H), c_n: (B, H), cache (opaque; for ``lstm_backward`` only)
+
+    Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a (T, B, I) array, got shape {x.shape}")
+    T, B, I = x.shape
+    dt = x.dtype
+    W_hh = as_float_array(W_hh, "W_hh", dt)
+    if W_hh.ndim != 2 or W_hh.shape[0] != 4 * W_hh.shape[1]:
+        raise ValueError(f"W_hh: expected a (4H, H) array, got shape {W_hh.shape}")
+    H = W_hh.shape[1]
+    W_ih = as_float_array(W_ih, "W_ih", dt, (4 * H, I))
+    b = as_float_array(b, "b", dt, (4 * H,))
+    lengths = as_lengths(lengths, T, B)
+    reverse = bool(reverse)
+
+    hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
+    cs = np.empty((T + 1, B, H), dt)
+    hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
+    cs[0] = state_or_zeros(c0, (B, H), dt, "c0")
+    gates = np.empty((T, B, 4 * H), dt)                  # i, f, g, o per step
+    tanh_c = np.empty((T, B, H), dt)
+    y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (5)
+    x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
+
+    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, int(reverse))
+
+    cache = (x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c)
+    return y, hs[T].copy(), cs[T].copy(), cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
+                   x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c):
+    """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dc, dZ in place.
+
+    dx_s:  (T, B, I)    out: grad of x_s (step order)
+    dW_ih: (4H, I)   dW_hh: (4H, H)   db: (4H,)   out (overwritten)
+    dh:    (B, H)       scratch, then out: dh0. After step s it holds dL/dh_{s-1} of the rows
+                        that were valid at s (from (1)); padded rows are not read.
+    dc:    (B, H)       in: dc_n; out: dc0. Holds dL/dc of the current step's input state.
+    dZ:    (T, B, 4H)   out: dL/dz_t for every step, 0 on padding (scratch for the big GEMMs)
+    dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
+    the rest: the forward's cache (see ``_forward_core``).
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    one = x_s.dtype.type(1)
+
+    for s in range(T - 1, -1, -1):
+        for bb in range(B):
+            L = lengths[bb]
+            if s >= L:                                   # (5): padding takes no gradient; dh
+                for k in range(4 * H):                   # and dc pass through it unchanged
+                    dZ[s, bb, k] = 0
+                continue
+            t = L - 1 - s if reverse else s
+            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding in
+            # between passed it through unchanged, (5)), else the GEMM of step s+1.
+            dh_next = dh_n[bb] if s == L - 1 else dh[bb]
+            a = gates[s, bb]                             # (4H,) saved i, f, g, o
+            dz = dZ[s, bb]                               # (4H,) written here
+            for j in range(H):
+                i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
+                tc = tanh_c[s, bb, j]
+                dh_t = dy[t, bb, j] + dh_next[j]         # h_t feeds y_t and step s+1
+                do = dh_t * tc                                           # (4)
+                dc_t = dc[bb, j] + dh_t * o * (one - tc * tc)            # (4): tanh' = 1 - tanh^2
+                di = dc_t * g                                            # (3)
+                df = dc_t * cs[s, bb, j]                                 # (3)
+                dg = dc_t * i                                            # (3)
+                dc[bb, j] = dc_t * f                                     # (3): dL/dc_{t-1}
+                dz[j] = di * i * (one - i)                               # (2): sig' = s (1 - s)
+                dz[H + j] = df * f * (one - f)                           # (2)
+                dz[2 * H + j] = dg * (one - g * g)                       # (2): tanh'
+                dz[3 * H + j] = do * o * (one - o)                       # (2)
+        np.dot(dZ[s], W_hh, dh)                          # (1): dL/dh_{s-1} = dz_s W_hh  (B, H)
+
+    # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
+    TB = T * B
+    dZ2 = dZ.reshape(TB, 4 * H)                                    # (T*B, 4H)
+    np.dot(dZ2.T, x_s.reshape(TB, I), dW_ih)                       # (4H, I)
+    np.dot(dZ2.T, hs[:T].reshape(TB, H), dW_hh)                    # (4H, H), hs[s] = h_{s-1}
+    np.dot(dZ2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)
+    db[:] = 0
+    for r in range(TB):
+        for k in range(4 * H):
+            db[k] += dZ2[r, k]
+
+
+def lstm_backward(dy, dh_n, dc_n, cache):
+    """Gradients of ``lstm_forward``, equations (1)-(5) differentiated in reverse step order.
+
+    dy: (T, B, H) or None   dh_n, dc_n: (B, H) or None   (None means zeros)
+    returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H),
+    all fresh arrays (the caller accumulates).
+    """
+    x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c = cache
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    dt = x_s.dtype
+    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
+        as_float_array(dy, "dy", dt, (T, B, H))
+    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
+        as_float_array(dh_n, "dh_n", dt, (B, H))
+    dc = state_or_zeros(dc_n, (B, H), dt, "dc_n")        # fresh copy: updated in place to dc0
+
+    dx_s = np.empty((T, B, I), dt)
+    dW_ih = np.empty((4 * H, I), dt)
+    dW_hh = np.empty((4 * H, H), dt)
+    db = np.empty(4 * H, dt)
+    dh = np.empty((B, H), dt)                            # ends as dh0
+    dZ = np.empty((T, B, 4 * H), dt)
+
+    _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
+                   x_s, W_ih, W_hh, lengths, int(reverse), hs, cs, gates, tanh_c)
+
+    dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+    return dx, dW_ih, dW_hh, db, dh, dc
