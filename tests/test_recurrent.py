@@ -1,0 +1,625 @@
+"""RNN, LSTM and GRU layers: gradients, ragged batches, bidirectional, stacking, remember/forget,
+state dicts, shapes and input validation. (PyTorch parity: test_recurrent_torch.py.)"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import rnncore
+from rnncore import GRU, LSTM, RNN
+
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
+N_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
+STATE_KW = ("h0", "c0")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def ragged_lengths(rng, T, B):
+    """(B,) lengths in [1, T], at least one full-length sequence, in random order."""
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[rng.integers(B)] = T
+    return lengths
+
+
+def numeric_grad(loss, a, eps=1e-6):
+    """Central differences of the scalar ``loss()`` w.r.t. every entry of ``a`` (changed in place)."""
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        lp = loss()
+        a[idx] = old - eps
+        lm = loss()
+        a[idx] = old
+        g[idx] = (lp - lm) / (2 * eps)
+    return g
+
+
+def rel_err(analytic, numeric):
+    """Worst entry's error, relative to the array's largest gradient (floor 1e-6)."""
+    scale = max(np.abs(analytic).max(), np.abs(numeric).max(), 1e-6)
+    return np.abs(analytic - numeric).max() / scale
+
+
+def check_gradients(m, x, lengths=None, states0=(), reseed=None, tol=1e-6):
+    """Compare backward's dx, parameter grads and initial-state grads with central differences.
+
+    loss = sum(forward(x) * dout) with a random dout; ``reseed`` re-seeds rnncore before each
+    forward so that a dropout mask is the same in every evaluation.
+    """
+    rng = np.random.default_rng(0)
+    kwargs = dict(zip(STATE_KW, states0))
+
+    def forward():
+        if reseed is not None:
+            rnncore.manual_seed(reseed)
+        return m.forward(x, lengths=lengths, **kwargs)
+
+    dout = rng.standard_normal(forward().shape)
+
+    def loss():
+        return float(np.sum(forward() * dout))
+
+    m.zero_grad_parameters()
+    forward()
+    dx = m.backward(x, dout)
+    errors = {"x": rel_err(dx, numeric_grad(loss, x))}
+    for name, p in m.named_parameters():
+        errors[name] = rel_err(p.grad.copy(), numeric_grad(loss, p.data))
+    for kw, s in zip(STATE_KW, states0):
+        forward()
+        m.backward(x, dout)
+        errors[kw] = rel_err(getattr(m, f"grad_{kw}").copy(), numeric_grad(loss, s))
+    worst = max(errors, key=errors.get)
+    assert errors[worst] < tol, f"{worst}: relative error {errors[worst]:.2e} ({errors})"
+    return errors
+
+
+def make(cell, I, H, **kw):
+    return CELLS[cell](I, H, dtype=np.float64, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradients (float64 central differences)
+# ---------------------------------------------------------------------------------------------
+
+CONFIGS = {
+    "plain": dict(),
+    "stacked": dict(num_layers=2),
+    "bidirectional": dict(bidirectional=True),
+    "ragged": dict(ragged=True),
+    "last": dict(return_sequences=False),
+    "states": dict(states=True),
+    "all": dict(num_layers=2, bidirectional=True, ragged=True, return_sequences=False, states=True),
+    "all_sequences": dict(num_layers=2, bidirectional=True, ragged=True, states=True),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gradcheck_configurations(cell, config):
+    kw = dict(CONFIGS[config])
+    ragged, states = kw.pop("ragged", False), kw.pop("states", False)
+    rng = np.random.default_rng(11)
+    T, B, I, H = 4, 3, 2, 3
+    rnncore.manual_seed(1)
+    m = make(cell, I, H, **kw)
+    D = 2 if m.bidirectional else 1
+    x = rng.standard_normal((T, B, I))
+    lengths = ragged_lengths(rng, T, B) if ragged else None
+    states0 = [rng.standard_normal((m.num_layers * D, B, H)) for _ in range(N_STATES[cell])] if states else []
+    check_gradients(m, x, lengths, states0)
+
+
+@given(cell=st.sampled_from(sorted(CELLS)), T=st.integers(1, 4), B=st.integers(1, 3),
+       I=st.integers(1, 3), H=st.integers(1, 3), num_layers=st.integers(1, 2),
+       bidirectional=st.booleans(), return_sequences=st.booleans(), ragged=st.booleans(),
+       states=st.booleans(), seed=st.integers(0, 2**16))
+def test_gradcheck_hypothesis(cell, T, B, I, H, num_layers, bidirectional, return_sequences, ragged,
+                              states, seed):
+    rng = np.random.default_rng(seed)
+    rnncore.manual_seed(seed)
+    m = make(cell, I, H, num_layers=num_layers, bidirectional=bidirectional,
+             return_sequences=return_sequences)
+    D = 2 if bidirectional else 1
+    x = rng.standard_normal((T, B, I))
+    lengths = ragged_lengths(rng, T, B) if ragged else None
+    states0 = [rng.standard_normal((num_layers * D, B, H)) for _ in range(N_STATES[cell])] if states else []
+    check_gradients(m, x, lengths, states0)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gradcheck_with_dropout_reuses_the_mask(cell):
+    """Dropout between layers in training mode: backward must use forward's mask."""
+    rng = np.random.default_rng(2)
+    rnncore.manual_seed(3)
+    m = make(cell, 2, 3, num_layers=3, bidirectional=True, dropout=0.5).training()
+    x = rng.standard_normal((3, 2, 2))
+    rnncore.manual_seed(99)
+    y_drop = m(x)
+    assert not np.allclose(y_drop, m.evaluate()(x))        # the mask does something
+    m.training()
+    check_gradients(m, x, ragged_lengths(rng, 3, 2), reseed=99)
+
+
+def test_gradcheck_in_evaluate_mode_ignores_dropout():
+    rng = np.random.default_rng(5)
+    m = make("lstm", 2, 3, num_layers=2, dropout=0.5).evaluate()
+    x = rng.standard_normal((3, 2, 2))
+    np.testing.assert_array_equal(m(x), m(x))               # deterministic: no mask
+    check_gradients(m, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# ragged batches, bidirectional, final states
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_padded_batch_equals_each_sequence_alone(cell):
+    """Bidirectional, stacked, return_sequences=False over a padded batch (garbage in the padding)
+    gives, for every sequence, what running that sequence unpadded alone gives."""
+    rng = np.random.default_rng(8)
+    T, B, I, H = 7, 4, 3, 4
+    lengths = np.array([3, 7, 1, 5])
+    x = rng.standard_normal((T, B, I))                    # padding holds random values on purpose
+    m = make(cell, I, H, num_layers=2, bidirectional=True, return_sequences=False)
+    seq = make(cell, I, H, num_layers=2, bidirectional=True).load_state_dict(m.state_dict())
+    last = m(x, lengths=lengths)
+    assert last.shape == (B, 2 * H)
+    full = seq(x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        alone = m(x[:n, b:b + 1])
+        np.testing.assert_allclose(last[b], alone[0], rtol=1e-12, atol=1e-14)
+        alone_seq = seq(x[:n, b:b + 1])
+        np.testing.assert_allclose(full[:n, b], alone_seq[:, 0], rtol=1e-12, atol=1e-14)
+        assert np.all(full[n:, b] == 0)                    # padding outputs are zero
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_h_n_layout_is_pytorchs(cell):
+    """h_n[layer*D + d]: forward direction at each last valid step, backward direction at step 0."""
+    rng = np.random.default_rng(9)
+    T, B, I, H = 5, 3, 2, 3
+    lengths = np.array([2, 5, 4])
+    m = make(cell, I, H, num_layers=2, bidirectional=True)
+    y = m(rng.standard_normal((T, B, I)), lengths=lengths)
+    assert m.h_n.shape == (4, B, H)
+    np.testing.assert_array_equal(m.h_n[2], y[lengths - 1, np.arange(B), :H])
+    np.testing.assert_array_equal(m.h_n[3], y[0, :, H:])
+    if cell == "lstm":
+        assert m.c_n.shape == (4, B, H)
+    else:
+        assert not hasattr(m, "c_n")
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_list_input_gives_the_same_as_an_array(cell):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 2, 3))
+    m = make(cell, 3, 2, bidirectional=True)
+    y = m(x)
+    gy = rng.standard_normal(y.shape)
+    m.zero_grad_parameters()
+    gx = m.backward(x, gy)
+    grads = [p.grad.copy() for p in m.parameters()]
+    y_list = m(list(x))
+    assert isinstance(y_list, list) and len(y_list) == 4
+    np.testing.assert_array_equal(np.stack(y_list), y)
+    m.zero_grad_parameters()
+    gx_list = m.backward(list(x), list(gy))
+    assert isinstance(gx_list, list) and len(gx_list) == 4
+    np.testing.assert_array_equal(np.stack(gx_list), gx)
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gradients_accumulate_until_zeroed(cell):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 2, 2))
+    m = make(cell, 2, 3, num_layers=2)
+    gy = rng.standard_normal(m(x).shape)
+    m.zero_grad_parameters()
+    m.backward(x, gy)
+    once = [p.grad.copy() for p in m.parameters()]
+    m.backward(x, gy)
+    for p, g in zip(m.parameters(), once):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-14)
+    m.zero_grad_parameters()
+    assert all(not p.grad.any() for p in m.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# remember / forget (truncated BPTT)
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_remember_runs_chunks_like_the_whole_sequence(cell):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((10, 3, 2))
+    m = make(cell, 2, 4, num_layers=2)
+    whole = m(x)
+    h_whole = m.h_n.copy()
+    m.remember()
+    chunks = [m(x[a:b]) for a, b in [(0, 3), (3, 7), (7, 8), (8, 10)]]
+    np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m.h_n, h_whole, rtol=1e-12, atol=1e-14)
+    m.forget()                                             # back to zeros, still remembering
+    np.testing.assert_allclose(m(x[:3]), whole[:3], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m(x[3:7]), whole[3:7], rtol=1e-12, atol=1e-14)
+    m.remember(False)                                      # off: every call from zeros
+    np.testing.assert_array_equal(m(x[:3]), m(x[:3]))
+    np.testing.assert_allclose(m(x[3:7]), make(cell, 2, 4, num_layers=2)
+                               .load_state_dict(m.state_dict())(x[3:7]), rtol=1e-14)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_no_gradient_crosses_the_remembered_boundary(cell):
+    """After remember(), a call's backward is that of a fresh call given the carried state as h0."""
+    rng = np.random.default_rng(14)
+    x1, x2 = rng.standard_normal((3, 2, 2)), rng.standard_normal((4, 2, 2))
+    m = make(cell, 2, 3, num_layers=2).remember()
+    m(x1)
+    carried = [m.h_n.copy()] + ([m.c_n.copy()] if cell == "lstm" else [])
+    y2 = m(x2)
+    gy = rng.standard_normal(y2.shape)
+    m.zero_grad_parameters()
+    gx = m.backward(x2, gy)
+
+    fresh = make(cell, 2, 3, num_layers=2).load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(fresh(x2, **dict(zip(STATE_KW, carried))), y2)
+    gx_fresh = fresh.backward(x2, gy)
+    np.testing.assert_array_equal(gx, gx_fresh)
+    for p, q in zip(m.parameters(), fresh.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+    np.testing.assert_array_equal(m.grad_h0, fresh.grad_h0)   # reported, but goes nowhere
+
+
+def test_explicit_h0_takes_precedence_over_the_remembered_state():
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((3, 2, 2))
+    h0 = rng.standard_normal((1, 2, 3))
+    m = make("gru", 2, 3).remember()
+    m(x)
+    with_h0 = m(x, h0=h0)
+    fresh = make("gru", 2, 3).load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(with_h0, fresh(x, h0=h0))
+
+
+def test_remembered_state_refuses_a_new_batch_size_until_forget():
+    rng = np.random.default_rng(16)
+    m = make("lstm", 2, 3).remember()
+    m(rng.standard_normal((3, 4, 2)))
+    h_n = m.h_n.copy()
+    nxt = rng.standard_normal((2, 4, 2))
+    with pytest.raises(ValueError, match=r"x: .*batch size 4"):
+        m(rng.standard_normal((3, 5, 2)))
+    np.testing.assert_array_equal(m.h_n, h_n)                # nothing changed
+    expected = make("lstm", 2, 3).load_state_dict(m.state_dict())(nxt, h0=m.h_n, c0=m.c_n)
+    np.testing.assert_array_equal(m(nxt), expected)          # the carried state survived
+    m.forget()
+    assert m(rng.standard_normal((3, 5, 2))).shape == (3, 5, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters, state dicts, shapes, dtypes, config
+# ---------------------------------------------------------------------------------------------
+
+def test_keras_parameter_counts():
+    first, second = LSTM(2, 64), LSTM(64, 32, return_sequences=False)
+    assert sum(p.data.size for p in first.parameters()) == 17152
+    assert sum(p.data.size for p in second.parameters()) == 12416
+
+
+@given(cell=st.sampled_from(sorted(CELLS)), I=st.integers(1, 9), H=st.integers(1, 9),
+       L=st.integers(1, 3), bidirectional=st.booleans())
+def test_parameter_count_formula(cell, I, H, L, bidirectional):
+    D = 2 if bidirectional else 1
+
+    def per_direction(fan_in):
+        return {"lstm": 4 * H * (fan_in + H) + 4 * H,
+                "gru": 3 * H * (fan_in + H) + 6 * H,
+                "rnn": H * (fan_in + H) + H}[cell]
+
+    expected = D * (per_direction(I) + (L - 1) * per_direction(D * H))
+    m = CELLS[cell](I, H, num_layers=L, bidirectional=bidirectional)
+    assert sum(p.data.size for p in m.parameters()) == expected
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_state_dict_keys_and_shapes(cell):
+    m = CELLS[cell](3, 5, num_layers=2, bidirectional=True)
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    biases = ["bias_ih", "bias_hh"] if cell == "gru" else ["bias"]
+    expected = {}
+    for k, fan_in in [(0, 3), (1, 10)]:
+        for sfx in ["", "_reverse"]:
+            expected[f"weight_ih_l{k}{sfx}"] = (G * 5, fan_in)
+            expected[f"weight_hh_l{k}{sfx}"] = (G * 5, 5)
+            for b in biases:
+                expected[f"{b}_l{k}{sfx}"] = (G * 5,)
+    sd = m.state_dict()
+    assert list(sd) == list(expected)
+    assert {k: v.shape for k, v in sd.items()} == expected
+    assert [p.name for p in m.parameters()] == list(expected)
+
+
+def test_init_is_uniform_with_pytorch_bound_and_lstm_forget_bias_one():
+    rnncore.manual_seed(0)
+    H = 16
+    m = LSTM(8, H)
+    for name, p in m.named_parameters():
+        values = p.data if name != "bias_l0" else np.delete(p.data, np.s_[H:2 * H])
+        assert np.abs(values).max() <= 1 / np.sqrt(H)
+        assert np.abs(values).max() > 0.8 / np.sqrt(H)       # spread over the whole range
+    np.testing.assert_array_equal(m.state_dict()["bias_l0"][H:2 * H], np.ones(H, np.float32))
+    rnncore.manual_seed(0)
+    again = LSTM(8, H)
+    for a, b in zip(m.parameters(), again.parameters()):
+        np.testing.assert_array_equal(a.data, b.data)        # seeded: identical
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_load_state_dict_round_trip_and_refusals(cell):
+    src = CELLS[cell](2, 3, num_layers=2, bidirectional=True)
+    m = CELLS[cell](2, 3, num_layers=2, bidirectional=True)
+    m.load_state_dict(src.state_dict())
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, src.state_dict()[k])
+
+    m = CELLS[cell](2, 3, num_layers=2, bidirectional=True)
+    before = m.state_dict()
+    good = src.state_dict()
+    bad_dicts = {
+        "weight_hh_l9": {**good, "weight_hh_l9": good["weight_hh_l0"]},        # unknown
+        "weight_ih_l1_reverse": {k: v for k, v in good.items() if k != "weight_ih_l1_reverse"},
+        "weight_hh_l0": {**good, "weight_hh_l0": good["weight_hh_l0"][:, :-1]},  # wrong shape
+        "weight_ih_l1": {**good, "weight_ih_l1": np.full_like(good["weight_ih_l1"], np.nan)},
+    }
+    for key, bad in bad_dicts.items():
+        with pytest.raises(ValueError, match=key):
+            m.load_state_dict(bad)
+        for k, v in m.state_dict().items():
+            np.testing.assert_array_equal(v, before[k])
+
+
+def test_load_state_dict_casts_to_the_module_dtype():
+    src = LSTM(2, 3, dtype=np.float64)
+    m = LSTM(2, 3).load_state_dict(src.state_dict())
+    assert all(p.data.dtype == np.float32 for p in m.parameters())
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_output_shape(cell):
+    cls = CELLS[cell]
+    assert cls(2, 64).output_shape((5, None, 2)) == (5, None, 64)
+    assert cls(64, 32, return_sequences=False).output_shape((5, None, 64)) == (None, 32)
+    assert cls(3, 4, num_layers=2, bidirectional=True).output_shape((None, 7, 3)) == (None, 7, 8)
+    assert cls(3, 4, bidirectional=True, return_sequences=False).output_shape((5, 7, None)) == (7, 8)
+    m = cls(3, 4, bidirectional=True)
+    y = m(np.zeros((5, 2, 3)))
+    assert y.shape == m.output_shape((5, 2, 3))
+    with pytest.raises(ValueError, match="input_shape"):
+        m.output_shape((5, 2, 4))
+    with pytest.raises(ValueError, match="input_shape"):
+        m.output_shape((5, 3))
+
+
+def test_summary_keras_counts_if_the_table_exists():
+    """Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)).summary((5, None, 2))."""
+    lines = []
+    model = rnncore.Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False))
+    total = model.summary((5, None, 2), print_fn=lines.append)
+    text = "\n".join(lines)
+    assert total == 17152 + 12416
+    assert "17152" in text.replace(",", "") and "12416" in text.replace(",", "")
+    assert "(5, None, 64)" in text and "(None, 32)" in text
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_input_is_cast_to_the_module_dtype(cell):
+    m = CELLS[cell](3, 2)
+    x64 = np.random.default_rng(17).standard_normal((4, 2, 3))
+    y = m(x64)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, m(x64.astype(np.float32)))
+    assert m(np.ones((4, 2, 3), dtype=np.int64)).dtype == np.float32
+    gx = m.backward(x64, np.ones_like(y, dtype=np.float64))
+    assert gx.dtype == np.float32
+    assert all(p.grad.dtype == np.float32 for p in m.parameters())
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_astype_converts_parameters_and_carried_state(cell):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((6, 2, 3))
+    m = CELLS[cell](3, 4, num_layers=2).remember()
+    m(x[:3].astype(np.float32))
+    assert m.astype(np.float64) is m
+    assert m.h_n.dtype == np.float64 and m._carry[0].dtype == np.float64
+    y = m(x[3:])
+    assert y.dtype == np.float64
+    ref = make(cell, 3, 4, num_layers=2).load_state_dict(m.state_dict()).remember()
+    ref(x[:3].astype(np.float32).astype(np.float64))
+    np.testing.assert_allclose(y, ref(x[3:]), rtol=1e-5, atol=1e-6)   # float32 first chunk
+    gx = m.backward(x[3:], np.ones_like(y))
+    assert gx.dtype == np.float64
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_dropout_only_between_layers_and_only_in_training(cell):
+    rng = np.random.default_rng(19)
+    x = rng.standard_normal((4, 3, 2)).astype(np.float32)
+    one = CELLS[cell](2, 3, dropout=0.5)
+    np.testing.assert_array_equal(one(x), one.evaluate()(x))            # one layer: nothing to drop
+    m = CELLS[cell](2, 3, num_layers=2, dropout=0.5)
+    rnncore.manual_seed(4)
+    a = m(x)
+    rnncore.manual_seed(4)
+    np.testing.assert_array_equal(m(x), a)                             # seeded: bit-identical
+    assert not np.allclose(m(x), a)                                    # a new mask each call
+    m.evaluate()
+    np.testing.assert_array_equal(m(x), CELLS[cell](2, 3, num_layers=2)
+                                  .load_state_dict(m.state_dict())(x))  # no dropout in evaluate
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_config_rebuilds_and_repr(cell):
+    cls = CELLS[cell]
+    m = cls(3, 4, num_layers=2, bidirectional=True, dropout=0.25, return_sequences=False)
+    assert m.config() == dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
+                              dropout=0.25, return_sequences=False)
+    clone = cls(**m.config())
+    assert clone.config() == m.config()
+    assert [p.data.shape for p in clone.parameters()] == [p.data.shape for p in m.parameters()]
+    assert repr(m) == (f"{cls.__name__}(3, 4, num_layers=2, bidirectional=True, dropout=0.25, "
+                       f"return_sequences=False)")
+    assert repr(cls(3, 4)) == f"{cls.__name__}(3, 4)"
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: the right error, naming the argument, and nothing changes
+# ---------------------------------------------------------------------------------------------
+
+BAD_CONSTRUCTORS = [
+    (dict(input_size=0), ValueError, "input_size"),
+    (dict(input_size=2.5), TypeError, "input_size"),
+    (dict(input_size=True), TypeError, "input_size"),
+    (dict(hidden_size=-1), ValueError, "hidden_size"),
+    (dict(hidden_size="4"), TypeError, "hidden_size"),
+    (dict(num_layers=0), ValueError, "num_layers"),
+    (dict(num_layers=1.0), TypeError, "num_layers"),
+    (dict(bidirectional=1), TypeError, "bidirectional"),
+    (dict(bidirectional="yes"), TypeError, "bidirectional"),
+    (dict(return_sequences=None), TypeError, "return_sequences"),
+    (dict(dropout=1.0), ValueError, "dropout"),
+    (dict(dropout=-0.1), ValueError, "dropout"),
+    (dict(dropout="0.1"), TypeError, "dropout"),
+    (dict(dtype=np.int32), TypeError, "dtype"),
+    (dict(dtype=np.float16), TypeError, "dtype"),
+]
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("kwargs, error, name", BAD_CONSTRUCTORS)
+def test_constructor_refuses_bad_arguments(cell, kwargs, error, name):
+    args = dict(input_size=3, hidden_size=4)
+    args.update(kwargs)
+    with pytest.raises(error, match=name):
+        CELLS[cell](**args)
+
+
+T0, B0, I0, H0 = 4, 3, 2, 5            # the shapes of the good calls below (L=2, bidirectional)
+_x = np.random.default_rng(20).standard_normal((T0, B0, I0))
+_nan = _x.copy()
+_nan[1, 2, 0] = np.nan
+_inf = _x.copy()
+_inf[0, 0, 1] = -np.inf
+
+BAD_FORWARDS = [
+    (dict(x=_x[..., :1]), ValueError, "x"),                              # wrong input_size
+    (dict(x=_x[0]), ValueError, "x"),                                    # 2-D
+    (dict(x=_x[None]), ValueError, "x"),                                 # 4-D
+    (dict(x=_nan), ValueError, "x"),
+    (dict(x=_inf), ValueError, "x"),
+    (dict(x=_x > 0), TypeError, "x"),                                    # bool
+    (dict(x="abc"), TypeError, "x"),
+    (dict(x=[]), ValueError, "x"),                                       # empty list
+    (dict(x=[_x[0], _x[1, :2]]), ValueError, "x"),                       # steps of unequal shape
+    (dict(x=np.zeros((0, B0, I0))), ValueError, "x"),                    # no steps
+    (dict(lengths=[1, 2]), ValueError, "lengths"),                       # wrong batch
+    (dict(lengths=[1, 0, 2]), ValueError, "lengths"),
+    (dict(lengths=[1, T0 + 1, 2]), ValueError, "lengths"),
+    (dict(lengths=[1.0, 2.0, 3.0]), TypeError, "lengths"),
+    (dict(h0=np.zeros((4, B0, H0 + 1))), ValueError, "h0"),
+    (dict(h0=np.zeros((2, B0, H0))), ValueError, "h0"),                  # L*D = 4 expected
+    (dict(h0=np.full((4, B0, H0), np.nan)), ValueError, "h0"),
+    (dict(h0="zeros"), TypeError, "h0"),
+]
+BAD_LSTM_FORWARDS = [
+    (dict(c0=np.zeros((4, B0 + 1, H0))), ValueError, "c0"),
+    (dict(c0=np.full((4, B0, H0), np.inf)), ValueError, "c0"),
+]
+
+
+def _snapshot(m):
+    snap = {"params": m.state_dict(), "grads": [p.grad.copy() for p in m.parameters()],
+            "h_n": m.h_n.copy(), "carry": [c.copy() for c in m._carry], "cache": m._cache,
+            "lengths": m._lengths}
+    if hasattr(m, "c_n"):
+        snap["c_n"] = m.c_n.copy()
+    return snap
+
+
+def _assert_unchanged(m, snap):
+    after = _snapshot(m)
+    for k in snap["params"]:
+        np.testing.assert_array_equal(after["params"][k], snap["params"][k])
+    for a, b in zip(after["grads"], snap["grads"]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(after["h_n"], snap["h_n"])
+    for a, b in zip(after["carry"], snap["carry"]):
+        np.testing.assert_array_equal(a, b)
+    assert after["cache"] is snap["cache"]
+    np.testing.assert_array_equal(after["lengths"], snap["lengths"])
+    if "c_n" in snap:
+        np.testing.assert_array_equal(after["c_n"], snap["c_n"])
+
+
+def _primed(cell):
+    """A layer after one good forward/backward with remember() on: it has state to lose."""
+    m = CELLS[cell](I0, H0, num_layers=2, bidirectional=True).remember()
+    y = m(_x, lengths=[4, 2, 3])
+    m.backward(_x, np.ones_like(y))
+    m(_x, lengths=[4, 2, 3])
+    return m
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("kwargs, error, name", BAD_FORWARDS + BAD_LSTM_FORWARDS)
+def test_forward_refuses_bad_input_and_changes_nothing(cell, kwargs, error, name):
+    if "c0" in kwargs and cell != "lstm":
+        with pytest.raises(TypeError, match="c0"):          # only the LSTM has a cell state
+            CELLS[cell](I0, H0)(_x, c0=np.zeros((1, B0, H0)))
+        return
+    m = _primed(cell)
+    snap = _snapshot(m)
+    call = dict(x=_x)
+    call.update(kwargs)
+    with pytest.raises(error, match=name):
+        m.forward(call.pop("x"), **call)
+    _assert_unchanged(m, snap)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_backward_refuses_bad_input_and_changes_nothing(cell):
+    m = _primed(cell)
+    snap = _snapshot(m)
+    gy = np.ones((T0, B0, 2 * H0))
+    bad = [
+        (dict(x=_x, gy=gy[..., :-1]), ValueError, "gy"),
+        (dict(x=_x, gy=gy[0]), ValueError, "gy"),
+        (dict(x=_x, gy=np.where(gy > 0, np.nan, 0)), ValueError, "gy"),
+        (dict(x=_x, gy="ones"), TypeError, "gy"),
+        (dict(x=_x[:2], gy=gy), ValueError, "x"),                  # not forward's input shape
+        (dict(x=_x[..., :1], gy=gy), ValueError, "x"),
+        (dict(x=_nan, gy=gy), ValueError, "x"),
+    ]
+    for kwargs, error, name in bad:
+        with pytest.raises(error, match=name):
+            m.backward(**kwargs)
+        _assert_unchanged(m, snap)
+
+
+def test_backward_before_forward_is_refused():
+    with pytest.raises(RuntimeError, match="forward"):
+        GRU(2, 3).backward(np.zeros((2, 1, 2)), np.zeros((2, 1, 3)))
+
+
+def test_remember_refuses_a_non_bool():
+    with pytest.raises(TypeError, match="mode"):
+        RNN(2, 3).remember("yes")
