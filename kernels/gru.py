@@ -1,0 +1,263 @@
+"""Fast CPU GRU: forward and backpropagation through time (BPTT), compiled with Numba.
+
+Same signatures and results as ``kernels.reference.gru_forward`` / ``gru_backward`` (the plain
+NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and haste do,
+so that nearly all the work happens in a few matrix products.
+
+Shape key (used in every comment below):
+
+    T = time steps   B = batch   I = input features   H = hidden units   3H = the three gates
+
+The cell (PyTorch / cuDNN "reset_after" form, gate order r, z, n; two biases). For each step t,
+with the input part gi = W_ih x_t + b_ih and the hidden part gh = W_hh h_{t-1} + b_hh, both
+(B, 3H) and split into their r, z, n thirds:
+
+    r = sig(gi_r + gh_r)            = sig(W_ir x + b_ir + W_hr h + b_hr)      (1)
+    z = sig(gi_z + gh_z)            = sig(W_iz x + b_iz + W_hz h + b_hz)      (2)
+    q = gh_n                        = W_hn h + b_hn                           (3)
+    n = tanh(gi_n + r * q)          = tanh(W_in x + b_in + r * q)             (4)
+    h_t = (1 - z) * n + z * h_{t-1}                                           (5)
+
+(sig(u) = 1 / (1 + e^-u)). The reset gate multiplies q *after* the matrix product, so all three
+gates share ONE recurrent product h_{t-1} W_hh^T per step. With ragged sequences (``lengths``),
+a step ``t >= lengths[b]`` is padding for sequence b:
+
+    h_t = h_{t-1},  y_t = 0                                                   (6)   frozen state
+
+How the work is organized (forward):
+
+    G = X W_ih^T               ONE big GEMM for all steps: (T*B, I) @ (I, 3H)
+    for each step t:
+        R = h_{t-1} W_hh^T     ONE recurrent GEMM into a preallocated (B, 3H) buffer
+        one fused loop over (B, H): add the biases, (1)-(6), save r, z, n (over G) and q
+
+Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(6) in reverse). The input and
+the hidden pre-activations get the same gradient in the r and z thirds but not in the n third:
+d gi_n = dL/d(W_in x + b_in) = dan, while d gh_n = dL/dq = dan * r (from (4)). So there are two
+gate-gradient buffers, dGi and dGh, both (T, B, 3H):
+
+    for each step t:
+        one fused loop over (B, H): dh_t -> dGi[t], dGh[t], and the direct part z * dh_t of
+                               dL/dh_{t-1} (from (5))
+        dL/dh_{t-1} = dGh[t] W_hh + z * dh_t     ONE GEMM: (B, 3H) @ (3H, H), from (1)-(3), (5)
+    then, once for all steps (the weights are shared across time, so their grads are sums):
+        dW_ih = dGi^T X           (3H, T*B) @ (T*B, I)                       from (1), (2), (4)
+        dW_hh = dGh^T H_prev      (3H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}  from (1), (2), (3)
+        dX    = dGi W_ih          (T*B, 3H) @ (3H, I)                        from (1), (2), (4)
+        db_ih, db_hh = column sums of dGi, dGh
+
+``reverse=True`` (the backward half of a bidirectional layer) runs sequence b from its last
+valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
+``x_s[s, b] = x[lengths[b] - 1 - s, b]`` (``_common.flip_valid``), run the same forward-in-time
+recurrence, and write each step's output straight back to its time ``t = lengths[b] - 1 - s``
+(and read dy from there in backward); dx is scattered back once at the end. In step order,
+step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions.
+
+Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
+cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
+constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
+The GEMMs run on BLAS's own threads; the pointwise loops are serial (a second thread pool on
+the same cores would fight BLAS's).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros
+
+__all__ = ["gru_forward", "gru_backward"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _forward_core(y, hs, gates, qs, R, x_s, W_ih, W_hh, b_ih, b_hh, lengths, reverse):
+    """The whole forward pass. Fills y, hs, gates and qs in place.
+
+    y:     (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
+    hs:    (T+1, B, H)   hs[s] = the state BEFORE step s; hs[0] = h0 on entry
+    gates: (T, B, 3H)    scratch for G = X W_ih^T, then out: r, z, n of every valid step
+    qs:    (T, B, H)     out: q = W_hn h_{s-1} + b_hn of every valid step, (3)
+    R:     (B, 3H)       scratch for the recurrent product
+    x_s:   (T, B, I)     inputs in step order   W_ih: (3H, I)   W_hh: (3H, H)   b_ih, b_hh: (3H,)
+    lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    one = x_s.dtype.type(1)
+
+    # input parts of (1), (2), (4) for every step at once: gates[s] = x_s[s] W_ih^T   (T*B, 3H)
+    np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 3 * H))
+
+    W_hh_T = W_hh.T                                      # (H, 3H), a transposed view, no copy
+    for s in range(T):
+        np.dot(hs[s], W_hh_T, R)                         # hidden parts: R = h_{s-1} W_hh^T (B, 3H)
+        for bb in range(B):
+            L = lengths[bb]
+            if s >= L:                                   # (6): padding, the state is frozen
+                for j in range(H):
+                    hs[s + 1, bb, j] = hs[s, bb, j]
+                continue
+            t = L - 1 - s if reverse else s              # the time this step's output belongs to
+            g = gates[s, bb]                             # (3H,) view: input part, then r, z, n
+            rh = R[bb]                                   # (3H,) view: hidden part
+            for j in range(H):
+                r = sigmoid(g[j] + b_ih[j] + rh[j] + b_hh[j])                      # (1)
+                z = sigmoid(g[H + j] + b_ih[H + j] + rh[H + j] + b_hh[H + j])      # (2)
+                q = rh[2 * H + j] + b_hh[2 * H + j]                                # (3)
+                n = math.tanh(g[2 * H + j] + b_ih[2 * H + j] + r * q)              # (4)
+                h = (one - z) * n + z * hs[s, bb, j]                               # (5)
+                g[j], g[H + j], g[2 * H + j] = r, z, n   # saved for backward
+                qs[s, bb, j] = q
+                hs[s + 1, bb, j] = h
+                y[t, bb, j] = h
+
+
+def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False):
+    """GRU over a whole sequence, equations (1)-(6).
+
+    x: (T, B, I)   W_ih: (3H, I)   W_hh: (3H, H)   b_ih, b_hh: (3H,)   h0: (B, H) or None (zeros)
+    lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
+    reverse: run each sequence from its last valid step back to 0
+    returns y: (T, B, H), h_n: (B, H), cache (opaque; for ``gru_backward`` only)
+
+    Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a (T, B, I) array, got shape {x.shape}")
+    T, B, I = x.shape
+    dt = x.dtype
+    W_hh = as_float_array(W_hh, "W_hh", dt)
+    if W_hh.ndim != 2 or W_hh.shape[0] != 3 * W_hh.shape[1]:
+        raise ValueError(f"W_hh: expected a (3H, H) array, got shape {W_hh.shape}")
+    H = W_hh.shape[1]
+    W_ih = as_float_array(W_ih, "W_ih", dt, (3 * H, I))
+    b_ih = as_float_array(b_ih, "b_ih", dt, (3 * H,))
+    b_hh = as_float_array(b_hh, "b_hh", dt, (3 * H,))
+    lengths = as_lengths(lengths, T, B)
+    reverse = bool(reverse)
+
+    hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
+    hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
+    gates = np.empty((T, B, 3 * H), dt)                  # r, z, n per step
+    qs = np.empty((T, B, H), dt)                         # q per step, (3)
+    y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (6)
+    x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
+
+    _forward_core(y, hs, gates, qs, np.empty((B, 3 * H), dt),
+                  x_s, W_ih, W_hh, b_ih, b_hh, lengths, int(reverse))
+
+    cache = (x_s, W_ih, W_hh, lengths, reverse, hs, gates, qs)
+    return y, hs[T].copy(), cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n,
+                   x_s, W_ih, W_hh, lengths, reverse, hs, gates, qs):
+    """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh.
+
+    dx_s:  (T, B, I)    out: grad of x_s (step order)
+    dW_ih: (3H, I)   dW_hh: (3H, H)   db_ih, db_hh: (3H,)   out (overwritten)
+    dh:    (B, H)       scratch: after step s, the GEMM part dGh[s] W_hh of dL/dh_{s-1}
+    dhz:   (B, H)       scratch: after step s, the direct part z * dh_s of dL/dh_{s-1}, (5)
+                        (padded rows of dh, dhz are never read; at the end dh + dhz = dh0)
+    dGi, dGh: (T, B, 3H)  out: grads of the input / hidden pre-activations, 0 on padding
+    dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
+    the rest: the forward's cache (see ``_forward_core``).
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    one = x_s.dtype.type(1)
+
+    for s in range(T - 1, -1, -1):
+        for bb in range(B):
+            L = lengths[bb]
+            if s >= L:                                   # (6): padding takes no gradient; dh
+                for k in range(3 * H):                   # passes through it unchanged
+                    dGi[s, bb, k] = 0
+                    dGh[s, bb, k] = 0
+                continue
+            t = L - 1 - s if reverse else s
+            a = gates[s, bb]                             # (3H,) saved r, z, n
+            di = dGi[s, bb]                              # (3H,) written here
+            dg = dGh[s, bb]                              # (3H,) written here
+            last = s == L - 1
+            for j in range(H):
+                r, z, n = a[j], a[H + j], a[2 * H + j]
+                # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding
+                # in between passed it through unchanged, (6)), else step s+1's two parts.
+                dh_next = dh_n[bb, j] if last else dh[bb, j] + dhz[bb, j]
+                dh_t = dy[t, bb, j] + dh_next            # h_t feeds y_t and step s+1
+                dn = dh_t * (one - z)                                      # (5)
+                dz = dh_t * (hs[s, bb, j] - n)                             # (5)
+                dan = dn * (one - n * n)                                   # (4): tanh' = 1 - tanh^2
+                dar = dan * qs[s, bb, j] * r * (one - r)                   # (4), (1): sig' = s (1 - s)
+                daz = dz * z * (one - z)                                   # (2)
+                di[j] = dar                                                # (1)
+                di[H + j] = daz                                            # (2)
+                di[2 * H + j] = dan                                        # (4): d(W_in x + b_in)
+                dg[j] = dar                                                # (1)
+                dg[H + j] = daz                                            # (2)
+                dg[2 * H + j] = dan * r                                    # (4): dL/dq, then (3)
+                dhz[bb, j] = dh_t * z                                      # (5): direct path
+        np.dot(dGh[s], W_hh, dh)                         # (1)-(3): GEMM part of dL/dh_{s-1}
+
+    for bb in range(B):                                  # dh0 = both parts of dL/dh_{-1}
+        for j in range(H):
+            dh[bb, j] += dhz[bb, j]
+
+    # the shared weights: sums over all steps, as three big GEMMs and column sums
+    TB = T * B
+    dGi2 = dGi.reshape(TB, 3 * H)                                  # (T*B, 3H)
+    dGh2 = dGh.reshape(TB, 3 * H)                                  # (T*B, 3H)
+    np.dot(dGi2.T, x_s.reshape(TB, I), dW_ih)                      # (3H, I)    (1), (2), (4)
+    np.dot(dGh2.T, hs[:T].reshape(TB, H), dW_hh)                   # (3H, H)    (1), (2), (3)
+    np.dot(dGi2, W_ih, dx_s.reshape(TB, I))                        # (T*B, I)   (1), (2), (4)
+    db_ih[:] = 0
+    db_hh[:] = 0
+    for row in range(TB):
+        for k in range(3 * H):
+            db_ih[k] += dGi2[row, k]
+            db_hh[k] += dGh2[row, k]
+
+
+def gru_backward(dy, dh_n, cache):
+    """Gradients of ``gru_forward``, equations (1)-(6) differentiated in reverse step order.
+
+    dy: (T, B, H) or None   dh_n: (B, H) or None   (None means zeros)
+    returns dx: (T, B, I), dW_ih: (3H, I), dW_hh: (3H, H), db_ih: (3H,), db_hh: (3H,),
+    dh0: (B, H), all fresh arrays (the caller accumulates).
+    """
+    x_s, W_ih, W_hh, lengths, reverse, hs, gates, qs = cache
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    dt = x_s.dtype
+    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
+        as_float_array(dy, "dy", dt, (T, B, H))
+    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
+        as_float_array(dh_n, "dh_n", dt, (B, H))
+
+    dx_s = np.empty((T, B, I), dt)
+    dW_ih = np.empty((3 * H, I), dt)
+    dW_hh = np.empty((3 * H, H), dt)
+    db_ih = np.empty(3 * H, dt)
+    db_hh = np.empty(3 * H, dt)
+    dh = np.empty((B, H), dt)                            # ends as dh0
+    dhz = np.empty((B, H), dt)
+    dGi = np.empty((T, B, 3 * H), dt)
+    dGh = np.empty((T, B, 3 * H), dt)
+
+    _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n,
+                   x_s, W_ih, W_hh, lengths, int(reverse), hs, gates, qs)
+
+    dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+    return dx, dW_ih, dW_hh, db_ih, db_hh, dh

@@ -1,0 +1,213 @@
+"""Fast CPU tanh RNN (Elman): forward and backpropagation through time (BPTT), with Numba.
+
+Same signatures and results as ``kernels.reference.rnn_forward`` / ``rnn_backward`` (the plain
+NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and haste do,
+so that nearly all the work happens in a few matrix products. It is the simplest of the three
+cells (``rnn.py``, ``gru.py``, ``lstm.py`` share one structure): read it first.
+
+Shape key (used in every comment below):
+
+    T = time steps   B = batch   I = input features   H = hidden units
+
+The cell (PyTorch layout; one bias, the sum of PyTorch's bias_ih and bias_hh). For each step t:
+
+    a_t = W_ih x_t + W_hh h_{t-1} + b                                         (1)   (B, H)
+    h_t = tanh(a_t)                                                           (2)
+
+and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding for sequence b:
+
+    h_t = h_{t-1},  y_t = 0                                                   (3)   frozen state
+
+How the work is organized (forward):
+
+    G = X W_ih^T               ONE big GEMM for all steps: (T*B, I) @ (I, H)
+    for each step t:
+        R = h_{t-1} W_hh^T     ONE recurrent GEMM into a preallocated (B, H) buffer
+        one fused loop over (B, H): a = G[t] + R + b, (2), (3); h_t is saved in hs
+
+Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(3) in reverse):
+
+    for each step t:
+        one fused loop over (B, H): dh_t -> da_t = dh_t * (1 - h_t^2), kept in dA     from (2)
+        dL/dh_{t-1} = da_t W_hh   ONE GEMM: (B, H) @ (H, H)                            from (1)
+    then, once for all steps (the weights are shared across time, so their grads are sums):
+        dW_ih = dA^T X            (H, T*B) @ (T*B, I)                        from (1)
+        dW_hh = dA^T H_prev       (H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}   from (1)
+        dX    = dA W_ih           (T*B, H) @ (H, I)                          from (1)
+        db    = column sums of dA                                            from (1)
+
+``reverse=True`` (the backward half of a bidirectional layer) runs sequence b from its last
+valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
+``x_s[s, b] = x[lengths[b] - 1 - s, b]`` (``_common.flip_valid``), run the same forward-in-time
+recurrence, and write each step's output straight back to its time ``t = lengths[b] - 1 - s``
+(and read dy from there in backward); dx is scattered back once at the end. In step order,
+step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions.
+
+Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
+cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
+constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
+The GEMMs run on BLAS's own threads; the pointwise loops are serial (a second thread pool on
+the same cores would fight BLAS's).
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._common import as_float_array, as_lengths, flip_valid, state_or_zeros
+
+__all__ = ["rnn_forward", "rnn_backward"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, b, lengths, reverse):
+    """The whole forward pass. Fills y and hs in place.
+
+    y:   (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
+    hs:  (T+1, B, H)   hs[s] = the state BEFORE step s; hs[0] = h0 on entry
+    G:   (T, B, H)     scratch for G = X W_ih^T
+    R:   (B, H)        scratch for the recurrent product
+    x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   W_hh: (H, H)   b: (H,)
+    lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+
+    # input part of (1) for every step at once: G[s] = x_s[s] W_ih^T       (T*B, H)
+    np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
+
+    W_hh_T = W_hh.T                                      # (H, H), a transposed view, no copy
+    for s in range(T):
+        np.dot(hs[s], W_hh_T, R)                         # hidden part of (1): R = h_{s-1} W_hh^T
+        for bb in range(B):
+            L = lengths[bb]
+            if s >= L:                                   # (3): padding, the state is frozen
+                for j in range(H):
+                    hs[s + 1, bb, j] = hs[s, bb, j]
+                continue
+            t = L - 1 - s if reverse else s              # the time this step's output belongs to
+            for j in range(H):
+                h = math.tanh(G[s, bb, j] + R[bb, j] + b[j])               # (1), (2)
+                hs[s + 1, bb, j] = h                     # saved for backward: tanh' = 1 - h^2
+                y[t, bb, j] = h
+
+
+def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
+    """Tanh RNN over a whole sequence, equations (1)-(3).
+
+    x: (T, B, I)   W_ih: (H, I)   W_hh: (H, H)   b: (H,)   h0: (B, H) or None (zeros)
+    lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
+    reverse: run each sequence from its last valid step back to 0
+    returns y: (T, B, H), h_n: (B, H), cache (opaque; for ``rnn_backward`` only)
+
+    Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
+    """
+    x = as_float_array(x, "x")
+    if x.ndim != 3:
+        raise ValueError(f"x: expected a (T, B, I) array, got shape {x.shape}")
+    T, B, I = x.shape
+    dt = x.dtype
+    W_hh = as_float_array(W_hh, "W_hh", dt)
+    if W_hh.ndim != 2 or W_hh.shape[0] != W_hh.shape[1]:
+        raise ValueError(f"W_hh: expected a (H, H) array, got shape {W_hh.shape}")
+    H = W_hh.shape[1]
+    W_ih = as_float_array(W_ih, "W_ih", dt, (H, I))
+    b = as_float_array(b, "b", dt, (H,))
+    lengths = as_lengths(lengths, T, B)
+    reverse = bool(reverse)
+
+    hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
+    hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
+    y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (3)
+    x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
+
+    _forward_core(y, hs, np.empty((T, B, H), dt), np.empty((B, H), dt),
+                  x_s, W_ih, W_hh, b, lengths, int(reverse))
+
+    cache = (x_s, W_ih, W_hh, lengths, reverse, hs)
+    return y, hs[T].copy(), cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, lengths, reverse,
+                   hs):
+    """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dA in place.
+
+    dx_s:  (T, B, I)    out: grad of x_s (step order)
+    dW_ih: (H, I)   dW_hh: (H, H)   db: (H,)   out (overwritten)
+    dh:    (B, H)       scratch, then out: dh0. After step s it holds dL/dh_{s-1} of the rows
+                        that were valid at s (from (1)); padded rows are not read.
+    dA:    (T, B, H)    out: dL/da_t for every step, 0 on padding (scratch for the big GEMMs)
+    dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
+    the rest: the forward's cache (see ``_forward_core``).
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    one = x_s.dtype.type(1)
+
+    for s in range(T - 1, -1, -1):
+        for bb in range(B):
+            L = lengths[bb]
+            if s >= L:                                   # (3): padding takes no gradient; dh
+                for j in range(H):                       # passes through it unchanged
+                    dA[s, bb, j] = 0
+                continue
+            t = L - 1 - s if reverse else s
+            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding in
+            # between passed it through unchanged, (3)), else the GEMM of step s+1.
+            dh_next = dh_n[bb] if s == L - 1 else dh[bb]
+            for j in range(H):
+                h = hs[s + 1, bb, j]
+                dh_t = dy[t, bb, j] + dh_next[j]         # h_t feeds y_t and step s+1
+                dA[s, bb, j] = dh_t * (one - h * h)                        # (2): tanh' = 1 - tanh^2
+        np.dot(dA[s], W_hh, dh)                          # (1): dL/dh_{s-1} = da_s W_hh  (B, H)
+
+    # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
+    TB = T * B
+    dA2 = dA.reshape(TB, H)                                        # (T*B, H)
+    np.dot(dA2.T, x_s.reshape(TB, I), dW_ih)                       # (H, I)
+    np.dot(dA2.T, hs[:T].reshape(TB, H), dW_hh)                    # (H, H), hs[s] = h_{s-1}
+    np.dot(dA2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)
+    db[:] = 0
+    for row in range(TB):
+        for k in range(H):
+            db[k] += dA2[row, k]
+
+
+def rnn_backward(dy, dh_n, cache):
+    """Gradients of ``rnn_forward``, equations (1)-(3) differentiated in reverse step order.
+
+    dy: (T, B, H) or None   dh_n: (B, H) or None   (None means zeros)
+    returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H),
+    all fresh arrays (the caller accumulates).
+    """
+    x_s, W_ih, W_hh, lengths, reverse, hs = cache
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    dt = x_s.dtype
+    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
+        as_float_array(dy, "dy", dt, (T, B, H))
+    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
+        as_float_array(dh_n, "dh_n", dt, (B, H))
+
+    dx_s = np.empty((T, B, I), dt)
+    dW_ih = np.empty((H, I), dt)
+    dW_hh = np.empty((H, H), dt)
+    db = np.empty(H, dt)
+    dh = np.empty((B, H), dt)                            # ends as dh0
+    dA = np.empty((T, B, H), dt)
+
+    _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n,
+                   x_s, W_ih, W_hh, lengths, int(reverse), hs)
+
+    dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+    return dx, dW_ih, dW_hh, db, dh
