@@ -1,0 +1,335 @@
+"""The persistent recurrent kernel: ``W_hh`` stays in shared memory for the whole sequence.
+
+The per-step path launches two kernels per step and reads all of ``W_hh`` from global memory every
+step; at small batch that is all overhead and bandwidth. Here (Diamos et al. 2016, "Persistent
+RNNs") one cooperative launch runs every step of one layer and direction:
+
+* block ``k`` owns hidden units ``j0 = k*U ... j0+U-1`` and loads, once, the ``W_hh`` values those
+  units need into shared memory;
+* per step each block computes, for its units and every sequence, the recurrent sums from shared
+  memory, then calls the same cell function as the per-step path (``cells.py``);
+* the grid meets at a barrier (``cuda.cg.this_grid().sync()``) after every step, because step
+  ``t+1`` of any unit needs ``h_t`` of all units.
+
+Forward (LSTM): block ``k`` keeps rows ``g*H + j`` (4 gates x U units, each of length H) and
+computes ``R[b, g*H + j] = sum_k W_hh[g*H + j, k] h_{t-1}[b, k]``. ``h`` is double-buffered
+(``hbuf[s % 2]`` is read while ``hbuf[(s+1) % 2]`` is written): a block that races ahead must not
+overwrite what a slower one is still reading. One barrier per step.
+
+Backward (LSTM): block ``k`` keeps columns ``j`` of ``W_hh`` (U units x 4H). Per step:
+phase 1, the gate grads ``dz`` of its own units (``cells``) into ``dG[p]``; barrier; phase 2,
+``dh[b, j] += sum_r dG[p(b), b, r] W_hh[r, j]`` for its own units. Phase 1 of the next step only
+touches this block's own ``dh``, ``dc`` entries and new rows of ``dG``, so one barrier per step.
+
+Inside a block, threads are a ``(KS, PS)`` grid: ``PS`` (sequence, unit) pairs at a time, each dot
+product split over ``KS`` threads and summed through shared memory (the simulator has no warp
+shuffles, so the kernel uses none).
+
+**Size rule** (``plan``): the weight slice of one block, ``G*U*H*itemsize`` bytes (G = 4 gates),
+plus the ``4 x 256`` partial-sum buffer, must fit in ``SHARED_BYTES`` = 48 KiB (the shared memory
+every CUDA GPU grants a block without an opt-in), and the ``ceil(H/U)`` blocks must all be
+resident at once (``max_cooperative_grid_blocks``). ``plan`` takes the smallest ``U`` for which the
+grid fits; if even the largest slice that fits in 48 KiB needs more blocks than can be resident,
+the weights do not fit and ``"auto"`` falls back to the per-step path. E.g. on an H100 (132 SMs),
+float32 LSTM up to about H = 540 fits (U = 5, 41 KB per block).
+
+**Simulator.** The CUDA simulator runs blocks one after another and a cooperative grid there has
+one block (``max_cooperative_grid_blocks`` is 1), so under it ``plan`` gives a single block owning
+all units (tiny H only). A ``PersistentPlan`` with ``steps_per_launch=1`` instead launches once per
+step (and, backward, once per phase), the kernel boundary standing in for the grid barrier: that
+runs the multi-block partition of the weights on the simulator. The grid barrier itself across
+several blocks only runs on a real GPU.
+"""
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda
+
+from ._common import SIMULATOR, ceil_div, position
+from .cells import lstm_point_functions
+
+__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "lstm_forward", "lstm_backward"]
+
+#: Shared memory a block may use without the (numba-inaccessible) opt-in for more: 48 KiB.
+SHARED_BYTES = 48 * 1024
+#: Threads per block at most; also the size of the per-gate partial-sum buffer.
+MAX_THREADS = 256
+#: Threads that share one dot product (at most).
+MAX_SPLIT = 32
+
+
+@dataclass(frozen=True)
+class PersistentPlan:
+    """How the persistent kernel is laid out.
+
+    units_per_block: U, hidden units (with all their gates) owned by one block; blocks = ceil(H/U).
+    threads: (KS, PS) block shape, or None to derive it: PS (sequence, unit) pairs at a time,
+        each dot product split over KS threads.
+    steps_per_launch: 0 = every step in one launch (the persistent kernel). n > 0 = launch per n
+        steps (and, backward, per phase when n == 1): kernel boundaries stand in for the grid
+        barrier. For tests on the simulator, which cannot run a multi-block cooperative grid.
+    """
+    units_per_block: int
+    threads: tuple = None
+    steps_per_launch: int = 0
+
+    def blocks(self, H):
+        return ceil_div(H, self.units_per_block)
+
+
+def _threads(B, U, reduce_len):
+    KS = max(1, min(MAX_SPLIT, reduce_len))
+    PS = max(1, min(MAX_THREADS // KS, B * U))
+    return KS, PS
+
+
+def _weight_bytes(U, H, G, itemsize):
+    return G * U * H * itemsize
+
+
+def _static_bytes(itemsize):
+    return 4 * MAX_THREADS * itemsize
+
+
+def _max_blocks(kernel, args, threads, dyn_bytes):
+    """Blocks of this kernel that can all be resident at once (a cooperative grid's limit)."""
+    if SIMULATOR:
+        return 1          # the simulator's cooperative grid is a single block
+    overloads = kernel.specialize(*args).overloads
+    return next(iter(overloads.values())).max_cooperative_grid_blocks(threads, dyn_bytes)
+
+
+def plan(kernel, args, B, H, G, reduce_len, itemsize):
+    """The smallest-U layout that fits (see the module's size rule), or None."""
+    U = 1
+    while U <= H:
+        dyn = _weight_bytes(U, H, G, itemsize)
+        if dyn + _static_bytes(itemsize) > SHARED_BYTES:
+            return None
+        threads = _threads(B, U, reduce_len)
+        most = _max_blocks(kernel, args, threads, dyn)
+        if most < 1:
+            return None
+        if ceil_div(H, U) <= most:
+            return PersistentPlan(U, threads)
+        U = max(U + 1, ceil_div(H, most))
+    return None
+
+
+def _resolve(path, kernel, args, B, H, G, reduce_len, itemsize):
+    """The plan to run, or None for the per-step path. ``path``: "auto", "persistent" or a plan."""
+    if isinstance(path, PersistentPlan):
+        p = path
+        if p.threads is None:
+            p = PersistentPlan(p.units_per_block, _threads(B, p.units_per_block, reduce_len),
+                               p.steps_per_launch)
+        if not 1 <= p.units_per_block:
+            raise ValueError(f"path: expected units_per_block >= 1, got {p.units_per_block}")
+        if _weight_bytes(p.units_per_block, H, G, itemsize) + _static_bytes(itemsize) > SHARED_BYTES:
+            raise ValueError(f"path: {p} needs {_weight_bytes(p.units_per_block, H, G, itemsize)} "
+                             f"bytes of shared memory for W_hh; at most "
+                             f"{SHARED_BYTES - _static_bytes(itemsize)} fit")
+        KS, PS = p.threads
+        if KS * PS > MAX_THREADS:
+            raise ValueError(f"path: expected KS*PS <= {MAX_THREADS} threads, got {p.threads}")
+        if SIMULATOR and p.blocks(H) > 1 and p.steps_per_launch != 1:
+            raise ValueError(f"path: the CUDA simulator runs a cooperative grid of one block only; "
+                             f"{p.blocks(H)} blocks need steps_per_launch=1, got {p.steps_per_launch}")
+        return p
+    if path not in ("auto", "persistent"):
+        raise ValueError(f"path: expected 'auto', 'steps', 'persistent' or a PersistentPlan, got {path!r}")
+    p = plan(kernel, args, B, H, G, reduce_len, itemsize)
+    if p is None and path == "persistent":
+        raise ValueError(f"path='persistent': W_hh ({G * H}x{H}, {itemsize}-byte floats) does not fit "
+                         f"in the shared memory of the blocks that can be resident at once (at most "
+                         f"{SHARED_BYTES} bytes per block); expected path='steps' or 'auto'")
+    return p
+
+
+def _launch(kernel, args, H, p, itemsize, G):
+    dyn = _weight_bytes(p.units_per_block, H, G, itemsize)
+    launcher = kernel if SIMULATOR else kernel.specialize(*args)
+    launcher[p.blocks(H), p.threads, 0, dyn](*args)
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM
+# ---------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def _lstm_kernels(dtype):
+    dtype = np.dtype(dtype)
+    ZERO = dtype.type(0)
+    forward_point, backward_point = lstm_point_functions(dtype)
+
+    @cuda.jit
+    def lstm_persistent_forward(s_begin, s_end, U, xW, W_hh, bias, lengths, reverse,
+                                hbuf, c, hprev, cprev, gates, y):
+        """Steps s_begin .. s_end-1. hbuf: (2, B, H), the state before step s in hbuf[s % 2]."""
+        B = c.shape[0]
+        H = c.shape[1]
+        sW = cuda.shared.array(0, dtype)            # (4, U, H): sW[(g*U + jl)*H + k] = W_hh[g*H + j0 + jl, k]
+        red = cuda.shared.array((4, MAX_THREADS), dtype)     # partial sums, one row per gate
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        KS = cuda.blockDim.x
+        PS = cuda.blockDim.y
+        tid = ty * KS + tx
+        j0 = cuda.blockIdx.x * U
+        Uk = min(U, H - j0)                         # units of this block (the last may have fewer)
+        for e in range(tid, 4 * Uk * H, KS * PS):   # load this block's rows of W_hh, once
+            row = e // H
+            k = e % H
+            g = row // Uk
+            jl = row % Uk
+            sW[(g * U + jl) * H + k] = W_hh[g * H + j0 + jl, k]
+        cuda.syncthreads()
+        grid = cuda.cg.this_grid()
+        n_pairs = B * Uk
+        for s in range(s_begin, s_end):
+            h_in = hbuf[s % 2]
+            h_out = hbuf[(s + 1) % 2]
+            for q0 in range(0, n_pairs, PS):
+                q = q0 + ty                         # this thread row's (sequence, unit) pair
+                b = q // Uk
+                jl = q % Uk
+                a0 = ZERO
+                a1 = ZERO
+                a2 = ZERO
+                a3 = ZERO
+                if q < n_pairs:                     # (1): W_hh h_{t-1}, k split over the KS threads
+                    for k in range(tx, H, KS):
+                        hk = h_in[b, k]
+                        a0 += sW[jl * H + k] * hk
+                        a1 += sW[(U + jl) * H + k] * hk
+                        a2 += sW[(2 * U + jl) * H + k] * hk
+                        a3 += sW[(3 * U + jl) * H + k] * hk
+                red[0, tid] = a0
+                red[1, tid] = a1
+                red[2, tid] = a2
+                red[3, tid] = a3
+                cuda.syncthreads()
+                if q < n_pairs and tx == 0:
+                    r0 = ZERO
+                    r1 = ZERO
+                    r2 = ZERO
+                    r3 = ZERO
+                    for l in range(ty * KS, ty * KS + KS):
+                        r0 += red[0, l]
+                        r1 += red[1, l]
+                        r2 += red[2, l]
+                        r3 += red[3, l]
+                    forward_point(s, b, j0 + jl, r0, r1, r2, r3, xW, bias, lengths, reverse,
+                                  h_in, h_out, c, hprev, cprev, gates, y)     # (1)-(4)
+                cuda.syncthreads()
+            grid.sync()                             # h_t complete everywhere before step t+1
+
+    @cuda.jit
+    def lstm_persistent_backward(s_begin, s_end, phases, U, W_hh, dy, lengths, reverse,
+                                 gates, cprev, dh, dc, dG):
+        """Steps s_begin, s_begin-1, .., s_end+1. phases: 1 = gate grads, 2 = dh += dz W_hh, 3 = both."""
+        B = dh.shape[0]
+        H = dh.shape[1]
+        G4 = 4 * H
+        sWT = cuda.shared.array(0, dtype)           # (U, 4H): sWT[kl*4H + r] = W_hh[r, j0 + kl]
+        red = cuda.shared.array((4, MAX_THREADS), dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        KS = cuda.blockDim.x
+        PS = cuda.blockDim.y
+        tid = ty * KS + tx
+        j0 = cuda.blockIdx.x * U
+        Uk = min(U, H - j0)
+        for e in range(tid, Uk * G4, KS * PS):      # load this block's columns of W_hh, once
+            kl = e // G4
+            r = e % G4
+            sWT[kl * G4 + r] = W_hh[r, j0 + kl]
+        cuda.syncthreads()
+        grid = cuda.cg.this_grid()
+        n_pairs = B * Uk
+        for s in range(s_begin, s_end, -1):
+            if phases & 1:                          # phase 1: gate grads of this block's units
+                for q in range(tid, n_pairs, KS * PS):
+                    b = q // Uk
+                    j = j0 + q % Uk
+                    p, dzi, dzf, dzg, dzo = backward_point(s, b, j, dy, lengths, reverse,
+                                                           gates, cprev, dh, dc)
+                    dG[p, b, j] = dzi
+                    dG[p, b, H + j] = dzf
+                    dG[p, b, 2 * H + j] = dzg
+                    dG[p, b, 3 * H + j] = dzo
+            grid.sync()                             # all of dz_t written before anyone reads it
+            if phases & 2:                          # phase 2: (1) dh_{t-1}[b, j] += dz_t[b] . W_hh[:, j]
+                for q0 in range(0, n_pairs, PS):
+                    q = q0 + ty
+                    b = q // Uk
+                    kl = q % Uk
+                    acc = ZERO
+                    if q < n_pairs:
+                        p = position(s, lengths[b], reverse)
+                        for r in range(tx, G4, KS):
+                            acc += dG[p, b, r] * sWT[kl * G4 + r]
+                    red[0, tid] = acc
+                    cuda.syncthreads()
+                    if q < n_pairs and tx == 0:
+                        total = ZERO
+                        for l in range(ty * KS, ty * KS + KS):
+                            total += red[0, l]
+                        dh[b, j0 + kl] += total
+                    cuda.syncthreads()
+
+    return lstm_persistent_forward, lstm_persistent_backward
+
+
+def lstm_forward(path, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y):
+    """Run every LSTM step persistently if ``path`` allows and ``W_hh`` fits.
+
+    Arrays as in ``cells.lstm_point_functions`` (device arrays); ``h``, ``c``: (B, H) initial state,
+    ``c`` is updated in place. Returns the final ``h`` (B, H), or None when the per-step path
+    must run instead (``path="auto"`` and the weights do not fit).
+    """
+    T, B, _ = xW.shape
+    H = h.shape[1]
+    dtype = np.dtype(h.dtype)
+    kernel, _ = _lstm_kernels(dtype)
+    hbuf = cuda.device_array((2, B, H), dtype)
+    hbuf[0].copy_to_device(h)
+    args = [0, T, 1, xW, W_hh, bias, lengths, reverse, hbuf, c, hprev, cprev, gates, y]
+    p = _resolve(path, kernel, args, B, H, 4, H, dtype.itemsize)
+    if p is None:
+        return None
+    args[2] = p.units_per_block
+    n = p.steps_per_launch or T
+    for s0 in range(0, T, n):
+        args[0], args[1] = s0, min(T, s0 + n)
+        _launch(kernel, args, H, p, dtype.itemsize, 4)
+    return hbuf[T % 2]
+
+
+def lstm_backward(path, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
+    """Run every LSTM backward step persistently if ``path`` allows and ``W_hh`` fits.
+
+    Fills ``dG`` (T, B, 4H) and updates ``dh``, ``dc`` (B, H) in place to dL/dh_0, dL/dc_0.
+    Returns True, or False when the per-step path must run instead.
+    """
+    T, B, _ = dG.shape
+    H = dh.shape[1]
+    dtype = np.dtype(dh.dtype)
+    _, kernel = _lstm_kernels(dtype)
+    args = [T - 1, -1, 3, 1, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG]
+    p = _resolve(path, kernel, args, B, H, 4, 4 * H, dtype.itemsize)
+    if p is None:
+        return False
+    args[3] = p.units_per_block
+    if p.steps_per_launch == 1:            # one launch per step and phase: kernel boundaries as barriers
+        for s in range(T - 1, -1, -1):
+            for phases in (1, 2):
+                args[0], args[1], args[2] = s, s - 1, phases
+                _launch(kernel, args, H, p, dtype.itemsize, 4)
+    else:
+        n = p.steps_per_launch or T
+        for s0 in range(T - 1, -1, -n):
+            args[0], args[1] = s0, max(-1, s0 - n)
+            _launch(kernel, args, H, p, dtype.itemsize, 4)
+    return True
