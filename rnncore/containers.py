@@ -1,2 +1,225 @@
-"""(being written)"""
-__all__ = []
+"""Containers: `Sequential` (a chain), `Sequencer` (apply a module at every time step) and
+`LastStep` (each sequence's output at its last valid step).
+
+Shape key: T = time steps, B = batch, F = features (any trailing shape).
+
+Containers own no parameters; their children's ``state_dict`` keys are prefixed with the
+child's index (``0.weight_ih_l0``, ``1.weight``). A container's constructor takes its children
+positionally, so ``type(c)(*children, **c.config())`` rebuilds it.
+"""
+
+import numpy as np
+
+from . import _checks
+from .layers import _check_input_shape, _float_input, _like
+from .module import Module
+
+__all__ = ["Sequential", "Sequencer", "LastStep"]
+
+
+def _children_dtype(modules, dtype):
+    """The container's dtype: ``dtype`` if given (children are converted), else the children's."""
+    for i, m in enumerate(modules):
+        if not isinstance(m, Module):
+            raise TypeError(f"modules[{i}]: expected a rnncore Module, got {type(m).__name__}")
+    if dtype is not None:
+        dtype = _checks.float_dtype(dtype, "dtype")
+        for m in modules:
+            m.astype(dtype)
+        return dtype
+    found = sorted({str(m.dtype) for m in modules})
+    if len(found) > 1:
+        raise ValueError(f"modules: expected one dtype for every module, got {found}; "
+                         f"pass dtype= to convert them")
+    return modules[0].dtype if modules else np.dtype(np.float32)
+
+
+def _stack_steps(x, name="x"):
+    """A time-major array ``(T, B, ...)`` from an array or a list of ``T`` step arrays ``(B, ...)``.
+
+    Keeps the dtype (ids for an `Embedding` stay ints): the wrapped module validates the values.
+    Returns ``(array, was_list)``.
+    """
+    was_list = isinstance(x, (list, tuple))
+    if was_list:
+        if len(x) == 0:
+            raise ValueError(f"{name}: expected a non-empty list of (B, ...) arrays, got an empty list")
+        steps = [_checks.finite_array(s, f"{name}[{t}]", kind="f" if np.asarray(s).dtype.kind == "f" else "i")
+                 for t, s in enumerate(x)]
+        shapes = sorted({s.shape for s in steps})
+        if len(shapes) != 1:
+            raise ValueError(f"{name}: expected a list of arrays of one shape (B, ...), got shapes {shapes}")
+        a = np.stack(steps)
+    else:
+        a = _checks._as_array(x, name)
+    if a.ndim < 2 or 0 in a.shape:
+        raise ValueError(f"{name}: expected a time-major array (T, B, ...) with non-empty dimensions, "
+                         f"got shape {a.shape}")
+    return a, was_list
+
+
+def _valid_mask(lengths, T, B):
+    """(T, B) bool, True at valid steps ``t < lengths[b]``."""
+    return np.arange(T)[:, None] < lengths[None, :]
+
+
+def _zero_padding(a, valid):
+    """``a`` (T, B, ...) with the padding steps set to 0 (a new array)."""
+    v = valid.reshape(valid.shape + (1,) * (a.ndim - 2))
+    return np.where(v, a, a.dtype.type(0))
+
+
+# -- Sequential --------------------------------------------------------------------------------
+class Sequential(Module):
+    """``y = m_n(... m_2(m_1(x)))``: each child's output is the next one's input.
+
+    ``forward(x, lengths)`` hands ``lengths`` to every child; ``backward`` runs the children in
+    reverse, each with the input it saw in the last forward. Children keep their own dtype:
+    ``dtype=None`` takes theirs (they must agree), a given ``dtype`` converts them.
+    """
+
+    def __init__(self, *modules, dtype=None):
+        super().__init__(_children_dtype(modules, dtype))
+        for m in modules:
+            self._child(m)
+        self._inputs = None                                      # input of each child, last forward
+
+    def add(self, module):
+        """Append ``module`` (Torch7's ``:add``); returns ``self``."""
+        if isinstance(module, Module) and module.dtype != self.dtype:
+            raise ValueError(f"module: expected dtype {self.dtype} (the container's), got "
+                             f"{module.dtype}; convert it with module.astype({self.dtype.name!r})")
+        self._child(module)
+        return self
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, i):
+        return self._children[i]
+
+    def _forward(self, x, lengths):
+        inputs, h = [], x
+        for m in self._children:
+            inputs.append(h)
+            h = m.forward(h, lengths=lengths)
+        self._inputs = inputs
+        return h
+
+    def _backward(self, x, gy):
+        if self._inputs is None:
+            raise RuntimeError("Sequential.backward: call forward first")
+        for m, inp in zip(reversed(self._children), reversed(self._inputs)):
+            gy = m.backward(inp, gy)                             # chain rule, last child first
+        return gy
+
+    def _on_astype(self, dtype):
+        self._inputs = None                                      # backward needs a fresh forward
+
+    def output_shape(self, input_shape):
+        shape = _check_input_shape(input_shape)
+        for m in self._children:
+            shape = m.output_shape(shape)
+        return shape
+
+
+# -- Sequencer ---------------------------------------------------------------------------------
+class Sequencer(Module):
+    """Apply ``module`` at every time step (Torch7's ``nn.Sequencer``).
+
+    x: a (T, B, ...) array or a list of T arrays (B, ...) (the Torch7 table); the answer comes
+    in the same kind. The wrapped module runs once over the whole (T, B, ...) array: recurrent
+    layers inside run over the sequence, and layers acting on the last axis (`Linear`,
+    `LogSoftMax`, ...) cover every step at once. Its output must keep the (T, B) leading axes.
+
+    With ``lengths`` (B,), outputs at padding steps (t >= lengths[b]) are set to 0 and the
+    upstream gradient there is dropped, so padding takes no gradient.
+    """
+
+    def __init__(self, module, dtype=None):
+        super().__init__(_children_dtype([module], dtype))
+        self.module = self._child(module)
+        self._cache = None
+
+    def _forward(self, x, lengths):
+        x, was_list = _stack_steps(x)                            # (T, B, ...)
+        T, B = x.shape[:2]
+        lengths = _checks.lengths(lengths, T, B)
+        y = np.asarray(self.module.forward(x, lengths=lengths))  # (T, B, ...)
+        if y.ndim < 2 or y.shape[:2] != (T, B):
+            raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
+                             f"got shape {y.shape}; a layer that drops the time axis "
+                             f"(return_sequences=False, LastStep) belongs outside the Sequencer")
+        valid = None if lengths is None else _valid_mask(lengths, T, B)
+        if valid is not None:
+            y = _zero_padding(y, valid)
+        self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list)
+        return _like(y, was_list)
+
+    def _backward(self, x, gy):
+        if self._cache is None:
+            raise RuntimeError("Sequencer.backward: call forward first")
+        c = self._cache
+        xa, _ = _stack_steps(x)
+        _checks.same_shape(xa, c["x"].shape, "x")
+        g, _ = _float_input(gy, self.dtype, "gy")
+        _checks.same_shape(g, c["y_shape"], "gy")
+        if c["valid"] is not None:
+            g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0
+        gx = self.module.backward(c["x"], g)
+        return gx if gx is None else _like(np.asarray(gx), c["was_list"])
+
+    def _on_astype(self, dtype):
+        self._cache = None
+
+    def output_shape(self, input_shape):
+        return self.module.output_shape(_check_input_shape(input_shape))
+
+
+# -- LastStep ----------------------------------------------------------------------------------
+class LastStep(Module):
+    """Each sequence's output at its last valid step: ``y[b] = x[lengths[b] - 1, b]``.
+
+    x: (T, B, F...) array or list of T (B, F...) arrays -> y: (B, F...). Without ``lengths`` every
+    sequence ends at step T - 1. Backward scatters gy back to those steps, zero elsewhere.
+    """
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
+        self._cache = None
+
+    def _check_x(self, x):
+        x, was_list = _float_input(x, self.dtype)
+        if x.ndim < 2:
+            raise ValueError(f"x: expected a time-major array (T, B, ...), got shape {x.shape}")
+        return x, was_list
+
+    def _forward(self, x, lengths):
+        x, was_list = self._check_x(x)
+        T, B = x.shape[:2]
+        lengths = _checks.lengths(lengths, T, B)
+        last = np.full(B, T - 1) if lengths is None else lengths - 1   # (B,)
+        self._cache = dict(shape=x.shape, last=last, was_list=was_list)
+        return x[last, np.arange(B)]                             # (B, F...)
+
+    def _backward(self, x, gy):
+        if self._cache is None:
+            raise RuntimeError("LastStep.backward: call forward first")
+        c = self._cache
+        x, _ = self._check_x(x)
+        _checks.same_shape(x, c["shape"], "x")
+        T, B = c["shape"][:2]
+        gy = _checks.finite_array(gy, "gy", dtype=self.dtype)
+        _checks.same_shape(gy, (B,) + c["shape"][2:], "gy")
+        gx = np.zeros(c["shape"], dtype=self.dtype)              # (T, B, F...)
+        gx[c["last"], np.arange(B)] = gy                         # y[b] = x[last[b], b]
+        return _like(gx, c["was_list"])
+
+    def _on_astype(self, dtype):
+        self._cache = None
+
+    def output_shape(self, input_shape):
+        shape = _check_input_shape(input_shape)
+        if len(shape) < 2:
+            raise ValueError(f"input_shape: expected (T, B, ...), got {shape}")
+        return shape[1:]

@@ -1,2 +1,242 @@
-"""(being written)"""
-__all__ = []
+"""Criteria (losses), Torch7 style: ``loss = c.forward(input, target)``, ``grad = c.backward(input, target)``.
+
+Shape key: N = rows (a batch), C = classes, T = time steps, B = batch.
+
+A criterion has no parameters. ``forward`` returns the loss as a Python float; ``backward``
+returns dL/dinput, an array of the input's shape and dtype (float32 or float64; the sums
+themselves run in float64). ``c(input, target)`` is ``c.forward(input, target)``.
+
+Losses are averaged over the batch (Torch7's ``sizeAverage = true``). `SequencerCriterion`
+sums its inner criterion over the time steps and is the one criterion that takes ``lengths=``;
+the others have no time axis and refuse it (wrap them in `SequencerCriterion`).
+"""
+
+import numpy as np
+
+from . import _checks
+from .containers import _stack_steps
+from .layers import _is_table
+
+__all__ = ["Criterion", "MSECriterion", "ClassNLLCriterion", "CrossEntropyCriterion",
+           "BCECriterion", "SequencerCriterion"]
+
+
+def _float_input(x, name="input"):
+    """``x`` as a finite float32/float64 array (other real dtypes become float64); a table of
+    step arrays is stacked. Returns ``(array, was_list)``."""
+    if _is_table(x):
+        a, was_list = _checks.sequence(x, name, ndim=np.ndim(x[0]) + 1)
+    else:
+        a, was_list = _checks.finite_array(x, name), False
+    if a.dtype not in _checks.FLOAT_DTYPES:
+        a = a.astype(np.float64)
+    if a.ndim == 0 or a.size == 0:
+        raise ValueError(f"{name}: expected a non-empty array, got shape {a.shape}")
+    return a, was_list
+
+
+def _class_targets(target, N, C):
+    """0-based class ids (N,) as int64, each in [0, C)."""
+    t = _checks.finite_array(target, "target", kind="i")
+    if t.shape != (N,):
+        raise ValueError(f"target: expected shape ({N},) (one class id per input row), got {t.shape}")
+    if t.min() < 0 or t.max() >= C:
+        raise ValueError(f"target: expected class ids in [0, {C - 1}] (C = {C}, 0-based), "
+                         f"got min {t.min()}, max {t.max()}")
+    return t
+
+
+class Criterion:
+    """Base class: validation, ``forward`` / ``backward`` plumbing. Subclasses implement
+
+      _check(input, target) -> (x, t)     validated arrays (x: float32/float64)
+      _loss(x, t)           -> float      the loss, computed in float64
+      _grad(x, t)           -> array      dL/dx in float64 (cast to x's dtype by ``backward``)
+    """
+
+    def __init__(self):
+        self.output = None                                       # the last forward's loss
+
+    def forward(self, input, target, lengths=None):
+        """The loss (a float) of ``input`` against ``target``."""
+        self._no_lengths(lengths)
+        x, t = self._check(input, target)
+        self.output = float(self._loss(x, t))
+        return self.output
+
+    __call__ = forward
+
+    def backward(self, input, target, lengths=None):
+        """dL/dinput, shaped and typed like ``input``."""
+        self._no_lengths(lengths)
+        x, t = self._check(input, target)
+        return self._grad(x, t).astype(x.dtype, copy=False)
+
+    def _no_lengths(self, lengths):
+        if lengths is not None:
+            raise ValueError(f"lengths: {type(self).__name__} has no time axis, expected None, got "
+                             f"{type(lengths).__name__}; wrap it in SequencerCriterion to use lengths")
+
+    def config(self):
+        """Constructor arguments that rebuild this criterion."""
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.config().items())})"
+
+
+class MSECriterion(Criterion):
+    """Mean squared error over every element: ``L = mean((x - t)^2)``.
+
+    input, target: the same shape, any.
+    """
+
+    def _check(self, input, target):
+        x, _ = _float_input(input)
+        t = _checks.finite_array(target, "target", dtype=np.float64)
+        _checks.same_shape(t, x.shape, "target")
+        return x, t
+
+    def _loss(self, x, t):
+        return np.mean((x.astype(np.float64) - t) ** 2)
+
+    def _grad(self, x, t):
+        return 2.0 * (x.astype(np.float64) - t) / x.size        # dL/dx = 2 (x - t) / numel
+
+
+class ClassNLLCriterion(Criterion):
+    """Negative log-likelihood of the target classes: ``L = -mean_n x[n, t_n]``.
+
+    input: (N, C) log-probabilities (a `LogSoftMax` output); target: (N,) 0-based class ids.
+    """
+
+    def _check(self, input, target):
+        x, _ = _float_input(input)
+        if x.ndim != 2:
+            raise ValueError(f"input: expected (N, C) log-probabilities, got shape {x.shape}")
+        return x, _class_targets(target, *x.shape)
+
+    def _loss(self, x, t):
+        return -np.mean(x[np.arange(len(t)), t], dtype=np.float64)
+
+    def _grad(self, x, t):
+        g = np.zeros(x.shape)                                    # (N, C)
+        g[np.arange(len(t)), t] = -1.0 / len(t)                  # dL/dx[n, t_n] = -1/N
+        return g
+
+
+def _log_softmax(z):
+    """log softmax over the last axis in float64, shifted by the max."""
+    z = z.astype(np.float64) - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+class CrossEntropyCriterion(ClassNLLCriterion):
+    """`LogSoftMax` then `ClassNLLCriterion`, in one stable step: ``L = -mean_n log softmax(x_n)[t_n]``.
+
+    input: (N, C) unnormalised scores (logits); target: (N,) 0-based class ids.
+    """
+
+    def _check(self, input, target):
+        x, _ = _float_input(input)
+        if x.ndim != 2:
+            raise ValueError(f"input: expected (N, C) scores (logits), got shape {x.shape}")
+        return x, _class_targets(target, *x.shape)
+
+    def _loss(self, x, t):
+        return super()._loss(_log_softmax(x), t)
+
+    def _grad(self, x, t):
+        g = np.exp(_log_softmax(x))                              # softmax, (N, C)
+        g[np.arange(len(t)), t] -= 1.0                           # dL/dx = (softmax - onehot(t)) / N
+        return g / len(t)
+
+
+class BCECriterion(Criterion):
+    """Binary cross-entropy: ``L = -mean(t log p + (1 - t) log(1 - p))``.
+
+    input p: probabilities in [0, 1] (a `Sigmoid` output); target t: the same shape, in [0, 1].
+    As in PyTorch, each log is clamped at -100 so that p = 0 or 1 gives a finite loss, and the
+    gradient's denominator p (1 - p) at 1e-12.
+    """
+
+    def _check(self, input, target):
+        x, _ = _float_input(input)
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError(f"input: expected probabilities in [0, 1], got min {x.min()}, max {x.max()}")
+        t = _checks.finite_array(target, "target", dtype=np.float64)
+        _checks.same_shape(t, x.shape, "target")
+        if t.min() < 0 or t.max() > 1:
+            raise ValueError(f"target: expected values in [0, 1], got min {t.min()}, max {t.max()}")
+        return x, t
+
+    def _loss(self, p, t):
+        p = p.astype(np.float64)
+        with np.errstate(divide="ignore"):
+            log_p = np.maximum(np.log(p), -100.0)
+            log_1mp = np.maximum(np.log(1.0 - p), -100.0)
+        return -np.mean(t * log_p + (1.0 - t) * log_1mp)
+
+    def _grad(self, p, t):
+        p = p.astype(np.float64)
+        # dL/dp = (p - t) / (p (1 - p)) / numel
+        return (p - t) / np.maximum(p * (1.0 - p), 1e-12) / p.size
+
+
+class SequencerCriterion(Criterion):
+    """Apply ``criterion`` at every time step and SUM over the steps (Torch7's ``nn.SequencerCriterion``).
+
+    input: (T, B, ...) array or a list of T (B, ...) arrays; target: (T, B, ...) array or a list
+    of T arrays (e.g. (T, B) class ids for `ClassNLLCriterion`).
+    ``L = sum_t criterion(input[t], target[t])``.
+
+    With ``lengths`` (B,): step t's criterion sees only the rows still running at that step,
+    ``{b : t < lengths[b]}`` (so its batch average is over those rows); padding steps add nothing
+    to the loss, take a zero gradient, and their targets are never read (pad them with anything).
+    ``backward`` reuses the lengths of the last ``forward`` unless given its own, and answers in
+    the kind the input came in (list or array).
+    """
+
+    def __init__(self, criterion):
+        if not isinstance(criterion, Criterion):
+            raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
+        super().__init__()
+        self.criterion = criterion
+        self._lengths = None                                     # lengths of the last forward
+
+    def _check_seq(self, input, target, lengths):
+        x, was_list = _float_input(input)
+        if x.ndim < 2:
+            raise ValueError(f"input: expected a time-major array (T, B, ...), got shape {x.shape}")
+        t, _ = _stack_steps(target, "target")
+        if t.dtype.kind == "f":
+            _checks.finite_array(t, "target")                    # padding included
+        if t.shape[:2] != x.shape[:2]:
+            raise ValueError(f"target: expected leading (T, B) = {x.shape[:2]} like input, got shape {t.shape}")
+        T, B = x.shape[:2]
+        lengths = _checks.lengths(lengths, T, B)
+        steps = np.full(B, T) if lengths is None else lengths
+        rows = [np.flatnonzero(steps > s) for s in range(T)]    # rows still running at step s
+        return x, t, was_list, lengths, rows
+
+    def forward(self, input, target, lengths=None):
+        x, t, _, lengths, rows = self._check_seq(input, target, lengths)
+        loss = sum(self.criterion.forward(x[s, r], t[s, r]) for s, r in enumerate(rows) if r.size)
+        self._lengths = lengths
+        self.output = float(loss)
+        return self.output
+
+    __call__ = forward
+
+    def backward(self, input, target, lengths=None):
+        if lengths is None:
+            lengths = self._lengths
+        x, t, was_list, _, rows = self._check_seq(input, target, lengths)
+        g = np.zeros_like(x)                                     # (T, B, ...), 0 at padding
+        for s, r in enumerate(rows):
+            if r.size:
+                g[s, r] = self.criterion.backward(x[s, r], t[s, r])   # L = sum_s L_s
+        return list(g) if was_list else g
+
+    def __repr__(self):
+        return f"SequencerCriterion({self.criterion!r})"

@@ -1,2 +1,58 @@
-"""(being written)"""
-__all__ = []
+"""`pad_sequences`: a list of variable-length sequences -> one time-major batch and its lengths.
+
+    >>> x, lengths = pad_sequences([np.ones((3, 2)), np.ones((5, 2))])
+    >>> x.shape, lengths
+    ((5, 2, 2), array([3, 5]))
+
+Feed both to any sequence-aware call: ``model.forward(x, lengths=lengths)``.
+"""
+
+import numpy as np
+
+from . import _checks
+
+__all__ = ["pad_sequences"]
+
+
+def pad_sequences(sequences, dtype=None):
+    """Stack ``B`` sequences of lengths ``T_i`` into a zero-padded time-major array.
+
+    sequences: a non-empty list of arrays, all (T_i, F) (features) or all (T_i,) (integer ids
+        for an `Embedding`), each with T_i >= 1
+    dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type)
+    returns (x, lengths): x (T, B, F) or (T, B) with T = max T_i, zero at t >= T_i;
+        lengths (B,) int64
+    """
+    if isinstance(sequences, np.ndarray) or not hasattr(sequences, "__len__"):
+        raise TypeError(f"sequences: expected a list of (T_i, F) or (T_i,) arrays, "
+                        f"got {type(sequences).__name__}")
+    if len(sequences) == 0:
+        raise ValueError("sequences: expected a non-empty list of arrays, got an empty list")
+    seqs = [_checks.finite_array(s, f"sequences[{b}]") for b, s in enumerate(sequences)]
+    for b, s in enumerate(seqs):
+        if s.ndim not in (1, 2) or s.shape[0] == 0 or (s.ndim == 2 and s.shape[1] == 0):
+            raise ValueError(f"sequences[{b}]: expected a non-empty (T_i, F) or (T_i,) array, "
+                             f"got shape {s.shape}")
+    tails = sorted({s.shape[1:] for s in seqs})
+    if len(tails) != 1:
+        raise ValueError(f"sequences: expected every sequence to have the same trailing shape, "
+                         f"got {[s.shape for s in seqs]}")
+    if dtype is None:
+        dtype = np.result_type(*seqs)
+    else:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected a NumPy dtype, got {dtype!r}") from None
+    if dtype.kind not in "fiu":
+        raise TypeError(f"dtype: expected a float or integer dtype, got {dtype}")
+    if dtype.kind in "iu":
+        for b, s in enumerate(seqs):
+            if s.dtype.kind == "f":
+                raise TypeError(f"sequences[{b}]: expected integers for an integer dtype {dtype}, "
+                                f"got dtype {s.dtype}")
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)    # (B,)
+    x = np.zeros((int(lengths.max()), len(seqs)) + tails[0], dtype=dtype)   # (T, B, F) or (T, B)
+    for b, s in enumerate(seqs):
+        x[:len(s), b] = s
+    return x, lengths

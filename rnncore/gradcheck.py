@@ -1,2 +1,108 @@
-"""(being written)"""
-__all__ = []
+"""`gradcheck`: compare a module's analytic gradients with central differences, in float64.
+
+The loss is ``L = sum(forward(x) * dout)`` for a fixed random ``dout`` (so every output element
+matters, with its own weight). For the input (when it is a float array) and for every trainable
+parameter ``w`` the numerical gradient is, element by element::
+
+    n_i = (L(w + eps e_i) - L(w - eps e_i)) / (2 eps)
+
+and the analytic one ``a`` is what ``backward(x, dout)`` returns (input) or accumulates into
+``Parameter.grad`` (parameters). Each array gets the relative error
+
+    err = max_i |a_i - n_i| / max(max_i |a_i|, max_i |n_i|, 1e-8)
+
+(relative to the array's largest gradient, so tiny entries next to large ones do not blow it up;
+the 1e-8 floor makes an all-but-zero array count in absolute terms). ``gradcheck`` returns the
+worst ``err`` over all arrays. With eps = 1e-6 in float64 a correct backward gives ~1e-9 or less.
+
+What it expects of a module: only the base API (``forward(x, lengths=)``, ``backward(x, gy)``,
+``parameters()``, ``astype``, ``evaluate``) and that ``copy.deepcopy`` works. It never touches
+the caller's module: it works on a float64 deep copy in ``evaluate()`` mode (dropout off), and
+each evaluation runs on a fresh copy of that snapshot, so a module that carries state between
+calls (``remember()``) starts every evaluation from the same state. The global random stream
+(``rnncore.manual_seed``) is not used either.
+"""
+
+import copy
+
+import numpy as np
+
+from . import _checks
+from .module import Module
+
+__all__ = ["gradcheck"]
+
+
+def _as_input(x):
+    """The input as one array: a list of step arrays is stacked (modules accept both kinds)."""
+    if isinstance(x, (list, tuple)) and x and all(isinstance(s, np.ndarray) for s in x):
+        x = np.stack(x)
+    x = np.asarray(x)
+    if x.dtype.kind == "f":
+        return _checks.finite_array(x, "x", dtype=np.float64).copy(), True
+    if x.dtype.kind in "iu":
+        return x.copy(), False                                   # ids: no input gradient
+    raise TypeError(f"x: expected a float or integer array, got dtype {x.dtype}")
+
+
+def _rel_error(a, n):
+    """max |a - n| / max(max |a|, max |n|, 1e-8) over one array."""
+    a, n = np.asarray(a, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0), 1e-8)
+    return float(np.abs(a - n).max(initial=0.0) / scale)
+
+
+def gradcheck(module, x, lengths=None, eps=1e-6):
+    """Worst relative error between analytic and central-difference gradients (see module doc).
+
+    module: any rnncore Module (float32 modules are checked on a float64 copy)
+    x: the input: a float array (or list of step arrays) whose gradient is checked too, or an
+       integer array (ids for an `Embedding`), whose gradient is not
+    lengths: passed to ``forward``
+    eps: the central-difference step
+    """
+    if not isinstance(module, Module):
+        raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
+    eps = _checks.positive_number(eps, "eps")
+    x, x_is_float = _as_input(x)
+    base = copy.deepcopy(module).astype(np.float64).evaluate()   # the caller's module is untouched
+    params = [p for p in base.parameters() if p.requires_grad]
+    if not x_is_float and not params:
+        raise ValueError("module: nothing to check: integer input and no trainable parameters")
+
+    def run(xv):
+        """A fresh copy of the snapshot, its output for xv, and the copy itself."""
+        m = copy.deepcopy(base)
+        return np.asarray(m.forward(xv, lengths=lengths), dtype=np.float64), m
+
+    # Analytic gradients: one forward and one backward with upstream gradient dout.
+    y, m = run(x)
+    dout = np.random.default_rng(0).standard_normal(y.shape)    # local stream, seeded
+    m.zero_grad_parameters()
+    gx = m.backward(x, dout)
+    analytic = [p.grad.copy() for p in m.parameters() if p.requires_grad]
+
+    def loss(xv):
+        return float(np.sum(run(xv)[0] * dout))
+
+    def numeric(arr, xv):
+        """Central differences of the loss w.r.t. every element of ``arr`` (perturbed in place)."""
+        n = np.zeros(arr.shape)
+        for i in np.ndindex(arr.shape):
+            keep = arr[i]
+            arr[i] = keep + eps
+            up = loss(xv)
+            arr[i] = keep - eps
+            down = loss(xv)
+            arr[i] = keep
+            n[i] = (up - down) / (2 * eps)
+        return n
+
+    errors = []
+    if x_is_float:
+        if gx is None:
+            raise ValueError(f"module: {type(module).__name__}.backward returned None for a float input")
+        errors.append(_rel_error(np.asarray(gx), numeric(x, x)))
+    for p, a in zip(params, analytic):
+        errors.append(_rel_error(a, numeric(p.data, x)))
+    return max(errors)

@@ -1,2 +1,329 @@
-"""(being written)"""
-__all__ = []
+"""Feed-forward layers: `Linear`, `Embedding`, activations, `Dropout`, `LogSoftMax`, `SoftMax`.
+
+Shape key: N... = any leading dimensions (a batch ``(B,)``, or a whole time-major sequence
+``(T, B)``: these layers act on the last axis only, so one call covers every step at once),
+I = in_features, O = out_features, V = num_embeddings, E = embedding_dim.
+
+Every layer follows the Torch7 contract of `rnncore.Module`::
+
+    y  = m.forward(x)        # x: (N..., F) array, or a list of T (B, F) arrays -> same kind back
+    gx = m.backward(x, gy)   # dL/dx; parameter grads are ADDED to Parameter.grad
+
+``lengths=`` is accepted (so that `Sequential` can hand it to every child) and ignored: these
+layers act on each step on its own, so padding steps cannot change valid ones. Zeroing the
+outputs at padding steps is `Sequencer`'s job.
+
+Inputs are cast to the module's dtype (float32 by default, float64 for gradient checks).
+"""
+
+import numpy as np
+
+from . import _checks
+from .module import Module
+from .random import generator, uniform
+
+__all__ = ["Linear", "Embedding", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout",
+           "LogSoftMax", "SoftMax"]
+
+
+# -- input helpers shared by the layers and containers ------------------------------------------
+def _is_table(x):
+    """A Torch7 ``Sequencer`` table: a non-empty list (or tuple) of NumPy arrays, one per step."""
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(s, np.ndarray) for s in x)
+
+
+def _float_input(x, dtype, name="x"):
+    """``x`` as a finite array of ``dtype``; a table of step arrays is stacked on a new axis 0.
+
+    Returns ``(array, was_list)`` so that the caller answers in the kind it was given.
+    """
+    if _is_table(x):
+        return _checks.sequence(x, name, dtype=dtype, ndim=np.ndim(x[0]) + 1)
+    a = _checks.finite_array(x, name, dtype=dtype)
+    if a.ndim == 0:
+        raise ValueError(f"{name}: expected an array with at least one dimension, got a scalar")
+    return a, False
+
+
+def _like(y, was_list):
+    """Answer in the kind the input came in: a list of steps, or one array."""
+    return list(y) if was_list else y
+
+
+def _check_input_shape(input_shape, name="input_shape"):
+    shape = tuple(input_shape)
+    for d in shape:
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1):
+            raise ValueError(f"{name}: expected positive ints or None, got {shape}")
+    return shape
+
+
+# -- Linear ------------------------------------------------------------------------------------
+class Linear(Module):
+    """Affine map of the last axis: ``y = x W^T + b``.
+
+    x: (N..., I) -> y: (N..., O). Parameters ``weight`` (O, I) and ``bias`` (O,), initialised
+    U(-1/sqrt(I), 1/sqrt(I)) as PyTorch does.
+    """
+
+    def __init__(self, in_features, out_features, dtype=np.float32):
+        in_features = _checks.positive_int(in_features, "in_features")
+        out_features = _checks.positive_int(out_features, "out_features")
+        super().__init__(dtype)
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / np.sqrt(in_features)
+        self.weight = self._param("weight", uniform((out_features, in_features), bound, self.dtype))
+        self.bias = self._param("bias", uniform((out_features,), bound, self.dtype))
+
+    def _check_x(self, x):
+        x, was_list = _float_input(x, self.dtype)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected (..., {self.in_features}) (in_features={self.in_features}), "
+                             f"got shape {x.shape}")
+        return x, was_list
+
+    def _forward(self, x, lengths):
+        x, was_list = self._check_x(x)
+        y = x @ self.weight.data.T + self.bias.data             # (N..., O)
+        return _like(y, was_list)
+
+    def _backward(self, x, gy):
+        # Torch7: the gradients are those of the given input (the one forward saw).
+        x, was_list = self._check_x(x)
+        gy, _ = _float_input(gy, self.dtype, "gy")
+        _checks.same_shape(gy, x.shape[:-1] + (self.out_features,), "gy")
+        x2 = x.reshape(-1, self.in_features)                     # (N, I)
+        g2 = gy.reshape(-1, self.out_features)                   # (N, O)
+        self.weight.grad += g2.T @ x2                            # dL/dW = sum_n gy_n x_n^T
+        self.bias.grad += g2.sum(axis=0)                         # dL/db = sum_n gy_n
+        gx = gy @ self.weight.data                               # dL/dx = gy W, (N..., I)
+        return _like(gx, was_list)
+
+    def output_shape(self, input_shape):
+        shape = _check_input_shape(input_shape)
+        if not shape or shape[-1] not in (None, self.in_features):
+            raise ValueError(f"input_shape: expected (..., {self.in_features}), got {shape}")
+        return shape[:-1] + (self.out_features,)
+
+    def config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features)
+
+
+# -- Embedding ---------------------------------------------------------------------------------
+class Embedding(Module):
+    """Lookup table: integer ids ``x`` of any shape -> rows of ``weight``, ``y = weight[x]``.
+
+    x: (N...) ints in [0, V) -> y: (N..., E); e.g. a time-major batch of ids (T, B) -> (T, B, E).
+    Parameter ``weight`` (V, E), initialised N(0, 1) as PyTorch does. ``freeze=True`` sets
+    ``weight.requires_grad = False``: backward then accumulates nothing, and
+    ``update_parameters`` and the optimizers leave the table alone.
+
+    ``backward`` returns ``None``: there is no gradient with respect to integer ids.
+    """
+
+    def __init__(self, num_embeddings, embedding_dim, freeze=False, dtype=np.float32):
+        num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
+        embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
+        if not isinstance(freeze, (bool, np.bool_)):
+            raise TypeError(f"freeze: expected True or False, got {freeze!r}")
+        super().__init__(dtype)
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        w = generator().standard_normal((num_embeddings, embedding_dim)).astype(self.dtype)
+        self.weight = self._param("weight", w, requires_grad=not freeze)
+
+    @classmethod
+    def from_pretrained(cls, embeddings, freeze=True, dtype=None):
+        """An `Embedding` holding a copy of ``embeddings`` (V, E).
+
+        dtype: None keeps the array's float32/float64 dtype (other dtypes become float32).
+        """
+        a = _checks.finite_array(embeddings, "embeddings")
+        if a.ndim != 2 or 0 in a.shape:
+            raise ValueError(f"embeddings: expected a non-empty 2-D array (num_embeddings, "
+                             f"embedding_dim), got shape {a.shape}")
+        if dtype is None:
+            dtype = a.dtype if a.dtype in _checks.FLOAT_DTYPES else np.float32
+        m = cls(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
+        m.weight.data[...] = a
+        return m
+
+    @property
+    def freeze(self):
+        return not self.weight.requires_grad
+
+    def _check_x(self, x):
+        x = _checks.finite_array(x, "x", kind="i")                # (N...) int64
+        if x.size == 0:
+            raise ValueError(f"x: expected a non-empty array of ids, got shape {x.shape}")
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi >= self.num_embeddings:
+            raise ValueError(f"x: expected ids in [0, {self.num_embeddings - 1}] "
+                             f"(num_embeddings={self.num_embeddings}), got min {lo}, max {hi}")
+        return x
+
+    def _forward(self, x, lengths):
+        x = self._check_x(x)
+        return self.weight.data[x]                               # (N..., E)
+
+    def _backward(self, x, gy):
+        x = self._check_x(x)
+        gy = _checks.finite_array(gy, "gy", dtype=self.dtype)
+        _checks.same_shape(gy, x.shape + (self.embedding_dim,), "gy")
+        if self.weight.requires_grad:
+            # y[n] = W[x[n]]  =>  dL/dW[v] = sum of gy[n] over the n with x[n] == v
+            np.add.at(self.weight.grad, x.ravel(), gy.reshape(-1, self.embedding_dim))
+        return None
+
+    def output_shape(self, input_shape):
+        return _check_input_shape(input_shape) + (self.embedding_dim,)
+
+    def config(self):
+        return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
+                    freeze=self.freeze)
+
+    def extra_repr(self):
+        return f"{self.num_embeddings}, {self.embedding_dim}" + (", freeze=True" if self.freeze else "")
+
+
+# -- activations: y = f(x) elementwise (or along the last axis), any shape --------------------
+class _Activation(Module):
+    """Shared plumbing: validate, call ``_f`` / ``_df``, answer in the input's kind.
+
+    Subclasses write the math as a pair, side by side:
+      _f(x)            -> (y, cache)      the forward, and what the backward needs
+      _df(gy, cache)   -> gx              the backward of that forward
+    """
+
+    def __init__(self, dtype=np.float32):
+        super().__init__(dtype)
+        self._cache = None
+
+    def _forward(self, x, lengths):
+        x, was_list = _float_input(x, self.dtype)
+        y, cache = self._f(x)
+        self._cache = (x.shape, cache)
+        return _like(y, was_list)
+
+    def _backward(self, x, gy):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+        shape, cache = self._cache
+        x, was_list = _float_input(x, self.dtype)
+        _checks.same_shape(x, shape, "x")
+        gy, _ = _float_input(gy, self.dtype, "gy")
+        _checks.same_shape(gy, shape, "gy")
+        return _like(self._df(gy, cache), was_list)
+
+    def output_shape(self, input_shape):
+        return _check_input_shape(input_shape)
+
+    def _on_astype(self, dtype):
+        self._cache = None                                       # backward needs a fresh forward
+
+
+class ReLU(_Activation):
+    """``y = max(x, 0)``."""
+
+    def _f(self, x):
+        pos = x > 0
+        return np.where(pos, x, self.dtype.type(0)), pos
+
+    def _df(self, gy, pos):
+        return np.where(pos, gy, self.dtype.type(0))             # dy/dx = 1 if x > 0 else 0
+
+
+class LeakyReLU(_Activation):
+    """``y = x if x > 0 else slope * x``."""
+
+    def __init__(self, slope=0.01, dtype=np.float32):
+        self.slope = _checks.positive_number(slope, "slope", allow_zero=True)
+        super().__init__(dtype)
+
+    def _f(self, x):
+        pos = x > 0
+        return np.where(pos, x, self.dtype.type(self.slope) * x), pos
+
+    def _df(self, gy, pos):
+        return np.where(pos, gy, self.dtype.type(self.slope) * gy)   # dy/dx = 1 or slope
+
+    def config(self):
+        return dict(slope=self.slope)
+
+
+class Tanh(_Activation):
+    """``y = tanh(x)``."""
+
+    def _f(self, x):
+        y = np.tanh(x)
+        return y, y
+
+    def _df(self, gy, y):
+        return gy * (1 - y * y)                                  # dy/dx = 1 - y^2
+
+
+def _sigmoid(x):
+    """1 / (1 + exp(-x)) without overflow: exp is only taken of -|x| <= 0."""
+    e = np.exp(-np.abs(x))                                       # in (0, 1]
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+class Sigmoid(_Activation):
+    """``y = 1 / (1 + exp(-x))``, computed without overflow for large |x|."""
+
+    def _f(self, x):
+        y = _sigmoid(x)
+        return y, y
+
+    def _df(self, gy, y):
+        return gy * y * (1 - y)                                  # dy/dx = y (1 - y)
+
+
+class Dropout(_Activation):
+    """Inverted dropout: in ``training()`` mode ``y = x * m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``.
+
+    The mask comes from ``rnncore.random.generator()`` (seeded by ``rnncore.manual_seed``) and is
+    reused by backward. In ``evaluate()`` mode, and when ``p == 0``, the layer is the identity.
+    """
+
+    def __init__(self, p=0.5, dtype=np.float32):
+        self.p = _checks.probability(p, "p")
+        super().__init__(dtype)
+
+    def _f(self, x):
+        if not self.train or self.p == 0:
+            return x, None
+        mask = (generator().random(x.shape) >= self.p).astype(self.dtype)
+        mask /= self.dtype.type(1 - self.p)                     # (N...), 0 or 1/(1-p)
+        return x * mask, mask
+
+    def _df(self, gy, mask):
+        return gy if mask is None else gy * mask                 # dy/dx = mask
+
+    def config(self):
+        return dict(p=self.p)
+
+
+class LogSoftMax(_Activation):
+    """``y = x - log(sum_j exp(x_j))`` over the last axis, shifted by the max for stability."""
+
+    def _f(self, x):
+        z = x - x.max(axis=-1, keepdims=True)
+        y = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        return y, y
+
+    def _df(self, gy, y):
+        # dy_i/dx_j = [i == j] - softmax_j  =>  gx = gy - softmax * sum_i gy_i
+        return gy - np.exp(y) * gy.sum(axis=-1, keepdims=True)
+
+
+class SoftMax(_Activation):
+    """``y = exp(x) / sum_j exp(x_j)`` over the last axis, shifted by the max for stability."""
+
+    def _f(self, x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        y = e / e.sum(axis=-1, keepdims=True)
+        return y, y
+
+    def _df(self, gy, y):
+        # dy_i/dx_j = y_i ([i == j] - y_j)  =>  gx = y * (gy - sum_i gy_i y_i)
+        return y * (gy - (gy * y).sum(axis=-1, keepdims=True))

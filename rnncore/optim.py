@@ -1,1 +1,175 @@
-"""Optimizers: SGD, Adam, RMSprop, and clip_grad_norm."""
+"""Optimizers: `SGD`, `Adam`, `RMSprop`, and `clip_grad_norm` — the same update rules as
+``torch.optim`` (defaults included), over rnncore `Parameter` objects.
+
+    opt = rnncore.optim.Adam(model.parameters(), lr=1e-3)
+    opt.zero_grad()                 # grads accumulate until zeroed (Torch7 semantics)
+    model.backward(x, criterion.backward(model.forward(x), y))
+    opt.step()                      # updates every Parameter.data in place
+
+``step()`` skips parameters with ``requires_grad = False`` (a frozen `Embedding`, say). The
+per-parameter state (momentum buffers, moment estimates, Adam's step count) lives in
+``opt.state[i]`` for the i-th parameter, created at its first update as PyTorch does.
+Updates run in the parameter's own dtype.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import _checks
+from .module import Module, Parameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "clip_grad_norm"]
+
+
+def _param_list(params, name="params"):
+    """A non-empty list of `Parameter` objects from an iterable (``model.parameters()``)."""
+    if isinstance(params, Module):
+        raise TypeError(f"{name}: expected an iterable of Parameter, got a {type(params).__name__} "
+                        f"module; pass module.parameters()")
+    if isinstance(params, Parameter):
+        params = [params]
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"{name}: expected an iterable of Parameter, got {type(params).__name__}") from None
+    for i, p in enumerate(params):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"{name}[{i}]: expected a rnncore Parameter, got {type(p).__name__}")
+    if not params:
+        raise ValueError(f"{name}: expected at least one Parameter, got an empty list")
+    return params
+
+
+def _fraction(v, name):
+    """A number in [0, 1) (momentum terms, decay rates)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number in [0, 1), got {v!r}")
+    v = float(v)
+    if not 0.0 <= v < 1.0:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {v}")
+    return v
+
+
+class Optimizer:
+    """Base class: holds the parameters and their state; subclasses implement ``_update``."""
+
+    def __init__(self, params):
+        self.params = _param_list(params)
+        self.state = [dict() for _ in self.params]
+
+    def zero_grad(self):
+        """Set every parameter's grad to zero."""
+        for p in self.params:
+            p.grad[...] = 0
+
+    def step(self):
+        """One update of every trainable parameter, in place."""
+        for p, state in zip(self.params, self.state):
+            if p.requires_grad:
+                self._update(p, state)
+
+    def _update(self, p, state):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum and L2 weight decay (``torch.optim.SGD``)::
+
+        g = grad + weight_decay * w
+        v = g                      (first step)      v = momentum * v + g   (later steps)
+        w = w - lr * v             (v = g when momentum = 0)
+    """
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
+        super().__init__(params)
+        self.lr = _checks.positive_number(lr, "lr")
+        self.momentum = _fraction(momentum, "momentum")
+        self.weight_decay = _checks.positive_number(weight_decay, "weight_decay", allow_zero=True)
+
+    def _update(self, p, state):
+        f = p.data.dtype.type
+        g = p.grad
+        if self.weight_decay:
+            g = g + f(self.weight_decay) * p.data
+        if self.momentum:
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = np.array(g, dtype=p.data.dtype)
+            else:
+                buf = state["momentum_buffer"]
+                buf *= f(self.momentum)
+                buf += g
+            g = state["momentum_buffer"]
+        p.data -= f(self.lr) * g
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), as ``torch.optim.Adam``; with step count k = 1, 2, ...::
+
+        m = b1 m + (1 - b1) g          v = b2 v + (1 - b2) g^2
+        w = w - lr / (1 - b1^k) * m / (sqrt(v) / sqrt(1 - b2^k) + eps)
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        super().__init__(params)
+        self.lr = _checks.positive_number(lr, "lr")
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
+        self.betas = (_fraction(b1, "betas[0]"), _fraction(b2, "betas[1]"))
+        self.eps = _checks.positive_number(eps, "eps")
+
+    def _update(self, p, state):
+        f = p.data.dtype.type
+        b1, b2 = self.betas
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+        state["step"] += 1
+        k, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
+        m *= f(b1)
+        m += f(1 - b1) * g
+        v *= f(b2)
+        v += f(1 - b2) * g * g
+        step_size = self.lr / (1 - b1 ** k)
+        denom = np.sqrt(v) / f(np.sqrt(1 - b2 ** k)) + f(self.eps)
+        p.data -= f(step_size) * (m / denom)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Tieleman & Hinton 2012), as ``torch.optim.RMSprop`` (not centred, no momentum)::
+
+        v = alpha v + (1 - alpha) g^2
+        w = w - lr * g / (sqrt(v) + eps)
+    """
+
+    def __init__(self, params, lr, alpha=0.99, eps=1e-8):
+        super().__init__(params)
+        self.lr = _checks.positive_number(lr, "lr")
+        self.alpha = _fraction(alpha, "alpha")
+        self.eps = _checks.positive_number(eps, "eps")
+
+    def _update(self, p, state):
+        f = p.data.dtype.type
+        if not state:
+            state["square_avg"] = np.zeros_like(p.data)
+        v, g = state["square_avg"], p.grad
+        v *= f(self.alpha)
+        v += f(1 - self.alpha) * g * g
+        p.data -= f(self.lr) * g / (np.sqrt(v) + f(self.eps))
+
+
+def clip_grad_norm(params, max_norm):
+    """Scale the grads of the trainable ``params`` in place so that their joint L2 norm is at
+    most ``max_norm``; return that norm before clipping, as a float (``torch.nn.utils.clip_grad_norm_``).
+
+        norm = sqrt(sum_p ||grad_p||^2)        grad_p *= min(1, max_norm / (norm + 1e-6))
+    """
+    params = [p for p in _param_list(params) if p.requires_grad]
+    max_norm = _checks.positive_number(max_norm, "max_norm")
+    norm = float(np.sqrt(sum(np.sum(np.square(p.grad, dtype=np.float64)) for p in params)))
+    coef = max_norm / (norm + 1e-6)
+    if coef < 1:
+        for p in params:
+            p.grad *= p.grad.dtype.type(coef)
+    return norm
