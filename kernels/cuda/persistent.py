@@ -11,27 +11,31 @@ RNNs") one cooperative launch runs every step of one layer and direction:
 * the grid meets at a barrier (``cuda.cg.this_grid().sync()``) after every step, because step
   ``t+1`` of any unit needs ``h_t`` of all units.
 
-Forward (LSTM): block ``k`` keeps rows ``g*H + j`` (4 gates x U units, each of length H) and
+Written once for the three cells (G gates: LSTM 4, GRU 3, RNN 1); a cell enters only through
+the device functions of ``cells.py``, via two small adapters at the bottom of this file.
+
+Forward: block ``k`` keeps rows ``g*H + j`` of ``W_hh`` (G gates x U units, each of length H) and
 computes ``R[b, g*H + j] = sum_k W_hh[g*H + j, k] h_{t-1}[b, k]``. ``h`` is double-buffered
 (``hbuf[s % 2]`` is read while ``hbuf[(s+1) % 2]`` is written): a block that races ahead must not
 overwrite what a slower one is still reading. One barrier per step.
 
-Backward (LSTM): block ``k`` keeps columns ``j`` of ``W_hh`` (U units x 4H). Per step:
-phase 1, the gate grads ``dz`` of its own units (``cells``) into ``dG[p]``; barrier; phase 2,
+Backward: block ``k`` keeps columns ``j`` of ``W_hh`` (U units x G*H). Per step: phase 1, the
+gate grads of its own units (``cells``) into ``dG[p]``; barrier; phase 2,
 ``dh[b, j] += sum_r dG[p(b), b, r] W_hh[r, j]`` for its own units. Phase 1 of the next step only
-touches this block's own ``dh``, ``dc`` entries and new rows of ``dG``, so one barrier per step.
+touches this block's own ``dh``, ``dc`` entries and other rows of ``dG``, so one barrier per step.
 
 Inside a block, threads are a ``(KS, PS)`` grid: ``PS`` (sequence, unit) pairs at a time, each dot
 product split over ``KS`` threads and summed through shared memory (the simulator has no warp
-shuffles, so the kernel uses none).
+shuffles, so the kernel uses none). ``h_{t-1}`` and ``dG`` are read from global memory (L2).
 
-**Size rule** (``plan``): the weight slice of one block, ``G*U*H*itemsize`` bytes (G = 4 gates),
-plus the ``4 x 256`` partial-sum buffer, must fit in ``SHARED_BYTES`` = 48 KiB (the shared memory
-every CUDA GPU grants a block without an opt-in), and the ``ceil(H/U)`` blocks must all be
-resident at once (``max_cooperative_grid_blocks``). ``plan`` takes the smallest ``U`` for which the
-grid fits; if even the largest slice that fits in 48 KiB needs more blocks than can be resident,
-the weights do not fit and ``"auto"`` falls back to the per-step path. E.g. on an H100 (132 SMs),
-float32 LSTM up to about H = 540 fits (U = 5, 41 KB per block).
+**Size rule** (``plan``): the weight slice of one block, ``G*U*H*itemsize`` bytes, plus the
+``4 x 256`` partial-sum buffer, must fit in ``SHARED_BYTES`` = 48 KiB (what every CUDA GPU grants
+a block without an opt-in, which numba.cuda cannot request), and all ``ceil(H/U)`` blocks must be
+resident at once (``max_cooperative_grid_blocks`` for that block shape and shared size). ``plan``
+takes the smallest ``U`` for which the grid fits; if no ``U`` does, the weights do not fit and
+``"auto"`` falls back to the per-step path (``"persistent"`` raises ValueError). Float32 LSTM
+H = 512 needs 8 KiB per unit, so U <= 5: at least 103 co-resident blocks; float64 needs U <= 2,
+256 blocks. Which U the GPU allows, only it can say.
 
 **Simulator.** The CUDA simulator runs blocks one after another and a cooperative grid there has
 one block (``max_cooperative_grid_blocks`` is 1), so under it ``plan`` gives a single block owning
@@ -47,9 +51,10 @@ import numpy as np
 from numba import cuda
 
 from ._common import SIMULATOR, ceil_div, position
-from .cells import lstm_point_functions
+from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
-__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "lstm_forward", "lstm_backward"]
+__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan",
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward"]
 
 #: Shared memory a block may use without the (numba-inaccessible) opt-in for more: 48 KiB.
 SHARED_BYTES = 48 * 1024
@@ -154,22 +159,96 @@ def _launch(kernel, args, H, p, itemsize, G):
 
 
 # ---------------------------------------------------------------------------------------------
-# LSTM
+# The kernels, one pair per cell and dtype. The cell enters only through two small adapters with
+# one signature for all cells (arguments a cell does not use are tiny placeholder arrays):
+#
+#   point(s, b, j, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
+#         h_in, h_out, c, hprev, cprev, saved, y)          -> the cell's forward_point
+#   bpoint(s, b, j, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh)
+#                                                          -> the cell's backward_point, stores grads
+#
+# r0..r3 are the recurrent sums (W_hh h_{t-1})[g*H + j] of gates g < G; dGh holds the grads of the
+# hidden pre-activations (what multiplies W_hh), dGi those of the input ones (the same array
+# except for the GRU, whose n gate differs: da_n vs dq).
 # ---------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
-def _lstm_kernels(dtype):
-    dtype = np.dtype(dtype)
-    ZERO = dtype.type(0)
+def _lstm_adapters(dtype):
     forward_point, backward_point = lstm_point_functions(dtype)
 
+    @cuda.jit(device=True)
+    def point(s, b, j, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
+              h_in, h_out, c, hprev, cprev, saved, y):
+        forward_point(s, b, j, r0, r1, r2, r3, xW, bias1, lengths, reverse,
+                      h_in, h_out, c, hprev, cprev, saved, y)
+
+    @cuda.jit(device=True)
+    def bpoint(s, b, j, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
+        H = dh.shape[1]
+        p, dzi, dzf, dzg, dzo = backward_point(s, b, j, dy, lengths, reverse, saved, sprev, dh, dc)
+        dGh[p, b, j] = dzi
+        dGh[p, b, H + j] = dzf
+        dGh[p, b, 2 * H + j] = dzg
+        dGh[p, b, 3 * H + j] = dzo
+
+    return 4, point, bpoint
+
+
+def _gru_adapters(dtype):
+    forward_point, backward_point = gru_point_functions(dtype)
+
+    @cuda.jit(device=True)
+    def point(s, b, j, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
+              h_in, h_out, c, hprev, cprev, saved, y):
+        forward_point(s, b, j, r0, r1, r2, xW, bias1, bias2, lengths, reverse,
+                      h_in, h_out, hprev, saved, y)
+
+    @cuda.jit(device=True)
+    def bpoint(s, b, j, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
+        H = dh.shape[1]
+        p, dar, daz, dan, dq = backward_point(s, b, j, dy, lengths, reverse, saved, sprev, dh)
+        dGi[p, b, j] = dar
+        dGi[p, b, H + j] = daz
+        dGi[p, b, 2 * H + j] = dan
+        dGh[p, b, j] = dar
+        dGh[p, b, H + j] = daz
+        dGh[p, b, 2 * H + j] = dq
+
+    return 3, point, bpoint
+
+
+def _rnn_adapters(dtype):
+    forward_point, backward_point = rnn_point_functions(dtype)
+
+    @cuda.jit(device=True)
+    def point(s, b, j, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
+              h_in, h_out, c, hprev, cprev, saved, y):
+        forward_point(s, b, j, r0, xW, bias1, lengths, reverse, h_in, h_out, hprev, saved, y)
+
+    @cuda.jit(device=True)
+    def bpoint(s, b, j, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
+        p, da = backward_point(s, b, j, dy, lengths, reverse, saved, dh)
+        dGh[p, b, j] = da
+
+    return 1, point, bpoint
+
+
+_ADAPTERS = {"lstm": _lstm_adapters, "gru": _gru_adapters, "rnn": _rnn_adapters}
+
+
+@lru_cache(maxsize=None)
+def _kernels(cell, dtype):
+    """``(persistent_forward, persistent_backward)`` for ``cell`` ("lstm", "gru", "rnn") and dtype."""
+    dtype = np.dtype(dtype)
+    ZERO = dtype.type(0)
+    G, point, bpoint = _ADAPTERS[cell](dtype)
+
     @cuda.jit
-    def lstm_persistent_forward(s_begin, s_end, U, xW, W_hh, bias, lengths, reverse,
-                                hbuf, c, hprev, cprev, gates, y):
+    def persistent_forward(s_begin, s_end, U, xW, W_hh, bias1, bias2, lengths, reverse,
+                           hbuf, c, hprev, cprev, saved, y):
         """Steps s_begin .. s_end-1. hbuf: (2, B, H), the state before step s in hbuf[s % 2]."""
-        B = c.shape[0]
-        H = c.shape[1]
-        sW = cuda.shared.array(0, dtype)            # (4, U, H): sW[(g*U + jl)*H + k] = W_hh[g*H + j0 + jl, k]
+        B = hbuf.shape[1]
+        H = hbuf.shape[2]
+        sW = cuda.shared.array(0, dtype)        # (G, U, H): sW[(g*U + jl)*H + k] = W_hh[g*H + j0 + jl, k]
         red = cuda.shared.array((4, MAX_THREADS), dtype)     # partial sums, one row per gate
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -177,8 +256,8 @@ def _lstm_kernels(dtype):
         PS = cuda.blockDim.y
         tid = ty * KS + tx
         j0 = cuda.blockIdx.x * U
-        Uk = min(U, H - j0)                         # units of this block (the last may have fewer)
-        for e in range(tid, 4 * Uk * H, KS * PS):   # load this block's rows of W_hh, once
+        Uk = min(U, H - j0)                     # units of this block (the last one may have fewer)
+        for e in range(tid, G * Uk * H, KS * PS):   # this block's rows of W_hh, loaded once
             row = e // H
             k = e % H
             g = row // Uk
@@ -191,20 +270,22 @@ def _lstm_kernels(dtype):
             h_in = hbuf[s % 2]
             h_out = hbuf[(s + 1) % 2]
             for q0 in range(0, n_pairs, PS):
-                q = q0 + ty                         # this thread row's (sequence, unit) pair
+                q = q0 + ty                     # this thread row's (sequence, unit) pair
                 b = q // Uk
                 jl = q % Uk
                 a0 = ZERO
                 a1 = ZERO
                 a2 = ZERO
                 a3 = ZERO
-                if q < n_pairs:                     # (1): W_hh h_{t-1}, k split over the KS threads
+                if q < n_pairs:                 # (W_hh h_{t-1})[g*H + j], k split over the KS threads
                     for k in range(tx, H, KS):
                         hk = h_in[b, k]
                         a0 += sW[jl * H + k] * hk
-                        a1 += sW[(U + jl) * H + k] * hk
-                        a2 += sW[(2 * U + jl) * H + k] * hk
-                        a3 += sW[(3 * U + jl) * H + k] * hk
+                        if G > 1:
+                            a1 += sW[(U + jl) * H + k] * hk
+                            a2 += sW[(2 * U + jl) * H + k] * hk
+                        if G > 3:
+                            a3 += sW[(3 * U + jl) * H + k] * hk
                 red[0, tid] = a0
                 red[1, tid] = a1
                 red[2, tid] = a2
@@ -220,19 +301,19 @@ def _lstm_kernels(dtype):
                         r1 += red[1, l]
                         r2 += red[2, l]
                         r3 += red[3, l]
-                    forward_point(s, b, j0 + jl, r0, r1, r2, r3, xW, bias, lengths, reverse,
-                                  h_in, h_out, c, hprev, cprev, gates, y)     # (1)-(4)
+                    point(s, b, j0 + jl, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
+                          h_in, h_out, c, hprev, cprev, saved, y)
                 cuda.syncthreads()
-            grid.sync()                             # h_t complete everywhere before step t+1
+            grid.sync()                         # h_t complete everywhere before step t+1 reads it
 
     @cuda.jit
-    def lstm_persistent_backward(s_begin, s_end, phases, U, W_hh, dy, lengths, reverse,
-                                 gates, cprev, dh, dc, dG):
+    def persistent_backward(s_begin, s_end, phases, U, W_hh, dy, lengths, reverse,
+                            saved, sprev, dh, dc, dGi, dGh):
         """Steps s_begin, s_begin-1, .., s_end+1. phases: 1 = gate grads, 2 = dh += dz W_hh, 3 = both."""
         B = dh.shape[0]
         H = dh.shape[1]
-        G4 = 4 * H
-        sWT = cuda.shared.array(0, dtype)           # (U, 4H): sWT[kl*4H + r] = W_hh[r, j0 + kl]
+        GH = G * H
+        sWT = cuda.shared.array(0, dtype)       # (U, G*H): sWT[kl*G*H + r] = W_hh[r, j0 + kl]
         red = cuda.shared.array((4, MAX_THREADS), dtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -241,26 +322,19 @@ def _lstm_kernels(dtype):
         tid = ty * KS + tx
         j0 = cuda.blockIdx.x * U
         Uk = min(U, H - j0)
-        for e in range(tid, Uk * G4, KS * PS):      # load this block's columns of W_hh, once
-            kl = e // G4
-            r = e % G4
-            sWT[kl * G4 + r] = W_hh[r, j0 + kl]
+        for e in range(tid, Uk * GH, KS * PS):  # this block's columns of W_hh, loaded once
+            kl = e // GH
+            r = e % GH
+            sWT[kl * GH + r] = W_hh[r, j0 + kl]
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
         n_pairs = B * Uk
         for s in range(s_begin, s_end, -1):
-            if phases & 1:                          # phase 1: gate grads of this block's units
+            if phases & 1:                      # phase 1: gate grads of this block's units
                 for q in range(tid, n_pairs, KS * PS):
-                    b = q // Uk
-                    j = j0 + q % Uk
-                    p, dzi, dzf, dzg, dzo = backward_point(s, b, j, dy, lengths, reverse,
-                                                           gates, cprev, dh, dc)
-                    dG[p, b, j] = dzi
-                    dG[p, b, H + j] = dzf
-                    dG[p, b, 2 * H + j] = dzg
-                    dG[p, b, 3 * H + j] = dzo
-            grid.sync()                             # all of dz_t written before anyone reads it
-            if phases & 2:                          # phase 2: (1) dh_{t-1}[b, j] += dz_t[b] . W_hh[:, j]
+                    bpoint(s, q // Uk, j0 + q % Uk, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh)
+            grid.sync()                         # every dz_t written before anyone reads it
+            if phases & 2:                      # phase 2: dh_{t-1}[b, j] += dGh_t[b] . W_hh[:, j]
                 for q0 in range(0, n_pairs, PS):
                     q = q0 + ty
                     b = q // Uk
@@ -268,8 +342,8 @@ def _lstm_kernels(dtype):
                     acc = ZERO
                     if q < n_pairs:
                         p = position(s, lengths[b], reverse)
-                        for r in range(tx, G4, KS):
-                            acc += dG[p, b, r] * sWT[kl * G4 + r]
+                        for r in range(tx, GH, KS):
+                            acc += dGh[p, b, r] * sWT[kl * GH + r]
                     red[0, tid] = acc
                     cuda.syncthreads()
                     if q < n_pairs and tx == 0:
@@ -279,57 +353,86 @@ def _lstm_kernels(dtype):
                         dh[b, j0 + kl] += total
                     cuda.syncthreads()
 
-    return lstm_persistent_forward, lstm_persistent_backward
+    return G, persistent_forward, persistent_backward
 
 
-def lstm_forward(path, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y):
-    """Run every LSTM step persistently if ``path`` allows and ``W_hh`` fits.
+def _placeholder(ndim, dtype):
+    return cuda.device_array((1,) * ndim, dtype)
 
-    Arrays as in ``cells.lstm_point_functions`` (device arrays); ``h``, ``c``: (B, H) initial state,
-    ``c`` is updated in place. Returns the final ``h`` (B, H), or None when the per-step path
-    must run instead (``path="auto"`` and the weights do not fit).
-    """
+
+def _run_forward(cell, path, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev, cprev, saved, y):
     T, B, _ = xW.shape
     H = h.shape[1]
     dtype = np.dtype(h.dtype)
-    kernel, _ = _lstm_kernels(dtype)
+    G, kernel, _ = _kernels(cell, dtype)
     hbuf = cuda.device_array((2, B, H), dtype)
     hbuf[0].copy_to_device(h)
-    args = [0, T, 1, xW, W_hh, bias, lengths, reverse, hbuf, c, hprev, cprev, gates, y]
-    p = _resolve(path, kernel, args, B, H, 4, H, dtype.itemsize)
+    args = [0, T, 1, xW, W_hh, bias1, bias2, lengths, reverse, hbuf, c, hprev, cprev, saved, y]
+    p = _resolve(path, kernel, args, B, H, G, H, dtype.itemsize)
     if p is None:
         return None
     args[2] = p.units_per_block
     n = p.steps_per_launch or T
     for s0 in range(0, T, n):
         args[0], args[1] = s0, min(T, s0 + n)
-        _launch(kernel, args, H, p, dtype.itemsize, 4)
+        _launch(kernel, args, H, p, dtype.itemsize, G)
     return hbuf[T % 2]
 
 
-def lstm_backward(path, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
-    """Run every LSTM backward step persistently if ``path`` allows and ``W_hh`` fits.
-
-    Fills ``dG`` (T, B, 4H) and updates ``dh``, ``dc`` (B, H) in place to dL/dh_0, dL/dc_0.
-    Returns True, or False when the per-step path must run instead.
-    """
-    T, B, _ = dG.shape
+def _run_backward(cell, path, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
+    T, B, _ = dGh.shape
     H = dh.shape[1]
     dtype = np.dtype(dh.dtype)
-    _, kernel = _lstm_kernels(dtype)
-    args = [T - 1, -1, 3, 1, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG]
-    p = _resolve(path, kernel, args, B, H, 4, 4 * H, dtype.itemsize)
+    G, _, kernel = _kernels(cell, dtype)
+    args = [T - 1, -1, 3, 1, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh]
+    p = _resolve(path, kernel, args, B, H, G, G * H, dtype.itemsize)
     if p is None:
         return False
     args[3] = p.units_per_block
-    if p.steps_per_launch == 1:            # one launch per step and phase: kernel boundaries as barriers
+    if p.steps_per_launch == 1:        # one launch per step and phase: kernel boundaries as barriers
         for s in range(T - 1, -1, -1):
             for phases in (1, 2):
                 args[0], args[1], args[2] = s, s - 1, phases
-                _launch(kernel, args, H, p, dtype.itemsize, 4)
+                _launch(kernel, args, H, p, dtype.itemsize, G)
     else:
         n = p.steps_per_launch or T
         for s0 in range(T - 1, -1, -n):
             args[0], args[1] = s0, max(-1, s0 - n)
-            _launch(kernel, args, H, p, dtype.itemsize, 4)
+            _launch(kernel, args, H, p, dtype.itemsize, G)
     return True
+
+
+# Entry points for lstm.py / gru.py / rnn.py. Forward: the final h (B, H) on the device, or None
+# when the per-step path must run instead ("auto" and the weights do not fit). Backward: fills the
+# gate-grad buffers, leaves dL/dh_0 (and dL/dc_0) in dh (dc); True, or False to fall back.
+
+def lstm_forward(path, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y):
+    return _run_forward("lstm", path, xW, W_hh, bias, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
+
+
+def lstm_backward(path, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
+    return _run_backward("lstm", path, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG, dG)
+
+
+def gru_forward(path, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y):
+    dtype = np.dtype(h.dtype)
+    return _run_forward("gru", path, xW, W_hh, b_ih, b_hh, lengths, reverse, h, _placeholder(2, dtype),
+                        hprev, _placeholder(3, dtype), gates, y)
+
+
+def gru_backward(path, W_hh, dy, lengths, reverse, gates, hprev, dh, dGi, dGh):
+    dtype = np.dtype(dh.dtype)
+    return _run_backward("gru", path, W_hh, dy, lengths, reverse, gates, hprev, dh,
+                         _placeholder(2, dtype), dGi, dGh)
+
+
+def rnn_forward(path, xW, W_hh, bias, lengths, reverse, h, hprev, act, y):
+    dtype = np.dtype(h.dtype)
+    return _run_forward("rnn", path, xW, W_hh, bias, bias, lengths, reverse, h, _placeholder(2, dtype),
+                        hprev, _placeholder(3, dtype), act, y)
+
+
+def rnn_backward(path, W_hh, dy, lengths, reverse, act, dh, dG):
+    dtype = np.dtype(dh.dtype)
+    return _run_backward("rnn", path, W_hh, dy, lengths, reverse, act, act, dh,
+                         _placeholder(2, dtype), dG, dG)
