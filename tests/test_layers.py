@@ -1,0 +1,334 @@
+"""Linear, Embedding, activations, Dropout, LogSoftMax, SoftMax.
+
+Gradients: float64 central differences (written out here, and rnncore.gradcheck) with a random
+upstream gradient ``loss = sum(out * dout)``, on hypothesis-drawn small shapes. Values: the same
+computation in PyTorch (float64). Then the Torch7 contract: grads accumulate until
+zero_grad_parameters, update_parameters is ``data -= lr * grad``, state dicts, astype.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import rnncore  # noqa: E402
+from rnncore import (Dropout, Embedding, LeakyReLU, Linear, LogSoftMax, ReLU, Sigmoid,  # noqa: E402
+                     SoftMax, Tanh)
+
+TOL = 1e-6          # relative gradient error allowed in float64
+
+
+# -- central differences, written out once for every test here -------------------------------
+def numeric_grad(f, a, eps=1e-6):
+    """d f() / d a by central differences; ``a`` is perturbed in place and restored."""
+    g = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + eps
+        up = f()
+        a[i] = keep - eps
+        down = f()
+        a[i] = keep
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+def rel_err(a, n):
+    return np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-8)
+
+
+def check_grads(m, x, lengths=None, seed=0):
+    """Analytic vs numerical gradients of loss = sum(m(x) * dout) for x (if float) and every param."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(m.forward(x, lengths=lengths))
+    dout = rng.standard_normal(y.shape)
+    m.zero_grad_parameters()
+    gx = m.backward(x, dout)
+    analytic = [p.grad.copy() for p in m.parameters()]
+
+    def loss():
+        return float(np.sum(np.asarray(m.forward(x, lengths=lengths)) * dout))
+
+    if x.dtype.kind == "f":
+        assert rel_err(np.asarray(gx), numeric_grad(loss, x)) < TOL
+    for p, a in zip(m.parameters(), analytic):
+        assert rel_err(a, numeric_grad(loss, p.data)) < TOL, p.name
+
+
+def snapshot(m):
+    return [(p.data.copy(), p.grad.copy()) for p in m.parameters()]
+
+
+def same(s1, s2):
+    return all(np.array_equal(a, c) and np.array_equal(b, d) for (a, b), (c, d) in zip(s1, s2))
+
+
+shapes = st.lists(st.integers(1, 3), min_size=1, max_size=3).map(tuple)   # leading dims N...
+ACTIVATIONS = {
+    "ReLU": (ReLU, {}, F.relu),
+    "LeakyReLU": (LeakyReLU, {"slope": 0.2}, lambda t: F.leaky_relu(t, 0.2)),
+    "Tanh": (Tanh, {}, torch.tanh),
+    "Sigmoid": (Sigmoid, {}, torch.sigmoid),
+    "LogSoftMax": (LogSoftMax, {}, lambda t: F.log_softmax(t, dim=-1)),
+    "SoftMax": (SoftMax, {}, lambda t: F.softmax(t, dim=-1)),
+    "Dropout": (Dropout, {"p": 0.3}, lambda t: t),        # evaluate(): the identity
+}
+
+
+def away_from_kinks(x):
+    """Keep |x| >= 0.05 so that central differences never straddle ReLU's kink at 0."""
+    return np.where(x >= 0, x + 0.05, x - 0.05)
+
+
+# -- gradients -------------------------------------------------------------------------------
+@given(lead=shapes, i=st.integers(1, 4), o=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_linear_gradients(lead, i, o, seed):
+    rnncore.manual_seed(seed)
+    m = Linear(i, o, dtype=np.float64)
+    x = np.random.default_rng(seed).standard_normal(lead + (i,))
+    check_grads(m, x, seed=seed)
+    assert rnncore.gradcheck(m, x) < TOL
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@given(shape=shapes, seed=st.integers(0, 2**16))
+def test_activation_gradients(name, shape, seed):
+    cls, kw, _ = ACTIVATIONS[name]
+    m = cls(dtype=np.float64, **kw).evaluate()
+    # N(0, 1) inputs: a saturated unit's gradient (tanh'(6) ~ 2e-5) is below what central
+    # differences resolve relative to itself (their noise is ~1e-10 absolute)
+    x = away_from_kinks(np.random.default_rng(seed).standard_normal(shape))
+    check_grads(m, x, seed=seed)
+    assert rnncore.gradcheck(m, x) < TOL
+
+
+@given(shape=shapes, v=st.integers(1, 5), e=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_embedding_gradients(shape, v, e, seed):
+    rnncore.manual_seed(seed)
+    m = Embedding(v, e, dtype=np.float64)
+    ids = np.random.default_rng(seed).integers(0, v, size=shape)    # repeats accumulate
+    check_grads(m, ids, seed=seed)
+    assert rnncore.gradcheck(m, ids) < TOL
+    assert m.backward(ids, np.ones(shape + (e,))) is None          # no gradient for ids
+
+
+def test_dropout_training_gradient_is_the_mask():
+    rnncore.manual_seed(3)
+    m = Dropout(0.4, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((50, 40))
+    y = m.forward(x)
+    mask = y / x                                                   # 0 or 1 / (1 - p)
+    assert set(np.round(np.unique(mask), 12)) == {0.0, round(1 / 0.6, 12)}
+    assert abs((mask == 0).mean() - 0.4) < 0.05                    # 2000 draws
+    gy = np.random.default_rng(1).standard_normal(x.shape)
+    np.testing.assert_allclose(m.backward(x, gy), gy * mask, rtol=1e-12)
+
+
+def test_dropout_seeded_identity_in_evaluate_and_at_p0():
+    x = np.random.default_rng(0).standard_normal((6, 7)).astype(np.float32)
+    rnncore.manual_seed(11)
+    a = Dropout(0.5).forward(x)
+    rnncore.manual_seed(11)
+    b = Dropout(0.5).forward(x)
+    assert np.array_equal(a, b) and not np.array_equal(a, x)      # same seed, same mask
+    assert np.array_equal(Dropout(0.5).evaluate().forward(x), x)
+    assert np.array_equal(Dropout(0.0).forward(x), x)
+    m = Dropout(0.5).evaluate()
+    m.forward(x)
+    assert np.array_equal(m.backward(x, 2 * x), 2 * x)
+
+
+# -- PyTorch parity (float64) ----------------------------------------------------------------
+@given(lead=shapes, i=st.integers(1, 4), o=st.integers(1, 4), seed=st.integers(0, 2**16))
+@settings(max_examples=10)
+def test_linear_matches_torch(lead, i, o, seed):
+    rng = np.random.default_rng(seed)
+    m = Linear(i, o, dtype=np.float64)
+    tm = torch.nn.Linear(i, o).double()
+    m.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    x, dout = rng.standard_normal(lead + (i,)), rng.standard_normal(lead + (o,))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = tm(xt)
+    (yt * torch.tensor(dout)).sum().backward()
+    np.testing.assert_allclose(m.forward(x), yt.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m.backward(x, dout), xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m.weight.grad, tm.weight.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m.bias.grad, tm.bias.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_linear_init_is_pytorch_bound():
+    rnncore.manual_seed(0)
+    m = Linear(16, 50)
+    for p in m.parameters():
+        assert np.abs(p.data).max() <= 0.25 and np.abs(p.data).max() > 0.2   # U(-1/4, 1/4)
+    assert m.weight.data.shape == (50, 16) and m.bias.data.shape == (50,)
+    assert m.weight.data.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_matches_torch(name):
+    cls, kw, f = ACTIVATIONS[name]
+    rng = np.random.default_rng(5)
+    x = away_from_kinks(rng.standard_normal((3, 4, 5)) * 4)
+    dout = rng.standard_normal(x.shape)
+    m = cls(dtype=np.float64, **kw).evaluate()
+    xt = torch.tensor(x, requires_grad=True)
+    yt = f(xt)
+    (yt * torch.tensor(dout)).sum().backward()
+    np.testing.assert_allclose(m.forward(x), yt.detach().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(m.backward(x, dout), xt.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_embedding_matches_torch():
+    rng = np.random.default_rng(2)
+    tm = torch.nn.Embedding(7, 3).double()
+    m = Embedding(7, 3, dtype=np.float64)
+    m.load_state_dict({"weight": tm.weight.detach().numpy()})
+    ids = rng.integers(0, 7, size=(5, 4))                          # (T, B) ids
+    dout = rng.standard_normal((5, 4, 3))
+    (tm(torch.tensor(ids)) * torch.tensor(dout)).sum().backward()
+    np.testing.assert_array_equal(m.forward(ids), tm(torch.tensor(ids)).detach().numpy())
+    m.backward(ids, dout)
+    np.testing.assert_allclose(m.weight.grad, tm.weight.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_stable_at_extreme_inputs():
+    x = np.array([[-1000.0, 0.0, 1000.0]])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):   # underflow to 0 is fine
+        s = Sigmoid(dtype=np.float64).forward(x)
+        ls = LogSoftMax(dtype=np.float64).forward(x)
+        sm = SoftMax(dtype=np.float64).forward(x)
+    np.testing.assert_allclose(s, [[0.0, 0.5, 1.0]], atol=1e-300)
+    np.testing.assert_allclose(ls, [[-2000.0, -1000.0, 0.0]])
+    np.testing.assert_allclose(sm, [[0.0, 0.0, 1.0]])
+    x32 = np.array([[88.0, -88.0, 104.0, -104.0]], dtype=np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        np.testing.assert_allclose(Sigmoid().forward(x32), torch.sigmoid(torch.tensor(x32)).numpy(),
+                                   rtol=1e-6, atol=1e-38)
+
+
+# -- Torch7 contract -------------------------------------------------------------------------
+def test_grads_accumulate_until_zeroed_and_update_parameters():
+    rnncore.manual_seed(0)
+    m = Linear(3, 2, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    dout = np.random.default_rng(1).standard_normal((4, 2))
+    m.forward(x)
+    m.backward(x, dout)
+    once = [p.grad.copy() for p in m.parameters()]
+    m.backward(x, dout)
+    for p, g in zip(m.parameters(), once):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-14)      # accumulated, not replaced
+    before = [p.data.copy() for p in m.parameters()]
+    m.update_parameters(0.1)
+    for p, w in zip(m.parameters(), before):
+        np.testing.assert_allclose(p.data, w - 0.1 * p.grad, rtol=1e-14)
+    m.zero_grad_parameters()
+    assert all(not p.grad.any() for p in m.parameters())
+
+
+def test_parameters_are_the_same_objects():
+    m = Linear(3, 2)
+    assert [id(p) for p in m.parameters()] == [id(p) for p in m.parameters()]
+    assert [p.name for p in m.parameters()] == ["weight", "bias"] == list(m.state_dict())
+
+
+def test_state_dict_round_trip_and_cast():
+    rnncore.manual_seed(1)
+    a, b = Linear(4, 3), Linear(4, 3, dtype=np.float64)
+    sd = a.state_dict()
+    sd["weight"][...] = 0                                          # a copy: a is untouched
+    assert a.weight.data.any()
+    b.load_state_dict(a.state_dict())
+    assert b.weight.data.dtype == np.float64                       # cast to the module's dtype
+    x = np.random.default_rng(0).standard_normal((2, 4))
+    np.testing.assert_allclose(b.forward(x), a.forward(x), rtol=1e-6)
+
+
+def test_load_state_dict_refusals_leave_module_unchanged():
+    m = Linear(3, 2)
+    before = snapshot(m)
+    with pytest.raises(ValueError, match="weight"):
+        m.load_state_dict({"weight": np.zeros((3, 2)), "bias": np.zeros(2)})     # wrong shape
+    with pytest.raises(ValueError, match="extra"):
+        m.load_state_dict({**m.state_dict(), "extra": np.zeros(1)})             # unknown key
+    assert same(before, snapshot(m))
+
+
+def test_astype_converts_in_place():
+    m = Linear(3, 2)
+    w = m.weight.data.copy()
+    assert m.astype(np.float64) is m
+    assert m.weight.data.dtype == m.weight.grad.dtype == np.float64 and m.dtype == np.float64
+    np.testing.assert_array_equal(m.weight.data, w.astype(np.float64))
+    assert m.forward(np.ones((1, 3), dtype=np.float32)).dtype == np.float64   # input cast
+
+
+def test_float32_default_and_input_cast():
+    for m in [Linear(3, 2), Tanh(), Embedding(4, 2)]:
+        assert m.dtype == np.float32
+    y = Linear(3, 2).forward(np.ones((2, 3)))                       # float64 input
+    assert y.dtype == np.float32
+
+
+def test_list_input_gives_list_output():
+    rnncore.manual_seed(0)
+    m = Linear(3, 2, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((4, 5, 3))        # (T, B, F)
+    y = m.forward(list(x))
+    assert isinstance(y, list) and len(y) == 4
+    np.testing.assert_array_equal(np.stack(y), m.forward(x))
+    gx = m.backward(list(x), list(np.ones((4, 5, 2))))
+    assert isinstance(gx, list)
+    t = Tanh(dtype=np.float64)
+    assert isinstance(t.forward(list(x)), list)
+
+
+def test_embedding_from_pretrained_frozen():
+    w = np.arange(12, dtype=np.float64).reshape(4, 3)
+    m = rnncore.Embedding.from_pretrained(w)
+    assert m.dtype == np.float64 and not m.weight.requires_grad and m.freeze
+    ids = np.array([[0, 3], [2, 2]])
+    np.testing.assert_array_equal(m.forward(ids), w[ids])
+    m.backward(ids, np.ones((2, 2, 3)))
+    assert not m.weight.grad.any()                                 # frozen: no accumulation
+    m.weight.grad[...] = 1.0                                       # even a stray grad ...
+    m.update_parameters(0.5)
+    rnncore.optim.SGD(m.parameters(), lr=0.5).step()
+    rnncore.optim.Adam(m.parameters(), lr=0.5).step()
+    np.testing.assert_array_equal(m.weight.data, w)                # ... changes nothing
+    assert m.weight.data is not w                                  # a copy of the array
+    t = rnncore.Embedding.from_pretrained(w, freeze=False, dtype=np.float32)
+    t.forward(ids)
+    t.backward(ids, np.ones((2, 2, 3)))
+    t.update_parameters(0.5)
+    assert t.weight.requires_grad and t.weight.data[2, 0] == 6 - 0.5 * 2    # id 2 seen twice
+    assert Embedding(**m.config()).freeze                          # config rebuilds frozen
+
+
+def test_embedding_init_and_shapes():
+    rnncore.manual_seed(0)
+    m = Embedding(1000, 8)
+    assert abs(m.weight.data.std() - 1.0) < 0.05                   # N(0, 1) like PyTorch
+    assert m.output_shape((5, None)) == (5, None, 8)
+    assert m.forward(np.zeros((5, 2), dtype=np.int32)).shape == (5, 2, 8)
+
+
+def test_output_shapes_and_config():
+    assert Linear(3, 5).output_shape((7, None, 3)) == (7, None, 5)
+    assert Linear(3, 5).output_shape((None, None)) == (None, 5)
+    assert Tanh().output_shape((2, None, 4)) == (2, None, 4)
+    for m in [Linear(3, 5), LeakyReLU(0.3), Dropout(0.2), Embedding(4, 2), Sigmoid()]:
+        clone = type(m)(**m.config())
+        assert clone.config() == m.config()
+        assert [p.data.shape for p in clone.parameters()] == [p.data.shape for p in m.parameters()]
+    assert repr(Linear(3, 5)) == "Linear(in_features=3, out_features=5)"
+
+
+def test_lengths_are_accepted_and_do_not_change_pointwise_layers():
+    m = Linear(2, 3, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((4, 2, 2))
+    np.testing.assert_array_equal(m.forward(x, lengths=np.array([4, 1])), m.forward(x))
