@@ -72,6 +72,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     returns y: (T, B, H), h_n: (B, H), cache   (NumPy, or device arrays if x is one)
     """
     dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H) = prepare_forward(x, W_ih, W_hh, 3, lengths)
+    plan = persistent.plan_for("gru", "forward", path, dtype, B, H)    # None: per-step path
     b_ih = device_input(b_ih, (3 * H,), dtype, "b_ih")
     b_hh = device_input(b_hh, (3 * H,), dtype, "b_hh")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)               # (B, H) running state
@@ -82,11 +83,8 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     gates = cuda.device_array((T, B, 4 * H), dtype)       # r, z, n, q
     y = cuda.device_array((T, B, H), dtype)
 
-    h_n = None
-    if path != "steps":
-        h_n = persistent.gru_forward(path, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y)
-    if h_n is not None:
-        h = h_n
+    if plan is not None:
+        h = persistent.gru_forward(plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y)
     else:
         step_forward, _ = _step_kernels(dtype)
         R = cuda.device_array((B, 3 * H), dtype)
@@ -108,14 +106,16 @@ def gru_backward(dy, dh_n, cache, *, path="auto"):
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = np.dtype(x.dtype)
+    plan = persistent.plan_for("gru", "backward", path, dtype, B, H)   # None: per-step path
     dy = device_input(dy, (T, B, H), dtype, "dy")
     dh = device_input(dh_n, (B, H), dtype, "dh_n", writable=True)
     dGi = cuda.device_array((T, B, 3 * H), dtype)        # dL/d(input pre-activations)
     dGh = cuda.device_array((T, B, 3 * H), dtype)        # dL/d(hidden pre-activations)
 
-    done = path != "steps" and persistent.gru_backward(path, W_hh, dy, lengths, reverse,
+    if plan is not None:
+        persistent.gru_backward(plan, W_hh, dy, lengths, reverse,
                                                        gates, hprev, dh, dGi, dGh)
-    if not done:
+    else:
         _, step_backward = _step_kernels(dtype)
         dgh_step = cuda.device_array((B, 3 * H), dtype)
         for s in range(T - 1, -1, -1):

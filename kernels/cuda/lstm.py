@@ -80,6 +80,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     returns y: (T, B, H), h_n: (B, H), c_n: (B, H), cache   (NumPy, or device arrays if x is one)
     """
     dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H) = prepare_forward(x, W_ih, W_hh, 4, lengths)
+    plan = persistent.plan_for("lstm", "forward", path, dtype, B, H)    # None: per-step path
     bias = device_input(b, (4 * H,), dtype, "b")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)                # (B, H) running state
     c = device_input(c0, (B, H), dtype, "c0", writable=True)
@@ -91,11 +92,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     gates = cuda.device_array((T, B, 4 * H), dtype)      # activated i, f, g, o
     y = cuda.device_array((T, B, H), dtype)
 
-    h_n = None
-    if path != "steps":
-        h_n = persistent.lstm_forward(path, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
-    if h_n is not None:
-        h = h_n
+    if plan is not None:
+        h = persistent.lstm_forward(plan, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
     else:
         step_forward, _ = _step_kernels(dtype)
         R = cuda.device_array((B, 4 * H), dtype)
@@ -118,14 +116,16 @@ def lstm_backward(dy, dh_n, dc_n, cache, *, path="auto"):
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = np.dtype(x.dtype)
+    plan = persistent.plan_for("lstm", "backward", path, dtype, B, H)   # None: per-step path
     dy = device_input(dy, (T, B, H), dtype, "dy")
     dh = device_input(dh_n, (B, H), dtype, "dh_n", writable=True)     # dL/dh_t, updated per step
     dc = device_input(dc_n, (B, H), dtype, "dc_n", writable=True)
     dG = cuda.device_array((T, B, 4 * H), dtype)                       # dL/dz at every position
 
-    done = path != "steps" and persistent.lstm_backward(path, W_hh, dy, lengths, reverse,
+    if plan is not None:
+        persistent.lstm_backward(plan, W_hh, dy, lengths, reverse,
                                                         gates, cprev, dh, dc, dG)
-    if not done:
+    else:
         _, step_backward = _step_kernels(dtype)
         dz_step = cuda.device_array((B, 4 * H), dtype)
         for s in range(T - 1, -1, -1):

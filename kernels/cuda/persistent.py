@@ -53,7 +53,7 @@ from numba import cuda
 from ._common import SIMULATOR, ceil_div, position
 from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
-__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan",
+__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for",
            "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward"]
 
 #: Shared memory a block may use without the (numba-inaccessible) opt-in for more: 48 KiB.
@@ -62,6 +62,8 @@ SHARED_BYTES = 48 * 1024
 MAX_THREADS = 256
 #: Threads that share one dot product (at most).
 MAX_SPLIT = 32
+#: Gates per cell: rows of W_hh per hidden unit.
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
 @dataclass(frozen=True)
@@ -97,23 +99,45 @@ def _static_bytes(itemsize):
     return 4 * MAX_THREADS * itemsize
 
 
-def _max_blocks(kernel, args, threads, dyn_bytes):
+def _placeholder(ndim, dtype):
+    return cuda.device_array((1,) * ndim, dtype)
+
+
+def _typed_args(direction, dtype):
+    """Arguments with the types of a real launch (for the occupancy query; shapes do not matter)."""
+    a2, a3 = _placeholder(2, dtype), _placeholder(3, dtype)
+    lengths = cuda.device_array(1, np.int64)
+    v = _placeholder(1, dtype)
+    if direction == "forward":
+        return [0, 1, 1, a3, a2, v, v, lengths, False, a3, a2, a3, a3, a3, a3]
+    return [0, -1, 3, 1, a2, a3, lengths, False, a3, a3, a2, a2, a3, a3]
+
+
+def _max_blocks(cell, direction, dtype, threads, dyn_bytes):
     """Blocks of this kernel that can all be resident at once (a cooperative grid's limit)."""
     if SIMULATOR:
         return 1          # the simulator's cooperative grid is a single block
-    overloads = kernel.specialize(*args).overloads
+    G, forward, backward = _kernels(cell, dtype)
+    kernel = forward if direction == "forward" else backward
+    overloads = kernel.specialize(*_typed_args(direction, dtype)).overloads
     return next(iter(overloads.values())).max_cooperative_grid_blocks(threads, dyn_bytes)
 
 
-def plan(kernel, args, B, H, G, reduce_len, itemsize):
-    """The smallest-U layout that fits (see the module's size rule), or None."""
+def plan(cell, direction, dtype, B, H):
+    """The smallest-U layout that fits (see the module's size rule), or None.
+
+    cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward".
+    """
+    dtype = np.dtype(dtype)
+    G = _GATES[cell]
+    reduce_len = H if direction == "forward" else G * H
     U = 1
     while U <= H:
-        dyn = _weight_bytes(U, H, G, itemsize)
-        if dyn + _static_bytes(itemsize) > SHARED_BYTES:
+        dyn = _weight_bytes(U, H, G, dtype.itemsize)
+        if dyn + _static_bytes(dtype.itemsize) > SHARED_BYTES:
             return None
         threads = _threads(B, U, reduce_len)
-        most = _max_blocks(kernel, args, threads, dyn)
+        most = _max_blocks(cell, direction, dtype, threads, dyn)
         if most < 1:
             return None
         if ceil_div(H, U) <= most:
@@ -122,32 +146,45 @@ def plan(kernel, args, B, H, G, reduce_len, itemsize):
     return None
 
 
-def _resolve(path, kernel, args, B, H, G, reduce_len, itemsize):
-    """The plan to run, or None for the per-step path. ``path``: "auto", "persistent" or a plan."""
+def plan_for(cell, direction, path, dtype, B, H):
+    """What ``path`` means for this call: a PersistentPlan to run, or None for the per-step path.
+
+    path: "steps" (None), "auto" (``plan``, None if the weights do not fit), "persistent"
+    (``plan``, ValueError if they do not fit) or a PersistentPlan (checked, then used as given).
+    """
+    dtype = np.dtype(dtype)
+    itemsize = dtype.itemsize
+    G = _GATES[cell]
+    reduce_len = H if direction == "forward" else G * H
     if isinstance(path, PersistentPlan):
         p = path
+        if p.units_per_block < 1:
+            raise ValueError(f"path: expected units_per_block >= 1, got {p.units_per_block}")
         if p.threads is None:
             p = PersistentPlan(p.units_per_block, _threads(B, p.units_per_block, reduce_len),
                                p.steps_per_launch)
-        if not 1 <= p.units_per_block:
-            raise ValueError(f"path: expected units_per_block >= 1, got {p.units_per_block}")
-        if _weight_bytes(p.units_per_block, H, G, itemsize) + _static_bytes(itemsize) > SHARED_BYTES:
-            raise ValueError(f"path: {p} needs {_weight_bytes(p.units_per_block, H, G, itemsize)} "
-                             f"bytes of shared memory for W_hh; at most "
-                             f"{SHARED_BYTES - _static_bytes(itemsize)} fit")
+        need = _weight_bytes(p.units_per_block, H, G, itemsize)
+        if need + _static_bytes(itemsize) > SHARED_BYTES:
+            raise ValueError(f"path: expected a plan whose W_hh slice fits in "
+                             f"{SHARED_BYTES - _static_bytes(itemsize)} bytes of shared memory, "
+                             f"got {p} needing {need}")
         KS, PS = p.threads
         if KS * PS > MAX_THREADS:
-            raise ValueError(f"path: expected KS*PS <= {MAX_THREADS} threads, got {p.threads}")
+            raise ValueError(f"path: expected at most {MAX_THREADS} threads per block, got {p.threads}")
         if SIMULATOR and p.blocks(H) > 1 and p.steps_per_launch != 1:
             raise ValueError(f"path: the CUDA simulator runs a cooperative grid of one block only; "
-                             f"{p.blocks(H)} blocks need steps_per_launch=1, got {p.steps_per_launch}")
+                             f"expected steps_per_launch=1 for {p.blocks(H)} blocks, "
+                             f"got {p.steps_per_launch}")
         return p
+    if path == "steps":
+        return None
     if path not in ("auto", "persistent"):
-        raise ValueError(f"path: expected 'auto', 'steps', 'persistent' or a PersistentPlan, got {path!r}")
-    p = plan(kernel, args, B, H, G, reduce_len, itemsize)
+        raise ValueError(f"path: expected 'auto', 'steps', 'persistent' or a PersistentPlan, "
+                         f"got {path!r}")
+    p = plan(cell, direction, dtype, B, H)
     if p is None and path == "persistent":
-        raise ValueError(f"path='persistent': W_hh ({G * H}x{H}, {itemsize}-byte floats) does not fit "
-                         f"in the shared memory of the blocks that can be resident at once (at most "
+        raise ValueError(f"path='persistent': W_hh ({G * H}x{H}, {dtype}) does not fit in the shared "
+                         f"memory of the blocks that can be resident at once (at most "
                          f"{SHARED_BYTES} bytes per block); expected path='steps' or 'auto'")
     return p
 
@@ -356,22 +393,15 @@ def _kernels(cell, dtype):
     return G, persistent_forward, persistent_backward
 
 
-def _placeholder(ndim, dtype):
-    return cuda.device_array((1,) * ndim, dtype)
-
-
-def _run_forward(cell, path, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev, cprev, saved, y):
+def _run_forward(cell, p, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev, cprev, saved, y):
     T, B, _ = xW.shape
     H = h.shape[1]
     dtype = np.dtype(h.dtype)
     G, kernel, _ = _kernels(cell, dtype)
     hbuf = cuda.device_array((2, B, H), dtype)
     hbuf[0].copy_to_device(h)
-    args = [0, T, 1, xW, W_hh, bias1, bias2, lengths, reverse, hbuf, c, hprev, cprev, saved, y]
-    p = _resolve(path, kernel, args, B, H, G, H, dtype.itemsize)
-    if p is None:
-        return None
-    args[2] = p.units_per_block
+    args = [0, T, p.units_per_block, xW, W_hh, bias1, bias2, lengths, reverse,
+            hbuf, c, hprev, cprev, saved, y]
     n = p.steps_per_launch or T
     for s0 in range(0, T, n):
         args[0], args[1] = s0, min(T, s0 + n)
@@ -379,16 +409,12 @@ def _run_forward(cell, path, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hpr
     return hbuf[T % 2]
 
 
-def _run_backward(cell, path, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
+def _run_backward(cell, p, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
     T, B, _ = dGh.shape
     H = dh.shape[1]
     dtype = np.dtype(dh.dtype)
     G, _, kernel = _kernels(cell, dtype)
-    args = [T - 1, -1, 3, 1, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh]
-    p = _resolve(path, kernel, args, B, H, G, G * H, dtype.itemsize)
-    if p is None:
-        return False
-    args[3] = p.units_per_block
+    args = [T - 1, -1, 3, p.units_per_block, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh]
     if p.steps_per_launch == 1:        # one launch per step and phase: kernel boundaries as barriers
         for s in range(T - 1, -1, -1):
             for phases in (1, 2):
@@ -399,40 +425,39 @@ def _run_backward(cell, path, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, 
         for s0 in range(T - 1, -1, -n):
             args[0], args[1] = s0, max(-1, s0 - n)
             _launch(kernel, args, H, p, dtype.itemsize, G)
-    return True
 
 
-# Entry points for lstm.py / gru.py / rnn.py. Forward: the final h (B, H) on the device, or None
-# when the per-step path must run instead ("auto" and the weights do not fit). Backward: fills the
-# gate-grad buffers, leaves dL/dh_0 (and dL/dc_0) in dh (dc); True, or False to fall back.
+# Entry points for lstm.py / gru.py / rnn.py, given a plan from ``plan_for``. Forward: returns the
+# final h (B, H) on the device (c is updated in place). Backward: fills the gate-grad buffers and
+# leaves dL/dh_0 (and dL/dc_0) in dh (dc).
 
-def lstm_forward(path, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y):
-    return _run_forward("lstm", path, xW, W_hh, bias, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
-
-
-def lstm_backward(path, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
-    return _run_backward("lstm", path, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG, dG)
+def lstm_forward(plan, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y):
+    return _run_forward("lstm", plan, xW, W_hh, bias, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
 
 
-def gru_forward(path, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y):
+def lstm_backward(plan, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
+    return _run_backward("lstm", plan, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG, dG)
+
+
+def gru_forward(plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y):
     dtype = np.dtype(h.dtype)
-    return _run_forward("gru", path, xW, W_hh, b_ih, b_hh, lengths, reverse, h, _placeholder(2, dtype),
+    return _run_forward("gru", plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h, _placeholder(2, dtype),
                         hprev, _placeholder(3, dtype), gates, y)
 
 
-def gru_backward(path, W_hh, dy, lengths, reverse, gates, hprev, dh, dGi, dGh):
+def gru_backward(plan, W_hh, dy, lengths, reverse, gates, hprev, dh, dGi, dGh):
     dtype = np.dtype(dh.dtype)
-    return _run_backward("gru", path, W_hh, dy, lengths, reverse, gates, hprev, dh,
+    return _run_backward("gru", plan, W_hh, dy, lengths, reverse, gates, hprev, dh,
                          _placeholder(2, dtype), dGi, dGh)
 
 
-def rnn_forward(path, xW, W_hh, bias, lengths, reverse, h, hprev, act, y):
+def rnn_forward(plan, xW, W_hh, bias, lengths, reverse, h, hprev, act, y):
     dtype = np.dtype(h.dtype)
-    return _run_forward("rnn", path, xW, W_hh, bias, bias, lengths, reverse, h, _placeholder(2, dtype),
+    return _run_forward("rnn", plan, xW, W_hh, bias, bias, lengths, reverse, h, _placeholder(2, dtype),
                         hprev, _placeholder(3, dtype), act, y)
 
 
-def rnn_backward(path, W_hh, dy, lengths, reverse, act, dh, dG):
+def rnn_backward(plan, W_hh, dy, lengths, reverse, act, dh, dG):
     dtype = np.dtype(dh.dtype)
-    return _run_backward("rnn", path, W_hh, dy, lengths, reverse, act, act, dh,
+    return _run_backward("rnn", plan, W_hh, dy, lengths, reverse, act, act, dh,
                          _placeholder(2, dtype), dG, dG)

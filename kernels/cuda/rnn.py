@@ -59,6 +59,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, *, path=
     returns y: (T, B, H), h_n: (B, H), cache   (NumPy, or device arrays if x is one)
     """
     dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H) = prepare_forward(x, W_ih, W_hh, 1, lengths)
+    plan = persistent.plan_for("rnn", "forward", path, dtype, B, H)    # None: per-step path
     bias = device_input(b, (H,), dtype, "b")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)
     reverse = bool(reverse)
@@ -68,11 +69,8 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, *, path=
     act = cuda.device_array((T, B, H), dtype)            # tanh(a_t), 0 at padding
     y = cuda.device_array((T, B, H), dtype)
 
-    h_n = None
-    if path != "steps":
-        h_n = persistent.rnn_forward(path, xW, W_hh, bias, lengths, reverse, h, hprev, act, y)
-    if h_n is not None:
-        h = h_n
+    if plan is not None:
+        h = persistent.rnn_forward(plan, xW, W_hh, bias, lengths, reverse, h, hprev, act, y)
     else:
         step_forward, _ = _step_kernels(dtype)
         R = cuda.device_array((B, H), dtype)
@@ -94,12 +92,14 @@ def rnn_backward(dy, dh_n, cache, *, path="auto"):
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = np.dtype(x.dtype)
+    plan = persistent.plan_for("rnn", "backward", path, dtype, B, H)   # None: per-step path
     dy = device_input(dy, (T, B, H), dtype, "dy")
     dh = device_input(dh_n, (B, H), dtype, "dh_n", writable=True)
     dG = cuda.device_array((T, B, H), dtype)             # dL/da at every position
 
-    done = path != "steps" and persistent.rnn_backward(path, W_hh, dy, lengths, reverse, act, dh, dG)
-    if not done:
+    if plan is not None:
+        persistent.rnn_backward(plan, W_hh, dy, lengths, reverse, act, dh, dG)
+    else:
         _, step_backward = _step_kernels(dtype)
         da_step = cuda.device_array((B, H), dtype)
         for s in range(T - 1, -1, -1):
