@@ -50,12 +50,10 @@ The GEMMs run on BLAS's own threads; the pointwise loops are serial (a second th
 the same cores would fight BLAS's).
 """
 
-import math
-
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros
+from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
 
 __all__ = ["lstm_forward", "lstm_backward"]
 
@@ -64,7 +62,7 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
 
@@ -98,10 +96,10 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
             for j in range(H):
                 i = sigmoid(z[j] + r[j] + b[j])                          # (1), (2)
                 f = sigmoid(z[H + j] + r[H + j] + b[H + j])              # (1), (2)
-                g = math.tanh(z[2 * H + j] + r[2 * H + j] + b[2 * H + j])  # (1), (2)
+                g = tanh(z[2 * H + j] + r[2 * H + j] + b[2 * H + j])  # (1), (2)
                 o = sigmoid(z[3 * H + j] + r[3 * H + j] + b[3 * H + j])  # (1), (2)
                 c = f * cs[s, bb, j] + i * g                             # (3)
-                tc = math.tanh(c)
+                tc = tanh(c)
                 h = o * tc                                               # (4)
                 z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o  # saved for backward
                 tanh_c[s, bb, j] = tc
@@ -153,7 +151,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                    x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dc, dZ in place.

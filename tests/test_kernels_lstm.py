@@ -1,0 +1,339 @@
+"""The fast Numba LSTM (``kernels/lstm.py``) against the NumPy reference, central differences
+and PyTorch; plus the shared scalar helpers of ``kernels/_common.py`` it is built on.
+
+Shape key: T = time steps, B = batch, I = input features, H = hidden units.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kernels import reference as ref
+from kernels._common import exp_expm1, flip_valid, sigmoid, tanh
+from kernels.lstm import lstm_backward, lstm_forward
+
+GRAD_NAMES = ("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0")
+
+
+def make_lstm(rng, T, B, I, H, dtype=np.float64, scale=0.5):
+    """Random x (T, B, I), W_ih (4H, I), W_hh (4H, H), b (4H,), h0, c0 (B, H)."""
+    def r(*shape):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+    return r(T, B, I), r(4 * H, I), r(4 * H, H), r(4 * H), r(B, H), r(B, H)
+
+
+def random_lengths(rng, T, B):
+    return rng.integers(1, T + 1, size=B).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast kernel == reference, to round-off
+# ---------------------------------------------------------------------------------------------
+
+@given(T=st.integers(1, 6), B=st.integers(1, 4), I=st.integers(1, 5), H=st.integers(1, 6),
+       ragged=st.booleans(), reverse=st.booleans(), with_state=st.booleans(),
+       upstream=st.sampled_from(["all", "none", "dy only", "states only"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_matches_reference(T, B, I, H, ragged, reverse, with_state, upstream, seed):
+    rng = np.random.default_rng(seed)
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, B, I, H)
+    if not with_state:
+        h0 = c0 = None
+    lengths = random_lengths(rng, T, B) if ragged else None
+    y, h_n, c_n, cache = lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse)
+    y_r, h_r, c_r, cache_r = ref.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse)
+    for got, want in ((y, y_r), (h_n, h_r), (c_n, c_r)):
+        assert got.dtype == np.float64 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+    dy = rng.standard_normal((T, B, H)) if upstream in ("all", "dy only") else None
+    dh = rng.standard_normal((B, H)) if upstream in ("all", "states only") else None
+    dc = rng.standard_normal((B, H)) if upstream in ("all", "states only") else None
+    grads = lstm_backward(dy, dh, dc, cache)
+    grads_r = ref.lstm_backward(dy, dh, dc, cache_r)
+    for name, got, want in zip(GRAD_NAMES, grads, grads_r):
+        assert got.shape == want.shape, name
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=name)
+    if upstream == "none":
+        assert all(not g.any() for g in grads)
+
+
+def test_backward_leaves_inputs_and_cache_alone(rng):
+    """Backward returns fresh arrays and may be called twice on one cache with the same result."""
+    T, B, I, H = 4, 3, 2, 5
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, B, I, H)
+    args = [a.copy() for a in (x, W_ih, W_hh, b, h0, c0)]
+    lengths = np.array([4, 1, 3])
+    _, _, _, cache = lstm_forward(*args, lengths=lengths, reverse=True)
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    ups = [dy.copy(), dh.copy(), dc.copy()]
+    g1 = lstm_backward(*ups, cache)
+    g2 = lstm_backward(*ups, cache)
+    for a, a0 in zip(args + ups, (x, W_ih, W_hh, b, h0, c0, dy, dh, dc)):
+        np.testing.assert_array_equal(a, a0)
+    for u, v in zip(g1, g2):
+        np.testing.assert_array_equal(u, v)
+        assert u is not v
+
+
+# ---------------------------------------------------------------------------------------------
+# Central differences (float64) on the fast kernel itself
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ragged, reverse", [(False, False), (True, False), (True, True)])
+def test_gradcheck(rng, ragged, reverse):
+    T, B, I, H = 4, 3, 3, 4
+    params = list(make_lstm(rng, T, B, I, H))           # x, W_ih, W_hh, b, h0, c0
+    lengths = np.array([4, 2, 1]) if ragged else None
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+    def loss():
+        y, h_n, c_n, _ = lstm_forward(*params, lengths=lengths, reverse=reverse)
+        return np.sum(y * dy) + np.sum(h_n * dh) + np.sum(c_n * dc)
+
+    *_, cache = lstm_forward(*params, lengths=lengths, reverse=reverse)
+    analytic = lstm_backward(dy, dh, dc, cache)
+    eps = 1e-6
+    for name, p, g in zip(GRAD_NAMES, params, analytic):
+        numeric = np.zeros_like(p)
+        for k in np.ndindex(p.shape):
+            old = p[k]
+            p[k] = old + eps
+            up = loss()
+            p[k] = old - eps
+            down = loss()
+            p[k] = old
+            numeric[k] = (up - down) / (2 * eps)
+        rel = np.abs(numeric - g).max() / max(np.abs(numeric).max(), 1e-3)
+        assert rel < 1e-6, (name, rel)
+
+
+# ---------------------------------------------------------------------------------------------
+# A sequence run in two halves, carrying (h, c) forward and (dh, dc) back, equals the whole run
+# ---------------------------------------------------------------------------------------------
+
+@given(T1=st.integers(1, 4), T2=st.integers(1, 4), B=st.integers(1, 3), H=st.integers(1, 4),
+       ragged=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_two_halves_equal_whole(T1, T2, B, H, ragged, seed):
+    rng = np.random.default_rng(seed)
+    T, I = T1 + T2, 3
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, B, I, H)
+    # ragged: every sequence reaches into the second half, so both halves see valid steps
+    lengths = rng.integers(T1 + 1, T + 1, size=B) if ragged else np.full(B, T)
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+
+    y, h_n, c_n, cache = lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths)
+    y1, h1, c1, cache1 = lstm_forward(x[:T1], W_ih, W_hh, b, h0, c0)
+    y2, h2, c2, cache2 = lstm_forward(x[T1:], W_ih, W_hh, b, h1, c1, lengths - T1)
+    np.testing.assert_allclose(np.concatenate([y1, y2]), y, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(h2, h_n, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(c2, c_n, rtol=0, atol=1e-13)
+
+    dx, dW_ih, dW_hh, db, dh0, dc0 = lstm_backward(dy, dh, dc, cache)
+    dx2, dW_ih2, dW_hh2, db2, dh1, dc1 = lstm_backward(dy[T1:], dh, dc, cache2)
+    dx1, dW_ih1, dW_hh1, db1, dh0_1, dc0_1 = lstm_backward(dy[:T1], dh1, dc1, cache1)
+    for got, want in ((np.concatenate([dx1, dx2]), dx), (dW_ih1 + dW_ih2, dW_ih),
+                      (dW_hh1 + dW_hh2, dW_hh), (db1 + db2, db), (dh0_1, dh0), (dc0_1, dc0)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# float32
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_float32_matches_float64_reference(rng, reverse):
+    T, B, I, H = 7, 4, 3, 5
+    arrays = make_lstm(rng, T, B, I, H)
+    lengths = np.array([7, 3, 1, 6])
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    arrays32 = [a.astype(np.float32) for a in arrays]
+    *out, cache = lstm_forward(*arrays32, lengths=lengths, reverse=reverse)
+    grads = lstm_backward(*(a.astype(np.float32) for a in (dy, dh, dc)), cache)
+    *out_r, cache_r = ref.lstm_forward(*(a.astype(np.float64) for a in arrays32),
+                                       lengths=lengths, reverse=reverse)
+    grads_r = ref.lstm_backward(dy.astype(np.float32).astype(np.float64), dh.astype(np.float32),
+                                dc.astype(np.float32), cache_r)
+    for got, want in zip(out + list(grads), out_r + list(grads_r)):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * max(1, np.abs(want).max()))
+
+
+def test_float32_long_sequence_stays_finite(rng):
+    """T = 5000 with large weights: gates saturate (|z| >> 90), nothing overflows or goes NaN."""
+    T, B, I, H = 5000, 2, 3, 8
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, B, I, H, np.float32, scale=30.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, h_n, c_n, cache = lstm_forward(x, W_ih, W_hh, b, h0, c0)
+        grads = lstm_backward(np.ones_like(y), None, None, cache)
+    assert np.abs(x.reshape(T * B, I) @ W_ih.T).max() > 90          # the test saturates gates
+    for a in (y, h_n, c_n) + grads:
+        assert a.dtype == np.float32 and np.all(np.isfinite(a))
+    assert np.abs(y).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: errors that name the argument
+# ---------------------------------------------------------------------------------------------
+
+def test_bad_input_names_the_argument(rng):
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, 3, 2, 4, 5)
+    with pytest.raises(ValueError, match="W_ih"):
+        lstm_forward(x, W_ih[:, :3], W_hh, b)
+    with pytest.raises(ValueError, match="W_hh"):
+        lstm_forward(x, W_ih, W_hh[:, :4], b)
+    with pytest.raises(ValueError, match="b"):
+        lstm_forward(x, W_ih, W_hh, b[:-1])
+    with pytest.raises(ValueError, match="h0"):
+        lstm_forward(x, W_ih, W_hh, b, h0=h0[:1])
+    with pytest.raises(ValueError, match="x"):
+        lstm_forward(x[0], W_ih, W_hh, b)
+    with pytest.raises(TypeError, match="x"):
+        lstm_forward(x.astype(np.int64), W_ih, W_hh, b)
+    with pytest.raises(ValueError, match="lengths"):
+        lstm_forward(x, W_ih, W_hh, b, lengths=np.array([0, 3]))
+    with pytest.raises(ValueError, match="lengths"):
+        lstm_forward(x, W_ih, W_hh, b, lengths=np.array([4, 3]))
+    with pytest.raises(TypeError, match="lengths"):
+        lstm_forward(x, W_ih, W_hh, b, lengths=np.array([1.5, 3.0]))
+    *_, cache = lstm_forward(x, W_ih, W_hh, b)
+    with pytest.raises(ValueError, match="dy"):
+        lstm_backward(np.zeros((3, 2, 4)), None, None, cache)
+    with pytest.raises(ValueError, match="dc_n"):
+        lstm_backward(None, None, np.zeros((2, 4)), cache)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared helpers in kernels/_common.py
+# ---------------------------------------------------------------------------------------------
+
+def test_exp_expm1_to_one_ulp():
+    x = -np.concatenate([np.linspace(0, 708, 100001), np.logspace(-300, 2.85, 5001)])
+    e, em1 = np.array([exp_expm1(v) for v in x]).T
+    np.testing.assert_allclose(e, np.exp(x), rtol=5e-16, atol=0)
+    np.testing.assert_allclose(em1, np.expm1(x), rtol=5e-16, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_tanh_stable_and_accurate(dtype):
+    z = np.concatenate([np.linspace(-120, 120, 4801), [-1e30, -1000, 1e-30, 0, 1000, 1e30]])
+    z = z.astype(dtype)
+    z64 = z.astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = np.array([sigmoid(v) for v in z])
+        t = np.array([tanh(v) for v in z])
+        s_ref, t_ref = ref.sigmoid(z64), np.tanh(z64)
+    assert np.all((s >= 0) & (s <= 1)) and np.all(np.abs(t) <= 1)
+    tol = 1e-15 if dtype == np.float64 else 1e-7
+    np.testing.assert_allclose(s, s_ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(t, t_ref, rtol=0, atol=tol)
+    normal = s_ref > np.finfo(dtype).tiny                  # relative precision for z << 0 too
+    np.testing.assert_allclose(s[normal], s_ref[normal], rtol=4 * np.finfo(dtype).eps)
+    assert np.isnan(sigmoid(np.nan)) and np.isnan(tanh(np.nan))
+
+
+def test_flip_valid_matches_reference_and_is_an_involution(rng):
+    a = rng.standard_normal((5, 3, 2))
+    lengths = np.array([5, 2, 1])
+    once = flip_valid(a, lengths, np.empty_like(a))
+    np.testing.assert_array_equal(once, ref.flip_valid(a, lengths))
+    np.testing.assert_array_equal(flip_valid(once, lengths, np.empty_like(a)), a)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch parity (float64): outputs, final states and every gradient
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+def torch_lstm(torch, W_ih, W_hh, b, bidirectional=False, W_rev=None):
+    """torch.nn.LSTM holding our weights; its two biases are halves of our one bias ``b``."""
+    H = W_hh.shape[1]
+    m = torch.nn.LSTM(W_ih.shape[1], H, bidirectional=bidirectional).double()
+    sets = [("", (W_ih, W_hh, b))] + ([("_reverse", W_rev)] if bidirectional else [])
+    with torch.no_grad():
+        for suffix, (wi, wh, bb) in sets:
+            getattr(m, "weight_ih_l0" + suffix).copy_(torch.from_numpy(wi))
+            getattr(m, "weight_hh_l0" + suffix).copy_(torch.from_numpy(wh))
+            getattr(m, "bias_ih_l0" + suffix).copy_(torch.from_numpy(bb / 2))
+            getattr(m, "bias_hh_l0" + suffix).copy_(torch.from_numpy(bb / 2))
+    return m
+
+
+def torch_grads(m, suffix=""):
+    g = {n: p.grad.numpy() for n, p in m.named_parameters()}
+    return (g["weight_ih_l0" + suffix], g["weight_hh_l0" + suffix],
+            g["bias_ih_l0" + suffix])  # bias_ih and bias_hh get the same gradient
+
+
+def assert_close(got, want, name):
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8, err_msg=name)
+
+
+def test_matches_torch(torch, rng):
+    T, B, I, H = 6, 3, 4, 5
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, B, I, H)
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    y, h_n, c_n, cache = lstm_forward(x, W_ih, W_hh, b, h0, c0)
+    dx, dW_ih, dW_hh, db, dh0, dc0 = lstm_backward(dy, dh, dc, cache)
+
+    m = torch_lstm(torch, W_ih, W_hh, b)
+    xt, h0t, c0t = (torch.tensor(a, requires_grad=True) for a in (x, h0, c0))
+    yt, (hnt, cnt) = m(xt, (h0t[None], c0t[None]))
+    loss = (yt * torch.from_numpy(dy)).sum() + (hnt[0] * torch.from_numpy(dh)).sum() \
+        + (cnt[0] * torch.from_numpy(dc)).sum()
+    loss.backward()
+    for name, got, want in (("y", y, yt), ("h_n", h_n, hnt[0]), ("c_n", c_n, cnt[0]),
+                            ("dx", dx, xt.grad), ("dh0", dh0, h0t.grad), ("dc0", dc0, c0t.grad)):
+        assert_close(got, want.detach().numpy(), name)
+    for name, got, want in zip(("dW_ih", "dW_hh", "db"), (dW_ih, dW_hh, db), torch_grads(m)):
+        assert_close(got, want, name)
+
+
+def test_matches_torch_packed_ragged_bidirectional(torch, rng):
+    """A bidirectional layer over a ragged batch = our kernel run forward + our kernel reversed,
+    checked against torch.nn.LSTM(bidirectional=True) on a PackedSequence (enforce_sorted=False).
+    """
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+    T, B, I, H = 7, 4, 3, 5
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, B, I, H)
+    _, W_ih_r, W_hh_r, b_r, h0_r, c0_r = make_lstm(rng, T, B, I, H)
+    lengths = np.array([5, 7, 1, 3])                       # unsorted, with a length-1 sequence
+    valid = (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    dy = rng.standard_normal((T, B, 2 * H)) * valid       # padding outputs have no gradient
+    dh, dc = rng.standard_normal((2, B, H)), rng.standard_normal((2, B, H))
+
+    fwd = lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths)
+    bwd = lstm_forward(x, W_ih_r, W_hh_r, b_r, h0_r, c0_r, lengths, reverse=True)
+    g_f = lstm_backward(dy[..., :H], dh[0], dc[0], fwd[3])
+    g_b = lstm_backward(dy[..., H:], dh[1], dc[1], bwd[3])
+
+    m = torch_lstm(torch, W_ih, W_hh, b, bidirectional=True, W_rev=(W_ih_r, W_hh_r, b_r))
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(np.stack([h0, h0_r]), requires_grad=True)
+    c0t = torch.tensor(np.stack([c0, c0_r]), requires_grad=True)
+    packed = pack_padded_sequence(xt, torch.from_numpy(lengths), enforce_sorted=False)
+    out, (hnt, cnt) = m(packed, (h0t, c0t))
+    yt, _ = pad_packed_sequence(out, total_length=T)
+    loss = (yt * torch.from_numpy(dy)).sum() + (hnt * torch.from_numpy(dh)).sum() \
+        + (cnt * torch.from_numpy(dc)).sum()
+    loss.backward()
+
+    y = np.concatenate([fwd[0], bwd[0]], axis=2)
+    assert_close(y, yt.detach().numpy(), "y")
+    assert_close(np.stack([fwd[1], bwd[1]]), hnt.detach().numpy(), "h_n")
+    assert_close(np.stack([fwd[2], bwd[2]]), cnt.detach().numpy(), "c_n")
+    assert_close(g_f[0] + g_b[0], xt.grad.numpy(), "dx")
+    assert_close(np.stack([g_f[4], g_b[4]]), h0t.grad.numpy(), "dh0")
+    assert_close(np.stack([g_f[5], g_b[5]]), c0t.grad.numpy(), "dc0")
+    for suffix, g in (("", g_f), ("_reverse", g_b)):
+        for name, got, want in zip(("dW_ih", "dW_hh", "db"), g[1:4], torch_grads(m, suffix)):
+            assert_close(got, want, name + suffix)
