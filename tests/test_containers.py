@@ -1,0 +1,335 @@
+"""Sequential, Sequencer, LastStep, pad_sequences and summary.
+
+Gradients of whole stacks (recurrent layers included) by float64 central differences; the
+Sequencer's two input kinds (list of steps, (T, B, F) array) against each other; padding
+(``lengths=``) against running each sequence alone, trimmed.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnncore
+from rnncore import (GRU, LSTM, Embedding, LastStep, Linear, LogSoftMax, ReLU, Sequencer,
+                     Sequential, Tanh, pad_sequences)
+from rnncore.summary import summary
+
+TOL = 1e-6
+
+
+def numeric_grad(f, a, eps=1e-6):
+    """d f() / d a by central differences; ``a`` is perturbed in place and restored."""
+    g = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + eps
+        up = f()
+        a[i] = keep - eps
+        down = f()
+        a[i] = keep
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+def rel_err(a, n):
+    return np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-8)
+
+
+def check_grads(m, x, lengths=None, seed=0):
+    """Analytic vs numerical gradients of loss = sum(m(x) * dout) for x (if float) and every param."""
+    y = np.asarray(m.forward(x, lengths=lengths))
+    dout = np.random.default_rng(seed).standard_normal(y.shape)
+    m.zero_grad_parameters()
+    gx = m.backward(x, dout)
+    analytic = [p.grad.copy() for p in m.parameters()]
+
+    def loss():
+        return float(np.sum(np.asarray(m.forward(x, lengths=lengths)) * dout))
+
+    if x.dtype.kind == "f":
+        assert rel_err(np.asarray(gx), numeric_grad(loss, x)) < TOL
+    for p, a in zip(m.parameters(), analytic):
+        assert rel_err(a, numeric_grad(loss, p.data)) < TOL, p.name
+
+
+def ragged(rng, T, B):
+    """lengths (B,) in [1, T] with at least one full-length sequence."""
+    lengths = rng.integers(1, T + 1, size=B)
+    lengths[rng.integers(B)] = T
+    return lengths
+
+
+# -- Sequential --------------------------------------------------------------------------------
+@given(lead=st.lists(st.integers(1, 3), min_size=1, max_size=2).map(tuple),
+       i=st.integers(1, 3), h=st.integers(1, 3), o=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_sequential_gradients(lead, i, h, o, seed):
+    rnncore.manual_seed(seed)
+    m = Sequential(Linear(i, h), Tanh(), Linear(h, o), LogSoftMax(), dtype=np.float64)
+    x = np.random.default_rng(seed).standard_normal(lead + (i,))
+    check_grads(m, x, seed=seed)
+    assert rnncore.gradcheck(m, x) < TOL
+
+
+def test_sequential_is_the_chain():
+    rnncore.manual_seed(0)
+    a, b = Linear(3, 4, dtype=np.float64), Linear(4, 2, dtype=np.float64)
+    m = Sequential(a, ReLU(dtype=np.float64), b)
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    y = m.forward(x)
+    np.testing.assert_array_equal(y, b.forward(np.maximum(a.forward(x), 0)))
+    gy = np.ones_like(y)
+    gx = m.backward(x, gy)
+    np.testing.assert_allclose(gx, ((gy @ b.weight.data) * (a.forward(x) > 0)) @ a.weight.data)
+    assert list(m.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert m.parameters()[2] is b.weight
+    assert len(m) == 3 and m[2] is b
+
+
+def test_sequential_dtype_rules():
+    assert Sequential(Linear(2, 2), Tanh()).dtype == np.float32
+    m = Sequential(Linear(2, 2), Tanh(), dtype=np.float64)
+    assert m.dtype == np.float64 and all(p.data.dtype == np.float64 for p in m.parameters())
+    m.astype(np.float32)
+    assert m[0].dtype == np.float32 and m[0].weight.data.dtype == np.float32
+    assert m.add(Linear(2, 1)) is m and len(m) == 3
+
+
+def test_sequential_hands_lengths_to_every_child():
+    """Sequential(LSTM, LSTM(return_sequences=False)) with lengths == the final states at lengths-1."""
+    rnncore.manual_seed(2)
+    m = Sequential(LSTM(2, 3), LSTM(3, 2, return_sequences=False), dtype=np.float64)
+    rng = np.random.default_rng(0)
+    x, lengths = rng.standard_normal((5, 3, 2)), np.array([5, 2, 3])
+    y = m.forward(x, lengths=lengths)                             # (B, 2)
+    for b in range(3):
+        alone = m.forward(x[:lengths[b], b:b + 1])                 # the sequence on its own
+        np.testing.assert_allclose(y[b], alone[0], rtol=1e-12, atol=1e-14)
+    assert rnncore.gradcheck(m, x, lengths=lengths) < TOL
+
+
+# -- Sequencer ---------------------------------------------------------------------------------
+def test_sequencer_applies_the_module_at_every_step():
+    rnncore.manual_seed(0)
+    lin = Linear(3, 2, dtype=np.float64)
+    m = Sequencer(Sequential(lin, LogSoftMax(dtype=np.float64)))
+    steps = list(np.random.default_rng(0).standard_normal((4, 5, 3)))   # the Lua table
+    ys = m.forward(steps)
+    assert isinstance(ys, list) and len(ys) == 4
+    for x_t, y_t in zip(steps, ys):
+        z = lin.forward(x_t)
+        np.testing.assert_allclose(y_t, z - np.log(np.exp(z).sum(-1, keepdims=True)), rtol=1e-12)
+
+
+@given(T=st.integers(1, 3), B=st.integers(1, 3), seed=st.integers(0, 2**16),
+       cell=st.sampled_from(["lstm", "gru"]))
+@settings(max_examples=6)
+def test_sequencer_recurrent_gradients_with_lengths(T, B, seed, cell):
+    rnncore.manual_seed(seed)
+    rnn = (LSTM if cell == "lstm" else GRU)(2, 2)
+    m = Sequencer(Sequential(rnn, Linear(2, 3), LogSoftMax()), dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    x, lengths = rng.standard_normal((T, B, 2)), ragged(rng, T, B)
+    check_grads(m, x, lengths=lengths, seed=seed)
+    assert rnncore.gradcheck(m, x, lengths=lengths) < TOL
+
+
+def test_sequencer_list_and_array_agree():
+    rnncore.manual_seed(4)
+    make = lambda: Sequencer(Sequential(LSTM(3, 4), Linear(4, 2), LogSoftMax()), dtype=np.float64)
+    a = make()
+    b = make()
+    b.load_state_dict(a.state_dict())
+    rng = np.random.default_rng(0)
+    x, lengths = rng.standard_normal((5, 3, 3)), np.array([5, 1, 3])
+    gy = rng.standard_normal((5, 3, 2))
+    ya, yb = a.forward(x, lengths=lengths), b.forward(list(x), lengths=lengths)
+    assert isinstance(ya, np.ndarray) and isinstance(yb, list)
+    np.testing.assert_array_equal(ya, np.stack(yb))
+    ga, gb = a.backward(x, gy), b.backward(list(x), list(gy))
+    assert isinstance(gb, list)
+    np.testing.assert_array_equal(ga, np.stack(gb))
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+
+
+def test_sequencer_padding_is_zero_and_takes_no_gradient():
+    """With lengths: padding outputs are 0, and outputs/grads equal each sequence run alone."""
+    rnncore.manual_seed(1)
+    m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 2)), dtype=np.float64)
+    rng = np.random.default_rng(1)
+    x, lengths = rng.standard_normal((4, 3, 2)), np.array([2, 4, 1])
+    gy = rng.standard_normal((4, 3, 2))
+    y = m.forward(x, lengths=lengths)
+    m.zero_grad_parameters()
+    gx = m.backward(x, gy)
+    grads = [p.grad.copy() for p in m.parameters()]
+    expect = [np.zeros_like(g) for g in grads]
+    for b, n in enumerate(lengths):
+        assert not y[n:, b].any() and not gx[n:, b].any()
+        m.zero_grad_parameters()
+        yb = m.forward(x[:n, b:b + 1])
+        np.testing.assert_allclose(y[:n, b:b + 1], yb, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(gx[:n, b:b + 1], m.backward(x[:n, b:b + 1], gy[:n, b:b + 1]),
+                                   rtol=1e-12, atol=1e-14)
+        for e, p in zip(expect, m.parameters()):
+            e += p.grad
+    for g, e in zip(grads, expect):
+        np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
+
+
+def test_sequencer_with_embedding_ids():
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(Embedding(6, 3), LSTM(3, 2), Linear(2, 4)), dtype=np.float64)
+    ids = np.random.default_rng(0).integers(0, 6, size=(5, 2))      # (T, B)
+    lengths = np.array([5, 3])
+    y = m.forward(ids, lengths=lengths)
+    assert y.shape == (5, 2, 4) and not y[3:, 1].any()
+    np.testing.assert_array_equal(np.stack(m.forward(list(ids), lengths=lengths)), y)
+    assert m.backward(ids, np.ones_like(y)) is None                # no gradient for ids
+    assert rnncore.gradcheck(m, ids, lengths=lengths) < TOL
+    assert list(m.state_dict())[:2] == ["0.0.weight", "0.1.weight_ih_l0"]
+
+
+def test_sequencer_state_dict_round_trip():
+    rnncore.manual_seed(0)
+    a = Sequencer(Sequential(LSTM(2, 3), Linear(3, 2), LogSoftMax()))
+    rnncore.manual_seed(1)
+    b = Sequencer(Sequential(LSTM(2, 3), Linear(3, 2), LogSoftMax()))
+    x = np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32)
+    assert not np.allclose(a.forward(x), b.forward(x))
+    b.load_state_dict(a.state_dict())
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    assert list(a.state_dict()) == ["0.0.weight_ih_l0", "0.0.weight_hh_l0", "0.0.bias_l0",
+                                    "0.1.weight", "0.1.bias"]
+
+
+# -- LastStep ----------------------------------------------------------------------------------
+def test_last_step_values_and_scatter():
+    x = np.arange(4 * 3 * 2, dtype=np.float64).reshape(4, 3, 2)
+    m = LastStep(dtype=np.float64)
+    lengths = np.array([1, 4, 2])
+    y = m.forward(x, lengths=lengths)
+    np.testing.assert_array_equal(y, np.stack([x[0, 0], x[3, 1], x[1, 2]]))
+    gx = m.backward(x, np.ones((3, 2)))
+    mask = np.zeros((4, 3), bool)
+    mask[[0, 3, 1], [0, 1, 2]] = True
+    np.testing.assert_array_equal(gx, np.broadcast_to(mask[..., None], x.shape).astype(float))
+    np.testing.assert_array_equal(m.forward(x), x[-1])            # no lengths: step T-1
+    assert isinstance(m.forward(list(x)), np.ndarray)
+    assert isinstance(m.backward(list(x), np.ones((3, 2))), list)
+    assert m.output_shape((4, None, 2)) == (None, 2)
+
+
+@given(T=st.integers(1, 4), B=st.integers(1, 3), seed=st.integers(0, 2**16))
+@settings(max_examples=10)
+def test_last_step_gradients(T, B, seed):
+    rng = np.random.default_rng(seed)
+    x, lengths = rng.standard_normal((T, B, 2)), ragged(rng, T, B)
+    check_grads(LastStep(dtype=np.float64), x, lengths=lengths, seed=seed)
+
+
+def test_last_step_of_sequences_equals_return_sequences_false():
+    rnncore.manual_seed(5)
+    full = LSTM(2, 3, dtype=np.float64)
+    last = LSTM(2, 3, return_sequences=False, dtype=np.float64)
+    last.load_state_dict(full.state_dict())
+    m = Sequential(full, LastStep(dtype=np.float64))
+    rng = np.random.default_rng(0)
+    x, lengths = rng.standard_normal((5, 4, 2)), np.array([3, 5, 1, 4])
+    np.testing.assert_allclose(m.forward(x, lengths=lengths), last.forward(x, lengths=lengths),
+                               rtol=1e-12, atol=1e-14)
+    gy = rng.standard_normal((4, 3))
+    np.testing.assert_allclose(m.backward(x, gy), last.backward(x, gy), rtol=1e-10, atol=1e-13)
+    assert rnncore.gradcheck(m, x, lengths=lengths) < TOL
+
+
+# -- gradcheck itself ---------------------------------------------------------------------------
+class _WrongTanh(Tanh):
+    """Tanh with a deliberately wrong backward (forgets the square)."""
+
+    def _df(self, gy, y):
+        return gy * (1 - y)
+
+
+class _WrongLinear(Linear):
+    """Linear whose bias gradient is off by a factor of 2."""
+
+    def _backward(self, x, gy):
+        gx = super()._backward(x, gy)
+        self.bias.grad *= 2
+        return gx
+
+
+def test_gradcheck_catches_wrong_gradients():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    assert rnncore.gradcheck(_WrongTanh(), x) > 0.1
+    assert rnncore.gradcheck(Sequential(Linear(4, 2), _WrongLinear(2, 2)), x) > 0.1
+    assert rnncore.gradcheck(Sequential(Linear(4, 2), Linear(2, 2)), x) < TOL
+
+
+def test_gradcheck_leaves_the_module_alone():
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 2), rnncore.Dropout(0.5), Linear(2, 1))   # float32, training mode
+    m[0].remember()
+    x = np.random.default_rng(0).standard_normal((3, 2, 2))
+    m.forward(x)                                                  # a carried state
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    grads = [p.grad.copy() for p in m.parameters()]
+    carry = m[0]._carry
+    state = rnncore.random.generator().bit_generator.state
+    assert rnncore.gradcheck(m, x) < TOL                          # float64 copy, dropout off
+    assert m.dtype == np.float32 and m.train and m[1].train
+    assert all(np.array_equal(before[k], v) for k, v in m.state_dict().items())
+    assert all(np.array_equal(g, p.grad) for g, p in zip(grads, m.parameters()))
+    assert m[0]._carry is carry
+    assert rnncore.random.generator().bit_generator.state == state
+
+
+# -- pad_sequences -----------------------------------------------------------------------------
+def test_pad_sequences_features_and_ids():
+    rng = np.random.default_rng(0)
+    seqs = [rng.standard_normal((n, 2)).astype(np.float32) for n in (3, 1, 4)]
+    x, lengths = pad_sequences(seqs)
+    assert x.shape == (4, 3, 2) and x.dtype == np.float32
+    assert lengths.dtype == np.int64 and lengths.tolist() == [3, 1, 4]
+    for b, s in enumerate(seqs):
+        np.testing.assert_array_equal(x[:len(s), b], s)
+        assert not x[len(s):, b].any()
+    ids, lengths = pad_sequences([[1, 2, 3], np.array([4])])
+    assert ids.tolist() == [[1, 4], [2, 0], [3, 0]] and ids.dtype.kind == "i"
+    assert lengths.tolist() == [3, 1]
+    assert pad_sequences(seqs, dtype=np.float64)[0].dtype == np.float64
+
+
+def test_pad_sequences_feeds_a_model():
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(Embedding(5, 2), GRU(2, 3), Linear(3, 2)))
+    ids, lengths = pad_sequences([[1, 2, 3], [4], [0, 0]])
+    y = m.forward(ids, lengths=lengths)
+    assert y.shape == (3, 3, 2) and y.dtype == np.float32 and not y[1:, 1].any()
+
+
+# -- summary -----------------------------------------------------------------------------------
+def test_summary_keras_counts():
+    lines = []
+    total = Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)).summary(
+        (5, None, 2), print_fn=lines.append)
+    assert total == 17152 + 12416
+    text = "\n".join(lines)
+    assert "(5, None, 64)" in text and "17,152" in text
+    assert "(None, 32)" in text and "12,416" in text
+    assert "Total params: 29,568" in text
+
+
+def test_summary_opens_sequencer_and_counts_frozen():
+    lines = []
+    emb = Embedding.from_pretrained(np.zeros((10, 4)), dtype=np.float32)
+    m = Sequencer(Sequential(emb, GRU(4, 3), Linear(3, 2), LogSoftMax()))
+    total = summary(m, (7, None), print_fn=lines.append)
+    gru = 3 * 3 * (4 + 3) + 6 * 3
+    assert total == 40 + gru + 8
+    names = [line.split()[0] for line in lines[2:6]]
+    assert names == ["0.0", "0.1", "0.2", "0.3"]
+    assert "(7, None, 2)" in lines[4]
+    assert f"Trainable params: {gru + 8:,}" in lines and "Non-trainable params: 40" in lines
