@@ -35,8 +35,9 @@ import numpy as np
 from . import _checks
 from .module import Module
 from .random import generator, uniform
+from kernels.gru import gru_backward, gru_forward
 from kernels.lstm import lstm_backward, lstm_forward
-from kernels.reference import gru_backward, gru_forward, rnn_backward, rnn_forward
+from kernels.rnn import rnn_backward, rnn_forward
 
 __all__ = ["RNN", "LSTM", "GRU"]
 

@@ -132,6 +132,16 @@ def test_gradcheck_hypothesis(cell, T, B, I, H, num_layers, bidirectional, retur
     check_gradients(m, x, lengths, states0)
 
 
+@pytest.mark.parametrize("return_sequences", [True, False])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_rnncore_gradcheck_stacked_bidirectional_ragged(cell, return_sequences):
+    rng = np.random.default_rng(21)
+    m = CELLS[cell](2, 3, num_layers=2, bidirectional=True, return_sequences=return_sequences,
+                    dropout=0.3)                                    # float32: checked on a float64 copy
+    x = rng.standard_normal((4, 3, 2))
+    assert rnncore.gradcheck(m, x, lengths=np.array([2, 4, 1])) < 1e-6
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_gradcheck_with_dropout_reuses_the_mask(cell):
     """Dropout between layers in training mode: backward must use forward's mask."""
