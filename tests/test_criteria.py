@@ -1,0 +1,181 @@
+"""Criteria: values and gradients against PyTorch (float64), gradients against central
+differences, and SequencerCriterion's sum over steps with and without lengths."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import rnncore  # noqa: E402
+from rnncore import (BCECriterion, ClassNLLCriterion, CrossEntropyCriterion,  # noqa: E402
+                     MSECriterion, SequencerCriterion)
+
+
+def numeric_grad(f, a, eps=1e-6):
+    """d f() / d a by central differences; ``a`` is perturbed in place and restored."""
+    g = np.zeros(a.shape)
+    for i in np.ndindex(a.shape):
+        keep = a[i]
+        a[i] = keep + eps
+        up = f()
+        a[i] = keep - eps
+        down = f()
+        a[i] = keep
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+def rel_err(a, n):
+    return np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-8)
+
+
+def log_probs(rng, shape):
+    z = rng.standard_normal(shape)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def make_case(name, rng, shape):
+    """(criterion, input, target, torch loss function) for a (N, C)-like shape."""
+    N, C = shape
+    if name == "mse":
+        return MSECriterion(), rng.standard_normal(shape), rng.standard_normal(shape), F.mse_loss
+    if name == "nll":
+        return ClassNLLCriterion(), log_probs(rng, shape), rng.integers(0, C, N), F.nll_loss
+    if name == "ce":
+        return CrossEntropyCriterion(), rng.standard_normal(shape) * 3, rng.integers(0, C, N), F.cross_entropy
+    if name == "bce":
+        return (BCECriterion(), rng.uniform(0.05, 0.95, shape), rng.uniform(0, 1, shape),
+                F.binary_cross_entropy)
+    raise AssertionError(name)
+
+
+NAMES = ["mse", "nll", "ce", "bce"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@given(N=st.integers(1, 4), C=st.integers(1, 4), seed=st.integers(0, 2**16))
+@settings(max_examples=15)
+def test_criterion_matches_torch_and_central_differences(name, N, C, seed):
+    rng = np.random.default_rng(seed)
+    c, x, t, f = make_case(name, rng, (N, C))
+    xt = torch.tensor(x, requires_grad=True)
+    lt = f(xt, torch.tensor(t))
+    lt.backward()
+    loss = c.forward(x, t)
+    assert isinstance(loss, float)
+    np.testing.assert_allclose(loss, lt.item(), rtol=1e-12, atol=1e-15)
+    g = c.backward(x, t)
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-15)
+    assert rel_err(g, numeric_grad(lambda: c.forward(x, t), x)) < 1e-6
+    assert c(x, t) == loss
+
+
+def test_bce_clamps_like_torch():
+    p = np.array([0.0, 1.0, 0.0, 1.0, 0.5])
+    t = np.array([0.0, 1.0, 1.0, 0.0, 0.3])
+    pt = torch.tensor(p, requires_grad=True)
+    lt = F.binary_cross_entropy(pt, torch.tensor(t))
+    lt.backward()
+    c = BCECriterion()
+    np.testing.assert_allclose(c.forward(p, t), lt.item(), rtol=1e-12)   # log clamped at -100
+    # denominators clamped at 1e-12 (PyTorch's constant is float32(1e-12): 4e-9 apart)
+    np.testing.assert_allclose(c.backward(p, t), pt.grad.numpy(), rtol=1e-8)
+    assert np.isfinite(c.backward(p, t)).all()
+
+
+def test_cross_entropy_is_logsoftmax_then_nll():
+    rng = np.random.default_rng(0)
+    z, t = rng.standard_normal((5, 4)) * 50, rng.integers(0, 4, 5)       # large logits: stable
+    lsm = rnncore.LogSoftMax(dtype=np.float64)
+    nll = ClassNLLCriterion()
+    logp = lsm.forward(z)
+    np.testing.assert_allclose(CrossEntropyCriterion().forward(z, t), nll.forward(logp, t), rtol=1e-12)
+    np.testing.assert_allclose(CrossEntropyCriterion().backward(z, t),
+                               lsm.backward(z, nll.backward(logp, t)), rtol=1e-10, atol=1e-15)
+
+
+def test_grad_dtype_follows_the_input():
+    x = np.zeros((2, 3), dtype=np.float32)
+    assert MSECriterion().backward(x, np.ones((2, 3))).dtype == np.float32
+    assert ClassNLLCriterion().backward(x, np.array([0, 2])).dtype == np.float32
+    assert MSECriterion().backward(x.astype(np.float64), np.ones((2, 3))).dtype == np.float64
+
+
+# -- SequencerCriterion ------------------------------------------------------------------------
+def test_sequencer_criterion_sums_over_steps():
+    rng = np.random.default_rng(1)
+    T, B, C = 4, 3, 5
+    x, t = log_probs(rng, (T, B, C)), rng.integers(0, C, (T, B))
+    c = SequencerCriterion(ClassNLLCriterion())
+    expect = sum(F.nll_loss(torch.tensor(x[s]), torch.tensor(t[s])).item() for s in range(T))
+    np.testing.assert_allclose(c.forward(x, t), expect, rtol=1e-12)
+    np.testing.assert_allclose(c.forward(list(x), list(t)), expect, rtol=1e-12)   # Lua tables
+    g = c.backward(x, t)
+    assert isinstance(g, np.ndarray) and g.shape == x.shape
+    gl = c.backward(list(x), list(t))
+    assert isinstance(gl, list) and len(gl) == T
+    np.testing.assert_array_equal(np.stack(gl), g)
+    assert rel_err(g, numeric_grad(lambda: c.forward(x, t), x)) < 1e-6
+
+
+@given(T=st.integers(1, 4), B=st.integers(1, 4), seed=st.integers(0, 2**16),
+       inner=st.sampled_from(["nll", "mse", "ce"]))
+@settings(max_examples=20)
+def test_sequencer_criterion_with_lengths(T, B, seed, inner):
+    """Step t's inner criterion sees the rows with t < lengths[b]; padding gets zero gradient."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, T + 1, B)
+    lengths[0] = T
+    C = 3
+    if inner == "mse":
+        crit, x, t = MSECriterion(), rng.standard_normal((T, B, C)), rng.standard_normal((T, B, C))
+        f = F.mse_loss
+    else:
+        crit = ClassNLLCriterion() if inner == "nll" else CrossEntropyCriterion()
+        f = F.nll_loss if inner == "nll" else F.cross_entropy
+        x, t = log_probs(rng, (T, B, C)), rng.integers(0, C, (T, B))
+        t[np.arange(T)[:, None] >= lengths] = -1                 # junk at padding: never read
+    c = SequencerCriterion(crit)
+    xt = torch.tensor(x, requires_grad=True)
+    total = 0
+    for s in range(T):
+        rows = torch.tensor(np.flatnonzero(lengths > s))
+        total = total + f(xt[s, rows], torch.tensor(t)[s, rows])
+    total.backward()
+    np.testing.assert_allclose(c.forward(x, t, lengths=lengths), total.item(), rtol=1e-12)
+    g = c.backward(x, t)                                          # reuses forward's lengths
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-15)
+    assert not g[np.arange(T)[:, None] >= lengths].any()
+    np.testing.assert_array_equal(c.backward(x, t, lengths=lengths), g)   # explicit lengths
+
+
+def test_sequencer_criterion_remembers_the_last_forwards_lengths():
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((3, 2, 1)), rng.standard_normal((3, 2, 1))
+    c = SequencerCriterion(MSECriterion())
+    c.forward(x, t, lengths=np.array([1, 3]))
+    assert not c.backward(x, t)[1:, 0].any()
+    c.forward(x, t)                                               # a forward without lengths
+    assert c.backward(x, t)[1:, 0].all()
+
+
+def test_sequencer_criterion_trains_a_sequencer_end_to_end():
+    """The Lua example, ported: loss goes down under update_parameters."""
+    rnncore.manual_seed(0)
+    model = rnncore.Sequencer(rnncore.Sequential(rnncore.LSTM(2, 8), rnncore.Linear(8, 3),
+                                                 rnncore.LogSoftMax()))
+    crit = SequencerCriterion(ClassNLLCriterion())
+    rng = np.random.default_rng(0)
+    x = [rng.standard_normal((4, 2)).astype(np.float32) for _ in range(5)]   # 5 steps, batch 4
+    t = [(s[:, 0] > 0).astype(np.int64) + (s[:, 1] > 0) for s in x]            # classes 0..2
+    losses = []
+    for _ in range(60):
+        y = model.forward(x)
+        losses.append(crit.forward(y, t))
+        model.zero_grad_parameters()
+        model.backward(x, crit.backward(y, t))
+        model.update_parameters(0.5)
+    assert losses[-1] < 0.1 * losses[0]
