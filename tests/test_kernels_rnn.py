@@ -1,0 +1,286 @@
+"""The fast Numba tanh RNN (kernels/rnn.py) against the NumPy reference, central differences,
+itself run in two halves, and PyTorch's nn.RNN (tanh, float64, the same weights).
+
+Names: the five differentiable arguments are x, W_ih, W_hh, b, h0; the upstream
+gradients dy, dh (dh of h_n). Every comparison reads ``_close(a, b, tol)``: max |a - b| <= tol
+relative to max(1, max |b|).
+"""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kernels import rnn as fast
+from kernels import reference as ref
+
+torch = pytest.importorskip("torch")
+
+ARGS = ("x", "W_ih", "W_hh", "b", "h0")
+GRADS = ("dx", "dW_ih", "dW_hh", "db", "dh0")
+
+
+def _close(a, b, tol):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    err = float(np.abs(a - b).max()) if a.size else 0.0
+    return err <= tol * max(1.0, float(np.abs(b).max()) if b.size else 0.0)
+
+
+def _problem(seed, T, B, I, H, dtype=np.float64, scale=0.5):
+    """Random inputs, weights, h0, lengths and upstream grads (all float64 unless dtype says)."""
+    rng = np.random.default_rng(seed)
+    p = dict(
+        x=rng.standard_normal((T, B, I)),
+        W_ih=scale * rng.standard_normal((H, I)),
+        W_hh=scale * rng.standard_normal((H, H)),
+        b=scale * rng.standard_normal(H),
+        h0=rng.standard_normal((B, H)),
+    )
+    p = {k: v.astype(dtype) for k, v in p.items()}
+    lengths = rng.integers(1, T + 1, size=B)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh = rng.standard_normal((B, H)).astype(dtype)
+    return p, lengths, dy, dh
+
+
+def _run(mod, p, lengths, reverse, dy, dh, h0=True):
+    y, h_n, cache = mod.rnn_forward(p["x"], p["W_ih"], p["W_hh"], p["b"],
+                                    p["h0"] if h0 else None, lengths, reverse)
+    grads = mod.rnn_backward(dy, dh, cache)
+    return y, h_n, grads
+
+
+sizes = st.integers(1, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# fast == reference
+# ---------------------------------------------------------------------------------------------
+
+@given(T=sizes, B=sizes, I=sizes, H=sizes, seed=st.integers(0, 2**16),
+       use_lengths=st.booleans(), use_h0=st.booleans(), reverse=st.booleans(),
+       dy_none=st.booleans(), dh_none=st.booleans())
+def test_matches_reference_float64(T, B, I, H, seed, use_lengths, use_h0, reverse, dy_none,
+                                   dh_none):
+    p, lengths, dy, dh = _problem(seed, T, B, I, H)
+    lengths = lengths if use_lengths else None
+    dy = None if dy_none else dy
+    dh = None if dh_none else dh
+    y, h_n, grads = _run(fast, p, lengths, reverse, dy, dh, use_h0)
+    y_r, h_r, grads_r = _run(ref, p, lengths, reverse, dy, dh, use_h0)
+    assert _close(y, y_r, 1e-12) and _close(h_n, h_r, 1e-12)
+    for name, g, g_r in zip(GRADS, grads, grads_r):
+        assert _close(g, g_r, 1e-12), name
+    if lengths is not None:                              # padding outputs and grads are zero
+        pad = np.arange(T)[:, None] >= lengths[None, :]  # (T, B)
+        assert not y[pad].any() and not grads[0][pad].any()
+
+
+@given(T=sizes, B=sizes, I=sizes, H=sizes, seed=st.integers(0, 2**16), reverse=st.booleans())
+@settings(max_examples=10)
+def test_float32_matches_reference(T, B, I, H, seed, reverse):
+    p, lengths, dy, dh = _problem(seed, T, B, I, H, np.float32)
+    y, h_n, grads = _run(fast, p, lengths, reverse, dy, dh)
+    y_r, h_r, grads_r = _run(ref, p, lengths, reverse, dy, dh)
+    for a, a_r in zip((y, h_n) + grads, (y_r, h_r) + grads_r):
+        assert a.dtype == np.float32
+        assert _close(a, a_r, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# central differences (float64)
+# ---------------------------------------------------------------------------------------------
+
+@given(T=st.integers(1, 4), B=st.integers(1, 3), I=st.integers(1, 3), H=st.integers(1, 3),
+       seed=st.integers(0, 2**16), use_lengths=st.booleans(), reverse=st.booleans())
+@settings(max_examples=15)
+def test_gradcheck(T, B, I, H, seed, use_lengths, reverse):
+    p, lengths, dy, dh = _problem(seed, T, B, I, H)
+    lengths = lengths if use_lengths else None
+
+    def loss():
+        y, h_n, _ = fast.rnn_forward(p["x"], p["W_ih"], p["W_hh"], p["b"], p["h0"], lengths,
+                                     reverse)
+        return float(np.sum(y * dy) + np.sum(h_n * dh))
+
+    _, _, grads = _run(fast, p, lengths, reverse, dy, dh)
+    eps = 1e-6
+    for name, g in zip(ARGS, grads):
+        a = p[name]
+        num = np.zeros_like(a)
+        for i in np.ndindex(a.shape):
+            old = a[i]
+            a[i] = old + eps
+            up = loss()
+            a[i] = old - eps
+            down = loss()
+            a[i] = old
+            num[i] = (up - down) / (2 * eps)
+        err = np.abs(num - g).max() / max(np.abs(num).max(), np.abs(g).max(), 1e-3)
+        assert err < 1e-6, (name, err)
+
+
+# ---------------------------------------------------------------------------------------------
+# two halves carrying the state == one run; API details
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("T1", [1, 3, 6])
+def test_two_halves_equal_whole(reverse, T1):
+    T, B, I, H = 7, 3, 4, 5
+    p, _, dy, dh = _problem(7, T, B, I, H)
+    W = (p["W_ih"], p["W_hh"], p["b"])
+    y, h_n, cache = fast.rnn_forward(p["x"], *W, p["h0"], reverse=reverse)
+    grads = fast.rnn_backward(dy, dh, cache)
+
+    # the part the recurrence runs first: x[:T1] forward, x[T1:] in reverse
+    first, second = (slice(T1, T), slice(0, T1)) if reverse else (slice(0, T1), slice(T1, T))
+    y1, h1, c1 = fast.rnn_forward(p["x"][first], *W, p["h0"], reverse=reverse)
+    y2, h2, c2 = fast.rnn_forward(p["x"][second], *W, h1, reverse=reverse)
+    assert _close(np.concatenate([y1, y2] if not reverse else [y2, y1]), y, 1e-13)
+    assert _close(h2, h_n, 1e-13)
+
+    g2 = fast.rnn_backward(dy[second], dh, c2)           # dh0 of the second part is the
+    g1 = fast.rnn_backward(dy[first], g2[4], c1)         # upstream dh of the first part
+    assert _close(g1[4], grads[4], 1e-12)                # dh0
+    dx = np.concatenate([g1[0], g2[0]] if not reverse else [g2[0], g1[0]])
+    assert _close(dx, grads[0], 1e-12)
+    for k in range(1, 4):                                # shared weights: grads add up
+        assert _close(g1[k] + g2[k], grads[k], 1e-12), GRADS[k]
+
+
+def test_backward_returns_fresh_arrays_and_leaves_inputs_alone():
+    p, lengths, dy, dh = _problem(3, 4, 3, 2, 3)
+    saved = {k: v.copy() for k, v in p.items()}
+    dy0, dh0 = dy.copy(), dh.copy()
+    y, h_n, cache = fast.rnn_forward(p["x"], p["W_ih"], p["W_hh"], p["b"], p["h0"], lengths,
+                                     True)
+    first = fast.rnn_backward(dy, dh, cache)
+    kept = [g.copy() for g in first]
+    for g in first:                                      # a caller accumulating into them ...
+        g += 1.0
+    y[:] = 0
+    h_n[:] = 0
+    second = fast.rnn_backward(dy, dh, cache)            # ... changes nothing the cache holds
+    for name, a, b in zip(GRADS, second, kept):
+        assert np.array_equal(a, b), name
+    for k in p:
+        assert np.array_equal(p[k], saved[k]), k
+    assert np.array_equal(dy, dy0) and np.array_equal(dh, dh0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(W_hh=np.zeros((6, 3))), "W_hh"),
+    (dict(W_ih=np.zeros((3, 5))), "W_ih"),
+    (dict(b=np.zeros(8)), "b"),
+    (dict(h0=np.zeros((3, 3))), "h0"),
+    (dict(lengths=np.array([0, 1])), "lengths"),
+    (dict(lengths=np.array([1, 5])), "lengths"),
+    (dict(x=np.zeros((4, 2, 2), np.int32)), "x"),
+])
+def test_bad_arguments_are_named(bad, match):
+    p, _, _, _ = _problem(0, 4, 2, 2, 3)
+    kw = dict(p, lengths=None)
+    kw.update(bad)
+    with pytest.raises((ValueError, TypeError), match=f"^{match}:"):
+        fast.rnn_forward(kw["x"], kw["W_ih"], kw["W_hh"], kw["b"], kw["h0"], kw["lengths"])
+
+
+# ---------------------------------------------------------------------------------------------
+# saturation and long sequences
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturation_stays_finite_and_exact(dtype):
+    """Pre-activations far beyond |a| = 90: tanh saturates to +-1 and its derivative to 0."""
+    p, lengths, dy, dh = _problem(5, 6, 4, 3, 5, dtype, scale=60.0)
+    p["x"] *= 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, h_n, grads = _run(fast, p, lengths, True, dy, dh)
+        y_r, h_r, grads_r = _run(ref, p, lengths, True, dy, dh)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for a, a_r in zip((y, h_n) + grads, (y_r, h_r) + grads_r):
+        assert np.isfinite(a).all()
+        assert _close(a, a_r, tol)
+
+
+def test_long_float32_sequence_stays_finite():
+    T, B, I, H = 5000, 2, 3, 8
+    p, lengths, dy, dh = _problem(11, T, B, I, H, np.float32, scale=1.0)
+    y, h_n, grads = _run(fast, p, lengths, False, dy, dh)
+    for a in (y, h_n) + grads:
+        assert a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.abs(y).max() <= 1.0                        # (2): tanh
+    assert np.abs(grads[1]).max() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch's nn.RNN (tanh), float64, the same weights
+# ---------------------------------------------------------------------------------------------
+
+def _torch_rnn(dirs, x, lengths, h0, dy, dh, bidirectional):
+    """nn.RNN with our weights (``dirs`` = one or two dicts of W_ih, W_hh, b_ih, b_hh: PyTorch
+    has two biases, we have their sum).
+
+    Returns y (T, B, D*H), h_n (D, B, H) and the grads of x, h0 and every weight, as NumPy.
+    """
+    T, B, I = x.shape
+    H = dirs[0]["W_hh"].shape[1]
+    net = torch.nn.RNN(I, H, nonlinearity="tanh", bidirectional=bidirectional).double()
+    with torch.no_grad():
+        for d, w in enumerate(dirs):
+            sfx = "_reverse" if d else ""
+            for ours, theirs in (("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"),
+                                 ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")):
+                getattr(net, theirs + sfx).copy_(torch.from_numpy(w[ours]))
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0, requires_grad=True)
+    if lengths is None:
+        yt, hn = net(xt, h0t)
+    else:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(lengths),
+                                                         enforce_sorted=False)
+        yp, hn = net(packed, h0t)
+        yt, _ = torch.nn.utils.rnn.pad_packed_sequence(yp, total_length=T)
+    (torch.sum(yt * torch.from_numpy(dy)) + torch.sum(hn * torch.from_numpy(dh))).backward()
+    wgrads = []
+    for d in range(len(dirs)):
+        sfx = "_reverse" if d else ""
+        wgrads.append([getattr(net, n + sfx).grad.numpy()
+                       for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")])
+    return yt.detach().numpy(), hn.detach().numpy(), xt.grad.numpy(), h0t.grad.numpy(), wgrads
+
+
+@given(T=sizes, B=sizes, I=sizes, H=sizes, seed=st.integers(0, 2**16),
+       ragged=st.booleans(), bidirectional=st.booleans())
+@settings(max_examples=15)
+def test_matches_torch(T, B, I, H, seed, ragged, bidirectional):
+    D = 2 if bidirectional else 1
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((T, B, I))
+    dirs = [dict(W_ih=0.5 * rng.standard_normal((H, I)),
+                 W_hh=0.5 * rng.standard_normal((H, H)),
+                 b_ih=0.5 * rng.standard_normal(H),
+                 b_hh=0.5 * rng.standard_normal(H)) for _ in range(D)]
+    h0 = rng.standard_normal((D, B, H))
+    lengths = rng.integers(1, T + 1, size=B) if ragged else None
+    dy = rng.standard_normal((T, B, D * H))
+    dh = rng.standard_normal((D, B, H))
+
+    y_t, h_t, dx_t, dh0_t, wg_t = _torch_rnn(dirs, x, lengths, h0, dy, dh, bidirectional)
+
+    dx = np.zeros_like(x)
+    for d, w in enumerate(dirs):                         # direction d: forward, then reverse
+        y, h_n, cache = fast.rnn_forward(x, w["W_ih"], w["W_hh"], w["b_ih"] + w["b_hh"], h0[d],
+                                         lengths, reverse=bool(d))
+        g = fast.rnn_backward(dy[:, :, d * H:(d + 1) * H], dh[d], cache)
+        assert _close(y, y_t[:, :, d * H:(d + 1) * H], 1e-8)
+        assert _close(h_n, h_t[d], 1e-8)
+        assert _close(g[4], dh0_t[d], 1e-8)
+        dW_ih_t, dW_hh_t, db_ih_t, db_hh_t = wg_t[d]
+        assert _close(g[1], dW_ih_t, 1e-8) and _close(g[2], dW_hh_t, 1e-8)
+        assert _close(g[3], db_ih_t, 1e-8) and _close(g[3], db_hh_t, 1e-8)   # d(b_ih + b_hh)
+        dx += g[0]
+    assert _close(dx, dx_t, 1e-8)
