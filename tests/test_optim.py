@@ -1,0 +1,118 @@
+"""rnncore.optim against torch.optim in float64: the same gradients fed to both for several
+steps must give the same parameters (momentum buffers, Adam's bias correction and all)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import rnncore  # noqa: E402
+from rnncore import optim  # noqa: E402
+from rnncore.module import Parameter  # noqa: E402
+
+SHAPES = [(3, 4), (4,), (2, 2, 2)]
+CASES = {
+    "sgd": (lambda p: optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    "sgd_momentum_wd": (lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
+                        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01)),
+    "adam": (lambda p: optim.Adam(p), lambda p: torch.optim.Adam(p)),
+    "adam_custom": (lambda p: optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6),
+                    lambda p: torch.optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6)),
+    "rmsprop": (lambda p: optim.RMSprop(p, lr=0.01), lambda p: torch.optim.RMSprop(p, lr=0.01)),
+    "rmsprop_alpha": (lambda p: optim.RMSprop(p, lr=0.03, alpha=0.9, eps=1e-6),
+                      lambda p: torch.optim.RMSprop(p, lr=0.03, alpha=0.9, eps=1e-6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_torch_optim(name):
+    ours_f, theirs_f = CASES[name]
+    rng = np.random.default_rng(0)
+    init = [rng.standard_normal(s) for s in SHAPES]
+    ps = [Parameter(a.copy(), f"p{i}") for i, a in enumerate(init)]
+    frozen = Parameter(rng.standard_normal(3), "frozen", requires_grad=False)
+    tps = [torch.tensor(a.copy(), requires_grad=True) for a in init]
+    opt, topt = ours_f(ps + [frozen]), theirs_f(tps)
+    frozen_before = frozen.data.copy()
+    for _ in range(6):
+        opt.zero_grad()
+        topt.zero_grad()
+        for p, tp in zip(ps, tps):
+            g = rng.standard_normal(p.data.shape)
+            p.grad += g
+            tp.grad = torch.tensor(g)
+        frozen.grad += 1.0
+        opt.step()
+        topt.step()
+        for p, tp in zip(ps, tps):
+            np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
+    assert np.array_equal(frozen.data, frozen_before)               # requires_grad=False: skipped
+    assert not np.allclose(ps[0].data, init[0])
+
+
+def test_step_updates_data_in_place_and_keeps_dtype():
+    rnncore.manual_seed(0)
+    m = rnncore.Linear(3, 2)                                       # float32
+    w = m.weight.data
+    opt = optim.Adam(m.parameters(), lr=0.1)
+    m.weight.grad[...] = 1.0
+    opt.step()
+    assert m.weight.data is w and w.dtype == np.float32            # the same array, updated
+    assert m.bias.data.dtype == np.float32
+    opt.zero_grad()
+    assert not m.weight.grad.any() and not m.bias.grad.any()
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])
+def test_clip_grad_norm_matches_torch(max_norm):
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(s) for s in SHAPES]
+    ps = [Parameter(np.zeros(s), f"p{i}") for i, s in enumerate(SHAPES)]
+    for p, g in zip(ps, grads):
+        p.grad[...] = g
+    tps = [torch.zeros(s, dtype=torch.float64, requires_grad=True) for s in SHAPES]
+    for tp, g in zip(tps, grads):
+        tp.grad = torch.tensor(g)
+    norm = optim.clip_grad_norm(ps, max_norm)
+    tnorm = torch.nn.utils.clip_grad_norm_(tps, max_norm)
+    assert isinstance(norm, float)
+    np.testing.assert_allclose(norm, tnorm.item(), rtol=1e-12)
+    np.testing.assert_allclose(norm, np.sqrt(sum((g ** 2).sum() for g in grads)), rtol=1e-12)
+    for p, tp in zip(ps, tps):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-12)
+    after = np.sqrt(sum((p.grad ** 2).sum() for p in ps))
+    assert after <= max_norm * (1 + 1e-9)
+    if max_norm > norm:
+        for p, g in zip(ps, grads):
+            np.testing.assert_array_equal(p.grad, g)               # under the limit: untouched
+
+
+def test_clip_grad_norm_ignores_frozen_params():
+    a = Parameter(np.zeros(2), "a")
+    b = Parameter(np.zeros(2), "b", requires_grad=False)
+    a.grad[...] = [3.0, 4.0]
+    b.grad[...] = [100.0, 100.0]
+    assert optim.clip_grad_norm([a, b], 1.0) == 5.0
+    np.testing.assert_allclose(a.grad, [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(b.grad, [100.0, 100.0])
+
+
+def test_optimizers_train_a_model():
+    """A small regression with each optimizer: the loss drops well below its start."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3))
+    y = x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3
+    crit = rnncore.MSECriterion()
+    for make in (lambda p: optim.SGD(p, lr=0.1, momentum=0.5), lambda p: optim.Adam(p, lr=0.05),
+                 lambda p: optim.RMSprop(p, lr=0.01)):
+        rnncore.manual_seed(0)
+        m = rnncore.Linear(3, 1, dtype=np.float64)
+        opt = make(m.parameters())
+        losses = []
+        for _ in range(100):
+            out = m.forward(x)
+            losses.append(crit.forward(out, y))
+            opt.zero_grad()
+            m.backward(x, crit.backward(out, y))
+            opt.step()
+        assert losses[-1] < 0.05 * losses[0]
