@@ -20,12 +20,16 @@ Stacking: layer ``k`` reads layer ``k-1``'s output, both directions concatenated
 inverted-dropout mask (drawn from ``rnncore.random.generator()``) multiplies that input of every
 layer but the first; ``backward`` reuses the same mask.
 
-Initial state, in order of precedence: the ``h0=`` / ``c0=`` arguments of ``forward``
-(``(L*D, B, H)``, PyTorch's layout, index ``layer*D + direction``); else, after ``remember()``,
-the previous call's final state; else zeros. ``remember()`` is truncated BPTT over a long
-stream: the carried state is a constant for the next call, so no gradient crosses the call
-boundary. A remembered state fixes the batch size: a call with another batch size raises
-``ValueError`` (naming ``x``) until ``forget()``. In a bidirectional layer the backward
+Inputs (and upstream gradients) are cast to the module's dtype (``float32`` unless built with
+``dtype=np.float64`` or converted with ``astype``), so a float64 array fed to a float32 layer is
+rounded; the kernels always get C-contiguous arrays of that one dtype.
+
+Initial state, in order of precedence (for h and c separately): the ``h0=`` / ``c0=``
+arguments of ``forward`` (``(L*D, B, H)``, PyTorch's layout, index ``layer*D + direction``);
+else, after ``remember()``, the previous call's final state; else zeros. ``remember()`` is
+truncated BPTT over a long stream: the carried state is a constant for the next call, so no
+gradient crosses the call boundary. A remembered state fixes the batch size: a call with
+another batch size raises ``ValueError`` (naming ``x``) until ``forget()``. In a bidirectional layer the backward
 direction's carried state is its state after step 0 of the previous chunk (what PyTorch's
 ``h_n`` fed back as ``h0`` gives); only the forward direction reads a chunked stream as one.
 """

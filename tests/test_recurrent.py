@@ -225,6 +225,12 @@ def test_list_input_gives_the_same_as_an_array(cell):
     np.testing.assert_array_equal(np.stack(gx_list), gx)
     for p, g in zip(m.parameters(), grads):
         np.testing.assert_array_equal(p.grad, g)
+    last = make(cell, 3, 2, bidirectional=True, return_sequences=False).load_state_dict(m.state_dict())
+    h = last(list(x))                                       # one (B, D*H) array either way
+    np.testing.assert_array_equal(h, last(x))
+    gx_last = last.backward(list(x), np.ones_like(h))
+    assert isinstance(gx_last, list)
+    np.testing.assert_array_equal(np.stack(gx_last), last.backward(x, np.ones_like(h)))
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

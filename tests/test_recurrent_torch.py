@@ -58,7 +58,8 @@ def test_matches_torch_stacked_bidirectional_ragged(cell, dtype, return_sequence
     rng = np.random.default_rng(7)
     x = rng.standard_normal((T, B, I)).astype(dtype)
     n_states = 2 if cell == "lstm" else 1
-    states0 = [rng.standard_normal((2 * L, B, H)).astype(dtype) for _ in range(n_states)] if with_states else []
+    states0 = [rng.standard_normal((2 * L, B, H)).astype(dtype)
+               for _ in range(n_states if with_states else 0)]
     dout = rng.standard_normal((T, B, 2 * H) if return_sequences else (B, 2 * H)).astype(dtype)
 
     y_t, hn_t, cn_t, dx_t, grads_t, dstates_t = run_torch(tm, x, LENGTHS, dout, states0, return_sequences)
