@@ -29,9 +29,10 @@ arguments of ``forward`` (``(L*D, B, H)``, PyTorch's layout, index ``layer*D + d
 else, after ``remember()``, the previous call's final state; else zeros. ``remember()`` is
 truncated BPTT over a long stream: the carried state is a constant for the next call, so no
 gradient crosses the call boundary. A remembered state fixes the batch size: a call with
-another batch size raises ``ValueError`` (naming ``x``) until ``forget()``. In a bidirectional layer the backward
-direction's carried state is its state after step 0 of the previous chunk (what PyTorch's
-``h_n`` fed back as ``h0`` gives); only the forward direction reads a chunked stream as one.
+another batch size raises ``ValueError`` (naming ``x``) until ``forget()``. In a bidirectional
+layer the backward direction's carried state is its state after step 0 of the previous chunk
+(what PyTorch's ``h_n`` fed back as ``h0`` gives); only the forward direction reads a chunked
+stream as one.
 """
 
 import numpy as np
