@@ -1,0 +1,259 @@
+"""kernels.cuda against the NumPy reference, on numba's CUDA simulator (no GPU needed).
+
+The simulator must be chosen before numba.cuda is first imported: this module sets
+``NUMBA_ENABLE_CUDASIM=1`` (unless the environment already says otherwise, e.g.
+``NUMBA_ENABLE_CUDASIM=0`` on a machine with a GPU to run these same tests on it) and, if numba
+itself was imported earlier in this process, makes numba re-read its environment. Nothing else in
+the project imports numba.cuda. Should it have been imported without the simulator anyway, the
+tests here cannot run in this process: ``test_rerun_in_a_fresh_process`` then runs this file in a
+new interpreter instead.
+
+The simulator runs every GPU thread as a Python thread, so shapes are tiny (T, B, I, H ~ 3-5)
+and there are few cases; each still goes through every kernel of its path. The multi-block
+persistent kernel runs with one launch per step (``PersistentPlan(steps_per_launch=1)``),
+because the simulator's cooperative grid is a single block.
+"""
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+def _cuda_ready():
+    if "numba" in sys.modules and "numba.cuda" not in sys.modules:
+        from numba.core import config        # numba read its environment at import: read it again
+        config.reload_config()
+    from numba import cuda
+    return bool(cuda.is_available())
+
+
+READY = _cuda_ready()
+
+import numpy as np                                  # noqa: E402
+import pytest                                       # noqa: E402
+from hypothesis import given, settings              # noqa: E402
+from hypothesis import strategies as st             # noqa: E402
+
+import kernels.cuda as kc                           # noqa: E402
+from kernels import reference as ref                # noqa: E402
+from kernels.cuda.persistent import PersistentPlan  # noqa: E402
+
+needs_cuda = pytest.mark.skipif(not READY, reason="numba.cuda was imported without the simulator "
+                                "before this module; test_rerun_in_a_fresh_process runs these")
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def _problem(cell, rng, T=3, B=3, I=3, H=4, dtype=np.float64, states=True):
+    """Weights, input, initial states and upstream grads for one cell, as ``dtype``."""
+    G = GATES[cell]
+
+    def r(*shape, scale=0.5):
+        return (scale * rng.standard_normal(shape)).astype(dtype)
+
+    weights = (r(G * H, I), r(G * H, H), r(G * H)) + ((r(G * H),) if cell == "gru" else ())
+    n_states = 2 if cell == "lstm" else 1
+    return dict(
+        x=r(T, B, I, scale=1.0), weights=weights,
+        states=tuple(r(B, H) for _ in range(n_states)) if states else (None,) * n_states,
+        dy=r(T, B, H, scale=1.0), dstates=tuple(r(B, H) for _ in range(n_states)))
+
+
+def _forward(module, cell, p, lengths, reverse, **kw):
+    return getattr(module, f"{cell}_forward")(p["x"], *p["weights"], *p["states"],
+                                              lengths=lengths, reverse=reverse, **kw)
+
+
+def _backward(module, cell, dy, dstates, cache, **kw):
+    return getattr(module, f"{cell}_backward")(dy, *dstates, cache, **kw)
+
+
+def _check_cell(cell, p, lengths, reverse, path, dy=True, dstates=True, rtol=1e-10, atol=1e-10):
+    """Forward and backward through kernels.cuda and the reference; every output compared."""
+    ours = _forward(kc, cell, p, lengths, reverse, path=path)
+    theirs = _forward(ref, cell, {k: (tuple(np.float64(a) if a is not None else None for a in v)
+                                      if isinstance(v, tuple) else np.float64(v))
+                                  for k, v in p.items()}, lengths, reverse)
+    up_dy = p["dy"] if dy else None
+    up_ds = p["dstates"] if dstates else (None,) * len(p["dstates"])
+    g_ours = _backward(kc, cell, up_dy, up_ds, ours[-1], path=path)
+    g_theirs = _backward(ref, cell, None if up_dy is None else np.float64(up_dy),
+                         tuple(None if a is None else np.float64(a) for a in up_ds), theirs[-1])
+    got = list(ours[:-1]) + list(g_ours)
+    want = list(theirs[:-1]) + list(g_theirs)
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert isinstance(a, np.ndarray) and a.dtype == p["x"].dtype, (k, type(a))
+        assert a.shape == b.shape, (k, a.shape, b.shape)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"{cell} output #{k}")
+    return got
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiled matrix multiply
+# ---------------------------------------------------------------------------------------------
+
+@needs_cuda
+@settings(max_examples=8)
+@given(M=st.integers(1, 9), N=st.integers(1, 9), K=st.integers(0, 10),
+       trans_a=st.booleans(), trans_b=st.booleans(), tile=st.sampled_from([4, 8]),
+       beta=st.sampled_from([0.0, 1.0, -0.5]), seed=st.integers(0, 2**16))
+def test_matmul_matches_numpy(M, N, K, trans_a, trans_b, tile, beta, seed):
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((K, M) if trans_a else (M, K))
+    B = rng.standard_normal((N, K) if trans_b else (K, N))
+    C = rng.standard_normal((M, N))
+    got = kc.matmul(A, B, C.copy(), alpha=1.5, beta=beta, trans_a=trans_a, trans_b=trans_b, tile=tile)
+    want = 1.5 * (A.T if trans_a else A) @ (B.T if trans_b else B) + beta * C
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@needs_cuda
+def test_matmul_16_tiles_ragged_edges_float32(rng):
+    """17x18 result, K = 19: every tile of 16 has a partial edge; float32 stays float32."""
+    A = rng.standard_normal((19, 17)).astype(np.float32)       # used transposed
+    B = rng.standard_normal((18, 19)).astype(np.float32)       # used transposed
+    got = kc.matmul(A, B, trans_a=True, trans_b=True, tile=16)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, A.T.astype(np.float64) @ B.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+@needs_cuda
+def test_matmul_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match="B: expected op"):
+        kc.matmul(np.zeros((2, 3)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="C: expected an array"):
+        kc.matmul(np.zeros((2, 3)), np.zeros((3, 5)), beta=1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# cells vs the reference
+# ---------------------------------------------------------------------------------------------
+
+@needs_cuda
+@pytest.mark.parametrize("path", ["steps", "persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_ragged_reverse_with_states_matches_reference(cell, path, rng):
+    """float64 to 1e-10: ragged lengths (one sequence of length 1), reverse, given h0 (c0),
+    every upstream grad given."""
+    p = _problem(cell, rng)
+    _check_cell(cell, p, np.array([3, 1, 2]), True, path)
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_defaults_match_reference(cell, rng):
+    """lengths=None, reverse=False, zero initial states, only dy given; path="auto"."""
+    p = _problem(cell, rng, T=3, B=2, states=False)
+    _check_cell(cell, p, None, False, "auto", dstates=False)
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_persistent_multi_block_partition(cell, rng):
+    """H = 5 over blocks of 3 units (the last block has 2): the weight slicing and the
+    unit-to-block mapping of the persistent kernels, one launch per step (and phase)."""
+    p = _problem(cell, rng, T=3, B=2, H=5)
+    plan = PersistentPlan(units_per_block=3, steps_per_launch=1)
+    _check_cell(cell, p, np.array([2, 3]), True, plan)
+
+
+@needs_cuda
+def test_float32_lstm_ragged_with_none_upstream(rng):
+    """float32 in, float32 out, close to the float64 reference; dy=None, dc_n=None."""
+    p = _problem("lstm", rng, dtype=np.float32)
+    p["dstates"] = (p["dstates"][0], None)
+    _check_cell("lstm", p, np.array([3, 2, 2]), False, "auto", dy=False, rtol=2e-5, atol=2e-5)
+
+
+@needs_cuda
+def test_device_arrays_stay_on_device(rng):
+    """A device x gives device results (forward and backward) equal to the NumPy path's,
+    and leaves the caller's device initial state untouched."""
+    from numba import cuda
+    p = _problem("rnn", rng, T=2, B=2, H=3)
+    x_d, h0_d = cuda.to_device(p["x"]), cuda.to_device(p["states"][0])
+    y, h_n, cache = kc.rnn_forward(x_d, *p["weights"], h0_d, lengths=np.array([2, 1]))
+    assert all(cuda.devicearray.is_cuda_ndarray(a) for a in (y, h_n))
+    grads = kc.rnn_backward(cuda.to_device(p["dy"]), None, cache)
+    assert all(cuda.devicearray.is_cuda_ndarray(g) for g in grads)
+    np.testing.assert_array_equal(h0_d.copy_to_host(), p["states"][0])
+    y_np, h_np, cache_np = kc.rnn_forward(p["x"], *p["weights"], p["states"][0], lengths=np.array([2, 1]))
+    np.testing.assert_allclose(y.copy_to_host(), y_np, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(h_n.copy_to_host(), h_np, rtol=1e-14, atol=1e-14)
+    for g_d, g_np in zip(grads, kc.rnn_backward(p["dy"], None, cache_np)):
+        np.testing.assert_allclose(g_d.copy_to_host(), g_np, rtol=1e-14, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# refusals: named arguments, before any work
+# ---------------------------------------------------------------------------------------------
+
+@needs_cuda
+def test_bad_inputs_are_refused_by_name(rng):
+    p = _problem("lstm", rng, T=2, B=2, H=3)
+    x, (W_ih, W_hh, b) = p["x"], p["weights"]
+    with pytest.raises(ValueError, match="W_hh: expected shape"):
+        kc.lstm_forward(x, W_ih, W_hh[:-1], b)
+    with pytest.raises(ValueError, match="W_ih: expected shape"):
+        kc.lstm_forward(x, W_ih[:, :-1], W_hh, b)
+    with pytest.raises(ValueError, match="h0: expected shape"):
+        kc.lstm_forward(x, W_ih, W_hh, b, h0=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="lengths: expected 1 <= lengths"):
+        kc.lstm_forward(x, W_ih, W_hh, b, lengths=np.array([0, 2]))
+    with pytest.raises(TypeError, match="x: expected dtype float32 or float64"):
+        kc.lstm_forward(x.astype(np.int32), W_ih, W_hh, b)
+    with pytest.raises(ValueError, match="path: expected"):
+        kc.lstm_forward(x, W_ih, W_hh, b, path="fast")
+
+
+@needs_cuda
+def test_persistent_refused_when_weights_do_not_fit():
+    """H = 48 float64 LSTM: W_hh is 72 KiB, more than one block's 48 KiB, and the simulator's
+    cooperative grid has one block. "persistent" refuses, "auto" falls back to the steps."""
+    from kernels.cuda import persistent
+    assert persistent.plan("lstm", "forward", np.float64, 1, 48) is None
+    assert persistent.plan("lstm", "forward", np.float64, 1, 4) == PersistentPlan(4, (4, 4))
+    x = np.zeros((1, 1, 1))
+    W_ih, W_hh, b = np.zeros((192, 1)), np.zeros((192, 48)), np.zeros(192)
+    with pytest.raises(ValueError, match="does not fit"):
+        kc.lstm_forward(x, W_ih, W_hh, b, path="persistent")
+    with pytest.raises(ValueError, match="steps_per_launch=1"):
+        kc.lstm_forward(x, W_ih, W_hh, b, path=PersistentPlan(units_per_block=8))
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU-only users never touch numba.cuda
+# ---------------------------------------------------------------------------------------------
+
+def test_cpu_imports_do_not_load_numba_cuda_and_missing_cuda_is_explained():
+    """In a fresh process without the simulator: ``import rnncore`` / ``kernels`` leave numba.cuda
+    alone; ``kernels.cuda`` imports, and without a GPU its kernels raise a RuntimeError saying
+    what to install or set."""
+    code = (
+        "import sys, numpy as np\n"
+        "import kernels, kernels.reference, rnncore\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda imported by a CPU import'\n"
+        "import kernels.cuda as kc\n"
+        "if kc.is_available():\n"
+        "    print('gpu')\n"
+        "else:\n"
+        "    try:\n"
+        "        kc.rnn_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1))\n"
+        "    except RuntimeError as e:\n"
+        "        assert 'NUMBA_ENABLE_CUDASIM' in str(e) and '.[cuda]' in str(e), str(e)\n"
+        "        print('explained')\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() in ("gpu", "explained"), out.stdout
+
+
+@pytest.mark.skipif(READY, reason="CUDA (the simulator) is up in this process: the tests ran here")
+def test_rerun_in_a_fresh_process():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
