@@ -47,11 +47,12 @@ def _gemm_kernel(dtype, TS):
     """The tiled kernel for one dtype and one tile edge ``TS`` (both compile-time constants)."""
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
+    TS1 = TS + 1                  # padded tile row; a shared array's shape must be constants
 
     @cuda.jit
     def gemm(A, B, C, alpha, beta, trans_a, trans_b):
-        sA = cuda.shared.array((TS, TS + 1), dtype)     # sA[r, k] = op(A)[row0 + r, k0 + k]
-        sB = cuda.shared.array((TS, TS + 1), dtype)     # sB[k, c] = op(B)[k0 + k, col0 + c]
+        sA = cuda.shared.array((TS, TS1), dtype)     # sA[r, k] = op(A)[row0 + r, k0 + k]
+        sB = cuda.shared.array((TS, TS1), dtype)     # sB[k, c] = op(B)[k0 + k, col0 + c]
         tx = cuda.threadIdx.x                           # column inside the tile
         ty = cuda.threadIdx.y                           # row inside the tile
         row0 = cuda.blockIdx.y * TS

@@ -123,10 +123,12 @@ def _max_blocks(cell, direction, dtype, threads, dyn_bytes):
     return next(iter(overloads.values())).max_cooperative_grid_blocks(threads, dyn_bytes)
 
 
+@lru_cache(maxsize=256)
 def plan(cell, direction, dtype, B, H):
     """The smallest-U layout that fits (see the module's size rule), or None.
 
-    cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward".
+    cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process (the
+    occupancy of a kernel on the current device does not change).
     """
     dtype = np.dtype(dtype)
     G = _GATES[cell]
@@ -181,7 +183,7 @@ def plan_for(cell, direction, path, dtype, B, H):
     if path not in ("auto", "persistent"):
         raise ValueError(f"path: expected 'auto', 'steps', 'persistent' or a PersistentPlan, "
                          f"got {path!r}")
-    p = plan(cell, direction, dtype, B, H)
+    p = plan(cell, direction, dtype, int(B), int(H))
     if p is None and path == "persistent":
         raise ValueError(f"path='persistent': W_hh ({G * H}x{H}, {dtype}) does not fit in the shared "
                          f"memory of the blocks that can be resident at once (at most "
