@@ -76,6 +76,11 @@ class Sequential(Module):
     ``forward(x, lengths)`` hands ``lengths`` to every child; ``backward`` runs the children in
     reverse, each with the input it saw in the last forward. Children keep their own dtype:
     ``dtype=None`` takes theirs (they must agree), a given ``dtype`` converts them.
+
+    Only sequence-aware children use ``lengths`` (recurrent layers, `LastStep`); the layers that
+    act on the last axis ignore it, so after them the padding steps hold whatever they compute
+    from the zeros there (a `Linear`'s bias, say). Wrap the stack in a `Sequencer` to get zeros
+    at padding steps; losses honour ``lengths`` through `SequencerCriterion` either way.
     """
 
     def __init__(self, *modules, dtype=None):

@@ -1,14 +1,15 @@
 """`summary`: a Keras-like table of a model's layers, output shapes and parameter counts.
 
     >>> Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)).summary((5, None, 2))
-    Layer (type)      Output shape       Params
-    ===========================================
-    0 (LSTM)          (5, None, 64)      17,152
-    1 (LSTM)          (None, 32)         12,416
-    ===========================================
+    Layer (type)   Output shape    Params
+    =====================================
+    0 (LSTM)       (5, None, 64)   17,152
+    1 (LSTM)       (None, 32)      12,416
+    =====================================
     Total params: 29,568
     Trainable params: 29,568
     Non-trainable params: 0
+    29568
 
 Containers are opened up: a `Sequential` lists its children (each fed the previous one's
 output shape), a `Sequencer` its wrapped module's rows. A row's name is the child's index path,
