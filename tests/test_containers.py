@@ -6,7 +6,6 @@ Sequencer's two input kinds (list of steps, (T, B, F) array) against each other;
 """
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
