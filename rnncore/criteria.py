@@ -212,7 +212,8 @@ class SequencerCriterion(Criterion):
         if t.dtype.kind == "f":
             _checks.finite_array(t, "target")                    # padding included
         if t.shape[:2] != x.shape[:2]:
-            raise ValueError(f"target: expected leading (T, B) = {x.shape[:2]} like input, got shape {t.shape}")
+            raise ValueError(f"target: expected leading (T, B) = {x.shape[:2]} like input, "
+                             f"got shape {t.shape}")
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)
         steps = np.full(B, T) if lengths is None else lengths
