@@ -177,6 +177,11 @@ def plan_for(cell, direction, path, dtype, B, H):
             raise ValueError(f"path: the CUDA simulator runs a cooperative grid of one block only; "
                              f"expected steps_per_launch=1 for {p.blocks(H)} blocks, "
                              f"got {p.steps_per_launch}")
+        if not SIMULATOR:
+            most = _max_blocks(cell, direction, dtype, p.threads, need)
+            if p.blocks(H) > most:
+                raise ValueError(f"path: expected at most {most} co-resident blocks on this GPU, "
+                                 f"got {p} giving {p.blocks(H)}")
         return p
     if path == "steps":
         return None
