@@ -68,7 +68,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
 
     y:      (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
     hs, cs: (T+1, B, H)   hs[s], cs[s] = the state BEFORE step s; hs[0], cs[0] = h0, c0 on entry
-    gates:  (T, B, 4H)    out: activated i, f, g, o of every valid step (used as scratch first)
+    gates:  (T, B, 4, H)  out: activated i, f, g, o of every valid step (used as scratch first)
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
     x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
@@ -76,36 +76,37 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
     T, B, I = x_s.shape
     H = W_hh.shape[1]
 
-    # (1), input part, for every step at once: gates[s] = x_s[s] W_ih^T      (T*B, 4H)
+    # (1), input part, for every step at once: x_s[s] W_ih^T for all s       (T*B, I) @ (I, 4H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
 
-    R = np.empty((B, 4 * H), x_s.dtype)                  # recurrent part of (1), reused per step
+    R = np.empty((B, 4, H), x_s.dtype)                   # recurrent part of (1), reused per step
+    R2 = R.reshape(B, 4 * H)                             # the same memory, as the GEMM sees it
     W_hh_T = W_hh.T                                      # (H, 4H), a transposed view, no copy
+    b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
     for s in range(T):
-        np.dot(hs[s], W_hh_T, R)                         # (1): R = h_{s-1} W_hh^T    (B, 4H)
+        np.dot(hs[s], W_hh_T, R2)                        # (1): h_{s-1} W_hh^T      (B, H) @ (H, 4H)
         for bb in range(B):
             L = lengths[bb]
+            c_prev, h_new, c_new = cs[s, bb], hs[s + 1, bb], cs[s + 1, bb]     # (H,) each
             if s >= L:                                   # (5): padding, the state is frozen
-                for j in range(H):
-                    hs[s + 1, bb, j] = hs[s, bb, j]
-                    cs[s + 1, bb, j] = cs[s, bb, j]
+                h_new[:] = hs[s, bb]
+                c_new[:] = c_prev
                 continue
-            t = L - 1 - s if reverse else s              # the time this step's output belongs to
-            z = gates[s, bb]                             # (4H,) view: input part of (1)
-            r = R[bb]
+            y_t = y[L - 1 - s if reverse else s, bb]     # (H,) where this step's output goes
+            z, r, tc = gates[s, bb], R[bb], tanh_c[s, bb]          # (4, H), (4, H), (H,)
+            # (1) and (2): add the recurrent part and the bias, activate in place, one gate at a
+            # time (a loop that writes one row is one that LLVM turns into SIMD code)
+            for k in (0, 1, 3):                                    # i, f, o
+                for j in range(H):
+                    z[k, j] = sigmoid(z[k, j] + r[k, j] + b4[k, j])
+            for j in range(H):                                     # g
+                z[2, j] = tanh(z[2, j] + r[2, j] + b4[2, j])
             for j in range(H):
-                i = sigmoid(z[j] + r[j] + b[j])                          # (1), (2)
-                f = sigmoid(z[H + j] + r[H + j] + b[H + j])              # (1), (2)
-                g = tanh(z[2 * H + j] + r[2 * H + j] + b[2 * H + j])  # (1), (2)
-                o = sigmoid(z[3 * H + j] + r[3 * H + j] + b[3 * H + j])  # (1), (2)
-                c = f * cs[s, bb, j] + i * g                             # (3)
-                tc = tanh(c)
-                h = o * tc                                               # (4)
-                z[j], z[H + j], z[2 * H + j], z[3 * H + j] = i, f, g, o  # saved for backward
-                tanh_c[s, bb, j] = tc
-                cs[s + 1, bb, j] = c
-                hs[s + 1, bb, j] = h
-                y[t, bb, j] = h
+                i, f, g, o = z[0, j], z[1, j], z[2, j], z[3, j]
+                c = f * c_prev[j] + i * g                          # (3)
+                tanh_cj = tanh(c)
+                h = o * tanh_cj                                    # (4)
+                c_new[j], tc[j], h_new[j], y_t[j] = c, tanh_cj, h, h
 
 
 def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False):
@@ -136,7 +137,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     cs = np.empty((T + 1, B, H), dt)
     hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
     cs[0] = state_or_zeros(c0, (B, H), dt, "c0")
-    gates = np.empty((T, B, 4 * H), dt)                  # i, f, g, o per step
+    gates = np.empty((T, B, 4, H), dt)                   # i, f, g, o per step
     tanh_c = np.empty((T, B, H), dt)
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (5)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
@@ -161,7 +162,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     dh:    (B, H)       scratch, then out: dh0. After step s it holds dL/dh_{s-1} of the rows
                         that were valid at s (from (1)); padded rows are not read.
     dc:    (B, H)       in: dc_n; out: dc0. Holds dL/dc of the current step's input state.
-    dZ:    (T, B, 4H)   out: dL/dz_t for every step, 0 on padding (scratch for the big GEMMs)
+    dZ:    (T, B, 4, H) out: dL/dz_t for every step, 0 on padding (scratch for the big GEMMs)
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
     the rest: the forward's cache (see ``_forward_core``).
     """
@@ -172,31 +173,27 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     for s in range(T - 1, -1, -1):
         for bb in range(B):
             L = lengths[bb]
-            if s >= L:                                   # (5): padding takes no gradient; dh
-                for k in range(4 * H):                   # and dc pass through it unchanged
-                    dZ[s, bb, k] = 0
+            dz = dZ[s, bb]                               # (4, H) written here
+            if s >= L:                                   # (5): padding takes no gradient;
+                dz[:] = 0                                # dh and dc pass through unchanged
                 continue
-            t = L - 1 - s if reverse else s
-            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding in
-            # between passed it through unchanged, (5)), else the GEMM of step s+1.
-            dh_next = dh_n[bb] if s == L - 1 else dh[bb]
-            a = gates[s, bb]                             # (4H,) saved i, f, g, o
-            dz = dZ[s, bb]                               # (4H,) written here
+            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding
+            # after it passed dh_n through unchanged, (5)), else the GEMM of step s+1 below.
+            dh_next = dh_n[bb] if s == L - 1 else dh[bb]                   # (H,)
+            dy_t = dy[L - 1 - s if reverse else s, bb]                     # (H,)
+            a, tc, c_prev, dc_b = gates[s, bb], tanh_c[s, bb], cs[s, bb], dc[bb]  # (4, H), (H,)..
             for j in range(H):
-                i, f, g, o = a[j], a[H + j], a[2 * H + j], a[3 * H + j]
-                tc = tanh_c[s, bb, j]
-                dh_t = dy[t, bb, j] + dh_next[j]         # h_t feeds y_t and step s+1
-                do = dh_t * tc                                           # (4)
-                dc_t = dc[bb, j] + dh_t * o * (one - tc * tc)            # (4): tanh' = 1 - tanh^2
-                di = dc_t * g                                            # (3)
-                df = dc_t * cs[s, bb, j]                                 # (3)
-                dg = dc_t * i                                            # (3)
-                dc[bb, j] = dc_t * f                                     # (3): dL/dc_{t-1}
-                dz[j] = di * i * (one - i)                               # (2): sig' = s (1 - s)
-                dz[H + j] = df * f * (one - f)                           # (2)
-                dz[2 * H + j] = dg * (one - g * g)                       # (2): tanh'
-                dz[3 * H + j] = do * o * (one - o)                       # (2)
-        np.dot(dZ[s], W_hh, dh)                          # (1): dL/dh_{s-1} = dz_s W_hh  (B, H)
+                i, f, g, o = a[0, j], a[1, j], a[2, j], a[3, j]
+                dh_t = dy_t[j] + dh_next[j]              # h_t feeds y_t and step s+1
+                do = dh_t * tc[j]                                        # (4)
+                dc_t = dc_b[j] + dh_t * o * (one - tc[j] * tc[j])        # (4): tanh' = 1 - tanh^2
+                dc_b[j] = dc_t * f                                       # (3): dL/dc_{t-1}
+                di, df, dg = dc_t * g, dc_t * c_prev[j], dc_t * i        # (3)
+                dz[0, j] = di * i * (one - i)                            # (2): sig' = sig (1 - sig)
+                dz[1, j] = df * f * (one - f)                            # (2)
+                dz[2, j] = dg * (one - g * g)                            # (2): tanh' = 1 - tanh^2
+                dz[3, j] = do * o * (one - o)                            # (2)
+        np.dot(dZ[s].reshape(B, 4 * H), W_hh, dh)        # (1): dL/dh_{s-1} = dz_s W_hh  (B, H)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
@@ -232,7 +229,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     dW_hh = np.empty((4 * H, H), dt)
     db = np.empty(4 * H, dt)
     dh = np.empty((B, H), dt)                            # ends as dh0
-    dZ = np.empty((T, B, 4 * H), dt)
+    dZ = np.empty((T, B, 4, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                    x_s, W_ih, W_hh, lengths, int(reverse), hs, cs, gates, tanh_c)
