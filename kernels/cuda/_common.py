@@ -125,11 +125,6 @@ def launch_1d(kernel, n, *args):
     kernel[(n + tpb - 1) // tpb, tpb](*args)
 
 
-def numba_type(dtype):
-    from numba import float32, float64
-    return float32 if np.dtype(dtype) == np.float32 else float64
-
-
 @lru_cache(maxsize=None)
 def utility_kernels(dtype):
     """``fill`` and ``column_sum`` kernels for one dtype.
