@@ -79,12 +79,11 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
     # (1), input part, for every step at once: x_s[s] W_ih^T for all s       (T*B, I) @ (I, 4H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
 
-    R = np.empty((B, 4, H), x_s.dtype)                   # recurrent part of (1), reused per step
-    R2 = R.reshape(B, 4 * H)                             # the same memory, as the GEMM sees it
-    W_hh_T = W_hh.T                                      # (H, 4H), a transposed view, no copy
+    R_T = np.empty((4, H, B), x_s.dtype)                 # recurrent part of (1), transposed
+    R_T2 = R_T.reshape(4 * H, B)                         # the same memory, as the GEMM sees it
     b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
     for s in range(T):
-        np.dot(hs[s], W_hh_T, R2)                        # (1): h_{s-1} W_hh^T      (B, H) @ (H, 4H)
+        np.dot(W_hh, hs[s].T, R_T2)                      # (1): (h_{s-1} W_hh^T)^T  (4H, H) @ (H, B)
         for bb in range(B):
             L = lengths[bb]
             c_prev, h_new, c_new = cs[s, bb], hs[s + 1, bb], cs[s + 1, bb]     # (H,) each
@@ -93,7 +92,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
                 c_new[:] = c_prev
                 continue
             y_t = y[L - 1 - s if reverse else s, bb]     # (H,) where this step's output goes
-            z, r, tc = gates[s, bb], R[bb], tanh_c[s, bb]          # (4, H), (4, H), (H,)
+            z, r, tc = gates[s, bb], R_T[:, :, bb], tanh_c[s, bb]  # (4, H), (4, H), (H,)
             # (1) and (2): add the recurrent part and the bias, activate in place, one gate at a
             # time (a loop that writes one row is one that LLVM turns into SIMD code)
             for k in (0, 1, 3):                                    # i, f, o
