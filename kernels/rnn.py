@@ -50,12 +50,10 @@ The GEMMs run on BLAS's own threads; the pointwise loops are serial (a second th
 the same cores would fight BLAS's).
 """
 
-import math
-
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array, as_lengths, flip_valid, state_or_zeros
+from ._common import as_float_array, as_lengths, flip_valid, state_or_zeros, tanh
 
 __all__ = ["rnn_forward", "rnn_backward"]
 
@@ -64,37 +62,37 @@ __all__ = ["rnn_forward", "rnn_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
-def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, b, lengths, reverse):
+@njit(cache=True, error_model="numpy")
+def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, b, lengths, reverse):
     """The whole forward pass. Fills y and hs in place.
 
     y:   (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
     hs:  (T+1, B, H)   hs[s] = the state BEFORE step s; hs[0] = h0 on entry
     G:   (T, B, H)     scratch for G = X W_ih^T
     R:   (B, H)        scratch for the recurrent product
-    x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   W_hh: (H, H)   b: (H,)
+    x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
+    W_hh_T: (H, H)     W_hh transposed, C-contiguous (BLAS is faster on this small GEMM with a
+                       contiguous right operand than with the transposed view W_hh.T)
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
-    H = W_hh.shape[1]
+    H = W_hh_T.shape[0]
 
     # input part of (1) for every step at once: G[s] = x_s[s] W_ih^T       (T*B, H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
 
-    W_hh_T = W_hh.T                                      # (H, H), a transposed view, no copy
     for s in range(T):
         np.dot(hs[s], W_hh_T, R)                         # hidden part of (1): R = h_{s-1} W_hh^T
         for bb in range(B):
             L = lengths[bb]
+            h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
             if s >= L:                                   # (3): padding, the state is frozen
-                for j in range(H):
-                    hs[s + 1, bb, j] = hs[s, bb, j]
+                h_new[:] = h_prev
                 continue
-            t = L - 1 - s if reverse else s              # the time this step's output belongs to
+            g, r = G[s, bb], R[bb]                       # (H,) input and hidden parts of (1)
             for j in range(H):
-                h = math.tanh(G[s, bb, j] + R[bb, j] + b[j])               # (1), (2)
-                hs[s + 1, bb, j] = h                     # saved for backward: tanh' = 1 - h^2
-                y[t, bb, j] = h
+                h_new[j] = tanh(g[j] + r[j] + b[j])      # (1), (2); kept: tanh' = 1 - h^2
+            y[L - 1 - s if reverse else s, bb, :] = h_new   # the output at its own time
 
 
 def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
@@ -127,7 +125,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
     _forward_core(y, hs, np.empty((T, B, H), dt), np.empty((B, H), dt),
-                  x_s, W_ih, W_hh, b, lengths, int(reverse))
+                  x_s, W_ih, np.ascontiguousarray(W_hh.T), b, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs)
     return y, hs[T].copy(), cache
@@ -137,7 +135,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, lengths, reverse,
                    hs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dA in place.
@@ -157,18 +155,17 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, le
     for s in range(T - 1, -1, -1):
         for bb in range(B):
             L = lengths[bb]
-            if s >= L:                                   # (3): padding takes no gradient; dh
-                for j in range(H):                       # passes through it unchanged
-                    dA[s, bb, j] = 0
+            if s >= L:                                   # (3): padding takes no gradient;
+                dA[s, bb, :] = 0                         # dh passes through it unchanged
                 continue
-            t = L - 1 - s if reverse else s
-            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding in
-            # between passed it through unchanged, (3)), else the GEMM of step s+1.
-            dh_next = dh_n[bb] if s == L - 1 else dh[bb]
+            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding
+            # after it passed dh_n through unchanged, (3)), else the GEMM of step s+1 below.
+            dh_next = dh_n[bb] if s == L - 1 else dh[bb]                   # (H,)
+            dy_t = dy[L - 1 - s if reverse else s, bb]                     # (H,)
+            h, da = hs[s + 1, bb], dA[s, bb]                               # (H,) each
             for j in range(H):
-                h = hs[s + 1, bb, j]
-                dh_t = dy[t, bb, j] + dh_next[j]         # h_t feeds y_t and step s+1
-                dA[s, bb, j] = dh_t * (one - h * h)                        # (2): tanh' = 1 - tanh^2
+                dh_t = dy_t[j] + dh_next[j]              # h_t feeds y_t and step s+1
+                da[j] = dh_t * (one - h[j] * h[j])       # (2): tanh' = 1 - tanh^2
         np.dot(dA[s], W_hh, dh)                          # (1): dL/dh_{s-1} = da_s W_hh  (B, H)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
