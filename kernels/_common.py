@@ -13,6 +13,11 @@ Two kinds of helpers live here:
   (float32, float64) and ``np.dot`` inside them never copies; and they turn bad input into a
   ``ValueError``/``TypeError`` that names the argument instead of a Numba typing error.
 
+Caching caveat: Numba's on-disk cache (``cache=True``) keys a function on its own file only.
+``sigmoid``/``tanh``/``exp_expm1`` are inlined into the kernels' cores, so after editing this
+file delete ``kernels/__pycache__/*.nbi`` and ``*.nbc`` (or touch the kernel files), or the
+cores keep running the old helpers.
+
 "Step order": a ``reverse=True`` layer runs sequence ``b`` from its last valid step
 ``lengths[b] - 1`` back to 0. Flipping each sequence's valid prefix in time,
 
@@ -64,7 +69,7 @@ _LN2_HI = 6.93147180369123816490e-01     # ln 2 = _LN2_HI + _LN2_LO; _LN2_HI has
 _LN2_LO = 1.90821492927058770002e-10     # bits, so n * _LN2_HI is exact (Cody-Waite)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def exp_expm1(x):
     """``(exp(x), exp(x) - 1)`` in float64 for ``x <= 0``, both to ~1 ulp, vectorizable.
 
@@ -96,7 +101,7 @@ def exp_expm1(x):
     return p + p * q, (p - 1.0) + p * q
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def sigmoid(z):
     """Logistic ``1 / (1 + exp(-z))`` of a scalar, stable for any ``z``; returns ``z``'s type.
 
@@ -109,7 +114,7 @@ def sigmoid(z):
     return type(z)(s if z >= 0 else e * s)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def tanh(z):
     """Hyperbolic tangent of a scalar, vectorizable; returns ``z``'s type.
 

@@ -61,6 +61,27 @@ def test_matches_reference(T, B, I, H, ragged, reverse, with_state, upstream, se
         assert all(not g.any() for g in grads)
 
 
+@pytest.mark.parametrize("dtype, atol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("ragged, reverse", [(False, False), (True, False), (True, True)])
+def test_matches_reference_wide(rng, dtype, atol, ragged, reverse):
+    """H = 37 runs the SIMD body of every pointwise loop, not only its scalar remainder; x is a
+    non-contiguous view and the weights come in float64 (cast to x's dtype)."""
+    T, B, I, H = 9, 5, 19, 37
+    x, W_ih, W_hh, b, h0, c0 = make_lstm(rng, T, 2 * B, I, H)
+    x = x.astype(dtype)[:, ::2]
+    h0, c0 = h0[:B], c0[:B]
+    lengths = np.array([9, 1, 4, 9, 6]) if ragged else None
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    *out, cache = lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths, reverse)
+    grads = lstm_backward(dy, dh, dc, cache)
+    cast = [a.astype(dtype).astype(np.float64) for a in (x, W_ih, W_hh, b, h0, c0, dy, dh, dc)]
+    *out_r, cache_r = ref.lstm_forward(*cast[:6], lengths, reverse)
+    grads_r = ref.lstm_backward(*cast[6:], cache_r)
+    for got, want in zip(out + list(grads), out_r + list(grads_r)):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol * max(1, np.abs(want).max()))
+
+
 def test_backward_leaves_inputs_and_cache_alone(rng):
     """Backward returns fresh arrays and may be called twice on one cache with the same result."""
     T, B, I, H = 4, 3, 2, 5
