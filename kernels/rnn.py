@@ -23,12 +23,12 @@ How the work is organized (forward):
     G = X W_ih^T               ONE big GEMM for all steps: (T*B, I) @ (I, H)
     for each step t:
         R = h_{t-1} W_hh^T     ONE recurrent GEMM into a preallocated (B, H) buffer
-        one fused loop over (B, H): a = G[t] + R + b, (2), (3); h_t is saved in hs
+        one fused pointwise pass over (B, H): a = G[t] + R + b, (2), (3); h_t is saved in hs
 
 Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(3) in reverse):
 
     for each step t:
-        one fused loop over (B, H): dh_t -> da_t = dh_t * (1 - h_t^2), kept in dA     from (2)
+        one fused pointwise pass over (B, H): dL/dh_t -> da_t = dL/dh_t * (1 - h_t^2), in dA  (2)
         dL/dh_{t-1} = da_t W_hh   ONE GEMM: (B, H) @ (H, H)                            from (1)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_ih = dA^T X            (H, T*B) @ (T*B, I)                        from (1)
@@ -46,8 +46,10 @@ step s of sequence b is valid exactly when ``s < lengths[b]``, in both direction
 Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
 cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
-The GEMMs run on BLAS's own threads; the pointwise loops are serial (a second thread pool on
-the same cores would fight BLAS's).
+The pointwise passes loop over contiguous (H,) rows and use ``_common.tanh``, so LLVM turns them
+into SIMD code (libm's ``math.tanh`` does not vectorize). The GEMMs run on BLAS's own threads;
+the pointwise passes are serial: a second thread pool (``prange``) on the same two cores fights
+BLAS's spinning threads (see ``gru.py``).
 """
 
 import numpy as np
@@ -71,8 +73,8 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, b, lengths, reverse):
     G:   (T, B, H)     scratch for G = X W_ih^T
     R:   (B, H)        scratch for the recurrent product
     x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
-    W_hh_T: (H, H)     W_hh transposed, C-contiguous (BLAS is faster on this small GEMM with a
-                       contiguous right operand than with the transposed view W_hh.T)
+    W_hh_T: (H, H)     W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
+                       with a contiguous right operand than with the view W_hh.T
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
