@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+from numba import njit
+from numba.core.errors import NumbaPerformanceWarning
 
 from kernels import gru as fast
 from kernels import reference as ref
@@ -169,6 +171,21 @@ def test_backward_returns_fresh_arrays_and_leaves_inputs_alone():
     for k in p:
         assert np.array_equal(p[k], saved[k]), k
     assert np.array_equal(dy, dy0) and np.array_equal(dh, dh0)
+
+
+def test_cores_compile_without_performance_warnings(monkeypatch):
+    """np.dot in the cores gets only contiguous same-dtype 2-D arrays; anything else makes Numba
+    copy it on every call and say so with a NumbaPerformanceWarning at compile time. Fresh,
+    uncached copies of the cores are compiled here (float32) so that the warnings are raised."""
+    for name in ("_forward_core", "_backward_core"):
+        monkeypatch.setattr(fast, name, njit(error_model="numpy")(getattr(fast, name).py_func))
+    p, lengths, dy, dh = _problem(1, 3, 2, 4, 5, np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y, h_n, cache = fast.gru_forward(p["x"], p["W_ih"], p["W_hh"], p["b_ih"], p["b_hh"], p["h0"],
+                                         lengths, True)
+        fast.gru_backward(dy, dh, cache)
+    assert not [w for w in caught if issubclass(w.category, NumbaPerformanceWarning)]
 
 
 @pytest.mark.parametrize("bad, match", [
