@@ -33,18 +33,21 @@ How the work is organized (forward):
 
 Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(6) in reverse). The input and
 the hidden pre-activations get the same gradient in the r and z thirds but not in the n third:
-d gi_n = dL/d(W_in x + b_in) = dan, while d gh_n = dL/dq = dan * r (from (4)). So there are two
-gate-gradient buffers, dGi and dGh, both (T, B, 3H):
+d gi_n = dL/d(W_in x + b_in) = dan, while d gh_n = dL/dq = dan * r (from (4)). So one (T, B, 3H)
+buffer dG serves both: it holds dGh while the steps run (that is what the recurrence and dW_hh
+need), and its n third is overwritten with dan afterwards, which turns it into dGi:
 
     for each step t:
-        one fused pointwise pass over (B, H): dL/dh_t -> dGi[t], dGh[t], and the direct part
+        one fused pointwise pass over (B, H): dL/dh_t -> dGh[t], dan[t], and the direct part
                                z * dL/dh_t of dL/dh_{t-1} (from (5))
         dL/dh_{t-1} = dGh[t] W_hh + z * dL/dh_t    ONE GEMM: (B, 3H) @ (3H, H), from (1)-(3), (5)
     then, once for all steps (the weights are shared across time, so their grads are sums):
-        dW_ih = dGi^T X           (3H, T*B) @ (T*B, I)                       from (1), (2), (4)
         dW_hh = dGh^T H_prev      (3H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}  from (1), (2), (3)
+        db_hh = column sums of dGh
+        dGi = dGh with its n third replaced by dan
+        dW_ih = dGi^T X           (3H, T*B) @ (T*B, I)                       from (1), (2), (4)
         dX    = dGi W_ih          (T*B, 3H) @ (3H, I)                        from (1), (2), (4)
-        db_ih, db_hh = column sums of dGi, dGh
+        db_ih = column sums of dGi
 
 ``reverse=True`` (the backward half of a bidirectional layer) runs sequence b from its last
 valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
@@ -170,16 +173,19 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n,
+def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
                    x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs):
-    """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh.
+    """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
     dW_ih: (3H, I)   dW_hh: (3H, H)   db_ih, db_hh: (3H,)   out (overwritten)
-    dh:    (B, H)       scratch: after step s, the GEMM part dGh[s] W_hh of dL/dh_{s-1}
+    dh:    (B, H)       scratch: after step s, the GEMM part dGh[s] W_hh of dL/dh_{s-1};
+                        out: dh0
     dhz:   (B, H)       scratch: after step s, the direct part z * dh_s of dL/dh_{s-1}, (5)
                         (rows are read only at valid steps; at the end dh + dhz = dh0)
-    dGi, dGh: (T, B, 3, H)  out: grads of the input / hidden pre-activations, 0 on padding
+    dG:    (T, B, 3, H) scratch: dGh (grads of the hidden pre-activations, 0 on padding), then
+                        dGi (the input ones): they differ only in the n third, see below
+    dan_s: (T, B, H)    scratch: dan, the n third of dGi
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
     the rest: the forward's cache (see ``_forward_core``).
     """
@@ -190,10 +196,10 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n
     for s in range(T - 1, -1, -1):
         for bb in range(B):
             L = lengths[bb]
-            di, dg = dGi[s, bb], dGh[s, bb]              # (3, H) each, written here
+            dg, dan_b = dG[s, bb], dan_s[s, bb]          # (3, H), (H,) written here
             if s >= L:                                   # (6): padding takes no gradient;
-                di[:] = 0                                # dh passes through it unchanged
-                dg[:] = 0
+                dg[:] = 0                                # dh passes through it unchanged
+                dan_b[:] = 0
                 continue
             dy_t = dy[L - 1 - s if reverse else s, bb]   # (H,)
             a, n, q, h_prev = gates[s, bb], ns[s, bb], qs[s, bb], hs[s, bb]   # (3, H), (H,)..
@@ -207,14 +213,12 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n
                 dn = dh_t * (one - z)                                      # (5)
                 dz = dh_t * (h_prev[j] - n[j])                             # (5)
                 dan = dn * (one - n[j] * n[j])                             # (4): tanh' = 1 - tanh^2
-                dar = dan * q[j] * r * (one - r)                           # (4), (1): sig' = sig (1 - sig)
-                daz = dz * z * (one - z)                                   # (2)
-                di[0, j] = dg[0, j] = dar                                  # (1)
-                di[1, j] = dg[1, j] = daz                                  # (2)
-                di[2, j] = dan                                             # (4): d(W_in x + b_in)
+                dg[0, j] = dan * q[j] * r * (one - r)                      # (4), (1): sig' = sig (1 - sig)
+                dg[1, j] = dz * z * (one - z)                              # (2)
                 dg[2, j] = dan * r                                         # (4): dL/dq, then (3)
+                dan_b[j] = dan                                             # (4): d(W_in x + b_in)
                 dhz_b[j] = dh_t * z                                        # (5): direct path
-        np.dot(dGh[s].reshape(B, 3 * H), W_hh, dh)       # (1)-(3): GEMM part of dL/dh_{s-1}
+        np.dot(dG[s].reshape(B, 3 * H), W_hh, dh)        # (1)-(3): GEMM part of dL/dh_{s-1}
 
     for bb in range(B):                                  # dh0 = both parts of dL/dh_{-1}
         for j in range(H):
@@ -222,18 +226,19 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n
 
     # the shared weights: sums over all steps, as three big GEMMs and column sums
     TB = T * B
-    dGi2 = dGi.reshape(TB, 3 * H)                                  # (T*B, 3H)
-    dGh2 = dGh.reshape(TB, 3 * H)                                  # (T*B, 3H)
-    np.dot(dGi2.T, x_s.reshape(TB, I), dW_ih)                      # (3H, I)    (1), (2), (4)
-    np.dot(dGh2.T, hs[:T].reshape(TB, H), dW_hh)                   # (3H, H)    (1), (2), (3)
-    np.dot(dGi2, W_ih, dx_s.reshape(TB, I))                        # (T*B, I)   (1), (2), (4)
-    db_ih[:] = 0
+    dG2 = dG.reshape(TB, 3 * H)                                    # (T*B, 3H), now dGh
+    np.dot(dG2.T, hs[:T].reshape(TB, H), dW_hh)                    # (3H, H)    (1), (2), (3)
     db_hh[:] = 0
     for row in range(TB):
         for k in range(3 * H):
-            db_ih[k] += dGi2[row, k]
+            db_hh[k] += dG2[row, k]
+    dG[:, :, 2, :] = dan_s                                         # dG is now dGi
+    np.dot(dG2.T, x_s.reshape(TB, I), dW_ih)                       # (3H, I)    (1), (2), (4)
+    np.dot(dG2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)   (1), (2), (4)
+    db_ih[:] = 0
+    for row in range(TB):
         for k in range(3 * H):
-            db_hh[k] += dGh2[row, k]
+            db_ih[k] += dG2[row, k]
 
 
 def gru_backward(dy, dh_n, cache):
@@ -259,10 +264,10 @@ def gru_backward(dy, dh_n, cache):
     db_hh = np.empty(3 * H, dt)
     dh = np.empty((B, H), dt)                            # ends as dh0
     dhz = np.empty((B, H), dt)
-    dGi = np.empty((T, B, 3, H), dt)
-    dGh = np.empty((T, B, 3, H), dt)
+    dG = np.empty((T, B, 3, H), dt)
+    dan_s = np.empty((T, B, H), dt)
 
-    _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dGi, dGh, dy, dh_n,
+    _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
                    x_s, W_ih, W_hh, lengths, int(reverse), hs, gates, ns, qs)
 
     dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
