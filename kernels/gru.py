@@ -139,13 +139,13 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
     Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
     """
     x = as_float_array(x, "x")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected a (T, B, I) array, got shape {x.shape}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"x: expected a (T, B, I) array with T, B, I >= 1, got shape {x.shape}")
     T, B, I = x.shape
     dt = x.dtype
     W_hh = as_float_array(W_hh, "W_hh", dt)
-    if W_hh.ndim != 2 or W_hh.shape[0] != 3 * W_hh.shape[1]:
-        raise ValueError(f"W_hh: expected a (3H, H) array, got shape {W_hh.shape}")
+    if W_hh.ndim != 2 or W_hh.shape[0] != 3 * W_hh.shape[1] or W_hh.size == 0:
+        raise ValueError(f"W_hh: expected a (3H, H) array with H >= 1, got shape {W_hh.shape}")
     H = W_hh.shape[1]
     W_ih = as_float_array(W_ih, "W_ih", dt, (3 * H, I))
     b_ih = as_float_array(b_ih, "b_ih", dt, (3 * H,))

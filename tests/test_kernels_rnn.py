@@ -195,6 +195,9 @@ def test_cores_compile_without_performance_warnings(monkeypatch):
     (dict(lengths=np.array([0, 1])), "lengths"),
     (dict(lengths=np.array([1, 5])), "lengths"),
     (dict(x=np.zeros((4, 2, 2), np.int32)), "x"),
+    (dict(x=np.zeros((0, 2, 2))), "x"),
+    (dict(x=np.zeros((4, 2))), "x"),
+    (dict(W_hh=np.zeros((0, 0))), "W_hh"),
 ])
 def test_bad_arguments_are_named(bad, match):
     p, _, _, _ = _problem(0, 4, 2, 2, 3)
@@ -202,6 +205,15 @@ def test_bad_arguments_are_named(bad, match):
     kw.update(bad)
     with pytest.raises((ValueError, TypeError), match=f"^{match}:"):
         fast.rnn_forward(kw["x"], kw["W_ih"], kw["W_hh"], kw["b"], kw["h0"], kw["lengths"])
+
+
+def test_backward_bad_upstream_grads_are_named():
+    p, _, dy, dh = _problem(0, 4, 2, 2, 3)
+    _, _, cache = fast.rnn_forward(p["x"], p["W_ih"], p["W_hh"], p["b"])
+    with pytest.raises(ValueError, match="^dy:"):
+        fast.rnn_backward(dy[:3], dh, cache)
+    with pytest.raises(ValueError, match="^dh_n:"):
+        fast.rnn_backward(dy, dh.T, cache)
 
 
 # ---------------------------------------------------------------------------------------------
