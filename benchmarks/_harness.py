@@ -1,0 +1,402 @@
+"""Shared helpers of the benchmark scripts: thread control, interleaved timing, the sgemm peak,
+markdown tables, and the JSON record.
+
+Only the standard library is imported at module level: a script calls ``set_thread_env(n)``
+before anything imports NumPy, so that OpenBLAS, MKL and OpenMP read the thread count from the
+environment when they load. Inside a process that already has them loaded (a test calling
+``main()``), ``limit_threads(n)`` sets the same counts at run time and restores them afterwards.
+
+Thread control, three libraries to agree (all measured in the same process, same count):
+
+* PyTorch: ``torch.set_num_threads(n)`` (its OpenMP pool and MKL).
+* OpenBLAS: rnncore's kernels call BLAS through Numba's ``np.dot``, which links SciPy's OpenBLAS
+  (``libscipy_openblas``); NumPy ships its own OpenBLAS (``libscipy_openblas64_``). Both get the
+  count through ``threadpoolctl`` when it is installed, otherwise through the libraries' own
+  ``*_set_num_threads`` entry points via ctypes (the same thing threadpoolctl does).
+* Numba's own thread pool (``prange``): ``numba.set_num_threads(n)``.
+
+``limit_threads`` reports what it used and the count each BLAS library then says it has.
+"""
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+def available_cores():
+    """Cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                                          # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def add_common_args(ap, name):
+    """--quick, --threads, --json, shared by every script."""
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny sizes and few repeats: checks the code paths, not speed")
+    ap.add_argument("--threads", type=int, default=available_cores(),
+                    help="threads for PyTorch, OpenBLAS and Numba alike (default: all available cores, "
+                         f"here {available_cores()})")
+    ap.add_argument("--json", default=os.path.join("bench_out", f"{name}.json"),
+                    help=f"where to write the results (default bench_out/{name}.json)")
+    return ap
+
+
+# ---------------------------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------------------------
+
+def set_thread_env(n):
+    """Export the thread count for OpenBLAS/MKL/OpenMP/Numba; effective only before NumPy (and
+    torch) are imported. Returns True if it was in time."""
+    in_time = not any(m in sys.modules for m in ("numpy", "torch", "numba", "scipy"))
+    if in_time:
+        for k in THREAD_ENV:
+            os.environ[k] = str(n)
+    return in_time
+
+
+def _loaded_libraries():
+    """Paths of the shared libraries mapped into this process (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return sorted({ln.split()[-1] for ln in f if ln.rstrip().endswith(".so") or ".so." in ln})
+    except OSError:
+        return []
+
+
+def _openblas_handles():
+    """(path, get, set, config) ctypes functions of every loaded OpenBLAS build.
+
+    Builds prefix and suffix their symbols differently: plain ``openblas_set_num_threads``,
+    SciPy's ``scipy_openblas_set_num_threads``, NumPy's 64-bit-integer
+    ``scipy_openblas_set_num_threads64_``.
+    """
+    import ctypes
+    out = []
+    for path in _loaded_libraries():
+        if "openblas" not in os.path.basename(path).lower():
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                try:
+                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+                    set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                get.restype, set_.restype = ctypes.c_int, None
+                set_.argtypes = [ctypes.c_int]
+                config = getattr(lib, f"{prefix}_get_config{suffix}", None)
+                if config is not None:
+                    config.restype = ctypes.c_char_p
+                out.append((path, get, set_, config))
+                break
+            else:
+                continue
+            break
+    return out
+
+
+def blas_info():
+    """[{library, version, num_threads}] for every loaded OpenBLAS (ctypes; no threadpoolctl needed)."""
+    info = []
+    for path, get, _, config in _openblas_handles():
+        cfg = config().decode(errors="replace") if config is not None else ""
+        info.append(dict(library=os.path.basename(path), config=cfg, num_threads=int(get())))
+    return info
+
+
+@contextlib.contextmanager
+def limit_threads(n, use_torch=True):
+    """Run the body with ``n`` threads in PyTorch, every loaded OpenBLAS and Numba; restore after.
+
+    Yields a dict saying how (``method``) and what each library reports inside the block.
+    Import NumPy, SciPy's BLAS and (if ``use_torch``) torch *before* entering, so that their
+    libraries are loaded and can be reached.
+    """
+    import numba
+    record = dict(requested=n, env_before_import={k: os.environ.get(k) for k in THREAD_ENV})
+    restore = []
+    torch = None
+    if use_torch:
+        import torch
+        restore.append(lambda prev=torch.get_num_threads(): torch.set_num_threads(prev))
+        torch.set_num_threads(n)
+    prev_numba = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    restore.append(lambda: numba.set_num_threads(prev_numba))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    if threadpool_limits is not None:
+        limiter = threadpool_limits(limits=n, user_api="blas")
+        restore.append(limiter.restore_original_limits)
+        record["method"] = "threadpoolctl (blas) + torch.set_num_threads + numba.set_num_threads"
+    else:
+        for _, get, set_, _ in _openblas_handles():
+            restore.append(lambda get=get, set_=set_, prev=get(): set_(prev))
+            set_(n)
+        record["method"] = ("ctypes <prefix>_set_num_threads on each loaded OpenBLAS (threadpoolctl not "
+                            "installed) + torch.set_num_threads + numba.set_num_threads")
+    record["blas"] = blas_info()
+    record["torch"] = torch.get_num_threads() if torch is not None else None
+    record["numba"] = numba.get_num_threads()
+    try:
+        yield record
+    finally:
+        for f in reversed(restore):
+            f()
+
+
+def threads_summary(record):
+    """One line for a table caption: how many threads each library runs."""
+    blas = ", ".join(f"{b['library'].split('-')[0]}={b['num_threads']}" for b in record["blas"]) or "none found"
+    torch = "" if record.get("torch") is None else f"torch={record['torch']}, "
+    return f"threads: {torch}{blas}, numba={record['numba']} (via {record['method'].split(' ')[0]})"
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+# ---------------------------------------------------------------------------------------------
+
+def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, settle_s=0.005):
+    """Time several callables against each other, interleaved, in one process.
+
+    fns: {name: zero-argument callable}. Each is first run ``warmup`` times (compilation, first
+    touch of buffers), then calibrated: ``number`` calls make one sample of at least
+    ``min_sample_s`` seconds (so that a 10 us call is not timed alone). Then ``repeat`` rounds,
+    each taking one sample of every callable in a rotating order, so that a burst of load from
+    elsewhere hits all of them alike. The garbage collector is off during a sample.
+
+    Each sample starts with untimed calls worth ``settle_s`` (none for calls longer than
+    ``4 * settle_s``): a library's thread pool that idled while the others ran wakes up slowly
+    (on a 2-core VM, PyTorch's first call after 0.1 s of idling was measured at 0.2-11 ms where
+    the next took 0.01 ms), which would charge one library for having shared the process.
+
+    Returns {name: {"median_s", "min_s", "number", "samples_s"}}, times per call.
+    """
+    names = list(fns)
+    number, settle = {}, {}
+    for name in names:
+        f = fns[name]
+        for _ in range(warmup):
+            f()
+        t0 = time.perf_counter()
+        f()
+        one = max(time.perf_counter() - t0, 1e-7)
+        number[name] = int(min(max_number, max(1, math.ceil(min_sample_s / one))))
+        settle[name] = 0 if one >= 4 * settle_s else int(min(number[name], math.ceil(settle_s / one)))
+    samples = {name: [] for name in names}
+    for r in range(repeat):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            f, k = fns[name], number[name]
+            for _ in range(settle[name]):
+                f()
+            gc_was = gc.isenabled()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    f()
+                dt = time.perf_counter() - t0
+            finally:
+                if gc_was:
+                    gc.enable()
+            samples[name].append(dt / k)
+    out = {}
+    for name in names:
+        s = sorted(samples[name])
+        out[name] = dict(median_s=s[len(s) // 2], min_s=s[0], number=number[name], samples_s=samples[name])
+    return out
+
+
+def sgemm_peak(n, repeat, use_torch=True):
+    """This machine's float32 GEMM speed: C = A @ B on square (n, n) matrices, best of ``repeat``.
+
+    Measured with the BLAS libraries actually in play, in the current thread setting:
+      numpy   ``np.matmul`` (NumPy's OpenBLAS)
+      scipy   ``scipy.linalg.blas.sgemm`` on Fortran-ordered arrays (SciPy's OpenBLAS, the one
+              Numba's ``np.dot`` calls inside rnncore's kernels)
+      torch   ``torch.mm`` (MKL), for context
+    The peak used for "% of peak" is the best of numpy and scipy. FLOPs: 2 n^3.
+    """
+    import numpy as np
+    from scipy.linalg import blas
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    flops = 2.0 * n ** 3
+    res = {}
+
+    def best(fn):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.2:                   # wake the thread pool up
+            fn()
+        ts = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return flops / min(ts) / 1e9
+
+    out = np.empty((n, n), np.float32)
+    res["numpy_gflops"] = best(lambda: np.matmul(a, b, out=out))
+    af, bf = np.asfortranarray(a), np.asfortranarray(b)
+    cf = np.zeros((n, n), np.float32, order="F")
+    res["scipy_gflops"] = best(lambda: blas.sgemm(1.0, af, bf, c=cf, overwrite_c=1))
+    if use_torch:
+        import torch
+        at, bt = torch.from_numpy(a), torch.from_numpy(b)
+        ot = torch.empty((n, n))
+        res["torch_gflops"] = best(lambda: torch.mm(at, bt, out=ot))
+    res["peak_gflops"] = max(res["numpy_gflops"], res["scipy_gflops"])
+    res["n"], res["repeat"] = n, repeat
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOP counts (GEMMs only; see README.md)
+# ---------------------------------------------------------------------------------------------
+
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+
+def layer_flops(cell, T, B, I, H, backward, num_layers=1, directions=1):
+    """GEMM FLOPs of one recurrent layer stack, 2*M*N*K per GEMM, pointwise work not counted.
+
+    Forward, per layer and direction, with G gates and input width I_l:
+        input GEMM  (T*B, I_l) @ (I_l, G*H)   2*T*B*G*H*I_l
+        recurrent   T x (B, H) @ (H, G*H)     2*T*B*G*H*H
+        -> F_l = 2*T*B*G*H*(I_l + H)
+    Backward does twice that: dh_{t-1} = dG W_hh (T*B*G*H*H), dW_hh, dW_ih, dx: 2*F_l.
+    So fwd = sum F_l, fwd+bwd = 3 * sum F_l. I_0 = I, I_l = directions*H above.
+    """
+    G = GATES[cell]
+    total = 0.0
+    for k in range(num_layers):
+        I_l = I if k == 0 else directions * H
+        total += directions * 2.0 * T * B * G * H * (I_l + H)
+    return 3.0 * total if backward else total
+
+
+# ---------------------------------------------------------------------------------------------
+# tables and JSON
+# ---------------------------------------------------------------------------------------------
+
+def fmt(v, kind="num"):
+    """Format a table cell. kind: ms, x (speedup), pct, num; None -> 'n/a'; a str passes through."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if kind == "x":
+        return f"{v:.2f}x"
+    if kind == "pct":
+        return f"{v:.0f}%"
+    if kind == "int":
+        return f"{int(v)}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if abs(v) >= 0.01 else f"{v:.2g}"
+
+
+def markdown_table(headers, rows):
+    """A GitHub markdown table; ``rows`` are lists of already formatted strings."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    out = [line(headers), "| " + " | ".join("-" * w for w in widths) + " |"]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def _git_commit():
+    try:
+        r = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info():
+    """What the numbers depend on: CPU, cores, load, library versions, commit."""
+    info = dict(cpu=_cpu_model(), cores=available_cores(), platform=platform.platform(),
+                python=platform.python_version(), commit=_git_commit(),
+                loadavg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    for mod in ("numpy", "scipy", "numba", "torch"):
+        m = sys.modules.get(mod)
+        info[mod] = getattr(m, "__version__", None) if m is not None else None
+    return info
+
+
+def _jsonable(v):
+    """NumPy scalars -> Python, non-finite floats -> None (strict JSON)."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_json(path, payload):
+    """Write ``payload`` as strict JSON (parent folders made); returns the path."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_jsonable(payload), f, indent=1, allow_nan=False)
+        f.write("\n")
+    return path
+
+
+def report(name, payload, tables, json_path, print_fn=print):
+    """Print the tables (title, markdown, notes) and write the JSON record."""
+    for title, md, notes in tables:
+        print_fn(f"\n### {title}\n")
+        print_fn(md)
+        for n in notes:
+            print_fn(f"\n{n}")
+    payload = dict(benchmark=name, machine=machine_info(), **payload)
+    write_json(json_path, payload)
+    print_fn(f"\n(JSON written to {json_path})")
+    return payload
