@@ -1,0 +1,199 @@
+"""Start-up cost: from a fresh process to the first finished training step, with an empty and
+with a warm Numba cache, against PyTorch.
+
+    python -m benchmarks.startup            # 2 cold runs, 3 warm, 3 PyTorch (about a minute)
+    python -m benchmarks.startup --quick    # 1 of each
+
+Each run is a new ``python -c`` process (``subprocess``), so nothing is shared with this one
+but the files on disk. The child builds the seed model
+
+    Sequencer(Sequential(LSTM(2, 100), Linear(100, 3), LogSoftMax()))
+    + SequencerCriterion(ClassNLLCriterion()) + optim.SGD(lr=0.1)
+
+(or the same in PyTorch) on a (T, B, I) = (8, 8, 2) float32 batch, does one training step
+(zero grads, forward, loss, backward, optimizer step), then a second one, and reports its
+clocks. Cases:
+
+    rnncore, cold cache   NUMBA_CACHE_DIR is a new empty temporary folder: every kernel the
+                          step calls is compiled (a new folder for every cold run)
+    rnncore, warm cache   the same folder again, now filled by the cold run: kernels are
+                          loaded from the cache
+    PyTorch               the same step with torch.nn
+
+Columns (medians over the runs of a case):
+
+    total s        wall time from just before the child is spawned to the end of its first step
+                   (as the parent sees it: interpreter start-up included)
+    python s       spawn to the child's first line (interpreter start-up)
+    import s       ``import numpy, rnncore`` (or ``torch``)
+    first step s   building the model and the first training step (Numba compiles or loads here)
+    next step ms   the second training step: the steady-state cost, for scale
+
+The environment variable PYTHONDONTWRITEBYTECODE, if set, makes every import compile Python
+source again; the JSON records it.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):                       # python benchmarks/startup.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import _harness as hz  # noqa: E402
+
+NAME = "startup"
+SHAPE = (8, 8, 2, 100)                             # (T, B, I, H): the second seed shape
+CLASSES = 3
+
+# The child programs. {T} {B} {I} {H} {C} are filled in; each prints one JSON line.
+_PRELUDE = """
+import time
+t_start = time.time()
+import json
+"""
+
+CHILD_RNNCORE = _PRELUDE + """
+import numpy as np
+import rnncore
+from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequencer, SequencerCriterion, Sequential, optim
+t_import = time.time()
+rnncore.manual_seed(0)
+rng = np.random.default_rng(0)
+x = rng.standard_normal(({T}, {B}, {I})).astype(np.float32)
+y = rng.integers(0, {C}, size=({T}, {B}))
+model = Sequencer(Sequential(LSTM({I}, {H}), Linear({H}, {C}), LogSoftMax()))
+crit = SequencerCriterion(ClassNLLCriterion())
+opt = optim.SGD(model.parameters(), lr=0.1)
+
+def step():
+    opt.zero_grad()
+    out = model.forward(x)
+    loss = crit.forward(out, y)
+    model.backward(x, crit.backward(out, y))
+    opt.step()
+    return loss
+
+loss = step()
+t_step = time.time()
+step()
+t_next = time.time()
+print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=t_next, loss=float(loss))))
+"""
+
+CHILD_TORCH = _PRELUDE + """
+import numpy as np
+import torch
+import torch.nn.functional as F
+t_import = time.time()
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+x = torch.from_numpy(rng.standard_normal(({T}, {B}, {I})).astype(np.float32))
+y = torch.from_numpy(rng.integers(0, {C}, size=({T}, {B}))).reshape(-1)
+
+class Seq(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm, self.linear = torch.nn.LSTM({I}, {H}), torch.nn.Linear({H}, {C})
+
+    def forward(self, x):
+        return F.log_softmax(self.linear(self.lstm(x)[0]), dim=-1)
+
+model = Seq()
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+def step():
+    opt.zero_grad()
+    loss = F.nll_loss(model(x).reshape(-1, {C}), y, reduction="sum") / {B}
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+loss = step()
+t_step = time.time()
+step()
+t_next = time.time()
+print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=t_next, loss=float(loss))))
+"""
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    hz.add_common_args(ap, NAME)
+    ap.add_argument("--cold-runs", type=int, default=None, help="runs with an empty cache (default 2, quick 1)")
+    ap.add_argument("--warm-runs", type=int, default=None, help="warm-cache and PyTorch runs (default 3, quick 1)")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    args = ap.parse_args(argv)
+    if args.cold_runs is None:
+        args.cold_runs = 1 if args.quick else 2
+    if args.warm_runs is None:
+        args.warm_runs = 1 if args.quick else 3
+    return args
+
+
+def run_child(code, threads, cache_dir=None, timeout=600):
+    """Spawn ``python -c code``; return its clocks as seconds since the spawn."""
+    env = dict(os.environ)
+    for k in hz.THREAD_ENV:
+        env[k] = str(threads)
+    env["PYTHONPATH"] = hz.REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    T, B, I, H = SHAPE
+    src = code.format(T=T, B=B, I=I, H=H, C=CLASSES)
+    t_spawn = time.time()
+    r = subprocess.run([sys.executable, "-c", src], env=env, cwd=hz.REPO_ROOT, capture_output=True,
+                       text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"startup child failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    c = json.loads(r.stdout.strip().splitlines()[-1])
+    return dict(total_s=c["t_step"] - t_spawn, python_s=c["t_start"] - t_spawn, import_s=c["t_import"] - c["t_start"],
+                first_step_s=c["t_step"] - c["t_import"], next_step_ms=1e3 * (c["t_next"] - c["t_step"]),
+                loss=c["loss"])
+
+
+def main(argv=None, print_fn=print):
+    args = parse_args(argv)
+    cases = {"rnncore, cold cache": [], "rnncore, warm cache": []}
+    if not args.no_torch:
+        cases["PyTorch"] = []
+    dirs = []
+    try:
+        for i in range(args.cold_runs):
+            d = tempfile.mkdtemp(prefix="rnncore-numba-cache-")
+            dirs.append(d)
+            cases["rnncore, cold cache"].append(run_child(CHILD_RNNCORE, args.threads, d))
+        warm_dir = dirs[-1]
+        for i in range(args.warm_runs):
+            cases["rnncore, warm cache"].append(run_child(CHILD_RNNCORE, args.threads, warm_dir))
+            if "PyTorch" in cases:
+                cases["PyTorch"].append(run_child(CHILD_TORCH, args.threads))
+        cache_files = sum(len(fs) for _, _, fs in os.walk(warm_dir))
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    cols = ("total_s", "python_s", "import_s", "first_step_s", "next_step_ms")
+    summary = {}
+    for case, runs in cases.items():
+        summary[case] = {c: sorted(r[c] for r in runs)[len(runs) // 2] for c in cols}
+        summary[case]["runs"] = len(runs)
+    rows = [[case, str(s["runs"])] + [hz.fmt(s[c]) for c in cols] for case, s in summary.items()]
+    notes = [f"seed model at (T, B, I, H) = {SHAPE}, one SGD step; {args.threads} thread(s) via "
+             f"{', '.join(hz.THREAD_ENV)}; medians; the warm cache held {cache_files} files after the runs"
+             + ("; --quick: one run each" if args.quick else ""),
+             "total = spawn to end of first step (as the parent sees it) = python + import + first step."]
+    tables = [("Fresh process to first finished training step",
+               hz.markdown_table(["case", "runs", "total s", "python s", "import s", "first step s", "next step ms"],
+                                 rows), notes)]
+    payload = dict(quick=args.quick, argv=list(argv) if argv is not None else sys.argv[1:], threads=args.threads,
+                   shape=SHAPE, pythondontwritebytecode=os.environ.get("PYTHONDONTWRITEBYTECODE"),
+                   warm_cache_files=cache_files, summary=summary, runs=cases)
+    return hz.report(NAME, payload, tables, args.json, print_fn=print_fn)
+
+
+if __name__ == "__main__":
+    main()
