@@ -13,7 +13,9 @@ Thread control, three libraries to agree (all measured in the same process, same
   (``libscipy_openblas``); NumPy ships its own OpenBLAS (``libscipy_openblas64_``). Both get the
   count through ``threadpoolctl`` when it is installed, otherwise through the libraries' own
   ``*_set_num_threads`` entry points via ctypes (the same thing threadpoolctl does).
-* Numba's own thread pool (``prange``): ``numba.set_num_threads(n)``.
+* Numba's own thread pool (``prange``) is not used by the kernels (their pointwise loops are
+  serial), so it is left unlaunched: launching it (``numba.set_num_threads``) resets the OpenMP
+  thread count that PyTorch shares. ``NUMBA_NUM_THREADS`` is exported with the others.
 
 ``limit_threads`` reports what it used and the count each BLAS library then says it has.
 """
@@ -126,7 +128,7 @@ def blas_info():
 
 @contextlib.contextmanager
 def limit_threads(n, use_torch=True):
-    """Run the body with ``n`` threads in PyTorch, every loaded OpenBLAS and Numba; restore after.
+    """Run the body with ``n`` threads in PyTorch and every loaded OpenBLAS; restore after.
 
     Yields a dict saying how (``method``) and what each library reports inside the block.
     Import NumPy, SciPy's BLAS and (if ``use_torch``) torch *before* entering, so that their
@@ -140,9 +142,6 @@ def limit_threads(n, use_torch=True):
         import torch
         restore.append(lambda prev=torch.get_num_threads(): torch.set_num_threads(prev))
         torch.set_num_threads(n)
-    prev_numba = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    restore.append(lambda: numba.set_num_threads(prev_numba))
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -150,16 +149,16 @@ def limit_threads(n, use_torch=True):
     if threadpool_limits is not None:
         limiter = threadpool_limits(limits=n, user_api="blas")
         restore.append(limiter.restore_original_limits)
-        record["method"] = "threadpoolctl (blas) + torch.set_num_threads + numba.set_num_threads"
+        record["method"] = "threadpoolctl (blas) + torch.set_num_threads"
     else:
         for _, get, set_, _ in _openblas_handles():
             restore.append(lambda get=get, set_=set_, prev=get(): set_(prev))
             set_(n)
         record["method"] = ("ctypes <prefix>_set_num_threads on each loaded OpenBLAS (threadpoolctl not "
-                            "installed) + torch.set_num_threads + numba.set_num_threads")
+                            "installed) + torch.set_num_threads")
     record["blas"] = blas_info()
     record["torch"] = torch.get_num_threads() if torch is not None else None
-    record["numba"] = numba.get_num_threads()
+    record["numba_pool"] = numba.config.NUMBA_NUM_THREADS    # size it would have; not launched here
     try:
         yield record
     finally:
@@ -171,7 +170,7 @@ def threads_summary(record):
     """One line for a table caption: how many threads each library runs."""
     blas = ", ".join(f"{b['library'].split('-')[0]}={b['num_threads']}" for b in record["blas"]) or "none found"
     torch = "" if record.get("torch") is None else f"torch={record['torch']}, "
-    return f"threads: {torch}{blas}, numba={record['numba']} (via {record['method'].split(' ')[0]})"
+    return f"threads: {torch}{blas} (via {record['method'].split(' ')[0]})"
 
 
 # ---------------------------------------------------------------------------------------------

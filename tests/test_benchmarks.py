@@ -1,0 +1,187 @@
+"""The benchmark scripts run (``--quick``), fill every column with a finite number and write
+well-formed JSON. No speed is asserted: CI machines are shared and noisy.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from benchmarks import _harness, layer_step, memory, startup, train_to_target  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(module, tmp_path, *extra):
+    """main(--quick ...) in this process; returns (payload, printed text, JSON as read back)."""
+    path = tmp_path / f"{module.NAME}.json"
+    printed = []
+    payload = module.main(["--quick", "--json", str(path), *extra], print_fn=printed.append)
+    with open(path) as f:
+        on_disk = json.load(f)                       # strict JSON: no NaN/Infinity tokens
+    return payload, "\n".join(printed), on_disk
+
+
+def _tables(text):
+    """Markdown tables in ``text``: lists of rows (header first), separator lines dropped."""
+    tables, cur = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= {"-"} for c in cells):
+                cur.append(cells)
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
+def _check_tables(text, headers):
+    """Each expected table is printed with its header, and every cell of every row is filled
+    (no blank, nan or inf)."""
+    tables = _tables(text)
+    assert [t[0] for t in tables] == headers
+    for t in tables:
+        assert len(t) > 1, f"table {t[0]} has no rows"
+        for row in t[1:]:
+            assert len(row) == len(t[0])
+            for cell in row:
+                assert cell and cell.lower() not in ("nan", "inf", "-inf"), (t[0], row)
+
+
+def _finite(v, positive=False):
+    return isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if positive else v >= 0)
+
+
+def test_layer_step_quick(tmp_path):
+    payload, text, on_disk = _run(layer_step, tmp_path, "--threads", "1")
+    _check_tables(text, [
+        ["cell", "T", "B", "I", "H", "pass", "kernel ms", "module ms", "PyTorch ms", "reference ms",
+         "speedup", "GF/s", "% peak"],
+        ["cell", "T", "B", "I", "H", "pass", "module ms", "PyTorch ms", "speedup", "GF/s", "% peak"],
+        ["T", "B", "I", "H", "rnncore ms", "PyTorch ms", "speedup", "fwd ms", "criterion ms", "bwd ms",
+         "optim ms"],
+    ])
+    assert on_disk["benchmark"] == "layer_step" and on_disk["quick"] is True
+    assert _finite(on_disk["sgemm"]["peak_gflops"], positive=True)
+    # every cell x shape x pass, every column
+    seen = {(r["cell"], (r["T"], r["B"], r["I"], r["H"]), r["pass"]) for r in on_disk["layer"]}
+    assert seen == {(c, s, p) for c in layer_step.CELLS for s in layer_step.QUICK_GRID for p in ("fwd", "fwd+bwd")}
+    for r in on_disk["layer"]:
+        for k in ("kernel_ms", "module_ms", "torch_ms", "reference_ms", "speedup", "gflops", "pct_peak"):
+            assert _finite(r[k], positive=True), (k, r)
+        assert all(_finite(e) and e <= layer_step.TOLERANCE for e in r["check_max_abs_err"].values())
+    assert {(r["cell"], r["pass"]) for r in on_disk["bidirectional"]} == \
+        {(c, p) for c in layer_step.CELLS for p in ("fwd", "fwd+bwd")}
+    for r in on_disk["bidirectional"]:
+        for k in ("module_ms", "torch_ms", "speedup", "gflops", "pct_peak"):
+            assert _finite(r[k], positive=True), (k, r)
+    assert [(r["T"], r["B"], r["I"], r["H"]) for r in on_disk["train_step"]] == layer_step.SEED_SHAPES
+    for r in on_disk["train_step"]:
+        for k in ("rnncore_ms", "torch_ms", "speedup"):
+            assert _finite(r[k], positive=True), (k, r)
+        for k in ("forward_ms", "criterion_ms", "backward_ms", "optimizer_ms"):
+            assert _finite(r[k]), (k, r)
+    # the thread count asked for is the one every library reports
+    th = on_disk["threads"]
+    assert th["torch"] == 1
+    assert all(b["num_threads"] == 1 for b in th["blas"])
+    assert payload["layer"][0]["kernel_ms"] == on_disk["layer"][0]["kernel_ms"]
+
+
+def test_train_to_target_quick(tmp_path):
+    payload, text, on_disk = _run(train_to_target, tmp_path)
+    _check_tables(text, [["framework", "wall s", "epochs", "reached", "test acc", "ms/step", "speedup"]])
+    assert set(on_disk["summary"]) == {"rnncore", "torch"}
+    for fw, s in on_disk["summary"].items():
+        for k in ("wall_s", "ms_per_step", "speedup"):
+            assert _finite(s[k], positive=True), (fw, k)
+        assert 1 <= s["epochs"] <= 2 and 0.0 <= s["final_test_accuracy"] <= 1.0
+        assert isinstance(s["reached"], bool)
+    # same weights, same data, same order: the two frameworks train the same model
+    r, t = on_disk["runs"]["rnncore"][0], on_disk["runs"]["torch"][0]
+    np.testing.assert_allclose(r["train_loss_per_epoch"], t["train_loss_per_epoch"], rtol=1e-3)
+
+
+def test_functions_task_labels():
+    """Class 0 (line) sequences are exactly straight after standardisation (y = +-x); the curved
+    classes are not."""
+    x, label = train_to_target.make_functions(300, np.random.default_rng(3))
+    assert x.shape == (train_to_target.POINTS, 300, 2) and x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(x.std(axis=0), 1, atol=1e-3)
+    straight = np.min([np.max(np.abs(x[:, :, 1] - s * x[:, :, 0]), axis=0) for s in (1, -1)], axis=0)  # (300,)
+    assert set(np.unique(label)) == {0, 1, 2}
+    assert np.all(straight[label == 0] < 1e-4)
+    assert np.all(straight[label != 0] > 1e-3)
+
+
+def test_startup_quick(tmp_path):
+    payload, text, on_disk = _run(startup, tmp_path)
+    _check_tables(text, [["case", "runs", "total s", "python s", "import s", "first step s", "next step ms"]])
+    assert set(on_disk["summary"]) == {"rnncore, cold cache", "rnncore, warm cache", "PyTorch"}
+    for case, s in on_disk["summary"].items():
+        for k in ("total_s", "python_s", "import_s", "first_step_s", "next_step_ms"):
+            assert _finite(s[k], positive=True), (case, k)
+        assert s["total_s"] >= s["first_step_s"]
+    assert on_disk["warm_cache_files"] > 0              # the cold run filled the fresh cache folder
+    losses = {r["loss"] for runs in on_disk["runs"].values() for r in runs}
+    assert all(math.isfinite(v) for v in losses)
+
+
+def test_memory_quick(tmp_path):
+    payload, text, on_disk = _run(memory, tmp_path)
+    _check_tables(text, [["cell", "implementation", "step peak MB", "vs PyTorch", "RSS before MB",
+                          "tracemalloc MB", "minimum MB"]])
+    assert [r["case"] for r in on_disk["results"]] == list(memory.CASES)
+    for r in on_disk["results"]:
+        for k in ("step_peak_mb", "rss_before_mb", "minimum_mb", "maxrss_mb"):
+            assert _finite(r[k]), (r["case"], k)
+        assert r["rss_before_mb"] > 0
+        assert r["case"] == "torch" or _finite(r["tracemalloc_peak_mb"], positive=True)
+
+
+@pytest.mark.parametrize("name", ["layer_step", "train_to_target", "startup", "memory"])
+def test_scripts_run_both_ways(name):
+    """``python benchmarks/<name>.py`` and ``python -m benchmarks.<name>`` both start (--help)."""
+    for cmd in ([sys.executable, os.path.join("benchmarks", f"{name}.py"), "--help"],
+                [sys.executable, "-m", f"benchmarks.{name}", "--help"]):
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "--quick" in r.stdout and "--json" in r.stdout
+
+
+def test_layer_flops_formula():
+    """GEMM FLOPs counted GEMM by GEMM equal the closed form the tables use."""
+    T, B, I, H = 7, 3, 5, 4
+    for cell, G in (("lstm", 4), ("gru", 3), ("rnn", 1)):
+        gemm = lambda M, N, K: 2 * M * N * K  # noqa: E731
+        fwd = gemm(T * B, G * H, I) + T * gemm(B, G * H, H)
+        bwd = T * gemm(B, H, G * H) + gemm(G * H, I, T * B) + gemm(G * H, H, T * B) + gemm(T * B, I, G * H)
+        assert _harness.layer_flops(cell, T, B, I, H, backward=False) == fwd
+        assert _harness.layer_flops(cell, T, B, I, H, backward=True) == fwd + bwd
+        # 2 layers, 2 directions: layer 1 reads 2H features
+        l1 = gemm(T * B, G * H, 2 * H) + T * gemm(B, G * H, H)
+        assert _harness.layer_flops(cell, T, B, I, H, backward=False, num_layers=2, directions=2) == 2 * (fwd + l1)
+
+
+def test_harness_helpers(tmp_path):
+    calls = {"a": 0, "b": 0}
+
+    def bump(k):
+        calls[k] += 1
+
+    t = _harness.time_interleaved({"a": lambda: bump("a"), "b": lambda: bump("b")}, repeat=3, min_sample_s=1e-4)
+    assert set(t) == {"a", "b"}
+    for k, v in t.items():
+        assert len(v["samples_s"]) == 3 and 0 < v["min_s"] <= v["median_s"]
+        assert calls[k] >= 1 + 3 * v["number"]            # warm-up + every sample's calls
+    path = _harness.write_json(str(tmp_path / "sub" / "x.json"), {"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2)]})
+    with open(path) as f:
+        assert json.load(f) == {"a": None, "b": 1.5, "c": [2]}
+    assert _harness.fmt(None) == "n/a" and _harness.fmt(2.0, "x") == "2.00x" and _harness.fmt(12.3, "pct") == "12%"
