@@ -177,7 +177,7 @@ def threads_summary(record):
 # timing
 # ---------------------------------------------------------------------------------------------
 
-def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, settle_s=0.005):
+def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, settle_s=0.01, idle_s=0.12):
     """Time several callables against each other, interleaved, in one process.
 
     fns: {name: zero-argument callable}. Each is first run ``warmup`` times (compilation, first
@@ -186,10 +186,15 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
     each taking one sample of every callable in a rotating order, so that a burst of load from
     elsewhere hits all of them alike. The garbage collector is off during a sample.
 
-    Each sample starts with untimed calls worth ``settle_s`` (none for calls longer than
-    ``4 * settle_s``): a library's thread pool that idled while the others ran wakes up slowly
-    (on a 2-core VM, PyTorch's first call after 0.1 s of idling was measured at 0.2-11 ms where
-    the next took 0.01 ms), which would charge one library for having shared the process.
+    Sharing one process must not charge one library for another's threads, so each sample
+    starts with
+      * a pause of ``idle_s``: after its last call an OpenBLAS worker thread keeps spinning on a
+        core for about 0.1 s (measured here: one core busy for 100 ms, PyTorch's OpenMP pool
+        for ~10 ms); without the pause, whatever runs next on a 2-core machine shares it with
+        that spinning thread (samples measured 2-3x slower right after the NumPy reference);
+      * untimed calls worth ``settle_s`` (none for calls over ``10 * settle_s``): a pool that
+        slept wakes up slowly (PyTorch's first call after 0.1 s idle took 0.2-11 ms where the
+        next took 0.01 ms).
 
     Returns {name: {"median_s", "min_s", "number", "samples_s"}}, times per call.
     """
@@ -203,12 +208,14 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
         f()
         one = max(time.perf_counter() - t0, 1e-7)
         number[name] = int(min(max_number, max(1, math.ceil(min_sample_s / one))))
-        settle[name] = 0 if one >= 4 * settle_s else int(min(number[name], math.ceil(settle_s / one)))
+        settle[name] = 0 if one >= 10 * settle_s else int(min(number[name], math.ceil(settle_s / one)))
     samples = {name: [] for name in names}
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             f, k = fns[name], number[name]
+            if idle_s > 0 and len(names) > 1:
+                time.sleep(idle_s)
             for _ in range(settle[name]):
                 f()
             gc_was = gc.isenabled()
