@@ -344,7 +344,8 @@ def main(argv=None, print_fn=print):
                 flops = hz.layer_flops(cell, *bidir_shape, backward=(p == "fwd+bwd"), num_layers=2, directions=2)
                 gf = flops / (ms["module"] * 1e-3) / 1e9
                 row = dict(cell=cell, T=bidir_shape[0], B=bidir_shape[1], I=bidir_shape[2], H=bidir_shape[3],
-                           **{"pass": p}, module_ms=ms["module"], torch_ms=ms["torch"], speedup=ms["torch"] / ms["module"],
+                           **{"pass": p}, module_ms=ms["module"], torch_ms=ms["torch"],
+                           speedup=ms["torch"] / ms["module"],
                            gflop=flops / 1e9, gflops=gf, pct_peak=100 * gf / P, check_max_abs_err=checks, timings=r)
                 bidir_json.append(row)
                 bidir_rows.append([cell, *map(str, bidir_shape), p, hz.fmt(row["module_ms"]), hz.fmt(row["torch_ms"]),

@@ -226,7 +226,8 @@ def main(argv=None, print_fn=print):
     notes = [f"{args.train} train / {args.test} test sequences of {POINTS} points; LSTM(2, {args.hidden}) -> "
              f"Linear({args.hidden}, 3), Adam lr {args.lr}, batch {args.batch}, clip {args.clip}, target "
              f"{args.target:.0%} (max {args.max_epochs} epochs); median of {args.runs} alternating runs; "
-             f"{hz.threads_summary(threads)}" + ("; --quick: the target is not expected to be reached" if args.quick else ""),
+             f"{hz.threads_summary(threads)}"
+             + ("; --quick: the target is not expected to be reached" if args.quick else ""),
              "wall s: training loop + per-epoch test evaluation until the target (or the epoch limit); "
              "speedup = PyTorch wall / this row's wall."]
     tables = [(f"Time to {args.target:.0%} test accuracy, functions task (line / parabola / sqrt)",

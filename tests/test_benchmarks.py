@@ -181,7 +181,8 @@ def test_harness_helpers(tmp_path):
     for k, v in t.items():
         assert len(v["samples_s"]) == 3 and 0 < v["min_s"] <= v["median_s"]
         assert calls[k] >= 1 + 3 * v["number"]            # warm-up + every sample's calls
-    path = _harness.write_json(str(tmp_path / "sub" / "x.json"), {"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2)]})
+    path = _harness.write_json(str(tmp_path / "sub" / "x.json"),
+                               {"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2)]})
     with open(path) as f:
         assert json.load(f) == {"a": None, "b": 1.5, "c": [2]}
     assert _harness.fmt(None) == "n/a" and _harness.fmt(2.0, "x") == "2.00x" and _harness.fmt(12.3, "pct") == "12%"
