@@ -1,2 +1,358 @@
-"""(being written)"""
-__all__ = []
+"""`fit` and `score`: the training loop every example writes, written once.
+
+    history = rnncore.fit(model, criterion, rnncore.optim.Adam(model.parameters(), lr=1e-2),
+                          x, y, lengths, epochs=20, batch_size=32, validation=(xv, yv, lv))
+    history.loss[-1], history.val_accuracy[-1]
+    rnncore.score(model, criterion, x_test, y_test, lengths_test)   # {'loss': ..., 'accuracy': ...}
+
+Shape key: T = time steps, N = samples (the batch axis of the whole data set), F = features.
+
+Data layout, as everywhere in rnncore, is time-major:
+
+* ``x``: (T, N, F) floats, or a list of T (N, F) arrays, or (T, N) integer ids for a model
+  that starts with an `Embedding`. Batches are cut along axis 1.
+* ``lengths``: None or (N,) ints (see `rnncore.pad_sequences`); cut like ``x``.
+* ``y``: with a `SequencerCriterion` (one target per step), time-major (T, N, ...) and cut along
+  axis 1; with any other criterion (one target per sequence), (N,) class ids or (N, K) values
+  and cut along axis 0.
+
+One step of the loop is the Torch7 recipe, nothing hidden::
+
+    model.zero_grad_parameters()
+    out  = model.forward(xb, lengths=lb)
+    loss = criterion.forward(out, yb)           # + lengths=lb for a SequencerCriterion
+    g    = criterion.backward(out, yb)          # + lengths=lb
+    model.backward(xb, g)
+    clip_grad_norm(model.parameters(), clip)    # only if clip is given
+    optimizer.step()                            # or model.update_parameters(lr) for a float
+
+What the numbers mean:
+
+* ``loss`` of an epoch is the mean of the batch losses weighted by batch size, i.e. the mean of
+  what ``criterion.forward`` returns. Criteria average over the batch, except that a
+  `SequencerCriterion` SUMS its per-step losses over time, so its loss grows with T.
+* ``accuracy`` is computed when the criterion is a `ClassNLLCriterion` or
+  `CrossEntropyCriterion` (on its own or inside a `SequencerCriterion`): the fraction of
+  predictions whose argmax over the last axis equals the target, over the valid steps only
+  when ``lengths`` is given. Training accuracy is measured on each batch's forward before that
+  batch's update (as Keras does); validation runs after the epoch. Other criteria: loss only.
+* Mode: ``fit`` runs ``model.training()`` for the updates and ``model.evaluate()`` for the
+  validation; ``fit`` and ``score`` give every module back the mode it had before the call.
+
+Randomness: the batch order comes from ``rnncore.random.generator()`` (seeded by
+``rnncore.manual_seed``), or from ``np.random.default_rng(seed)`` when ``seed`` is given.
+Weight initialisation and dropout masks always come from ``rnncore.random``, so seed that too:
+``rnncore.manual_seed(s)``, then build the model, then ``fit(..., seed=s)`` gives bit-identical
+runs on the same machine.
+
+Every sample is independent here: a recurrent layer in ``remember()`` mode would carry its state
+from one shuffled batch into the next, which is truncated BPTT over a stream, not this loop.
+"""
+
+import numbers
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import _checks
+from . import random as _random
+from .criteria import ClassNLLCriterion, Criterion, SequencerCriterion
+from .module import Module
+from .optim import Optimizer, clip_grad_norm
+
+__all__ = ["fit", "score", "History"]
+
+
+class History:
+    """What `fit` measured, one entry per epoch run.
+
+    loss, val_loss: lists of floats; accuracy, val_accuracy: lists of floats in [0, 1], empty
+    when not computed (no classification criterion, or no validation data);
+    seconds: wall time of each epoch (validation included); epochs: how many epochs ran
+    (fewer than asked when a callback stopped training).
+
+    ``history["loss"]`` is ``history.loss``; ``as_dict()`` gives plain lists (e.g. for JSON).
+    """
+
+    _keys = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+    def __init__(self):
+        self.loss, self.accuracy = [], []
+        self.val_loss, self.val_accuracy = [], []
+        self.seconds = []
+        self.epochs = 0
+
+    def __getitem__(self, name):
+        if name == "epochs":
+            return self.epochs
+        if name not in self._keys:
+            raise KeyError(f"{name!r}: expected one of {list(self._keys) + ['epochs']}")
+        return getattr(self, name)
+
+    def as_dict(self):
+        """``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...],
+        "seconds": [...], "epochs": n}`` with copies of the lists."""
+        d = {k: list(getattr(self, k)) for k in self._keys}
+        d["epochs"] = self.epochs
+        return d
+
+    def __repr__(self):
+        parts = [f"epochs={self.epochs}"]
+        for k in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            v = getattr(self, k)
+            if v:
+                parts.append(f"{k}={v[-1]:.4f}")
+        return f"History({', '.join(parts)})"
+
+
+# -- input checks --------------------------------------------------------------------------
+def _as_time_major(x, name):
+    """x as one array (T, N, ...): a list of T step arrays (N, ...) is stacked."""
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            raise ValueError(f"{name}: expected a non-empty list of (N, ...) arrays, "
+                             f"got an empty list")
+        steps = [_checks._as_array(s, f"{name}[{t}]") for t, s in enumerate(x)]
+        shapes = sorted({s.shape for s in steps})
+        if len(shapes) != 1:
+            raise ValueError(f"{name}: expected a list of arrays of one shape (N, ...), "
+                             f"got shapes {shapes}")
+        a = np.stack(steps)
+    else:
+        a = _checks._as_array(x, name)
+    if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
+        raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+    if a.ndim < 2 or 0 in a.shape:
+        raise ValueError(f"{name}: expected a time-major array (T, N, ...) with non-empty "
+                         f"dimensions, got shape {a.shape}")
+    return a
+
+
+def _data(x, y, lengths, per_step, names=("x", "y", "lengths")):
+    """Validated (x, y, lengths) arrays and N; y's batch axis is 1 if per_step else 0."""
+    nx, ny, nl = names
+    x = _as_time_major(x, nx)
+    T, N = x.shape[:2]
+    if per_step:
+        if not isinstance(y, (list, tuple)) and np.ndim(y) < 2:
+            raise ValueError(f"{ny}: expected time-major targets with leading (T, N) = {(T, N)} "
+                             f"like {nx} (SequencerCriterion), got shape {np.shape(y)}")
+        y = _as_time_major(y, ny)
+        if y.shape[:2] != (T, N):
+            raise ValueError(f"{ny}: expected time-major targets with leading (T, N) = {(T, N)} "
+                             f"like {nx} (SequencerCriterion), got shape {y.shape}")
+    else:
+        y = _checks._as_array(y, ny)
+        if y.ndim == 0 or y.shape[0] != N:
+            raise ValueError(f"{ny}: expected one target per sample, shape ({N}, ...) with N = {N} "
+                             f"from {nx} {x.shape} (axis 1), got shape {y.shape}")
+    lengths = _checks.lengths(lengths, T, N, name=nl)
+    return x, y, lengths, N
+
+
+def _check_model_criterion(model, criterion):
+    if not isinstance(model, Module):
+        raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
+    if not isinstance(criterion, Criterion):
+        raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
+
+
+def _flag(v, name):
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {v!r}")
+    return bool(v)
+
+
+# -- one batch -----------------------------------------------------------------------------
+def _is_classifier(criterion):
+    inner = criterion.criterion if isinstance(criterion, SequencerCriterion) else criterion
+    return isinstance(inner, ClassNLLCriterion)          # CrossEntropyCriterion included
+
+
+def _crit_kwargs(criterion, lb):
+    return {"lengths": lb} if isinstance(criterion, SequencerCriterion) else {}
+
+
+def _hits(out, yb, lb, per_step):
+    """(correct, counted) predictions of one batch: argmax over the last axis vs the target."""
+    pred = np.asarray(out).argmax(axis=-1)                # (N,) or (T, N)
+    right = pred == yb
+    if per_step and lb is not None:
+        valid = np.arange(right.shape[0])[:, None] < lb[None, :]   # (T, N): t < lengths[b]
+        return int(right[valid].sum()), int(valid.sum())
+    return int(right.sum()), int(right.size)
+
+
+def _batches(N, batch_size, order):
+    return [order[i:i + batch_size] for i in range(0, N, batch_size)]
+
+
+def _take(x, y, lengths, idx, per_step):
+    xb = x[:, idx]
+    yb = y[:, idx] if per_step else y[idx]
+    lb = None if lengths is None else lengths[idx]
+    return xb, yb, lb
+
+
+def _modes(model):
+    return [(m, m.train) for m in model.modules()]
+
+
+def _restore_modes(saved):
+    for m, mode in saved:
+        m.train = mode
+
+
+def _evaluate(model, criterion, x, y, lengths, N, batch_size, per_step):
+    """(loss, accuracy or None) over the data in evaluate mode (the caller restores the mode)."""
+    model.evaluate()
+    classify = _is_classifier(criterion)
+    total, correct, counted = 0.0, 0, 0
+    for idx in _batches(N, batch_size, np.arange(N)):
+        xb, yb, lb = _take(x, y, lengths, idx, per_step)
+        out = model.forward(xb, lengths=lb)
+        total += criterion.forward(out, yb, **_crit_kwargs(criterion, lb)) * len(idx)
+        if classify:
+            c, n = _hits(out, yb, lb, per_step)
+            correct, counted = correct + c, counted + n
+    return total / N, (correct / counted if classify else None)
+
+
+# -- public API ----------------------------------------------------------------------------
+def score(model, criterion, x, y, lengths=None, *, batch_size=256):
+    """Loss (and accuracy) of ``model`` on a data set, in evaluate mode; no parameter changes.
+
+    Data layout as in `fit`. Returns ``{"loss": float, "accuracy": float or None}``: the loss is
+    the mean of ``criterion.forward`` over batches weighted by batch size; accuracy as in `fit`
+    (None for criteria that are not classification losses). Every module gets its mode back.
+    """
+    _check_model_criterion(model, criterion)
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    per_step = isinstance(criterion, SequencerCriterion)
+    x, y, lengths, N = _data(x, y, lengths, per_step)
+    saved = _modes(model)
+    try:
+        loss, acc = _evaluate(model, criterion, x, y, lengths, N, batch_size, per_step)
+    finally:
+        _restore_modes(saved)
+    return {"loss": loss, "accuracy": acc}
+
+
+def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_size=32,
+        validation=None, clip=None, shuffle=True, progress=True, seed=None, callback=None):
+    """Train ``model`` on (x, y) with mini-batches; return a `History`.
+
+    model: a rnncore Module; criterion: a rnncore Criterion (see the module docstring for how
+        its type decides the layout of ``y`` and whether accuracy is measured)
+    optimizer: an ``rnncore.optim`` optimizer built over ``model.parameters()``, or a float
+        ``lr`` meaning plain SGD through ``model.update_parameters(lr)``
+    x, y, lengths: the training data, time-major (module docstring)
+    epochs, batch_size: positive ints; the last batch of an epoch may be smaller
+    validation: None, ``(x, y)`` or ``(x, y, lengths)``: scored after every epoch in evaluate
+        mode, giving ``history.val_loss`` (and ``val_accuracy``)
+    clip: None, or a max L2 norm for all gradients together (``optim.clip_grad_norm``)
+    shuffle: draw a new batch order every epoch (else samples in order)
+    progress: show a tqdm bar per epoch (batches, running loss and accuracy); the bar stays as
+        that epoch's one-line summary, validation numbers included
+    seed: None (batch order from ``rnncore.random``) or an int for a private generator
+    callback: None or ``callback(epoch, history)``, called after every epoch with the number
+        of epochs done so far (1, 2, ...); returning True (any true value) stops training
+
+    Every argument is checked before the model is touched. Returns the `History`; every module
+    ends in the mode (training / evaluate) it had before the call.
+    """
+    # 1. Validate everything first: a refused call leaves the model as it was.
+    _check_model_criterion(model, criterion)
+    per_step = isinstance(criterion, SequencerCriterion)
+    if isinstance(optimizer, Optimizer):
+        own = {id(p) for p in model.parameters()}
+        if own and not any(id(p) in own for p in optimizer.params):
+            raise ValueError("optimizer: expected an optimizer over model.parameters(), got one "
+                             "that holds none of the model's parameters (built for another model?)")
+        lr = None
+    elif isinstance(optimizer, numbers.Real) and not isinstance(optimizer, (bool, np.bool_)):
+        lr = _checks.positive_number(optimizer, "optimizer")
+    else:
+        raise TypeError(f"optimizer: expected an rnncore.optim optimizer or a float learning rate, "
+                        f"got {type(optimizer).__name__}")
+    epochs = _checks.positive_int(epochs, "epochs")
+    batch_size = _checks.positive_int(batch_size, "batch_size")
+    clip = None if clip is None else _checks.positive_number(clip, "clip")
+    shuffle = _flag(shuffle, "shuffle")
+    progress = _flag(progress, "progress")
+    if seed is not None:
+        seed = _checks.positive_int(seed, "seed", minimum=0)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a function callback(epoch, history), "
+                        f"got {type(callback).__name__}")
+    x, y, lengths, N = _data(x, y, lengths, per_step)
+    val = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+            raise TypeError(f"validation: expected None, (x, y) or (x, y, lengths), got "
+                            f"{type(validation).__name__}"
+                            + (f" of length {len(validation)}"
+                               if isinstance(validation, (tuple, list)) else ""))
+        vx, vy, vl = (tuple(validation) + (None,))[:3]
+        val = _data(vx, vy, vl, per_step,
+                    names=("validation[0]", "validation[1]", "validation[2]"))
+
+    rng = np.random.default_rng(seed) if seed is not None else _random.generator()
+    classify = _is_classifier(criterion)
+    params = model.parameters()
+    history = History()
+    saved = _modes(model)
+    try:
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            model.training()
+            order = rng.permutation(N) if shuffle else np.arange(N)
+            batches = _batches(N, batch_size, order)
+            total, seen, correct, counted = 0.0, 0, 0, 0
+            # A manual bar (not tqdm(batches)): it must stay open for the validation numbers.
+            bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch",
+                       leave=True, disable=not progress, dynamic_ncols=True)
+            try:
+                for idx in batches:
+                    xb, yb, lb = _take(x, y, lengths, idx, per_step)
+                    kw = _crit_kwargs(criterion, lb)
+                    model.zero_grad_parameters()
+                    out = model.forward(xb, lengths=lb)
+                    loss = criterion.forward(out, yb, **kw)
+                    g = criterion.backward(out, yb, **kw)
+                    model.backward(xb, g)
+                    if clip is not None and params:
+                        clip_grad_norm(params, clip)
+                    if lr is None:
+                        optimizer.step()
+                    else:
+                        model.update_parameters(lr)
+                    total, seen = total + loss * len(idx), seen + len(idx)
+                    post = {"loss": f"{total / seen:.4f}"}
+                    if classify:
+                        c, n = _hits(out, yb, lb, per_step)
+                        correct, counted = correct + c, counted + n
+                        post["acc"] = f"{correct / counted:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+                history.loss.append(total / N)
+                if classify:
+                    history.accuracy.append(correct / counted)
+                if val is not None:
+                    vloss, vacc = _evaluate(model, criterion, *val, batch_size, per_step)
+                    history.val_loss.append(vloss)
+                    post["val_loss"] = f"{vloss:.4f}"
+                    if vacc is not None:
+                        history.val_accuracy.append(vacc)
+                        post["val_acc"] = f"{vacc:.4f}"
+                    bar.set_postfix(post, refresh=False)
+            finally:
+                bar.close()
+            history.seconds.append(time.perf_counter() - start)
+            history.epochs = epoch
+            if callback is not None and callback(epoch, history):
+                break
+    finally:
+        _restore_modes(saved)
+    return history
