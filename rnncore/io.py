@@ -1,2 +1,246 @@
-"""(being written)"""
-__all__ = []
+"""`save` and `load`: a whole model (architecture and weights) in one ``.npz`` file.
+
+    path = rnncore.save(model, "model.npz")
+    model = rnncore.load("model.npz")          # same class tree, same weights, same dtype
+
+The file is an ordinary NumPy ``.npz`` archive (a zip of ``.npy`` arrays; ``np.load`` opens it):
+
+* ``__rnncore__``: a 0-d string array holding JSON::
+
+      {"format": 1,
+       "model": {"class": "Sequential", "dtype": "float32", "config": {},
+                 "children": [{"class": "LSTM", "dtype": "float32",
+                               "config": {"input_size": 2, "hidden_size": 64, ...},
+                               "children": []}, ...]},
+       "frozen": ["0.weight"]}              # state_dict keys with requires_grad = False
+
+  ``config`` is the module's ``config()`` (its constructor's keyword arguments); a container
+  gets its ``children`` positionally, as in ``Sequential(*children)`` and ``Sequencer(module)``.
+* one array per ``state_dict`` key (``0.weight_ih_l0``, ...), in the parameter's own dtype, so a
+  round trip gives bit-identical outputs.
+
+Safety: ``load`` only builds the module classes rnncore itself exports, looked up by name; it
+never evaluates code or unpickles objects (``allow_pickle=False``). It refuses, with a
+``ValueError`` naming the problem, a file that is not an rnncore model, a format version it does
+not know, an unknown class, a bad config, and missing, extra or misshapen arrays.
+
+What is not saved: the train / evaluate mode (a loaded model starts in ``training()`` mode, as
+any new module does: call ``evaluate()`` for inference), a recurrent layer's ``remember()`` mode
+and carried state, caches of the last forward, and optimizer state.
+"""
+
+import json
+import os
+import uuid
+import zipfile
+
+import numpy as np
+
+from . import _checks
+from . import containers as _containers
+from . import layers as _layers
+from . import random as _random
+from . import recurrent as _recurrent
+from .module import Module
+
+__all__ = ["save", "load"]
+
+FORMAT_VERSION = 1
+META_KEY = "__rnncore__"
+
+# The only classes `load` will build, by name: every module rnncore exports.
+CLASSES = {name: getattr(mod, name)
+           for mod in (_layers, _containers, _recurrent) for name in mod.__all__
+           if isinstance(getattr(mod, name), type) and issubclass(getattr(mod, name), Module)}
+
+
+# -- describe ------------------------------------------------------------------------------
+def _json_value(v):
+    """NumPy scalars in a config become plain Python numbers for JSON."""
+    if isinstance(v, np.generic):
+        return v.item()
+    raise TypeError(f"cannot store {type(v).__name__} {v!r} in the JSON architecture")
+
+
+def _describe(module, path):
+    """The architecture of ``module`` as a JSON-ready dict (recursively)."""
+    cls = type(module)
+    if CLASSES.get(cls.__name__) is not cls:
+        raise TypeError(f"model: cannot save {cls.__name__} at {path or 'the root'}: only the "
+                        f"rnncore module classes can be saved ({', '.join(sorted(CLASSES))})")
+    return {"class": cls.__name__, "dtype": module.dtype.name, "config": dict(module.config()),
+            "children": [_describe(c, f"{path}{i}.") for i, c in enumerate(module._children)]}
+
+
+def save(model, path):
+    """Write ``model`` (architecture and weights) to ONE ``.npz`` file at exactly ``path``.
+
+    path: str or os.PathLike. The file lands at ``path`` as given: unlike ``np.savez``, no
+        ``.npz`` is appended when the name lacks it (``load`` reads any name).
+    returns the path written, as a str.
+
+    The write is atomic: the archive goes to a temporary file in the same directory, is flushed
+    to disk (fsync) and then renamed over ``path`` (``os.replace``). If anything fails, the
+    temporary file is removed and an existing file at ``path`` is left untouched.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    meta = {"format": FORMAT_VERSION, "model": _describe(model, ""),
+            "frozen": [k for k, p in model.named_parameters() if not p.requires_grad]}
+    arrays = {k: np.ascontiguousarray(p.data) for k, p in model.named_parameters()}
+    arrays[META_KEY] = np.array(json.dumps(meta, default=_json_value))
+
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies, as for open()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)              # a file object: numpy adds no suffix
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)                  # atomic on POSIX and Windows
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(folder)
+    return path
+
+
+def _fsync_dir(folder):
+    """Make the rename itself durable (POSIX); harmless to skip where unsupported."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- load ----------------------------------------------------------------------------------
+def _read(path):
+    """{name: array} of every entry, read eagerly; ValueError for anything unreadable."""
+    with open(path, "rb") as f:                  # FileNotFoundError etc. pass through as they are
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise ValueError(f"path: {path!r} is not an rnncore model file (it holds a single "
+                         f".npy array, not an .npz archive)")
+    if not magic.startswith(b"PK\x03\x04"):
+        raise ValueError(f"path: {path!r} is not an rnncore model file (not an .npz archive: "
+                         f"it starts with {magic!r}, a zip archive with b'PK\\x03\\x04')")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"path: {path!r} is corrupt or truncated (not a readable .npz "
+                         f"archive: {e})") from None
+    with npz:
+        try:
+            return {k: npz[k] for k in npz.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise ValueError(f"path: {path!r} is corrupt (an entry cannot be read: {e})") from None
+
+
+def _meta(arrays, path):
+    if META_KEY not in arrays:
+        raise ValueError(f"path: {path!r} is not an rnncore model file: no {META_KEY!r} entry "
+                         f"(it holds {sorted(arrays)[:8]}); write files with rnncore.save")
+    raw = arrays.pop(META_KEY)
+    if raw.dtype.kind != "U" or raw.ndim != 0:
+        raise ValueError(f"path: {path!r}: the {META_KEY!r} entry must be a JSON string, got "
+                         f"an array of dtype {raw.dtype} and shape {raw.shape}")
+    try:
+        meta = json.loads(str(raw))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"path: {path!r}: the {META_KEY!r} entry is not valid JSON "
+                         f"({e})") from None
+    if not isinstance(meta, dict) or "format" not in meta or "model" not in meta:
+        raise ValueError(f"path: {path!r}: expected JSON with 'format' and 'model', got "
+                         f"{str(raw)[:80]!r}")
+    if meta["format"] != FORMAT_VERSION:
+        raise ValueError(f"path: {path!r}: unknown format version {meta['format']!r}; this "
+                         f"rnncore reads format {FORMAT_VERSION}")
+    return meta
+
+
+def _build(desc, where):
+    """A module from its description; ``where`` names the node in messages ('model', 'model.0')."""
+    if not isinstance(desc, dict):
+        raise ValueError(f"{where}: expected a module description (a JSON object), got {desc!r}")
+    missing = [k for k in ("class", "dtype", "config", "children") if k not in desc]
+    if missing:
+        raise ValueError(f"{where}: module description lacks {missing}")
+    name, config, children = desc["class"], desc["config"], desc["children"]
+    if not isinstance(name, str) or name not in CLASSES:
+        raise ValueError(f"{where}: unknown module class {name!r}; expected one of "
+                         f"{sorted(CLASSES)}")
+    if not isinstance(config, dict) or not isinstance(children, list):
+        raise ValueError(f"{where} ({name}): expected 'config' an object and 'children' a list, "
+                         f"got {type(config).__name__} and {type(children).__name__}")
+    try:
+        dtype = _checks.float_dtype(desc["dtype"], "dtype")
+    except TypeError as e:
+        raise ValueError(f"{where} ({name}): {e}") from None
+    kids = [_build(c, f"{where}.{i}") for i, c in enumerate(children)]
+    try:
+        return CLASSES[name](*kids, dtype=dtype, **config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} ({name}): cannot rebuild it from config {config} and "
+                         f"{len(kids)} children: {e}") from None
+
+
+def load(path):
+    """Rebuild the model written by `save` at ``path``: architecture, dtype, weights and frozen
+    parameters (``requires_grad``).
+
+    Raises ``ValueError`` for any file that is not a valid rnncore model (weights that are NaN
+    or Inf included), saying what is wrong; for an array, which key, the expected and the found
+    shape. A missing file raises ``FileNotFoundError`` as ``open`` does. The global
+    ``rnncore.random`` stream is left as it was (the fresh layers' initial weights are drawn
+    from a throwaway generator, then overwritten).
+    """
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
+    arrays = _read(path)
+    meta = _meta(arrays, path)
+
+    # Build with a throwaway generator: the initial weights are overwritten anyway, and the
+    # user's seeded stream (weight init, dropout) must not move because a file was read.
+    kept = _random.generator()
+    _random._generator = np.random.default_rng(0)
+    try:
+        model = _build(meta["model"], "model")
+    finally:
+        _random._generator = kept
+
+    own = dict(model.named_parameters())
+    missing, extra = sorted(set(own) - set(arrays)), sorted(set(arrays) - set(own))
+    if missing or extra:
+        raise ValueError(f"path: {path!r}: the arrays do not fit the architecture in the file: "
+                         f"missing {missing}, unexpected {extra}")
+    for key, p in own.items():
+        a = arrays[key]
+        if a.shape != p.data.shape or a.dtype != p.data.dtype:
+            raise ValueError(f"path: {path!r}: array {key!r} has shape {a.shape} and dtype "
+                             f"{a.dtype}, the architecture expects {p.data.shape} {p.data.dtype}")
+    model.load_state_dict(arrays)
+    frozen = meta.get("frozen", [])
+    if not isinstance(frozen, list) or not set(frozen) <= set(own):
+        raise ValueError(f"path: {path!r}: 'frozen' must list parameter keys of the model, "
+                         f"got {frozen!r}")
+    for key, p in own.items():
+        p.requires_grad = key not in frozen
+    return model

@@ -1,0 +1,285 @@
+"""rnncore.save / rnncore.load: bit-identical round trips, atomic writes, refused files."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnncore
+from rnncore import (GRU, LSTM, RNN, Dropout, Embedding, LastStep, LeakyReLU, Linear, LogSoftMax,
+                     ReLU, Sequencer, Sequential, Sigmoid, SoftMax, Tanh, load, save)
+from rnncore.io import CLASSES, META_KEY
+
+R = np.random.default_rng(0)
+X3 = R.standard_normal((5, 3, 3))                               # (T, B, F=3)
+IDS = R.integers(0, 6, size=(5, 3))                              # (T, B) token ids
+LENGTHS = np.array([5, 2, 4])
+
+
+def models():
+    """(name, model builder, input, lengths): every module class at least once."""
+    return [
+        ("lstm", lambda d: LSTM(3, 4, dtype=d), X3, None),
+        ("lstm-stack-bi", lambda d: LSTM(3, 4, num_layers=2, bidirectional=True, dropout=0.3,
+                                         dtype=d), X3, LENGTHS),
+        ("gru-stack-bi-last", lambda d: GRU(3, 4, num_layers=2, bidirectional=True,
+                                            return_sequences=False, dtype=d), X3, LENGTHS),
+        ("rnn-stack-bi", lambda d: RNN(3, 2, num_layers=3, bidirectional=True, dtype=d),
+         X3, LENGTHS),
+        ("embedding-lstm-laststep", lambda d: Sequential(
+            Embedding(6, 3, dtype=d), LSTM(3, 4, dtype=d), LastStep(dtype=d), Linear(4, 2, dtype=d),
+            LogSoftMax(dtype=d)), IDS, LENGTHS),
+        ("pretrained-frozen", lambda d: Sequential(
+            Embedding.from_pretrained(R.standard_normal((6, 3)), freeze=True, dtype=d),
+            GRU(3, 2, dtype=d)), IDS, None),
+        ("sequencer", lambda d: Sequencer(Sequential(
+            LSTM(3, 5, dtype=d), Dropout(0.5, dtype=d), Linear(5, 4, dtype=d), ReLU(dtype=d),
+            Linear(4, 3, dtype=d), LeakyReLU(0.2, dtype=d), Tanh(dtype=d), Sigmoid(dtype=d),
+            SoftMax(dtype=d)), dtype=d), X3, LENGTHS),
+    ]
+
+
+def same_model(a, b):
+    assert repr(a) == repr(b)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and np.array_equal(sa[k], sb[k]), k
+    assert [p.requires_grad for p in a.parameters()] == [p.requires_grad for p in b.parameters()]
+    assert [m.dtype for m in a.modules()] == [m.dtype for m in b.modules()]
+    assert [type(m) for m in a.modules()] == [type(m) for m in b.modules()]
+
+
+def test_every_module_class_is_covered():
+    used = {type(m).__name__ for _, build, _, _ in models() for m in build(np.float32).modules()}
+    assert used == set(CLASSES)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, build, x, lengths", models(), ids=[m[0] for m in models()])
+def test_round_trip_is_bit_identical(tmp_path, name, build, x, lengths, dtype):
+    rnncore.manual_seed(1)
+    m = build(dtype)
+    path = save(m, tmp_path / "model.npz")
+    assert path == str(tmp_path / "model.npz") and os.listdir(tmp_path) == ["model.npz"]
+    m2 = load(path)
+    same_model(m, m2)
+    assert m2.dtype == np.dtype(dtype)
+    y1 = np.asarray(m.evaluate().forward(x, lengths=lengths))
+    y2 = np.asarray(m2.evaluate().forward(x, lengths=lengths))
+    assert y1.dtype == y2.dtype == np.dtype(dtype) and np.array_equal(y1, y2)
+    # The loaded model trains: one backward (evaluate mode: no dropout masks), same grads.
+    for mod in (m, m2):
+        mod.zero_grad_parameters()
+        y = mod.forward(x, lengths=lengths)
+        mod.backward(x, np.ones_like(np.asarray(y)))
+    for p, q in zip(m.parameters(), m2.parameters()):
+        assert np.array_equal(p.grad, q.grad)
+
+
+@settings(max_examples=12)
+@given(cell=st.sampled_from([RNN, LSTM, GRU]), layers=st.integers(1, 2), bi=st.booleans(),
+       seqs=st.booleans(), f64=st.booleans(), H=st.integers(1, 4))
+def test_round_trip_recurrent_configurations(cell, layers, bi, seqs, f64, H):
+    dtype = np.float64 if f64 else np.float32
+    m = cell(3, H, num_layers=layers, bidirectional=bi, return_sequences=seqs, dtype=dtype)
+    with tempfile.TemporaryDirectory() as d:
+        m2 = load(save(m, os.path.join(d, "m.npz")))
+    same_model(m, m2)
+    assert m2.config() == m.config()
+    assert np.array_equal(m.forward(X3, lengths=LENGTHS), m2.forward(X3, lengths=LENGTHS))
+
+
+def test_frozen_parameters_survive(tmp_path):
+    emb = Embedding.from_pretrained(np.arange(12.0).reshape(4, 3), freeze=True,
+                                    dtype=np.float32)
+    lstm = LSTM(3, 2)
+    lstm.parameters()[1].requires_grad = False                   # frozen by hand
+    m2 = load(save(Sequential(emb, lstm), tmp_path / "f.npz"))
+    assert m2[0].freeze and not m2[0].weight.requires_grad
+    assert [p.requires_grad for p in m2[1].parameters()] == [True, False, True]
+    assert np.array_equal(m2[0].weight.data, np.arange(12.0).reshape(4, 3))
+    unfrozen = load(save(Embedding.from_pretrained(np.ones((2, 2)), freeze=False), tmp_path / "u"))
+    assert unfrozen.weight.requires_grad and not unfrozen.freeze
+
+
+def test_path_without_suffix_is_used_as_given(tmp_path):
+    target = tmp_path / "weights"
+    assert save(LSTM(3, 2), target) == str(target)
+    assert os.listdir(tmp_path) == ["weights"]
+    assert isinstance(load(target), LSTM)
+
+
+def test_load_leaves_the_random_stream_alone(tmp_path):
+    path = save(Sequential(Embedding(50, 8), LSTM(8, 16)), tmp_path / "m.npz")
+    rnncore.manual_seed(3)
+    expected = rnncore.random.generator().random(4)
+    rnncore.manual_seed(3)
+    load(path)
+    assert np.array_equal(rnncore.random.generator().random(4), expected)
+
+
+# -- atomic writes ---------------------------------------------------------------------------
+def _fail_during(monkeypatch, what):
+    """Make one step of the write raise: np.savez half-way, os.fsync, or os.replace."""
+    if what == "savez":
+        def savez(f, **arrays):
+            f.write(b"PK\x03\x04 half an archive")
+            raise OSError("disk full")
+        monkeypatch.setattr(np, "savez", savez)
+    elif what == "interrupt":
+        def savez(f, **arrays):
+            f.write(b"PK\x03\x04")
+            raise KeyboardInterrupt
+        monkeypatch.setattr(np, "savez", savez)
+    else:
+        def boom(*a, **k):
+            raise OSError(f"{what} failed")
+        monkeypatch.setattr(os, what, boom)
+
+
+@pytest.mark.parametrize("what", ["savez", "interrupt", "fsync", "replace"])
+def test_failed_save_leaves_no_file(tmp_path, monkeypatch, what):
+    _fail_during(monkeypatch, what)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        save(LSTM(3, 2), tmp_path / "m.npz")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("what", ["savez", "interrupt", "fsync", "replace"])
+def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch, what):
+    old = LSTM(3, 2)
+    path = save(old, tmp_path / "m.npz")
+    before = open(path, "rb").read()
+    _fail_during(monkeypatch, what)
+    with pytest.raises((OSError, KeyboardInterrupt)):
+        save(GRU(3, 5), path)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["m.npz"] and open(path, "rb").read() == before
+    same_model(old, load(path))
+
+
+def test_save_overwrites_atomically_and_keeps_permissions(tmp_path):
+    path = save(LSTM(3, 2), tmp_path / "m.npz")
+    mode = os.stat(path).st_mode & 0o777
+    save(GRU(3, 2), path)
+    assert isinstance(load(path), GRU) and os.listdir(tmp_path) == ["m.npz"]
+    if os.name == "posix":
+        umask = os.umask(0)
+        os.umask(umask)
+        assert mode == 0o666 & ~umask                          # like a file from open()
+
+
+def test_save_refuses_what_it_cannot_describe(tmp_path):
+    class MyLSTM(LSTM):
+        pass
+
+    with pytest.raises(TypeError, match="model: cannot save MyLSTM at 1"):
+        save(Sequential(Linear(2, 3), MyLSTM(3, 2)), tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="model: expected a rnncore Module"):
+        save({"weight": np.ones(2)}, tmp_path / "x.npz")
+    with pytest.raises(TypeError, match="path"):
+        save(LSTM(2, 2), 3.5)
+    assert os.listdir(tmp_path) == []
+
+
+# -- refused files ---------------------------------------------------------------------------
+def _rewrite(path, change):
+    """Re-pack the archive at ``path`` after ``change(arrays, meta)`` edits it in place."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop(META_KEY)))
+    change(arrays, meta)
+    if meta is not None:
+        arrays[META_KEY] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    rnncore.manual_seed(0)
+    return save(Sequential(LSTM(2, 4), Linear(4, 3)), tmp_path / "m.npz")
+
+
+def _set(d, k, v):
+    d[k] = v
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a, m: _set(m, "format", 99), "unknown format version 99"),
+    (lambda a, m: _set(m["model"]["children"][0], "class", "__import__('os')"),
+     r"model\.0: unknown module class \"__import__\('os'\)\""),
+    (lambda a, m: _set(m["model"], "class", "Module"), "model: unknown module class 'Module'"),
+    (lambda a, m: _set(m["model"]["children"][0]["config"], "hidden_size", 5),
+     r"array '0\.weight_ih_l0' has shape \(16, 2\).*expects \(20, 2\)"),
+    (lambda a, m: _set(m["model"]["children"][0]["config"], "cells", 5),
+     r"model\.0 \(LSTM\): cannot rebuild.*cells"),
+    (lambda a, m: _set(m["model"]["children"][1], "dtype", "int8"), r"model\.1 \(Linear\).*int8"),
+    (lambda a, m: m["model"].pop("children"), "lacks \\['children'\\]"),
+    (lambda a, m: _set(m, "frozen", ["nope"]), "'frozen'"),
+    (lambda a, m: _set(a, "1.weight", np.zeros((4, 3), np.float32)),
+     r"array '1\.weight' has shape \(4, 3\).*expects \(3, 4\)"),
+    (lambda a, m: _set(a, "1.weight", a["1.weight"].astype(np.float64)),
+     r"array '1\.weight'.*float64.*float32"),
+    (lambda a, m: a.pop("0.bias_l0"), r"missing \['0\.bias_l0'\], unexpected \[\]"),
+    (lambda a, m: _set(a, "2.weight", np.ones(3)), r"unexpected \['2\.weight'\]"),
+    (lambda a, m: _set(a, "1.bias", np.array([1.0, np.nan, 0], np.float32)),
+     r"state\['1\.bias'\]: expected finite"),
+])
+def test_tampered_files_are_refused(saved, change, match):
+    _rewrite(saved, change)
+    with pytest.raises(ValueError, match=match):
+        load(saved)
+
+
+def test_bad_json_and_bad_meta_are_refused(saved):
+    with np.load(saved) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays[META_KEY] = np.array("{not json")
+    np.savez(saved, **arrays)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load(saved)
+    arrays[META_KEY] = np.array([1, 2, 3])
+    np.savez(saved, **arrays)
+    with pytest.raises(ValueError, match="must be a JSON string"):
+        load(saved)
+    arrays[META_KEY] = np.array('{"format": 1}')
+    np.savez(saved, **arrays)
+    with pytest.raises(ValueError, match="expected JSON with 'format' and 'model'"):
+        load(saved)
+
+
+def test_truncated_and_corrupt_files_are_refused(saved, tmp_path):
+    data = open(saved, "rb").read()
+    for cut in (len(data) // 2, len(data) - 10, 3, 0):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="not an rnncore model file|corrupt or truncated"):
+            load(bad)
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0xFF                              # inside an array's bytes
+    (tmp_path / "flip.npz").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="corrupt"):
+        load(tmp_path / "flip.npz")
+
+
+def test_foreign_files_are_refused(tmp_path):
+    np.savez(tmp_path / "plain.npz", weight=np.ones(3))
+    with pytest.raises(ValueError, match="no '__rnncore__' entry"):
+        load(tmp_path / "plain.npz")
+    np.save(tmp_path / "one.npy", np.ones(3))
+    with pytest.raises(ValueError, match="single .npy array"):
+        load(tmp_path / "one.npy")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        load(tmp_path / "text.npz")
+    np.savez(tmp_path / "pickled.npz", __rnncore__=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="corrupt"):                 # never unpickled
+        load(tmp_path / "pickled.npz")
+    with pytest.raises(FileNotFoundError):
+        load(tmp_path / "absent.npz")
