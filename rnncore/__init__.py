@@ -13,6 +13,7 @@ from .gradcheck import *       # noqa: F401,F403  gradcheck
 from .data import *            # noqa: F401,F403  pad_sequences
 from .io import *              # noqa: F401,F403  save, load
 from .train import *           # noqa: F401,F403  fit
+from .trace import *           # noqa: F401,F403  trace
 from . import optim            # noqa: F401
 
 __version__ = "0.1.0"

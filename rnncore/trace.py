@@ -1,0 +1,159 @@
+"""`trace`: run one real input through a model and show what each layer receives and returns.
+
+`Module.summary` works out shapes from the constructor arguments alone; ``trace`` feeds an actual
+array and records each layer's input and output as they happen, so it also answers "what does
+the next layer really get?". For a recurrent layer it adds the final states ``h_n`` (and
+``c_n``), shaped ``(num_layers * D, B, H)``:
+
+    >>> x = np.zeros((5, 3, 2), np.float32)                  # (T, B, F)
+    >>> rows = rnncore.trace(Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)), x)
+    Layer (type)   Input shape   Output shape   Params   Final states
+    ===================================================================================
+    0 (LSTM)       (5, 3, 2)     (5, 3, 64)     17,152   h_n (1, 3, 64), c_n (1, 3, 64)
+    1 (LSTM)       (5, 3, 64)    (3, 32)        12,416   h_n (1, 3, 32), c_n (1, 3, 32)
+    ===================================================================================
+    Total params: 29,568
+
+Read it top-down: the first LSTM returns its whole output sequence (5, 3, 64), which is the
+second one's input; the second returns only its last hidden state (3, 32), which equals its
+``h_n[-1]``. 17,152 = 4 gates * (64 * (2 + 64) + 64), and 12,416 = 4 * (32 * (64 + 32) + 32).
+
+Containers are opened as `summary` opens them: a `Sequential` lists its children, a `Sequencer`
+its wrapped module; rows are named by the child index path (the prefix of their ``state_dict``
+keys).
+
+How it works: every leaf module's ``forward`` is wrapped for the duration of the call (an
+instance attribute, removed afterwards) to record shapes. The run is in ``evaluate()`` mode
+(no dropout; no random numbers drawn). Afterwards every module's attributes are put back as they
+were: mode, caches of the previous forward, ``h_n``/``c_n``, remembered state. So a ``backward``
+after ``trace`` still pairs with the forward before it, and a ``remember()``-ing layer carries
+the same state as if ``trace`` had never run.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+from .containers import Sequencer, Sequential
+from .module import Module
+from .recurrent import _Recurrent
+from .summary import _fmt_shape
+
+__all__ = ["trace"]
+
+
+class TraceRow(namedtuple("TraceRow", "path kind input_shape output_shape params")):
+    """One leaf module's call: ``(path, kind, input_shape, output_shape, params)``.
+
+    path: the child index path ('0', '1.0'; '-' for a model that is one layer)
+    kind: the class name; params: its parameter count.
+    ``row.states``: {'h_n': shape, 'c_n': shape} for a recurrent layer, else {}.
+    """
+
+    def __new__(cls, path, kind, input_shape, output_shape, params, states=None):
+        row = super().__new__(cls, path, kind, input_shape, output_shape, params)
+        row.states = dict(states or {})
+        return row
+
+
+def _shape(a):
+    """Shape of an array, or of a list of T step arrays read as one (T, ...) array."""
+    if isinstance(a, (list, tuple)):
+        return (len(a),) + (tuple(np.shape(a[0])) if len(a) else ())
+    return tuple(np.shape(a))
+
+
+def _leaf_paths(module, path, out):
+    """{id(leaf): [path, ...]} in call order; a leaf used twice gets two paths."""
+    if isinstance(module, Sequential):
+        for i, child in enumerate(module._children):
+            _leaf_paths(child, f"{path}{i}.", out)
+    elif isinstance(module, Sequencer):
+        _leaf_paths(module.module, f"{path}0.", out)
+    else:
+        out.setdefault(id(module), []).append(path.rstrip(".") or "-")
+    return out
+
+
+def _unique(modules):
+    seen, out = set(), []
+    for m in modules:
+        if id(m) not in seen:
+            seen.add(id(m))
+            out.append(m)
+    return out
+
+
+def _recording(m, paths, rows):
+    """A stand-in for ``m.forward`` that calls it and appends a `TraceRow`."""
+    inner = m.forward                                         # the bound method of the class
+    calls = [0]
+
+    def forward(x, *args, **kwargs):
+        y = inner(x, *args, **kwargs)
+        path = paths[calls[0] % len(paths)]
+        calls[0] += 1
+        states = {}
+        if isinstance(m, _Recurrent):
+            states = {f"{s}_n": getattr(m, f"{s}_n").shape for s in m._states}
+        n = sum(p.data.size for p in m.parameters())
+        rows.append(TraceRow(path, type(m).__name__, _shape(x), _shape(y), n, states))
+        return y
+
+    return forward
+
+
+def _print_table(rows, print_fn):
+    head = ("Layer (type)", "Input shape", "Output shape", "Params", "Final states")
+    table = [head] + [(f"{r.path} ({r.kind})", _fmt_shape(r.input_shape),
+                       _fmt_shape(r.output_shape), f"{r.params:,}",
+                       ", ".join(f"{k} {_fmt_shape(v)}" for k, v in r.states.items()))
+                      for r in rows]
+    if not any(r.states for r in rows):
+        table = [t[:4] for t in table]
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+
+    def line(t):
+        cells = [f"{c:>{w}}" if i == 3 else f"{c:<{w}}" for i, (c, w) in enumerate(zip(t, widths))]
+        return "   ".join(cells).rstrip()
+
+    rule = "=" * (sum(widths) + 3 * (len(widths) - 1))
+    lines = [line(table[0]), rule] + [line(t) for t in table[1:]]
+    lines += [rule, f"Total params: {sum(r.params for r in rows):,}"]
+    for text in lines:
+        print_fn(text)
+
+
+def trace(model, x, lengths=None, print_fn=print):
+    """Run ``model.forward(x, lengths=lengths)`` once and report every layer's shapes.
+
+    x: the model's input ((T, B, F) floats, a list of T (B, F) arrays, or (T, B) ids)
+    lengths: None or (B,) ints, as for ``forward``
+    print_fn: called once per line of the table (None prints nothing)
+    returns a list of `TraceRow` ``(path, kind, input_shape, output_shape, params)``, one per
+    leaf-module call, in call order; recurrent rows also carry ``row.states``.
+
+    The model is left exactly as it was (see the module docstring). Errors of the forward
+    itself (a wrong input shape, say) propagate unchanged, after the model is restored.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(f"print_fn: expected a function or None, got {type(print_fn).__name__}")
+    paths = _leaf_paths(model, "", {})
+    modules = _unique(model.modules())
+    saved = [(m, dict(m.__dict__)) for m in modules]          # every attribute, to put back
+    rows = []
+    try:
+        model.evaluate()
+        for m in modules:
+            if id(m) in paths:
+                m.forward = _recording(m, paths[id(m)], rows)
+        model.forward(x, lengths=lengths)
+    finally:
+        for m, attrs in saved:                                # also removes the stand-ins
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+    if print_fn is not None:
+        _print_table(rows, print_fn)
+    return rows
