@@ -1,0 +1,107 @@
+"""rnncore.plots: real image files, gate activations that match the layer, clear refusals."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import GRU, LSTM, History
+from rnncore.plots import lstm_gates, plot_history, plot_lstm_gates
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def history(accuracy=True, epochs=5):
+    h = History()
+    h.loss = list(np.linspace(1.0, 0.2, epochs))
+    h.val_loss = list(np.linspace(1.1, 0.3, epochs))
+    if accuracy:
+        h.accuracy = list(np.linspace(0.5, 0.95, epochs))
+        h.val_accuracy = list(np.linspace(0.45, 0.9, epochs))
+    h.seconds, h.epochs = [0.1] * epochs, epochs
+    return h
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head == PNG and os.path.getsize(path) > 5000
+
+
+def test_plot_history_writes_pngs(tmp_path):
+    had_pyplot = "matplotlib.pyplot" in sys.modules
+    assert plot_history(history(), tmp_path / "h.png") == str(tmp_path / "h.png")
+    assert is_png(tmp_path / "h.png")
+    assert is_png(plot_history(history(accuracy=False).as_dict(), str(tmp_path / "loss.png")))
+    assert is_png(plot_history(history(epochs=1), tmp_path / "one.png"))
+    assert ("matplotlib.pyplot" in sys.modules) == had_pyplot          # no pyplot, no window
+
+
+def test_format_follows_the_suffix(tmp_path):
+    svg = plot_history(history(), tmp_path / "h.svg")
+    assert open(svg, "rb").read(200).lstrip().startswith(b"<?xml")
+    bare = plot_history(history(), tmp_path / "curves")
+    assert bare == str(tmp_path / "curves") and is_png(bare)
+    assert sorted(os.listdir(tmp_path)) == ["curves", "h.svg"]
+
+
+def test_lstm_gates_match_the_layer():
+    rnncore.manual_seed(0)
+    layer = LSTM(3, 4, num_layers=2, bidirectional=True, dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((6, 3, 3))
+    lengths = np.array([6, 4, 2])
+    y = layer.forward(x, lengths=lengths)
+    layer0 = LSTM(3, 4, dtype=np.float64)
+    layer0.load_state_dict({k: v for k, v in layer.state_dict().items()
+                            if k.endswith("_l0")})         # not "_l0_reverse", not "_l1"
+    y0 = layer0.forward(x, lengths=lengths)                        # layer 0, forward direction
+    for b in range(3):
+        a = lstm_gates(layer, x, lengths=lengths, sample=b)
+        assert all(a[k].shape == (lengths[b], 4) for k in "ifgoch")
+        np.testing.assert_allclose(a["h"], y0[:lengths[b], b], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(a["h"], a["o"] * np.tanh(a["c"]), rtol=0, atol=1e-12)
+        c_prev = np.vstack([np.zeros((1, 4)), a["c"][:-1]])
+        np.testing.assert_allclose(a["c"], a["f"] * c_prev + a["i"] * a["g"], atol=1e-12)
+        assert (a["i"] > 0).all() and (a["i"] < 1).all() and (np.abs(a["g"]) < 1).all()
+    assert y.shape == (6, 3, 8)
+
+
+def test_plot_lstm_gates_writes_a_png(tmp_path):
+    rnncore.manual_seed(1)
+    layer = LSTM(2, 12)
+    x = np.random.default_rng(1).standard_normal((9, 2, 2)).astype(np.float32)
+    path = plot_lstm_gates(layer, list(x), tmp_path / "gates.png", lengths=np.array([9, 5]),
+                           sample=1)
+    assert path == str(tmp_path / "gates.png") and is_png(path)
+
+
+def test_bad_arguments(tmp_path):
+    x = np.zeros((4, 2, 2))
+    with pytest.raises(TypeError, match="layer: expected a rnncore LSTM, got GRU"):
+        plot_lstm_gates(GRU(2, 3), x, tmp_path / "g.png")
+    with pytest.raises(ValueError, match=r"sample: expected an int in \[0, 1\]"):
+        plot_lstm_gates(LSTM(2, 3), x, tmp_path / "g.png", sample=2)
+    with pytest.raises(TypeError, match="sample"):
+        plot_lstm_gates(LSTM(2, 3), x, tmp_path / "g.png", sample=0.0)
+    with pytest.raises(ValueError, match=r"x: expected \(T, B, 3\)"):
+        plot_lstm_gates(LSTM(3, 3), x, tmp_path / "g.png")
+    with pytest.raises(ValueError, match="lengths"):
+        plot_lstm_gates(LSTM(2, 3), x, tmp_path / "g.png", lengths=np.array([5, 1]))
+    with pytest.raises(ValueError, match="history: expected at least one epoch"):
+        plot_history(History(), tmp_path / "h.png")
+    with pytest.raises(TypeError, match="history"):
+        plot_history([0.1, 0.2], tmp_path / "h.png")
+    with pytest.raises(TypeError, match="path"):
+        plot_history(history(), 42)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)      # import now fails
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(ImportError, match=r'pip install "rnncore\[plot\]"'):
+        plot_history(history(), tmp_path / "h.png")
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[plot\]"'):
+        plot_lstm_gates(LSTM(2, 3), np.zeros((3, 1, 2)), tmp_path / "g.png")
