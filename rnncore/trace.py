@@ -31,6 +31,7 @@ the same state as if ``trace`` had never run.
 """
 
 from collections import namedtuple
+from types import MappingProxyType
 
 import numpy as np
 
@@ -49,6 +50,8 @@ class TraceRow(namedtuple("TraceRow", "path kind input_shape output_shape params
     kind: the class name; params: its parameter count.
     ``row.states``: {'h_n': shape, 'c_n': shape} for a recurrent layer, else {}.
     """
+
+    states = MappingProxyType({})                             # rows built by _make/_replace
 
     def __new__(cls, path, kind, input_shape, output_shape, params, states=None):
         row = super().__new__(cls, path, kind, input_shape, output_shape, params)
