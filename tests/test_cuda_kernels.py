@@ -12,6 +12,11 @@ The simulator runs every GPU thread as a Python thread, so shapes are tiny (T, B
 and there are few cases; each still goes through every kernel of its path. The multi-block
 persistent kernel runs with one launch per step (``PersistentPlan(steps_per_launch=1)``),
 because the simulator's cooperative grid is a single block.
+
+**On a real GPU** (``NUMBA_ENABLE_CUDASIM=0 python -m pytest tests/test_cuda_kernels.py``) the
+same tests run, plus those marked ``real_gpu``: every cell and path at T=64, B=32, I=128, H=256
+(float32 and float64, ragged, reverse) against the float64 reference, H=512 at batch 1 and 64,
+and a determinism check (a race shows as results that change between identical runs).
 """
 import os
 import subprocess
@@ -41,15 +46,22 @@ from kernels.cuda.persistent import PersistentPlan  # noqa: E402
 
 needs_cuda = pytest.mark.skipif(not READY, reason="numba.cuda was imported without the simulator "
                                 "before this module; test_rerun_in_a_fresh_process runs these")
+#: A real GPU answered (not the simulator): the ``real_gpu`` tests run at real sizes.
+REAL_GPU = READY and not kc.SIMULATOR
+real_gpu = pytest.mark.skipif(not REAL_GPU, reason="real sizes need a GPU: run with "
+                              "NUMBA_ENABLE_CUDASIM=0 on a machine with one")
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
 
-def _problem(cell, rng, T=3, B=3, I=3, H=4, dtype=np.float64, states=True):
-    """Weights, input, initial states and upstream grads for one cell, as ``dtype``."""
+def _problem(cell, rng, T=3, B=3, I=3, H=4, dtype=np.float64, states=True, wscale=0.5):
+    """Weights, input, initial states and upstream grads for one cell, as ``dtype``.
+
+    wscale: standard deviation of the weights (at real sizes use ~1/sqrt(H), as initialisers
+    do, or every gate saturates and the comparison tests nothing)."""
     G = GATES[cell]
 
-    def r(*shape, scale=0.5):
+    def r(*shape, scale=wscale):
         return (scale * rng.standard_normal(shape)).astype(dtype)
 
     weights = (r(G * H, I), r(G * H, H), r(G * H)) + ((r(G * H),) if cell == "gru" else ())
@@ -210,17 +222,88 @@ def test_bad_inputs_are_refused_by_name(rng):
 
 @needs_cuda
 def test_persistent_refused_when_weights_do_not_fit():
-    """H = 48 float64 LSTM: W_hh is 72 KiB, more than one block's 48 KiB, and the simulator's
-    cooperative grid has one block. "persistent" refuses, "auto" falls back to the steps."""
+    """float64 LSTM, H = 1300: one hidden unit's rows of W_hh (4 x 1300 x 8 bytes = 40.6 KiB) plus
+    the partial-sum buffer exceed a block's 48 KiB, on any GPU and on the simulator.
+    "persistent" refuses, "auto" falls back to the steps."""
     from kernels.cuda import persistent
-    assert persistent.plan("lstm", "forward", np.float64, 1, 48) is None
-    assert persistent.plan("lstm", "forward", np.float64, 1, 4) == PersistentPlan(4, (4, 4))
+    assert persistent.plan("lstm", "forward", np.float64, 1, 1300) is None
+    small = persistent.plan("lstm", "forward", np.float64, 1, 4)
+    assert small is not None and small.blocks(4) >= 1
+    if kc.SIMULATOR:                       # one block: it owns every unit
+        assert small == PersistentPlan(4, (4, 4))
     x = np.zeros((1, 1, 1))
-    W_ih, W_hh, b = np.zeros((192, 1)), np.zeros((192, 48)), np.zeros(192)
+    W_ih, W_hh, b = np.zeros((5200, 1)), np.zeros((5200, 1300)), np.zeros(5200)
     with pytest.raises(ValueError, match="does not fit"):
         kc.lstm_forward(x, W_ih, W_hh, b, path="persistent")
-    with pytest.raises(ValueError, match="steps_per_launch=1"):
-        kc.lstm_forward(x, W_ih, W_hh, b, path=PersistentPlan(units_per_block=8))
+    if kc.SIMULATOR:
+        with pytest.raises(ValueError, match="steps_per_launch=1"):
+            kc.lstm_forward(x[:, :, :1], W_ih[:192], W_hh[:192, :48], b[:192],
+                            path=PersistentPlan(units_per_block=8))
+
+
+# ---------------------------------------------------------------------------------------------
+# real sizes (a GPU only)
+# ---------------------------------------------------------------------------------------------
+
+def _rel_err(a, b):
+    """||a - b|| / ||b|| (Frobenius), the measure for large float32 results."""
+    b = np.asarray(b, np.float64)
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def _check_real(cell, T, B, I, H, dtype, path, reverse, rng, tol):
+    p = _problem(cell, rng, T=T, B=B, I=I, H=H, dtype=dtype, wscale=1.0 / np.sqrt(H))
+    lengths = np.maximum(1, T - (np.arange(B) * 7) % T)               # ragged, one of length T
+    ours = _forward(kc, cell, p, lengths, reverse, path=path)
+    p64 = {k: (tuple(None if a is None else np.float64(a) for a in v) if isinstance(v, tuple)
+               else np.float64(v)) for k, v in p.items()}
+    theirs = _forward(ref, cell, p64, lengths, reverse)
+    g_ours = _backward(kc, cell, p["dy"], p["dstates"], ours[-1], path=path)
+    g_theirs = _backward(ref, cell, p64["dy"], p64["dstates"], theirs[-1])
+    errs = []
+    for k, (a, b) in enumerate(zip(list(ours[:-1]) + list(g_ours),
+                                   list(theirs[:-1]) + list(g_theirs))):
+        assert a.dtype == dtype and a.shape == b.shape, (k, a.dtype, a.shape, b.shape)
+        assert np.all(np.isfinite(a)), f"{cell} {path} output #{k} not finite"
+        errs.append(_rel_err(a, b))
+    assert max(errs) < tol, (cell, path, np.dtype(dtype).name, errs)
+    return ours, g_ours
+
+
+@real_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("path", ["steps", "persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_real_size_matches_reference(cell, path, dtype, rng):
+    """T=64, B=32, I=128, H=256, ragged and reverse: every output and gradient within
+    ||ours - ref|| / ||ref|| < 1e-5 (float32) or 1e-11 (float64) of the float64 reference."""
+    tol = 1e-5 if dtype == np.float32 else 1e-11
+    _check_real(cell, 64, 32, 128, 256, dtype, path, True, rng, tol)
+
+
+@real_gpu
+@pytest.mark.parametrize("B", [1, 64])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_real_h512_persistent_matches_reference(cell, B, rng):
+    """H = 512 float32, the benchmark's shape family: the persistent kernel over 100+ blocks."""
+    _check_real(cell, 32, B, 64, 512, np.float32, "persistent", False, rng, 1e-5)
+
+
+@real_gpu
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_real_persistent_is_deterministic(cell, rng):
+    """Three identical persistent runs give bit-identical results: a missing barrier or a read of
+    a value another block has not yet written shows up as results that move between runs."""
+    p = _problem(cell, rng, T=48, B=16, I=32, H=384, dtype=np.float32, wscale=1 / np.sqrt(384))
+    lengths = np.maximum(1, 48 - np.arange(16) * 3)
+    runs = []
+    for _ in range(3):
+        out = _forward(kc, cell, p, lengths, False, path="persistent")
+        runs.append(list(out[:-1]) + list(_backward(kc, cell, p["dy"], p["dstates"], out[-1],
+                                                    path="persistent")))
+    for other in runs[1:]:
+        for k, (a, b) in enumerate(zip(runs[0], other)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{cell} output #{k} moved between runs")
 
 
 # ---------------------------------------------------------------------------------------------
