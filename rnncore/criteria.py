@@ -52,7 +52,14 @@ class Criterion:
       _check(input, target) -> (x, t)     validated arrays (x: float32/float64)
       _loss(x, t)           -> float      the loss, computed in float64
       _grad(x, t)           -> array      dL/dx in float64 (cast to x's dtype by ``backward``)
+
+    and, optionally, the per-row form that lets `SequencerCriterion` score every step at once:
+
+      _rows(x, t) -> (l, g)   l: (N,) row losses with ``loss = mean(l)``;
+                              g: dL/dx times N, so ``grad = g / N``
     """
+
+    _rows = None                                                 # no per-row form: loop over steps
 
     def __init__(self):
         self.output = None                                       # the last forward's loss
@@ -103,6 +110,11 @@ class MSECriterion(Criterion):
     def _grad(self, x, t):
         return 2.0 * (x.astype(np.float64) - t) / x.size        # dL/dx = 2 (x - t) / numel
 
+    def _rows(self, x, t):
+        d = (x.astype(np.float64) - t).reshape(len(x), -1)      # (N, F): F elements per row
+        F = d.shape[1]
+        return (d * d).mean(axis=1), (2.0 / F * d).reshape(x.shape)
+
 
 class ClassNLLCriterion(Criterion):
     """Negative log-likelihood of the target classes: ``L = -mean_n x[n, t_n]``.
@@ -123,6 +135,12 @@ class ClassNLLCriterion(Criterion):
         g = np.zeros(x.shape)                                    # (N, C)
         g[np.arange(len(t)), t] = -1.0 / len(t)                  # dL/dx[n, t_n] = -1/N
         return g
+
+    def _rows(self, x, t):
+        n = np.arange(len(t))
+        g = np.zeros(x.shape)
+        g[n, t] = -1.0
+        return -x[n, t].astype(np.float64), g
 
 
 def _log_softmax(z):
@@ -150,6 +168,13 @@ class CrossEntropyCriterion(ClassNLLCriterion):
         g = np.exp(_log_softmax(x))                              # softmax, (N, C)
         g[np.arange(len(t)), t] -= 1.0                           # dL/dx = (softmax - onehot(t)) / N
         return g / len(t)
+
+    def _rows(self, x, t):
+        n = np.arange(len(t))
+        logp = _log_softmax(x)
+        g = np.exp(logp)
+        g[n, t] -= 1.0
+        return -logp[n, t], g
 
 
 class BCECriterion(Criterion):
@@ -181,6 +206,15 @@ class BCECriterion(Criterion):
         p = p.astype(np.float64)
         # dL/dp = (p - t) / (p (1 - p)) / numel
         return (p - t) / np.maximum(p * (1.0 - p), 1e-12) / p.size
+
+    def _rows(self, p, t):
+        p = p.astype(np.float64)
+        F = p.size // len(p)                                     # elements per row
+        with np.errstate(divide="ignore"):
+            log_p = np.maximum(np.log(p), -100.0)
+            log_1mp = np.maximum(np.log(1.0 - p), -100.0)
+        l = -(t * log_p + (1.0 - t) * log_1mp).reshape(len(p), -1).mean(axis=1)
+        return l, (p - t) / np.maximum(p * (1.0 - p), 1e-12) / F
 
 
 class SequencerCriterion(Criterion):
@@ -216,13 +250,51 @@ class SequencerCriterion(Criterion):
                              f"got shape {t.shape}")
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)
+        return x, t, was_list, lengths
+
+    def _all_steps(self, x, t, lengths):
+        """Loss and dL/dx (T, B, ...) of every step at once, through the inner ``_rows``.
+
+        L = sum_s mean_{b valid at s} l(s, b): each valid row's loss and gradient are weighted by
+        1 / (rows valid at its step), the same numbers as calling the inner criterion per step.
+        """
+        T, B = x.shape[:2]
+        if lengths is None:                                      # every row of every step
+            rows = slice(None)
+            weight = np.full(T * B, 1.0 / B)
+            xv, tv = x.reshape(T * B, *x.shape[2:]), t.reshape(T * B, *t.shape[2:])
+        else:
+            valid = np.arange(T)[:, None] < lengths[None, :]     # (T, B): step s of row b runs
+            rows = valid.reshape(-1)
+            per_step = valid.sum(axis=1)                         # rows still running at step s
+            weight = np.repeat(1.0 / np.maximum(per_step, 1), B)[rows]
+            xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
+        xv, tv = self.criterion._check(xv, tv)                   # validated once, valid rows only
+        l, g = self.criterion._rows(xv, tv)
+        grad = np.zeros(x.shape, x.dtype)                        # 0 at padding
+        grad.reshape(T * B, *x.shape[2:])[rows] = g * weight.reshape(-1, *[1] * (g.ndim - 1))
+        return float(np.dot(l, weight)), grad
+
+    def _per_step(self, x, t, lengths):
+        """The same by definition: the inner criterion called once per step (any criterion)."""
+        T, B = x.shape[:2]
         steps = np.full(B, T) if lengths is None else lengths
-        rows = [np.flatnonzero(steps > s) for s in range(T)]    # rows still running at step s
-        return x, t, was_list, lengths, rows
+        loss, grad = 0.0, np.zeros_like(x)
+        for s in range(T):
+            r = np.flatnonzero(steps > s)                        # rows still running at step s
+            if r.size:
+                loss += self.criterion.forward(x[s, r], t[s, r])
+                grad[s, r] = self.criterion.backward(x[s, r], t[s, r])
+        return loss, grad
+
+    def _evaluate(self, x, t, lengths):
+        if self.criterion._rows is not None:
+            return self._all_steps(x, t, lengths)
+        return self._per_step(x, t, lengths)
 
     def forward(self, input, target, lengths=None):
-        x, t, _, lengths, rows = self._check_seq(input, target, lengths)
-        loss = sum(self.criterion.forward(x[s, r], t[s, r]) for s, r in enumerate(rows) if r.size)
+        x, t, _, lengths = self._check_seq(input, target, lengths)
+        loss, _ = self._evaluate(x, t, lengths)
         self._lengths = lengths
         self.output = float(loss)
         return self.output
@@ -232,11 +304,8 @@ class SequencerCriterion(Criterion):
     def backward(self, input, target, lengths=None):
         if lengths is None:
             lengths = self._lengths
-        x, t, was_list, _, rows = self._check_seq(input, target, lengths)
-        g = np.zeros_like(x)                                     # (T, B, ...), 0 at padding
-        for s, r in enumerate(rows):
-            if r.size:
-                g[s, r] = self.criterion.backward(x[s, r], t[s, r])   # L = sum_s L_s
+        x, t, was_list, lengths = self._check_seq(input, target, lengths)
+        _, g = self._evaluate(x, t, lengths)
         return list(g) if was_list else g
 
     def __repr__(self):

@@ -21,6 +21,7 @@ import numpy as np
 from . import _checks
 from .module import Module
 from .random import generator, uniform
+from kernels.linear import linear_backward, linear_forward
 
 __all__ = ["Linear", "Embedding", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout",
            "LogSoftMax", "SoftMax"]
@@ -84,8 +85,8 @@ class Linear(Module):
 
     def _forward(self, x, lengths):
         x, was_list = self._check_x(x)
-        y = x @ self.weight.data.T + self.bias.data             # (N..., O)
-        return _like(y, was_list)
+        y = linear_forward(x.reshape(-1, self.in_features), self.weight.data, self.bias.data)
+        return _like(y.reshape(x.shape[:-1] + (self.out_features,)), was_list)   # (N..., O)
 
     def _backward(self, x, gy):
         # Torch7: the gradients are those of the given input (the one forward saw).
@@ -94,10 +95,10 @@ class Linear(Module):
         _checks.same_shape(gy, x.shape[:-1] + (self.out_features,), "gy")
         x2 = x.reshape(-1, self.in_features)                     # (N, I)
         g2 = gy.reshape(-1, self.out_features)                   # (N, O)
-        self.weight.grad += g2.T @ x2                            # dL/dW = sum_n gy_n x_n^T
-        self.bias.grad += g2.sum(axis=0)                         # dL/db = sum_n gy_n
-        gx = gy @ self.weight.data                               # dL/dx = gy W, (N..., I)
-        return _like(gx, was_list)
+        gx, dW, db = linear_backward(g2, x2, self.weight.data)
+        self.weight.grad += dW                                   # dL/dW = sum_n gy_n x_n^T
+        self.bias.grad += db                                     # dL/db = sum_n gy_n
+        return _like(gx.reshape(x.shape), was_list)              # dL/dx = gy W, (N..., I)
 
     def output_shape(self, input_shape):
         shape = _check_input_shape(input_shape)

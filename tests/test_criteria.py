@@ -179,3 +179,43 @@ def test_sequencer_criterion_trains_a_sequencer_end_to_end():
         model.backward(x, crit.backward(y, t))
         model.update_parameters(0.5)
     assert losses[-1] < 0.1 * losses[0]
+
+
+@given(T=st.integers(1, 4), B=st.integers(1, 4), seed=st.integers(0, 2**16),
+       inner=st.sampled_from(["nll", "mse", "ce", "bce"]), ragged=st.booleans())
+@settings(max_examples=25)
+def test_sequencer_criterion_all_steps_at_once_equals_step_by_step(T, B, seed, inner, ragged):
+    """The vectorized path (inner ``_rows``) gives the per-step loop's numbers, for every inner."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    C = 3
+    if inner in ("mse", "bce"):
+        crit = MSECriterion() if inner == "mse" else BCECriterion()
+        x = rng.uniform(0.05, 0.95, (T, B, C))
+        t = rng.uniform(0, 1, (T, B, C))
+    else:
+        crit = ClassNLLCriterion() if inner == "nll" else CrossEntropyCriterion()
+        x, t = log_probs(rng, (T, B, C)), rng.integers(0, C, (T, B))
+    c = SequencerCriterion(crit)
+    loss, grad = c._all_steps(x, t, lengths)
+    loss_ref, grad_ref = c._per_step(x, t, lengths)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_ref, rtol=1e-12, atol=1e-15)
+
+
+def test_sequencer_criterion_falls_back_to_steps_for_a_criterion_without_rows():
+    class Half(MSECriterion):                                    # a user's criterion: no _rows
+        _rows = None
+
+        def _loss(self, x, t):
+            return 0.5 * super()._loss(x, t)
+
+        def _grad(self, x, t):
+            return 0.5 * super()._grad(x, t)
+
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((3, 2, 2)), rng.standard_normal((3, 2, 2))
+    lengths = np.array([3, 1])
+    full, half = SequencerCriterion(MSECriterion()), SequencerCriterion(Half())
+    np.testing.assert_allclose(half.forward(x, t, lengths), 0.5 * full.forward(x, t, lengths))
+    np.testing.assert_allclose(half.backward(x, t), 0.5 * full.backward(x, t))

@@ -1,0 +1,64 @@
+"""Affine map ``y = x W^T + b`` and its gradients, for the `Linear` layer.
+
+    x: (N, I)   W: (O, I)   b: (O,)   y: (N, O)
+    dx = dy W          (N, O) @ (O, I)
+    dW = dy^T x        (O, N) @ (N, I)
+    db = sum_n dy_n
+
+Three GEMMs and a column sum; compiled so that they run on the same BLAS as the recurrent
+kernels (SciPy's OpenBLAS, which Numba's ``np.dot`` calls). Calling NumPy's ``@`` instead uses
+NumPy's own OpenBLAS: two BLAS libraries, each with a thread pool that keeps spinning for a
+while after its last call, then take turns on the same cores, and a small training step on two
+cores ran several times slower for it.
+"""
+
+import numpy as np
+from numba import njit
+
+from ._common import as_float_array
+
+__all__ = ["linear_forward", "linear_backward"]
+
+
+@njit(cache=True)
+def _forward_core(x, W, b, y):
+    np.dot(x, W.T, y)                                    # (N, I) @ (I, O)
+    for n in range(y.shape[0]):
+        for o in range(y.shape[1]):
+            y[n, o] += b[o]
+
+
+@njit(cache=True)
+def _backward_core(dy, x, W, dx, dW, db):
+    np.dot(dy, W, dx)                                    # (N, O) @ (O, I)
+    np.dot(dy.T, x, dW)                                  # (O, N) @ (N, I)
+    db[:] = 0
+    for n in range(dy.shape[0]):
+        for o in range(dy.shape[1]):
+            db[o] += dy[n, o]
+
+
+def linear_forward(x, W, b):
+    """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64)."""
+    x = as_float_array(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"x: expected a (N, I) array, got shape {x.shape}")
+    W = as_float_array(W, "W", x.dtype)
+    if W.ndim != 2 or W.shape[1] != x.shape[1]:
+        raise ValueError(f"W: expected shape (O, {x.shape[1]}), got {W.shape}")
+    b = as_float_array(b, "b", x.dtype, (W.shape[0],))
+    y = np.empty((x.shape[0], W.shape[0]), x.dtype)
+    _forward_core(x, W, b, y)
+    return y
+
+
+def linear_backward(dy, x, W):
+    """Gradients of ``linear_forward``: returns dx (N, I), dW (O, I), db (O,), fresh arrays."""
+    x = as_float_array(x, "x")
+    W = as_float_array(W, "W", x.dtype)
+    dy = as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0]))
+    dx = np.empty_like(x)
+    dW = np.empty_like(W)
+    db = np.empty(W.shape[0], x.dtype)
+    _backward_core(dy, x, W, dx, dW, db)
+    return dx, dW, db

@@ -1,0 +1,56 @@
+"""kernels.linear: y = x W^T + b and its gradients, against plain NumPy and central differences."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.linear import linear_backward, linear_forward
+
+
+@given(N=st.integers(1, 6), I=st.integers(1, 6), O=st.integers(1, 6), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from([np.float32, np.float64]))
+@settings(max_examples=25)
+def test_matches_numpy(N, I, O, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x, W, b, dy = (rng.standard_normal(s).astype(dtype) for s in [(N, I), (O, I), (O,), (N, O)])
+    y = linear_forward(x, W, b)
+    assert y.dtype == dtype
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(y, x @ W.T + b, **tol)
+    dx, dW, db = linear_backward(dy, x, W)
+    np.testing.assert_allclose(dx, dy @ W, **tol)
+    np.testing.assert_allclose(dW, dy.T @ x, **tol)
+    np.testing.assert_allclose(db, dy.sum(axis=0), **tol)
+
+
+def test_gradients_by_central_differences():
+    rng = np.random.default_rng(0)
+    x, W, b, dy = (rng.standard_normal(s) for s in [(3, 4), (2, 4), (2,), (3, 2)])
+    dx, dW, db = linear_backward(dy, x, W)
+    eps = 1e-6
+    for arr, grad in [(x, dx), (W, dW), (b, db)]:
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + eps
+            up = (linear_forward(x, W, b) * dy).sum()
+            arr[i] = old - eps
+            down = (linear_forward(x, W, b) * dy).sum()
+            arr[i] = old
+            num[i] = (up - down) / (2 * eps)
+        np.testing.assert_allclose(grad, num, rtol=1e-7, atol=1e-9)
+
+
+def test_refuses_misshapen_arguments():
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="W"):
+        linear_forward(x, np.zeros((4, 5)), np.zeros(4))
+    with pytest.raises(ValueError, match="b"):
+        linear_forward(x, np.zeros((4, 3)), np.zeros(5))
+    with pytest.raises(ValueError, match="x"):
+        linear_forward(np.zeros(3), np.zeros((4, 3)), np.zeros(4))
+    with pytest.raises(ValueError, match="dy"):
+        linear_backward(np.zeros((2, 5)), x, np.zeros((4, 3)))
+    with pytest.raises(TypeError, match="x"):
+        linear_forward(np.zeros((2, 3), np.int64), np.zeros((4, 3)), np.zeros(4))
