@@ -73,6 +73,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
+from ._gemm import gemm_packed, pack_for
 
 __all__ = ["gru_forward", "gru_backward"]
 
@@ -82,7 +83,8 @@ __all__ = ["gru_forward", "gru_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, b_ih, b_hh, lengths, reverse):
+def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_ih, b_hh, lengths,
+                  reverse):
     """The whole forward pass. Fills y, hs, gates, ns and qs in place.
 
     y:     (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
@@ -94,6 +96,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, b_ih, b_hh, length
     x_s:   (T, B, I)     inputs in step order   W_ih: (3H, I)   b_ih, b_hh: (3H,)
     W_hh_T: (H, 3H)      W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
                          with a contiguous right operand than with the view W_hh.T
+    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (float32, B >= 16), else empty
     lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -106,7 +109,10 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, b_ih, b_hh, length
     R2 = R.reshape(B, 3 * H)                             # the same memory, as the GEMM sees it
     bi, bh = b_ih.reshape(3, H), b_hh.reshape(3, H)      # gate k of unit j is [k, j]: k = r z n
     for s in range(T):
-        np.dot(hs[s], W_hh_T, R2)                        # hidden parts: h_{s-1} W_hh^T (B, 3H)
+        if W_hh_T_packed.size:                           # hidden parts: h_{s-1} W_hh^T (B, 3H)
+            gemm_packed(hs[s], W_hh_T_packed, R2)        # (float32, B >= 16: see _gemm.py)
+        else:
+            np.dot(hs[s], W_hh_T, R2)
         for bb in range(B):
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
@@ -161,8 +167,9 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (6)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
+    W_hh_T = np.ascontiguousarray(W_hh.T)
     _forward_core(y, hs, gates, ns, qs, np.empty((B, 3, H), dt),
-                  x_s, W_ih, np.ascontiguousarray(W_hh.T), b_ih, b_hh, lengths, int(reverse))
+                  x_s, W_ih, W_hh_T, pack_for(W_hh_T, B), b_ih, b_hh, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs)
     return y, hs[T].copy(), cache
@@ -174,7 +181,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
 
 @njit(cache=True, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
-                   x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs):
+                   x_s, W_ih, W_hh, W_hh_packed, lengths, reverse, hs, gates, ns, qs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
@@ -218,7 +225,10 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
                 dg[2, j] = dan * r                                         # (4): dL/dq, then (3)
                 dan_b[j] = dan                                             # (4): d(W_in x + b_in)
                 dhz_b[j] = dh_t * z                                        # (5): direct path
-        np.dot(dG[s].reshape(B, 3 * H), W_hh, dh)        # (1)-(3): GEMM part of dL/dh_{s-1}
+        if W_hh_packed.size:                             # (1)-(3): GEMM part of dL/dh_{s-1}
+            gemm_packed(dG[s].reshape(B, 3 * H), W_hh_packed, dh)
+        else:
+            np.dot(dG[s].reshape(B, 3 * H), W_hh, dh)
 
     for bb in range(B):                                  # dh0 = both parts of dL/dh_{-1}
         for j in range(H):
@@ -268,7 +278,7 @@ def gru_backward(dy, dh_n, cache):
     dan_s = np.empty((T, B, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
-                   x_s, W_ih, W_hh, lengths, int(reverse), hs, gates, ns, qs)
+                   x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs, gates, ns, qs)
 
     dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db_ih, db_hh, dh

@@ -36,15 +36,17 @@ How the work is organized, as in cuDNN and haste. Forward:
     G = X W_ih^T              ONE GEMM for the input part of (1) at every step: (T*B, I) @ (I, 4H)
     for each step t:
         R = h_{t-1} W_hh^T    ONE GEMM for the recurrent part of (1): (B, H) @ (H, 4H), into a
-                              preallocated buffer, with W_hh^T made contiguous once (OpenBLAS
-                              is up to 4x faster on that than on a transposed view at small B)
+                              preallocated buffer. In float32 with B >= 16 it is ``_gemm``'s
+                              product with W_hh^T packed once for all T steps (about twice
+                              OpenBLAS's speed on this thin shape); otherwise BLAS, with W_hh^T
+                              made contiguous once (up to 4x faster than a transposed view)
         one pass over (B, H): G[t] + R + b, then (2), (3), (4), (5); save i f g o and tanh(c_t)
 
 Backward, t = T-1 ... 0:
 
     for each step t:
         one pass over (B, H): dh_t, dc_t -> dz_t (kept in dZ) and dc_{t-1}       (4), (3), (2)
-        dh_{t-1} = dz_t W_hh  ONE GEMM: (B, 4H) @ (4H, H)                         (1)
+        dh_{t-1} = dz_t W_hh  ONE GEMM: (B, 4H) @ (4H, H), packed as in forward   (1)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_ih = dZ^T X            (4H, T*B) @ (T*B, I)                            (1)
         dW_hh = dZ^T H_prev       (4H, T*B) @ (T*B, H), row (t, b) of H_prev = h_{t-1}[b]
@@ -74,6 +76,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
+from ._gemm import gemm_packed, pack_for
 
 __all__ = ["lstm_forward", "lstm_backward"]
 
@@ -83,7 +86,7 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse):
+def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, W_hh_T_packed, b, lengths, reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
 
     y:      (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
@@ -91,6 +94,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
     gates:  (T, B, 4, H)  out: activated i, f, g, o of every valid step (used as scratch first)
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
     x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)
+    W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (float32, B >= 16), else empty
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -104,7 +108,10 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, reverse
     W_hh_T = np.ascontiguousarray(W_hh.T)                # (H, 4H), copied once for all T steps
     b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
     for s in range(T):
-        np.dot(hs[s], W_hh_T, R2)                        # (1): h_{s-1} W_hh^T      (B, H) @ (H, 4H)
+        if W_hh_T_packed.size:                           # (1): h_{s-1} W_hh^T      (B, H) @ (H, 4H)
+            gemm_packed(hs[s], W_hh_T_packed, R2)
+        else:
+            np.dot(hs[s], W_hh_T, R2)
         for bb in range(B):
             L = lengths[bb]
             c_prev, h_new, c_new = cs[s, bb], hs[s + 1, bb], cs[s + 1, bb]     # (H,) each
@@ -162,7 +169,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (5)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
-    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, b, lengths, int(reverse))
+    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, pack_for(W_hh.T, B), b, lengths,
+                  int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c)
     return y, hs[T].copy(), cs[T].copy(), cache
@@ -174,7 +182,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
 
 @njit(cache=True, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
-                   x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c):
+                   x_s, W_ih, W_hh, W_hh_packed, lengths, reverse, hs, cs, gates, tanh_c):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dc, dZ in place.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
@@ -184,6 +192,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     dc:    (B, H)       in: dc_n; out: dc0. Holds dL/dc of the current step's input state.
     dZ:    (T, B, 4, H) out: dL/dz_t for every step, 0 on padding (scratch for the big GEMMs)
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
+    W_hh_packed: W_hh packed for ``_gemm.gemm_packed``, or empty to use BLAS
     the rest: the forward's cache (see ``_forward_core``).
     """
     T, B, I = x_s.shape
@@ -213,7 +222,10 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                 dz[1, j] = df * f * (one - f)                            # (2)
                 dz[2, j] = dg * (one - g * g)                            # (2): tanh' = 1 - tanh^2
                 dz[3, j] = do * o * (one - o)                            # (2)
-        np.dot(dZ[s].reshape(B, 4 * H), W_hh, dh)        # (1): dL/dh_{s-1} = dz_s W_hh  (B, H)
+        if W_hh_packed.size:                             # (1): dL/dh_{s-1} = dz_s W_hh  (B, H)
+            gemm_packed(dZ[s].reshape(B, 4 * H), W_hh_packed, dh)
+        else:
+            np.dot(dZ[s].reshape(B, 4 * H), W_hh, dh)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
@@ -252,7 +264,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     dZ = np.empty((T, B, 4, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
-                   x_s, W_ih, W_hh, lengths, int(reverse), hs, cs, gates, tanh_c)
+                   x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs, cs, gates, tanh_c)
 
     dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db, dh, dc

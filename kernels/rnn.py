@@ -56,6 +56,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, state_or_zeros, tanh
+from ._gemm import gemm_packed, pack_for
 
 __all__ = ["rnn_forward", "rnn_backward"]
 
@@ -65,7 +66,7 @@ __all__ = ["rnn_forward", "rnn_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, b, lengths, reverse):
+def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, reverse):
     """The whole forward pass. Fills y and hs in place.
 
     y:   (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
@@ -75,6 +76,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, b, lengths, reverse):
     x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
     W_hh_T: (H, H)     W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
                        with a contiguous right operand than with the view W_hh.T
+    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (float32, B >= 16), else empty
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -84,7 +86,10 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, b, lengths, reverse):
     np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
 
     for s in range(T):
-        np.dot(hs[s], W_hh_T, R)                         # hidden part of (1): R = h_{s-1} W_hh^T
+        if W_hh_T_packed.size:                           # hidden part of (1): R = h_{s-1} W_hh^T
+            gemm_packed(hs[s], W_hh_T_packed, R)         # (float32, B >= 16: see _gemm.py)
+        else:
+            np.dot(hs[s], W_hh_T, R)
         for bb in range(B):
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
@@ -126,8 +131,9 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (3)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
+    W_hh_T = np.ascontiguousarray(W_hh.T)
     _forward_core(y, hs, np.empty((T, B, H), dt), np.empty((B, H), dt),
-                  x_s, W_ih, np.ascontiguousarray(W_hh.T), b, lengths, int(reverse))
+                  x_s, W_ih, W_hh_T, pack_for(W_hh_T, B), b, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs)
     return y, hs[T].copy(), cache
@@ -138,8 +144,8 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, lengths, reverse,
-                   hs):
+def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_hh_packed, lengths,
+                   reverse, hs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dA in place.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
@@ -168,7 +174,10 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, le
             for j in range(H):
                 dh_t = dy_t[j] + dh_next[j]              # h_t feeds y_t and step s+1
                 da[j] = dh_t * (one - h[j] * h[j])       # (2): tanh' = 1 - tanh^2
-        np.dot(dA[s], W_hh, dh)                          # (1): dL/dh_{s-1} = da_s W_hh  (B, H)
+        if W_hh_packed.size:                             # (1): dL/dh_{s-1} = da_s W_hh  (B, H)
+            gemm_packed(dA[s], W_hh_packed, dh)
+        else:
+            np.dot(dA[s], W_hh, dh)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
@@ -206,7 +215,7 @@ def rnn_backward(dy, dh_n, cache):
     dA = np.empty((T, B, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n,
-                   x_s, W_ih, W_hh, lengths, int(reverse), hs)
+                   x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs)
 
     dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db, dh

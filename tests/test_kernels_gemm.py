@@ -1,0 +1,78 @@
+"""kernels._gemm: the packed per-step product, its tail cases, and the cells at batch sizes that
+take it (float32, B >= MIN_ROWS) against the float64 reference."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.reference as ref
+from kernels import _gemm, gru, lstm, rnn
+from kernels._gemm import MIN_ROWS, TILE_COLS, gemm_packed, pack, pack_for
+
+
+@given(M=st.integers(1, 11), K=st.integers(1, 40), N=st.integers(1, 2 * TILE_COLS + 7),
+       seed=st.integers(0, 2**16))
+@settings(max_examples=40)
+def test_packed_product_equals_numpy(M, K, N, seed):
+    """Every tail: rows M % 4, a partial last column tile, K = 1."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    Wb = rng.standard_normal((K, N)).astype(np.float32)
+    out = np.full((M, N), np.nan, np.float32)                   # every entry must be written
+    gemm_packed(A, pack(Wb), out)
+    expect = A.astype(np.float64) @ Wb.astype(np.float64)
+    np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5 * np.sqrt(K))
+
+
+def test_packed_product_writes_only_its_columns():
+    rng = np.random.default_rng(0)
+    A, Wb = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((3, 70)).astype(np.float32)
+    big = np.full((5, 80), 7.0, np.float32)
+    gemm_packed(A, pack(Wb), big[:, :70])                     # a view: the padding must stay
+    assert (big[:, 70:] == 7.0).all()
+
+
+def test_pack_layout_and_when_it_is_used():
+    Wb = np.arange(3 * 70, dtype=np.float32).reshape(3, 70)
+    Wp = pack(Wb)
+    assert Wp.shape == (2, 3, TILE_COLS) and Wp.flags.c_contiguous
+    np.testing.assert_array_equal(Wp[1, :, :6], Wb[:, 64:])
+    assert not Wp[1, :, 6:].any()                                # zero padding
+    assert pack_for(Wb, MIN_ROWS).size and not pack_for(Wb, MIN_ROWS - 1).size
+    assert not pack_for(Wb.astype(np.float64), 64).size         # float64 keeps BLAS
+
+
+def _weights(rng, G, I, H):
+    return (rng.uniform(-0.3, 0.3, (G * H, I)), rng.uniform(-0.3, 0.3, (G * H, H)))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cells_on_the_packed_path_match_the_reference(cell, reverse):
+    """B = MIN_ROWS + 3 in float32 takes the packed product (and its row tail) in both passes."""
+    rng = np.random.default_rng(1)
+    T, B, I, H = 5, MIN_ROWS + 3, 4, 21
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    W_ih, W_hh = _weights(rng, G, I, H)
+    biases = [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(1, T + 1, B)
+    state = [rng.standard_normal((B, H)) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
+    fast = {"lstm": lstm, "gru": gru, "rnn": rnn}[cell]
+    f_fwd, f_bwd = getattr(fast, f"{cell}_forward"), getattr(fast, f"{cell}_backward")
+    r_fwd, r_bwd = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
+    args = [x, W_ih, W_hh, *biases, *state]
+    f32 = [a.astype(np.float32) for a in args]
+    assert pack_for(np.zeros((H, G * H), np.float32), B).size    # the path under test
+    yf, *sf, cf = f_fwd(*f32, lengths=lengths, reverse=reverse)
+    yr, *sr, cr = r_fwd(*args, lengths=lengths, reverse=reverse)
+    np.testing.assert_allclose(yf, yr, atol=2e-5)
+    for a, b in zip(sf, sr):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    dy = rng.standard_normal((T, B, H))
+    dstate = [rng.standard_normal((B, H)) for _ in state]
+    gf = f_bwd(dy.astype(np.float32), *[d.astype(np.float32) for d in dstate], cf)
+    gr = r_bwd(dy, *dstate, cr)
+    for a, b in zip(gf, gr):
+        np.testing.assert_allclose(a, b, atol=2e-4 * max(1.0, np.abs(b).max()))
