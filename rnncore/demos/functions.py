@@ -190,7 +190,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
 
     returns a dict: lua_loss [(iteration, loss)], lua_step_accuracy [T floats],
     lua_hard_accuracy, accuracy_8, accuracy_short, accuracy_by_length {P: acc}, history
-    (Part 2's as_dict()), seconds {part: s}, and saved / plots / ablation when asked.
+    (Part 2's as_dict()), model (Part 2's trained model), seconds {part: s}, and saved /
+    plots / ablation when asked.
     """
     q = 1 if quick else 0
     size = {k: v[q] for k, v in _SIZES.items()}
@@ -269,7 +270,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     by_len[8] = acc8
     out["seconds"]["part2"] = time.perf_counter() - t0
     out.update(accuracy_8=acc8, accuracy_short=acc_short, accuracy_by_length=by_len,
-               history=history.as_dict())
+               history=history.as_dict(), model=model)
     if not progress:
         print_fn(f"  {E} epochs: training loss {history.loss[0]:.3f} -> {history.loss[-1]:.3f}, "
                  f"validation accuracy {history.val_accuracy[0]:.1%} -> "

@@ -55,7 +55,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         print_fn=print):
     """Train the regressor, then print the numbers that say which output is the prediction.
 
-    returns a dict: test_rmse, baseline_rmse (always predicting the mean), history, and for the
+    returns a dict: test_rmse, baseline_rmse (always predicting the mean), history, model (the
+    trained sequence-to-one regressor), and for the
     batch shown: lengths, targets, last_valid (output at t = lengths-1), from_h_n
     (Linear(h_n[-1])), seq_to_one (the return_sequences=False model), output_last_row
     (output[-1]), no_lengths_last_row (output[-1] when lengths= is forgotten), the max abs
@@ -88,7 +89,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
                           validation=(xt, yt, lt), progress=progress, seed=seed)
     rmse = float(np.sqrt(rnncore.score(model, MSECriterion(), xt, yt, lt)["loss"]))
     base = float(np.sqrt(np.mean((yt - y.mean()) ** 2)))
-    out.update(test_rmse=rmse, baseline_rmse=base, history=history.as_dict())
+    out.update(test_rmse=rmse, baseline_rmse=base, history=history.as_dict(), model=model)
     print_fn(f"  test RMSE {rmse:.3f} (always predicting the mean: {base:.3f})")
 
     # 2. The same weights with return_sequences=True: one value per word.

@@ -1,0 +1,252 @@
+"""The command line and the demos: each demo runs at its --quick size through ``cli.main`` and the
+numbers it reports are checked (accuracy, shapes, parameter counts, the regression identities),
+not only its exit status."""
+
+import contextlib
+import importlib.metadata
+import io
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import cli
+from rnncore.demos import DEMOS, functions, stacked
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(argv, monkeypatch=None):
+    """cli.main(argv) with stdout captured; returns (status, stdout, the demo's returned dict)."""
+    captured = {}
+    patches = []
+    for name, mod in DEMOS.items():
+        original = mod.run
+
+        def recording(*args, _original=original, _name=name, **kwargs):
+            captured[_name] = _original(*args, **kwargs)
+            return captured[_name]
+        patches.append((mod, original))
+        mod.run = recording
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            status = cli.main(argv)
+    finally:
+        for mod, original in patches:
+            mod.run = original
+    result = next(iter(captured.values()), None)
+    return status, buf.getvalue(), result
+
+
+def percent(text, label):
+    """The percentage printed after ``label`` in the demo's output, as a fraction."""
+    m = re.search(re.escape(label) + r"\s*([0-9.]+)%", text)
+    assert m, f"{label!r} not found in the output:\n{text}"
+    return float(m.group(1)) / 100
+
+
+# -- functions: one quick run (with --save and --plot) shared by several tests -------------
+@pytest.fixture(scope="module")
+def functions_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("functions")
+    save = str(folder / "model.npz")
+    plots = str(folder / "plots")
+    status, out, result = run_cli(["demo", "--quick", "--no-progress", "--seed", "0",
+                                   "--save", save, "--plot", plots])
+    return dict(status=status, out=out, result=result, save=save, plots=plots)
+
+
+def test_demo_alone_runs_functions_and_learns_the_hard_task(functions_run):
+    r, out = functions_run["result"], functions_run["out"]
+    assert functions_run["status"] == 0
+    assert "rnncore demo functions" in out
+    # Part 1: the Lua port converges on the fixed-k task (by the last step)
+    assert r["lua_step_accuracy"][-1] >= 0.9
+    assert len(r["lua_step_accuracy"]) == functions.POINTS
+    assert r["lua_loss"][-1][1] < 0.5 * r["lua_loss"][0][1]
+    # ... the same recipe does not learn the hard task
+    assert r["lua_hard_accuracy"] < 0.6
+    # Part 2: the recipe does, on 8 points and on shorter sequences (quick size: >= 90 %)
+    assert r["accuracy_8"] >= 0.90
+    assert r["accuracy_short"] >= 0.80
+    assert set(r["accuracy_by_length"]) == {4, 5, 6, 7, 8}
+    # what was printed is what was returned
+    assert percent(out, "test accuracy, 8 points:") == pytest.approx(r["accuracy_8"], abs=6e-4)
+    assert percent(out, "test accuracy, 4-7 points:") == pytest.approx(r["accuracy_short"],
+                                                                        abs=6e-4)
+    assert percent(out, "test accuracy after all 8 points:") == pytest.approx(
+        r["lua_hard_accuracy"], abs=6e-4)
+    assert r["history"]["epochs"] == len(r["history"]["loss"]) > 1
+    assert r["history"]["loss"][-1] < r["history"]["loss"][0]
+
+
+def test_functions_save_then_load_round_trip(functions_run):
+    path, model = functions_run["save"], functions_run["result"]["model"]
+    assert os.path.isfile(path) and functions_run["result"]["saved"] == path
+    assert "rnncore.load(" in functions_run["out"]
+    loaded = rnncore.load(path).evaluate()
+    x, labels, lengths = functions.make_functions(200, np.random.default_rng(7), min_points=4)
+    np.testing.assert_array_equal(loaded.forward(x, lengths=lengths),
+                                  model.evaluate().forward(x, lengths=lengths))
+    acc = np.mean(loaded.forward(x, lengths=lengths).argmax(axis=1) == labels)
+    assert acc >= 0.8                                       # the weights are the trained ones
+
+
+def test_functions_plot_writes_pngs(functions_run):
+    names = sorted(os.listdir(functions_run["plots"]))
+    assert names == ["functions_history.png", "functions_lstm_gates.png"]
+    for name in names:
+        with open(os.path.join(functions_run["plots"], name), "rb") as f:
+            head = f.read(8)
+        assert head == b"\x89PNG\r\n\x1a\n"
+        assert os.path.getsize(os.path.join(functions_run["plots"], name)) > 10_000
+
+
+def test_functions_ablation_table_is_complete(capsys):
+    res = functions._ablation(seed=0, hidden=4, updates=8, test=32, print_fn=print)
+    assert len(res) == 12
+    assert {k[0] for k in res} == {"raw", "standardised"}
+    assert all(0.0 <= v <= 1.0 for v in res.values())
+    table = capsys.readouterr().out
+    assert table.count("%") == 12 + 1                       # 12 cells + "chance 33%"
+
+
+def test_make_functions_standardises_each_sequence_over_its_valid_points():
+    x, labels, lengths = functions.make_functions(50, np.random.default_rng(0), min_points=4)
+    assert x.shape == (8, 50, 2) and labels.shape == lengths.shape == (50,)
+    assert set(np.unique(lengths)) <= set(range(4, 9)) and set(labels) <= {0, 1, 2}
+    for b in range(50):
+        seq = x[:lengths[b], b].astype(np.float64)
+        np.testing.assert_allclose(seq.mean(axis=0), 0.0, atol=1e-5)
+        np.testing.assert_allclose(seq.std(axis=0), 1.0, atol=1e-4)
+        assert not x[lengths[b]:, b].any()                  # padding stays zero
+    raw, labels, _ = functions.make_functions(20, np.random.default_rng(1), fixed=True,
+                                              standardised=False)
+    xs, ys = raw[..., 0].astype(np.float64), raw[..., 1].astype(np.float64)
+    shape = np.select([labels == 0, labels == 1], [xs, xs ** 2], np.sqrt(xs))
+    np.testing.assert_allclose(ys, functions.K_FIXED * shape + functions.B_FIXED, rtol=1e-6)
+
+
+# -- regression -----------------------------------------------------------------------------
+def test_regression_demo_shows_which_output_is_the_prediction(tmp_path):
+    status, out, r = run_cli(["demo", "regression", "--quick", "--no-progress", "--seed", "1",
+                              "--save", str(tmp_path / "reg.npz")])
+    assert status == 0
+    assert r["test_rmse"] < 0.5 * r["baseline_rmse"]       # it learned something
+    lengths = np.array(r["lengths"])
+    assert lengths.max() == 10 and (lengths < 10).any()
+    # the output at each sequence's last valid step IS the prediction, and Linear(h_n[-1])
+    assert r["diff_last_valid_vs_seq_to_one"] <= 1e-6
+    assert r["diff_h_n_vs_seq_to_one"] <= 1e-6
+    np.testing.assert_allclose(r["last_valid"], r["seq_to_one"], atol=1e-6)
+    # output[-1] is it only for the full-length sentence; elsewhere it is the bias (padding)
+    last_row, s2o = np.array(r["output_last_row"]), np.array(r["seq_to_one"])
+    full = lengths == lengths.max()
+    np.testing.assert_allclose(last_row[full], s2o[full], atol=1e-6)
+    assert r["diff_last_row_vs_seq_to_one"] > 1e-3
+    np.testing.assert_allclose(last_row[~full], r["bias"], atol=1e-6)
+    assert np.abs(np.array(r["no_lengths_last_row"])[~full] - s2o[~full]).min() > 1e-4
+    # bidirectional: forward half at the last valid step = h_n[-2]; backward ends at step 0
+    assert r["bi_forward_last_valid_vs_h_n"] <= 1e-6
+    assert r["bi_backward_step0_vs_h_n"] <= 1e-6
+    assert r["bi_seq_to_one_vs_h_n"] <= 1e-6
+    assert r["bi_backward_last_row_vs_h_n"] > 1e-2
+    assert r["bi_backward_last_row_vs_h_n_full"] > 1e-2
+    assert f"{r['bi_backward_last_row_vs_h_n']:.3f}" in out
+    # --save works here too
+    loaded = rnncore.load(tmp_path / "reg.npz")
+    assert loaded.state_dict().keys() == r["model"].state_dict().keys()
+
+
+# -- stacked --------------------------------------------------------------------------------
+def test_stacked_demo_counts_and_shapes():
+    status, out, r = run_cli(["demo", "stacked", "--no-progress"])
+    assert status == 0
+    assert r["lstm"]["params"] == r["lstm"]["formula"] == [17152, 12416]
+    assert "4*64*(2+64) + 4*64 = 17152" in out and "4*32*(64+32) + 4*32 = 12416" in out
+    assert r["lstm"]["input_shapes"] == [(5, 3, 2), (5, 3, 64)]
+    assert r["lstm"]["output_shapes"] == [(5, 3, 64), (3, 32)]
+    assert r["bidirectional"]["params"] == r["bidirectional"]["formula"] == [34304, 41216]
+    assert r["bidirectional"]["input_shapes"][1] == (5, 3, 128)       # next layer reads 2H
+    assert r["bidirectional"]["output_shapes"] == [(5, 3, 128), (3, 64)]
+    assert r["bidirectional"]["states"][0]["h_n"] == (2, 3, 64)
+    assert r["gru"]["params"] == r["gru"]["formula"] == [3 * 64 * 66 + 6 * 64, 3 * 32 * 96 + 6 * 32]
+    assert "c_n" not in r["gru"]["states"][0]
+    assert r["rnn"]["params"] == r["rnn"]["formula"] == [64 * 66 + 64, 32 * 96 + 32]
+    assert sum(r["num_layers_2"]["params"]) == sum(r["two_objects"]["params"]) == 50176
+    assert r["same_output"] <= 1e-6 and r["same_h_n"] <= 1e-6
+
+
+def test_stacked_hidden_option_changes_the_formula():
+    status, out, r = run_cli(["demo", "stacked", "--hidden", "10"])
+    assert status == 0
+    assert r["lstm"]["params"] == [4 * 10 * (2 + 10) + 4 * 10, 4 * 5 * (10 + 5) + 4 * 5]
+    assert stacked.layer_params("GRU", 3, 4, num_layers=2, bidirectional=True) == [
+        (2 * (3 * 4 * 7 + 6 * 4), "2*(3*4*(3+4) + 6*4) = 216"),
+        (2 * (3 * 4 * 12 + 6 * 4), "2*(3*4*(8+4) + 6*4) = 336")]
+
+
+def test_python_dash_m_rnncore_runs_the_stacked_demo():
+    proc = subprocess.run([sys.executable, "-m", "rnncore", "demo", "stacked"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "17,152" in proc.stdout and "= 17152" in proc.stdout and "= 12416" in proc.stdout
+
+
+def test_console_script_points_at_cli_main():
+    eps = [e for e in importlib.metadata.entry_points(group="console_scripts")
+           if e.name == "rnncore"]
+    assert len(eps) == 1 and eps[0].value == "rnncore.cli:main"
+    assert eps[0].load() is cli.main
+
+
+# -- usage ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["--version"]])
+def test_help_and_version_exit_0(argv, capsys):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "rnncore" in out
+    if argv == ["demo", "--help"]:
+        for word in ("functions", "regression", "stacked", "--seed", "--epochs", "--hidden",
+                     "--save", "--plot", "--quick", "--no-progress"):
+            assert word in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "nope"], "invalid choice: 'nope'"),
+    (["demo", "--epochs", "0"], "--epochs"),
+    (["demo", "--hidden", "x"], "--hidden"),
+    (["demo", "--seed", "-1"], "--seed"),
+    (["demo", "--bogus"], "unrecognized arguments"),
+    (["train"], "invalid choice: 'train'"),
+    (["demo", "stacked", "--save", "m.npz"], "stacked demo trains nothing"),
+    (["demo", "stacked", "--ablation"], "--ablation"),
+    ([], "usage: rnncore"),
+])
+def test_usage_errors_exit_2_with_a_message(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_is_a_usage_error_before_training(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)       # import matplotlib -> ImportError
+    called = []
+    monkeypatch.setattr(functions, "run", lambda **kw: called.append(kw))
+    assert cli.main(["demo", "functions", "--plot", "plots"]) == 2
+    err = capsys.readouterr().err
+    assert "--plot needs matplotlib" in err and 'pip install -e ".[plot]"' in err
+    assert called == []                                         # nothing was trained
+
+
+def test_options_reach_the_demo(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(functions, "run", lambda **kw: seen.update(kw) or {})
+    assert cli.main(["demo", "--seed", "5", "--epochs", "3", "--hidden", "7", "--quick",
+                     "--no-progress", "--save", "m.npz"]) == 0
+    assert seen == dict(seed=5, epochs=3, hidden=7, quick=True, progress=False, save="m.npz",
+                        plot=None)
