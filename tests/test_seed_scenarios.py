@@ -1,0 +1,85 @@
+"""The questions this project grew from, as tests: each scenario runs through the public API.
+
+1. A Lua ``rnn`` user's Sequencer LSTM that should tell line / parabola / sqrt apart from 8 (x, y)
+   points (fixed k and b, a class target at every step), ported line for line.
+2. "My LSTM regressor returns one value per token": a sequence-to-one regressor (Embedding ->
+   LSTM -> Linear, MSE, Adam) that fits two sentences' scores; the prediction is the output at
+   each sentence's last real token.
+3. "Why 17152?": the Keras parameter counts of two stacked LSTMs.
+"""
+
+import numpy as np
+
+import rnncore
+from rnncore import (LSTM, ClassNLLCriterion, Embedding, Linear, LogSoftMax, MSECriterion,
+                     Sequencer, SequencerCriterion, Sequential, optim)
+
+K, B0 = 2.0, 0.5                                   # the Lua script's fixed slope and offset
+CURVES = [lambda x: K * x + B0, lambda x: K * x ** 2 + B0, lambda x: K * np.sqrt(x) + B0]
+
+
+def functions_data(n, rng, T=8):
+    """n sequences of T points (x, y) on one of the three curves; class ids at every step."""
+    cls = rng.integers(0, 3, n)
+    x = np.sort(rng.uniform(0, 2, (n, T)), axis=1)
+    y = np.stack([CURVES[c](xi) for c, xi in zip(cls, x)])
+    seq = np.stack([x, y], axis=-1).transpose(1, 0, 2).astype(np.float32)    # (T, n, 2)
+    return seq, np.repeat(cls[None, :], T, axis=0)                            # targets (T, n)
+
+
+def test_the_lua_sequencer_port_learns_line_parabola_sqrt():
+    rnncore.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x, t = functions_data(512, rng)
+    x_test, t_test = functions_data(300, rng)
+    # The Lua model, line for line: nn.Sequencer(nn.Sequential():add(nn.LSTM(2, 100))
+    #   :add(nn.Linear(100, 3)):add(nn.LogSoftMax())), nn.SequencerCriterion(nn.ClassNLLCriterion())
+    model = Sequencer(Sequential(LSTM(2, 100), Linear(100, 3), LogSoftMax()))
+    criterion = SequencerCriterion(ClassNLLCriterion())
+    for epoch in range(40):
+        for i in range(0, x.shape[1], 32):
+            xb, tb = x[:, i:i + 32], t[:, i:i + 32]
+            out = model.forward(xb)
+            criterion.forward(out, tb)
+            model.zero_grad_parameters()
+            model.backward(xb, criterion.backward(out, tb))
+            model.update_parameters(0.1)                         # :updateParameters(lr)
+    model.evaluate()
+    pred = model.forward(x_test)[-1].argmax(axis=1)              # the last step has seen all 8
+    accuracy = (pred == t_test[-1]).mean()
+    assert accuracy > 0.95, accuracy
+
+
+def test_sequence_to_one_regressor_fits_two_sentences():
+    rnncore.manual_seed(0)
+    sentences = [[3, 7, 1, 4, 2], [5, 2, 6]]                     # token ids, different lengths
+    scores = np.array([[0.2], [0.9]])
+    ids, lengths = rnncore.pad_sequences([np.array(s) for s in sentences])   # (T, B), (B,)
+    model = Sequential(Embedding(8, 6), LSTM(6, 16, return_sequences=False), Linear(16, 1))
+    criterion = MSECriterion()
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        pred = model.forward(ids, lengths=lengths)               # (B, 1): one value per sentence
+        criterion.forward(pred, scores)
+        opt.zero_grad()
+        model.backward(ids, criterion.backward(pred, scores))
+        opt.step()
+    pred = model.forward(ids, lengths=lengths)
+    np.testing.assert_allclose(pred, scores, atol=0.02)
+    # The same prediction read off the per-step outputs: each sentence's LAST REAL token, not the
+    # last row of the padded batch.
+    per_step = Sequential(model[0], LSTM(6, 16), model[2])
+    per_step[1].load_state_dict(model[1].state_dict())
+    y = per_step.forward(ids, lengths=lengths)                   # (T, B, 1)
+    last = y[lengths - 1, np.arange(len(sentences))]
+    np.testing.assert_allclose(last, pred, rtol=1e-5, atol=1e-6)
+    assert abs(y[-1, 1, 0] - pred[1, 0]) > 0.1                   # row T-1 of the short one is padding
+
+
+def test_keras_parameter_counts_of_two_stacked_lstms(capsys):
+    model = Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False))
+    assert model.summary((5, None, 2)) == 17152 + 12416
+    table = capsys.readouterr().out
+    assert "17,152" in table and "12,416" in table
+    assert sum(p.data.size for p in model[0].parameters()) == 4 * 64 * (2 + 64) + 4 * 64 == 17152
+    assert sum(p.data.size for p in model[1].parameters()) == 4 * 32 * (64 + 32) + 4 * 32 == 12416
