@@ -11,6 +11,7 @@ without matplotlib), 130 when interrupted. The demos themselves live in `rnncore
 """
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -101,6 +102,12 @@ def _check_demo_args(parser, args):
                      "functions or regression")
     if args.ablation and args.name != "functions":
         parser.error(f"--ablation: only the functions demo has one, not {args.name}")
+    if args.save is not None:
+        folder = os.path.dirname(os.path.abspath(args.save))
+        if os.path.isdir(args.save) or not os.path.isdir(folder):
+            parser.error(f"--save: expected a file path in an existing directory, got "
+                         f"{args.save!r}" + ("" if os.path.isdir(folder) else
+                                               f" ({folder} does not exist)"))
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401

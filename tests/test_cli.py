@@ -227,6 +227,7 @@ def test_help_and_version_exit_0(argv, capsys):
     (["demo", "stacked", "--save", "m.npz"], "stacked demo trains nothing"),
     (["demo", "stacked", "--ablation"], "--ablation"),
     ([], "usage: rnncore"),
+    (["demo", "--save", os.path.join(ROOT, "no-such-dir", "m.npz")], "does not exist"),
 ])
 def test_usage_errors_exit_2_with_a_message(argv, message, capsys):
     assert cli.main(argv) == 2

@@ -43,8 +43,7 @@ import time
 import numpy as np
 
 import rnncore
-from rnncore import (LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequencer, Sequential,
-                     SequencerCriterion, optim)
+from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequential, optim
 
 from . import lua_port
 
@@ -65,6 +64,15 @@ _SIZES = {
     "ablation_updates": (3000, 400),
     "lr": (3e-3, 6e-3),          # Adam; the quick run has fewer updates, so larger steps
 }
+
+
+# Measured with --ablation, seeds 0, 1 and 2 (the README has the tables).
+WHY = """
+Why the Lua run stalled, as --ablation measures it (seeds 0-2; LSTM(100), 3000 updates each):
+  plain SGD at lr 0.01 stays below 40 % whatever else is changed; raw, unstandardised points
+  hold even Adam to 75-95 %; standardised points reach 95-100 % with SGD at lr 0.5 or with
+  Adam, whether the class is asked at every step or at the last one only. The step size and
+  the input scale stalled it, not the per-step targets."""
 
 
 def standardise(x, lengths=None):
@@ -138,7 +146,7 @@ def _ablation(seed, hidden, updates, test, print_fn):
     """The 12 combinations on the hard task; returns {(inputs, model, optimizer): accuracy}."""
     batch = 32
     print_fn(f"\nAblation: the hard task, {updates} updates of batch {batch} each, "
-             f"LSTM({hidden}); test accuracy at the last step (chance 33%)")
+             f"LSTM({hidden});\ntest accuracy at the last step (chance 33%)")
     print_fn(f"  {'inputs':<14}{'loss on':<22}{'SGD lr 0.01':>12}{'SGD lr 0.5':>12}"
              f"{'Adam+clip':>12}")
     results = {}
@@ -208,7 +216,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
              f"  Sequencer(LSTM(2, {H}) -> Linear({H}, 3) -> LogSoftMax), "
              f"SequencerCriterion(ClassNLLCriterion),\n"
              f"  update_parameters(0.01); k = {K_FIXED:g}, b = {B_FIXED:g} fixed, raw points, "
-             f"the class asked at every step; {iters} iterations of 32 fresh samples")
+             f"the class asked at every step;\n  {iters} iterations of 32 fresh samples")
     t0 = time.perf_counter()
     rnncore.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -224,7 +232,11 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
              + ", ".join(f"{e:.3f} @ {i}" for i, e in log))
     print_fn("  test accuracy after 1..8 points: " + " ".join(f"{a:.0%}" for a in step_acc)
              + f"   ({out['seconds']['lua_fixed']:.1f} s)")
-    print_fn("  -> it converges: with k and b fixed, even one point mostly gives the class away.")
+    if step_acc[-1] >= 0.9:
+        print_fn(f"  -> it converges: with k and b fixed, the points give the class away "
+                 f"({step_acc[0]:.0%} from the first point alone).")
+    else:
+        print_fn("  -> not converged yet at this size (run without --quick).")
 
     # -- the original question: k, b per sample, same Lua recipe ------------------------------
     print_fn(f"\nThe original question: k and b drawn per sample, the same Lua recipe, "
@@ -240,14 +252,16 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     out["lua_hard_accuracy"] = float(hard_acc[-1])
     print_fn(f"  test accuracy after all 8 points: {hard_acc[-1]:.1%} (chance: 33.3%)   "
              f"({out['seconds']['lua_hard']:.1f} s)")
-    print_fn("  -> it does not learn (the \"did not converge\" of the question).")
+    if hard_acc[-1] < 0.5:
+        print_fn("  -> it does not learn: the \"did not converge\" of the question.")
 
     # -- Part 2: the recipe that learns it ---------------------------------------------------
     H, E = size["hidden"], size["epochs"]
     print_fn(f"\nPart 2. Per-sequence standardisation, LSTM(2, {H}, return_sequences=False) -> "
-             f"Linear({H}, 3) -> LogSoftMax,\n"
-             f"  ClassNLLCriterion on the last step, Adam lr {size['lr']:g}, clip 1.0; "
-             f"{size['train']} training sequences of 4-8 points (ragged, lengths=)")
+             f"Linear({H}, 3)\n  -> LogSoftMax, ClassNLLCriterion on the last step, "
+             f"Adam lr {size['lr']:g}, clip 1.0;\n"
+             f"  {size['train']} training sequences of 4-8 points (ragged, lengths=), "
+             f"{size['test']} test sequences of each kind")
     t0 = time.perf_counter()
     rnncore.manual_seed(seed)
     rng = np.random.default_rng(seed + 1)
@@ -271,12 +285,11 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     out["seconds"]["part2"] = time.perf_counter() - t0
     out.update(accuracy_8=acc8, accuracy_short=acc_short, accuracy_by_length=by_len,
                history=history.as_dict(), model=model)
-    if not progress:
-        print_fn(f"  {E} epochs: training loss {history.loss[0]:.3f} -> {history.loss[-1]:.3f}, "
-                 f"validation accuracy {history.val_accuracy[0]:.1%} -> "
-                 f"{history.val_accuracy[-1]:.1%}")
-    print_fn(f"  test accuracy, 8 points:   {acc8:.1%}  ({len(l8)} sequences)")
-    print_fn(f"  test accuracy, 4-7 points: {acc_short:.1%}  ({len(ls)} sequences; by length: "
+    print_fn(f"  {E} epochs: training loss {history.loss[0]:.3f} -> {history.loss[-1]:.3f}, "
+             f"validation accuracy {history.val_accuracy[0]:.1%} -> "
+             f"{history.val_accuracy[-1]:.1%}")
+    print_fn(f"  test accuracy, 8 points:   {acc8:.1%}")
+    print_fn(f"  test accuracy, 4-7 points: {acc_short:.1%}  (by length: "
              + ", ".join(f"{P}: {by_len[P]:.1%}" for P in range(4, 8)) + ")")
     print_fn(f"  training {train_s:.1f} s ({E} epochs, "
              f"{1e3 * sum(history.seconds) / (E * -(-size['train'] // 32)):.2f} ms per batch "
@@ -287,22 +300,19 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         out["ablation"] = _ablation(seed, size["lua_hidden"], size["ablation_updates"],
                                     size["test"], print_fn)
         out["seconds"]["ablation"] = time.perf_counter() - t0
-    print_fn("\nWhy the Lua run stalled: see `--ablation` (it trains each change on its own)."
-             if not ablation else
-             "\nRead the table row by row: which column and row first reach ~99% is what the "
-             "Lua run lacked.")
+    print_fn(WHY)
 
     if save is not None:
         path = rnncore.save(model, save)
         out["saved"] = str(path)
         print_fn(f"\nSaved Part 2's model to {path}. Load it with:\n"
                  f"    model = rnncore.load({str(path)!r}).evaluate()\n"
-                 f"    x, labels, lengths = rnncore.demos.functions.make_functions("
-                 f"5, np.random.default_rng(0))\n"
+                 f"    from rnncore.demos.functions import make_functions\n"
+                 f"    x, labels, lengths = make_functions(5, np.random.default_rng(0))\n"
                  f"    model.forward(x, lengths=lengths).argmax(axis=1)   "
                  f"# 0 line, 1 parabola, 2 sqrt")
     if plot is not None:
-        out["plots"] = _plots(model, history, xs, lens, ls, plot, print_fn)
+        out["plots"] = _plots(model, history, x8, len8, l8, plot, print_fn)
     out["seconds"]["total"] = time.perf_counter() - t_start
     print_fn(f"\nTotal {out['seconds']['total']:.1f} s")
     return out

@@ -15,7 +15,8 @@ square root. Left: Lua; right: this module::
     for i = 1, iterations do                              for i in range(iterations):
        local inputs, targets = nextBatch()                    inputs, targets = next_batch()
        local outputs = rnn:forward(inputs)                    outputs = rnn.forward(inputs)
-       local err = criterion:forward(outputs, targets)        err = criterion.forward(outputs, targets)
+       local err = criterion:forward(outputs, targets)        err = criterion.forward(outputs,
+                                                                                   targets)
        rnn:zeroGradParameters()                               rnn.zero_grad_parameters()
        local gradOutputs =                                    grad_outputs = criterion.backward(
              criterion:backward(outputs, targets)                                outputs, targets)

@@ -81,9 +81,10 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     x, y, lengths = make_sentences(size["train"], rng)
     xt, yt, lt = make_sentences(size["test"], rng)
     model = Sequential(Embedding(V, E), LSTM(E, H, return_sequences=False), Linear(H, 1))
-    print_fn(f"Sentences of 3-10 words, target = mean word score in [-1, 1]; model:\n"
+    print_fn(f"Sentences of 3-10 words, target = mean word score in [-1, 1]; "
+             f"{size['train']} sentences, {size['epochs']} epochs:\n"
              f"  Embedding({V}, {E}) -> LSTM({E}, {H}, return_sequences=False) -> Linear({H}, 1), "
-             f"MSE, Adam lr 1e-2, {size['train']} sentences, {size['epochs']} epochs")
+             f"MSE, Adam lr 1e-2")
     history = rnncore.fit(model, MSECriterion(), optim.Adam(model.parameters(), lr=1e-2),
                           x, y, lengths, epochs=size["epochs"], batch_size=32, clip=1.0,
                           validation=(xt, yt, lt), progress=progress, seed=seed)
@@ -94,7 +95,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
 
     # 2. The same weights with return_sequences=True: one value per word.
     per_word = Sequential(Embedding(V, E), LSTM(E, H), Linear(H, 1))
-    per_word.load_state_dict(model.state_dict())              # same keys: 0.weight, 1.weight_ih_l0...
+    per_word.load_state_dict(model.state_dict())              # same keys: 0.weight, ...
     per_word.evaluate()
     model.evaluate()
     pick = np.array([int(np.argmax(lt == 10))] +
@@ -122,12 +123,13 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     d1 = float(np.abs(last_valid - s2o).max())
     d2 = float(np.abs(from_h - s2o).max())
     d3 = float(np.abs(last_row - s2o)[short].min())
-    print_fn(f"\n  max |out[lengths-1] - seq-to-one|      = {d1:.1e}   <- the prediction")
-    print_fn(f"  max |Linear(h_n[-1]) - seq-to-one|     = {d2:.1e}   <- the same number")
-    print_fn(f"  min |out[-1] - seq-to-one|, short ones = {d3:.3f}    <- output[-1] is not it "
-             f"(it is Linear(0) = bias {linear.bias.data[0]:+.4f} at padding)")
-    print_fn("  Forgetting lengths= makes the LSTM read the padding ids as words: "
-             "every short sentence's number changes.")
+    print_fn(f"\n  max |out[lengths-1] - seq-to-one|      = {d1:.1e}  <- the prediction")
+    print_fn(f"  max |Linear(h_n[-1]) - seq-to-one|     = {d2:.1e}  <- the same number")
+    print_fn(f"  min |out[-1] - seq-to-one|, short ones = {d3:.3f}    <- output[-1] is not it:")
+    print_fn(f"      at padding the LSTM outputs 0, so out[-1] = Linear(0) = the bias "
+             f"{linear.bias.data[0]:+.4f}")
+    print_fn("  Without lengths= the LSTM reads the padding ids as words: every short "
+             "sentence's\n  number changes (last column).")
     out.update(lengths=lb.tolist(), targets=yb[:, 0].tolist(), last_valid=last_valid[:, 0].tolist(),
                from_h_n=from_h[:, 0].tolist(), seq_to_one=s2o[:, 0].tolist(),
                output_last_row=last_row[:, 0].tolist(), no_lengths_last_row=no_len[:, 0].tolist(),
@@ -148,18 +150,19 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     bi_last = LSTM(E, Hb, bidirectional=True, return_sequences=False)
     cat = bi_last.load_state_dict(bi.state_dict()).forward(emb, lengths=lb)   # (B, 2*Hb)
     bs = float(np.abs(cat - np.concatenate([h_n[-2], h_n[-1]], axis=1)).max())
-    print_fn(f"\nBidirectional LSTM({E}, {Hb}, bidirectional=True) on the same batch "
-             f"(untrained: the identities hold for any weights): output {o.shape}, "
-             f"h_n {h_n.shape}")
-    print_fn(f"  max |output[lengths-1, :, :{Hb}] - h_n[-2]| = {bf:.1e}   "
-             f"forward half at the last valid word = forward final state")
-    print_fn(f"  max |output[-1, :, {Hb}:] - h_n[-1]|        = {bb_last:.3f}   "
-             f"backward half of output[-1] is NOT the backward final state")
-    print_fn(f"      (full-length sentence only: {bb_last_full:.3f}; there it has read one word)")
-    print_fn(f"  max |output[0, :, {Hb}:] - h_n[-1]|         = {bb0:.1e}   "
+    print_fn(f"\nBidirectional LSTM({E}, {Hb}, bidirectional=True) on the same batch, untrained "
+             f"(the identities\nhold for any weights): output {o.shape}, h_n {h_n.shape} "
+             f"= [forward, backward]")
+    print_fn(f"  max |output[lengths-1, :, :{Hb}] - h_n[-2]| = {bf:.1e}  "
+             f"forward half at the last valid word")
+    print_fn(f"  max |output[0, :, {Hb}:] - h_n[-1]|         = {bb0:.1e}  "
              f"the backward direction ends at step 0")
-    print_fn(f"  max |LSTM(return_sequences=False) - [h_n[-2], h_n[-1]]| = {bs:.1e}   "
-             f"the sequence-to-one output concatenates both final states")
+    print_fn(f"  max |output[-1, :, {Hb}:] - h_n[-1]|        = {bb_last:.3f}    "
+             f"output[-1] is NOT the final state")
+    print_fn(f"      (full-length sentence only: {bb_last_full:.3f}; its backward half has read "
+             f"one word)")
+    print_fn(f"  max |return_sequences=False - [h_n[-2], h_n[-1]]| = {bs:.1e}  "
+             f"both final states, side by side")
     out.update(bi_forward_last_valid_vs_h_n=bf, bi_backward_last_row_vs_h_n=bb_last,
                bi_backward_last_row_vs_h_n_full=bb_last_full, bi_backward_step0_vs_h_n=bb0,
                bi_seq_to_one_vs_h_n=bs)

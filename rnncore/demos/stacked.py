@@ -56,7 +56,8 @@ def _show(title, model, x, print_fn):
         parts = layer_params(type(layer).__name__, layer.input_size, layer.hidden_size,
                              layer.num_layers, layer.bidirectional)
         for k, (n, text) in enumerate(parts):
-            name = f"layer {row.path}" if len(parts) == 1 else f"layer {k} of num_layers={len(parts)}"
+            name = (f"layer {row.path}" if len(parts) == 1 else
+                    f"layer {k} of num_layers={len(parts)}")
             print_fn(f"  {name}: {text}")
         counts.append(row.params)
         formula.append(sum(n for n, _ in parts))
@@ -91,8 +92,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
              f"input, so its I is {H1}.\n  The second returns only its last hidden state "
              f"(3, {H2}) = its h_n[-1].")
     out["bidirectional"] = _show(
-        f"Sequential(LSTM(2, {H1}, bidirectional=True), "
-        f"LSTM({2 * H1}, {H2}, bidirectional=True, return_sequences=False))",
+        f"Sequential(LSTM(2, {H1}, bidirectional=True),\n"
+        f"           LSTM({2 * H1}, {H2}, bidirectional=True, return_sequences=False))",
         Sequential(LSTM(2, H1, bidirectional=True),
                    LSTM(2 * H1, H2, bidirectional=True, return_sequences=False)), x, print_fn)
     print_fn(f"  D = 2 directions: outputs are D*H = {2 * H1} wide (forward half first), the "
@@ -100,8 +101,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
              f"holds two copies of the weights.")
     out["gru"] = _show(f"Sequential(GRU(2, {H1}), GRU({H1}, {H2}, return_sequences=False))",
                        Sequential(GRU(2, H1), GRU(H1, H2, return_sequences=False)), x, print_fn)
-    print_fn("  GRU: 3 gates and two biases per gate (b_ih and b_hh: the reset gate multiplies "
-             "W_hn h + b_hn), no c_n.")
+    print_fn("  GRU: 3 gates, two biases each (b_ih and b_hh: the reset gate multiplies "
+             "W_hn h + b_hn);\n  no cell state, so no c_n.")
     out["rnn"] = _show(f"Sequential(RNN(2, {H1}), RNN({H1}, {H2}, return_sequences=False))",
                        Sequential(RNN(2, H1), RNN(H1, H2, return_sequences=False)), x, print_fn)
 
@@ -120,7 +121,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     out["same_output"] = diff
     out["same_h_n"] = hn
     total_one, total_two = sum(out["num_layers_2"]["params"]), sum(out["two_objects"]["params"])
-    print_fn(f"  Same count ({total_one} = {total_two}); with the same weights "
-             f"(state-dict keys 1.weight_ih_l0 -> weight_ih_l1, ...)\n  the outputs differ by "
-             f"{diff:.1e} and the top h_n by {hn:.1e}.")
+    print_fn(f"  Same count ({total_one} = {total_two}). With the same weights (state-dict "
+             f"keys 0.weight_ih_l0 ->\n  weight_ih_l0, 1.weight_ih_l0 -> weight_ih_l1, ...) "
+             f"the outputs\n  differ by {diff:.1e} and the top h_n by {hn:.1e}.")
     return out
