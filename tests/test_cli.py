@@ -66,14 +66,15 @@ def test_demo_alone_runs_functions_and_learns_the_hard_task(functions_run):
     assert functions_run["status"] == 0
     assert "rnncore demo functions" in out
     # Part 1: the Lua port converges on the fixed-k task (by the last step)
-    assert r["lua_step_accuracy"][-1] >= 0.9
+    assert r["lua_step_accuracy"][-1] >= 0.95
     assert len(r["lua_step_accuracy"]) == functions.POINTS
     assert r["lua_loss"][-1][1] < 0.5 * r["lua_loss"][0][1]
     # ... the same recipe does not learn the hard task
     assert r["lua_hard_accuracy"] < 0.6
-    # Part 2: the recipe does, on 8 points and on shorter sequences (quick size: >= 90 %)
-    assert r["accuracy_8"] >= 0.90
-    assert r["accuracy_short"] >= 0.80
+    # Part 2: the recipe does, on 8 points and on shorter sequences (at the quick size, seeds
+    # 0-7 gave >= 98.5 % and >= 94.5 %)
+    assert r["accuracy_8"] >= 0.95
+    assert r["accuracy_short"] >= 0.90
     assert set(r["accuracy_by_length"]) == {4, 5, 6, 7, 8}
     # what was printed is what was returned
     assert percent(out, "test accuracy, 8 points:") == pytest.approx(r["accuracy_8"], abs=6e-4)
