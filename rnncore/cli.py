@@ -7,7 +7,8 @@
 
 ``main(argv)`` returns the exit status instead of exiting, so tests can call it: 0 when the demo
 ran, 2 for a usage error (argparse's convention: unknown demo, bad option value, ``--plot``
-without matplotlib), 130 when interrupted. The demos themselves live in `rnncore.demos`.
+without matplotlib, ``--save`` into a missing directory), 130 when interrupted, 141 when the
+output pipe closes early (``| head``). The demos themselves live in `rnncore.demos`.
 """
 
 import argparse
@@ -140,6 +141,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:                       # output piped into `head` and the like
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())     # so that the exit flush does not fail too
+        return 141
     return 0
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import rnncore
 from rnncore import cli
-from rnncore.demos import DEMOS, functions, stacked
+from rnncore.demos import DEMOS, functions, regression, stacked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -136,7 +136,7 @@ def test_make_functions_standardises_each_sequence_over_its_valid_points():
 # -- regression -----------------------------------------------------------------------------
 def test_regression_demo_shows_which_output_is_the_prediction(tmp_path):
     status, out, r = run_cli(["demo", "regression", "--quick", "--no-progress", "--seed", "1",
-                              "--save", str(tmp_path / "reg.npz")])
+                              "--save", str(tmp_path / "reg.npz"), "--plot", str(tmp_path)])
     assert status == 0
     assert r["test_rmse"] < 0.5 * r["baseline_rmse"]       # it learned something
     lengths = np.array(r["lengths"])
@@ -159,9 +159,14 @@ def test_regression_demo_shows_which_output_is_the_prediction(tmp_path):
     assert r["bi_backward_last_row_vs_h_n"] > 1e-2
     assert r["bi_backward_last_row_vs_h_n_full"] > 1e-2
     assert f"{r['bi_backward_last_row_vs_h_n']:.3f}" in out
-    # --save works here too
+    # --save and --plot work here too
     loaded = rnncore.load(tmp_path / "reg.npz")
     assert loaded.state_dict().keys() == r["model"].state_dict().keys()
+    xt, _, lt = regression.make_sentences(20, np.random.default_rng(3))
+    np.testing.assert_array_equal(loaded.evaluate().forward(xt, lengths=lt),
+                                  r["model"].evaluate().forward(xt, lengths=lt))
+    with open(tmp_path / "regression_history.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 # -- stacked --------------------------------------------------------------------------------

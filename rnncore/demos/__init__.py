@@ -14,8 +14,28 @@ it printed, so that tests (and curious users) can check them.
 `lua_port` holds the Lua script's rnncore port on its own.
 """
 
-from . import functions, regression, stacked
+import importlib
+from collections.abc import Mapping
 
-DEMOS = {"functions": functions, "regression": regression, "stacked": stacked}
+__all__ = ["DEMOS"]
 
-__all__ = ["DEMOS", "functions", "regression", "stacked"]
+_NAMES = ("functions", "regression", "stacked")
+
+
+class _Demos(Mapping):
+    """``{name: demo module}``, each imported when first looked up (so that ``python -m
+    rnncore.demos.lua_port`` does not import itself through `functions` first)."""
+
+    def __getitem__(self, name):
+        if name not in _NAMES:
+            raise KeyError(name)
+        return importlib.import_module(f"{__name__}.{name}")
+
+    def __iter__(self):
+        return iter(_NAMES)
+
+    def __len__(self):
+        return len(_NAMES)
+
+
+DEMOS = _Demos()
