@@ -154,11 +154,13 @@ def _torch_runner(cell, I, H, weights, x_np, dy_np):
     x = torch.from_numpy(x_np).to(dev).requires_grad_(True)
     dy = torch.from_numpy(np.ascontiguousarray(dy_np)).to(dev)
 
-    def fwd():
+    def fwd(tf32=False):
+        torch.backends.cudnn.allow_tf32 = tf32
         with torch.no_grad():
             m(x)
 
-    def fwd_bwd():
+    def fwd_bwd(tf32=False):
+        torch.backends.cudnn.allow_tf32 = tf32
         y, _ = m(x)
         y.backward(dy)
 
@@ -213,11 +215,12 @@ def run_benchmark(args):
                     sec = _timed(lambda: _ours(kc, cell, x_d, w_d, dy_d, path, backward=backward),
                                  cuda.synchronize, repeat, warmup)
                     row[f"{path}_ms"] = 1e3 * sec
-                if runner:
+                if runner:               # float32 math (as ours), then PyTorch's default (TF32)
                     fn = runner[1] if backward else runner[0]
                     row["cudnn_ms"] = 1e3 * _timed(fn, runner[2], repeat, warmup)
+                    row["cudnn_tf32_ms"] = 1e3 * _timed(lambda: fn(True), runner[2], repeat, warmup)
                 else:
-                    row["cudnn_ms"] = None
+                    row["cudnn_ms"] = row["cudnn_tf32_ms"] = None
                 best = min(v for v in (row["steps_ms"], row["persistent_ms"]) if v is not None)
                 row["best_gflops"] = flops_fwd * (3 if backward else 1) / (best * 1e-3) / 1e9
                 rows.append(row)
@@ -227,16 +230,20 @@ def run_benchmark(args):
             "versions": _versions()}
 
 
-HEADER = ("| cell | T | B | I | H | pass | steps ms | persistent ms | cuDNN ms | best GF/s | persistent U / blocks |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| cell | T | B | I | H | pass | steps ms | persistent ms | cuDNN fp32 ms | "
+          "cuDNN TF32 ms | persistent / cuDNN fp32 | best GF/s | persistent U / blocks |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _row_md(r):
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"          # noqa: E731
     p = r["plan"]["forward"]
     plan = "does not fit" if p is None else f"{p['units_per_block']} / {-(-r['H'] // p['units_per_block'])}"
+    ratio = (None if r["persistent_ms"] is None or not r.get("cudnn_ms")
+             else r["persistent_ms"] / r["cudnn_ms"])
     return (f"| {r['cell']} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {r['pass']} | "
             f"{fmt(r['steps_ms'])} | {fmt(r['persistent_ms'])} | {fmt(r['cudnn_ms'])} | "
+            f"{fmt(r.get('cudnn_tf32_ms'))} | {'n/a' if ratio is None else f'{ratio:.2f}x'} | "
             f"{r['best_gflops']:.2f} | {plan} |")
 
 
@@ -285,8 +292,10 @@ def kernel_signatures(dtype):
             ("rnn step_backward", bw, (i, A3, L, b, A3, A2, A3, A2))]
     for cell in ("lstm", "gru", "rnn"):
         _, f, bw = persistent._kernels(cell, dtype)
-        out += [(f"{cell} persistent_forward", f, (i, i, i, A3, A2, A1, A1, L, b, A3, A2, A3, A3, A3, A3)),
-                (f"{cell} persistent_backward", bw, (i, i, i, i, A2, A3, L, b, A3, A3, A2, A2, A3, A3))]
+        out += [(f"{cell} persistent_forward", f,
+                 (i, i, i, i, A3, A2, A1, A1, L, b, A3, A2, A2, A3, A3, A3, A3)),
+                (f"{cell} persistent_backward", bw,
+                 (i, i, i, i, i, A2, A3, L, b, A3, A3, A2, A2, A3, A3, A1))]
     return out
 
 

@@ -172,6 +172,18 @@ def test_persistent_multi_block_partition(cell, rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "rnn"])
+def test_persistent_batch_chunks_and_tiles(cell, rng):
+    """B = 3 in chunks of 2 sequences (the last chunk has 1) and work items of 2 sequences
+    (the last item half empty), and items of 1: the staging of h / dG rows through shared memory."""
+    p = _problem(cell, rng, T=3, B=3, H=4)
+    for tile in (2, 1):
+        plan = PersistentPlan(units_per_block=4, batch_chunk=2, batch_tile=tile,
+                              threads=(2, 4) if kc.SIMULATOR else None)
+        _check_cell(cell, p, np.array([3, 1, 2]), False, plan)
+
+
+@needs_cuda
 def test_float32_lstm_ragged_with_none_upstream(rng):
     """float32 in, float32 out, close to the float64 reference; dy=None, dc_n=None."""
     p = _problem("lstm", rng, dtype=np.float32)
@@ -230,7 +242,7 @@ def test_persistent_refused_when_weights_do_not_fit():
     small = persistent.plan("lstm", "forward", np.float64, 1, 4)
     assert small is not None and small.blocks(4) >= 1
     if kc.SIMULATOR:                       # one block: it owns every unit
-        assert small == PersistentPlan(4, (4, 4))
+        assert small.units_per_block == 4 and small.batch_chunk == 1
     x = np.zeros((1, 1, 1))
     W_ih, W_hh, b = np.zeros((5200, 1)), np.zeros((5200, 1300)), np.zeros(5200)
     with pytest.raises(ValueError, match="does not fit"):

@@ -17,8 +17,15 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numba import cuda
-from numba.core import config
+
+if not hasattr(np, "row_stack"):
+    # numba-cuda 0.30 registers a typing overload for np.row_stack, a plain alias of np.vstack that
+    # NumPy 2.5 removed; without the alias the first kernel compile fails with AttributeError
+    # deep inside numba. Restoring the alias changes nothing else (seen with NumPy 2.5.2).
+    np.row_stack = np.vstack
+
+from numba import cuda                  # noqa: E402
+from numba.core import config           # noqa: E402
 
 #: True when numba.cuda is the CPU simulator (``NUMBA_ENABLE_CUDASIM=1``): every thread is a
 #: Python thread, blocks run one after another, and a cooperative grid holds a single block.

@@ -12,39 +12,62 @@ RNNs") one cooperative launch runs every step of one layer and direction:
   ``t+1`` of any unit needs ``h_t`` of all units.
 
 Written once for the three cells (G gates: LSTM 4, GRU 3, RNN 1); a cell enters only through
-the device functions of ``cells.py``, via two small adapters at the bottom of this file.
+the device functions of ``cells.py``, via two small adapters further down.
 
-Forward: block ``k`` keeps rows ``g*H + j`` of ``W_hh`` (G gates x U units, each of length H) and
-computes ``R[b, g*H + j] = sum_k W_hh[g*H + j, k] h_{t-1}[b, k]``. ``h`` is double-buffered
+**Forward.** Block ``k`` keeps rows ``g*H + j`` of ``W_hh`` (G gates x U units, each of length H)
+and computes ``R[b, g*H + j] = sum_k W_hh[g*H + j, k] h_{t-1}[b, k]``. Per step, it first copies
+``h_{t-1}`` (``BC`` sequences at a time, the *batch chunk*) from global memory into shared memory
+with every thread loading a few values at once (one memory latency, not one per term); the dot
+products then read only shared memory. ``h`` is double-buffered in global memory
 (``hbuf[s % 2]`` is read while ``hbuf[(s+1) % 2]`` is written): a block that races ahead must not
-overwrite what a slower one is still reading. One barrier per step.
+overwrite what a slower one is still reading. One grid barrier per step.
 
-Backward: block ``k`` keeps columns ``j`` of ``W_hh`` (U units x G*H). Per step: phase 1, the
-gate grads of its own units (``cells``) into ``dG[p]``; barrier; phase 2,
-``dh[b, j] += sum_r dG[p(b), b, r] W_hh[r, j]`` for its own units. Phase 1 of the next step only
-touches this block's own ``dh``, ``dc`` entries and other rows of ``dG``, so one barrier per step.
+**Backward.** Block ``k`` keeps columns ``j`` of ``W_hh`` (U units x G*H). Per step: phase 1, the
+gate grads of its own units (``cells``) into ``dG[p]``; grid barrier; phase 2, the rows
+``dG[p(b), b, :]`` of a batch chunk are copied to shared memory and
+``dh[b, j] += sum_r dG[p(b), b, r] W_hh[r, j]`` is formed for its own units. Phase 1 of the next
+step only touches this block's own ``dh``, ``dc`` entries and other rows of ``dG``, so one barrier
+per step.
 
-Inside a block, threads are a ``(KS, PS)`` grid: ``PS`` (sequence, unit) pairs at a time, each dot
-product split over ``KS`` threads and summed through shared memory (the simulator has no warp
-shuffles, so the kernel uses none). ``h_{t-1}`` and ``dG`` are read from global memory (L2).
+**Inside a block** threads form a ``(KS, PS)`` grid. ``KS`` threads (a whole warp, 32, on a GPU)
+share one *work item* and split its sums over ``k`` (``r``) between them; their partial sums are
+combined by a warp-shuffle tree (5 steps; on the simulator, which has no shuffles, by the same
+tree through shared memory). A work item is one hidden unit for ``NB`` sequences at once (register
+blocking: each ``W_hh`` value read from shared memory serves ``NB`` products). ``PS`` items run side
+by side. The finished sums go to shared memory, and then *every* thread of the block applies the
+cell to one (sequence, unit) pair: the cell's global reads (``xW``, states) are latency-bound, and
+this way they overlap instead of queueing behind one thread per item. Staging copies issue four
+loads per thread before the first store (four memory latencies overlap). The sequence lengths are
+copied to shared memory once, so that a cell's first read (``lengths[b]``, which every other index
+depends on) is not a global-memory round trip.
 
-**Size rule** (``plan``): the weight slice of one block, ``G*U*H*itemsize`` bytes, plus the
-``4 x 256`` partial-sum buffer, must fit in ``SHARED_BYTES`` = 48 KiB (what every CUDA GPU grants
-a block without an opt-in, which numba.cuda cannot request), and all ``ceil(H/U)`` blocks must be
-resident at once (``max_cooperative_grid_blocks`` for that block shape and shared size). ``plan``
-takes the smallest ``U`` for which the grid fits; if no ``U`` does, the weights do not fit and
+**Measured** (H100, float32, LSTM H=512, T=100; ``benchmarks/results/gpu_h100.md``): about 10 us
+per step forward at batch 1-16 (one grid barrier costs 1.3-2.5 us of it), plus roughly 1 ms per
+call of host-side work (numba.cuda launches cost ~30-75 us each, and device allocations). The
+kernels are instruction-bound rather than bandwidth-bound: numba's 64-bit index arithmetic and
+the 128 registers per thread (which cap a block at 512 threads) are the next things to attack.
+
+**Size rule** (``plan``). Shared memory per block: the weight slice ``G*U*H`` (backward
+``U*G*H``) values, plus ``BC`` rows of ``h`` (``H``) or of ``dG`` (``G*H``), plus ``B`` lengths.
+The limit is what the GPU grants a block after the opt-in for large dynamic shared memory
+(227 KiB on an H100; ``shared_limit``) or, where the opt-in cannot be made, the 48 KiB every
+block gets. And all ``ceil(H/U)`` blocks must be resident at once: a cooperative launch with more
+blocks than fit would wait forever at the first barrier (the driver refuses it instead), so the
+count is checked with the occupancy API (``max_cooperative_grid_blocks``) for the exact block
+shape and shared-memory size. ``plan`` starts from ``U = ceil(H / SMs)`` (one block per
+multiprocessor, the cheapest grid barrier) and lowers ``U`` (more, smaller blocks) until the
+weights fit; ``BC`` is the whole batch when it fits, else as many sequences as do. If nothing fits,
 ``"auto"`` falls back to the per-step path (``"persistent"`` raises ValueError). Float32 LSTM
-H = 512 needs 8 KiB per unit, so U <= 5: at least 103 co-resident blocks; float64 needs U <= 2,
-256 blocks. Which U the GPU allows, only it can say.
+H = 512: W_hh is 4 MiB; U = 4 gives 128 blocks with 32 KiB of weights each.
 
 **Simulator.** The CUDA simulator runs blocks one after another and a cooperative grid there has
 one block (``max_cooperative_grid_blocks`` is 1), so under it ``plan`` gives a single block owning
-all units (tiny H only). A ``PersistentPlan`` with ``steps_per_launch=1`` instead launches once per
-step (and, backward, once per phase), the kernel boundary standing in for the grid barrier: that
-runs the multi-block partition of the weights on the simulator. The grid barrier itself across
-several blocks only runs on a real GPU.
+all units (tiny H only), with small ``KS`` and ``NB = 1``. A ``PersistentPlan`` with
+``steps_per_launch=1`` instead launches once per step (and, backward, once per phase), the kernel
+boundary standing in for the grid barrier: that runs the multi-block partition of the weights on
+the simulator. The grid barrier itself across several blocks only runs on a real GPU.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -53,17 +76,23 @@ from numba import cuda
 from ._common import SIMULATOR, ceil_div, position
 from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
-__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "rnn_forward", "rnn_backward"]
+__all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for", "shared_limit",
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "rnn_forward", "rnn_backward"]
 
-#: Shared memory a block may use without the (numba-inaccessible) opt-in for more: 48 KiB.
+#: Shared memory every block may use without an opt-in: 48 KiB.
 SHARED_BYTES = 48 * 1024
-#: Threads per block at most; also the size of the per-gate partial-sum buffer.
-MAX_THREADS = 256
-#: Threads that share one dot product (at most).
-MAX_SPLIT = 32
+#: Threads per block at most.
+MAX_THREADS = 1024
+#: Threads that share one work item: a warp on a GPU (shuffle reduction); few on the simulator,
+#: where every thread is a Python thread.
+SPLIT = 4 if SIMULATOR else 32
+#: Sequences per work item (register blocking), by default.
+BATCH_TILE = 1 if SIMULATOR else 4
 #: Gates per cell: rows of W_hh per hidden unit.
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+#: Length of the static partial-sum buffer of the simulator's reduction (unused on a GPU).
+_RED = 64 if SIMULATOR else 1
 
 
 @dataclass(frozen=True)
@@ -71,32 +100,47 @@ class PersistentPlan:
     """How the persistent kernel is laid out.
 
     units_per_block: U, hidden units (with all their gates) owned by one block; blocks = ceil(H/U).
-    threads: (KS, PS) block shape, or None to derive it: PS (sequence, unit) pairs at a time,
-        each dot product split over KS threads.
+    threads: (KS, PS) block shape, or None to derive it: PS work items at a time, each sum split
+        over KS threads (a power of two, at most 32).
     steps_per_launch: 0 = every step in one launch (the persistent kernel). n > 0 = launch per n
         steps (and, backward, per phase when n == 1): kernel boundaries stand in for the grid
         barrier. For tests on the simulator, which cannot run a multi-block cooperative grid.
+    batch_chunk: BC, sequences whose h (forward) or dG rows (backward) sit in shared memory at
+        once; None = as many as fit, up to the batch.
+    batch_tile: NB, sequences per work item (register blocking); None = the default.
     """
     units_per_block: int
     threads: tuple = None
     steps_per_launch: int = 0
+    batch_chunk: int = None
+    batch_tile: int = None
 
     def blocks(self, H):
         return ceil_div(H, self.units_per_block)
 
 
-def _threads(B, U, reduce_len):
-    KS = max(1, min(MAX_SPLIT, reduce_len))
-    PS = max(1, min(MAX_THREADS // KS, B * U))
-    return KS, PS
+def _reduce_len(cell, direction, H):
+    """Length of one sum: H (forward, over h_{t-1}) or G*H (backward, over the gate grads)."""
+    return H if direction == "forward" else _GATES[cell] * H
 
 
-def _weight_bytes(U, H, G, itemsize):
-    return G * U * H * itemsize
+def _weight_values(cell, U, H):
+    return _GATES[cell] * U * H
+
+
+def _dynamic_bytes(cell, direction, itemsize, U, H, B, BC):
+    """Dynamic shared memory of one block: lengths (int64), weight slice, and per sequence of the
+    batch chunk its row of h (forward) or dG (backward) plus its recurrent sums."""
+    return 8 * B + itemsize * (_weight_values(cell, U, H) + BC * _row_values(cell, direction, U, H))
+
+
+def _row_values(cell, direction, U, H):
+    sums = _GATES[cell] * U if direction == "forward" else U
+    return _reduce_len(cell, direction, H) + sums
 
 
 def _static_bytes(itemsize):
-    return 4 * MAX_THREADS * itemsize
+    return 4 * _RED * itemsize
 
 
 def _placeholder(ndim, dtype):
@@ -104,47 +148,131 @@ def _placeholder(ndim, dtype):
 
 
 def _typed_args(direction, dtype):
-    """Arguments with the types of a real launch (for the occupancy query; shapes do not matter)."""
+    """Arguments with the types of a real launch (shapes do not matter)."""
     a2, a3 = _placeholder(2, dtype), _placeholder(3, dtype)
     lengths = cuda.device_array(1, np.int64)
     v = _placeholder(1, dtype)
     if direction == "forward":
-        return [0, 1, 1, a3, a2, v, v, lengths, False, a3, a2, a3, a3, a3, a3]
-    return [0, -1, 3, 1, a2, a3, lengths, False, a3, a3, a2, a2, a3, a3]
+        return [0, 1, 1, 1, a3, a2, v, v, lengths, False, a3, a2, a2, a3, a3, a3, a3]
+    return [0, -1, 3, 1, 1, a2, a3, lengths, False, a3, a3, a2, a2, a3, a3, v]
 
 
-def _max_blocks(cell, direction, dtype, threads, dyn_bytes):
+def _device_facts():
+    dev = cuda.get_current_device()
+    return int(dev.MULTIPROCESSOR_COUNT), int(getattr(dev, "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN",
+                                                      SHARED_BYTES))
+
+
+def _allow_large_shared(overload, nbytes):
+    """Let one compiled kernel use ``nbytes`` of dynamic shared memory (the CUDA opt-in,
+    ``cudaFuncAttributeMaxDynamicSharedMemorySize``); numba.cuda has no public call for it, so go
+    through its driver object. True if the driver accepted it."""
+    try:
+        from numba.cuda.cudadrv.driver import driver
+        cufunc = overload._codelibrary.get_cufunc()
+        try:
+            from cuda.bindings import driver as binding
+            attr = binding.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+        except ImportError:
+            attr = 8                      # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    except Exception:
+        return False
+    calls = (lambda: driver.cuKernelSetAttribute(attr, nbytes, cufunc.handle, cufunc.device.id),
+             lambda: driver.cuFuncSetAttribute(cufunc.handle, attr, nbytes))
+    for call in calls:
+        try:
+            call()
+            return True
+        except Exception:
+            continue
+    return False
+
+
+@lru_cache(maxsize=None)
+def _launcher(cell, direction, dtype, NB):
+    """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU."""
+    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB)
+    kernel = (fwd if direction == "forward" else bwd).specialize(*_typed_args(direction, dtype))
+    overload = next(iter(kernel.overloads.values()))
+    _, optin = _device_facts()
+    static = int(getattr(overload, "shared_mem_per_block", 0) or 0)
+    limit = SHARED_BYTES - static
+    if optin - static > limit and _allow_large_shared(overload, optin - static):
+        limit = optin - static
+    return kernel, overload, limit
+
+
+def shared_limit(cell, direction, dtype, NB=BATCH_TILE):
+    """Dynamic shared memory one block of this kernel may use (bytes)."""
+    if SIMULATOR:
+        return SHARED_BYTES - _static_bytes(np.dtype(dtype).itemsize)
+    return _launcher(cell, direction, np.dtype(dtype).name, NB)[2]
+
+
+def _max_blocks(cell, direction, dtype, NB, threads, dyn_bytes):
     """Blocks of this kernel that can all be resident at once (a cooperative grid's limit)."""
     if SIMULATOR:
         return 1          # the simulator's cooperative grid is a single block
-    G, forward, backward = _kernels(cell, dtype)
-    kernel = forward if direction == "forward" else backward
-    overloads = kernel.specialize(*_typed_args(direction, dtype)).overloads
-    return next(iter(overloads.values())).max_cooperative_grid_blocks(threads, dyn_bytes)
+    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, NB)
+    if dyn_bytes > limit:
+        return 0
+    try:
+        return overload.max_cooperative_grid_blocks(threads, dyn_bytes)
+    except Exception:     # e.g. more threads than the kernel's registers allow
+        return 0
+
+
+def _pow2_at_most(n):
+    p = 1
+    while p * 2 <= n:
+        p *= 2
+    return p
+
+
+def _complete(cell, direction, dtype, B, H, p):
+    """``p`` with every None field filled in (batch chunk, batch tile, threads), or None if its
+    weights and at least one sequence do not fit in a block's shared memory."""
+    dtype = np.dtype(dtype)
+    U = p.units_per_block
+    NB = p.batch_tile or BATCH_TILE
+    limit = shared_limit(cell, direction, dtype, NB)
+    per_row = dtype.itemsize * _row_values(cell, direction, U, H)
+    room = limit - _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, 0)
+    BC = p.batch_chunk or min(max(B, 1), room // per_row if room > 0 else 0)
+    if BC < 1 or _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, BC) > limit:
+        return None
+    threads = p.threads
+    if threads is None:
+        items = ceil_div(min(BC, max(B, 1)), NB) * min(U, H)
+        KS = SPLIT
+        PS = max(1, min(MAX_THREADS // KS, _pow2_at_most(2 * items - 1)))
+        if SIMULATOR:
+            PS = min(PS, 4)
+        threads = (KS, PS)
+    return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB)
 
 
 @lru_cache(maxsize=256)
 def plan(cell, direction, dtype, B, H):
-    """The smallest-U layout that fits (see the module's size rule), or None.
+    """The layout to use for this problem (see the module's size rule), or None.
 
     cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process (the
     occupancy of a kernel on the current device does not change).
     """
     dtype = np.dtype(dtype)
-    G = _GATES[cell]
-    reduce_len = H if direction == "forward" else G * H
-    U = 1
-    while U <= H:
-        dyn = _weight_bytes(U, H, G, dtype.itemsize)
-        if dyn + _static_bytes(dtype.itemsize) > SHARED_BYTES:
-            return None
-        threads = _threads(B, U, reduce_len)
-        most = _max_blocks(cell, direction, dtype, threads, dyn)
-        if most < 1:
-            return None
-        if ceil_div(H, U) <= most:
-            return PersistentPlan(U, threads)
-        U = max(U + 1, ceil_div(H, most))
+    if SIMULATOR:
+        return _complete(cell, direction, dtype, B, H, PersistentPlan(H))
+    n_sm, _ = _device_facts()
+    for U in range(min(H, ceil_div(H, n_sm)), 0, -1):     # fewest blocks first
+        p = _complete(cell, direction, dtype, B, H, PersistentPlan(U))
+        if p is None:
+            continue
+        KS, PS = p.threads
+        dyn = _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, p.batch_chunk)
+        while PS >= 1:                 # the widest block whose whole grid is co-resident
+            if p.blocks(H) <= _max_blocks(cell, direction, dtype, p.batch_tile, (KS, PS), dyn):
+                return replace(p, threads=(KS, PS))
+            PS //= 2
     return None
 
 
@@ -152,37 +280,43 @@ def plan_for(cell, direction, path, dtype, B, H):
     """What ``path`` means for this call: a PersistentPlan to run, or None for the per-step path.
 
     path: "steps" (None), "auto" (``plan``, None if the weights do not fit), "persistent"
-    (``plan``, ValueError if they do not fit) or a PersistentPlan (checked, then used as given).
+    (``plan``, ValueError if they do not fit) or a PersistentPlan (checked, completed, then used).
     """
     dtype = np.dtype(dtype)
-    itemsize = dtype.itemsize
     G = _GATES[cell]
-    reduce_len = H if direction == "forward" else G * H
     if isinstance(path, PersistentPlan):
         p = path
         if p.units_per_block < 1:
             raise ValueError(f"path: expected units_per_block >= 1, got {p.units_per_block}")
-        if p.threads is None:
-            p = PersistentPlan(p.units_per_block, _threads(B, p.units_per_block, reduce_len),
-                               p.steps_per_launch)
-        need = _weight_bytes(p.units_per_block, H, G, itemsize)
-        if need + _static_bytes(itemsize) > SHARED_BYTES:
-            raise ValueError(f"path: expected a plan whose W_hh slice fits in "
-                             f"{SHARED_BYTES - _static_bytes(itemsize)} bytes of shared memory, "
-                             f"got {p} needing {need}")
-        KS, PS = p.threads
-        if KS * PS > MAX_THREADS:
-            raise ValueError(f"path: expected at most {MAX_THREADS} threads per block, got {p.threads}")
-        if SIMULATOR and p.blocks(H) > 1 and p.steps_per_launch != 1:
+        if p.batch_tile is not None and p.batch_tile not in (1, 2, 4):
+            raise ValueError(f"path: expected batch_tile 1, 2 or 4, got {p.batch_tile}")
+        if p.threads is not None:
+            KS, PS = p.threads
+            if KS * PS > MAX_THREADS or KS > 32 or KS & (KS - 1) or PS < 1:
+                raise ValueError(f"path: expected threads (KS, PS) with KS a power of two <= 32 "
+                                 f"and KS*PS <= {MAX_THREADS}, got {p.threads}")
+            if not SIMULATOR and KS != SPLIT:
+                raise ValueError(f"path: expected threads (KS, PS) with KS = {SPLIT} (a warp) on "
+                                 f"a GPU, got {p.threads}")
+        full = _complete(cell, direction, dtype, B, H, p)
+        if full is None:
+            need = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B,
+                                  p.batch_chunk or 1)
+            raise ValueError(f"path: expected a plan whose shared memory fits in "
+                             f"{shared_limit(cell, direction, dtype, p.batch_tile or BATCH_TILE)}"
+                             f" bytes, got {p} needing {need}")
+        if SIMULATOR and full.blocks(H) > 1 and full.steps_per_launch != 1:
             raise ValueError(f"path: the CUDA simulator runs a cooperative grid of one block only; "
-                             f"expected steps_per_launch=1 for {p.blocks(H)} blocks, "
-                             f"got {p.steps_per_launch}")
-        if not SIMULATOR:
-            most = _max_blocks(cell, direction, dtype, p.threads, need)
-            if p.blocks(H) > most:
+                             f"expected steps_per_launch=1 for {full.blocks(H)} blocks, "
+                             f"got {full.steps_per_launch}")
+        if not SIMULATOR and full.steps_per_launch != 1:
+            dyn = _dynamic_bytes(cell, direction, dtype.itemsize, full.units_per_block, H, B,
+                                 full.batch_chunk)
+            most = _max_blocks(cell, direction, dtype, full.batch_tile, full.threads, dyn)
+            if full.blocks(H) > most:
                 raise ValueError(f"path: expected at most {most} co-resident blocks on this GPU, "
-                                 f"got {p} giving {p.blocks(H)}")
-        return p
+                                 f"got {full} giving {full.blocks(H)}")
+        return full
     if path == "steps":
         return None
     if path not in ("auto", "persistent"):
@@ -190,15 +324,20 @@ def plan_for(cell, direction, path, dtype, B, H):
                          f"got {path!r}")
     p = plan(cell, direction, dtype, int(B), int(H))
     if p is None and path == "persistent":
-        raise ValueError(f"path='persistent': W_hh ({G * H}x{H}, {dtype}) does not fit in the shared "
-                         f"memory of the blocks that can be resident at once (at most "
-                         f"{SHARED_BYTES} bytes per block); expected path='steps' or 'auto'")
+        raise ValueError(f"path='persistent': W_hh ({G * H}x{H}, {dtype}) does not fit in the "
+                         f"shared memory of the blocks that can be resident at once (at most "
+                         f"{shared_limit(cell, direction, dtype)} bytes per block); "
+                         f"expected path='steps' or 'auto'")
     return p
 
 
-def _launch(kernel, args, H, p, itemsize, G):
-    dyn = _weight_bytes(p.units_per_block, H, G, itemsize)
-    launcher = kernel if SIMULATOR else kernel.specialize(*args)
+def _launch(cell, direction, args, H, B, p, dtype):
+    dyn = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B, p.batch_chunk)
+    if SIMULATOR:
+        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile)
+        launcher = fwd if direction == "forward" else bwd
+    else:
+        launcher = _launcher(cell, direction, dtype.name, p.batch_tile)[0]
     launcher[p.blocks(H), p.threads, 0, dyn](*args)
 
 
@@ -209,7 +348,7 @@ def _launch(kernel, args, H, p, itemsize, G):
 #   point(s, b, j, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
 #         h_in, h_out, c, hprev, cprev, saved, y)          -> the cell's forward_point
 #   bpoint(s, b, j, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh)
-#                                                          -> the cell's backward_point, stores grads
+#                                                   -> the cell's backward_point, stores grads
 #
 # r0..r3 are the recurrent sums (W_hh h_{t-1})[g*H + j] of gates g < G; dGh holds the grads of the
 # hidden pre-activations (what multiplies W_hh), dGi those of the input ones (the same array
@@ -279,122 +418,254 @@ def _rnn_adapters(dtype):
 _ADAPTERS = {"lstm": _lstm_adapters, "gru": _gru_adapters, "rnn": _rnn_adapters}
 
 
+def _group_sum_factory(dtype):
+    """``group_sum(v, tx, KS, red, tid)``: the sum of ``v`` over the ``KS`` threads of a work item
+    (threads ``tid - tx ... tid - tx + KS - 1``), valid in the item's first thread (``tx == 0``).
+
+    Every thread of the block must call it at the same point (it contains barriers on the
+    simulator, and warp-wide shuffles on a GPU). GPU: ``KS`` is a whole warp and the sum a shuffle
+    tree of 5 straight-line steps (no loop, no shared memory; independent sums interleave).
+    Simulator: the same tree through the shared buffer ``red``, for any power-of-two ``KS``.
+    """
+    if not SIMULATOR:
+        @cuda.jit(device=True)
+        def group_sum(v, tx, KS, red, tid):
+            v += cuda.shfl_down_sync(0xFFFFFFFF, v, 16)
+            v += cuda.shfl_down_sync(0xFFFFFFFF, v, 8)
+            v += cuda.shfl_down_sync(0xFFFFFFFF, v, 4)
+            v += cuda.shfl_down_sync(0xFFFFFFFF, v, 2)
+            v += cuda.shfl_down_sync(0xFFFFFFFF, v, 1)
+            return v
+        return group_sum
+
+    @cuda.jit(device=True)
+    def group_sum_sim(v, tx, KS, red, tid):
+        red[tid] = v
+        cuda.syncthreads()
+        off = KS // 2
+        while off > 0:
+            if tx < off:
+                red[tid] += red[tid + off]
+            cuda.syncthreads()
+            off //= 2
+        total = red[tid - tx]
+        cuda.syncthreads()
+        return total
+    return group_sum_sim
+
+
 @lru_cache(maxsize=None)
-def _kernels(cell, dtype):
-    """``(persistent_forward, persistent_backward)`` for ``cell`` ("lstm", "gru", "rnn") and dtype."""
+def _kernels(cell, dtype, NB=BATCH_TILE):
+    """``(G, persistent_forward, persistent_backward)`` for ``cell``, ``dtype`` and ``NB``
+    sequences per work item (a compile-time constant: the accumulators are registers)."""
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
     G, point, bpoint = _ADAPTERS[cell](dtype)
+    group_sum = _group_sum_factory(dtype)
+    ACC = 4 * NB                          # forward accumulators: (sequence i, gate g) at 4*i + g
+    LEN_SLOTS = 8 // dtype.itemsize       # shared-memory values taken by one int64 length
+    RED = _RED
+    I64 = np.dtype(np.int64)
+
+    @cuda.jit(device=True)
+    def stage(src, start, n, dst, offset, tid, nthr):
+        """dst[offset + e] = src[start + e] for e < n, by the block's nthr threads; each thread
+        issues four loads before its first store, so four memory latencies overlap."""
+        last = start + n - 1
+        for e in range(tid, n, 4 * nthr):
+            e1 = e + nthr
+            e2 = e1 + nthr
+            e3 = e2 + nthr
+            v0 = src[start + e]
+            v1 = src[min(start + e1, last)]
+            v2 = src[min(start + e2, last)]
+            v3 = src[min(start + e3, last)]
+            dst[offset + e] = v0
+            if e1 < n:
+                dst[offset + e1] = v1
+            if e2 < n:
+                dst[offset + e2] = v2
+            if e3 < n:
+                dst[offset + e3] = v3
 
     @cuda.jit
-    def persistent_forward(s_begin, s_end, U, xW, W_hh, bias1, bias2, lengths, reverse,
-                           hbuf, c, hprev, cprev, saved, y):
-        """Steps s_begin .. s_end-1. hbuf: (2, B, H), the state before step s in hbuf[s % 2]."""
+    def persistent_forward(s_begin, s_end, U, BC, xW, W_hh, bias1, bias2, lengths, reverse,
+                           hbuf, hflat, c, hprev, cprev, saved, y):
+        """Steps s_begin .. s_end-1. hbuf: (2, B, H), the state before step s in hbuf[s % 2];
+        hflat: the same memory as (2, B*H), for the staging loop (no index division).
+
+        Dynamic shared memory, one buffer seen through two dtypes:
+          sL[0:B]                       lengths (int64)
+          sF[WOFF + (g*U + jl)*H + k]   W_hh[g*H + j0 + jl, k]      this block's weight rows
+          sF[HOFF + bl*H + k]           h_{t-1}[b0 + bl, k]         the current batch chunk
+          sF[ROFF + (bl*G + g)*U + jl]  (W_hh h_{t-1})[b0 + bl, g*H + j0 + jl]   its sums
+
+        Per chunk: stage h; every work item forms its sums (split over KS threads, then
+        group_sum) and its first thread stores them; then every thread of the block applies the
+        cell to one (sequence, unit) pair, so that the cell's global-memory reads overlap.
+        """
         B = hbuf.shape[1]
         H = hbuf.shape[2]
-        sW = cuda.shared.array(0, dtype)        # (G, U, H): sW[(g*U + jl)*H + k] = W_hh[g*H + j0 + jl, k]
-        red = cuda.shared.array((4, MAX_THREADS), dtype)     # partial sums, one row per gate
+        sF = cuda.shared.array(0, dtype)
+        sL = cuda.shared.array(0, I64)
+        red = cuda.shared.array(RED, dtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         KS = cuda.blockDim.x
         PS = cuda.blockDim.y
+        nthr = KS * PS
         tid = ty * KS + tx
         j0 = cuda.blockIdx.x * U
         Uk = min(U, H - j0)                     # units of this block (the last one may have fewer)
-        for e in range(tid, G * Uk * H, KS * PS):   # this block's rows of W_hh, loaded once
+        WOFF = B * LEN_SLOTS
+        HOFF = WOFF + G * U * H
+        ROFF = HOFF + BC * H
+        for i in range(tid, B, nthr):
+            sL[i] = lengths[i]
+        for e in range(tid, G * Uk * H, nthr):  # this block's rows of W_hh, loaded once
             row = e // H
             k = e % H
             g = row // Uk
             jl = row % Uk
-            sW[(g * U + jl) * H + k] = W_hh[g * H + j0 + jl, k]
+            sF[WOFF + (g * U + jl) * H + k] = W_hh[g * H + j0 + jl, k]
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
-        n_pairs = B * Uk
+        acc = cuda.local.array(ACC, dtype)
         for s in range(s_begin, s_end):
             h_in = hbuf[s % 2]
             h_out = hbuf[(s + 1) % 2]
-            for q0 in range(0, n_pairs, PS):
-                q = q0 + ty                     # this thread row's (sequence, unit) pair
-                b = q // Uk
-                jl = q % Uk
-                a0 = ZERO
-                a1 = ZERO
-                a2 = ZERO
-                a3 = ZERO
-                if q < n_pairs:                 # (W_hh h_{t-1})[g*H + j], k split over the KS threads
-                    for k in range(tx, H, KS):
-                        hk = h_in[b, k]
-                        a0 += sW[jl * H + k] * hk
-                        if G > 1:
-                            a1 += sW[(U + jl) * H + k] * hk
-                            a2 += sW[(2 * U + jl) * H + k] * hk
-                        if G > 3:
-                            a3 += sW[(3 * U + jl) * H + k] * hk
-                red[0, tid] = a0
-                red[1, tid] = a1
-                red[2, tid] = a2
-                red[3, tid] = a3
+            for b0 in range(0, B, BC):
+                nbc = min(BC, B - b0)
+                stage(hflat[s % 2], b0 * H, nbc * H, sF, HOFF, tid, nthr)   # h_{t-1} of the chunk
                 cuda.syncthreads()
-                if q < n_pairs and tx == 0:
-                    r0 = ZERO
+                n_items = ((nbc + NB - 1) // NB) * Uk   # (unit, NB sequences) work items
+                for it0 in range(0, n_items, PS):
+                    it = it0 + ty
+                    jl = it % Uk
+                    bt = (it // Uk) * NB                # first sequence of the item, in the chunk
+                    for a in range(ACC):
+                        acc[a] = ZERO
+                    if it < n_items:                    # (W_hh h_{t-1})[g*H + j], k split over KS
+                        wrow = WOFF + jl * H
+                        for k in range(tx, H, KS):
+                            w0 = sF[wrow + k]
+                            w1 = ZERO
+                            w2 = ZERO
+                            w3 = ZERO
+                            if G > 1:
+                                w1 = sF[wrow + U * H + k]
+                                w2 = sF[wrow + 2 * U * H + k]
+                            if G > 3:
+                                w3 = sF[wrow + 3 * U * H + k]
+                            for i in range(NB):
+                                hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
+                                acc[4 * i] += w0 * hv
+                                if G > 1:
+                                    acc[4 * i + 1] += w1 * hv
+                                    acc[4 * i + 2] += w2 * hv
+                                if G > 3:
+                                    acc[4 * i + 3] += w3 * hv
+                    for a in range(ACC):
+                        if a % 4 < G:
+                            acc[a] = group_sum(acc[a], tx, KS, red, tid)
+                    if it < n_items and tx == 0:
+                        for i in range(NB):
+                            if bt + i < nbc:
+                                base = ROFF + (bt + i) * G * U + jl
+                                for g in range(G):
+                                    sF[base + g * U] = acc[4 * i + g]
+                cuda.syncthreads()
+                for q in range(tid, nbc * Uk, nthr):    # (1)-(4) for one (sequence, unit) each
+                    bl = q // Uk
+                    jl = q % Uk
+                    base = ROFF + bl * G * U + jl
                     r1 = ZERO
                     r2 = ZERO
                     r3 = ZERO
-                    for l in range(ty * KS, ty * KS + KS):
-                        r0 += red[0, l]
-                        r1 += red[1, l]
-                        r2 += red[2, l]
-                        r3 += red[3, l]
-                    point(s, b, j0 + jl, r0, r1, r2, r3, xW, bias1, bias2, lengths, reverse,
-                          h_in, h_out, c, hprev, cprev, saved, y)
-                cuda.syncthreads()
+                    if G > 1:
+                        r1 = sF[base + U]
+                        r2 = sF[base + 2 * U]
+                    if G > 3:
+                        r3 = sF[base + 3 * U]
+                    point(s, b0 + bl, j0 + jl, sF[base], r1, r2, r3, xW, bias1, bias2, sL,
+                          reverse, h_in, h_out, c, hprev, cprev, saved, y)
+                cuda.syncthreads()              # the chunk buffers are reused next
             grid.sync()                         # h_t complete everywhere before step t+1 reads it
 
     @cuda.jit
-    def persistent_backward(s_begin, s_end, phases, U, W_hh, dy, lengths, reverse,
-                            saved, sprev, dh, dc, dGi, dGh):
-        """Steps s_begin, s_begin-1, .., s_end+1. phases: 1 = gate grads, 2 = dh += dz W_hh, 3 = both."""
+    def persistent_backward(s_begin, s_end, phases, U, BC, W_hh, dy, lengths, reverse,
+                            saved, sprev, dh, dc, dGi, dGh, dGflat):
+        """Steps s_begin, s_begin-1, .., s_end+1.
+
+        phases: 1 = gate grads, 2 = dh += dz W_hh, 3 = both (the persistent kernel).
+
+        Dynamic shared memory: sL[0:B] lengths; sF[WOFF + kl*G*H + r] = W_hh[r, j0 + kl] (this
+        block's columns); sF[DOFF + bl*G*H + r] = dGh[p(b), b, r] for b = b0 + bl (the chunk);
+        sF[ROFF + bl*U + kl] its sums for unit j0 + kl, added to dh by one thread per pair.
+        """
         B = dh.shape[0]
         H = dh.shape[1]
         GH = G * H
-        sWT = cuda.shared.array(0, dtype)       # (U, G*H): sWT[kl*G*H + r] = W_hh[r, j0 + kl]
-        red = cuda.shared.array((4, MAX_THREADS), dtype)
+        sF = cuda.shared.array(0, dtype)
+        sL = cuda.shared.array(0, I64)
+        red = cuda.shared.array(RED, dtype)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         KS = cuda.blockDim.x
         PS = cuda.blockDim.y
+        nthr = KS * PS
         tid = ty * KS + tx
         j0 = cuda.blockIdx.x * U
         Uk = min(U, H - j0)
-        for e in range(tid, Uk * GH, KS * PS):  # this block's columns of W_hh, loaded once
+        WOFF = B * LEN_SLOTS
+        DOFF = WOFF + U * GH
+        ROFF = DOFF + BC * GH
+        for i in range(tid, B, nthr):
+            sL[i] = lengths[i]
+        for e in range(tid, Uk * GH, nthr):     # this block's columns of W_hh, loaded once
             kl = e // GH
             r = e % GH
-            sWT[kl * GH + r] = W_hh[r, j0 + kl]
+            sF[WOFF + kl * GH + r] = W_hh[r, j0 + kl]
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
-        n_pairs = B * Uk
+        acc = cuda.local.array(NB, dtype)
         for s in range(s_begin, s_end, -1):
             if phases & 1:                      # phase 1: gate grads of this block's units
-                for q in range(tid, n_pairs, KS * PS):
-                    bpoint(s, q // Uk, j0 + q % Uk, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh)
+                for q in range(tid, B * Uk, nthr):
+                    bpoint(s, q // Uk, j0 + q % Uk, dy, sL, reverse, saved, sprev, dh, dc, dGi, dGh)
             grid.sync()                         # every dz_t written before anyone reads it
             if phases & 2:                      # phase 2: dh_{t-1}[b, j] += dGh_t[b] . W_hh[:, j]
-                for q0 in range(0, n_pairs, PS):
-                    q = q0 + ty
-                    b = q // Uk
-                    kl = q % Uk
-                    acc = ZERO
-                    if q < n_pairs:
-                        p = position(s, lengths[b], reverse)
-                        for r in range(tx, GH, KS):
-                            acc += dGh[p, b, r] * sWT[kl * GH + r]
-                    red[0, tid] = acc
+                for b0 in range(0, B, BC):
+                    nbc = min(BC, B - b0)
+                    for bl in range(nbc):       # rows dGh[p(b), b, :] -> shared memory
+                        b = b0 + bl
+                        src = (position(s, sL[b], reverse) * B + b) * GH
+                        stage(dGflat, src, GH, sF, DOFF + bl * GH, tid, nthr)
                     cuda.syncthreads()
-                    if q < n_pairs and tx == 0:
-                        total = ZERO
-                        for l in range(ty * KS, ty * KS + KS):
-                            total += red[0, l]
-                        dh[b, j0 + kl] += total
+                    n_items = ((nbc + NB - 1) // NB) * Uk
+                    for it0 in range(0, n_items, PS):
+                        it = it0 + ty
+                        kl = it % Uk
+                        bt = (it // Uk) * NB
+                        for i in range(NB):
+                            acc[i] = ZERO
+                        if it < n_items:
+                            wrow = WOFF + kl * GH
+                            for r in range(tx, GH, KS):
+                                w = sF[wrow + r]
+                                for i in range(NB):
+                                    acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
+                        for i in range(NB):
+                            acc[i] = group_sum(acc[i], tx, KS, red, tid)
+                        if it < n_items and tx == 0:
+                            for i in range(NB):
+                                if bt + i < nbc:
+                                    sF[ROFF + (bt + i) * U + kl] = acc[i]
+                    cuda.syncthreads()
+                    for q in range(tid, nbc * Uk, nthr):
+                        bl = q // Uk
+                        kl = q % Uk
+                        dh[b0 + bl, j0 + kl] += sF[ROFF + bl * U + kl]
                     cuda.syncthreads()
 
     return G, persistent_forward, persistent_backward
@@ -404,15 +675,14 @@ def _run_forward(cell, p, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev,
     T, B, _ = xW.shape
     H = h.shape[1]
     dtype = np.dtype(h.dtype)
-    G, kernel, _ = _kernels(cell, dtype)
     hbuf = cuda.device_array((2, B, H), dtype)
     hbuf[0].copy_to_device(h)
-    args = [0, T, p.units_per_block, xW, W_hh, bias1, bias2, lengths, reverse,
-            hbuf, c, hprev, cprev, saved, y]
+    args = [0, T, p.units_per_block, p.batch_chunk, xW, W_hh, bias1, bias2, lengths, reverse,
+            hbuf, hbuf.reshape(2, B * H), c, hprev, cprev, saved, y]
     n = p.steps_per_launch or T
     for s0 in range(0, T, n):
         args[0], args[1] = s0, min(T, s0 + n)
-        _launch(kernel, args, H, p, dtype.itemsize, G)
+        _launch(cell, "forward", args, H, B, p, dtype)
     return hbuf[T % 2]
 
 
@@ -420,18 +690,18 @@ def _run_backward(cell, p, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi
     T, B, _ = dGh.shape
     H = dh.shape[1]
     dtype = np.dtype(dh.dtype)
-    G, _, kernel = _kernels(cell, dtype)
-    args = [T - 1, -1, 3, p.units_per_block, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh]
-    if p.steps_per_launch == 1:        # one launch per step and phase: kernel boundaries as barriers
+    args = [T - 1, -1, 3, p.units_per_block, p.batch_chunk, W_hh, dy, lengths, reverse,
+            saved, sprev, dh, dc, dGi, dGh, dGh.reshape(T * B * dGh.shape[2])]
+    if p.steps_per_launch == 1:        # a launch per step and phase: kernel ends as barriers
         for s in range(T - 1, -1, -1):
             for phases in (1, 2):
                 args[0], args[1], args[2] = s, s - 1, phases
-                _launch(kernel, args, H, p, dtype.itemsize, G)
+                _launch(cell, "backward", args, H, B, p, dtype)
     else:
         n = p.steps_per_launch or T
         for s0 in range(T - 1, -1, -n):
             args[0], args[1] = s0, max(-1, s0 - n)
-            _launch(kernel, args, H, p, dtype.itemsize, G)
+            _launch(cell, "backward", args, H, B, p, dtype)
 
 
 # Entry points for lstm.py / gru.py / rnn.py, given a plan from ``plan_for``. Forward: returns the
@@ -439,7 +709,8 @@ def _run_backward(cell, p, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi
 # leaves dL/dh_0 (and dL/dc_0) in dh (dc).
 
 def lstm_forward(plan, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y):
-    return _run_forward("lstm", plan, xW, W_hh, bias, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
+    return _run_forward("lstm", plan, xW, W_hh, bias, bias, lengths, reverse, h, c, hprev, cprev,
+                        gates, y)
 
 
 def lstm_backward(plan, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
@@ -448,8 +719,8 @@ def lstm_backward(plan, W_hh, dy, lengths, reverse, gates, cprev, dh, dc, dG):
 
 def gru_forward(plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y):
     dtype = np.dtype(h.dtype)
-    return _run_forward("gru", plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h, _placeholder(2, dtype),
-                        hprev, _placeholder(3, dtype), gates, y)
+    return _run_forward("gru", plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h,
+                        _placeholder(2, dtype), hprev, _placeholder(3, dtype), gates, y)
 
 
 def gru_backward(plan, W_hh, dy, lengths, reverse, gates, hprev, dh, dGi, dGh):
@@ -460,8 +731,8 @@ def gru_backward(plan, W_hh, dy, lengths, reverse, gates, hprev, dh, dGi, dGh):
 
 def rnn_forward(plan, xW, W_hh, bias, lengths, reverse, h, hprev, act, y):
     dtype = np.dtype(h.dtype)
-    return _run_forward("rnn", plan, xW, W_hh, bias, bias, lengths, reverse, h, _placeholder(2, dtype),
-                        hprev, _placeholder(3, dtype), act, y)
+    return _run_forward("rnn", plan, xW, W_hh, bias, bias, lengths, reverse, h,
+                        _placeholder(2, dtype), hprev, _placeholder(3, dtype), act, y)
 
 
 def rnn_backward(plan, W_hh, dy, lengths, reverse, act, dh, dG):
