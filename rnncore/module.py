@@ -15,6 +15,7 @@ parameters with ``self._param(name, array)`` and their children with ``self._chi
 import numpy as np
 
 from . import _checks
+from .device import check_device, to_host
 
 
 class Parameter:
@@ -34,6 +35,9 @@ class Parameter:
 
 class Module:
     """Base class of every layer and container."""
+
+    #: Where the module computes: "cpu", or "cuda" after ``to("cuda")`` (see rnncore/device.py).
+    device = "cpu"
 
     def __init__(self, dtype=np.float32):
         self.dtype = _checks.float_dtype(dtype, "dtype")
@@ -57,6 +61,7 @@ class Module:
     # -- the Torch7 API ----------------------------------------------------------------------
     def forward(self, x, lengths=None):
         """Compute the output for ``x`` and keep what ``backward`` needs."""
+        x = to_host(x)                  # [device] a device array is copied to NumPy first
         y = self._forward(x, lengths)
         self._lengths = lengths
         return y
@@ -65,7 +70,7 @@ class Module:
 
     def backward(self, x, gy):
         """Return dL/dx for the input of the last ``forward`` and accumulate parameter grads."""
-        return self._backward(x, gy)
+        return self._backward(to_host(x), to_host(gy))     # [device] as in forward
 
     def _forward(self, x, lengths):
         raise NotImplementedError
@@ -162,6 +167,27 @@ class Module:
 
     def _on_astype(self, dtype):
         """Hook for modules with non-parameter float state (carried hidden states, say)."""
+
+    # -- device ([device]: see rnncore/device.py for the design) ------------------------------
+    def to(self, device):
+        """Compute on ``device`` ("cpu" or "cuda") from now on; returns ``self``.
+
+        On "cuda" the recurrent layers run their kernels on the GPU; parameters, gradients and
+        optimizer state stay host NumPy arrays (copied to the GPU at each forward), inputs may be
+        NumPy or device arrays, outputs are NumPy. Checked before anything changes: an unknown
+        name raises ValueError, CUDA asked for where it cannot run raises RuntimeError (both
+        naming ``device``), and the module is then left as it was. A forward's saved state is
+        dropped on a change of device: call forward again before backward.
+        """
+        device = check_device(device)
+        for m in self.modules():
+            if m.device != device:
+                m.device = device
+                m._on_to(device)
+        return self
+
+    def _on_to(self, device):
+        """Hook for modules that keep device-specific state (a recurrent layer's kernel cache)."""
 
     # -- shapes ------------------------------------------------------------------------------
     def output_shape(self, input_shape):

@@ -38,6 +38,7 @@ stream as one.
 import numpy as np
 
 from . import _checks
+from .device import cuda_kernels, to_host
 from .module import Module
 from .random import generator, uniform
 from kernels.gru import gru_backward, gru_forward
@@ -111,6 +112,17 @@ class _Recurrent(Module):
     def _suffixes(self):
         return ("", "_reverse")[:self.num_directions]
 
+    def _kernel_pair(self):
+        """(forward, backward) kernels of this cell on ``self.device`` ([device]: kernels.cuda on
+        "cuda", imported lazily; same signatures as the CPU kernels, NumPy in and out)."""
+        if self.device == "cuda":
+            kc = cuda_kernels()
+            return getattr(kc, f"{self._cell}_forward"), getattr(kc, f"{self._cell}_backward")
+        return _KERNELS[self._cell]
+
+    def _on_to(self, device):
+        self._cache = None          # [device] a CPU kernel's cache cannot feed a GPU backward
+
     def _layer_params(self, k, d):
         """The kernel's weight arguments for layer k, direction d: (W_ih, W_hh, *biases)."""
         sfx = self._suffixes()[d]
@@ -160,6 +172,7 @@ class _Recurrent(Module):
 
     def _run(self, x, lengths, initial):
         # 1. Validate everything before anything changes.
+        x, initial = to_host(x), to_host(initial)             # [device] device arrays -> NumPy
         x, was_list = self._check_input(x)
         T, B, _ = x.shape
         lengths = _checks.lengths(lengths, T, B)
@@ -180,7 +193,7 @@ class _Recurrent(Module):
             states0 = [c if s is None else s for s, c in zip(states0, self._carry)]
 
         # 2. Layers bottom-up, directions forward then reverse: one kernel call each.
-        fwd = _KERNELS[self._cell][0]
+        fwd = self._kernel_pair()[0]
         D, p = self.num_directions, self.dropout
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
@@ -237,7 +250,7 @@ class _Recurrent(Module):
             g = _checks.finite_array(gy, "gy", dtype=self.dtype)
             _checks.same_shape(g, (B, D * H), "gy")
 
-        bwd = _KERNELS[self._cell][1]
+        bwd = self._kernel_pair()[1]
         n_s, n_p = len(self._states), 2 + len(self._biases)
         dstate0 = [[None] * (L * D) for _ in self._states]
         # Upstream grads of the top layer: its outputs (return_sequences) or its final h.

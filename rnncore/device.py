@@ -1,0 +1,109 @@
+"""Where a model computes: ``model.to("cuda")`` / ``model.to("cpu")``.
+
+    model = rnncore.Sequential(rnncore.LSTM(32, 256), rnncore.Linear(256, 10)).to("cuda")
+    y = model.forward(x)            # x: NumPy, or a device array; y: NumPy
+    model.device                    # "cuda"
+
+**What moves.** The recurrent layers (``RNN``, ``LSTM``, ``GRU``) are where the time goes, and on
+``"cuda"`` they run their forward and backward through ``kernels.cuda`` (the same signatures as
+the CPU kernels: per-step or persistent GPU kernels, see ``kernels/cuda/__init__.py``). Every other
+module (``Linear``, activations, criteria, containers) keeps computing on the host with NumPy: they
+are cheap next to a recurrence, and the Torch7-style chain between modules stays NumPy arrays.
+
+**Where the numbers live** (the honest version). Parameters stay host NumPy arrays: that is the
+authoritative copy, and ``Parameter.data`` / ``.grad`` keep their meaning, so optimizers, their
+state (momentum, Adam moments), ``update_parameters``, ``clip_grad_norm``, ``state_dict`` and
+``rnncore.save`` all work unchanged on a model on ``"cuda"``. Each recurrent forward copies its
+layer's weights and input to the GPU (so an optimizer step between calls is always seen: nothing can
+go stale), runs the kernels, and copies the outputs back; each backward runs on the GPU with what
+that forward kept there and copies the gradients back, where they are *added* to ``Parameter.grad``
+as on the CPU. The price is one host-to-device copy of the weights per forward and one
+device-to-host copy of the gradients per backward; for the batch and hidden sizes where a GPU pays
+off, the kernels dominate. Keeping the weights resident on the device (and the optimizer with them)
+would remove those copies; it is not done here.
+
+**Inputs.** NumPy arrays (or lists of them, the ``Sequencer`` table) as on the CPU. Device arrays
+are accepted too: anything with ``__cuda_array_interface__`` (a numba device array, a CuPy array,
+a PyTorch CUDA tensor). They are copied to the host first, because inputs are validated there
+(shapes, NaN/Inf) and the host modules need them; the recurrent kernels then upload them again.
+Outputs are always NumPy.
+
+**Availability.** ``numba.cuda`` is imported only when ``"cuda"`` is asked for: CPU users never load
+it and need no GPU packages. ``to("cuda")`` checks first that kernels can run (the numba-cuda
+package installed, a GPU and driver that answer, or numba's CPU simulator enabled with
+``NUMBA_ENABLE_CUDASIM=1`` before numba.cuda is first imported) and otherwise raises a
+``RuntimeError`` naming ``device`` and the fix (``pip install -e ".[cuda]"``), leaving the model
+as it was. An unknown device string is a ``ValueError``; a non-string a ``TypeError``.
+"""
+
+import numpy as np
+
+__all__ = ["DEVICES", "check_device", "cuda_kernels", "to_host"]
+
+#: The devices a module can be moved to.
+DEVICES = ("cpu", "cuda")
+
+_INSTALL = 'install the GPU extra with pip install -e ".[cuda]" (numba-cuda)'
+
+
+def check_device(device):
+    """``device`` as ``"cpu"`` or ``"cuda"``; for ``"cuda"``, proof that kernels can run.
+
+    Raises TypeError (not a string), ValueError (unknown name) or RuntimeError (CUDA asked for and
+    not available), each naming ``device``.
+    """
+    if not isinstance(device, str):
+        raise TypeError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    name = device.strip().lower()
+    if name not in DEVICES:
+        raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+    if name == "cuda":
+        cuda_kernels()
+    return name
+
+
+def _import_cuda_kernels():
+    import kernels.cuda as kc          # imports numba.cuda: only ever reached for "cuda"
+    return kc
+
+
+def cuda_kernels():
+    """The ``kernels.cuda`` module, imported on first use; RuntimeError if it cannot run here."""
+    try:
+        kc = _import_cuda_kernels()
+    except ImportError as e:
+        raise RuntimeError(f"device='cuda': numba.cuda could not be imported ({e}); "
+                           f"{_INSTALL}") from e
+    if not kc.is_available():
+        raise RuntimeError(
+            "device='cuda': no usable CUDA device (numba.cuda.is_available() is False). Needs an "
+            f"NVIDIA GPU with its driver; {_INSTALL}. For tests without a GPU, set "
+            "NUMBA_ENABLE_CUDASIM=1 before numba.cuda is first imported (numba's CPU simulator, "
+            "slow). Use device='cpu' otherwise")
+    return kc
+
+
+def _is_device_array(a):
+    if a is None or isinstance(a, (np.ndarray, np.generic, list, tuple, int, float)):
+        return False
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    # numba's simulated device arrays have no __cuda_array_interface__, only copy_to_host
+    return hasattr(a, "copy_to_host") and hasattr(a, "shape") and hasattr(a, "dtype")
+
+
+def to_host(x):
+    """``x`` with any device array (also inside a list or tuple) copied to a NumPy array.
+
+    NumPy arrays and everything else are returned as they are, without importing numba.cuda.
+    """
+    if isinstance(x, (list, tuple)):
+        if any(_is_device_array(s) for s in x):
+            return type(x)(to_host(s) for s in x)
+        return x
+    if not _is_device_array(x):
+        return x
+    if hasattr(x, "copy_to_host"):
+        return x.copy_to_host()
+    from numba import cuda
+    return cuda.as_cuda_array(x).copy_to_host()

@@ -1,0 +1,170 @@
+"""``Module.to("cuda")`` / ``to("cpu")``: a model on the GPU computes what it computes on the CPU.
+
+Runs on numba's CUDA simulator without a GPU, like tests/test_cuda_kernels.py (whose docstring
+explains the ``NUMBA_ENABLE_CUDASIM`` dance: it must be set before numba.cuda is first imported;
+if numba.cuda was imported without it in this process, ``test_rerun_in_a_fresh_process`` runs
+this file in a new interpreter). On a machine with a GPU, ``NUMBA_ENABLE_CUDASIM=0`` runs the
+same tests on it. Sizes are tiny: the simulator runs every GPU thread as a Python thread.
+"""
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+
+def _cuda_ready():
+    if "numba" in sys.modules and "numba.cuda" not in sys.modules:
+        from numba.core import config        # numba read its environment at import: read it again
+        config.reload_config()
+    from numba import cuda
+    return bool(cuda.is_available())
+
+
+READY = _cuda_ready()
+
+import numpy as np                                  # noqa: E402
+import pytest                                       # noqa: E402
+
+import rnncore                                      # noqa: E402
+from rnncore import device as rdevice               # noqa: E402
+from rnncore.optim import Adam                      # noqa: E402
+
+needs_cuda = pytest.mark.skipif(not READY, reason="numba.cuda was imported without the simulator "
+                                "before this module; test_rerun_in_a_fresh_process runs these")
+
+
+def _model(seed):
+    """Bidirectional LSTM -> GRU -> Linear, float64, tiny."""
+    rnncore.manual_seed(seed)
+    f64 = np.float64
+    return rnncore.Sequential(rnncore.LSTM(2, 3, bidirectional=True, dtype=f64),
+                              rnncore.GRU(6, 3, dtype=f64), rnncore.Linear(3, 2, dtype=f64))
+
+
+def _twins(seed=0):
+    cpu = _model(seed)
+    gpu = _model(seed + 1)                      # other weights, then the CPU model's
+    gpu.load_state_dict(cpu.state_dict())
+    return cpu, gpu.to("cuda")
+
+
+def _grads(m):
+    return {k: p.grad.copy() for k, p in m.named_parameters()}
+
+
+@needs_cuda
+def test_model_on_cuda_matches_cpu_forward_backward_and_adam_steps():
+    """Outputs, input grads, every parameter grad, final states, and the parameters after two
+    Adam steps agree to float64 round-off; ragged lengths exercise the padding rules."""
+    cpu, gpu = _twins()
+    assert gpu.device == "cuda" and all(m.device == "cuda" for m in gpu.modules())
+    assert cpu.device == "cpu"
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 2))
+    lengths = np.array([2, 1])
+    opts = [Adam(cpu.parameters(), lr=0.05), Adam(gpu.parameters(), lr=0.05)]
+    for _ in range(2):
+        for o in opts:
+            o.zero_grad()
+        y_c, y_g = cpu.forward(x, lengths=lengths), gpu.forward(x, lengths=lengths)
+        assert isinstance(y_g, np.ndarray) and y_g.dtype == np.float64
+        np.testing.assert_allclose(y_g, y_c, rtol=1e-10, atol=1e-12)
+        gy = rng.standard_normal(y_c.shape)
+        gx_c, gx_g = cpu.backward(x, gy), gpu.backward(x, gy)
+        np.testing.assert_allclose(gx_g, gx_c, rtol=1e-10, atol=1e-12)
+        g_c, g_g = _grads(cpu), _grads(gpu)
+        for k in g_c:
+            np.testing.assert_allclose(g_g[k], g_c[k], rtol=1e-10, atol=1e-12, err_msg=k)
+        for o in opts:
+            o.step()
+    for (k, p_c), (_, p_g) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        np.testing.assert_allclose(p_g.data, p_c.data, rtol=1e-10, atol=1e-12, err_msg=k)
+    lstm_c, lstm_g = list(cpu.modules())[1], list(gpu.modules())[1]
+    np.testing.assert_allclose(lstm_g.h_n, lstm_c.h_n, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lstm_g.c_n, lstm_c.c_n, rtol=1e-10, atol=1e-12)
+
+
+@needs_cuda
+def test_float32_last_state_and_device_array_input():
+    """float32 RNN with return_sequences=False, fed a device array: NumPy out, same as the CPU."""
+    from numba import cuda
+    rnncore.manual_seed(5)
+    cpu = rnncore.RNN(3, 4, return_sequences=False)
+    gpu = rnncore.RNN(3, 4, return_sequences=False)
+    gpu.load_state_dict(cpu.state_dict())
+    assert gpu.to("cuda") is gpu
+    x = np.random.default_rng(1).standard_normal((2, 2, 3)).astype(np.float32)
+    y_c = cpu.forward(x)
+    y_g = gpu.forward(cuda.to_device(x))
+    assert isinstance(y_g, np.ndarray) and y_g.dtype == np.float32 and y_g.shape == (2, 4)
+    np.testing.assert_allclose(y_g, y_c, rtol=1e-5, atol=1e-6)
+    gy = np.ones_like(y_c)
+    np.testing.assert_allclose(gpu.backward(cuda.to_device(x), gy), cpu.backward(x, gy),
+                               rtol=1e-5, atol=1e-6)
+
+
+@needs_cuda
+def test_back_to_cpu_uses_cpu_kernels_and_drops_the_gpu_cache():
+    rnncore.manual_seed(2)
+    m = rnncore.LSTM(2, 3).astype(np.float64).to("cuda")
+    x = np.random.default_rng(0).standard_normal((2, 1, 2))
+    y_gpu = m.forward(x)
+    assert m.to("cpu") is m and m.device == "cpu"
+    with pytest.raises(RuntimeError, match="forward first"):
+        m.backward(x, np.ones_like(y_gpu))              # the GPU forward's cache is gone
+    np.testing.assert_allclose(m.forward(x), y_gpu, rtol=1e-10, atol=1e-12)
+    assert m._kernel_pair()[0].__module__ == "kernels.lstm"
+
+
+def test_unknown_device_is_refused_and_the_model_unchanged():
+    m = rnncore.Sequential(rnncore.GRU(2, 3), rnncore.Linear(3, 1))
+    with pytest.raises(ValueError, match="device: expected 'cpu' or 'cuda', got 'gpu'"):
+        m.to("gpu")
+    with pytest.raises(TypeError, match="device"):
+        m.to(0)
+    assert all(mod.device == "cpu" for mod in m.modules())
+
+
+@pytest.mark.parametrize("failure", ["no_gpu", "no_numba_cuda"])
+def test_cuda_unavailable_is_refused_by_name_and_the_model_unchanged(monkeypatch, failure):
+    """Simulated: a machine without a GPU, and one without numba-cuda installed."""
+    if failure == "no_gpu":
+        class NoGPU:
+            @staticmethod
+            def is_available():
+                return False
+        monkeypatch.setattr(rdevice, "_import_cuda_kernels", lambda: NoGPU)
+    else:
+        def missing():
+            raise ImportError("No module named 'numba.cuda'")
+        monkeypatch.setattr(rdevice, "_import_cuda_kernels", missing)
+    m = rnncore.Sequential(rnncore.LSTM(2, 3), rnncore.Linear(3, 1))
+    with pytest.raises(RuntimeError, match=r"device='cuda'.*pip install -e \"\.\[cuda\]\""):
+        m.to("cuda")
+    assert all(mod.device == "cpu" for mod in m.modules())
+    y = m.forward(np.zeros((2, 1, 2), np.float32))        # still a working CPU model
+    assert y.shape == (2, 1, 1)
+
+
+def test_cpu_use_never_imports_numba_cuda():
+    """A fresh process: building, running and moving a model to "cpu" leaves numba.cuda alone."""
+    code = ("import sys, numpy as np, rnncore\n"
+            "m = rnncore.Sequential(rnncore.LSTM(2, 3), rnncore.Linear(3, 1)).to('cpu')\n"
+            "m.backward(np.ones((2, 1, 2), np.float32),"
+            " np.ones_like(m.forward(np.ones((2, 1, 2), np.float32))))\n"
+            "assert 'numba.cuda' not in sys.modules\n"
+            "print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=root, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.skipif(READY, reason="CUDA (the simulator) is up in this process: the tests ran here")
+def test_rerun_in_a_fresh_process():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
