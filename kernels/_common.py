@@ -200,7 +200,7 @@ def as_float_array(a, name, dtype=None, shape=None):
         if arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
         dtype = arr.dtype
-    elif not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+    elif arr.dtype.kind not in "fiu":                    # real numbers only (no bool, complex)
         raise TypeError(f"{name}: expected a real array, got dtype {arr.dtype}")
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")

@@ -97,6 +97,8 @@ def to_host(x):
 
     NumPy arrays and everything else are returned as they are, without importing numba.cuda.
     """
+    if type(x) is np.ndarray:                      # the common case, first and cheap
+        return x
     if isinstance(x, (list, tuple)):
         if any(_is_device_array(s) for s in x):
             return type(x)(to_host(s) for s in x)

@@ -55,6 +55,11 @@ _KERNELS = {
 }
 
 
+def _stack(arrays):
+    """np.stack(arrays), without the copy for one array (one layer, one direction)."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
 def _flag(v, name):
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name}: expected True or False, got {v!r}")
@@ -215,7 +220,7 @@ class _Recurrent(Module):
             inp = outs[0] if D == 1 else np.concatenate(outs, axis=2)   # (T, B, D*H)
 
         # 3. Commit: final states, caches, remembered state.
-        state_n = [np.stack([f[j] for f in finals]) for j in range(len(self._states))]  # (L*D, B, H)
+        state_n = [_stack([f[j] for f in finals]) for j in range(len(self._states))]  # (L*D, B, H)
         for s, a in zip(self._states, state_n):
             setattr(self, f"{s}_n", a)
         if self._remember:
@@ -273,7 +278,7 @@ class _Recurrent(Module):
                 dinp = dinp * c["masks"][k]                   # inp = prev * mask
             dy_layer = dinp
         for s, parts in zip(self._states, dstate0):
-            setattr(self, f"grad_{s}0", np.stack(parts))
+            setattr(self, f"grad_{s}0", _stack(parts))
         return list(dy_layer) if was_list else dy_layer
 
     # -- state, shapes, description ----------------------------------------------------------
