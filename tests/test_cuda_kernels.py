@@ -22,30 +22,17 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+from _cudasim import READY, needs_cuda, only_when_not_ready, rerun_in_a_fresh_process  # first
 
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-def _cuda_ready():
-    if "numba" in sys.modules and "numba.cuda" not in sys.modules:
-        from numba.core import config        # numba read its environment at import: read it again
-        config.reload_config()
-    from numba import cuda
-    return bool(cuda.is_available())
+import kernels.cuda as kc
+from kernels import reference as ref
+from kernels.cuda.persistent import PersistentPlan
 
-
-READY = _cuda_ready()
-
-import numpy as np                                  # noqa: E402
-import pytest                                       # noqa: E402
-from hypothesis import given, settings              # noqa: E402
-from hypothesis import strategies as st             # noqa: E402
-
-import kernels.cuda as kc                           # noqa: E402
-from kernels import reference as ref                # noqa: E402
-from kernels.cuda.persistent import PersistentPlan  # noqa: E402
-
-needs_cuda = pytest.mark.skipif(not READY, reason="numba.cuda was imported without the simulator "
-                                "before this module; test_rerun_in_a_fresh_process runs these")
 #: A real GPU answered (not the simulator): the ``real_gpu`` tests run at real sizes.
 REAL_GPU = READY and not kc.SIMULATOR
 real_gpu = pytest.mark.skipif(not REAL_GPU, reason="real sizes need a GPU: run with "
@@ -346,9 +333,6 @@ def test_cpu_imports_do_not_load_numba_cuda_and_missing_cuda_is_explained():
     assert out.stdout.strip() in ("gpu", "explained"), out.stdout
 
 
-@pytest.mark.skipif(READY, reason="CUDA (the simulator) is up in this process: the tests ran here")
+@only_when_not_ready
 def test_rerun_in_a_fresh_process():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    rerun_in_a_fresh_process(__file__)

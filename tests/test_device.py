@@ -10,28 +10,15 @@ import os
 import subprocess
 import sys
 
-os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+from _cudasim import READY, needs_cuda, only_when_not_ready, rerun_in_a_fresh_process  # first
 
+import numpy as np
+import pytest
 
-def _cuda_ready():
-    if "numba" in sys.modules and "numba.cuda" not in sys.modules:
-        from numba.core import config        # numba read its environment at import: read it again
-        config.reload_config()
-    from numba import cuda
-    return bool(cuda.is_available())
+import rnncore
+from rnncore import device as rdevice
+from rnncore.optim import Adam
 
-
-READY = _cuda_ready()
-
-import numpy as np                                  # noqa: E402
-import pytest                                       # noqa: E402
-
-import rnncore                                      # noqa: E402
-from rnncore import device as rdevice               # noqa: E402
-from rnncore.optim import Adam                      # noqa: E402
-
-needs_cuda = pytest.mark.skipif(not READY, reason="numba.cuda was imported without the simulator "
-                                "before this module; test_rerun_in_a_fresh_process runs these")
 
 
 def _model(seed):
@@ -162,9 +149,6 @@ def test_cpu_use_never_imports_numba_cuda():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-@pytest.mark.skipif(READY, reason="CUDA (the simulator) is up in this process: the tests ran here")
+@only_when_not_ready
 def test_rerun_in_a_fresh_process():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    rerun_in_a_fresh_process(__file__)
