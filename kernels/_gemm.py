@@ -113,13 +113,21 @@ def gemm_packed(A, Wp, out):
                 out[m, c0 + l] = acc[0, l]
 
 
-MIN_ROWS = 16        # below this many rows BLAS was as fast or faster (measured at B = 8, H = 100)
+MIN_ROWS = 16          # below this many rows BLAS was as fast or faster (B = 8, H = 100)
+MAX_WORK = 1 << 23     # multiply-adds per product above which BLAS, on two threads, was faster
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 
 
 def pack_for(Wb, rows):
-    """``pack(Wb)`` when the packed product pays off for ``rows`` rows of float32, else an empty
-    array that tells a kernel's core to call BLAS (``np.dot``) instead."""
-    if Wb.dtype != np.float32 or rows < MIN_ROWS:
+    """``pack(Wb)`` where the packed product pays off for ``rows`` rows of float32, else an
+    empty array that tells a kernel's core to call BLAS (``np.dot``) instead.
+
+    Measured on a 2-core AVX-512 machine: the packed product (one thread) beat OpenBLAS from
+    16 rows up to about 8M multiply-adds per product, (B, H) = (32, 256) for an LSTM; above
+    that OpenBLAS on two threads won (at (64, 512): 133 ms against 165 for an LSTM forward),
+    though on one thread the packed product still did.
+    """
+    K, N = Wb.shape
+    if Wb.dtype != np.float32 or rows < MIN_ROWS or rows * K * N > MAX_WORK:
         return _NO_PACK
     return pack(Wb)

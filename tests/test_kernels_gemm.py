@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import kernels.reference as ref
 from kernels import _gemm, gru, lstm, rnn
-from kernels._gemm import MIN_ROWS, TILE_COLS, gemm_packed, pack, pack_for
+from kernels._gemm import MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, pack, pack_for
 
 
 @given(M=st.integers(1, 11), K=st.integers(1, 40), N=st.integers(1, 2 * TILE_COLS + 7),
@@ -41,6 +41,9 @@ def test_pack_layout_and_when_it_is_used():
     assert not Wp[1, :, 6:].any()                                # zero padding
     assert pack_for(Wb, MIN_ROWS).size and not pack_for(Wb, MIN_ROWS - 1).size
     assert not pack_for(Wb.astype(np.float64), 64).size         # float64 keeps BLAS
+    mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
+    assert pack_for(mid, 32).size and 32 * 256 * 1024 <= MAX_WORK    # B = 32: packed
+    assert not pack_for(mid, 64).size                            # B = 64: BLAS (threads)
 
 
 def _weights(rng, G, I, H):
