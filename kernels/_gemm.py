@@ -125,9 +125,10 @@ def pack_for(Wb, rows):
     Measured on a 2-core AVX-512 machine: the packed product (one thread) beat OpenBLAS from
     16 rows up to about 8M multiply-adds per product, (B, H) = (32, 256) for an LSTM; above
     that OpenBLAS on two threads won (at (64, 512): 133 ms against 165 for an LSTM forward),
-    though on one thread the packed product still did.
+    though on one thread the packed product still did. Outputs narrower than one tile (N < 64)
+    stay with BLAS: the tile would compute 64 columns for fewer.
     """
     K, N = Wb.shape
-    if Wb.dtype != np.float32 or rows < MIN_ROWS or rows * K * N > MAX_WORK:
+    if Wb.dtype != np.float32 or rows < MIN_ROWS or N < TILE_COLS or rows * K * N > MAX_WORK:
         return _NO_PACK
     return pack(Wb)

@@ -96,7 +96,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
     x_s:   (T, B, I)     inputs in step order   W_ih: (3H, I)   b_ih, b_hh: (3H,)
     W_hh_T: (H, 3H)      W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
                          with a contiguous right operand than with the view W_hh.T
-    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (float32, B >= 16), else empty
+    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for``), else empty
     lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -110,7 +110,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
     bi, bh = b_ih.reshape(3, H), b_hh.reshape(3, H)      # gate k of unit j is [k, j]: k = r z n
     for s in range(T):
         if W_hh_T_packed.size:                           # hidden parts: h_{s-1} W_hh^T (B, 3H)
-            gemm_packed(hs[s], W_hh_T_packed, R2)        # (float32, B >= 16: see _gemm.py)
+            gemm_packed(hs[s], W_hh_T_packed, R2)        # (where pack_for packed it)
         else:
             np.dot(hs[s], W_hh_T, R2)
         for bb in range(B):

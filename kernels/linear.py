@@ -55,7 +55,11 @@ def linear_forward(x, W, b):
 def linear_backward(dy, x, W):
     """Gradients of ``linear_forward``: returns dx (N, I), dW (O, I), db (O,), fresh arrays."""
     x = as_float_array(x, "x")
+    if x.ndim != 2:
+        raise ValueError(f"x: expected a (N, I) array, got shape {x.shape}")
     W = as_float_array(W, "W", x.dtype)
+    if W.ndim != 2 or W.shape[1] != x.shape[1]:
+        raise ValueError(f"W: expected shape (O, {x.shape[1]}), got {W.shape}")
     dy = as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0]))
     dx = np.empty_like(x)
     dW = np.empty_like(W)

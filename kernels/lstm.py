@@ -36,10 +36,11 @@ How the work is organized, as in cuDNN and haste. Forward:
     G = X W_ih^T              ONE GEMM for the input part of (1) at every step: (T*B, I) @ (I, 4H)
     for each step t:
         R = h_{t-1} W_hh^T    ONE GEMM for the recurrent part of (1): (B, H) @ (H, 4H), into a
-                              preallocated buffer. In float32 with B >= 16 it is ``_gemm``'s
-                              product with W_hh^T packed once for all T steps (about twice
-                              OpenBLAS's speed on this thin shape); otherwise BLAS, with W_hh^T
-                              made contiguous once (up to 4x faster than a transposed view)
+                              preallocated buffer. In float32 from B = 16 up to mid sizes
+                              (``_gemm.pack_for``) it is ``_gemm``'s product with W_hh^T packed
+                              once for all T steps (about twice one core's OpenBLAS speed on
+                              this thin shape); otherwise BLAS, with W_hh^T made contiguous
+                              once (up to 4x faster than a transposed view)
         one pass over (B, H): G[t] + R + b, then (2), (3), (4), (5); save i f g o and tanh(c_t)
 
 Backward, t = T-1 ... 0:
@@ -94,7 +95,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, W_hh_T_packed, b, l
     gates:  (T, B, 4, H)  out: activated i, f, g, o of every valid step (used as scratch first)
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
     x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)
-    W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (float32, B >= 16), else empty
+    W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for`` decides), else empty
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape

@@ -76,7 +76,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, rev
     x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
     W_hh_T: (H, H)     W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
                        with a contiguous right operand than with the view W_hh.T
-    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (float32, B >= 16), else empty
+    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for``), else empty
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -87,7 +87,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, rev
 
     for s in range(T):
         if W_hh_T_packed.size:                           # hidden part of (1): R = h_{s-1} W_hh^T
-            gemm_packed(hs[s], W_hh_T_packed, R)         # (float32, B >= 16: see _gemm.py)
+            gemm_packed(hs[s], W_hh_T_packed, R)         # (where pack_for packed it)
         else:
             np.dot(hs[s], W_hh_T, R)
         for bb in range(B):

@@ -78,8 +78,10 @@ def finite_array(x, name, kind="f", dtype=None):
             a = a.astype(dtype, copy=False)
         # one sum is cheaper than an elementwise test: it is finite unless an entry is NaN/Inf
         # (or the sum overflows, which the exact test below then clears)
-        if a.dtype.kind == "f" and not math.isfinite(np.add.reduce(a, axis=None)) \
-                and not np.isfinite(a).all():
+        if a.dtype.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = np.add.reduce(a, axis=None)
+        if a.dtype.kind == "f" and not math.isfinite(total) and not np.isfinite(a).all():
             bad = int(np.size(a) - np.isfinite(a).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")
         return a

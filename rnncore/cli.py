@@ -25,7 +25,7 @@ _DEMO_HELP = """\
 demos:
   functions   (default) tell a line, a parabola and a sqrt curve apart from 8 (x, y) points:
               a Lua Torch script ported line for line, why it did not learn the real task,
-              and the recipe that does (>= 95 % test accuracy); about 15-30 s
+              and the recipe that does (>= 95 % test accuracy); about 12 s
   regression  which of an LSTM regressor's per-step outputs is the prediction; h_n, and why
               a bidirectional output[-1] is not the final state; a few seconds
   stacked     shapes through stacked / bidirectional / GRU / RNN layers and every parameter

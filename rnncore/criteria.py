@@ -217,6 +217,17 @@ class BCECriterion(Criterion):
         return l, (p - t) / np.maximum(p * (1.0 - p), 1e-12) / F
 
 
+def _rows_match_loss(criterion):
+    """Whether ``criterion._rows`` describes its own loss: the nearest class (in method order)
+    that defines ``_loss`` or ``_grad`` also defines ``_rows``. A user's subclass that changes
+    the loss of, say, `MSECriterion` without a ``_rows`` of its own is scored step by step."""
+    for klass in type(criterion).__mro__:
+        own = vars(klass)
+        if "_loss" in own or "_grad" in own:
+            return own.get("_rows") is not None
+    return False
+
+
 class SequencerCriterion(Criterion):
     """Apply ``criterion`` at every time step and SUM over the steps (Torch7's ``nn.SequencerCriterion``).
 
@@ -252,7 +263,7 @@ class SequencerCriterion(Criterion):
         lengths = _checks.lengths(lengths, T, B)
         return x, t, was_list, lengths
 
-    def _all_steps(self, x, t, lengths):
+    def _all_steps(self, x, t, lengths, need_grad=True):
         """Loss and dL/dx (T, B, ...) of every step at once, through the inner ``_rows``.
 
         L = sum_s mean_{b valid at s} l(s, b): each valid row's loss and gradient are weighted by
@@ -271,30 +282,33 @@ class SequencerCriterion(Criterion):
             xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
         xv, tv = self.criterion._check(xv, tv)                   # validated once, valid rows only
         l, g = self.criterion._rows(xv, tv)
+        if not need_grad:
+            return float(np.dot(l, weight)), None
         grad = np.zeros(x.shape, x.dtype)                        # 0 at padding
         grad.reshape(T * B, *x.shape[2:])[rows] = g * weight.reshape(-1, *[1] * (g.ndim - 1))
         return float(np.dot(l, weight)), grad
 
-    def _per_step(self, x, t, lengths):
+    def _per_step(self, x, t, lengths, need_grad=True):
         """The same by definition: the inner criterion called once per step (any criterion)."""
         T, B = x.shape[:2]
         steps = np.full(B, T) if lengths is None else lengths
-        loss, grad = 0.0, np.zeros_like(x)
+        loss, grad = 0.0, (np.zeros_like(x) if need_grad else None)
         for s in range(T):
             r = np.flatnonzero(steps > s)                        # rows still running at step s
             if r.size:
                 loss += self.criterion.forward(x[s, r], t[s, r])
-                grad[s, r] = self.criterion.backward(x[s, r], t[s, r])
+                if need_grad:
+                    grad[s, r] = self.criterion.backward(x[s, r], t[s, r])
         return loss, grad
 
-    def _evaluate(self, x, t, lengths):
-        if self.criterion._rows is not None:
-            return self._all_steps(x, t, lengths)
-        return self._per_step(x, t, lengths)
+    def _evaluate(self, x, t, lengths, need_grad):
+        if _rows_match_loss(self.criterion):
+            return self._all_steps(x, t, lengths, need_grad)
+        return self._per_step(x, t, lengths, need_grad)
 
     def forward(self, input, target, lengths=None):
         x, t, _, lengths = self._check_seq(input, target, lengths)
-        loss, _ = self._evaluate(x, t, lengths)
+        loss, _ = self._evaluate(x, t, lengths, need_grad=False)
         self._lengths = lengths
         self.output = float(loss)
         return self.output
@@ -305,7 +319,7 @@ class SequencerCriterion(Criterion):
         if lengths is None:
             lengths = self._lengths
         x, t, was_list, lengths = self._check_seq(input, target, lengths)
-        _, g = self._evaluate(x, t, lengths)
+        _, g = self._evaluate(x, t, lengths, need_grad=True)
         return list(g) if was_list else g
 
     def __repr__(self):

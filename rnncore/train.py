@@ -148,12 +148,21 @@ def _data(x, y, lengths, per_step, names=("x", "y", "lengths")):
             raise ValueError(f"{ny}: expected one target per sample, shape ({N}, ...) with N = {N} "
                              f"from {nx} {x.shape} (axis 1), got shape {y.shape}")
     lengths = _checks.lengths(lengths, T, N, name=nl)
+    # NaN/Inf anywhere would otherwise surface only when its batch comes up, after updates
+    for a, name in ((x, nx), (y, ny)):
+        if a.dtype.kind == "f":
+            _checks.finite_array(a, name)
     return x, y, lengths, N
 
 
 def _check_model_criterion(model, criterion):
     if not isinstance(model, Module):
         raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
+    carrying = [type(m).__name__ for m in model.modules() if getattr(m, "_remember", False)]
+    if carrying:
+        raise ValueError(f"model: expected no layer in remember() mode (its state would carry "
+                         f"from one shuffled batch into the next), got {carrying}; call "
+                         f"remember(False) on them first")
     if not isinstance(criterion, Criterion):
         raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
 

@@ -41,6 +41,7 @@ def test_pack_layout_and_when_it_is_used():
     assert not Wp[1, :, 6:].any()                                # zero padding
     assert pack_for(Wb, MIN_ROWS).size and not pack_for(Wb, MIN_ROWS - 1).size
     assert not pack_for(Wb.astype(np.float64), 64).size         # float64 keeps BLAS
+    assert not pack_for(np.zeros((70, 63), np.float32), 32).size  # narrower than a tile: BLAS
     mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
     assert pack_for(mid, 32).size and 32 * 256 * 1024 <= MAX_WORK    # B = 32: packed
     assert not pack_for(mid, 64).size                            # B = 64: BLAS (threads)
@@ -53,9 +54,10 @@ def _weights(rng, G, I, H):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_cells_on_the_packed_path_match_the_reference(cell, reverse):
-    """B = MIN_ROWS + 3 in float32 takes the packed product (and its row tail) in both passes."""
+    """B = MIN_ROWS + 3 in float32 takes the packed product (and its row and column tails) in
+    both passes."""
     rng = np.random.default_rng(1)
-    T, B, I, H = 5, MIN_ROWS + 3, 4, 21
+    T, B, I, H = 5, MIN_ROWS + 3, 4, TILE_COLS + 6             # H >= 64: backward packs too
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     W_ih, W_hh = _weights(rng, G, I, H)
     biases = [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
@@ -67,7 +69,8 @@ def test_cells_on_the_packed_path_match_the_reference(cell, reverse):
     r_fwd, r_bwd = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
     args = [x, W_ih, W_hh, *biases, *state]
     f32 = [a.astype(np.float32) for a in args]
-    assert pack_for(np.zeros((H, G * H), np.float32), B).size    # the path under test
+    assert pack_for(np.zeros((H, G * H), np.float32), B).size    # forward: the path under test
+    assert pack_for(np.zeros((G * H, H), np.float32), B).size    # backward too
     yf, *sf, cf = f_fwd(*f32, lengths=lengths, reverse=reverse)
     yr, *sr, cr = r_fwd(*args, lengths=lengths, reverse=reverse)
     np.testing.assert_allclose(yf, yr, atol=2e-5)

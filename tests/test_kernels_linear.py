@@ -52,5 +52,9 @@ def test_refuses_misshapen_arguments():
         linear_forward(np.zeros(3), np.zeros((4, 3)), np.zeros(4))
     with pytest.raises(ValueError, match="dy"):
         linear_backward(np.zeros((2, 5)), x, np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="W"):
+        linear_backward(np.zeros((2, 3)), x, np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="x"):
+        linear_backward(np.zeros((2, 3)), np.zeros(3), np.zeros((3, 3)))
     with pytest.raises(TypeError, match="x"):
         linear_forward(np.zeros((2, 3), np.int64), np.zeros((4, 3)), np.zeros(4))

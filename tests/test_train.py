@@ -238,3 +238,21 @@ def test_sequencer_targets_must_be_time_major():
     with pytest.raises(ValueError, match="batch_size"):
         score(m, SequencerCriterion(ClassNLLCriterion()), x, np.zeros((6, 8), np.int64),
               batch_size=-1)
+
+
+def test_bad_values_and_remember_mode_are_refused_before_any_update():
+    """NaN in a late batch, or a layer carrying state, is refused up front: no weight moves."""
+    rnncore.manual_seed(0)
+    model = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 2), LogSoftMax())
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).standard_normal((3, 64, 2)).astype(np.float32)
+    y = np.zeros(64, np.int64)
+    x_bad = x.copy()
+    x_bad[1, 60, 0] = np.nan                                      # sample 60: the last batch
+    with pytest.raises(ValueError, match="x: expected finite"):
+        fit(model, ClassNLLCriterion(), 0.1, x_bad, y, batch_size=16, progress=False)
+    model[0].remember()
+    with pytest.raises(ValueError, match=r"model: .*remember\(\)"):
+        fit(model, ClassNLLCriterion(), 0.1, x, y, batch_size=16, progress=False)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])

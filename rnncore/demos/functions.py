@@ -1,6 +1,6 @@
 """Demo ``functions``: tell a line, a parabola and a square root apart from a few (x, y) points.
 
-    python -m rnncore demo functions            # about 20-30 s on 2 cores
+    python -m rnncore demo functions            # about 12 s on 2 cores (warm caches)
     python -m rnncore demo functions --ablation # + which change makes the hard task learnable
 
 The task (class ids are 0-based)::
@@ -189,7 +189,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         ablation=False, print_fn=print):
     """Train both parts, print what happens, return the numbers printed.
 
-    seed: data, weights and batch order; epochs: Part 2's epochs (default 20, quick 12);
+    seed: data, weights and batch order; epochs: Part 2's epochs (default 20, quick 15);
     hidden: the hidden size of every model (default: 100 for the Lua script as it was, 64 for
     Part 2; quick 32 for both); save: a path for Part 2's trained model (``rnncore.save``);
     plot: a directory for ``functions_history.png`` and ``functions_lstm_gates.png``;
