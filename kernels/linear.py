@@ -38,14 +38,21 @@ def _backward_core(dy, x, W, dx, dW, db):
             db[o] += dy[n, o]
 
 
-def linear_forward(x, W, b):
-    """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64)."""
+def _x_and_W(x, W):
+    """x (N, I) and W (O, I) as C-contiguous arrays of x's float dtype, or a ValueError/TypeError
+    naming the argument."""
     x = as_float_array(x, "x")
     if x.ndim != 2:
         raise ValueError(f"x: expected a (N, I) array, got shape {x.shape}")
     W = as_float_array(W, "W", x.dtype)
     if W.ndim != 2 or W.shape[1] != x.shape[1]:
         raise ValueError(f"W: expected shape (O, {x.shape[1]}), got {W.shape}")
+    return x, W
+
+
+def linear_forward(x, W, b):
+    """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64)."""
+    x, W = _x_and_W(x, W)
     b = as_float_array(b, "b", x.dtype, (W.shape[0],))
     y = np.empty((x.shape[0], W.shape[0]), x.dtype)
     _forward_core(x, W, b, y)
@@ -54,12 +61,7 @@ def linear_forward(x, W, b):
 
 def linear_backward(dy, x, W):
     """Gradients of ``linear_forward``: returns dx (N, I), dW (O, I), db (O,), fresh arrays."""
-    x = as_float_array(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"x: expected a (N, I) array, got shape {x.shape}")
-    W = as_float_array(W, "W", x.dtype)
-    if W.ndim != 2 or W.shape[1] != x.shape[1]:
-        raise ValueError(f"W: expected shape (O, {x.shape[1]}), got {W.shape}")
+    x, W = _x_and_W(x, W)
     dy = as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0]))
     dx = np.empty_like(x)
     dW = np.empty_like(W)
