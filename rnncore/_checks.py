@@ -135,3 +135,10 @@ def same_shape(a, expected_shape, name):
     if a.shape != tuple(expected_shape):
         raise ValueError(f"{name}: expected shape {tuple(expected_shape)}, got {a.shape}")
     return a
+
+
+def flag(v, name):
+    """``v`` as a bool; TypeError naming ``name`` unless it is True or False."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {v!r}")
+    return bool(v)

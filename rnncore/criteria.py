@@ -14,7 +14,7 @@ the others have no time axis and refuse it (wrap them in `SequencerCriterion`).
 import numpy as np
 
 from . import _checks
-from .containers import _stack_steps
+from .containers import _stack_steps, _valid_mask
 from .layers import _is_table
 
 __all__ = ["Criterion", "MSECriterion", "ClassNLLCriterion", "CrossEntropyCriterion",
@@ -275,7 +275,7 @@ class SequencerCriterion(Criterion):
             weight = np.full(T * B, 1.0 / B)
             xv, tv = x.reshape(T * B, *x.shape[2:]), t.reshape(T * B, *t.shape[2:])
         else:
-            valid = np.arange(T)[:, None] < lengths[None, :]     # (T, B): step s of row b runs
+            valid = _valid_mask(lengths, T, B)                   # (T, B): step s of row b runs
             rows = valid.reshape(-1)
             per_step = valid.sum(axis=1)                         # rows still running at step s
             weight = np.repeat(1.0 / np.maximum(per_step, 1), B)[rows]

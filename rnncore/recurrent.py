@@ -60,12 +60,6 @@ def _stack(arrays):
     return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
 
 
-def _flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
-    return bool(v)
-
-
 class _Recurrent(Module):
     """Shared machinery of `RNN`, `LSTM` and `GRU` (see the module docstring).
 
@@ -83,9 +77,9 @@ class _Recurrent(Module):
         input_size = _checks.positive_int(input_size, "input_size")
         hidden_size = _checks.positive_int(hidden_size, "hidden_size")
         num_layers = _checks.positive_int(num_layers, "num_layers")
-        bidirectional = _flag(bidirectional, "bidirectional")
+        bidirectional = _checks.flag(bidirectional, "bidirectional")
         dropout = _checks.probability(dropout, "dropout")
-        return_sequences = _flag(return_sequences, "return_sequences")
+        return_sequences = _checks.flag(return_sequences, "return_sequences")
         super().__init__(dtype)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional, self.dropout = bidirectional, dropout
@@ -140,7 +134,7 @@ class _Recurrent(Module):
 
         ``remember(False)`` switches that off again (and forgets the state).
         """
-        self._remember = _flag(mode, "mode")
+        self._remember = _checks.flag(mode, "mode")
         if not self._remember:
             self._carry = None
         return self

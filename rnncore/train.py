@@ -57,6 +57,7 @@ from tqdm import tqdm
 
 from . import _checks
 from . import random as _random
+from .containers import _stack_steps, _valid_mask
 from .criteria import ClassNLLCriterion, Criterion, SequencerCriterion
 from .module import Module
 from .optim import Optimizer, clip_grad_norm
@@ -108,24 +109,10 @@ class History:
 
 # -- input checks --------------------------------------------------------------------------
 def _as_time_major(x, name):
-    """x as one array (T, N, ...): a list of T step arrays (N, ...) is stacked."""
-    if isinstance(x, (list, tuple)):
-        if len(x) == 0:
-            raise ValueError(f"{name}: expected a non-empty list of (N, ...) arrays, "
-                             f"got an empty list")
-        steps = [_checks._as_array(s, f"{name}[{t}]") for t, s in enumerate(x)]
-        shapes = sorted({s.shape for s in steps})
-        if len(shapes) != 1:
-            raise ValueError(f"{name}: expected a list of arrays of one shape (N, ...), "
-                             f"got shapes {shapes}")
-        a = np.stack(steps)
-    else:
-        a = _checks._as_array(x, name)
+    """x as one numeric array (T, N, ...): a list of T step arrays (N, ...) is stacked."""
+    a, _ = _stack_steps(x, name)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-    if a.ndim < 2 or 0 in a.shape:
-        raise ValueError(f"{name}: expected a time-major array (T, N, ...) with non-empty "
-                         f"dimensions, got shape {a.shape}")
     return a
 
 
@@ -167,12 +154,6 @@ def _check_model_criterion(model, criterion):
         raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
 
 
-def _flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {v!r}")
-    return bool(v)
-
-
 # -- one batch -----------------------------------------------------------------------------
 def _is_classifier(criterion):
     inner = criterion.criterion if isinstance(criterion, SequencerCriterion) else criterion
@@ -188,7 +169,7 @@ def _hits(out, yb, lb, per_step):
     pred = np.asarray(out).argmax(axis=-1)                # (N,) or (T, N)
     right = pred == yb
     if per_step and lb is not None:
-        valid = np.arange(right.shape[0])[:, None] < lb[None, :]   # (T, N): t < lengths[b]
+        valid = _valid_mask(lb, *right.shape)                 # (T, N): t < lengths[b]
         return int(right[valid].sum()), int(valid.sum())
     return int(right.sum()), int(right.size)
 
@@ -288,8 +269,8 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     epochs = _checks.positive_int(epochs, "epochs")
     batch_size = _checks.positive_int(batch_size, "batch_size")
     clip = None if clip is None else _checks.positive_number(clip, "clip")
-    shuffle = _flag(shuffle, "shuffle")
-    progress = _flag(progress, "progress")
+    shuffle = _checks.flag(shuffle, "shuffle")
+    progress = _checks.flag(progress, "progress")
     if seed is not None:
         seed = _checks.positive_int(seed, "seed", minimum=0)
     if callback is not None and not callable(callback):
