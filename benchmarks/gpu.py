@@ -34,6 +34,8 @@ import time
 #: (T, B, I, H): the CPU benchmark's grid, then batch 1, 4, 16 at H = 512.
 GRID = [(5, 1, 6, 6), (8, 8, 2, 100), (32, 16, 64, 128), (64, 32, 128, 256), (100, 64, 512, 512),
         (100, 1, 512, 512), (100, 4, 512, 512), (100, 16, 512, 512)]
+#: ``--grid h512``: only the H = 512 rows (batch 64, 1, 4, 16), the goal's shapes.
+H512_GRID = [g for g in GRID if g[3] == 512]
 #: --check sizes (the simulator runs each GPU thread as a Python thread).
 CHECK_GRID = [(3, 1, 2, 3), (3, 2, 3, 4)]
 CELLS = ("lstm", "gru")
@@ -51,6 +53,8 @@ def parse_args(argv=None):
     ap.add_argument("--repeat", type=int, default=10, help="timed repetitions (median reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (compilation)")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated: lstm,gru")
+    ap.add_argument("--grid", choices=("all", "h512"), default="all",
+                    help="all: every shape (default); h512: only the H = 512 rows")
     ap.add_argument("--json", default=os.path.join("benchmarks", "results", "gpu.json"),
                     help="where to write the results (default benchmarks/results/gpu.json)")
     return ap.parse_args(argv)
@@ -180,7 +184,7 @@ def run_benchmark(args):
     from kernels import reference as ref
     from kernels.cuda import persistent
 
-    grid = CHECK_GRID if args.check else GRID
+    grid = CHECK_GRID if args.check else (H512_GRID if args.grid == "h512" else GRID)
     repeat, warmup = (1, 0) if args.check else (args.repeat, args.warmup)
     if kc.SIMULATOR:
         dev, name = None, "numba CUDA simulator"

@@ -305,6 +305,77 @@ def test_real_persistent_is_deterministic(cell, rng):
             np.testing.assert_array_equal(a, b, err_msg=f"{cell} output #{k} moved between runs")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_results_of_earlier_calls_survive_later_calls(cell, rng):
+    """Buffers are reused between calls (the pool on a GPU): results a caller still holds, device
+    or host, and a forward's cache must never be overwritten by a later call."""
+    from numba import cuda
+    kw = dict(T=5, B=3, I=4, H=6) if REAL_GPU else {}
+    p1 = _problem(cell, rng, dtype=np.float32, **kw)
+    p2 = _problem(cell, rng, dtype=np.float32, **kw)
+    dev = lambda p: dict(p, x=cuda.to_device(p["x"]))           # noqa: E731
+    first = _forward(kc, cell, dev(p1), None, False)
+    kept = [a.copy_to_host() for a in first[:-1]]
+    g1 = [a.copy_to_host() for a in _backward(kc, cell, p1["dy"], p1["dstates"], first[-1])]
+    for _ in range(2):                     # later calls at the same shapes, other values
+        _backward(kc, cell, p2["dy"], p2["dstates"], _forward(kc, cell, dev(p2), None, False)[-1])
+    for a, b in zip(first[:-1], kept):
+        np.testing.assert_array_equal(a.copy_to_host(), b)
+    again = _backward(kc, cell, p1["dy"], p1["dstates"], first[-1])   # the cache is intact too
+    for a, b in zip(again, g1):
+        np.testing.assert_array_equal(a.copy_to_host(), b)
+
+
+@real_gpu
+def test_real_pool_reuses_blocks_and_slices_keep_them():
+    """A dropped array's block is handed out again; a slice of it keeps it out of the pool."""
+    import gc
+    from kernels.cuda import _common
+    _common.enter()
+    ptr = lambda a: a.device_ctypes_pointer.value                 # noqa: E731
+    a = _common.empty((1000,), np.float32)
+    a.copy_to_device(np.arange(1000, dtype=np.float32))
+    where = ptr(a)
+    part = a[100:110]
+    del a
+    gc.collect()
+    b = _common.empty((1000,), np.float32)                        # must not get the held block
+    assert ptr(b) != where
+    b.copy_to_device(np.zeros(1000, np.float32))
+    np.testing.assert_array_equal(part.copy_to_host(), np.arange(100, 110, dtype=np.float32))
+    del part
+    gc.collect()
+    c = _common.empty((990,), np.float32)                         # same size class: reused
+    assert ptr(c) == where
+    z = _common.zeros((3, 7), np.float64)
+    np.testing.assert_array_equal(z.copy_to_host(), np.zeros((3, 7)))
+
+
+@real_gpu
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_real_direct_launch_matches_numba_launch(cell, rng):
+    """The direct driver launch is used, and gives bit-identical results to numba's launch."""
+    from kernels.cuda import _common
+    p = _problem(cell, rng, T=20, B=4, I=32, H=128, dtype=np.float32, wscale=1 / np.sqrt(128))
+    lengths = np.maximum(1, 20 - np.arange(4) * 3)
+    runs = []
+    for direct in (False, True, True):
+        _common.DIRECT_LAUNCH = direct
+        try:
+            for path in ("persistent", "steps"):
+                out = _forward(kc, cell, p, lengths, True, path=path)
+                runs.append((direct, path, list(out[:-1]) + list(
+                    _backward(kc, cell, p["dy"], p["dstates"], out[-1], path=path))))
+        finally:
+            _common.DIRECT_LAUNCH = True
+    assert sum(d is not None for d in _common._DIRECT.values()) >= 4, _common._DIRECT
+    for k, (_, path, ref_run) in enumerate(runs[:2]):
+        for direct, path2, run in runs[2 + k::2]:
+            assert path2 == path
+            for a, b in zip(run, ref_run):
+                np.testing.assert_array_equal(a, b, err_msg=f"{cell} {path} direct={direct}")
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU-only users never touch numba.cuda
 # ---------------------------------------------------------------------------------------------

@@ -12,9 +12,20 @@ Nothing here is RNN math. The rules it implements:
 * **Every kernel exists once per dtype.** Kernels are built by factories closed over typed
   constants (``ONE = np.float32(1)``) so that float32 kernels never promote to float64 (a float
   literal such as ``1.0`` is a float64 to Numba, and float64 is slow on most GPUs).
+* **Host cost per call.** On a GPU every driver round trip costs microseconds and numba.cuda
+  adds tens of microseconds of Python per allocation and per launch; at small batch that used to
+  be most of a call (~1 ms of a 2.3 ms LSTM forward on an H100). Three things here cut it:
+  ``empty`` takes work and result buffers from a caching pool (``DevicePool``) instead of the
+  driver, ``launch`` packs kernel arguments itself and calls the driver directly once numba has
+  compiled and launched a kernel the first time, and ``lengths_to_device`` keeps the device copy
+  of each distinct ``lengths`` it has seen. ``zeros`` is one driver memset, not a kernel.
+  On the simulator all three fall back to plain numba.cuda.
 """
 import math
-from functools import lru_cache
+import struct
+import threading
+import weakref
+from functools import lru_cache, partial
 
 import numpy as np
 
@@ -93,8 +104,18 @@ def check_shape(a, shape, name):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(a.shape)}")
 
 
+#: Device copies of the ``lengths`` arrays seen recently: (T, bytes) -> int64 device array. The
+#: kernels never write ``lengths``, so one device copy serves every call with the same values.
+_LENGTHS = {}
+_LENGTHS_KEEP = 64
+
+
 def lengths_to_device(lengths, T, B):
-    """Validated int64 ``(B,)`` lengths on the device (all ``T`` when ``lengths`` is None)."""
+    """Validated int64 ``(B,)`` lengths on the device (all ``T`` when ``lengths`` is None).
+
+    Host lengths are checked on every call but copied to the device only the first time these
+    values are seen (a host-to-device copy is a synchronous driver round trip, ~0.1 ms).
+    """
     if lengths is None:
         host = np.full(B, T, dtype=np.int64)
     else:
@@ -107,7 +128,15 @@ def lengths_to_device(lengths, T, B):
         if B and (host.min() < 1 or host.max() > T):
             raise ValueError(f"lengths: expected 1 <= lengths[b] <= T = {T}, "
                              f"got values in [{host.min()}, {host.max()}]")
-    return cuda.to_device(host)
+    if SIMULATOR:
+        return cuda.to_device(host)
+    key = (T, host.tobytes())
+    d = _LENGTHS.get(key)
+    if d is None or d[0] is not _POOL.context:
+        if len(_LENGTHS) >= _LENGTHS_KEEP:
+            _LENGTHS.clear()
+        d = _LENGTHS[key] = (_POOL.context, cuda.to_device(host))
+    return d[1]
 
 
 def result(a, on_device):
@@ -129,7 +158,7 @@ def launch_1d(kernel, n, *args):
     if n == 0:
         return
     tpb = threads_1d(n)
-    kernel[(n + tpb - 1) // tpb, tpb](*args)
+    launch(kernel, (n + tpb - 1) // tpb, tpb, 0, *args)
 
 
 @lru_cache(maxsize=None)
@@ -161,17 +190,22 @@ def utility_kernels(dtype):
 
 
 def zeros(shape, dtype):
-    """A zero-filled device array (filled by a kernel: no host buffer, no transfer)."""
-    a = cuda.device_array(shape, dtype=dtype)
+    """A zero-filled device array: one driver memset on a GPU (a fill kernel on the simulator)."""
+    a = empty(shape, dtype)
     n = int(np.prod(shape))
-    fill, _ = utility_kernels(np.dtype(dtype))
-    launch_1d(fill, n, a.reshape(n), np.dtype(dtype).type(0))
+    if n == 0:
+        return a
+    if SIMULATOR:
+        fill, _ = utility_kernels(np.dtype(dtype))
+        launch_1d(fill, n, a.reshape(n), np.dtype(dtype).type(0))
+    else:
+        a.gpu_data.memset(0, count=n * np.dtype(dtype).itemsize)
     return a
 
 
 def column_sum(a2d, dtype):
     """``a2d.sum(0)`` on the device: ``(R, N) -> (N,)``."""
-    out = cuda.device_array(a2d.shape[1], dtype=dtype)
+    out = empty(a2d.shape[1], dtype)
     _, kernel = utility_kernels(np.dtype(dtype))
     launch_1d(kernel, a2d.shape[1], a2d, out)
     return out
@@ -215,6 +249,7 @@ def prepare_forward(x, W_ih, W_hh, G, lengths):
     returns (dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H)) with device arrays.
     """
     require_cuda()
+    enter()
     dtype = float_dtype_of(x, "x")
     on_device = is_device_array(x)
     x = to_device(x, dtype, "x")
@@ -241,7 +276,286 @@ def device_input(a, shape, dtype, name, writable=False):
     d = to_device(a, dtype, name)
     check_shape(d, shape, name)
     if writable and is_device_array(a):
-        fresh = cuda.device_array(shape, dtype=dtype)
+        fresh = empty(shape, dtype)
         fresh.copy_to_device(d)
         return fresh
     return d
+
+
+# ---------------------------------------------------------------------------------------------
+# The caching pool: device buffers without a driver allocation per call
+# ---------------------------------------------------------------------------------------------
+
+class _Lease:
+    """The device memory of one pooled array: a block of the pool lent out.
+
+    numba sees it as the array's ``gpu_data`` (attributes are forwarded to numba's own pointer
+    to the block). When the last array using it is gone (reshapes share it, slices hold a
+    ``_LeaseView`` that refers back to it), the finalizer hands the block back to the pool.
+    """
+
+    __slots__ = ("_mem", "_cuda_memsize_", "__weakref__")
+
+    def __init__(self, mem, nbytes, release):
+        self._mem = mem
+        self._cuda_memsize_ = nbytes          # what numba reads as the allocation's size
+        weakref.finalize(self, release)
+
+    def __getattr__(self, name):
+        return getattr(self._mem, name)
+
+    def view(self, start, stop=None):
+        return _LeaseView(self, self._mem.view(start, stop))
+
+
+class _LeaseView:
+    """A slice of a lease (``array[i]``): keeps the lease, so the block, alive."""
+
+    __slots__ = ("_lease", "_mem")
+
+    def __init__(self, lease, mem):
+        self._lease = lease
+        self._mem = mem
+
+    def __getattr__(self, name):
+        return getattr(self._mem, name)
+
+    def view(self, start, stop=None):
+        return _LeaseView(self._lease, self._mem.view(start, stop))
+
+
+def _size_class(nbytes):
+    """Round up to one of four sizes per power of two (at most 25 % unused), >= 512 bytes: calls
+    whose shapes differ a little (another T, a last short batch) reuse the same blocks."""
+    if nbytes <= 512:
+        return 512
+    step = 1 << max(9, nbytes.bit_length() - 3)
+    return -(-nbytes // step) * step
+
+
+class DevicePool:
+    """A caching allocator for the arrays the kernels create (results and work buffers).
+
+    ``cuda.device_array`` costs a driver allocation (~90 us on an H100 with numba.cuda's
+    bookkeeping) and, later, a free that waits for the GPU. Here a block whose arrays are all
+    gone goes back to a free list by size class and the next request of that class takes it:
+    a forward or backward at a fixed shape allocates nothing after its first call. Reuse is
+    safe because everything runs on one stream, in order: a kernel that still reads a block's
+    old contents was queued before any kernel that writes its new ones. (An array handed to
+    another stream, e.g. a PyTorch one, must be finished with before it is dropped.)
+
+    ``limit``: bytes of free blocks kept; beyond it a returned block is really freed.
+    ``release()`` frees every cached block. A new CUDA context (after ``cuda.close()``) starts an
+    empty pool.
+    """
+
+    def __init__(self, limit=2 << 30):
+        self.limit = int(limit)
+        self.cached = 0                  # bytes in the free lists
+        self.context = None
+        self._free = {}                  # size class -> [numba device pointer, ...]
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def enter(self):
+        """Once per public call: follow the current context (a new one empties the pool)."""
+        ctx = cuda.current_context()
+        if ctx is not self.context:
+            with self._lock:
+                self._free, self.cached, self.context = {}, 0, ctx
+
+    def array(self, shape, dtype):
+        """An uninitialised C-contiguous device array from the pool."""
+        if isinstance(shape, (int, np.integer)):
+            shape = (int(shape),)
+        shape = tuple(int(n) for n in shape)
+        dtype = np.dtype(dtype)
+        nbytes = dtype.itemsize
+        for n in shape:
+            nbytes *= n
+        if nbytes == 0 or self.context is None:
+            return cuda.device_array(shape, dtype)
+        size = _size_class(nbytes)
+        mem = None
+        with self._lock:
+            blocks = self._free.get(size)
+            if blocks:
+                mem = blocks.pop()
+                self.cached -= size
+        if mem is None:
+            self.misses += 1
+            try:
+                mem = self.context.memalloc(size)
+            except Exception:            # out of memory: give the cached blocks back, retry once
+                self.release()
+                mem = self.context.memalloc(size)
+        else:
+            self.hits += 1
+        lease = _Lease(mem, nbytes, partial(self._give_back, self.context, size, mem))
+        strides, acc = [], dtype.itemsize
+        for n in reversed(shape):
+            strides.append(acc)
+            acc *= n
+        return _DeviceNDArray(shape, tuple(reversed(strides)), dtype, gpu_data=lease)
+
+    def _give_back(self, ctx, size, mem):
+        with self._lock:
+            if ctx is self.context and self.cached + size <= self.limit:
+                self._free.setdefault(size, []).append(mem)
+                self.cached += size
+        # otherwise ``mem`` is dropped here and numba frees it
+
+    def release(self):
+        """Free every cached block (arrays in use are not affected)."""
+        with self._lock:
+            self._free, self.cached = {}, 0
+
+
+_POOL = DevicePool()
+_DeviceNDArray = None if SIMULATOR else cuda.cudadrv.devicearray.DeviceNDArray
+
+
+def pool():
+    """The process's ``DevicePool`` (set ``pool().limit = 0`` to switch caching off)."""
+    return _POOL
+
+
+def enter():
+    """What every public entry point does first on a GPU: bind the pool to the current context."""
+    if not SIMULATOR:
+        _POOL.enter()
+
+
+def empty(shape, dtype):
+    """An uninitialised device array, from the pool on a GPU."""
+    if SIMULATOR:
+        return cuda.device_array(shape, dtype=dtype)
+    return _POOL.array(shape, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launching: numba compiles and launches a kernel once, then the driver is called directly
+# ---------------------------------------------------------------------------------------------
+
+_ARRAY, _INT, _BOOL, _F32, _F64 = range(5)
+
+
+class _DirectLaunch:
+    """Launch one compiled kernel with the arguments packed here, not by numba.
+
+    numba.cuda turns every argument into ctypes objects on every launch (an array becomes
+    meminfo, parent, nitems, itemsize, data, shape..., strides..., each a ctypes value); with a
+    dozen array arguments that is ~60 us of Python per launch. This packs the same words into one
+    int64 buffer (every kernel parameter is at most 8 bytes, little-endian, so a bool or a
+    float32 sits in the low bytes of its word) and calls ``cuLaunchKernel`` (or
+    ``cuLaunchCooperativeKernel`` for a kernel with a grid barrier) through ``cuda.bindings``.
+    """
+
+    def __init__(self, overload):
+        from cuda.bindings import driver as cu
+        from numba import types
+        handle = overload._codelibrary.get_cufunc().handle
+        if isinstance(handle, cu.CUkernel):        # library-loaded: the context's function
+            err, handle = cu.cuKernelGetFunction(handle)
+            if err != cu.CUresult.CUDA_SUCCESS:
+                raise RuntimeError(f"cuKernelGetFunction: {err}")
+        elif not isinstance(handle, cu.CUfunction):
+            handle = cu.CUfunction(int(handle))
+        self.handle = handle
+        self.call = cu.cuLaunchCooperativeKernel if overload.cooperative else cu.cuLaunchKernel
+        self.ok = cu.CUresult.CUDA_SUCCESS
+        self.coop = bool(overload.cooperative)
+        codes = []
+        for t in overload.argument_types:
+            if isinstance(t, types.Array):
+                codes.append(_ARRAY)
+            elif t == types.boolean:
+                codes.append(_BOOL)
+            elif isinstance(t, types.Integer) and t.bitwidth == 64:
+                codes.append(_INT)
+            elif t == types.float32:
+                codes.append(_F32)
+            elif t == types.float64:
+                codes.append(_F64)
+            else:
+                raise TypeError(f"no direct launch for an argument of type {t}")
+        self.codes = tuple(codes)
+
+    def words(self, args):
+        """The kernel's parameters as 64-bit words, in order."""
+        w = []
+        for code, a in zip(self.codes, args):
+            if code == _ARRAY:
+                w += (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value or 0)
+                w += a.shape
+                w += a.strides
+            elif code == _F32:
+                w.append(struct.unpack("<I", struct.pack("<f", a))[0])
+            elif code == _F64:
+                w.append(struct.unpack("<q", struct.pack("<d", a))[0])
+            else:
+                w.append(int(a))
+        return w
+
+    def __call__(self, griddim, blockdim, shared, args):
+        w = np.array(self.words(args), dtype=np.int64)
+        ptrs = np.arange(len(w), dtype=np.uint64) * np.uint64(8) + np.uint64(w.ctypes.data)
+        gx, gy, gz = (tuple(griddim) + (1, 1))[:3] if isinstance(griddim, tuple) else (griddim, 1, 1)
+        bx, by, bz = (tuple(blockdim) + (1, 1))[:3] if isinstance(blockdim, tuple) else (blockdim, 1, 1)
+        if self.coop:
+            (err,) = self.call(self.handle, gx, gy, gz, bx, by, bz, shared, 0, ptrs.ctypes.data)
+        else:
+            (err,) = self.call(self.handle, gx, gy, gz, bx, by, bz, shared, 0, ptrs.ctypes.data, 0)
+        if err != self.ok:
+            raise RuntimeError(f"kernels.cuda: kernel launch failed: {err}")
+
+
+#: (kernel, argument kinds) -> _DirectLaunch, or None where numba must launch.
+_DIRECT = {}
+#: Direct launches on (True) or off (every launch through numba).
+DIRECT_LAUNCH = not SIMULATOR
+
+
+def _kinds(args):
+    """A cheap key for the argument types; None if an array is not C-contiguous."""
+    kinds = []
+    for a in args:
+        if isinstance(a, (bool, np.bool_)):
+            kinds.append("b")
+        elif isinstance(a, (int, np.integer)):
+            kinds.append("i")
+        elif isinstance(a, (float, np.floating)):
+            kinds.append(np.dtype(type(a)).char if isinstance(a, np.floating) else "d")
+        else:
+            if not a.is_c_contiguous():
+                return None
+            kinds.append((a.ndim, a.dtype.char))
+    return tuple(kinds)
+
+
+def launch(kernel, griddim, blockdim, shared, *args):
+    """``kernel[griddim, blockdim, 0, shared](*args)``, directly through the driver once the
+    kernel has been launched by numba for these argument types (which compiles it)."""
+    if not DIRECT_LAUNCH:
+        kernel[griddim, blockdim, 0, shared](*args)
+        return
+    kinds = _kinds(args)
+    key = (kernel, kinds)
+    direct = _DIRECT.get(key, False) if kinds is not None else None
+    if direct:
+        direct(griddim, blockdim, shared, args)
+        return
+    kernel[griddim, blockdim, 0, shared](*args)
+    if direct is False:                 # first launch of these types: prepare the direct path
+        _DIRECT[key] = _direct_for(kernel, args)
+
+
+def _direct_for(kernel, args):
+    try:
+        if getattr(kernel, "specialized", False):
+            overload = next(iter(kernel.overloads.values()))
+        else:
+            overload = kernel.overloads.get(tuple(kernel.typeof_pyval(a) for a in args))
+        return None if overload is None else _DirectLaunch(overload)
+    except Exception:                   # no cuda.bindings, another numba layout: numba launches
+        return None

@@ -26,7 +26,8 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-from ._common import ceil_div, float_dtype_of, is_device_array, require_cuda, to_device
+from ._common import (ceil_div, empty, enter, float_dtype_of, is_device_array, launch,
+                      require_cuda, to_device)
 
 __all__ = ["matmul", "tile_size", "TILE_SIZES"]
 
@@ -107,8 +108,8 @@ def gemm_device(A, B, C, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
         return C
     TS = tile or tile_size(M, N)
     kernel = _gemm_kernel(dtype, TS)
-    kernel[(ceil_div(N, TS), ceil_div(M, TS)), (TS, TS)](
-        A, B, C, dtype.type(alpha), dtype.type(beta), bool(trans_a), bool(trans_b))
+    launch(kernel, (ceil_div(N, TS), ceil_div(M, TS)), (TS, TS), 0,
+           A, B, C, dtype.type(alpha), dtype.type(beta), bool(trans_a), bool(trans_b))
     return C
 
 
@@ -120,6 +121,7 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     NumPy. ``tile``: 4, 8 or 16 (default: ``tile_size(M, N)``).
     """
     require_cuda()
+    enter()
     dtype = float_dtype_of(A, "A")
     on_device = is_device_array(A)
     dA, dB = to_device(A, dtype, "A"), to_device(B, dtype, "B")
@@ -134,7 +136,7 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     if C is None:
         if beta != 0:
             raise ValueError(f"C: expected an array when beta != 0 (beta={beta}), got None")
-        dC = cuda.device_array((M, N), dtype=dtype)
+        dC = empty((M, N), dtype)
     else:
         dC = to_device(C, dtype, "C")
         if tuple(dC.shape) != (M, N):

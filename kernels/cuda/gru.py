@@ -18,7 +18,7 @@ import numpy as np
 from numba import cuda
 
 from . import persistent
-from ._common import column_sum, device_input, launch_1d, prepare_forward, result
+from ._common import column_sum, device_input, empty, enter, launch_1d, prepare_forward, result
 from .cells import gru_point_functions
 from .gemm import gemm_device
 
@@ -77,17 +77,17 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     b_hh = device_input(b_hh, (3 * H,), dtype, "b_hh")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)               # (B, H) running state
     reverse = bool(reverse)
-    xW = cuda.device_array((T, B, 3 * H), dtype)
+    xW = empty((T, B, 3 * H), dtype)
     gemm_device(x.reshape(T * B, I), W_ih, xW.reshape(T * B, 3 * H), trans_b=True)  # x parts of (1), (2), (4)
-    hprev = cuda.device_array((T, B, H), dtype)
-    gates = cuda.device_array((T, B, 4 * H), dtype)       # r, z, n, q
-    y = cuda.device_array((T, B, H), dtype)
+    hprev = empty((T, B, H), dtype)
+    gates = empty((T, B, 4 * H), dtype)       # r, z, n, q
+    y = empty((T, B, H), dtype)
 
     if plan is not None:
         h = persistent.gru_forward(plan, xW, W_hh, b_ih, b_hh, lengths, reverse, h, hprev, gates, y)
     else:
         step_forward, _ = _step_kernels(dtype)
-        R = cuda.device_array((B, 3 * H), dtype)
+        R = empty((B, 3 * H), dtype)
         for s in range(T):
             gemm_device(h, W_hh, R, trans_b=True)                       # h parts of (1), (2), (3)
             launch_1d(step_forward, B * H, s, R, xW, b_ih, b_hh, lengths, reverse, h, hprev, gates, y)
@@ -103,31 +103,32 @@ def gru_backward(dy, dh_n, cache, *, path="auto"):
     (fresh arrays; NumPy, or device arrays when the forward's x was one)
     """
     on_device, x, W_ih, W_hh, lengths, reverse, hprev, gates = cache
+    enter()
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = np.dtype(x.dtype)
     plan = persistent.plan_for("gru", "backward", path, dtype, B, H)   # None: per-step path
     dy = device_input(dy, (T, B, H), dtype, "dy")
     dh = device_input(dh_n, (B, H), dtype, "dh_n", writable=True)
-    dGi = cuda.device_array((T, B, 3 * H), dtype)        # dL/d(input pre-activations)
-    dGh = cuda.device_array((T, B, 3 * H), dtype)        # dL/d(hidden pre-activations)
+    dGi = empty((T, B, 3 * H), dtype)        # dL/d(input pre-activations)
+    dGh = empty((T, B, 3 * H), dtype)        # dL/d(hidden pre-activations)
 
     if plan is not None:
         persistent.gru_backward(plan, W_hh, dy, lengths, reverse,
                                                        gates, hprev, dh, dGi, dGh)
     else:
         _, step_backward = _step_kernels(dtype)
-        dgh_step = cuda.device_array((B, 3 * H), dtype)
+        dgh_step = empty((B, 3 * H), dtype)
         for s in range(T - 1, -1, -1):
             launch_1d(step_backward, B * H, s, dy, lengths, reverse, gates, hprev, dh, dGi, dGh, dgh_step)
             gemm_device(dgh_step, W_hh, dh, beta=1.0)                   # (1)-(3): dh_{t-1} += dgh W_hh
 
     dGi2 = dGi.reshape(T * B, 3 * H)
     dGh2 = dGh.reshape(T * B, 3 * H)
-    dx = cuda.device_array((T, B, I), dtype)
+    dx = empty((T, B, I), dtype)
     gemm_device(dGi2, W_ih, dx.reshape(T * B, I))                                        # (1), (2), (4)
-    dW_ih = gemm_device(dGi2, x.reshape(T * B, I), cuda.device_array((3 * H, I), dtype), trans_a=True)
-    dW_hh = gemm_device(dGh2, hprev.reshape(T * B, H), cuda.device_array((3 * H, H), dtype), trans_a=True)
+    dW_ih = gemm_device(dGi2, x.reshape(T * B, I), empty((3 * H, I), dtype), trans_a=True)
+    dW_hh = gemm_device(dGh2, hprev.reshape(T * B, H), empty((3 * H, H), dtype), trans_a=True)
     db_ih = column_sum(dGi2, dtype)
     db_hh = column_sum(dGh2, dtype)
     return tuple(result(a, on_device) for a in (dx, dW_ih, dW_hh, db_ih, db_hh, dh))

@@ -27,7 +27,7 @@ import numpy as np
 from numba import cuda
 
 from . import persistent
-from ._common import column_sum, device_input, launch_1d, prepare_forward, result
+from ._common import column_sum, device_input, empty, enter, launch_1d, prepare_forward, result
 from .cells import lstm_point_functions
 from .gemm import gemm_device
 
@@ -85,18 +85,18 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     h = device_input(h0, (B, H), dtype, "h0", writable=True)                # (B, H) running state
     c = device_input(c0, (B, H), dtype, "c0", writable=True)
     reverse = bool(reverse)
-    xW = cuda.device_array((T, B, 4 * H), dtype)
+    xW = empty((T, B, 4 * H), dtype)
     gemm_device(x.reshape(T * B, I), W_ih, xW.reshape(T * B, 4 * H), trans_b=True)   # (1), x part
-    hprev = cuda.device_array((T, B, H), dtype)          # state before the step run at each t
-    cprev = cuda.device_array((T, B, H), dtype)
-    gates = cuda.device_array((T, B, 4 * H), dtype)      # activated i, f, g, o
-    y = cuda.device_array((T, B, H), dtype)
+    hprev = empty((T, B, H), dtype)          # state before the step run at each t
+    cprev = empty((T, B, H), dtype)
+    gates = empty((T, B, 4 * H), dtype)      # activated i, f, g, o
+    y = empty((T, B, H), dtype)
 
     if plan is not None:
         h = persistent.lstm_forward(plan, xW, W_hh, bias, lengths, reverse, h, c, hprev, cprev, gates, y)
     else:
         step_forward, _ = _step_kernels(dtype)
-        R = cuda.device_array((B, 4 * H), dtype)
+        R = empty((B, 4 * H), dtype)
         for s in range(T):
             gemm_device(h, W_hh, R, trans_b=True)                                   # (1), h part
             launch_1d(step_forward, B * H, s, R, xW, bias, lengths, reverse,
@@ -113,6 +113,7 @@ def lstm_backward(dy, dh_n, dc_n, cache, *, path="auto"):
     (fresh arrays; NumPy, or device arrays when the forward's x was one)
     """
     on_device, x, W_ih, W_hh, lengths, reverse, hprev, cprev, gates = cache
+    enter()
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = np.dtype(x.dtype)
@@ -120,22 +121,22 @@ def lstm_backward(dy, dh_n, dc_n, cache, *, path="auto"):
     dy = device_input(dy, (T, B, H), dtype, "dy")
     dh = device_input(dh_n, (B, H), dtype, "dh_n", writable=True)     # dL/dh_t, updated per step
     dc = device_input(dc_n, (B, H), dtype, "dc_n", writable=True)
-    dG = cuda.device_array((T, B, 4 * H), dtype)                       # dL/dz at every position
+    dG = empty((T, B, 4 * H), dtype)                       # dL/dz at every position
 
     if plan is not None:
         persistent.lstm_backward(plan, W_hh, dy, lengths, reverse,
                                                         gates, cprev, dh, dc, dG)
     else:
         _, step_backward = _step_kernels(dtype)
-        dz_step = cuda.device_array((B, 4 * H), dtype)
+        dz_step = empty((B, 4 * H), dtype)
         for s in range(T - 1, -1, -1):
             launch_1d(step_backward, B * H, s, dy, lengths, reverse, gates, cprev, dh, dc, dG, dz_step)
             gemm_device(dz_step, W_hh, dh, beta=1.0)                       # (1): dh_{t-1} += dz W_hh
 
     dG2 = dG.reshape(T * B, 4 * H)
-    dx = cuda.device_array((T, B, I), dtype)
+    dx = empty((T, B, I), dtype)
     gemm_device(dG2, W_ih, dx.reshape(T * B, I))                                  # (1)
-    dW_ih = gemm_device(dG2, x.reshape(T * B, I), cuda.device_array((4 * H, I), dtype), trans_a=True)
-    dW_hh = gemm_device(dG2, hprev.reshape(T * B, H), cuda.device_array((4 * H, H), dtype), trans_a=True)
+    dW_ih = gemm_device(dG2, x.reshape(T * B, I), empty((4 * H, I), dtype), trans_a=True)
+    dW_hh = gemm_device(dG2, hprev.reshape(T * B, H), empty((4 * H, H), dtype), trans_a=True)
     db = column_sum(dG2, dtype)                                                    # (1)
     return tuple(result(a, on_device) for a in (dx, dW_ih, dW_hh, db, dh, dc))

@@ -73,7 +73,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-from ._common import SIMULATOR, ceil_div, position
+from ._common import SIMULATOR, ceil_div, empty, launch, position
 from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
 __all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for", "shared_limit",
@@ -143,7 +143,10 @@ def _static_bytes(itemsize):
     return 4 * _RED * itemsize
 
 
+@lru_cache(maxsize=None)
 def _placeholder(ndim, dtype):
+    """A tiny array for an argument a cell does not use (made once per shape and dtype; no
+    kernel reads or writes it)."""
     return cuda.device_array((1,) * ndim, dtype)
 
 
@@ -338,7 +341,7 @@ def _launch(cell, direction, args, H, B, p, dtype):
         launcher = fwd if direction == "forward" else bwd
     else:
         launcher = _launcher(cell, direction, dtype.name, p.batch_tile)[0]
-    launcher[p.blocks(H), p.threads, 0, dyn](*args)
+    launch(launcher, p.blocks(H), p.threads, dyn, *args)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,7 +678,7 @@ def _run_forward(cell, p, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev,
     T, B, _ = xW.shape
     H = h.shape[1]
     dtype = np.dtype(h.dtype)
-    hbuf = cuda.device_array((2, B, H), dtype)
+    hbuf = empty((2, B, H), dtype)
     hbuf[0].copy_to_device(h)
     args = [0, T, p.units_per_block, p.batch_chunk, xW, W_hh, bias1, bias2, lengths, reverse,
             hbuf, hbuf.reshape(2, B * H), c, hprev, cprev, saved, y]

@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from . import persistent
-from ._common import column_sum, device_input, launch_1d, prepare_forward, result
+from ._common import column_sum, device_input, empty, enter, launch_1d, prepare_forward, result
 from .cells import rnn_point_functions
 from .gemm import gemm_device
 
@@ -63,17 +63,17 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, *, path=
     bias = device_input(b, (H,), dtype, "b")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)
     reverse = bool(reverse)
-    xW = cuda.device_array((T, B, H), dtype)
+    xW = empty((T, B, H), dtype)
     gemm_device(x.reshape(T * B, I), W_ih, xW.reshape(T * B, H), trans_b=True)     # (1), x part
-    hprev = cuda.device_array((T, B, H), dtype)
-    act = cuda.device_array((T, B, H), dtype)            # tanh(a_t), 0 at padding
-    y = cuda.device_array((T, B, H), dtype)
+    hprev = empty((T, B, H), dtype)
+    act = empty((T, B, H), dtype)            # tanh(a_t), 0 at padding
+    y = empty((T, B, H), dtype)
 
     if plan is not None:
         h = persistent.rnn_forward(plan, xW, W_hh, bias, lengths, reverse, h, hprev, act, y)
     else:
         step_forward, _ = _step_kernels(dtype)
-        R = cuda.device_array((B, H), dtype)
+        R = empty((B, H), dtype)
         for s in range(T):
             gemm_device(h, W_hh, R, trans_b=True)                                    # (1), h part
             launch_1d(step_forward, B * H, s, R, xW, bias, lengths, reverse, h, hprev, act, y)
@@ -89,27 +89,28 @@ def rnn_backward(dy, dh_n, cache, *, path="auto"):
     (fresh arrays; NumPy, or device arrays when the forward's x was one)
     """
     on_device, x, W_ih, W_hh, lengths, reverse, hprev, act = cache
+    enter()
     T, B, I = x.shape
     H = W_hh.shape[1]
     dtype = np.dtype(x.dtype)
     plan = persistent.plan_for("rnn", "backward", path, dtype, B, H)   # None: per-step path
     dy = device_input(dy, (T, B, H), dtype, "dy")
     dh = device_input(dh_n, (B, H), dtype, "dh_n", writable=True)
-    dG = cuda.device_array((T, B, H), dtype)             # dL/da at every position
+    dG = empty((T, B, H), dtype)             # dL/da at every position
 
     if plan is not None:
         persistent.rnn_backward(plan, W_hh, dy, lengths, reverse, act, dh, dG)
     else:
         _, step_backward = _step_kernels(dtype)
-        da_step = cuda.device_array((B, H), dtype)
+        da_step = empty((B, H), dtype)
         for s in range(T - 1, -1, -1):
             launch_1d(step_backward, B * H, s, dy, lengths, reverse, act, dh, dG, da_step)
             gemm_device(da_step, W_hh, dh, beta=1.0)                    # (1): dh_{t-1} += da W_hh
 
     dG2 = dG.reshape(T * B, H)
-    dx = cuda.device_array((T, B, I), dtype)
+    dx = empty((T, B, I), dtype)
     gemm_device(dG2, W_ih, dx.reshape(T * B, I))                                     # (1)
-    dW_ih = gemm_device(dG2, x.reshape(T * B, I), cuda.device_array((H, I), dtype), trans_a=True)
-    dW_hh = gemm_device(dG2, hprev.reshape(T * B, H), cuda.device_array((H, H), dtype), trans_a=True)
+    dW_ih = gemm_device(dG2, x.reshape(T * B, I), empty((H, I), dtype), trans_a=True)
+    dW_hh = gemm_device(dG2, hprev.reshape(T * B, H), empty((H, H), dtype), trans_a=True)
     db = column_sum(dG2, dtype)
     return tuple(result(a, on_device) for a in (dx, dW_ih, dW_hh, db, dh))
