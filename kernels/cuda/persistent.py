@@ -73,7 +73,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-from ._common import SIMULATOR, ceil_div, empty, launch, position
+from ._common import SIMULATOR, ceil_div, copy_into, empty, launch, position
 from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
 __all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for", "shared_limit",
@@ -679,7 +679,7 @@ def _run_forward(cell, p, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev,
     H = h.shape[1]
     dtype = np.dtype(h.dtype)
     hbuf = empty((2, B, H), dtype)
-    hbuf[0].copy_to_device(h)
+    copy_into(hbuf, h)                                   # hbuf[0] = h
     args = [0, T, p.units_per_block, p.batch_chunk, xW, W_hh, bias1, bias2, lengths, reverse,
             hbuf, hbuf.reshape(2, B * H), c, hprev, cprev, saved, y]
     n = p.steps_per_launch or T
