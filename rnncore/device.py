@@ -10,17 +10,27 @@ the CPU kernels: per-step or persistent GPU kernels, see ``kernels/cuda/__init__
 module (``Linear``, activations, criteria, containers) keeps computing on the host with NumPy: they
 are cheap next to a recurrence, and the Torch7-style chain between modules stays NumPy arrays.
 
-**Where the numbers live** (the honest version). Parameters stay host NumPy arrays: that is the
-authoritative copy, and ``Parameter.data`` / ``.grad`` keep their meaning, so optimizers, their
-state (momentum, Adam moments), ``update_parameters``, ``clip_grad_norm``, ``state_dict`` and
-``rnncore.save`` all work unchanged on a model on ``"cuda"``. Each recurrent forward copies its
-layer's weights and input to the GPU (so an optimizer step between calls is always seen: nothing can
-go stale), runs the kernels, and copies the outputs back; each backward runs on the GPU with what
-that forward kept there and copies the gradients back, where they are *added* to ``Parameter.grad``
-as on the CPU. The price is one host-to-device copy of the weights per forward and one
-device-to-host copy of the gradients per backward; for the batch and hidden sizes where a GPU pays
-off, the kernels dominate. Keeping the weights resident on the device (and the optimizer with them)
-would remove those copies; it is not done here.
+**Where the numbers live.** The authoritative parameters stay host NumPy arrays:
+``Parameter.data`` / ``.grad`` keep their meaning, so optimizers, their state (momentum, Adam
+moments), ``update_parameters``, ``clip_grad_norm``, ``state_dict`` and ``rnncore.save`` all work
+unchanged on a model on ``"cuda"``. Each recurrent layer keeps a GPU copy of its weights and
+uploads a weight again only when it may have changed: when its ``Parameter.version`` moved (every
+``p.data`` access counts, so optimizer steps, ``update_parameters``, ``load_state_dict`` and
+``p.data[...] = v`` are all seen) or when ``p.data`` is another array (``astype``, assignment).
+While a GPU copy is in use its host array is read-only: a write through a reference kept from
+before (``w = p.data; ...; w[0] = 1``) raises ``ValueError`` instead of going unseen; take
+``p.data`` again to write. ``to("cpu")`` drops the copies and makes the arrays writable again.
+Each forward copies its input to the GPU and its outputs back; each backward runs on the GPU with
+what that forward kept there and copies the gradients back, where they are *added* to
+``Parameter.grad`` as on the CPU.
+
+What stays on the host, and why: gradients, optimizer state and the update itself. The optimizers
+are NumPy code shared with the CPU path; moving them would need a GPU version of each update (and
+of ``clip_grad_norm``) and device-resident ``Parameter.grad``. So in training, where every step
+changes every weight, each forward still uploads the weights once and each backward downloads the
+gradients once; the copies are saved when weights do not change between calls (inference,
+evaluation, several forwards per update). Non-recurrent modules (``Linear``, activations,
+criteria, containers) compute on the host.
 
 **Inputs.** NumPy arrays (or lists of them, the ``Sequencer`` table) as on the CPU. Device arrays
 are accepted too: anything with ``__cuda_array_interface__`` (a numba device array, a CuPy array,
@@ -38,7 +48,7 @@ as it was. An unknown device string is a ``ValueError``; a non-string a ``TypeEr
 
 import numpy as np
 
-__all__ = ["DEVICES", "check_device", "cuda_kernels", "to_host"]
+__all__ = ["DEVICES", "check_device", "cuda_kernels", "to_host", "upload", "lock", "unlock"]
 
 #: The devices a module can be moved to.
 DEVICES = ("cpu", "cuda")
@@ -109,3 +119,25 @@ def to_host(x):
         return x.copy_to_host()
     from numba import cuda
     return cuda.as_cuda_array(x).copy_to_host()
+
+
+def upload(a):
+    """A GPU copy (numba device array) of the host array ``a``."""
+    from numba import cuda
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def lock(a):
+    """Make the host array ``a`` read-only while a GPU copy of it is in use (see ``Parameter``)."""
+    try:
+        a.flags.writeable = False
+    except ValueError:
+        pass
+
+
+def unlock(a):
+    """Undo ``lock``: the host array is writable again (when it can be)."""
+    try:
+        a.flags.writeable = True
+    except ValueError:
+        pass

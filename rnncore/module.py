@@ -15,22 +15,43 @@ parameters with ``self._param(name, array)`` and their children with ``self._chi
 import numpy as np
 
 from . import _checks
-from .device import check_device, to_host
+from .device import check_device, to_host, unlock
 
 
 class Parameter:
-    """A trainable array and its gradient. Optimizers update ``data`` in place."""
+    """A trainable array and its gradient. Optimizers update ``data`` in place.
 
-    __slots__ = ("data", "grad", "name", "requires_grad")
+    ``version`` counts the times ``data`` was handed out or replaced: every ``p.data`` (read or
+    write) may be followed by a change, so it counts as one. A layer on ``"cuda"`` keeps a GPU
+    copy of its weights and uploads again only when ``version`` (or the array itself) has moved;
+    while such a copy exists the host array is read-only, so a write through a reference kept from
+    before fails loudly instead of leaving the GPU copy stale (take ``p.data`` again to write).
+    """
+
+    __slots__ = ("_data", "grad", "name", "requires_grad", "version")
 
     def __init__(self, data, name, requires_grad=True):
-        self.data = data
+        self._data = data
+        self.version = 0
         self.grad = np.zeros_like(data)
         self.name = name
         self.requires_grad = requires_grad
 
+    @property
+    def data(self):
+        self.version += 1
+        d = self._data
+        if not d.flags.writeable:
+            unlock(d)             # locked while a GPU copy existed (rnncore/device.py)
+        return d
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        self.version += 1
+
     def __repr__(self):
-        return f"Parameter({self.name}, shape={self.data.shape}, dtype={self.data.dtype})"
+        return f"Parameter({self.name}, shape={self._data.shape}, dtype={self._data.dtype})"
 
 
 class Module:
@@ -172,12 +193,14 @@ class Module:
     def to(self, device):
         """Compute on ``device`` ("cpu" or "cuda") from now on; returns ``self``.
 
-        On "cuda" the recurrent layers run their kernels on the GPU; parameters, gradients and
-        optimizer state stay host NumPy arrays (copied to the GPU at each forward), inputs may be
-        NumPy or device arrays, outputs are NumPy. Checked before anything changes: an unknown
-        name raises ValueError, CUDA asked for where it cannot run raises RuntimeError (both
-        naming ``device``), and the module is then left as it was. A forward's saved state is
-        dropped on a change of device: call forward again before backward.
+        On "cuda" the recurrent layers run their kernels on the GPU and keep GPU copies of their
+        weights, uploaded again only after a change (``Parameter.version``); the authoritative
+        parameters, gradients and optimizer state stay host NumPy arrays (rnncore/device.py),
+        inputs may be NumPy or device arrays, outputs are NumPy. Checked before anything
+        changes: an unknown name raises ValueError, CUDA asked for where it cannot run raises
+        RuntimeError (both naming ``device``), and the module is then left as it was. A
+        forward's saved state is dropped on a change of device: call forward again before
+        backward.
         """
         device = check_device(device)
         for m in self.modules():

@@ -38,7 +38,7 @@ stream as one.
 import numpy as np
 
 from . import _checks
-from .device import cuda_kernels, to_host
+from .device import cuda_kernels, lock, to_host, unlock, upload
 from .module import Module
 from .random import generator, uniform
 from kernels.gru import gru_backward, gru_forward
@@ -121,6 +121,34 @@ class _Recurrent(Module):
 
     def _on_to(self, device):
         self._cache = None          # [device] a CPU kernel's cache cannot feed a GPU backward
+        self._drop_device_weights()
+
+    def _drop_device_weights(self):
+        """[device] Forget the GPU copies of the weights and make the host arrays writable."""
+        for host, _, _ in getattr(self, "_device_weights", {}).values():
+            unlock(host)
+        self._device_weights = {}
+
+    def _weights_for_kernel(self, k, d):
+        """The kernel's weight arguments for layer k, direction d: host arrays on "cpu"; on
+        "cuda" [device] GPU copies, uploaded only when a Parameter's array or ``version`` has
+        changed since the last upload (see ``Parameter``). While a copy exists its host array is
+        read-only: a write through an old reference raises instead of going unseen."""
+        params = self._layer_params(k, d)
+        if self.device != "cuda":
+            return [q.data for q in params]
+        cached = self.__dict__.setdefault("_device_weights", {})
+        out = []
+        for q in params:
+            entry = cached.get(q.name)
+            if entry is None or entry[0] is not q._data or entry[1] != q.version:
+                if entry is not None:
+                    unlock(entry[0])
+                host = q._data
+                entry = cached[q.name] = (host, q.version, upload(host))
+                lock(host)
+            out.append(entry[2])
+        return out
 
     def _layer_params(self, k, d):
         """The kernel's weight arguments for layer k, direction d: (W_ih, W_hh, *biases)."""
@@ -206,8 +234,7 @@ class _Recurrent(Module):
             for d in range(D):
                 i = k * D + d
                 s0 = [None if s is None else s[i] for s in states0]
-                y, *s_n, cache = fwd(inp, *[q.data for q in self._layer_params(k, d)], *s0,
-                                     lengths, d == 1)
+                y, *s_n, cache = fwd(inp, *self._weights_for_kernel(k, d), *s0, lengths, d == 1)
                 outs.append(y)
                 finals.append(s_n)
                 caches.append(cache)
@@ -288,6 +315,7 @@ class _Recurrent(Module):
         if self._carry is not None:
             self._carry = tuple(a.astype(dtype) for a in self._carry)
         self._cache = None                                    # backward needs a fresh forward
+        self._drop_device_weights()                           # [device] new arrays: upload again
 
     def output_shape(self, input_shape):
         """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""

@@ -152,3 +152,61 @@ def test_cpu_use_never_imports_numba_cuda():
 @only_when_not_ready
 def test_rerun_in_a_fresh_process():
     rerun_in_a_fresh_process(__file__)
+
+
+@needs_cuda
+def test_weights_stay_on_the_device_until_the_parameters_change():
+    """A layer on "cuda" uploads its weights once and again only after a change made through the
+    API (optimizer step, update_parameters, load_state_dict, assignment, astype); its results
+    match a CPU twin after each change; a write through an old reference to a weight array
+    raises (the array is read-only while its GPU copy is in use) instead of going unseen; and
+    ``to("cpu")`` drops the copies and makes the arrays writable again."""
+    from rnncore.optim import SGD
+    rnncore.manual_seed(5)
+    cpu = rnncore.LSTM(2, 3, dtype=np.float64)
+    gpu = rnncore.LSTM(2, 3, dtype=np.float64)
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.to("cuda")
+    x = np.random.default_rng(1).standard_normal((4, 2, 2))
+
+    def same():
+        np.testing.assert_allclose(gpu.forward(x), cpu.forward(x), rtol=1e-10, atol=1e-12)
+
+    def copies():
+        return {k: v[2] for k, v in gpu._device_weights.items()}
+
+    same()
+    first = copies()
+    assert set(first) == {"weight_ih_l0", "weight_hh_l0", "bias_l0"}
+    same()
+    assert all(copies()[k] is first[k] for k in first)          # nothing uploaded again
+    old_ref = gpu._params["weight_hh_l0"]._data
+    with pytest.raises(ValueError):                              # read-only: loud, not stale
+        old_ref[0, 0] = 1.0
+    for step in range(2):                                        # optimizer steps
+        for m in (cpu, gpu):
+            m.zero_grad_parameters()
+            m.backward(x, np.ones((4, 2, 3)))
+        SGD(cpu.parameters(), lr=0.1).step()
+        SGD(gpu.parameters(), lr=0.1).step()
+        before = copies()
+        same()
+        assert all(copies()[k] is not before[k] for k in before)
+    for m in (cpu, gpu):                                         # update_parameters
+        m.update_parameters(0.05)
+    same()
+    state = {k: v + 0.01 for k, v in cpu.state_dict().items()}  # load_state_dict
+    cpu.load_state_dict(state)
+    gpu.load_state_dict(state)
+    same()
+    for m in (cpu, gpu):                                         # in place through p.data
+        m._params["bias_l0"].data[:3] = 0.25
+    same()
+    new = np.full_like(cpu._params["weight_ih_l0"]._data, 0.1)              # assignment of a new array
+    cpu._params["weight_ih_l0"].data = new.copy()
+    gpu._params["weight_ih_l0"].data = new.copy()
+    same()
+    gpu.to("cpu")
+    assert gpu._device_weights == {}
+    old_ref[0, 0] = old_ref[0, 0]                                # writable again
+    assert all(p._data.flags.writeable for p in gpu.parameters())

@@ -510,14 +510,19 @@ class _DirectLaunch:
     def __call__(self, griddim, blockdim, shared, args):
         w = np.array(self.words(args), dtype=np.int64)
         ptrs = np.arange(len(w), dtype=np.uint64) * np.uint64(8) + np.uint64(w.ctypes.data)
-        gx, gy, gz = (tuple(griddim) + (1, 1))[:3] if isinstance(griddim, tuple) else (griddim, 1, 1)
-        bx, by, bz = (tuple(blockdim) + (1, 1))[:3] if isinstance(blockdim, tuple) else (blockdim, 1, 1)
+        gx, gy, gz = _dim3(griddim)
+        bx, by, bz = _dim3(blockdim)
         if self.coop:
             (err,) = self.call(self.handle, gx, gy, gz, bx, by, bz, shared, 0, ptrs.ctypes.data)
         else:
             (err,) = self.call(self.handle, gx, gy, gz, bx, by, bz, shared, 0, ptrs.ctypes.data, 0)
         if err != self.ok:
             raise RuntimeError(f"kernels.cuda: kernel launch failed: {err}")
+
+
+def _dim3(d):
+    """A launch dimension (int or tuple) as three ints."""
+    return (tuple(d) + (1, 1))[:3] if isinstance(d, tuple) else (d, 1, 1)
 
 
 #: (kernel, argument kinds) -> _DirectLaunch, or None where numba must launch.
