@@ -77,6 +77,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
+from . import lstm_tiled
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["lstm_forward", "lstm_backward"]
@@ -137,12 +138,14 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, W_hh_T_packed, b, l
                 c_new[j], tc[j], h_new[j], y_t[j] = c, tanh_cj, h, h
 
 
-def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False):
+def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False, path="auto"):
     """LSTM over a whole sequence, equations (1)-(5).
 
     x: (T, B, I)   W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)   h0, c0: (B, H) or None (zeros)
     lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
     reverse: run each sequence from its last valid step back to 0
+    path: "steps" (this file's cores), "tiled" (``lstm_tiled``: float32 only, fused unit tiles on
+          all cores) or "auto" (tiled where ``lstm_tiled.use_tiled`` says it is faster)
     returns y: (T, B, H), h_n: (B, H), c_n: (B, H), cache (opaque; for ``lstm_backward`` only)
 
     Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
@@ -160,6 +163,15 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     b = as_float_array(b, "b", dt, (4 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = bool(reverse)
+    if path not in ("auto", "steps", "tiled"):
+        raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
+    if path == "tiled" and dt != np.float32:
+        raise TypeError(f"path='tiled': x must be float32, got dtype {dt}")
+    if path == "tiled" or (path == "auto" and lstm_tiled.use_tiled(dt, T, B, I, H)):
+        x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
+        return lstm_tiled.forward(x_s, W_ih, W_hh, b,
+                                  state_or_zeros(h0, (B, H), dt, "h0"),
+                                  state_or_zeros(c0, (B, H), dt, "c0"), lengths, reverse)
 
     hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
     cs = np.empty((T + 1, B, H), dt)
@@ -247,15 +259,24 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c = cache
-    T, B, I = x_s.shape
-    H = W_hh.shape[1]
-    dt = x_s.dtype
+    tiled = isinstance(cache[0], str)                    # made by lstm_tiled.forward
+    if tiled:
+        T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
+    else:
+        x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c = cache
+        T, B, I = x_s.shape
+        H = W_hh.shape[1]
+        dt = x_s.dtype
     dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
         as_float_array(dy, "dy", dt, (T, B, H))
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
     dc = state_or_zeros(dc_n, (B, H), dt, "dc_n")        # fresh copy: updated in place to dc0
+    if tiled:
+        dx_s, dW_ih, dW_hh, db, dh0, dc0 = lstm_tiled.backward(dy, dh_n, dc, cache)
+        lengths, reverse = cache[4], cache[6]
+        dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+        return dx, dW_ih, dW_hh, db, dh0, dc0
 
     dx_s = np.empty((T, B, I), dt)
     dW_ih = np.empty((4 * H, I), dt)

@@ -1,0 +1,110 @@
+"""A team of CPU threads that stays together for a whole recurrence: one launch, a barrier per step.
+
+Why. A recurrent layer is T dependent steps, each a few tens of microseconds of work on a 2-core
+machine. Splitting each step with its own ``prange`` means one fork and join of Numba's thread pool
+per step, and a pool whose idle threads spin (GNU OpenMP's default) fights every other pool in the
+process for the cores: OpenBLAS's workers (which keep spinning for a while after each BLAS call),
+a second OpenMP runtime (PyTorch's), ... On two cores that turned microseconds into milliseconds.
+So the fast kernels do what a persistent GPU kernel does: ONE ``prange`` over ``team_size()``
+workers for the whole call, each worker owning a fixed share of the tiles of every step, and
+between steps a barrier that the workers implement themselves:
+
+    for w in prange(n):                 # n workers, one per thread, all alive together
+        for s in range(T):
+            ... worker w's tiles of step s ...
+            barrier(sync, (s + 1) * n)  # wait until all n workers have finished step s
+
+``barrier`` counts arrivals on one shared int64 with an atomic add and waits for the count to
+reach its target: first spinning with the CPU's ``pause`` hint (the fast case: the others are
+running and arrive within microseconds), then calling ``sched_yield`` between checks, so that a
+worker waiting for a descheduled partner hands its core over instead of burning it. The count only
+grows, so one array serves every barrier of a call. The atomic add (sequentially consistent)
+publishes this worker's writes of the step; the acquire load that sees the target makes every
+other worker's writes visible; both are also compiler barriers, so no ordinary load or store moves
+across them.
+
+The team must really run concurrently, or the barrier would wait forever: ``team_size`` never asks
+for more workers than Numba has threads, and Numba's parallel loop gives each of its threads at
+most one iteration of ``prange(n)`` when n <= its thread count. Kernels call the team from Python
+(not from inside another parallel region).
+"""
+
+import platform
+
+import numba
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+__all__ = ["team_size", "barrier"]
+
+SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker starts yielding
+
+_sched_yield = types.ExternalFunction("sched_yield", types.int32())
+
+
+def team_size(n_items):
+    """Workers for a call with ``n_items`` independent tiles per step: at most Numba's threads."""
+    return max(1, min(numba.get_num_threads(), n_items))
+
+
+@intrinsic
+def _atomic_add(typingctx, arr, idx, val):
+    """``arr[idx] += val`` atomically (sequentially consistent); returns the old value."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [i])
+        v = context.cast(builder, args[2], sig.args[2], types.int64)
+        return builder.atomic_rmw("add", ptr, v, "seq_cst")
+
+    return types.int64(arr, idx, val), codegen
+
+
+@intrinsic
+def _atomic_load(typingctx, arr, idx):
+    """``arr[idx]`` read atomically with acquire ordering."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [i])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(arr, idx), codegen
+
+
+# the CPU's spin-wait hint, as an LLVM intrinsic: ``pause`` on x86 (nothing elsewhere)
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+@intrinsic
+def _pause(typingctx):
+    """One spin-wait hint instruction (tells the core this thread is only waiting)."""
+    def codegen(context, builder, sig, args):
+        if _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
+                                                "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@njit(cache=True)
+def barrier(sync, target):
+    """Arrive (add 1 to ``sync[0]``), then wait until ``sync[0] >= target``."""
+    _atomic_add(sync, 0, 1)
+    spins = 0
+    while _atomic_load(sync, 0) < target:
+        if spins < SPINS_BEFORE_YIELD:
+            _pause()
+            spins += 1
+        else:
+            _sched_yield()

@@ -1,0 +1,475 @@
+"""A faster float32 LSTM for mid and large shapes: unit tiles, fused steps, both cores.
+
+``kernels.lstm`` is the LSTM to read first (it derives every equation used here). This file
+computes exactly the same function and gradients with a different organization of the work,
+the one that lets a 2-core machine go as fast as oneDNN's fused LSTM. ``lstm.lstm_forward``
+calls it by itself (``use_tiled``) for float32 from a batch of 8 and 64 hidden units up.
+Shape key as in ``lstm.py``: T steps, B batch, I inputs, H hidden units; and here
+
+    R = 4     rows (sequences) per register tile         U = 16   hidden units per gate tile
+    V = 64    hidden units per backward tile              Bp, Hp = B, H rounded up (below)
+
+Why a second organization. In ``lstm.py`` every step is one BLAS product ``(B, H) @ (H, 4H)``
+followed by one pass over the gates. That product is thin (B is small), so BLAS runs it far
+below the machine's peak and cannot split it usefully over two cores, and the gates make a
+second trip through memory. Here a step is ONE parallel loop over independent *tiles*, and each
+tile does its share of the product AND the pointwise cell right away, while its numbers are
+still in registers:
+
+    forward tile (rb, u): rows 4*rb ... 4*rb+3, units 16*u ... 16*u+15, all four gates:
+        acc (4, 64)  = G[s, rows, u]                              input part + bias, (1)
+        acc         += h_{s-1}[rows] @ W_f[u]                     recurrent part,    (1)
+        i f g o     = activations of acc's four 16-wide blocks                       (2)
+        c, h        = the cell update of those 16 units                             (3), (4)
+
+The 4 x 64 accumulator is 16 AVX-512 registers; ``W_f[u]`` holds the weights of those 16 units'
+four gates side by side (the *gate tile* layout below), so one tile has everything its cell
+update needs. Tiles of one step share nothing they write, so the two threads (Numba's
+``prange``) split them without locks; the loop over steps stays serial, because step s needs
+all of h_{s-1}. Each thread always gets the same units (the tile order is unit-major), so its
+half of ``W_hh`` stays in its own core's cache from step to step.
+
+    backward tile (rb, v): rows 4*rb ... 4*rb+3, units 64*v ... 64*v+63:
+        acc (4, 64)  = dz_{s+1}[rows] @ W_b[v]                    dL/dh_s from step s+1, (1)
+        dh_s         = acc + dy_s (+ dh_n at a sequence's last step)
+        dz_s, dc     = the cell's local derivatives for those units                  (4)-(2)
+
+so each backward step is also one parallel loop: the product that carries the gradient from
+step s+1 and the pointwise work of step s, fused (``lstm.py`` does them one after the other).
+The weight gradients are sums over all steps and are three big GEMMs at the end, as in
+``lstm.py``; they and the input part of the forward are large, square-ish products that BLAS
+runs well.
+
+Layouts. The *gate tile* layout orders the 4H gate columns as (u, gate, 16): tile u holds
+i, f, g, o of units 16u ... 16u+15 in one 64-wide row. Padding makes everything a whole number
+of tiles: Bp = B rounded up to 4 (extra rows have length 0, so they stay frozen at zero and
+nothing reads them) and Hp = H rounded up to 64 (extra units have zero weights and bias, so
+their c and h stay exactly 0 and they add nothing to any product). Internally:
+
+    hs, cs   (T+1, Bp, Hp)        states before each step (hs[0], cs[0] = h0, c0)
+    G        (T, Bp, Hp/16, 64)   input part + bias, then (after step s) the activated gates
+    tanh_c   (T, Bp, Hp)          tanh(c_t), kept for the backward
+    dZ       (T, Bp, Hp/16, 64)   dL/dz_s in gate tile layout, 0 on padding
+    W_f      (Hp/16, Hp, 64)      W_hh^T in gate tiles: W_f[u, k, 16 g + j] = W_hh[g H + 16u + j, k]
+    W_b      (Hp/64, 4 Hp, 64)    W_hh in backward tiles: W_b[v, (u, g, j), l] = W_hh[g H + 16u + j,
+                                  64v + l], the rows in gate tile order
+
+The results are the same as ``lstm.py``'s to float32 rounding (sums in another order, fused
+multiply-adds); tests/test_kernels_lstm_tiled.py checks both passes against the float64
+reference, ragged and reversed, and against ``lstm.py``.
+"""
+
+import numpy as np
+from numba import carray, njit, prange
+
+from ._common import sigmoid, tanh
+from ._gemm import _prefer_512_bit, _stack_tile
+from ._team import barrier, team_size
+
+
+__all__ = ["use_tiled", "forward", "backward"]
+
+R = 4          # rows per register tile (4 x 64 float32 = 16 AVX-512 registers)
+U = 16         # hidden units per forward (gate) tile: 4 gates x 16 = 64 columns
+V = 64         # hidden units per backward tile
+RG = 32        # rows per parallel work item (a multiple of R)
+KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
+MIN_B = 8      # below this batch, or this many hidden units, ``lstm.py``'s serial steps won
+MIN_H = 64
+
+
+def use_tiled(dtype, T, B, I, H):
+    """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels for this shape."""
+    return dtype == np.float32 and B >= MIN_B and H >= MIN_H
+
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing the weights into tiles (plain NumPy, once per call)
+# ---------------------------------------------------------------------------------------------
+
+def _gate_rows(W, H, Hp):
+    """(4H, K) gate-major rows -> (Hp/16, 4, 16, K): rows in gate tile order, padding zero."""
+    K = W.shape[1]
+    P = np.zeros((4, Hp, K), np.float32)
+    P[:, :H] = W.reshape(4, H, K)
+    return P.reshape(4, Hp // U, U, K).transpose(1, 0, 2, 3)
+
+
+def _ungate_rows(P, H):
+    """The inverse of ``_gate_rows``: (Hp/16 * 64, K) in gate tile order -> (4H, K)."""
+    K = P.shape[1]
+    n_u = P.shape[0] // (4 * U)
+    return P.reshape(n_u, 4, U, K).transpose(1, 0, 2, 3).reshape(4, n_u * U, K)[:, :H] \
+        .reshape(4 * H, K)
+
+
+def _zeros_aligned(shape):
+    """float32 zeros whose data starts on a 64-byte boundary (whole-cache-line vector loads)."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 16, np.float32)
+    start = (-buf.ctypes.data % 64) // 4
+    return buf[start:start + n].reshape(shape)
+
+
+def _pack_forward(W, H, Hp, Kp):
+    """(4H, K) -> (Hp/16, Kp, 64) with out[u, k, 16 g + j] = W[g H + 16 u + j, k] (K <= Kp)."""
+    Wg = _gate_rows(W, H, Hp)                                      # (n_u, 4, 16, K)
+    out = _zeros_aligned((Hp // U, Kp, 4 * U))
+    out[:, :W.shape[1]] = Wg.transpose(0, 3, 1, 2).reshape(Hp // U, W.shape[1], 4 * U)
+    return out
+
+
+def _pack_backward(W_hh, H, Hp):
+    """(4H, H) -> (Hp/64, 4 Hp, 64): out[v, (u, g, j), l] = W_hh[g H + 16 u + j, 64 v + l]."""
+    M = np.zeros((4 * Hp, Hp), np.float32)
+    M[:, :H] = _gate_rows(W_hh, H, Hp).reshape(4 * Hp, H)           # rows in gate tile order
+    out = _zeros_aligned((Hp // V, 4 * Hp, V))
+    out[:] = M.reshape(4 * Hp, Hp // V, V).transpose(1, 0, 2)
+    return out
+
+
+def _pack_input_grad(W_ih, H, Hp, Ip):
+    """(4H, I) -> (Ip/64, 4 Hp, 64): W_ih's rows in gate tile order, its columns in tiles of 64
+    (for dx = dZ W_ih)."""
+    I = W_ih.shape[1]
+    M = np.zeros((4 * Hp, Ip), np.float32)
+    M[:, :I] = _gate_rows(W_ih, H, Hp).reshape(4 * Hp, I)
+    out = _zeros_aligned((Ip // 64, 4 * Hp, 64))
+    out[:] = M.reshape(4 * Hp, Ip // 64, 64).transpose(1, 0, 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _gemm_tile(A, W, w0, out, m0, m1, c0):
+    """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
+
+    A: (M, K), any layout (read one number at a time)   W: (K, N) C-contiguous   out: (M, N')
+    m1 - m0 a multiple of R. The k-chunk loop is outside the row loop, so each 32 KB chunk of
+    W's 64 columns is read from L2 once and then reused from L1 by every row block; the register
+    tile is loaded from ``out`` and stored back once per chunk.
+    """
+    _prefer_512_bit()
+    K = W.shape[0]
+    acc = carray(_stack_tile(), (R, 64))
+    for k0 in range(0, K, KC):
+        W_c = W[k0:k0 + KC]                              # views indexed from 0: no negative-
+        for m in range(m0, m1, R):                       # index checks in the inner loop
+            A_c = A[m:m + R, k0:k0 + KC]
+            for r in range(R):
+                for l in range(64):
+                    acc[r, l] = out[m + r, c0 + l]
+            for k in range(W_c.shape[0]):
+                w_k = W_c[k, w0:w0 + 64]
+                for r in range(R):
+                    a = A_c[r, k]
+                    for l in range(64):
+                        acc[r, l] += a * w_k[l]
+            for r in range(R):
+                for l in range(64):
+                    out[m + r, c0 + l] = acc[r, l]
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
+    """Step s for rows m0 ... m1-1 (a multiple of R) and units 16u ... 16u+15: equations (1)-(5).
+
+    (1) in registers: acc (4 rows x 64) starts as G's input part + bias and gains h_{s-1} W_f[u],
+    k-chunk by k-chunk (each 32 KB chunk of W_f[u] is read from L2 once, then reused from L1 by
+    every row block; between chunks the partial sums wait in G). After the last chunk, the
+    cell (2)-(5) runs on the registers; the activated gates go to G for the backward.
+    """
+    _prefer_512_bit()
+    one = np.float32(1)
+    Bp, Hp = hs.shape[1], hs.shape[2]
+    G_s = G[s].reshape(Bp, 4 * Hp)
+    c0, j0 = u * 4 * U, u * U                            # this tile's columns of G, its units
+    W, A = W_f[u], hs[s]                                 # (Hp, 64), (Bp, Hp): h_{s-1}
+    acc = carray(_stack_tile(), (R, 4 * U))              # z of 4 rows, then their gates
+    new = carray(_stack_tile(), (3, 4 * U))              # c_t, tanh(c_t), h_t of one row
+    for k0 in range(0, Hp, KC):
+        W_c = W[k0:k0 + KC]                              # views indexed from 0: no negative-
+        for m in range(m0, m1, R):                       # index checks in the inner loop
+            A_c = A[m:m + R, k0:k0 + KC]
+            for r in range(R):
+                for l in range(4 * U):
+                    acc[r, l] = G_s[m + r, c0 + l]
+            for k in range(W_c.shape[0]):                # (1): acc += h_{s-1}[rows] W_f[u]
+                w_k = W_c[k]
+                for r in range(R):
+                    a = A_c[r, k]
+                    for l in range(4 * U):
+                        acc[r, l] += a * w_k[l]
+            if k0 + KC < Hp:                             # more chunks to come: park the sums
+                for r in range(R):
+                    for l in range(4 * U):
+                        G_s[m + r, c0 + l] = acc[r, l]
+                continue
+            for r in range(R):                           # the cell, row by row
+                b = m + r
+                L = lengths[b]
+                if s >= L:                               # (5): padding, the state is frozen
+                    for j in range(U):
+                        hs[s + 1, b, j0 + j] = hs[s, b, j0 + j]
+                        cs[s + 1, b, j0 + j] = cs[s, b, j0 + j]
+                        y[s, b, j0 + j] = 0              # (the output at time s, either way)
+                    continue
+                for l in range(4 * U):                   # (2), one loop for all four gates:
+                    is_g = (l >= 2 * U) & (l < 3 * U)    # sig for i, f, o; tanh(z) = 2 sig(2z) - 1
+                    x = acc[r, l]
+                    sg = sigmoid(x + x if is_g else x)
+                    acc[r, l] = sg + sg - one if is_g else sg
+                for l in range(4 * U):
+                    G_s[b, c0 + l] = acc[r, l]           # i | f | g | o, for the backward
+                for j in range(U):
+                    c = acc[r, U + j] * cs[s, b, j0 + j] + acc[r, j] * acc[r, 2 * U + j]   # (3)
+                    t = tanh(c)
+                    new[0, j], new[1, j], new[2, j] = c, t, acc[r, 3 * U + j] * t          # (4)
+                t_out = L - 1 - s if reverse else s      # where this step's output goes
+                for j in range(U):
+                    cs[s + 1, b, j0 + j] = new[0, j]
+                for j in range(U):
+                    tanh_c[s, b, j0 + j] = new[1, j]
+                for j in range(U):
+                    hs[s + 1, b, j0 + j] = new[2, j]
+                for j in range(U):
+                    y[t_out, b, j0 + j] = new[2, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _input_tile(u, m0, m1, x, W_i, bias, G):
+    """The input part of (1) for units 16u ... 16u+15, rows m0 ... m1-1, every step:
+    G[t, rows, u] = b[u] + x[t, rows] W_i[u]."""
+    T, Bp, n_u = G.shape[0], G.shape[1], G.shape[2]
+    for t in range(T):
+        G_t = G[t].reshape(Bp, n_u * 4 * U)
+        for m in range(m0, m1):
+            for l in range(4 * U):
+                G_t[m, u * 4 * U + l] = bias[u, l]
+        _gemm_tile(x[t], W_i[u], 0, G_t, m0, m1, u * 4 * U)
+
+
+@njit(cache=True, parallel=True)
+def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_workers, sync):
+    """The whole forward pass by a team of ``n_workers`` (``_team``): first the input part of
+    (1) for every step, then the T steps with a barrier after each. Worker w owns the same tiles
+    (units u, rows m0 ... m1-1) throughout, so it reads only the G it wrote itself."""
+    T, Bp, n_u = G.shape[0], G.shape[1], G.shape[2]
+    n_rg = -(-Bp // RG)
+    n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
+    for w in prange(n_workers):
+        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+        for item in range(first, last):                  # (1): G = b + x W_ih^T, all steps
+            u, m0 = item // n_rg, (item % n_rg) * RG
+            _input_tile(u, m0, min(m0 + RG, Bp), x, W_i, bias, G)
+        for s in range(T):
+            for item in range(first, last):
+                u, m0 = item // n_rg, (item % n_rg) * RG
+                _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, cs, G, tanh_c, y, W_f, lengths,
+                              reverse)
+            barrier(sync, (s + 1) * n_workers)           # all of h_s is written
+
+
+def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
+    """``lstm.lstm_forward`` on checked arguments (float32; x_s already in step order).
+
+    x_s: (T, B, I)   W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)   h0, c0: (B, H)   lengths: (B,)
+    returns y (T, B, H), h_n (B, H), c_n (B, H), cache (for ``backward``).
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    Bp, Hp, Ip = _round_up(B, R), _round_up(H, V), _round_up(I, R)
+    n_u = Hp // U
+
+    lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
+    lengths_p[:B] = lengths
+    hs = np.empty((T + 1, Bp, Hp), np.float32)
+    cs = np.empty((T + 1, Bp, Hp), np.float32)
+    hs[0], cs[0] = _padded(h0, (Bp, Hp)), _padded(c0, (Bp, Hp))
+    y = np.empty((T, Bp, Hp), np.float32)                # every valid row is written: (5) zeros
+    tanh_c = np.empty((T, Bp, Hp), np.float32)
+    G = np.empty((T, Bp, n_u, 4 * U), np.float32)
+    W_i = _pack_forward(W_ih, H, Hp, Ip)                 # (n_u, Ip, 64)
+    bias = _pack_forward(b.reshape(4 * H, 1), H, Hp, 1).reshape(n_u, 4 * U)
+    x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
+    n_workers = team_size(n_u * -(-Bp // RG))
+    _forward_core(y, hs, cs, G, tanh_c, x_p, W_i, bias, _pack_forward(W_hh, H, Hp, Hp),
+                  lengths_p, int(reverse), n_workers, np.zeros(1, np.int64))
+
+    cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c)
+    y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y
+    return np.ascontiguousarray(y_out), hs[T, :B, :H].copy(), cs[T, :B, :H].copy(), cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse):
+    """Rows m0 ... m1-1, units 64v ... 64v+63: dL/dh_{s-1} = dz_s W_b[v] (nothing when s = T),
+    then, in registers, the cell's derivatives of step s-1 (none when s = 0).
+
+    dh: (Bp, Hp) scratch for the partial sums between k-chunks; it ends holding dL/dh_{s-1},
+    which after the last call (s = 0) is dh0.
+    """
+    _prefer_512_bit()
+    one = np.float32(1)
+    T, Bp, n_u = dZ.shape[0], dZ.shape[1], dZ.shape[2]
+    K = n_u * 4 * U if s < T else 0
+    c0 = v * V
+    W = W_b[v]                                           # (4Hp, 64)
+    A = dZ[min(s, T - 1)].reshape(Bp, n_u * 4 * U)       # dz_s (unused when s = T)
+    acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1} of 4 rows x 64 units
+    out = carray(_stack_tile(), (5, U))                  # one gate tile's dz (4 rows), dc
+    n_q = V // U                                         # gate tiles per backward tile
+    for k0 in range(0, max(K, 1), KC):
+        W_c = W[k0:min(k0 + KC, K)]
+        for m in range(m0, m1, R):
+            A_c = A[m:m + R, k0:k0 + KC]
+            for r in range(R):
+                for l in range(V):
+                    acc[r, l] = dh[m + r, c0 + l] if k0 > 0 else 0
+            for k in range(W_c.shape[0]):                # (1): acc += dz_s[rows] W_hh
+                w_k = W_c[k]
+                for r in range(R):
+                    a = A_c[r, k]
+                    for l in range(V):
+                        acc[r, l] += a * w_k[l]
+            for r in range(R):
+                for l in range(V):
+                    dh[m + r, c0 + l] = acc[r, l]
+            if k0 + KC < K or s == 0:                    # more chunks to come, or no step left
+                continue
+            t = s - 1                                    # the step whose derivatives we take
+            for r in range(R):
+                b = m + r
+                L = lengths[b]
+                if t >= L:                               # (5): padding takes no gradient
+                    for q in range(n_q):
+                        for l in range(4 * U):
+                            dZ[t, b, v * n_q + q, l] = 0
+                    continue
+                t_own = L - 1 - t if reverse else t
+                from_n = one if t == L - 1 else 0        # dh_n enters at the last valid step
+                for q in range(n_q):
+                    u = v * n_q + q
+                    j0 = u * U
+                    for j in range(U):
+                        jj = j0 + j
+                        i, f = G[t, b, u, j], G[t, b, u, U + j]
+                        g, o = G[t, b, u, 2 * U + j], G[t, b, u, 3 * U + j]
+                        tc = tanh_c[t, b, jj]
+                        dh_t = acc[r, q * U + j] + dy[t_own, b, jj] + from_n * dh_n[b, jj]
+                        dc_t = dc[b, jj] + dh_t * o * (one - tc * tc)            # (4)
+                        out[4, j] = dc_t * f                                     # (3): dc_{t-1}
+                        out[0, j] = dc_t * g * i * (one - i)                     # (3), (2)
+                        out[1, j] = dc_t * cs[t, b, jj] * f * (one - f)
+                        out[2, j] = dc_t * i * (one - g * g)
+                        out[3, j] = dh_t * tc * o * (one - o)                    # (4), (2)
+                    for j in range(U):
+                        dc[b, j0 + j] = out[4, j]
+                    for g4 in range(4):
+                        for j in range(U):
+                            dZ[t, b, u, g4 * U + j] = out[g4, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
+    """Worker w's share of the sums over all steps, (1) differentiated:
+
+        dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
+        dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_input_grad``)
+
+    The first three are split by 64-column tiles of dZ, dx by rows.
+    """
+    TB, N = dZ2.shape
+    n_c = N // 64
+    dZ_c = np.empty((TB, 64), np.float32)                # one column tile of dZ, contiguous
+    col_sum = np.zeros(64, np.float32)
+    for c in range(w * n_c // n_workers, (w + 1) * n_c // n_workers):
+        for r in range(TB):                              # (dZ's rows are 4 Hp apart: as a
+            dZ_c[r] = dZ2[r, c * 64:(c + 1) * 64]        # GEMM operand they would fight over
+        col_sum[:] = 0                                   # the same few L1 sets)
+        for r in range(TB):
+            for l in range(64):
+                col_sum[l] += dZ_c[r, l]
+        db[c * 64:(c + 1) * 64] = col_sum
+        _gemm_tile(h_T, dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64)
+        _gemm_tile(x_T, dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64)
+    n_rb = TB // R
+    m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
+    for i in range(W_ig.shape[0]):
+        _gemm_tile(dZ2, W_ig[i], 0, dx, m0, m1, i * 64)
+
+
+@njit(cache=True, parallel=True)
+def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
+                   x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+    """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
+    after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
+    T, Bp = dZ.shape[0], dZ.shape[1]
+    n_rg = -(-Bp // RG)
+    n_items = W_b.shape[0] * n_rg
+    dZ2 = dZ.reshape(T * Bp, dZ.shape[2] * dZ.shape[3])
+    for w in prange(n_workers):
+        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+        for s in range(T, -1, -1):
+            for item in range(first, last):
+                v, m0 = item // n_rg, (item % n_rg) * RG
+                _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
+                               tanh_c, cs, lengths, reverse)
+            barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
+        _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
+
+
+def _padded(a, shape):
+    """``a`` zero-padded to ``shape`` (itself when it already has it)."""
+    if a.shape == shape:
+        return a
+    out = np.zeros(shape, np.float32)
+    out[tuple(slice(0, n) for n in a.shape)] = a
+    return out
+
+
+def backward(dy, dh_n, dc_n, cache):
+    """``lstm.lstm_backward`` on checked arguments, for a cache from ``forward``.
+
+    dy: (T, B, H)   dh_n, dc_n: (B, H)   (float32, C-contiguous)
+    returns dx_s (T, B, I) in step order, dW_ih, dW_hh, db, dh0, dc0.
+    """
+    _, x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c = cache
+    T, Bp, Ip = x_p.shape
+    B, (H4, I), H = lengths.shape[0], W_ih.shape, W_hh.shape[1]
+    Hp = hs.shape[2]
+    Ip64 = _round_up(Ip, 64)
+
+    dZ = np.empty((T, Bp, Hp // U, 4 * U), np.float32)
+    dc = _padded(dc_n, (Bp, Hp)).copy()
+    dh = np.empty((Bp, Hp), np.float32)                  # dL/dh of each step; ends as dh0
+    dW_ih_T = np.zeros((Ip, 4 * Hp), np.float32)
+    dW_hh_T = np.zeros((Hp, 4 * Hp), np.float32)
+    dx = np.zeros((T * Bp, Ip64), np.float32)
+    db = np.zeros(4 * Hp, np.float32)
+    n_workers = team_size((Hp // V) * -(-Bp // RG))
+    _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
+                   _pack_backward(W_hh, H, Hp), G, tanh_c, cs, lengths_p, int(reverse),
+                   np.ascontiguousarray(x_p.reshape(T * Bp, Ip).T),
+                   np.ascontiguousarray(hs[:T].reshape(T * Bp, Hp).T),
+                   _pack_input_grad(W_ih, H, Hp, Ip64), dW_ih_T, dW_hh_T, dx, db,
+                   n_workers, np.zeros(1, np.int64))
+
+    # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
+    dW_ih = _ungate_rows(np.ascontiguousarray(dW_ih_T[:I].T), H)
+    dW_hh = _ungate_rows(np.ascontiguousarray(dW_hh_T[:H].T), H)
+    db = _ungate_rows(db.reshape(4 * Hp, 1), H).reshape(4 * H)
+    dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
+    return (np.ascontiguousarray(dx_s), np.ascontiguousarray(dW_ih), np.ascontiguousarray(dW_hh),
+            db, dh[:B, :H].copy(), dc[:B, :H].copy())

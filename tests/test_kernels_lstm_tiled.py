@@ -1,0 +1,181 @@
+"""kernels.lstm_tiled: the fused, multithreaded float32 LSTM, against the float64 reference,
+against lstm.py's serial steps and PyTorch, for every padding case (B not a multiple of 4, H not
+a multiple of 64, I not a multiple of 4), ragged, reversed, initial states; and the same bits
+whatever the number of threads."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.reference as ref
+from kernels import lstm, lstm_tiled
+from kernels._team import barrier, team_size
+
+
+def _problem(rng, T, B, I, H, scale=0.3):
+    x = rng.standard_normal((T, B, I))
+    W_ih = rng.uniform(-scale, scale, (4 * H, I))
+    W_hh = rng.uniform(-scale, scale, (4 * H, H))
+    b = rng.uniform(-scale, scale, 4 * H)
+    h0, c0 = rng.standard_normal((B, H)) * 0.5, rng.standard_normal((B, H)) * 0.5
+    return x, W_ih, W_hh, b, h0, c0
+
+
+def _f32(*arrays):
+    return [a.astype(np.float32) for a in arrays]
+
+
+def _check_against_reference(T, B, I, H, seed, ragged, reverse):
+    rng = np.random.default_rng(seed)
+    args = _problem(rng, T, B, I, H)
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    y, h_n, c_n, cache = lstm.lstm_forward(*_f32(*args), lengths=lengths, reverse=reverse,
+                                           path="tiled")
+    assert cache[0] == "tiled"
+    yr, hr, cr, cache_r = ref.lstm_forward(*args, lengths=lengths, reverse=reverse)
+    for got, want in ((y, yr), (h_n, hr), (c_n, cr)):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    dy, dh, dc = rng.standard_normal((T, B, H)), rng.standard_normal((B, H)), rng.standard_normal((B, H))
+    got = lstm.lstm_backward(*_f32(dy, dh, dc), cache)
+    want = ref.lstm_backward(dy, dh, dc, cache_r)
+    for name, g, w in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), got, want):
+        assert g.shape == w.shape and g.dtype == np.float32, name
+        np.testing.assert_allclose(g, w, atol=2e-4 * max(1.0, np.abs(w).max()), err_msg=name)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("T, B, I, H", [
+    (5, 8, 4, 64),          # no padding
+    (4, 9, 3, 70),          # B, I, H all padded
+    (3, 33, 5, 130),        # more than one row group, three backward tiles
+    (2, 4, 200, 64),        # I > the k-chunk
+])
+def test_matches_the_reference(T, B, I, H, ragged, reverse):
+    _check_against_reference(T, B, I, H, 0, ragged, reverse)
+
+
+@given(T=st.integers(1, 4), B=st.integers(1, 13), I=st.integers(1, 9), H=st.integers(1, 70),
+       ragged=st.booleans(), reverse=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_matches_the_reference_any_shape(T, B, I, H, ragged, reverse, seed):
+    """path="tiled" works at any shape (auto only picks it where it is faster)."""
+    _check_against_reference(T, B, I, H, seed, ragged, reverse)
+
+
+def test_agrees_with_the_serial_steps_and_auto_picks_tiled():
+    rng = np.random.default_rng(3)
+    T, B, I, H = 6, 16, 10, 96
+    args = _f32(*_problem(rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B)
+    assert lstm_tiled.use_tiled(np.float32, T, B, I, H)
+    assert not lstm_tiled.use_tiled(np.float64, T, B, I, H)
+    _, _, _, cache = lstm.lstm_forward(*args, lengths=lengths)
+    assert cache[0] == "tiled"                                   # auto
+    a = lstm.lstm_forward(*args, lengths=lengths, path="tiled")
+    s = lstm.lstm_forward(*args, lengths=lengths, path="steps")
+    assert not isinstance(s[3][0], str)
+    for u, v in zip(a[:3], s[:3]):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    for u, v in zip(lstm.lstm_backward(dy, None, None, a[3]),
+                    lstm.lstm_backward(dy, None, None, s[3])):
+        np.testing.assert_allclose(u, v, atol=1e-4 * max(1.0, np.abs(v).max()))
+
+
+def test_same_bits_with_one_thread_or_all():
+    """Each tile's sums do not depend on how tiles are shared out: results are bit-identical."""
+    rng = np.random.default_rng(4)
+    T, B, I, H = 5, 24, 7, 130
+    args = _f32(*_problem(rng, T, B, I, H))
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            y, h, c, cache = lstm.lstm_forward(*args, path="tiled")
+            runs.append((y, h, c) + tuple(lstm.lstm_backward(dy, None, None, cache)))
+    finally:
+        numba.set_num_threads(before)
+    for u, v in zip(runs[0], runs[-1]):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_path_argument_is_checked():
+    rng = np.random.default_rng(5)
+    args = _problem(rng, 2, 8, 3, 64)
+    with pytest.raises(ValueError, match="path"):
+        lstm.lstm_forward(*_f32(*args), path="fast")
+    with pytest.raises(TypeError, match="float32"):
+        lstm.lstm_forward(*args, path="tiled")                   # float64 has no tiled path
+
+
+def test_inputs_are_not_modified():
+    rng = np.random.default_rng(6)
+    args = _f32(*_problem(rng, 3, 8, 4, 64))
+    copies = [a.copy() for a in args]
+    dy = rng.standard_normal((3, 8, 64)).astype(np.float32)
+    dy_copy = dy.copy()
+    _, _, _, cache = lstm.lstm_forward(*args, path="tiled")
+    lstm.lstm_backward(dy, None, None, cache)
+    for a, c in zip(args, copies):
+        np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(dy, dy_copy)
+
+
+def test_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    T, B, I, H = 7, 12, 5, 80
+    x, W_ih, W_hh, b, h0, c0 = _f32(*_problem(rng, T, B, I, H))
+    y, h_n, c_n, cache = lstm.lstm_forward(x, W_ih, W_hh, b, h0, c0, path="tiled")
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    dx, dW_ih, dW_hh, db, dh0, dc0 = lstm.lstm_backward(dy, None, None, cache)
+    m = torch.nn.LSTM(I, H)
+    with torch.no_grad():
+        m.weight_ih_l0.copy_(torch.from_numpy(W_ih))
+        m.weight_hh_l0.copy_(torch.from_numpy(W_hh))
+        m.bias_ih_l0.copy_(torch.from_numpy(b))
+        m.bias_hh_l0.zero_()
+    xt = torch.tensor(x, requires_grad=True)
+    h0t, c0t = (torch.tensor(a[None], requires_grad=True) for a in (h0, c0))
+    yt, (hnt, cnt) = m(xt, (h0t, c0t))
+    (yt * torch.from_numpy(dy)).sum().backward()
+    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(h_n, hnt[0].detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(c_n, cnt[0].detach().numpy(), atol=1e-5)
+    for got, t in ((dx, xt.grad), (dW_ih, m.weight_ih_l0.grad), (dW_hh, m.weight_hh_l0.grad),
+                   (db, m.bias_ih_l0.grad), (dh0, h0t.grad[0]), (dc0, c0t.grad[0])):
+        np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()))
+
+
+def test_team_barrier_counts_every_worker():
+    """The team's barrier: after step s every worker sees all n arrivals of steps 0 ... s."""
+    n = team_size(64)
+    assert 1 <= n <= numba.get_num_threads()
+    seen = _team_run(n, 50)
+    for s in range(50):
+        assert (seen[:, s] >= (s + 1) * n).all()
+
+
+@numba.njit(parallel=True)
+def _team_steps(n, T, seen, sync):
+    for w in numba.prange(n):
+        for s in range(T):
+            _arrive(sync, (s + 1) * n, seen, w, s)
+
+
+@numba.njit
+def _arrive(sync, target, seen, w, s):
+    barrier(sync, target)
+    seen[w, s] = sync[0]
+
+
+def _team_run(n, T):
+    seen = np.zeros((n, T), np.int64)
+    _team_steps(n, T, seen, np.zeros(1, np.int64))
+    return seen
