@@ -21,6 +21,7 @@ Nothing here is RNN math. The rules it implements:
   of each distinct ``lengths`` it has seen. ``zeros`` is one driver memset, not a kernel.
   On the simulator all three fall back to plain numba.cuda.
 """
+import copy
 import math
 import struct
 import threading
@@ -402,11 +403,7 @@ class DevicePool:
         else:
             self.hits += 1
         lease = _Lease(mem, nbytes, partial(self._give_back, self.context, size, mem))
-        strides, acc = [], dtype.itemsize
-        for n in reversed(shape):
-            strides.append(acc)
-            acc *= n
-        return _DeviceNDArray(shape, tuple(reversed(strides)), dtype, gpu_data=lease)
+        return _on_memory(shape, dtype, lease)
 
     def _give_back(self, ctx, size, mem):
         with self._lock:
@@ -441,6 +438,57 @@ def empty(shape, dtype):
     if SIMULATOR:
         return cuda.device_array(shape, dtype=dtype)
     return _POOL.array(shape, dtype)
+
+
+class _NoMemory:
+    """Stands in for the memory of a template array (``_on_memory``): it owns nothing."""
+
+    def __init__(self, nbytes):
+        self._cuda_memsize_ = nbytes
+
+
+#: (shape, dtype) -> a DeviceNDArray without memory, copied for each new array of that shape.
+_TEMPLATES = {}
+
+
+def _on_memory(shape, dtype, gpu_data):
+    """A C-contiguous DeviceNDArray of ``shape`` and ``dtype`` on ``gpu_data``.
+
+    numba's constructor works out the shape's layout, extents and flags each time (~20 us of
+    Python, as much for each ``reshape``); here that is done once per shape, on a template, and
+    each array is a shallow copy of it with its own memory (numba's own ``bind`` copies arrays
+    the same way).
+    """
+    key = (shape, dtype)
+    t = _TEMPLATES.get(key)
+    if t is None:
+        if len(_TEMPLATES) >= 1024:
+            _TEMPLATES.clear()
+        strides, acc = [], dtype.itemsize
+        for n in reversed(shape):
+            strides.append(acc)
+            acc *= n
+        t = _TEMPLATES[key] = _DeviceNDArray(shape, tuple(reversed(strides)), dtype,
+                                             gpu_data=_NoMemory(acc))
+    a = copy.copy(t)
+    a.gpu_data = gpu_data
+    return a
+
+
+def reshaped(a, shape):
+    """``a.reshape(shape)`` for a C-contiguous device array, without numba's layout work."""
+    if SIMULATOR:
+        return a.reshape(shape)
+    return _on_memory(tuple(shape), np.dtype(a.dtype), a.gpu_data)
+
+
+def part(a, i):
+    """``a[i]`` (the i-th sub-array along the first axis) of a C-contiguous device array."""
+    if SIMULATOR:
+        return a[i]
+    step = a.strides[0]
+    return _on_memory(tuple(a.shape[1:]), np.dtype(a.dtype), a.gpu_data.view(i * step,
+                                                                              (i + 1) * step))
 
 
 # ---------------------------------------------------------------------------------------------

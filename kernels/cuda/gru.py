@@ -18,7 +18,8 @@ import numpy as np
 from numba import cuda
 
 from . import persistent
-from ._common import column_sum, device_input, empty, enter, launch_1d, prepare_forward, result
+from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
+                      reshaped, result)
 from .cells import gru_point_functions
 from .gemm import gemm_device
 
@@ -78,7 +79,8 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     h = device_input(h0, (B, H), dtype, "h0", writable=True)               # (B, H) running state
     reverse = bool(reverse)
     xW = empty((T, B, 3 * H), dtype)
-    gemm_device(x.reshape(T * B, I), W_ih, xW.reshape(T * B, 3 * H), trans_b=True)  # x parts of (1), (2), (4)
+    # x parts of (1), (2), (4)
+    gemm_device(reshaped(x, (T * B, I)), W_ih, reshaped(xW, (T * B, 3 * H)), trans_b=True)
     hprev = empty((T, B, H), dtype)
     gates = empty((T, B, 4 * H), dtype)       # r, z, n, q
     y = empty((T, B, H), dtype)
@@ -123,12 +125,12 @@ def gru_backward(dy, dh_n, cache, *, path="auto"):
             launch_1d(step_backward, B * H, s, dy, lengths, reverse, gates, hprev, dh, dGi, dGh, dgh_step)
             gemm_device(dgh_step, W_hh, dh, beta=1.0)                   # (1)-(3): dh_{t-1} += dgh W_hh
 
-    dGi2 = dGi.reshape(T * B, 3 * H)
-    dGh2 = dGh.reshape(T * B, 3 * H)
+    dGi2 = reshaped(dGi, (T * B, 3 * H))
+    dGh2 = reshaped(dGh, (T * B, 3 * H))
     dx = empty((T, B, I), dtype)
-    gemm_device(dGi2, W_ih, dx.reshape(T * B, I))                                        # (1), (2), (4)
-    dW_ih = gemm_device(dGi2, x.reshape(T * B, I), empty((3 * H, I), dtype), trans_a=True)
-    dW_hh = gemm_device(dGh2, hprev.reshape(T * B, H), empty((3 * H, H), dtype), trans_a=True)
+    gemm_device(dGi2, W_ih, reshaped(dx, (T * B, I)))                                        # (1), (2), (4)
+    dW_ih = gemm_device(dGi2, reshaped(x, (T * B, I)), empty((3 * H, I), dtype), trans_a=True)
+    dW_hh = gemm_device(dGh2, reshaped(hprev, (T * B, H)), empty((3 * H, H), dtype), trans_a=True)
     db_ih = column_sum(dGi2, dtype)
     db_hh = column_sum(dGh2, dtype)
     return tuple(result(a, on_device) for a in (dx, dW_ih, dW_hh, db_ih, db_hh, dh))

@@ -6,7 +6,7 @@
     h_t = o * tanh(c_t)                               (4)
 
 Forward, one layer and direction:
-  1. one GEMM for every step's input projection  ``xW = x.reshape(T*B, I) @ W_ih.T``  (T*B, 4H);
+  1. one GEMM for every step's input projection  ``xW = reshaped(x, T*B, I) @ W_ih.T``  (T*B, 4H);
   2. the recurrence, by one of two paths (``path=``):
      * ``"steps"``: per step, the GEMM ``R = h @ W_hh.T`` (B, 4H) then one fused pointwise
        kernel (bias, activations, cell and hidden update, masking, saving the gates);
@@ -27,7 +27,8 @@ import numpy as np
 from numba import cuda
 
 from . import persistent
-from ._common import column_sum, device_input, empty, enter, launch_1d, prepare_forward, result
+from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
+                      reshaped, result)
 from .cells import lstm_point_functions
 from .gemm import gemm_device
 
@@ -86,7 +87,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     c = device_input(c0, (B, H), dtype, "c0", writable=True)
     reverse = bool(reverse)
     xW = empty((T, B, 4 * H), dtype)
-    gemm_device(x.reshape(T * B, I), W_ih, xW.reshape(T * B, 4 * H), trans_b=True)   # (1), x part
+    # (1), x part
+    gemm_device(reshaped(x, (T * B, I)), W_ih, reshaped(xW, (T * B, 4 * H)), trans_b=True)
     hprev = empty((T, B, H), dtype)          # state before the step run at each t
     cprev = empty((T, B, H), dtype)
     gates = empty((T, B, 4 * H), dtype)      # activated i, f, g, o
@@ -133,10 +135,10 @@ def lstm_backward(dy, dh_n, dc_n, cache, *, path="auto"):
             launch_1d(step_backward, B * H, s, dy, lengths, reverse, gates, cprev, dh, dc, dG, dz_step)
             gemm_device(dz_step, W_hh, dh, beta=1.0)                       # (1): dh_{t-1} += dz W_hh
 
-    dG2 = dG.reshape(T * B, 4 * H)
+    dG2 = reshaped(dG, (T * B, 4 * H))
     dx = empty((T, B, I), dtype)
-    gemm_device(dG2, W_ih, dx.reshape(T * B, I))                                  # (1)
-    dW_ih = gemm_device(dG2, x.reshape(T * B, I), empty((4 * H, I), dtype), trans_a=True)
-    dW_hh = gemm_device(dG2, hprev.reshape(T * B, H), empty((4 * H, H), dtype), trans_a=True)
+    gemm_device(dG2, W_ih, reshaped(dx, (T * B, I)))                                  # (1)
+    dW_ih = gemm_device(dG2, reshaped(x, (T * B, I)), empty((4 * H, I), dtype), trans_a=True)
+    dW_hh = gemm_device(dG2, reshaped(hprev, (T * B, H)), empty((4 * H, H), dtype), trans_a=True)
     db = column_sum(dG2, dtype)                                                    # (1)
     return tuple(result(a, on_device) for a in (dx, dW_ih, dW_hh, db, dh, dc))

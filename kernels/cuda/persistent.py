@@ -73,7 +73,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-from ._common import SIMULATOR, ceil_div, copy_into, empty, launch, position
+from ._common import SIMULATOR, ceil_div, copy_into, empty, launch, part, position, reshaped
 from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
 __all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for", "shared_limit",
@@ -681,12 +681,12 @@ def _run_forward(cell, p, xW, W_hh, bias1, bias2, lengths, reverse, h, c, hprev,
     hbuf = empty((2, B, H), dtype)
     copy_into(hbuf, h)                                   # hbuf[0] = h
     args = [0, T, p.units_per_block, p.batch_chunk, xW, W_hh, bias1, bias2, lengths, reverse,
-            hbuf, hbuf.reshape(2, B * H), c, hprev, cprev, saved, y]
+            hbuf, reshaped(hbuf, (2, B * H)), c, hprev, cprev, saved, y]
     n = p.steps_per_launch or T
     for s0 in range(0, T, n):
         args[0], args[1] = s0, min(T, s0 + n)
         _launch(cell, "forward", args, H, B, p, dtype)
-    return hbuf[T % 2]
+    return part(hbuf, T % 2)
 
 
 def _run_backward(cell, p, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi, dGh):
@@ -694,7 +694,7 @@ def _run_backward(cell, p, W_hh, dy, lengths, reverse, saved, sprev, dh, dc, dGi
     H = dh.shape[1]
     dtype = np.dtype(dh.dtype)
     args = [T - 1, -1, 3, p.units_per_block, p.batch_chunk, W_hh, dy, lengths, reverse,
-            saved, sprev, dh, dc, dGi, dGh, dGh.reshape(T * B * dGh.shape[2])]
+            saved, sprev, dh, dc, dGi, dGh, reshaped(dGh, (T * B * dGh.shape[2],))]
     if p.steps_per_launch == 1:        # a launch per step and phase: kernel ends as barriers
         for s in range(T - 1, -1, -1):
             for phases in (1, 2):

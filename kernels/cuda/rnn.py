@@ -13,7 +13,8 @@ import numpy as np
 from numba import cuda
 
 from . import persistent
-from ._common import column_sum, device_input, empty, enter, launch_1d, prepare_forward, result
+from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
+                      reshaped, result)
 from .cells import rnn_point_functions
 from .gemm import gemm_device
 
@@ -64,7 +65,8 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, *, path=
     h = device_input(h0, (B, H), dtype, "h0", writable=True)
     reverse = bool(reverse)
     xW = empty((T, B, H), dtype)
-    gemm_device(x.reshape(T * B, I), W_ih, xW.reshape(T * B, H), trans_b=True)     # (1), x part
+    # (1), x part
+    gemm_device(reshaped(x, (T * B, I)), W_ih, reshaped(xW, (T * B, H)), trans_b=True)
     hprev = empty((T, B, H), dtype)
     act = empty((T, B, H), dtype)            # tanh(a_t), 0 at padding
     y = empty((T, B, H), dtype)
@@ -107,10 +109,10 @@ def rnn_backward(dy, dh_n, cache, *, path="auto"):
             launch_1d(step_backward, B * H, s, dy, lengths, reverse, act, dh, dG, da_step)
             gemm_device(da_step, W_hh, dh, beta=1.0)                    # (1): dh_{t-1} += da W_hh
 
-    dG2 = dG.reshape(T * B, H)
+    dG2 = reshaped(dG, (T * B, H))
     dx = empty((T, B, I), dtype)
-    gemm_device(dG2, W_ih, dx.reshape(T * B, I))                                     # (1)
-    dW_ih = gemm_device(dG2, x.reshape(T * B, I), empty((H, I), dtype), trans_a=True)
-    dW_hh = gemm_device(dG2, hprev.reshape(T * B, H), empty((H, H), dtype), trans_a=True)
+    gemm_device(dG2, W_ih, reshaped(dx, (T * B, I)))                                     # (1)
+    dW_ih = gemm_device(dG2, reshaped(x, (T * B, I)), empty((H, I), dtype), trans_a=True)
+    dW_hh = gemm_device(dG2, reshaped(hprev, (T * B, H)), empty((H, H), dtype), trans_a=True)
     db = column_sum(dG2, dtype)
     return tuple(result(a, on_device) for a in (dx, dW_ih, dW_hh, db, dh))
