@@ -381,6 +381,19 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                             dZ[t, b, u, g4 * U + j] = out[g4, j]
 
 
+@njit(cache=True)
+def _transpose_rows(w, n_workers, A, A_T):
+    """Worker w's share of ``A_T = A.T`` (rows of A_T), in 16 x 16 blocks (cache friendly)."""
+    M, N = A.shape
+    n_b = -(-N // 16)
+    for jb in range(w * n_b // n_workers, (w + 1) * n_b // n_workers):
+        j1 = min(jb * 16 + 16, N)
+        for i0 in range(0, M, 16):
+            for i in range(i0, min(i0 + 16, M)):
+                for j in range(jb * 16, j1):
+                    A_T[j, i] = A[i, j]
+
+
 @njit(cache=True, error_model="numpy")
 def _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
     """Worker w's share of the sums over all steps, (1) differentiated:
@@ -412,7 +425,7 @@ def _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
 
 @njit(cache=True, parallel=True)
 def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
-                   x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+                   x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
     """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
     after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
     T, Bp = dZ.shape[0], dZ.shape[1]
@@ -427,6 +440,9 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
                                tanh_c, cs, lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
+        _transpose_rows(w, n_workers, x, x_T)            # the GEMMs below want X^T, H_prev^T
+        _transpose_rows(w, n_workers, h, h_T)
+        barrier(sync, (T + 2) * n_workers)
         _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
 
 
@@ -461,8 +477,8 @@ def backward(dy, dh_n, dc_n, cache):
     n_workers = team_size((Hp // V) * -(-Bp // RG))
     _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
                    _pack_backward(W_hh, H, Hp), G, tanh_c, cs, lengths_p, int(reverse),
-                   np.ascontiguousarray(x_p.reshape(T * Bp, Ip).T),
-                   np.ascontiguousarray(hs[:T].reshape(T * Bp, Hp).T),
+                   x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
+                   np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32),
                    _pack_input_grad(W_ih, H, Hp, Ip64), dW_ih_T, dW_hh_T, dx, db,
                    n_workers, np.zeros(1, np.int64))
 
