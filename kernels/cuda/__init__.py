@@ -19,7 +19,14 @@ device and results back. A device ``x`` (a numba device array; on a real GPU als
 PyTorch CUDA tensors, anything with ``__cuda_array_interface__``) gives numba device arrays that
 stay on the device; the paired backward returns device arrays too. Other arguments may be NumPy
 or device arrays either way. The cache is opaque and always holds device arrays.
-Everything runs on numba's current device and default stream (calls are synchronous).
+Everything runs on numba's current device and default stream, in order: NumPy results are
+complete when a call returns; device results may still be being computed (any later work on
+that stream, or a copy to the host, waits for them).
+
+**Host cost.** Results and work buffers come from a caching pool (``_common.DevicePool``; its
+blocks return when the arrays using them are gone), and after numba's first launch of a kernel
+the driver is called directly (``_common.launch``): a call allocates nothing and spends ~0.3 ms
+on the host at a fixed shape, instead of ~1.5-4.5 ms.
 
 **dtype.** ``x`` decides: float32 or float64; NumPy arguments are cast to it.
 

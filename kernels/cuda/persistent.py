@@ -41,11 +41,12 @@ loads per thread before the first store (four memory latencies overlap). The seq
 copied to shared memory once, so that a cell's first read (``lengths[b]``, which every other index
 depends on) is not a global-memory round trip.
 
-**Measured** (H100, float32, LSTM H=512, T=100; ``benchmarks/results/gpu_h100.md``): about 10 us
-per step forward at batch 1-16 (one grid barrier costs 1.3-2.5 us of it), plus roughly 1 ms per
-call of host-side work (numba.cuda launches cost ~30-75 us each, and device allocations). The
-kernels are instruction-bound rather than bandwidth-bound: numba's 64-bit index arithmetic and
-the 128 registers per thread (which cap a block at 512 threads) are the next things to attack.
+**Measured** (H100, float32, LSTM H=512, T=100; ``benchmarks/results/gpu_h100.md``): about 6 us
+per step forward at batch 1 (one grid barrier costs 1.3-2.5 us of it), 15-20 us at batch 16, plus
+~0.25-0.45 ms of fixed cost per call (Python in the wrappers, launch latencies; it was 1.4-4.6 ms
+before the pool and direct launches of ``_common.py``). That beats cuDNN at batch 1-4. The kernels
+are instruction-bound rather than bandwidth-bound: numba's 64-bit index arithmetic and the 128
+registers per thread (which cap a block at 512 threads) are the next things to attack.
 
 **Size rule** (``plan``). Shared memory per block: the weight slice ``G*U*H`` (backward
 ``U*G*H``) values, plus ``BC`` rows of ``h`` (``H``) or of ``dG`` (``G*H``), plus ``B`` lengths.
