@@ -9,8 +9,37 @@ import numbers
 from collections.abc import Mapping
 
 import numpy as np
+from numba import njit
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# the exponent bits of a float32 / float64: all ones exactly for Inf and NaN
+_EXPONENT = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
+             np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
+_SMALL = 4096        # up to this many entries the bit test below; above, NumPy's reduction
+
+
+@njit(cache=True)
+def _any_nonfinite_bits(bits, mask):
+    """True if some entry of ``bits`` (a float array viewed as unsigned ints) has an all-ones
+    exponent, i.e. is NaN or Inf. No floating-point operation: no warnings to silence."""
+    for b in bits:
+        if (b & mask) == mask:
+            return True
+    return False
+
+
+def _all_finite(a):
+    """Whether a float array holds no NaN/Inf, at small per-call cost (validation runs on every
+    call of every module, so at tiny shapes it is a visible part of a training step)."""
+    if a.size <= _SMALL and a.dtype in _EXPONENT:
+        uint, mask = _EXPONENT[a.dtype]
+        return not _any_nonfinite_bits(a.reshape(-1).view(uint), mask)
+    # one sum is cheaper than an elementwise test: it is finite unless an entry is NaN/Inf
+    # (or the sum overflows, which the exact test then clears)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(a, axis=None)
+    return math.isfinite(total) or bool(np.isfinite(a).all())
 
 
 def float_dtype(dtype, name="dtype"):
@@ -76,12 +105,7 @@ def finite_array(x, name, kind="f", dtype=None):
             raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
         if dtype is not None:
             a = a.astype(dtype, copy=False)
-        # one sum is cheaper than an elementwise test: it is finite unless an entry is NaN/Inf
-        # (or the sum overflows, which the exact test below then clears)
-        if a.dtype.kind == "f":
-            with np.errstate(over="ignore", invalid="ignore"):
-                total = np.add.reduce(a, axis=None)
-        if a.dtype.kind == "f" and not math.isfinite(total) and not np.isfinite(a).all():
+        if a.dtype.kind == "f" and not _all_finite(a):
             bad = int(np.size(a) - np.isfinite(a).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")
         return a
