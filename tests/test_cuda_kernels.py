@@ -326,6 +326,17 @@ def test_results_of_earlier_calls_survive_later_calls(cell, rng):
         np.testing.assert_array_equal(a.copy_to_host(), b)
 
 
+@given(st.integers(1, 1 << 34))
+@settings(max_examples=200, deadline=None)
+def test_pool_size_classes_fit_and_waste_at_most_a_quarter(nbytes):
+    """A request gets a block of its size class: never smaller, at most 25 % (or 511 bytes) larger,
+    and sizes that differ a little share a class (so reuse happens across nearby shapes)."""
+    from kernels.cuda._common import _size_class
+    c = _size_class(nbytes)
+    assert nbytes <= c <= nbytes + max(511, nbytes // 4)
+    assert _size_class(c) == c
+
+
 @real_gpu
 def test_real_pool_reuses_blocks_and_slices_keep_them():
     """A dropped array's block is handed out again; a slice of it keeps it out of the pool."""
