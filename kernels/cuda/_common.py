@@ -337,8 +337,8 @@ class _LeaseView:
 
 def _size_class(nbytes):
     """Round up to a multiple of a quarter of the largest power of two <= ``nbytes`` (four classes
-    per power of two) and of 512 bytes: at most 25 % or 511 bytes unused: calls whose shapes differ a little (another T, a last short batch)
-    reuse the same blocks."""
+    per power of two) and of 512 bytes: at most 25 % or 511 bytes unused. Calls whose shapes
+    differ a little (another T, a last short batch) reuse the same blocks."""
     if nbytes <= 512:
         return 512
     step = 1 << max(9, nbytes.bit_length() - 3)
