@@ -147,6 +147,13 @@ def _pack_input_grad(W_ih, H, Hp, Ip):
 # Forward
 # ---------------------------------------------------------------------------------------------
 
+@njit(cache=True, inline="always")
+def _copy_row(src, dst):
+    """``dst[:] = src`` for two 1-D rows (a plain loop that LLVM turns into vector moves)."""
+    for l in range(src.shape[0]):
+        dst[l] = src[l]
+
+
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _gemm_tile(A, W, w0, out, m0, m1, c0):
     """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
@@ -164,8 +171,7 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0):
         for m in range(m0, m1, R):                       # index checks in the inner loop
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
-                for l in range(64):
-                    acc[r, l] = out[m + r, c0 + l]
+                _copy_row(out[m + r, c0:c0 + 64], acc[r])
             for k in range(W_c.shape[0]):
                 w_k = W_c[k, w0:w0 + 64]
                 for r in range(R):
@@ -173,8 +179,7 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0):
                     for l in range(64):
                         acc[r, l] += a * w_k[l]
             for r in range(R):
-                for l in range(64):
-                    out[m + r, c0 + l] = acc[r, l]
+                _copy_row(acc[r], out[m + r, c0:c0 + 64])
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -199,8 +204,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
         for m in range(m0, m1, R):                       # index checks in the inner loop
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
-                for l in range(4 * U):
-                    acc[r, l] = G_s[m + r, c0 + l]
+                _copy_row(G_s[m + r, c0:c0 + 4 * U], acc[r])
             for k in range(W_c.shape[0]):                # (1): acc += h_{s-1}[rows] W_f[u]
                 w_k = W_c[k]
                 for r in range(R):
@@ -209,8 +213,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                         acc[r, l] += a * w_k[l]
             if k0 + KC < Hp:                             # more chunks to come: park the sums
                 for r in range(R):
-                    for l in range(4 * U):
-                        G_s[m + r, c0 + l] = acc[r, l]
+                    _copy_row(acc[r], G_s[m + r, c0:c0 + 4 * U])
                 continue
             for r in range(R):                           # the cell, row by row
                 b = m + r
@@ -321,7 +324,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
     which after the last call (s = 0) is dh0.
     """
     _prefer_512_bit()
-    one = np.float32(1)
+    one, zero = np.float32(1), np.float32(0)             # (a bare 0 or 1 would make float64)
     T, Bp, n_u = dZ.shape[0], dZ.shape[1], dZ.shape[2]
     K = n_u * 4 * U if s < T else 0
     c0 = v * V
@@ -335,8 +338,10 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
         for m in range(m0, m1, R):
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
-                for l in range(V):
-                    acc[r, l] = dh[m + r, c0 + l] if k0 > 0 else 0
+                if k0 > 0:
+                    _copy_row(dh[m + r, c0:c0 + V], acc[r])
+                else:
+                    acc[r, :] = 0
             for k in range(W_c.shape[0]):                # (1): acc += dz_s[rows] W_hh
                 w_k = W_c[k]
                 for r in range(R):
@@ -344,8 +349,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                     for l in range(V):
                         acc[r, l] += a * w_k[l]
             for r in range(R):
-                for l in range(V):
-                    dh[m + r, c0 + l] = acc[r, l]
+                _copy_row(acc[r], dh[m + r, c0:c0 + V])
             if k0 + KC < K or s == 0:                    # more chunks to come, or no step left
                 continue
             t = s - 1                                    # the step whose derivatives we take
@@ -358,7 +362,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                             dZ[t, b, v * n_q + q, l] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
-                from_n = one if t == L - 1 else 0        # dh_n enters at the last valid step
+                from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
                 for q in range(n_q):
                     u = v * n_q + q
                     j0 = u * U
