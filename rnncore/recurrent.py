@@ -55,6 +55,20 @@ _KERNELS = {
 }
 
 
+class _DeviceCopies(dict):
+    """[device] A layer's GPU weight copies: name -> (host array, Parameter.version, copy).
+
+    A deep copy or a pickle of the layer starts without them (GPU memory is neither copied nor
+    pickled): the copy uploads its own weights at its first forward on "cuda".
+    """
+
+    def __deepcopy__(self, memo):
+        return _DeviceCopies()
+
+    def __reduce__(self):
+        return _DeviceCopies, ()
+
+
 def _stack(arrays):
     """np.stack(arrays), without the copy for one array (one layer, one direction)."""
     return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
@@ -127,7 +141,7 @@ class _Recurrent(Module):
         """[device] Forget the GPU copies of the weights and make the host arrays writable."""
         for host, _, _ in getattr(self, "_device_weights", {}).values():
             unlock(host)
-        self._device_weights = {}
+        self._device_weights = _DeviceCopies()
 
     def _weights_for_kernel(self, k, d):
         """The kernel's weight arguments for layer k, direction d: host arrays on "cpu"; on
@@ -137,7 +151,7 @@ class _Recurrent(Module):
         params = self._layer_params(k, d)
         if self.device != "cuda":
             return [q.data for q in params]
-        cached = self.__dict__.setdefault("_device_weights", {})
+        cached = self.__dict__.setdefault("_device_weights", _DeviceCopies())
         out = []
         for q in params:
             entry = cached.get(q.name)

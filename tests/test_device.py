@@ -6,6 +6,7 @@ if numba.cuda was imported without it in this process, ``test_rerun_in_a_fresh_p
 this file in a new interpreter). On a machine with a GPU, ``NUMBA_ENABLE_CUDASIM=0`` runs the
 same tests on it. Sizes are tiny: the simulator runs every GPU thread as a Python thread.
 """
+import copy
 import os
 import subprocess
 import sys
@@ -206,6 +207,9 @@ def test_weights_stay_on_the_device_until_the_parameters_change():
     cpu._params["weight_ih_l0"].data = new.copy()
     gpu._params["weight_ih_l0"].data = new.copy()
     same()
+    twin = copy.deepcopy(gpu)                                    # copies start without them
+    assert twin._device_weights == {} and twin._params["weight_hh_l0"]._data.flags.writeable
+    np.testing.assert_allclose(twin.forward(x), cpu.forward(x), rtol=1e-10, atol=1e-12)
     gpu.to("cpu")
     assert gpu._device_weights == {}
     old_ref[0, 0] = old_ref[0, 0]                                # writable again
