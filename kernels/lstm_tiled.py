@@ -74,6 +74,7 @@ U = 16         # hidden units per forward (gate) tile: 4 gates x 16 = 64 columns
 V = 64         # hidden units per backward tile
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
+KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
 MIN_B = 8      # below this batch, or this many hidden units, ``lstm.py``'s serial steps won
 MIN_H = 64
 
@@ -155,7 +156,7 @@ def _copy_row(src, dst):
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _gemm_tile(A, W, w0, out, m0, m1, c0):
+def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC):
     """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
 
     A: (M, K), any layout (read one number at a time)   W: (K, N) C-contiguous   out: (M, N')
@@ -166,10 +167,10 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0):
     _prefer_512_bit()
     K = W.shape[0]
     acc = carray(_stack_tile(), (R, 64))
-    for k0 in range(0, K, KC):
-        W_c = W[k0:k0 + KC]                              # views indexed from 0: no negative-
+    for k0 in range(0, K, kc):
+        W_c = W[k0:k0 + kc]                              # views indexed from 0: no negative-
         for m in range(m0, m1, R):                       # index checks in the inner loop
-            A_c = A[m:m + R, k0:k0 + KC]
+            A_c = A[m:m + R, k0:k0 + kc]
             for r in range(R):
                 _copy_row(out[m + r, c0:c0 + 64], acc[r])
             for k in range(W_c.shape[0]):
@@ -419,12 +420,12 @@ def _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
             for l in range(64):
                 col_sum[l] += dZ_c[r, l]
         db[c * 64:(c + 1) * 64] = col_sum
-        _gemm_tile(h_T, dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64)
-        _gemm_tile(x_T, dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64)
+        _gemm_tile(h_T, dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64, KC_BIG)
+        _gemm_tile(x_T, dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64, KC_BIG)
     n_rb = TB // R
     m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
     for i in range(W_ig.shape[0]):
-        _gemm_tile(dZ2, W_ig[i], 0, dx, m0, m1, i * 64)
+        _gemm_tile(dZ2, W_ig[i], 0, dx, m0, m1, i * 64, KC_BIG)
 
 
 @njit(cache=True, parallel=True)
