@@ -69,6 +69,20 @@ class _DeviceCopies(dict):
         return _DeviceCopies, ()
 
 
+class _DeviceCache(dict):
+    """[device] What a forward on "cuda" keeps for backward (the kernels' GPU buffers).
+
+    GPU memory is neither deep-copied nor pickled: a copy of the layer has no saved forward (its
+    backward asks for a forward first), as after ``to()``.
+    """
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return type(None), ()
+
+
 def _stack(arrays):
     """np.stack(arrays), without the copy for one array (one layer, one direction)."""
     return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
@@ -260,7 +274,8 @@ class _Recurrent(Module):
             setattr(self, f"{s}_n", a)
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
-        self._cache = dict(caches=caches, masks=masks, shape=x.shape, was_list=was_list)
+        state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
+        self._cache = state(caches=caches, masks=masks, shape=x.shape, was_list=was_list)
         self._lengths = lengths
 
         if not self.return_sequences:                         # top layer's h_n, directions side by side

@@ -209,6 +209,7 @@ def test_weights_stay_on_the_device_until_the_parameters_change():
     same()
     twin = copy.deepcopy(gpu)                                    # copies start without them
     assert twin._device_weights == {} and twin._params["weight_hh_l0"]._data.flags.writeable
+    assert twin._cache is None                                   # no GPU buffers copied
     np.testing.assert_allclose(twin.forward(x), cpu.forward(x), rtol=1e-10, atol=1e-12)
     gpu.to("cpu")
     assert gpu._device_weights == {}
