@@ -74,6 +74,7 @@ U = 16         # hidden units per forward (gate) tile: 4 gates x 16 = 64 columns
 V = 64         # hidden units per backward tile
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
+SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
 KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
 MIN_B = 8      # below this batch, or this many hidden units, ``lstm.py``'s serial steps won
 MIN_H = 64
@@ -159,28 +160,31 @@ def _copy_row(src, dst):
 def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC):
     """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
 
-    A: (M, K), any layout (read one number at a time)   W: (K, N) C-contiguous   out: (M, N')
-    m1 - m0 a multiple of R. The k-chunk loop is outside the row loop, so each 32 KB chunk of
-    W's 64 columns is read from L2 once and then reused from L1 by every row block; the register
-    tile is loaded from ``out`` and stored back once per chunk.
+    A: (n, M, Ks), the (M, n Ks) left operand as n slabs side by side (a plain (M, K) matrix is
+    one slab, ``A.reshape(1, M, K)``; dZ in unit tile layout is n_u slabs of 64 columns), any
+    layout (read one number at a time)   W: (n Ks, N) C-contiguous   out: (M, N'), m1 - m0 a
+    multiple of R. The k-chunk loop is outside the row loop, so each chunk of W's 64 columns
+    is read from L2 once and then reused from L1 by every row block; the register tile is
+    loaded from ``out`` and stored back once per chunk.
     """
     _prefer_512_bit()
-    K = W.shape[0]
+    n, _, Ks = A.shape
     acc = carray(_stack_tile(), (R, 64))
-    for k0 in range(0, K, kc):
-        W_c = W[k0:k0 + kc]                              # views indexed from 0: no negative-
-        for m in range(m0, m1, R):                       # index checks in the inner loop
-            A_c = A[m:m + R, k0:k0 + kc]
-            for r in range(R):
-                _copy_row(out[m + r, c0:c0 + 64], acc[r])
-            for k in range(W_c.shape[0]):
-                w_k = W_c[k, w0:w0 + 64]
+    for a in range(n):
+        for k0 in range(0, Ks, kc):
+            W_c = W[a * Ks + k0:a * Ks + min(k0 + kc, Ks)]   # views indexed from 0: no
+            for m in range(m0, m1, R):                     # negative-index checks inside
+                A_c = A[a, m:m + R, k0:k0 + kc]
                 for r in range(R):
-                    a = A_c[r, k]
-                    for l in range(64):
-                        acc[r, l] += a * w_k[l]
-            for r in range(R):
-                _copy_row(acc[r], out[m + r, c0:c0 + 64])
+                    _copy_row(out[m + r, c0:c0 + 64], acc[r])
+                for k in range(W_c.shape[0]):
+                    w_k = W_c[k, w0:w0 + 64]
+                    for r in range(R):
+                        x = A_c[r, k]
+                        for l in range(64):
+                            acc[r, l] += x * w_k[l]
+                for r in range(R):
+                    _copy_row(acc[r], out[m + r, c0:c0 + 64])
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -195,8 +199,8 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
     _prefer_512_bit()
     one = np.float32(1)
     Bp, Hp = hs.shape[1], hs.shape[2]
-    G_s = G[s].reshape(Bp, 4 * Hp)
-    c0, j0 = u * 4 * U, u * U                            # this tile's columns of G, its units
+    G_s = G[u, s]                                        # (Bp, 64): this tile's z, then gates
+    j0 = u * U                                           # its first unit
     W, A = W_f[u], hs[s]                                 # (Hp, 64), (Bp, Hp): h_{s-1}
     acc = carray(_stack_tile(), (R, 4 * U))              # z of 4 rows, then their gates
     new = carray(_stack_tile(), (3, 4 * U))              # c_t, tanh(c_t), h_t of one row
@@ -205,7 +209,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
         for m in range(m0, m1, R):                       # index checks in the inner loop
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
-                _copy_row(G_s[m + r, c0:c0 + 4 * U], acc[r])
+                _copy_row(G_s[m + r], acc[r])
             for k in range(W_c.shape[0]):                # (1): acc += h_{s-1}[rows] W_f[u]
                 w_k = W_c[k]
                 for r in range(R):
@@ -214,7 +218,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                         acc[r, l] += a * w_k[l]
             if k0 + KC < Hp:                             # more chunks to come: park the sums
                 for r in range(R):
-                    _copy_row(acc[r], G_s[m + r, c0:c0 + 4 * U])
+                    _copy_row(acc[r], G_s[m + r])
                 continue
             for r in range(R):                           # the cell, row by row
                 b = m + r
@@ -230,8 +234,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                     x = acc[r, l]
                     sg = sigmoid(x + x if is_g else x)
                     acc[r, l] = sg + sg - one if is_g else sg
-                for l in range(4 * U):
-                    G_s[b, c0 + l] = acc[r, l]           # i | f | g | o, for the backward
+                _copy_row(acc[r], G_s[b])                # i | f | g | o, for the backward
                 for j in range(U):
                     c = acc[r, U + j] * cs[s, b, j0 + j] + acc[r, j] * acc[r, 2 * U + j]   # (3)
                     t = tanh(c)
@@ -250,14 +253,18 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 @njit(cache=True, error_model="numpy")
 def _input_tile(u, m0, m1, x, W_i, bias, G):
     """The input part of (1) for units 16u ... 16u+15, rows m0 ... m1-1, every step:
-    G[t, rows, u] = b[u] + x[t, rows] W_i[u]."""
-    T, Bp, n_u = G.shape[0], G.shape[1], G.shape[2]
+    G[u, t, rows] = b[u] + x[t, rows] W_i[u]; one product over all T Bp rows when the tile
+    has every row (its output G[u] is then one contiguous (T Bp, 64) block)."""
+    T, Bp, Ip = x.shape
     for t in range(T):
-        G_t = G[t].reshape(Bp, n_u * 4 * U)
         for m in range(m0, m1):
-            for l in range(4 * U):
-                G_t[m, u * 4 * U + l] = bias[u, l]
-        _gemm_tile(x[t], W_i[u], 0, G_t, m0, m1, u * 4 * U)
+            G[u, t, m, :] = bias[u]
+    if m1 - m0 == Bp:
+        _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
+                   T * Bp, 0)
+    else:
+        for t in range(T):
+            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -265,7 +272,7 @@ def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_w
     """The whole forward pass by a team of ``n_workers`` (``_team``): first the input part of
     (1) for every step, then the T steps with a barrier after each. Worker w owns the same tiles
     (units u, rows m0 ... m1-1) throughout, so it reads only the G it wrote itself."""
-    T, Bp, n_u = G.shape[0], G.shape[1], G.shape[2]
+    n_u, T, Bp = G.shape[0], G.shape[1], G.shape[2]
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
@@ -299,7 +306,7 @@ def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
     hs[0], cs[0] = _padded(h0, (Bp, Hp)), _padded(c0, (Bp, Hp))
     y = np.empty((T, Bp, Hp), np.float32)                # every valid row is written: (5) zeros
     tanh_c = np.empty((T, Bp, Hp), np.float32)
-    G = np.empty((T, Bp, n_u, 4 * U), np.float32)
+    G = np.empty((n_u, T, Bp, 4 * U), np.float32)       # unit tile u's z / gates: G[u]
     W_i = _pack_forward(W_ih, H, Hp, Ip)                 # (n_u, Ip, 64)
     bias = _pack_forward(b.reshape(4 * H, 1), H, Hp, 1).reshape(n_u, 4 * U)
     x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
@@ -321,37 +328,38 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
     """Rows m0 ... m1-1, units 64v ... 64v+63: dL/dh_{s-1} = dz_s W_b[v] (nothing when s = T),
     then, in registers, the cell's derivatives of step s-1 (none when s = 0).
 
-    dh: (Bp, Hp) scratch for the partial sums between k-chunks; it ends holding dL/dh_{s-1},
-    which after the last call (s = 0) is dh0.
+    The product runs over dz_s one gate tile (64 columns, ``dZ[a, s]``) at a time; dh: (Bp, Hp)
+    holds the partial sums between them and ends holding dL/dh_{s-1}, which after the last call
+    (s = 0) is dh0.
     """
     _prefer_512_bit()
     one, zero = np.float32(1), np.float32(0)             # (a bare 0 or 1 would make float64)
-    T, Bp, n_u = dZ.shape[0], dZ.shape[1], dZ.shape[2]
-    K = n_u * 4 * U if s < T else 0
+    n_u, T = dZ.shape[0], dZ.shape[1]
+    n_a = n_u if s < T else 1                            # gate tiles of dz_s to sum over
     c0 = v * V
-    W = W_b[v]                                           # (4Hp, 64)
-    A = dZ[min(s, T - 1)].reshape(Bp, n_u * 4 * U)       # dz_s (unused when s = T)
     acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1} of 4 rows x 64 units
     out = carray(_stack_tile(), (5, U))                  # one gate tile's dz (4 rows), dc
     n_q = V // U                                         # gate tiles per backward tile
-    for k0 in range(0, max(K, 1), KC):
-        W_c = W[k0:min(k0 + KC, K)]
+    for a0 in range(0, n_a, SLABS):                      # SLABS gate tiles per k-chunk
+        a1 = min(a0 + SLABS, n_a)
         for m in range(m0, m1, R):
-            A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
-                if k0 > 0:
+                if a0 > 0:
                     _copy_row(dh[m + r, c0:c0 + V], acc[r])
                 else:
                     acc[r, :] = 0
-            for k in range(W_c.shape[0]):                # (1): acc += dz_s[rows] W_hh
-                w_k = W_c[k]
-                for r in range(R):
-                    a = A_c[r, k]
-                    for l in range(V):
-                        acc[r, l] += a * w_k[l]
+            for a in range(a0, a1 if s < T else a0):     # (1): acc += dz_s[rows] W_hh
+                W_c = W_b[v, a * 4 * U:(a + 1) * 4 * U]  # (64, 64)
+                A_c = dZ[a, s, m:m + R]                  # (4, 64): gate tile a of dz_s
+                for k in range(4 * U):
+                    w_k = W_c[k]
+                    for r in range(R):
+                        x = A_c[r, k]
+                        for l in range(V):
+                            acc[r, l] += x * w_k[l]
             for r in range(R):
                 _copy_row(acc[r], dh[m + r, c0:c0 + V])
-            if k0 + KC < K or s == 0:                    # more chunks to come, or no step left
+            if a1 < n_a or s == 0:                       # more tiles to come, or no step left
                 continue
             t = s - 1                                    # the step whose derivatives we take
             for r in range(R):
@@ -359,18 +367,17 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 L = lengths[b]
                 if t >= L:                               # (5): padding takes no gradient
                     for q in range(n_q):
-                        for l in range(4 * U):
-                            dZ[t, b, v * n_q + q, l] = 0
+                        dZ[v * n_q + q, t, b, :] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
                 for q in range(n_q):
                     u = v * n_q + q
                     j0 = u * U
+                    gates = G[u, t, b]                   # (64,) i | f | g | o
                     for j in range(U):
                         jj = j0 + j
-                        i, f = G[t, b, u, j], G[t, b, u, U + j]
-                        g, o = G[t, b, u, 2 * U + j], G[t, b, u, 3 * U + j]
+                        i, f, g, o = gates[j], gates[U + j], gates[2 * U + j], gates[3 * U + j]
                         tc = tanh_c[t, b, jj]
                         dh_t = acc[r, q * U + j] + dy[t_own, b, jj] + from_n * dh_n[b, jj]
                         dc_t = dc[b, jj] + dh_t * o * (one - tc * tc)            # (4)
@@ -379,11 +386,10 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                         out[1, j] = dc_t * cs[t, b, jj] * f * (one - f)
                         out[2, j] = dc_t * i * (one - g * g)
                         out[3, j] = dh_t * tc * o * (one - o)                    # (4), (2)
-                    for j in range(U):
-                        dc[b, j0 + j] = out[4, j]
+                    _copy_row(out[4], dc[b, j0:j0 + U])
+                    dz = dZ[u, t, b]
                     for g4 in range(4):
-                        for j in range(U):
-                            dZ[t, b, u, g4 * U + j] = out[g4, j]
+                        _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
 
 
 @njit(cache=True)
@@ -400,32 +406,33 @@ def _transpose_rows(w, n_workers, A, A_T):
 
 
 @njit(cache=True, error_model="numpy")
-def _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
+def _weight_grads(w, n_workers, dZ, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
     """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
         dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_input_grad``)
 
-    The first three are split by 64-column tiles of dZ, dx by rows.
+    dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous (T Bp, 64) block, a ready-made
+    right operand. The first three are split by gate tiles, dx by rows.
     """
-    TB, N = dZ2.shape
-    n_c = N // 64
-    dZ_c = np.empty((TB, 64), np.float32)                # one column tile of dZ, contiguous
+    n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
+    TB = T * Bp
     col_sum = np.zeros(64, np.float32)
-    for c in range(w * n_c // n_workers, (w + 1) * n_c // n_workers):
-        for r in range(TB):                              # (dZ's rows are 4 Hp apart: as a
-            dZ_c[r] = dZ2[r, c * 64:(c + 1) * 64]        # GEMM operand they would fight over
-        col_sum[:] = 0                                   # the same few L1 sets)
+    for c in range(w * n_u // n_workers, (w + 1) * n_u // n_workers):
+        dZ_c = dZ[c].reshape(TB, 64)
+        col_sum[:] = 0
         for r in range(TB):
             for l in range(64):
                 col_sum[l] += dZ_c[r, l]
         db[c * 64:(c + 1) * 64] = col_sum
-        _gemm_tile(h_T, dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64, KC_BIG)
-        _gemm_tile(x_T, dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64, KC_BIG)
+        _gemm_tile(h_T.reshape(1, h_T.shape[0], TB), dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64,
+                   KC_BIG)
+        _gemm_tile(x_T.reshape(1, x_T.shape[0], TB), dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64,
+                   KC_BIG)
     n_rb = TB // R
     m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
     for i in range(W_ig.shape[0]):
-        _gemm_tile(dZ2, W_ig[i], 0, dx, m0, m1, i * 64, KC_BIG)
+        _gemm_tile(dZ.reshape(n_u, TB, 64), W_ig[i], 0, dx, m0, m1, i * 64, KC_BIG)
 
 
 @njit(cache=True, parallel=True)
@@ -433,10 +440,9 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                    x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
     """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
     after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
-    T, Bp = dZ.shape[0], dZ.shape[1]
+    T, Bp = dZ.shape[1], dZ.shape[2]
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
-    dZ2 = dZ.reshape(T * Bp, dZ.shape[2] * dZ.shape[3])
     for w in prange(n_workers):
         first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
         for s in range(T, -1, -1):
@@ -448,7 +454,7 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
         _transpose_rows(w, n_workers, x, x_T)            # the GEMMs below want X^T, H_prev^T
         _transpose_rows(w, n_workers, h, h_T)
         barrier(sync, (T + 2) * n_workers)
-        _weight_grads(w, n_workers, dZ2, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, dZ, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
 
 
 def _padded(a, shape):
@@ -472,7 +478,7 @@ def backward(dy, dh_n, dc_n, cache):
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
 
-    dZ = np.empty((T, Bp, Hp // U, 4 * U), np.float32)
+    dZ = np.empty((Hp // U, T, Bp, 4 * U), np.float32)  # dL/dz, unit tile u's in dZ[u]
     dc = _padded(dc_n, (Bp, Hp)).copy()
     dh = np.empty((Bp, Hp), np.float32)                  # dL/dh of each step; ends as dh0
     dW_ih_T = np.zeros((Ip, 4 * Hp), np.float32)
