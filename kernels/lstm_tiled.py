@@ -76,13 +76,19 @@ RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
 KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
-MIN_B = 8      # below this batch, or this many hidden units, ``lstm.py``'s serial steps won
-MIN_H = 64
+MIN_B = 8                 # "auto" takes this file's path for float32 from a batch of 8,
+MIN_H = 64                # 64 hidden units, and per-step products between these sizes
+MIN_WORK = 1 << 20        # (B * 4H * H multiply-adds): below, the team's start and barriers cost
+MAX_WORK = 1 << 25        # more than they save; above, lstm.py's backward (OpenBLAS on both
+                          # cores for the weight gradients) was faster. Measured on the 2-core
+                          # machine of benchmarks/results/cpu.md.
 
 
 def use_tiled(dtype, T, B, I, H):
     """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels for this shape."""
-    return dtype == np.float32 and B >= MIN_B and H >= MIN_H
+    work = B * 4 * H * H
+    return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
+            and MIN_WORK <= work <= MAX_WORK)
 
 
 def _round_up(n, m):
@@ -93,22 +99,6 @@ def _round_up(n, m):
 # Packing the weights into tiles (plain NumPy, once per call)
 # ---------------------------------------------------------------------------------------------
 
-def _gate_rows(W, H, Hp):
-    """(4H, K) gate-major rows -> (Hp/16, 4, 16, K): rows in gate tile order, padding zero."""
-    K = W.shape[1]
-    P = np.zeros((4, Hp, K), np.float32)
-    P[:, :H] = W.reshape(4, H, K)
-    return P.reshape(4, Hp // U, U, K).transpose(1, 0, 2, 3)
-
-
-def _ungate_rows(P, H):
-    """The inverse of ``_gate_rows``: (Hp/16 * 64, K) in gate tile order -> (4H, K)."""
-    K = P.shape[1]
-    n_u = P.shape[0] // (4 * U)
-    return P.reshape(n_u, 4, U, K).transpose(1, 0, 2, 3).reshape(4, n_u * U, K)[:, :H] \
-        .reshape(4 * H, K)
-
-
 def _zeros_aligned(shape):
     """float32 zeros whose data starts on a 64-byte boundary (whole-cache-line vector loads)."""
     n = int(np.prod(shape))
@@ -117,31 +107,52 @@ def _zeros_aligned(shape):
     return buf[start:start + n].reshape(shape)
 
 
+# Gate tile order of the 4H gate rows: tile u holds i, f, g, o of units 16u ... 16u+15, so gate
+# row g H + j (gate g, unit j = 16 u + jj) sits at position 64 u + 16 g + jj. The packers below
+# are one pass of that index map each; entries for padding units or columns stay zero.
+
+@njit(cache=True)
+def _pack_forward_into(W, H, out):
+    """W (4H, K) -> out (Hp/16, Kp, 64): out[u, k, 16 g + jj] = W[g H + 16 u + jj, k]."""
+    for g in range(4):
+        for j in range(H):
+            u, jj = j // U, j % U
+            for k in range(W.shape[1]):
+                out[u, k, g * U + jj] = W[g * H + j, k]
+
+
+@njit(cache=True)
+def _pack_rows_into(W, H, out):
+    """W (4H, K) -> out (K'/64, 4 Hp, 64), rows in gate tile order, columns in tiles of 64:
+    out[c, 64 u + 16 g + jj, l] = W[g H + 16 u + jj, 64 c + l]."""
+    for g in range(4):
+        for j in range(H):
+            row = (j // U) * 4 * U + g * U + j % U
+            for k in range(W.shape[1]):
+                out[k // 64, row, k % 64] = W[g * H + j, k]
+
+
+@njit(cache=True)
+def _unpack_grad(dW_T, H, K, out):
+    """dW_T (K', 4 Hp), columns in gate tile order -> out (4H, K) in PyTorch's row order."""
+    for g in range(4):
+        for j in range(H):
+            col = (j // U) * 4 * U + g * U + j % U
+            for k in range(K):
+                out[g * H + j, k] = dW_T[k, col]
+
+
 def _pack_forward(W, H, Hp, Kp):
-    """(4H, K) -> (Hp/16, Kp, 64) with out[u, k, 16 g + j] = W[g H + 16 u + j, k] (K <= Kp)."""
-    Wg = _gate_rows(W, H, Hp)                                      # (n_u, 4, 16, K)
+    """(4H, K) -> (Hp/16, Kp, 64): W^T in gate tiles (W_f, W_i; the bias with K = 1)."""
     out = _zeros_aligned((Hp // U, Kp, 4 * U))
-    out[:, :W.shape[1]] = Wg.transpose(0, 3, 1, 2).reshape(Hp // U, W.shape[1], 4 * U)
+    _pack_forward_into(W, H, out)
     return out
 
 
-def _pack_backward(W_hh, H, Hp):
-    """(4H, H) -> (Hp/64, 4 Hp, 64): out[v, (u, g, j), l] = W_hh[g H + 16 u + j, 64 v + l]."""
-    M = np.zeros((4 * Hp, Hp), np.float32)
-    M[:, :H] = _gate_rows(W_hh, H, Hp).reshape(4 * Hp, H)           # rows in gate tile order
-    out = _zeros_aligned((Hp // V, 4 * Hp, V))
-    out[:] = M.reshape(4 * Hp, Hp // V, V).transpose(1, 0, 2)
-    return out
-
-
-def _pack_input_grad(W_ih, H, Hp, Ip):
-    """(4H, I) -> (Ip/64, 4 Hp, 64): W_ih's rows in gate tile order, its columns in tiles of 64
-    (for dx = dZ W_ih)."""
-    I = W_ih.shape[1]
-    M = np.zeros((4 * Hp, Ip), np.float32)
-    M[:, :I] = _gate_rows(W_ih, H, Hp).reshape(4 * Hp, I)
-    out = _zeros_aligned((Ip // 64, 4 * Hp, 64))
-    out[:] = M.reshape(4 * Hp, Ip // 64, 64).transpose(1, 0, 2)
+def _pack_rows(W, H, Hp, Kp):
+    """(4H, K) -> (Kp/64, 4 Hp, 64): W in backward tiles (W_b from W_hh, W_ig from W_ih)."""
+    out = _zeros_aligned((Kp // 64, 4 * Hp, 64))
+    _pack_rows_into(W, H, out)
     return out
 
 
@@ -410,7 +421,7 @@ def _weight_grads(w, n_workers, dZ, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
     """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
-        dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_input_grad``)
+        dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_rows(W_ih)``)
 
     dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous (T Bp, 64) block, a ready-made
     right operand. The first three are split by gate tiles, dx by rows.
@@ -487,16 +498,18 @@ def backward(dy, dh_n, dc_n, cache):
     db = np.zeros(4 * Hp, np.float32)
     n_workers = team_size((Hp // V) * -(-Bp // RG))
     _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
-                   _pack_backward(W_hh, H, Hp), G, tanh_c, cs, lengths_p, int(reverse),
+                   _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse),
                    x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
                    np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32),
-                   _pack_input_grad(W_ih, H, Hp, Ip64), dW_ih_T, dW_hh_T, dx, db,
+                   _pack_rows(W_ih, H, Hp, Ip64), dW_ih_T, dW_hh_T, dx, db,
                    n_workers, np.zeros(1, np.int64))
 
     # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
-    dW_ih = _ungate_rows(np.ascontiguousarray(dW_ih_T[:I].T), H)
-    dW_hh = _ungate_rows(np.ascontiguousarray(dW_hh_T[:H].T), H)
-    db = _ungate_rows(db.reshape(4 * Hp, 1), H).reshape(4 * H)
+    dW_ih, dW_hh, db_out = (np.empty((4 * H, I), np.float32), np.empty((4 * H, H), np.float32),
+                            np.empty((4 * H, 1), np.float32))
+    _unpack_grad(dW_ih_T, H, I, dW_ih)
+    _unpack_grad(dW_hh_T, H, H, dW_hh)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, db_out)
+    db = db_out.reshape(4 * H)
     dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
-    return (np.ascontiguousarray(dx_s), np.ascontiguousarray(dW_ih), np.ascontiguousarray(dW_hh),
-            db, dh[:B, :H].copy(), dc[:B, :H].copy())
+    return np.ascontiguousarray(dx_s), dW_ih, dW_hh, db, dh[:B, :H].copy(), dc[:B, :H].copy()

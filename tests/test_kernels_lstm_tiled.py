@@ -66,15 +66,18 @@ def test_matches_the_reference_any_shape(T, B, I, H, ragged, reverse, seed):
     _check_against_reference(T, B, I, H, seed, ragged, reverse)
 
 
-def test_agrees_with_the_serial_steps_and_auto_picks_tiled():
+def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     rng = np.random.default_rng(3)
     T, B, I, H = 6, 16, 10, 96
     args = _f32(*_problem(rng, T, B, I, H))
     lengths = rng.integers(1, T + 1, B)
-    assert lstm_tiled.use_tiled(np.float32, T, B, I, H)
-    assert not lstm_tiled.use_tiled(np.float64, T, B, I, H)
-    _, _, _, cache = lstm.lstm_forward(*args, lengths=lengths)
-    assert cache[0] == "tiled"                                   # auto
+    assert lstm_tiled.use_tiled(np.float32, 1, 16, 1, 128)      # the benchmark grid's choices
+    assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 256)
+    assert not lstm_tiled.use_tiled(np.float32, 1, 8, 1, 100)    # too small to pay
+    assert not lstm_tiled.use_tiled(np.float32, 1, 64, 1, 512)   # large: serial steps' backward
+    assert not lstm_tiled.use_tiled(np.float64, 1, 32, 1, 256)
+    auto = lstm.lstm_forward(*args, lengths=lengths)[3]
+    assert isinstance(auto[0], str) == lstm_tiled.use_tiled(np.float32, T, B, I, H)
     a = lstm.lstm_forward(*args, lengths=lengths, path="tiled")
     s = lstm.lstm_forward(*args, lengths=lengths, path="steps")
     assert not isinstance(s[3][0], str)
