@@ -71,6 +71,11 @@ friendly; the forward activates one gate row per loop because LLVM only vectoriz
 it can prove its stores do not overlap its loads, and one stored row per loop keeps that simple.
 The GEMMs run on BLAS's own threads; the pointwise loops are serial: a ``prange`` thread pool
 beside BLAS's on two cores made every step slower, not faster.
+
+A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
+split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team
+of threads for the whole pass. ``lstm_forward(path="auto")`` takes it for the mid-sized shapes
+where it measured faster (``lstm_tiled.use_tiled``); read this file first.
 """
 
 import numpy as np

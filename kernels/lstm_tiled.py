@@ -1,62 +1,64 @@
-"""A faster float32 LSTM for mid and large shapes: unit tiles, fused steps, both cores.
+"""A faster float32 LSTM for mid-sized shapes: unit tiles, fused steps, one team of threads.
 
 ``kernels.lstm`` is the LSTM to read first (it derives every equation used here). This file
-computes exactly the same function and gradients with a different organization of the work,
-the one that lets a 2-core machine go as fast as oneDNN's fused LSTM. ``lstm.lstm_forward``
-calls it by itself (``use_tiled``) for float32 from a batch of 8 and 64 hidden units up.
+computes the same function and gradients with the work organized differently, so that both
+cores of a small machine share every step. ``lstm.lstm_forward`` picks it by itself
+(``path="auto"``, see ``use_tiled``) where it measured faster; ``path="tiled"`` forces it.
 Shape key as in ``lstm.py``: T steps, B batch, I inputs, H hidden units; and here
 
-    R = 4     rows (sequences) per register tile         U = 16   hidden units per gate tile
-    V = 64    hidden units per backward tile              Bp, Hp = B, H rounded up (below)
+    R = 4    rows (sequences) per register tile       U = 16   hidden units per gate tile
+    V = 64   hidden units per backward tile           Bp, Hp, Ip = B, H, I rounded up (below)
 
-Why a second organization. In ``lstm.py`` every step is one BLAS product ``(B, H) @ (H, 4H)``
-followed by one pass over the gates. That product is thin (B is small), so BLAS runs it far
-below the machine's peak and cannot split it usefully over two cores, and the gates make a
-second trip through memory. Here a step is ONE parallel loop over independent *tiles*, and each
-tile does its share of the product AND the pointwise cell right away, while its numbers are
-still in registers:
+Why a second organization. In ``lstm.py`` each step is one product ``(B, H) @ (H, 4H)`` and
+then one pass over the gates. That product is thin (B is small): BLAS cannot split it usefully
+over two cores, and the gates make a second trip through memory. Here each step is a set of
+independent *tiles*, and each tile does its share of the product AND the cell update at once,
+while its numbers are still in registers:
 
-    forward tile (rb, u): rows 4*rb ... 4*rb+3, units 16*u ... 16*u+15, all four gates:
-        acc (4, 64)  = G[s, rows, u]                              input part + bias, (1)
-        acc         += h_{s-1}[rows] @ W_f[u]                     recurrent part,    (1)
-        i f g o     = activations of acc's four 16-wide blocks                       (2)
-        c, h        = the cell update of those 16 units                             (3), (4)
+    forward tile (u, rows): units 16u ... 16u+15, all four of their gates, 4 rows at a time:
+        acc (4, 64)  = G[u, s, rows]                        input part + bias          (1)
+        acc         += h_{s-1}[rows] @ W_f[u]               recurrent part             (1)
+        i f g o      = activations of acc's four 16-wide blocks                        (2)
+        c, h         = the cell update of those 16 units                          (3)-(5)
 
-The 4 x 64 accumulator is 16 AVX-512 registers; ``W_f[u]`` holds the weights of those 16 units'
-four gates side by side (the *gate tile* layout below), so one tile has everything its cell
-update needs. Tiles of one step share nothing they write, so the two threads (Numba's
-``prange``) split them without locks; the loop over steps stays serial, because step s needs
-all of h_{s-1}. Each thread always gets the same units (the tile order is unit-major), so its
-half of ``W_hh`` stays in its own core's cache from step to step.
+The 4 x 64 accumulator is 16 AVX-512 registers; ``W_f[u]`` holds those 16 units' four gates
+side by side (the *gate tile* order below), so one tile has everything its cell update needs.
 
-    backward tile (rb, v): rows 4*rb ... 4*rb+3, units 64*v ... 64*v+63:
-        acc (4, 64)  = dz_{s+1}[rows] @ W_b[v]                    dL/dh_s from step s+1, (1)
+    backward tile (v, rows): units 64v ... 64v+63, 4 rows at a time:
+        acc (4, 64)  = dz_{s+1}[rows] @ W_b[v]              dL/dh_s from step s+1      (1)
         dh_s         = acc + dy_s (+ dh_n at a sequence's last step)
-        dz_s, dc     = the cell's local derivatives for those units                  (4)-(2)
+        dz_s, dc     = the cell's derivatives for those units                     (4)-(2)
 
-so each backward step is also one parallel loop: the product that carries the gradient from
-step s+1 and the pointwise work of step s, fused (``lstm.py`` does them one after the other).
-The weight gradients are sums over all steps and are three big GEMMs at the end, as in
-``lstm.py``; they and the input part of the forward are large, square-ish products that BLAS
-runs well.
+The weight gradients are sums over all steps: three big products after the last step, plus
+the column sums of dZ for db, as in ``lstm.py``.
 
-Layouts. The *gate tile* layout orders the 4H gate columns as (u, gate, 16): tile u holds
-i, f, g, o of units 16u ... 16u+15 in one 64-wide row. Padding makes everything a whole number
-of tiles: Bp = B rounded up to 4 (extra rows have length 0, so they stay frozen at zero and
-nothing reads them) and Hp = H rounded up to 64 (extra units have zero weights and bias, so
-their c and h stay exactly 0 and they add nothing to any product). Internally:
+Threads. Tiles of one step share nothing they write, so threads can split them without locks,
+but step s needs all of h_{s-1}: there is a barrier after every step. One ``prange`` per step
+(a fork and join of Numba's pool T times) was slow, and worse next to other thread pools (see
+``kernels/_team.py``), so ONE team of workers runs a whole pass: worker w owns the same tiles at
+every step (its units' slice of W_hh stays in its core's cache) and waits at ``_team.barrier``
+between steps. The team does everything else too (the input product, the weight gradients, the
+transposes they need), so no BLAS threads wake up in the middle of a pass.
 
-    hs, cs   (T+1, Bp, Hp)        states before each step (hs[0], cs[0] = h0, c0)
-    G        (T, Bp, Hp/16, 64)   input part + bias, then (after step s) the activated gates
-    tanh_c   (T, Bp, Hp)          tanh(c_t), kept for the backward
-    dZ       (T, Bp, Hp/16, 64)   dL/dz_s in gate tile layout, 0 on padding
-    W_f      (Hp/16, Hp, 64)      W_hh^T in gate tiles: W_f[u, k, 16 g + j] = W_hh[g H + 16u + j, k]
-    W_b      (Hp/64, 4 Hp, 64)    W_hh in backward tiles: W_b[v, (u, g, j), l] = W_hh[g H + 16u + j,
-                                  64v + l], the rows in gate tile order
+Layouts. The *gate tile* order of the 4H gate rows puts i, f, g, o of units 16u ... 16u+15 side
+by side in 64 columns: gate row g H + j (unit j = 16u + jj) sits at column 64u + 16g + jj.
+Padding makes everything whole tiles: Bp = B rounded up to 4 (extra rows have length 0: frozen
+at zero, never read), Hp = H rounded up to 64 and Ip = I to 4 (extra units and inputs have
+zero weights and bias, so they stay exactly 0 and add nothing to any product). Internally:
 
-The results are the same as ``lstm.py``'s to float32 rounding (sums in another order, fused
-multiply-adds); tests/test_kernels_lstm_tiled.py checks both passes against the float64
-reference, ragged and reversed, and against ``lstm.py``.
+    hs, cs   (T+1, Bp, Hp)       states before each step (hs[0], cs[0] = h0, c0)
+    G        (Hp/16, T, Bp, 64)  per gate tile u: input part + bias, then the activated gates
+    tanh_c   (T, Bp, Hp)         tanh(c_t), kept for the backward
+    dZ       (Hp/16, T, Bp, 64)  per gate tile u: dL/dz, 0 on padding; dZ[u] is one contiguous
+                                 (T Bp, 64) block, a ready operand of the weight-gradient products
+    W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
+    W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
+
+Every product goes through ``_gemm_tile``: a 4 x 64 register tile, the k loop in chunks that
+stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
+(sums in another order, fused multiply-adds), and do not depend on the number of threads (a
+tile's sums are the same whoever computes it). tests/test_kernels_lstm_tiled.py checks both
+passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged and reversed.
 """
 
 import numpy as np
