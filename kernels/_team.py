@@ -26,14 +26,18 @@ across them.
 The team must really run concurrently, or the barrier would wait forever: ``team_size`` never asks
 for more workers than Numba has threads, and Numba's parallel loop gives each of its threads at
 most one iteration of ``prange(n)`` when n <= its thread count. Kernels call the team from Python
-(not from inside another parallel region).
+(not from inside another parallel region). In case a threading layer or setting runs the
+iterations one after another anyway (OpenMP's ``OMP_DYNAMIC``, say), ``team_size`` first checks,
+once per process and per thread count, that a team of that size meets at a barrier that gives up
+after ~1 s (``_probe``); if it does not, kernels run with one worker, serially but correctly.
 """
 
 import platform
 
 import numba
+import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -44,9 +48,27 @@ SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker star
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 
 
+_PROBED = {}                   # thread count -> whether a team of that size really met
+
+
 def team_size(n_items):
-    """Workers for a call with ``n_items`` independent tiles per step: at most Numba's threads."""
-    return max(1, min(numba.get_num_threads(), n_items))
+    """Workers for a call with ``n_items`` independent tiles per step: at most Numba's threads,
+    and 1 where a team of that size could not meet (see the module docstring)."""
+    n = max(1, min(numba.get_num_threads(), n_items))
+    if n > 1:
+        met = _PROBED.get(n)
+        if met is None:
+            met = _PROBED[n] = _probe(n)
+        if not met:
+            return 1
+    return n
+
+
+def _probe(n):
+    """Whether ``prange(n)`` runs n workers at once: each arrives and waits for the others."""
+    sync, late = np.zeros(1, np.int64), np.zeros(n, np.int64)
+    _probe_team(n, sync, late)
+    return not late.any()
 
 
 @intrinsic
@@ -95,6 +117,29 @@ def _pause(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+@njit(cache=True)
+def _arrive_or_give_up(sync, target, max_yields):
+    """``barrier`` that stops waiting after ``max_yields`` yields; returns whether it met."""
+    _atomic_add(sync, 0, 1)
+    spins = 0
+    while _atomic_load(sync, 0) < target:
+        if spins < SPINS_BEFORE_YIELD:
+            _pause()
+        elif spins - SPINS_BEFORE_YIELD < max_yields:
+            _sched_yield()
+        else:
+            return False
+        spins += 1
+    return True
+
+
+@njit(cache=True, parallel=True)
+def _probe_team(n, sync, late):
+    for w in prange(n):
+        if not _arrive_or_give_up(sync, n, 200000):      # ~1 s of yields on a quiet machine
+            late[w] = 1
 
 
 @njit(cache=True)

@@ -182,3 +182,37 @@ def _team_run(n, T):
     seen = np.zeros((n, T), np.int64)
     _team_steps(n, T, seen, np.zeros(1, np.int64))
     return seen
+
+
+def test_team_falls_back_to_one_worker_when_a_team_cannot_meet(monkeypatch):
+    """A team that cannot meet (e.g. OpenMP running the workers one after another) must not
+    hang: team_size then answers 1, and the results stay the same."""
+    from kernels import _team
+    rng = np.random.default_rng(8)
+    args = _f32(*_problem(rng, 4, 16, 3, 64))
+    want = lstm.lstm_forward(*args, path="tiled")[0]
+    n = numba.get_num_threads()
+    monkeypatch.setitem(_team._PROBED, n, False)
+    assert _team.team_size(100) == 1 or n == 1
+    np.testing.assert_array_equal(lstm.lstm_forward(*args, path="tiled")[0], want)
+
+
+def test_no_hang_when_openmp_may_shrink_teams():
+    """OMP_DYNAMIC=true lets OpenMP run a parallel loop on fewer threads than asked: the probe
+    sees it and the kernel still finishes, with the same numbers."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np; from kernels import lstm; r = np.random.default_rng(0); "
+            "x = r.standard_normal((3, 16, 4)).astype(np.float32); "
+            "W = (r.standard_normal((256, 4)) * .3).astype(np.float32); "
+            "U = (r.standard_normal((256, 64)) * .3).astype(np.float32); "
+            "b = np.zeros(256, np.float32); "
+            "a = lstm.lstm_forward(x, W, U, b, path='tiled')[0]; "
+            "s = lstm.lstm_forward(x, W, U, b, path='steps')[0]; "
+            "print(float(abs(a - s).max()))")
+    env = dict(os.environ, OMP_DYNAMIC="true")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) < 1e-5
