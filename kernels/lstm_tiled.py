@@ -87,10 +87,14 @@ MAX_WORK = 1 << 25        # more than they save; above, lstm.py's backward (Open
 
 
 def use_tiled(dtype, T, B, I, H):
-    """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels for this shape."""
+    """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels for this shape.
+
+    Besides the sizes above: H close to a multiple of 64 (at most 1/8 of Hp padding), since
+    padded units cost as much as real ones (H = 100 computes 128 units: lstm.py was faster).
+    """
     work = B * 4 * H * H
     return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
-            and MIN_WORK <= work <= MAX_WORK)
+            and MIN_WORK <= work <= MAX_WORK and 8 * (_round_up(H, V) - H) <= _round_up(H, V))
 
 
 def _round_up(n, m):

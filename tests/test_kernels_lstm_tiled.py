@@ -74,6 +74,8 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert lstm_tiled.use_tiled(np.float32, 1, 16, 1, 128)      # the benchmark grid's choices
     assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 256)
     assert not lstm_tiled.use_tiled(np.float32, 1, 8, 1, 100)    # too small to pay
+    assert not lstm_tiled.use_tiled(np.float32, 1, 32, 1, 100)   # 28 of 128 units padding
+    assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 120)       # 8 of 128
     assert not lstm_tiled.use_tiled(np.float32, 1, 64, 1, 512)   # large: serial steps' backward
     assert not lstm_tiled.use_tiled(np.float64, 1, 32, 1, 256)
     auto = lstm.lstm_forward(*args, lengths=lengths)[3]
