@@ -270,16 +270,19 @@ class SequencerCriterion(Criterion):
         1 / (rows valid at its step), the same numbers as calling the inner criterion per step.
         """
         T, B = x.shape[:2]
-        if lengths is None:                                      # every row of every step
-            rows = slice(None)
-            weight = np.full(T * B, 1.0 / B)
-            xv, tv = x.reshape(T * B, *x.shape[2:]), t.reshape(T * B, *t.shape[2:])
-        else:
-            valid = _valid_mask(lengths, T, B)                   # (T, B): step s of row b runs
-            rows = valid.reshape(-1)
-            per_step = valid.sum(axis=1)                         # rows still running at step s
-            weight = np.repeat(1.0 / np.maximum(per_step, 1), B)[rows]
-            xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
+        if lengths is None:                                      # every row of every step:
+            xv, tv = self.criterion._check(x.reshape(T * B, *x.shape[2:]),   # one weight, 1/B
+                                           t.reshape(T * B, *t.shape[2:]))
+            l, g = self.criterion._rows(xv, tv)
+            loss = float(l.sum()) / B
+            if not need_grad:
+                return loss, None
+            return loss, (g * (1.0 / B)).astype(x.dtype, copy=False).reshape(x.shape)
+        valid = _valid_mask(lengths, T, B)                       # (T, B): step s of row b runs
+        rows = valid.reshape(-1)
+        per_step = valid.sum(axis=1)                             # rows still running at step s
+        weight = np.repeat(1.0 / np.maximum(per_step, 1), B)[rows]
+        xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
         xv, tv = self.criterion._check(xv, tv)                   # validated once, valid rows only
         l, g = self.criterion._rows(xv, tv)
         if not need_grad:
