@@ -77,6 +77,7 @@ V = 64         # hidden units per backward tile
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
+_FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default: no init row
 KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
 MIN_B = 8                 # "auto" takes this file's path for float32 from a batch of 8,
 MIN_H = 64                # 64 hidden units, and per-step products between these sizes
@@ -174,7 +175,7 @@ def _copy_row(src, dst):
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC):
+def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
     """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
 
     A: (n, M, Ks), the (M, n Ks) left operand as n slabs side by side (a plain (M, K) matrix is
@@ -182,7 +183,8 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC):
     layout (read one number at a time)   W: (n Ks, N) C-contiguous   out: (M, N'), m1 - m0 a
     multiple of R. The k-chunk loop is outside the row loop, so each chunk of W's 64 columns
     is read from L2 once and then reused from L1 by every row block; the register tile is
-    loaded from ``out`` and stored back once per chunk.
+    loaded from ``out`` and stored back once per chunk. ``init`` (64,): start every row from it
+    instead of from ``out`` (``out = init + A @ W``: a bias, without a pass to write it first).
     """
     _prefer_512_bit()
     n, _, Ks = A.shape
@@ -193,7 +195,10 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC):
             for m in range(m0, m1, R):                     # negative-index checks inside
                 A_c = A[a, m:m + R, k0:k0 + kc]
                 for r in range(R):
-                    _copy_row(out[m + r, c0:c0 + 64], acc[r])
+                    if init.size and a == 0 and k0 == 0:
+                        _copy_row(init, acc[r])
+                    else:
+                        _copy_row(out[m + r, c0:c0 + 64], acc[r])
                 for k in range(W_c.shape[0]):
                     w_k = W_c[k, w0:w0 + 64]
                     for r in range(R):
@@ -273,15 +278,12 @@ def _input_tile(u, m0, m1, x, W_i, bias, G):
     G[u, t, rows] = b[u] + x[t, rows] W_i[u]; one product over all T Bp rows when the tile
     has every row (its output G[u] is then one contiguous (T Bp, 64) block)."""
     T, Bp, Ip = x.shape
-    for t in range(T):
-        for m in range(m0, m1):
-            G[u, t, m, :] = bias[u]
     if m1 - m0 == Bp:
         _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
-                   T * Bp, 0)
+                   T * Bp, 0, KC, bias[u])
     else:
         for t in range(T):
-            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0)
+            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, bias[u])
 
 
 @njit(cache=True, parallel=True)
