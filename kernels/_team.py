@@ -71,18 +71,26 @@ def _probe(n):
     return not late.any()
 
 
+def _is_int64_vector(arr):
+    return isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1
+
+
+def _item_pointer(context, builder, sig, args):
+    """LLVM pointer to ``arr[idx]`` for an intrinsic called as (arr, idx, ...)."""
+    ary = context.make_array(sig.args[0])(context, builder, args[0])
+    i = context.cast(builder, args[1], sig.args[1], types.intp)
+    return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [i])
+
+
 @intrinsic
 def _atomic_add(typingctx, arr, idx, val):
     """``arr[idx] += val`` atomically (sequentially consistent); returns the old value."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+    if not _is_int64_vector(arr):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        i = context.cast(builder, args[1], sig.args[1], types.intp)
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [i])
         v = context.cast(builder, args[2], sig.args[2], types.int64)
-        return builder.atomic_rmw("add", ptr, v, "seq_cst")
+        return builder.atomic_rmw("add", _item_pointer(context, builder, sig, args), v, "seq_cst")
 
     return types.int64(arr, idx, val), codegen
 
@@ -90,14 +98,11 @@ def _atomic_add(typingctx, arr, idx, val):
 @intrinsic
 def _atomic_load(typingctx, arr, idx):
     """``arr[idx]`` read atomically with acquire ordering."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1):
+    if not _is_int64_vector(arr):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        i = context.cast(builder, args[1], sig.args[1], types.intp)
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [i])
-        return builder.load_atomic(ptr, "acquire", 8)
+        return builder.load_atomic(_item_pointer(context, builder, sig, args), "acquire", 8)
 
     return types.int64(arr, idx), codegen
 
