@@ -30,6 +30,10 @@ most one iteration of ``prange(n)`` when n <= its thread count. Kernels call the
 iterations one after another anyway (OpenMP's ``OMP_DYNAMIC``, say), ``team_size`` first checks,
 once per process and per thread count, that a team of that size meets at a barrier that gives up
 after ~1 s (``_probe``); if it does not, kernels run with one worker, serially but correctly.
+
+Caching caveat (as for ``_common`` and ``_gemm``): Numba's on-disk cache keys a function on its
+own file, and ``barrier`` is compiled into the kernels that call it; after editing this file
+delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
 """
 
 import platform
