@@ -73,6 +73,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
+from . import gru_tiled
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["gru_forward", "gru_backward"]
@@ -134,12 +135,14 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
             h_new[:] = y_t
 
 
-def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False):
+def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False, path="auto"):
     """GRU over a whole sequence, equations (1)-(6).
 
     x: (T, B, I)   W_ih: (3H, I)   W_hh: (3H, H)   b_ih, b_hh: (3H,)   h0: (B, H) or None (zeros)
     lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
     reverse: run each sequence from its last valid step back to 0
+    path: "steps" (this file's cores), "tiled" (``gru_tiled``: float32 only, fused unit tiles on
+          all cores) or "auto" (tiled where ``gru_tiled.use_tiled`` says it is faster)
     returns y: (T, B, H), h_n: (B, H), cache (opaque; for ``gru_backward`` only)
 
     Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
@@ -158,6 +161,14 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
     b_hh = as_float_array(b_hh, "b_hh", dt, (3 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = bool(reverse)
+    if path not in ("auto", "steps", "tiled"):
+        raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
+    if path == "tiled" and dt != np.float32:
+        raise TypeError(f"path='tiled': x must be float32, got dtype {dt}")
+    if path == "tiled" or (path == "auto" and gru_tiled.use_tiled(dt, T, B, I, H)):
+        x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
+        return gru_tiled.forward(x_s, W_ih, W_hh, b_ih, b_hh,
+                                 state_or_zeros(h0, (B, H), dt, "h0"), lengths, reverse)
 
     hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
     hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
@@ -258,14 +269,23 @@ def gru_backward(dy, dh_n, cache):
     returns dx: (T, B, I), dW_ih: (3H, I), dW_hh: (3H, H), db_ih: (3H,), db_hh: (3H,),
     dh0: (B, H), all fresh arrays (the caller accumulates).
     """
-    x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs = cache
-    T, B, I = x_s.shape
-    H = W_hh.shape[1]
-    dt = x_s.dtype
+    tiled = isinstance(cache[0], str)                    # made by gru_tiled.forward
+    if tiled:
+        T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
+    else:
+        x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs = cache
+        T, B, I = x_s.shape
+        H = W_hh.shape[1]
+        dt = x_s.dtype
     dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
         as_float_array(dy, "dy", dt, (T, B, H))
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
+    if tiled:
+        dx_s, dW_ih, dW_hh, db_ih, db_hh, dh0 = gru_tiled.backward(dy, dh_n, cache)
+        lengths, reverse = cache[4], cache[6]
+        dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+        return dx, dW_ih, dW_hh, db_ih, db_hh, dh0
 
     dx_s = np.empty((T, B, I), dt)
     dW_ih = np.empty((3 * H, I), dt)

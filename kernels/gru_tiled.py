@@ -1,0 +1,365 @@
+"""The GRU organized like ``lstm_tiled.py``: unit tiles, fused steps, one team of threads (float32).
+
+Read ``gru.py`` first (the cell, equations (1)-(6), and its BPTT) and ``lstm_tiled.py`` (why tiles
+and a team, the register tile, the layouts); this file only says what differs for the GRU.
+``gru.gru_forward(path="auto")`` takes it where ``use_tiled`` says it is faster.
+
+Gate tiles. Tile u holds units 16u ... 16u+15 and keeps 64 columns per row, four blocks of 16:
+
+    G[u, t, b]  = gi_r | gi_z | gi_n | 0      after the input product (x W_ih^T + b_ih)
+                = r    | z    | n    | q      after step t (q = gh_n, kept for the backward)
+    dG[u, t, b] = dar  | daz  | dq   | dan    the backward's per-step result
+
+so dGh (the gradient of the hidden pre-activations, what the recurrence and dW_hh need) is
+blocks 0, 1, 2 and dGi (the input ones: dW_ih, dx) is blocks 0, 1, 3, as in ``gru.py``:
+
+    dn = dh (1 - z)   dz = dh (h_{t-1} - n)   dan = dn (1 - n^2)   dq = dan r        (5), (4)
+    dar = dan q r (1 - r)   daz = dz z (1 - z)                                       (4), (1), (2)
+    dL/dh_{t-1} = dGh_t W_hh + z_t dL/dh_t                                           (1)-(3), (5)
+
+The recurrent product of a step is 48 columns wide (gh = r | z | n parts of h W_hh^T + b_hh):
+the forward tile's accumulator is 4 rows x 48 (12 AVX-512 registers). The weight-gradient
+products reuse ``lstm_tiled``'s 64-wide ones on all four blocks and keep the three they need
+(H_prev^T dG's block 3 and X^T dG's block 2 are computed and dropped: a quarter of those two
+products), so the GRU shares that code instead of copying it.
+
+Caching caveat: the compiled cores here include ``lstm_tiled``'s, ``_team``'s and ``_common``'s
+functions; after editing those, delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
+"""
+
+import numpy as np
+from numba import carray, njit, prange
+
+from ._common import sigmoid, tanh
+from ._gemm import _prefer_512_bit, _stack_tile
+from ._team import barrier, team_size
+from .lstm_tiled import (KC, MIN_B, MIN_H, MAX_WORK, R, RG, SLABS, V, _copy_row,
+                         _gemm_tile, _padded, _round_up, _transpose_rows, _weight_grads,
+                         _zeros_aligned)
+
+__all__ = ["use_tiled", "forward", "backward"]
+
+U = 16                    # hidden units per gate tile
+GH = 3 * U                # recurrent columns per tile: r | z | n
+
+
+MIN_WORK_GRU = 1 << 19    # (32, 16, 64, 128), B * 3H * H = 786k, was faster tiled (fwd+bwd
+                          # 1.68 vs 1.98 ms); the other bounds are the LSTM's (measured alike)
+
+
+def use_tiled(dtype, T, B, I, H):
+    """Whether ``gru.gru_forward(path="auto")`` runs this file's kernels for this shape: the
+    bounds of ``lstm_tiled.use_tiled`` on the GRU's B * 3H * H per-step product, from 2^19."""
+    work = B * 3 * H * H
+    Hp = _round_up(H, V)
+    return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
+            and MIN_WORK_GRU <= work <= MAX_WORK and 8 * (Hp - H) <= Hp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing: gate g of unit j = 16u + jj goes to block blocks[g] of tile u
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _pack_cols_into(W, H, blocks, width, out):
+    """W (3H, K) -> out (Hp/16, Kp, width): out[u, k, 16 blocks[g] + jj] = W[g H + 16u + jj, k]."""
+    for g in range(3):
+        for j in range(H):
+            u, jj = j // U, j % U
+            for k in range(W.shape[1]):
+                out[u, k, blocks[g] * U + jj] = W[g * H + j, k]
+
+
+@njit(cache=True)
+def _pack_rows_into(W, H, blocks, per_tile, out):
+    """W (3H, K) -> out (K'/64, Hp/16 * per_tile, 64): row ``per_tile u + 16 blocks[g] + jj``
+    holds W[g H + 16u + jj, 64c + l] in out[c, row, l]."""
+    for g in range(3):
+        for j in range(H):
+            row = (j // U) * per_tile + blocks[g] * U + j % U
+            for k in range(W.shape[1]):
+                out[k // 64, row, k % 64] = W[g * H + j, k]
+
+
+@njit(cache=True)
+def _unpack_grad(dW_T, H, K, blocks, out):
+    """dW_T (K', 4 Hp) in 64-wide gate tiles -> out (3H, K): out[g H + j, k] from block blocks[g]."""
+    for g in range(3):
+        for j in range(H):
+            col = (j // U) * 4 * U + blocks[g] * U + j % U
+            for k in range(K):
+                out[g * H + j, k] = dW_T[k, col]
+
+
+_HIDDEN = np.array([0, 1, 2], np.int64)      # r, z, n -> blocks of dGh (and of W_hh's tiles)
+_INPUT = np.array([0, 1, 3], np.int64)       # r, z, n -> blocks of dGi (and of W_ih's tiles)
+_GI = np.array([0, 1, 2], np.int64)          # r, z, n -> blocks of G's input part
+
+
+def _pack_cols(W, H, Hp, Kp, blocks, width):
+    out = _zeros_aligned((Hp // U, Kp, width))
+    _pack_cols_into(W, H, blocks, width, out)
+    return out
+
+
+def _pack_rows(W, H, Hp, Kp, blocks, per_tile):
+    out = _zeros_aligned((Kp // 64, Hp // U * per_tile, 64))
+    _pack_rows_into(W, H, blocks, per_tile, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
+    """Step s, rows m0 ... m1-1, units 16u ... 16u+15: gh = b_hh + h_{s-1} W_hh^T in registers
+    (4 rows x 48), k-chunk by k-chunk (partial sums wait in P between chunks), then the cell
+    (1)-(6); G[u, s] holds gi on entry, r | z | n | q on return."""
+    _prefer_512_bit()
+    one = np.float32(1)
+    Hp = hs.shape[2]
+    j0 = u * U
+    W, A = W_f[u], hs[s]                                 # (Hp, 48), (Bp, Hp): h_{s-1}
+    acc = carray(_stack_tile(), (R, GH))                 # gh of 4 rows
+    new = carray(_stack_tile(), (2, 2 * U))              # r | z, then n | h of one row
+    P_u = P[:, u * GH:(u + 1) * GH]                      # (Bp, 48): this tile's parked sums
+    for k0 in range(0, Hp, KC):
+        W_c = W[k0:k0 + KC]
+        for m in range(m0, m1, R):
+            A_c = A[m:m + R, k0:k0 + KC]
+            for r in range(R):
+                _copy_row(b_h[u] if k0 == 0 else P_u[m + r], acc[r])
+            for k in range(W_c.shape[0]):                    # (1)-(3): gh = b_hh + h W_hh^T
+                w_k = W_c[k]
+                for r in range(R):
+                    x = A_c[r, k]
+                    for l in range(GH):
+                        acc[r, l] += x * w_k[l]
+            if k0 + KC < Hp:                                 # more chunks to come: park the sums
+                for r in range(R):
+                    _copy_row(acc[r], P_u[m + r])
+                continue
+            for r in range(R):
+                b = m + r
+                L = lengths[b]
+                if s >= L:                                   # (6): padding, the state is frozen
+                    for j in range(U):
+                        hs[s + 1, b, j0 + j] = hs[s, b, j0 + j]
+                        y[s, b, j0 + j] = 0
+                    continue
+                g = G[u, s, b]                               # (64,): gi_r | gi_z | gi_n | -
+                for l in range(2 * U):                       # (1), (2): r, z
+                    new[0, l] = sigmoid(g[l] + acc[r, l])
+                for j in range(U):                           # (3), (4), (5)
+                    n = tanh(g[2 * U + j] + new[0, j] * acc[r, 2 * U + j])
+                    z = new[0, U + j]
+                    new[1, j] = n
+                    new[1, U + j] = (one - z) * n + z * hs[s, b, j0 + j]
+                _copy_row(new[0], g[:2 * U])                 # r | z
+                _copy_row(new[1, :U], g[2 * U:3 * U])        # n
+                _copy_row(acc[r, 2 * U:], g[3 * U:])         # q = gh_n
+                t_out = L - 1 - s if reverse else s
+                _copy_row(new[1, U:], hs[s + 1, b, j0:j0 + U])
+                _copy_row(new[1, U:], y[t_out, b, j0:j0 + U])
+
+
+@njit(cache=True, parallel=True)
+def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_workers, sync):
+    """The whole forward pass by a team (``lstm_tiled._forward_core``'s structure)."""
+    n_u, T, Bp = G.shape[0], G.shape[1], G.shape[2]
+    n_rg = -(-Bp // RG)
+    n_items = n_u * n_rg
+    for w in prange(n_workers):
+        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+        for item in range(first, last):                  # gi = b_ih + x W_ih^T, all steps
+            u, m0 = item // n_rg, (item % n_rg) * RG
+            _input_tile(u, m0, min(m0 + RG, Bp), x, W_i, b_i, G)
+        for s in range(T):
+            for item in range(first, last):
+                u, m0 = item // n_rg, (item % n_rg) * RG
+                _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, G, P, y, W_f, b_h, lengths,
+                              reverse)
+            barrier(sync, (s + 1) * n_workers)
+
+
+@njit(cache=True, error_model="numpy")
+def _input_tile(u, m0, m1, x, W_i, b_i, G):
+    """G[u, t, rows] = b_ih[u] + x[t, rows] W_i[u] for every step (``lstm_tiled._input_tile``)."""
+    T, Bp, Ip = x.shape
+    if m1 - m0 == Bp:
+        _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
+                   T * Bp, 0, KC, b_i[u])
+    else:
+        for t in range(T):
+            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, b_i[u])
+
+
+def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
+    """``gru.gru_forward`` on checked arguments (float32; x_s already in step order).
+
+    x_s: (T, B, I)   W_ih: (3H, I)   W_hh: (3H, H)   b_ih, b_hh: (3H,)   h0: (B, H)
+    returns y (T, B, H), h_n (B, H), cache (for ``backward``).
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    Bp, Hp, Ip = _round_up(B, R), _round_up(H, V), _round_up(I, R)
+    n_u = Hp // U
+    lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
+    lengths_p[:B] = lengths
+    hs = np.empty((T + 1, Bp, Hp), np.float32)
+    hs[0] = _padded(h0, (Bp, Hp))
+    y = np.empty((T, Bp, Hp), np.float32)
+    G = np.empty((n_u, T, Bp, 4 * U), np.float32)
+    x_p = _padded(x_s, (T, Bp, Ip))
+    W_i = _pack_cols(W_ih, H, Hp, Ip, _GI, 4 * U)                        # (n_u, Ip, 64)
+    b_i = _pack_cols(b_ih.reshape(3 * H, 1), H, Hp, 1, _GI, 4 * U).reshape(n_u, 4 * U)
+    W_f = _pack_cols(W_hh, H, Hp, Hp, _HIDDEN, GH)                       # (n_u, Hp, 48)
+    b_h = _pack_cols(b_hh.reshape(3 * H, 1), H, Hp, 1, _HIDDEN, GH).reshape(n_u, GH)
+    P = np.empty((Bp, n_u * GH), np.float32)             # partial sums between k-chunks
+    _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse),
+                  team_size(n_u * -(-Bp // RG)), np.zeros(1, np.int64))
+    cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, G)
+    y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y
+    return np.ascontiguousarray(y_out), hs[T, :B, :H].copy(), cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse):
+    """Rows m0 ... m1-1, units 64v ... 64v+63: the product part dGh_s W_hh of dL/dh_{s-1}
+    (none when s = T), then the cell's derivatives of step t = s-1, or at s = 0 dh0.
+
+    dh: (Bp, Hp) partial sums between k-chunks, and at the end dh0. dhb: (Bp, Hp) dL/dh_t of
+    the last step done, for the direct part z_{t+1} dL/dh_{t+1} of the next one (5).
+    """
+    _prefer_512_bit()
+    one = np.float32(1)                                  # (a bare 1 would make float64)
+    n_u, T = dG.shape[0], dG.shape[1]
+    n_a = n_u if s < T else 1
+    c0 = v * V
+    acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1}, product part
+    out = carray(_stack_tile(), (4, U))                  # dar | daz | dq | dan of one tile
+    n_q = V // U
+    for a0 in range(0, n_a, SLABS):
+        a1 = min(a0 + SLABS, n_a)
+        for m in range(m0, m1, R):
+            for r in range(R):
+                if a0 > 0:
+                    _copy_row(dh[m + r, c0:c0 + V], acc[r])
+                else:
+                    acc[r, :] = 0
+            for a in range(a0, a1 if s < T else a0):     # acc += dGh_s[rows] W_hh
+                W_c = W_b[v, a * GH:(a + 1) * GH]        # (48, 64)
+                A_c = dG[a, s, m:m + R]                  # (4, 64): blocks 0-2 are dGh
+                for k in range(GH):
+                    w_k = W_c[k]
+                    for r in range(R):
+                        x = A_c[r, k]
+                        for l in range(V):
+                            acc[r, l] += x * w_k[l]
+            if a1 < n_a:                                 # more tiles to come: park the sums
+                for r in range(R):
+                    _copy_row(acc[r], dh[m + r, c0:c0 + V])
+                continue
+            for r in range(R):
+                b = m + r
+                if s == 0:                               # dh0 = dGh_0 W_hh + z_0 dL/dh_0
+                    for q in range(n_q):
+                        u = v * n_q + q
+                        for j in range(U):
+                            jj = u * U + j
+                            acc[r, q * U + j] += G[u, 0, b, U + j] * dhb[b, jj]
+                    _copy_row(acc[r], dh[b, c0:c0 + V])
+                    continue
+                t = s - 1
+                L = lengths[b]
+                if t >= L:                               # (6): padding takes no gradient
+                    for q in range(n_q):
+                        dG[v * n_q + q, t, b, :] = 0
+                    continue
+                t_own = L - 1 - t if reverse else t
+                last = t == L - 1                        # dh_n enters at the last valid step
+                for q in range(n_q):
+                    u = v * n_q + q
+                    j0 = u * U
+                    gates = G[u, t, b]                   # r | z | n | q
+                    for j in range(U):
+                        jj = j0 + j
+                        if last:
+                            direct = dh_n[b, jj]
+                        else:                            # (5): z_{t+1} dL/dh_{t+1}
+                            direct = G[u, t + 1, b, U + j] * dhb[b, jj]
+                        dh_t = acc[r, q * U + j] + dy[t_own, b, jj] + direct
+                        rg, z, n, qv = gates[j], gates[U + j], gates[2 * U + j], gates[3 * U + j]
+                        dan = dh_t * (one - z) * (one - n * n)                   # (5), (4)
+                        out[0, j] = dan * qv * rg * (one - rg)                   # (4), (1)
+                        out[1, j] = dh_t * (hs[t, b, jj] - n) * z * (one - z)    # (5), (2)
+                        out[2, j] = dan * rg                                     # (4), (3)
+                        out[3, j] = dan
+                        acc[r, q * U + j] = dh_t
+                    dz = dG[u, t, b]
+                    for g4 in range(4):
+                        _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
+                _copy_row(acc[r], dhb[b, c0:c0 + V])
+
+
+@njit(cache=True, parallel=True)
+def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
+                   x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+    """The whole backward pass by a team: the steps backwards with a barrier after each (dh
+    ends as dh0), then the transposes and the weight gradients (``lstm_tiled``'s)."""
+    T, Bp = dG.shape[1], dG.shape[2]
+    n_rg = -(-Bp // RG)
+    n_items = W_b.shape[0] * n_rg
+    for w in prange(n_workers):
+        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+        for s in range(T, -1, -1):
+            for item in range(first, last):
+                v, m0 = item // n_rg, (item % n_rg) * RG
+                _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G, hs,
+                               lengths, reverse)
+            barrier(sync, (T + 1 - s) * n_workers)
+        _transpose_rows(w, n_workers, x, x_T)
+        _transpose_rows(w, n_workers, h, h_T)
+        barrier(sync, (T + 2) * n_workers)
+        _weight_grads(w, n_workers, dG, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
+
+
+def backward(dy, dh_n, cache):
+    """``gru.gru_backward`` on checked arguments, for a cache from ``forward``.
+
+    dy: (T, B, H)   dh_n: (B, H)   (float32, C-contiguous)
+    returns dx_s (T, B, I) in step order, dW_ih, dW_hh, db_ih, db_hh, dh0.
+    """
+    _, x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, G = cache
+    T, Bp, Ip = x_p.shape
+    B, I, H = lengths.shape[0], W_ih.shape[1], W_hh.shape[1]
+    Hp = hs.shape[2]
+    Ip64 = _round_up(Ip, 64)
+    dG = np.empty((Hp // U, T, Bp, 4 * U), np.float32)
+    dh = np.empty((Bp, Hp), np.float32)
+    dW_ih_T = np.zeros((Ip, 4 * Hp), np.float32)
+    dW_hh_T = np.zeros((Hp, 4 * Hp), np.float32)
+    dx = np.zeros((T * Bp, Ip64), np.float32)
+    db = np.zeros(4 * Hp, np.float32)
+    _backward_core(dG, dh, np.zeros((Bp, Hp), np.float32), _padded(dy, (T, Bp, Hp)),
+                   _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _HIDDEN, GH), G, hs,
+                   lengths_p, int(reverse), x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
+                   np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32),
+                   _pack_rows(W_ih, H, Hp, Ip64, _INPUT, 4 * U), dW_ih_T, dW_hh_T, dx, db,
+                   team_size((Hp // V) * -(-Bp // RG)), np.zeros(1, np.int64))
+    # back from gate tiles to PyTorch's rows: dGh is blocks 0-2, dGi blocks 0, 1, 3
+    dW_ih, dW_hh = np.empty((3 * H, I), np.float32), np.empty((3 * H, H), np.float32)
+    db_ih, db_hh = np.empty((3 * H, 1), np.float32), np.empty((3 * H, 1), np.float32)
+    _unpack_grad(dW_ih_T, H, I, _INPUT, dW_ih)
+    _unpack_grad(dW_hh_T, H, H, _HIDDEN, dW_hh)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _INPUT, db_ih)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _HIDDEN, db_hh)
+    dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
+    return (np.ascontiguousarray(dx_s), dW_ih, dW_hh, db_ih.reshape(3 * H),
+            db_hh.reshape(3 * H), dh[:B, :H].copy())

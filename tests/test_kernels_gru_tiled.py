@@ -1,0 +1,135 @@
+"""kernels.gru_tiled: the fused, multithreaded float32 GRU, against the float64 reference, the
+serial steps of gru.py and PyTorch, for every padding case, ragged, reversed, with h0; and the
+same bits whatever the number of threads."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.reference as ref
+from kernels import gru, gru_tiled
+
+
+def _problem(rng, T, B, I, H, scale=0.3):
+    x = rng.standard_normal((T, B, I))
+    W_ih = rng.uniform(-scale, scale, (3 * H, I))
+    W_hh = rng.uniform(-scale, scale, (3 * H, H))
+    b_ih, b_hh = rng.uniform(-scale, scale, 3 * H), rng.uniform(-scale, scale, 3 * H)
+    h0 = rng.standard_normal((B, H)) * 0.5
+    return x, W_ih, W_hh, b_ih, b_hh, h0
+
+
+def _f32(*arrays):
+    return [a.astype(np.float32) for a in arrays]
+
+
+def _check_against_reference(T, B, I, H, seed, ragged, reverse):
+    rng = np.random.default_rng(seed)
+    args = _problem(rng, T, B, I, H)
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    y, h_n, cache = gru.gru_forward(*_f32(*args), lengths=lengths, reverse=reverse, path="tiled")
+    assert cache[0] == "tiled"
+    yr, hr, cache_r = ref.gru_forward(*args, lengths=lengths, reverse=reverse)
+    for got, want in ((y, yr), (h_n, hr)):
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, atol=2e-5)
+    dy, dh = rng.standard_normal((T, B, H)), rng.standard_normal((B, H))
+    got = gru.gru_backward(*_f32(dy, dh), cache)
+    want = ref.gru_backward(dy, dh, cache_r)
+    for name, g, w in zip(("dx", "dW_ih", "dW_hh", "db_ih", "db_hh", "dh0"), got, want):
+        assert g.shape == w.shape and g.dtype == np.float32, name
+        np.testing.assert_allclose(g, w, atol=2e-4 * max(1.0, np.abs(w).max()), err_msg=name)
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("T, B, I, H", [
+    (5, 8, 4, 64),          # no padding
+    (4, 9, 3, 70),          # B, I, H all padded
+    (3, 33, 5, 130),        # more than one row group, three backward tiles
+    (2, 4, 200, 64),        # I > the k-chunk
+    (1, 4, 2, 64),          # one step: dh0 straight after the last cell
+])
+def test_matches_the_reference(T, B, I, H, ragged, reverse):
+    _check_against_reference(T, B, I, H, 0, ragged, reverse)
+
+
+@given(T=st.integers(1, 4), B=st.integers(1, 13), I=st.integers(1, 9), H=st.integers(1, 70),
+       ragged=st.booleans(), reverse=st.booleans(), seed=st.integers(0, 2**16))
+@settings(max_examples=25, deadline=None)
+def test_matches_the_reference_any_shape(T, B, I, H, ragged, reverse, seed):
+    _check_against_reference(T, B, I, H, seed, ragged, reverse)
+
+
+def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
+    rng = np.random.default_rng(3)
+    T, B, I, H = 6, 16, 10, 128
+    args = _f32(*_problem(rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B)
+    assert gru_tiled.use_tiled(np.float32, 1, 16, 1, 128)       # the benchmark grid's choices
+    assert gru_tiled.use_tiled(np.float32, 1, 32, 1, 256)
+    assert not gru_tiled.use_tiled(np.float32, 1, 8, 1, 100)
+    assert not gru_tiled.use_tiled(np.float32, 1, 64, 1, 512)
+    assert not gru_tiled.use_tiled(np.float64, 1, 32, 1, 256)
+    assert isinstance(gru.gru_forward(*args, lengths=lengths)[2][0], str)
+    a = gru.gru_forward(*args, lengths=lengths, path="tiled")
+    s = gru.gru_forward(*args, lengths=lengths, path="steps")
+    assert not isinstance(s[2][0], str)
+    for u, v in zip(a[:2], s[:2]):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    for u, v in zip(gru.gru_backward(dy, None, a[2]), gru.gru_backward(dy, None, s[2])):
+        np.testing.assert_allclose(u, v, atol=1e-4 * max(1.0, np.abs(v).max()))
+
+
+def test_same_bits_with_one_thread_or_all():
+    rng = np.random.default_rng(4)
+    T, B, I, H = 5, 24, 7, 130
+    args = _f32(*_problem(rng, T, B, I, H))
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            y, h, cache = gru.gru_forward(*args, path="tiled")
+            runs.append((y, h) + tuple(gru.gru_backward(dy, None, cache)))
+    finally:
+        numba.set_num_threads(before)
+    for u, v in zip(runs[0], runs[-1]):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_path_argument_is_checked():
+    rng = np.random.default_rng(5)
+    args = _problem(rng, 2, 8, 3, 64)
+    with pytest.raises(ValueError, match="path"):
+        gru.gru_forward(*_f32(*args), path="fast")
+    with pytest.raises(TypeError, match="float32"):
+        gru.gru_forward(*args, path="tiled")
+
+
+def test_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    T, B, I, H = 7, 12, 5, 80
+    x, W_ih, W_hh, b_ih, b_hh, h0 = _f32(*_problem(rng, T, B, I, H))
+    y, h_n, cache = gru.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0, path="tiled")
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    dx, dW_ih, dW_hh, db_ih, db_hh, dh0 = gru.gru_backward(dy, None, cache)
+    m = torch.nn.GRU(I, H)
+    with torch.no_grad():
+        for name, a in (("weight_ih_l0", W_ih), ("weight_hh_l0", W_hh), ("bias_ih_l0", b_ih),
+                        ("bias_hh_l0", b_hh)):
+            getattr(m, name).copy_(torch.from_numpy(a))
+    xt = torch.tensor(x, requires_grad=True)
+    h0t = torch.tensor(h0[None], requires_grad=True)
+    yt, hnt = m(xt, h0t)
+    (yt * torch.from_numpy(dy)).sum().backward()
+    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(h_n, hnt[0].detach().numpy(), atol=1e-5)
+    for got, t in ((dx, xt.grad), (dW_ih, m.weight_ih_l0.grad), (dW_hh, m.weight_hh_l0.grad),
+                   (db_ih, m.bias_ih_l0.grad), (db_hh, m.bias_hh_l0.grad), (dh0, h0t.grad[0])):
+        np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()))
