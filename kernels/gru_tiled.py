@@ -283,25 +283,26 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                         dG[v * n_q + q, t, b, :] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
-                last = t == L - 1                        # dh_n enters at the last valid step
                 for q in range(n_q):
                     u = v * n_q + q
                     j0 = u * U
-                    gates = G[u, t, b]                   # r | z | n | q
+                    gates, d_r = G[u, t, b], acc[r, q * U:(q + 1) * U]     # r | z | n | q
+                    dy_r, h_r, dhb_r = dy[t_own, b, j0:j0 + U], hs[t, b, j0:j0 + U], dhb[b, j0:j0 + U]
+                    if t == L - 1:                       # dh_n enters at the last valid step
+                        _copy_row(dh_n[b, j0:j0 + U], out[0])
+                    else:                                # (5): z_{t+1} dL/dh_{t+1}
+                        z_next = G[u, t + 1, b, U:2 * U]
+                        for j in range(U):
+                            out[0, j] = z_next[j] * dhb_r[j]
                     for j in range(U):
-                        jj = j0 + j
-                        if last:
-                            direct = dh_n[b, jj]
-                        else:                            # (5): z_{t+1} dL/dh_{t+1}
-                            direct = G[u, t + 1, b, U + j] * dhb[b, jj]
-                        dh_t = acc[r, q * U + j] + dy[t_own, b, jj] + direct
+                        dh_t = d_r[j] + dy_r[j] + out[0, j]
                         rg, z, n, qv = gates[j], gates[U + j], gates[2 * U + j], gates[3 * U + j]
                         dan = dh_t * (one - z) * (one - n * n)                   # (5), (4)
                         out[0, j] = dan * qv * rg * (one - rg)                   # (4), (1)
-                        out[1, j] = dh_t * (hs[t, b, jj] - n) * z * (one - z)    # (5), (2)
+                        out[1, j] = dh_t * (h_r[j] - n) * z * (one - z)          # (5), (2)
                         out[2, j] = dan * rg                                     # (4), (3)
                         out[3, j] = dan
-                        acc[r, q * U + j] = dh_t
+                        d_r[j] = dh_t
                     dz = dG[u, t, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
