@@ -67,6 +67,10 @@ is why n gets its own buffer). ``sigmoid``/``tanh`` come from ``_common`` (libm'
 does not vectorize). The GEMMs run on BLAS's own threads; the pointwise passes are serial: a
 second thread pool (``prange``) on the same two cores fights BLAS's spinning threads and, on a
 busy machine, made a forward pass ~20x slower in our measurements.
+
+A second organization of the same computation lives in ``gru_tiled.py`` (float32, after
+``lstm_tiled.py``): the steps split into tiles run by one team of threads per pass.
+``gru_forward(path="auto")`` takes it where it measured faster (``gru_tiled.use_tiled``).
 """
 
 import numpy as np
