@@ -34,7 +34,7 @@ from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile
 from ._team import barrier, team_size
 from .lstm_tiled import (KC, MIN_B, MIN_H, MAX_WORK, R, RG, SLABS, V, _copy_row,
-                         _gemm_tile, _padded, _round_up, _transpose_rows, _weight_grads,
+                         _gemm_tile, _padded, _round_up, _weight_grad_args, _weight_grads,
                          _zeros_aligned)
 
 __all__ = ["use_tiled", "forward", "backward"]
@@ -325,10 +325,8 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G, hs,
                                lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)
-        _transpose_rows(w, n_workers, x, x_T)
-        _transpose_rows(w, n_workers, h, h_T)
-        barrier(sync, (T + 2) * n_workers)
-        _weight_grads(w, n_workers, dG, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, sync, (T + 2) * n_workers, dG, x, h, x_T, h_T, W_ig,
+                      dW_ih_T, dW_hh_T, dx, db)
 
 
 def backward(dy, dh_n, cache):
@@ -344,16 +342,12 @@ def backward(dy, dh_n, cache):
     Ip64 = _round_up(Ip, 64)
     dG = np.empty((Hp // U, T, Bp, 4 * U), np.float32)
     dh = np.empty((Bp, Hp), np.float32)
-    dW_ih_T = np.zeros((Ip, 4 * Hp), np.float32)
-    dW_hh_T = np.zeros((Hp, 4 * Hp), np.float32)
-    dx = np.zeros((T * Bp, Ip64), np.float32)
-    db = np.zeros(4 * Hp, np.float32)
+    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _INPUT, 4 * U))
+    dW_ih_T, dW_hh_T, dx, db = wg[5:]
     _backward_core(dG, dh, np.zeros((Bp, Hp), np.float32), _padded(dy, (T, Bp, Hp)),
                    _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _HIDDEN, GH), G, hs,
-                   lengths_p, int(reverse), x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
-                   np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32),
-                   _pack_rows(W_ih, H, Hp, Ip64, _INPUT, 4 * U), dW_ih_T, dW_hh_T, dx, db,
-                   team_size((Hp // V) * -(-Bp // RG)), np.zeros(1, np.int64))
+                   lengths_p, int(reverse), *wg, team_size((Hp // V) * -(-Bp // RG)),
+                   np.zeros(1, np.int64))
     # back from gate tiles to PyTorch's rows: dGh is blocks 0-2, dGi blocks 0, 1, 3
     dW_ih, dW_hh = np.empty((3 * H, I), np.float32), np.empty((3 * H, H), np.float32)
     db_ih, db_hh = np.empty((3 * H, 1), np.float32), np.empty((3 * H, 1), np.float32)

@@ -427,8 +427,11 @@ def _transpose_rows(w, n_workers, A, A_T):
 
 
 @njit(cache=True, error_model="numpy")
-def _weight_grads(w, n_workers, dZ, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
-    """Worker w's share of the sums over all steps, (1) differentiated:
+def _weight_grads(w, n_workers, sync, target, dZ, x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx,
+                  db):
+    """Worker w's share of the transposes X^T, H_prev^T (x, h: (T Bp, Ip), (T Bp, Hp)), a
+    barrier (``target``: the team's next count), then its share of the sums over all steps,
+    (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
         dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_rows(W_ih)``)
@@ -436,6 +439,9 @@ def _weight_grads(w, n_workers, dZ, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db):
     dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous (T Bp, 64) block, a ready-made
     right operand. The first three are split by gate tiles, dx by rows.
     """
+    _transpose_rows(w, n_workers, x, x_T)
+    _transpose_rows(w, n_workers, h, h_T)
+    barrier(sync, target)                                # all of X^T and H_prev^T are written
     n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
     TB = T * Bp
     col_sum = np.zeros(64, np.float32)
@@ -472,10 +478,21 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
                                tanh_c, cs, lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
-        _transpose_rows(w, n_workers, x, x_T)            # the GEMMs below want X^T, H_prev^T
-        _transpose_rows(w, n_workers, h, h_T)
-        barrier(sync, (T + 2) * n_workers)
-        _weight_grads(w, n_workers, dZ, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, sync, (T + 2) * n_workers, dZ, x, h, x_T, h_T, W_ig,
+                      dW_ih_T, dW_hh_T, dx, db)
+
+
+def _weight_grad_args(x_p, hs, W_ig):
+    """``_weight_grads``' arrays after its two scalars: x and h_prev as (T Bp, .) matrices,
+    room for their transposes, W_ig (packed W_ih), and the outputs, zeroed (the products add):
+    (x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)."""
+    T, Bp, Ip = x_p.shape
+    Hp = hs.shape[2]
+    N = W_ig.shape[1]                                    # 4 Hp: gate tile columns of dZ
+    return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
+            np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32), W_ig,
+            np.zeros((Ip, N), np.float32), np.zeros((Hp, N), np.float32),
+            np.zeros((T * Bp, W_ig.shape[0] * 64), np.float32), np.zeros(N, np.float32))
 
 
 def _padded(a, shape):
@@ -495,24 +512,18 @@ def backward(dy, dh_n, dc_n, cache):
     """
     _, x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c = cache
     T, Bp, Ip = x_p.shape
-    B, (H4, I), H = lengths.shape[0], W_ih.shape, W_hh.shape[1]
+    B, I, H = lengths.shape[0], W_ih.shape[1], W_hh.shape[1]
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
 
     dZ = np.empty((Hp // U, T, Bp, 4 * U), np.float32)  # dL/dz, unit tile u's in dZ[u]
     dc = _padded(dc_n, (Bp, Hp)).copy()
     dh = np.empty((Bp, Hp), np.float32)                  # dL/dh of each step; ends as dh0
-    dW_ih_T = np.zeros((Ip, 4 * Hp), np.float32)
-    dW_hh_T = np.zeros((Hp, 4 * Hp), np.float32)
-    dx = np.zeros((T * Bp, Ip64), np.float32)
-    db = np.zeros(4 * Hp, np.float32)
-    n_workers = team_size((Hp // V) * -(-Bp // RG))
+    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
+    dW_ih_T, dW_hh_T, dx, db = wg[5:]
     _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
-                   _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse),
-                   x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
-                   np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32),
-                   _pack_rows(W_ih, H, Hp, Ip64), dW_ih_T, dW_hh_T, dx, db,
-                   n_workers, np.zeros(1, np.int64))
+                   _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
+                   team_size((Hp // V) * -(-Bp // RG)), np.zeros(1, np.int64))
 
     # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
     dW_ih, dW_hh, db_out = (np.empty((4 * H, I), np.float32), np.empty((4 * H, H), np.float32),
