@@ -70,14 +70,14 @@ busy machine, made a forward pass ~20x slower in our measurements.
 
 A second organization of the same computation lives in ``gru_tiled.py`` (float32, after
 ``lstm_tiled.py``): the steps split into tiles run by one team of threads per pass.
-``gru_forward(path="auto")`` takes it where it measured faster (``gru_tiled.use_tiled``).
+``gru_forward(path="auto")`` takes it where it measured faster (``kernels/_auto.py``).
 """
 
 import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
-from . import gru_tiled
+from ._auto import uses_tiled
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["gru_forward", "gru_backward"]
@@ -146,7 +146,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
     reverse: run each sequence from its last valid step back to 0
     path: "steps" (this file's cores), "tiled" (``gru_tiled``: float32 only, fused unit tiles on
-          all cores) or "auto" (tiled where ``gru_tiled.use_tiled`` says it is faster)
+          all cores) or "auto" (tiled where ``kernels._auto`` says it is faster)
     returns y: (T, B, H), h_n: (B, H), cache (opaque; for ``gru_backward`` only)
 
     Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
@@ -169,7 +169,8 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
         raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
     if path == "tiled" and dt != np.float32:
         raise TypeError(f"path='tiled': x must be float32, got dtype {dt}")
-    if path == "tiled" or (path == "auto" and gru_tiled.use_tiled(dt, T, B, I, H)):
+    if path == "tiled" or (path == "auto" and uses_tiled(3, dt, B, H)):
+        from . import gru_tiled                          # imported on first use
         x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
         return gru_tiled.forward(x_s, W_ih, W_hh, b_ih, b_hh,
                                  state_or_zeros(h0, (B, H), dt, "h0"), lengths, reverse)
@@ -286,6 +287,7 @@ def gru_backward(dy, dh_n, cache):
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
     if tiled:
+        from . import gru_tiled
         dx_s, dW_ih, dW_hh, db_ih, db_hh, dh0 = gru_tiled.backward(dy, dh_n, cache)
         lengths, reverse = cache[4], cache[6]
         dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s

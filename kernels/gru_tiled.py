@@ -2,7 +2,7 @@
 
 Read ``gru.py`` first (the cell, equations (1)-(6), and its BPTT) and ``lstm_tiled.py`` (why tiles
 and a team, the register tile, the layouts); this file only says what differs for the GRU.
-``gru.gru_forward(path="auto")`` takes it where ``use_tiled`` says it is faster.
+``gru.gru_forward(path="auto")`` takes it where ``kernels/_auto.py`` says it is faster.
 
 Gate tiles. Tile u holds units 16u ... 16u+15 and keeps 64 columns per row, four blocks of 16:
 
@@ -33,7 +33,8 @@ from numba import carray, njit, prange
 from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile
 from ._team import barrier, team_size
-from .lstm_tiled import (KC, MIN_B, MIN_H, MAX_WORK, R, RG, SLABS, V, _copy_row,
+from ._auto import uses_tiled
+from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row,
                          _gemm_tile, _padded, _round_up, _weight_grad_args, _weight_grads,
                          _zeros_aligned)
 
@@ -43,17 +44,9 @@ U = 16                    # hidden units per gate tile
 GH = 3 * U                # recurrent columns per tile: r | z | n
 
 
-MIN_WORK_GRU = 1 << 19    # (32, 16, 64, 128), B * 3H * H = 786k, was faster tiled (fwd+bwd
-                          # 1.68 vs 1.98 ms); the other bounds are the LSTM's (measured alike)
-
-
 def use_tiled(dtype, T, B, I, H):
-    """Whether ``gru.gru_forward(path="auto")`` runs this file's kernels for this shape: the
-    bounds of ``lstm_tiled.use_tiled`` on the GRU's B * 3H * H per-step product, from 2^19."""
-    work = B * 3 * H * H
-    Hp = _round_up(H, V)
-    return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
-            and MIN_WORK_GRU <= work <= MAX_WORK and 8 * (Hp - H) <= Hp)
+    """Whether ``gru.gru_forward(path="auto")`` runs this file's kernels (``kernels._auto``)."""
+    return uses_tiled(3, dtype, B, H)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,14 +75,14 @@ beside BLAS's on two cores made every step slower, not faster.
 A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
 split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team
 of threads for the whole pass. ``lstm_forward(path="auto")`` takes it for the mid-sized shapes
-where it measured faster (``lstm_tiled.use_tiled``); read this file first.
+where it measured faster (``kernels/_auto.py``); read this file first.
 """
 
 import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
-from . import lstm_tiled
+from ._auto import uses_tiled
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["lstm_forward", "lstm_backward"]
@@ -150,7 +150,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
     reverse: run each sequence from its last valid step back to 0
     path: "steps" (this file's cores), "tiled" (``lstm_tiled``: float32 only, fused unit tiles on
-          all cores) or "auto" (tiled where ``lstm_tiled.use_tiled`` says it is faster)
+          all cores) or "auto" (tiled where ``kernels._auto`` says it is faster)
     returns y: (T, B, H), h_n: (B, H), c_n: (B, H), cache (opaque; for ``lstm_backward`` only)
 
     Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
@@ -172,7 +172,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
         raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
     if path == "tiled" and dt != np.float32:
         raise TypeError(f"path='tiled': x must be float32, got dtype {dt}")
-    if path == "tiled" or (path == "auto" and lstm_tiled.use_tiled(dt, T, B, I, H)):
+    if path == "tiled" or (path == "auto" and uses_tiled(4, dt, B, H)):
+        from . import lstm_tiled                         # imported on first use
         x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
         return lstm_tiled.forward(x_s, W_ih, W_hh, b,
                                   state_or_zeros(h0, (B, H), dt, "h0"),
@@ -278,6 +279,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
         as_float_array(dh_n, "dh_n", dt, (B, H))
     dc = state_or_zeros(dc_n, (B, H), dt, "dc_n")        # fresh copy: updated in place to dc0
     if tiled:
+        from . import lstm_tiled
         dx_s, dW_ih, dW_hh, db, dh0, dc0 = lstm_tiled.backward(dy, dh_n, dc, cache)
         lengths, reverse = cache[4], cache[6]
         dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s

@@ -3,7 +3,7 @@
 ``kernels.lstm`` is the LSTM to read first (it derives every equation used here). This file
 computes the same function and gradients with the work organized differently, so that both
 cores of a small machine share every step. ``lstm.lstm_forward`` picks it by itself
-(``path="auto"``, see ``use_tiled``) where it measured faster; ``path="tiled"`` forces it.
+(``path="auto"``, see ``kernels/_auto.py``) where it measured faster; ``path="tiled"`` forces it.
 Shape key as in ``lstm.py``: T steps, B batch, I inputs, H hidden units; and here
 
     R = 4    rows (sequences) per register tile       U = 16   hidden units per gate tile
@@ -66,6 +66,7 @@ from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile
+from ._auto import uses_tiled
 from ._team import barrier, team_size
 
 
@@ -79,23 +80,11 @@ KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 ov
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
 KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
 _FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default ``init``: start from ``out``
-MIN_B = 8                 # "auto" takes this file's path for float32 from a batch of 8,
-MIN_H = 64                # 64 hidden units, and per-step products between these sizes
-MIN_WORK = 1 << 20        # (B * 4H * H multiply-adds): below, the team's start and barriers cost
-MAX_WORK = 1 << 25        # more than they save; above, lstm.py's backward (OpenBLAS on both
-                          # cores for the weight gradients) was faster. Measured on the 2-core
-                          # machine of benchmarks/results/cpu.md.
 
 
 def use_tiled(dtype, T, B, I, H):
-    """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels for this shape.
-
-    Besides the sizes above: H close to a multiple of 64 (at most 1/8 of Hp padding), since
-    padded units cost as much as real ones (H = 100 computes 128 units: lstm.py was faster).
-    """
-    work = B * 4 * H * H
-    return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
-            and MIN_WORK <= work <= MAX_WORK and 8 * (_round_up(H, V) - H) <= _round_up(H, V))
+    """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels (``kernels._auto``)."""
+    return uses_tiled(4, dtype, B, H)
 
 
 def _round_up(n, m):

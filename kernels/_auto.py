@@ -1,0 +1,33 @@
+"""Which organization ``path="auto"`` gives a float32 LSTM or GRU call: ``lstm_tiled`` /
+``gru_tiled`` (unit tiles run by one team of threads) or the serial steps of ``lstm.py`` /
+``gru.py``. Plain Python, no Numba, so that choosing costs nothing and a process that never
+runs a tiled shape never imports those modules.
+
+The bounds were measured on the 2-core machine of benchmarks/results/cpu.md, on the per-step
+product's multiply-adds ``B * G H * H`` (G = 4 LSTM, 3 GRU): below MIN_WORK the team's start and
+its barrier per step cost more than they save; above MAX_WORK the serial kernels' backward
+(OpenBLAS on both cores for the weight gradients) was faster. The tiles are 64 units wide, so
+H is rounded up to a multiple of 64 (``tiled_width``); padded units cost as much as real ones,
+so at most 1/8 of them may be padding (H = 100 computes 128 units: the serial kernels won).
+"""
+
+import numpy as np
+
+MIN_B = 8                 # batch
+MIN_H = 64                # hidden units
+MIN_WORK = {4: 1 << 20, 3: 1 << 19}    # per gate count G; the GRU paid off from (32, 16, 64, 128)
+MAX_WORK = 1 << 25
+TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
+
+
+def tiled_width(H):
+    """H rounded up to whole 64-unit tiles (Hp in the tiled kernels)."""
+    return -(-H // TILE_UNITS) * TILE_UNITS
+
+
+def uses_tiled(gates, dtype, B, H):
+    """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU)."""
+    work = B * gates * H * H
+    Hp = tiled_width(H)
+    return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
+            and MIN_WORK[gates] <= work <= MAX_WORK and 8 * (Hp - H) <= Hp)
