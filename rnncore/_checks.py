@@ -18,8 +18,8 @@ _SMALL = 4096        # up to this many entries an elementwise test, above it one
 def _all_finite(a):
     """Whether a float array holds no NaN/Inf, at small per-call cost (validation runs on every
     call of every module, so at tiny shapes it is a visible part of a training step)."""
-    if a.size <= _SMALL:
-        return bool(np.isfinite(a).all())                # ~1 us, no warnings to silence
+    if a.size <= _SMALL:                                 # ~0.6 us, no warnings to silence
+        return np.count_nonzero(np.isfinite(a)) == a.size
     # one sum is cheaper than an elementwise test: it is finite unless an entry is NaN/Inf
     # (or the sum overflows, which the exact test then clears)
     with np.errstate(over="ignore", invalid="ignore"):
