@@ -93,26 +93,26 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, error_model="numpy")
-def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, W_hh_T_packed, b, lengths, reverse):
+def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
 
     y:      (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
     hs, cs: (T+1, B, H)   hs[s], cs[s] = the state BEFORE step s; hs[0], cs[0] = h0, c0 on entry
     gates:  (T, B, 4, H)  out: activated i, f, g, o of every valid step (used as scratch first)
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
-    x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)
+    x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   b: (4H,)
+    W_hh_T: (H, 4H)       W_hh^T, C-contiguous (BLAS runs a transposed view up to 4x slower)
     W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for`` decides), else empty
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
-    H = W_hh.shape[1]
+    H = W_hh_T.shape[0]
 
     # (1), input part, for every step at once: x_s[s] W_ih^T for all s       (T*B, I) @ (I, 4H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
 
     R = np.empty((B, 4, H), x_s.dtype)                   # recurrent part of (1), reused per step
     R2 = R.reshape(B, 4 * H)                             # the same memory, as the GEMM sees it
-    W_hh_T = np.ascontiguousarray(W_hh.T)                # (H, 4H), copied once for all T steps
     b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
     for s in range(T):
         if W_hh_T_packed.size:                           # (1): h_{s-1} W_hh^T      (B, H) @ (H, 4H)
@@ -188,7 +188,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (5)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
-    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh, pack_for(W_hh.T, B), b, lengths,
+    W_hh_T = np.ascontiguousarray(W_hh.T)                # (H, 4H), copied once for all T steps
+    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, pack_for(W_hh_T, B), b, lengths,
                   int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c)

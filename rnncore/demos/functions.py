@@ -46,6 +46,7 @@ import numpy as np
 import rnncore
 from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequential, optim
 
+from ..containers import _valid_mask
 from . import lua_port
 
 __all__ = ["make_functions", "standardise", "run", "CLASS_NAMES"]
@@ -86,7 +87,7 @@ def standardise(x, lengths=None):
     x = np.asarray(x, dtype=np.float64)
     T, N = x.shape[:2]
     steps = np.full(N, T) if lengths is None else np.asarray(lengths)
-    valid = (np.arange(T)[:, None] < steps[None, :])[..., None]        # (T, N, 1)
+    valid = _valid_mask(steps, T, N)[..., None]                        # (T, N, 1)
     n = steps[None, :, None]
     mean = np.where(valid, x, 0.0).sum(axis=0, keepdims=True) / n      # (1, N, F)
     var = np.where(valid, (x - mean) ** 2, 0.0).sum(axis=0, keepdims=True) / n
