@@ -76,7 +76,7 @@ def _pack_rows_into(W, H, blocks, per_tile, out):
 
 @njit(cache=True)
 def _unpack_grad(dW_T, H, K, blocks, out):
-    """dW_T (K', 4 Hp) in 64-wide gate tiles -> out (3H, K): out[g H + j, k] from block blocks[g]."""
+    """dW_T (K', 4 Hp) in 64-wide gate tiles -> out (3H, K), gate g read from block blocks[g]."""
     for g in range(3):
         for j in range(H):
             col = (j // U) * 4 * U + blocks[g] * U + j % U
@@ -280,7 +280,8 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                     u = v * n_q + q
                     j0 = u * U
                     gates, d_r = G[u, t, b], acc[r, q * U:(q + 1) * U]     # r | z | n | q
-                    dy_r, h_r, dhb_r = dy[t_own, b, j0:j0 + U], hs[t, b, j0:j0 + U], dhb[b, j0:j0 + U]
+                    dy_r, h_r = dy[t_own, b, j0:j0 + U], hs[t, b, j0:j0 + U]
+                    dhb_r = dhb[b, j0:j0 + U]
                     if t == L - 1:                       # dh_n enters at the last valid step
                         _copy_row(dh_n[b, j0:j0 + U], out[0])
                     else:                                # (5): z_{t+1} dL/dh_{t+1}

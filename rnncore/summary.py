@@ -24,25 +24,47 @@ from .module import Module
 __all__ = ["summary"]
 
 
-def _rows(module, shape, path):
-    """[(name, type, output shape, params, trainable)] for ``module`` fed ``shape``; and its output shape."""
+def _leaves(module, path=""):
+    """``(path, leaf)`` for every leaf module in call order, containers opened: a `Sequential`'s
+    children, a `Sequencer`'s module. path: the child index path ('0', '1.0'; '-' for a model
+    that is one leaf), the prefix of the leaf's ``state_dict`` keys."""
     if isinstance(module, Sequential):
-        rows = []
         for i, child in enumerate(module._children):
-            sub, shape = _rows(child, shape, f"{path}{i}.")
-            rows += sub
-        return rows, shape
-    if isinstance(module, Sequencer):
-        return _rows(module.module, shape, f"{path}0.")
-    out = module.output_shape(shape)
-    params = module.parameters()
-    total = sum(p.data.size for p in params)
-    trainable = sum(p.data.size for p in params if p.requires_grad)
-    return [(path.rstrip(".") or "-", type(module).__name__, out, total, trainable)], out
+            yield from _leaves(child, f"{path}{i}.")
+    elif isinstance(module, Sequencer):
+        yield from _leaves(module.module, f"{path}0.")
+    else:
+        yield path.rstrip(".") or "-", module
+
+
+def _rows(module, shape):
+    """[(path, type, output shape, params, trainable params)] for ``module`` fed ``shape``:
+    one row per leaf, each fed the previous one's output shape."""
+    rows = []
+    for path, leaf in _leaves(module):
+        shape = leaf.output_shape(shape)
+        params = leaf.parameters()
+        rows.append((path, type(leaf).__name__, shape, sum(p.data.size for p in params),
+                     sum(p.data.size for p in params if p.requires_grad)))
+    return rows
 
 
 def _fmt_shape(shape):
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _table_lines(table, right=()):
+    """Rows of text cells (the first one the header) as aligned lines, a rule of '=' under the
+    header and after the last row; the columns numbered in ``right`` are right-aligned."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+
+    def line(row):
+        cells = [f"{c:>{w}}" if i in right else f"{c:<{w}}"
+                 for i, (c, w) in enumerate(zip(row, widths))]
+        return "   ".join(cells).rstrip()
+
+    rule = "=" * (sum(widths) + 3 * (len(widths) - 1))
+    return [line(table[0]), rule] + [line(row) for row in table[1:]] + [rule]
 
 
 def summary(module, input_shape, print_fn=print):
@@ -52,17 +74,13 @@ def summary(module, input_shape, print_fn=print):
     """
     if not isinstance(module, Module):
         raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
-    shape = _check_input_shape(input_shape)
-    rows, _ = _rows(module, shape, "")
+    rows = _rows(module, _check_input_shape(input_shape))
     table = [("Layer (type)", "Output shape", "Params")]
     table += [(f"{name} ({kind})", _fmt_shape(out), f"{n:,}") for name, kind, out, n, _ in rows]
-    w0, w1, w2 = (max(len(r[i]) for r in table) for i in range(3))
-    width = w0 + w1 + w2 + 6
-    lines = [f"{table[0][0]:<{w0}}   {table[0][1]:<{w1}}   {table[0][2]:>{w2}}", "=" * width]
-    lines += [f"{a:<{w0}}   {b:<{w1}}   {c:>{w2}}" for a, b, c in table[1:]]
     total = sum(r[3] for r in rows)
     trainable = sum(r[4] for r in rows)
-    lines += ["=" * width, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+    lines = _table_lines(table, right=(2,))
+    lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
               f"Non-trainable params: {total - trainable:,}"]
     for line in lines:
         print_fn(line)

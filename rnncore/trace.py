@@ -35,10 +35,9 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .containers import Sequencer, Sequential
 from .module import Module
 from .recurrent import _Recurrent
-from .summary import _fmt_shape
+from .summary import _fmt_shape, _leaves, _table_lines
 
 __all__ = ["trace"]
 
@@ -64,18 +63,6 @@ def _shape(a):
     if isinstance(a, (list, tuple)):
         return (len(a),) + (tuple(np.shape(a[0])) if len(a) else ())
     return tuple(np.shape(a))
-
-
-def _leaf_paths(module, path, out):
-    """{id(leaf): [path, ...]} in call order; a leaf used twice gets two paths."""
-    if isinstance(module, Sequential):
-        for i, child in enumerate(module._children):
-            _leaf_paths(child, f"{path}{i}.", out)
-    elif isinstance(module, Sequencer):
-        _leaf_paths(module.module, f"{path}0.", out)
-    else:
-        out.setdefault(id(module), []).append(path.rstrip(".") or "-")
-    return out
 
 
 def _unique(modules):
@@ -114,15 +101,8 @@ def _print_table(rows, print_fn):
                       for r in rows]
     if not any(r.states for r in rows):
         table = [t[:4] for t in table]
-    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
-
-    def line(t):
-        cells = [f"{c:>{w}}" if i == 3 else f"{c:<{w}}" for i, (c, w) in enumerate(zip(t, widths))]
-        return "   ".join(cells).rstrip()
-
-    rule = "=" * (sum(widths) + 3 * (len(widths) - 1))
-    lines = [line(table[0]), rule] + [line(t) for t in table[1:]]
-    lines += [rule, f"Total params: {sum(r.params for r in rows):,}"]
+    lines = _table_lines(table, right=(3,))
+    lines.append(f"Total params: {sum(r.params for r in rows):,}")
     for text in lines:
         print_fn(text)
 
@@ -143,7 +123,9 @@ def trace(model, x, lengths=None, print_fn=print):
         raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
     if print_fn is not None and not callable(print_fn):
         raise TypeError(f"print_fn: expected a function or None, got {type(print_fn).__name__}")
-    paths = _leaf_paths(model, "", {})
+    paths = {}                                                # {id(leaf): [path, ...]}:
+    for path, leaf in _leaves(model):                         # a leaf used twice has two
+        paths.setdefault(id(leaf), []).append(path)
     modules = _unique(model.modules())
     saved = [(m, dict(m.__dict__)) for m in modules]          # every attribute, to put back
     rows = []

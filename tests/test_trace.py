@@ -71,7 +71,7 @@ def test_rows_agree_with_summary(cell, layers, bi, seqs, T, B, H):
     m = Sequential(cell(3, H, num_layers=layers, bidirectional=bi, return_sequences=seqs),
                    LastStep() if seqs else Tanh(), Linear((2 if bi else 1) * H, 2))
     rows = trace(m, np.ones((T, B, 3)), print_fn=None)
-    expected, _ = summary_rows(m, (T, B, 3), "")
+    expected = summary_rows(m, (T, B, 3))
     assert [(r.path, r.kind, r.output_shape, r.params) for r in rows] == \
         [(name, kind, out, n) for name, kind, out, n, _ in expected]
     assert rows[0].states["h_n"] == (layers * (2 if bi else 1), B, H)
