@@ -25,6 +25,16 @@ def tiled_width(H):
     return -(-H // TILE_UNITS) * TILE_UNITS
 
 
+def takes_tiled(path, gates, dtype, B, H):
+    """Whether a call with ``path`` ("auto", "steps" or "tiled") runs the tiled kernel; the
+    argument checks both cells' wrappers share (ValueError, TypeError naming ``path``)."""
+    if path not in ("auto", "steps", "tiled"):
+        raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
+    if path == "tiled" and np.dtype(dtype) != np.float32:
+        raise TypeError(f"path='tiled': x must be float32, got dtype {np.dtype(dtype)}")
+    return path == "tiled" or (path == "auto" and uses_tiled(gates, dtype, B, H))
+
+
 def uses_tiled(gates, dtype, B, H):
     """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU)."""
     work = B * gates * H * H

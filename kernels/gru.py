@@ -77,7 +77,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
-from ._auto import uses_tiled
+from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["gru_forward", "gru_backward"]
@@ -165,11 +165,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     b_hh = as_float_array(b_hh, "b_hh", dt, (3 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = bool(reverse)
-    if path not in ("auto", "steps", "tiled"):
-        raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
-    if path == "tiled" and dt != np.float32:
-        raise TypeError(f"path='tiled': x must be float32, got dtype {dt}")
-    if path == "tiled" or (path == "auto" and uses_tiled(3, dt, B, H)):
+    if takes_tiled(path, 3, dt, B, H):
         from . import gru_tiled                          # imported on first use
         x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
         return gru_tiled.forward(x_s, W_ih, W_hh, b_ih, b_hh,

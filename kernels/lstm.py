@@ -82,7 +82,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
-from ._auto import uses_tiled
+from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["lstm_forward", "lstm_backward"]
@@ -168,11 +168,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     b = as_float_array(b, "b", dt, (4 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = bool(reverse)
-    if path not in ("auto", "steps", "tiled"):
-        raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
-    if path == "tiled" and dt != np.float32:
-        raise TypeError(f"path='tiled': x must be float32, got dtype {dt}")
-    if path == "tiled" or (path == "auto" and uses_tiled(4, dt, B, H)):
+    if takes_tiled(path, 4, dt, B, H):
         from . import lstm_tiled                         # imported on first use
         x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
         return lstm_tiled.forward(x_s, W_ih, W_hh, b,
