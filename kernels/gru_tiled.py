@@ -31,7 +31,7 @@ import numpy as np
 from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile
+from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._team import barrier, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row,
@@ -124,12 +124,7 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
                 _copy_row(b_h[u] if k0 == 0 else P_u[m + r], acc[r])
-            for k in range(W_c.shape[0]):                    # (1)-(3): gh = b_hh + h W_hh^T
-                w_k = W_c[k]
-                for r in range(R):
-                    x = A_c[r, k]
-                    for l in range(GH):
-                        acc[r, l] += x * w_k[l]
+            mac(acc, A_c, W_c, R, GH)                        # (1)-(3): gh = b_hh + h W_hh^T
             if k0 + KC < Hp:                                 # more chunks to come: park the sums
                 for r in range(R):
                     _copy_row(acc[r], P_u[m + r])
@@ -249,12 +244,7 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
             for a in range(a0, a1 if s < T else a0):     # acc += dGh_s[rows] W_hh
                 W_c = W_b[v, a * GH:(a + 1) * GH]        # (48, 64)
                 A_c = dG[a, s, m:m + R]                  # (4, 64): blocks 0-2 are dGh
-                for k in range(GH):
-                    w_k = W_c[k]
-                    for r in range(R):
-                        x = A_c[r, k]
-                        for l in range(V):
-                            acc[r, l] += x * w_k[l]
+                mac(acc, A_c[:, :GH], W_c, R, V)
             if a1 < n_a:                                 # more tiles to come: park the sums
                 for r in range(R):
                     _copy_row(acc[r], dh[m + r, c0:c0 + V])

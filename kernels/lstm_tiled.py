@@ -65,7 +65,7 @@ import numpy as np
 from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile
+from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._auto import uses_tiled
 from ._team import barrier, team_size
 
@@ -75,6 +75,7 @@ __all__ = ["use_tiled", "forward", "backward"]
 R = 4          # rows per register tile (4 x 64 float32 = 16 AVX-512 registers)
 U = 16         # hidden units per forward (gate) tile: 4 gates x 16 = 64 columns
 V = 64         # hidden units per backward tile
+Z = 4 * U      # columns of z per gate tile (i, f, g, o of U units)
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
@@ -188,12 +189,7 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
                         _copy_row(init, acc[r])
                     else:
                         _copy_row(out[m + r, c0:c0 + 64], acc[r])
-                for k in range(W_c.shape[0]):
-                    w_k = W_c[k, w0:w0 + 64]
-                    for r in range(R):
-                        x = A_c[r, k]
-                        for l in range(64):
-                            acc[r, l] += x * w_k[l]
+                mac(acc, A_c, W_c[:, w0:w0 + 64], R, 64)
                 for r in range(R):
                     _copy_row(acc[r], out[m + r, c0:c0 + 64])
 
@@ -223,12 +219,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
                 _copy_row(G_s[m + r], acc[r])
-            for k in range(W_c.shape[0]):                # (1): acc += h_{s-1}[rows] W_f[u]
-                w_k = W_c[k]
-                for r in range(R):
-                    a = A_c[r, k]
-                    for l in range(4 * U):
-                        acc[r, l] += a * w_k[l]
+            mac(acc, A_c, W_c, R, Z)                     # (1): acc += h_{s-1}[rows] W_f[u]
             if k0 + KC < Hp:                             # more chunks to come: park the sums
                 for r in range(R):
                     _copy_row(acc[r], G_s[m + r])
@@ -361,12 +352,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
             for a in range(a0, a1 if s < T else a0):     # (1): acc += dz_s[rows] W_hh
                 W_c = W_b[v, a * 4 * U:(a + 1) * 4 * U]  # (64, 64)
                 A_c = dZ[a, s, m:m + R]                  # (4, 64): gate tile a of dz_s
-                for k in range(4 * U):
-                    w_k = W_c[k]
-                    for r in range(R):
-                        x = A_c[r, k]
-                        for l in range(V):
-                            acc[r, l] += x * w_k[l]
+                mac(acc, A_c, W_c, R, V)
             for r in range(R):
                 _copy_row(acc[r], dh[m + r, c0:c0 + V])
             if a1 < n_a or s == 0:                       # more tiles to come, or no step left
