@@ -2,26 +2,29 @@
 
 Why a hand-written product at all. Every step of an RNN multiplies a thin matrix (the batch's
 hidden states, ``(B, H)`` with B of 1 to 64) by the same weight matrix (``(H, 4H)`` for LSTM).
-BLAS libraries are tuned for big square products; for this thin shape OpenBLAS reached about
-half of what the same core does on a large product (measured here: ~90-100 GF/s against
-~190-200 for a 2048-square product and for MKL on the thin shape). Two things cost it:
+BLAS libraries are tuned for big square products; for this thin shape OpenBLAS reached a
+fraction of what the same core does on a large product (measured on a 2-core AVX-512 Xeon:
+~90-100 GF/s against ~190-200 for a 2048-square product; on a 2-core AMD EPYC: 11-20 GF/s at
+4-8 rows against ~60 for the same product packed here). Two things cost it:
 
 1. BLAS re-packs the weight matrix into its tile layout on every call, T times per sequence.
    Here it is packed once per kernel call (``pack``) and reused by every step.
-2. The register tile. The loop below keeps a 4 x 64 block of ``out`` in registers (16 AVX-512
-   registers of 16 floats) while it walks the shared dimension K: per k, 4 loads of A, 4 loads
-   of the packed weights, 16 fused multiply-adds. That is the shape of a BLAS micro-kernel.
+2. The register tile (``mac``). It keeps a block of ``out`` in registers while it walks the
+   shared dimension K: per k, one broadcast of A per row, one load per vector of the packed
+   weights, a fused multiply-add per (row, vector). That is the shape of a BLAS micro-kernel.
+   The block fills half the vector registers: 4 rows x 64 columns with AVX-512 (16 of 32
+   registers of 16 floats), 4 rows x 16 columns at a time with AVX2 (8 of 16 registers of 8).
 
 The packed layout: ``Wp[t, k, l] = Wb[k, t * 64 + l]``, zero-padded past the last column, so
 tile ``t`` is one contiguous (K, 64) block read straight through.
 
-Two compiler details make the loop fast, and both are set here, not globally:
+Two compiler details, both set here, not globally:
 
-* ``_stack_tile`` puts the 4 x 64 accumulator on the stack (an ``alloca``), where LLVM can
-  promote it to registers; a NumPy array there would live on the heap and stay in memory.
+* ``_stack_tile`` puts a 4 x 64 tile on the stack (an ``alloca``), where LLVM can promote it to
+  registers; a NumPy array there would live on the heap and stay in memory.
 * ``_prefer_512_bit`` marks the compiled function with ``"prefer-vector-width"="512"``. LLVM
-  otherwise uses 256-bit vectors on AVX-512 CPUs, which halves the multiply-add rate of this
-  loop. On CPUs without AVX-512 the attribute changes nothing.
+  otherwise uses 256-bit vectors on AVX-512 CPUs for the plain loops around the tile (the
+  cells' activations in ``lstm_tiled``); on CPUs without AVX-512 it changes nothing.
 
 Only float32 uses this path (the kernels' default precision); float64 is for gradient checks,
 where ``np.dot`` is fine. Results equal ``np.dot``'s to float32 round-off (the sums run in
@@ -39,7 +42,8 @@ from numba import carray, njit, types
 from numba.core import cgutils, config, errors
 from numba.extending import intrinsic
 
-__all__ = ["pack", "pack_for", "gemm_packed", "TILE_ROWS", "TILE_COLS", "MIN_ROWS"]
+__all__ = ["pack", "pack_for", "gemm_packed", "mac", "TILE_ROWS", "TILE_COLS", "MIN_ROWS",
+           "MAX_WORK", "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
 TILE_COLS = 64       # columns of out per register tile (4 x 16 floats)
@@ -80,8 +84,9 @@ ACC_VECTORS = 16 if VECTOR == 16 else 8                   # vector registers the
 
 @intrinsic
 def mac(typingctx, acc, A, W, rows, cols):
-    """``acc[:rows, :cols] += A[:rows, :K] @ W[:K, :cols]`` (K = A.shape[1]), float32: the
-    register tile, written as explicit vector code. The same as the loop
+    """``acc[:rows, :cols] += A[:rows, :K] @ W[:K, :cols]`` (K = A.shape[1]): the register
+    tile, written as explicit vector code (float32; float64 too, for the kernels' float64
+    signature, where the packed path is compiled but never taken). The same as the loop
 
         for k in range(K):
             for r in range(rows):
@@ -89,7 +94,7 @@ def mac(typingctx, acc, A, W, rows, cols):
                     acc[r, l] += A[r, k] * W[k, l]        # one fused multiply-add each
 
     ``rows`` and ``cols`` are compile-time constants (a global or a literal at the call site),
-    ``cols`` a multiple of ``VECTOR``; acc's and W's rows must be contiguous (any row stride),
+    ``cols`` a multiple of the lanes per vector (``VECTOR`` in float32); acc's and W's rows must be contiguous (any row stride),
     A may have any strides. No bounds checks: the caller passes views of the right sizes.
 
     Why not that loop. Its speed depends on LLVM keeping ``acc`` in registers while it walks K,
@@ -104,18 +109,26 @@ def mac(typingctx, acc, A, W, rows, cols):
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
         return None
     for name, a in (("acc", acc), ("A", A), ("W", W)):
-        if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.float32):
-            raise errors.TypingError(f"mac: {name} must be a 2-D float32 array, got {a}")
-    R, C = rows.literal_value, cols.literal_value
-    if R < 1 or C < VECTOR or C % VECTOR:
-        raise errors.TypingError(f"mac: rows >= 1 and cols a multiple of {VECTOR}, got {R}, {C}")
+        if not (isinstance(a, types.Array) and a.ndim == 2
+                and a.dtype in (types.float32, types.float64)):
+            raise errors.TypingError(f"mac: {name} must be a 2-D float array, got {a}")
+    if W.dtype != acc.dtype:
+        raise errors.TypingError(f"mac: W must have acc's dtype {acc.dtype}, got {W.dtype}")
+    a_wide = A.dtype == types.float64                # A's numbers are converted to acc's type
+    wide = acc.dtype == types.float64
+    lanes = VECTOR // 2 if wide else VECTOR          # (float64 is only compiled, for the
+    R, C = rows.literal_value, cols.literal_value    # kernels' float64 signature)
+    if R < 1 or C < lanes or C % lanes:
+        raise errors.TypingError(f"mac: rows >= 1 and cols a multiple of {lanes}, got {R}, {C}")
     sig = types.none(acc, A, W, rows, cols)
 
     def codegen(context, builder, signature, args):
-        f32, i64 = ir.FloatType(), ir.IntType(64)
-        vec = ir.VectorType(f32, VECTOR)
+        flt, i64 = (ir.DoubleType() if wide else ir.FloatType()), ir.IntType(64)
+        size = 8 if wide else 4
+        a_flt = ir.DoubleType() if a_wide else ir.FloatType()
+        vec = ir.VectorType(flt, lanes)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3),
-                                             f"llvm.fmuladd.v{VECTOR}f32")
+                                             f"llvm.fmuladd.v{lanes}f{8 * size}")
         arrays = [context.make_array(t)(context, builder, v)
                   for t, v in zip(signature.args[:3], args[:3])]
         acc_p, A_p, W_p = (builder.bitcast(a.data, ir.IntType(8).as_pointer()) for a in arrays)
@@ -124,19 +137,19 @@ def mac(typingctx, acc, A, W, rows, cols):
         W_s0 = cgutils.unpack_tuple(builder, arrays[2].strides, 2)[0]
         K = cgutils.unpack_tuple(builder, arrays[1].shape, 2)[1]
         const = lambda v: ir.Constant(i64, v)                                # noqa: E731
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), VECTOR), [0] * VECTOR)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
         def at(base, offset, ty):            # typed pointer to ``base + offset`` bytes
             return builder.bitcast(builder.gep(base, [offset]), ty.as_pointer())
 
         def acc_row(r, col):                 # &acc[r, col] as a vector pointer
-            return at(acc_p, builder.add(builder.mul(const(r), acc_s0), const(4 * col)), vec)
+            return at(acc_p, builder.add(builder.mul(const(r), acc_s0), const(size * col)), vec)
 
-        n_vec = C // VECTOR
+        n_vec = C // lanes
         per_group = max(1, min(n_vec, ACC_VECTORS // R))
         for g0 in range(0, n_vec, per_group):
             vs = range(g0, min(g0 + per_group, n_vec))           # this group's vectors
-            start = [builder.load(acc_row(r, v * VECTOR), align=4) for r in range(R) for v in vs]
+            start = [builder.load(acc_row(r, v * lanes), align=size) for r in range(R) for v in vs]
             before = builder.block
             body = builder.append_basic_block("mac.k")
             after = builder.append_basic_block("mac.done")
@@ -146,12 +159,14 @@ def mac(typingctx, acc, A, W, rows, cols):
             k = builder.phi(i64)
             sums = [builder.phi(vec) for _ in start]
             w_row = builder.mul(k, W_s0)
-            w = [builder.load(at(W_p, builder.add(w_row, const(4 * v * VECTOR)), vec), align=4)
+            w = [builder.load(at(W_p, builder.add(w_row, const(size * v * lanes)), vec), align=size)
                  for v in vs]
             new = []
             for r in range(R):
                 a_rk = builder.load(at(A_p, builder.add(builder.mul(const(r), A_s0),
-                                                        builder.mul(k, A_s1)), f32), align=4)
+                                                        builder.mul(k, A_s1)), a_flt))
+                if a_wide != wide:
+                    a_rk = (builder.fpext if wide else builder.fptrunc)(a_rk, flt)
                 a = builder.shuffle_vector(
                     builder.insert_element(ir.Constant(vec, ir.Undefined), a_rk,
                                            ir.Constant(ir.IntType(32), 0)),
@@ -172,7 +187,7 @@ def mac(typingctx, acc, A, W, rows, cols):
                 total.add_incoming(s0, before)
                 total.add_incoming(s1, body)
                 r, v = divmod(i, len(vs))
-                builder.store(total, acc_row(r, vs[v] * VECTOR), align=4)
+                builder.store(total, acc_row(r, vs[v] * lanes), align=size)
         return context.get_dummy_value()
     return sig, codegen
 
@@ -211,20 +226,25 @@ def gemm_packed(A, Wp, out):
             out[m, c0:c0 + width] = acc[0, :width]
 
 
-MIN_ROWS = 16          # below this many rows BLAS was as fast or faster (B = 8, H = 100)
-MAX_WORK = 1 << 23     # multiply-adds per product above which BLAS, on two threads, was faster
+# Where the packed product beats BLAS depends on the CPU (and its OpenBLAS kernels), so the
+# bounds are per vector width, each measured on one machine (single-thread GF/s, packed vs BLAS):
+#   AVX-512 (2-core Xeon): BLAS as fast up to 8 rows ((8, 100) @ (100, 400)); packed faster from
+#     16 rows up to ~8M multiply-adds; above that OpenBLAS on two threads won.
+#   AVX2 (2-core AMD EPYC, Zen 3): OpenBLAS slow on few rows (11-20 GF/s at 4-8 rows, H = 100,
+#     against 60-67 packed; 47 against 78 at (32, 256) @ (256, 1024)), level at one row and at
+#     (64, 512) @ (512, 2048) (~60 both; two OpenBLAS threads were no faster there).
+if VECTOR == 16:
+    MIN_ROWS, MAX_WORK = 16, 1 << 23    # rows below which / multiply-adds above which: BLAS
+else:
+    MIN_ROWS, MAX_WORK = 2, 1 << 25
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 
 
 def pack_for(Wb, rows):
-    """``pack(Wb)`` where the packed product pays off for ``rows`` rows of float32, else an
-    empty array that tells a kernel's core to call BLAS (``np.dot``) instead.
-
-    Measured on a 2-core AVX-512 machine: the packed product (one thread) beat OpenBLAS from
-    16 rows up to about 8M multiply-adds per product, (B, H) = (32, 256) for an LSTM; above
-    that OpenBLAS on two threads won (at (64, 512): 133 ms against 165 for an LSTM forward),
-    though on one thread the packed product still did. Outputs narrower than one tile (N < 64)
-    stay with BLAS: the tile would compute 64 columns for fewer.
+    """``pack(Wb)`` where the packed product pays off for ``rows`` rows of float32 (between
+    MIN_ROWS and MAX_WORK above), else an empty array that tells a kernel's core to call BLAS
+    (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the tile would
+    compute 64 columns for fewer.
     """
     K, N = Wb.shape
     if Wb.dtype != np.float32 or rows < MIN_ROWS or N < TILE_COLS or rows * K * N > MAX_WORK:

@@ -8,7 +8,40 @@ from hypothesis import strategies as st
 
 import kernels.reference as ref
 from kernels import _gemm, gru, lstm, rnn
-from kernels._gemm import MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, pack, pack_for
+from numba import njit
+
+from kernels._gemm import MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, mac, pack, pack_for
+
+
+@njit
+def _mac_cases(acc4, acc3, acc1, A, W, acc48):
+    """``mac`` at every row count the kernels use, 64 and 48 columns, on strided views."""
+    mac(acc4, A[:4], W, 4, 64)
+    mac(acc3, A[1:4], W, 3, 64)
+    mac(acc1, A[2:3], W, 1, 64)
+    mac(acc48, A[:4], W[:, 8:56], 4, 48)
+
+
+@pytest.mark.parametrize("dtype,a_dtype", [(np.float32, np.float32), (np.float64, np.float64),
+                                           (np.float32, np.float64)])
+@pytest.mark.parametrize("K", [0, 1, 5, 130])
+def test_mac_equals_the_loop_it_replaces(dtype, a_dtype, K):
+    """acc += A @ W with any strides of A (here every other column of a wider array, so
+    that k does not step by one), rows of acc and W inside wider arrays; K = 0 adds nothing."""
+    rng = np.random.default_rng(K)
+    A = rng.standard_normal((5, 2 * K + 1)).astype(a_dtype)[:, ::2][:, :K]     # (5, K) strided
+    W = rng.standard_normal((K, 80)).astype(dtype)[:, 3:67]                  # (K, 64), rows 80 apart
+    start = rng.standard_normal((4, 100)).astype(dtype)
+    bufs = [start.copy() for _ in range(4)]
+    _mac_cases(bufs[0][:, :64], bufs[1][:3, 10:74], bufs[2][:1, 20:84], A, W, bufs[3][:, 30:78])
+    A64, W64 = A.astype(dtype).astype(np.float64), W.astype(np.float64)
+    tol = dict(rtol=1e-5, atol=1e-5 * np.sqrt(K + 1)) if dtype == np.float32 else dict(rtol=1e-12)
+    for buf, rows, c0, w0, cols in [(bufs[0], slice(0, 4), 0, 0, 64), (bufs[1], slice(1, 4), 10, 0, 64),
+                                    (bufs[2], slice(2, 3), 20, 0, 64), (bufs[3], slice(0, 4), 30, 8, 48)]:
+        n = rows.stop - rows.start
+        expect = start.astype(np.float64).copy()
+        expect[:n, c0:c0 + cols] += A64[rows] @ W64[:, w0:w0 + cols]
+        np.testing.assert_allclose(buf, expect, **tol)      # and nothing outside the tile moved
 
 
 @given(M=st.integers(1, 11), K=st.integers(1, 40), N=st.integers(1, 2 * TILE_COLS + 7),
@@ -43,8 +76,8 @@ def test_pack_layout_and_when_it_is_used():
     assert not pack_for(Wb.astype(np.float64), 64).size         # float64 keeps BLAS
     assert not pack_for(np.zeros((70, 63), np.float32), 32).size  # narrower than a tile: BLAS
     mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
-    assert pack_for(mid, 32).size and 32 * 256 * 1024 <= MAX_WORK    # B = 32: packed
-    assert not pack_for(mid, 64).size                            # B = 64: BLAS (threads)
+    rows = MAX_WORK // (256 * 1024)                              # the most rows the bound allows
+    assert pack_for(mid, rows).size and not pack_for(mid, rows + 1).size
 
 
 def _weights(rng, G, I, H):

@@ -1,0 +1,513 @@
+"""A faster float32 LSTM for mid-sized shapes: unit tiles, fused steps, one team of threads.
+
+``kernels.lstm`` is the LSTM to read first (it derives every equation used here). This file
+computes the same function and gradients with the work organized differently, so that both
+cores of a small machine share every step. ``lstm.lstm_forward`` picks it by itself
+(``path="auto"``, see ``kernels/_auto.py``) where it measured faster; ``path="tiled"`` forces it.
+Shape key as in ``lstm.py``: T steps, B batch, I inputs, H hidden units; and here
+
+    R = 4    rows (sequences) per register tile       U = 16   hidden units per gate tile
+    V = 64   hidden units per backward tile           Bp, Hp, Ip = B, H, I rounded up (below)
+
+Why a second organization. In ``lstm.py`` each step is one product ``(B, H) @ (H, 4H)`` and
+then one pass over the gates. That product is thin (B is small): BLAS cannot split it usefully
+over two cores, and the gates make a second trip through memory. Here each step is a set of
+independent *tiles*, and each tile does its share of the product AND the cell update at once,
+while its numbers are still in registers:
+
+    forward tile (u, rows): units 16u ... 16u+15, all four of their gates, 4 rows at a time:
+        acc (4, 64)  = G[u, s, rows]                        input part + bias          (1)
+        acc         += h_{s-1}[rows] @ W_f[u]               recurrent part             (1)
+        i f g o      = activations of acc's four 16-wide blocks                        (2)
+        c, h         = the cell update of those 16 units                          (3)-(5)
+
+The 4 x 64 accumulator is 16 AVX-512 registers; ``W_f[u]`` holds those 16 units' four gates
+side by side (the *gate tile* order below), so one tile has everything its cell update needs.
+
+    backward tile (v, rows): units 64v ... 64v+63, 4 rows at a time:
+        acc (4, 64)  = dz_{s+1}[rows] @ W_b[v]              dL/dh_s from step s+1      (1)
+        dh_s         = acc + dy_s (+ dh_n at a sequence's last step)
+        dz_s, dc     = the cell's derivatives for those units                     (4)-(2)
+
+The weight gradients are sums over all steps: three big products after the last step, plus
+the column sums of dZ for db, as in ``lstm.py``.
+
+Threads. Tiles of one step share nothing they write, so threads can split them without locks,
+but step s needs all of h_{s-1}: there is a barrier after every step. One ``prange`` per step
+(a fork and join of Numba's pool T times) was slow, and worse next to other thread pools (see
+``kernels/_team.py``), so ONE team of workers runs a whole pass: worker w owns the same tiles at
+every step (its units' slice of W_hh stays in its core's cache) and waits at ``_team.barrier``
+between steps. The team does everything else too (the input product, the weight gradients, the
+transposes they need), so no BLAS threads wake up in the middle of a pass.
+
+Layouts. The *gate tile* order of the 4H gate rows puts i, f, g, o of units 16u ... 16u+15 side
+by side in 64 columns: gate row g H + j (unit j = 16u + jj) sits at column 64u + 16g + jj.
+Padding makes everything whole tiles: Bp = B rounded up to 4 (extra rows have length 0: frozen
+at zero, never read), Hp = H rounded up to 64 and Ip = I to 4 (extra units and inputs have
+zero weights and bias, so they stay exactly 0 and add nothing to any product). Internally:
+
+    hs, cs   (T+1, Bp, Hp)       states before each step (hs[0], cs[0] = h0, c0)
+    G        (Hp/16, T, Bp, 64)  per gate tile u: input part + bias, then the activated gates
+    tanh_c   (T, Bp, Hp)         tanh(c_t), kept for the backward
+    dZ       (Hp/16, T, Bp, 64)  per gate tile u: dL/dz, 0 on padding; dZ[u] is one contiguous
+                                 (T Bp, 64) block, a ready operand of the weight-gradient products
+    W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
+    W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
+
+Every product goes through ``_gemm_tile``: a 4 x 64 register tile, the k loop in chunks that
+stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
+(sums in another order, fused multiply-adds), and do not depend on the number of threads (a
+tile's sums are the same whoever computes it). tests/test_kernels_lstm_tiled.py checks both
+passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged and reversed.
+"""
+
+import numpy as np
+from numba import carray, njit, prange
+
+from ._common import sigmoid, tanh
+from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._auto import uses_tiled
+from ._team import barrier, team_size
+
+
+__all__ = ["use_tiled", "forward", "backward"]
+
+R = 4          # rows per register tile (4 x 64 float32 = 16 AVX-512 registers)
+U = 16         # hidden units per forward (gate) tile: 4 gates x 16 = 64 columns
+V = 64         # hidden units per backward tile
+Z = 4 * U      # columns of z per gate tile (i, f, g, o of U units)
+import os
+NOCELL = bool(os.environ.get("NOCELL"))
+RG = int(os.environ.get("RG", 32))        # rows per parallel work item (a multiple of R)
+KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
+SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
+KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
+_FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default ``init``: start from ``out``
+
+
+def use_tiled(dtype, T, B, I, H):
+    """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels (``kernels._auto``)."""
+    return uses_tiled(4, dtype, B, H)
+
+
+def _round_up(n, m):
+    return -(-n // m) * m
+
+
+# ---------------------------------------------------------------------------------------------
+# Packing the weights into tiles (once per call) and the gradients back
+# ---------------------------------------------------------------------------------------------
+
+def _zeros_aligned(shape):
+    """float32 zeros whose data starts on a 64-byte boundary (whole-cache-line vector loads)."""
+    n = int(np.prod(shape))
+    buf = np.zeros(n + 16, np.float32)
+    start = (-buf.ctypes.data % 64) // 4
+    return buf[start:start + n].reshape(shape)
+
+
+# Gate tile order of the 4H gate rows: tile u holds i, f, g, o of units 16u ... 16u+15, so gate
+# row g H + j (gate g, unit j = 16 u + jj) sits at position 64 u + 16 g + jj. The packers below
+# are one pass of that index map each; entries for padding units or columns stay zero.
+
+@njit(cache=True)
+def _pack_forward_into(W, H, out):
+    """W (4H, K) -> out (Hp/16, Kp, 64): out[u, k, 16 g + jj] = W[g H + 16 u + jj, k]."""
+    for g in range(4):
+        for j in range(H):
+            u, jj = j // U, j % U
+            for k in range(W.shape[1]):
+                out[u, k, g * U + jj] = W[g * H + j, k]
+
+
+@njit(cache=True)
+def _pack_rows_into(W, H, out):
+    """W (4H, K) -> out (K'/64, 4 Hp, 64), rows in gate tile order, columns in tiles of 64:
+    out[c, 64 u + 16 g + jj, l] = W[g H + 16 u + jj, 64 c + l]."""
+    for g in range(4):
+        for j in range(H):
+            row = (j // U) * 4 * U + g * U + j % U
+            for k in range(W.shape[1]):
+                out[k // 64, row, k % 64] = W[g * H + j, k]
+
+
+@njit(cache=True)
+def _unpack_grad(dW_T, H, K, out):
+    """dW_T (K', 4 Hp), columns in gate tile order -> out (4H, K) in PyTorch's row order."""
+    for g in range(4):
+        for j in range(H):
+            col = (j // U) * 4 * U + g * U + j % U
+            for k in range(K):
+                out[g * H + j, k] = dW_T[k, col]
+
+
+def _pack_forward(W, H, Hp, Kp):
+    """(4H, K) -> (Hp/16, Kp, 64): W^T in gate tiles (W_f, W_i; the bias with K = 1)."""
+    out = _zeros_aligned((Hp // U, Kp, 4 * U))
+    _pack_forward_into(W, H, out)
+    return out
+
+
+def _pack_rows(W, H, Hp, Kp):
+    """(4H, K) -> (Kp/64, 4 Hp, 64): W in backward tiles (W_b from W_hh, W_ig from W_ih)."""
+    out = _zeros_aligned((Kp // 64, 4 * Hp, 64))
+    _pack_rows_into(W, H, out)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _copy_row(src, dst):
+    """``dst[:] = src`` for two 1-D rows (a plain loop that LLVM turns into vector moves)."""
+    for l in range(src.shape[0]):
+        dst[l] = src[l]
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
+    """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
+
+    A: (n, M, Ks), the (M, n Ks) left operand as n slabs side by side (a plain (M, K) matrix is
+    one slab, ``A.reshape(1, M, K)``; dZ in unit tile layout is n_u slabs of 64 columns), any
+    layout (read one number at a time)   W: (n Ks, N) C-contiguous   out: (M, N'), m1 - m0 a
+    multiple of R. The k-chunk loop is outside the row loop, so each chunk of W's 64 columns
+    is read from L2 once and then reused from L1 by every row block; the register tile is
+    loaded from ``out`` and stored back once per chunk. ``init`` (64,): start every row from it
+    instead of from ``out`` (``out = init + A @ W``: a bias, without a pass to write it first).
+    """
+    _prefer_512_bit()
+    n, _, Ks = A.shape
+    acc = carray(_stack_tile(), (R, 64))
+    for a in range(n):
+        for k0 in range(0, Ks, kc):
+            W_c = W[a * Ks + k0:a * Ks + min(k0 + kc, Ks)]   # views indexed from 0: no
+            for m in range(m0, m1, R):                     # negative-index checks inside
+                A_c = A[a, m:m + R, k0:k0 + kc]
+                for r in range(R):
+                    if init.size and a == 0 and k0 == 0:
+                        _copy_row(init, acc[r])
+                    else:
+                        _copy_row(out[m + r, c0:c0 + 64], acc[r])
+                mac(acc, A_c, W_c[:, w0:w0 + 64], R, 64)
+                for r in range(R):
+                    _copy_row(acc[r], out[m + r, c0:c0 + 64])
+
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
+    """Step s for rows m0 ... m1-1 (a multiple of R) and units 16u ... 16u+15: equations (1)-(5).
+
+    (1) in registers: acc (4 rows x 64) starts as G's input part + bias and gains h_{s-1} W_f[u],
+    k-chunk by k-chunk (each 32 KB chunk of W_f[u] is read from L2 once, then reused from L1 by
+    every row block; between chunks the partial sums wait in G): ``_gemm_tile``'s loop, written
+    out here so that after the last chunk the cell (2)-(5) runs on the registers. The activated
+    gates go to G for the backward. g = tanh(z) is computed as 2 sig(2z) - 1, so that one loop
+    activates all 64 entries (absolute error ~1e-7 in float32, which is what g adds to c).
+    """
+    _prefer_512_bit()
+    one = np.float32(1)
+    Bp, Hp = hs.shape[1], hs.shape[2]
+    G_s = G[u, s]                                        # (Bp, 64): this tile's z, then gates
+    j0 = u * U                                           # its first unit
+    W, A = W_f[u], hs[s]                                 # (Hp, 64), (Bp, Hp): h_{s-1}
+    acc = carray(_stack_tile(), (R, 4 * U))              # z of 4 rows, then their gates
+    new = carray(_stack_tile(), (3, 4 * U))              # c_t, tanh(c_t), h_t of one row
+    for k0 in range(0, Hp, KC):
+        W_c = W[k0:k0 + KC]                              # views indexed from 0: no negative-
+        for m in range(m0, m1, R):                       # index checks in the inner loop
+            A_c = A[m:m + R, k0:k0 + KC]
+            for r in range(R):
+                _copy_row(G_s[m + r], acc[r])
+            mac(acc, A_c, W_c, R, Z)                     # (1): acc += h_{s-1}[rows] W_f[u]
+            if NOCELL or k0 + KC < Hp:
+                for r in range(R):
+                    _copy_row(acc[r], G_s[m + r])
+                continue
+            for r in range(R):                           # the cell, row by row
+                b = m + r
+                L = lengths[b]
+                if s >= L:                               # (5): padding, the state is frozen
+                    for j in range(U):
+                        hs[s + 1, b, j0 + j] = hs[s, b, j0 + j]
+                        cs[s + 1, b, j0 + j] = cs[s, b, j0 + j]
+                        y[s, b, j0 + j] = 0              # (the output at time s, either way)
+                    continue
+                for l in range(4 * U):                   # (2), one loop for all four gates:
+                    is_g = (l >= 2 * U) & (l < 3 * U)    # sig for i, f, o; tanh(z) = 2 sig(2z) - 1
+                    x = acc[r, l]
+                    sg = sigmoid(x + x if is_g else x)
+                    acc[r, l] = sg + sg - one if is_g else sg
+                _copy_row(acc[r], G_s[b])                # i | f | g | o, for the backward
+                for j in range(U):
+                    c = acc[r, U + j] * cs[s, b, j0 + j] + acc[r, j] * acc[r, 2 * U + j]   # (3)
+                    t = tanh(c)
+                    new[0, j], new[1, j], new[2, j] = c, t, acc[r, 3 * U + j] * t          # (4)
+                t_out = L - 1 - s if reverse else s      # where this step's output goes
+                for j in range(U):
+                    cs[s + 1, b, j0 + j] = new[0, j]
+                for j in range(U):
+                    tanh_c[s, b, j0 + j] = new[1, j]
+                for j in range(U):
+                    hs[s + 1, b, j0 + j] = new[2, j]
+                for j in range(U):
+                    y[t_out, b, j0 + j] = new[2, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _input_tile(u, m0, m1, x, W_i, bias, G):
+    """The input part of (1) for units 16u ... 16u+15, rows m0 ... m1-1, every step:
+    G[u, t, rows] = b[u] + x[t, rows] W_i[u]; one product over all T Bp rows when the tile
+    has every row (its output G[u] is then one contiguous (T Bp, 64) block)."""
+    T, Bp, Ip = x.shape
+    if m1 - m0 == Bp:
+        _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
+                   T * Bp, 0, KC, bias[u])
+    else:
+        for t in range(T):
+            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, bias[u])
+
+
+@njit(cache=True, parallel=True)
+def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_workers, sync):
+    """The whole forward pass by a team of ``n_workers`` (``_team``): first the input part of
+    (1) for every step, then the T steps with a barrier after each. Worker w owns the same tiles
+    (units u, rows m0 ... m1-1) throughout, so it reads only the G it wrote itself."""
+    n_u, T, Bp = G.shape[0], G.shape[1], G.shape[2]
+    n_rg = -(-Bp // RG)
+    n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
+    for w in prange(n_workers):
+        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+        for item in range(first, last):                  # (1): G = b + x W_ih^T, all steps
+            u, m0 = item // n_rg, (item % n_rg) * RG
+            _input_tile(u, m0, min(m0 + RG, Bp), x, W_i, bias, G)
+        for s in range(T):
+            for item in range(first, last):
+                u, m0 = item // n_rg, (item % n_rg) * RG
+                _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, cs, G, tanh_c, y, W_f, lengths,
+                              reverse)
+            barrier(sync, (s + 1) * n_workers)           # all of h_s is written
+
+
+def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
+    """``lstm.lstm_forward`` on checked arguments (float32; x_s already in step order).
+
+    x_s: (T, B, I)   W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)   h0, c0: (B, H)   lengths: (B,)
+    returns y (T, B, H), h_n (B, H), c_n (B, H), cache (for ``backward``).
+    """
+    T, B, I = x_s.shape
+    H = W_hh.shape[1]
+    Bp, Hp, Ip = _round_up(B, R), _round_up(H, V), _round_up(I, R)
+    n_u = Hp // U
+
+    lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
+    lengths_p[:B] = lengths
+    hs = np.empty((T + 1, Bp, Hp), np.float32)
+    cs = np.empty((T + 1, Bp, Hp), np.float32)
+    hs[0], cs[0] = _padded(h0, (Bp, Hp)), _padded(c0, (Bp, Hp))
+    y = np.empty((T, Bp, Hp), np.float32)                # every valid row is written: (5) zeros
+    tanh_c = np.empty((T, Bp, Hp), np.float32)
+    G = np.empty((n_u, T, Bp, 4 * U), np.float32)       # unit tile u's z / gates: G[u]
+    W_i = _pack_forward(W_ih, H, Hp, Ip)                 # (n_u, Ip, 64)
+    bias = _pack_forward(b.reshape(4 * H, 1), H, Hp, 1).reshape(n_u, 4 * U)
+    x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
+    n_workers = team_size(n_u * -(-Bp // RG))
+    _forward_core(y, hs, cs, G, tanh_c, x_p, W_i, bias, _pack_forward(W_hh, H, Hp, Hp),
+                  lengths_p, int(reverse), n_workers, np.zeros(1, np.int64))
+
+    cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c)
+    y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y
+    return np.ascontiguousarray(y_out), hs[T, :B, :H].copy(), cs[T, :B, :H].copy(), cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse):
+    """Rows m0 ... m1-1, units 64v ... 64v+63: dL/dh_{s-1} = dz_s W_b[v] (nothing when s = T),
+    then, in registers, the cell's derivatives of step s-1 (none when s = 0).
+
+    The product runs over dz_s one gate tile (64 columns, ``dZ[a, s]``) at a time; dh: (Bp, Hp)
+    holds the partial sums between them and ends holding dL/dh_{s-1}, which after the last call
+    (s = 0) is dh0.
+    """
+    _prefer_512_bit()
+    one, zero = np.float32(1), np.float32(0)             # (a bare 0 or 1 would make float64)
+    n_u, T = dZ.shape[0], dZ.shape[1]
+    n_a = n_u if s < T else 1                            # gate tiles of dz_s to sum over
+    c0 = v * V
+    acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1} of 4 rows x 64 units
+    out = carray(_stack_tile(), (5, U))                  # one gate tile's dz (4 rows), dc
+    n_q = V // U                                         # gate tiles per backward tile
+    for a0 in range(0, n_a, SLABS):                      # SLABS gate tiles per k-chunk
+        a1 = min(a0 + SLABS, n_a)
+        for m in range(m0, m1, R):
+            for r in range(R):
+                if a0 > 0:
+                    _copy_row(dh[m + r, c0:c0 + V], acc[r])
+                else:
+                    acc[r, :] = 0
+            for a in range(a0, a1 if s < T else a0):     # (1): acc += dz_s[rows] W_hh
+                W_c = W_b[v, a * 4 * U:(a + 1) * 4 * U]  # (64, 64)
+                A_c = dZ[a, s, m:m + R]                  # (4, 64): gate tile a of dz_s
+                mac(acc, A_c, W_c, R, V)
+            for r in range(R):
+                _copy_row(acc[r], dh[m + r, c0:c0 + V])
+            if a1 < n_a or s == 0:                       # more tiles to come, or no step left
+                continue
+            t = s - 1                                    # the step whose derivatives we take
+            for r in range(R):
+                b = m + r
+                L = lengths[b]
+                if t >= L:                               # (5): padding takes no gradient
+                    for q in range(n_q):
+                        dZ[v * n_q + q, t, b, :] = 0
+                    continue
+                t_own = L - 1 - t if reverse else t
+                from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
+                for q in range(n_q):
+                    u = v * n_q + q
+                    j0 = u * U
+                    gates = G[u, t, b]                   # (64,) i | f | g | o
+                    for j in range(U):
+                        jj = j0 + j
+                        i, f, g, o = gates[j], gates[U + j], gates[2 * U + j], gates[3 * U + j]
+                        tc = tanh_c[t, b, jj]
+                        dh_t = acc[r, q * U + j] + dy[t_own, b, jj] + from_n * dh_n[b, jj]
+                        dc_t = dc[b, jj] + dh_t * o * (one - tc * tc)            # (4)
+                        out[4, j] = dc_t * f                                     # (3): dc_{t-1}
+                        out[0, j] = dc_t * g * i * (one - i)                     # (3), (2)
+                        out[1, j] = dc_t * cs[t, b, jj] * f * (one - f)
+                        out[2, j] = dc_t * i * (one - g * g)
+                        out[3, j] = dh_t * tc * o * (one - o)                    # (4), (2)
+                    _copy_row(out[4], dc[b, j0:j0 + U])
+                    dz = dZ[u, t, b]
+                    for g4 in range(4):
+                        _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
+
+
+@njit(cache=True)
+def _transpose_rows(w, n_workers, A, A_T):
+    """Worker w's share of ``A_T = A.T`` (rows of A_T), in 16 x 16 blocks (cache friendly)."""
+    M, N = A.shape
+    n_b = -(-N // 16)
+    for jb in range(w * n_b // n_workers, (w + 1) * n_b // n_workers):
+        j1 = min(jb * 16 + 16, N)
+        for i0 in range(0, M, 16):
+            for i in range(i0, min(i0 + 16, M)):
+                for j in range(jb * 16, j1):
+                    A_T[j, i] = A[i, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _weight_grads(w, n_workers, sync, target, dZ, x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx,
+                  db):
+    """Worker w's share of the transposes X^T, H_prev^T (x, h: (T Bp, Ip), (T Bp, Hp)), a
+    barrier (``target``: the team's next count), then its share of the sums over all steps,
+    (1) differentiated:
+
+        dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
+        dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_rows(W_ih)``)
+
+    dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous (T Bp, 64) block, a ready-made
+    right operand. The first three are split by gate tiles, dx by rows.
+    """
+    _transpose_rows(w, n_workers, x, x_T)
+    _transpose_rows(w, n_workers, h, h_T)
+    barrier(sync, target)                                # all of X^T and H_prev^T are written
+    n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
+    TB = T * Bp
+    col_sum = np.zeros(64, np.float32)
+    for c in range(w * n_u // n_workers, (w + 1) * n_u // n_workers):
+        dZ_c = dZ[c].reshape(TB, 64)
+        col_sum[:] = 0
+        for r in range(TB):
+            for l in range(64):
+                col_sum[l] += dZ_c[r, l]
+        db[c * 64:(c + 1) * 64] = col_sum
+        _gemm_tile(h_T.reshape(1, h_T.shape[0], TB), dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64,
+                   KC_BIG)
+        _gemm_tile(x_T.reshape(1, x_T.shape[0], TB), dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64,
+                   KC_BIG)
+    n_rb = TB // R
+    m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
+    for i in range(W_ig.shape[0]):
+        _gemm_tile(dZ.reshape(n_u, TB, 64), W_ig[i], 0, dx, m0, m1, i * 64, KC_BIG)
+
+
+@njit(cache=True, parallel=True)
+def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
+                   x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+    """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
+    after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
+    T, Bp = dZ.shape[1], dZ.shape[2]
+    n_rg = -(-Bp // RG)
+    n_items = W_b.shape[0] * n_rg
+    for w in prange(n_workers):
+        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+        for s in range(T, -1, -1):
+            for item in range(first, last):
+                v, m0 = item // n_rg, (item % n_rg) * RG
+                _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
+                               tanh_c, cs, lengths, reverse)
+            barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
+        _weight_grads(w, n_workers, sync, (T + 2) * n_workers, dZ, x, h, x_T, h_T, W_ig,
+                      dW_ih_T, dW_hh_T, dx, db)
+
+
+def _weight_grad_args(x_p, hs, W_ig):
+    """``_weight_grads``' arrays after its two scalars: x and h_prev as (T Bp, .) matrices,
+    room for their transposes, W_ig (packed W_ih), and the outputs, zeroed (the products add):
+    (x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)."""
+    T, Bp, Ip = x_p.shape
+    Hp = hs.shape[2]
+    N = W_ig.shape[1]                                    # 4 Hp: gate tile columns of dZ
+    return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
+            np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32), W_ig,
+            np.zeros((Ip, N), np.float32), np.zeros((Hp, N), np.float32),
+            np.zeros((T * Bp, W_ig.shape[0] * 64), np.float32), np.zeros(N, np.float32))
+
+
+def _padded(a, shape):
+    """``a`` zero-padded to ``shape`` (itself when it already has it)."""
+    if a.shape == shape:
+        return a
+    out = np.zeros(shape, np.float32)
+    out[tuple(slice(0, n) for n in a.shape)] = a
+    return out
+
+
+def backward(dy, dh_n, dc_n, cache):
+    """``lstm.lstm_backward`` on checked arguments, for a cache from ``forward``.
+
+    dy: (T, B, H)   dh_n, dc_n: (B, H)   (float32, C-contiguous)
+    returns dx_s (T, B, I) in step order, dW_ih, dW_hh, db, dh0, dc0.
+    """
+    _, x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c = cache
+    T, Bp, Ip = x_p.shape
+    B, I, H = lengths.shape[0], W_ih.shape[1], W_hh.shape[1]
+    Hp = hs.shape[2]
+    Ip64 = _round_up(Ip, 64)
+
+    dZ = np.empty((Hp // U, T, Bp, 4 * U), np.float32)  # dL/dz, unit tile u's in dZ[u]
+    dc = _padded(dc_n, (Bp, Hp)).copy()
+    dh = np.empty((Bp, Hp), np.float32)                  # dL/dh of each step; ends as dh0
+    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
+    dW_ih_T, dW_hh_T, dx, db = wg[5:]
+    _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
+                   _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
+                   team_size((Hp // V) * -(-Bp // RG)), np.zeros(1, np.int64))
+
+    # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
+    dW_ih, dW_hh, db_out = (np.empty((4 * H, I), np.float32), np.empty((4 * H, H), np.float32),
+                            np.empty((4 * H, 1), np.float32))
+    _unpack_grad(dW_ih_T, H, I, dW_ih)
+    _unpack_grad(dW_hh_T, H, H, dW_hh)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, db_out)
+    db = db_out.reshape(4 * H)
+    dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
+    return np.ascontiguousarray(dx_s), dW_ih, dW_hh, db, dh[:B, :H].copy(), dc[:B, :H].copy()
