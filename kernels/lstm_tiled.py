@@ -21,7 +21,8 @@ while its numbers are still in registers:
         i f g o      = activations of acc's four 16-wide blocks                        (2)
         c, h         = the cell update of those 16 units                          (3)-(5)
 
-The 4 x 64 accumulator is 16 AVX-512 registers; ``W_f[u]`` holds those 16 units' four gates
+The 4 x 64 accumulator is 16 AVX-512 registers (``_gemm.mac``; with AVX2 it walks the tile 16
+columns at a time, 8 of 16 registers); ``W_f[u]`` holds those 16 units' four gates
 side by side (the *gate tile* order below), so one tile has everything its cell update needs.
 
     backward tile (v, rows): units 64v ... 64v+63, 4 rows at a time:
@@ -54,7 +55,7 @@ zero weights and bias, so they stay exactly 0 and add nothing to any product). I
     W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
     W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
 
-Every product goes through ``_gemm_tile``: a 4 x 64 register tile, the k loop in chunks that
+Every product goes through ``_gemm_tile``: ``_gemm.mac``'s register tile, the k loop in chunks that
 stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
 (sums in another order, fused multiply-adds), and do not depend on the number of threads (a
 tile's sums are the same whoever computes it). tests/test_kernels_lstm_tiled.py checks both
@@ -72,7 +73,7 @@ from ._team import barrier, team_size
 
 __all__ = ["use_tiled", "forward", "backward"]
 
-R = 4          # rows per register tile (4 x 64 float32 = 16 AVX-512 registers)
+R = 4          # rows per register tile (``_gemm.mac``)
 U = 16         # hidden units per forward (gate) tile: 4 gates x 16 = 64 columns
 V = 64         # hidden units per backward tile
 Z = 4 * U      # columns of z per gate tile (i, f, g, o of U units)

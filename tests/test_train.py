@@ -39,7 +39,9 @@ def test_fit_learns_the_sign_task():
     assert h.val_accuracy[-1] >= 0.88
     s = score(m, ClassNLLCriterion(), xv, yv)
     assert s["accuracy"] == pytest.approx(h.val_accuracy[-1])
-    assert s["loss"] == pytest.approx(h.val_loss[-1], rel=1e-9)
+    # fit evaluates in batches of 32, score in one of 128: the same float32 sums grouped
+    # differently (BLAS kernels differ by row count), so equal to float32 round-off
+    assert s["loss"] == pytest.approx(h.val_loss[-1], rel=1e-6)
 
 
 def test_history_contents():
