@@ -55,8 +55,8 @@ zero weights and bias, so they stay exactly 0 and add nothing to any product). I
     W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
     W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
 
-Every product goes through ``_gemm_tile``: ``_gemm.mac``'s register tile, the k loop in chunks that
-stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
+Every product goes through ``_gemm_tile``: ``_gemm.mac``'s register tile, the k loop in chunks
+that stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
 (sums in another order, fused multiply-adds), and do not depend on the number of threads (a
 tile's sums are the same whoever computes it). tests/test_kernels_lstm_tiled.py checks both
 passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged and reversed.
