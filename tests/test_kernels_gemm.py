@@ -116,3 +116,40 @@ def test_cells_on_the_packed_path_match_the_reference(cell, reverse):
     gr = r_bwd(dy, *dstate, cr)
     for a, b in zip(gf, gr):
         np.testing.assert_allclose(a, b, atol=2e-4 * max(1.0, np.abs(b).max()))
+
+
+_OTHER_WIDTH = r"""
+import numpy as np
+from numba import njit
+import kernels._gemm as g
+g.VECTOR, g.ACC_VECTORS = {vector}, {acc}         # before anything compiles a call of mac
+
+@njit(cache=False)
+def cases(acc4, acc1, acc48, A, W):
+    g.mac(acc4, A[:4], W, 4, 64)
+    g.mac(acc1, A[:1], W, 1, 64)
+    g.mac(acc48, A[:4], W[:, :48], 4, 48)
+
+rng = np.random.default_rng(0)
+A = rng.standard_normal((4, 37)).astype(np.float32)
+W = rng.standard_normal((37, 64)).astype(np.float32)
+a4, a1, a48 = np.ones((4, 64), np.float32), np.ones((1, 64), np.float32), np.ones((4, 48), np.float32)
+cases(a4, a1, a48, A, W)
+ref = 1 + A.astype(np.float64) @ W
+for got, want in ((a4, ref), (a1, ref[:1]), (a48, ref[:, :48])):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("vector,acc", [(16, 16), (4, 8)])
+def test_mac_for_other_vector_widths(vector, acc):
+    """The tile's code for the widths this CPU does not pick (AVX-512's 16 lanes and 4 x 64
+    tile; 4-lane SSE vectors): LLVM lowers any vector width to this CPU's instructions, so the
+    grouping of columns into vectors is checked here whatever the CI machine is."""
+    import subprocess
+    import sys
+    code = _OTHER_WIDTH.format(vector=vector, acc=acc)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "NUMBA_CACHE_DIR": "/tmp/rnncore-mac-width"})
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
