@@ -35,7 +35,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "tanh", "exp_expm1", "flip_valid", "as_float_array", "as_lengths", "state_or_zeros"]
+__all__ = ["sigmoid", "tanh", "exp_expm1", "copy_row", "flip_valid", "as_float_array", "as_lengths", "state_or_zeros"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -164,6 +164,16 @@ def tanh(z):
     _, u = exp_expm1(-(a + a))
     t = abs(u) / (type(z)(2) + u)            # abs(u) = -u, but +0.0 (not -0.0) at z = 0
     return t if z >= 0 else -t
+
+
+@njit(cache=True, inline="always")
+def copy_row(src, dst):
+    """``dst[:] = src`` for two 1-D rows of one length, as a plain loop (LLVM turns it into
+    vector moves). Why not the slice assignment: Numba compiles an array-to-slice assignment
+    through its general broadcasting machinery, which took ~4 s the first time in a process
+    (measured on a 2-core AMD EPYC), all of it added to a cold start."""
+    for l in range(src.shape[0]):
+        dst[l] = src[l]
 
 
 @njit(cache=True)

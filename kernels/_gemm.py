@@ -216,14 +216,30 @@ def gemm_packed(A, Wp, out):
         width = min(TILE_COLS, N - c0)                       # the last tile may be partial
         m0 = 0
         while m0 + TILE_ROWS <= M:                           # full 4-row tiles
-            acc[:, :] = 0
+            _zero(acc)
             mac(acc, A[m0:m0 + TILE_ROWS], w_t, TILE_ROWS, TILE_COLS)
-            out[m0:m0 + TILE_ROWS, c0:c0 + width] = acc[:, :width]
+            _store(acc, out[m0:m0 + TILE_ROWS, c0:c0 + width])
             m0 += TILE_ROWS
         for m in range(m0, M):                               # the last M % 4 rows
-            acc[0, :] = 0
+            _zero(acc[:1])
             mac(acc[:1], A[m:m + 1], w_t, 1, TILE_COLS)
-            out[m, c0:c0 + width] = acc[0, :width]
+            _store(acc[:1], out[m:m + 1, c0:c0 + width])
+
+
+@njit(cache=True, inline="always")
+def _zero(a):
+    """``a[:, :] = 0`` as a loop (slice assignment took seconds to compile: first-run time)."""
+    for r in range(a.shape[0]):
+        for l in range(a.shape[1]):
+            a[r, l] = 0
+
+
+@njit(cache=True, inline="always")
+def _store(acc, out):
+    """``out[:, :] = acc[:, :out.shape[1]]`` as a loop (see ``_zero``)."""
+    for r in range(out.shape[0]):
+        for l in range(out.shape[1]):
+            out[r, l] = acc[r, l]
 
 
 # Where the packed product beats BLAS depends on the CPU (and its OpenBLAS kernels), so the

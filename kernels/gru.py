@@ -76,7 +76,8 @@ A second organization of the same computation lives in ``gru_tiled.py`` (float32
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
+from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
+                      state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for
 
@@ -122,7 +123,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
             if s >= L:                                   # (6): padding, the state is frozen
-                h_new[:] = h_prev
+                copy_row(h_prev, h_new)
                 continue
             y_t = y[L - 1 - s if reverse else s, bb]     # (H,) where this step's output goes
             g, rh = gates[s, bb], R[bb]                  # (3, H) input part, (3, H) hidden part
@@ -136,7 +137,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
                 q[j] = rh[2, j] + bh[2, j]                                 # (3)
                 n[j] = tanh(g[2, j] + bi[2, j] + r[j] * q[j])              # (4)
                 y_t[j] = (one - z[j]) * n[j] + z[j] * h_prev[j]            # (5)
-            h_new[:] = y_t
+            copy_row(y_t, h_new)
 
 
 def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False, path="auto"):
@@ -224,7 +225,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
             a, n, q, h_prev = gates[s, bb], ns[s, bb], qs[s, bb], hs[s, bb]   # (3, H), (H,)..
             dh_b, dhz_b = dh[bb], dhz[bb]                # (H,) each
             if s == L - 1:                               # the sequence's last step: dL/dh_s is
-                dh_b[:] = dh_n[bb]                       # dh_n, which the frozen padding after
+                copy_row(dh_n[bb], dh_b)                 # dh_n, which the frozen padding after
                 dhz_b[:] = 0                             # it passed through unchanged, (6)
             for j in range(H):
                 r, z = a[0, j], a[1, j]
@@ -254,7 +255,9 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
     for row in range(TB):
         for k in range(3 * H):
             db_hh[k] += dG2[row, k]
-    dG[:, :, 2, :] = dan_s                                         # dG is now dGi
+    for t in range(T):                                             # dG is now dGi
+        for bb in range(B):
+            copy_row(dan_s[t, bb], dG[t, bb, 2])
     np.dot(dG2.T, x_s.reshape(TB, I), dW_ih)                       # (3H, I)    (1), (2), (4)
     np.dot(dG2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)   (1), (2), (4)
     db_ih[:] = 0

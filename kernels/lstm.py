@@ -81,7 +81,8 @@ where it measured faster (``kernels/_auto.py``); read this file first.
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array, as_lengths, flip_valid, sigmoid, state_or_zeros, tanh
+from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
+                      state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for
 
@@ -123,8 +124,8 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b,
             L = lengths[bb]
             c_prev, h_new, c_new = cs[s, bb], hs[s + 1, bb], cs[s + 1, bb]     # (H,) each
             if s >= L:                                   # (5): padding, the state is frozen
-                h_new[:] = hs[s, bb]
-                c_new[:] = c_prev
+                copy_row(hs[s, bb], h_new)
+                copy_row(c_prev, c_new)
                 continue
             y_t = y[L - 1 - s if reverse else s, bb]     # (H,) where this step's output goes
             z, r, tc = gates[s, bb], R[bb], tanh_c[s, bb]          # (4, H), (4, H), (H,)

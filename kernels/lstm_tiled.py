@@ -65,7 +65,7 @@ passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged an
 import numpy as np
 from numba import carray, njit, prange
 
-from ._common import sigmoid, tanh
+from ._common import copy_row as _copy_row, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._auto import uses_tiled
 from ._team import barrier, team_size
@@ -157,13 +157,6 @@ def _pack_rows(W, H, Hp, Kp):
 # ---------------------------------------------------------------------------------------------
 # Forward
 # ---------------------------------------------------------------------------------------------
-
-@njit(cache=True, inline="always")
-def _copy_row(src, dst):
-    """``dst[:] = src`` for two 1-D rows (a plain loop that LLVM turns into vector moves)."""
-    for l in range(src.shape[0]):
-        dst[l] = src[l]
-
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
@@ -427,7 +420,7 @@ def _weight_grads(w, n_workers, sync, target, dZ, x, h, x_T, h_T, W_ig, dW_ih_T,
         for r in range(TB):
             for l in range(64):
                 col_sum[l] += dZ_c[r, l]
-        db[c * 64:(c + 1) * 64] = col_sum
+        _copy_row(col_sum, db[c * 64:(c + 1) * 64])
         _gemm_tile(h_T.reshape(1, h_T.shape[0], TB), dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64,
                    KC_BIG)
         _gemm_tile(x_T.reshape(1, x_T.shape[0], TB), dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64,

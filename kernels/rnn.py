@@ -55,7 +55,7 @@ BLAS's spinning threads (see ``gru.py``).
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array, as_lengths, flip_valid, state_or_zeros, tanh
+from ._common import as_float_array, as_lengths, copy_row, flip_valid, state_or_zeros, tanh
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["rnn_forward", "rnn_backward"]
@@ -94,12 +94,12 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, rev
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
             if s >= L:                                   # (3): padding, the state is frozen
-                h_new[:] = h_prev
+                copy_row(h_prev, h_new)
                 continue
             g, r = G[s, bb], R[bb]                       # (H,) input and hidden parts of (1)
             for j in range(H):
                 h_new[j] = tanh(g[j] + r[j] + b[j])      # (1), (2); kept: tanh' = 1 - h^2
-            y[L - 1 - s if reverse else s, bb, :] = h_new   # the output at its own time
+            copy_row(h_new, y[L - 1 - s if reverse else s, bb])   # the output at its own time
 
 
 def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
