@@ -12,8 +12,10 @@ fraction of what the same core does on a large product (measured on a 2-core AVX
 2. The register tile (``mac``). It keeps a block of ``out`` in registers while it walks the
    shared dimension K: per k, one broadcast of A per row, one load per vector of the packed
    weights, a fused multiply-add per (row, vector). That is the shape of a BLAS micro-kernel.
-   The block fills half the vector registers: 4 rows x 64 columns with AVX-512 (16 of 32
-   registers of 16 floats), 4 rows x 16 columns at a time with AVX2 (8 of 16 registers of 8).
+   The block fills half the vector registers with AVX-512 (4 rows x 64 columns: 16 of 32
+   registers of 16 floats) and 12 of the 16 with AVX2 (4 rows x 24 columns at a time, registers
+   of 8 floats; measured against 4 x 16: 12-25 % faster products, the tiled LSTM's backward at
+   (64, 32, 128, 256) 59.5 -> 52.3 ms).
 
 The packed layout: ``Wp[t, k, l] = Wb[k, t * 64 + l]``, zero-padded past the last column, so
 tile ``t`` is one contiguous (K, 64) block read straight through.
@@ -78,8 +80,8 @@ def _target_features():
 
 _features = _target_features()
 VECTOR = 16 if _features.get("avx512f", False) else 8   # float32 lanes of one vector register
-ACC_VECTORS = 16 if VECTOR == 16 else 8                   # vector registers the tile may hold:
-                                                          # half of 32 (AVX-512) or of 16 (AVX2)
+ACC_VECTORS = 16 if VECTOR == 16 else 12                 # vector registers the tile may hold:
+                                                          # 16 of 32 (AVX-512), 12 of 16 (AVX2)
 
 
 @intrinsic

@@ -21,8 +21,8 @@ while its numbers are still in registers:
         i f g o      = activations of acc's four 16-wide blocks                        (2)
         c, h         = the cell update of those 16 units                          (3)-(5)
 
-The 4 x 64 accumulator is 16 AVX-512 registers (``_gemm.mac``; with AVX2 it walks the tile 16
-columns at a time, 8 of 16 registers); ``W_f[u]`` holds those 16 units' four gates
+The 4 x 64 accumulator is 16 AVX-512 registers (``_gemm.mac``; with AVX2 it walks the tile 24
+columns at a time, 12 of 16 registers); ``W_f[u]`` holds those 16 units' four gates
 side by side (the *gate tile* order below), so one tile has everything its cell update needs.
 
     backward tile (v, rows): units 64v ... 64v+63, 4 rows at a time:
