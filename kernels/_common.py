@@ -35,7 +35,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "tanh", "exp_expm1", "copy_row", "flip_valid", "as_float_array", "as_lengths", "state_or_zeros"]
+__all__ = ["sigmoid", "tanh", "exp_expm1", "copy_row", "flip_valid", "as_float_array", "as_lengths",
+           "state_or_zeros"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

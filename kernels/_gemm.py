@@ -96,8 +96,9 @@ def mac(typingctx, acc, A, W, rows, cols):
                     acc[r, l] += A[r, k] * W[k, l]        # one fused multiply-add each
 
     ``rows`` and ``cols`` are compile-time constants (a global or a literal at the call site),
-    ``cols`` a multiple of the lanes per vector (``VECTOR`` in float32); acc's and W's rows must be contiguous (any row stride),
-    A may have any strides. No bounds checks: the caller passes views of the right sizes.
+    ``cols`` a multiple of the lanes per vector (``VECTOR`` in float32). acc's and W's rows must
+    be contiguous (any row stride); A may have any strides. No bounds checks: the caller passes
+    views of the right sizes.
 
     Why not that loop. Its speed depends on LLVM keeping ``acc`` in registers while it walks K,
     and whether LLVM does depends on the CPU: on AVX-512 the 4 x 64 tile is 16 of 32 registers

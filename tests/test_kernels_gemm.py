@@ -29,15 +29,16 @@ def test_mac_equals_the_loop_it_replaces(dtype, a_dtype, K):
     """acc += A @ W with any strides of A (here every other column of a wider array, so
     that k does not step by one), rows of acc and W inside wider arrays; K = 0 adds nothing."""
     rng = np.random.default_rng(K)
-    A = rng.standard_normal((5, 2 * K + 1)).astype(a_dtype)[:, ::2][:, :K]     # (5, K) strided
-    W = rng.standard_normal((K, 80)).astype(dtype)[:, 3:67]                  # (K, 64), rows 80 apart
+    A = rng.standard_normal((5, 2 * K + 1)).astype(a_dtype)[:, ::2][:, :K]   # (5, K), strided
+    W = rng.standard_normal((K, 80)).astype(dtype)[:, 3:67]                # (K, 64), rows 80 apart
     start = rng.standard_normal((4, 100)).astype(dtype)
     bufs = [start.copy() for _ in range(4)]
     _mac_cases(bufs[0][:, :64], bufs[1][:3, 10:74], bufs[2][:1, 20:84], A, W, bufs[3][:, 30:78])
     A64, W64 = A.astype(dtype).astype(np.float64), W.astype(np.float64)
     tol = dict(rtol=1e-5, atol=1e-5 * np.sqrt(K + 1)) if dtype == np.float32 else dict(rtol=1e-12)
-    for buf, rows, c0, w0, cols in [(bufs[0], slice(0, 4), 0, 0, 64), (bufs[1], slice(1, 4), 10, 0, 64),
-                                    (bufs[2], slice(2, 3), 20, 0, 64), (bufs[3], slice(0, 4), 30, 8, 48)]:
+    cases = [(bufs[0], slice(0, 4), 0, 0, 64), (bufs[1], slice(1, 4), 10, 0, 64),
+             (bufs[2], slice(2, 3), 20, 0, 64), (bufs[3], slice(0, 4), 30, 8, 48)]
+    for buf, rows, c0, w0, cols in cases:
         n = rows.stop - rows.start
         expect = start.astype(np.float64).copy()
         expect[:n, c0:c0 + cols] += A64[rows] @ W64[:, w0:w0 + cols]
@@ -133,7 +134,7 @@ def cases(acc4, acc1, acc48, A, W):
 rng = np.random.default_rng(0)
 A = rng.standard_normal((4, 37)).astype(np.float32)
 W = rng.standard_normal((37, 64)).astype(np.float32)
-a4, a1, a48 = np.ones((4, 64), np.float32), np.ones((1, 64), np.float32), np.ones((4, 48), np.float32)
+a4, a1, a48 = (np.ones(shape, np.float32) for shape in ((4, 64), (1, 64), (4, 48)))
 cases(a4, a1, a48, A, W)
 ref = 1 + A.astype(np.float64) @ W
 for got, want in ((a4, ref), (a1, ref[:1]), (a48, ref[:, :48])):
@@ -147,9 +148,11 @@ def test_mac_for_other_vector_widths(vector, acc):
     """The tile's code for the widths this CPU does not pick (AVX-512's 16 lanes and 4 x 64
     tile; 4-lane SSE vectors): LLVM lowers any vector width to this CPU's instructions, so the
     grouping of columns into vectors is checked here whatever the CI machine is."""
+    import os
     import subprocess
     import sys
     code = _OTHER_WIDTH.format(vector=vector, acc=acc)
+    env = {**os.environ, "NUMBA_CACHE_DIR": "/tmp/rnncore-mac-width"}   # not the shared cache
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "NUMBA_CACHE_DIR": "/tmp/rnncore-mac-width"})
+                       env=env)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
