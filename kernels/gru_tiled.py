@@ -34,7 +34,7 @@ from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._team import barrier, team_size
 from ._auto import uses_tiled
-from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row,
+from .lstm_tiled import (KC, KC_BIG, R, RG, SLABS, V, _copy_row,
                          _gemm_tile, _padded, _round_up, _weight_grad_args, _weight_grads,
                          _zeros_aligned)
 
@@ -178,7 +178,7 @@ def _input_tile(u, m0, m1, x, W_i, b_i, G):
     T, Bp, Ip = x.shape
     if m1 - m0 == Bp:
         _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
-                   T * Bp, 0, KC, b_i[u])
+                   T * Bp, 0, KC_BIG, b_i[u])
     else:
         for t in range(T):
             _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, b_i[u])

@@ -80,7 +80,8 @@ Z = 4 * U      # columns of z per gate tile (i, f, g, o of U units)
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk: a (128, 64) float32 slice of W is 32 KB, kept in L1 over RG rows
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
-KC_BIG = 1024  # k-chunk of the weight-gradient GEMMs (long K, many rows): fewer partial sums
+KC_BIG = 1024  # k-chunk of the products over all T Bp rows (long K or many rows): fewer partial
+               # sums (the input product at I = 512: 71.5 -> 57.7 ms fwd, AMD EPYC)
 _FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default ``init``: start from ``out``
 
 
@@ -256,7 +257,7 @@ def _input_tile(u, m0, m1, x, W_i, bias, G):
     T, Bp, Ip = x.shape
     if m1 - m0 == Bp:
         _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
-                   T * Bp, 0, KC, bias[u])
+                   T * Bp, 0, KC_BIG, bias[u])
     else:
         for t in range(T):
             _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, bias[u])
