@@ -44,6 +44,8 @@ from numba import carray, njit, types
 from numba.core import cgutils, config, errors
 from numba.extending import intrinsic
 
+from ._common import copy_row
+
 __all__ = ["pack", "pack_for", "gemm_packed", "mac", "TILE_ROWS", "TILE_COLS", "MIN_ROWS",
            "MAX_WORK", "VECTOR"]
 
@@ -221,28 +223,21 @@ def gemm_packed(A, Wp, out):
         while m0 + TILE_ROWS <= M:                           # full 4-row tiles
             _zero(acc)
             mac(acc, A[m0:m0 + TILE_ROWS], w_t, TILE_ROWS, TILE_COLS)
-            _store(acc, out[m0:m0 + TILE_ROWS, c0:c0 + width])
+            for r in range(TILE_ROWS):
+                copy_row(acc[r, :width], out[m0 + r, c0:c0 + width])
             m0 += TILE_ROWS
         for m in range(m0, M):                               # the last M % 4 rows
             _zero(acc[:1])
             mac(acc[:1], A[m:m + 1], w_t, 1, TILE_COLS)
-            _store(acc[:1], out[m:m + 1, c0:c0 + width])
+            copy_row(acc[0, :width], out[m, c0:c0 + width])
 
 
 @njit(cache=True, inline="always")
 def _zero(a):
-    """``a[:, :] = 0`` as a loop (slice assignment took seconds to compile: first-run time)."""
+    """``a[:, :] = 0`` as a loop (slice code is slow to compile: ``_common.copy_row``)."""
     for r in range(a.shape[0]):
         for l in range(a.shape[1]):
             a[r, l] = 0
-
-
-@njit(cache=True, inline="always")
-def _store(acc, out):
-    """``out[:, :] = acc[:, :out.shape[1]]`` as a loop (see ``_zero``)."""
-    for r in range(out.shape[0]):
-        for l in range(out.shape[1]):
-            out[r, l] = acc[r, l]
 
 
 # Where the packed product beats BLAS depends on the CPU (and its OpenBLAS kernels), so the
