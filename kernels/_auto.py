@@ -42,7 +42,9 @@ def takes_tiled(path, gates, dtype, B, H):
 
 def uses_tiled(gates, dtype, B, H):
     """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU)."""
+    if B < MIN_B or H < MIN_H:                         # (the common small case, first)
+        return False
     work = B * gates * H * H
     Hp = tiled_width(H)
-    return (np.dtype(dtype) == np.float32 and B >= MIN_B and H >= MIN_H
-            and MIN_WORK[gates] <= work <= MAX_WORK and 8 * (Hp - H) <= Hp)
+    return (np.dtype(dtype) == np.float32 and MIN_WORK[gates] <= work <= MAX_WORK
+            and 8 * (Hp - H) <= Hp)

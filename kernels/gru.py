@@ -77,7 +77,7 @@ import numpy as np
 from numba import njit
 
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
-                      state_or_zeros, tanh)
+                      init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for
 
@@ -173,7 +173,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
                                  state_or_zeros(h0, (B, H), dt, "h0"), lengths, reverse)
 
     hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
-    hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
+    init_state(hs[0], h0, "h0")
     gates = np.empty((T, B, 3, H), dt)                   # r, z per step (and scratch)
     ns = np.empty((T, B, H), dt)                         # n per step, (4)
     qs = np.empty((T, B, H), dt)                         # q per step, (3)

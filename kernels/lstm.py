@@ -82,7 +82,7 @@ import numpy as np
 from numba import njit
 
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
-                      state_or_zeros, tanh)
+                      init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for
 
@@ -178,8 +178,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
 
     hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
     cs = np.empty((T + 1, B, H), dt)
-    hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
-    cs[0] = state_or_zeros(c0, (B, H), dt, "c0")
+    init_state(hs[0], h0, "h0")
+    init_state(cs[0], c0, "c0")
     gates = np.empty((T, B, 4, H), dt)                   # i, f, g, o per step
     tanh_c = np.empty((T, B, H), dt)
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (5)

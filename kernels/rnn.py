@@ -55,7 +55,8 @@ BLAS's spinning threads (see ``gru.py``).
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array, as_lengths, copy_row, flip_valid, state_or_zeros, tanh
+from ._common import (as_float_array, as_lengths, copy_row, flip_valid, init_state,
+                      state_or_zeros, tanh)
 from ._gemm import gemm_packed, pack_for
 
 __all__ = ["rnn_forward", "rnn_backward"]
@@ -127,7 +128,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     reverse = bool(reverse)
 
     hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
-    hs[0] = state_or_zeros(h0, (B, H), dt, "h0")
+    init_state(hs[0], h0, "h0")
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (3)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 

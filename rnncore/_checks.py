@@ -9,17 +9,42 @@ import numbers
 from collections.abc import Mapping
 
 import numpy as np
+from numba import njit
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _SMALL = 4096        # up to this many entries an elementwise test, above it one sum
 
 
+@njit(cache=True)
+def _finite_flat(a):
+    """Whether the 1-D array ``a`` holds no NaN/Inf: ``v * 0`` is 0 for a finite v, NaN else."""
+    s = 0.0
+    for v in a:
+        s += v * 0.0
+    return s == 0.0
+
+
+@njit(cache=True)
+def _min_max(a):
+    """(min, max) of the non-empty 1-D int64 array ``a``, in one pass."""
+    lo = hi = a[0]
+    for v in a:
+        lo, hi = min(lo, v), max(hi, v)
+    return lo, hi
+
+
+def int_range(a):
+    """(min, max) of a non-empty int array of any shape, as Python ints."""
+    lo, hi = _min_max(np.ascontiguousarray(a, dtype=np.int64).reshape(-1))
+    return int(lo), int(hi)
+
+
 def _all_finite(a):
     """Whether a float array holds no NaN/Inf, at small per-call cost (validation runs on every
     call of every module, so at tiny shapes it is a visible part of a training step)."""
-    if a.size <= _SMALL:                                 # ~0.6 us, no warnings to silence
-        return np.count_nonzero(np.isfinite(a)) == a.size
+    if a.size <= _SMALL:                                 # ~0.6 us: one compiled loop, no temporary
+        return _finite_flat(a.reshape(-1))
     # one sum is cheaper than an elementwise test: it is finite unless an entry is NaN/Inf
     # (or the sum overflows, which the exact test then clears)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -84,12 +109,12 @@ def finite_array(x, name, kind="f", dtype=None):
 
     Raises TypeError for non-numeric data, ValueError for NaN/Inf.
     """
-    a = _as_array(x, name)
+    a = x if type(x) is np.ndarray else _as_array(x, name)
     if kind == "f":
-        if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
+        if a.dtype.kind not in "fiu":                    # (bool is kind "b", complex "c")
             raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
-        if dtype is not None:
-            a = a.astype(dtype, copy=False)
+        if dtype is not None and a.dtype != dtype:
+            a = a.astype(dtype)
         if a.dtype.kind == "f" and not _all_finite(a):
             bad = int(np.size(a) - np.isfinite(a).sum())
             raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")
@@ -132,12 +157,14 @@ def lengths(v, T, B, name="lengths"):
     """``None`` or an int array ``(B,)`` with ``1 <= lengths[b] <= T``, as int64."""
     if v is None:
         return None
-    a = finite_array(v, name, kind="i")
+    a = np.ascontiguousarray(finite_array(v, name, kind="i"))
     if a.shape != (B,):
         raise ValueError(f"{name}: expected shape ({B},) to match the batch, got {a.shape}")
-    if a.size and (a.min() < 1 or a.max() > T):
-        raise ValueError(f"{name}: expected values in [1, {T}] (T = {T}), got min {a.min()}, max {a.max()}")
-    return np.ascontiguousarray(a)
+    if a.size:
+        lo, hi = int_range(a)
+        if lo < 1 or hi > T:
+            raise ValueError(f"{name}: expected values in [1, {T}] (T = {T}), got min {lo}, max {hi}")
+    return a
 
 
 def same_shape(a, expected_shape, name):

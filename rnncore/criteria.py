@@ -40,9 +40,10 @@ def _class_targets(target, N, C):
     t = _checks.finite_array(target, "target", kind="i")
     if t.shape != (N,):
         raise ValueError(f"target: expected shape ({N},) (one class id per input row), got {t.shape}")
-    if t.min() < 0 or t.max() >= C:
+    lo, hi = _checks.int_range(t) if t.size else (0, 0)
+    if lo < 0 or hi >= C:
         raise ValueError(f"target: expected class ids in [0, {C - 1}] (C = {C}, 0-based), "
-                         f"got min {t.min()}, max {t.max()}")
+                         f"got min {lo}, max {hi}")
     return t
 
 
@@ -221,11 +222,32 @@ def _rows_match_loss(criterion):
     """Whether ``criterion._rows`` describes its own loss: the nearest class (in method order)
     that defines ``_loss`` or ``_grad`` also defines ``_rows``. A user's subclass that changes
     the loss of, say, `MSECriterion` without a ``_rows`` of its own is scored step by step."""
-    for klass in type(criterion).__mro__:
-        own = vars(klass)
-        if "_loss" in own or "_grad" in own:
-            return own.get("_rows") is not None
-    return False
+    klass = type(criterion)
+    found = _ROWS_MATCH.get(klass)
+    if found is None:
+        found = False
+        for k in klass.__mro__:
+            own = vars(k)
+            if "_loss" in own or "_grad" in own:
+                found = own.get("_rows") is not None
+                break
+        _ROWS_MATCH[klass] = found
+    return found
+
+
+_ROWS_MATCH = {}        # criterion class -> _rows_match_loss, looked up once per class
+
+# SequencerCriterion keeps the gradient its forward computed for inputs up to this many entries:
+# at tiny shapes checking and scoring again cost a visible part of a training step, and up to
+# this size the copies kept are cheaper than that.
+_KEEP_MAX = 1 << 16
+
+
+def _same_values(a, kept):
+    """Whether ``a`` is an array equal to ``kept`` in type, dtype, shape and every value (NaN is
+    never equal, so a NaN input always goes through the checks)."""
+    return (type(a) is np.ndarray and a.dtype == kept.dtype and a.shape == kept.shape
+            and np.array_equal(a, kept))
 
 
 class SequencerCriterion(Criterion):
@@ -248,6 +270,7 @@ class SequencerCriterion(Criterion):
         super().__init__()
         self.criterion = criterion
         self._lengths = None                                     # lengths of the last forward
+        self._kept = None                                        # (input, target, grad) copies
 
     def _check_seq(self, input, target, lengths):
         x, was_list = _float_input(input)
@@ -311,8 +334,12 @@ class SequencerCriterion(Criterion):
 
     def forward(self, input, target, lengths=None):
         x, t, _, lengths = self._check_seq(input, target, lengths)
-        loss, _ = self._evaluate(x, t, lengths, need_grad=False)
+        # The per-row form yields the gradient with the loss: keep it (and copies of what it was
+        # computed from) when small, for a backward on the same values (see ``backward``).
+        keep = x.size <= _KEEP_MAX and _rows_match_loss(self.criterion)
+        loss, g = self._evaluate(x, t, lengths, need_grad=keep)
         self._lengths = lengths
+        self._kept = (x.copy(), t.copy(), g) if keep else None
         self.output = float(loss)
         return self.output
 
@@ -320,6 +347,9 @@ class SequencerCriterion(Criterion):
 
     def backward(self, input, target, lengths=None):
         if lengths is None:
+            kept = getattr(self, "_kept", None)                  # the usual training step:
+            if kept is not None and _same_values(input, kept[0]) and _same_values(target, kept[1]):
+                return kept[2].copy()                            # forward's values, its gradient
             lengths = self._lengths
         x, t, was_list, lengths = self._check_seq(input, target, lengths)
         _, g = self._evaluate(x, t, lengths, need_grad=True)

@@ -88,19 +88,19 @@ class SGD(Optimizer):
         self.weight_decay = _checks.positive_number(weight_decay, "weight_decay", allow_zero=True)
 
     def _update(self, p, state):
-        f = p.data.dtype.type
-        g = p.grad
+        w, g = p.data, p.grad                                    # w: updated in place
+        f = w.dtype.type
         if self.weight_decay:
-            g = g + f(self.weight_decay) * p.data
+            g = g + f(self.weight_decay) * w
         if self.momentum:
             if "momentum_buffer" not in state:
-                state["momentum_buffer"] = np.array(g, dtype=p.data.dtype)
+                state["momentum_buffer"] = np.array(g, dtype=w.dtype)
             else:
                 buf = state["momentum_buffer"]
                 buf *= f(self.momentum)
                 buf += g
             g = state["momentum_buffer"]
-        p.data -= f(self.lr) * g
+        w -= f(self.lr) * g
 
 
 class Adam(Optimizer):
@@ -121,10 +121,11 @@ class Adam(Optimizer):
         self.eps = _checks.positive_number(eps, "eps")
 
     def _update(self, p, state):
-        f = p.data.dtype.type
+        w = p.data                                               # updated in place
+        f = w.dtype.type
         b1, b2 = self.betas
         if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            state.update(step=0, exp_avg=np.zeros_like(w), exp_avg_sq=np.zeros_like(w))
         state["step"] += 1
         k, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
         m *= f(b1)
@@ -133,7 +134,7 @@ class Adam(Optimizer):
         v += f(1 - b2) * g * g
         step_size = self.lr / (1 - b1 ** k)
         denom = np.sqrt(v) / f(np.sqrt(1 - b2 ** k)) + f(self.eps)
-        p.data -= f(step_size) * (m / denom)
+        w -= f(step_size) * (m / denom)
 
 
 class RMSprop(Optimizer):
@@ -150,13 +151,14 @@ class RMSprop(Optimizer):
         self.eps = _checks.positive_number(eps, "eps")
 
     def _update(self, p, state):
-        f = p.data.dtype.type
+        w = p.data                                               # updated in place
+        f = w.dtype.type
         if not state:
-            state["square_avg"] = np.zeros_like(p.data)
+            state["square_avg"] = np.zeros_like(w)
         v, g = state["square_avg"], p.grad
         v *= f(self.alpha)
         v += f(1 - self.alpha) * g * g
-        p.data -= f(self.lr) * g / (np.sqrt(v) + f(self.eps))
+        w -= f(self.lr) * g / (np.sqrt(v) + f(self.eps))
 
 
 def clip_grad_norm(params, max_norm):

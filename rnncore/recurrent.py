@@ -162,7 +162,7 @@ class _Recurrent(Module):
         "cuda" [device] GPU copies, uploaded only when a Parameter's array or ``version`` has
         changed since the last upload (see ``Parameter``). While a copy exists its host array is
         read-only: a write through an old reference raises instead of going unseen."""
-        params = self._layer_params(k, d)
+        params = self._layer_param_lists()[k * self.num_directions + d]
         if self.device != "cuda":
             return [q.data for q in params]
         cached = self.__dict__.setdefault("_device_weights", _DeviceCopies())
@@ -183,6 +183,16 @@ class _Recurrent(Module):
         sfx = self._suffixes()[d]
         names = [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"] + [f"{b}_l{k}{sfx}" for b in self._biases]
         return [self._params[n] for n in names]
+
+    def _layer_param_lists(self):
+        """``_layer_params(k, d)`` for every ``i = k * D + d``, built once per layer object (the
+        Parameter objects never change, only their arrays)."""
+        lists = self.__dict__.get("_param_lists")
+        if lists is None:
+            D = self.num_directions
+            lists = self._param_lists = [self._layer_params(i // D, i % D)
+                                         for i in range(self.num_layers * D)]
+        return lists
 
     # -- remember / forget (Torch7) ----------------------------------------------------------
     def remember(self, mode=True):
@@ -227,7 +237,9 @@ class _Recurrent(Module):
 
     def _run(self, x, lengths, initial):
         # 1. Validate everything before anything changes.
-        x, initial = to_host(x), to_host(initial)             # [device] device arrays -> NumPy
+        x = to_host(x)                                        # [device] device arrays -> NumPy
+        if any(s is not None for s in initial):
+            initial = to_host(initial)
         x, was_list = self._check_input(x)
         T, B, _ = x.shape
         lengths = _checks.lengths(lengths, T, B)
@@ -270,8 +282,9 @@ class _Recurrent(Module):
 
         # 3. Commit: final states, caches, remembered state.
         state_n = [_stack([f[j] for f in finals]) for j in range(len(self._states))]  # (L*D, B, H)
-        for s, a in zip(self._states, state_n):
-            setattr(self, f"{s}_n", a)
+        self.h_n = state_n[0]
+        if len(state_n) == 2:
+            self.c_n = state_n[1]
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
@@ -314,12 +327,14 @@ class _Recurrent(Module):
             dinp = None
             for d in range(D):
                 i = k * D + d
-                dy = None if dy_layer is None else np.ascontiguousarray(dy_layer[..., d * H:(d + 1) * H])
+                dy = dy_layer
+                if D == 2 and dy is not None:                 # this direction's half
+                    dy = np.ascontiguousarray(dy_layer[..., d * H:(d + 1) * H])
                 dstate_n = [None] * n_s
                 if k == L - 1 and not self.return_sequences:
                     dstate_n[0] = np.ascontiguousarray(g[:, d * H:(d + 1) * H])   # dL/dh_n
                 dx, *rest = bwd(dy, *dstate_n, c["caches"][i])
-                for q, dq in zip(self._layer_params(k, d), rest[:n_p]):
+                for q, dq in zip(self._layer_param_lists()[i], rest[:n_p]):
                     q.grad += dq
                 for j in range(n_s):
                     dstate0[j][i] = rest[n_p + j]
@@ -327,8 +342,9 @@ class _Recurrent(Module):
             if c["masks"][k] is not None:
                 dinp = dinp * c["masks"][k]                   # inp = prev * mask
             dy_layer = dinp
-        for s, parts in zip(self._states, dstate0):
-            setattr(self, f"grad_{s}0", _stack(parts))
+        self.grad_h0 = _stack(dstate0[0])
+        if len(dstate0) == 2:
+            self.grad_c0 = _stack(dstate0[1])
         return list(dy_layer) if was_list else dy_layer
 
     # -- state, shapes, description ----------------------------------------------------------

@@ -217,3 +217,30 @@ def test_sequencer_criterion_falls_back_to_steps_for_a_criterion_without_rows():
     full, half = SequencerCriterion(MSECriterion()), SequencerCriterion(Half())
     np.testing.assert_allclose(half.forward(x, t, lengths), 0.5 * full.forward(x, t, lengths))
     np.testing.assert_allclose(half.backward(x, t), 0.5 * full.backward(x, t))
+
+
+def test_sequencer_criterion_backward_after_forward_on_the_same_values():
+    """backward after forward on equal inputs answers with forward's gradient (kept, not scored
+    again); changed values, in place or new, get their own gradient or their own error."""
+    rng = np.random.default_rng(0)
+    x, t = log_probs(rng, (4, 3, 5)).astype(np.float32), rng.integers(0, 5, (4, 3))
+    c, fresh = SequencerCriterion(ClassNLLCriterion()), SequencerCriterion(ClassNLLCriterion())
+    c.forward(x, t)
+    g = c.backward(x, t)
+    np.testing.assert_array_equal(g, fresh.backward(x, t))
+    g[...] = 7                                                   # the caller's copy
+    np.testing.assert_array_equal(c.backward(x.copy(), t.copy()), fresh.backward(x, t))
+    x[0, 0, t[0, 0]] -= 1.0                                      # changed in place after forward
+    np.testing.assert_array_equal(c.backward(x, t), fresh.backward(x, t))
+    t[1, 2] = (t[1, 2] + 1) % 5
+    np.testing.assert_array_equal(c.backward(x, t), fresh.backward(x, t))
+    np.testing.assert_array_equal(c.backward(x.astype(np.float64), t),
+                                  fresh.backward(x.astype(np.float64), t))
+    c.forward(x, t)
+    x[2, 1, 0] = np.nan
+    with pytest.raises(ValueError, match="input"):
+        c.backward(x, t)
+    x[2, 1, 0] = -1.0
+    c.forward(x[:, :2], t[:, :2])
+    with pytest.raises(ValueError, match="target"):
+        c.backward(x[:, :2], np.full((4, 2), 5))
