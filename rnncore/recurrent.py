@@ -237,7 +237,7 @@ class _Recurrent(Module):
 
     def _run(self, x, lengths, initial):
         # 1. Validate everything before anything changes.
-        x = to_host(x)                                        # [device] device arrays -> NumPy
+        x_in = x = to_host(x)                                 # [device] device arrays -> NumPy
         if any(s is not None for s in initial):
             initial = to_host(initial)
         x, was_list = self._check_input(x)
@@ -288,7 +288,7 @@ class _Recurrent(Module):
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
-        self._cache = state(caches=caches, masks=masks, shape=x.shape, was_list=was_list)
+        self._cache = state(caches=caches, masks=masks, shape=x.shape, was_list=was_list, x_in=x_in)
         self._lengths = lengths
 
         if not self.return_sequences:                         # top layer's h_n, directions side by side
@@ -307,9 +307,14 @@ class _Recurrent(Module):
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
         c = self._cache
         T, B, _ = c["shape"]
-        x, was_list = self._check_input(x)
-        if x.shape != c["shape"]:
-            raise ValueError(f"x: expected the forward's input shape {c['shape']}, got {x.shape}")
+        # x's values are not read (the forward kept what backward needs): the forward's own
+        # input array needs no second check, anything else must be an input of that shape
+        if type(x) is np.ndarray and x is c["x_in"]:
+            was_list = c["was_list"]
+        else:
+            x, was_list = self._check_input(x)
+            if x.shape != c["shape"]:
+                raise ValueError(f"x: expected the forward's input shape {c['shape']}, got {x.shape}")
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         if self.return_sequences:
             g, _ = _checks.sequence(gy, "gy", dtype=self.dtype)

@@ -639,3 +639,27 @@ def test_backward_before_forward_is_refused():
 def test_remember_refuses_a_non_bool():
     with pytest.raises(TypeError, match="mode"):
         RNN(2, 3).remember("yes")
+
+
+def test_backward_reads_only_the_shape_of_x():
+    """The forward kept what backward needs: backward gives the same gradients for the forward's
+    own input array and for an equal copy; a different array must still be a valid input."""
+    rnncore.manual_seed(0)
+    m = rnncore.LSTM(3, 4)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    gy = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    m.forward(x)
+    m.zero_grad_parameters()
+    gx = m.backward(x, gy)
+    grads = [p.grad.copy() for p in m.parameters()]
+    m.zero_grad_parameters()
+    np.testing.assert_array_equal(m.backward(x.copy(), gy), gx)
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)
+    bad = x.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="x"):
+        m.backward(bad, gy)
+    with pytest.raises(ValueError, match="x"):
+        m.backward(x[:4], gy)
