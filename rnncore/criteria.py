@@ -40,7 +40,7 @@ def _class_targets(target, N, C):
     t = _checks.finite_array(target, "target", kind="i")
     if t.shape != (N,):
         raise ValueError(f"target: expected shape ({N},) (one class id per input row), got {t.shape}")
-    lo, hi = _checks.int_range(t) if t.size else (0, 0)
+    lo, hi = _checks.int_range(t)                                # N >= 1: input is non-empty
     if lo < 0 or hi >= C:
         raise ValueError(f"target: expected class ids in [0, {C - 1}] (C = {C}, 0-based), "
                          f"got min {lo}, max {hi}")
