@@ -200,17 +200,21 @@ class _Activation(Module):
         self._cache = None
 
     def _forward(self, x, lengths):
+        x_in = x
         x, was_list = _float_input(x, self.dtype)
         y, cache = self._f(x)
-        self._cache = (x.shape, cache)
+        self._cache = (x.shape, cache, x_in, was_list)
         return _like(y, was_list)
 
     def _backward(self, x, gy):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
-        shape, cache = self._cache
-        x, was_list = _float_input(x, self.dtype)
-        _checks.same_shape(x, shape, "x")
+        shape, cache, x_in, was_list = self._cache
+        # ``_df`` reads the forward's cache, never x: the forward's own input array needs no
+        # second check, anything else must be an input of that shape
+        if not (type(x) is np.ndarray and x is x_in):
+            x, was_list = _float_input(x, self.dtype)
+            _checks.same_shape(x, shape, "x")
         gy, _ = _float_input(gy, self.dtype, "gy")
         _checks.same_shape(gy, shape, "gy")
         return _like(self._df(gy, cache), was_list)

@@ -118,7 +118,7 @@ class Module:
 
     def zero_grad_parameters(self):
         for p in self.parameters():
-            p.grad[...] = 0
+            p.grad.fill(0)
 
     def update_parameters(self, lr):
         """Plain SGD step: ``data -= lr * grad`` for every trainable parameter."""

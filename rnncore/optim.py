@@ -61,7 +61,7 @@ class Optimizer:
     def zero_grad(self):
         """Set every parameter's grad to zero."""
         for p in self.params:
-            p.grad[...] = 0
+            p.grad.fill(0)
 
     def step(self):
         """One update of every trainable parameter, in place."""

@@ -332,3 +332,21 @@ def test_lengths_are_accepted_and_do_not_change_pointwise_layers():
     m = Linear(2, 3, dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((4, 2, 2))
     np.testing.assert_array_equal(m.forward(x, lengths=np.array([4, 1])), m.forward(x))
+
+
+@pytest.mark.parametrize("make", [rnncore.LogSoftMax, rnncore.Tanh, rnncore.ReLU, rnncore.Sigmoid])
+def test_activation_backward_reads_only_the_shape_of_x(make):
+    """An activation's backward uses what its forward kept: the forward's own input array and
+    an equal copy give the same gradient; any other x must still be a valid input."""
+    rng = np.random.default_rng(0)
+    m = make()
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    gy = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    m.forward(x)
+    np.testing.assert_array_equal(m.backward(x, gy), m.backward(x.copy(), gy))
+    bad = x.copy()
+    bad[1, 1, 1] = np.inf
+    with pytest.raises(ValueError, match="x"):
+        m.backward(bad, gy)
+    with pytest.raises(ValueError, match="x"):
+        m.backward(x[:3], gy)
