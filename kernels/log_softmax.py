@@ -1,0 +1,74 @@
+"""Log-softmax over the last axis and its gradient, for the `LogSoftMax` layer.
+
+    x: (N, C)   y: (N, C)   one row per example (any leading axes flattened into N)
+
+    y[n, j]  = x[n, j] - m_n - log(sum_k exp(x[n, k] - m_n)),   m_n = max_k x[n, k]   (1)
+    dx[n, j] = dy[n, j] - exp(y[n, j]) * sum_k dy[n, k]                                (2)
+
+(1) subtracts the row's max first, so every exponent is <= 0 and nothing overflows; (2) is the
+chain rule through (1): dy_i/dx_j = [i == j] - softmax_j, and softmax = exp(y).
+
+Why compiled: at the shapes of a small training step (a few rows of 3 classes) NumPy's reductions
+with ``axis``/``keepdims`` cost more than the arithmetic, several microseconds each, and a step
+made five of them. One loop per row does it all. The exponentials come from
+``_common.exp_expm1`` (arguments <= 0, as here), which vectorizes; the row sums run in float64.
+"""
+
+import numpy as np
+from numba import njit
+
+from ._common import as_float_array, exp_expm1
+
+__all__ = ["log_softmax_forward", "log_softmax_backward"]
+
+
+@njit(cache=True, error_model="numpy")
+def _forward_core(x, y):
+    N, C = x.shape
+    for n in range(N):
+        m = x[n, 0]
+        for j in range(1, C):
+            m = max(m, x[n, j])
+        for j in range(C):                               # exp(x - m), kept in y for the sum
+            e, _ = exp_expm1(x[n, j] - m)
+            y[n, j] = e
+        s = 0.0
+        for j in range(C):
+            s += y[n, j]
+        shift = m + x.dtype.type(np.log(s))              # m + log(sum exp(x - m))
+        for j in range(C):
+            y[n, j] = x[n, j] - shift                    # (1)
+
+
+@njit(cache=True, error_model="numpy")
+def _backward_core(dy, y, dx):
+    N, C = y.shape
+    for n in range(N):
+        s = 0.0
+        for j in range(C):
+            s += dy[n, j]
+        total = y.dtype.type(s)                          # sum_k dy[n, k]
+        for j in range(C):
+            p, _ = exp_expm1(y[n, j])                    # softmax, y <= 0
+            dx[n, j] = dy[n, j] - p * total              # (2)
+
+
+def log_softmax_forward(x):
+    """x: (N, C) float32 or float64 -> y: (N, C), a fresh array of x's dtype."""
+    x = as_float_array(x, "x")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"x: expected a (N, C) array with N, C >= 1, got shape {x.shape}")
+    y = np.empty_like(x)
+    _forward_core(x, y)
+    return y
+
+
+def log_softmax_backward(dy, y):
+    """Gradient of ``log_softmax_forward`` from its output ``y``: returns dx (N, C), fresh."""
+    y = as_float_array(y, "y")
+    if y.ndim != 2 or 0 in y.shape:
+        raise ValueError(f"y: expected a (N, C) array with N, C >= 1, got shape {y.shape}")
+    dy = as_float_array(dy, "dy", y.dtype, y.shape)
+    dx = np.empty_like(y)
+    _backward_core(dy, y, dx)
+    return dx

@@ -1,0 +1,65 @@
+"""kernels.log_softmax: the compiled rows against plain NumPy, PyTorch and central differences."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.log_softmax import log_softmax_backward, log_softmax_forward
+
+
+def numpy_reference(x, dy):
+    """(1) and (2) of the module docstring, in float64 with NumPy's reductions."""
+    z = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+    y = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return y, dy - np.exp(y) * dy.astype(np.float64).sum(axis=1, keepdims=True)
+
+
+@given(N=st.integers(1, 6), C=st.integers(1, 40), scale=st.sampled_from([1.0, 30.0, 1e4]),
+       seed=st.integers(0, 2**16), dtype=st.sampled_from([np.float32, np.float64]))
+@settings(max_examples=40, deadline=None)
+def test_matches_numpy_and_torch(N, C, scale, seed, dtype):
+    rng = np.random.default_rng(seed)
+    x = (scale * rng.standard_normal((N, C))).astype(dtype)     # 1e4: exp would overflow unshifted
+    dy = rng.standard_normal((N, C)).astype(dtype)
+    y = log_softmax_forward(x)
+    dx = log_softmax_backward(dy, y)
+    assert y.dtype == dx.dtype == dtype and np.isfinite(y).all() and np.isfinite(dx).all()
+    y_ref, dx_ref = numpy_reference(x, dy)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(y, y_ref, rtol=8 * eps, atol=8 * eps * scale * np.log2(C + 1))
+    np.testing.assert_allclose(dx, dx_ref, rtol=16 * eps, atol=16 * eps * (1 + np.abs(dy).sum()))
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    yt = torch.log_softmax(xt, dim=1)
+    yt.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=8 * eps, atol=8 * eps * scale * np.log2(C + 1))
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=16 * eps, atol=16 * eps * (1 + np.abs(dy).sum()))
+
+
+def test_gradient_by_central_differences():
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))
+    dx = log_softmax_backward(dy, log_softmax_forward(x))
+    num = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + 1e-6
+        up = (log_softmax_forward(x) * dy).sum()
+        x[i] = old - 1e-6
+        down = (log_softmax_forward(x) * dy).sum()
+        x[i] = old
+        num[i] = (up - down) / 2e-6
+    np.testing.assert_allclose(dx, num, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("call, error, name", [
+    (lambda: log_softmax_forward(np.ones(3)), ValueError, "x"),
+    (lambda: log_softmax_forward(np.ones((2, 0))), ValueError, "x"),
+    (lambda: log_softmax_forward(np.ones((2, 3), np.int64)), TypeError, "x"),
+    (lambda: log_softmax_backward(np.ones((2, 4)), np.zeros((2, 3))), ValueError, "dy"),
+    (lambda: log_softmax_backward(np.ones((2, 3)), np.zeros(3)), ValueError, "y"),
+])
+def test_bad_arguments_name_themselves(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
