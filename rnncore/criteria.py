@@ -12,6 +12,7 @@ the others have no time axis and refuse it (wrap them in `SequencerCriterion`).
 """
 
 import numpy as np
+from numba import njit
 
 from . import _checks
 from .containers import _stack_steps, _valid_mask
@@ -138,10 +139,20 @@ class ClassNLLCriterion(Criterion):
         return g
 
     def _rows(self, x, t):
-        n = np.arange(len(t))
-        g = np.zeros(x.shape)
-        g[n, t] = -1.0
-        return -x[n, t].astype(np.float64), g
+        return _nll_rows(np.ascontiguousarray(x), np.ascontiguousarray(t))
+
+
+@njit(cache=True)
+def _nll_rows(x, t):
+    """``ClassNLLCriterion._rows``: l[n] = -x[n, t_n] and g = dl[n]/dx (-1 at (n, t_n), else 0),
+    both float64, in one compiled pass (NumPy's fancy indexing cost ~10 us at 5 rows)."""
+    N, C = x.shape
+    l = np.empty(N)
+    g = np.zeros((N, C))
+    for n in range(N):
+        l[n] = -x[n, t[n]]
+        g[n, t[n]] = -1.0
+    return l, g
 
 
 def _log_softmax(z):
@@ -244,10 +255,10 @@ _KEEP_MAX = 1 << 16
 
 
 def _same_values(a, kept):
-    """Whether ``a`` is an array equal to ``kept`` in type, dtype, shape and every value (NaN is
-    never equal, so a NaN input always goes through the checks)."""
+    """Whether ``a`` is an array with ``kept``'s dtype, shape and bytes (``kept`` passed the
+    checks, so it holds no NaN: an input with one always goes through them)."""
     return (type(a) is np.ndarray and a.dtype == kept.dtype and a.shape == kept.shape
-            and np.array_equal(a, kept))
+            and a.tobytes() == kept.tobytes())
 
 
 class SequencerCriterion(Criterion):
