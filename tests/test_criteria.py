@@ -244,3 +244,24 @@ def test_sequencer_criterion_backward_after_forward_on_the_same_values():
     c.forward(x[:, :2], t[:, :2])
     with pytest.raises(ValueError, match="target"):
         c.backward(x[:, :2], np.full((4, 2), 5))
+
+
+@pytest.mark.parametrize("inner", ["nll", "mse", "ce", "bce"])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_sequencer_criterion_kept_gradient_for_every_inner(inner, ragged):
+    """The gradient a forward keeps is the one backward computes from scratch, for every inner
+    criterion with a per-row form, with and without lengths."""
+    rng = np.random.default_rng(1)
+    T, B, C = 4, 3, 5
+    lengths = np.array([4, 1, 3]) if ragged else None
+    if inner in ("mse", "bce"):
+        make = MSECriterion if inner == "mse" else BCECriterion
+        x, t = rng.uniform(0.05, 0.95, (T, B, C)), rng.uniform(0, 1, (T, B, C))
+    else:
+        make = ClassNLLCriterion if inner == "nll" else CrossEntropyCriterion
+        x, t = log_probs(rng, (T, B, C)), rng.integers(0, C, (T, B))
+    c, fresh = SequencerCriterion(make()), SequencerCriterion(make())
+    loss = c.forward(x, t, lengths)
+    assert c._kept is not None                                    # the kept path is the one tested
+    np.testing.assert_array_equal(c.backward(x, t), fresh.backward(x, t, lengths))
+    assert loss == fresh.forward(x, t, lengths)
