@@ -36,11 +36,14 @@ def _float_input(x, name="input"):
     return a, was_list
 
 
-def _class_targets(target, N, C):
-    """0-based class ids (N,) as int64, each in [0, C)."""
+def _class_targets(target, N, C, check_range=True):
+    """0-based class ids (N,) as int64, each in [0, C) (not looked at when ``check_range`` is
+    False: the caller checks them on its own way through, as `_nll_scored` does)."""
     t = _checks.finite_array(target, "target", kind="i")
     if t.shape != (N,):
         raise ValueError(f"target: expected shape ({N},) (one class id per input row), got {t.shape}")
+    if not check_range:
+        return t
     lo, hi = _checks.int_range(t)                                # N >= 1: input is non-empty
     if lo < 0 or hi >= C:
         raise ValueError(f"target: expected class ids in [0, {C - 1}] (C = {C}, 0-based), "
@@ -126,9 +129,7 @@ class ClassNLLCriterion(Criterion):
 
     def _check(self, input, target):
         x, _ = _float_input(input)
-        if x.ndim != 2:
-            raise ValueError(f"input: expected (N, C) log-probabilities, got shape {x.shape}")
-        return x, _class_targets(target, *x.shape)
+        return x, _class_targets(target, *_log_probs_shape(x))
 
     def _loss(self, x, t):
         return -np.mean(x[np.arange(len(t)), t], dtype=np.float64)
@@ -140,6 +141,45 @@ class ClassNLLCriterion(Criterion):
 
     def _rows(self, x, t):
         return _nll_rows(np.ascontiguousarray(x), np.ascontiguousarray(t))
+
+
+def _log_probs_shape(x):
+    """(N, C) of ClassNLLCriterion's input, or the ValueError naming it."""
+    if x.ndim != 2:
+        raise ValueError(f"input: expected (N, C) log-probabilities, got shape {x.shape}")
+    return x.shape
+
+
+def _nll_scored(x, target, n, need_grad):
+    """`SequencerCriterion`'s whole batch for a plain `ClassNLLCriterion`, in one compiled pass:
+    ``(sum_r l_r / n, dL/dx)`` with l_r = -x[r, t_r] and dL/dx = -1/n at (r, t_r), else 0, in
+    x's dtype (the numbers of ``_rows`` and its weighting, without their temporaries).
+
+    x: (N, C), already checked by the caller (finite, float32/float64); target: checked here.
+    """
+    N, C = _log_probs_shape(x)
+    t = _class_targets(target, N, C, check_range=False)
+    g = np.zeros(x.shape, x.dtype) if need_grad else np.zeros((0, C), x.dtype)
+    loss, ok = _nll_scored_core(np.ascontiguousarray(x), np.ascontiguousarray(t), n, g)
+    if not ok:
+        _class_targets(t, N, C)                                  # raises, naming the range
+    return loss, (g if need_grad else None)
+
+
+@njit(cache=True)
+def _nll_scored_core(x, t, n, g):
+    """Fills ``g`` (zeros on entry, (N, C) or (0, C) for no gradient) and returns (loss, True);
+    (0.0, False) without touching anything when a class id is outside [0, C)."""
+    N, C = x.shape
+    for r in range(N):
+        if t[r] < 0 or t[r] >= C:
+            return 0.0, False
+    total = 0.0
+    for r in range(N):
+        total -= x[r, t[r]]
+        if g.shape[0]:
+            g[r, t[r]] = -1.0 / n
+    return total / n, True
 
 
 @njit(cache=True)
@@ -306,6 +346,10 @@ class SequencerCriterion(Criterion):
         1 / (rows valid at its step), the same numbers as calling the inner criterion per step.
         """
         T, B = x.shape[:2]
+        if lengths is None and type(self.criterion) is ClassNLLCriterion:   # the common case,
+            loss, g = _nll_scored(x.reshape(T * B, *x.shape[2:]),           # in one pass
+                                  t.reshape(T * B, *t.shape[2:]), B, need_grad)
+            return loss, (None if g is None else g.reshape(x.shape))
         if lengths is None:                                      # every row of every step:
             xv, tv = self.criterion._check(x.reshape(T * B, *x.shape[2:]),   # one weight, 1/B
                                            t.reshape(T * B, *t.shape[2:]))

@@ -265,3 +265,27 @@ def test_sequencer_criterion_kept_gradient_for_every_inner(inner, ragged):
     assert c._kept is not None                                    # the kept path is the one tested
     np.testing.assert_array_equal(c.backward(x, t), fresh.backward(x, t, lengths))
     assert loss == fresh.forward(x, t, lengths)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequencer_criterion_nll_one_pass_equals_the_rows_path(dtype):
+    """A plain ClassNLLCriterion inside SequencerCriterion is scored in one compiled pass; a
+    subclass takes the general per-row path: same loss, same gradient, same errors."""
+    class Subclassed(ClassNLLCriterion):
+        pass
+
+    rng = np.random.default_rng(2)
+    T, B, C = 5, 3, 4
+    x, t = log_probs(rng, (T, B, C)).astype(dtype), rng.integers(0, C, (T, B))
+    fast, general = SequencerCriterion(ClassNLLCriterion()), SequencerCriterion(Subclassed())
+    np.testing.assert_allclose(fast.forward(x, t), general.forward(x, t), rtol=1e-13)
+    g_fast, g_general = fast.backward(x.copy(), t), general.backward(x.copy(), t)
+    assert g_fast.dtype == g_general.dtype == dtype and g_fast.shape == x.shape
+    np.testing.assert_array_equal(g_fast, g_general)
+    for bad in (C, -1):
+        t_bad = t.copy()
+        t_bad[T - 1, B - 1] = bad
+        with pytest.raises(ValueError, match=r"target: expected class ids in \[0, 3\]"):
+            fast.forward(x, t_bad)
+    with pytest.raises(TypeError, match="target"):
+        fast.forward(x, t.astype(np.float64) + 0.5)
