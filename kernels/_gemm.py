@@ -46,7 +46,7 @@ from numba.extending import intrinsic
 
 from ._common import copy_row
 
-__all__ = ["pack", "pack_for", "gemm_packed", "mac", "TILE_ROWS", "TILE_COLS", "MIN_ROWS",
+__all__ = ["pack", "pack_for", "transposed_operands", "gemm_packed", "mac", "TILE_ROWS", "TILE_COLS", "MIN_ROWS",
            "MAX_WORK", "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
@@ -197,13 +197,43 @@ def mac(typingctx, acc, A, W, rows, cols):
     return sig, codegen
 
 
-def pack(Wb):
-    """``Wb`` (K, N) -> ``Wp`` (ceil(N / 64), K, 64) float32, tile t = columns t*64 ... t*64+63."""
+def pack(Wb, transposed=False):
+    """``Wb`` (K, N) -> ``Wp`` (ceil(N / 64), K, 64) float32, tile t = columns t*64 ... t*64+63.
+
+    ``transposed=True``: ``Wb`` is given as its transpose W (N, K) (a weight matrix in PyTorch's
+    layout, whose transpose the forward multiplies by), read as it is: no transposed copy first.
+    One compiled pass either way (NumPy's zero-pad, transpose and copy took ~35 us for a (100,
+    400) matrix, a tenth of a small training step).
+    """
+    Wb = np.ascontiguousarray(Wb, dtype=np.float32)
+    N, K = Wb.shape if transposed else Wb.shape[::-1]
+    Wp = np.empty((-(-N // TILE_COLS), K, TILE_COLS), np.float32)
+    (_pack_transposed_into if transposed else _pack_into)(Wb, Wp)
+    return Wp
+
+
+@njit(cache=True)
+def _pack_into(Wb, Wp):
+    """``Wp[t, k, l] = Wb[k, 64 t + l]``, zeros past Wb's last column."""
     K, N = Wb.shape
-    n_tiles = -(-N // TILE_COLS)
-    Wp = np.zeros((K, n_tiles * TILE_COLS), np.float32)
-    Wp[:, :N] = Wb
-    return np.ascontiguousarray(Wp.reshape(K, n_tiles, TILE_COLS).transpose(1, 0, 2))
+    for t in range(Wp.shape[0]):
+        for k in range(K):
+            for l in range(TILE_COLS):
+                j = t * TILE_COLS + l
+                Wp[t, k, l] = Wb[k, j] if j < N else 0
+
+
+@njit(cache=True)
+def _pack_transposed_into(W, Wp):
+    """``Wp[t, k, l] = W[64 t + l, k]`` (the packing of W^T), zeros past W's last row. Eight rows
+    of W at a time: eight contiguous reads and one 32-byte write per k."""
+    N, K = W.shape
+    for t in range(Wp.shape[0]):
+        for l0 in range(0, TILE_COLS, 8):
+            j0 = t * TILE_COLS + l0
+            for k in range(K):
+                for i in range(8):
+                    Wp[t, k, l0 + i] = W[j0 + i, k] if j0 + i < N else 0
 
 
 @njit(cache=True, error_model="numpy")
@@ -254,13 +284,24 @@ else:
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 
 
-def pack_for(Wb, rows):
-    """``pack(Wb)`` where the packed product pays off for ``rows`` rows of float32 (between
-    MIN_ROWS and MAX_WORK above), else an empty array that tells a kernel's core to call BLAS
-    (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the tile would
-    compute 64 columns for fewer.
+def pack_for(Wb, rows, transposed=False):
+    """``pack(Wb, transposed)`` where the packed product pays off for ``rows`` rows of float32
+    (between MIN_ROWS and MAX_WORK above), else an empty array that tells a kernel's core to
+    call BLAS (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the
+    tile would compute 64 columns for fewer.
     """
-    K, N = Wb.shape
+    N, K = Wb.shape if transposed else Wb.shape[::-1]
     if Wb.dtype != np.float32 or rows < MIN_ROWS or N < TILE_COLS or rows * K * N > MAX_WORK:
         return _NO_PACK
-    return pack(Wb)
+    return pack(Wb, transposed)
+
+
+def transposed_operands(W, rows):
+    """The forward cores' right operand W^T for ``rows`` rows, from W (N, K) in PyTorch's layout:
+    ``(W_T, W_T_packed)``, exactly one of them non-empty: W^T packed where ``pack_for`` packs
+    (with an empty (0, 0) W_T), else W^T as a C-contiguous copy for BLAS (which ran this thin
+    product up to 4x slower on the transposed view) and an empty packed array."""
+    packed = pack_for(W, rows, transposed=True)
+    if packed.size:
+        return np.empty((0, 0), W.dtype), packed
+    return np.ascontiguousarray(W.T), packed

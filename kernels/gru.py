@@ -79,7 +79,7 @@ from numba import njit
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
                       init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
-from ._gemm import gemm_packed, pack_for
+from ._gemm import gemm_packed, pack_for, transposed_operands
 
 __all__ = ["gru_forward", "gru_backward"]
 
@@ -101,12 +101,13 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
     R:     (B, 3, H)     scratch for the recurrent product
     x_s:   (T, B, I)     inputs in step order   W_ih: (3H, I)   b_ih, b_hh: (3H,)
     W_hh_T: (H, 3H)      W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
-                         with a contiguous right operand than with the view W_hh.T
-    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for``), else empty
+                         with a contiguous right operand than with the view W_hh.T; or empty
+    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed``, or empty: one of the two is
+                         set (``_gemm.transposed_operands`` decides)
     lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
-    H = W_hh_T.shape[0]
+    H = hs.shape[2]
     one = x_s.dtype.type(1)
 
     # input parts of (1), (2), (4) for every step at once: x_s[s] W_ih^T   (T*B, I) @ (I, 3H)
@@ -180,9 +181,9 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (6)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
-    W_hh_T = np.ascontiguousarray(W_hh.T)
+    W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, 3H) W_hh^T: one of the two
     _forward_core(y, hs, gates, ns, qs, np.empty((B, 3, H), dt),
-                  x_s, W_ih, W_hh_T, pack_for(W_hh_T, B), b_ih, b_hh, lengths, int(reverse))
+                  x_s, W_ih, W_hh_T, W_hh_T_packed, b_ih, b_hh, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs)
     return y, hs[T].copy(), cache

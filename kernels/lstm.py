@@ -36,8 +36,8 @@ How the work is organized, as in cuDNN and haste. Forward:
     G = X W_ih^T              ONE GEMM for the input part of (1) at every step: (T*B, I) @ (I, 4H)
     for each step t:
         R = h_{t-1} W_hh^T    ONE GEMM for the recurrent part of (1): (B, H) @ (H, 4H), into a
-                              preallocated buffer. In float32 from B = 16 up to mid sizes
-                              (``_gemm.pack_for``) it is ``_gemm``'s product with W_hh^T packed
+                              preallocated buffer. In float32 from a few rows up to mid sizes
+                              (``_gemm.pack_for``; the bounds depend on the CPU) it is ``_gemm``'s product with W_hh^T packed
                               once for all T steps (about twice one core's OpenBLAS speed on
                               this thin shape); otherwise BLAS, with W_hh^T made contiguous
                               once (up to 4x faster than a transposed view)
@@ -84,7 +84,7 @@ from numba import njit
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
                       init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
-from ._gemm import gemm_packed, pack_for
+from ._gemm import gemm_packed, pack_for, transposed_operands
 
 __all__ = ["lstm_forward", "lstm_backward"]
 
@@ -102,12 +102,14 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b,
     gates:  (T, B, 4, H)  out: activated i, f, g, o of every valid step (used as scratch first)
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
     x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   b: (4H,)
-    W_hh_T: (H, 4H)       W_hh^T, C-contiguous (BLAS runs a transposed view up to 4x slower)
-    W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for`` decides), else empty
+    W_hh_T: (H, 4H)       W_hh^T, C-contiguous (BLAS runs a transposed view up to 4x slower),
+                          or empty (0, 0) when packed
+    W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (``_gemm.transposed_operands``
+                          decides which of the two), else empty
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
-    H = W_hh_T.shape[0]
+    H = hs.shape[2]
 
     # (1), input part, for every step at once: x_s[s] W_ih^T for all s       (T*B, I) @ (I, 4H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
@@ -185,8 +187,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (5)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
-    W_hh_T = np.ascontiguousarray(W_hh.T)                # (H, 4H), copied once for all T steps
-    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, pack_for(W_hh_T, B), b, lengths,
+    W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, 4H) W_hh^T: one of the two
+    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths,
                   int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c)

@@ -57,7 +57,7 @@ from numba import njit
 
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, init_state,
                       state_or_zeros, tanh)
-from ._gemm import gemm_packed, pack_for
+from ._gemm import gemm_packed, pack_for, transposed_operands
 
 __all__ = ["rnn_forward", "rnn_backward"]
 
@@ -76,12 +76,13 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, rev
     R:   (B, H)        scratch for the recurrent product
     x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
     W_hh_T: (H, H)     W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
-                       with a contiguous right operand than with the view W_hh.T
-    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed`` (``_gemm.pack_for``), else empty
+                       with a contiguous right operand than with the view W_hh.T; or empty
+    W_hh_T_packed:     W_hh_T packed for ``_gemm.gemm_packed``, or empty: one of the two is set
+                       (``_gemm.transposed_operands`` decides)
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
-    H = W_hh_T.shape[0]
+    H = hs.shape[2]
 
     # input part of (1) for every step at once: G[s] = x_s[s] W_ih^T       (T*B, H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
@@ -132,9 +133,9 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (3)
     x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
 
-    W_hh_T = np.ascontiguousarray(W_hh.T)
+    W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, H) W_hh^T: one of the two
     _forward_core(y, hs, np.empty((T, B, H), dt), np.empty((B, H), dt),
-                  x_s, W_ih, W_hh_T, pack_for(W_hh_T, B), b, lengths, int(reverse))
+                  x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs)
     return y, hs[T].copy(), cache

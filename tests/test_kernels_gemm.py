@@ -10,7 +10,8 @@ import kernels.reference as ref
 from kernels import _gemm, gru, lstm, rnn
 from numba import njit
 
-from kernels._gemm import MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, mac, pack, pack_for
+from kernels._gemm import (MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, mac, pack, pack_for,
+                           transposed_operands)
 
 
 @njit
@@ -79,6 +80,23 @@ def test_pack_layout_and_when_it_is_used():
     mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
     rows = MAX_WORK // (256 * 1024)                              # the most rows the bound allows
     assert pack_for(mid, rows).size and not pack_for(mid, rows + 1).size
+
+
+@pytest.mark.parametrize("N", [1, 7, 64, 70, 130])
+def test_pack_of_a_transpose_reads_W_as_it_is(N):
+    """pack(W, transposed=True) is pack(W.T) without the copy; transposed_operands gives the
+    forward cores exactly one of W^T (C-contiguous, for BLAS) and W^T packed."""
+    rng = np.random.default_rng(N)
+    W = rng.standard_normal((N, 5)).astype(np.float32)             # (N, K): PyTorch's layout
+    np.testing.assert_array_equal(pack(W, transposed=True), pack(np.ascontiguousarray(W.T)))
+    W = rng.standard_normal((4 * 70, 70)).astype(np.float32)       # an LSTM's W_hh, H = 70
+    W_T, packed = transposed_operands(W, MIN_ROWS)
+    assert W_T.size == 0 and W_T.dtype == W.dtype
+    np.testing.assert_array_equal(packed, pack(np.ascontiguousarray(W.T)))
+    for W_blas, rows in ((W, MIN_ROWS - 1), (W.astype(np.float64), 64)):
+        W_T, packed = transposed_operands(W_blas, rows)
+        assert packed.size == 0 and W_T.flags.c_contiguous and W_T.dtype == W_blas.dtype
+        np.testing.assert_array_equal(W_T, W_blas.T)
 
 
 def _weights(rng, G, I, H):
