@@ -34,9 +34,8 @@ from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._team import barrier, team_size
 from ._auto import uses_tiled
-from .lstm_tiled import (KC, KC_BIG, R, RG, SLABS, V, _copy_row,
-                         _gemm_tile, _padded, _round_up, _weight_grad_args, _weight_grads,
-                         _zeros_aligned)
+from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _gemm_tile, _input_part, _padded,
+                         _round_up, _weight_grad_args, _weight_grads, _zeros_aligned)
 
 __all__ = ["use_tiled", "forward", "backward"]
 
@@ -161,27 +160,13 @@ def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_worker
     n_items = n_u * n_rg
     for w in prange(n_workers):
         first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
-        for item in range(first, last):                  # gi = b_ih + x W_ih^T, all steps
-            u, m0 = item // n_rg, (item % n_rg) * RG
-            _input_tile(u, m0, min(m0 + RG, Bp), x, W_i, b_i, G)
+        _input_part(first, last, n_rg, x, W_i, b_i, G)   # gi = b_ih + x W_ih^T, all steps
         for s in range(T):
             for item in range(first, last):
                 u, m0 = item // n_rg, (item % n_rg) * RG
                 _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, G, P, y, W_f, b_h, lengths,
                               reverse)
             barrier(sync, (s + 1) * n_workers)
-
-
-@njit(cache=True, error_model="numpy")
-def _input_tile(u, m0, m1, x, W_i, b_i, G):
-    """G[u, t, rows] = b_ih[u] + x[t, rows] W_i[u] for every step (``lstm_tiled._input_tile``)."""
-    T, Bp, Ip = x.shape
-    if m1 - m0 == Bp:
-        _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
-                   T * Bp, 0, KC_BIG, b_i[u])
-    else:
-        for t in range(T):
-            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, b_i[u])
 
 
 def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):

@@ -250,17 +250,21 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 
 
 @njit(cache=True, error_model="numpy")
-def _input_tile(u, m0, m1, x, W_i, bias, G):
-    """The input part of (1) for units 16u ... 16u+15, rows m0 ... m1-1, every step:
-    G[u, t, rows] = b[u] + x[t, rows] W_i[u]; one product over all T Bp rows when the tile
-    has every row (its output G[u] is then one contiguous (T Bp, 64) block)."""
+def _input_part(first, last, n_rg, x, W_i, bias, G):
+    """Worker items ``first ... last-1``'s input part of (1), every step at once:
+    G[u, t, rows] = b[u] + x[t, rows] W_i[u] (item = unit tile u, row group m0, as in
+    ``_forward_core``); one product over all T Bp rows when an item has every row (its output
+    G[u] is then one contiguous (T Bp, 64) block)."""
     T, Bp, Ip = x.shape
-    if m1 - m0 == Bp:
-        _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, 4 * U), 0,
-                   T * Bp, 0, KC_BIG, bias[u])
-    else:
-        for t in range(T):
-            _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, m1, 0, KC, bias[u])
+    for item in range(first, last):
+        u, m0 = item // n_rg, (item % n_rg) * RG
+        if n_rg == 1:
+            _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, G.shape[3]), 0,
+                       T * Bp, 0, KC_BIG, bias[u])
+        else:
+            for t in range(T):
+                _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, min(m0 + RG, Bp),
+                           0, KC, bias[u])
 
 
 @njit(cache=True, parallel=True)
@@ -273,9 +277,7 @@ def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_w
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
         first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
-        for item in range(first, last):                  # (1): G = b + x W_ih^T, all steps
-            u, m0 = item // n_rg, (item % n_rg) * RG
-            _input_tile(u, m0, min(m0 + RG, Bp), x, W_i, bias, G)
+        _input_part(first, last, n_rg, x, W_i, bias, G)  # (1): G = b + x W_ih^T, all steps
         for s in range(T):
             for item in range(first, last):
                 u, m0 = item // n_rg, (item % n_rg) * RG

@@ -50,6 +50,7 @@ def _check_against_reference(T, B, I, H, seed, ragged, reverse):
     (4, 9, 3, 70),          # B, I, H all padded
     (3, 33, 5, 130),        # more than one row group, three backward tiles
     (2, 4, 200, 64),        # I > the k-chunk
+    (35, 8, 3, 64),         # a longer sequence: 280 rows in the input product
     (1, 4, 2, 64),          # one step: dh0 straight after the last cell
 ])
 def test_matches_the_reference(T, B, I, H, ragged, reverse):
