@@ -165,8 +165,9 @@ class Sequencer(Module):
         if self._cache is None:
             raise RuntimeError("Sequencer.backward: call forward first")
         c = self._cache
-        xa, _ = _stack_steps(x)
-        _checks.same_shape(xa, c["x"].shape, "x")
+        if x is not c["x"]:                                      # (the forward's own array: its
+            xa, _ = _stack_steps(x)                              # values are not read here)
+            _checks.same_shape(xa, c["x"].shape, "x")
         g, _ = _float_input(gy, self.dtype, "gy")
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:

@@ -238,7 +238,7 @@ class _Recurrent(Module):
     def _run(self, x, lengths, initial):
         # 1. Validate everything before anything changes.
         x_in = x = to_host(x)                                 # [device] device arrays -> NumPy
-        if any(s is not None for s in initial):
+        if [s for s in initial if s is not None]:
             initial = to_host(initial)
         x, was_list = self._check_input(x)
         T, B, _ = x.shape
@@ -281,7 +281,8 @@ class _Recurrent(Module):
             inp = outs[0] if D == 1 else np.concatenate(outs, axis=2)   # (T, B, D*H)
 
         # 3. Commit: final states, caches, remembered state.
-        state_n = [_stack([f[j] for f in finals]) for j in range(len(self._states))]  # (L*D, B, H)
+        state_n = ([a[None] for a in finals[0]] if len(finals) == 1 else          # (L*D, B, H)
+                   [np.stack([f[j] for f in finals]) for j in range(len(self._states))])
         self.h_n = state_n[0]
         if len(state_n) == 2:
             self.c_n = state_n[1]
