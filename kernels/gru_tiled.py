@@ -280,9 +280,9 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
 
 @njit(cache=True, parallel=True)
 def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
-                   x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
     """The whole backward pass by a team: the steps backwards with a barrier after each (dh
-    ends as dh0), then the transposes and the weight gradients (``lstm_tiled``'s)."""
+    ends as dh0), then the weight gradients (``lstm_tiled``'s)."""
     T, Bp = dG.shape[1], dG.shape[2]
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
@@ -294,8 +294,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G, hs,
                                lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)
-        _weight_grads(w, n_workers, sync, (T + 2) * n_workers, dG, x, h, x_T, h_T, W_ig,
-                      dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db)
 
 
 def backward(dy, dh_n, cache):
@@ -312,7 +311,7 @@ def backward(dy, dh_n, cache):
     dG = np.empty((Hp // U, T, Bp, 4 * U), np.float32)
     dh = np.empty((Bp, Hp), np.float32)
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _INPUT, 4 * U))
-    dW_ih_T, dW_hh_T, dx, db = wg[5:]
+    dW_ih_T, dW_hh_T, dx, db = wg[3:]
     _backward_core(dG, dh, np.zeros((Bp, Hp), np.float32), _padded(dy, (T, Bp, Hp)),
                    _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _HIDDEN, GH), G, hs,
                    lengths_p, int(reverse), *wg, team_size((Hp // V) * -(-Bp // RG)),

@@ -38,8 +38,8 @@ but step s needs all of h_{s-1}: there is a barrier after every step. One ``pran
 (a fork and join of Numba's pool T times) was slow, and worse next to other thread pools (see
 ``kernels/_team.py``), so ONE team of workers runs a whole pass: worker w owns the same tiles at
 every step (its units' slice of W_hh stays in its core's cache) and waits at ``_team.barrier``
-between steps. The team does everything else too (the input product, the weight gradients, the
-transposes they need), so no BLAS threads wake up in the middle of a pass.
+between steps. The team does everything else too (the input product, the weight gradients),
+so no BLAS threads wake up in the middle of a pass.
 
 Layouts. The *gate tile* order of the 4H gate rows puts i, f, g, o of units 16u ... 16u+15 side
 by side in 64 columns: gate row g H + j (unit j = 16u + jj) sits at column 64u + 16g + jj.
@@ -385,35 +385,19 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
 
 
-@njit(cache=True)
-def _transpose_rows(w, n_workers, A, A_T):
-    """Worker w's share of ``A_T = A.T`` (rows of A_T), in 16 x 16 blocks (cache friendly)."""
-    M, N = A.shape
-    n_b = -(-N // 16)
-    for jb in range(w * n_b // n_workers, (w + 1) * n_b // n_workers):
-        j1 = min(jb * 16 + 16, N)
-        for i0 in range(0, M, 16):
-            for i in range(i0, min(i0 + 16, M)):
-                for j in range(jb * 16, j1):
-                    A_T[j, i] = A[i, j]
-
-
 @njit(cache=True, error_model="numpy")
-def _weight_grads(w, n_workers, sync, target, dZ, x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx,
-                  db):
-    """Worker w's share of the transposes X^T, H_prev^T (x, h: (T Bp, Ip), (T Bp, Hp)), a
-    barrier (``target``: the team's next count), then its share of the sums over all steps,
-    (1) differentiated:
+def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db):
+    """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
         dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_rows(W_ih)``)
 
-    dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous (T Bp, 64) block, a ready-made
-    right operand. The first three are split by gate tiles, dx by rows.
+    x, h: (T Bp, Ip), (T Bp, Hp). dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous
+    (T Bp, 64) block, a ready-made right operand. The left operands X^T and H_prev^T are the
+    transposed views (the register tile broadcasts A one number at a time, and four rows of
+    A^T are four neighbours in one row of A: no transposed copies are made). The first three
+    are split by gate tiles, dx by rows.
     """
-    _transpose_rows(w, n_workers, x, x_T)
-    _transpose_rows(w, n_workers, h, h_T)
-    barrier(sync, target)                                # all of X^T and H_prev^T are written
     n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
     TB = T * Bp
     col_sum = np.zeros(64, np.float32)
@@ -424,10 +408,8 @@ def _weight_grads(w, n_workers, sync, target, dZ, x, h, x_T, h_T, W_ig, dW_ih_T,
             for l in range(64):
                 col_sum[l] += dZ_c[r, l]
         _copy_row(col_sum, db[c * 64:(c + 1) * 64])
-        _gemm_tile(h_T.reshape(1, h_T.shape[0], TB), dZ_c, 0, dW_hh_T, 0, h_T.shape[0], c * 64,
-                   KC_BIG)
-        _gemm_tile(x_T.reshape(1, x_T.shape[0], TB), dZ_c, 0, dW_ih_T, 0, x_T.shape[0], c * 64,
-                   KC_BIG)
+        _gemm_tile(h.T[np.newaxis], dZ_c, 0, dW_hh_T, 0, h.shape[1], c * 64, KC_BIG)
+        _gemm_tile(x.T[np.newaxis], dZ_c, 0, dW_ih_T, 0, x.shape[1], c * 64, KC_BIG)
     n_rb = TB // R
     m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
     for i in range(W_ig.shape[0]):
@@ -436,7 +418,7 @@ def _weight_grads(w, n_workers, sync, target, dZ, x, h, x_T, h_T, W_ig, dW_ih_T,
 
 @njit(cache=True, parallel=True)
 def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
-                   x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
     """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
     after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
     T, Bp = dZ.shape[1], dZ.shape[2]
@@ -450,19 +432,17 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
                                tanh_c, cs, lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
-        _weight_grads(w, n_workers, sync, (T + 2) * n_workers, dZ, x, h, x_T, h_T, W_ig,
-                      dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db)
 
 
 def _weight_grad_args(x_p, hs, W_ig):
-    """``_weight_grads``' arrays after its two scalars: x and h_prev as (T Bp, .) matrices,
-    room for their transposes, W_ig (packed W_ih), and the outputs, zeroed (the products add):
-    (x, h, x_T, h_T, W_ig, dW_ih_T, dW_hh_T, dx, db)."""
+    """``_weight_grads``' arrays after its two scalars and dZ: x and h_prev as (T Bp, .)
+    matrices, W_ig (packed W_ih), and the outputs, zeroed (the products add):
+    (x, h, W_ig, dW_ih_T, dW_hh_T, dx, db)."""
     T, Bp, Ip = x_p.shape
     Hp = hs.shape[2]
     N = W_ig.shape[1]                                    # 4 Hp: gate tile columns of dZ
-    return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp),
-            np.empty((Ip, T * Bp), np.float32), np.empty((Hp, T * Bp), np.float32), W_ig,
+    return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), W_ig,
             np.zeros((Ip, N), np.float32), np.zeros((Hp, N), np.float32),
             np.zeros((T * Bp, W_ig.shape[0] * 64), np.float32), np.zeros(N, np.float32))
 
@@ -492,7 +472,7 @@ def backward(dy, dh_n, dc_n, cache):
     dc = _padded(dc_n, (Bp, Hp)).copy()
     dh = np.empty((Bp, Hp), np.float32)                  # dL/dh of each step; ends as dh0
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
-    dW_ih_T, dW_hh_T, dx, db = wg[5:]
+    dW_ih_T, dW_hh_T, dx, db = wg[3:]
     _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
                    _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
                    team_size((Hp // V) * -(-Bp // RG)), np.zeros(1, np.int64))
