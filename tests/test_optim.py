@@ -116,3 +116,37 @@ def test_optimizers_train_a_model():
             m.backward(x, crit.backward(out, y))
             opt.step()
         assert losses[-1] < 0.05 * losses[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plain_sgd_compiled_update_is_numpys_rule(dtype):
+    """Plain SGD updates through flat views of data and grad: the same numbers as NumPy's
+    ``w -= lr * g`` in the parameter's dtype, in place; new arrays (data or grad replaced, or a
+    non-contiguous data array) are followed, not the old views."""
+    rng = np.random.default_rng(3)
+    w0, g0 = rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal((5, 7)).astype(dtype)
+    p = Parameter(w0.copy(), "w")
+    opt = optim.SGD([p], lr=0.3)
+    w = p.data
+    p.grad[...] = g0
+    opt.step()
+    expect = w0.copy()
+    expect -= dtype(0.3) * g0
+    assert p.data is w and w.dtype == dtype
+    np.testing.assert_array_equal(w, expect)
+    version = p.version
+    opt.step()                                                   # the same arrays again
+    expect -= dtype(0.3) * g0
+    np.testing.assert_array_equal(p.data, expect)
+    assert p.version > version                                   # a write counts as a change
+    p.grad = np.full((5, 7), 2.0, dtype)                         # a new grad array
+    opt.step()
+    expect -= dtype(0.3) * dtype(2.0)
+    np.testing.assert_array_equal(p.data, expect)
+    big = np.zeros((5, 14), dtype)
+    big[:, ::2] = expect
+    p.data = big[:, ::2]                                         # non-contiguous data
+    opt.step()
+    expect -= dtype(0.3) * dtype(2.0)
+    np.testing.assert_array_equal(big[:, ::2], expect)
+    assert not big[:, 1::2].any()
