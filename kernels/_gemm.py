@@ -282,6 +282,7 @@ if VECTOR == 16:
 else:
     MIN_ROWS, MAX_WORK = 2, 1 << 25
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
+_FLOAT32 = np.dtype(np.float32)
 
 
 def pack_for(Wb, rows, transposed=False):
@@ -290,8 +291,10 @@ def pack_for(Wb, rows, transposed=False):
     call BLAS (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the
     tile would compute 64 columns for fewer.
     """
+    if rows < MIN_ROWS or Wb.dtype != _FLOAT32:                 # (the common small case first)
+        return _NO_PACK
     N, K = Wb.shape if transposed else Wb.shape[::-1]
-    if Wb.dtype != np.float32 or rows < MIN_ROWS or N < TILE_COLS or rows * K * N > MAX_WORK:
+    if N < TILE_COLS or rows * K * N > MAX_WORK:
         return _NO_PACK
     return pack(Wb, transposed)
 
