@@ -37,10 +37,11 @@ How the work is organized, as in cuDNN and haste. Forward:
     for each step t:
         R = h_{t-1} W_hh^T    ONE GEMM for the recurrent part of (1): (B, H) @ (H, 4H), into a
                               preallocated buffer. In float32 from a few rows up to mid sizes
-                              (``_gemm.pack_for``; the bounds depend on the CPU) it is ``_gemm``'s product with W_hh^T packed
-                              once for all T steps (about twice one core's OpenBLAS speed on
-                              this thin shape); otherwise BLAS, with W_hh^T made contiguous
-                              once (up to 4x faster than a transposed view)
+                              (``_gemm.pack_for``; the bounds depend on the CPU) it is
+                              ``_gemm``'s product with W_hh^T packed once for all T steps
+                              (about twice one core's OpenBLAS speed on this thin shape);
+                              otherwise BLAS, with W_hh^T made contiguous once (up to 4x
+                              faster than a transposed view)
         one pass over (B, H): G[t] + R + b, then (2), (3), (4), (5); save i f g o and tanh(c_t)
 
 Backward, t = T-1 ... 0:
