@@ -95,8 +95,8 @@ class SGD(Optimizer):
         grad, made once per pair of arrays (at tiny shapes NumPy's ``w -= lr * g``, a temporary
         and two calls, was a tenth of a training step); the numbers are NumPy's (no fused
         multiply-add)."""
-        if self.momentum or self.weight_decay:
-            return super().step()
+        if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
+            return super().step()                            # (a subclass's own rule included)
         for i, p in enumerate(self.params):
             if not p.requires_grad:
                 continue

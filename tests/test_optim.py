@@ -150,3 +150,16 @@ def test_plain_sgd_compiled_update_is_numpys_rule(dtype):
     expect -= dtype(0.3) * dtype(2.0)
     np.testing.assert_array_equal(big[:, ::2], expect)
     assert not big[:, 1::2].any()
+
+
+def test_sgd_subclass_with_its_own_update_rule_is_used():
+    """The compiled plain-SGD loop must not bypass a subclass's ``_update``."""
+    class HalfStep(optim.SGD):
+        def _update(self, p, state):
+            p.data[...] -= 0.5 * self.lr * p.grad
+
+    p = Parameter(np.ones(4), "w")
+    opt = HalfStep([p], lr=1.0)
+    p.grad[...] = 1.0
+    opt.step()
+    np.testing.assert_array_equal(p.data, np.full(4, 0.5))
