@@ -37,6 +37,8 @@ so after editing this file delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``, o
 the old product.
 """
 
+import math
+
 import llvmlite.binding as ll
 import llvmlite.ir as ir
 import numpy as np
@@ -46,7 +48,7 @@ from numba.extending import intrinsic
 
 from ._common import copy_row
 
-__all__ = ["pack", "pack_for", "transposed_operands", "gemm_packed", "mac", "TILE_ROWS",
+__all__ = ["empty_aligned", "pack", "pack_for", "transposed_operands", "gemm_packed", "mac", "TILE_ROWS",
            "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
@@ -197,6 +199,27 @@ def mac(typingctx, acc, A, W, rows, cols):
     return sig, codegen
 
 
+ALIGN_FROM = 1 << 14        # floats (64 KB): smaller arrays are left where NumPy puts them
+
+
+def empty_aligned(shape):
+    """``np.empty(shape, np.float32)`` whose data starts on a 64-byte boundary (a cache line)
+    when it has at least ALIGN_FROM numbers.
+
+    NumPy's large arrays start 16 bytes past a cache line (the allocator's header), so every
+    other 32-byte vector load of a 64-float row straddles two lines. With the rows aligned,
+    the register tile's loads of W and its loads and stores of ``out`` never do (one core, a
+    weight-gradient product with dZ as W: ~5-10 % faster, AMD EPYC). Finding the offset costs
+    ~5 us (``ctypes.data``), so small arrays, filled in less than that, skip it.
+    """
+    n = math.prod(shape)
+    if n < ALIGN_FROM:
+        return np.empty(shape, np.float32)
+    buf = np.empty(n + 16, np.float32)
+    start = (-buf.ctypes.data % 64) >> 2
+    return buf[start:start + n].reshape(shape)
+
+
 def pack(Wb, transposed=False):
     """``Wb`` (K, N) -> ``Wp`` (ceil(N / 64), K, 64) float32, tile t = columns t*64 ... t*64+63.
 
@@ -207,7 +230,7 @@ def pack(Wb, transposed=False):
     """
     Wb = np.ascontiguousarray(Wb, dtype=np.float32)
     N, K = Wb.shape if transposed else Wb.shape[::-1]
-    Wp = np.empty((-(-N // TILE_COLS), K, TILE_COLS), np.float32)
+    Wp = empty_aligned((-(-N // TILE_COLS), K, TILE_COLS))
     (_pack_transposed_into if transposed else _pack_into)(Wb, Wp)
     return Wp
 

@@ -31,7 +31,7 @@ import numpy as np
 from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
 from ._team import barrier, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _gemm_tile, _input_part, _padded,
@@ -181,16 +181,16 @@ def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
     n_u = Hp // U
     lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
     lengths_p[:B] = lengths
-    hs = np.empty((T + 1, Bp, Hp), np.float32)
+    hs = empty_aligned((T + 1, Bp, Hp))
     hs[0] = _padded(h0, (Bp, Hp))
-    y = np.empty((T, Bp, Hp), np.float32)
-    G = np.empty((n_u, T, Bp, 4 * U), np.float32)
+    y = empty_aligned((T, Bp, Hp))
+    G = empty_aligned((n_u, T, Bp, 4 * U))
     x_p = _padded(x_s, (T, Bp, Ip))
     W_i = _pack_cols(W_ih, H, Hp, Ip, _GI, 4 * U)                        # (n_u, Ip, 64)
     b_i = _pack_cols(b_ih.reshape(3 * H, 1), H, Hp, 1, _GI, 4 * U).reshape(n_u, 4 * U)
     W_f = _pack_cols(W_hh, H, Hp, Hp, _HIDDEN, GH)                       # (n_u, Hp, 48)
     b_h = _pack_cols(b_hh.reshape(3 * H, 1), H, Hp, 1, _HIDDEN, GH).reshape(n_u, GH)
-    P = np.empty((Bp, n_u * GH), np.float32)             # partial sums between k-chunks
+    P = empty_aligned((Bp, n_u * GH))                    # partial sums between k-chunks
     _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse),
                   team_size(n_u * -(-Bp // RG)), np.zeros(1, np.int64))
     cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, G)
@@ -308,11 +308,11 @@ def backward(dy, dh_n, cache):
     B, I, H = lengths.shape[0], W_ih.shape[1], W_hh.shape[1]
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
-    dG = np.empty((Hp // U, T, Bp, 4 * U), np.float32)
-    dh = np.empty((Bp, Hp), np.float32)
+    dG = empty_aligned((Hp // U, T, Bp, 4 * U))
+    dh = empty_aligned((Bp, Hp))
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _INPUT, 4 * U))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
-    _backward_core(dG, dh, np.zeros((Bp, Hp), np.float32), _padded(dy, (T, Bp, Hp)),
+    _backward_core(dG, dh, _zeros_aligned((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
                    _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _HIDDEN, GH), G, hs,
                    lengths_p, int(reverse), *wg, team_size((Hp // V) * -(-Bp // RG)),
                    np.zeros(1, np.int64))

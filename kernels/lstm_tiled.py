@@ -66,7 +66,7 @@ import numpy as np
 from numba import carray, njit, prange
 
 from ._common import copy_row as _copy_row, sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
 from ._auto import uses_tiled
 from ._team import barrier, team_size
 
@@ -101,11 +101,11 @@ def _round_up(n, m):
 # ---------------------------------------------------------------------------------------------
 
 def _zeros_aligned(shape):
-    """float32 zeros whose data starts on a 64-byte boundary (whole-cache-line vector loads)."""
-    n = int(np.prod(shape))
-    buf = np.zeros(n + 16, np.float32)
-    start = (-buf.ctypes.data % 64) // 4
-    return buf[start:start + n].reshape(shape)
+    """float32 zeros whose data starts on a 64-byte boundary (``_gemm.empty_aligned``: every
+    working array here is aligned, so that 64-float rows are whole cache lines)."""
+    out = empty_aligned(shape)
+    out[...] = 0
+    return out
 
 
 # Gate tile order of the 4H gate rows: tile u holds i, f, g, o of units 16u ... 16u+15, so gate
@@ -301,12 +301,12 @@ def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
 
     lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
     lengths_p[:B] = lengths
-    hs = np.empty((T + 1, Bp, Hp), np.float32)
-    cs = np.empty((T + 1, Bp, Hp), np.float32)
+    hs = empty_aligned((T + 1, Bp, Hp))
+    cs = empty_aligned((T + 1, Bp, Hp))
     hs[0], cs[0] = _padded(h0, (Bp, Hp)), _padded(c0, (Bp, Hp))
-    y = np.empty((T, Bp, Hp), np.float32)                # every valid row is written: (5) zeros
-    tanh_c = np.empty((T, Bp, Hp), np.float32)
-    G = np.empty((n_u, T, Bp, 4 * U), np.float32)       # unit tile u's z / gates: G[u]
+    y = empty_aligned((T, Bp, Hp))                       # every valid row is written: (5) zeros
+    tanh_c = empty_aligned((T, Bp, Hp))
+    G = empty_aligned((n_u, T, Bp, 4 * U))              # unit tile u's z / gates: G[u]
     W_i = _pack_forward(W_ih, H, Hp, Ip)                 # (n_u, Ip, 64)
     bias = _pack_forward(b.reshape(4 * H, 1), H, Hp, 1).reshape(n_u, 4 * U)
     x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
@@ -445,15 +445,15 @@ def _weight_grad_args(x_p, hs, W_ig):
     Hp = hs.shape[2]
     N = W_ig.shape[1]                                    # 4 Hp: gate tile columns of dZ
     return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), W_ig,
-            np.zeros((Ip, N), np.float32), np.zeros((Hp, N), np.float32),
-            np.zeros((T * Bp, W_ig.shape[0] * 64), np.float32), np.zeros(N, np.float32))
+            _zeros_aligned((Ip, N)), _zeros_aligned((Hp, N)),
+            _zeros_aligned((T * Bp, W_ig.shape[0] * 64)), np.zeros(N, np.float32))
 
 
 def _padded(a, shape):
     """``a`` zero-padded to ``shape`` (itself when it already has it)."""
     if a.shape == shape:
         return a
-    out = np.zeros(shape, np.float32)
+    out = _zeros_aligned(shape)
     out[tuple(slice(0, n) for n in a.shape)] = a
     return out
 
@@ -470,9 +470,9 @@ def backward(dy, dh_n, dc_n, cache):
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
 
-    dZ = np.empty((Hp // U, T, Bp, 4 * U), np.float32)  # dL/dz, unit tile u's in dZ[u]
+    dZ = empty_aligned((Hp // U, T, Bp, 4 * U))         # dL/dz, unit tile u's in dZ[u]
     dc = _padded(dc_n, (Bp, Hp)).copy()
-    dh = np.empty((Bp, Hp), np.float32)                  # dL/dh of each step; ends as dh0
+    dh = empty_aligned((Bp, Hp))                         # dL/dh of each step; ends as dh0
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
     _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
