@@ -48,8 +48,8 @@ from numba.extending import intrinsic
 
 from ._common import copy_row
 
-__all__ = ["empty_aligned", "pack", "pack_for", "transposed_operands", "gemm_packed", "mac", "TILE_ROWS",
-           "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR"]
+__all__ = ["empty_aligned", "pack", "pack_for", "transposed_operands", "gemm_packed", "mac",
+           "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR", "ALIGN_FROM"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
 TILE_COLS = 64       # columns of out per register tile (4 x 16 floats)
