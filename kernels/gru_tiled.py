@@ -8,10 +8,11 @@ Gate tiles. Tile u holds units 16u ... 16u+15 and keeps 64 columns per row, four
 
     G[u, t, b]  = gi_r | gi_z | gi_n | 0      after the input product (x W_ih^T + b_ih)
                 = r    | z    | n    | q      after step t (q = gh_n, kept for the backward)
-    dG[u, t, b] = dar  | daz  | dq   | dan    the backward's per-step result
+    dG[u, t, b] = dq   | dar  | daz  | dan    the backward's per-step result
 
-so dGh (the gradient of the hidden pre-activations, what the recurrence and dW_hh need) is
-blocks 0, 1, 2 and dGi (the input ones: dW_ih, dx) is blocks 0, 1, 3, as in ``gru.py``:
+so dGh (the gradient of the hidden pre-activations, what the recurrence and dW_hh need: for
+gates n, r, z) is blocks 0-2 and dGi (the input ones, dW_ih and dx: r, z, n) is blocks 1-3,
+two 48-wide windows of the same 64 columns, as in ``gru.py``:
 
     dn = dh (1 - z)   dz = dh (h_{t-1} - n)   dan = dn (1 - n^2)   dq = dan r        (5), (4)
     dar = dan q r (1 - r)   daz = dz z (1 - z)                                       (4), (1), (2)
@@ -19,9 +20,8 @@ blocks 0, 1, 2 and dGi (the input ones: dW_ih, dx) is blocks 0, 1, 3, as in ``gr
 
 The recurrent product of a step is 48 columns wide (gh = r | z | n parts of h W_hh^T + b_hh):
 the forward tile's accumulator is 4 rows x 48 (12 AVX-512 registers). The weight-gradient
-products reuse ``lstm_tiled``'s 64-wide ones on all four blocks and keep the three they need
-(H_prev^T dG's block 3 and X^T dG's block 2 are computed and dropped: a quarter of those two
-products), so the GRU shares that code instead of copying it.
+products are ``lstm_tiled``'s, run 48 columns wide on the two windows (an earlier version ran
+them 64 wide and dropped a block of each: a quarter of their work).
 
 Caching caveat: the compiled cores here include ``lstm_tiled``'s, ``_team``'s and ``_common``'s
 functions; after editing those, delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
@@ -74,18 +74,21 @@ def _pack_rows_into(W, H, blocks, per_tile, out):
 
 
 @njit(cache=True)
-def _unpack_grad(dW_T, H, K, blocks, out):
-    """dW_T (K', 4 Hp) in 64-wide gate tiles -> out (3H, K), gate g read from block blocks[g]."""
+def _unpack_grad(dW_T, H, K, blocks, per_tile, out):
+    """dW_T (K', Hp/16 per_tile) in gate tiles of per_tile columns -> out (3H, K), gate g read
+    from block blocks[g]."""
     for g in range(3):
         for j in range(H):
-            col = (j // U) * 4 * U + blocks[g] * U + j % U
+            col = (j // U) * per_tile + blocks[g] * U + j % U
             for k in range(K):
                 out[g * H + j, k] = dW_T[k, col]
 
 
-_HIDDEN = np.array([0, 1, 2], np.int64)      # r, z, n -> blocks of dGh (and of W_hh's tiles)
-_INPUT = np.array([0, 1, 3], np.int64)       # r, z, n -> blocks of dGi (and of W_ih's tiles)
+_HIDDEN = np.array([0, 1, 2], np.int64)      # r, z, n -> blocks of gh (W_hh's forward tiles)
 _GI = np.array([0, 1, 2], np.int64)          # r, z, n -> blocks of G's input part
+_DGH = np.array([1, 2, 0], np.int64)         # r, z, n -> blocks of dG's hidden window (0-2)
+_DGI = np.array([1, 2, 3], np.int64)         # r, z, n -> blocks of dG's input window (1-3)
+_WIN = np.array([0, 1, 2], np.int64)         # r, z, n -> blocks within a 48-wide window
 
 
 def _pack_cols(W, H, Hp, Kp, blocks, width):
@@ -216,7 +219,7 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
     n_a = n_u if s < T else 1
     c0 = v * V
     acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1}, product part
-    out = carray(_stack_tile(), (4, U))                  # dar | daz | dq | dan of one tile
+    out = carray(_stack_tile(), (4, U))                  # dq | dar | daz | dan of one tile
     n_q = V // U
     for a0 in range(0, n_a, SLABS):
         a1 = min(a0 + SLABS, n_a)
@@ -227,7 +230,7 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                 else:
                     acc[r, :] = 0
             for a in range(a0, a1 if s < T else a0):     # acc += dGh_s[rows] W_hh
-                W_c = W_b[v, a * GH:(a + 1) * GH]        # (48, 64)
+                W_c = W_b[v, a * GH:(a + 1) * GH]        # (48, 64): rows n, r, z as dGh
                 A_c = dG[a, s, m:m + R]                  # (4, 64): blocks 0-2 are dGh
                 mac(acc, A_c[:, :GH], W_c, R, V)
             if a1 < n_a:                                 # more tiles to come: park the sums
@@ -267,9 +270,9 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                         dh_t = d_r[j] + dy_r[j] + out[0, j]
                         rg, z, n, qv = gates[j], gates[U + j], gates[2 * U + j], gates[3 * U + j]
                         dan = dh_t * (one - z) * (one - n * n)                   # (5), (4)
-                        out[0, j] = dan * qv * rg * (one - rg)                   # (4), (1)
-                        out[1, j] = dh_t * (h_r[j] - n) * z * (one - z)          # (5), (2)
-                        out[2, j] = dan * rg                                     # (4), (3)
+                        out[0, j] = dan * rg                                     # (4), (3)
+                        out[1, j] = dan * qv * rg * (one - rg)                   # (4), (1)
+                        out[2, j] = dh_t * (h_r[j] - n) * z * (one - z)          # (5), (2)
                         out[3, j] = dan
                         d_r[j] = dh_t
                     dz = dG[u, t, b]
@@ -294,7 +297,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G, hs,
                                lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)
-        _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U)
 
 
 def backward(dy, dh_n, cache):
@@ -310,19 +313,19 @@ def backward(dy, dh_n, cache):
     Ip64 = _round_up(Ip, 64)
     dG = empty_aligned((Hp // U, T, Bp, 4 * U))
     dh = empty_aligned((Bp, Hp))
-    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _INPUT, 4 * U))
+    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
     _backward_core(dG, dh, _zeros_aligned((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
-                   _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _HIDDEN, GH), G, hs,
+                   _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
                    lengths_p, int(reverse), *wg, team_size((Hp // V) * -(-Bp // RG)),
                    np.zeros(1, np.int64))
-    # back from gate tiles to PyTorch's rows: dGh is blocks 0-2, dGi blocks 0, 1, 3
+    # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
     dW_ih, dW_hh = np.empty((3 * H, I), np.float32), np.empty((3 * H, H), np.float32)
     db_ih, db_hh = np.empty((3 * H, 1), np.float32), np.empty((3 * H, 1), np.float32)
-    _unpack_grad(dW_ih_T, H, I, _INPUT, dW_ih)
-    _unpack_grad(dW_hh_T, H, H, _HIDDEN, dW_hh)
-    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _INPUT, db_ih)
-    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _HIDDEN, db_hh)
+    _unpack_grad(dW_ih_T, H, I, _WIN, GH, dW_ih)
+    _unpack_grad(dW_hh_T, H, H, _DGH, GH, dW_hh)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGI, 4 * U, db_ih)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGH, 4 * U, db_hh)
     dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
     return (np.ascontiguousarray(dx_s), dW_ih, dW_hh, db_ih.reshape(3 * H),
             db_hh.reshape(3 * H), dh[:B, :H].copy())

@@ -63,7 +63,7 @@ passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged an
 """
 
 import numpy as np
-from numba import carray, njit, prange
+from numba import carray, literally, njit, prange
 
 from ._common import copy_row as _copy_row, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
@@ -162,20 +162,22 @@ def _pack_rows(W, H, Hp, Kp):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
-    """``out[m0:m1, c0:c0+64] += A[m0:m1] @ W[:, w0:w0+64]``: 4-row register tiles, k-chunks.
+def _gemm_tile(A, W, width, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
+    """``out[m0:m1, c0:c0+width] += A[m0:m1] @ W[:, :width]``: 4-row register tiles, k-chunks.
 
     A: (n, M, Ks), the (M, n Ks) left operand as n slabs side by side (a plain (M, K) matrix is
     one slab, ``A.reshape(1, M, K)``; dZ in unit tile layout is n_u slabs of 64 columns), any
-    layout (read one number at a time)   W: (n Ks, N) C-contiguous   out: (M, N'), m1 - m0 a
-    multiple of R. The k-chunk loop is outside the row loop, so each chunk of W's 64 columns
-    is read from L2 once and then reused from L1 by every row block; the register tile is
-    loaded from ``out`` and stored back once per chunk. ``init`` (64,): start every row from it
-    instead of from ``out`` (``out = init + A @ W``: a bias, without a pass to write it first).
+    layout (read one number at a time)   W: (n Ks, N) rows contiguous   out: (M, N'), m1 - m0
+    a multiple of R   width: 64 or 48, a compile-time constant (the register tile's columns).
+    The k-chunk loop is outside the row loop, so each chunk of W's columns is read from L2
+    once and then reused from L1 by every row block; the register tile is loaded from ``out``
+    and stored back once per chunk. ``init`` (width,): start every row from it instead of
+    from ``out`` (``out = init + A @ W``: a bias, without a pass to write it first).
     """
+    literally(width)
     _prefer_512_bit()
     n, _, Ks = A.shape
-    acc = carray(_stack_tile(), (R, 64))
+    acc = carray(_stack_tile(), (R, 64))[:, :width]
     for a in range(n):
         for k0 in range(0, Ks, kc):
             W_c = W[a * Ks + k0:a * Ks + min(k0 + kc, Ks)]   # views indexed from 0: no
@@ -185,10 +187,10 @@ def _gemm_tile(A, W, w0, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
                     if init.size and a == 0 and k0 == 0:
                         _copy_row(init, acc[r])
                     else:
-                        _copy_row(out[m + r, c0:c0 + 64], acc[r])
-                mac(acc, A_c, W_c[:, w0:w0 + 64], R, 64)
+                        _copy_row(out[m + r, c0:c0 + width], acc[r])
+                mac(acc, A_c, W_c[:, :width], R, width)
                 for r in range(R):
-                    _copy_row(acc[r], out[m + r, c0:c0 + 64])
+                    _copy_row(acc[r], out[m + r, c0:c0 + width])
 
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
@@ -261,11 +263,11 @@ def _input_part(first, last, n_rg, x, W_i, bias, G):
     for item in range(first, last):
         u, m0 = item // n_rg, (item % n_rg) * RG
         if n_rg == 1:
-            _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], 0, G[u].reshape(T * Bp, G.shape[3]), 0,
+            _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], Z, G[u].reshape(T * Bp, G.shape[3]), 0,
                        T * Bp, 0, KC_BIG, bias[u])
         else:
             for t in range(T):
-                _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], 0, G[u, t], m0, min(m0 + RG, Bp),
+                _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], Z, G[u, t], m0, min(m0 + RG, Bp),
                            0, KC, bias[u])
 
 
@@ -388,7 +390,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
 
 
 @njit(cache=True, error_model="numpy")
-def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db):
+def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width, c_in):
     """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
@@ -399,23 +401,30 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db):
     transposed views (the register tile broadcasts A one number at a time, and four rows of
     A^T are four neighbours in one row of A: no transposed copies are made). The first three
     are split by gate tiles, dx by rows.
+
+    ``width``, ``c_in``: the columns of each gate tile that the products use, for the GRU
+    (``gru_tiled``), whose hidden and input parts are two overlapping 48-wide windows of its
+    64: dW_hh from columns 0 ... width-1, dW_ih and dx from c_in ... c_in+width-1 (the
+    outputs then have width columns per tile; db keeps all 64). The LSTM: 64 and 0.
     """
     n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
     TB = T * Bp
+    dZ_rows = dZ.reshape(n_u, TB, 64)
     col_sum = np.zeros(64, np.float32)
     for c in range(w * n_u // n_workers, (w + 1) * n_u // n_workers):
-        dZ_c = dZ[c].reshape(TB, 64)
+        dZ_c = dZ_rows[c]
         col_sum[:] = 0
         for r in range(TB):
             for l in range(64):
                 col_sum[l] += dZ_c[r, l]
         _copy_row(col_sum, db[c * 64:(c + 1) * 64])
-        _gemm_tile(h.T[np.newaxis], dZ_c, 0, dW_hh_T, 0, h.shape[1], c * 64, KC)
-        _gemm_tile(x.T[np.newaxis], dZ_c, 0, dW_ih_T, 0, x.shape[1], c * 64, KC)
+        _gemm_tile(h.T[np.newaxis], dZ_c, width, dW_hh_T, 0, h.shape[1], c * width, KC)
+        _gemm_tile(x.T[np.newaxis], dZ_c[:, c_in:], width, dW_ih_T, 0, x.shape[1], c * width,
+                   KC)
     n_rb = TB // R
     m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
     for i in range(W_ig.shape[0]):
-        _gemm_tile(dZ.reshape(n_u, TB, 64), W_ig[i], 0, dx, m0, m1, i * 64, KC)
+        _gemm_tile(dZ_rows[:, :, c_in:c_in + width], W_ig[i], Z, dx, m0, m1, i * 64, KC)
 
 
 @njit(cache=True, parallel=True)
@@ -434,19 +443,20 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
                                tanh_c, cs, lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
-        _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db)
+        _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0)
 
 
 def _weight_grad_args(x_p, hs, W_ig):
     """``_weight_grads``' arrays after its two scalars and dZ: x and h_prev as (T Bp, .)
     matrices, W_ig (packed W_ih), and the outputs, zeroed (the products add):
-    (x, h, W_ig, dW_ih_T, dW_hh_T, dx, db)."""
+    (x, h, W_ig, dW_ih_T, dW_hh_T, dx, db). dW has W_ig's columns (4 Hp, or 3 Hp for the
+    GRU's 48-wide tiles), db all 4 Hp of dZ."""
     T, Bp, Ip = x_p.shape
     Hp = hs.shape[2]
-    N = W_ig.shape[1]                                    # 4 Hp: gate tile columns of dZ
+    N = W_ig.shape[1]                                    # gate tile columns the products use
     return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), W_ig,
             _zeros_aligned((Ip, N)), _zeros_aligned((Hp, N)),
-            _zeros_aligned((T * Bp, W_ig.shape[0] * 64)), np.zeros(N, np.float32))
+            _zeros_aligned((T * Bp, W_ig.shape[0] * 64)), np.zeros(4 * Hp, np.float32))
 
 
 def _padded(a, shape):
