@@ -55,6 +55,10 @@ zero weights and bias, so they stay exactly 0 and add nothing to any product). I
     W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
     W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
 
+Each of these from 64 KB up starts on a cache line (``_gemm.empty_aligned``; NumPy's own large
+arrays start 16 bytes past one): with Hp a multiple of 64, every 64-float row is then whole
+lines, and one worker's columns of hs, cs, tanh_c and y share no line with another's.
+
 Every product goes through ``_gemm_tile``: ``_gemm.mac``'s register tile, the k loop in chunks
 that stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
 (sums in another order, fused multiply-adds), and do not depend on the number of threads (a
