@@ -45,7 +45,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["team_size", "barrier"]
+__all__ = ["team_size", "barrier", "claim"]
 
 SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker starts yielding
 
@@ -162,3 +162,23 @@ def barrier(sync, target):
             spins += 1
         else:
             _sched_yield()
+
+
+@njit(cache=True)
+def claim(taken, w, n_workers, n):
+    """The next of ``n`` work units for worker w (``-1``: none left), for a phase whose units
+    need not wait for each other: the units are split into n_workers equal ranges, and worker
+    w takes its own range first, in order, then whatever is left of the others'. ``taken``
+    (n_workers,) int64, zeros at the start: how many units of each range have been claimed
+    (atomically, so no unit is given out twice). A worker slowed down by something else on
+    its core then leaves the rest of its range to the others instead of holding them all up
+    at the end; what a unit computes does not depend on who claims it."""
+    for i in range(n_workers):
+        v = (w + i) % n_workers
+        lo, hi = v * n // n_workers, (v + 1) * n // n_workers
+        if lo + _atomic_load(taken, v) >= hi:            # (a cheap look before the add)
+            continue
+        k = _atomic_add(taken, v, 1)
+        if lo + k < hi:
+            return lo + k
+    return -1

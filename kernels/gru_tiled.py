@@ -283,7 +283,7 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
 
 @njit(cache=True, parallel=True)
 def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
-                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims):
     """The whole backward pass by a team: the steps backwards with a barrier after each (dh
     ends as dh0), then the weight gradients (``lstm_tiled``'s)."""
     T, Bp = dG.shape[1], dG.shape[2]
@@ -297,7 +297,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G, hs,
                                lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)
-        _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U)
+        _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U, claims)
 
 
 def backward(dy, dh_n, cache):
@@ -315,10 +315,11 @@ def backward(dy, dh_n, cache):
     dh = empty_aligned((Bp, Hp))
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
+    n_workers = team_size((Hp // V) * -(-Bp // RG))
     _backward_core(dG, dh, _zeros_aligned((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
                    _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
-                   lengths_p, int(reverse), *wg, team_size((Hp // V) * -(-Bp // RG)),
-                   np.zeros(1, np.int64))
+                   lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
+                   np.zeros((2, n_workers), np.int64))
     # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
     dW_ih, dW_hh = np.empty((3 * H, I), np.float32), np.empty((3 * H, H), np.float32)
     db_ih, db_hh = np.empty((3 * H, 1), np.float32), np.empty((3 * H, 1), np.float32)

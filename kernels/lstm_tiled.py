@@ -72,7 +72,7 @@ from numba import carray, literally, njit, prange
 from ._common import copy_row as _copy_row, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
 from ._auto import uses_tiled
-from ._team import barrier, team_size
+from ._team import barrier, claim, team_size
 
 
 __all__ = ["use_tiled", "forward", "backward"]
@@ -393,8 +393,12 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
 
 
+DX_ROWS = 64               # rows of dx per work unit of ``_weight_grads``
+
+
 @njit(cache=True, error_model="numpy")
-def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width, c_in):
+def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width, c_in,
+                  claims):
     """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
@@ -404,7 +408,10 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     (T Bp, 64) block, a ready-made right operand. The left operands X^T and H_prev^T are the
     transposed views (the register tile broadcasts A one number at a time, and four rows of
     A^T are four neighbours in one row of A: no transposed copies are made). The first three
-    are split by gate tiles, dx by rows.
+    are computed gate tile by gate tile, dx DX_ROWS rows at a time: units that the workers
+    ``_team.claim`` (``claims``: (2, n_workers) int64 zeros), so a worker slowed by its core
+    hands its last units over. Each unit is computed whole by one worker, so the results do
+    not depend on who does it.
 
     ``width``, ``c_in``: the columns of each gate tile that the products use, for the GRU
     (``gru_tiled``), whose hidden and input parts are two overlapping 48-wide windows of its
@@ -415,7 +422,8 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     TB = T * Bp
     dZ_rows = dZ.reshape(n_u, TB, 64)
     col_sum = np.zeros(64, np.float32)
-    for c in range(w * n_u // n_workers, (w + 1) * n_u // n_workers):
+    c = claim(claims[0], w, n_workers, n_u)
+    while c >= 0:
         dZ_c = dZ_rows[c]
         col_sum[:] = 0
         for r in range(TB):
@@ -425,15 +433,19 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
         _gemm_tile(h.T[np.newaxis], dZ_c, width, dW_hh_T, 0, h.shape[1], c * width, KC)
         _gemm_tile(x.T[np.newaxis], dZ_c[:, c_in:], width, dW_ih_T, 0, x.shape[1], c * width,
                    KC)
-    n_rb = TB // R
-    m0, m1 = (w * n_rb // n_workers) * R, ((w + 1) * n_rb // n_workers) * R
-    for i in range(W_ig.shape[0]):
-        _gemm_tile(dZ_rows[:, :, c_in:c_in + width], W_ig[i], Z, dx, m0, m1, i * 64, KC)
+        c = claim(claims[0], w, n_workers, n_u)
+    n_units = -(-TB // DX_ROWS)
+    unit = claim(claims[1], w, n_workers, n_units)
+    while unit >= 0:                                     # (TB is a multiple of R)
+        m0, m1 = unit * DX_ROWS, min((unit + 1) * DX_ROWS, TB)
+        for i in range(W_ig.shape[0]):
+            _gemm_tile(dZ_rows[:, :, c_in:c_in + width], W_ig[i], Z, dx, m0, m1, i * 64, KC)
+        unit = claim(claims[1], w, n_workers, n_units)
 
 
 @njit(cache=True, parallel=True)
 def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
-                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync):
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims):
     """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
     after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
     T, Bp = dZ.shape[1], dZ.shape[2]
@@ -447,7 +459,7 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
                                tanh_c, cs, lengths, reverse)
             barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
-        _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0)
+        _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0, claims)
 
 
 def _weight_grad_args(x_p, hs, W_ig):
@@ -489,9 +501,10 @@ def backward(dy, dh_n, dc_n, cache):
     dh = empty_aligned((Bp, Hp))                         # dL/dh of each step; ends as dh0
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
+    n_workers = team_size((Hp // V) * -(-Bp // RG))
     _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
                    _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
-                   team_size((Hp // V) * -(-Bp // RG)), np.zeros(1, np.int64))
+                   n_workers, np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
 
     # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
     dW_ih, dW_hh, db_out = (np.empty((4 * H, I), np.float32), np.empty((4 * H, H), np.float32),

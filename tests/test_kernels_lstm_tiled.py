@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kernels.reference as ref
 from kernels import lstm, lstm_tiled
-from kernels._team import barrier, team_size
+from kernels._team import barrier, claim, team_size
 
 
 def _problem(rng, T, B, I, H, scale=0.3):
@@ -186,6 +186,37 @@ def _team_run(n, T):
     seen = np.zeros((n, T), np.int64)
     _team_steps(n, T, seen, np.zeros(1, np.int64))
     return seen
+
+
+def test_claim_gives_every_unit_once_own_range_first():
+    """_team.claim: worker w gets its own range in order, then what is left of the others';
+    no unit twice, none lost, -1 at the end; in a real team too."""
+    taken = np.zeros(3, np.int64)
+    got = [claim(taken, 1, 3, 10) for _ in range(11)]            # ranges 0-2, 3-5, 6-9
+    assert got == [3, 4, 5, 6, 7, 8, 9, 0, 1, 2, -1]
+    taken = np.zeros(2, np.int64)
+    assert [claim(taken, 0, 2, 5), claim(taken, 1, 2, 5), claim(taken, 1, 2, 5)] == [0, 2, 3]
+    assert [claim(taken, 1, 2, 5), claim(taken, 1, 2, 5), claim(taken, 0, 2, 5)] == [4, 1, -1]
+    n = team_size(64)
+    owner = np.full(1000, -1, np.int64)
+    count = np.zeros(1000, np.int64)
+    _team_claims(n, np.zeros(n, np.int64), owner, count)
+    assert (count == 1).all() and set(owner) <= set(range(n))
+
+
+@numba.njit(parallel=True)
+def _team_claims(n, taken, owner, count):
+    for w in numba.prange(n):
+        _claim_all(w, n, taken, owner, count)
+
+
+@numba.njit
+def _claim_all(w, n, taken, owner, count):
+    u = claim(taken, w, n, owner.size)
+    while u >= 0:
+        owner[u] = w
+        count[u] += 1                                  # a unit given twice would count 2
+        u = claim(taken, w, n, owner.size)
 
 
 def test_team_falls_back_to_one_worker_when_a_team_cannot_meet(monkeypatch):
