@@ -45,7 +45,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["team_size", "barrier", "claim"]
+__all__ = ["team_size", "barrier", "claim", "share"]
 
 SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker starts yielding
 
@@ -182,3 +182,19 @@ def claim(taken, w, n_workers, n):
         if lo + k < hi:
             return lo + k
     return -1
+
+
+@njit(cache=True)
+def share(done, w, n):
+    """Worker w's items ``first ... last-1`` of n, for a phase whose items each worker must own
+    throughout (the steps): contiguous ranges in proportion to ``done`` (n_workers,), what each
+    worker got through in an earlier ``claim`` phase of the same call, so that a worker slowed
+    down by its core gets fewer. Every worker computes the same partition."""
+    total, before = 0, 0
+    for v in range(done.shape[0]):
+        if v == w:
+            before = total
+        total += done[v]
+    if total <= 0:                                       # (nothing measured: equal shares)
+        return w * n // done.shape[0], (w + 1) * n // done.shape[0]
+    return (n * before + total // 2) // total, (n * (before + done[w]) + total // 2) // total

@@ -32,7 +32,7 @@ from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
-from ._team import barrier, team_size
+from ._team import barrier, share, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _gemm_tile, _input_part, _padded,
                          _round_up, _weight_grad_args, _weight_grads, _zeros_aligned)
@@ -156,20 +156,22 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
 
 
 @njit(cache=True, parallel=True)
-def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_workers, sync):
+def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_workers, sync,
+                  balance):
     """The whole forward pass by a team (``lstm_tiled._forward_core``'s structure)."""
     n_u, T, Bp = G.shape[0], G.shape[1], G.shape[2]
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg
     for w in prange(n_workers):
-        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
-        _input_part(first, last, n_rg, x, W_i, b_i, G)   # gi = b_ih + x W_ih^T, all steps
+        balance[1, w] = _input_part(w, n_workers, n_rg, x, W_i, b_i, G, balance[0])
+        barrier(sync, n_workers)                         # gi = b_ih + x W_ih^T, all steps
+        first, last = share(balance[1], w, n_items)
         for s in range(T):
             for item in range(first, last):
                 u, m0 = item // n_rg, (item % n_rg) * RG
                 _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, G, P, y, W_f, b_h, lengths,
                               reverse)
-            barrier(sync, (s + 1) * n_workers)
+            barrier(sync, (s + 2) * n_workers)
 
 
 def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
@@ -194,8 +196,9 @@ def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
     W_f = _pack_cols(W_hh, H, Hp, Hp, _HIDDEN, GH)                       # (n_u, Hp, 48)
     b_h = _pack_cols(b_hh.reshape(3 * H, 1), H, Hp, 1, _HIDDEN, GH).reshape(n_u, GH)
     P = empty_aligned((Bp, n_u * GH))                    # partial sums between k-chunks
-    _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse),
-                  team_size(n_u * -(-Bp // RG)), np.zeros(1, np.int64))
+    n_workers = team_size(n_u * -(-Bp // RG))
+    _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse), n_workers,
+                  np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
     cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, G)
     y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y
     return np.ascontiguousarray(y_out), hs[T, :B, :H].copy(), cache

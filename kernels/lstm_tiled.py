@@ -72,7 +72,7 @@ from numba import carray, literally, njit, prange
 from ._common import copy_row as _copy_row, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
 from ._auto import uses_tiled
-from ._team import barrier, claim, team_size
+from ._team import barrier, claim, share, team_size
 
 
 __all__ = ["use_tiled", "forward", "backward"]
@@ -258,13 +258,17 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 
 
 @njit(cache=True, error_model="numpy")
-def _input_part(first, last, n_rg, x, W_i, bias, G):
-    """Worker items ``first ... last-1``'s input part of (1), every step at once:
-    G[u, t, rows] = b[u] + x[t, rows] W_i[u] (item = unit tile u, row group m0, as in
-    ``_forward_core``); one product over all T Bp rows when an item has every row (its output
-    G[u] is then one contiguous (T Bp, 64) block)."""
+def _input_part(w, n_workers, n_rg, x, W_i, bias, G, taken):
+    """Worker w's items of the input part of (1), every step at once: G[u, t, rows] = b[u] +
+    x[t, rows] W_i[u] (item = unit tile u, row group m0, as in ``_forward_core``), claimed
+    one by one (``_team.claim``, ``taken``: (n_workers,) zeros); returns how many it did. One
+    product over all T Bp rows when an item has every row (its output G[u] is then one
+    contiguous (T Bp, 64) block)."""
     T, Bp, Ip = x.shape
-    for item in range(first, last):
+    n_items = G.shape[0] * n_rg
+    done = 0
+    item = claim(taken, w, n_workers, n_items)
+    while item >= 0:
         u, m0 = item // n_rg, (item % n_rg) * RG
         if n_rg == 1:
             _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], Z, G[u].reshape(T * Bp, G.shape[3]), 0,
@@ -273,25 +277,33 @@ def _input_part(first, last, n_rg, x, W_i, bias, G):
             for t in range(T):
                 _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], Z, G[u, t], m0, min(m0 + RG, Bp),
                            0, KC, bias[u])
+        done += 1
+        item = claim(taken, w, n_workers, n_items)
+    return done
 
 
 @njit(cache=True, parallel=True)
-def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_workers, sync):
+def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_workers, sync,
+                  balance):
     """The whole forward pass by a team of ``n_workers`` (``_team``): first the input part of
-    (1) for every step, then the T steps with a barrier after each. Worker w owns the same tiles
-    (units u, rows m0 ... m1-1) throughout, so it reads only the G it wrote itself."""
+    (1) for every step, then the T steps with a barrier after each. The input part's items are
+    claimed (``balance[0]``), and each worker's count (``balance[1]``) sets its share of the
+    steps' items (``_team.share``): a worker on a slower core gets fewer. Worker w then owns the
+    same tiles (units u, rows m0 ... m1-1) at every step, so their slices of W_hh stay in its
+    core's cache and it reads mostly the G it wrote itself."""
     n_u, T, Bp = G.shape[0], G.shape[1], G.shape[2]
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
-        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
-        _input_part(first, last, n_rg, x, W_i, bias, G)  # (1): G = b + x W_ih^T, all steps
+        balance[1, w] = _input_part(w, n_workers, n_rg, x, W_i, bias, G, balance[0])   # (1)
+        barrier(sync, n_workers)                         # G = b + x W_ih^T for all steps
+        first, last = share(balance[1], w, n_items)
         for s in range(T):
             for item in range(first, last):
                 u, m0 = item // n_rg, (item % n_rg) * RG
                 _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, cs, G, tanh_c, y, W_f, lengths,
                               reverse)
-            barrier(sync, (s + 1) * n_workers)           # all of h_s is written
+            barrier(sync, (s + 2) * n_workers)           # all of h_s is written
 
 
 def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
@@ -318,7 +330,8 @@ def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
     x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
     n_workers = team_size(n_u * -(-Bp // RG))
     _forward_core(y, hs, cs, G, tanh_c, x_p, W_i, bias, _pack_forward(W_hh, H, Hp, Hp),
-                  lengths_p, int(reverse), n_workers, np.zeros(1, np.int64))
+                  lengths_p, int(reverse), n_workers, np.zeros(1, np.int64),
+                  np.zeros((2, n_workers), np.int64))
 
     cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c)
     y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y

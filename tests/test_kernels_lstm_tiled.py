@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import kernels.reference as ref
 from kernels import lstm, lstm_tiled
-from kernels._team import barrier, claim, team_size
+from kernels._team import barrier, claim, share, team_size
 
 
 def _problem(rng, T, B, I, H, scale=0.3):
@@ -202,6 +202,23 @@ def test_claim_gives_every_unit_once_own_range_first():
     count = np.zeros(1000, np.int64)
     _team_claims(n, np.zeros(n, np.int64), owner, count)
     assert (count == 1).all() and set(owner) <= set(range(n))
+
+
+def test_share_splits_items_in_proportion_and_covers_them_all():
+    """_team.share: contiguous ranges, together exactly 0 ... n-1, sized by what each worker
+    did before; equal shares when nothing was counted."""
+    for done, n, want in [([8, 8], 16, [(0, 8), (8, 16)]), ([10, 6], 16, [(0, 10), (10, 16)]),
+                          ([3, 1], 4, [(0, 3), (3, 4)]), ([0, 0], 5, [(0, 2), (2, 5)]),
+                          ([1, 0, 1], 7, [(0, 4), (4, 4), (4, 7)])]:
+        done = np.array(done, np.int64)
+        assert [share(done, w, n) for w in range(done.size)] == want
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        done = rng.integers(0, 20, rng.integers(1, 5)).astype(np.int64)
+        n = int(rng.integers(1, 40))
+        parts = [share(done, w, n) for w in range(done.size)]
+        assert parts[0][0] == 0 and parts[-1][1] == n
+        assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(parts, parts[1:] + [(n, n)]))
 
 
 @numba.njit(parallel=True)
