@@ -31,6 +31,14 @@ iterations one after another anyway (OpenMP's ``OMP_DYNAMIC``, say), ``team_size
 once per process and per thread count, that a team of that size meets at a barrier that gives up
 after ~1 s (``_probe``); if it does not, kernels run with one worker, serially but correctly.
 
+Not every phase needs fixed owners. Where work units need not wait for each other (the input
+product before the steps, the weight gradients after them), workers ``claim`` units from a
+shared counter per worker's range: their own range first, then what is left of the others', so
+a worker whose core is slowed by something else (a virtual machine's neighbour, another
+process) hands its last units over instead of holding the team up. The counts of such a phase
+then ``share`` out the next phase's fixed ownership in proportion. Either way a unit is
+computed whole by one worker, the same way whoever it is: results do not depend on who does it.
+
 Caching caveat (as for ``_common`` and ``_gemm``): Numba's on-disk cache keys a function on its
 own file, and ``barrier`` is compiled into the kernels that call it; after editing this file
 delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
