@@ -105,8 +105,7 @@ def _round_up(n, m):
 # ---------------------------------------------------------------------------------------------
 
 def _zeros_aligned(shape):
-    """float32 zeros whose data starts on a 64-byte boundary (``_gemm.empty_aligned``: every
-    working array here is aligned, so that 64-float rows are whole cache lines)."""
+    """float32 zeros, on a 64-byte boundary from 64 KB up (``_gemm.empty_aligned``)."""
     out = empty_aligned(shape)
     out[...] = 0
     return out
