@@ -34,8 +34,8 @@ from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
 from ._team import barrier, share, team_size
 from ._auto import uses_tiled
-from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _gemm_tile, _input_part, _padded,
-                         _round_up, _weight_grad_args, _weight_grads, _zeros_aligned)
+from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _padded, _round_up,
+                         _unpack_grad, _weight_grad_args, _weight_grads, _zeros_aligned)
 
 __all__ = ["use_tiled", "forward", "backward"]
 
@@ -71,17 +71,6 @@ def _pack_rows_into(W, H, blocks, per_tile, out):
             row = (j // U) * per_tile + blocks[g] * U + j % U
             for k in range(W.shape[1]):
                 out[k // 64, row, k % 64] = W[g * H + j, k]
-
-
-@njit(cache=True)
-def _unpack_grad(dW_T, H, K, blocks, per_tile, out):
-    """dW_T (K', Hp/16 per_tile) in gate tiles of per_tile columns -> out (3H, K), gate g read
-    from block blocks[g]."""
-    for g in range(3):
-        for j in range(H):
-            col = (j // U) * per_tile + blocks[g] * U + j % U
-            for k in range(K):
-                out[g * H + j, k] = dW_T[k, col]
 
 
 _HIDDEN = np.array([0, 1, 2], np.int64)      # r, z, n -> blocks of gh (W_hh's forward tiles)

@@ -136,14 +136,28 @@ def _pack_rows_into(W, H, out):
                 out[k // 64, row, k % 64] = W[g * H + j, k]
 
 
+UNPACK_ROWS = 8            # rows of dW_T per pass of ``_unpack_grad``
+
+
 @njit(cache=True)
-def _unpack_grad(dW_T, H, K, out):
-    """dW_T (K', 4 Hp), columns in gate tile order -> out (4H, K) in PyTorch's row order."""
-    for g in range(4):
-        for j in range(H):
-            col = (j // U) * 4 * U + g * U + j % U
-            for k in range(K):
-                out[g * H + j, k] = dW_T[k, col]
+def _unpack_grad(dW_T, H, K, blocks, per_tile, out):
+    """dW_T (K', Hp/16 per_tile), columns in gate tiles of per_tile -> out (G H, K) in PyTorch's
+    row order, G = blocks.size: gate g of unit j = 16u + jj from column per_tile u +
+    16 blocks[g] + jj (the LSTM: blocks 0 1 2 3, 64 per tile; the GRU: ``gru_tiled``).
+
+    UNPACK_ROWS rows of dW_T at a time, every column of them, so that each cache line read is
+    used whole: walking one column down all K rows read rows 4 KB apart (Hp = 256), which share
+    an L1 set, and took 4x as long ((256, 1024) -> (1024, 256): 1.1 ms against 0.28 ms)."""
+    for k0 in range(0, K, UNPACK_ROWS):
+        k1 = min(k0 + UNPACK_ROWS, K)
+        for g in range(blocks.size):
+            for j in range(H):
+                col = (j // U) * per_tile + blocks[g] * U + j % U
+                for k in range(k0, k1):
+                    out[g * H + j, k] = dW_T[k, col]
+
+
+_GATES = np.array([0, 1, 2, 3], np.int64)   # i, f, g, o -> blocks of a gate tile
 
 
 def _pack_forward(W, H, Hp, Kp):
@@ -521,9 +535,9 @@ def backward(dy, dh_n, dc_n, cache):
     # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
     dW_ih, dW_hh, db_out = (np.empty((4 * H, I), np.float32), np.empty((4 * H, H), np.float32),
                             np.empty((4 * H, 1), np.float32))
-    _unpack_grad(dW_ih_T, H, I, dW_ih)
-    _unpack_grad(dW_hh_T, H, H, dW_hh)
-    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, db_out)
+    _unpack_grad(dW_ih_T, H, I, _GATES, Z, dW_ih)
+    _unpack_grad(dW_hh_T, H, H, _GATES, Z, dW_hh)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _GATES, Z, db_out)
     db = db_out.reshape(4 * H)
     dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
     return np.ascontiguousarray(dx_s), dW_ih, dW_hh, db, dh[:B, :H].copy(), dc[:B, :H].copy()
