@@ -39,7 +39,10 @@ but step s needs all of h_{s-1}: there is a barrier after every step. One ``pran
 ``kernels/_team.py``), so ONE team of workers runs a whole pass: worker w owns the same tiles at
 every step (its units' slice of W_hh stays in its core's cache) and waits at ``_team.barrier``
 between steps. The team does everything else too (the input product, the weight gradients),
-so no BLAS threads wake up in the middle of a pass.
+so no BLAS threads wake up in the middle of a pass; those two phases have no barrier inside,
+and their units are claimed (``_team.claim``) rather than assigned, so that a worker on a
+slowed core does fewer, and the input product's counts size each worker's share of the steps'
+tiles (``_team.share``).
 
 Layouts. The *gate tile* order of the 4H gate rows puts i, f, g, o of units 16u ... 16u+15 side
 by side in 64 columns: gate row g H + j (unit j = 16u + jj) sits at column 64u + 16g + jj.
