@@ -403,20 +403,21 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
                 for q in range(n_q):
                     u = v * n_q + q
-                    j0 = u * U
+                    j0, j1 = u * U, (u + 1) * U
                     gates = G[u, t, b]                   # (64,) i | f | g | o
+                    tc_b, c_b, dc_b = tanh_c[t, b, j0:j1], cs[t, b, j0:j1], dc[b, j0:j1]
+                    dy_b, dh_n_b = dy[t_own, b, j0:j1], dh_n[b, j0:j1]     # (16,) rows each
                     for j in range(U):
-                        jj = j0 + j
                         i, f, g, o = gates[j], gates[U + j], gates[2 * U + j], gates[3 * U + j]
-                        tc = tanh_c[t, b, jj]
-                        dh_t = acc[r, q * U + j] + dy[t_own, b, jj] + from_n * dh_n[b, jj]
-                        dc_t = dc[b, jj] + dh_t * o * (one - tc * tc)            # (4)
+                        tc = tc_b[j]
+                        dh_t = acc[r, q * U + j] + dy_b[j] + from_n * dh_n_b[j]
+                        dc_t = dc_b[j] + dh_t * o * (one - tc * tc)              # (4)
                         out[4, j] = dc_t * f                                     # (3): dc_{t-1}
                         out[0, j] = dc_t * g * i * (one - i)                     # (3), (2)
-                        out[1, j] = dc_t * cs[t, b, jj] * f * (one - f)
+                        out[1, j] = dc_t * c_b[j] * f * (one - f)
                         out[2, j] = dc_t * i * (one - g * g)
                         out[3, j] = dh_t * tc * o * (one - o)                    # (4), (2)
-                    _copy_row(out[4], dc[b, j0:j0 + U])
+                    _copy_row(out[4], dc_b)
                     dz = dZ[u, t, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
