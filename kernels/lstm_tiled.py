@@ -258,19 +258,16 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                 for l in range(2 * U, 3 * U):            # g
                     acc[r, l] = tanh(acc[r, l])
                 _copy_row(acc[r], G_s[b])                # i | f | g | o, for the backward
-                for j in range(U):
-                    c = acc[r, U + j] * cs[s, b, j0 + j] + acc[r, j] * acc[r, 2 * U + j]   # (3)
+                c_prev = cs[s, b, j0:j0 + U]             # rows as views: cheaper than three
+                for j in range(U):                       # indices per number in the loop
+                    c = acc[r, U + j] * c_prev[j] + acc[r, j] * acc[r, 2 * U + j]   # (3)
                     t = tanh(c)
-                    new[0, j], new[1, j], new[2, j] = c, t, acc[r, 3 * U + j] * t          # (4)
+                    new[0, j], new[1, j], new[2, j] = c, t, acc[r, 3 * U + j] * t   # (4)
                 t_out = L - 1 - s if reverse else s      # where this step's output goes
-                for j in range(U):
-                    cs[s + 1, b, j0 + j] = new[0, j]
-                for j in range(U):
-                    tanh_c[s, b, j0 + j] = new[1, j]
-                for j in range(U):
-                    hs[s + 1, b, j0 + j] = new[2, j]
-                for j in range(U):
-                    y[t_out, b, j0 + j] = new[2, j]
+                _copy_row(new[0, :U], cs[s + 1, b, j0:j0 + U])
+                _copy_row(new[1, :U], tanh_c[s, b, j0:j0 + U])
+                _copy_row(new[2, :U], hs[s + 1, b, j0:j0 + U])
+                _copy_row(new[2, :U], y[t_out, b, j0:j0 + U])
 
 
 @njit(cache=True, error_model="numpy")
