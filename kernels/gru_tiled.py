@@ -152,7 +152,7 @@ def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_worker
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg
     for w in prange(n_workers):
-        balance[1, w] = _input_part(w, n_workers, n_rg, x, W_i, b_i, G, balance[0])
+        balance[1, w] = _input_part(w, n_workers, x, W_i, b_i, G, balance[0])
         barrier(sync, n_workers)                         # gi = b_ih + x W_ih^T, all steps
         first, last = share(balance[1], w, n_items)
         for s in range(T):

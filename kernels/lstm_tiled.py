@@ -195,8 +195,9 @@ def _gemm_tile(A, W, width, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
     The k-chunk loop is outside the row loop, so each chunk of W's columns is read from L2
     once and then reused from L1 by every row block; the register tile is loaded from ``out``
     and stored back once per chunk, by ``mac`` itself (copying the rows through a tile on the
-    stack instead cost 15-20 %: one core, a weight-gradient product 58 -> 70 GF/s). ``init`` (width,): start every row from it instead of
-    from ``out`` (``out = init + A @ W``: a bias, without a pass to write it first).
+    stack instead cost 15-20 %: one core, a weight-gradient product 58 -> 70 GF/s).
+    ``init`` (width,): start every row from it instead of from ``out`` (``out = init + A @ W``:
+    a bias, without a pass to write it first).
     """
     literally(width)
     _prefer_512_bit()
@@ -220,8 +221,9 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
     to them k-chunk by k-chunk (each 16 KB chunk of W_f[u] is read from L2 once, then reused
     from L1 by every row block) and stores them back: ``_gemm_tile``'s loop, written out here
     so that after the last chunk the cell (2)-(5) runs on those rows while they are in L1. The
-    activated gates replace z in G, for the backward. (One loop over all 64 entries with g = 2 sig(2z) - 1 had
-    been tried: the three loops here were 1-5 % faster in 4 of 4 paired runs.)
+    activated gates replace z in G, for the backward. (One loop over all 64 entries with
+    g = 2 sig(2z) - 1 had been tried: the three loops here were 1-5 % faster in 4 of 4 paired
+    runs.)
     """
     _prefer_512_bit()
     Bp, Hp = hs.shape[1], hs.shape[2]
@@ -264,27 +266,21 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 
 
 @njit(cache=True, error_model="numpy")
-def _input_part(w, n_workers, n_rg, x, W_i, bias, G, taken):
-    """Worker w's items of the input part of (1), every step at once: G[u, t, rows] = b[u] +
-    x[t, rows] W_i[u] (item = unit tile u, row group m0, as in ``_forward_core``), claimed
-    one by one (``_team.claim``, ``taken``: (n_workers,) zeros); returns how many it did. One
-    product over all T Bp rows when an item has every row (its output G[u] is then one
-    contiguous (T Bp, 64) block)."""
+def _input_part(w, n_workers, x, W_i, bias, G, taken):
+    """Worker w's items of the input part of (1), every step at once: G[u] = b[u] + X W_i[u]
+    for unit tiles u (X: all T Bp rows of x; G[u] is one contiguous (T Bp, 64) block), claimed
+    one by one (``_team.claim``, ``taken``: (n_workers,) zeros); returns how many it did.
+    Every item takes all the rows, whatever the batch: at Bp = 64 items of (tile, 32-row group)
+    had each t's (Ip, 64) slice of W_i read again for 32 rows, and the input part at (100, 64,
+    512, 512) took 160-193 ms on two workers against 133 ms whole (AMD EPYC)."""
     T, Bp, Ip = x.shape
-    n_items = G.shape[0] * n_rg
+    X = x.reshape(1, T * Bp, Ip)
     done = 0
-    item = claim(taken, w, n_workers, n_items)
-    while item >= 0:
-        u, m0 = item // n_rg, (item % n_rg) * RG
-        if n_rg == 1:
-            _gemm_tile(x.reshape(1, T * Bp, Ip), W_i[u], Z, G[u].reshape(T * Bp, G.shape[3]), 0,
-                       T * Bp, 0, KC_BIG, bias[u])
-        else:
-            for t in range(T):
-                _gemm_tile(x[t].reshape(1, Bp, Ip), W_i[u], Z, G[u, t], m0, min(m0 + RG, Bp),
-                           0, KC, bias[u])
+    u = claim(taken, w, n_workers, G.shape[0])
+    while u >= 0:
+        _gemm_tile(X, W_i[u], Z, G[u].reshape(T * Bp, G.shape[3]), 0, T * Bp, 0, KC_BIG, bias[u])
         done += 1
-        item = claim(taken, w, n_workers, n_items)
+        u = claim(taken, w, n_workers, G.shape[0])
     return done
 
 
@@ -301,7 +297,7 @@ def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_w
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
-        balance[1, w] = _input_part(w, n_workers, n_rg, x, W_i, bias, G, balance[0])   # (1)
+        balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0])   # (1)
         barrier(sync, n_workers)                         # G = b + x W_ih^T for all steps
         first, last = share(balance[1], w, n_items)
         for s in range(T):
