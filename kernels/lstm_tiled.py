@@ -90,10 +90,8 @@ KC_STEP = 64   # k-chunk of the forward steps' product: a (64, 64) slice of W_f[
                # row group's (32, 64) slice of h_{s-1} (8 KB) fit in a 32 KB L1 together (with
                # 128 they did not: forward (64, 32, 128, 256) 4-6 % faster with 64, AMD EPYC)
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
-KC_BIG = 1024  # k-chunk of the input product, whose output has all T Bp rows: each chunk is a
-               # pass over that output (I = 512: 71.5 -> 57.7 ms fwd, AMD EPYC). The weight
-               # gradients (output Hp or Ip rows, K = T Bp) keep KC: with the chunk in L1 their
-               # products ran 1.5-1.8x faster (one core, (256, 2048) @ (2048, 512): 58 vs 32 GF/s)
+IN_ROWS = 128  # rows of x per item of the input part (``_input_part``): 128 x Ip floats stay in
+               # L2 (256 KB at Ip = 512) while every unit tile's W_i passes over them
 _FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default ``init``: start from ``out``
 
 
@@ -268,19 +266,31 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 @njit(cache=True, error_model="numpy")
 def _input_part(w, n_workers, x, W_i, bias, G, taken):
     """Worker w's items of the input part of (1), every step at once: G[u] = b[u] + X W_i[u]
-    for unit tiles u (X: all T Bp rows of x; G[u] is one contiguous (T Bp, 64) block), claimed
-    one by one (``_team.claim``, ``taken``: (n_workers,) zeros); returns how many it did.
-    Every item takes all the rows, whatever the batch: at Bp = 64 items of (tile, 32-row group)
-    had each t's (Ip, 64) slice of W_i read again for 32 rows, and the input part at (100, 64,
-    512, 512) took 160-193 ms on two workers against 133 ms whole (AMD EPYC)."""
+    for all unit tiles u (X: the T Bp rows of x, G[u] a contiguous (T Bp, 64) block). The unit
+    tiles are split into n_workers equal ranges, and an item is one range's tiles on a panel
+    of up to IN_ROWS rows of X: the panel stays in L2 while the range's W_i[u] pass over it in
+    64-row chunks (KC_STEP: 16 KB, in L1 over the panel's row blocks). Items are claimed
+    (``_team.claim``, ``taken``: (n_workers,) zeros), so worker w first does its own range's
+    panels, mostly the tiles it will own in the steps; returns how many it did. (Items of one
+    unit tile over all rows read all of X once per tile: the input part at (100, 64, 512,
+    512) took 1.23x as long; the same at (64, 32, 128, 256), whose X is 1 MB. Items of all
+    tiles on a panel were faster still alone, 1.25x at (64, 32, 128, 256), but not in the
+    whole forward: each worker then wrote G for the other's tiles.)"""
     T, Bp, Ip = x.shape
-    X = x.reshape(1, T * Bp, Ip)
+    M = T * Bp                                           # a multiple of R, as Bp is
+    X = x.reshape(1, M, Ip)
+    n_u = G.shape[0]
+    rows = min(IN_ROWS, -(-M // (8 * R)) * R)            # at least 8 panels where M allows
+    n_p = -(-M // rows)
     done = 0
-    u = claim(taken, w, n_workers, G.shape[0])
-    while u >= 0:
-        _gemm_tile(X, W_i[u], Z, G[u].reshape(T * Bp, G.shape[3]), 0, T * Bp, 0, KC_BIG, bias[u])
+    item = claim(taken, w, n_workers, n_workers * n_p)
+    while item >= 0:
+        r, m0 = item // n_p, (item % n_p) * rows
+        for u in range(r * n_u // n_workers, (r + 1) * n_u // n_workers):
+            _gemm_tile(X, W_i[u], Z, G[u].reshape(M, G.shape[3]), m0, min(m0 + rows, M), 0,
+                       KC_STEP, bias[u])
         done += 1
-        u = claim(taken, w, n_workers, G.shape[0])
+        item = claim(taken, w, n_workers, n_workers * n_p)
     return done
 
 
