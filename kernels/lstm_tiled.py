@@ -88,10 +88,10 @@ RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk of the products in ``_gemm_tile``: a (128, 64) float32 slice of W, 32 KB
 KC_STEP = 64   # k-chunk of the forward steps' product: a (64, 64) slice of W_f[u] (16 KB) and the
                # row group's (32, 64) slice of h_{s-1} (8 KB) fit in a 32 KB L1 together (with
-               # 128 they did not: forward (64, 32, 128, 256) 4-6 % faster with 64, AMD EPYC)
+               # 128 they did not: forward (64, 32, 128, 256) 1-6 % faster with 64, AMD EPYC)
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
 IN_ROWS = 128  # rows of x per item of the input part (``_input_part``): 128 x Ip floats stay in
-               # L2 (256 KB at Ip = 512) while every unit tile's W_i passes over them
+               # L2 (256 KB at Ip = 512) while a range of unit tiles' W_i passes over them
 _FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default ``init``: start from ``out``
 
 
@@ -273,7 +273,7 @@ def _input_part(w, n_workers, x, W_i, bias, G, taken):
     (``_team.claim``, ``taken``: (n_workers,) zeros), so worker w first does its own range's
     panels, mostly the tiles it will own in the steps; returns how many it did. (Items of one
     unit tile over all rows read all of X once per tile: the input part at (100, 64, 512,
-    512) took 1.23x as long; the same at (64, 32, 128, 256), whose X is 1 MB. Items of all
+    512) took 1.23x as long; no longer at (64, 32, 128, 256), whose X is 1 MB. Items of all
     tiles on a panel were faster still alone, 1.25x at (64, 32, 128, 256), but not in the
     whole forward: each worker then wrote G for the other's tiles.)"""
     T, Bp, Ip = x.shape
