@@ -47,7 +47,9 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # element in float32, ~1.9 ns in float64), and they are about as accurate as libm (~1 ulp).
 # Each works in its argument's own precision. ``error_model="numpy"`` is needed for
 # vectorization: Numba's default ("python") adds a ZeroDivisionError check to every division.
-# Use the same option on any @njit loop that calls them.
+# Use the same option on any @njit loop that calls them, and ``fastmath={"contract"}`` too: it
+# lets LLVM fuse the polynomials' multiply-adds into FMA instructions (~1.1 -> ~0.8 ns per
+# float32 sigmoid on an AMD EPYC, the same accuracy), which Numba's strict default forbids.
 
 @intrinsic
 def _pow2(typingctx, k):

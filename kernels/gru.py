@@ -64,9 +64,10 @@ forward pointwise pass is a few short loops over such rows rather than one loop 
 turns a loop into SIMD code only when none of its stores may overlap a load at another offset,
 so a loop must not write one row of an array while reading another row of the same array (this
 is why n gets its own buffer). ``sigmoid``/``tanh`` come from ``_common`` (libm's ``math.tanh``
-does not vectorize). The GEMMs run on BLAS's own threads; the pointwise passes are serial: a
-second thread pool (``prange``) on the same two cores fights BLAS's spinning threads and, on a
-busy machine, made a forward pass ~20x slower in our measurements.
+does not vectorize); ``fastmath={"contract"}`` lets them use FMA instructions (see ``lstm.py``).
+The GEMMs run on BLAS's own threads; the pointwise passes are serial: a second thread pool
+(``prange``) on the same two cores fights BLAS's spinning threads and, on a busy machine, made a
+forward pass ~20x slower in our measurements.
 
 A second organization of the same computation lives in ``gru_tiled.py`` (float32, after
 ``lstm_tiled.py``): the steps split into tiles run by one team of threads per pass.
@@ -88,7 +89,7 @@ __all__ = ["gru_forward", "gru_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_ih, b_hh, lengths,
                   reverse):
     """The whole forward pass. Fills y, hs, gates, ns and qs in place.
@@ -193,7 +194,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
                    x_s, W_ih, W_hh, W_hh_packed, lengths, reverse, hs, gates, ns, qs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s.

@@ -70,6 +70,10 @@ constants are made in that dtype (``one``), since a bare ``1`` would promote flo
 ``sigmoid`` and ``tanh`` come from ``_common``: exact to ~1 ulp and, unlike ``math.exp``, SIMD-
 friendly; the forward activates one gate row per loop because LLVM only vectorizes a loop when
 it can prove its stores do not overlap its loads, and one stored row per loop keeps that simple.
+``fastmath={"contract"}`` lets LLVM fuse each ``a * b + c`` into one FMA instruction (without
+it, none: Numba asks for strict IEEE rounding of every product); that is the only fast-math
+liberty taken, and it changes results by round-off only. The activations' polynomials are most of
+the fused operations: the float32 forward ran 6-7 % faster at (8, 8, 2, 100) and (32, 16, 64, 128).
 The GEMMs run on BLAS's own threads; the pointwise loops are serial: a ``prange`` thread pool
 beside BLAS's on two cores made every step slower, not faster.
 
@@ -94,7 +98,7 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
 
@@ -200,7 +204,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                    x_s, W_ih, W_hh, W_hh_packed, lengths, reverse, hs, cs, gates, tanh_c):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dc, dZ in place.

@@ -47,9 +47,10 @@ Precision and speed notes: every array of one call has x's dtype (float32 or flo
 cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
 The pointwise passes loop over contiguous (H,) rows and use ``_common.tanh``, so LLVM turns them
-into SIMD code (libm's ``math.tanh`` does not vectorize). The GEMMs run on BLAS's own threads;
-the pointwise passes are serial: a second thread pool (``prange``) on the same two cores fights
-BLAS's spinning threads (see ``gru.py``).
+into SIMD code (libm's ``math.tanh`` does not vectorize; ``fastmath={"contract"}`` lets them use
+FMA instructions, see ``lstm.py``). The GEMMs run on BLAS's own threads; the pointwise passes are
+serial: a second thread pool (``prange``) on the same two cores fights BLAS's spinning threads
+(see ``gru.py``).
 """
 
 import numpy as np
@@ -66,7 +67,7 @@ __all__ = ["rnn_forward", "rnn_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, reverse):
     """The whole forward pass. Fills y and hs in place.
 
@@ -145,7 +146,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_hh_packed, lengths,
                    reverse, hs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dA in place.
