@@ -37,8 +37,6 @@ so after editing this file delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``, o
 the old product.
 """
 
-import math
-
 import llvmlite.binding as ll
 import llvmlite.ir as ir
 import numpy as np
@@ -46,6 +44,7 @@ from numba import carray, njit, types
 from numba.core import cgutils, config, errors
 from numba.extending import intrinsic
 
+from . import _workspace
 from ._common import copy_row
 
 __all__ = ["empty_aligned", "pack", "pack_for", "transposed_operands", "gemm_packed", "mac",
@@ -199,25 +198,20 @@ def mac(typingctx, acc, A, W, rows, cols):
     return sig, codegen
 
 
-ALIGN_FROM = 1 << 14        # floats (64 KB): smaller arrays are left where NumPy puts them
+ALIGN_FROM = _workspace.MIN_BYTES // 4    # floats (64 KB): smaller arrays come from np.empty
 
 
 def empty_aligned(shape):
     """``np.empty(shape, np.float32)`` whose data starts on a 64-byte boundary (a cache line)
-    when it has at least ALIGN_FROM numbers.
+    when it has at least ALIGN_FROM numbers: a reused buffer of ``_workspace`` (whose pages are
+    already mapped, see there).
 
     NumPy's large arrays start 16 bytes past a cache line (the allocator's header), so every
     other 32-byte vector load of a 64-float row straddles two lines. With the rows aligned,
     the register tile's loads of W and its loads and stores of ``out`` never do (one core, a
-    weight-gradient product with dZ as W: ~5-10 % faster, AMD EPYC). Finding the offset costs
-    ~5 us (``ctypes.data``), so small arrays, filled in less than that, skip it.
+    weight-gradient product with dZ as W: ~5-10 % faster, AMD EPYC).
     """
-    n = math.prod(shape)
-    if n < ALIGN_FROM:
-        return np.empty(shape, np.float32)
-    buf = np.empty(n + 16, np.float32)
-    start = (-buf.ctypes.data % 64) >> 2
-    return buf[start:start + n].reshape(shape)
+    return _workspace.empty(shape, np.float32)
 
 
 def pack(Wb, transposed=False):

@@ -81,6 +81,7 @@ from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
                       init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import gemm_packed, pack_for, transposed_operands
+from ._workspace import empty, zeros
 
 __all__ = ["gru_forward", "gru_backward"]
 
@@ -170,20 +171,20 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     reverse = bool(reverse)
     if takes_tiled(path, 3, dt, B, H):
         from . import gru_tiled                          # imported on first use
-        x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x
+        x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
         return gru_tiled.forward(x_s, W_ih, W_hh, b_ih, b_hh,
                                  state_or_zeros(h0, (B, H), dt, "h0"), lengths, reverse)
 
-    hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
+    hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
     init_state(hs[0], h0, "h0")
-    gates = np.empty((T, B, 3, H), dt)                   # r, z per step (and scratch)
-    ns = np.empty((T, B, H), dt)                         # n per step, (4)
-    qs = np.empty((T, B, H), dt)                         # q per step, (3)
-    y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (6)
-    x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
+    gates = empty((T, B, 3, H), dt)                      # r, z per step (and scratch)
+    ns = empty((T, B, H), dt)                            # n per step, (4)
+    qs = empty((T, B, H), dt)                            # q per step, (3)
+    y = zeros((T, B, H), dt)                             # padding outputs stay 0, (6)
+    x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
     W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, 3H) W_hh^T: one of the two
-    _forward_core(y, hs, gates, ns, qs, np.empty((B, 3, H), dt),
+    _forward_core(y, hs, gates, ns, qs, empty((B, 3, H), dt),
                   x_s, W_ih, W_hh_T, W_hh_T_packed, b_ih, b_hh, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs)
@@ -291,21 +292,21 @@ def gru_backward(dy, dh_n, cache):
         from . import gru_tiled
         dx_s, dW_ih, dW_hh, db_ih, db_hh, dh0 = gru_tiled.backward(dy, dh_n, cache)
         lengths, reverse = cache[4], cache[6]
-        dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+        dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
         return dx, dW_ih, dW_hh, db_ih, db_hh, dh0
 
-    dx_s = np.empty((T, B, I), dt)
-    dW_ih = np.empty((3 * H, I), dt)
-    dW_hh = np.empty((3 * H, H), dt)
-    db_ih = np.empty(3 * H, dt)
-    db_hh = np.empty(3 * H, dt)
-    dh = np.empty((B, H), dt)                            # ends as dh0
-    dhz = np.empty((B, H), dt)
-    dG = np.empty((T, B, 3, H), dt)
-    dan_s = np.empty((T, B, H), dt)
+    dx_s = empty((T, B, I), dt)
+    dW_ih = empty((3 * H, I), dt)
+    dW_hh = empty((3 * H, H), dt)
+    db_ih = empty(3 * H, dt)
+    db_hh = empty(3 * H, dt)
+    dh = empty((B, H), dt)                               # ends as dh0
+    dhz = empty((B, H), dt)
+    dG = empty((T, B, 3, H), dt)
+    dan_s = empty((T, B, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
                    x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs, gates, ns, qs)
 
-    dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+    dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db_ih, db_hh, dh

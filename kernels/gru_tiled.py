@@ -32,6 +32,7 @@ from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
+from ._workspace import empty
 from ._team import barrier, share, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _padded, _round_up,
@@ -313,8 +314,8 @@ def backward(dy, dh_n, cache):
                    lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
                    np.zeros((2, n_workers), np.int64))
     # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
-    dW_ih, dW_hh = np.empty((3 * H, I), np.float32), np.empty((3 * H, H), np.float32)
-    db_ih, db_hh = np.empty((3 * H, 1), np.float32), np.empty((3 * H, 1), np.float32)
+    dW_ih, dW_hh = empty((3 * H, I), np.float32), empty((3 * H, H), np.float32)
+    db_ih, db_hh = empty((3 * H, 1), np.float32), empty((3 * H, 1), np.float32)
     _unpack_grad(dW_ih_T, H, I, _WIN, GH, dW_ih)
     _unpack_grad(dW_hh_T, H, H, _DGH, GH, dW_hh)
     _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGI, 4 * U, db_ih)

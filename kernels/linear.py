@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from ._common import as_float_array
+from ._workspace import empty
 
 __all__ = ["linear_forward", "linear_backward"]
 
@@ -54,7 +55,7 @@ def linear_forward(x, W, b):
     """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64)."""
     x, W = _x_and_W(x, W)
     b = as_float_array(b, "b", x.dtype, (W.shape[0],))
-    y = np.empty((x.shape[0], W.shape[0]), x.dtype)
+    y = empty((x.shape[0], W.shape[0]), x.dtype)
     _forward_core(x, W, b, y)
     return y
 
@@ -63,8 +64,8 @@ def linear_backward(dy, x, W):
     """Gradients of ``linear_forward``: returns dx (N, I), dW (O, I), db (O,), fresh arrays."""
     x, W = _x_and_W(x, W)
     dy = as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0]))
-    dx = np.empty_like(x)
-    dW = np.empty_like(W)
+    dx = empty(x.shape, x.dtype)
+    dW = empty(W.shape, W.dtype)
     db = np.empty(W.shape[0], x.dtype)
     _backward_core(dy, x, W, dx, dW, db)
     return dx, dW, db

@@ -74,6 +74,7 @@ from numba import carray, literally, njit, prange
 
 from ._common import copy_row as _copy_row, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
+from ._workspace import empty
 from ._auto import uses_tiled
 from ._team import barrier, claim, share, team_size
 
@@ -534,8 +535,8 @@ def backward(dy, dh_n, dc_n, cache):
                    n_workers, np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
 
     # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
-    dW_ih, dW_hh, db_out = (np.empty((4 * H, I), np.float32), np.empty((4 * H, H), np.float32),
-                            np.empty((4 * H, 1), np.float32))
+    dW_ih, dW_hh, db_out = (empty((4 * H, I), np.float32), empty((4 * H, H), np.float32),
+                            empty((4 * H, 1), np.float32))
     _unpack_grad(dW_ih_T, H, I, _GATES, Z, dW_ih)
     _unpack_grad(dW_hh_T, H, H, _GATES, Z, dW_hh)
     _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _GATES, Z, db_out)

@@ -59,6 +59,7 @@ from numba import njit
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, init_state,
                       state_or_zeros, tanh)
 from ._gemm import gemm_packed, pack_for, transposed_operands
+from ._workspace import empty, zeros
 
 __all__ = ["rnn_forward", "rnn_backward"]
 
@@ -129,13 +130,13 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     lengths = as_lengths(lengths, T, B)
     reverse = bool(reverse)
 
-    hs = np.empty((T + 1, B, H), dt)                     # states before each step; hs[0] = h0
+    hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
     init_state(hs[0], h0, "h0")
-    y = np.zeros((T, B, H), dt)                          # padding outputs stay 0, (3)
-    x_s = flip_valid(x, lengths, np.empty_like(x)) if reverse else x   # (T, B, I) step order
+    y = zeros((T, B, H), dt)                             # padding outputs stay 0, (3)
+    x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
     W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, H) W_hh^T: one of the two
-    _forward_core(y, hs, np.empty((T, B, H), dt), np.empty((B, H), dt),
+    _forward_core(y, hs, empty((T, B, H), dt), empty((B, H), dt),
                   x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs)
@@ -210,15 +211,15 @@ def rnn_backward(dy, dh_n, cache):
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
 
-    dx_s = np.empty((T, B, I), dt)
-    dW_ih = np.empty((H, I), dt)
-    dW_hh = np.empty((H, H), dt)
-    db = np.empty(H, dt)
-    dh = np.empty((B, H), dt)                            # ends as dh0
-    dA = np.empty((T, B, H), dt)
+    dx_s = empty((T, B, I), dt)
+    dW_ih = empty((H, I), dt)
+    dW_hh = empty((H, H), dt)
+    db = empty(H, dt)
+    dh = empty((B, H), dt)                               # ends as dh0
+    dA = empty((T, B, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n,
                    x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs)
 
-    dx = flip_valid(dx_s, lengths, np.empty_like(dx_s)) if reverse else dx_s
+    dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db, dh

@@ -1,0 +1,125 @@
+"""Memory that the kernels reuse from call to call, so that its pages are already mapped.
+
+Why. A fresh large NumPy array is fresh memory from the operating system: each 4 KB page
+faults the first time it is written, and glibc's ``free`` hands large blocks straight back, so
+a kernel that allocates its buffers on every call pays those faults on every call. On the
+2-core KVM machine of ``benchmarks/results/cpu_zen3.md`` a fault cost ~2.3 us (filling a fresh
+2 MB array: 1.2 ms, 480 faults; the same array again: 0.15 ms), the tiled LSTM's forward at
+(T, B, I, H) = (64, 32, 128, 256) took 484 of them and its backward 771, and they cost more
+than their count says: they fall inside the team's steps (``_team``), where the other worker
+waits at the barrier for the one that faulted. With no faults at all (glibc told never to
+give memory back, an experiment) that forward ran 14-23 % faster and the backward 7-20 %.
+
+How. ``empty(shape, dtype)`` returns a view of a *buffer* that this module keeps, choosing one
+that no array uses any more, or a new one. A buffer is in use while any array made from it is
+alive: NumPy gives every view of an array that owns its memory that array as ``base``, so each
+view (the outputs a kernel returns, the caches it keeps for the backward, slices of them, ...)
+holds a reference to the buffer, and the buffer is free exactly when the pool's reference is
+the only one (``sys.getrefcount``). Nothing has to be given back by hand, and an array handed
+out is never handed out again while it, or any view of it, lives.
+
+What it costs. Buffers stay allocated after their arrays die, up to ``LIMIT`` bytes in all
+(used or free): a training loop's buffers are the same every step, so the process keeps what
+one step needs (its peak, which it had anyway). ``release()`` drops every free buffer (and
+``kernels.release_workspace`` is the public name). Arrays under ``MIN_BYTES`` come from NumPy
+directly: small blocks stay in glibc's heap and do not fault.
+
+Every buffer's data starts on a 64-byte boundary (a cache line): NumPy's own large arrays
+start 16 bytes past one, so every other 32-byte vector load of a 64-float row straddled two
+lines (the register tile's products ran ~5-10 % slower, ``_gemm``).
+"""
+
+import math
+import sys
+import threading
+
+import numpy as np
+
+__all__ = ["empty", "zeros", "release", "pooled_bytes", "MIN_BYTES", "LIMIT"]
+
+MIN_BYTES = 1 << 16        # 64 KB: smaller arrays come from np.empty
+LIMIT = 1 << 30            # bytes of buffers kept, in use or free
+ALIGN = 64                 # bytes
+_PAGE = 1 << 12            # buffer sizes are whole 4 KB pages (a request reuses its own size)
+
+_buffers = {}              # size in bytes -> [(buffer, offset of its first aligned byte)];
+                           # buffers are 1-D uint8 arrays of size + ALIGN bytes
+_total = [0]               # bytes in _buffers
+_lock = threading.Lock()
+
+
+def _free(bucket, i):
+    """Whether bucket[i]'s buffer is used by no array (only its tuple and this call refer to it)."""
+    return sys.getrefcount(bucket[i][0]) <= 2
+
+
+def _take(size):
+    """(buffer, offset): a free buffer of ``size`` bytes, or a new one, pooled if it fits
+    under LIMIT after dropping free ones."""
+    with _lock:
+        bucket = _buffers.get(size)
+        if bucket:
+            for i in range(len(bucket)):
+                if _free(bucket, i):
+                    return bucket[i]
+        if _total[0] + size > LIMIT:
+            _drop_free(_total[0] + size - LIMIT)
+        buf = np.empty(size + ALIGN, np.uint8)
+        entry = (buf, -buf.ctypes.data % ALIGN)
+        if _total[0] + size <= LIMIT:
+            _buffers.setdefault(size, []).append(entry)
+            _total[0] += size
+        return entry
+
+
+def _drop_free(nbytes):
+    """Drop free buffers, largest sizes first, until ``nbytes`` have gone or none is left."""
+    for size in sorted(_buffers, reverse=True):
+        bucket = _buffers[size]
+        i = 0
+        while i < len(bucket) and nbytes > 0:
+            if _free(bucket, i):
+                del bucket[i]
+                _total[0] -= size
+                nbytes -= size
+            else:
+                i += 1
+        if not bucket:
+            del _buffers[size]
+        if nbytes <= 0:
+            return
+
+
+def empty(shape, dtype=np.float32):
+    """``np.empty(shape, dtype)``, from a reused buffer (64-byte aligned) from MIN_BYTES up."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    n = math.prod(shape)
+    nbytes = n * dtype.itemsize
+    if nbytes < MIN_BYTES:
+        return np.empty(shape, dtype)
+    buf, start = _take(-(-nbytes // _PAGE) * _PAGE)
+    return np.ndarray(shape, dtype, buf, start)          # a view: its base is buf
+
+
+def zeros(shape, dtype=np.float32):
+    """``np.zeros(shape, dtype)`` from ``empty``: written once here, so the pages are mapped."""
+    out = empty(shape, dtype)
+    out.fill(0)
+    return out
+
+
+def release():
+    """Drop every buffer that no array uses (their memory goes back to the allocator);
+    buffers in use stay. Returns the bytes still kept."""
+    with _lock:
+        _drop_free(_total[0])
+        return _total[0]
+
+
+def pooled_bytes():
+    """(bytes kept in all, bytes of them free right now)."""
+    with _lock:
+        free = sum(size for size, bucket in _buffers.items()
+                   for i in range(len(bucket)) if _free(bucket, i))
+        return _total[0], free

@@ -1,0 +1,156 @@
+"""kernels/_workspace.py: reused buffers are never handed out while an array made from them lives,
+and the kernels' results do not change when their buffers are reused."""
+
+import gc
+import threading
+
+import numpy as np
+import pytest
+
+from kernels import _workspace as ws
+from kernels import gru, lstm, reference, rnn
+
+SHAPE = (64, 1024)                       # 256 KB of float32: pooled
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool():
+    ws.release()
+    yield
+    ws.release()
+
+
+def test_empty_is_an_aligned_writable_array_of_the_asked_shape_and_dtype():
+    for dtype in (np.float32, np.float64):
+        a = ws.empty(SHAPE, dtype)
+        assert a.shape == SHAPE and a.dtype == dtype
+        assert a.flags.c_contiguous and a.flags.writeable
+        assert a.ctypes.data % ws.ALIGN == 0
+        a[...] = 3
+        assert (a == 3).all()
+    z = ws.zeros((5, 70000))
+    assert z.shape == (5, 70000) and not z.any()
+    assert ws.empty(70000).shape == (70000,)
+
+
+def test_small_arrays_are_not_pooled():
+    kept, _ = ws.pooled_bytes()
+    a = ws.empty((10, 10))
+    assert a.shape == (10, 10) and ws.pooled_bytes()[0] == kept
+
+
+def test_a_buffer_is_reused_only_after_every_array_made_from_it_is_gone():
+    a = ws.empty(SHAPE)
+    address = a.ctypes.data
+    b = ws.empty(SHAPE)                  # a lives: another buffer
+    assert not np.shares_memory(a, b)
+    view = a[3:, :10]                    # a view of a keeps the buffer taken
+    del a
+    gc.collect()
+    c = ws.empty(SHAPE)
+    assert not np.shares_memory(c, view) and not np.shares_memory(c, b)
+    del view
+    gc.collect()
+    d = ws.empty(SHAPE)                  # now a's buffer is free again
+    assert d.ctypes.data == address
+    assert ws.pooled_bytes()[1] == 0     # every kept buffer is in use (b, c, d)
+
+
+def test_release_drops_free_buffers_and_keeps_used_ones():
+    a = ws.empty(SHAPE)
+    b = ws.empty(SHAPE)
+    del b
+    kept, free = ws.pooled_bytes()
+    assert free == a.nbytes and kept == 2 * a.nbytes
+    assert ws.release() == a.nbytes
+    assert ws.pooled_bytes() == (a.nbytes, 0)
+    a[...] = 1                           # still valid
+    assert (a == 1).all()
+
+
+def test_the_public_name_releases_the_same_pool():
+    import kernels
+    a = ws.empty(SHAPE)
+    del a
+    gc.collect()
+    assert ws.pooled_bytes()[1] > 0
+    assert kernels.release_workspace() == 0 and ws.pooled_bytes() == (0, 0)
+
+
+def test_over_the_limit_new_buffers_are_not_kept(monkeypatch):
+    monkeypatch.setattr(ws, "LIMIT", 2 * 4 * np.prod(SHAPE))          # room for two
+    a, b, c = ws.empty(SHAPE), ws.empty(SHAPE), ws.empty(SHAPE)
+    assert ws.pooled_bytes()[0] == 2 * a.nbytes                         # c was not kept
+    assert not (np.shares_memory(a, c) or np.shares_memory(b, c))
+    address = a.ctypes.data
+    del a, c
+    gc.collect()
+    e = ws.empty(SHAPE)                                                 # a's buffer again
+    assert e.ctypes.data == address
+    del e
+    gc.collect()
+    f = ws.empty((2 * SHAPE[0], SHAPE[1]))     # too big to keep: the free buffer is dropped
+    assert ws.pooled_bytes() == (b.nbytes, 0)
+    assert not np.shares_memory(f, b)
+
+
+def test_threads_never_get_the_same_buffer():
+    seen, errors = [], []
+
+    def work():
+        try:
+            for _ in range(200):
+                a = ws.empty(SHAPE)
+                a[...] = threading.get_ident() % 1000
+                seen.append(a)           # all stay alive: no two may share memory
+        except Exception as e:           # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    addresses = {a.ctypes.data for a in seen}
+    assert len(addresses) == len(seen)
+
+
+CELLS = {
+    "lstm": (lstm.lstm_forward, lstm.lstm_backward, 4),
+    "gru": (gru.gru_forward, gru.gru_backward, 3),
+    "rnn": (rnn.rnn_forward, rnn.rnn_backward, 1),
+}
+
+
+@pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
+                                        ("gru", "tiled"), ("rnn", None)])
+def test_outputs_and_caches_held_across_later_calls_stay_intact(cell, path):
+    """Two forward passes on different inputs, both held; the first's outputs, and its backward
+    from its own cache, equal the NumPy reference: nothing of call 1 was handed to call 2."""
+    forward, backward, G = CELLS[cell]
+    T, B, I, H = 40, 16, 24, 64          # a (T, B, H) float32 array is 160 KB: pooled
+    rng = np.random.default_rng(0)
+    W_ih = (rng.standard_normal((G * H, I)) * 0.2).astype(np.float32)
+    W_hh = (rng.standard_normal((G * H, H)) * 0.2).astype(np.float32)
+    b = (rng.standard_normal(G * H) * 0.1).astype(np.float32)
+    biases = (b, b[::-1].copy()) if cell == "gru" else (b,)
+    kw = {} if path is None else dict(path=path)      # (the RNN has one organization)
+    x1, x2 = (rng.standard_normal((T, B, I)).astype(np.float32) for _ in range(2))
+    dy1, dy2 = (rng.standard_normal((T, B, H)).astype(np.float32) for _ in range(2))
+
+    out1 = forward(x1, W_ih, W_hh, *biases, **kw)
+    out2 = forward(x2, W_ih, W_hh, *biases, **kw)
+    grads2 = backward(dy2, *([None] * (len(out2) - 2)), out2[-1])
+    grads1 = backward(dy1, *([None] * (len(out1) - 2)), out1[-1])
+    del out2, grads2
+
+    ref_forward = getattr(reference, f"{cell}_forward")
+    ref_backward = getattr(reference, f"{cell}_backward")
+    r = ref_forward(x1.astype(np.float64), W_ih.astype(np.float64), W_hh.astype(np.float64),
+                    *(v.astype(np.float64) for v in biases))
+    rg = ref_backward(dy1.astype(np.float64), *([None] * (len(r) - 2)), r[-1])
+    for got, want in zip(out1[:-1], r[:-1]):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    for got, want in zip(grads1, rg):
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
