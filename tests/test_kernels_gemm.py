@@ -190,3 +190,50 @@ def test_mac_for_other_vector_widths(vector, acc):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env=env)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+_LANES = _gemm.VECTOR                        # a global: a compile-time constant in njit code
+
+
+@njit(cache=False, error_model="numpy")
+def _one_vector_tile(acc, A, W):
+    mac(acc, A, W, 1, _LANES)                # one row, one vector: one FMA per k
+
+
+@njit(cache=False, error_model="numpy")
+def _calls_the_tile(acc, A, W):
+    for _ in range(2):
+        _one_vector_tile(acc, A, W)
+
+
+def _fmas_per_pass_of_the_k_loop(asm):
+    """FMAs in each loop of x86 assembly text that has any (a loop: a label and a later jump
+    back to it)."""
+    lines = asm.splitlines()
+    labels = {ln.strip()[:-1]: i for i, ln in enumerate(lines) if ln.strip().endswith(":")}
+    counts = []
+    for i, ln in enumerate(lines):
+        parts = ln.split()
+        if parts and parts[0].startswith("j") and len(parts) > 1 and labels.get(parts[-1], i) < i:
+            n = sum("vfmadd" in x for x in lines[labels[parts[-1]]:i])
+            if n:
+                counts.append(n)
+    return counts
+
+
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"),
+                    reason="reads x86 assembly")
+def test_the_k_loop_is_unrolled_twice_also_in_a_callers_copy():
+    """``mac`` marks its k loop "unroll exactly twice". A caller's copy of a function that calls
+    mac is optimized a second time with the caller (what a process loading the caller from the
+    on-disk cache runs); without the mark LLVM unrolled the loop again there, into a slower one.
+    Both compiled functions must hold the same loop: 2 FMAs per pass for one vector per k."""
+    acc = np.zeros((1, _gemm.VECTOR), np.float32)
+    A = np.ones((1, 50), np.float32)
+    W = np.ones((50, _gemm.VECTOR), np.float32)
+    _calls_the_tile(acc, A, W)
+    np.testing.assert_array_equal(acc, 100)
+    for f in (_one_vector_tile, _calls_the_tile):
+        (asm,) = f.inspect_asm().values()
+        counts = _fmas_per_pass_of_the_k_loop(asm)
+        assert counts and set(counts) == {2}, (f, counts)
