@@ -29,7 +29,6 @@ start 16 bytes past one, so every other 32-byte vector load of a 64-float row st
 lines (the register tile's products ran ~5-10 % slower, ``_gemm``).
 """
 
-import math
 import sys
 import threading
 
@@ -91,20 +90,24 @@ def _drop_free(nbytes):
 
 
 def empty(shape, dtype=np.float32):
-    """``np.empty(shape, dtype)``, from a reused buffer (64-byte aligned) from MIN_BYTES up."""
-    dtype = np.dtype(dtype)
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
-    n = math.prod(shape)
-    nbytes = n * dtype.itemsize
-    if nbytes < MIN_BYTES:
-        return np.empty(shape, dtype)
-    buf, start = _take(-(-nbytes // _PAGE) * _PAGE)
-    return np.ndarray(shape, dtype, buf, start)          # a view: its base is buf
+    """``np.empty(shape, dtype)``, from a reused buffer (64-byte aligned) from MIN_BYTES up.
+
+    NumPy's array comes first: most arrays of a small call are small, and this way they cost
+    what ``np.empty`` costs (a large one only maps address space, which is dropped unused)."""
+    a = np.empty(shape, dtype)
+    if a.nbytes < MIN_BYTES:
+        return a
+    buf, start = _take(-(-a.nbytes // _PAGE) * _PAGE)
+    return np.ndarray(a.shape, a.dtype, buf, start)      # a view: its base is buf
 
 
 def zeros(shape, dtype=np.float32):
-    """``np.zeros(shape, dtype)`` from ``empty``: written once here, so the pages are mapped."""
-    out = empty(shape, dtype)
+    """``np.zeros(shape, dtype)``; from MIN_BYTES up a reused buffer, filled here."""
+    a = np.zeros(shape, dtype)           # (a large one: zero pages mapped lazily, never touched)
+    if a.nbytes < MIN_BYTES:
+        return a
+    buf, start = _take(-(-a.nbytes // _PAGE) * _PAGE)
+    out = np.ndarray(a.shape, a.dtype, buf, start)
     out.fill(0)
     return out
 
