@@ -268,15 +268,28 @@ def _pack_into(Wb, Wp):
 
 @njit(cache=True)
 def _pack_transposed_into(W, Wp):
-    """``Wp[t, k, l] = W[64 t + l, k]`` (the packing of W^T), zeros past W's last row. Eight rows
-    of W at a time: eight contiguous reads and one 32-byte write per k."""
+    """``Wp[t, k, l] = W[64 t + l, k]`` (the packing of W^T), zeros past W's last row. Blocks of
+    8 rows of W by 8 columns: eight contiguous reads, eight 32-byte writes (a whole 8 x 8 block
+    in registers; one column of 8 rows at a time was 1.2x slower at (400, 100) and 2.4x at
+    (2048, 512), one core)."""
     N, K = W.shape
     for t in range(Wp.shape[0]):
         for l0 in range(0, TILE_COLS, 8):
             j0 = t * TILE_COLS + l0
-            for k in range(K):
-                for i in range(8):
-                    Wp[t, k, l0 + i] = W[j0 + i, k] if j0 + i < N else 0
+            if j0 + 8 <= N:                              # 8 whole rows of W
+                k0 = 0
+                while k0 + 8 <= K:
+                    for kk in range(8):
+                        for i in range(8):
+                            Wp[t, k0 + kk, l0 + i] = W[j0 + i, k0 + kk]
+                    k0 += 8
+                for k in range(k0, K):
+                    for i in range(8):
+                        Wp[t, k, l0 + i] = W[j0 + i, k]
+            else:                                        # past W's last row: zeros
+                for k in range(K):
+                    for i in range(8):
+                        Wp[t, k, l0 + i] = W[j0 + i, k] if j0 + i < N else 0
 
 
 @njit(cache=True, error_model="numpy")
