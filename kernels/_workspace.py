@@ -89,16 +89,19 @@ def _drop_free(nbytes):
             return
 
 
+def _pooled_like(a):
+    """An array of a's shape and dtype (not its values) in a reused buffer."""
+    buf, start = _take(-(-a.nbytes // _PAGE) * _PAGE)
+    return np.ndarray(a.shape, a.dtype, buf, start)      # a view: its base is buf
+
+
 def empty(shape, dtype=np.float32):
     """``np.empty(shape, dtype)``, from a reused buffer (64-byte aligned) from MIN_BYTES up.
 
     NumPy's array comes first: most arrays of a small call are small, and this way they cost
     what ``np.empty`` costs (a large one only maps address space, which is dropped unused)."""
     a = np.empty(shape, dtype)
-    if a.nbytes < MIN_BYTES:
-        return a
-    buf, start = _take(-(-a.nbytes // _PAGE) * _PAGE)
-    return np.ndarray(a.shape, a.dtype, buf, start)      # a view: its base is buf
+    return a if a.nbytes < MIN_BYTES else _pooled_like(a)
 
 
 def zeros(shape, dtype=np.float32):
@@ -106,8 +109,7 @@ def zeros(shape, dtype=np.float32):
     a = np.zeros(shape, dtype)           # (a large one: zero pages mapped lazily, never touched)
     if a.nbytes < MIN_BYTES:
         return a
-    buf, start = _take(-(-a.nbytes // _PAGE) * _PAGE)
-    out = np.ndarray(a.shape, a.dtype, buf, start)
+    out = _pooled_like(a)
     out.fill(0)
     return out
 
