@@ -268,10 +268,9 @@ def _pack_into(Wb, Wp):
 
 @njit(cache=True)
 def _pack_transposed_into(W, Wp):
-    """``Wp[t, k, l] = W[64 t + l, k]`` (the packing of W^T), zeros past W's last row. Blocks of
-    8 rows of W by 8 columns: eight contiguous reads, eight 32-byte writes (a whole 8 x 8 block
-    in registers; one column of 8 rows at a time was 1.2x slower at (400, 100) and 2.4x at
-    (2048, 512), one core)."""
+    """``Wp[t, k, l] = W[64 t + l, k]`` (the packing of W^T), zeros past W's last row. In
+    blocks of 8 rows of W by 8 columns (one column of 8 rows at a time, k by k, was 1.2x slower
+    at (400, 100) and 2.4x at (2048, 512), one core)."""
     N, K = W.shape
     for t in range(Wp.shape[0]):
         for l0 in range(0, TILE_COLS, 8):
