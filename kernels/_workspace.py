@@ -29,6 +29,7 @@ start 16 bytes past one, so every other 32-byte vector load of a 64-float row st
 lines (the register tile's products ran ~5-10 % slower, ``_gemm``).
 """
 
+import os
 import sys
 import threading
 
@@ -45,6 +46,17 @@ _buffers = {}              # size in bytes -> [(buffer, offset of its first alig
                            # buffers are 1-D uint8 arrays of size + ALIGN bytes
 _total = [0]               # bytes in _buffers
 _lock = threading.Lock()
+
+
+def _after_fork_in_child():
+    """A forked child has one thread: a lock some other thread of the parent held at the fork
+    would never be released there, so the child gets a fresh one."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _free(bucket, i):

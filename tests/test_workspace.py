@@ -154,3 +154,38 @@ def test_outputs_and_caches_held_across_later_calls_stay_intact(cell, path):
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
     for got, want in zip(grads1, rg):
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_child_forked_while_another_thread_holds_the_lock_can_still_allocate():
+    import os
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with ws._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    pid = os.fork()
+    if pid == 0:                                     # the child: would block forever on the
+        try:                                         # parent's held lock without the reset
+            a = ws.empty(SHAPE)
+            a[...] = 1
+            os._exit(0 if a.sum() == a.size else 1)
+        except BaseException:                        # noqa: BLE001 - exit code says it
+            os._exit(2)
+    release.set()
+    t.join()
+    for _ in range(200):                             # up to ~10 s
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        threading.Event().wait(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child blocked on the workspace lock")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
