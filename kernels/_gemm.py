@@ -47,8 +47,8 @@ from numba.extending import intrinsic
 from . import _workspace
 from ._common import copy_row
 
-__all__ = ["empty_aligned", "pack", "pack_for", "transposed_operands", "gemm_packed", "mac",
-           "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR", "ALIGN_FROM"]
+__all__ = ["pack", "pack_for", "transposed_operands", "gemm_packed", "mac",
+           "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
 TILE_COLS = 64       # columns of out per register tile (4 x 16 floats)
@@ -224,22 +224,6 @@ def mac(typingctx, acc, A, W, rows, cols):
     return sig, codegen
 
 
-ALIGN_FROM = _workspace.MIN_BYTES // 4    # floats (64 KB): smaller arrays come from np.empty
-
-
-def empty_aligned(shape):
-    """``np.empty(shape, np.float32)`` whose data starts on a 64-byte boundary (a cache line)
-    when it has at least ALIGN_FROM numbers: a reused buffer of ``_workspace`` (whose pages are
-    already mapped, see there).
-
-    NumPy's large arrays start 16 bytes past a cache line (the allocator's header), so every
-    other 32-byte vector load of a 64-float row straddles two lines. With the rows aligned,
-    the register tile's loads of W and its loads and stores of ``out`` never do (one core, a
-    weight-gradient product with dZ as W: ~5-10 % faster, AMD EPYC).
-    """
-    return _workspace.empty(shape, np.float32)
-
-
 def pack(Wb, transposed=False):
     """``Wb`` (K, N) -> ``Wp`` (ceil(N / 64), K, 64) float32, tile t = columns t*64 ... t*64+63.
 
@@ -250,7 +234,7 @@ def pack(Wb, transposed=False):
     """
     Wb = np.ascontiguousarray(Wb, dtype=np.float32)
     N, K = Wb.shape if transposed else Wb.shape[::-1]
-    Wp = empty_aligned((-(-N // TILE_COLS), K, TILE_COLS))
+    Wp = _workspace.empty((-(-N // TILE_COLS), K, TILE_COLS))   # on a cache line (_workspace)
     (_pack_transposed_into if transposed else _pack_into)(Wb, Wp)
     return Wp
 

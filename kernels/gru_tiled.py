@@ -31,12 +31,12 @@ import numpy as np
 from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
-from ._workspace import empty
+from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._workspace import empty, zeros
 from ._team import barrier, share, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _padded, _round_up,
-                         _unpack_grad, _weight_grad_args, _weight_grads, _zeros_aligned)
+                         _unpack_grad, _weight_grad_args, _weight_grads)
 
 __all__ = ["use_tiled", "forward", "backward"]
 
@@ -82,13 +82,13 @@ _WIN = np.array([0, 1, 2], np.int64)         # r, z, n -> blocks within a 48-wid
 
 
 def _pack_cols(W, H, Hp, Kp, blocks, width):
-    out = _zeros_aligned((Hp // U, Kp, width))
+    out = zeros((Hp // U, Kp, width))
     _pack_cols_into(W, H, blocks, width, out)
     return out
 
 
 def _pack_rows(W, H, Hp, Kp, blocks, per_tile):
-    out = _zeros_aligned((Kp // 64, Hp // U * per_tile, 64))
+    out = zeros((Kp // 64, Hp // U * per_tile, 64))
     _pack_rows_into(W, H, blocks, per_tile, out)
     return out
 
@@ -176,16 +176,16 @@ def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
     n_u = Hp // U
     lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
     lengths_p[:B] = lengths
-    hs = empty_aligned((T + 1, Bp, Hp))
+    hs = empty((T + 1, Bp, Hp))
     hs[0] = _padded(h0, (Bp, Hp))
-    y = empty_aligned((T, Bp, Hp))
-    G = empty_aligned((n_u, T, Bp, 4 * U))
+    y = empty((T, Bp, Hp))
+    G = empty((n_u, T, Bp, 4 * U))
     x_p = _padded(x_s, (T, Bp, Ip))
     W_i = _pack_cols(W_ih, H, Hp, Ip, _GI, 4 * U)                        # (n_u, Ip, 64)
     b_i = _pack_cols(b_ih.reshape(3 * H, 1), H, Hp, 1, _GI, 4 * U).reshape(n_u, 4 * U)
     W_f = _pack_cols(W_hh, H, Hp, Hp, _HIDDEN, GH)                       # (n_u, Hp, 48)
     b_h = _pack_cols(b_hh.reshape(3 * H, 1), H, Hp, 1, _HIDDEN, GH).reshape(n_u, GH)
-    P = empty_aligned((Bp, n_u * GH))                    # partial sums between k-chunks
+    P = empty((Bp, n_u * GH))                    # partial sums between k-chunks
     n_workers = team_size(n_u * -(-Bp // RG))
     _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse), n_workers,
                   np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
@@ -304,12 +304,12 @@ def backward(dy, dh_n, cache):
     B, I, H = lengths.shape[0], W_ih.shape[1], W_hh.shape[1]
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
-    dG = empty_aligned((Hp // U, T, Bp, 4 * U))
-    dh = empty_aligned((Bp, Hp))
+    dG = empty((Hp // U, T, Bp, 4 * U))
+    dh = empty((Bp, Hp))
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
     n_workers = team_size((Hp // V) * -(-Bp // RG))
-    _backward_core(dG, dh, _zeros_aligned((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
+    _backward_core(dG, dh, zeros((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
                    _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
                    lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
                    np.zeros((2, n_workers), np.int64))

@@ -58,7 +58,7 @@ zero weights and bias, so they stay exactly 0 and add nothing to any product). I
     W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
     W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
 
-Each of these from 64 KB up starts on a cache line (``_gemm.empty_aligned``; NumPy's own large
+Each of these from 64 KB up starts on a cache line (``_workspace.empty``; NumPy's own large
 arrays start 16 bytes past one): with Hp a multiple of 64, every 64-float row is then whole
 lines, and one worker's columns of hs, cs, tanh_c and y share no line with another's.
 
@@ -73,8 +73,8 @@ import numpy as np
 from numba import carray, literally, njit, prange
 
 from ._common import copy_row as _copy_row, sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, empty_aligned, mac
-from ._workspace import empty
+from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._workspace import empty, zeros
 from ._auto import uses_tiled
 from ._team import barrier, claim, share, team_size
 
@@ -108,13 +108,6 @@ def _round_up(n, m):
 # ---------------------------------------------------------------------------------------------
 # Packing the weights into tiles (once per call) and the gradients back
 # ---------------------------------------------------------------------------------------------
-
-def _zeros_aligned(shape):
-    """float32 zeros, on a 64-byte boundary from 64 KB up (``_gemm.empty_aligned``)."""
-    out = empty_aligned(shape)
-    out[...] = 0
-    return out
-
 
 # Gate tile order of the 4H gate rows: tile u holds i, f, g, o of units 16u ... 16u+15, so gate
 # row g H + j (gate g, unit j = 16 u + jj) sits at position 64 u + 16 g + jj. The packers below
@@ -167,14 +160,14 @@ _GATES = np.array([0, 1, 2, 3], np.int64)   # i, f, g, o -> blocks of a gate til
 
 def _pack_forward(W, H, Hp, Kp):
     """(4H, K) -> (Hp/16, Kp, 64): W^T in gate tiles (W_f, W_i; the bias with K = 1)."""
-    out = _zeros_aligned((Hp // U, Kp, 4 * U))
+    out = zeros((Hp // U, Kp, 4 * U))
     _pack_forward_into(W, H, out)
     return out
 
 
 def _pack_rows(W, H, Hp, Kp):
     """(4H, K) -> (Kp/64, 4 Hp, 64): W in backward tiles (W_b from W_hh, W_ig from W_ih)."""
-    out = _zeros_aligned((Kp // 64, 4 * Hp, 64))
+    out = zeros((Kp // 64, 4 * Hp, 64))
     _pack_rows_into(W, H, out)
     return out
 
@@ -332,12 +325,12 @@ def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
 
     lengths_p = np.zeros(Bp, np.int64)                   # padding rows: length 0, always frozen
     lengths_p[:B] = lengths
-    hs = empty_aligned((T + 1, Bp, Hp))
-    cs = empty_aligned((T + 1, Bp, Hp))
+    hs = empty((T + 1, Bp, Hp))
+    cs = empty((T + 1, Bp, Hp))
     hs[0], cs[0] = _padded(h0, (Bp, Hp)), _padded(c0, (Bp, Hp))
-    y = empty_aligned((T, Bp, Hp))                       # every valid row is written: (5) zeros
-    tanh_c = empty_aligned((T, Bp, Hp))
-    G = empty_aligned((n_u, T, Bp, 4 * U))              # unit tile u's z / gates: G[u]
+    y = empty((T, Bp, Hp))                       # every valid row is written: (5) zeros
+    tanh_c = empty((T, Bp, Hp))
+    G = empty((n_u, T, Bp, 4 * U))              # unit tile u's z / gates: G[u]
     W_i = _pack_forward(W_ih, H, Hp, Ip)                 # (n_u, Ip, 64)
     bias = _pack_forward(b.reshape(4 * H, 1), H, Hp, 1).reshape(n_u, 4 * U)
     x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
@@ -499,15 +492,15 @@ def _weight_grad_args(x_p, hs, W_ig):
     Hp = hs.shape[2]
     N = W_ig.shape[1]                                    # gate tile columns the products use
     return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), W_ig,
-            _zeros_aligned((Ip, N)), _zeros_aligned((Hp, N)),
-            _zeros_aligned((T * Bp, W_ig.shape[0] * 64)), np.zeros(4 * Hp, np.float32))
+            zeros((Ip, N)), zeros((Hp, N)),
+            zeros((T * Bp, W_ig.shape[0] * 64)), np.zeros(4 * Hp, np.float32))
 
 
 def _padded(a, shape):
     """``a`` zero-padded to ``shape`` (itself when it already has it)."""
     if a.shape == shape:
         return a
-    out = _zeros_aligned(shape)
+    out = zeros(shape)
     out[tuple(slice(0, n) for n in a.shape)] = a
     return out
 
@@ -524,9 +517,9 @@ def backward(dy, dh_n, dc_n, cache):
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
 
-    dZ = empty_aligned((Hp // U, T, Bp, 4 * U))         # dL/dz, unit tile u's in dZ[u]
+    dZ = empty((Hp // U, T, Bp, 4 * U))         # dL/dz, unit tile u's in dZ[u]
     dc = _padded(dc_n, (Bp, Hp)).copy()
-    dh = empty_aligned((Bp, Hp))                         # dL/dh of each step; ends as dh0
+    dh = empty((Bp, Hp))                         # dL/dh of each step; ends as dh0
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
     n_workers = team_size((Hp // V) * -(-Bp // RG))

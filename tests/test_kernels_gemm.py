@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels.reference as ref
-from kernels import _gemm, gru, lstm, rnn
+from kernels import _gemm, _workspace, gru, lstm, rnn
 from numba import njit
 
-from kernels._gemm import (ALIGN_FROM, MAX_WORK, MIN_ROWS, TILE_COLS, empty_aligned, gemm_packed,
+from kernels._gemm import (MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed,
                            mac, pack, pack_for, transposed_operands)
 
 
@@ -82,17 +82,20 @@ def test_pack_layout_and_when_it_is_used():
     assert pack_for(mid, rows).size and not pack_for(mid, rows + 1).size
 
 
+ALIGN_FROM = _workspace.MIN_BYTES // 4          # float32 numbers from which arrays are aligned
+
+
 def test_large_working_arrays_start_on_a_cache_line():
-    """empty_aligned: float32, C-contiguous, the shape asked for, 64-byte aligned from
+    """_workspace.empty: float32, C-contiguous, the shape asked for, 64-byte aligned from
     ALIGN_FROM numbers up (NumPy's own large arrays start 16 bytes past a line); pack too."""
     for shape in [(ALIGN_FROM,), (3, 5, 7, ALIGN_FROM // 64), (64, 32, 256)]:
         for _ in range(3):
-            a = empty_aligned(shape)
+            a = _workspace.empty(shape)
             assert a.shape == shape and a.dtype == np.float32 and a.flags.c_contiguous
             assert a.flags.writeable and a.ctypes.data % 64 == 0
             a[...] = 1                                              # the whole range is ours
             assert a.sum() == a.size
-    small = empty_aligned((3, 4))
+    small = _workspace.empty((3, 4))
     assert small.shape == (3, 4) and small.dtype == np.float32 and small.flags.c_contiguous
     Wp = pack(np.ones((300, 256), np.float32))                     # (4, 300, 64): 76800 floats
     assert Wp.size >= ALIGN_FROM and Wp.ctypes.data % 64 == 0 and Wp.flags.c_contiguous
