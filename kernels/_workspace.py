@@ -19,8 +19,10 @@ the only one (``sys.getrefcount``). Nothing has to be given back by hand, and an
 out is never handed out again while it, or any view of it, lives.
 
 What it costs. Buffers stay allocated after their arrays die, up to ``LIMIT`` bytes in all
-(used or free): a training loop's buffers are the same every step, so the process keeps what
-one step needs (its peak, which it had anyway). ``release()`` drops every free buffer (and
+(used or free): a training loop's buffers are the same every step, so the process keeps about
+what one step needs, a little more than the peak it had without the pool (a freed buffer
+waits for an array of its own size: one LSTM step at (100, 64, 512, 512) peaked 16-17 MB
+higher, ``benchmarks/results/cpu_zen3.md``). ``release()`` drops every free buffer (and
 ``kernels.release_workspace`` is the public name). Arrays under ``MIN_BYTES`` come from NumPy
 directly: small blocks stay in glibc's heap and do not fault.
 
