@@ -20,6 +20,10 @@ fraction of what the same core does on a large product (measured on a 2-core AVX
 The packed layout: ``Wp[t, k, l] = Wb[k, t * 64 + l]``, zero-padded past the last column, so
 tile ``t`` is one contiguous (K, 64) block read straight through.
 
+Where the product is large enough (``MAX_WORK`` below) BLAS wins after all, given the product
+transposed (``step_product``): out^T = Wb^T A^T, whose long dimension it shares out over its
+threads. ``step_operands`` and ``step_product`` are what the serial cores call at each step.
+
 Two compiler details, both set here, not globally:
 
 * ``_stack_tile`` puts a 4 x 64 tile on the stack (an ``alloca``), where LLVM can promote it to
@@ -47,7 +51,7 @@ from numba.extending import intrinsic
 from . import _workspace
 from ._common import copy_row
 
-__all__ = ["pack", "pack_for", "transposed_operands", "gemm_packed", "mac",
+__all__ = ["pack", "pack_for", "step_operands", "step_product", "gemm_packed", "mac",
            "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
@@ -310,16 +314,21 @@ def _zero(a):
 
 
 # Where the packed product beats BLAS depends on the CPU (and its OpenBLAS kernels), so the
-# bounds are per vector width, each measured on one machine (single-thread GF/s, packed vs BLAS):
+# bounds are per vector width, each measured on one machine:
 #   AVX-512 (2-core Xeon): BLAS as fast up to 8 rows ((8, 100) @ (100, 400)); packed faster from
-#     16 rows up to ~8M multiply-adds; above that OpenBLAS on two threads won.
-#   AVX2 (2-core AMD EPYC, Zen 3): OpenBLAS slow on few rows (11-20 GF/s at 4-8 rows, H = 100,
-#     against 60-67 packed; 47 against 78 at (32, 256) @ (256, 1024)), level at one row and at
-#     (64, 512) @ (512, 2048) (~60 both; two OpenBLAS threads were no faster there).
+#     16 rows up to ~8M multiply-adds; above that OpenBLAS on two threads won. (Measured against
+#     BLAS on the product as it stands; ``step_product`` now gives BLAS the transposed one, which
+#     was faster on the AMD machine below: these bounds may now be too generous to packing.)
+#   AVX2 (2-core AMD EPYC, Zen 3), 100 steps of each cell's products, both passes, packed against
+#     BLAS transposed (``step_product``): packed faster at (8, 100) (RNN 0.33 vs 0.50 ms, LSTM
+#     forward 1.0 vs 1.7) and (16, 128) (RNN 0.78 vs 1.27; LSTM level, 2^20 multiply-adds);
+#     level at the RNN's (32, 256) @ (256, 256) (2^21); BLAS faster from 2^22 (RNN (64, 256):
+#     10-11 vs 13-14 ms; the LSTM's (32, 256) @ (256, 1024): 15 vs 23, backward 19 vs 27; RNN
+#     (64, 512): 32 vs 50). Untransposed, BLAS had been slow on few rows (11-20 GF/s at 4-8 rows).
 if VECTOR == 16:
     MIN_ROWS, MAX_WORK = 16, 1 << 23    # rows below which / multiply-adds above which: BLAS
 else:
-    MIN_ROWS, MAX_WORK = 2, 1 << 25
+    MIN_ROWS, MAX_WORK = 2, 1 << 21
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 _FLOAT32 = np.dtype(np.float32)
 
@@ -338,12 +347,57 @@ def pack_for(Wb, rows, transposed=False):
     return pack(Wb, transposed)
 
 
-def transposed_operands(W, rows):
-    """The forward cores' right operand W^T for ``rows`` rows, from W (N, K) in PyTorch's layout:
-    ``(W_T, W_T_packed)``, exactly one of them non-empty: W^T packed where ``pack_for`` packs
-    (with an empty (0, 0) W_T), else W^T as a C-contiguous copy for BLAS (which ran this thin
-    product up to 4x slower on the transposed view) and an empty packed array."""
-    packed = pack_for(W, rows, transposed=True)
+def step_operands(Wb, rows, transposed=False):
+    """What ``step_product`` needs for ``out = A @ Wb`` with ``rows`` rows of A, given ``Wb``
+    (K, N), or its transpose W (N, K) when ``transposed`` (a weight matrix in PyTorch's layout,
+    as the forward cores multiply by W_hh^T): ``(Wt, Wp, outT)``, either
+
+    * Wb packed (``pack_for`` packs it) as Wp, with Wt and outT empty (0, 0); or
+    * for BLAS, Wt = Wb^T (N, K) C-contiguous (W itself when transposed: no copy) and outT, an
+      (N, rows) buffer for the transposed result, with Wp empty.
+    """
+    packed = pack_for(Wb, rows, transposed)
+    nothing = np.empty((0, 0), Wb.dtype)
     if packed.size:
-        return np.empty((0, 0), W.dtype), packed
-    return np.ascontiguousarray(W.T), packed
+        return nothing, packed, nothing
+    Wt = Wb if transposed else np.ascontiguousarray(Wb.T)
+    return Wt, packed, _workspace.empty((Wt.shape[0], rows), Wb.dtype)
+
+
+@njit(cache=True, error_model="numpy")
+def step_product(A, Wt, Wp, outT, out):
+    """One step's recurrent product ``out = A @ Wb`` (A (M, K), out (M, N)), with the operands of
+    ``step_operands``: ``gemm_packed`` where Wb is packed, else BLAS on the transposed problem
+
+        out^T = Wb^T A^T     (N, K) @ (K, M) into outT, then transposed into out.
+
+    Why transposed. OpenBLAS shares the thin product (M, K) @ (K, N), M = 1 to 64 rows of the
+    batch, out poorly over its threads; with the roles swapped, M is the narrow right operand
+    and the N rows of Wb^T are split. On a 2-core AMD EPYC (Zen 3), 100 steps at B = 64,
+    H = 512, the transposes back (~0.5 ns a number) included: the LSTM's forward products
+    135-165 -> 115-137 ms, its backward's 120-173 -> 102-131, the GRU's 98-142 -> 79-125; the
+    kernels at (100, 64, 512, 512), in-process A/B: LSTM forward 0.91x the time, backward
+    0.93x; GRU 0.91x and 0.96x; RNN forward 0.81x (where it had been packed). At one row both
+    ways took the same. A^T is the transposed view of A (no copy): BLAS reads it as it is.
+    """
+    if Wp.size:
+        gemm_packed(A, Wp, out)
+    else:
+        np.dot(Wt, A.T, outT)
+        _transpose_into(outT, out)
+
+
+@njit(cache=True)
+def _transpose_into(src, dst):
+    """``dst[:, :] = src.T`` (src (N, M), dst (M, N)), 16 rows of src at a time: each row of dst
+    is written 16 contiguous numbers at a time while those 16 rows of src stay in L1 (2x faster
+    than NumPy's copy of the transposed view at (2048, 64), and than 8 x 8 blocks)."""
+    N, M = src.shape
+    n16 = N - N % 16
+    for i0 in range(0, n16, 16):
+        for j in range(M):
+            for i in range(i0, i0 + 16):
+                dst[j, i] = src[i, j]
+    for j in range(M):
+        for i in range(n16, N):
+            dst[j, i] = src[i, j]

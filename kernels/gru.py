@@ -80,7 +80,7 @@ from numba import njit
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
                       init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
-from ._gemm import gemm_packed, pack_for, transposed_operands
+from ._gemm import step_operands, step_product
 from ._workspace import empty, zeros
 
 __all__ = ["gru_forward", "gru_backward"]
@@ -91,7 +91,7 @@ __all__ = ["gru_forward", "gru_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_ih, b_hh, lengths,
+def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b_ih, b_hh, lengths,
                   reverse):
     """The whole forward pass. Fills y, hs, gates, ns and qs in place.
 
@@ -102,10 +102,9 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
     qs:    (T, B, H)     out: q = W_hn h_{s-1} + b_hn of every valid step, (3)
     R:     (B, 3, H)     scratch for the recurrent product
     x_s:   (T, B, I)     inputs in step order   W_ih: (3H, I)   b_ih, b_hh: (3H,)
-    W_hh_T: (H, 3H)      W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
-                         with a contiguous right operand than with the view W_hh.T; or empty
-    W_hh_T_packed:       W_hh_T packed for ``_gemm.gemm_packed``, or empty: one of the two is
-                         set (``_gemm.transposed_operands`` decides)
+    W_hh, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
+                         (``_gemm.step_operands``: W_hh^T packed, or W_hh and a (3H, B) scratch
+                         for BLAS)
     lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -117,11 +116,8 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b_i
 
     R2 = R.reshape(B, 3 * H)                             # the same memory, as the GEMM sees it
     bi, bh = b_ih.reshape(3, H), b_hh.reshape(3, H)      # gate k of unit j is [k, j]: k = r z n
-    for s in range(T):
-        if W_hh_T_packed.size:                           # hidden parts: h_{s-1} W_hh^T (B, 3H)
-            gemm_packed(hs[s], W_hh_T_packed, R2)        # (where pack_for packed it)
-        else:
-            np.dot(hs[s], W_hh_T, R2)
+    for s in range(T):                                   # hidden parts: h_{s-1} W_hh^T (B, 3H)
+        step_product(hs[s], W_hh, W_hh_T_packed, RT, R2)
         for bb in range(B):
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
@@ -183,9 +179,9 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (6)
     x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
-    W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, 3H) W_hh^T: one of the two
+    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True)   # for h_{s-1} W_hh^T
     _forward_core(y, hs, gates, ns, qs, empty((B, 3, H), dt),
-                  x_s, W_ih, W_hh_T, W_hh_T_packed, b_ih, b_hh, lengths, int(reverse))
+                  x_s, W_ih, W_blas, W_packed, RT, b_ih, b_hh, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, gates, ns, qs)
     return y, hs[T].copy(), cache
@@ -197,7 +193,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
-                   x_s, W_ih, W_hh, W_hh_packed, lengths, reverse, hs, gates, ns, qs):
+                   x_s, W_ih, W_hh, W_hh_T, W_hh_packed, dhT, lengths, reverse, hs, gates, ns, qs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
@@ -210,6 +206,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
                         dGi (the input ones): they differ only in the n third, see below
     dan_s: (T, B, H)    scratch: dan, the n third of dGi
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
+    W_hh_T, W_hh_packed, dhT: the operands of ``_gemm.step_product`` for dGh[s] W_hh
+                        (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
     the rest: the forward's cache (see ``_forward_core``).
     """
     T, B, I = x_s.shape
@@ -241,10 +239,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
                 dg[2, j] = dan * r                                         # (4): dL/dq, then (3)
                 dan_b[j] = dan                                             # (4): d(W_in x + b_in)
                 dhz_b[j] = dh_t * z                                        # (5): direct path
-        if W_hh_packed.size:                             # (1)-(3): GEMM part of dL/dh_{s-1}
-            gemm_packed(dG[s].reshape(B, 3 * H), W_hh_packed, dh)
-        else:
-            np.dot(dG[s].reshape(B, 3 * H), W_hh, dh)
+        # (1)-(3): the GEMM part of dL/dh_{s-1}     (B, 3H) @ (3H, H)
+        step_product(dG[s].reshape(B, 3 * H), W_hh_T, W_hh_packed, dhT, dh)
 
     for bb in range(B):                                  # dh0 = both parts of dL/dh_{-1}
         for j in range(H):
@@ -306,7 +302,8 @@ def gru_backward(dy, dh_n, cache):
     dan_s = empty((T, B, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
-                   x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs, gates, ns, qs)
+                   x_s, W_ih, W_hh, *step_operands(W_hh, B), lengths, int(reverse), hs, gates, ns,
+                   qs)
 
     dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db_ih, db_hh, dh

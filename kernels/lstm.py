@@ -36,12 +36,12 @@ How the work is organized, as in cuDNN and haste. Forward:
     G = X W_ih^T              ONE GEMM for the input part of (1) at every step: (T*B, I) @ (I, 4H)
     for each step t:
         R = h_{t-1} W_hh^T    ONE GEMM for the recurrent part of (1): (B, H) @ (H, 4H), into a
-                              preallocated buffer. In float32 from a few rows up to mid sizes
-                              (``_gemm.pack_for``; the bounds depend on the CPU) it is
-                              ``_gemm``'s product with W_hh^T packed once for all T steps
-                              (about twice one core's OpenBLAS speed on this thin shape);
-                              otherwise BLAS, with W_hh^T made contiguous once (up to 4x
-                              faster than a transposed view)
+                              preallocated buffer (``_gemm.step_product``). In float32 at small
+                              to mid sizes (``_gemm.pack_for``; the bounds depend on the CPU)
+                              it is ``_gemm``'s product with W_hh^T packed once for all T steps
+                              (BLAS would pack it again at every step); otherwise BLAS,
+                              asked for the transposed product
+                              R^T = W_hh h_{t-1}^T, which it shares out better over its threads
         one pass over (B, H): G[t] + R + b, then (2), (3), (4), (5); save i f g o and tanh(c_t)
 
 Backward, t = T-1 ... 0:
@@ -92,7 +92,7 @@ from numba import njit
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
                       init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
-from ._gemm import gemm_packed, pack_for, transposed_operands
+from ._gemm import step_operands, step_product
 from ._workspace import empty, zeros
 
 __all__ = ["lstm_forward", "lstm_backward"]
@@ -103,18 +103,19 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, reverse):
+def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths,
+                  reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
 
     y:      (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
     hs, cs: (T+1, B, H)   hs[s], cs[s] = the state BEFORE step s; hs[0], cs[0] = h0, c0 on entry
     gates:  (T, B, 4, H)  out: activated i, f, g, o of every valid step (used as scratch first)
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
+    R:      (B, 4, H)     scratch for the recurrent product of one step
     x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   b: (4H,)
-    W_hh_T: (H, 4H)       W_hh^T, C-contiguous (BLAS runs a transposed view up to 4x slower),
-                          or empty (0, 0) when packed
-    W_hh_T_packed: W_hh^T packed for ``_gemm.gemm_packed`` (``_gemm.transposed_operands``
-                          decides which of the two), else empty
+    W_hh, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
+                          (``_gemm.step_operands``: W_hh^T packed, or W_hh and a (4H, B)
+                          scratch for BLAS)
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -123,14 +124,10 @@ def _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b,
     # (1), input part, for every step at once: x_s[s] W_ih^T for all s       (T*B, I) @ (I, 4H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
 
-    R = np.empty((B, 4, H), x_s.dtype)                   # recurrent part of (1), reused per step
     R2 = R.reshape(B, 4 * H)                             # the same memory, as the GEMM sees it
     b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
-    for s in range(T):
-        if W_hh_T_packed.size:                           # (1): h_{s-1} W_hh^T      (B, H) @ (H, 4H)
-            gemm_packed(hs[s], W_hh_T_packed, R2)
-        else:
-            np.dot(hs[s], W_hh_T, R2)
+    for s in range(T):                                   # (1): h_{s-1} W_hh^T   (B, H) @ (H, 4H)
+        step_product(hs[s], W_hh, W_hh_T_packed, RT, R2)
         for bb in range(B):
             L = lengths[bb]
             c_prev, h_new, c_new = cs[s, bb], hs[s + 1, bb], cs[s + 1, bb]     # (H,) each
@@ -196,9 +193,9 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (5)
     x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
-    W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, 4H) W_hh^T: one of the two
-    _forward_core(y, hs, cs, gates, tanh_c, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths,
-                  int(reverse))
+    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True)   # for h_{s-1} W_hh^T
+    _forward_core(y, hs, cs, gates, tanh_c, empty((B, 4, H), dt), x_s, W_ih, W_blas, W_packed,
+                  RT, b, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c)
     return y, hs[T].copy(), cs[T].copy(), cache
@@ -210,7 +207,8 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
-                   x_s, W_ih, W_hh, W_hh_packed, lengths, reverse, hs, cs, gates, tanh_c):
+                   x_s, W_ih, W_hh, W_hh_T, W_hh_packed, dhT, lengths, reverse, hs, cs, gates,
+                   tanh_c):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dc, dZ in place.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
@@ -220,7 +218,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     dc:    (B, H)       in: dc_n; out: dc0. Holds dL/dc of the current step's input state.
     dZ:    (T, B, 4, H) out: dL/dz_t for every step, 0 on padding (scratch for the big GEMMs)
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
-    W_hh_packed: W_hh packed for ``_gemm.gemm_packed``, or empty to use BLAS
+    W_hh_T, W_hh_packed, dhT: the operands of ``_gemm.step_product`` for dz_s W_hh
+                        (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
     the rest: the forward's cache (see ``_forward_core``).
     """
     T, B, I = x_s.shape
@@ -250,10 +249,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                 dz[1, j] = df * f * (one - f)                            # (2)
                 dz[2, j] = dg * (one - g * g)                            # (2): tanh' = 1 - tanh^2
                 dz[3, j] = do * o * (one - o)                            # (2)
-        if W_hh_packed.size:                             # (1): dL/dh_{s-1} = dz_s W_hh  (B, H)
-            gemm_packed(dZ[s].reshape(B, 4 * H), W_hh_packed, dh)
-        else:
-            np.dot(dZ[s].reshape(B, 4 * H), W_hh, dh)
+        # (1): dL/dh_{s-1} = dz_s W_hh     (B, 4H) @ (4H, H)
+        step_product(dZ[s].reshape(B, 4 * H), W_hh_T, W_hh_packed, dhT, dh)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
@@ -302,7 +299,8 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     dZ = empty((T, B, 4, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
-                   x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs, cs, gates, tanh_c)
+                   x_s, W_ih, W_hh, *step_operands(W_hh, B), lengths, int(reverse), hs, cs, gates,
+                   tanh_c)
 
     dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db, dh, dc

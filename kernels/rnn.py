@@ -58,7 +58,7 @@ from numba import njit
 
 from ._common import (as_float_array, as_lengths, copy_row, flip_valid, init_state,
                       state_or_zeros, tanh)
-from ._gemm import gemm_packed, pack_for, transposed_operands
+from ._gemm import step_operands, step_product
 from ._workspace import empty, zeros
 
 __all__ = ["rnn_forward", "rnn_backward"]
@@ -69,7 +69,7 @@ __all__ = ["rnn_forward", "rnn_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, reverse):
+def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, reverse):
     """The whole forward pass. Fills y and hs in place.
 
     y:   (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
@@ -77,10 +77,9 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, rev
     G:   (T, B, H)     scratch for G = X W_ih^T
     R:   (B, H)        scratch for the recurrent product
     x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
-    W_hh_T: (H, H)     W_hh transposed and C-contiguous: OpenBLAS runs this small GEMM faster
-                       with a contiguous right operand than with the view W_hh.T; or empty
-    W_hh_T_packed:     W_hh_T packed for ``_gemm.gemm_packed``, or empty: one of the two is set
-                       (``_gemm.transposed_operands`` decides)
+    W_hh, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
+                       (``_gemm.step_operands``: W_hh^T packed, or W_hh and a (H, B) scratch
+                       for BLAS)
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     T, B, I = x_s.shape
@@ -89,11 +88,8 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, rev
     # input part of (1) for every step at once: G[s] = x_s[s] W_ih^T       (T*B, H)
     np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
 
-    for s in range(T):
-        if W_hh_T_packed.size:                           # hidden part of (1): R = h_{s-1} W_hh^T
-            gemm_packed(hs[s], W_hh_T_packed, R)         # (where pack_for packed it)
-        else:
-            np.dot(hs[s], W_hh_T, R)
+    for s in range(T):                                   # hidden part of (1): R = h_{s-1} W_hh^T
+        step_product(hs[s], W_hh, W_hh_T_packed, RT, R)
         for bb in range(B):
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
@@ -135,9 +131,9 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (3)
     x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
-    W_hh_T, W_hh_T_packed = transposed_operands(W_hh, B)   # (H, H) W_hh^T: one of the two
+    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True)   # for h_{s-1} W_hh^T
     _forward_core(y, hs, empty((T, B, H), dt), empty((B, H), dt),
-                  x_s, W_ih, W_hh_T, W_hh_T_packed, b, lengths, int(reverse))
+                  x_s, W_ih, W_blas, W_packed, RT, b, lengths, int(reverse))
 
     cache = (x_s, W_ih, W_hh, lengths, reverse, hs)
     return y, hs[T].copy(), cache
@@ -148,8 +144,8 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_hh_packed, lengths,
-                   reverse, hs):
+def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_hh_T, W_hh_packed,
+                   dhT, lengths, reverse, hs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dA in place.
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
@@ -158,6 +154,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
                         that were valid at s (from (1)); padded rows are not read.
     dA:    (T, B, H)    out: dL/da_t for every step, 0 on padding (scratch for the big GEMMs)
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
+    W_hh_T, W_hh_packed, dhT: the operands of ``_gemm.step_product`` for da_s W_hh
+                        (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
     the rest: the forward's cache (see ``_forward_core``).
     """
     T, B, I = x_s.shape
@@ -178,10 +176,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
             for j in range(H):
                 dh_t = dy_t[j] + dh_next[j]              # h_t feeds y_t and step s+1
                 da[j] = dh_t * (one - h[j] * h[j])       # (2): tanh' = 1 - tanh^2
-        if W_hh_packed.size:                             # (1): dL/dh_{s-1} = da_s W_hh  (B, H)
-            gemm_packed(dA[s], W_hh_packed, dh)
-        else:
-            np.dot(dA[s], W_hh, dh)
+        step_product(dA[s], W_hh_T, W_hh_packed, dhT, dh)   # (1): dL/dh_{s-1} = da_s W_hh
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
@@ -219,7 +214,7 @@ def rnn_backward(dy, dh_n, cache):
     dA = empty((T, B, H), dt)
 
     _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n,
-                   x_s, W_ih, W_hh, pack_for(W_hh, B), lengths, int(reverse), hs)
+                   x_s, W_ih, W_hh, *step_operands(W_hh, B), lengths, int(reverse), hs)
 
     dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db, dh

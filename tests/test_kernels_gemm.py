@@ -10,8 +10,8 @@ import kernels.reference as ref
 from kernels import _gemm, _workspace, gru, lstm, rnn
 from numba import njit
 
-from kernels._gemm import (MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed,
-                           mac, pack, pack_for, transposed_operands)
+from kernels._gemm import (MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, mac, pack, pack_for,
+                           step_operands, step_product)
 
 
 @njit
@@ -103,19 +103,40 @@ def test_large_working_arrays_start_on_a_cache_line():
 
 @pytest.mark.parametrize("N", [1, 7, 64, 70, 130])
 def test_pack_of_a_transpose_reads_W_as_it_is(N):
-    """pack(W, transposed=True) is pack(W.T) without the copy; transposed_operands gives the
-    forward cores exactly one of W^T (C-contiguous, for BLAS) and W^T packed."""
+    """pack(W, transposed=True) is pack(W.T) without the copy."""
     rng = np.random.default_rng(N)
     W = rng.standard_normal((N, 5)).astype(np.float32)             # (N, K): PyTorch's layout
     np.testing.assert_array_equal(pack(W, transposed=True), pack(np.ascontiguousarray(W.T)))
-    W = rng.standard_normal((4 * 70, 70)).astype(np.float32)       # an LSTM's W_hh, H = 70
-    W_T, packed = transposed_operands(W, MIN_ROWS)
-    assert W_T.size == 0 and W_T.dtype == W.dtype
-    np.testing.assert_array_equal(packed, pack(np.ascontiguousarray(W.T)))
-    for W_blas, rows in ((W, MIN_ROWS - 1), (W.astype(np.float64), 64)):
-        W_T, packed = transposed_operands(W_blas, rows)
-        assert packed.size == 0 and W_T.flags.c_contiguous and W_T.dtype == W_blas.dtype
-        np.testing.assert_array_equal(W_T, W_blas.T)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dtype,rows", [(np.float32, MIN_ROWS), (np.float32, MIN_ROWS - 1),
+                                        (np.float64, 3), (np.float64, 37),
+                                        (np.float32, 37)])
+def test_step_operands_and_product(transposed, dtype, rows):
+    """step_operands gives step_product exactly one way: Wb packed, or Wb^T C-contiguous and a
+    (N, rows) buffer for BLAS's transposed result; both give A @ Wb, for row counts that are
+    not multiples of 16 (the transpose's tail) and N past one tile."""
+    rng = np.random.default_rng(rows)
+    K, N = 70, 4 * 70 if not transposed else 70                    # a W_hh, H = 70, both ways
+    W = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
+    Wb = W.T if transposed else W
+    Wt, Wp, outT = step_operands(W, rows, transposed)
+    if dtype == np.float32 and rows >= MIN_ROWS:
+        assert Wt.size == 0 and outT.size == 0 and Wt.dtype == W.dtype
+        np.testing.assert_array_equal(Wp, pack(np.ascontiguousarray(Wb)))
+    else:
+        assert Wp.size == 0 and Wt.flags.c_contiguous and Wt.dtype == W.dtype
+        np.testing.assert_array_equal(Wt, Wb.T)
+        assert outT.shape == (Wb.shape[1], rows) and outT.dtype == W.dtype
+        if transposed:
+            assert Wt is W                                         # no copy
+    A = rng.standard_normal((rows, Wb.shape[0])).astype(dtype)
+    out = np.full((rows, Wb.shape[1]), np.nan, dtype)              # every entry must be written
+    step_product(A, Wt, Wp, outT, out)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, A.astype(np.float64) @ Wb.astype(np.float64),
+                               rtol=tol, atol=tol * np.sqrt(K))
 
 
 def _weights(rng, G, I, H):
