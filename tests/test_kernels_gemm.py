@@ -145,11 +145,17 @@ def _weights(rng, G, I, H):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("reverse", [False, True])
-def test_cells_on_the_packed_path_match_the_reference(cell, reverse):
-    """B = MIN_ROWS + 3 in float32 takes the packed product (and its row and column tails) in
-    both passes."""
+@pytest.mark.parametrize("product", ["packed", "blas"])
+def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, monkeypatch):
+    """float32 through each way of ``step_product``, in both passes: B = MIN_ROWS + 3 takes the
+    packed product (and its row and column tails); with packing switched off (MAX_WORK = 0),
+    B = 19 takes BLAS's transposed product and the transpose back (G H = 70 G rows: 16-row
+    blocks and a tail)."""
     rng = np.random.default_rng(1)
     T, B, I, H = 5, MIN_ROWS + 3, 4, TILE_COLS + 6             # H >= 64: backward packs too
+    if product == "blas":
+        monkeypatch.setattr(_gemm, "MAX_WORK", 0)
+        B = 19
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     W_ih, W_hh = _weights(rng, G, I, H)
     biases = [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
@@ -161,8 +167,9 @@ def test_cells_on_the_packed_path_match_the_reference(cell, reverse):
     r_fwd, r_bwd = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
     args = [x, W_ih, W_hh, *biases, *state]
     f32 = [a.astype(np.float32) for a in args]
-    assert pack_for(np.zeros((H, G * H), np.float32), B).size    # forward: the path under test
-    assert pack_for(np.zeros((G * H, H), np.float32), B).size    # backward too
+    packs = product == "packed"                                  # the path under test:
+    assert bool(pack_for(np.zeros((H, G * H), np.float32), B).size) == packs   # forward
+    assert bool(pack_for(np.zeros((G * H, H), np.float32), B).size) == packs   # backward
     steps = {"path": "steps"} if cell == "lstm" else {}        # (auto: lstm_tiled here)
     yf, *sf, cf = f_fwd(*f32, lengths=lengths, reverse=reverse, **steps)
     yr, *sr, cr = r_fwd(*args, lengths=lengths, reverse=reverse)
