@@ -7,6 +7,10 @@ Nothing in this package imports ``rnncore``.
 The fast kernels take their large arrays from buffers that they reuse from call to call, whose
 memory pages are already mapped (``_workspace``); an array they return is never handed out
 again while it or a view of it lives. ``kernels.release_workspace()`` gives the free ones back.
+
+Importing the package sets ``OPENBLAS_THREAD_TIMEOUT`` (unless it is set) so that OpenBLAS's
+idle threads stop spinning after ~2 ms instead of ~0.1 s (``_blas_env`` says why).
 """
 
+from . import _blas_env                                  # noqa: F401  first: before OpenBLAS loads
 from ._workspace import release as release_workspace   # noqa: F401

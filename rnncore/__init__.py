@@ -3,6 +3,7 @@
 See README.md for a tour; ``kernels/`` holds the math.
 """
 
+import kernels                 # noqa: F401  first: its OpenBLAS setting precedes NumPy's load
 from .module import Module, Parameter
 from .random import manual_seed
 from .layers import *          # noqa: F401,F403  Linear, Embedding, activations, Dropout, ...
