@@ -6,8 +6,8 @@ Why. After each multi-threaded call, OpenBLAS's worker threads keep spinning for
 default (~0.1 s) in case another call comes. The kernels' team of threads (``_team``: the tiled
 LSTM and GRU) then shares the cores with them, and on a 2-core machine that halves its speed:
 an LSTM at (64, 32, 128, 256) with a ``Linear`` layer after it (fwd + bwd, both through SciPy's
-OpenBLAS, which Numba's ``np.dot`` calls) took 124-128 ms per step against 51-57 ms without
-the layer; with this setting 47-58 ms, and the serial kernels, which call OpenBLAS step after
+OpenBLAS, which Numba's ``np.dot`` calls) took 114-128 ms per step against 50-63 ms without
+the layer; with this setting 56-59 ms, and the serial kernels, which call OpenBLAS step after
 step, kept their speed (a step's calls come well within 2 ms of each other).
 
 OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` (n: 2^n cycles, 4 <= n <= 30) once, when the library
