@@ -47,7 +47,7 @@ need), and its n third is overwritten with dan afterwards, which turns it into d
         dGi = dGh with its n third replaced by dan
         dW_ih = dGi^T X           (3H, T*B) @ (T*B, I)                       from (1), (2), (4)
         dX    = dGi W_ih          (T*B, 3H) @ (3H, I)                        from (1), (2), (4)
-        db_ih = column sums of dGi
+        db_ih = column sums of dGi: db_hh's r and z thirds, and the column sums of dan
 
 ``reverse=True`` (the backward half of a bidirectional layer) runs sequence b from its last
 valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
@@ -259,10 +259,12 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
             copy_row(dan_s[t, bb], dG[t, bb, 2])
     np.dot(dG2.T, x_s.reshape(TB, I), dW_ih)                       # (3H, I)    (1), (2), (4)
     np.dot(dG2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)   (1), (2), (4)
-    db_ih[:] = 0
+    db_ih[:2 * H] = db_hh[:2 * H]                # the r, z thirds of dGi are dGh's; the n third:
+    db_ih[2 * H:] = 0
+    dan2 = dan_s.reshape(TB, H)
     for row in range(TB):
-        for k in range(3 * H):
-            db_ih[k] += dG2[row, k]
+        for j in range(H):
+            db_ih[2 * H + j] += dan2[row, j]
 
 
 def gru_backward(dy, dh_n, cache):
