@@ -10,14 +10,21 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+_SETTING = r"""
+import os, sys
+import rnncore
+maps = "/proc/self/maps"
+loaded = os.path.exists(maps) and "libscipy_openblas-" in open(maps).read()
+print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), loaded)
+"""
+
 # After a few multi-threaded products through the kernels' BLAS (Numba's np.dot: SciPy's
 # OpenBLAS), the process sleeps 0.4 s; the CPU time it burns meanwhile is OpenBLAS's idle
 # worker spinning (2^28 cycles, ~0.1 s, by OpenBLAS's default).
 _IDLE_CPU = r"""
-import os, re, time
+import time
 import rnncore, numpy as np
 from numba import njit
-assert "libscipy_openblas-" not in open("/proc/self/maps").read()   # not loaded yet by the import
 @njit
 def product(a, b, c):
     np.dot(a, b, c)
@@ -27,28 +34,30 @@ for _ in range(5):
     product(a, a, c)
 t0 = time.process_time()
 time.sleep(0.4)
-print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), time.process_time() - t0)
+print(time.process_time() - t0)
 """
 
 
-def _idle_cpu(timeout):
+def _run(script, timeout):
+    """``script`` in a fresh process with OPENBLAS_THREAD_TIMEOUT unset (None) or ``timeout``."""
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     env.update(OPENBLAS_NUM_THREADS="2", PYTHONPATH=str(REPO))
     if timeout is not None:
         env["OPENBLAS_THREAD_TIMEOUT"] = timeout
-    out = subprocess.run([sys.executable, "-c", _IDLE_CPU], cwd=REPO, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    value, cpu = out.stdout.split()
-    return value, float(cpu)
+    return out.stdout.split()
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/self/maps (Linux)")
-def test_idle_blas_threads_stop_spinning_and_a_user_setting_is_kept():
-    kept, spun = _idle_cpu("28")                   # OpenBLAS's own default, set by the user
-    assert kept == "28"
-    if spun < 0.03:
+def test_import_sets_the_timeout_before_the_kernels_blas_loads_and_keeps_a_users_value():
+    assert _run(_SETTING, None) == ["22", "False"]     # set; SciPy's OpenBLAS not loaded yet
+    assert _run(_SETTING, "28") == ["28", "False"]     # the user's value stays
+
+
+def test_idle_blas_threads_stop_spinning():
+    spun = float(_run(_IDLE_CPU, "28")[0])            # OpenBLAS's own default, set by the user
+    if spun < 0.03:                                   # (one thread: nothing spins to stop)
         pytest.skip(f"OpenBLAS did not spin here even at its default ({spun:.3f} s of CPU)")
-    value, idle = _idle_cpu(None)
-    assert value == "22"
+    idle = float(_run(_IDLE_CPU, None)[0])
     assert idle < 0.5 * spun, (idle, spun)
