@@ -229,7 +229,9 @@ def run_benchmark(args):
                 row["best_gflops"] = flops_fwd * (3 if backward else 1) / (best * 1e-3) / 1e9
                 rows.append(row)
                 print(_row_md(row), flush=True)
-    return {"device": device, "torch": torch_note, "dtype": "float32", "repeat": repeat,
+    from kernels.cuda import gemm
+    return {"device": device, "torch": torch_note, "gemm_backend": gemm.backend(),
+            "dtype": "float32", "repeat": repeat,
             "warmup": warmup, "check_mode": bool(args.check), "rows": rows,
             "versions": _versions()}
 
@@ -283,8 +285,10 @@ def kernel_signatures(dtype):
     L, i, b = types.Array(types.int64, 1, "C"), types.int64, types.boolean
     out = [(f"gemm tile {TS}", gemm._gemm_kernel(dtype, TS), (A2, A2, A2, F, F, b, b))
            for TS in gemm.TILE_SIZES]
-    fill, column_sum = _common.utility_kernels(dtype)
-    out += [("fill", fill, (A1, F)), ("column_sum", column_sum, (A2, A1))]
+    out.append((f"gemm blocked {gemm.BLOCKED}", gemm._blocked_kernel(dtype), (A2, A2, A2, F, F, b, b)))
+    fill, partial_column_sums, column_sum = _common.utility_kernels(dtype)
+    out += [("fill", fill, (A1, F)), ("partial_column_sums", partial_column_sums, (A2, A2)),
+            ("column_sum", column_sum, (A2, A1))]
     f, bw = lstm._step_kernels(dtype)
     out += [("lstm step_forward", f, (i, A2, A3, A1, L, b, A2, A2, A3, A3, A3, A3)),
             ("lstm step_backward", bw, (i, A3, L, b, A3, A3, A2, A2, A3, A2))]
@@ -368,7 +372,7 @@ def main(argv=None):
         result, failed = run_benchmark(args), 0
         if not args.check:
             print(f"\ndevice: {result['device']['name']}, float32, median of {args.repeat}; "
-                  f"cuDNN: {result['torch']}")
+                  f"big products on {result['gemm_backend']} (RNNCORE_CUDA_GEMM); cuDNN: {result['torch']}")
         cuda.synchronize()
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:

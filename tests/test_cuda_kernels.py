@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import kernels.cuda as kc
 from kernels import reference as ref
+from kernels.cuda import gemm
 from kernels.cuda.persistent import PersistentPlan
 
 #: A real GPU answered (not the simulator): the ``real_gpu`` tests run at real sizes.
@@ -124,6 +125,176 @@ def test_matmul_refuses_mismatched_shapes():
         kc.matmul(np.zeros((2, 3)), np.zeros((4, 5)))
     with pytest.raises(ValueError, match="C: expected an array"):
         kc.matmul(np.zeros((2, 3)), np.zeros((3, 5)), beta=1.0)
+
+
+@needs_cuda
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_blocked_matmul_ragged_edges(trans_a, trans_b, rng):
+    """The register-blocked kernel: a 70 x 67 result (two 64-tiles each way, the second almost
+    empty), K = 19 (a full step of 16 and a partial one), alpha and beta, every transpose."""
+    M, N, K = 70, 67, 19
+    A = rng.standard_normal((K, M) if trans_a else (M, K))
+    B = rng.standard_normal((N, K) if trans_b else (K, N))
+    C = rng.standard_normal((M, N))
+    got = kc.matmul(A, B, C.copy(), alpha=1.5, beta=-0.5, trans_a=trans_a, trans_b=trans_b,
+                    tile=gemm.BLOCKED)
+    want = 1.5 * (A.T if trans_a else A) @ (B.T if trans_b else B) - 0.5 * C
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_tile_size_picks_the_blocked_kernel_for_wide_results():
+    assert gemm.tile_size(6400, 2048) == gemm.BLOCKED and gemm.tile_size(64, 8192) == gemm.BLOCKED
+    assert gemm.tile_size(64, 2048) == 16          # 32 tiles of 64: too few blocks for a GPU
+    assert gemm.tile_size(63, 1 << 20) == 16 and gemm.tile_size(8, 2048) == 8 and gemm.tile_size(1, 9) == 4
+
+
+@needs_cuda
+@pytest.mark.parametrize("R, N", [(0, 3), (1, 1), (5, 3), (300, 40), (1100, 33)])
+def test_column_sum_in_chunks(R, N, rng):
+    """Two passes: chunks of 256 rows, then the chunks' sums (1100 rows: five chunks, the last
+    partial; 33 and 40 columns: a partial block of 32)."""
+    from numba import cuda
+
+    from kernels.cuda import _common
+    a = rng.standard_normal((R, N))
+    got = _common.column_sum(cuda.to_device(a), np.float64).copy_to_host()
+    np.testing.assert_allclose(got, a.sum(0), rtol=1e-12, atol=1e-12)
+
+
+def _colmajor_gemm(trans1, trans2, m, n, k, alpha, buf1, ld1, buf2, ld2, beta, bufc, ldc):
+    """What a column-major BLAS gemm does: C = alpha op(X1) op(X2) + beta C on flat buffers,
+    element (i, j) of a column-major matrix with leading dimension ld at buf[i + j * ld]."""
+    def mat(buf, rows, cols, ld):
+        return buf[:cols * ld].reshape(cols, ld)[:, :rows].T
+    X1 = mat(buf1, k, m, ld1).T if trans1 else mat(buf1, m, k, ld1)
+    X2 = mat(buf2, n, k, ld2).T if trans2 else mat(buf2, k, n, ld2)
+    C = mat(bufc, m, n, ldc)
+    C[...] = alpha * X1 @ X2 + beta * C       # a view into bufc
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_cublas_call_computes_the_row_major_product(trans_a, trans_b, rng):
+    """The argument mapping for cuBLAS (column-major) run through a column-major gemm in NumPy:
+    it must give the row-major ``alpha op(A) op(B) + beta C`` for every transpose."""
+    M, N, K = 5, 7, 3
+    A = rng.standard_normal((K, M) if trans_a else (M, K))
+    B = rng.standard_normal((N, K) if trans_b else (K, N))
+    C = rng.standard_normal((M, N))
+    want = 2.0 * (A.T if trans_a else A) @ (B.T if trans_b else B) + 0.5 * C
+    t1, t2, m, n, k, ld1, ld2, ldc = gemm.cublas_call(M, N, K, trans_a, trans_b, A.shape[1], B.shape[1], N)
+    got = C.copy()
+    _colmajor_gemm(t1, t2, m, n, k, 2.0, B.ravel(), ld1, A.ravel(), ld2, 0.5, got.reshape(-1), ldc)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+class _FakeCublasLib:
+    """Stands in for CuPy's cuBLAS binding: runs gemm in NumPy on buffers registered by
+    'pointer', reads alpha and beta from the host addresses it is given, as cuBLAS does."""
+    CUBLAS_OP_N, CUBLAS_OP_T, CUBLAS_POINTER_MODE_HOST = 0, 1, 0
+
+    def __init__(self, fail=False):
+        self.buffers, self.calls, self.fail = {}, [], fail
+
+    def create(self):
+        return 7
+
+    def setStream(self, handle, stream):
+        self.stream = stream
+
+    def setPointerMode(self, handle, mode):
+        self.mode = mode
+
+    def _gemm(self, dtype, handle, t1, t2, m, n, k, palpha, p1, ld1, p2, ld2, pbeta, pc, ldc):
+        import ctypes
+        if self.fail:
+            raise RuntimeError("CUBLAS_STATUS_NOT_INITIALIZED")
+        scalar = lambda p: np.frombuffer((ctypes.c_char * dtype.itemsize).from_address(p), dtype)[0]  # noqa: E731
+        self.calls.append((t1, t2, m, n, k))
+        _colmajor_gemm(t1 == 1, t2 == 1, m, n, k, scalar(palpha), self.buffers[p1], ld1,
+                       self.buffers[p2], ld2, scalar(pbeta), self.buffers[pc], ldc)
+
+    def sgemm(self, *args):
+        self._gemm(np.dtype(np.float32), *args)
+
+    def dgemm(self, *args):
+        self._gemm(np.dtype(np.float64), *args)
+
+
+class _FakeDeviceArray:
+    """What Cublas reads of a numba device array: shape, dtype, contiguity, its pointer."""
+
+    def __init__(self, a, lib):
+        import types
+        self.a, self.shape, self.dtype = a, a.shape, a.dtype
+        self.device_ctypes_pointer = types.SimpleNamespace(value=1000 + len(lib.buffers))
+        lib.buffers[self.device_ctypes_pointer.value] = a.reshape(-1)
+
+    def is_c_contiguous(self):
+        return True
+
+
+@pytest.fixture
+def fake_cublas(monkeypatch):
+    """gemm's cuBLAS path on the fake binding, as on a GPU with CuPy (the simulator flag off for
+    gemm only: nothing here launches a kernel)."""
+    lib = _FakeCublasLib()
+    cb = gemm.Cublas.__new__(gemm.Cublas)
+    cb.lib, cb.ops, cb.handles, cb.proven = lib, (0, 1), {}, False
+    cb.gemm = {np.dtype(np.float32): lib.sgemm, np.dtype(np.float64): lib.dgemm}
+    monkeypatch.setattr(cb, "handle", lambda: 7)
+    monkeypatch.setattr(gemm, "SIMULATOR", False)
+    monkeypatch.setattr(gemm, "_backend", "auto")
+    monkeypatch.setattr(gemm, "_cublas", cb)
+    return cb, lib
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, True), (True, False), (False, False)])
+def test_gemm_device_sends_big_products_to_cublas(fake_cublas, trans_a, trans_b, dtype, rng):
+    """A product of at least CUBLAS_MIN_WORK multiply-adds goes to cuBLAS with the operands,
+    transposes and scalars it needs (checked by the result); a smaller one does not; with the
+    backend set to numba, none does."""
+    cb, lib = fake_cublas
+    M, N, K = 300, 256, 256                       # 19.7M multiply-adds >= 2^24
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(dtype)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(dtype)
+    C = rng.standard_normal((M, N)).astype(dtype)
+    want = 1.5 * (A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B) + C
+    dA, dB, dC = (_FakeDeviceArray(a, lib) for a in (A, B, C))
+    assert gemm.gemm_device(dA, dB, dC, alpha=1.5, beta=1.0, trans_a=trans_a, trans_b=trans_b) is dC
+    assert lib.calls == [(trans_b, trans_a, N, M, K)] and cb.proven
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(C, want, rtol=tol, atol=tol)
+    assert gemm._use_cublas(dA, dB, dC, 255, 256, 256) is None      # 16.7M - 65K < 2^24
+    gemm.set_backend("numba")
+    assert gemm._use_cublas(dA, dB, dC, M, N, K) is None and gemm.backend() == "numba"
+
+
+def test_cublas_failing_on_its_first_product_hands_over_to_numba(fake_cublas, rng):
+    cb, lib = fake_cublas
+    lib.fail = True
+    A, B, C = (_FakeDeviceArray(np.zeros(s, np.float32), lib) for s in ((256, 256), (256, 256), (256, 256)))
+    with pytest.warns(RuntimeWarning, match="using numba's kernels instead"):
+        assert not gemm._cublas_product(cb, A, B, C, 1.0, 0.0, False, False)
+    assert gemm._cublas is False and gemm.backend() == "numba"
+    gemm._cublas = cb                            # once a product has worked, a failure is raised
+    cb.proven = True
+    with pytest.raises(RuntimeError, match="NOT_INITIALIZED"):
+        gemm._cublas_product(cb, A, B, C, 1.0, 0.0, False, False)
+
+
+def test_backend_setting_is_checked(monkeypatch):
+    with pytest.raises(ValueError, match="name: expected one of"):
+        gemm.set_backend("cudnn")
+    monkeypatch.setattr(gemm, "_backend", "fast")          # as if from RNNCORE_CUDA_GEMM
+    with pytest.raises(ValueError, match="RNNCORE_CUDA_GEMM: expected one of"):
+        gemm.backend()
+    if gemm.SIMULATOR:
+        monkeypatch.setattr(gemm, "_backend", "cublas")
+        with pytest.raises(RuntimeError, match="simulator"):
+            gemm.backend()
+        monkeypatch.setattr(gemm, "_backend", "auto")
+        assert gemm.backend() == "numba"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,15 +440,44 @@ def _check_real(cell, T, B, I, H, dtype, path, reverse, rng, tol):
     return ours, g_ours
 
 
+@pytest.fixture(params=["auto", "numba"])
+def gemm_backend(request, monkeypatch):
+    """The cells' products on the default backend (cuBLAS where CuPy is installed) and on
+    numba's kernels alone (the register-blocked kernel for the big products)."""
+    monkeypatch.setattr(gemm, "_backend", request.param)
+    monkeypatch.setattr(gemm, "_cublas", None)
+    return request.param
+
+
 @real_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("path", ["steps", "persistent"])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_real_size_matches_reference(cell, path, dtype, rng):
+def test_real_size_matches_reference(cell, path, dtype, gemm_backend, rng):
     """T=64, B=32, I=128, H=256, ragged and reverse: every output and gradient within
     ||ours - ref|| / ||ref|| < 1e-5 (float32) or 1e-11 (float64) of the float64 reference."""
     tol = 1e-5 if dtype == np.float32 else 1e-11
     _check_real(cell, 64, 32, 128, 256, dtype, path, True, rng, tol)
+
+
+@real_gpu
+@pytest.mark.parametrize("backend", ["numba", "cublas"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_real_matmul_on_each_backend(backend, trans_a, trans_b, rng, monkeypatch):
+    """A 1000 x 700 x 300 float32 product (register-blocked kernel, or cuBLAS) with alpha, beta
+    and every transpose, against float64 NumPy."""
+    if backend == "cublas":
+        pytest.importorskip("cupy")
+    monkeypatch.setattr(gemm, "_backend", backend)
+    monkeypatch.setattr(gemm, "_cublas", None)
+    assert gemm.backend() == backend
+    M, N, K = 1000, 700, 300
+    A = rng.standard_normal((K, M) if trans_a else (M, K)).astype(np.float32)
+    B = rng.standard_normal((N, K) if trans_b else (K, N)).astype(np.float32)
+    C = rng.standard_normal((M, N)).astype(np.float32)
+    got = kc.matmul(A, B, C.copy(), alpha=0.5, beta=2.0, trans_a=trans_a, trans_b=trans_b)
+    want = 0.5 * np.float64(A.T if trans_a else A) @ np.float64(B.T if trans_b else B) + 2.0 * C
+    assert _rel_err(got, want) < 1e-6
 
 
 @real_gpu

@@ -162,12 +162,18 @@ def launch_1d(kernel, n, *args):
     launch(kernel, (n + tpb - 1) // tpb, tpb, 0, *args)
 
 
+#: column_sum's blocks: COLS columns by LANES threads, each thread summing ROWS_PER_THREAD rows
+#: (LANES apart); a block covers LANES * ROWS_PER_THREAD rows of its columns.
+COLS, LANES, ROWS_PER_THREAD = 32, 8, 32
+
+
 @lru_cache(maxsize=None)
 def utility_kernels(dtype):
-    """``fill`` and ``column_sum`` kernels for one dtype.
+    """``fill`` and the two passes of ``column_sum``, for one dtype.
 
-    fill(a, value):        a[:] = value               a: 1-D (pass a contiguous array reshaped)
-    column_sum(a, out):    out[j] = sum_r a[r, j]     a: (R, N), out: (N,)
+    fill(a, value):                   a[:] = value             a: 1-D (a contiguous array reshaped)
+    partial_column_sums(a, part):     part[q, j] = sum of a[r, j] over the q-th chunk of rows
+    column_sum(part, out):            out[j] = sum_q part[q, j]
     """
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
@@ -179,15 +185,37 @@ def utility_kernels(dtype):
             a[i] = value
 
     @cuda.jit
-    def column_sum(a, out):
-        j = cuda.grid(1)                   # one thread per column: neighbours read neighbours
+    def partial_column_sums(a, part):
+        # Block (x, y): columns x*COLS.., rows y*LANES*ROWS_PER_THREAD..; neighbouring threads read
+        # neighbouring columns, so each warp reads whole rows of COLS numbers at a time.
+        red = cuda.shared.array((LANES, COLS), dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        j = cuda.blockIdx.x * cuda.blockDim.x + tx
+        r0 = cuda.blockIdx.y * cuda.blockDim.y * ROWS_PER_THREAD
+        acc = ZERO
         if j < a.shape[1]:
+            for n in range(ROWS_PER_THREAD):
+                r = r0 + ty + n * cuda.blockDim.y
+                if r < a.shape[0]:
+                    acc += a[r, j]
+        red[ty, tx] = acc
+        cuda.syncthreads()
+        if ty == 0 and j < a.shape[1]:     # the lanes' sums, in a fixed order: deterministic
+            for n in range(1, cuda.blockDim.y):
+                acc += red[n, tx]
+            part[cuda.blockIdx.y, j] = acc
+
+    @cuda.jit
+    def column_sum(part, out):
+        j = cuda.grid(1)
+        if j < part.shape[1]:
             acc = ZERO
-            for r in range(a.shape[0]):
-                acc += a[r, j]
+            for q in range(part.shape[0]):
+                acc += part[q, j]
             out[j] = acc
 
-    return fill, column_sum
+    return fill, partial_column_sums, column_sum
 
 
 def zeros(shape, dtype):
@@ -197,7 +225,7 @@ def zeros(shape, dtype):
     if n == 0:
         return a
     if SIMULATOR:
-        fill, _ = utility_kernels(np.dtype(dtype))
+        fill = utility_kernels(np.dtype(dtype))[0]
         launch_1d(fill, n, a.reshape(n), np.dtype(dtype).type(0))
     else:
         a.gpu_data.memset(0, count=n * np.dtype(dtype).itemsize)
@@ -215,10 +243,24 @@ def copy_into(dst, src):
 
 
 def column_sum(a2d, dtype):
-    """``a2d.sum(0)`` on the device: ``(R, N) -> (N,)``."""
-    out = empty(a2d.shape[1], dtype)
-    _, kernel = utility_kernels(np.dtype(dtype))
-    launch_1d(kernel, a2d.shape[1], a2d, out)
+    """``a2d.sum(0)`` on the device: ``(R, N) -> (N,)``, in two passes.
+
+    One thread per column over all R rows (the obvious kernel) keeps only N threads busy, each
+    reading R numbers one after another: 0.8 ms for the (6400, 2048) bias gradient of an LSTM
+    at T = 100, B = 64, H = 512 on an H200. Here blocks of COLS x LANES threads each sum a chunk
+    of rows into ``part`` (one row of it per chunk), then one thread per column adds the chunks'
+    sums. Both in a fixed order, so results do not change between runs.
+    """
+    R, N = a2d.shape
+    out = empty(N, dtype)
+    if N == 0:
+        return out
+    _, partial_column_sums, final = utility_kernels(np.dtype(dtype))
+    cols, lanes = min(COLS, N), max(1, min(LANES, R))
+    chunks = max(1, ceil_div(R, lanes * ROWS_PER_THREAD))
+    part = empty((chunks, N), dtype)
+    launch(partial_column_sums, (ceil_div(N, cols), chunks), (cols, lanes), 0, a2d, part)
+    launch_1d(final, N, part, out)
     return out
 
 

@@ -1,4 +1,4 @@
-"""A tiled shared-memory matrix multiply for numba.cuda (there is no cuBLAS inside kernels).
+"""Matrix multiply for numba.cuda (there is no cuBLAS inside kernels), and cuBLAS where CuPy is.
 
     C = alpha * op(A) @ op(B) + beta * C          op(A): (M, K)   op(B): (K, N)   C: (M, N)
 
@@ -11,35 +11,66 @@ variants:
     weight gradients     dW  = dG.T @ x           (T*B, 4H)^T x (T*B, I)    trans_a
     input gradient       dx  = dG @ W_ih          (T*B, 4H) x (4H, I)
 
-The kernel is the classic one (Kirk & Hwu, ch. 5): a ``TS x TS`` thread block computes one
-``TS x TS`` tile of ``C``; it walks ``K`` in steps of ``TS``, each thread loading one element of
-``op(A)`` and one of ``op(B)`` into shared memory, then every thread does ``TS`` multiply-adds
-out of shared memory. Transposed operands are loaded with the thread index running along the
-operand's contiguous axis (so global reads stay coalesced) and stored transposed into the tile;
-tiles have a padding column so that those transposed stores do not hit the same bank.
+Three ways to compute it; ``gemm_device`` picks one per product:
 
-This is a readable kernel, not a cuBLAS competitor: one output per thread, no register blocking,
-no double buffering. ``beta == 0`` never reads ``C`` (it may be uninitialised memory).
+1. **The classic tiled kernel** (``_gemm_kernel``; Kirk & Hwu, ch. 5): a ``TS x TS`` thread block
+   computes one ``TS x TS`` tile of ``C``; it walks ``K`` in steps of ``TS``, each thread loading
+   one element of ``op(A)`` and one of ``op(B)`` into shared memory, then every thread does
+   ``TS`` multiply-adds out of shared memory. Two shared-memory loads per multiply-add: that,
+   not arithmetic, is its limit (~5.5 TF/s float32 on an H200). Used for thin results (the
+   per-step products at small batch), with ``TS`` = 4, 8 or 16 to waste few threads.
+2. **The register-blocked kernel** (``_blocked_kernel``): the same walk over ``K``, but a
+   16 x 16 thread block computes a 64 x 64 tile, each thread a 4 x 4 patch of it held in
+   registers. Per step of ``K`` a thread loads 4 values of ``op(A)`` and 4 of ``op(B)`` from
+   shared memory and does 16 multiply-adds with them: a quarter of the shared traffic per
+   multiply-add. Used for results of at least 64 x 64 and 2^19 numbers (``tile_size``).
+3. **cuBLAS** (``Cublas``), when CuPy is installed: the big products (input projection, weight
+   and input gradients) go to cuBLAS's sgemm / dgemm through CuPy's thin binding, on numba's
+   arrays (pointers only, no copies), in full float32 (no TF32). 6-8x the classic kernel on an
+   H200. ``RNNCORE_CUDA_GEMM`` (or ``set_backend``) chooses: ``auto`` (cuBLAS when CuPy is
+   importable, for products of at least ``CUBLAS_MIN_WORK`` multiply-adds), ``cublas`` (the
+   same, but an error if CuPy is missing), ``numba`` (never cuBLAS).
+
+Both numba kernels load transposed operands with the thread index running along the operand's
+contiguous axis (so global reads stay coalesced) and store them transposed into the tile; the
+tiles have a padding column so that those transposed stores do not hit the same bank.
+``beta == 0`` never reads ``C`` (it may be uninitialised memory).
 """
+import os
+import warnings
 from functools import lru_cache
 
 import numpy as np
 from numba import cuda
 
-from ._common import (ceil_div, empty, enter, float_dtype_of, is_device_array, launch,
+from ._common import (SIMULATOR, ceil_div, empty, enter, float_dtype_of, is_device_array, launch,
                       require_cuda, to_device)
 
-__all__ = ["matmul", "tile_size", "TILE_SIZES"]
+__all__ = ["matmul", "tile_size", "TILE_SIZES", "backend", "set_backend"]
 
-#: Tile edges a kernel is compiled for; ``tile_size`` picks one per problem.
+#: Tile edges of the classic kernel; ``tile_size`` picks one per problem.
 TILE_SIZES = (4, 8, 16)
+#: The register-blocked kernel's tile edge (``tile=BLOCKED`` asks for it), its threads per
+#: block edge and its step along K. Each thread computes BLOCKED // BLOCK_THREADS = 4 rows
+#: times 4 columns of the tile.
+BLOCKED, BLOCK_THREADS, BLOCK_K = 64, 16, 16
+PER_THREAD = BLOCKED // BLOCK_THREADS
+
+
+#: The register-blocked kernel is used for results of at least this many numbers (2^19: 128
+#: tiles of 64 x 64, about one per multiprocessor of a big GPU); smaller results run faster as
+#: more, smaller blocks of the classic kernel.
+BLOCKED_MIN_RESULT = 1 << 19
 
 
 def tile_size(M, N):
-    """Tile edge for an ``(M, N)`` result: 16 (256 threads) unless the result is too thin to fill
-    such tiles, e.g. the per-step ``(B, 4H)`` product at batch 1-4, where 4 or 8 wastes fewer threads.
+    """Tile edge for an ``(M, N)`` result: the register-blocked 64 when the result fills enough
+    such tiles, else 16 (256 threads) unless the result is too thin for those too, e.g. the
+    per-step ``(B, 4H)`` product at batch 1-4, where 4 or 8 wastes fewer threads.
     """
     m = min(M, N)
+    if m >= BLOCKED and M * N >= BLOCKED_MIN_RESULT:
+        return BLOCKED
     return 16 if m >= 16 else (8 if m >= 8 else 4)
 
 
@@ -96,20 +127,234 @@ def _gemm_kernel(dtype, TS):
     return gemm
 
 
+@lru_cache(maxsize=None)
+def _blocked_kernel(dtype):
+    """The register-blocked kernel for one dtype: a 16 x 16 block computes a 64 x 64 tile of C.
+
+    Thread (ty, tx) owns rows ``ty + 16 i`` and columns ``tx + 16 j`` of the tile (i, j < 4):
+    spread out this way, the 16 threads of a half-warp read 16 neighbouring words of ``sB``
+    (no bank conflict) and two words of ``sA`` (a broadcast).
+    """
+    dtype = np.dtype(dtype)
+    ZERO = dtype.type(0)
+    TM, NT, TK, P = BLOCKED, BLOCK_THREADS, BLOCK_K, PER_THREAD
+    TM1 = TM + 1                  # padded: the transposed stores below then spread over banks
+    LOADS = TM * TK // (NT * NT)  # elements of each operand's tile one thread loads per step: 4
+
+    @cuda.jit
+    def gemm_blocked(A, B, C, alpha, beta, trans_a, trans_b):
+        sA = cuda.shared.array((TK, TM1), dtype)      # sA[k, r] = op(A)[row0 + r, k0 + k]
+        sB = cuda.shared.array((TK, TM1), dtype)      # sB[k, c] = op(B)[k0 + k, col0 + c]
+        acc = cuda.local.array((P, P), dtype)         # this thread's 4 x 4 patch of C
+        a = cuda.local.array(P, dtype)
+        b = cuda.local.array(P, dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * NT + tx
+        row0 = cuda.blockIdx.y * TM
+        col0 = cuda.blockIdx.x * TM
+        M = C.shape[0]
+        N = C.shape[1]
+        K = A.shape[0] if trans_a else A.shape[1]
+        for i in range(P):
+            for j in range(P):
+                acc[i, j] = ZERO
+        for k0 in range(0, K, TK):
+            for l in range(LOADS):
+                e = tid + l * NT * NT                 # 0 .. TM*TK - 1: which element to load
+                # op(A) tile: A is (K, M) when transposed, contiguous along M; else (M, K).
+                if trans_a:
+                    k = e // TM
+                    r = e % TM
+                    sA[k, r] = A[k0 + k, row0 + r] if (k0 + k < K and row0 + r < M) else ZERO
+                else:
+                    r = e // TK
+                    k = e % TK
+                    sA[k, r] = A[row0 + r, k0 + k] if (row0 + r < M and k0 + k < K) else ZERO
+                # op(B) tile: B is (N, K) when transposed, contiguous along K; else (K, N).
+                if trans_b:
+                    c = e // TK
+                    k = e % TK
+                    sB[k, c] = B[col0 + c, k0 + k] if (col0 + c < N and k0 + k < K) else ZERO
+                else:
+                    k = e // TM
+                    c = e % TM
+                    sB[k, c] = B[k0 + k, col0 + c] if (k0 + k < K and col0 + c < N) else ZERO
+            cuda.syncthreads()
+            for kk in range(TK):
+                for i in range(P):
+                    a[i] = sA[kk, ty + i * NT]
+                    b[i] = sB[kk, tx + i * NT]
+                for i in range(P):
+                    for j in range(P):
+                        acc[i, j] += a[i] * b[j]
+            cuda.syncthreads()
+        for i in range(P):
+            r = row0 + ty + i * NT
+            for j in range(P):
+                c = col0 + tx + j * NT
+                if r < M and c < N:
+                    if beta == ZERO:
+                        C[r, c] = alpha * acc[i, j]
+                    else:
+                        C[r, c] = alpha * acc[i, j] + beta * C[r, c]
+
+    return gemm_blocked
+
+
+# ---------------------------------------------------------------------------------------------
+# cuBLAS through CuPy (optional)
+# ---------------------------------------------------------------------------------------------
+
+#: Products of at least this many multiply-adds go to cuBLAS when it is used (below it, the
+#: numba kernels' launch costs about as much as the product).
+CUBLAS_MIN_WORK = 1 << 24
+BACKENDS = ("auto", "cublas", "numba")
+_backend = os.environ.get("RNNCORE_CUDA_GEMM", "auto").strip().lower() or "auto"
+_cublas = None             # the Cublas instance, once made; False where it cannot be
+
+
+def set_backend(name):
+    """Where ``gemm_device`` sends big products: "auto", "cublas" or "numba" (see module doc)."""
+    global _backend, _cublas
+    if name not in BACKENDS:
+        raise ValueError(f"name: expected one of {BACKENDS}, got {name!r}")
+    _backend = name
+    if _cublas is False:   # try again: CuPy may have been installed since
+        _cublas = None
+
+
+def backend():
+    """What the big products run on now: "cublas" or "numba"."""
+    return "cublas" if _cublas_or_none() is not None else "numba"
+
+
+def _cublas_or_none():
+    """The Cublas instance if the backend setting and this machine allow it, else None."""
+    global _cublas
+    if _backend not in BACKENDS:
+        raise ValueError(f"RNNCORE_CUDA_GEMM: expected one of {BACKENDS}, got {_backend!r}")
+    if _backend == "numba" or SIMULATOR:
+        if _backend == "cublas":
+            raise RuntimeError("RNNCORE_CUDA_GEMM=cublas: cuBLAS needs a real GPU, and numba.cuda "
+                               "is running on its simulator (NUMBA_ENABLE_CUDASIM=1)")
+        return None
+    if _cublas is None:
+        try:
+            _cublas = Cublas()
+        except ImportError as e:
+            if _backend == "cublas":
+                raise RuntimeError("RNNCORE_CUDA_GEMM=cublas: cuBLAS is reached through CuPy, which "
+                                   f"is not importable ({e}); pip install cupy-cuda12x (or -13x) "
+                                   "or set RNNCORE_CUDA_GEMM=numba") from e
+            _cublas = False
+    return _cublas or None
+
+
+def cublas_call(M, N, K, trans_a, trans_b, lda, ldb, ldc):
+    """The column-major cuBLAS gemm that computes the row-major ``C = op(A) @ op(B)``.
+
+    A row-major ``(r, c)`` array with row stride ``ld`` is, to cuBLAS, the column-major
+    ``(c, r)`` matrix of its transpose. So cuBLAS computes ``C^T = op(B)^T @ op(A)^T``: B comes
+    first, each operand transposed exactly when the caller's is, and m, n swap.
+    Returns (trans of the first operand, trans of the second, m, n, k, ld first, ld second, ldc).
+    """
+    return bool(trans_b), bool(trans_a), N, M, K, ldb, lda, ldc
+
+
+class Cublas:
+    """cuBLAS's gemm on numba device arrays, through CuPy's binding of the cuBLAS library.
+
+    One cuBLAS handle per CUDA context, bound to the legacy default stream, where numba's
+    kernels run too, so cuBLAS's products and the kernels run in order. Host pointer mode: alpha
+    and beta are read from host memory when the call is made.
+    """
+
+    def __init__(self):
+        import cupy  # noqa: F401  (loads the CUDA libraries CuPy was built against)
+        from cupy_backends.cuda.libs import cublas
+        self.lib = cublas
+        self.ops = (cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T)
+        self.gemm = {np.dtype(np.float32): cublas.sgemm, np.dtype(np.float64): cublas.dgemm}
+        self.handles = {}
+        self.proven = False        # a call has worked in this process
+
+    def handle(self):
+        ctx = cuda.current_context()
+        h = self.handles.get(id(ctx))
+        if h is None:
+            h = self.lib.create()
+            self.lib.setStream(h, 0)
+            self.lib.setPointerMode(h, self.lib.CUBLAS_POINTER_MODE_HOST)
+            self.handles[id(ctx)] = h
+        return h
+
+    def __call__(self, A, B, C, alpha, beta, trans_a, trans_b):
+        """``C = alpha * op(A) @ op(B) + beta * C``; every array C-contiguous, K >= 1."""
+        dtype = np.dtype(C.dtype)
+        M, N = C.shape
+        K = A.shape[0] if trans_a else A.shape[1]
+        t1, t2, m, n, k, ld1, ld2, ldc = cublas_call(M, N, K, trans_a, trans_b,
+                                                     A.shape[1], B.shape[1], N)
+        scalars = np.array([alpha, beta], dtype)      # alive until the call returns
+        self.gemm[dtype](self.handle(), self.ops[t1], self.ops[t2], m, n, k,
+                         scalars.ctypes.data, B.device_ctypes_pointer.value, ld1,
+                         A.device_ctypes_pointer.value, ld2,
+                         scalars.ctypes.data + dtype.itemsize, C.device_ctypes_pointer.value, ldc)
+
+
+def _use_cublas(A, B, C, M, N, K):
+    """The Cublas instance if this product should go to cuBLAS, else None."""
+    if M * N * K < CUBLAS_MIN_WORK:
+        return None
+    cb = _cublas_or_none()
+    if cb is None or not (A.is_c_contiguous() and B.is_c_contiguous() and C.is_c_contiguous()):
+        return None
+    return cb
+
+
+def _cublas_product(cb, A, B, C, alpha, beta, trans_a, trans_b):
+    """Run one product on cuBLAS. True if it ran; False if the very first call failed under
+    ``auto`` (a CuPy that cannot work here: warned once, and numba's kernels take over)."""
+    global _cublas
+    try:
+        cb(A, B, C, alpha, beta, trans_a, trans_b)
+    except Exception as e:
+        if cb.proven or _backend == "cublas":
+            raise
+        warnings.warn(f"kernels.cuda: cuBLAS (through CuPy) failed on its first product "
+                      f"({type(e).__name__}: {e}); using numba's kernels instead", RuntimeWarning)
+        _cublas = False
+        return False
+    cb.proven = True
+    return True
+
+
 def gemm_device(A, B, C, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile=None):
     """``C = alpha * op(A) @ op(B) + beta * C`` on device arrays of one dtype (no checks, no copies).
 
     A, B, C: 2-D C-contiguous device arrays (views such as ``a3d[t]`` or ``a3d.reshape(T*B, n)`` are
-    fine). ``tile`` overrides ``tile_size``. Returns ``C``.
+    fine). Big products go to cuBLAS where the backend setting allows (module doc); otherwise,
+    or when ``tile`` is given, a numba kernel: ``tile`` = 4, 8, 16 (classic) or ``BLOCKED``
+    (register-blocked) overrides ``tile_size``. Returns ``C``.
     """
     dtype = np.dtype(C.dtype)
     M, N = C.shape
     if M == 0 or N == 0:
         return C
+    if tile is None:
+        K = A.shape[0] if trans_a else A.shape[1]
+        cb = _use_cublas(A, B, C, M, N, K)
+        if cb is not None and _cublas_product(cb, A, B, C, alpha, beta, trans_a, trans_b):
+            return C
     TS = tile or tile_size(M, N)
-    kernel = _gemm_kernel(dtype, TS)
-    launch(kernel, (ceil_div(N, TS), ceil_div(M, TS)), (TS, TS), 0,
-           A, B, C, dtype.type(alpha), dtype.type(beta), bool(trans_a), bool(trans_b))
+    if TS == BLOCKED:
+        kernel, grid, block = (_blocked_kernel(dtype), (ceil_div(N, BLOCKED), ceil_div(M, BLOCKED)),
+                               (BLOCK_THREADS, BLOCK_THREADS))
+    else:
+        kernel, grid, block = _gemm_kernel(dtype, TS), (ceil_div(N, TS), ceil_div(M, TS)), (TS, TS)
+    launch(kernel, grid, block, 0, A, B, C, dtype.type(alpha), dtype.type(beta),
+           bool(trans_a), bool(trans_b))
     return C
 
 
@@ -118,7 +363,8 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
 
     A, B (and C): NumPy or device arrays, float32 or float64 (A's dtype rules). If A is a device
     array the result is a device array (``C`` itself when given, updated in place); otherwise
-    NumPy. ``tile``: 4, 8 or 16 (default: ``tile_size(M, N)``).
+    NumPy. ``tile``: 4, 8, 16 or ``BLOCKED`` (64) runs that numba kernel; default (None): what
+    ``gemm_device`` picks, cuBLAS included.
     """
     require_cuda()
     enter()
@@ -131,8 +377,8 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     Kb, N = (dB.shape[1], dB.shape[0]) if trans_b else dB.shape
     if K != Kb:
         raise ValueError(f"B: expected op(B) to have {K} rows (op(A) is {M}x{K}), got {Kb}")
-    if tile is not None and tile not in TILE_SIZES:
-        raise ValueError(f"tile: expected one of {TILE_SIZES}, got {tile}")
+    if tile is not None and tile not in TILE_SIZES + (BLOCKED,):
+        raise ValueError(f"tile: expected one of {TILE_SIZES + (BLOCKED,)} or None, got {tile}")
     if C is None:
         if beta != 0:
             raise ValueError(f"C: expected an array when beta != 0 (beta={beta}), got None")
