@@ -342,6 +342,20 @@ def test_persistent_batch_chunks_and_tiles(cell, rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_persistent_direct_reads_match_reference(cell, rng, monkeypatch):
+    """Rows read directly from global memory inside the sums instead of staged in shared memory
+    first (``persistent.STAGING`` off in both directions): two blocks, B = 3 in chunks of 2,
+    items of 2 sequences, ragged."""
+    from kernels.cuda import persistent
+    monkeypatch.setattr(persistent, "STAGING", {"forward": False, "backward": False})
+    p = _problem(cell, rng, T=3, B=3, H=4)
+    plan = PersistentPlan(units_per_block=2, steps_per_launch=1, batch_chunk=2, batch_tile=2,
+                          threads=(2, 4) if kc.SIMULATOR else None)
+    _check_cell(cell, p, np.array([3, 1, 2]), True, plan)
+
+
+@needs_cuda
 def test_float32_lstm_ragged_with_none_upstream(rng):
     """float32 in, float32 out, close to the float64 reference; dy=None, dc_n=None."""
     p = _problem("lstm", rng, dtype=np.float32)

@@ -94,6 +94,12 @@ BATCH_TILE = 1 if SIMULATOR else 4
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 #: Length of the static partial-sum buffer of the simulator's reduction (unused on a GPU).
 _RED = 64 if SIMULATOR else 1
+#: Per direction: are the rows the sums read each step (h_{t-1} forward, the gate grads dG_t
+#: backward) first copied to shared memory (True, "staged"), or read from global memory inside
+#: the sums (False, "direct": the L1 cache serves the block's other units)? Staged rows take
+#: shared memory (so a big batch is done in chunks) and a block-wide copy each step; direct
+#: reads overlap with the arithmetic. Read at each call (plans and kernels are cached per value).
+STAGING = {"forward": True, "backward": True}
 
 
 @dataclass(frozen=True)
@@ -131,13 +137,13 @@ def _weight_values(cell, U, H):
 
 def _dynamic_bytes(cell, direction, itemsize, U, H, B, BC):
     """Dynamic shared memory of one block: lengths (int64), weight slice, and per sequence of the
-    batch chunk its row of h (forward) or dG (backward) plus its recurrent sums."""
+    batch chunk its recurrent sums and, when staged, its row of h (forward) or dG (backward)."""
     return 8 * B + itemsize * (_weight_values(cell, U, H) + BC * _row_values(cell, direction, U, H))
 
 
 def _row_values(cell, direction, U, H):
     sums = _GATES[cell] * U if direction == "forward" else U
-    return _reduce_len(cell, direction, H) + sums
+    return (_reduce_len(cell, direction, H) if STAGING[direction] else 0) + sums
 
 
 def _static_bytes(itemsize):
@@ -192,10 +198,15 @@ def _allow_large_shared(overload, nbytes):
     return False
 
 
-@lru_cache(maxsize=None)
 def _launcher(cell, direction, dtype, NB):
-    """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU."""
-    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB)
+    """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU,
+    for the current ``STAGING``."""
+    return _launcher_for(cell, direction, dtype, NB, STAGING["forward"], STAGING["backward"])
+
+
+@lru_cache(maxsize=None)
+def _launcher_for(cell, direction, dtype, NB, stage_h, stage_dg):
+    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, stage_h, stage_dg)
     kernel = (fwd if direction == "forward" else bwd).specialize(*_typed_args(direction, dtype))
     overload = next(iter(kernel.overloads.values()))
     _, optin = _device_facts()
@@ -256,14 +267,17 @@ def _complete(cell, direction, dtype, B, H, p):
     return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB)
 
 
-@lru_cache(maxsize=256)
 def plan(cell, direction, dtype, B, H):
     """The layout to use for this problem (see the module's size rule), or None.
 
-    cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process (the
-    occupancy of a kernel on the current device does not change).
+    cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process and
+    ``STAGING`` value (the occupancy of a kernel on the current device does not change).
     """
-    dtype = np.dtype(dtype)
+    return _plan(cell, direction, np.dtype(dtype), int(B), int(H), STAGING[direction])
+
+
+@lru_cache(maxsize=256)
+def _plan(cell, direction, dtype, B, H, staged):
     if SIMULATOR:
         return _complete(cell, direction, dtype, B, H, PersistentPlan(H))
     n_sm, _ = _device_facts()
@@ -338,7 +352,7 @@ def plan_for(cell, direction, path, dtype, B, H):
 def _launch(cell, direction, args, H, B, p, dtype):
     dyn = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B, p.batch_chunk)
     if SIMULATOR:
-        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile)
+        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, STAGING["forward"], STAGING["backward"])
         launcher = fwd if direction == "forward" else bwd
     else:
         launcher = _launcher(cell, direction, dtype.name, p.batch_tile)[0]
@@ -459,9 +473,10 @@ def _group_sum_factory(dtype):
 
 
 @lru_cache(maxsize=None)
-def _kernels(cell, dtype, NB=BATCH_TILE):
-    """``(G, persistent_forward, persistent_backward)`` for ``cell``, ``dtype`` and ``NB``
-    sequences per work item (a compile-time constant: the accumulators are registers)."""
+def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
+    """``(G, persistent_forward, persistent_backward)`` for ``cell``, ``dtype``, ``NB``
+    sequences per work item (a compile-time constant: the accumulators are registers) and the
+    ``STAGING`` of each direction (compile-time too: the other branch is not compiled)."""
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
     G, point, bpoint = _ADAPTERS[cell](dtype)
@@ -523,7 +538,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
         Uk = min(U, H - j0)                     # units of this block (the last one may have fewer)
         WOFF = B * LEN_SLOTS
         HOFF = WOFF + G * U * H
-        ROFF = HOFF + BC * H
+        ROFF = HOFF + (BC * H if STAGE_H else 0)
         for i in range(tid, B, nthr):
             sL[i] = lengths[i]
         for e in range(tid, G * Uk * H, nthr):  # this block's rows of W_hh, loaded once
@@ -538,10 +553,12 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
         for s in range(s_begin, s_end):
             h_in = hbuf[s % 2]
             h_out = hbuf[(s + 1) % 2]
+            hcur = hflat[s % 2]
             for b0 in range(0, B, BC):
                 nbc = min(BC, B - b0)
-                stage(hflat[s % 2], b0 * H, nbc * H, sF, HOFF, tid, nthr)   # h_{t-1} of the chunk
-                cuda.syncthreads()
+                if STAGE_H:
+                    stage(hcur, b0 * H, nbc * H, sF, HOFF, tid, nthr)   # h_{t-1} of the chunk
+                    cuda.syncthreads()
                 n_items = ((nbc + NB - 1) // NB) * Uk   # (unit, NB sequences) work items
                 for it0 in range(0, n_items, PS):
                     it = it0 + ty
@@ -562,7 +579,10 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
                             if G > 3:
                                 w3 = sF[wrow + 3 * U * H + k]
                             for i in range(NB):
-                                hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
+                                if STAGE_H:
+                                    hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
+                                else:
+                                    hv = hcur[(b0 + min(bt + i, nbc - 1)) * H + k]
                                 acc[4 * i] += w0 * hv
                                 if G > 1:
                                     acc[4 * i + 1] += w1 * hv
@@ -623,7 +643,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
         Uk = min(U, H - j0)
         WOFF = B * LEN_SLOTS
         DOFF = WOFF + U * GH
-        ROFF = DOFF + BC * GH
+        ROFF = DOFF + (BC * GH if STAGE_DG else 0)
         for i in range(tid, B, nthr):
             sL[i] = lengths[i]
         for e in range(tid, Uk * GH, nthr):     # this block's columns of W_hh, loaded once
@@ -633,6 +653,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
         acc = cuda.local.array(NB, dtype)
+        roff = cuda.local.array(NB, I64)        # direct reads: where each sequence's dG row starts
         for s in range(s_begin, s_end, -1):
             if phases & 1:                      # phase 1: gate grads of this block's units
                 for q in range(tid, B * Uk, nthr):
@@ -641,11 +662,12 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
             if phases & 2:                      # phase 2: dh_{t-1}[b, j] += dGh_t[b] . W_hh[:, j]
                 for b0 in range(0, B, BC):
                     nbc = min(BC, B - b0)
-                    for bl in range(nbc):       # rows dGh[p(b), b, :] -> shared memory
-                        b = b0 + bl
-                        src = (position(s, sL[b], reverse) * B + b) * GH
-                        stage(dGflat, src, GH, sF, DOFF + bl * GH, tid, nthr)
-                    cuda.syncthreads()
+                    if STAGE_DG:
+                        for bl in range(nbc):   # rows dGh[p(b), b, :] -> shared memory
+                            b = b0 + bl
+                            src = (position(s, sL[b], reverse) * B + b) * GH
+                            stage(dGflat, src, GH, sF, DOFF + bl * GH, tid, nthr)
+                        cuda.syncthreads()
                     n_items = ((nbc + NB - 1) // NB) * Uk
                     for it0 in range(0, n_items, PS):
                         it = it0 + ty
@@ -655,10 +677,17 @@ def _kernels(cell, dtype, NB=BATCH_TILE):
                             acc[i] = ZERO
                         if it < n_items:
                             wrow = WOFF + kl * GH
+                            if not STAGE_DG:
+                                for i in range(NB):
+                                    b = b0 + min(bt + i, nbc - 1)
+                                    roff[i] = (position(s, sL[b], reverse) * B + b) * GH
                             for r in range(tx, GH, KS):
                                 w = sF[wrow + r]
                                 for i in range(NB):
-                                    acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
+                                    if STAGE_DG:
+                                        acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
+                                    else:
+                                        acc[i] += w * dGflat[roff[i] + r]
                         for i in range(NB):
                             acc[i] = group_sum(acc[i], tx, KS, red, tid)
                         if it < n_items and tx == 0:
