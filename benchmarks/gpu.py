@@ -299,11 +299,13 @@ def kernel_signatures(dtype):
     out += [("rnn step_forward", f, (i, A2, A3, A1, L, b, A2, A3, A3, A3)),
             ("rnn step_backward", bw, (i, A3, L, b, A3, A2, A3, A2))]
     for cell in ("lstm", "gru", "rnn"):
-        _, f, bw = persistent._kernels(cell, dtype)
-        out += [(f"{cell} persistent_forward", f,
-                 (i, i, i, i, A3, A2, A1, A1, L, b, A3, A2, A2, A3, A3, A3, A3)),
-                (f"{cell} persistent_backward", bw,
-                 (i, i, i, i, i, A2, A3, L, b, A3, A3, A2, A2, A3, A3, A1))]
+        for staged in (True, False):
+            _, f, bw = persistent._kernels(cell, dtype, persistent.BATCH_TILE, staged)
+            how = "staged" if staged else "direct"
+            out += [(f"{cell} persistent_forward {how}", f,
+                     (i, i, i, i, A3, A2, A1, A1, L, b, A3, A2, A2, A3, A3, A3, A3)),
+                    (f"{cell} persistent_backward {how}", bw,
+                     (i, i, i, i, i, A2, A3, L, b, A3, A3, A2, A2, A3, A3, A1))]
     return out
 
 

@@ -343,16 +343,29 @@ def test_persistent_batch_chunks_and_tiles(cell, rng):
 
 @needs_cuda
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_persistent_direct_reads_match_reference(cell, rng, monkeypatch):
+def test_persistent_direct_reads_match_reference(cell, rng):
     """Rows read directly from global memory inside the sums instead of staged in shared memory
-    first (``persistent.STAGING`` off in both directions): two blocks, B = 3 in chunks of 2,
-    items of 2 sequences, ragged."""
-    from kernels.cuda import persistent
-    monkeypatch.setattr(persistent, "STAGING", {"forward": False, "backward": False})
+    first (``staged=False``): two blocks, B = 3 in chunks of 2, items of 2 sequences, ragged,
+    reverse."""
     p = _problem(cell, rng, T=3, B=3, H=4)
     plan = PersistentPlan(units_per_block=2, steps_per_launch=1, batch_chunk=2, batch_tile=2,
-                          threads=(2, 4) if kc.SIMULATOR else None)
+                          threads=(2, 4) if kc.SIMULATOR else None, staged=False)
     _check_cell(cell, p, np.array([3, 1, 2]), True, plan)
+
+
+@needs_cuda
+def test_staging_follows_the_batch(monkeypatch):
+    """Rows are staged below STAGE_BELOW sequences (per direction) and read directly from there;
+    the plan cache follows a changed threshold."""
+    from kernels.cuda import persistent
+    monkeypatch.setattr(persistent, "STAGE_BELOW", {"forward": 3, "backward": 2})
+    staged = lambda direction, B: persistent.plan("lstm", direction, np.float64, B, 4).staged  # noqa: E731
+    assert staged("forward", 2) and not staged("forward", 3)
+    assert staged("backward", 1) and not staged("backward", 2)
+    monkeypatch.setattr(persistent, "STAGE_BELOW", {"forward": 0, "backward": 1 << 30})
+    assert not staged("forward", 2) and staged("backward", 2)
+    assert persistent.plan_for("gru", "backward", PersistentPlan(4, staged=False),
+                               np.float64, 2, 4).staged is False
 
 
 @needs_cuda

@@ -15,19 +15,26 @@ Written once for the three cells (G gates: LSTM 4, GRU 3, RNN 1); a cell enters 
 the device functions of ``cells.py``, via two small adapters further down.
 
 **Forward.** Block ``k`` keeps rows ``g*H + j`` of ``W_hh`` (G gates x U units, each of length H)
-and computes ``R[b, g*H + j] = sum_k W_hh[g*H + j, k] h_{t-1}[b, k]``. Per step, it first copies
-``h_{t-1}`` (``BC`` sequences at a time, the *batch chunk*) from global memory into shared memory
-with every thread loading a few values at once (one memory latency, not one per term); the dot
-products then read only shared memory. ``h`` is double-buffered in global memory
-(``hbuf[s % 2]`` is read while ``hbuf[(s+1) % 2]`` is written): a block that races ahead must not
-overwrite what a slower one is still reading. One grid barrier per step.
+and computes ``R[b, g*H + j] = sum_k W_hh[g*H + j, k] h_{t-1}[b, k]``. ``h`` is double-buffered
+in global memory (``hbuf[s % 2]`` is read while ``hbuf[(s+1) % 2]`` is written): a block that
+races ahead must not overwrite what a slower one is still reading. One grid barrier per step.
 
 **Backward.** Block ``k`` keeps columns ``j`` of ``W_hh`` (U units x G*H). Per step: phase 1, the
-gate grads of its own units (``cells``) into ``dG[p]``; grid barrier; phase 2, the rows
-``dG[p(b), b, :]`` of a batch chunk are copied to shared memory and
-``dh[b, j] += sum_r dG[p(b), b, r] W_hh[r, j]`` is formed for its own units. Phase 1 of the next
-step only touches this block's own ``dh``, ``dc`` entries and other rows of ``dG``, so one barrier
-per step.
+gate grads of its own units (``cells``) into ``dG[p]``; grid barrier; phase 2,
+``dh[b, j] += sum_r dG[p(b), b, r] W_hh[r, j]`` for its own units. Phase 1 of the next step only
+touches this block's own ``dh``, ``dc`` entries and other rows of ``dG``, so one barrier per step.
+
+**Staged or direct rows.** Every block reads the whole of ``h_{t-1}`` (forward, B x H values)
+or of ``dG_t`` (backward, B x G*H) every step. *Staged* (``staged=True``): the block first copies
+them (``BC`` sequences at a time, the *batch chunk*) into shared memory, every thread loading
+four values before storing them, and the sums read only shared memory. *Direct*
+(``staged=False``): the sums read them from global memory as they go; the block's other units
+find them in the L1 cache, and no shared memory is spent on them, so the whole batch is one
+chunk. Staging pays at batch 1 (one short copy, then fast reads); from a few sequences up the
+copy is a block-wide wait on memory every step (the backward's chunks of a batch of 64 are
+~190 KB each), while direct reads overlap with the arithmetic of other warps: on an H200 at
+batch 64, H = 512, the LSTM backward kernel took 11.4 ms staged and 6.4 ms direct.
+``STAGE_BELOW`` sets, per direction, the batch from which rows are read directly.
 
 **Inside a block** threads form a ``(KS, PS)`` grid. ``KS`` threads (a whole warp, 32, on a GPU)
 share one *work item* and split its sums over ``k`` (``r``) between them; their partial sums are
@@ -44,12 +51,15 @@ depends on) is not a global-memory round trip.
 **Measured** (H100, float32, LSTM H=512, T=100; ``benchmarks/results/gpu_h100.md``): about 6 us
 per step forward at batch 1 (one grid barrier costs 1.3-2.5 us of it), 15-20 us at batch 16, plus
 ~0.25-0.45 ms of fixed cost per call (Python in the wrappers, launch latencies; it was 1.4-4.6 ms
-before the pool and direct launches of ``_common.py``). That beats cuDNN at batch 1-4. The kernels
-are instruction-bound rather than bandwidth-bound: numba's 64-bit index arithmetic and the 128
-registers per thread (which cap a block at 512 threads) are the next things to attack.
+before the pool and direct launches of ``_common.py``). That beats cuDNN at batch 1-4. On an H200
+(``benchmarks/results/gpu_h200.md``), with direct rows: LSTM batch 64 forward kernel 3.5 ms,
+backward 6.4 ms (38 and 64 us per step). The kernels are instruction-bound rather than
+bandwidth-bound: numba's 64-bit index arithmetic and the 128 registers per thread (which cap a
+block at 512 threads) are the next things to attack.
 
 **Size rule** (``plan``). Shared memory per block: the weight slice ``G*U*H`` (backward
-``U*G*H``) values, plus ``BC`` rows of ``h`` (``H``) or of ``dG`` (``G*H``), plus ``B`` lengths.
+``U*G*H``) values, plus per sequence of a chunk its sums and, staged, its row of ``h`` (``H``)
+or of ``dG`` (``G*H``), plus ``B`` lengths.
 The limit is what the GPU grants a block after the opt-in for large dynamic shared memory
 (227 KiB on an H100; ``shared_limit``) or, where the opt-in cannot be made, the 48 KiB every
 block gets. And all ``ceil(H/U)`` blocks must be resident at once: a cooperative launch with more
@@ -94,12 +104,13 @@ BATCH_TILE = 1 if SIMULATOR else 4
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 #: Length of the static partial-sum buffer of the simulator's reduction (unused on a GPU).
 _RED = 64 if SIMULATOR else 1
-#: Per direction: are the rows the sums read each step (h_{t-1} forward, the gate grads dG_t
-#: backward) first copied to shared memory (True, "staged"), or read from global memory inside
-#: the sums (False, "direct": the L1 cache serves the block's other units)? Staged rows take
-#: shared memory (so a big batch is done in chunks) and a block-wide copy each step; direct
-#: reads overlap with the arithmetic. Read at each call (plans and kernels are cached per value).
-STAGING = {"forward": True, "backward": True}
+#: Per direction, the batch from which the rows the sums read each step (h_{t-1} forward, the
+#: gate grads dG_t backward) are read straight from global memory inside the sums ("direct")
+#: rather than first copied to shared memory ("staged"); see the module doc. Measured on an
+#: H200 (H = 512, T = 100): direct is 0.63-0.74x the staged time of a forward+backward at batch
+#: 16-64 (backward alone ~0.55x), the forward 0.92-0.94x from batch 16, mixed at batch 4
+#: (0.93-1.07x), and slower at batch 1 (forward 1.04-1.21x, forward+backward 1.15-1.17x).
+STAGE_BELOW = {"forward": 16, "backward": 4}
 
 
 @dataclass(frozen=True)
@@ -115,12 +126,16 @@ class PersistentPlan:
     batch_chunk: BC, sequences whose h (forward) or dG rows (backward) sit in shared memory at
         once; None = as many as fit, up to the batch.
     batch_tile: NB, sequences per work item (register blocking); None = the default.
+    staged: True = the rows the sums read (h or dG) are copied to shared memory each step
+        (in batch chunks), False = read from global memory inside the sums; None = by the
+        batch (``STAGE_BELOW``).
     """
     units_per_block: int
     threads: tuple = None
     steps_per_launch: int = 0
     batch_chunk: int = None
     batch_tile: int = None
+    staged: bool = None
 
     def blocks(self, H):
         return ceil_div(H, self.units_per_block)
@@ -135,15 +150,16 @@ def _weight_values(cell, U, H):
     return _GATES[cell] * U * H
 
 
-def _dynamic_bytes(cell, direction, itemsize, U, H, B, BC):
+def _dynamic_bytes(cell, direction, itemsize, U, H, B, BC, staged):
     """Dynamic shared memory of one block: lengths (int64), weight slice, and per sequence of the
     batch chunk its recurrent sums and, when staged, its row of h (forward) or dG (backward)."""
-    return 8 * B + itemsize * (_weight_values(cell, U, H) + BC * _row_values(cell, direction, U, H))
+    return 8 * B + itemsize * (_weight_values(cell, U, H)
+                               + BC * _row_values(cell, direction, U, H, staged))
 
 
-def _row_values(cell, direction, U, H):
+def _row_values(cell, direction, U, H, staged):
     sums = _GATES[cell] * U if direction == "forward" else U
-    return (_reduce_len(cell, direction, H) if STAGING[direction] else 0) + sums
+    return (_reduce_len(cell, direction, H) if staged else 0) + sums
 
 
 def _static_bytes(itemsize):
@@ -198,15 +214,10 @@ def _allow_large_shared(overload, nbytes):
     return False
 
 
-def _launcher(cell, direction, dtype, NB):
-    """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU,
-    for the current ``STAGING``."""
-    return _launcher_for(cell, direction, dtype, NB, STAGING["forward"], STAGING["backward"])
-
-
 @lru_cache(maxsize=None)
-def _launcher_for(cell, direction, dtype, NB, stage_h, stage_dg):
-    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, stage_h, stage_dg)
+def _launcher(cell, direction, dtype, NB, staged):
+    """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU."""
+    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, staged)
     kernel = (fwd if direction == "forward" else bwd).specialize(*_typed_args(direction, dtype))
     overload = next(iter(kernel.overloads.values()))
     _, optin = _device_facts()
@@ -217,18 +228,18 @@ def _launcher_for(cell, direction, dtype, NB, stage_h, stage_dg):
     return kernel, overload, limit
 
 
-def shared_limit(cell, direction, dtype, NB=BATCH_TILE):
+def shared_limit(cell, direction, dtype, NB=BATCH_TILE, staged=True):
     """Dynamic shared memory one block of this kernel may use (bytes)."""
     if SIMULATOR:
         return SHARED_BYTES - _static_bytes(np.dtype(dtype).itemsize)
-    return _launcher(cell, direction, np.dtype(dtype).name, NB)[2]
+    return _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged))[2]
 
 
-def _max_blocks(cell, direction, dtype, NB, threads, dyn_bytes):
+def _max_blocks(cell, direction, dtype, NB, staged, threads, dyn_bytes):
     """Blocks of this kernel that can all be resident at once (a cooperative grid's limit)."""
     if SIMULATOR:
         return 1          # the simulator's cooperative grid is a single block
-    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, NB)
+    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged))
     if dyn_bytes > limit:
         return 0
     try:
@@ -250,11 +261,12 @@ def _complete(cell, direction, dtype, B, H, p):
     dtype = np.dtype(dtype)
     U = p.units_per_block
     NB = p.batch_tile or BATCH_TILE
-    limit = shared_limit(cell, direction, dtype, NB)
-    per_row = dtype.itemsize * _row_values(cell, direction, U, H)
-    room = limit - _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, 0)
+    staged = B < STAGE_BELOW[direction] if p.staged is None else bool(p.staged)
+    limit = shared_limit(cell, direction, dtype, NB, staged)
+    per_row = dtype.itemsize * _row_values(cell, direction, U, H, staged)
+    room = limit - _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, 0, staged)
     BC = p.batch_chunk or min(max(B, 1), room // per_row if room > 0 else 0)
-    if BC < 1 or _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, BC) > limit:
+    if BC < 1 or _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, BC, staged) > limit:
         return None
     threads = p.threads
     if threads is None:
@@ -264,20 +276,20 @@ def _complete(cell, direction, dtype, B, H, p):
         if SIMULATOR:
             PS = min(PS, 4)
         threads = (KS, PS)
-    return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB)
+    return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB, staged=staged)
 
 
 def plan(cell, direction, dtype, B, H):
     """The layout to use for this problem (see the module's size rule), or None.
 
     cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process and
-    ``STAGING`` value (the occupancy of a kernel on the current device does not change).
+    ``STAGE_BELOW`` value (the occupancy of a kernel on the current device does not change).
     """
-    return _plan(cell, direction, np.dtype(dtype), int(B), int(H), STAGING[direction])
+    return _plan(cell, direction, np.dtype(dtype), int(B), int(H), STAGE_BELOW[direction])
 
 
 @lru_cache(maxsize=256)
-def _plan(cell, direction, dtype, B, H, staged):
+def _plan(cell, direction, dtype, B, H, stage_below):
     if SIMULATOR:
         return _complete(cell, direction, dtype, B, H, PersistentPlan(H))
     n_sm, _ = _device_facts()
@@ -286,9 +298,10 @@ def _plan(cell, direction, dtype, B, H, staged):
         if p is None:
             continue
         KS, PS = p.threads
-        dyn = _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, p.batch_chunk)
+        dyn = _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, p.batch_chunk, p.staged)
         while PS >= 1:                 # the widest block whose whole grid is co-resident
-            if p.blocks(H) <= _max_blocks(cell, direction, dtype, p.batch_tile, (KS, PS), dyn):
+            if p.blocks(H) <= _max_blocks(cell, direction, dtype, p.batch_tile, p.staged,
+                                          (KS, PS), dyn):
                 return replace(p, threads=(KS, PS))
             PS //= 2
     return None
@@ -318,19 +331,21 @@ def plan_for(cell, direction, path, dtype, B, H):
                                  f"a GPU, got {p.threads}")
         full = _complete(cell, direction, dtype, B, H, p)
         if full is None:
+            staged = B < STAGE_BELOW[direction] if p.staged is None else bool(p.staged)
             need = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B,
-                                  p.batch_chunk or 1)
-            raise ValueError(f"path: expected a plan whose shared memory fits in "
-                             f"{shared_limit(cell, direction, dtype, p.batch_tile or BATCH_TILE)}"
-                             f" bytes, got {p} needing {need}")
+                                  p.batch_chunk or 1, staged)
+            limit = shared_limit(cell, direction, dtype, p.batch_tile or BATCH_TILE, staged)
+            raise ValueError(f"path: expected a plan whose shared memory fits in {limit} bytes, "
+                             f"got {p} needing {need}")
         if SIMULATOR and full.blocks(H) > 1 and full.steps_per_launch != 1:
             raise ValueError(f"path: the CUDA simulator runs a cooperative grid of one block only; "
                              f"expected steps_per_launch=1 for {full.blocks(H)} blocks, "
                              f"got {full.steps_per_launch}")
         if not SIMULATOR and full.steps_per_launch != 1:
             dyn = _dynamic_bytes(cell, direction, dtype.itemsize, full.units_per_block, H, B,
-                                 full.batch_chunk)
-            most = _max_blocks(cell, direction, dtype, full.batch_tile, full.threads, dyn)
+                                 full.batch_chunk, full.staged)
+            most = _max_blocks(cell, direction, dtype, full.batch_tile, full.staged, full.threads,
+                               dyn)
             if full.blocks(H) > most:
                 raise ValueError(f"path: expected at most {most} co-resident blocks on this GPU, "
                                  f"got {full} giving {full.blocks(H)}")
@@ -350,12 +365,13 @@ def plan_for(cell, direction, path, dtype, B, H):
 
 
 def _launch(cell, direction, args, H, B, p, dtype):
-    dyn = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B, p.batch_chunk)
+    dyn = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B, p.batch_chunk,
+                         p.staged)
     if SIMULATOR:
-        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, STAGING["forward"], STAGING["backward"])
+        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, p.staged)
         launcher = fwd if direction == "forward" else bwd
     else:
-        launcher = _launcher(cell, direction, dtype.name, p.batch_tile)[0]
+        launcher = _launcher(cell, direction, dtype.name, p.batch_tile, p.staged)[0]
     launch(launcher, p.blocks(H), p.threads, dyn, *args)
 
 
@@ -473,10 +489,11 @@ def _group_sum_factory(dtype):
 
 
 @lru_cache(maxsize=None)
-def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
+def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True):
     """``(G, persistent_forward, persistent_backward)`` for ``cell``, ``dtype``, ``NB``
-    sequences per work item (a compile-time constant: the accumulators are registers) and the
-    ``STAGING`` of each direction (compile-time too: the other branch is not compiled)."""
+    sequences per work item (a compile-time constant: the accumulators are registers) and
+    ``STAGED``: rows staged in shared memory, or read directly (compile-time too: the other
+    branch is not compiled)."""
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
     G, point, bpoint = _ADAPTERS[cell](dtype)
@@ -538,7 +555,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
         Uk = min(U, H - j0)                     # units of this block (the last one may have fewer)
         WOFF = B * LEN_SLOTS
         HOFF = WOFF + G * U * H
-        ROFF = HOFF + (BC * H if STAGE_H else 0)
+        ROFF = HOFF + (BC * H if STAGED else 0)
         for i in range(tid, B, nthr):
             sL[i] = lengths[i]
         for e in range(tid, G * Uk * H, nthr):  # this block's rows of W_hh, loaded once
@@ -556,7 +573,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
             hcur = hflat[s % 2]
             for b0 in range(0, B, BC):
                 nbc = min(BC, B - b0)
-                if STAGE_H:
+                if STAGED:
                     stage(hcur, b0 * H, nbc * H, sF, HOFF, tid, nthr)   # h_{t-1} of the chunk
                     cuda.syncthreads()
                 n_items = ((nbc + NB - 1) // NB) * Uk   # (unit, NB sequences) work items
@@ -579,7 +596,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
                             if G > 3:
                                 w3 = sF[wrow + 3 * U * H + k]
                             for i in range(NB):
-                                if STAGE_H:
+                                if STAGED:
                                     hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
                                 else:
                                     hv = hcur[(b0 + min(bt + i, nbc - 1)) * H + k]
@@ -643,7 +660,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
         Uk = min(U, H - j0)
         WOFF = B * LEN_SLOTS
         DOFF = WOFF + U * GH
-        ROFF = DOFF + (BC * GH if STAGE_DG else 0)
+        ROFF = DOFF + (BC * GH if STAGED else 0)
         for i in range(tid, B, nthr):
             sL[i] = lengths[i]
         for e in range(tid, Uk * GH, nthr):     # this block's columns of W_hh, loaded once
@@ -662,7 +679,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
             if phases & 2:                      # phase 2: dh_{t-1}[b, j] += dGh_t[b] . W_hh[:, j]
                 for b0 in range(0, B, BC):
                     nbc = min(BC, B - b0)
-                    if STAGE_DG:
+                    if STAGED:
                         for bl in range(nbc):   # rows dGh[p(b), b, :] -> shared memory
                             b = b0 + bl
                             src = (position(s, sL[b], reverse) * B + b) * GH
@@ -677,14 +694,14 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGE_H=True, STAGE_DG=True):
                             acc[i] = ZERO
                         if it < n_items:
                             wrow = WOFF + kl * GH
-                            if not STAGE_DG:
+                            if not STAGED:
                                 for i in range(NB):
                                     b = b0 + min(bt + i, nbc - 1)
                                     roff[i] = (position(s, sL[b], reverse) * B + b) * GH
                             for r in range(tx, GH, KS):
                                 w = sF[wrow + r]
                                 for i in range(NB):
-                                    if STAGE_DG:
+                                    if STAGED:
                                         acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
                                     else:
                                         acc[i] += w * dGflat[roff[i] + r]
