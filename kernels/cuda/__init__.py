@@ -28,6 +28,11 @@ blocks return when the arrays using them are gone), and after numba's first laun
 the driver is called directly (``_common.launch``): a call allocates nothing and spends ~0.3 ms
 on the host at a fixed shape, instead of ~1.5-4.5 ms.
 
+**Matrix products.** The big ones (input projection, weight and input gradients, and per-step
+products of at least 2^24 multiply-adds) run on cuBLAS when CuPy is installed, else on
+numba kernels (``gemm.py``); ``RNNCORE_CUDA_GEMM=numba`` or ``gemm.set_backend("numba")``
+keeps them on numba's.
+
 **dtype.** ``x`` decides: float32 or float64; NumPy arguments are cast to it.
 
 **Availability.** Importing this package imports numba.cuda (nothing else in ``kernels`` or

@@ -108,7 +108,7 @@ _RED = 64 if SIMULATOR else 1
 #: gate grads dG_t backward) are read straight from global memory inside the sums ("direct")
 #: rather than first copied to shared memory ("staged"); see the module doc. Measured on an
 #: H200 (H = 512, T = 100): direct is 0.63-0.74x the staged time of a forward+backward at batch
-#: 16-64 (backward alone ~0.55x), the forward 0.92-0.94x from batch 16, mixed at batch 4
+#: 16-64 (the backward alone 0.53-0.66x), the forward 0.92-0.94x from batch 16, mixed at batch 4
 #: (0.93-1.07x), and slower at batch 1 (forward 1.04-1.21x, forward+backward 1.15-1.17x).
 STAGE_BELOW = {"forward": 16, "backward": 4}
 
