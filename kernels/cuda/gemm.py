@@ -2,8 +2,8 @@
 
     C = alpha * op(A) @ op(B) + beta * C          op(A): (M, K)   op(B): (K, N)   C: (M, N)
 
-with ``op(X) = X`` or ``X.T`` chosen by ``trans_a`` / ``trans_b``. The RNN kernels use four
-variants:
+with ``op(X) = X`` or ``X.T`` chosen by ``trans_a`` / ``trans_b``. The RNN kernels use it for five
+products:
 
     input projection     xW  = x  @ W_ih.T        (T*B, I)  x (4H, I)^T     trans_b
     recurrent product    R   = h  @ W_hh.T        (B, H)    x (4H, H)^T     trans_b
@@ -23,11 +23,13 @@ Three ways to compute it; ``gemm_device`` picks one per product:
    16 x 16 thread block computes a 64 x 64 tile, each thread a 4 x 4 patch of it held in
    registers. Per step of ``K`` a thread loads 4 values of ``op(A)`` and 4 of ``op(B)`` from
    shared memory and does 16 multiply-adds with them: a quarter of the shared traffic per
-   multiply-add. Used for results of at least 64 x 64 and 2^19 numbers (``tile_size``).
+   multiply-add. Used for results of at least 64 x 64 and 2^19 numbers (``tile_size``). On an
+   H200 1.2-1.5x the classic kernel on the big products (its k-loop is not unrolled and the
+   transposes are run-time branches; cuBLAS is 3.5-6.5x faster still).
 3. **cuBLAS** (``Cublas``), when CuPy is installed: the big products (input projection, weight
    and input gradients) go to cuBLAS's sgemm / dgemm through CuPy's thin binding, on numba's
-   arrays (pointers only, no copies), in full float32 (no TF32). 6-8x the classic kernel on an
-   H200. ``RNNCORE_CUDA_GEMM`` (or ``set_backend``) chooses: ``auto`` (cuBLAS when CuPy is
+   arrays (pointers only, no copies), in full float32 (no TF32). 5-8x the classic kernel on an
+   H200 (``benchmarks/results/gpu_h200.md``). ``RNNCORE_CUDA_GEMM`` (or ``set_backend``) chooses: ``auto`` (cuBLAS when CuPy is
    importable, for products of at least ``CUBLAS_MIN_WORK`` multiply-adds), ``cublas`` (the
    same, but an error if CuPy is missing), ``numba`` (never cuBLAS).
 
