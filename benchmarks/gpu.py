@@ -3,6 +3,7 @@
     python benchmarks/gpu.py                  # on a machine with an NVIDIA GPU (pip install -e '.[cuda]')
     python benchmarks/gpu.py --check          # no GPU: tiny sizes on numba's CUDA simulator
     python benchmarks/gpu.py --compile-only   # no GPU: compile every kernel for a GPU target
+    python benchmarks/gpu.py --grid h512 --limit 1    # one shape only (a quick look)
 
 Default run: float32, time-major input already on the device, for every (T, B, I, H) of the
 grid below and each cell, the median wall time (``cuda.synchronize()`` on both sides) of
@@ -55,6 +56,8 @@ def parse_args(argv=None):
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated: lstm,gru")
     ap.add_argument("--grid", choices=("all", "h512"), default="all",
                     help="all: every shape (default); h512: only the H = 512 rows")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="only the first N shapes of the grid (a quick look, or a quick --check)")
     ap.add_argument("--json", default=os.path.join("benchmarks", "results", "gpu.json"),
                     help="where to write the results (default benchmarks/results/gpu.json)")
     return ap.parse_args(argv)
@@ -185,6 +188,10 @@ def run_benchmark(args):
     from kernels.cuda import persistent
 
     grid = CHECK_GRID if args.check else (H512_GRID if args.grid == "h512" else GRID)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise SystemExit(f"--limit: expected N >= 1, got {args.limit}")
+        grid = grid[:args.limit]
     repeat, warmup = (1, 0) if args.check else (args.repeat, args.warmup)
     if kc.SIMULATOR:
         dev, name = None, "numba CUDA simulator"

@@ -1,0 +1,41 @@
+"""benchmarks/gpu.py end to end on numba's CUDA simulator (``--check``), in a fresh process (the
+simulator must be chosen before numba.cuda is first imported): every column of the GPU
+benchmark is produced, both paths agree with each other and with the float64 reference. Its
+times mean nothing; on a GPU the same script is the benchmark."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_gpu_benchmark_check_mode_runs_every_column(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--check", "--cells", "gru",
+                          "--limit", "1", "--json", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["check_mode"] and res["device"]["simulator"] and res["gemm_backend"] == "numba"
+    assert [(r["cell"], r["pass"]) for r in res["rows"]] == [("gru", "fwd"), ("gru", "fwd+bwd")]
+    for r in res["rows"]:
+        assert (r["T"], r["B"], r["I"], r["H"]) == (3, 1, 2, 3)
+        for key in ("steps_ms", "persistent_ms", "best_gflops"):
+            assert np.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        assert r["cudnn_ms"] is None                      # no cuDNN on the simulator
+        assert r["check"]["steps_vs_persistent_f32"] < 1e-4
+        assert r["check"]["steps_vs_reference_f64"] < 1e-10
+        assert r["check"]["persistent_vs_reference_f64"] < 1e-10
+        assert r["plan"]["forward"]["staged"] is True     # batch 1: rows staged
+    assert "| gru | 3 | 1 | 2 | 3 | fwd+bwd |" in run.stdout
+
+
+def test_gpu_benchmark_refuses_a_bad_limit():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--check", "--limit", "0"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "--limit: expected N >= 1" in run.stderr
