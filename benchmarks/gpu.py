@@ -1,6 +1,7 @@
 """GPU benchmark: kernels.cuda (per-step and persistent paths) vs PyTorch's cuDNN LSTM and GRU.
 
-    python benchmarks/gpu.py                  # on a machine with an NVIDIA GPU (pip install -e '.[cuda]')
+    python benchmarks/gpu.py                  # on a machine with an NVIDIA GPU (pip install -e '.[cuda]';
+                                              # with CuPy installed the big products use cuBLAS)
     python benchmarks/gpu.py --check          # no GPU: tiny sizes on numba's CUDA simulator
     python benchmarks/gpu.py --compile-only   # no GPU: compile every kernel for a GPU target
     python benchmarks/gpu.py --grid h512 --limit 1    # one shape only (a quick look)
