@@ -534,11 +534,13 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True):
           sL[0:B]                       lengths (int64)
           sF[WOFF + (g*U + jl)*H + k]   W_hh[g*H + j0 + jl, k]      this block's weight rows
           sF[HOFF + bl*H + k]           h_{t-1}[b0 + bl, k]         the current batch chunk
+                                                                    (STAGED only)
           sF[ROFF + (bl*G + g)*U + jl]  (W_hh h_{t-1})[b0 + bl, g*H + j0 + jl]   its sums
 
-        Per chunk: stage h; every work item forms its sums (split over KS threads, then
-        group_sum) and its first thread stores them; then every thread of the block applies the
-        cell to one (sequence, unit) pair, so that the cell's global-memory reads overlap.
+        Per chunk: stage h (STAGED; else the sums read hflat); every work item forms its sums
+        (split over KS threads, then group_sum) and its first thread stores them; then every
+        thread of the block applies the cell to one (sequence, unit) pair, so that the cell's
+        global-memory reads overlap.
         """
         B = hbuf.shape[1]
         H = hbuf.shape[2]
@@ -641,8 +643,9 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True):
         phases: 1 = gate grads, 2 = dh += dz W_hh, 3 = both (the persistent kernel).
 
         Dynamic shared memory: sL[0:B] lengths; sF[WOFF + kl*G*H + r] = W_hh[r, j0 + kl] (this
-        block's columns); sF[DOFF + bl*G*H + r] = dGh[p(b), b, r] for b = b0 + bl (the chunk);
-        sF[ROFF + bl*U + kl] its sums for unit j0 + kl, added to dh by one thread per pair.
+        block's columns); STAGED only: sF[DOFF + bl*G*H + r] = dGh[p(b), b, r] for b = b0 + bl
+        (the chunk; else the sums read dGflat at roff[i]); sF[ROFF + bl*U + kl] its sums for
+        unit j0 + kl, added to dh by one thread per pair.
         """
         B = dh.shape[0]
         H = dh.shape[1]
