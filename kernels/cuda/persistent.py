@@ -53,7 +53,7 @@ per step forward at batch 1 (one grid barrier costs 1.3-2.5 us of it), 15-20 us 
 ~0.25-0.45 ms of fixed cost per call (Python in the wrappers, launch latencies; it was 1.4-4.6 ms
 before the pool and direct launches of ``_common.py``). That beats cuDNN at batch 1-4. On an H200
 (``benchmarks/results/gpu_h200.md``), with direct rows: LSTM batch 64 forward kernel 3.5 ms,
-backward 6.4 ms (38 and 64 us per step). The kernels are instruction-bound rather than
+backward 6.4 ms (35 and 64 us per step). The kernels are instruction-bound rather than
 bandwidth-bound: numba's 64-bit index arithmetic and the 128 registers per thread (which cap a
 block at 512 threads) are the next things to attack.
 
