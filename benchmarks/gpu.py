@@ -245,14 +245,16 @@ def run_benchmark(args):
 
 
 HEADER = ("| cell | T | B | I | H | pass | steps ms | persistent ms | cuDNN fp32 ms | "
-          "cuDNN TF32 ms | persistent / cuDNN fp32 | best GF/s | persistent U / blocks |\n"
+          "cuDNN TF32 ms | persistent / cuDNN fp32 | best GF/s | persistent U / blocks, rows fwd / bwd |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def _row_md(r):
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"          # noqa: E731
-    p = r["plan"]["forward"]
-    plan = "does not fit" if p is None else f"{p['units_per_block']} / {-(-r['H'] // p['units_per_block'])}"
+    p, pb = r["plan"]["forward"], r["plan"]["backward"]
+    rows = lambda q: "n/a" if q is None else ("staged" if q.get("staged") else "direct")  # noqa: E731
+    plan = ("does not fit" if p is None else
+            f"{p['units_per_block']} / {-(-r['H'] // p['units_per_block'])}, {rows(p)} / {rows(pb)}")
     ratio = (None if r["persistent_ms"] is None or not r.get("cudnn_ms")
              else r["persistent_ms"] / r["cudnn_ms"])
     return (f"| {r['cell']} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {r['pass']} | "
