@@ -11,10 +11,10 @@ the layer; with this setting 56-59 ms, and the serial kernels, which call OpenBL
 step, kept their speed (a step's calls come well within 2 ms of each other).
 
 OpenBLAS reads ``OPENBLAS_THREAD_TIMEOUT`` (n: 2^n cycles, 4 <= n <= 30) once, when the library
-loads. SciPy's, which the kernels use, loads at the first kernel call, after this (unless the
-program imported ``scipy.linalg`` before ``kernels``); NumPy's loads with NumPy, so it is
-covered only where ``rnncore`` or ``kernels`` is imported before NumPy. A value already in the
-environment is left as it is.
+loads. SciPy's, which the kernels use, loads right after this, when ``kernels`` loads the
+module Numba reaches it through (``_scipy_blas``; unless the program imported ``scipy.linalg``
+before ``kernels``); NumPy's loads with NumPy, so it is covered only where ``rnncore`` or
+``kernels`` is imported before NumPy. A value already in the environment is left as it is.
 """
 
 import os
