@@ -283,6 +283,28 @@ def test_cublas_failing_on_its_first_product_hands_over_to_numba(fake_cublas, rn
         gemm._cublas_product(cb, A, B, C, 1.0, 0.0, False, False)
 
 
+@pytest.mark.parametrize("error, warns", [(ImportError("No module named 'cupy'"), False),
+                                          (OSError("libcublas.so.12: cannot open"), True)])
+def test_cupy_missing_or_broken_leaves_the_products_to_numba(error, warns, monkeypatch):
+    """No CuPy: numba's kernels, silently. A CuPy that fails to load: the same, with a warning.
+    RNNCORE_CUDA_GEMM=cublas: either is an error that says what to do."""
+    def fail():
+        raise error
+    monkeypatch.setattr(gemm, "SIMULATOR", False)
+    monkeypatch.setattr(gemm, "Cublas", fail)
+    monkeypatch.setattr(gemm, "_cublas", None)
+    monkeypatch.setattr(gemm, "_backend", "auto")
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert gemm.backend() == "numba" and gemm._cublas is False
+    assert any("does not load" in str(w.message) for w in seen) == warns
+    monkeypatch.setattr(gemm, "_cublas", None)
+    monkeypatch.setattr(gemm, "_backend", "cublas")
+    with pytest.raises(RuntimeError, match="RNNCORE_CUDA_GEMM=cublas: .*pip install cupy"):
+        gemm.backend()
+
+
 def test_backend_setting_is_checked(monkeypatch):
     with pytest.raises(ValueError, match="name: expected one of"):
         gemm.set_backend("cudnn")
