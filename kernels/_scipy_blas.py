@@ -14,7 +14,7 @@ imports as usual whenever a program asks for it; one thing would differ, and is 
 package's submodule is normally also an attribute of the package (``scipy.linalg.cython_blas``),
 and a module registered ahead of its package is not. A finder at the front of
 ``sys.meta_path`` waits for ``scipy.linalg`` to be imported, sets that attribute right after the
-package's own code ran, and removes itself.
+package's own code ran, and then removes itself.
 
 Nothing is done where ``scipy.linalg`` (or the extension) is already imported, or where SciPy or
 the extension cannot be found as a plain file; any failure leaves the ordinary import to Numba.
@@ -30,26 +30,31 @@ NAME = "scipy.linalg.cython_blas"
 
 
 class _AttachToPackage(importlib.abc.MetaPathFinder):
-    """When ``scipy.linalg`` is imported, make ``module`` its ``cython_blas`` attribute."""
+    """When ``scipy.linalg`` is imported, make ``module`` its ``cython_blas`` attribute: the
+    spec the other finders give for the package, with its loader wrapped (``_ThenAttach``)."""
 
     def __init__(self, module):
         self.module = module
+        self.finding = False                             # inside our own find_spec call
 
     def find_spec(self, name, path=None, target=None):
-        if name != "scipy.linalg":
+        if name != "scipy.linalg" or self.finding:
             return None
-        sys.meta_path.remove(self)                       # once: the other finders do the finding
-        spec = importlib.util.find_spec(name)
+        self.finding = True
+        try:
+            spec = importlib.util.find_spec(name)        # the other finders' answer
+        finally:
+            self.finding = False
         if spec is not None and spec.loader is not None:
-            spec.loader = _ThenAttach(spec.loader, self.module)
+            spec.loader = _ThenAttach(spec.loader, self)
         return spec
 
 
 class _ThenAttach(importlib.abc.Loader):
-    """The package's own loader, then ``package.cython_blas = module``."""
+    """The package's own loader, then ``package.cython_blas = module``; then the finder goes."""
 
-    def __init__(self, loader, module):
-        self.loader, self.module = loader, module
+    def __init__(self, loader, finder):
+        self.loader, self.finder = loader, finder
 
     def create_module(self, spec):
         return self.loader.create_module(spec)
@@ -57,7 +62,9 @@ class _ThenAttach(importlib.abc.Loader):
     def exec_module(self, package):
         self.loader.exec_module(package)
         if not hasattr(package, "cython_blas"):
-            package.cython_blas = self.module
+            package.cython_blas = self.finder.module
+        if self.finder in sys.meta_path:                 # its work is done
+            sys.meta_path.remove(self.finder)
 
     def __getattr__(self, name):                         # get_data, is_package, resources, ...
         return getattr(self.loader, name)

@@ -42,6 +42,8 @@ print(bool(np.allclose(product(a, a.T), a @ a.T)), "scipy.linalg" in sys.modules
     "from scipy.linalg import cython_blas\nok = cython_blas is blas",
     "import scipy\nok = scipy.linalg.cython_blas is blas",                 # SciPy's lazy submodules
     "import scipy.linalg as sl, numpy as np\nok = bool(np.allclose(sl.inv(2 * np.eye(3)), np.eye(3) / 2))",
+    "import importlib.util\nimportlib.util.find_spec('scipy.linalg')\nimport scipy.linalg\n"
+    "ok = scipy.linalg.cython_blas is blas",                                # a look before the import
 ])
 def test_scipy_linalg_imports_as_usual_afterwards(use):
     got = _run(r"""
