@@ -143,6 +143,24 @@ def _blocked_kernel(dtype):
     TM1 = TM + 1                  # padded: the transposed stores below then spread over banks
     LOADS = TM * TK // (NT * NT)  # elements of each operand's tile one thread loads per step: 4
 
+    @cuda.jit(device=True)
+    def load_tile(X, k_first, start, L, k0, K, e, s):
+        """s[k, r] = Y[start + r, k0 + k] for the e-th element of a TK x TM tile, zero outside Y.
+
+        Y is (L, K): X itself, or X.T when X is stored ``k_first`` as (K, L). Threads with
+        neighbouring e read neighbouring addresses of X either way (coalesced). op(A) is Y for
+        X = A (``k_first`` = trans_a); op(B) is the transpose of Y for X = B (``k_first`` =
+        not trans_b), so the same tile layout, s[k, c] = op(B)[k0 + k, start + c], serves both.
+        """
+        if k_first:
+            k = e // TM
+            r = e % TM
+            s[k, r] = X[k0 + k, start + r] if (k0 + k < K and start + r < L) else ZERO
+        else:
+            r = e // TK
+            k = e % TK
+            s[k, r] = X[start + r, k0 + k] if (start + r < L and k0 + k < K) else ZERO
+
     @cuda.jit
     def gemm_blocked(A, B, C, alpha, beta, trans_a, trans_b):
         sA = cuda.shared.array((TK, TM1), dtype)      # sA[k, r] = op(A)[row0 + r, k0 + k]
@@ -164,24 +182,8 @@ def _blocked_kernel(dtype):
         for k0 in range(0, K, TK):
             for l in range(LOADS):
                 e = tid + l * NT * NT                 # 0 .. TM*TK - 1: which element to load
-                # op(A) tile: A is (K, M) when transposed, contiguous along M; else (M, K).
-                if trans_a:
-                    k = e // TM
-                    r = e % TM
-                    sA[k, r] = A[k0 + k, row0 + r] if (k0 + k < K and row0 + r < M) else ZERO
-                else:
-                    r = e // TK
-                    k = e % TK
-                    sA[k, r] = A[row0 + r, k0 + k] if (row0 + r < M and k0 + k < K) else ZERO
-                # op(B) tile: B is (N, K) when transposed, contiguous along K; else (K, N).
-                if trans_b:
-                    c = e // TK
-                    k = e % TK
-                    sB[k, c] = B[col0 + c, k0 + k] if (col0 + c < N and k0 + k < K) else ZERO
-                else:
-                    k = e // TM
-                    c = e % TM
-                    sB[k, c] = B[k0 + k, col0 + c] if (k0 + k < K and col0 + c < N) else ZERO
+                load_tile(A, trans_a, row0, M, k0, K, e, sA)
+                load_tile(B, not trans_b, col0, N, k0, K, e, sB)
             cuda.syncthreads()
             for kk in range(TK):
                 for i in range(P):
