@@ -14,6 +14,16 @@ choices held for the LSTM (tiled fwd+bwd 7.3 vs 8.6 ms at (32, 16, 64, 128), 88 
 (64, 32, 128, 256); serial 937 vs 1433 ms at (100, 64, 512, 512)); for the GRU the two were
 within that machine's run-to-run noise at the mid shapes (tiled 5.9 vs 5.5 ms and 76 vs 72 ms
 in one run, the other way round in another), and the serial kernel won at the large shape.
+
+Wide inputs. The tiled kernels compute the input product X W_ih^T and the input-side gradients
+(dW_ih, dx) with their own register tile, the serial kernels with OpenBLAS, which runs a big
+product faster; so when I is large next to H the serial kernels win (the second layer of a
+bidirectional layer has I = 2H). Measured on the AMD EPYC, fwd+bwd, tiled / serial ms, medians
+of 7-11 alternated rounds: at (T, B, H) = (64, 32, 256), LSTM I = 2H 84 / 88, 3H 153 / 137,
+4H 186 / 154; GRU I = 1.5H 67 / 59 (fastest rounds level), 2H 78-84 / 74-75, 4H 118 / 102.
+At H = 128 the tiled kernels' lead in the steps is larger and the choice was unclear even at
+I = 4H ((32, 16) and (100, 64); GRU (32, 16) at 2H: tiled 7.2 / 8.3), so the rule applies
+from H = 256 (WIDE_MIN_H): the serial kernels from I >= WIDE_INPUT[G] * H.
 """
 
 import numpy as np
@@ -22,6 +32,8 @@ MIN_B = 8                 # batch
 MIN_H = 64                # hidden units
 MIN_WORK = {4: 1 << 20, 3: 1 << 19}    # per gate count G; the GRU paid off from (32, 16, 64, 128)
 MAX_WORK = 1 << 25
+WIDE_MIN_H = 256          # hidden units from which a wide input sends a call to the serial kernels
+WIDE_INPUT = {4: 3, 3: 2}  # per gate count G: how many times H the input width I must reach
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
 
 
@@ -30,19 +42,22 @@ def tiled_width(H):
     return -(-H // TILE_UNITS) * TILE_UNITS
 
 
-def takes_tiled(path, gates, dtype, B, H):
+def takes_tiled(path, gates, dtype, B, I, H):
     """Whether a call with ``path`` ("auto", "steps" or "tiled") runs the tiled kernel; the
     argument checks both cells' wrappers share (ValueError, TypeError naming ``path``)."""
     if path not in ("auto", "steps", "tiled"):
         raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
     if path == "tiled" and np.dtype(dtype) != np.float32:
         raise TypeError(f"path='tiled': x must be float32, got dtype {np.dtype(dtype)}")
-    return path == "tiled" or (path == "auto" and uses_tiled(gates, dtype, B, H))
+    return path == "tiled" or (path == "auto" and uses_tiled(gates, dtype, B, I, H))
 
 
-def uses_tiled(gates, dtype, B, H):
-    """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU)."""
+def uses_tiled(gates, dtype, B, I, H):
+    """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU) on a
+    batch of B sequences of I features, H hidden units."""
     if B < MIN_B or H < MIN_H:                         # (the common small case, first)
+        return False
+    if H >= WIDE_MIN_H and I >= WIDE_INPUT[gates] * H:
         return False
     work = B * gates * H * H
     Hp = tiled_width(H)

@@ -165,7 +165,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     b_hh = as_float_array(b_hh, "b_hh", dt, (3 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = bool(reverse)
-    if takes_tiled(path, 3, dt, B, H):
+    if takes_tiled(path, 3, dt, B, I, H):
         from . import gru_tiled                          # imported on first use
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
         return gru_tiled.forward(x_s, W_ih, W_hh, b_ih, b_hh,

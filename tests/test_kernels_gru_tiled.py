@@ -74,6 +74,12 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert not gru_tiled.use_tiled(np.float32, 1, 8, 1, 100)
     assert not gru_tiled.use_tiled(np.float32, 1, 64, 1, 512)
     assert not gru_tiled.use_tiled(np.float64, 1, 32, 1, 256)
+    assert gru_tiled.use_tiled(np.float32, 1, 32, 384, 256)     # inputs 1.5H wide: still tiled
+    assert not gru_tiled.use_tiled(np.float32, 1, 32, 512, 256)  # 2H: BLAS's input products
+    assert gru_tiled.use_tiled(np.float32, 1, 16, 512, 128)     # (not below H = 256)
+    wide = _f32(*_problem(rng, 1, 8, 512, 256))
+    assert gru_tiled.use_tiled(np.float32, 1, 8, 1, 256)
+    assert not isinstance(gru.gru_forward(*wide)[2][0], str)    # auto took the serial steps
     assert isinstance(gru.gru_forward(*args, lengths=lengths)[2][0], str)
     a = gru.gru_forward(*args, lengths=lengths, path="tiled")
     s = gru.gru_forward(*args, lengths=lengths, path="steps")

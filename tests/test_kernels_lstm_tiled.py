@@ -80,6 +80,12 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 120)       # 8 of 128
     assert not lstm_tiled.use_tiled(np.float32, 1, 64, 1, 512)   # large: serial steps' backward
     assert not lstm_tiled.use_tiled(np.float64, 1, 32, 1, 256)
+    assert lstm_tiled.use_tiled(np.float32, 1, 32, 512, 256)    # inputs 2H wide: still tiled
+    assert not lstm_tiled.use_tiled(np.float32, 1, 32, 768, 256)  # 3H: BLAS's input products
+    assert lstm_tiled.use_tiled(np.float32, 1, 16, 512, 128)    # (not below H = 256)
+    wide = _f32(*_problem(rng, 1, 8, 768, 256))
+    assert lstm_tiled.use_tiled(np.float32, 1, 8, 1, 256)
+    assert not isinstance(lstm.lstm_forward(*wide)[3][0], str)  # auto took the serial steps
     auto = lstm.lstm_forward(*args, lengths=lengths)[3]
     assert isinstance(auto[0], str) == lstm_tiled.use_tiled(np.float32, T, B, I, H)
     a = lstm.lstm_forward(*args, lengths=lengths, path="tiled")
