@@ -90,7 +90,7 @@ __all__ = ["gru_forward", "gru_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b_ih, b_hh, lengths,
                   reverse):
     """The whole forward pass. Fills y, hs, gates, ns and qs in place.
@@ -191,7 +191,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_n,
                    x_s, W_ih, W_hh, W_hh_T, W_hh_packed, dhT, lengths, reverse, hs, gates, ns, qs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s.

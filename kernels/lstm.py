@@ -75,7 +75,9 @@ it, none: Numba asks for strict IEEE rounding of every product); that is the onl
 liberty taken, and it changes results by round-off only. The activations' polynomials are most of
 the fused operations: the float32 forward ran 6-7 % faster at (8, 8, 2, 100) and (32, 16, 64, 128).
 The GEMMs run on BLAS's own threads; the pointwise loops are serial: a ``prange`` thread pool
-beside BLAS's on two cores made every step slower, not faster. ``empty`` and ``zeros`` are
+beside BLAS's on two cores made every step slower, not faster. The cores release Python's lock
+(``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
+core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros`` are
 NumPy's, but from 64 KB up they hand out buffers reused from call to call (``_workspace``),
 whose memory pages are already mapped: a fresh page faults when first written (~2 us each on a
 virtual machine), which had cost the forward at (100, 64, 512, 512) 16 % of its time.
@@ -102,7 +104,7 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths,
                   reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
@@ -205,7 +207,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                    x_s, W_ih, W_hh, W_hh_T, W_hh_packed, dhT, lengths, reverse, hs, cs, gates,
                    tanh_c):

@@ -68,7 +68,7 @@ __all__ = ["rnn_forward", "rnn_backward"]
 # Forward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, reverse):
     """The whole forward pass. Fills y and hs in place.
 
@@ -143,7 +143,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
 # Backward
 # ---------------------------------------------------------------------------------------------
 
-@njit(cache=True, fastmath={"contract"}, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_hh_T, W_hh_packed,
                    dhT, lengths, reverse, hs):
     """The whole backward pass. Fills dx_s, dW_ih, dW_hh, db, dh, dA in place.

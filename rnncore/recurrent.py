@@ -20,6 +20,10 @@ Stacking: layer ``k`` reads layer ``k-1``'s output, both directions concatenated
 inverted-dropout mask (drawn from ``rnncore.random.generator()``) multiplies that input of every
 layer but the first; ``backward`` reuses the same mask.
 
+Bidirectional layers on the CPU: where it pays (``kernels/_pair.py``), the two directions of
+each layer run at once on two threads, each on the cell's serial kernel with BLAS on one thread,
+for every layer of the call or for none; ``backward`` does as its forward did.
+
 Inputs (and upstream gradients) are cast to the module's dtype (``float32`` unless built with
 ``dtype=np.float64`` or converted with ``astype``), so a float64 array fed to a float32 layer is
 rounded; the kernels always get C-contiguous arrays of that one dtype.
@@ -35,12 +39,15 @@ layer the backward direction's carried state is its state after step 0 of the pr
 stream as one.
 """
 
+from functools import partial
+
 import numpy as np
 
 from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
 from .module import Module
 from .random import generator, uniform
+from kernels._pair import pays as _pair_pays, run_pair
 from kernels.gru import gru_backward, gru_forward
 from kernels.lstm import lstm_backward, lstm_forward
 from kernels.rnn import rnn_backward, rnn_forward
@@ -99,6 +106,7 @@ class _Recurrent(Module):
     """
 
     _cell = _gates = _states = _biases = None
+    _serial_kernel = {}       # keyword arguments that pick the cell's serial CPU kernel (``_pair``)
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
                  return_sequences=True, dtype=np.float32):
@@ -138,6 +146,11 @@ class _Recurrent(Module):
 
     def _suffixes(self):
         return ("", "_reverse")[:self.num_directions]
+
+    def _directions_at_once(self, work):
+        """Whether a layer's two directions run at once, one per core: bidirectional, on the
+        CPU, with ``work`` multiply-adds per direction where ``kernels._pair`` says it pays."""
+        return self.num_directions == 2 and self.device != "cuda" and _pair_pays(work)
 
     def _kernel_pair(self):
         """(forward, backward) kernels of this cell on ``self.device`` ([device]: kernels.cuda on
@@ -260,8 +273,14 @@ class _Recurrent(Module):
             states0 = [c if s is None else s for s, c in zip(states0, self._carry)]
 
         # 2. Layers bottom-up, directions forward then reverse: one kernel call each.
+        #    The two directions of a layer run at once, one per core, where that pays
+        #    (``_directions_at_once``), for every layer or none (a BLAS pool left idle by one
+        #    layer is slow to wake in the next); backward then does the same.
         fwd = self._kernel_pair()[0]
         D, p = self.num_directions, self.dropout
+        widths = [self.input_size] + [D * H] * (self.num_layers - 1)   # each layer's input
+        paired = self._directions_at_once(T * B * self._gates * H * (min(widths) + H))
+        kw = self._serial_kernel if paired else {}
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
         for k in range(self.num_layers):
@@ -270,11 +289,14 @@ class _Recurrent(Module):
                 mask = (generator().random(inp.shape) >= p).astype(self.dtype) / self.dtype.type(1 - p)
                 inp = inp * mask
             masks.append(mask)
-            outs = []
+            calls = []
             for d in range(D):
                 i = k * D + d
                 s0 = [None if s is None else s[i] for s in states0]
-                y, *s_n, cache = fwd(inp, *self._weights_for_kernel(k, d), *s0, lengths, d == 1)
+                calls.append(partial(fwd, inp, *self._weights_for_kernel(k, d), *s0, lengths,
+                                     d == 1, **kw))
+            outs = []
+            for y, *s_n, cache in (run_pair(*calls) if paired else [f() for f in calls]):
                 outs.append(y)
                 finals.append(s_n)
                 caches.append(cache)
@@ -289,7 +311,8 @@ class _Recurrent(Module):
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
-        self._cache = state(caches=caches, masks=masks, shape=x.shape, was_list=was_list, x_in=x_in)
+        self._cache = state(caches=caches, masks=masks, paired=paired, shape=x.shape,
+                            was_list=was_list, x_in=x_in)
         self._lengths = lengths
 
         if not self.return_sequences:                         # top layer's h_n, directions side by side
@@ -330,7 +353,7 @@ class _Recurrent(Module):
         # Upstream grads of the top layer: its outputs (return_sequences) or its final h.
         dy_layer = g if self.return_sequences else None       # (T, B, D*H) or None
         for k in reversed(range(L)):
-            dinp = None
+            calls = []
             for d in range(D):
                 i = k * D + d
                 dy = dy_layer
@@ -339,7 +362,11 @@ class _Recurrent(Module):
                 dstate_n = [None] * n_s
                 if k == L - 1 and not self.return_sequences:
                     dstate_n[0] = np.ascontiguousarray(g[:, d * H:(d + 1) * H])   # dL/dh_n
-                dx, *rest = bwd(dy, *dstate_n, c["caches"][i])
+                calls.append(partial(bwd, dy, *dstate_n, c["caches"][i]))
+            dinp = None
+            results = run_pair(*calls) if c["paired"] else [f() for f in calls]
+            for d, (dx, *rest) in enumerate(results):
+                i = k * D + d
                 for q, dq in zip(self._layer_param_lists()[i], rest[:n_p]):
                     q.grad += dq
                 for j in range(n_s):
@@ -441,6 +468,7 @@ class LSTM(_Recurrent):
     """
 
     _cell, _gates, _states, _biases = "lstm", 4, ("h", "c"), ("bias",)
+    _serial_kernel = {"path": "steps"}
 
     def _init_bias(self, b):
         H = self.hidden_size
@@ -466,3 +494,4 @@ class GRU(_Recurrent):
     """
 
     _cell, _gates, _states, _biases = "gru", 3, ("h",), ("bias_ih", "bias_hh")
+    _serial_kernel = {"path": "steps"}

@@ -48,7 +48,12 @@ def run_torch(tm, x, lengths, dout, states0, return_sequences):
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("with_states", [False, True])
-def test_matches_torch_stacked_bidirectional_ragged(cell, dtype, return_sequences, with_states):
+@pytest.mark.parametrize("paired", [False, True])
+def test_matches_torch_stacked_bidirectional_ragged(cell, dtype, return_sequences, with_states,
+                                                    paired, monkeypatch):
+    """paired: the two directions of each layer run at once on two threads (``kernels._pair``,
+    which the real rule only does from larger shapes) or one after the other."""
+    monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: paired)
     ours_cls, torch_cls = CELLS[cell]
     torch.manual_seed(0)
     tm = torch_cls(I, H, num_layers=L, bidirectional=True).to(TORCH_DTYPE[dtype])
@@ -66,6 +71,7 @@ def test_matches_torch_stacked_bidirectional_ragged(cell, dtype, return_sequence
 
     kwargs = dict(zip(("h0", "c0"), states0))
     y = m.forward(x, lengths=LENGTHS, **kwargs)
+    assert m._cache["paired"] == paired
     tol = TOL[dtype]
     assert y.dtype == dtype
     np.testing.assert_allclose(y, y_t, **tol)

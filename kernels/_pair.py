@@ -1,0 +1,190 @@
+"""Two independent kernel calls at once, one per core: the two directions of a bidirectional
+layer (CPU).
+
+Why. The directions of a bidirectional layer are two recurrences over the same input that share
+nothing until their outputs are concatenated. Run one after the other, each spreads every step
+over both cores (BLAS's threads for the per-step product, or the tiled kernels' team) and meets
+at every step, which at mid-sized shapes leaves the cores idle part of the time. Run side by
+side, each direction on one core with BLAS on one thread, they never wait for each other.
+
+Measured on a 2-core AMD EPYC (Zen 3), float32, time paired / one after the other, median over
+9-11 alternated pairs of runs. A 2-layer bidirectional module, forward + backward:
+
+    (T, B, I, H)        LSTM    GRU     RNN
+    (8, 8, 2, 100)      0.92x   0.85x   (not paired: below MIN_WORK)
+    (32, 16, 64, 128)   0.85x   0.83x   0.90x
+    (64, 32, 128, 256)  1.00x   0.86x   0.76x    (an earlier run: 0.92x, 0.92x, 0.80x)
+
+One layer's two directions through the kernels alone: level (0.98-0.99x) for the LSTM at
+(16, 16, 32, 128) and (100, 64, 512, 512); at (5, 1, 6, 6) pairing took twice as long (the
+handover costs more than the work). All layers of a call pair or none: with only the second
+layer paired, the GRU at (8, 8, 2, 100) took 1.4x as long (BLAS's thread, idle during the
+paired layer, was slow to wake for the other).
+
+How. ``run_pair(first, second)`` hands ``second`` to a worker thread (one per process, kept
+for the next call), runs ``first`` on the caller's and waits for both, with every loaded
+OpenBLAS limited to one thread meanwhile (then set back). The serial cores release the GIL
+(``nogil=True``), so the two threads compute at the same time. The callers ask for the serial
+kernels (``path="steps"``): the tiled ones run on Numba's thread pool, which one process cannot
+enter from two threads at once.
+
+When (``pays``). At least ``MIN_WORK`` multiply-adds in each call's forward, so that the
+handover to the worker (~20 us) is small next to the call; at least two of Numba's threads
+(``numba.get_num_threads()``: ``NUMBA_NUM_THREADS=1`` or ``numba.set_num_threads(1)`` keeps
+everything on one core); and an OpenBLAS whose thread count can be set (found among the loaded
+libraries). Otherwise the calls run one after the other, as before.
+
+One pair at a time per process (a lock): the BLAS setting is process-wide. Another thread of
+the program calling BLAS during a pair gets one BLAS thread for that while.
+"""
+
+import ctypes
+import glob
+import os
+import queue
+import threading
+
+import numba
+
+__all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads"]
+
+MIN_WORK = 1 << 20         # multiply-adds of one call's forward, T B G H (I + H)
+
+_lock = threading.Lock()
+_controls = None           # [(get, set)] of every loaded OpenBLAS, found on first use
+
+
+def _after_fork_in_child():
+    """A forked child has only the thread that forked: a fresh lock, and no worker yet."""
+    global _lock, _worker
+    _lock = threading.Lock()
+    _worker = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _loaded_openblas_paths():
+    """Paths of the OpenBLAS libraries this process has loaded: from /proc/self/maps where
+    there is one (Linux), else those that NumPy's and SciPy's wheels ship (already loaded by
+    then: NumPy's with NumPy, SciPy's by ``kernels._scipy_blas``)."""
+    paths = set()
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.rstrip("\n").split(maxsplit=5)[-1]
+                if "openblas" in os.path.basename(path).lower():
+                    paths.add(path)
+    except OSError:
+        pass
+    if paths:
+        return sorted(paths)
+    for name in ("scipy", "numpy"):
+        try:
+            package = os.path.dirname(__import__(name).__file__)
+        except ImportError:
+            continue
+        for pattern in (package + ".libs/*openblas*", os.path.join(package, ".dylibs", "*openblas*")):
+            paths.update(glob.glob(pattern))
+    return sorted(paths)
+
+
+def _find_controls():
+    """[(get_num_threads, set_num_threads)] of every loaded OpenBLAS (ctypes). Builds name them
+    differently: ``openblas_*``, SciPy's ``scipy_openblas_*``, NumPy's 64-bit-integer
+    ``scipy_openblas_*64_``."""
+    found = []
+    for path in _loaded_openblas_paths():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    found.append((get, set_))
+                    break
+            else:
+                continue
+            break
+    return found
+
+
+def blas_threads():
+    """The thread counts of the loaded OpenBLAS libraries (a list; empty if none was found)."""
+    global _controls
+    if _controls is None:
+        _controls = _find_controls()
+    return [get() for get, _ in _controls]
+
+
+def pays(work):
+    """Whether two calls of ``work`` multiply-adds each (forward) should run at once."""
+    return work >= MIN_WORK and numba.get_num_threads() >= 2 and bool(blas_threads())
+
+
+class _Worker:
+    """One thread that runs what it is given, one call at a time, for the life of the process
+    (a daemon: it does not keep the program alive). Handing it a call and getting the result
+    back took ~20 us on the KVM machine; starting and joining a new thread each time, 120-145."""
+
+    def __init__(self):
+        self._todo, self._done = queue.SimpleQueue(), queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="rnncore-pair", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            f = self._todo.get()
+            try:
+                self._done.put((True, f()))
+            except BaseException as e:                  # handed back, raised in the caller
+                self._done.put((False, e))
+
+    def start(self, f):
+        self._todo.put(f)
+
+    def result(self):
+        ok, value = self._done.get()
+        if not ok:
+            raise value
+        return value
+
+
+_worker = None
+
+
+def run_pair(first, second):
+    """``(first(), second())``, computed at the same time on two threads with BLAS on one thread
+    each (see the module doc); an exception in either is raised here, after both have ended."""
+    global _worker
+    with _lock:
+        if _worker is None:
+            _worker = _Worker()
+        before = blas_threads()
+        for _, set_ in _controls:
+            set_(1)
+        try:
+            _worker.start(second)
+            try:
+                a = first()
+            except BaseException:
+                _drain(_worker)
+                raise
+            return a, _worker.result()
+        finally:
+            for (_, set_), n in zip(_controls, before):
+                set_(n)
+
+
+def _drain(worker):
+    """Wait for the worker's call after ``first`` failed (its own error, if any, is dropped:
+    the caller's is the one raised)."""
+    try:
+        worker.result()
+    except BaseException:
+        pass
