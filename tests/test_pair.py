@@ -110,3 +110,30 @@ def test_the_rule_pairs_a_mid_sized_float32_layer_and_agrees_with_one_after_the_
     np.testing.assert_allclose(m.backward(x, dy), dx, atol=2e-4)
     for p, g in zip(m.parameters(), grads):
         np.testing.assert_allclose(p.grad, g, atol=2e-4 * max(1.0, np.abs(g).max()))
+
+
+def _paired_forward_in_child(queue):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 3, 5))
+    m = GRU(5, 6, bidirectional=True, dtype=np.float64)
+    import rnncore.recurrent as rr
+    rr._pair_pays = lambda work: True
+    y = m.forward(x)
+    queue.put((m._cache["paired"], y.shape))
+
+
+def test_a_forked_child_pairs_with_its_own_worker():
+    """After a fork the parent's worker thread is not in the child: the child must start its
+    own (a stale one would leave the child waiting for a result forever)."""
+    import multiprocessing as mp
+    kp.run_pair(lambda: 0, lambda: 1)                   # the parent's worker exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_paired_forward_in_child, args=(q,))
+    child.start()
+    child.join(timeout=120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in a paired call")
+    assert child.exitcode == 0
+    assert q.get(timeout=5) == (True, (4, 3, 12))
