@@ -72,49 +72,12 @@ def set_thread_env(n):
     return in_time
 
 
-def _loaded_libraries():
-    """Paths of the shared libraries mapped into this process (Linux: /proc/self/maps)."""
-    try:
-        with open("/proc/self/maps") as f:
-            return sorted({ln.split()[-1] for ln in f if ln.rstrip().endswith(".so") or ".so." in ln})
-    except OSError:
-        return []
-
-
 def _openblas_handles():
-    """(path, get, set, config) ctypes functions of every loaded OpenBLAS build.
-
-    Builds prefix and suffix their symbols differently: plain ``openblas_set_num_threads``,
-    SciPy's ``scipy_openblas_set_num_threads``, NumPy's 64-bit-integer
-    ``scipy_openblas_set_num_threads64_``.
-    """
-    import ctypes
-    out = []
-    for path in _loaded_libraries():
-        if "openblas" not in os.path.basename(path).lower():
-            continue
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                try:
-                    get = getattr(lib, f"{prefix}_get_num_threads{suffix}")
-                    set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}")
-                except AttributeError:
-                    continue
-                get.restype, set_.restype = ctypes.c_int, None
-                set_.argtypes = [ctypes.c_int]
-                config = getattr(lib, f"{prefix}_get_config{suffix}", None)
-                if config is not None:
-                    config.restype = ctypes.c_char_p
-                out.append((path, get, set_, config))
-                break
-            else:
-                continue
-            break
-    return out
+    """(path, get, set, config) ctypes functions of every loaded OpenBLAS build (the kernels'
+    own finder, ``kernels._pair.openblas_libraries``; imported here, not at the top, so that
+    this module can set the thread environment before NumPy loads)."""
+    from kernels._pair import openblas_libraries
+    return openblas_libraries()
 
 
 def blas_info():

@@ -46,7 +46,7 @@ import threading
 
 import numba
 
-__all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads"]
+__all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads", "openblas_libraries"]
 
 MIN_WORK = 1 << 20         # multiply-adds of one call's forward, T B G H (I + H)
 
@@ -90,8 +90,9 @@ def _loaded_openblas_paths():
     return sorted(paths)
 
 
-def _find_controls():
-    """[(get_num_threads, set_num_threads)] of every loaded OpenBLAS (ctypes). Builds name them
+def openblas_libraries():
+    """[(path, get_num_threads, set_num_threads, get_config or None)]: ctypes functions of every
+    loaded OpenBLAS (looked up afresh on each call; the benchmarks use it too). Builds name them
     differently: ``openblas_*``, SciPy's ``scipy_openblas_*``, NumPy's 64-bit-integer
     ``scipy_openblas_*64_``."""
     found = []
@@ -107,7 +108,10 @@ def _find_controls():
                 if get is not None and set_ is not None:
                     get.restype, get.argtypes = ctypes.c_int, []
                     set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    found.append((get, set_))
+                    config = getattr(lib, f"{prefix}_get_config{suffix}", None)
+                    if config is not None:
+                        config.restype = ctypes.c_char_p
+                    found.append((path, get, set_, config))
                     break
             else:
                 continue
@@ -119,7 +123,7 @@ def blas_threads():
     """The thread counts of the loaded OpenBLAS libraries (a list; empty if none was found)."""
     global _controls
     if _controls is None:
-        _controls = _find_controls()
+        _controls = [(get, set_) for _, get, set_, _ in openblas_libraries()]
     return [get() for get, _ in _controls]
 
 
