@@ -45,8 +45,10 @@ import queue
 import threading
 
 import numba
+import numpy as np
 
-__all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads", "openblas_libraries"]
+__all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads", "openblas_libraries",
+           "forward_in_halves", "backward_in_halves"]
 
 MIN_WORK = 1 << 20         # multiply-adds of one call's forward, T B G H (I + H)
 
@@ -129,7 +131,8 @@ def blas_threads():
 
 def pays(work):
     """Whether two calls of ``work`` multiply-adds each (forward) should run at once."""
-    return work >= MIN_WORK and numba.get_num_threads() >= 2 and bool(blas_threads())
+    return (work >= MIN_WORK and not _lock.locked()     # (no pair inside a pair)
+            and numba.get_num_threads() >= 2 and bool(blas_threads()))
 
 
 class _Worker:
@@ -192,3 +195,57 @@ def _drain(worker):
         worker.result()
     except BaseException:
         pass
+
+
+# ---------------------------------------------------------------------------------------------
+# One direction's batch in two halves (the RNN's serial kernel at mid and large shapes)
+# ---------------------------------------------------------------------------------------------
+
+def _rows(a, half, axis):
+    """Batch half ``half`` (0 or 1) of ``a`` along ``axis`` as a C-contiguous array (None stays)."""
+    if a is None:
+        return None
+    B = a.shape[axis]
+    rows = slice(0, B // 2) if half == 0 else slice(B // 2, B)
+    return np.ascontiguousarray(a[(slice(None),) * axis + (rows,)])
+
+
+def forward_in_halves(forward, n_biases, n_states):
+    """``forward`` (a cell's kernel: ``forward(x, W_ih, W_hh, *biases, *state_0, lengths,
+    reverse, **kw) -> (y, *state_n, cache)``) with the batch split into two halves computed at
+    once (``run_pair``); same results, merged: y and the final states side by side along the
+    batch, the cache a pair for ``backward_in_halves``.
+
+    Why: sequences of a batch never interact, so each half is a recurrence of its own, and one
+    per core needs no sharing at all; for the tanh RNN, whose serial kernel leaves each step's
+    product to one core (or to BLAS's two threads) and its pointwise pass to one core, this
+    measured faster from mid-sized shapes (``rnncore.RNN._halves_from`` has the numbers)."""
+    def run(x, W_ih, W_hh, *rest, **kw):
+        biases, states = rest[:n_biases], rest[n_biases:n_biases + n_states]
+        lengths, reverse = rest[n_biases + n_states:]
+
+        def half(h):
+            return forward(_rows(x, h, 1), W_ih, W_hh, *biases,
+                           *[_rows(s, h, 0) for s in states], _rows(lengths, h, 0), reverse, **kw)
+
+        (y0, *s0, c0), (y1, *s1, c1) = run_pair(lambda: half(0), lambda: half(1))
+        return (np.concatenate([y0, y1], axis=1),
+                *[np.concatenate(pair, axis=0) for pair in zip(s0, s1)], (c0, c1))
+    return run
+
+
+def backward_in_halves(backward, n_params, n_states):
+    """The backward of ``forward_in_halves``: ``backward(dy, *dstate_n, cache) -> (dx, *dparams,
+    *dstate_0)`` per half, at once; dx and the initial states' grads side by side along the
+    batch, each parameter's grads of the two halves summed."""
+    def run(dy, *rest):
+        dstate_n, (c0, c1) = rest[:n_states], rest[n_states]
+
+        def half(h, cache):
+            return backward(_rows(dy, h, 1), *[_rows(d, h, 0) for d in dstate_n], cache)
+
+        (dx0, *r0), (dx1, *r1) = run_pair(lambda: half(0, c0), lambda: half(1, c1))
+        return (np.concatenate([dx0, dx1], axis=1),
+                *[a + b for a, b in zip(r0[:n_params], r1[:n_params])],
+                *[np.concatenate(pair, axis=0) for pair in zip(r0[n_params:], r1[n_params:])])
+    return run

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kernels._pair as kp
+import rnncore
 from rnncore import GRU, LSTM, RNN
 
 
@@ -137,3 +138,78 @@ def test_a_forked_child_pairs_with_its_own_worker():
         pytest.fail("the forked child hung in a paired call")
     assert child.exitcode == 0
     assert q.get(timeout=5) == (True, (4, 3, 12))
+
+
+def test_no_pair_inside_a_pair():
+    """A call made inside a pair runs as it is (a nested pair would wait on itself)."""
+    assert kp.run_pair(lambda: kp.pays(kp.MIN_WORK), lambda: kp.pays(kp.MIN_WORK)) == (False, False)
+
+
+def _rnn_runs(m, x, dy, lengths, h0, halves, monkeypatch, calls=1):
+    monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: True)
+    monkeypatch.setattr(m, "_halves_from", 0 if halves else None)
+    out = []
+    rnncore.manual_seed(3)                               # the same dropout masks both ways
+    m.forget()
+    for _ in range(calls):
+        m.zero_grad_parameters()
+        y = m.forward(x, lengths=lengths, h0=h0)
+        assert m._cache["halves"] == halves
+        dx = m.backward(x, dy)
+        out += [np.asarray(y), m.h_n, np.asarray(dx), m.grad_h0] + [p.grad.copy() for p in m.parameters()]
+    return out
+
+
+@pytest.mark.parametrize("layers, return_sequences, dropout, as_list, remember", [
+    (1, True, 0.0, False, False), (2, False, 0.3, False, False), (3, True, 0.5, True, True)])
+def test_rnn_batch_in_halves_gives_the_same_numbers(layers, return_sequences, dropout, as_list,
+                                                    remember, monkeypatch):
+    """float64, an odd batch (halves of 3 and 4), ragged, h0 given (or carried by remember()
+    over two calls), dropout between layers in training mode, a list input."""
+    rng = np.random.default_rng(9)
+    T, B, I, H = 6, 7, 5, 4
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(1, T + 1, B)
+    h0 = None if remember else rng.standard_normal((layers, B, H))
+    dy = rng.standard_normal((T, B, H) if return_sequences else (B, H))
+    if as_list:
+        x, dy = list(x), (list(dy) if return_sequences else dy)
+    m = RNN(I, H, num_layers=layers, return_sequences=return_sequences, dropout=dropout,
+            dtype=np.float64)
+    if remember:
+        m.remember()
+    calls = 2 if remember else 1
+    whole = _rnn_runs(m, x, dy, lengths, h0, False, monkeypatch, calls)
+    halves = _rnn_runs(m, x, dy, lengths, h0, True, monkeypatch, calls)
+    for a, b in zip(whole, halves):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
+
+
+def test_rnn_batch_in_halves_passes_gradcheck(monkeypatch):
+    monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: True)
+    m = RNN(3, 4, num_layers=2, dtype=np.float64)
+    monkeypatch.setattr(RNN, "_halves_from", 0)
+    x = np.random.default_rng(10).standard_normal((5, 6, 3))
+    m.forward(x)
+    assert m._cache["halves"]
+    assert rnncore.gradcheck(m, x, lengths=np.array([5, 2, 4, 1, 5, 3])) < 1e-7
+
+
+def test_which_layers_run_in_halves():
+    """The real rule, float32: a one-directional RNN from 2^24 multiply-adds; not the LSTM or
+    the GRU (their tiled kernels share the steps), nor a bidirectional RNN (its directions pair)."""
+    T, B, I, H = 16, 32, 64, 256                         # 16 * 32 * 256 * 320 = 2^25.3
+    x = np.zeros((T, B, I), np.float32)
+    can = kp.pays(T * B * H * (I + H))
+    m = RNN(I, H)
+    m.forward(x)
+    assert m._cache["halves"] == can
+    m.forward(x[:, :8])                                  # 2^23.3: below
+    assert not m._cache["halves"]
+    for cls in (LSTM, GRU):
+        c = cls(I, H)
+        c.forward(x)
+        assert not c._cache["halves"]
+    bi = RNN(I, H, bidirectional=True)
+    bi.forward(x)
+    assert not bi._cache["halves"] and bi._cache["paired"] == can
