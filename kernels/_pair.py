@@ -103,21 +103,17 @@ def openblas_libraries():
             lib = ctypes.CDLL(path)
         except OSError:
             continue
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    get.restype, get.argtypes = ctypes.c_int, []
-                    set_.restype, set_.argtypes = None, [ctypes.c_int]
-                    config = getattr(lib, f"{prefix}_get_config{suffix}", None)
-                    if config is not None:
-                        config.restype = ctypes.c_char_p
-                    found.append((path, get, set_, config))
-                    break
-            else:
-                continue
-            break
+        for name in ("scipy_openblas_{}64_", "scipy_openblas_{}", "openblas_{}64_", "openblas_{}"):
+            get = getattr(lib, name.format("get_num_threads"), None)
+            set_ = getattr(lib, name.format("set_num_threads"), None)
+            if get is not None and set_ is not None:
+                get.restype, get.argtypes = ctypes.c_int, []
+                set_.restype, set_.argtypes = None, [ctypes.c_int]
+                config = getattr(lib, name.format("get_config"), None)
+                if config is not None:
+                    config.restype = ctypes.c_char_p
+                found.append((path, get, set_, config))
+                break
     return found
 
 
