@@ -18,8 +18,8 @@ Measured on a 2-core AMD EPYC (Zen 3), float32, time paired / one after the othe
 One layer's two directions through the kernels alone: level (0.98-0.99x) for the LSTM at
 (16, 16, 32, 128) and (100, 64, 512, 512); at (5, 1, 6, 6) pairing took twice as long (the
 handover costs more than the work). All layers of a call pair or none: with only the second
-layer paired, the GRU at (8, 8, 2, 100) took 1.4x as long (BLAS's thread, idle during the
-paired layer, was slow to wake for the other).
+layer paired, the GRU at (8, 8, 2, 100) took 1.4x as long (not analysed further; BLAS's
+second thread, idle during the paired layer, waking for the other is the likely cost).
 
 How. ``run_pair(first, second)`` hands ``second`` to a worker thread (one per process, kept
 for the next call), runs ``first`` on the caller's and waits for both, with every loaded

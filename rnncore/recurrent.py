@@ -282,8 +282,8 @@ class _Recurrent(Module):
 
         # 2. Layers bottom-up, directions forward then reverse: one kernel call each.
         #    The two directions of a layer run at once, one per core, where that pays
-        #    (``_directions_at_once``), for every layer or none (a BLAS pool left idle by one
-        #    layer is slow to wake in the next); a one-directional RNN's batch likewise runs
+        #    (``_directions_at_once``), for every layer or none (pairing some layers only was
+        #    slower: ``kernels/_pair.py``); a one-directional RNN's batch likewise runs
         #    as two halves (``_batch_in_halves``). Backward then does as its forward did.
         fwd = self._kernel_pair()[0]
         D, p = self.num_directions, self.dropout
