@@ -138,6 +138,7 @@ class _Worker:
 
     def __init__(self):
         self._todo, self._done = queue.SimpleQueue(), queue.SimpleQueue()
+        self.busy = False                                # a call handed over, outcome not taken
         threading.Thread(target=self._loop, name="rnncore-pair", daemon=True).start()
 
     def _loop(self):
@@ -149,13 +150,14 @@ class _Worker:
                 self._done.put((False, e))
 
     def start(self, f):
+        self.busy = True
         self._todo.put(f)
 
-    def result(self):
+    def outcome(self):
+        """(True, value) or (False, exception) of the call handed over, once it has ended."""
         ok, value = self._done.get()
-        if not ok:
-            raise value
-        return value
+        self.busy = False
+        return ok, value
 
 
 _worker = None
@@ -163,34 +165,30 @@ _worker = None
 
 def run_pair(first, second):
     """``(first(), second())``, computed at the same time on two threads with BLAS on one thread
-    each (see the module doc); an exception in either is raised here, after both have ended."""
+    each (see the module doc). Both have ended when it returns or raises; an exception in
+    ``first`` is raised, else one in ``second``."""
     global _worker
     with _lock:
         if _worker is None:
             _worker = _Worker()
+        worker = _worker
         before = blas_threads()
         for _, set_ in _controls:
             set_(1)
         try:
-            _worker.start(second)
+            worker.start(second)
             try:
                 a = first()
-            except BaseException:
-                _drain(_worker)
-                raise
-            return a, _worker.result()
+            finally:
+                ok, b = worker.outcome()                # whatever first() did
+            if not ok:
+                raise b
+            return a, b
         finally:
+            if worker.busy:          # interrupted while waiting: the result still to come must
+                _worker = None       # not be taken for the next pair's; that one starts afresh
             for (_, set_), n in zip(_controls, before):
                 set_(n)
-
-
-def _drain(worker):
-    """Wait for the worker's call after ``first`` failed (its own error, if any, is dropped:
-    the caller's is the one raised)."""
-    try:
-        worker.result()
-    except BaseException:
-        pass
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,3 +213,25 @@ def test_which_layers_run_in_halves():
     bi = RNN(I, H, bidirectional=True)
     bi.forward(x)
     assert not bi._cache["halves"] and bi._cache["paired"] == can
+
+
+def test_a_pair_interrupted_while_waiting_leaves_no_stale_result(monkeypatch):
+    """Ctrl-C while the caller waits for the worker: the worker's late result must not be taken
+    as the next pair's (the next pair gets a fresh worker)."""
+    import time
+    kp.run_pair(lambda: 0, lambda: 0)
+    real = kp._Worker.outcome
+    calls = []
+
+    def interrupted(self):
+        if not calls:
+            calls.append(1)
+            raise KeyboardInterrupt
+        return real(self)
+
+    monkeypatch.setattr(kp._Worker, "outcome", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        kp.run_pair(lambda: "a", lambda: (time.sleep(0.2), "late")[1])
+    monkeypatch.setattr(kp._Worker, "outcome", real)
+    assert kp._worker is None
+    assert kp.run_pair(lambda: "first", lambda: "second") == ("first", "second")
