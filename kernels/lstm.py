@@ -77,10 +77,10 @@ the fused operations: the float32 forward ran 6-7 % faster at (8, 8, 2, 100) and
 The GEMMs run on BLAS's own threads; the pointwise loops are serial: a ``prange`` thread pool
 beside BLAS's on two cores made every step slower, not faster. The cores release Python's lock
 (``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
-core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros`` are
-NumPy's, but from 64 KB up they hand out buffers reused from call to call (``_workspace``),
-whose memory pages are already mapped: a fresh page faults when first written (~2 us each on a
-virtual machine), which had cost the forward at (100, 64, 512, 512) 16 % of its time.
+core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros`` are NumPy's, but from
+64 KB up they hand out buffers reused from call to call (``_workspace``), whose memory pages
+are already mapped: a fresh page faults when first written (~2 us each on a virtual machine),
+which had cost the forward at (100, 64, 512, 512) 16 % of its time.
 
 A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
 split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team
