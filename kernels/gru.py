@@ -9,8 +9,9 @@ Shape key (used in every comment below):
     T = time steps   B = batch   I = input features   H = hidden units   3H = the three gates
 
 The cell (PyTorch / cuDNN "reset_after" form, gate order r, z, n; two biases). For each step t,
-with the input part gi = W_ih x_t + b_ih and the hidden part gh = W_hh h_{t-1} + b_hh, both
-(B, 3H) and split into their r, z, n thirds:
+with the input part gi = x_t W_ih^T + b_ih and the hidden part gh = h_{t-1} W_hh^T + b_hh, both
+(B, 3H) (the batch's sequences are the rows) and split into their r, z, n thirds (per sequence,
+below, written as matrix times column vector):
 
     r = sig(gi_r + gh_r)            = sig(W_ir x + b_ir + W_hr h + b_hr)      (1)
     z = sig(gi_z + gh_z)            = sig(W_iz x + b_iz + W_hz h + b_hz)      (2)

@@ -8,9 +8,10 @@ Shape key (used in every comment below):
 
     T = time steps   B = batch   I = input features   H = hidden units   4H = the four gates
 
-The cell (PyTorch layout and gate order i, f, g, o; one bias). For each step t:
+The cell (PyTorch layout and gate order i, f, g, o; one bias). For each step t, with the rows
+of x_t (B, I) and h_{t-1} (B, H) the batch's sequences (so the weights appear transposed):
 
-    z_t = W_ih x_t + W_hh h_{t-1} + b                             (1)   (B, 4H) = z_i z_f z_g z_o
+    z_t = x_t W_ih^T + h_{t-1} W_hh^T + b                         (1)   (B, 4H) = z_i z_f z_g z_o
     i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)     (2)   sig(u) = 1 / (1 + e^-u)
     c_t = f * c_{t-1} + i * g                                     (3)
     h_t = o * tanh(c_t)                                           (4)

@@ -9,9 +9,10 @@ Shape key (used in every comment below):
 
     T = time steps   B = batch   I = input features   H = hidden units
 
-The cell (PyTorch layout; one bias, the sum of PyTorch's bias_ih and bias_hh). For each step t:
+The cell (PyTorch layout; one bias, the sum of PyTorch's bias_ih and bias_hh). For each step t,
+with the batch's sequences as the rows of x_t (B, I) and h_{t-1} (B, H):
 
-    a_t = W_ih x_t + W_hh h_{t-1} + b                                         (1)   (B, H)
+    a_t = x_t W_ih^T + h_{t-1} W_hh^T + b                                     (1)   (B, H)
     h_t = tanh(a_t)                                                           (2)
 
 and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding for sequence b:

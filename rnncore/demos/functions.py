@@ -315,6 +315,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         path = rnncore.save(model, save)
         out["saved"] = str(path)
         print_fn(f"\nSaved Part 2's model to {path}. Load it with:\n"
+                 f"    import numpy as np, rnncore\n"
                  f"    model = rnncore.load({str(path)!r}).evaluate()\n"
                  f"    from rnncore.demos.functions import make_functions\n"
                  f"    x, labels, lengths = make_functions(5, np.random.default_rng(0))\n"
