@@ -53,6 +53,8 @@ def _all_finite(a):
 
 
 def float_dtype(dtype, name="dtype"):
+    if dtype is None:                                    # (np.dtype(None) would be float64)
+        raise TypeError(f"{name}: expected np.float32 or np.float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -105,7 +107,9 @@ def _as_array(x, name):
 
 
 def finite_array(x, name, kind="f", dtype=None):
-    """``x`` as an ndarray; ``kind='f'`` for real numbers (cast to ``dtype`` if given), 'i' ints.
+    """``x`` as an ndarray; ``kind='f'`` for real numbers (cast to ``dtype`` if given; without
+    one, float16 and longdouble become float64: the compiled code takes float32 and float64
+    only), 'i' ints (as int64).
 
     Raises TypeError for non-numeric data, ValueError for NaN/Inf.
     """
@@ -113,10 +117,18 @@ def finite_array(x, name, kind="f", dtype=None):
     if kind == "f":
         if a.dtype.kind not in "fiu":                    # (bool is kind "b", complex "c")
             raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
+        if dtype is None and a.dtype.kind == "f" and a.dtype not in FLOAT_DTYPES:
+            dtype = np.float64                           # float16, longdouble: computed in float64
+        given = a
         if dtype is not None and a.dtype != dtype:
-            a = a.astype(dtype)
+            with np.errstate(over="ignore"):
+                a = a.astype(dtype)
         if a.dtype.kind == "f" and not _all_finite(a):
             bad = int(np.size(a) - np.isfinite(a).sum())
+            lost = bad - int(np.size(given) - np.isfinite(given).sum()) if given.dtype.kind == "f" else bad
+            if lost:                                     # finite, but too large for ``dtype``
+                raise ValueError(f"{name}: expected values within +-{np.finfo(a.dtype).max:.4g} "
+                                 f"(the range of {a.dtype}), got {lost} beyond it")
             raise ValueError(f"{name}: expected finite values, got {bad} NaN/Inf entries")
         return a
     if kind == "i":
@@ -125,6 +137,8 @@ def finite_array(x, name, kind="f", dtype=None):
                 raise TypeError(f"{name}: expected an integer array, got dtype {a.dtype} "
                                 f"(convert with .astype(int))")
             raise TypeError(f"{name}: expected an integer array, got dtype {a.dtype}")
+        if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{name}: expected integers below 2**63, got {a.max()}")
         return a.astype(np.int64, copy=False)
     raise AssertionError(kind)
 
@@ -157,9 +171,10 @@ def lengths(v, T, B, name="lengths"):
     """``None`` or an int array ``(B,)`` with ``1 <= lengths[b] <= T``, as int64."""
     if v is None:
         return None
-    a = np.ascontiguousarray(finite_array(v, name, kind="i"))
+    a = finite_array(v, name, kind="i")
     if a.shape != (B,):
         raise ValueError(f"{name}: expected shape ({B},) to match the batch, got {a.shape}")
+    a = np.ascontiguousarray(a)
     if a.size:
         lo, hi = int_range(a)
         if lo < 1 or hi > T:

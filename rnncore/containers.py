@@ -11,6 +11,7 @@ positionally, so ``type(c)(*children, **c.config())`` rebuilds it.
 import numpy as np
 
 from . import _checks
+from . import random as _random
 from .layers import _check_input_shape, _float_input, _like
 from .module import Module
 
@@ -58,6 +59,46 @@ def _stack_steps(x, name="x"):
     return a, was_list
 
 
+def _all_or_nothing(container, run, *args):
+    """``run(*args)``, a forward through ``container``'s children; if it raises, every module
+    below ``container`` and the random stream are put back as they were before the call.
+
+    Why: each child checks its own input before it changes anything, but in a chain the children
+    before the one that refuses have already run; without this they would keep their new
+    caches, final states and dropout masks, and the next ``backward`` would pair them with the
+    others' old ones. A forward rebinds a module's attributes (``self._cache = ...``) rather
+    than writing into arrays it kept, and never touches parameters or their grads, so a shallow
+    copy of each module's attributes is all there is to put back. Nested containers: the
+    outermost one does it.
+    """
+    if _random.in_undo_block():
+        return run(*args)
+    saved = [(m, m.__dict__.copy()) for m in container.modules()]
+    with _random.undo_on_error():
+        try:
+            return run(*args)
+        except BaseException:
+            for m, attributes in saved:
+                m.__dict__.clear()
+                m.__dict__.update(attributes)
+            raise
+
+
+def _time_major_shape(x):
+    """The shape (T, B, ...) of a time-major input (an array, or a list of T step arrays)."""
+    shape = (len(x),) + np.shape(x[0]) if isinstance(x, (list, tuple)) and len(x) else np.shape(x)
+    if len(shape) < 2:
+        raise ValueError(f"x: expected a time-major input (T, B, ...) with lengths=, got shape {shape}")
+    return shape
+
+
+def _as_checked_input(x):
+    """``x`` (an array or a list of step arrays) as one checked array: finite reals, or ints."""
+    a = np.stack([np.asarray(s) for s in x]) if isinstance(x, (list, tuple)) and len(x) else \
+        _checks._as_array(x, "x")
+    return _checks.finite_array(a, "x", kind="i" if a.dtype.kind in "iu" else "f")
+
+
 def _valid_mask(lengths, T, B):
     """(T, B) bool, True at valid steps ``t < lengths[b]``."""
     return np.arange(T)[:, None] < lengths[None, :]
@@ -77,10 +118,12 @@ class Sequential(Module):
     reverse, each with the input it saw in the last forward. Children keep their own dtype:
     ``dtype=None`` takes theirs (they must agree), a given ``dtype`` converts them.
 
-    Only sequence-aware children use ``lengths`` (recurrent layers, `LastStep`); the layers that
-    act on the last axis ignore it, so after them the padding steps hold whatever they compute
-    from the zeros there (a `Linear`'s bias, say). Wrap the stack in a `Sequencer` to get zeros
-    at padding steps; losses honour ``lengths`` through `SequencerCriterion` either way.
+    With ``lengths`` (B,), the input must be time-major, (T, B, ...) (ids (T, B) for an
+    `Embedding`). Only sequence-aware children use ``lengths`` (recurrent layers, `LastStep`); a
+    layer acting on the last axis computes something at padding steps too (a `Linear`'s bias),
+    so where the output keeps the (T, B) leading axes the chain's outputs at padding steps are
+    set to 0 and the upstream gradient there is dropped, as in `Sequencer`: padding takes no
+    gradient. A forward that any child refuses leaves every child as it was.
     """
 
     def __init__(self, *modules, dtype=None):
@@ -88,6 +131,7 @@ class Sequential(Module):
         for m in modules:
             self._child(m)
         self._inputs = None                                      # input of each child, last forward
+        self._valid = None                                       # (T, B) valid steps, with lengths
 
     def add(self, module):
         """Append ``module`` (Torch7's ``:add``); returns ``self``."""
@@ -104,16 +148,44 @@ class Sequential(Module):
         return self._children[i]
 
     def _forward(self, x, lengths):
+        return _all_or_nothing(self, self._chain, x, lengths)
+
+    def _chain(self, x, lengths):
+        if lengths is not None:
+            shape = _time_major_shape(x)
+            lengths = _checks.lengths(lengths, *shape[:2])
         inputs, h = [], x
         for m in self._children:
             inputs.append(h)
             h = m.forward(h, lengths=lengths)
-        self._inputs = inputs
+        valid = None
+        if lengths is not None and self._keeps_time_axis(shape):
+            valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
+            h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
+        self._inputs, self._valid = inputs, valid
         return h
+
+    def _keeps_time_axis(self, input_shape):
+        """Whether the output is time-major like the input, (T, B, ...), rather than (B, ...)
+        (after `LastStep` or ``return_sequences=False``). Asked of ``output_shape`` with T
+        unknown (None), so that no coincidence of sizes (T == B) can fool it; a child that
+        cannot say (``output_shape`` not implemented) leaves the output as it is."""
+        try:
+            out = self.output_shape((None,) + tuple(input_shape[1:]))
+        except (NotImplementedError, ValueError):
+            return False
+        return len(out) >= 2 and out[0] is None
 
     def _backward(self, x, gy):
         if self._inputs is None:
             raise RuntimeError("Sequential.backward: call forward first")
+        x0 = self._inputs[0]
+        if x is not x0:                  # checked here, before any child adds to a gradient
+            _checks.same_shape(_as_checked_input(x), np.shape(_as_checked_input(x0)), "x")
+        if self._valid is not None:                              # padding outputs are constant 0
+            g, was_list = _float_input(gy, self.dtype, "gy")
+            _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
+            gy = _like(_zero_padding(g, self._valid), was_list)
         for m, inp in zip(reversed(self._children), reversed(self._inputs)):
             gy = m.backward(inp, gy)                             # chain rule, last child first
         return gy
@@ -147,6 +219,9 @@ class Sequencer(Module):
         self._cache = None
 
     def _forward(self, x, lengths):
+        return _all_or_nothing(self, self._over_steps, x, lengths)
+
+    def _over_steps(self, x, lengths):
         x, was_list = _stack_steps(x)                            # (T, B, ...)
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)

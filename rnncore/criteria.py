@@ -330,13 +330,13 @@ class SequencerCriterion(Criterion):
         if x.ndim < 2:
             raise ValueError(f"input: expected a time-major array (T, B, ...), got shape {x.shape}")
         t, _ = _stack_steps(target, "target")
-        if t.dtype.kind == "f":
-            _checks.finite_array(t, "target")                    # padding included
         if t.shape[:2] != x.shape[:2]:
             raise ValueError(f"target: expected leading (T, B) = {x.shape[:2]} like input, "
                              f"got shape {t.shape}")
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)
+        if t.dtype.kind == "f" and lengths is None:              # (with lengths the inner
+            _checks.finite_array(t, "target")                    # criterion checks valid rows)
         return x, t, was_list, lengths
 
     def _all_steps(self, x, t, lengths, need_grad=True):

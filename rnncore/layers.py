@@ -47,13 +47,23 @@ def _float_input(x, dtype, name="x"):
     return a, False
 
 
+def _non_empty(x):
+    """``x``, unless a dimension is 0 (a softmax over no classes, or of no rows, means nothing)."""
+    if 0 in x.shape:
+        raise ValueError(f"x: expected non-empty dimensions, got shape {x.shape}")
+    return x
+
+
 def _like(y, was_list):
     """Answer in the kind the input came in: a list of steps, or one array."""
     return list(y) if was_list else y
 
 
 def _check_input_shape(input_shape, name="input_shape"):
-    shape = tuple(input_shape)
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise TypeError(f"{name}: expected a tuple of ints or None, got {input_shape!r}") from None
     for d in shape:
         if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1):
             raise ValueError(f"{name}: expected positive ints or None, got {shape}")
@@ -134,17 +144,14 @@ class Embedding(Module):
         self.weight = self._param("weight", w, requires_grad=not freeze)
 
     @classmethod
-    def from_pretrained(cls, embeddings, freeze=True, dtype=None):
-        """An `Embedding` holding a copy of ``embeddings`` (V, E).
-
-        dtype: None keeps the array's float32/float64 dtype (other dtypes become float32).
-        """
+    def from_pretrained(cls, embeddings, freeze=True, dtype=np.float32):
+        """An `Embedding` holding a copy of ``embeddings`` (V, E), cast to ``dtype`` (the
+        default float32 of every module, whatever the array's own: vectors loaded as float64
+        then fit a float32 model; pass ``dtype=np.float64`` to keep float64)."""
         a = _checks.finite_array(embeddings, "embeddings")
         if a.ndim != 2 or 0 in a.shape:
             raise ValueError(f"embeddings: expected a non-empty 2-D array (num_embeddings, "
                              f"embedding_dim), got shape {a.shape}")
-        if dtype is None:
-            dtype = a.dtype if a.dtype in _checks.FLOAT_DTYPES else np.float32
         m = cls(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
         m.weight.data[...] = a
         return m
@@ -314,7 +321,7 @@ class LogSoftMax(_Activation):
 
     # the math, one compiled loop per row: kernels/log_softmax.py
     def _f(self, x):
-        C = x.shape[-1]
+        C = _non_empty(x).shape[-1]
         y = log_softmax_forward(x.reshape(-1, C)).reshape(x.shape)
         return y, y
 
@@ -328,7 +335,7 @@ class SoftMax(_Activation):
     """``y = exp(x) / sum_j exp(x_j)`` over the last axis, shifted by the max for stability."""
 
     def _f(self, x):
-        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        e = np.exp(x - _non_empty(x).max(axis=-1, keepdims=True))
         y = e / e.sum(axis=-1, keepdims=True)
         return y, y
 

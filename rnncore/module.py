@@ -75,8 +75,10 @@ class Module:
 
     def _child(self, module):
         if not isinstance(module, Module):
-            raise TypeError(f"expected a rnncore Module, got {type(module).__name__}")
+            raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
         self._children.append(module)
+        for key, p in module.named_parameters(f"{len(self._children) - 1}."):
+            p.name = key                 # a Parameter's name is its key in the outermost state_dict
         return module
 
     # -- the Torch7 API ----------------------------------------------------------------------
@@ -147,7 +149,12 @@ class Module:
 
         Unknown keys, missing keys and wrong shapes raise ``ValueError`` before anything changes.
         """
-        state = self._convert_state(dict(_checks.mapping(state, "state")))
+        state = dict(_checks.mapping(state, "state"))
+        odd = [k for k in state if not isinstance(k, str)]
+        if odd:
+            raise TypeError(f"state: expected str keys like {next(iter(dict(self.named_parameters())), 'weight')!r}, "
+                            f"got {odd[:3]!r}")
+        state = self._convert_state(state)
         own = dict(self.named_parameters())
         unknown = sorted(set(state) - set(own))
         missing = sorted(set(own) - set(state))
@@ -156,7 +163,7 @@ class Module:
                              f"expected exactly {list(own)}")
         staged = {}
         for key, p in own.items():
-            arr = _checks.finite_array(state[key], f"state[{key!r}]", kind="f")
+            arr = _checks.finite_array(state[key], f"state[{key!r}]", dtype=p._data.dtype)
             if arr.shape != p.data.shape:
                 raise ValueError(f"state[{key!r}]: expected shape {p.data.shape}, got {arr.shape}")
             staged[key] = arr

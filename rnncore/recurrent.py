@@ -64,7 +64,7 @@ _KERNELS = {
 
 
 class _DeviceCopies(dict):
-    """[device] A layer's GPU weight copies: name -> (host array, Parameter.version, copy).
+    """[device] A layer's GPU weight copies: id(Parameter) -> (host array, version, copy).
 
     A deep copy or a pickle of the layer starts without them (GPU memory is neither copied nor
     pickled): the copy uploads its own weights at its first forward on "cuda".
@@ -189,12 +189,12 @@ class _Recurrent(Module):
         cached = self.__dict__.setdefault("_device_weights", _DeviceCopies())
         out = []
         for q in params:
-            entry = cached.get(q.name)
+            entry = cached.get(id(q))
             if entry is None or entry[0] is not q._data or entry[1] != q.version:
                 if entry is not None:
                     unlock(entry[0])
                 host = q._data
-                entry = cached[q.name] = (host, q.version, upload(host))
+                entry = cached[id(q)] = (host, q.version, upload(host))
                 lock(host)
             out.append(entry[2])
         return out

@@ -6,6 +6,7 @@ Sequencer's two input kinds (list of steps, (T, B, F) array) against each other;
 """
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -105,6 +106,108 @@ def test_sequential_hands_lengths_to_every_child():
         alone = m.forward(x[:lengths[b], b:b + 1])                 # the sequence on its own
         np.testing.assert_allclose(y[b], alone[0], rtol=1e-12, atol=1e-14)
     assert rnncore.gradcheck(m, x, lengths=lengths) < TOL
+
+
+def test_sequential_padding_is_zero_and_takes_no_gradient():
+    """With lengths, a chain whose output keeps (T, B) has zeros at padding steps (not the
+    Linear's bias) and padding takes no gradient: the same numbers as the Sequencer."""
+    rng = np.random.default_rng(3)
+    x, lengths = rng.standard_normal((4, 3, 2)), np.array([2, 4, 1])
+    gy = rng.standard_normal((4, 3, 2))
+    rnncore.manual_seed(1)
+    chain = Sequential(LSTM(2, 3), Linear(3, 2), dtype=np.float64)
+    rnncore.manual_seed(1)
+    wrapped = Sequencer(Sequential(LSTM(2, 3), Linear(3, 2)), dtype=np.float64)
+    y = chain.forward(x, lengths=lengths)
+    np.testing.assert_array_equal(y, wrapped.forward(x, lengths=lengths))
+    assert not y[2:, 0].any() and not y[1:, 2].any() and y[1:, 1].all()
+    np.testing.assert_array_equal(chain.backward(x, gy), wrapped.backward(x, gy))
+    for p, q in zip(chain.parameters(), wrapped.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+    chain.zero_grad_parameters()
+    pad = np.zeros_like(gy)
+    pad[2:, 0], pad[1:, 2] = 1.0, 1.0                               # gradient at padding only
+    assert not chain.backward(x, pad).any()
+    assert not any(p.grad.any() for p in chain.parameters())
+    assert rnncore.gradcheck(chain, x, lengths=lengths) < TOL
+    ends = Sequential(LSTM(2, 3), LastStep(), Linear(3, 2), dtype=np.float64)   # no time axis
+    assert ends.forward(x, lengths=lengths).shape == (3, 2)
+    square = np.arange(1.0, 9.0).reshape(2, 2, 2, 1)        # T == B: (B, 2, 1) out looks (T, B, ..)
+    np.testing.assert_array_equal(Sequential(LastStep(dtype=np.float64)).forward(square, lengths=[1, 2]),
+                                  square[[0, 1], [0, 1]])
+
+
+def _grads(m):
+    return [p.grad.copy() for p in m.parameters()]
+
+
+def test_refused_forward_leaves_every_child_and_the_random_stream_as_they_were():
+    """A child that refuses after others ran: the chain, its caches, states and the dropout
+    stream are as before the call, so backward and the next draws are those of a run without it."""
+    rng = np.random.default_rng(4)
+    x, gy = rng.standard_normal((3, 2, 2)), rng.standard_normal((3, 2, 3))
+
+    def run(refuse):
+        rnncore.manual_seed(0)
+        m = Sequencer(Sequential(rnncore.Dropout(0.5), LSTM(2, 3), dtype=np.float64))
+        m.forward(x)
+        if refuse:                                  # Dropout draws, then the LSTM refuses width 5
+            with pytest.raises(ValueError, match="input_size"):
+                m.forward(rng.standard_normal((3, 2, 5)))
+        gx = m.backward(x, gy)
+        lstm = m.module[1]
+        return gx, _grads(m), lstm.h_n, rnncore.random.generator().random(4)
+
+    for a, b in zip(run(False), run(True)):
+        for u, v in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_refused_batch_change_in_a_remembered_child_keeps_the_chain():
+    """The second LSTM remembers batch 4 and refuses batch 5 after the first one ran on it: the
+    first LSTM keeps its batch-4 forward, so backward on the batch-4 input still works."""
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 3), LSTM(3, 4).remember(), dtype=np.float64)
+    rng = np.random.default_rng(5)
+    x4, x5 = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 5, 2))
+    y = m.forward(x4)
+    with pytest.raises(ValueError, match="batch size 4"):
+        m.forward(x5)
+    assert m[0].h_n.shape == (1, 4, 3)
+    assert m.backward(x4, np.ones_like(y)).shape == x4.shape
+
+
+def test_refused_sequencer_output_check_keeps_the_child():
+    """The Sequencer refuses a child output without the time axis only after the child ran."""
+    rnncore.manual_seed(0)
+    m = Sequencer(LSTM(2, 3, return_sequences=False), dtype=np.float64)
+    x = np.random.default_rng(6).standard_normal((3, 2, 2))
+    child = m.module
+    with pytest.raises(ValueError, match="leading"):
+        m.forward(x)
+    assert child.h_n is None and child._cache is None
+
+
+def test_sequential_backward_checks_x_before_any_gradient():
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 3), Linear(3, 1), dtype=np.float64)
+    x = np.random.default_rng(7).standard_normal((3, 2, 2))
+    y = m.forward(x)
+    for bad in (np.ones((7, 7, 7)), np.full(x.shape, np.nan)):
+        with pytest.raises(ValueError, match="^x: expected"):
+            m.backward(bad, np.ones_like(y))
+        assert not any(p.grad.any() for p in m.parameters())
+    np.testing.assert_array_equal(m.backward(x.copy(), np.ones_like(y)),
+                                  m.backward(list(x), np.ones_like(y)))   # equal inputs are fine
+
+
+def test_parameter_names_are_the_outermost_state_dict_keys():
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 1)))
+    assert [p.name for p in m.parameters()] == list(m.state_dict())
+    assert m.parameters()[0].name == "0.0.weight_ih_l0"
+    lone = Linear(3, 1)
+    assert [p.name for p in lone.parameters()] == ["weight", "bias"]
 
 
 # -- Sequencer ---------------------------------------------------------------------------------

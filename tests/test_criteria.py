@@ -105,6 +105,43 @@ def test_grad_dtype_follows_the_input():
 
 
 # -- SequencerCriterion ------------------------------------------------------------------------
+def test_other_float_dtypes_are_computed_in_float64():
+    """float16 and longdouble inputs or targets: the float64 numbers, not a compiler error."""
+    rng = np.random.default_rng(0)
+    y, t = rng.uniform(0.1, 0.9, (3, 4)), rng.uniform(0, 1, (3, 4))
+    for dt in (np.float16, np.longdouble):
+        y2, t2 = y.astype(dt), t.astype(dt)
+        for c in (MSECriterion(), BCECriterion()):
+            assert c.forward(y2, t2) == pytest.approx(c.forward(y2.astype(np.float64),
+                                                                t2.astype(np.float64)), rel=1e-12)
+            assert c.backward(y2, t2).dtype == np.float64
+        ids = np.array([0, 3, 1])
+        assert ClassNLLCriterion().forward(np.log(y2 / y2.sum(1, keepdims=True)), ids) == \
+            pytest.approx(ClassNLLCriterion().forward(np.log(y / y.sum(1, keepdims=True)).astype(dt)
+                                                      .astype(np.float64), ids), rel=1e-12)
+        seq = SequencerCriterion(MSECriterion())
+        assert seq.forward(y2[:, :, None], t[:, :, None]) == pytest.approx(
+            seq.forward(y2[:, :, None].astype(np.float64), t[:, :, None]), rel=1e-12)
+
+
+def test_sequencer_criterion_never_reads_padding_targets():
+    """NaN targets at padding steps (a common way to pad) are fine; at a valid step, an error."""
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((3, 2, 2)), rng.standard_normal((3, 2, 2))
+    lengths = np.array([3, 1])
+    padded = t.copy()
+    padded[1:, 1] = np.nan
+    for c in (SequencerCriterion(MSECriterion()), SequencerCriterion(BCECriterion())):
+        y = 1 / (1 + np.exp(-x))
+        assert c.forward(y, padded if isinstance(c.criterion, MSECriterion) else
+                         np.where(np.isnan(padded), np.nan, t > 0), lengths) == pytest.approx(
+            c.forward(y, t if isinstance(c.criterion, MSECriterion) else (t > 0) * 1.0, lengths))
+    g = SequencerCriterion(MSECriterion())
+    np.testing.assert_array_equal(g.backward(x, padded, lengths), g.backward(x, t, lengths))
+    with pytest.raises(ValueError, match="target"):
+        g.forward(x, padded, np.array([3, 2]))                    # step 1 of row 1 is valid
+
+
 def test_sequencer_criterion_sums_over_steps():
     rng = np.random.default_rng(1)
     T, B, C = 4, 3, 5

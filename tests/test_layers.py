@@ -289,7 +289,8 @@ def test_list_input_gives_list_output():
 
 def test_embedding_from_pretrained_frozen():
     w = np.arange(12, dtype=np.float64).reshape(4, 3)
-    m = rnncore.Embedding.from_pretrained(w)
+    assert rnncore.Embedding.from_pretrained(w).dtype == np.float32     # the default, as everywhere
+    m = rnncore.Embedding.from_pretrained(w, dtype=np.float64)
     assert m.dtype == np.float64 and not m.weight.requires_grad and m.freeze
     ids = np.array([[0, 3], [2, 2]])
     np.testing.assert_array_equal(m.forward(ids), w[ids])
