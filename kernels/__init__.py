@@ -2,7 +2,9 @@
 
 ``kernels.reference`` holds the plain NumPy oracle; ``kernels.rnn``, ``kernels.lstm`` and
 ``kernels.gru`` the fast CPU versions with the same signatures; ``kernels.cuda`` the GPU ones.
-Nothing in this package imports ``rnncore``.
+Nothing in this package imports ``rnncore``. The kernels check their arguments' types and
+shapes, never their values: NaN and Inf go through as given (the ``rnncore`` modules check
+values before they call a kernel).
 
 The fast kernels take their large arrays from buffers that they reuse from call to call, whose
 memory pages are already mapped (``_workspace``); an array they return is never handed out

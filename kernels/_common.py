@@ -8,10 +8,11 @@ Two kinds of helpers live here:
   ``sigmoid`` (numerically stable logistic) and ``tanh``, both SIMD-friendly (see below), and
   ``flip_valid`` (the time flip that turns a ``reverse=True`` run into a forward-in-time one).
 * Plain-Python argument preparation used by the kernels' Python wrappers *before* a core is
-  called: ``as_float_array``, ``as_lengths``, ``state_or_zeros``. They make every array
-  C-contiguous in one dtype, so the ``@njit`` cores are compiled for exactly two signatures
-  (float32, float64) and ``np.dot`` inside them never copies; and they turn bad input into a
-  ``ValueError``/``TypeError`` that names the argument instead of a Numba typing error.
+  called: ``as_float_array``, ``as_lengths``, ``state_or_zeros``, ``as_flag``, ``check_cache``.
+  They make every array C-contiguous in one dtype, so the ``@njit`` cores are compiled for
+  exactly two signatures (float32, float64) and ``np.dot`` inside them never copies; and they
+  turn bad input into a ``ValueError``/``TypeError`` that names the argument instead of a Numba
+  typing error. They look at types and shapes only, never at values (no pass over an array).
 
 Caching caveat: Numba's on-disk cache (``cache=True``) keys a function on its own file only.
 ``sigmoid``/``tanh``/``exp_expm1`` are inlined into the kernels' cores, so after editing this
@@ -36,7 +37,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 __all__ = ["sigmoid", "tanh", "exp_expm1", "copy_row", "flip_valid", "as_float_array", "as_lengths",
-           "init_state", "state_or_zeros"]
+           "init_state", "state_or_zeros", "as_flag", "check_cache"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -258,3 +259,46 @@ def state_or_zeros(a, shape, dtype, name):
     if a is None:
         return np.zeros(shape, dtype)
     return as_float_array(a, name, dtype, shape).copy()
+
+
+def as_flag(value, name):
+    """``value`` as a Python bool, for a flag such as ``reverse``: True or False (Python's or
+    NumPy's bool), or the ints 0 and 1.
+
+    Anything else is a TypeError naming ``name``, where ``bool(value)`` would have guessed:
+    ``bool("False")`` is True, and an array of several entries raises NumPy's own error.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name}: expected True or False, got {value!r}")
+
+
+def check_cache(cache, forward, gates, size, tiled_size=None):
+    """Whether ``cache`` came from the tiled kernel; TypeError naming ``cache`` unless it is a
+    cache that ``forward`` (the cell's forward function, named in the message) returned.
+
+    The caches are tuples: the serial kernel's has ``size`` items and begins
+    ``(x_s, W_ih, W_hh, lengths, reverse, hs, ...)``; the tiled kernel's (``tiled_size`` items;
+    None: the cell has none) ``("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, ...)``,
+    with x_s, x_p (T, ., .) and hs (T+1, ., .). The check reads types, lengths and shapes only
+    (nothing of the arrays' values), yet takes no other cell's cache: their lengths differ, or
+    W_hh has another number of rows (``gates`` H: 4H LSTM, 3H GRU, H RNN; H >= 1), or (the
+    reference kernels' caches) the item where hs would be is not (T+1, ., .).
+    """
+    tiled = (tiled_size is not None and type(cache) is tuple and len(cache) == tiled_size
+             and isinstance(cache[0], str) and cache[0] == "tiled")
+    if tiled:
+        x, W_hh, hs = cache[1], cache[3], cache[7]
+    elif type(cache) is tuple and len(cache) == size:
+        x, W_hh, hs = cache[0], cache[2], cache[5]
+    else:
+        x = W_hh = hs = None
+    if not (isinstance(x, np.ndarray) and isinstance(W_hh, np.ndarray)
+            and isinstance(hs, np.ndarray) and x.ndim == hs.ndim == 3 and W_hh.ndim == 2
+            and W_hh.shape[0] == gates * W_hh.shape[1] and hs.shape[0] == x.shape[0] + 1):
+        got = (f"a tuple of {len(cache)} items" if isinstance(cache, tuple)
+               else "None" if cache is None else f"a {type(cache).__name__}")
+        raise TypeError(f"cache: expected the cache returned by {forward}, got {got}")
+    return tiled

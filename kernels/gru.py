@@ -78,8 +78,8 @@ A second organization of the same computation lives in ``gru_tiled.py`` (float32
 import numpy as np
 from numba import njit
 
-from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
-                      init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
+                      sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import step_operands, step_product
 from ._workspace import empty, zeros
@@ -165,7 +165,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     b_ih = as_float_array(b_ih, "b_ih", dt, (3 * H,))
     b_hh = as_float_array(b_hh, "b_hh", dt, (3 * H,))
     lengths = as_lengths(lengths, T, B)
-    reverse = bool(reverse)
+    reverse = as_flag(reverse, "reverse")
     if takes_tiled(path, 3, dt, B, I, H):
         from . import gru_tiled                          # imported on first use
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
@@ -272,10 +272,12 @@ def gru_backward(dy, dh_n, cache):
     """Gradients of ``gru_forward``, equations (1)-(6) differentiated in reverse step order.
 
     dy: (T, B, H) or None   dh_n: (B, H) or None   (None means zeros)
+    cache: what ``gru_forward`` returned (either path); anything else is a TypeError
     returns dx: (T, B, I), dW_ih: (3H, I), dW_hh: (3H, H), db_ih: (3H,), db_hh: (3H,),
     dh0: (B, H), all fresh arrays (the caller accumulates).
     """
-    tiled = isinstance(cache[0], str)                    # made by gru_tiled.forward
+    # True: made by gru_tiled.forward (the serial and tiled caches differ)
+    tiled = check_cache(cache, "gru_forward", gates=3, size=9, tiled_size=9)
     if tiled:
         T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
     else:

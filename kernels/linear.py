@@ -43,16 +43,17 @@ def _x_and_W(x, W):
     """x (N, I) and W (O, I) as C-contiguous arrays of x's float dtype, or a ValueError/TypeError
     naming the argument."""
     x = as_float_array(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"x: expected a (N, I) array, got shape {x.shape}")
+    if x.ndim != 2 or 0 in x.shape:
+        raise ValueError(f"x: expected a (N, I) array with N, I >= 1, got shape {x.shape}")
     W = as_float_array(W, "W", x.dtype)
-    if W.ndim != 2 or W.shape[1] != x.shape[1]:
-        raise ValueError(f"W: expected shape (O, {x.shape[1]}), got {W.shape}")
+    if W.ndim != 2 or W.shape[1] != x.shape[1] or W.shape[0] == 0:
+        raise ValueError(f"W: expected shape (O, {x.shape[1]}) with O >= 1, got {W.shape}")
     return x, W
 
 
 def linear_forward(x, W, b):
-    """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64)."""
+    """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64);
+    N, I, O >= 1."""
     x, W = _x_and_W(x, W)
     b = as_float_array(b, "b", x.dtype, (W.shape[0],))
     y = empty((x.shape[0], W.shape[0]), x.dtype)

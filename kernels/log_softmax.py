@@ -6,7 +6,11 @@
     dx[n, j] = dy[n, j] - exp(y[n, j]) * sum_k dy[n, k]                                (2)
 
 (1) subtracts the row's max first, so every exponent is <= 0 and nothing overflows; (2) is the
-chain rule through (1): dy_i/dx_j = [i == j] - softmax_j, and softmax = exp(y).
+chain rule through (1): dy_i/dx_j = [i == j] - softmax_j, and softmax = exp(y). The order of
+(1) matters too: ``(x - m) - log s`` (s the sum), never ``x - (m + log s)``. log s lies in
+[0, log C], so next to a large |m| it is rounded away in ``m + log s`` (in float32, 1e7 + log 2
+rounds to 1e7 + 1, and a row [1e7, 1e7] came out [-1, -1] instead of -log 2); ``x - m`` is
+exact near the max. (The core uses no ``fastmath``, which would let LLVM regroup the terms.)
 
 Why compiled: at the shapes of a small training step (a few rows of 3 classes) NumPy's reductions
 with ``axis``/``keepdims`` cost more than the arithmetic, several microseconds each, and a step
@@ -35,9 +39,9 @@ def _forward_core(x, y):
         s = 0.0
         for j in range(C):
             s += y[n, j]
-        shift = m + x.dtype.type(np.log(s))              # m + log(sum exp(x - m))
+        log_s = x.dtype.type(np.log(s))                  # log(sum exp(x - m)), in [0, log C]
         for j in range(C):
-            y[n, j] = x[n, j] - shift                    # (1)
+            y[n, j] = (x[n, j] - m) - log_s              # (1), in this order (module notes)
 
 
 @njit(cache=True, error_model="numpy")

@@ -92,8 +92,8 @@ where it measured faster (``kernels/_auto.py``); read this file first.
 import numpy as np
 from numba import njit
 
-from ._common import (as_float_array, as_lengths, copy_row, flip_valid, sigmoid,
-                      init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
+                      sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import step_operands, step_product
 from ._workspace import empty, zeros
@@ -179,7 +179,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     W_ih = as_float_array(W_ih, "W_ih", dt, (4 * H, I))
     b = as_float_array(b, "b", dt, (4 * H,))
     lengths = as_lengths(lengths, T, B)
-    reverse = bool(reverse)
+    reverse = as_flag(reverse, "reverse")
     if takes_tiled(path, 4, dt, B, I, H):
         from . import lstm_tiled                         # imported on first use
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
@@ -271,10 +271,12 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     """Gradients of ``lstm_forward``, equations (1)-(5) differentiated in reverse step order.
 
     dy: (T, B, H) or None   dh_n, dc_n: (B, H) or None   (None means zeros)
+    cache: what ``lstm_forward`` returned (either path); anything else is a TypeError
     returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    tiled = isinstance(cache[0], str)                    # made by lstm_tiled.forward
+    # True: made by lstm_tiled.forward (the serial and tiled caches differ)
+    tiled = check_cache(cache, "lstm_forward", gates=4, size=9, tiled_size=11)
     if tiled:
         T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
     else:

@@ -57,8 +57,8 @@ serial: a second thread pool (``prange``) on the same two cores fights BLAS's sp
 import numpy as np
 from numba import njit
 
-from ._common import (as_float_array, as_lengths, copy_row, flip_valid, init_state,
-                      state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
+                      init_state, state_or_zeros, tanh)
 from ._gemm import step_operands, step_product
 from ._workspace import empty, zeros
 
@@ -125,7 +125,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     W_ih = as_float_array(W_ih, "W_ih", dt, (H, I))
     b = as_float_array(b, "b", dt, (H,))
     lengths = as_lengths(lengths, T, B)
-    reverse = bool(reverse)
+    reverse = as_flag(reverse, "reverse")
 
     hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
     init_state(hs[0], h0, "h0")
@@ -195,9 +195,11 @@ def rnn_backward(dy, dh_n, cache):
     """Gradients of ``rnn_forward``, equations (1)-(3) differentiated in reverse step order.
 
     dy: (T, B, H) or None   dh_n: (B, H) or None   (None means zeros)
+    cache: what ``rnn_forward`` returned; anything else is a TypeError
     returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H),
     all fresh arrays (the caller accumulates).
     """
+    check_cache(cache, "rnn_forward", gates=1, size=6)
     x_s, W_ih, W_hh, lengths, reverse, hs = cache
     T, B, I = x_s.shape
     H = W_hh.shape[1]

@@ -58,3 +58,16 @@ def test_refuses_misshapen_arguments():
         linear_backward(np.zeros((2, 3)), np.zeros(3), np.zeros((3, 3)))
     with pytest.raises(TypeError, match="x"):
         linear_forward(np.zeros((2, 3), np.int64), np.zeros((4, 3)), np.zeros(4))
+
+
+@pytest.mark.parametrize("x_shape, W_shape, name", [
+    ((3, 0), (2, 0), "x"),          # I = 0: y would be the bias alone
+    ((0, 3), (2, 3), "x"),          # N = 0
+    ((3, 3), (0, 3), "W"),          # O = 0
+])
+def test_refuses_empty_dimensions(x_shape, W_shape, name):
+    x, W, b = np.ones(x_shape), np.ones(W_shape), np.ones(W_shape[0])
+    with pytest.raises(ValueError, match=f"^{name}: .*>= 1"):
+        linear_forward(x, W, b)
+    with pytest.raises(ValueError, match=f"^{name}: .*>= 1"):
+        linear_backward(np.ones((x_shape[0], W_shape[0])), x, W)

@@ -37,6 +37,42 @@ def test_matches_numpy_and_torch(N, C, scale, seed, dtype):
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=16 * eps, atol=16 * eps * (1 + np.abs(dy).sum()))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [1e7, -1e7, 1e17, -1e30])
+@pytest.mark.parametrize("spread", [0.0, 1.0, 30.0])
+def test_rows_far_from_zero_keep_their_precision(offset, spread, dtype):
+    """Rows around a large offset: x - (m + log s) loses log s (1e7 + log 2 rounds to 1e7 + 1
+    in float32, 1e17 + log 2 to 1e17 in float64); (x - m) - log s, as in (1), keeps it."""
+    rng = np.random.default_rng(0)
+    C = 5
+    x = (offset + spread * rng.standard_normal((4, C))).astype(dtype)   # spread 0: y = -log C
+    dy = rng.standard_normal((4, C)).astype(dtype)
+    y = log_softmax_forward(x)
+    dx = log_softmax_backward(dy, y)
+    y_ref, dx_ref = numpy_reference(x, dy)
+    eps = np.finfo(dtype).eps
+    y_tol = dict(rtol=8 * eps, atol=8 * eps * (1 + spread) * np.log2(C + 1))
+    dx_tol = dict(rtol=16 * eps, atol=16 * eps * (1 + np.abs(dy).sum()))
+    np.testing.assert_allclose(y, y_ref, **y_tol)
+    np.testing.assert_allclose(dx, dx_ref, **dx_tol)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    yt = torch.log_softmax(xt, dim=1)
+    yt.backward(torch.from_numpy(dy))
+    np.testing.assert_allclose(y, yt.detach().numpy(), **y_tol)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), **dx_tol)
+
+
+@pytest.mark.parametrize("row, dtype", [([1e7, 1e7], np.float32), ([-1e30] * 3, np.float32),
+                                        ([1e17, 1e17], np.float64), ([-1e300] * 3, np.float64)])
+def test_equal_large_entries_give_minus_log_C(row, dtype):
+    x = np.array([row], dtype)
+    y = log_softmax_forward(x)
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(y, np.full_like(x, -np.log(len(row))), rtol=4 * eps)
+    dx = log_softmax_backward(np.ones_like(x), y)           # sum_j dy_j softmax_j = 1: dx = 0
+    np.testing.assert_allclose(dx, 0, atol=4 * eps)
+
+
 def test_gradient_by_central_differences():
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))

@@ -231,6 +231,80 @@ def test_backward_bad_upstream_grads_are_named():
 
 
 # ---------------------------------------------------------------------------------------------
+# reverse= and cache=: only the values the functions are made for
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("reverse", ["False", "True", np.array([1, 0]), 2, -1, 1.0, None])
+def test_reverse_is_true_or_false_only(reverse):
+    """bool(reverse) ran "False" in reverse and raised NumPy's ambiguous-truth error for arrays."""
+    p, _, _, _ = _problem(0, 3, 2, 4, 5)
+    with pytest.raises(TypeError, match="^reverse: expected True or False, got "):
+        fast.rnn_forward(p["x"], p["W_ih"], p["W_hh"], p["b"], reverse=reverse)
+
+
+@pytest.mark.parametrize("flag, same_as", [(np.True_, True), (np.False_, False), (1, True),
+                                           (0, False), (np.int64(1), True)])
+def test_reverse_takes_numpy_bools_and_0_1(flag, same_as):
+    p, lengths, _, _ = _problem(0, 3, 2, 4, 5)
+    args = [p[k] for k in ARGS] + [lengths]
+    got, want = fast.rnn_forward(*args, reverse=flag), fast.rnn_forward(*args, reverse=same_as)
+    for g, w in zip(got[:-1], want[:-1]):                # y and the final states
+        np.testing.assert_array_equal(g, w)
+
+
+def caches_of_every_forward():
+    """name -> the cache of one small float32 call of each forward kernel: the fast cells on
+    both paths, and the NumPy reference (whose caches are tuples of like lengths)."""
+    from kernels import gru, lstm, rnn
+    rng = np.random.default_rng(0)
+    T, B, I, H = 3, 2, 4, 5
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+
+    def weights(G):                                      # W_ih (G H, I), W_hh (G H, H), b (G H,)
+        return [(0.5 * rng.standard_normal(s)).astype(np.float32)
+                for s in [(G * H, I), (G * H, H), (G * H,)]]
+    w1, w3, w4 = weights(1), weights(3), weights(4)
+    w3.append(w3[2])                                     # the GRU's b_ih, b_hh
+    return {
+        "rnn": rnn.rnn_forward(x, *w1)[-1],
+        "gru": gru.gru_forward(x, *w3, path="steps")[-1],
+        "gru tiled": gru.gru_forward(x, *w3, path="tiled")[-1],
+        "lstm": lstm.lstm_forward(x, *w4, path="steps")[-1],
+        "lstm tiled": lstm.lstm_forward(x, *w4, path="tiled")[-1],
+        "reference rnn": ref.rnn_forward(x, *w1)[-1],
+        "reference gru": ref.gru_forward(x, *w3)[-1],
+        "reference lstm": ref.lstm_forward(x, *w4)[-1],
+    }
+
+
+@pytest.fixture(scope="module")
+def caches():
+    return caches_of_every_forward()
+
+
+OWN_CACHES = ["rnn"]
+OTHER_CACHES = ["gru", "gru tiled", "lstm", "lstm tiled", "reference rnn", "reference gru",
+                "reference lstm"]
+
+
+@pytest.mark.parametrize("name", OWN_CACHES)
+def test_backward_takes_its_forwards_caches(caches, name):
+    grads = fast.rnn_backward(None, None, caches[name])
+    assert all(np.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", OTHER_CACHES + ["None", "a list", "one short", "first dropped"])
+def test_backward_refuses_any_other_cache(caches, name):
+    """Another cell's cache, the reference's or a damaged one: a TypeError naming cache, not
+    a Numba typing error or an unpacking error from inside the function."""
+    own, last = caches[OWN_CACHES[0]], caches[OWN_CACHES[-1]]      # (the tiled one, if any)
+    damaged = {"None": None, "a list": list(own), "one short": own[:-1], "first dropped": last[1:]}
+    cache = damaged[name] if name in damaged else caches[name]
+    with pytest.raises(TypeError, match="^cache: expected the cache returned by rnn_forward, got "):
+        fast.rnn_backward(None, None, cache)
+
+
+# ---------------------------------------------------------------------------------------------
 # saturation and long sequences
 # ---------------------------------------------------------------------------------------------
 
