@@ -13,7 +13,7 @@ import numpy as np
 from . import _checks
 from . import random as _random
 from .layers import _check_input_shape, _float_input, _like
-from .module import Module
+from .module import Module, restore, snapshot
 
 __all__ = ["Sequential", "Sequencer", "LastStep"]
 
@@ -68,19 +68,17 @@ def _all_or_nothing(container, run, *args):
     caches, final states and dropout masks, and the next ``backward`` would pair them with the
     others' old ones. A forward rebinds a module's attributes (``self._cache = ...``) rather
     than writing into arrays it kept, and never touches parameters or their grads, so a shallow
-    copy of each module's attributes is all there is to put back. Nested containers: the
-    outermost one does it.
+    copy of each module's attributes is all there is to put back (``module.snapshot``).
+    Nested containers: the outermost one does it.
     """
     if _random.in_undo_block():
         return run(*args)
-    saved = [(m, m.__dict__.copy()) for m in container.modules()]
+    saved = snapshot(container)
     with _random.undo_on_error():
         try:
             return run(*args)
         except BaseException:
-            for m, attributes in saved:
-                m.__dict__.clear()
-                m.__dict__.update(attributes)
+            restore(saved)
             raise
 
 

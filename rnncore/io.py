@@ -16,19 +16,27 @@ The file is an ordinary NumPy ``.npz`` archive (a zip of ``.npy`` arrays; ``np.l
 
   ``config`` is the module's ``config()`` (its constructor's keyword arguments); a container
   gets its ``children`` positionally, as in ``Sequential(*children)`` and ``Sequencer(module)``.
+  A module used a second time (``Sequential(lin, Tanh(), lin)``) is written as
+  ``{"same_as": "0."}``, the key prefix of its first use, and loads as that same object again
+  (its parameters are stored once, under the first use's keys, as ``state_dict`` lists them).
 * one array per ``state_dict`` key (``0.weight_ih_l0``, ...), in the parameter's own dtype, so a
   round trip gives bit-identical outputs.
 
 Safety: ``load`` only builds the module classes rnncore itself exports, looked up by name; it
 never evaluates code or unpickles objects (``allow_pickle=False``). It refuses, with a
 ``ValueError`` naming the problem, a file that is not an rnncore model, a format version it does
-not know, an unknown class, a bad config, and missing, extra or misshapen arrays.
+not know (``format`` must be the JSON int 1), an unknown class, a bad config, a ``frozen`` that
+is not a list of parameter keys, and missing, extra or misshapen arrays. The file holds the
+weights, so a module's config must agree with them: the number of parameter values its config
+gives is compared with the values stored under its key prefix BEFORE the module is built, so
+that a config edited to ``hidden_size: 10**7`` is refused instead of allocating petabytes.
 
 What is not saved: the train / evaluate mode (a loaded model starts in ``training()`` mode, as
 any new module does: call ``evaluate()`` for inference), a recurrent layer's ``remember()`` mode
 and carried state, caches of the last forward, and optimizer state.
 """
 
+import inspect
 import json
 import os
 import uuid
@@ -62,14 +70,19 @@ def _json_value(v):
     raise TypeError(f"cannot store {type(v).__name__} {v!r} in the JSON architecture")
 
 
-def _describe(module, path):
-    """The architecture of ``module`` as a JSON-ready dict (recursively)."""
+def _describe(module, path, seen=None):
+    """The architecture of ``module`` as a JSON-ready dict (recursively); ``seen`` maps the
+    modules already described to their key prefix."""
+    seen = {} if seen is None else seen
+    if id(module) in seen:
+        return {"same_as": seen[id(module)]}
+    seen[id(module)] = path
     cls = type(module)
     if CLASSES.get(cls.__name__) is not cls:
         raise TypeError(f"model: cannot save {cls.__name__} at {path or 'the root'}: only the "
                         f"rnncore module classes can be saved ({', '.join(sorted(CLASSES))})")
     return {"class": cls.__name__, "dtype": module.dtype.name, "config": dict(module.config()),
-            "children": [_describe(c, f"{path}{i}.") for i, c in enumerate(module._children)]}
+            "children": [_describe(c, f"{path}{i}.", seen) for i, c in enumerate(module._children)]}
 
 
 def save(model, path):
@@ -168,14 +181,75 @@ def _meta(arrays, path):
     if not isinstance(meta, dict) or "format" not in meta or "model" not in meta:
         raise ValueError(f"path: {path!r}: expected JSON with 'format' and 'model', got "
                          f"{str(raw)[:80]!r}")
-    if meta["format"] != FORMAT_VERSION:
-        raise ValueError(f"path: {path!r}: unknown format version {meta['format']!r}; this "
+    fmt = meta["format"]
+    if type(fmt) is not int:                             # (True == 1 and 1.0 == 1 in Python)
+        raise ValueError(f"path: {path!r}: 'format': expected the int {FORMAT_VERSION}, got "
+                         f"{fmt!r} ({type(fmt).__name__})")
+    if fmt != FORMAT_VERSION:
+        raise ValueError(f"path: {path!r}: unknown format version {fmt!r}; this "
                          f"rnncore reads format {FORMAT_VERSION}")
+    frozen = meta.get("frozen", [])
+    if not isinstance(frozen, list) or not all(isinstance(k, str) for k in frozen):
+        raise ValueError(f"path: {path!r}: 'frozen' must list parameter keys of the model "
+                         f"(strings), got {frozen!r}")
     return meta
 
 
-def _build(desc, where):
-    """A module from its description; ``where`` names the node in messages ('model', 'model.0')."""
+# Parameter values held by a module class, from its constructor's arguments ``a`` (the layouts
+# of layers.py and recurrent.py), checked as the constructor checks them; a class not named in
+# ``_SIZES`` holds no parameters of its own.
+def _linear_size(cls, a):
+    I, O = (_checks.positive_int(a[k], k) for k in ("in_features", "out_features"))
+    return O * I + O                                             # weight (O, I), bias (O,)
+
+
+def _embedding_size(cls, a):
+    V, E = (_checks.positive_int(a[k], k) for k in ("num_embeddings", "embedding_dim"))
+    return V * E                                                 # weight (V, E)
+
+
+def _recurrent_size(cls, a):
+    I, H, L = (_checks.positive_int(a[k], k) for k in ("input_size", "hidden_size", "num_layers"))
+    D = 2 if _checks.flag(a["bidirectional"], "bidirectional") else 1
+    G, nb = cls._gates, len(cls._biases)
+
+    def layer(fan_in):            # one direction: W_ih (G*H, fan_in), W_hh (G*H, H), nb biases
+        return G * H * (fan_in + H) + nb * G * H
+
+    return D * (layer(I) + (L - 1) * layer(D * H))               # layer 0 reads I, the rest D*H
+
+
+_SIZES = {"Linear": _linear_size, "Embedding": _embedding_size,
+          "RNN": _recurrent_size, "LSTM": _recurrent_size, "GRU": _recurrent_size}
+
+
+def _param_count(name, config):
+    """How many parameter values ``CLASSES[name](**config)`` would hold, worked out without
+    building it; None where the config would not build (the constructor then says why)."""
+    size = _SIZES.get(name)
+    if size is None:
+        return 0
+    cls = CLASSES[name]
+    try:
+        bound = inspect.signature(cls).bind(**config)
+        bound.apply_defaults()
+        return size(cls, bound.arguments)
+    except (TypeError, ValueError):
+        return None
+
+
+def _build(desc, where, prefix, arrays, built):
+    """A module from its description; ``where`` names the node in messages ('model', 'model.0'),
+    ``prefix`` is its key prefix in ``arrays`` ('', '0.'), the weights the file holds: a module
+    without children is built only if its config gives as many parameter values as the file
+    holds under its prefix. ``built`` maps the prefixes built so far to their modules (for
+    ``same_as``)."""
+    if isinstance(desc, dict) and set(desc) == {"same_as"}:
+        ref = desc["same_as"]
+        if not isinstance(ref, str) or ref not in built:
+            raise ValueError(f"{where}: 'same_as': expected the key prefix of a module described "
+                             f"before it ({sorted(built)}), got {ref!r}")
+        return built[ref]
     if not isinstance(desc, dict):
         raise ValueError(f"{where}: expected a module description (a JSON object), got {desc!r}")
     missing = [k for k in ("class", "dtype", "config", "children") if k not in desc]
@@ -192,9 +266,20 @@ def _build(desc, where):
         dtype = _checks.float_dtype(desc["dtype"], "dtype")
     except TypeError as e:
         raise ValueError(f"{where} ({name}): {e}") from None
-    kids = [_build(c, f"{where}.{i}") for i, c in enumerate(children)]
+    if not children:
+        needs = _param_count(name, config)
+        held = sorted(k for k in arrays if k.startswith(prefix))
+        values = sum(arrays[k].size for k in held)
+        if needs is not None and needs != values:
+            raise ValueError(f"{where} ({name}): config {config} gives {needs:,} parameter "
+                             f"values, the file holds {values:,} "
+                             f"{f'under {prefix!r} ' if prefix else ''}({held[:8]}): the "
+                             f"architecture does not match the stored weights")
+    kids = [_build(c, f"{where}.{i}", f"{prefix}{i}.", arrays, built)
+            for i, c in enumerate(children)]
     try:
-        return CLASSES[name](*kids, dtype=dtype, **config)
+        module = built[prefix] = CLASSES[name](*kids, dtype=dtype, **config)
+        return module
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where} ({name}): cannot rebuild it from config {config} and "
                          f"{len(kids)} children: {e}") from None
@@ -222,7 +307,7 @@ def load(path):
     kept = _random.generator()
     _random._generator = np.random.default_rng(0)
     try:
-        model = _build(meta["model"], "model")
+        model = _build(meta["model"], "model", "", arrays, {})
     finally:
         _random._generator = kept
 
@@ -237,8 +322,8 @@ def load(path):
             raise ValueError(f"path: {path!r}: array {key!r} has shape {a.shape} and dtype "
                              f"{a.dtype}, the architecture expects {p.data.shape} {p.data.dtype}")
     model.load_state_dict(arrays)
-    frozen = meta.get("frozen", [])
-    if not isinstance(frozen, list) or not set(frozen) <= set(own):
+    frozen = meta.get("frozen", [])                      # a list of str (``_meta``)
+    if not set(frozen) <= set(own):
         raise ValueError(f"path: {path!r}: 'frozen' must list parameter keys of the model, "
                          f"got {frozen!r}")
     for key, p in own.items():

@@ -54,6 +54,28 @@ class Parameter:
         return f"Parameter({self.name}, shape={self._data.shape}, dtype={self._data.dtype})"
 
 
+def snapshot(root):
+    """Every module below ``root`` (each once, also if used twice) with a shallow copy of its
+    attributes; ``restore`` puts them back. That is a module's whole state apart from its
+    parameters, because a forward rebinds attributes (``self._cache = ...``, ``self.h_n``)
+    rather than writing into arrays it kept, and never touches parameters or their grads.
+    Used by containers (a refused forward changes nothing), ``trace`` and ``fit`` (a look at
+    the output that leaves no trace)."""
+    seen, saved = set(), []
+    for m in root.modules():
+        if id(m) not in seen:
+            seen.add(id(m))
+            saved.append((m, m.__dict__.copy()))
+    return saved
+
+
+def restore(saved):
+    """Put back the attributes ``snapshot`` copied."""
+    for m, attributes in saved:
+        m.__dict__.clear()
+        m.__dict__.update(attributes)
+
+
 class Module:
     """Base class of every layer and container."""
 
@@ -77,8 +99,8 @@ class Module:
         if not isinstance(module, Module):
             raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
         self._children.append(module)
-        for key, p in module.named_parameters(f"{len(self._children) - 1}."):
-            p.name = key                 # a Parameter's name is its key in the outermost state_dict
+        for key, p in self.named_parameters():
+            p.name = key             # its key in this state_dict (renamed again if this is adopted)
         return module
 
     # -- the Torch7 API ----------------------------------------------------------------------
@@ -102,11 +124,20 @@ class Module:
         raise NotImplementedError
 
     def named_parameters(self, prefix=""):
-        """``(state_dict key, Parameter)`` pairs of this module and its children, in order."""
+        """``(state_dict key, Parameter)`` pairs of this module and its children, in order. A
+        module used twice (``Sequential(lin, Tanh(), lin)``) has its Parameters once, under
+        their first key: optimizers and ``update_parameters`` then step each once."""
+        seen = set()
+        for key, p in self._all_parameters(prefix):
+            if id(p) not in seen:
+                seen.add(id(p))
+                yield key, p
+
+    def _all_parameters(self, prefix):
         for name, p in self._params.items():
             yield prefix + name, p
         for i, child in enumerate(self._children):
-            yield from child.named_parameters(f"{prefix}{i}.")
+            yield from child._all_parameters(f"{prefix}{i}.")
 
     def parameters(self):
         """Every Parameter of this module and its children (the same objects on every call)."""
@@ -125,6 +156,8 @@ class Module:
     def update_parameters(self, lr):
         """Plain SGD step: ``data -= lr * grad`` for every trainable parameter."""
         lr = _checks.positive_number(lr, "lr", allow_zero=True)
+        for dtype in {p._data.dtype for p in self.parameters()}:
+            _checks.fits_dtype(lr, "lr", dtype)
         for p in self.parameters():
             if p.requires_grad:
                 p.data -= p.data.dtype.type(lr) * p.grad

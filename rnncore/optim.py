@@ -9,7 +9,15 @@
 ``step()`` skips parameters with ``requires_grad = False`` (a frozen `Embedding`, say). The
 per-parameter state (momentum buffers, moment estimates, Adam's step count) lives in
 ``opt.state[i]`` for the i-th parameter, created at its first update as PyTorch does.
-Updates run in the parameter's own dtype.
+Updates run in the parameter's own dtype, and the state follows it: after ``model.astype``
+the next step converts the state's arrays to the parameter's new dtype.
+
+Refused (ValueError naming the argument): a parameter listed twice in ``params`` (it would be
+updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
+(``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
+float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
+construction against the parameters' dtypes, and again by ``step()`` (before any update) for a
+dtype that appeared since, as after ``model.astype``.
 """
 
 import numbers
@@ -23,8 +31,9 @@ from .module import Module, Parameter
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "clip_grad_norm"]
 
 
-def _param_list(params, name="params"):
-    """A non-empty list of `Parameter` objects from an iterable (``model.parameters()``)."""
+def _param_list(params, name="params", once=True):
+    """A non-empty list of `Parameter` objects from an iterable (``model.parameters()``);
+    with ``once``, each object at most once."""
     if isinstance(params, Module):
         raise TypeError(f"{name}: expected an iterable of Parameter, got a {type(params).__name__} "
                         f"module; pass module.parameters()")
@@ -39,7 +48,22 @@ def _param_list(params, name="params"):
             raise TypeError(f"{name}[{i}]: expected a rnncore Parameter, got {type(p).__name__}")
     if not params:
         raise ValueError(f"{name}: expected at least one Parameter, got an empty list")
+    if once:
+        first = {}
+        for i, p in enumerate(params):
+            j = first.setdefault(id(p), i)
+            if j != i:
+                raise ValueError(f"{name}: expected each Parameter once, got {p.name!r} at [{j}] "
+                                 f"and [{i}] (it would be updated twice per step)")
     return params
+
+
+def _follow_dtype(state, dtype):
+    """Convert the state's arrays to ``dtype`` where they differ (the parameter was converted
+    by ``Module.astype`` since they were made), so that precision follows the parameter."""
+    for k, v in state.items():
+        if type(v) is np.ndarray and v.dtype != dtype:
+            state[k] = v.astype(dtype)
 
 
 def _fraction(v, name):
@@ -53,19 +77,44 @@ def _fraction(v, name):
 
 
 class Optimizer:
-    """Base class: holds the parameters and their state; subclasses implement ``_update``."""
+    """Base class: holds the parameters and their state; subclasses implement ``_update``.
+
+    ``_cast`` names the hyperparameters the update casts to a parameter's dtype: a subclass
+    calls ``_check_dtypes()`` at the end of its ``__init__``, and ``step`` calls it first.
+    """
+
+    _cast = ("lr",)
 
     def __init__(self, params):
         self.params = _param_list(params)
         self.state = [dict() for _ in self.params]
+        self._dtypes = set()          # parameter dtypes the ``_cast`` numbers were checked in
+        self._checked = [None] * len(self.params)     # per parameter: its data array then
 
     def zero_grad(self):
         """Set every parameter's grad to zero."""
         for p in self.params:
             p.grad.fill(0)
 
+    def _check_dtypes(self):
+        """``_checks.fits_dtype`` each ``_cast`` number in every parameter dtype not seen before.
+        Only a new data array can bring a new dtype, so an array seen last time is not looked at."""
+        checked = self._checked
+        for i, p in enumerate(self.params):
+            data = p._data                        # (not p.data: that counts as a change)
+            if data is checked[i]:
+                continue
+            if data.dtype not in self._dtypes:
+                for name in self._cast:
+                    v = getattr(self, name, None)
+                    if isinstance(v, numbers.Real):
+                        _checks.fits_dtype(float(v), name, data.dtype)
+                self._dtypes.add(data.dtype)
+            checked[i] = data
+
     def step(self):
         """One update of every trainable parameter, in place."""
+        self._check_dtypes()
         for p, state in zip(self.params, self.state):
             if p.requires_grad:
                 self._update(p, state)
@@ -82,12 +131,15 @@ class SGD(Optimizer):
         w = w - lr * v             (v = g when momentum = 0)
     """
 
+    _cast = ("lr", "weight_decay")
+
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
         self.lr = _checks.positive_number(lr, "lr")
         self.momentum = _fraction(momentum, "momentum")
         self.weight_decay = _checks.positive_number(weight_decay, "weight_decay", allow_zero=True)
         self._flat = [None] * len(self.params)       # per parameter: (data, grad, flat views)
+        self._check_dtypes()
 
     def step(self):
         """One update of every trainable parameter, in place. The plain rule (no momentum, no
@@ -97,6 +149,7 @@ class SGD(Optimizer):
         multiply-add)."""
         if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
             return super().step()                            # (a subclass's own rule included)
+        self._check_dtypes()
         for i, p in enumerate(self.params):
             if not p.requires_grad:
                 continue
@@ -113,6 +166,7 @@ class SGD(Optimizer):
     def _update(self, p, state):
         w, g = p.data, p.grad                                    # w: updated in place
         f = w.dtype.type
+        _follow_dtype(state, w.dtype)
         if self.weight_decay:
             g = g + f(self.weight_decay) * w
         if self.momentum:
@@ -150,6 +204,8 @@ class Adam(Optimizer):
         w = w - lr / (1 - b1^k) * m / (sqrt(v) / sqrt(1 - b2^k) + eps)
     """
 
+    _cast = ("lr", "eps")
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params)
         self.lr = _checks.positive_number(lr, "lr")
@@ -159,11 +215,13 @@ class Adam(Optimizer):
             raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
         self.betas = (_fraction(b1, "betas[0]"), _fraction(b2, "betas[1]"))
         self.eps = _checks.positive_number(eps, "eps")
+        self._check_dtypes()
 
     def _update(self, p, state):
         w = p.data                                               # updated in place
         f = w.dtype.type
         b1, b2 = self.betas
+        _follow_dtype(state, w.dtype)
         if not state:
             state.update(step=0, exp_avg=np.zeros_like(w), exp_avg_sq=np.zeros_like(w))
         state["step"] += 1
@@ -184,15 +242,19 @@ class RMSprop(Optimizer):
         w = w - lr * g / (sqrt(v) + eps)
     """
 
+    _cast = ("lr", "eps")
+
     def __init__(self, params, lr, alpha=0.99, eps=1e-8):
         super().__init__(params)
         self.lr = _checks.positive_number(lr, "lr")
         self.alpha = _fraction(alpha, "alpha")
         self.eps = _checks.positive_number(eps, "eps")
+        self._check_dtypes()
 
     def _update(self, p, state):
         w = p.data                                               # updated in place
         f = w.dtype.type
+        _follow_dtype(state, w.dtype)
         if not state:
             state["square_avg"] = np.zeros_like(w)
         v, g = state["square_avg"], p.grad
@@ -206,8 +268,10 @@ def clip_grad_norm(params, max_norm):
     most ``max_norm``; return that norm before clipping, as a float (``torch.nn.utils.clip_grad_norm_``).
 
         norm = sqrt(sum_p ||grad_p||^2)        grad_p *= min(1, max_norm / (norm + 1e-6))
+
+    A parameter listed twice is one gradient: counted and scaled once.
     """
-    params = [p for p in _param_list(params) if p.requires_grad]
+    params = list({id(p): p for p in _param_list(params, once=False) if p.requires_grad}.values())
     max_norm = _checks.positive_number(max_norm, "max_norm")
     norm = float(np.sqrt(sum(np.sum(np.square(p.grad, dtype=np.float64)) for p in params)))
     coef = max_norm / (norm + 1e-6)

@@ -35,7 +35,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from .module import Module
+from .module import Module, restore, snapshot
 from .recurrent import _Recurrent
 from .summary import _fmt_shape, _leaves, _table_lines
 
@@ -63,15 +63,6 @@ def _shape(a):
     if isinstance(a, (list, tuple)):
         return (len(a),) + (tuple(np.shape(a[0])) if len(a) else ())
     return tuple(np.shape(a))
-
-
-def _unique(modules):
-    seen, out = set(), []
-    for m in modules:
-        if id(m) not in seen:
-            seen.add(id(m))
-            out.append(m)
-    return out
 
 
 def _recording(m, paths, rows):
@@ -126,8 +117,8 @@ def trace(model, x, lengths=None, print_fn=print):
     paths = {}                                                # {id(leaf): [path, ...]}:
     for path, leaf in _leaves(model):                         # a leaf used twice has two
         paths.setdefault(id(leaf), []).append(path)
-    modules = _unique(model.modules())
-    saved = [(m, dict(m.__dict__)) for m in modules]          # every attribute, to put back
+    saved = snapshot(model)                                   # every attribute, to put back
+    modules = [m for m, _ in saved]                           # (each module once)
     rows = []
     try:
         model.evaluate()
@@ -136,9 +127,7 @@ def trace(model, x, lengths=None, print_fn=print):
                 m.forward = _recording(m, paths[id(m)], rows)
         model.forward(x, lengths=lengths)
     finally:
-        for m, attrs in saved:                                # also removes the stand-ins
-            m.__dict__.clear()
-            m.__dict__.update(attrs)
+        restore(saved)                                        # also removes the stand-ins
     if print_fn is not None:
         _print_table(rows, print_fn)
     return rows

@@ -58,8 +58,9 @@ from tqdm import tqdm
 from . import _checks
 from . import random as _random
 from .containers import _stack_steps, _valid_mask
-from .criteria import ClassNLLCriterion, Criterion, SequencerCriterion
-from .module import Module
+from .criteria import (BCECriterion, ClassNLLCriterion, Criterion, MSECriterion,
+                       SequencerCriterion)
+from .module import Module, restore, snapshot
 from .optim import Optimizer, clip_grad_norm
 
 __all__ = ["fit", "score", "History"]
@@ -154,6 +155,91 @@ def _check_model_criterion(model, criterion):
         raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
 
 
+# -- targets against the model's output ----------------------------------------------------
+# The built-in criteria say what their targets must be; some of it (the number of classes, the
+# shape to match) depends on the model's output, which is known before any forward only through
+# ``output_shape``. So `fit` and `score` check every target up front, against that shape, and a
+# bad label in the last batch (or in the validation data) is refused before the first update.
+# A criterion of your own is not looked into: it checks its targets as each batch comes.
+
+def _output_shape(model, x, lengths, per_step):
+    """The shape of ``model``'s output for all of ``x`` (T, N, ...), the model left untouched.
+
+    From ``model.output_shape`` where every module is one of rnncore's own (their
+    ``output_shape`` is exact); otherwise, or where it refuses the shape, from a forward of the
+    first sample alone in evaluate mode, after which every module's attributes and the
+    ``rnncore.random`` stream are put back as `rnncore.trace` puts them back (a forward rebinds
+    attributes, it never writes into parameters or kept arrays). An input the model refuses
+    raises that forward's own error, with the model as it was. The batch axis of the output
+    (1 if ``per_step`` else 0) is then given N."""
+    if all(type(m).__module__.startswith("rnncore.") for m in model.modules()):
+        try:
+            return tuple(model.output_shape(x.shape))
+        except (TypeError, ValueError, NotImplementedError):
+            pass                                         # the forward below says what is wrong
+    saved = snapshot(model)
+    stream = _random.generator().bit_generator
+    state = stream.state
+    try:
+        model.evaluate()                                 # no dropout: nothing drawn
+        out = model.forward(x[:, :1], lengths=None if lengths is None else lengths[:1])
+    finally:
+        restore(saved)
+        stream.state = state
+    shape = list(np.shape(out))
+    axis = 1 if per_step else 0
+    if len(shape) > axis:
+        shape[axis] = x.shape[1]
+    return tuple(shape)
+
+
+def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
+    """Refuse targets that ``criterion`` would refuse in some batch: kind, shape against the
+    model's output, class ids against its width, BCE targets outside [0, 1]. Read only where
+    the criterion reads them: with a `SequencerCriterion` and ``lengths``, padding steps are
+    skipped. Returns nothing; every check is one pass over ``y``."""
+    nx, ny = names
+    inner = criterion.criterion if per_step else criterion
+    classify = isinstance(inner, ClassNLLCriterion)      # CrossEntropyCriterion included
+    if not (classify or isinstance(inner, (MSECriterion, BCECriterion))):
+        return                                           # a criterion of your own
+    if classify:
+        y = _checks.finite_array(y, ny, kind="i")        # TypeError for floats, naming y
+    elif y.dtype.kind not in "fiu":
+        raise TypeError(f"{ny}: expected a real-valued array for {type(inner).__name__}, got "
+                        f"dtype {y.dtype}")
+    try:
+        out = _output_shape(model, x, lengths, per_step)
+    except (TypeError, ValueError) as e:
+        if nx == "x":
+            raise
+        raise type(e)(f"{nx}: the model refuses it: {e}") from None
+    crit = type(inner).__name__
+    if classify:
+        lead = 2 if per_step else 1                      # (T, N) or (N,) ids for (..., C) scores
+        if len(out) != lead + 1:
+            raise ValueError(f"model: expected an output {'(T, N, C)' if per_step else '(N, C)'} "
+                             f"for {type(criterion).__name__}, got shape {out} for {nx} "
+                             f"{x.shape}")
+        expected, C = out[:-1], out[-1]
+    else:
+        expected = out
+    if y.shape != expected:
+        raise ValueError(f"{ny}: expected shape {expected} for {crit} (the model's output is "
+                         f"{out} for {nx} {x.shape}), got {y.shape}")
+    if per_step and lengths is not None:
+        y = y[_valid_mask(lengths, *y.shape[:2])]        # (valid steps, ...): padding not read
+    if classify:
+        lo, hi = _checks.int_range(y)
+        if lo < 0 or hi >= C:
+            raise ValueError(f"{ny}: expected class ids in [0, {C - 1}] (C = {C}, the width of "
+                             f"the model's output, 0-based), got min {lo}, max {hi}")
+    elif isinstance(inner, BCECriterion):
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{ny}: expected values in [0, 1] for {crit}, got min {lo}, max {hi}")
+
+
 # -- one batch -----------------------------------------------------------------------------
 def _is_classifier(criterion):
     inner = criterion.criterion if isinstance(criterion, SequencerCriterion) else criterion
@@ -216,11 +302,13 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     Data layout as in `fit`. Returns ``{"loss": float, "accuracy": float or None}``: the loss is
     the mean of ``criterion.forward`` over batches weighted by batch size; accuracy as in `fit`
     (None for criteria that are not classification losses). Every module gets its mode back.
+    The targets are checked up front, as in `fit`: a refused call leaves the model as it was.
     """
     _check_model_criterion(model, criterion)
     batch_size = _checks.positive_int(batch_size, "batch_size")
     per_step = isinstance(criterion, SequencerCriterion)
     x, y, lengths, N = _data(x, y, lengths, per_step)
+    _check_targets(model, criterion, x, y, lengths, per_step)
     saved = _modes(model)
     try:
         loss, acc = _evaluate(model, criterion, x, y, lengths, N, batch_size, per_step)
@@ -236,7 +324,8 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     model: a rnncore Module; criterion: a rnncore Criterion (see the module docstring for how
         its type decides the layout of ``y`` and whether accuracy is measured)
     optimizer: an ``rnncore.optim`` optimizer built over ``model.parameters()``, or a float
-        ``lr`` meaning plain SGD through ``model.update_parameters(lr)``
+        ``lr`` meaning plain SGD through ``model.update_parameters(lr)`` (finite in the
+        parameters' dtype, as an optimizer's ``lr`` must be)
     x, y, lengths: the training data, time-major (module docstring)
     epochs, batch_size: positive ints; the last batch of an epoch may be smaller
     validation: None, ``(x, y)`` or ``(x, y, lengths)``: scored after every epoch in evaluate
@@ -249,8 +338,11 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     callback: None or ``callback(epoch, history)``, called after every epoch with the number
         of epochs done so far (1, 2, ...); returning True (any true value) stops training
 
-    Every argument is checked before the model is touched. Returns the `History`; every module
-    ends in the mode (training / evaluate) it had before the call.
+    Every argument is checked before the model is touched, the targets of every batch (and of
+    the validation data) included: their kind, their shape against the model's output, class
+    ids against its width (for a built-in criterion; one of your own checks its targets batch
+    by batch). Returns the `History`; every module ends in the mode (training / evaluate) it
+    had before the call.
     """
     # 1. Validate everything first: a refused call leaves the model as it was.
     _check_model_criterion(model, criterion)
@@ -263,6 +355,8 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
         lr = None
     elif isinstance(optimizer, numbers.Real) and not isinstance(optimizer, (bool, np.bool_)):
         lr = _checks.positive_number(optimizer, "optimizer")
+        for dtype in {p._data.dtype for p in model.parameters()}:
+            _checks.fits_dtype(lr, "optimizer", dtype)          # 1e39 is inf in float32: NaN weights
     else:
         raise TypeError(f"optimizer: expected an rnncore.optim optimizer or a float learning rate, "
                         f"got {type(optimizer).__name__}")
@@ -287,6 +381,10 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
         vx, vy, vl = (tuple(validation) + (None,))[:3]
         val = _data(vx, vy, vl, per_step,
                     names=("validation[0]", "validation[1]", "validation[2]"))
+    _check_targets(model, criterion, x, y, lengths, per_step)
+    if val is not None:
+        _check_targets(model, criterion, *val[:3], per_step,
+                       names=("validation[0]", "validation[1]"))
 
     rng = np.random.default_rng(seed) if seed is not None else _random.generator()
     classify = _is_classifier(criterion)

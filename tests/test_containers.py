@@ -208,6 +208,21 @@ def test_parameter_names_are_the_outermost_state_dict_keys():
     assert m.parameters()[0].name == "0.0.weight_ih_l0"
     lone = Linear(3, 1)
     assert [p.name for p in lone.parameters()] == ["weight", "bias"]
+    tied = Sequential(lone, Tanh(), lone)                       # one Linear used twice
+    assert [p.name for p in tied.parameters()] == list(tied.state_dict()) == ["0.weight", "0.bias"]
+
+
+def test_a_module_used_twice_is_stepped_once():
+    lin = Linear(2, 2, dtype=np.float64)
+    m = Sequential(lin, Tanh(dtype=np.float64), lin)
+    x = np.random.default_rng(8).standard_normal((3, 2))
+    assert rnncore.gradcheck(m, x) < TOL
+    m.forward(x)
+    m.backward(x, np.ones((3, 2)))
+    before, g = lin.weight.data.copy(), lin.weight.grad.copy()
+    m.update_parameters(0.1)
+    np.testing.assert_allclose(lin.weight.data, before - 0.1 * g)
+    rnncore.optim.Adam(m.parameters(), lr=0.1).step()            # not refused as a duplicate
 
 
 # -- Sequencer ---------------------------------------------------------------------------------

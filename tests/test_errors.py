@@ -59,6 +59,8 @@ CASES = [
      ValueError, "input_shape"),
     ("astype-int", lambda: Linear(3, 2), lambda m: m.astype(np.int64), TypeError, "dtype"),
     ("update-lr", lambda: with_grads(Linear(3, 2)), lambda m: m.update_parameters(-0.1), ValueError, "lr"),
+    ("update-lr-beyond-float32", lambda: with_grads(Linear(3, 2)), lambda m: m.update_parameters(1e39),
+     ValueError, "lr"),
     # -- Embedding
     ("embedding-id-high", lambda: Embedding(5, 2), lambda m: m.forward(np.array([[1, 5]])), ValueError, "x"),
     ("embedding-id-negative", lambda: Embedding(5, 2), lambda m: m.forward(np.array([-1, 2])),

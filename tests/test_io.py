@@ -107,6 +107,21 @@ def test_frozen_parameters_survive(tmp_path):
     assert unfrozen.weight.requires_grad and not unfrozen.freeze
 
 
+def test_a_module_used_twice_loads_as_one(tmp_path):
+    """Sequential(lin, Tanh(), lin): the weights are stored once and the loaded model shares
+    one Linear again (a step changes both uses)."""
+    lin = Linear(3, 3, dtype=np.float64)
+    m = Sequential(lin, Tanh(dtype=np.float64), lin)
+    m2 = load(save(m, tmp_path / "tied.npz"))
+    assert m2[0] is m2[2] and list(m2.state_dict()) == ["0.weight", "0.bias"]
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    np.testing.assert_array_equal(m2.forward(x), m.forward(x))
+    with pytest.raises(ValueError, match=r"model\.1: 'same_as': expected the key prefix"):
+        _rewrite(save(m, tmp_path / "bad.npz"),
+                 lambda a, meta: meta["model"]["children"].__setitem__(1, {"same_as": "2."}))
+        load(tmp_path / "bad.npz")
+
+
 def test_path_without_suffix_is_used_as_given(tmp_path):
     target = tmp_path / "weights"
     assert save(LSTM(3, 2), target) == str(target)
@@ -216,17 +231,30 @@ def _set(d, k, v):
      r"model\.0: unknown module class \"__import__\('os'\)\""),
     (lambda a, m: _set(m["model"], "class", "Module"), "model: unknown module class 'Module'"),
     (lambda a, m: _set(m["model"]["children"][0]["config"], "hidden_size", 5),
-     r"array '0\.weight_ih_l0' has shape \(16, 2\).*expects \(20, 2\)"),
+     r"model\.0 \(LSTM\): config .*'hidden_size': 5.* gives 160 parameter values, the file "
+     r"holds 112 under '0\.'"),
+    (lambda a, m: m["model"]["children"][1]["config"].update(in_features=2, out_features=5),
+     r"array '1\.weight' has shape \(3, 4\).*expects \(5, 2\)"),   # 15 values, other shapes
     (lambda a, m: _set(m["model"]["children"][0]["config"], "cells", 5),
      r"model\.0 \(LSTM\): cannot rebuild.*cells"),
     (lambda a, m: _set(m["model"]["children"][1], "dtype", "int8"), r"model\.1 \(Linear\).*int8"),
     (lambda a, m: m["model"].pop("children"), "lacks \\['children'\\]"),
     (lambda a, m: _set(m, "frozen", ["nope"]), "'frozen'"),
+    (lambda a, m: _set(m, "frozen", [[1]]), r"'frozen' must list parameter keys .*\[\[1\]\]"),
+    (lambda a, m: _set(m, "frozen", [{"a": 1}]), "'frozen' must list parameter keys"),
+    (lambda a, m: _set(m, "frozen", "0.weight_ih_l0"), "'frozen' must list parameter keys"),
+    (lambda a, m: _set(m, "format", True), r"'format': expected the int 1, got True \(bool\)"),
+    (lambda a, m: _set(m, "format", 1.0), r"'format': expected the int 1, got 1\.0 \(float\)"),
+    (lambda a, m: _set(m, "format", "1"), r"'format': expected the int 1, got '1' \(str\)"),
     (lambda a, m: _set(a, "1.weight", np.zeros((4, 3), np.float32)),
      r"array '1\.weight' has shape \(4, 3\).*expects \(3, 4\)"),
     (lambda a, m: _set(a, "1.weight", a["1.weight"].astype(np.float64)),
      r"array '1\.weight'.*float64.*float32"),
-    (lambda a, m: a.pop("0.bias_l0"), r"missing \['0\.bias_l0'\], unexpected \[\]"),
+    (lambda a, m: a.pop("0.bias_l0"), r"model\.0 \(LSTM\): .*gives 112 parameter values, "
+                                      r"the file holds 96 under '0\.' \(\['0\.weight_hh_l0', "
+                                      r"'0\.weight_ih_l0'\]\)"),
+    (lambda a, m: _set(a, "0.bias_x", a.pop("0.bias_l0")),
+     r"missing \['0\.bias_l0'\], unexpected \['0\.bias_x'\]"),
     (lambda a, m: _set(a, "2.weight", np.ones(3)), r"unexpected \['2\.weight'\]"),
     (lambda a, m: _set(a, "1.bias", np.array([1.0, np.nan, 0], np.float32)),
      r"state\['1\.bias'\]: expected finite"),
@@ -283,3 +311,44 @@ def test_foreign_files_are_refused(tmp_path):
         load(tmp_path / "pickled.npz")
     with pytest.raises(FileNotFoundError):
         load(tmp_path / "absent.npz")
+
+
+# -- sizes: the config must agree with the stored weights, checked before building -----------
+@pytest.mark.parametrize("child, key, value, match", [
+    (0, "hidden_size", 10 ** 7, r"model\.0 \(LSTM\): .* gives 400,000,120,000,000 parameter"),
+    (0, "num_layers", 10 ** 9, r"model\.0 \(LSTM\): .*'num_layers': 1000000000"),
+    (0, "input_size", 10 ** 12, r"model\.0 \(LSTM\): .* the file holds 112 under '0\.'"),
+    (1, "out_features", 10 ** 10, r"model\.1 \(Linear\): .* gives 50,000,000,000 parameter"),
+    (0, "hidden_size", 5, r"model\.0 \(LSTM\): .* gives 160 parameter values"),
+])
+def test_sizes_that_disagree_with_the_weights_are_refused_before_building(
+        saved, monkeypatch, child, key, value, match):
+    """A config edited to a huge size used to raise MemoryError (2.84 PiB for hidden_size
+    10**7) while building the layer; the file holds the weights, so the sizes are compared
+    with them first and no layer is built at all."""
+    _rewrite(saved, lambda a, m: _set(m["model"]["children"][child]["config"], key, value))
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("a layer was built")
+
+    monkeypatch.setattr(rnncore.recurrent if child == 0 else rnncore.layers, "uniform",
+                        no_building)
+    with pytest.raises(ValueError, match=match):
+        load(saved)
+
+
+def test_a_huge_embedding_config_is_refused(tmp_path):
+    path = save(Sequential(Embedding(6, 3), LSTM(3, 2)), tmp_path / "e.npz")
+    _rewrite(path, lambda a, m: _set(m["model"]["children"][0]["config"], "num_embeddings",
+                                     10 ** 12))
+    with pytest.raises(ValueError, match=r"model\.0 \(Embedding\): .* gives "
+                                         r"3,000,000,000,000 parameter values, the file holds 18"):
+        load(path)
+
+
+@pytest.mark.parametrize("name, build, x, lengths", models(), ids=[m[0] for m in models()])
+def test_parameter_count_from_the_config_matches_the_built_module(name, build, x, lengths):
+    from rnncore.io import _param_count
+    for m in build(np.float64).modules():
+        own = sum(p.data.size for p in m._params.values())
+        assert _param_count(type(m).__name__, m.config()) == own, type(m).__name__

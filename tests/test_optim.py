@@ -163,3 +163,97 @@ def test_sgd_subclass_with_its_own_update_rule_is_used():
     p.grad[...] = 1.0
     opt.step()
     np.testing.assert_array_equal(p.data, np.full(4, 0.5))
+
+
+# -- refusals and dtype changes ---------------------------------------------------------------
+MAKERS = {
+    "sgd": lambda p: optim.SGD(p, lr=0.1),
+    "sgd_momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01),
+    "adam": lambda p: optim.Adam(p, lr=0.01),
+    "rmsprop": lambda p: optim.RMSprop(p, lr=0.01),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_parameter_listed_twice_is_refused(name):
+    w = Parameter(np.ones(3), "w")
+    b = Parameter(np.ones(2), "b")
+    with pytest.raises(ValueError, match=r"params: expected each Parameter once, got 'w' at "
+                                         r"\[0\] and \[2\]"):
+        MAKERS[name]([w, b, w])
+    # A model using one module twice lists its parameters once (Module.named_parameters).
+    lin = rnncore.Linear(3, 3, dtype=np.float64)
+    m = rnncore.Sequential(lin, rnncore.Tanh(dtype=np.float64), lin)
+    opt = MAKERS[name](m.parameters())
+    before = lin.weight.data.copy()
+    lin.weight.grad[...] = 1.0
+    opt.step()
+    single = MAKERS[name]([Parameter(before.copy(), "w")])
+    single.params[0].grad[...] = 1.0
+    single.step()
+    np.testing.assert_array_equal(lin.weight.data, single.params[0].data)   # one step, not two
+
+
+def test_clip_grad_norm_counts_a_parameter_listed_twice_once():
+    a = Parameter(np.zeros(2), "a")
+    a.grad[...] = [3.0, 4.0]
+    assert optim.clip_grad_norm([a, a], 1.0) == 5.0
+    np.testing.assert_allclose(a.grad, [0.6, 0.8], rtol=1e-6)         # scaled once
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum", "adam", "rmsprop"])
+@pytest.mark.parametrize("old, new", [(np.float32, np.float64), (np.float64, np.float32)])
+def test_state_follows_the_parameters_dtype(name, old, new):
+    """After ``model.astype`` the next step converts the state (momentum buffer, moments) to
+    the parameters' new dtype: the update is then the one an optimizer built in that dtype,
+    with the same state, makes. Without it a float32 state would round every float64 step."""
+    rng = np.random.default_rng(2)
+    rnncore.manual_seed(0)
+    m = rnncore.Linear(4, 3, dtype=old)
+    opt = MAKERS[name](m.parameters())
+    for _ in range(3):
+        for p in m.parameters():
+            p.grad[...] = rng.standard_normal(p.grad.shape)
+        opt.step()
+    m.astype(new)
+    twin = [Parameter(p.data.copy(), p.name) for p in m.parameters()]
+    ref = MAKERS[name](twin)
+    ref.state = [{k: (v.astype(new) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+                 for s in opt.state]
+    for p, q in zip(m.parameters(), twin):
+        p.grad[...] = q.grad[...] = rng.standard_normal(p.grad.shape)
+    opt.step()
+    ref.step()
+    for s in opt.state:
+        assert all(v.dtype == np.dtype(new) for v in s.values() if isinstance(v, np.ndarray))
+    for p, q in zip(m.parameters(), twin):
+        assert p.data.dtype == np.dtype(new)
+        np.testing.assert_array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda p: optim.SGD(p, lr=1e39), "lr"),
+    (lambda p: optim.SGD(p, lr=0.1, weight_decay=1e39), "weight_decay"),
+    (lambda p: optim.Adam(p, lr=1e39), "lr"),
+    (lambda p: optim.RMSprop(p, lr=1e39), "lr"),
+    (lambda p: optim.Adam(p, eps=1e-50), "eps"),
+    (lambda p: optim.RMSprop(p, lr=0.1, eps=1e-50), "eps"),
+])
+def test_numbers_that_do_not_fit_the_dtype_are_refused(make, name):
+    """lr = 1e39 is inf in float32 (inf * 0 = NaN weights); eps = 1e-50 is 0 (0 / 0 = NaN
+    for a zero gradient). Refused when built over float32 parameters, and, for an optimizer
+    built over float64 ones, by the first step after ``astype(float32)``, before any update."""
+    rnncore.manual_seed(0)
+    m = rnncore.Linear(3, 2)
+    with pytest.raises(ValueError, match=rf"{name}: expected a number that is .* float32"):
+        make(m.parameters())
+    m.astype(np.float64)
+    opt = make(m.parameters())                                   # fine in float64
+    opt.step()
+    m.astype(np.float32)
+    before = [p.data.copy() for p in m.parameters()]
+    for p in m.parameters():
+        p.grad[...] = 1.0
+    with pytest.raises(ValueError, match=rf"{name}: expected a number that is .* float32"):
+        opt.step()
+    assert all(np.array_equal(p.data, b) for p, b in zip(m.parameters(), before))

@@ -28,8 +28,24 @@ def functions_data(n, rng, T=8):
 
 
 def test_the_lua_sequencer_port_learns_line_parabola_sqrt():
-    rnncore.manual_seed(0)
-    rng = np.random.default_rng(0)
+    # Plain SGD at lr 0.1 without clipping (the Lua recipe) learns the task but has occasional
+    # one-epoch spikes (test accuracy 0.3-0.7 for an epoch, then back to ~0.99; over seeds 0-3,
+    # both LSTM kernel paths, and float32 round-off changes as small as the order of two
+    # subtractions in LogSoftMax, which seed has the most of them moves), so one final epoch of
+    # one seed is not a stable measure: with two seeds, each run must reach > 95 % and their
+    # last 10 epochs together sit above 90 % in the median.
+    accuracies = []
+    for seed in (0, 1):
+        run = _lua_recipe_accuracies(seed)
+        assert max(run) > 0.95, (seed, run)
+        accuracies += run
+    assert np.median(accuracies) > 0.9, accuracies
+
+
+def _lua_recipe_accuracies(seed):
+    """Test accuracy at the last step after each of the last 10 of 40 epochs of the Lua recipe."""
+    rnncore.manual_seed(seed)
+    rng = np.random.default_rng(seed)
     x, t = functions_data(512, rng)
     x_test, t_test = functions_data(300, rng)
     # The Lua model, line for line: nn.Sequencer(nn.Sequential():add(nn.LSTM(2, 100))
@@ -50,12 +66,7 @@ def test_the_lua_sequencer_port_learns_line_parabola_sqrt():
             model.evaluate()
             pred = model.forward(x_test)[-1].argmax(axis=1)      # the last step has seen all 8
             accuracies.append((pred == t_test[-1]).mean())
-    # Plain SGD at lr 0.1 without clipping (the Lua recipe) learns the task but has occasional
-    # one-epoch spikes (test accuracy 0.3-0.7 for an epoch, then back to ~0.99, over seeds 0-3
-    # and either LSTM kernel path), so one final epoch is not a stable measure: the run must
-    # reach > 95 % and sit above 90 % in the median of its last 10 epochs.
-    assert max(accuracies) > 0.95, accuracies
-    assert np.median(accuracies) > 0.9, accuracies
+    return accuracies
 
 
 def test_sequence_to_one_regressor_fits_two_sentences():

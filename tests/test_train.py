@@ -200,6 +200,7 @@ def test_progress_bar_shows_epoch_summary(capsys):
     (dict(optimizer="adam"), TypeError, "optimizer"),
     (dict(optimizer=-0.1), ValueError, "optimizer"),
     (dict(optimizer=True), TypeError, "optimizer"),
+    (dict(optimizer=1e39), ValueError, "optimizer: .*finite in the parameters' dtype float32"),
     (dict(clip=0), ValueError, "clip"),
     (dict(shuffle=1), TypeError, "shuffle"),
     (dict(seed=-1), ValueError, "seed"),
@@ -258,3 +259,159 @@ def test_bad_values_and_remember_mode_are_refused_before_any_update():
         fit(model, ClassNLLCriterion(), 0.1, x, y, batch_size=16, progress=False)
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+# -- targets are checked up front: a refused call changes nothing ----------------------------
+def snapshot(model, opt=None):
+    """Everything a refused call must leave alone: weights, grads, the optimizer's state, each
+    module's attributes (a forward rebinds its caches), the rnncore.random stream."""
+    return dict(data=weights(model), grads=[p.grad.copy() for p in model.parameters()],
+                state=None if opt is None else [dict(s) for s in opt.state],
+                attrs=[{k: id(v) for k, v in m.__dict__.items()} for m in model.modules()],
+                stream=rnncore.random.generator().bit_generator.state)
+
+
+def assert_untouched(model, before, opt=None):
+    after = snapshot(model, opt)
+    assert all(np.array_equal(a, b) for a, b in zip(after["data"], before["data"]))
+    assert all(np.array_equal(a, b) for a, b in zip(after["grads"], before["grads"]))
+    assert after["state"] == before["state"]
+    assert after["attrs"] == before["attrs"]
+    assert after["stream"] == before["stream"]
+
+
+def three_classes(seed=0):
+    rnncore.manual_seed(seed)
+    m = Sequential(LSTM(2, 4, return_sequences=False), Dropout(0.3), Linear(4, 3), LogSoftMax())
+    x = np.random.default_rng(seed).standard_normal((3, 9, 2)).astype(np.float32)
+    m.forward(x[:, :2])                                          # caches of an earlier forward
+    for p in m.parameters():
+        p.grad[...] = 0.5                                        # grads of an earlier backward
+    return m, x, np.arange(9) % 3
+
+
+@pytest.mark.parametrize("case, exc, match", [
+    ("last_label", ValueError, r"y: expected class ids in \[0, 2\] .*max 7"),
+    ("negative_label", ValueError, r"y: expected class ids in \[0, 2\] .*min -1"),
+    ("float_labels", TypeError, r"y: expected an integer array, got dtype float64"),
+    ("validation_label", ValueError, r"validation\[1\]: expected class ids in \[0, 2\]"),
+    ("validation_x", ValueError, r"validation\[0\]: .*x: expected \(T, B, 2\)"),
+    ("y_shape", ValueError, r"y: expected shape \(9,\) .*got \(9, 1\)"),
+])
+def test_bad_targets_are_refused_before_the_first_update(case, exc, match):
+    """Every target is checked before the first batch: a bad label in the LAST batch (or in the
+    validation data, scored only after an epoch) used to be found after several updates."""
+    m, x, y = three_classes()
+    opt = Adam(m.parameters(), lr=0.1)
+    val = None
+    if case == "last_label":
+        y[-1] = 7
+    elif case == "negative_label":
+        y[-1] = -1
+    elif case == "float_labels":
+        y = y.astype(float)
+    elif case == "validation_label":
+        val = (x, np.where(np.arange(9) == 8, 3, y))
+    elif case == "validation_x":
+        val = (np.zeros((3, 9, 5), np.float32), y)
+    elif case == "y_shape":
+        y = y[:, None]
+    before = snapshot(m, opt)
+    with pytest.raises(exc, match=match):
+        fit(m, ClassNLLCriterion(), opt, x, y, epochs=1, batch_size=3, shuffle=False,
+            validation=val, progress=False)
+    assert_untouched(m, before, opt)
+    assert all(s == {} for s in opt.state)                       # Adam never stepped
+
+
+def test_score_refuses_bad_labels_before_any_forward():
+    m, x, y = three_classes(1)
+    y[4] = 3
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"y: expected class ids in \[0, 2\]"):
+        score(m, CrossEntropyCriterion(), x, y, batch_size=2)
+    assert_untouched(m, before)
+    with pytest.raises(TypeError, match="y: expected an integer array"):
+        score(m, ClassNLLCriterion(), x, y.astype(np.float32))
+    assert_untouched(m, before)
+
+
+def test_per_step_labels_are_checked_at_valid_steps_only():
+    """SequencerCriterion never reads the targets at padding steps: anything goes there, but
+    a bad id at a valid step of the last sample is refused before the first update."""
+    r = np.random.default_rng(5)
+    T, N = 4, 6
+    x = r.standard_normal((T, N, 2)).astype(np.float32)
+    lengths = np.array([4, 2, 3, 1, 4, 2])
+    y = r.integers(0, 3, size=(T, N))
+    y[np.arange(T)[:, None] >= lengths[None, :]] = 99            # padding
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(LSTM(2, 4), Linear(4, 3), LogSoftMax()))
+    crit = SequencerCriterion(ClassNLLCriterion())
+    h = fit(m, crit, 0.1, x, y, lengths, epochs=1, batch_size=2, progress=False)
+    assert np.isfinite(h.loss[0])
+    assert score(m, crit, x, y, lengths)["accuracy"] is not None
+    y[1, 5] = 3                                                  # sample 5, a valid step
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"y: expected class ids in \[0, 2\].*max 3"):
+        fit(m, crit, 0.1, x, y, lengths, epochs=1, batch_size=2, progress=False)
+    assert_untouched(m, before)
+    with pytest.raises(ValueError, match=r"model: expected an output \(N, C\)"):
+        fit(m, ClassNLLCriterion(), 0.1, x, y[0], progress=False)   # (T, N, C) output
+    assert_untouched(m, before)
+
+
+def test_regression_targets_are_checked_against_the_output():
+    from rnncore import BCECriterion, Sigmoid
+    r = np.random.default_rng(6)
+    x = r.standard_normal((3, 10, 2)).astype(np.float32)
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 2), Sigmoid())
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"y: expected shape \(10, 2\) for MSECriterion"):
+        fit(m, MSECriterion(), 0.1, x, np.zeros(10), progress=False)
+    t = r.uniform(size=(10, 2))
+    t[9, 1] = 1.5                                                # the last batch
+    with pytest.raises(ValueError, match=r"y: expected values in \[0, 1\] for BCECriterion"):
+        fit(m, BCECriterion(), 0.1, x, t, batch_size=3, progress=False)
+    with pytest.raises(TypeError, match="y: expected a real-valued array"):
+        fit(m, MSECriterion(), 0.1, x, np.zeros((10, 2), bool), progress=False)
+    assert_untouched(m, before)
+
+
+class Head(rnncore.Module):
+    """A module of the user's own: (N, 4) -> (N, 3) log-probabilities. It keeps the base
+    class's ``output_shape`` (the input's shape, wrong here), so `fit` learns the width from a
+    forward that must leave no trace."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = self._param("w", np.random.default_rng(0).standard_normal((4, 3)))
+
+    def _forward(self, x, lengths):
+        self.last = x
+        z = x @ self.w.data
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def _backward(self, x, gy):
+        p = np.exp(self._forward(x, None))                       # softmax, (N, 3)
+        gz = gy - p * gy.sum(axis=1, keepdims=True)              # through the log-softmax
+        self.w.grad += x.T @ gz
+        return (gz @ self.w.data.T).astype(x.dtype)
+
+
+def test_a_model_of_ones_own_modules_is_probed_without_a_trace():
+    m, x, y = three_classes(2)
+    m = Sequential(m[0], Dropout(0.5), Head())
+    m.forward(x[:, :2])
+    before = snapshot(m)
+    bad = y.copy()
+    bad[-1] = 3                                                  # C = 3, not 4 (Head's input)
+    with pytest.raises(ValueError, match=r"y: expected class ids in \[0, 2\]"):
+        fit(m, ClassNLLCriterion(), 0.1, x, bad, batch_size=3, progress=False)
+    assert_untouched(m, before)
+    with pytest.raises(ValueError, match=r"validation\[0\]: the model refuses it: x: expected"):
+        fit(m, ClassNLLCriterion(), 0.1, x, y, validation=(x[..., :1], y), progress=False)
+    assert_untouched(m, before)
+    h = fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=2, batch_size=3, progress=False)
+    assert h.epochs == 2 and all(np.isfinite(h.loss))

@@ -11,8 +11,9 @@ returns one value per word, ``(T, B, 1)``: value t is the model's estimate after
 1..t. The prediction for the sentence is the value at its LAST VALID word, ``t = lengths[b]-1``,
 which is ``Linear(h_n[-1])`` and is exactly what ``return_sequences=False`` (or `LastStep`)
 returns. ``output[-1]``, the last row of the padded batch, is that only for the longest
-sentences: for a shorter one it is the output at a padding step (here ``Linear(0)``, the bias,
-because rnncore's LSTM outputs zeros at padding steps).
+sentences: for a shorter one it is the output at a padding step, 0 (given ``lengths=``, a
+`Sequential` sets its outputs at padding steps to 0, as the LSTM does its own; the three layers
+called one by one would give ``Linear(0)``, the bias, there).
 
 Bidirectional: the output at step t is ``[forward h_t, backward h_t]``. The forward direction
 ends at the last valid word, so the forward half of ``output[lengths-1]`` is ``h_n[-2]``; the
@@ -126,8 +127,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     print_fn(f"\n  max |out[lengths-1] - seq-to-one|      = {d1:.1e}  <- the prediction")
     print_fn(f"  max |Linear(h_n[-1]) - seq-to-one|     = {d2:.1e}  <- the same number")
     print_fn(f"  min |out[-1] - seq-to-one|, short ones = {d3:.3f}    <- output[-1] is not it:")
-    print_fn(f"      at padding the LSTM outputs 0, so out[-1] = Linear(0) = the bias "
-             f"{linear.bias.data[0]:+.4f}")
+    print_fn("      a padding step's output is 0 (not the bias "
+             f"{linear.bias.data[0]:+.4f} that Linear(0) would give: the Sequential zeroes it)")
     print_fn("  Without lengths= the LSTM reads the padding ids as words: every short "
              "sentence's\n  number changes (last column).")
     out.update(lengths=lb.tolist(), targets=yb[:, 0].tolist(), last_valid=last_valid[:, 0].tolist(),
