@@ -71,15 +71,18 @@ def _all_or_nothing(container, run, *args):
     copy of each module's attributes is all there is to put back (``module.snapshot``).
     Nested containers: the outermost one does it.
     """
-    if _random.in_undo_block():
+    if not _random.undo_point():                 # inside an outer container: it undoes
         return run(*args)
     saved = snapshot(container)
-    with _random.undo_on_error():
-        try:
-            return run(*args)
-        except BaseException:
+    refused = True
+    try:
+        y = run(*args)
+        refused = False
+        return y
+    finally:
+        if refused:
             restore(saved)
-            raise
+        _random.end_undo_point(refused)
 
 
 def _time_major_shape(x):

@@ -61,12 +61,7 @@ def snapshot(root):
     rather than writing into arrays it kept, and never touches parameters or their grads.
     Used by containers (a refused forward changes nothing), ``trace`` and ``fit`` (a look at
     the output that leaves no trace)."""
-    seen, saved = set(), []
-    for m in root.modules():
-        if id(m) not in seen:
-            seen.add(id(m))
-            saved.append((m, m.__dict__.copy()))
-    return saved
+    return [(m, m.__dict__.copy()) for m in root._subtree()]
 
 
 def restore(saved):
@@ -74,6 +69,9 @@ def restore(saved):
     for m, attributes in saved:
         m.__dict__.clear()
         m.__dict__.update(attributes)
+
+
+_adoptions = [0]     # counts every _child call: a subtree cached before one is built again
 
 
 class Module:
@@ -99,6 +97,7 @@ class Module:
         if not isinstance(module, Module):
             raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
         self._children.append(module)
+        _adoptions[0] += 1
         for key, p in self.named_parameters():
             p.name = key             # its key in this state_dict (renamed again if this is adopted)
         return module
@@ -142,6 +141,19 @@ class Module:
     def parameters(self):
         """Every Parameter of this module and its children (the same objects on every call)."""
         return [p for _, p in self.named_parameters()]
+
+    def _subtree(self):
+        """This module and every descendant, each once (a module used twice too), as a list
+        kept until any container adopts a child (``snapshot`` runs on every container call)."""
+        kept = self.__dict__.get("_subtree_kept")
+        if kept is None or kept[0] != _adoptions[0]:
+            seen, mods = set(), []
+            for m in self.modules():
+                if id(m) not in seen:
+                    seen.add(id(m))
+                    mods.append(m)
+            kept = self._subtree_kept = (_adoptions[0], mods)
+        return kept[1]
 
     def modules(self):
         """This module and every descendant, depth first."""

@@ -1,6 +1,5 @@
 """One seeded random stream for weight initialisation and dropout masks."""
 
-import contextlib
 import numbers
 
 import numpy as np
@@ -22,39 +21,34 @@ def manual_seed(seed):
 
 
 def generator():
-    """The current ``numpy.random.Generator`` (replaced by every ``manual_seed``). Inside
-    ``undo_on_error`` its state is saved before the block's first draw."""
+    """The current ``numpy.random.Generator`` (replaced by every ``manual_seed``). After an
+    ``undo_point`` its state is saved before the first draw."""
     if _journal is not None and not _journal:
         _journal.append(_generator.bit_generator.state)
     return _generator
 
 
-_journal = None      # inside undo_on_error: [] until the first draw, then [state before it]
+_journal = None      # after undo_point(): [] until the first draw, then [state before it]
 
 
-def in_undo_block():
-    """Whether an ``undo_on_error`` block is running (an outer one undoes for the inner)."""
-    return _journal is not None
-
-
-@contextlib.contextmanager
-def undo_on_error():
-    """If the block raises, the stream is put back to where it was when the block began, so
-    that draws made for a call that was then refused are not spent. Draws must go through
-    ``generator()`` (every forward's do). Blocks nest: the outermost one restores."""
+def undo_point():
+    """Remember where the stream is, for ``end_undo_point(True)`` to go back to (draws go
+    through ``generator()``, which saves the state before the first one). Inside an outer undo
+    point nothing is done and False returned: the outer one is the one that counts."""
     global _journal
     if _journal is not None:
-        yield
-        return
+        return False
     _journal = []
-    try:
-        yield
-    except BaseException:
-        if _journal:
-            _generator.bit_generator.state = _journal[0]
-        raise
-    finally:
-        _journal = None
+    return True
+
+
+def end_undo_point(undo):
+    """End the undo point; with ``undo`` true, the stream goes back to where it was there, so
+    that draws made for a call that was then refused are not spent."""
+    global _journal
+    if undo and _journal:
+        _generator.bit_generator.state = _journal[0]
+    _journal = None
 
 
 def uniform(shape, bound, dtype):
