@@ -173,8 +173,9 @@ def test_weights_stay_on_the_device_until_the_parameters_change():
     def same():
         np.testing.assert_allclose(gpu.forward(x), cpu.forward(x), rtol=1e-10, atol=1e-12)
 
-    def copies():
-        return {k: v[2] for k, v in gpu._device_weights.items()}
+    def copies():                                                # by local name
+        names = {id(p): n for n, p in gpu._params.items()}
+        return {names[k]: v[2] for k, v in gpu._device_weights.items()}
 
     same()
     first = copies()
