@@ -25,7 +25,7 @@ _DEMO_HELP = """\
 demos:
   functions   (default) tell a line, a parabola and a sqrt curve apart from 8 (x, y) points:
               a Lua Torch script ported line for line, why it did not learn the real task,
-              and the recipe that does (>= 95 % test accuracy); about 12 s
+              and the recipe that does (>= 95 % test accuracy); 12-30 s
   regression  which of an LSTM regressor's per-step outputs is the prediction; h_n, and why
               a bidirectional output[-1] is not the final state; a few seconds
   stacked     shapes through stacked / bidirectional / GRU / RNN layers and every parameter
@@ -89,7 +89,7 @@ def _build():
                       help="no progress bars (plain output, e.g. for logs)")
     demo.add_argument("--ablation", action="store_true",
                       help="functions only: also train the 12 combinations of input scaling, "
-                           "loss placement and optimizer on the hard task (about a minute)")
+                           "loss placement and optimizer on the hard task (1-3 minutes)")
     return parser, demo
 
 

@@ -1,6 +1,6 @@
 """Demo ``functions``: tell a line, a parabola and a square root apart from a few (x, y) points.
 
-    python -m rnncore demo functions            # about 12 s on 2 cores (warm caches)
+    python -m rnncore demo functions            # 12-30 s on 2 cores (warm caches)
     python -m rnncore demo functions --ablation # + which change makes the hard task learnable
 
 The task (class ids are 0-based)::
@@ -194,7 +194,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     hidden: the hidden size of every model (default: 100 for the Lua script as it was, 64 for
     Part 2; quick 32 for both); save: a path for Part 2's trained model (``rnncore.save``);
     plot: a directory for ``functions_history.png`` and ``functions_lstm_gates.png``;
-    ablation: also run the 12-combination ablation (about a minute).
+    ablation: also run the 12-combination ablation (1-3 minutes on 2 cores).
 
     Sizes were chosen by measurement. Part 2's test accuracy, 8 points / 4-7 points: default
     >= 99.7 % / >= 98.0 % for seeds 0-4 (95 % is required), --quick >= 98.5 % / >= 94.5 % for

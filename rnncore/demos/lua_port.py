@@ -29,7 +29,7 @@ a list of 8 arrays ``(B,)`` of class ids: the same class at every step. The one 
 class ids are 0-based in rnncore (0 line, 1 parabola, 2 sqrt), 1-based in Lua.
 
 Run it: ``python -m rnncore.demos.lua_port`` (fixed k and b, as in `rnncore.demos.functions`
-Part 1; about 10 s).
+Part 1; 5-20 s on 2 cores).
 """
 
 import numpy as np
