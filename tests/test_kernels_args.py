@@ -1,0 +1,100 @@
+"""The recurrent kernels' non-array arguments, for the three cells at once: ``reverse=`` takes
+only True/False (or 0/1), and each backward takes only a cache its own forward made, refusing
+any other with a TypeError that names ``cache`` (not a Numba typing error or an unpacking
+error from inside the function)."""
+
+import numpy as np
+import pytest
+
+from kernels import gru, lstm, reference as ref, rnn
+
+T, B, I, H = 3, 2, 4, 5
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+FORWARD = {"rnn": rnn.rnn_forward, "gru": gru.gru_forward, "lstm": lstm.lstm_forward}
+BACKWARD = {"rnn": rnn.rnn_backward, "gru": gru.gru_backward, "lstm": lstm.lstm_backward}
+PATHS = {"rnn": [{}], "gru": [{"path": "steps"}, {"path": "tiled"}],
+         "lstm": [{"path": "steps"}, {"path": "tiled"}]}
+STATES = {"rnn": 1, "gru": 1, "lstm": 2}                  # final states a forward returns
+CELL_PATHS = [(cell, kw) for cell in FORWARD for kw in PATHS[cell]]
+
+
+def inputs(cell, rng=None):
+    """x (T, B, I) and the weights of ``cell`` in float32: W_ih, W_hh, then its biases."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    G = GATES[cell]
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    weights = [(0.5 * rng.standard_normal(s)).astype(np.float32)
+               for s in [(G * H, I), (G * H, H), (G * H,)]]
+    if cell == "gru":
+        weights.append(weights[2].copy())                 # b_ih, b_hh
+    return x, weights
+
+
+def _id(cell_kw):
+    cell, kw = cell_kw
+    return cell + (f"-{kw['path']}" if kw else "")
+
+
+@pytest.mark.parametrize("cell, kw", CELL_PATHS, ids=map(_id, CELL_PATHS))
+@pytest.mark.parametrize("reverse", ["False", "True", np.array([1, 0]), 2, -1, 1.0, None])
+def test_reverse_is_true_or_false_only(cell, kw, reverse):
+    """bool(reverse) ran "False" in reverse and raised NumPy's ambiguous-truth error for arrays."""
+    x, weights = inputs(cell)
+    with pytest.raises(TypeError, match="^reverse: expected True or False, got "):
+        FORWARD[cell](x, *weights, reverse=reverse, **kw)
+
+
+@pytest.mark.parametrize("cell", sorted(FORWARD))
+@pytest.mark.parametrize("flag, same_as", [(np.True_, True), (np.False_, False), (1, True),
+                                           (0, False), (np.int64(1), True)])
+def test_reverse_takes_numpy_bools_and_0_1(cell, flag, same_as):
+    x, weights = inputs(cell)
+    lengths = np.array([3, 2])
+    got = FORWARD[cell](x, *weights, lengths=lengths, reverse=flag)
+    want = FORWARD[cell](x, *weights, lengths=lengths, reverse=same_as)
+    for g, w in zip(got[:-1], want[:-1]):                 # y and the final states
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.fixture(scope="module")
+def caches():
+    """name -> the cache of one small float32 call of each forward kernel: the fast cells on
+    every path, and the NumPy reference (whose caches are tuples of like lengths)."""
+    out = {}
+    for cell, kw in CELL_PATHS:
+        x, weights = inputs(cell)
+        out[_id((cell, kw))] = FORWARD[cell](x, *weights, **kw)[-1]
+        out["reference " + cell] = getattr(ref, f"{cell}_forward")(x, *weights)[-1]
+    return out
+
+
+def _own(cell):
+    return [_id((cell, kw)) for kw in PATHS[cell]]
+
+
+def _no_grads(cell):
+    return [None] * (1 + STATES[cell])                    # dy, then the final states' grads
+
+
+@pytest.mark.parametrize("cell", sorted(FORWARD))
+def test_backward_takes_its_forwards_caches(caches, cell):
+    for name in _own(cell):
+        grads = BACKWARD[cell](*_no_grads(cell), caches[name])
+        assert all(np.isfinite(g).all() for g in grads), name
+
+
+ALL_CACHES = [_id(c) for c in CELL_PATHS] + ["reference " + cell for cell in FORWARD]
+DAMAGED = ["None", "a list", "one short", "first dropped"]
+
+
+@pytest.mark.parametrize("cell, name", [(cell, name) for cell in sorted(FORWARD)
+                                        for name in ALL_CACHES + DAMAGED
+                                        if name not in _own(cell)])
+def test_backward_refuses_any_other_cache(caches, cell, name):
+    first, last = caches[_own(cell)[0]], caches[_own(cell)[-1]]     # (the tiled one, if any)
+    damaged = {"None": None, "a list": list(first), "one short": first[:-1],
+               "first dropped": last[1:]}
+    cache = damaged[name] if name in damaged else caches[name]
+    expected = f"^cache: expected the cache returned by {cell}_forward, got "
+    with pytest.raises(TypeError, match=expected):
+        BACKWARD[cell](*_no_grads(cell), cache)
