@@ -295,7 +295,9 @@ class Dropout(_Activation):
     """Inverted dropout: in ``training()`` mode ``y = x * m / (1 - p)`` with ``m ~ Bernoulli(1 - p)``.
 
     The mask comes from ``rnncore.random.generator()`` (seeded by ``rnncore.manual_seed``) and is
-    reused by backward. In ``evaluate()`` mode, and when ``p == 0``, the layer is the identity.
+    reused by backward. In ``evaluate()`` mode, and when ``p == 0``, the layer is the identity,
+    answering with a copy (as Torch7's does), never the caller's own array: writing into the
+    output must not change the input.
     """
 
     def __init__(self, p=0.5, dtype=np.float32):
@@ -304,13 +306,13 @@ class Dropout(_Activation):
 
     def _f(self, x):
         if not self.train or self.p == 0:
-            return x, None
+            return x.copy(), None
         mask = (generator().random(x.shape) >= self.p).astype(self.dtype)
         mask /= self.dtype.type(1 - self.p)                     # (N...), 0 or 1/(1-p)
         return x * mask, mask
 
     def _df(self, gy, mask):
-        return gy if mask is None else gy * mask                 # dy/dx = mask
+        return gy.copy() if mask is None else gy * mask          # dy/dx = mask
 
     def config(self):
         return dict(p=self.p)
