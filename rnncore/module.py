@@ -143,17 +143,19 @@ class Module:
         return [p for _, p in self.named_parameters()]
 
     def _subtree(self):
-        """This module and every descendant, each once (a module used twice too), as a list
-        kept until any container adopts a child (``snapshot`` runs on every container call)."""
-        kept = self.__dict__.get("_subtree_kept")
+        """This module and every descendant, each once (a module used twice too). The
+        descendants are kept until any container adopts a child (``snapshot`` runs on every
+        container call); not ``self``, which would make the module a reference cycle, freed
+        only by the garbage collector, its caches with it."""
+        kept = self.__dict__.get("_descendants")
         if kept is None or kept[0] != _adoptions[0]:
-            seen, mods = set(), []
+            seen, below = {id(self)}, []
             for m in self.modules():
                 if id(m) not in seen:
                     seen.add(id(m))
-                    mods.append(m)
-            kept = self._subtree_kept = (_adoptions[0], mods)
-        return kept[1]
+                    below.append(m)
+            kept = self._descendants = (_adoptions[0], below)
+        return [self] + kept[1]
 
     def modules(self):
         """This module and every descendant, depth first."""

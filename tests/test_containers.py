@@ -188,6 +188,22 @@ def test_refused_sequencer_output_check_keeps_the_child():
     assert child.h_n is None and child._cache is None
 
 
+def test_a_used_container_is_freed_without_the_garbage_collector():
+    """No reference cycle (the all-or-nothing forward keeps a list of the subtree): a model and
+    its caches go as soon as the last reference does, not at the next garbage collection."""
+    import gc
+    import weakref
+    m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 1)))
+    m.forward(np.ones((3, 2, 2), np.float32))
+    gone = weakref.ref(m)
+    gc.disable()
+    try:
+        del m
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
 def test_sequential_backward_checks_x_before_any_gradient():
     rnncore.manual_seed(0)
     m = Sequential(LSTM(2, 3), Linear(3, 1), dtype=np.float64)
