@@ -91,6 +91,19 @@ class Optimizer:
         self._dtypes = set()          # parameter dtypes the ``_cast`` numbers were checked in
         self._checked = [None] * len(self.params)     # per parameter: its data array then
 
+    @property
+    def lr(self):
+        """The learning rate; a schedule may set it between steps (``opt.lr *= 0.1``), checked
+        as at construction: a number > 0, finite and non-zero in the parameters' dtypes."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        value = _checks.positive_number(value, "lr")
+        for dtype in getattr(self, "_dtypes", ()):
+            _checks.fits_dtype(value, "lr", dtype)
+        self._lr = value
+
     def zero_grad(self):
         """Set every parameter's grad to zero."""
         for p in self.params:
@@ -135,7 +148,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
-        self.lr = _checks.positive_number(lr, "lr")
+        self.lr = lr
         self.momentum = _fraction(momentum, "momentum")
         self.weight_decay = _checks.positive_number(weight_decay, "weight_decay", allow_zero=True)
         self._flat = [None] * len(self.params)       # per parameter: (data, grad, flat views)
@@ -208,7 +221,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params)
-        self.lr = _checks.positive_number(lr, "lr")
+        self.lr = lr
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -246,7 +259,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr, alpha=0.99, eps=1e-8):
         super().__init__(params)
-        self.lr = _checks.positive_number(lr, "lr")
+        self.lr = lr
         self.alpha = _fraction(alpha, "alpha")
         self.eps = _checks.positive_number(eps, "eps")
         self._check_dtypes()

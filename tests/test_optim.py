@@ -231,6 +231,22 @@ def test_state_follows_the_parameters_dtype(name, old, new):
         np.testing.assert_array_equal(p.data, q.data)
 
 
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_a_learning_rate_set_later_is_checked_too(name):
+    """opt.lr = ... between steps (a schedule) is checked as at construction; the step keeps
+    using the last good value."""
+    rnncore.manual_seed(0)
+    opt = MAKERS[name](rnncore.Linear(3, 2).parameters())     # float32
+    good = opt.lr
+    opt.lr *= 0.5
+    assert opt.lr == good * 0.5
+    for bad, exc in [(-0.1, ValueError), (0.0, ValueError), (1e39, ValueError), ("0.1", TypeError),
+                     (float("nan"), ValueError)]:
+        with pytest.raises(exc, match="^lr: expected"):
+            opt.lr = bad
+        assert opt.lr == good * 0.5
+
+
 @pytest.mark.parametrize("make, name", [
     (lambda p: optim.SGD(p, lr=1e39), "lr"),
     (lambda p: optim.SGD(p, lr=0.1, weight_decay=1e39), "weight_decay"),
