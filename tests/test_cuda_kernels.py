@@ -335,6 +335,16 @@ def test_ragged_reverse_with_states_matches_reference(cell, path, rng):
 
 @needs_cuda
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_reverse_is_true_or_false_only(cell, rng):
+    """As on the CPU (kernels._common.as_flag): bool("False") would have run in reverse."""
+    p = _problem(cell, rng, T=2, B=2)
+    for bad in ("False", np.array([1, 0]), 2):
+        with pytest.raises(TypeError, match="^reverse: expected True or False"):
+            _forward(kc, cell, p, None, bad)
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_defaults_match_reference(cell, rng):
     """lengths=None, reverse=False, zero initial states, only dy given; path="auto"."""
     p = _problem(cell, rng, T=3, B=2, states=False)

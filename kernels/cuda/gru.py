@@ -17,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from .._common import as_flag
 from . import persistent
 from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
                       reshaped, result)
@@ -77,7 +78,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     b_ih = device_input(b_ih, (3 * H,), dtype, "b_ih")
     b_hh = device_input(b_hh, (3 * H,), dtype, "b_hh")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)               # (B, H) running state
-    reverse = bool(reverse)
+    reverse = as_flag(reverse, "reverse")
     xW = empty((T, B, 3 * H), dtype)
     # x parts of (1), (2), (4)
     gemm_device(reshaped(x, (T * B, I)), W_ih, reshaped(xW, (T * B, 3 * H)), trans_b=True)

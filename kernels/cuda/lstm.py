@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from .._common import as_flag
 from . import persistent
 from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
                       reshaped, result)
@@ -85,7 +86,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     bias = device_input(b, (4 * H,), dtype, "b")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)                # (B, H) running state
     c = device_input(c0, (B, H), dtype, "c0", writable=True)
-    reverse = bool(reverse)
+    reverse = as_flag(reverse, "reverse")
     xW = empty((T, B, 4 * H), dtype)
     # (1), x part
     gemm_device(reshaped(x, (T * B, I)), W_ih, reshaped(xW, (T * B, 4 * H)), trans_b=True)

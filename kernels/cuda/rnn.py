@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from .._common import as_flag
 from . import persistent
 from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
                       reshaped, result)
@@ -63,7 +64,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, *, path=
     plan = persistent.plan_for("rnn", "forward", path, dtype, B, H)    # None: per-step path
     bias = device_input(b, (H,), dtype, "b")
     h = device_input(h0, (B, H), dtype, "h0", writable=True)
-    reverse = bool(reverse)
+    reverse = as_flag(reverse, "reverse")
     xW = empty((T, B, H), dtype)
     # (1), x part
     gemm_device(reshaped(x, (T * B, I)), W_ih, reshaped(xW, (T * B, H)), trans_b=True)
