@@ -57,9 +57,10 @@ from tqdm import tqdm
 
 from . import _checks
 from . import random as _random
-from .containers import _stack_steps, _valid_mask
+from .containers import Sequencer, Sequential, _stack_steps, _valid_mask
 from .criteria import (BCECriterion, ClassNLLCriterion, Criterion, MSECriterion,
                        SequencerCriterion)
+from .layers import Embedding
 from .module import Module, restore, snapshot
 from .optim import Optimizer, clip_grad_norm
 
@@ -193,6 +194,22 @@ def _output_shape(model, x, lengths, per_step):
     return tuple(shape)
 
 
+def _check_ids(model, x, name="x"):
+    """Every id of ``x`` against the `Embedding` that reads it, if one does (the first module
+    along the chain of containers): an id out of range in the last batch is refused before
+    the first update, not when that batch comes."""
+    first = model
+    while isinstance(first, (Sequential, Sequencer)) and first._children:
+        first = first._children[0]
+    if isinstance(first, Embedding):
+        try:
+            first._check_x(x)
+        except (TypeError, ValueError) as e:
+            if name == "x":
+                raise
+            raise type(e)(f"{name}: for the model's Embedding: {e}") from None
+
+
 def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
     """Refuse targets that ``criterion`` would refuse in some batch: kind, shape against the
     model's output, class ids against its width, BCE targets outside [0, 1]. Read only where
@@ -308,6 +325,7 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     batch_size = _checks.positive_int(batch_size, "batch_size")
     per_step = isinstance(criterion, SequencerCriterion)
     x, y, lengths, N = _data(x, y, lengths, per_step)
+    _check_ids(model, x)
     _check_targets(model, criterion, x, y, lengths, per_step)
     saved = _modes(model)
     try:
@@ -381,8 +399,10 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
         vx, vy, vl = (tuple(validation) + (None,))[:3]
         val = _data(vx, vy, vl, per_step,
                     names=("validation[0]", "validation[1]", "validation[2]"))
+    _check_ids(model, x)
     _check_targets(model, criterion, x, y, lengths, per_step)
     if val is not None:
+        _check_ids(model, val[0], "validation[0]")
         _check_targets(model, criterion, *val[:3], per_step,
                        names=("validation[0]", "validation[1]"))
 

@@ -1,5 +1,7 @@
 """rnncore.fit / rnncore.score / History: learning, bookkeeping, determinism, refusals."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -322,6 +324,25 @@ def test_bad_targets_are_refused_before_the_first_update(case, exc, match):
             validation=val, progress=False)
     assert_untouched(m, before, opt)
     assert all(s == {} for s in opt.state)                       # Adam never stepped
+
+
+@pytest.mark.parametrize("where", ["x", "validation[0]"])
+def test_ids_beyond_the_embedding_are_refused_before_the_first_update(where):
+    """An id out of range in the last batch (or in the validation data) used to be found when
+    its batch came, after updates."""
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(Embedding(5, 3), LSTM(3, 4), Linear(4, 2), LogSoftMax()))
+    ids = np.random.default_rng(0).integers(0, 5, size=(4, 9))   # (T, N)
+    y = np.zeros((4, 9), np.int64)
+    bad = ids.copy()
+    bad[-1, -1] = 5
+    x, val = (bad, None) if where == "x" else (ids, (bad, y))
+    opt = Adam(m.parameters(), lr=0.1)
+    before = snapshot(m, opt)
+    with pytest.raises(ValueError, match=rf"^{re.escape(where)}: .*ids in \[0, 4\]"):
+        fit(m, SequencerCriterion(ClassNLLCriterion()), opt, x, y, epochs=1, batch_size=3,
+            shuffle=False, validation=val, progress=False)
+    assert_untouched(m, before, opt)
 
 
 def test_score_refuses_bad_labels_before_any_forward():
