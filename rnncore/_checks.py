@@ -112,6 +112,9 @@ def mapping(v, name):
 
 
 def _as_array(x, name):
+    if isinstance(x, np.ma.MaskedArray):                 # (np.asarray would drop the mask)
+        raise TypeError(f"{name}: expected a plain array, got a masked array (its mask would "
+                        f"be ignored); fill it (.filled(0)) and pass lengths= for padding")
     if isinstance(x, np.ndarray):
         return x
     try:
