@@ -52,7 +52,7 @@ from . import _workspace
 from ._common import copy_row
 
 __all__ = ["pack", "pack_for", "step_operands", "step_product", "gemm_packed", "mac",
-           "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "VECTOR"]
+           "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "ONE_ROW_MAX_WEIGHTS", "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
 TILE_COLS = 64       # columns of out per register tile (4 x 16 floats)
@@ -314,35 +314,40 @@ def _zero(a):
 
 
 # Where the packed product beats BLAS depends on the CPU (and its OpenBLAS kernels), so the
-# bounds are per vector width, each measured on one machine:
-#   AVX-512 (2-core Xeon): BLAS as fast up to 8 rows ((8, 100) @ (100, 400)); packed faster from
-#     16 rows up to ~8M multiply-adds; above that OpenBLAS on two threads won. (Measured against
-#     BLAS on the product as it stands; ``step_product`` now gives BLAS the transposed one, which
-#     was faster on the AMD machine below: these bounds may now be too generous to packing.)
-#   AVX2 (2-core AMD EPYC, Zen 3), 100 steps of each cell's products, both passes, packed against
-#     BLAS transposed (``step_product``): packed faster at (8, 100) (RNN 0.33 vs 0.50 ms, LSTM
-#     forward 1.0 vs 1.7) and (16, 128) (RNN 0.78 vs 1.27; LSTM level, 2^20 multiply-adds);
-#     level at the RNN's (32, 256) @ (256, 256) (2^21); BLAS faster from 2^22 (RNN (64, 256):
-#     10-11 vs 13-14 ms; the LSTM's (32, 256) @ (256, 1024): 15 vs 23, backward 19 vs 27; RNN
-#     (64, 512): 32 vs 50). Untransposed, BLAS had been slow on few rows (11-20 GF/s at 4-8 rows).
+# bounds are per vector width, each measured on one machine against BLAS on the transposed
+# product (``step_product``), one product at a time, medians of 9 timings:
+#   AVX-512 (2-core Xeon): packed faster from 1 row up to ~8M multiply-adds: (8, 100) @
+#     (100, 400) 7.4 vs 16.2 us, (4, 512) @ (512, 2048) 145 vs 240, (16, 512) @ (512, 2048) 311
+#     vs 359; level at 2^23 ((32, 256) @ (256, 1024) 95 vs 101); BLAS faster from 2^24-2^25
+#     ((64, 512) @ (512, 512) 254 vs 197, (32, 512) @ (512, 2048) 565 vs 477). One row is a
+#     matrix-vector product that streams the weights: packed wins while they are small ((1, 256)
+#     @ (256, 1024), 1 MB: 10.8 vs 22.6 us) and loses when large ((1, 512) @ (512, 2048), 4 MB:
+#     149 vs 58 us: BLAS reads them on both cores), hence ONE_ROW_MAX_WEIGHTS.
+#   AVX2 (2-core AMD EPYC, Zen 3), 100 steps of each cell's products, both passes: packed faster
+#     at (8, 100) (RNN 0.33 vs 0.50 ms, LSTM forward 1.0 vs 1.7) and (16, 128) (RNN 0.78 vs
+#     1.27; LSTM level, 2^20 multiply-adds); level at the RNN's (32, 256) @ (256, 256) (2^21);
+#     BLAS faster from 2^22 (RNN (64, 256): 10-11 vs 13-14 ms; the LSTM's (32, 256) @
+#     (256, 1024): 15 vs 23, backward 19 vs 27; RNN (64, 512): 32 vs 50); at one row both took
+#     the same.
 if VECTOR == 16:
-    MIN_ROWS, MAX_WORK = 16, 1 << 23    # rows below which / multiply-adds above which: BLAS
+    MIN_ROWS, MAX_WORK = 1, 1 << 23     # rows below which / multiply-adds above which: BLAS
 else:
     MIN_ROWS, MAX_WORK = 2, 1 << 21
+ONE_ROW_MAX_WEIGHTS = 1 << 18           # K * N above which one row stays with BLAS
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 _FLOAT32 = np.dtype(np.float32)
 
 
 def pack_for(Wb, rows, transposed=False):
     """``pack(Wb, transposed)`` where the packed product pays off for ``rows`` rows of float32
-    (between MIN_ROWS and MAX_WORK above), else an empty array that tells a kernel's core to
-    call BLAS (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the
-    tile would compute 64 columns for fewer.
+    (between MIN_ROWS and MAX_WORK above; at one row, weights up to ONE_ROW_MAX_WEIGHTS), else
+    an empty array that tells a kernel's core to call BLAS (``np.dot``) instead. Outputs
+    narrower than one tile (N < 64) stay with BLAS: the tile would compute 64 columns for fewer.
     """
     if rows < MIN_ROWS or Wb.dtype != _FLOAT32:                 # (the common small case first)
         return _NO_PACK
     N, K = Wb.shape if transposed else Wb.shape[::-1]
-    if N < TILE_COLS or rows * K * N > MAX_WORK:
+    if N < TILE_COLS or rows * K * N > MAX_WORK or (rows == 1 and K * N > ONE_ROW_MAX_WEIGHTS):
         return _NO_PACK
     return pack(Wb, transposed)
 

@@ -10,8 +10,8 @@ import kernels.reference as ref
 from kernels import _gemm, _workspace, gru, lstm, rnn
 from numba import njit
 
-from kernels._gemm import (MAX_WORK, MIN_ROWS, TILE_COLS, gemm_packed, mac, pack, pack_for,
-                           step_operands, step_product)
+from kernels._gemm import (MAX_WORK, MIN_ROWS, ONE_ROW_MAX_WEIGHTS, TILE_COLS, gemm_packed, mac,
+                           pack, pack_for, step_operands, step_product)
 
 
 @njit
@@ -75,6 +75,9 @@ def test_pack_layout_and_when_it_is_used():
     np.testing.assert_array_equal(Wp[1, :, :6], Wb[:, 64:])
     assert not Wp[1, :, 6:].any()                                # zero padding
     assert pack_for(Wb, MIN_ROWS).size and not pack_for(Wb, MIN_ROWS - 1).size
+    assert bool(pack_for(Wb, 1).size) == (MIN_ROWS == 1)         # one row: small weights pack
+    big = np.zeros((512, 2048), np.float32)                      # 4 MB: BLAS streams it faster
+    assert 512 * 2048 > ONE_ROW_MAX_WEIGHTS and not pack_for(big, 1).size and pack_for(big, 2).size
     assert not pack_for(Wb.astype(np.float64), 64).size         # float64 keeps BLAS
     assert not pack_for(np.zeros((70, 63), np.float32), 32).size  # narrower than a tile: BLAS
     mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
@@ -110,7 +113,7 @@ def test_pack_of_a_transpose_reads_W_as_it_is(N):
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("dtype,rows", [(np.float32, MIN_ROWS), (np.float32, MIN_ROWS - 1),
+@pytest.mark.parametrize("dtype,rows", [(np.float32, MIN_ROWS), (np.float32, max(MIN_ROWS - 1, 1)),
                                         (np.float64, 3), (np.float64, 37),
                                         (np.float32, 37)])
 def test_step_operands_and_product(transposed, dtype, rows):
@@ -145,10 +148,11 @@ def _weights(rng, G, I, H):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("product", ["packed", "blas"])
+@pytest.mark.parametrize("product", ["packed", "packed one row", "blas"])
 def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, monkeypatch):
     """float32 through each way of ``step_product``, in both passes: B = MIN_ROWS + 3 takes the
-    packed product (and its row and column tails); with packing switched off (MAX_WORK = 0),
+    packed product (and its row and column tails); B = 1 with packing allowed from one row (as
+    on AVX-512) the packed product's one-row tile; with packing switched off (MAX_WORK = 0),
     B = 19 takes BLAS's transposed product and the transpose back (G H = 70 G rows: 16-row
     blocks and a tail)."""
     rng = np.random.default_rng(1)
@@ -156,6 +160,9 @@ def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, 
     if product == "blas":
         monkeypatch.setattr(_gemm, "MAX_WORK", 0)
         B = 19
+    if product == "packed one row":
+        monkeypatch.setattr(_gemm, "MIN_ROWS", 1)
+        B = 1
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     W_ih, W_hh = _weights(rng, G, I, H)
     biases = [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
@@ -167,7 +174,7 @@ def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, 
     r_fwd, r_bwd = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
     args = [x, W_ih, W_hh, *biases, *state]
     f32 = [a.astype(np.float32) for a in args]
-    packs = product == "packed"                                  # the path under test:
+    packs = product != "blas"                                    # the path under test:
     assert bool(pack_for(np.zeros((H, G * H), np.float32), B).size) == packs   # forward
     assert bool(pack_for(np.zeros((G * H, H), np.float32), B).size) == packs   # backward
     steps = {"path": "steps"} if cell == "lstm" else {}        # (auto: lstm_tiled here)
