@@ -1,7 +1,7 @@
 """Which organization ``path="auto"`` gives a float32 LSTM or GRU call: ``lstm_tiled`` /
 ``gru_tiled`` (unit tiles run by one team of threads) or the serial steps of ``lstm.py`` /
-``gru.py``. Plain Python, no Numba, so that choosing costs nothing and a process that never
-runs a tiled shape never imports those modules.
+``gru.py``. Plain Python (no compiled code), so that choosing costs nothing and a process
+that never runs a tiled shape never imports those modules.
 
 The bounds were measured on the 2-core machine of benchmarks/results/cpu.md, on the per-step
 product's multiply-adds ``B * G H * H`` (G = 4 LSTM, 3 GRU): below MIN_WORK the team's start and
@@ -24,14 +24,27 @@ of 7-11 alternated rounds: at (T, B, H) = (64, 32, 256), LSTM I = 2H 84 / 88, 3H
 At H = 128 the tiled kernels' lead in the steps is larger and the choice was unclear even at
 I = 4H ((32, 16) and (100, 64); GRU (32, 16) at 2H: tiled 7.2 / 8.3), so the rule applies
 from H = 256 (WIDE_MIN_H): the serial kernels from I >= WIDE_INPUT[G] * H.
+
+Large LSTMs on AVX-512. On the 2-core Xeon again (2026-12-01), after the tiled kernels had been
+reworked on the AMD machine, the tiled LSTM beat the serial one above MAX_WORK while W_hh stays
+small enough to be shared out between the cores' caches; fwd+bwd, serial / tiled ms, in-process
+alternated rounds: (100, 64, 512, 512) medians 341 / 317 (11 rounds; forward 123 / 102), 476 /
+345 and 596 / 624 (slower minutes; fastest rounds 358 / 297 and 360 / 297); (50, 128, 512, 512)
+371 / 335; (25, 256, 512, 512) 431 / 391; level at H = 768 ((40, 64, 512, 768) 282 / 269, fastest
+262 / 267); serial faster at H = 1024 ((30, 64, 512, 1024) 313 / 339). So with AVX-512 the LSTM
+keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 MB). The GRU did
+not: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122.
 """
 
 import numpy as np
+
+from ._gemm import VECTOR
 
 MIN_B = 8                 # batch
 MIN_H = 64                # hidden units
 MIN_WORK = {4: 1 << 20, 3: 1 << 19}    # per gate count G; the GRU paid off from (32, 16, 64, 128)
 MAX_WORK = 1 << 25
+LARGE_TILED_MAX_H = {4: 512} if VECTOR == 16 else {}   # per G: tiled above MAX_WORK up to this H
 WIDE_MIN_H = 256          # hidden units from which a wide input sends a call to the serial kernels
 WIDE_INPUT = {4: 3, 3: 2}  # per gate count G: how many times H the input width I must reach
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
@@ -61,5 +74,6 @@ def uses_tiled(gates, dtype, B, I, H):
         return False
     work = B * gates * H * H
     Hp = tiled_width(H)
-    return (np.dtype(dtype) == np.float32 and MIN_WORK[gates] <= work <= MAX_WORK
+    small_enough = work <= MAX_WORK or H <= LARGE_TILED_MAX_H.get(gates, 0)
+    return (np.dtype(dtype) == np.float32 and MIN_WORK[gates] <= work and small_enough
             and 8 * (Hp - H) <= Hp)

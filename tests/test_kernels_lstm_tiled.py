@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels.reference as ref
-from kernels import lstm, lstm_tiled
+from kernels import _gemm, lstm, lstm_tiled
 from kernels._team import barrier, claim, share, team_size
 
 
@@ -78,7 +78,9 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert not lstm_tiled.use_tiled(np.float32, 1, 8, 1, 100)    # too small to pay
     assert not lstm_tiled.use_tiled(np.float32, 1, 32, 1, 100)   # 28 of 128 units padding
     assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 120)       # 8 of 128
-    assert not lstm_tiled.use_tiled(np.float32, 1, 64, 1, 512)   # large: serial steps' backward
+    large = lstm_tiled.use_tiled(np.float32, 1, 64, 1, 512)       # above _auto.MAX_WORK:
+    assert large == (_gemm.VECTOR == 16)                          # tiled with AVX-512 only
+    assert not lstm_tiled.use_tiled(np.float32, 1, 64, 1, 1024)  # W_hh of 16 MB: serial steps
     assert not lstm_tiled.use_tiled(np.float64, 1, 32, 1, 256)
     assert lstm_tiled.use_tiled(np.float32, 1, 32, 512, 256)    # inputs 2H wide: still tiled
     assert not lstm_tiled.use_tiled(np.float32, 1, 32, 768, 256)  # 3H: BLAS's input products
