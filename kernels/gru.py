@@ -81,7 +81,7 @@ from numba import njit
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
                       sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
-from ._gemm import step_operands, step_product
+from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
 __all__ = ["gru_forward", "gru_backward"]
@@ -108,6 +108,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b
                          for BLAS)
     lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
     """
+    _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the gate loops (_gemm)
     T, B, I = x_s.shape
     H = hs.shape[2]
     one = x_s.dtype.type(1)

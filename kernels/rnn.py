@@ -59,7 +59,7 @@ from numba import njit
 
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
                       init_state, state_or_zeros, tanh)
-from ._gemm import step_operands, step_product
+from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
 __all__ = ["rnn_forward", "rnn_backward"]
@@ -83,6 +83,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, r
                        for BLAS)
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
+    _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the gate loops (_gemm)
     T, B, I = x_s.shape
     H = hs.shape[2]
 
