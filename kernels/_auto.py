@@ -29,7 +29,7 @@ Large LSTMs on AVX-512. On the 2-core Xeon again (2026-12-01), after the tiled k
 reworked on the AMD machine, the tiled LSTM beat the serial one above MAX_WORK while W_hh stays
 small enough to be shared out between the cores' caches; fwd+bwd, serial / tiled ms, in-process
 alternated rounds: (100, 64, 512, 512) medians 341 / 317 (11 rounds; forward 123 / 102), 476 /
-345 and 596 / 624 (slower minutes; fastest rounds 358 / 297 and 360 / 297); (50, 128, 512, 512)
+345 and 596 / 624 (slower minutes; fastest rounds 358 / 314 and 360 / 297); (50, 128, 512, 512)
 371 / 335; (25, 256, 512, 512) 431 / 391; level at H = 768 ((40, 64, 512, 768) 282 / 269, fastest
 262 / 267); serial faster at H = 1024 ((30, 64, 512, 1024) 313 / 339). So with AVX-512 the LSTM
 keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 MB). The GRU did
