@@ -23,7 +23,8 @@ layer but the first; ``backward`` reuses the same mask.
 Bidirectional layers on the CPU: where it pays (``kernels/_pair.py``), the two directions of
 each layer run at once on two threads, each on the cell's serial kernel with BLAS on one thread,
 for every layer of the call or for none; ``backward`` does as its forward did. One-directional
-RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``).
+RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
+so do large GRU layers on AVX-512 CPUs (``GRU._halves_from``).
 
 Inputs (and upstream gradients) are cast to the module's dtype (``float32`` unless built with
 ``dtype=np.float64`` or converted with ``astype``), so a float64 array fed to a float32 layer is
@@ -48,6 +49,7 @@ from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
 from .module import Module
 from .random import generator, uniform
+from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import backward_in_halves, forward_in_halves, pays as _pair_pays, run_pair
 from kernels.gru import gru_backward, gru_forward
 from kernels.lstm import lstm_backward, lstm_forward
@@ -518,3 +520,11 @@ class GRU(_Recurrent):
 
     _cell, _gates, _states, _biases = "gru", 3, ("h",), ("bias_ih", "bias_hh")
     _serial_kernel = {"path": "steps"}
+    # Batch halves (as the RNN's, above) on AVX-512 CPUs, from 2^27 multiply-adds: module fwd+bwd,
+    # halves / whole batch (whole = the tiled kernel where ``kernels._auto`` picks it), medians of
+    # 11-21 alternated rounds on a 2-core Xeon: (T, B, I, H) = (64, 32, 128, 256) 0.85-0.93x,
+    # (100, 64, 512, 512) 0.92-0.95x, (128, 32, 64, 128) 0.91x, (100, 8, 64, 256) 0.86x,
+    # (64, 64, 64, 128) 0.95x; below, mixed: (32, 16, 64, 256) (2^26.9) 0.90x, (32, 32, 64, 128)
+    # (2^26.2) 1.01x, (64, 16, 64, 128) (2^26.2) 1.13x, (32, 16, 64, 128) 1.07x. Not measured on
+    # AVX2 beyond the large shape (0.95-0.98x there, within the noise): off there.
+    _halves_from = (1 << 27) if _VECTOR == 16 else None

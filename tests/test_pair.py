@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import kernels._pair as kp
+from kernels import _gemm
 import rnncore
 from rnncore import GRU, LSTM, RNN
 
@@ -160,12 +161,14 @@ def _rnn_runs(m, x, dy, lengths, h0, halves, monkeypatch, calls=1):
     return out
 
 
+@pytest.mark.parametrize("cell", [RNN, GRU])
 @pytest.mark.parametrize("layers, return_sequences, dropout, as_list, remember", [
     (1, True, 0.0, False, False), (2, False, 0.3, False, False), (3, True, 0.5, True, True)])
-def test_rnn_batch_in_halves_gives_the_same_numbers(layers, return_sequences, dropout, as_list,
-                                                    remember, monkeypatch):
-    """float64, an odd batch (halves of 3 and 4), ragged, h0 given (or carried by remember()
-    over two calls), dropout between layers in training mode, a list input."""
+def test_batch_in_halves_gives_the_same_numbers(cell, layers, return_sequences, dropout, as_list,
+                                                remember, monkeypatch):
+    """RNN and GRU (the cells that run in halves), float64, an odd batch (halves of 3 and 4),
+    ragged, h0 given (or carried by remember() over two calls), dropout between layers in
+    training mode, a list input."""
     rng = np.random.default_rng(9)
     T, B, I, H = 6, 7, 5, 4
     x = rng.standard_normal((T, B, I))
@@ -174,8 +177,8 @@ def test_rnn_batch_in_halves_gives_the_same_numbers(layers, return_sequences, dr
     dy = rng.standard_normal((T, B, H) if return_sequences else (B, H))
     if as_list:
         x, dy = list(x), (list(dy) if return_sequences else dy)
-    m = RNN(I, H, num_layers=layers, return_sequences=return_sequences, dropout=dropout,
-            dtype=np.float64)
+    m = cell(I, H, num_layers=layers, return_sequences=return_sequences, dropout=dropout,
+             dtype=np.float64)
     if remember:
         m.remember()
     calls = 2 if remember else 1
@@ -185,10 +188,11 @@ def test_rnn_batch_in_halves_gives_the_same_numbers(layers, return_sequences, dr
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
 
 
-def test_rnn_batch_in_halves_passes_gradcheck(monkeypatch):
+@pytest.mark.parametrize("cell", [RNN, GRU])
+def test_batch_in_halves_passes_gradcheck(cell, monkeypatch):
     monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: True)
-    m = RNN(3, 4, num_layers=2, dtype=np.float64)
-    monkeypatch.setattr(RNN, "_halves_from", 0)
+    m = cell(3, 4, num_layers=2, dtype=np.float64)
+    monkeypatch.setattr(cell, "_halves_from", 0)
     x = np.random.default_rng(10).standard_normal((5, 6, 3))
     m.forward(x)
     assert m._cache["halves"]
@@ -196,8 +200,9 @@ def test_rnn_batch_in_halves_passes_gradcheck(monkeypatch):
 
 
 def test_which_layers_run_in_halves():
-    """The real rule, float32: a one-directional RNN from 2^24 multiply-adds; not the LSTM or
-    the GRU (their tiled kernels share the steps), nor a bidirectional RNN (its directions pair)."""
+    """The real rule, float32: a one-directional RNN from 2^24 multiply-adds, a GRU from 2^27 on
+    AVX-512 CPUs only; not the LSTM (its tiled kernel shares the steps), nor a bidirectional
+    RNN (its directions pair)."""
     T, B, I, H = 16, 32, 64, 256                         # 16 * 32 * 256 * 320 = 2^25.3
     x = np.zeros((T, B, I), np.float32)
     can = kp.pays(T * B * H * (I + H))
@@ -206,10 +211,14 @@ def test_which_layers_run_in_halves():
     assert m._cache["halves"] == can
     m.forward(x[:, :8])                                  # 2^23.3: below
     assert not m._cache["halves"]
-    for cls in (LSTM, GRU):
-        c = cls(I, H)
-        c.forward(x)
-        assert not c._cache["halves"]
+    lstm = LSTM(I, H)
+    lstm.forward(x)
+    assert not lstm._cache["halves"]
+    gru = GRU(I, H)                                      # 3 gates: 2^26.9
+    gru.forward(x)
+    assert not gru._cache["halves"]
+    gru.forward(np.zeros((2 * T, B, I), np.float32))     # 2^27.9
+    assert gru._cache["halves"] == (can and _gemm.VECTOR == 16)
     bi = RNN(I, H, bidirectional=True)
     bi.forward(x)
     assert not bi._cache["halves"] and bi._cache["paired"] == can
