@@ -470,8 +470,12 @@ class RNN(_Recurrent):
     # layers 0.83x), (32, 16, 64, 256) 0.83x, (32, 32, 64, 128) 0.94x, (100, 64, 512, 512)
     # level; slower below: (32, 16, 64, 128) (2^23.6) 1.10-1.40x. (The LSTM and GRU kernels
     # in halves: 0.95-0.98x at (100, 64, 512, 512), within the noise; their tiled kernels
-    # already share the mid-sized steps between the cores.)
-    _halves_from = 1 << 24
+    # already share the mid-sized steps between the cores.) On a 2-core Xeon (AVX-512), 21
+    # rounds each unless said: (64, 32, 128, 256) 0.85x, (100, 64, 512, 512) 0.95x (9),
+    # (32, 16, 64, 256) (2^25.3) 0.95x, (16, 32, 64, 256) 0.95x, (32, 32, 128, 128) (2^25)
+    # 1.01x; slower below 2^25 there: (32, 32, 64, 128) (2^24.6) 1.08x and 1.19x, (64, 16, 64,
+    # 128) 1.09x. Hence from 2^25 with AVX-512.
+    _halves_from = (1 << 25) if _VECTOR == 16 else (1 << 24)
 
     def _convert_state(self, state):
         return _sum_torch_biases(self, state)
