@@ -526,7 +526,7 @@ class GRU(_Recurrent):
     _serial_kernel = {"path": "steps"}
     # Batch halves (as the RNN's, above) on AVX-512 CPUs, from 2^27 multiply-adds: module fwd+bwd,
     # halves / whole batch (whole = the tiled kernel where ``kernels._auto`` picks it), medians of
-    # 11-21 alternated rounds on a 2-core Xeon: (T, B, I, H) = (64, 32, 128, 256) 0.85-0.93x,
+    # 7-21 alternated rounds on a 2-core Xeon: (T, B, I, H) = (64, 32, 128, 256) 0.85-0.93x,
     # (100, 64, 512, 512) 0.92-0.95x, (128, 32, 64, 128) 0.91x, (100, 8, 64, 256) 0.86x,
     # (64, 64, 64, 128) 0.95x; below, mixed: (32, 16, 64, 256) (2^26.9) 0.90x, (32, 32, 64, 128)
     # (2^26.2) 1.01x, (64, 16, 64, 128) (2^26.2) 1.13x, (32, 16, 64, 128) 1.07x. Not measured on
