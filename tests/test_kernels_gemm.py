@@ -113,19 +113,23 @@ def test_pack_of_a_transpose_reads_W_as_it_is(N):
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-@pytest.mark.parametrize("dtype,rows", [(np.float32, MIN_ROWS), (np.float32, max(MIN_ROWS - 1, 1)),
-                                        (np.float64, 3), (np.float64, 37),
-                                        (np.float32, 37)])
-def test_step_operands_and_product(transposed, dtype, rows):
+@pytest.mark.parametrize("dtype,rows,packing", [(np.float32, MIN_ROWS, True),
+                                                (np.float32, 3, False), (np.float32, 37, False),
+                                                (np.float64, 3, True), (np.float64, 37, True),
+                                                (np.float32, 37, True)])
+def test_step_operands_and_product(transposed, dtype, rows, packing, monkeypatch):
     """step_operands gives step_product exactly one way: Wb packed, or Wb^T C-contiguous and a
     (N, rows) buffer for BLAS's transposed result; both give A @ Wb, for row counts that are
-    not multiples of 16 (the transpose's tail) and N past one tile."""
+    not multiples of 16 (the transpose's tail) and N past one tile. ``packing=False`` switches
+    packing off (MAX_WORK = 0), so that float32 takes BLAS on every CPU; float64 always does."""
+    if not packing:
+        monkeypatch.setattr(_gemm, "MAX_WORK", 0)
     rng = np.random.default_rng(rows)
     K, N = 70, 4 * 70 if not transposed else 70                    # a W_hh, H = 70, both ways
     W = rng.standard_normal((N, K) if transposed else (K, N)).astype(dtype)
     Wb = W.T if transposed else W
     Wt, Wp, outT = step_operands(W, rows, transposed)
-    if dtype == np.float32 and rows >= MIN_ROWS:
+    if dtype == np.float32 and rows >= MIN_ROWS and packing:
         assert Wt.size == 0 and outT.size == 0 and Wt.dtype == W.dtype
         np.testing.assert_array_equal(Wp, pack(np.ascontiguousarray(Wb)))
     else:

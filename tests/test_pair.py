@@ -146,7 +146,7 @@ def test_no_pair_inside_a_pair():
     assert kp.run_pair(lambda: kp.pays(kp.MIN_WORK), lambda: kp.pays(kp.MIN_WORK)) == (False, False)
 
 
-def _rnn_runs(m, x, dy, lengths, h0, halves, monkeypatch, calls=1):
+def _halves_runs(m, x, dy, lengths, h0, halves, monkeypatch, calls=1):
     monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: True)
     monkeypatch.setattr(m, "_halves_from", 0 if halves else None)
     out = []
@@ -182,8 +182,8 @@ def test_batch_in_halves_gives_the_same_numbers(cell, layers, return_sequences, 
     if remember:
         m.remember()
     calls = 2 if remember else 1
-    whole = _rnn_runs(m, x, dy, lengths, h0, False, monkeypatch, calls)
-    halves = _rnn_runs(m, x, dy, lengths, h0, True, monkeypatch, calls)
+    whole = _halves_runs(m, x, dy, lengths, h0, False, monkeypatch, calls)
+    halves = _halves_runs(m, x, dy, lengths, h0, True, monkeypatch, calls)
     for a, b in zip(whole, halves):
         np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-13)
 
