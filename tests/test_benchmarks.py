@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import _harness, layer_step, memory, startup, train_to_target  # noqa: E402
+from benchmarks import _harness, choices, layer_step, memory, startup, train_to_target  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -146,7 +146,48 @@ def test_memory_quick(tmp_path):
         assert r["case"] == "torch" or _finite(r["tracemalloc_peak_mb"], positive=True)
 
 
-@pytest.mark.parametrize("name", ["layer_step", "train_to_target", "startup", "memory"])
+def test_choices_quick(tmp_path, monkeypatch):
+    """Every choice is timed both ways at its quick shapes; the forced sides really ran (the
+    pairing and halves sides go through ``run_pair``); the bounds are left as they were."""
+    import kernels._pair as kp
+    import rnncore
+    import rnncore.recurrent as rec
+    pairs = []
+    real = kp.run_pair
+
+    def counting(first, second):
+        pairs.append(1)
+        return real(first, second)
+
+    monkeypatch.setattr(kp, "run_pair", counting)
+    monkeypatch.setattr(rec, "run_pair", counting)
+    bounds = (kp.MIN_WORK, rnncore.GRU._halves_from, rnncore.RNN._halves_from, rnncore.LSTM._halves_from)
+    _run(choices, tmp_path, "--only", "halves")
+    assert len(pairs) >= 2 * len(choices.CELLS["halves"])     # each cell's halves: fwd and bwd
+    del pairs[:]
+    _run(choices, tmp_path, "--only", "pairing")
+    assert len(pairs) >= 4 * len(choices.CELLS["pairing"])    # 2 layers: fwd and bwd each
+    payload, text, on_disk = _run(choices, tmp_path)
+    _check_tables(text, [["choice", "cell", "shape", "log2 work", "A", "B", "A ms", "B ms", "B / A", "rule",
+                          "faster", "agrees"]])
+    expected = [(c, "-" if c == "packing" else cell, list(shape)) for c in choices.CHOICES
+                for cell in choices.CELLS.get(c, ("-",)) for shape in choices.QUICK[c]]
+    assert [(r["choice"], r["cell"], r["shape"]) for r in on_disk["rows"]] == expected
+    for r in on_disk["rows"]:
+        assert r["rule"] in r["sides"] and set(r["ms"]) == set(r["sides"])
+        assert all(_finite(v, positive=True) for v in r["ms"].values()), r
+        assert _finite(r["check"]) and r["check"] <= choices.TOLERANCE
+        assert r["agrees"] in ("yes", "no", "level")
+    assert bounds == (kp.MIN_WORK, rnncore.GRU._halves_from, rnncore.RNN._halves_from, rnncore.LSTM._halves_from)
+
+
+def test_choices_verdict():
+    assert choices._verdict("a", ("a", "b"), {"a": 1.0, "b": 1.2}) == ("a", "yes")
+    assert choices._verdict("a", ("a", "b"), {"a": 1.2, "b": 1.0}) == ("b", "no")
+    assert choices._verdict("b", ("a", "b"), {"a": 1.0, "b": 1.03}) == ("level", "level")
+
+
+@pytest.mark.parametrize("name", ["layer_step", "train_to_target", "startup", "memory", "choices"])
 def test_scripts_run_both_ways(name):
     """``python benchmarks/<name>.py`` and ``python -m benchmarks.<name>`` both start (--help)."""
     for cmd in ([sys.executable, os.path.join("benchmarks", f"{name}.py"), "--help"],
