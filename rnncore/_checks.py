@@ -185,13 +185,14 @@ def sequence(x, name="x", dtype=None, ndim=3):
 
 
 def lengths(v, T, B, name="lengths"):
-    """``None`` or an int array ``(B,)`` with ``1 <= lengths[b] <= T``, as int64."""
+    """``None`` or an int array ``(B,)`` with ``1 <= lengths[b] <= T``, as a new int64 array:
+    a module keeps it for its backward, so the caller may reuse its own array meanwhile."""
     if v is None:
         return None
     a = finite_array(v, name, kind="i")
     if a.shape != (B,):
         raise ValueError(f"{name}: expected shape ({B},) to match the batch, got {a.shape}")
-    a = np.ascontiguousarray(a)
+    a = np.array(a, dtype=np.int64)                      # a copy, C-contiguous
     if a.size:
         lo, hi = int_range(a)
         if lo < 1 or hi > T:

@@ -12,8 +12,8 @@ import numpy as np
 
 from . import _checks
 from . import random as _random
-from .layers import _check_input_shape, _float_input, _like
-from .module import Module, restore, snapshot
+from .layers import _check_input_shape, _float_input, _like, _valid_mask, _zero_padding
+from .module import Module, _adoptions, all_or_nothing_backward, restore, snapshot
 
 __all__ = ["Sequential", "Sequencer", "LastStep"]
 
@@ -85,6 +85,30 @@ def _all_or_nothing(container, run, *args):
         _random.end_undo_point(refused)
 
 
+def _check_not_repeated(container):
+    """ValueError if a module that keeps its forward for the backward (an activation, a
+    recurrent layer, a container) appears twice below ``container``: its second forward
+    replaced the first one's, so a backward through both would be wrong. `Linear` and
+    `Embedding` may repeat (weights shared): their backward reads the input it is given
+    (``Module._backward_reads_input``)."""
+    seen = {}
+    for path, m in _paths(container):
+        if m._backward_reads_input:
+            continue
+        if id(m) in seen:
+            raise ValueError(f"modules: {path} is the same {type(m).__name__} object as {seen[id(m)]}; "
+                             f"it keeps only its last forward, so a backward through both would be "
+                             f"wrong: use a separate {type(m).__name__} for each place")
+        seen[id(m)] = path
+
+
+def _paths(m, path="modules"):
+    """(index path, module) of every module below ``m``, depth first, repeats included."""
+    for i, child in enumerate(m._children):
+        yield f"{path}[{i}]", child
+        yield from _paths(child, f"{path}[{i}]")
+
+
 def _time_major_shape(x):
     """The shape (T, B, ...) of a time-major input (an array, or a list of T step arrays)."""
     shape = (len(x),) + np.shape(x[0]) if isinstance(x, (list, tuple)) and len(x) else np.shape(x)
@@ -100,31 +124,26 @@ def _as_checked_input(x):
     return _checks.finite_array(a, "x", kind="i" if a.dtype.kind in "iu" else "f")
 
 
-def _valid_mask(lengths, T, B):
-    """(T, B) bool, True at valid steps ``t < lengths[b]``."""
-    return np.arange(T)[:, None] < lengths[None, :]
-
-
-def _zero_padding(a, valid):
-    """``a`` (T, B, ...) with the padding steps set to 0 (a new array)."""
-    v = valid.reshape(valid.shape + (1,) * (a.ndim - 2))
-    return np.where(v, a, a.dtype.type(0))
-
-
 # -- Sequential --------------------------------------------------------------------------------
 class Sequential(Module):
     """``y = m_n(... m_2(m_1(x)))``: each child's output is the next one's input.
 
-    ``forward(x, lengths)`` hands ``lengths`` to every child; ``backward`` runs the children in
-    reverse, each with the input it saw in the last forward. Children keep their own dtype:
-    ``dtype=None`` takes theirs (they must agree), a given ``dtype`` converts them.
+    ``forward(x, lengths)`` hands ``lengths`` to every sequence-aware child; ``backward`` runs
+    the children in reverse, each with the input it saw in the last forward (the first one with
+    the ``x`` given to backward, as in Torch7). Children keep their own dtype: ``dtype=None``
+    takes theirs (they must agree), a given ``dtype`` converts them.
 
     With ``lengths`` (B,), the input must be time-major, (T, B, ...) (ids (T, B) for an
-    `Embedding`). Only sequence-aware children use ``lengths`` (recurrent layers, `LastStep`); a
-    layer acting on the last axis computes something at padding steps too (a `Linear`'s bias),
-    so where the output keeps the (T, B) leading axes the chain's outputs at padding steps are
-    set to 0 and the upstream gradient there is dropped, as in `Sequencer`: padding takes no
-    gradient. A forward that any child refuses leaves every child as it was.
+    `Embedding`). Only sequence-aware children get ``lengths`` (recurrent layers, `LastStep`,
+    containers); a layer acting on the last axis computes something at padding steps too (a
+    `Linear`'s bias), so where the output keeps the (T, B) leading axes the chain's outputs at
+    padding steps are set to 0 and the upstream gradient there is dropped, as in `Sequencer`:
+    padding takes no gradient.
+
+    All or nothing: a forward that any child refuses leaves every child as it was, and so does
+    a backward (the grads the children after the refusing one computed are dropped). A module
+    that keeps its forward for the backward (an activation, a recurrent layer) may appear only
+    once in a chain that runs backward; a `Linear` or `Embedding` may repeat (shared weights).
     """
 
     def __init__(self, *modules, dtype=None):
@@ -133,13 +152,16 @@ class Sequential(Module):
             self._child(m)
         self._inputs = None                                      # input of each child, last forward
         self._valid = None                                       # (T, B) valid steps, with lengths
+        self._checked_at = None                                  # _adoptions when last checked
 
     def add(self, module):
-        """Append ``module`` (Torch7's ``:add``); returns ``self``."""
+        """Append ``module`` (Torch7's ``:add``); returns ``self``. A forward before it is
+        forgotten: backward needs a forward through the new chain."""
         if isinstance(module, Module) and module.dtype != self.dtype:
             raise ValueError(f"module: expected dtype {self.dtype} (the container's), got "
                              f"{module.dtype}; convert it with module.astype({self.dtype.name!r})")
         self._child(module)
+        self._inputs = self._valid = None
         return self
 
     def __len__(self):
@@ -158,7 +180,7 @@ class Sequential(Module):
         inputs, h = [], x
         for m in self._children:
             inputs.append(h)
-            h = m.forward(h, lengths=lengths)
+            h = m.forward(h, lengths=lengths if m._takes_lengths else None)
         valid = None
         if lengths is not None and self._keeps_time_axis(shape):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
@@ -187,8 +209,22 @@ class Sequential(Module):
             g, was_list = _float_input(gy, self.dtype, "gy")
             _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
             gy = _like(_zero_padding(g, self._valid), was_list)
-        for m, inp in zip(reversed(self._children), reversed(self._inputs)):
-            gy = m.backward(inp, gy)                             # chain rule, last child first
+        if self._checked_at != _adoptions[0]:                    # (once per change of structure)
+            _check_not_repeated(self)
+            self._checked_at = _adoptions[0]
+        return all_or_nothing_backward(self._backward_chain, x, gy)   # a child refuses: no change
+
+    def _backward_chain(self, x, gy):
+        last = len(self._children) - 1
+        for i in range(last, -1, -1):                            # chain rule, last child first
+            m = self._children[i]
+            try:                                                 # (Torch7: the first child gets
+                gy = m.backward(x if i == 0 else self._inputs[i], gy)   # the x given here)
+            except (ValueError, TypeError) as e:
+                if i == last or type(e) not in (ValueError, TypeError):
+                    raise                                        # (the caller's own gy: as it is)
+                raise type(e)(f"the gradient reaching modules[{i}] ({type(m).__name__}) from the "
+                              f"modules after it: {e}") from e
         return gy
 
     def _on_astype(self, dtype):
@@ -215,6 +251,8 @@ class Sequencer(Module):
     """
 
     def __init__(self, module, dtype=None):
+        if not isinstance(module, Module):
+            raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
         super().__init__(_children_dtype([module], dtype))
         self.module = self._child(module)
         self._cache = None
@@ -226,7 +264,8 @@ class Sequencer(Module):
         x, was_list = _stack_steps(x)                            # (T, B, ...)
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)
-        y = np.asarray(self.module.forward(x, lengths=lengths))  # (T, B, ...)
+        m = self.module
+        y = np.asarray(m.forward(x, lengths=lengths if m._takes_lengths else None))  # (T, B, ...)
         if y.ndim < 2 or y.shape[:2] != (T, B):
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
@@ -241,14 +280,15 @@ class Sequencer(Module):
         if self._cache is None:
             raise RuntimeError("Sequencer.backward: call forward first")
         c = self._cache
-        if x is not c["x"]:                                      # (the forward's own array: its
-            xa, _ = _stack_steps(x)                              # values are not read here)
+        xa = c["x"]
+        if x is not xa:                                          # (Torch7: the module gets the
+            xa, _ = _stack_steps(x)                              # given input)
             _checks.same_shape(xa, c["x"].shape, "x")
         g, _ = _float_input(gy, self.dtype, "gy")
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:
             g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0
-        gx = self.module.backward(c["x"], g)
+        gx = all_or_nothing_backward(self.module.backward, xa, g)
         return gx if gx is None else _like(np.asarray(gx), c["was_list"])
 
     def _on_astype(self, dtype):

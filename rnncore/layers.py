@@ -9,9 +9,11 @@ Every layer follows the Torch7 contract of `rnncore.Module`::
     y  = m.forward(x)        # x: (N..., F) array, or a list of T (B, F) arrays -> same kind back
     gx = m.backward(x, gy)   # dL/dx; parameter grads are ADDED to Parameter.grad
 
-``lengths=`` is accepted (so that `Sequential` can hand it to every child) and ignored: these
-layers act on each step on its own, so padding steps cannot change valid ones. Zeroing the
-outputs at padding steps is `Sequencer`'s job.
+These layers act on each step on its own, so padding steps cannot change valid ones; the
+containers zero a chain's outputs at padding steps once, at its end, and do not hand
+``lengths=`` to these layers (``Module._takes_lengths``). Called directly with ``lengths=``
+(B,), a layer checks it against its time-major input (T, B, ...) and does the same itself: its
+outputs at padding steps are 0, and padding takes no gradient.
 
 Inputs are cast to the module's dtype (float32 by default, float64 for gradient checks).
 """
@@ -19,7 +21,7 @@ Inputs are cast to the module's dtype (float32 by default, float64 for gradient 
 import numpy as np
 
 from . import _checks
-from .module import Module
+from .module import Module, add_grad, commit
 from .random import generator, uniform
 from kernels.linear import linear_backward, linear_forward
 from kernels.log_softmax import log_softmax_backward, log_softmax_forward
@@ -59,6 +61,30 @@ def _like(y, was_list):
     return list(y) if was_list else y
 
 
+def _valid_mask(lengths, T, B):
+    """(T, B) bool, True at valid steps ``t < lengths[b]``."""
+    return np.arange(T)[:, None] < lengths[None, :]
+
+
+def _zero_padding(a, valid):
+    """``a`` (T, B, ...) with the padding steps set to 0 (a new array)."""
+    v = valid.reshape(valid.shape + (1,) * (a.ndim - 2))
+    return np.where(v, a, a.dtype.type(0))
+
+
+def _valid_steps(x, lengths, min_ndim):
+    """None without ``lengths``; else the (T, B) valid steps of the time-major ``x`` (at least
+    ``min_ndim`` axes: (T, B, F...) for float inputs, (T, B) for ids), ``lengths`` checked
+    against its leading (T, B)."""
+    if lengths is None:
+        return None
+    if x.ndim < min_ndim:
+        raise ValueError(f"lengths: given, so x must be time-major, {'(T, B)' if min_ndim == 2 else '(T, B, F...)'}"
+                         f", got shape {x.shape}")
+    T, B = x.shape[:2]
+    return _valid_mask(_checks.lengths(lengths, T, B), T, B)
+
+
 def _check_input_shape(input_shape, name="input_shape"):
     try:
         shape = tuple(input_shape)
@@ -78,6 +104,9 @@ class Linear(Module):
     U(-1/sqrt(I), 1/sqrt(I)) as PyTorch does.
     """
 
+    _backward_reads_input = True          # (may appear twice in a chain: weights shared)
+    _takes_lengths = False                # (a container zeroes the padding itself)
+
     def __init__(self, in_features, out_features, dtype=np.float32):
         in_features = _checks.positive_int(in_features, "in_features")
         out_features = _checks.positive_int(out_features, "out_features")
@@ -86,6 +115,7 @@ class Linear(Module):
         bound = 1.0 / np.sqrt(in_features)
         self.weight = self._param("weight", uniform((out_features, in_features), bound, self.dtype))
         self.bias = self._param("bias", uniform((out_features,), bound, self.dtype))
+        self._valid = None                                       # (T, B) with lengths=, else None
 
     def _check_x(self, x):
         x, was_list = _float_input(x, self.dtype)
@@ -96,19 +126,24 @@ class Linear(Module):
 
     def _forward(self, x, lengths):
         x, was_list = self._check_x(x)
+        valid = _valid_steps(x, lengths, 3)                      # (T, B, I) with lengths
         y = linear_forward(x.reshape(-1, self.in_features), self.weight.data, self.bias.data)
-        return _like(y.reshape(x.shape[:-1] + (self.out_features,)), was_list)   # (N..., O)
+        y = y.reshape(x.shape[:-1] + (self.out_features,))      # (N..., O)
+        self._valid = valid
+        return _like(y if valid is None else _zero_padding(y, valid), was_list)
 
     def _backward(self, x, gy):
         # Torch7: the gradients are those of the given input (the one forward saw).
         x, was_list = self._check_x(x)
         gy, _ = _float_input(gy, self.dtype, "gy")
         _checks.same_shape(gy, x.shape[:-1] + (self.out_features,), "gy")
+        if self._valid is not None and x.shape[:2] == self._valid.shape:
+            gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         x2 = x.reshape(-1, self.in_features)                     # (N, I)
         g2 = gy.reshape(-1, self.out_features)                   # (N, O)
         gx, dW, db = linear_backward(g2, x2, self.weight.data)
-        self.weight.grad += dW                                   # dL/dW = sum_n gy_n x_n^T
-        self.bias.grad += db                                     # dL/db = sum_n gy_n
+        add_grad(self.weight, dW)                                # dL/dW = sum_n gy_n x_n^T
+        add_grad(self.bias, db)                                  # dL/db = sum_n gy_n
         return _like(gx.reshape(x.shape), was_list)              # dL/dx = gy W, (N..., I)
 
     def output_shape(self, input_shape):
@@ -133,6 +168,9 @@ class Embedding(Module):
     ``backward`` returns ``None``: there is no gradient with respect to integer ids.
     """
 
+    _backward_reads_input = True
+    _takes_lengths = False
+
     def __init__(self, num_embeddings, embedding_dim, freeze=False, dtype=np.float32):
         num_embeddings = _checks.positive_int(num_embeddings, "num_embeddings")
         embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
@@ -142,13 +180,14 @@ class Embedding(Module):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         w = generator().standard_normal((num_embeddings, embedding_dim)).astype(self.dtype)
         self.weight = self._param("weight", w, requires_grad=not freeze)
+        self._valid = None                                       # (T, B) with lengths=, else None
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, dtype=np.float32):
         """An `Embedding` holding a copy of ``embeddings`` (V, E), cast to ``dtype`` (the
         default float32 of every module, whatever the array's own: vectors loaded as float64
         then fit a float32 model; pass ``dtype=np.float64`` to keep float64)."""
-        a = _checks.finite_array(embeddings, "embeddings")
+        a = _checks.finite_array(embeddings, "embeddings", dtype=_checks.float_dtype(dtype, "dtype"))
         if a.ndim != 2 or 0 in a.shape:
             raise ValueError(f"embeddings: expected a non-empty 2-D array (num_embeddings, "
                              f"embedding_dim), got shape {a.shape}")
@@ -172,15 +211,20 @@ class Embedding(Module):
 
     def _forward(self, x, lengths):
         x = self._check_x(x)
-        return self.weight.data[x]                               # (N..., E)
+        valid = _valid_steps(x, lengths, 2)                      # ids (T, B) with lengths
+        y = self.weight.data[x]                                  # (N..., E)
+        self._valid = valid
+        return y if valid is None else _zero_padding(y, valid)
 
     def _backward(self, x, gy):
         x = self._check_x(x)
         gy = _checks.finite_array(gy, "gy", dtype=self.dtype)
         _checks.same_shape(gy, x.shape + (self.embedding_dim,), "gy")
+        if self._valid is not None and x.shape[:2] == self._valid.shape:
+            gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         if self.weight.requires_grad:
             # y[n] = W[x[n]]  =>  dL/dW[v] = sum of gy[n] over the n with x[n] == v
-            np.add.at(self.weight.grad, x.ravel(), gy.reshape(-1, self.embedding_dim))
+            commit(lambda: np.add.at(self.weight.grad, x.ravel(), gy.reshape(-1, self.embedding_dim)))
         return None
 
     def output_shape(self, input_shape):
@@ -203,6 +247,8 @@ class _Activation(Module):
       _df(gy, cache)   -> gx              the backward of that forward
     """
 
+    _takes_lengths = False
+
     def __init__(self, dtype=np.float32):
         super().__init__(dtype)
         self._cache = None
@@ -210,14 +256,15 @@ class _Activation(Module):
     def _forward(self, x, lengths):
         x_in = x
         x, was_list = _float_input(x, self.dtype)
+        valid = _valid_steps(x, lengths, 3)                      # (T, B, F...) with lengths
         y, cache = self._f(x)
-        self._cache = (x.shape, cache, x_in, was_list)
-        return _like(y, was_list)
+        self._cache = (x.shape, cache, x_in, was_list, valid)
+        return _like(y if valid is None else _zero_padding(y, valid), was_list)
 
     def _backward(self, x, gy):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
-        shape, cache, x_in, was_list = self._cache
+        shape, cache, x_in, was_list, valid = self._cache
         # ``_df`` reads the forward's cache, never x: the forward's own input array needs no
         # second check, anything else must be an input of that shape
         if not (type(x) is np.ndarray and x is x_in):
@@ -225,6 +272,8 @@ class _Activation(Module):
             _checks.same_shape(x, shape, "x")
         gy, _ = _float_input(gy, self.dtype, "gy")
         _checks.same_shape(gy, shape, "gy")
+        if valid is not None:
+            gy = _zero_padding(gy, valid)                        # padding outputs are constant 0
         return _like(self._df(gy, cache), was_list)
 
     def output_shape(self, input_shape):

@@ -47,7 +47,7 @@ import numpy as np
 
 from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
-from .module import Module
+from .module import Module, add_grad, commit
 from .random import generator, uniform
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import backward_in_halves, forward_in_halves, pays as _pair_pays, run_pair
@@ -250,20 +250,26 @@ class _Recurrent(Module):
     def _forward(self, x, lengths):
         return self._run(x, lengths, (None,) * len(self._states))
 
-    def _check_input(self, x):
-        """x -> (C-contiguous (T, B, I) array of the module dtype, was_list)."""
+    def _check_input(self, x, own=False):
+        """x -> (C-contiguous (T, B, I) array of the module dtype, was_list); with ``own``, an
+        array that shares no memory with the caller's ``x``."""
         a, was_list = _checks.sequence(x, "x", dtype=self.dtype)
         if a.shape[-1] != self.input_size:
             raise ValueError(f"x: expected (T, B, {self.input_size}) (input_size={self.input_size}), "
                              f"got shape {a.shape}")
-        return np.ascontiguousarray(a), was_list
+        a = np.ascontiguousarray(a)
+        if own and isinstance(x, np.ndarray) and np.may_share_memory(a, x):
+            a = a.copy()
+        return a, was_list
 
     def _run(self, x, lengths, initial):
         # 1. Validate everything before anything changes.
         x_in = x = to_host(x)                                 # [device] device arrays -> NumPy
         if [s for s in initial if s is not None]:
             initial = to_host(initial)
-        x, was_list = self._check_input(x)
+        # the kernels' caches keep x for the backward: a copy where x is the caller's own array,
+        # which the caller may refill before calling backward
+        x, was_list = self._check_input(x, own=True)
         T, B, _ = x.shape
         lengths = _checks.lengths(lengths, T, B)
         LD, H = self.num_layers * self.num_directions, self.hidden_size
@@ -385,16 +391,20 @@ class _Recurrent(Module):
             for d, (dx, *rest) in enumerate(results):
                 i = k * D + d
                 for q, dq in zip(self._layer_param_lists()[i], rest[:n_p]):
-                    q.grad += dq
+                    add_grad(q, dq)
                 for j in range(n_s):
                     dstate0[j][i] = rest[n_p + j]
                 dinp = dx if dinp is None else dinp + dx
             if c["masks"][k] is not None:
                 dinp = dinp * c["masks"][k]                   # inp = prev * mask
             dy_layer = dinp
-        self.grad_h0 = _stack(dstate0[0])
-        if len(dstate0) == 2:
-            self.grad_c0 = _stack(dstate0[1])
+        grads0 = [_stack(d) for d in dstate0]
+
+        def set_state_grads():
+            self.grad_h0 = grads0[0]
+            if len(grads0) == 2:
+                self.grad_c0 = grads0[1]
+        commit(set_state_grads)
         return list(dy_layer) if was_list else dy_layer
 
     # -- state, shapes, description ----------------------------------------------------------

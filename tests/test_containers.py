@@ -390,7 +390,7 @@ class _WrongLinear(Linear):
 
     def _backward(self, x, gy):
         gx = super()._backward(x, gy)
-        self.bias.grad *= 2
+        self.bias.grad += np.asarray(gy).reshape(-1, self.out_features).sum(axis=0)   # once more
         return gx
 
 
@@ -466,3 +466,109 @@ def test_summary_opens_sequencer_and_counts_frozen():
     assert names == ["0.0", "0.1", "0.2", "0.3"]
     assert "(7, None, 2)" in lines[4]
     assert f"Trainable params: {gru + 8:,}" in lines and "Non-trainable params: 40" in lines
+
+
+# -- a backward through a chain changes everything or nothing ----------------------------------
+def _grads(m):
+    return [p.grad.copy() for p in m.parameters()]
+
+
+def _unchanged(m, before):
+    return all(np.array_equal(a, p.grad) for a, p in zip(before, m.parameters()))
+
+
+def test_refused_backward_leaves_every_grad_alone():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    rnncore.manual_seed(0)
+    s = Sequential(LSTM(3, 4), Linear(4, 2))
+    s.forward(x)
+    s.backward(x, np.ones((4, 2, 2), np.float32))                # some grads and grad_h0 to keep
+    before, h0 = _grads(s), s[0].grad_h0.copy()
+    s.forward(x)
+    s[0].astype(np.float32)                                      # drops the LSTM's forward only
+    with pytest.raises(RuntimeError, match="LSTM.backward: call forward first"):
+        s.backward(x, np.ones((4, 2, 2), np.float32))
+    assert _unchanged(s, before)
+
+    s[1].weight.data[...] = 1.0
+    s.forward(x)
+    with pytest.raises(ValueError, match=r"the gradient reaching modules\[0\] \(LSTM\) from the modules after it"):
+        s.backward(x, np.full((4, 2, 2), 3e38, np.float32))   # finite, overflows in the Linear
+    assert _unchanged(s, before) and np.array_equal(s[0].grad_h0, h0)
+    # nested: the outer container commits or drops the inner ones' changes
+    outer = Sequencer(Sequential(s))
+    outer.forward(x)
+    with pytest.raises(ValueError):
+        outer.backward(x, np.full((4, 2, 2), 3e38, np.float32))
+    assert _unchanged(s, before)
+    outer.backward(x, np.ones((4, 2, 2), np.float32))
+    assert not _unchanged(s, before)
+
+
+def test_add_after_forward_needs_a_new_forward():
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    s = Sequential(Linear(3, 3))
+    s.forward(x)
+    s.add(Linear(3, 3))
+    with pytest.raises(RuntimeError, match="call forward first"):
+        s.backward(x, np.ones((4, 2, 3), np.float32))
+    s.forward(x)
+    assert s.backward(x, np.ones((4, 2, 3), np.float32)).shape == x.shape
+
+
+def test_a_module_that_keeps_its_forward_may_not_repeat():
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    t, lin = rnncore.Tanh(np.float64), Linear(3, 3, dtype=np.float64)
+    s = Sequential(t, lin, t)
+    s.forward(x)                                                  # forward alone is fine
+    before = _grads(s)
+    with pytest.raises(ValueError, match=r"modules\[2\] is the same Tanh object as modules\[0\]"):
+        s.backward(x, np.ones((4, 2, 3)))
+    assert _unchanged(s, before)
+    lstm = LSTM(3, 3, dtype=np.float64)
+    with pytest.raises(ValueError, match=r"modules\[1\]\[0\] is the same LSTM object as modules\[0\]"):
+        rnncore.gradcheck(Sequential(lstm, Sequential(lstm)), x)
+    # a Linear reads the input it is given: shared weights are fine, and gradchecked
+    assert rnncore.gradcheck(Sequential(lin, rnncore.Tanh(np.float64), lin), x) < TOL
+
+
+def test_the_callers_buffers_may_change_between_forward_and_backward():
+    """Forward keeps its own copies of x and lengths; backward's first child gets the x given
+    to backward (Torch7): refilling the caller's arrays meanwhile changes no gradient."""
+    rng = np.random.default_rng(0)
+    x, gy = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 2))
+    lengths = np.array([4, 2])
+    rnncore.manual_seed(0)
+    ref = Sequential(Linear(3, 3, dtype=np.float64), LSTM(3, 2, dtype=np.float64))
+    rnncore.manual_seed(0)
+    m = Sequential(Linear(3, 3, dtype=np.float64), LSTM(3, 2, dtype=np.float64))
+    lstm = LSTM(3, 2, dtype=np.float64)
+    lstm.load_state_dict(m[1].state_dict())
+    ref.forward(x, lengths=lengths)
+    gx_ref = ref.backward(x, gy)
+    xb, lb = x.copy(), lengths.copy()
+    m.forward(xb, lengths=lb)
+    xb[...], lb[...] = 0.0, [10 ** 8, 2]                          # the caller reuses its buffers
+    np.testing.assert_array_equal(m.backward(x, gy), gx_ref)
+    for p, q in zip(m.parameters(), ref.parameters()):
+        np.testing.assert_array_equal(p.grad, q.grad)
+    # the layer alone, its x reused as a buffer
+    x1 = rng.standard_normal((4, 2, 3))
+    lstm.forward(x1)
+    g_ref = lstm.backward(x1, gy)
+    w_ref = [p.grad.copy() for p in lstm.parameters()]
+    lstm.zero_grad_parameters()
+    buf = x1.copy()
+    lstm.forward(buf)
+    buf[...] = 0.0
+    np.testing.assert_array_equal(lstm.backward(x1, gy), g_ref)
+    for p, w in zip(lstm.parameters(), w_ref):
+        np.testing.assert_array_equal(p.grad, w)
+
+
+def test_sequencer_and_embedding_argument_errors():
+    with pytest.raises(TypeError, match="module: expected a rnncore Module, got str"):
+        Sequencer("x")
+    with pytest.raises(ValueError, match="embeddings: expected values within"):
+        Embedding.from_pretrained(np.full((2, 2), 1e39))          # beyond float32

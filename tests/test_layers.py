@@ -333,10 +333,62 @@ def test_output_shapes_and_config():
     assert repr(Linear(3, 5)) == "Linear(in_features=3, out_features=5)"
 
 
-def test_lengths_are_accepted_and_do_not_change_pointwise_layers():
-    m = Linear(2, 3, dtype=np.float64)
-    x = np.random.default_rng(0).standard_normal((4, 2, 2))
-    np.testing.assert_array_equal(m.forward(x, lengths=np.array([4, 1])), m.forward(x))
+@pytest.mark.parametrize("make", [lambda: Linear(2, 3, dtype=np.float64), lambda: rnncore.Tanh(np.float64),
+                                  lambda: rnncore.LogSoftMax(np.float64), lambda: Dropout(0.0, np.float64)])
+def test_lengths_zero_padding_outputs_and_gradients(make):
+    """Called directly with lengths=, a layer acting on each step keeps its valid outputs, sets
+    those at padding steps to 0, and padding takes no gradient (API: every sequence-aware call)."""
+    m = make()
+    rng = np.random.default_rng(0)
+    x, lengths = rng.standard_normal((4, 2, 2)), np.array([4, 1])
+    full = m.forward(x)
+    gy = rng.standard_normal(full.shape)
+    gx_full = m.backward(x, gy)
+    y = m.forward(x, lengths=lengths)
+    np.testing.assert_array_equal(y[:, 0], full[:, 0])
+    np.testing.assert_array_equal(y[:1, 1], full[:1, 1])
+    assert np.all(y[1:, 1] == 0)
+    gy_masked = gy.copy()
+    gy_masked[1:, 1] = 0
+    np.testing.assert_array_equal(m.backward(x, gy), m.backward(x, gy_masked))
+    assert not np.array_equal(m.backward(x, gy), gx_full)
+    for bad, err in [(np.array([5, 1]), ValueError), (np.array([0, 1]), ValueError),
+                     (np.array([1, 1, 1]), ValueError), ("ab", TypeError), (np.array([1.5, 1]), TypeError)]:
+        with pytest.raises(err, match="lengths"):
+            m.forward(x, lengths=bad)
+    with pytest.raises(ValueError, match="lengths: given, so x must be time-major"):
+        m.forward(x[0], lengths=np.array([1, 1]))                # (B, F): no time axis
+
+
+def test_embedding_lengths_zero_padding_outputs_and_gradients():
+    m = Embedding(5, 3, dtype=np.float64)
+    ids, lengths = np.array([[1, 2], [3, 4], [0, 1]]), np.array([3, 1])   # (T, B)
+    y = m.forward(ids, lengths=lengths)
+    np.testing.assert_array_equal(y[:, 0], m.weight.data[ids[:, 0]])
+    assert np.all(y[1:, 1] == 0) and np.array_equal(y[0, 1], m.weight.data[2])
+    m.backward(ids, np.ones((3, 2, 3)))
+    assert np.all(m.weight.grad[4] == 0) and np.all(m.weight.grad[[0, 1, 2, 3]] == 1)  # 4, 1: padding
+    with pytest.raises(ValueError, match="lengths"):
+        m.forward(ids, lengths=np.array([4, 1]))
+    with pytest.raises(ValueError, match="time-major"):
+        m.forward(np.array([1, 2]), lengths=np.array([1, 1]))
+
+
+def test_containers_zero_the_padding_once():
+    """In a chain the layers acting on each step get no lengths (the chain zeroes its padding
+    once, at its end): same outputs and grads as before."""
+    rnncore.manual_seed(0)
+    seen = []
+
+    class Spy(rnncore.Tanh):
+        def _forward(self, x, lengths):
+            seen.append(lengths)
+            return super()._forward(x, lengths)
+
+    m = rnncore.Sequential(rnncore.LSTM(2, 3), Spy(), Linear(3, 2))
+    x = np.random.default_rng(0).standard_normal((4, 2, 2)).astype(np.float32)
+    y = m.forward(x, lengths=np.array([4, 2]))
+    assert seen == [None] and np.all(y[2:, 1] == 0) and np.all(y[:, 0] != 0)
 
 
 @pytest.mark.parametrize("make", [rnncore.LogSoftMax, rnncore.Tanh, rnncore.ReLU, rnncore.Sigmoid])
