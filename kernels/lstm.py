@@ -90,7 +90,8 @@ which had cost the forward at (100, 64, 512, 512) 16 % of its time.
 A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
 split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team
 of threads for the whole pass. ``lstm_forward(path="auto")`` takes it for the mid-sized shapes
-where it measured faster (``kernels/_auto.py``); read this file first.
+where it measured faster, and on AVX-512 CPUs for large ones up to H = 512 (``kernels/_auto.py``);
+read this file first.
 """
 
 import numpy as np
