@@ -8,11 +8,12 @@ Two kinds of helpers live here:
   ``sigmoid`` (numerically stable logistic) and ``tanh``, both SIMD-friendly (see below), and
   ``flip_valid`` (the time flip that turns a ``reverse=True`` run into a forward-in-time one).
 * Plain-Python argument preparation used by the kernels' Python wrappers *before* a core is
-  called: ``as_float_array``, ``as_lengths``, ``state_or_zeros``, ``as_flag``, ``check_cache``.
-  They make every array C-contiguous in one dtype, so the ``@njit`` cores are compiled for
-  exactly two signatures (float32, float64) and ``np.dot`` inside them never copies; and they
-  turn bad input into a ``ValueError``/``TypeError`` that names the argument instead of a Numba
-  typing error. They look at types and shapes only, never at values (no pass over an array).
+  called: ``as_float_array``, ``as_lengths``, ``state_or_zeros``, ``as_flag``, ``check_cache``
+  (``bad_cache`` is its error, which ``reference.py`` raises too). They make every array
+  C-contiguous in one dtype, so the ``@njit`` cores are compiled for exactly two signatures
+  (float32, float64) and ``np.dot`` inside them never copies; and they turn bad input into a
+  ``ValueError``/``TypeError`` that names the argument instead of a Numba typing error. They
+  look at types and shapes only, never at values (no pass over an array).
 
 Caching caveat: Numba's on-disk cache (``cache=True``) keys a function on its own file only.
 ``sigmoid``/``tanh``/``exp_expm1`` are inlined into the kernels' cores, so after editing this
@@ -37,7 +38,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 __all__ = ["sigmoid", "tanh", "exp_expm1", "copy_row", "flip_valid", "as_float_array", "as_lengths",
-           "init_state", "state_or_zeros", "as_flag", "check_cache"]
+           "init_state", "state_or_zeros", "as_flag", "check_cache", "bad_cache"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -209,7 +210,11 @@ def as_float_array(a, name, dtype=None, shape=None):
     otherwise cast to ``dtype`` (the dtype of ``x``: one kernel call runs in one precision).
     shape: the expected shape, a tuple; ValueError naming ``name`` if it differs.
     """
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except ValueError as e:                              # a ragged nested list, say
+        raise ValueError(f"{name}: expected an array or nested lists of one shape, got a "
+                         f"{type(a).__name__} that NumPy cannot make one array of ({e})") from None
     if dtype is None:
         if arr.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
@@ -235,11 +240,10 @@ def as_lengths(lengths, T, B):
         raise ValueError(f"lengths: expected shape ({B},), got {arr.shape}")
     if arr.dtype.kind not in "iu":
         raise TypeError(f"lengths: expected an integer array, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.int64)
-    if B and (arr.min() < 1 or arr.max() > T):
+    if B and (arr.min() < 1 or arr.max() > T):              # (in its own dtype: no wrapping)
         raise ValueError(f"lengths: expected 1 <= lengths[b] <= T={T}, got min {arr.min()}, "
                          f"max {arr.max()}")
-    return arr
+    return np.ascontiguousarray(arr, dtype=np.int64)
 
 
 def init_state(dst, a, name):
@@ -298,7 +302,12 @@ def check_cache(cache, forward, gates, size, tiled_size=None):
     if not (isinstance(x, np.ndarray) and isinstance(W_hh, np.ndarray)
             and isinstance(hs, np.ndarray) and x.ndim == hs.ndim == 3 and W_hh.ndim == 2
             and W_hh.shape[0] == gates * W_hh.shape[1] and hs.shape[0] == x.shape[0] + 1):
-        got = (f"a tuple of {len(cache)} items" if isinstance(cache, tuple)
-               else "None" if cache is None else f"a {type(cache).__name__}")
-        raise TypeError(f"cache: expected the cache returned by {forward}, got {got}")
+        raise bad_cache(cache, forward)
     return tiled
+
+
+def bad_cache(cache, forward):
+    """The TypeError for a ``cache`` that ``forward`` (named in the message) did not return."""
+    got = (f"a tuple of {len(cache)} items" if isinstance(cache, tuple)
+           else "None" if cache is None else f"a {type(cache).__name__}")
+    return TypeError(f"cache: expected the cache returned by {forward}, got {got}")

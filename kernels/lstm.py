@@ -1,7 +1,7 @@
 """Fast CPU LSTM: forward and backpropagation through time (BPTT), compiled with Numba.
 
-Same signatures and results as ``kernels.reference.lstm_forward`` / ``lstm_backward`` (the
-plain NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and
+Same arguments (plus ``path=``) and results as ``kernels.reference.lstm_forward`` /
+``lstm_backward`` (the plain NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and
 haste do, so that nearly all the work happens in a few matrix products.
 
 Shape key (used in every comment below):

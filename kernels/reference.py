@@ -1,8 +1,10 @@
 """Plain NumPy RNN, LSTM and GRU: forward and backpropagation through time, one step at a time.
 
 This file is the readable truth of the project. Every fast kernel (``kernels/lstm.py``,
-``kernels/gru.py``, ``kernels/rnn.py``, ``kernels/cuda/``) has exactly these signatures and is
-tested against these functions. Nothing here is tuned for speed.
+``kernels/gru.py``, ``kernels/rnn.py``, ``kernels/cuda/``) takes the same arguments (the fast
+kernels add an optional ``path=``) and is tested against these functions. Nothing here is tuned
+for speed. The arguments are checked as the fast kernels check them (``_common``'s helpers, the
+same errors): every array is used in x's dtype (float32 or float64).
 
 Shape key, used in every docstring and comment:
 
@@ -34,6 +36,8 @@ running the forward-in-time recurrence, and flipping the result back.
 
 import numpy as np
 
+from ._common import as_flag, as_float_array, as_lengths, bad_cache, state_or_zeros
+
 __all__ = [
     "sigmoid", "flip_valid",
     "rnn_forward", "rnn_backward",
@@ -59,18 +63,42 @@ def flip_valid(a, lengths):
     return out
 
 
+def _check(x, W_ih, W_hh, biases, gates, lengths, reverse):
+    """A forward's arguments, checked and converted as the fast kernels do it: x a float32 or
+    float64 (T, B, I) array; the weights and ``biases`` ({name: array}) in its dtype, shaped for
+    ``gates`` gates; lengths as int64 (B,) (all T for None); reverse a bool."""
+    x = as_float_array(x, "x")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"x: expected a (T, B, I) array with T, B, I >= 1, got shape {x.shape}")
+    T, B, I = x.shape
+    W_hh = as_float_array(W_hh, "W_hh", x.dtype)
+    if W_hh.ndim != 2 or W_hh.shape[0] != gates * W_hh.shape[1] or W_hh.size == 0:
+        G = "" if gates == 1 else gates
+        raise ValueError(f"W_hh: expected a ({G}H, H) array with H >= 1, got shape {W_hh.shape}")
+    W_ih = as_float_array(W_ih, "W_ih", x.dtype, (W_hh.shape[0], I))
+    biases = [as_float_array(b, name, x.dtype, (W_hh.shape[0],)) for name, b in biases.items()]
+    return (x, W_ih, W_hh, *biases, as_lengths(lengths, T, B), as_flag(reverse, "reverse"))
+
+
+def _check_cache(cache, forward, gates, size):
+    """``cache`` if ``forward`` made it (its length, x, W_hh and mask), else the TypeError the
+    fast kernels raise: (x, W_ih, W_hh, lengths, reverse, mask, ...) with mask (T, B, 1)."""
+    ours = type(cache) is tuple and len(cache) == size
+    x, W_hh, mask = (cache[0], cache[2], cache[5]) if ours else (None, None, None)
+    if not (isinstance(x, np.ndarray) and isinstance(W_hh, np.ndarray) and x.ndim == 3
+            and isinstance(mask, np.ndarray) and mask.shape == x.shape[:2] + (1,)
+            and W_hh.ndim == 2 and W_hh.shape[0] == gates * W_hh.shape[1]):
+        raise bad_cache(cache, forward)
+    return cache
+
+
 def _prepare(x, lengths, reverse):
-    """Shared set-up: default lengths, zero initial states, the per-step mask, the time flip."""
-    T, B, _ = x.shape
-    lengths = np.full(B, T, dtype=np.int64) if lengths is None else np.asarray(lengths, np.int64)
+    """Shared set-up: the per-step mask and the time flip."""
+    T = x.shape[0]
     if reverse:
         x = flip_valid(x, lengths)
     mask = (np.arange(T)[:, None] < lengths[None, :]).astype(x.dtype)[:, :, None]  # (T, B, 1)
-    return x, lengths, mask
-
-
-def _zeros_if_none(a, shape, dtype):
-    return np.zeros(shape, dtype) if a is None else np.asarray(a, dtype)
+    return x, mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,10 +114,11 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     x: (T, B, I)   W_ih: (H, I)   W_hh: (H, H)   b: (H,)   h0: (B, H) or None
     returns y: (T, B, H), h_n: (B, H), cache
     """
+    x, W_ih, W_hh, b, lengths, reverse = _check(x, W_ih, W_hh, {"b": b}, 1, lengths, reverse)
     T, B, _ = x.shape
     H = W_hh.shape[1]
-    x, lengths, mask = _prepare(x, lengths, reverse)
-    h = _zeros_if_none(h0, (B, H), x.dtype)
+    x, mask = _prepare(x, lengths, reverse)
+    h = state_or_zeros(h0, (B, H), x.dtype, "h0")
     hs = np.zeros((T + 1, B, H), x.dtype)        # hs[t] is the state *before* step t
     hs[0] = h
     y = np.zeros((T, B, H), x.dtype)
@@ -110,11 +139,12 @@ def rnn_backward(dy, dh_n, cache):
 
     returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H)
     """
-    x, W_ih, W_hh, lengths, reverse, mask, hs, y_fwd = cache
+    x, W_ih, W_hh, lengths, reverse, mask, hs, y_fwd = _check_cache(cache, "rnn_forward", 1, 8)
     T, B, _ = x.shape
     H = W_hh.shape[1]
-    dy = np.zeros((T, B, H), x.dtype) if dy is None else (flip_valid(dy, lengths) if reverse else dy)
-    dh = _zeros_if_none(dh_n, (B, H), x.dtype).copy()
+    dy = state_or_zeros(dy, (T, B, H), x.dtype, "dy")
+    dy = flip_valid(dy, lengths) if reverse else dy
+    dh = state_or_zeros(dh_n, (B, H), x.dtype, "dh_n")
     dx = np.zeros_like(x)
     dW_ih, dW_hh, db = np.zeros_like(W_ih), np.zeros_like(W_hh), np.zeros(H, x.dtype)
     for t in reversed(range(T)):
@@ -147,11 +177,12 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     x: (T, B, I)   W_ih: (4H, I)   W_hh: (4H, H)   b: (4H,)   h0, c0: (B, H) or None
     returns y: (T, B, H), h_n: (B, H), c_n: (B, H), cache
     """
+    x, W_ih, W_hh, b, lengths, reverse = _check(x, W_ih, W_hh, {"b": b}, 4, lengths, reverse)
     T, B, _ = x.shape
     H = W_hh.shape[1]
-    x, lengths, mask = _prepare(x, lengths, reverse)
-    h = _zeros_if_none(h0, (B, H), x.dtype)
-    c = _zeros_if_none(c0, (B, H), x.dtype)
+    x, mask = _prepare(x, lengths, reverse)
+    h = state_or_zeros(h0, (B, H), x.dtype, "h0")
+    c = state_or_zeros(c0, (B, H), x.dtype, "c0")
     hs = np.zeros((T + 1, B, H), x.dtype); hs[0] = h     # state before step t
     cs = np.zeros((T + 1, B, H), x.dtype); cs[0] = c
     gates = np.zeros((T, B, 4 * H), x.dtype)             # activated i, f, g, o
@@ -179,12 +210,13 @@ def lstm_backward(dy, dh_n, dc_n, cache):
 
     returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H)
     """
-    x, W_ih, W_hh, lengths, reverse, mask, hs, cs, gates = cache
+    x, W_ih, W_hh, lengths, reverse, mask, hs, cs, gates = _check_cache(cache, "lstm_forward", 4, 9)
     T, B, _ = x.shape
     H = W_hh.shape[1]
-    dy = np.zeros((T, B, H), x.dtype) if dy is None else (flip_valid(dy, lengths) if reverse else dy)
-    dh = _zeros_if_none(dh_n, (B, H), x.dtype).copy()
-    dc = _zeros_if_none(dc_n, (B, H), x.dtype).copy()
+    dy = state_or_zeros(dy, (T, B, H), x.dtype, "dy")
+    dy = flip_valid(dy, lengths) if reverse else dy
+    dh = state_or_zeros(dh_n, (B, H), x.dtype, "dh_n")
+    dc = state_or_zeros(dc_n, (B, H), x.dtype, "dc_n")
     dx = np.zeros_like(x)
     dW_ih, dW_hh, db = np.zeros_like(W_ih), np.zeros_like(W_hh), np.zeros(4 * H, x.dtype)
     for t in reversed(range(T)):
@@ -229,10 +261,12 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
     x: (T, B, I)   W_ih: (3H, I)   W_hh: (3H, H)   b_ih, b_hh: (3H,)   h0: (B, H) or None
     returns y: (T, B, H), h_n: (B, H), cache
     """
+    x, W_ih, W_hh, b_ih, b_hh, lengths, reverse = _check(
+        x, W_ih, W_hh, {"b_ih": b_ih, "b_hh": b_hh}, 3, lengths, reverse)
     T, B, _ = x.shape
     H = W_hh.shape[1]
-    x, lengths, mask = _prepare(x, lengths, reverse)
-    h = _zeros_if_none(h0, (B, H), x.dtype)
+    x, mask = _prepare(x, lengths, reverse)
+    h = state_or_zeros(h0, (B, H), x.dtype, "h0")
     hs = np.zeros((T + 1, B, H), x.dtype); hs[0] = h
     gates = np.zeros((T, B, 4 * H), x.dtype)             # r, z, n and q = W_hn h + b_hn
     y = np.zeros((T, B, H), x.dtype)
@@ -260,11 +294,12 @@ def gru_backward(dy, dh_n, cache):
 
     returns dx: (T, B, I), dW_ih: (3H, I), dW_hh: (3H, H), db_ih: (3H,), db_hh: (3H,), dh0: (B, H)
     """
-    x, W_ih, W_hh, lengths, reverse, mask, hs, gates = cache
+    x, W_ih, W_hh, lengths, reverse, mask, hs, gates = _check_cache(cache, "gru_forward", 3, 8)
     T, B, _ = x.shape
     H = W_hh.shape[1]
-    dy = np.zeros((T, B, H), x.dtype) if dy is None else (flip_valid(dy, lengths) if reverse else dy)
-    dh = _zeros_if_none(dh_n, (B, H), x.dtype).copy()
+    dy = state_or_zeros(dy, (T, B, H), x.dtype, "dy")
+    dy = flip_valid(dy, lengths) if reverse else dy
+    dh = state_or_zeros(dh_n, (B, H), x.dtype, "dh_n")
     dx = np.zeros_like(x)
     dW_ih, dW_hh = np.zeros_like(W_ih), np.zeros_like(W_hh)
     db_ih, db_hh = np.zeros(3 * H, x.dtype), np.zeros(3 * H, x.dtype)

@@ -7,8 +7,9 @@
 
 ``main(argv)`` returns the exit status instead of exiting, so tests can call it: 0 when the demo
 ran, 2 for a usage error (argparse's convention: unknown demo, bad option value, ``--plot``
-without matplotlib, ``--save`` into a missing directory), 130 when interrupted, 141 when the
-output pipe closes early (``| head``). The demos themselves live in `rnncore.demos`.
+without matplotlib or at a path that is (or lies under) a file, ``--save`` into a missing
+directory), 130 when interrupted, 141 when the output pipe closes early (``| head``). The
+demos themselves live in `rnncore.demos`.
 """
 
 import argparse
@@ -75,7 +76,9 @@ def _build():
     demo.add_argument("--epochs", type=_positive_int, default=None,
                       help="training epochs (functions: of Part 2; default: the demo's own)")
     demo.add_argument("--hidden", type=_positive_int, default=None,
-                      help="hidden size of the LSTMs the demo builds (default: the demo's own)")
+                      help="hidden size N of the demo's recurrent layers (default: the demo's "
+                           "own); stacked builds LSTM, GRU and RNN stacks whose second layer "
+                           "gets N//2")
     demo.add_argument("--save", metavar="PATH", default=None,
                       help="save the trained model to PATH (one .npz, rnncore.save); "
                            "functions and regression")
@@ -111,7 +114,13 @@ def _check_demo_args(parser, args):
             import matplotlib  # noqa: F401
         except ImportError:
             parser.error('--plot needs matplotlib, which is not installed: '
-                         'pip install "rnncore[plot]" (in a checkout: pip install -e ".[plot]")')
+                         'pip install -e ".[plot]" (in the rnncore repository)')
+        found = os.path.abspath(args.plot)
+        while not os.path.lexists(found):            # the part of DIR that exists already
+            found = os.path.dirname(found)
+        if not os.path.isdir(found):
+            parser.error(f"--plot: expected a directory, existing or to be created, got "
+                         f"{args.plot!r} ({found} is not a directory)")
 
 
 def main(argv=None):

@@ -9,7 +9,13 @@ themselves run in float64). ``c(input, target)`` is ``c.forward(input, target)``
 Losses are averaged over the batch (Torch7's ``sizeAverage = true``). `SequencerCriterion`
 sums its inner criterion over the time steps and is the one criterion that takes ``lengths=``;
 the others have no time axis and refuse it (wrap them in `SequencerCriterion`).
+
+Finite but huge values can make a loss overflow float64, or a gradient its input's dtype
+(`MSECriterion` on float32 values near 3e38): such a call is refused with a ValueError, never
+answered with inf.
 """
+
+import math
 
 import numpy as np
 from numba import njit
@@ -51,6 +57,14 @@ def _class_targets(target, N, C, check_range=True):
     return t
 
 
+def _overflow(what, x, t):
+    """The ValueError for a loss or gradient that overflowed although ``x`` and ``t`` are finite."""
+    dtype = "float64" if what == "loss" else x.dtype
+    target = f", |target| up to {np.abs(t).max():.4g}" if t.dtype.kind == "f" else ""
+    return ValueError(f"input, target: expected values for which the {what} is finite in {dtype}, "
+                      f"got |input| up to {np.abs(x).max():.4g}{target}: the {what} overflows")
+
+
 class Criterion:
     """Base class: validation, ``forward`` / ``backward`` plumbing. Subclasses implement
 
@@ -62,9 +76,13 @@ class Criterion:
 
       _rows(x, t) -> (l, g)   l: (N,) row losses with ``loss = mean(l)``;
                               g: dL/dx times N, so ``grad = g / N``
+
+    A loss that is not finite is refused (ValueError); so is a gradient, unless the class sets
+    ``_grad_bounded = True`` (its gradient cannot overflow: the check is skipped).
     """
 
     _rows = None                                                 # no per-row form: loop over steps
+    _grad_bounded = False            # True where |dL/dinput| is small by design: no overflow check
 
     def __init__(self):
         self.output = None                                       # the last forward's loss
@@ -73,7 +91,10 @@ class Criterion:
         """The loss (a float) of ``input`` against ``target``."""
         self._no_lengths(lengths)
         x, t = self._check(input, target)
-        self.output = float(self._loss(x, t))
+        loss = float(self._loss(x, t))
+        if not math.isfinite(loss):
+            raise _overflow("loss", x, t)
+        self.output = loss
         return self.output
 
     __call__ = forward
@@ -82,7 +103,13 @@ class Criterion:
         """dL/dinput, shaped and typed like ``input``."""
         self._no_lengths(lengths)
         x, t = self._check(input, target)
-        return self._grad(x, t).astype(x.dtype, copy=False)
+        return self._finite_grad(self._grad(x, t).astype(x.dtype, copy=False), x, t)
+
+    def _finite_grad(self, g, x, t):
+        """``g``, unless huge (finite) values of ``x`` and ``t`` made it overflow: ValueError."""
+        if self._grad_bounded or _checks._all_finite(g):
+            return g
+        raise _overflow("gradient", x, t)
 
     def _no_lengths(self, lengths):
         if lengths is not None:
@@ -126,6 +153,8 @@ class ClassNLLCriterion(Criterion):
 
     input: (N, C) log-probabilities (a `LogSoftMax` output); target: (N,) 0-based class ids.
     """
+
+    _grad_bounded = True                                         # -1/N or 0
 
     def _check(self, input, target):
         x, _ = _float_input(input)
@@ -236,6 +265,8 @@ class BCECriterion(Criterion):
     As in PyTorch, each log is clamped at -100 so that p = 0 or 1 gives a finite loss, and the
     gradient's denominator p (1 - p) at 1e-12.
     """
+
+    _grad_bounded = True                                         # at most 1e12 / numel
 
     def _check(self, input, target):
         x, _ = _float_input(input)
@@ -395,6 +426,8 @@ class SequencerCriterion(Criterion):
         # computed from) when small, for a backward on the same values (see ``backward``).
         keep = x.size <= _KEEP_MAX and _rows_match_loss(self.criterion)
         loss, g = self._evaluate(x, t, lengths, need_grad=keep)
+        if not math.isfinite(loss):
+            raise _overflow("loss", x, t)
         self._lengths = lengths
         self._kept = (x.copy(), t.copy(), g) if keep else None
         self.output = float(loss)
@@ -406,11 +439,16 @@ class SequencerCriterion(Criterion):
         if lengths is None:
             kept = getattr(self, "_kept", None)                  # the usual training step:
             if kept is not None and _same_values(input, kept[0]) and _same_values(target, kept[1]):
-                return kept[2].copy()                            # forward's values, its gradient
+                return self._finite_grad(kept[2].copy(), *kept[:2])   # forward's gradient
             lengths = self._lengths
         x, t, was_list, lengths = self._check_seq(input, target, lengths)
         _, g = self._evaluate(x, t, lengths, need_grad=True)
+        g = self._finite_grad(g, x, t)
         return list(g) if was_list else g
+
+    @property
+    def _grad_bounded(self):
+        return self.criterion._grad_bounded
 
     def __repr__(self):
         return f"SequencerCriterion({self.criterion!r})"

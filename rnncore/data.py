@@ -19,7 +19,8 @@ def pad_sequences(sequences, dtype=None):
 
     sequences: a non-empty list of arrays, all (T_i, F) (features) or all (T_i,) (integer ids
         for an `Embedding`), each with T_i >= 1
-    dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type)
+    dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type). Every
+        value must lie in its range (ValueError otherwise: a cast would wrap or overflow it)
     returns (x, lengths): x (T, B, F) or (T, B) with T = max T_i, zero at t >= T_i;
         lengths (B,) int64
     """
@@ -51,6 +52,13 @@ def pad_sequences(sequences, dtype=None):
             if s.dtype.kind == "f":
                 raise TypeError(f"sequences[{b}]: expected integers for an integer dtype {dtype}, "
                                 f"got dtype {s.dtype}")
+    info = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    low, high = (float(info.min), float(info.max)) if dtype.kind == "f" else (info.min, info.max)
+    for b, s in enumerate(seqs):                 # (the copy into x would wrap or overflow them)
+        lo, hi = s.min().item(), s.max().item()
+        if lo < low or hi > high:
+            raise ValueError(f"sequences[{b}]: expected values in [{info.min!s}, {info.max!s}] "
+                             f"(the range of dtype {dtype}), got min {lo}, max {hi}")
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)    # (B,)
     x = np.zeros((int(lengths.max()), len(seqs)) + tails[0], dtype=dtype)   # (T, B, F) or (T, B)
     for b, s in enumerate(seqs):

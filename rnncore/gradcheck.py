@@ -36,8 +36,11 @@ __all__ = ["gradcheck"]
 def _as_input(x):
     """The input as one array: a list of step arrays is stacked (modules accept both kinds)."""
     if isinstance(x, (list, tuple)) and x and all(isinstance(s, np.ndarray) for s in x):
+        shapes = sorted({s.shape for s in x})
+        if len(shapes) != 1:
+            raise ValueError(f"x: expected a list of step arrays of one shape, got shapes {shapes}")
         x = np.stack(x)
-    x = np.asarray(x)
+    x = _checks._as_array(x, "x")
     if x.dtype.kind == "f":
         return _checks.finite_array(x, "x", dtype=np.float64).copy(), True
     if x.dtype.kind in "iu":

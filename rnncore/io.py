@@ -30,6 +30,8 @@ is not a list of parameter keys, and missing, extra or misshapen arrays. The fil
 weights, so a module's config must agree with them: the number of parameter values its config
 gives is compared with the values stored under its key prefix BEFORE the module is built, so
 that a config edited to ``hidden_size: 10**7`` is refused instead of allocating petabytes.
+Likewise no array is read before the shapes in the arrays' ``.npy`` headers have been checked
+against the architecture, and a header announcing more bytes than its entry holds is refused.
 
 What is not saved: the train / evaluate mode (a loaded model starts in ``training()`` mode, as
 any new module does: call ``evaluate()`` for inference), a recurrent layer's ``remember()`` mode
@@ -38,9 +40,11 @@ and carried state, caches of the last forward, and optimizer state.
 
 import inspect
 import json
+import math
 import os
 import uuid
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -143,8 +147,20 @@ def _fsync_dir(folder):
 
 
 # -- load ----------------------------------------------------------------------------------
-def _read(path):
-    """{name: array} of every entry, read eagerly; ValueError for anything unreadable."""
+# What reading a damaged or crafted archive can raise: zipfile's and NumPy's errors, zlib.error
+# for damaged compressed bytes, RuntimeError for an entry flagged as encrypted or (its subclass
+# NotImplementedError) compressed by a method zipfile does not know.
+_UNREADABLE = (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile, zlib.error)
+
+
+def _open(path):
+    """The archive at ``path`` as an open ZipFile, and {key: (shape, dtype, entry name)} from
+    each entry's .npy header; ValueError for anything unreadable.
+
+    Only the headers are read here: `load` checks these shapes against the architecture before
+    it reads (and allocates) any array, and a header may not announce more bytes than its entry
+    holds, so a crafted shape such as (10**15,) never reaches an allocation.
+    """
     with open(path, "rb") as f:                  # FileNotFoundError etc. pass through as they are
         magic = f.read(6)
     if magic == b"\x93NUMPY":
@@ -154,25 +170,50 @@ def _read(path):
         raise ValueError(f"path: {path!r} is not an rnncore model file (not an .npz archive: "
                          f"it starts with {magic!r}, a zip archive with b'PK\\x03\\x04')")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        z = zipfile.ZipFile(path)
+    except _UNREADABLE as e:
         raise ValueError(f"path: {path!r} is corrupt or truncated (not a readable .npz "
                          f"archive: {e})") from None
-    with npz:
-        try:
-            return {k: npz[k] for k in npz.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-            raise ValueError(f"path: {path!r} is corrupt (an entry cannot be read: {e})") from None
+    headers = {}
+    try:
+        for entry in z.infolist():
+            with z.open(entry.filename) as f:
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(f))
+            if dtype.hasobject:
+                raise ValueError("it holds Python objects (a pickle), which rnncore never writes")
+            if min(shape, default=0) < 0 or math.prod(shape) * dtype.itemsize > entry.file_size:
+                raise ValueError(f"its header announces shape {shape} of {dtype}, which its "
+                                 f"{entry.file_size:,} bytes cannot hold")
+            headers[entry.filename.removesuffix(".npy")] = shape, dtype, entry.filename
+    except _UNREADABLE as e:
+        z.close()
+        raise ValueError(f"path: {path!r} is corrupt (entry {entry.filename!r} cannot be read: "
+                         f"{e})") from None
+    return z, headers
 
 
-def _meta(arrays, path):
-    if META_KEY not in arrays:
+def _array(z, name, path):
+    """The array stored in the entry ``name`` of the open archive ``z``."""
+    try:
+        with z.open(name) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except _UNREADABLE as e:
+        raise ValueError(f"path: {path!r} is corrupt (entry {name!r} cannot be read: "
+                         f"{e})") from None
+
+
+def _meta(z, headers, path):
+    """The JSON architecture, read from the archive ``z``; its entry leaves ``headers``."""
+    if META_KEY not in headers:
         raise ValueError(f"path: {path!r} is not an rnncore model file: no {META_KEY!r} entry "
-                         f"(it holds {sorted(arrays)[:8]}); write files with rnncore.save")
-    raw = arrays.pop(META_KEY)
-    if raw.dtype.kind != "U" or raw.ndim != 0:
+                         f"(it holds {sorted(headers)[:8]}); write files with rnncore.save")
+    shape, dtype, name = headers.pop(META_KEY)
+    if dtype.kind != "U" or shape != ():
         raise ValueError(f"path: {path!r}: the {META_KEY!r} entry must be a JSON string, got "
-                         f"an array of dtype {raw.dtype} and shape {raw.shape}")
+                         f"an array of dtype {dtype} and shape {shape}")
+    raw = _array(z, name, path)
     try:
         meta = json.loads(str(raw))
     except (json.JSONDecodeError, RecursionError) as e:
@@ -238,12 +279,12 @@ def _param_count(name, config):
         return None
 
 
-def _build(desc, where, prefix, arrays, built):
+def _build(desc, where, prefix, sizes, built):
     """A module from its description; ``where`` names the node in messages ('model', 'model.0'),
-    ``prefix`` is its key prefix in ``arrays`` ('', '0.'), the weights the file holds: a module
-    without children is built only if its config gives as many parameter values as the file
-    holds under its prefix. ``built`` maps the prefixes built so far to their modules (for
-    ``same_as``)."""
+    ``prefix`` is its key prefix in ``sizes`` ('', '0.'), the number of values of each array
+    the file holds: a module without children is built only if its config gives as many
+    parameter values as the file holds under its prefix. ``built`` maps the prefixes built so
+    far to their modules (for ``same_as``)."""
     if isinstance(desc, dict) and set(desc) == {"same_as"}:
         ref = desc["same_as"]
         if not isinstance(ref, str) or ref not in built:
@@ -268,14 +309,14 @@ def _build(desc, where, prefix, arrays, built):
         raise ValueError(f"{where} ({name}): {e}") from None
     if not children:
         needs = _param_count(name, config)
-        held = sorted(k for k in arrays if k.startswith(prefix))
-        values = sum(arrays[k].size for k in held)
+        held = sorted(k for k in sizes if k.startswith(prefix))
+        values = sum(sizes[k] for k in held)
         if needs is not None and needs != values:
             raise ValueError(f"{where} ({name}): config {config} gives {needs:,} parameter "
                              f"values, the file holds {values:,} "
                              f"{f'under {prefix!r} ' if prefix else ''}({held[:8]}): the "
                              f"architecture does not match the stored weights")
-    kids = [_build(c, f"{where}.{i}", f"{prefix}{i}.", arrays, built)
+    kids = [_build(c, f"{where}.{i}", f"{prefix}{i}.", sizes, built)
             for i, c in enumerate(children)]
     try:
         module = built[prefix] = CLASSES[name](*kids, dtype=dtype, **config)
@@ -299,28 +340,32 @@ def load(path):
         path = os.fspath(path)
     except TypeError:
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
-    arrays = _read(path)
-    meta = _meta(arrays, path)
+    z, headers = _open(path)
+    with z:
+        meta = _meta(z, headers, path)
 
-    # Build with a throwaway generator: the initial weights are overwritten anyway, and the
-    # user's seeded stream (weight init, dropout) must not move because a file was read.
-    kept = _random.generator()
-    _random._generator = np.random.default_rng(0)
-    try:
-        model = _build(meta["model"], "model", "", arrays, {})
-    finally:
-        _random._generator = kept
+        # Build with a throwaway generator: the initial weights are overwritten anyway, and the
+        # user's seeded stream (weight init, dropout) must not move because a file was read.
+        kept = _random.generator()
+        _random._generator = np.random.default_rng(0)
+        try:
+            sizes = {k: math.prod(shape) for k, (shape, _, _) in headers.items()}
+            model = _build(meta["model"], "model", "", sizes, {})
+        finally:
+            _random._generator = kept
 
-    own = dict(model.named_parameters())
-    missing, extra = sorted(set(own) - set(arrays)), sorted(set(arrays) - set(own))
-    if missing or extra:
-        raise ValueError(f"path: {path!r}: the arrays do not fit the architecture in the file: "
-                         f"missing {missing}, unexpected {extra}")
-    for key, p in own.items():
-        a = arrays[key]
-        if a.shape != p.data.shape or a.dtype != p.data.dtype:
-            raise ValueError(f"path: {path!r}: array {key!r} has shape {a.shape} and dtype "
-                             f"{a.dtype}, the architecture expects {p.data.shape} {p.data.dtype}")
+        own = dict(model.named_parameters())
+        missing, extra = sorted(set(own) - set(headers)), sorted(set(headers) - set(own))
+        if missing or extra:
+            raise ValueError(f"path: {path!r}: the arrays do not fit the architecture in the "
+                             f"file: missing {missing}, unexpected {extra}")
+        for key, p in own.items():
+            shape, dtype, _ = headers[key]
+            if shape != p.data.shape or dtype != p.data.dtype:
+                raise ValueError(f"path: {path!r}: array {key!r} has shape {shape} and dtype "
+                                 f"{dtype}, the architecture expects {p.data.shape} "
+                                 f"{p.data.dtype}")
+        arrays = {key: _array(z, headers[key][2], path) for key in own}
     model.load_state_dict(arrays)
     frozen = meta.get("frozen", [])                      # a list of str (``_meta``)
     if not set(frozen) <= set(own):

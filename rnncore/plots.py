@@ -4,7 +4,7 @@
     rnncore.plots.plot_history(history, "history.png")
     rnncore.plots.plot_lstm_gates(model[0], x, "gates.png", lengths=lengths, sample=0)
 
-matplotlib is an optional extra: ``pip install "rnncore[plot]"`` (in a checkout,
+matplotlib is an optional extra (in a checkout,
 ``pip install -e ".[plot]"``). The figures are drawn on matplotlib's Agg canvas directly, without
 ``pyplot``: no window opens, and the pyplot backend of the calling program (a notebook, say) is
 left alone. The file format follows the path's suffix (.png, .pdf, .svg, ...); a path without a
@@ -27,8 +27,7 @@ from .train import History
 
 __all__ = ["plot_history", "plot_lstm_gates", "lstm_gates"]
 
-_INSTALL = ('plotting needs matplotlib: pip install "rnncore[plot]" '
-            '(in a checkout of rnncore: pip install -e ".[plot]")')
+_INSTALL = 'plotting needs matplotlib: pip install -e ".[plot]" (in the rnncore repository)'
 
 
 def _figure(**kwargs):

@@ -71,9 +71,12 @@ def summary(module, input_shape, print_fn=print):
     """Print the table (one ``print_fn`` call per line) and return the total parameter count.
 
     input_shape: the input's shape, None for unknown dimensions, e.g. (T, None, F).
+    print_fn: called once per line of the table (None prints nothing)
     """
     if not isinstance(module, Module):
         raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
+    if print_fn is not None and not callable(print_fn):
+        raise TypeError(f"print_fn: expected a function or None, got {type(print_fn).__name__}")
     rows = _rows(module, _check_input_shape(input_shape))
     table = [("Layer (type)", "Output shape", "Params")]
     table += [(f"{name} ({kind})", _fmt_shape(out), f"{n:,}") for name, kind, out, n, _ in rows]
@@ -82,6 +85,7 @@ def summary(module, input_shape, print_fn=print):
     lines = _table_lines(table, right=(2,))
     lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
               f"Non-trainable params: {total - trainable:,}"]
-    for line in lines:
-        print_fn(line)
+    if print_fn is not None:
+        for line in lines:
+            print_fn(line)
     return total

@@ -163,7 +163,7 @@ def _check_model_criterion(model, criterion):
 # bad label in the last batch (or in the validation data) is refused before the first update.
 # A criterion of your own is not looked into: it checks its targets as each batch comes.
 
-def _output_shape(model, x, lengths, per_step):
+def _output_shape(model, x, lengths, per_step, name="x"):
     """The shape of ``model``'s output for all of ``x`` (T, N, ...), the model left untouched.
 
     From ``model.output_shape`` where every module is one of rnncore's own (their
@@ -171,19 +171,29 @@ def _output_shape(model, x, lengths, per_step):
     first sample alone in evaluate mode, after which every module's attributes and the
     ``rnncore.random`` stream are put back as `rnncore.trace` puts them back (a forward rebinds
     attributes, it never writes into parameters or kept arrays). An input the model refuses
-    raises that forward's own error, with the model as it was. The batch axis of the output
-    (1 if ``per_step`` else 0) is then given N."""
+    raises its reason for all of ``x`` (for modules of one's own, that forward's error and x's
+    shape), named after ``name`` (the caller's argument), with the model as it was. The batch
+    axis of the output (1 if ``per_step`` else 0) is then given N."""
+    refused = None
     if all(type(m).__module__.startswith("rnncore.") for m in model.modules()):
         try:
             return tuple(model.output_shape(x.shape))
-        except (TypeError, ValueError, NotImplementedError):
-            pass                                         # the forward below says what is wrong
+        except (TypeError, ValueError) as e:
+            refused = e                                  # the reason for all of x, not one sample
+        except NotImplementedError:
+            pass
     saved = snapshot(model)
     stream = _random.generator().bit_generator
     state = stream.state
     try:
         model.evaluate()                                 # no dropout: nothing drawn
         out = model.forward(x[:, :1], lengths=None if lengths is None else lengths[:1])
+    except (TypeError, ValueError) as e:
+        if refused is not None:       # output_shape's reason, for all of x (its input_shape)
+            e = type(refused)(str(refused).replace("input_shape:", "x:", 1))
+        else:                         # a module of one's own: only the forward can say
+            e = type(e)(f"{e} (from a forward of the first sample alone, x[:, :1], of x {x.shape})")
+        raise (e if name == "x" else type(e)(f"{name}: the model refuses it: {e}")) from None
     finally:
         restore(saved)
         stream.state = state
@@ -225,12 +235,7 @@ def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
     elif y.dtype.kind not in "fiu":
         raise TypeError(f"{ny}: expected a real-valued array for {type(inner).__name__}, got "
                         f"dtype {y.dtype}")
-    try:
-        out = _output_shape(model, x, lengths, per_step)
-    except (TypeError, ValueError) as e:
-        if nx == "x":
-            raise
-        raise type(e)(f"{nx}: the model refuses it: {e}") from None
+    out = _output_shape(model, x, lengths, per_step, nx)
     crit = type(inner).__name__
     if classify:
         lead = 2 if per_step else 1                      # (T, N) or (N,) ids for (..., C) scores

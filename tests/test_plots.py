@@ -101,7 +101,7 @@ def test_bad_arguments(tmp_path):
 def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)      # import now fails
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
-    with pytest.raises(ImportError, match=r'pip install "rnncore\[plot\]"'):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[plot\]" \(in the rnncore repository\)'):
         plot_history(history(), tmp_path / "h.png")
     with pytest.raises(ImportError, match=r'pip install -e "\.\[plot\]"'):
         plot_lstm_gates(LSTM(2, 3), np.zeros((3, 1, 2)), tmp_path / "g.png")

@@ -1,6 +1,7 @@
 """RNN, LSTM and GRU kernels for NVIDIA GPUs, written in numba.cuda.
 
-Same signatures and semantics as ``kernels.reference`` (and ``kernels.lstm`` / ``gru`` / ``rnn``):
+Same arguments (plus a keyword-only ``path=``) and semantics as ``kernels.reference`` (and
+``kernels.lstm`` / ``gru`` / ``rnn``):
 
     lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False) -> (y, h_n, c_n, cache)
     lstm_backward(dy, dh_n, dc_n, cache) -> (dx, dW_ih, dW_hh, db, dh0, dc0)

@@ -1,4 +1,5 @@
-"""GRU forward and backward on the GPU: same signatures and semantics as ``kernels.reference``.
+"""GRU forward and backward on the GPU: same arguments (plus ``path=``) and semantics as
+``kernels.reference``.
 
     r = sig(W_ir x + b_ir + W_hr h + b_hr)            (1)
     z = sig(W_iz x + b_iz + W_hz h + b_hz)            (2)

@@ -1,4 +1,5 @@
-"""LSTM forward and backward on the GPU: same signatures and semantics as ``kernels.reference``.
+"""LSTM forward and backward on the GPU: same arguments (plus ``path=``) and semantics as
+``kernels.reference``.
 
     z_t = W_ih x_t + W_hh h_{t-1} + b                 (1)   (4H), split into z_i z_f z_g z_o
     i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)   (2)

@@ -1,4 +1,5 @@
-"""Tanh RNN forward and backward on the GPU: same signatures and semantics as ``kernels.reference``.
+"""Tanh RNN forward and backward on the GPU: same arguments (plus ``path=``) and semantics as
+``kernels.reference``.
 
     a_t = W_ih x_t + W_hh h_{t-1} + b           (1)
     h_t = tanh(a_t)                             (2)

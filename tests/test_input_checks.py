@@ -1,0 +1,368 @@
+"""Bad input gets a ValueError or TypeError that names the argument, says what was expected and
+what came, and leaves the state as it was: damaged model files, values a dtype cannot hold,
+losses and gradients that overflow, CLI paths, the NumPy reference kernels, and messages that
+named the wrong thing."""
+
+import io
+import struct
+import sys
+import types
+import zipfile
+
+import numpy as np
+import pytest
+
+import rnncore
+from kernels import gru, lstm, reference as ref, rnn
+from rnncore import (BCECriterion, ClassNLLCriterion, CrossEntropyCriterion, LSTM, Linear,
+                     LogSoftMax, MSECriterion, SequencerCriterion, Sequential, cli, optim)
+from rnncore.demos import regression
+from rnncore.summary import summary
+
+
+# -- rnncore.load: damaged or crafted archives ---------------------------------------------
+KEY = "0.weight_ih_l0.npy"
+
+
+@pytest.fixture
+def saved(tmp_path):
+    rnncore.manual_seed(0)
+    return rnncore.save(Sequential(LSTM(3, 4), Linear(4, 2)), tmp_path / "m.npz")
+
+
+def _arrays(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _patch_entry(path, out, flags=0, method=None):
+    """Copy the archive at ``path`` to ``out`` with KEY's general-purpose ``flags`` or-ed in
+    and its compression ``method`` set, in both its local and its central header."""
+    raw = bytearray(open(path, "rb").read())
+    local = zipfile.ZipFile(path).getinfo(KEY).header_offset
+    central = raw.find(b"PK\x01\x02")
+    while central != -1:                                 # the central record that names KEY
+        n = struct.unpack("<H", raw[central + 28:central + 30])[0]
+        if bytes(raw[central + 46:central + 46 + n]) == KEY.encode():
+            break
+        central = raw.find(b"PK\x01\x02", central + 1)
+    for at in (local + 6, central + 8):                  # flags, then the method, in each
+        raw[at:at + 2] = struct.pack("<H", struct.unpack("<H", raw[at:at + 2])[0] | flags)
+        if method is not None:
+            raw[at + 2:at + 4] = struct.pack("<H", method)
+    out.write_bytes(bytes(raw))
+    return out
+
+
+def test_load_refuses_damaged_compressed_bytes(saved, tmp_path):
+    """Was zlib.error."""
+    np.savez_compressed(tmp_path / "c.npz", **_arrays(saved))
+    raw = bytearray((tmp_path / "c.npz").read_bytes())
+    info = zipfile.ZipFile(tmp_path / "c.npz").getinfo(KEY)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    for i in range(start + 5, start + 40):
+        raw[i] ^= 0x5A
+    (tmp_path / "bad.npz").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"^path: .*bad\.npz' is corrupt \(entry "
+                                         r"'0\.weight_ih_l0\.npy' cannot be read"):
+        rnncore.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("flags, method, says", [
+    (0, 99, "compression method is not supported"),      # was NotImplementedError
+    (1, None, "encrypted"),                              # was RuntimeError
+])
+def test_load_refuses_entries_zipfile_cannot_open(saved, tmp_path, flags, method, says):
+    bad = _patch_entry(saved, tmp_path / "bad.npz", flags, method)
+    with pytest.raises(ValueError, match=rf"^path: .* is corrupt \(entry '0\.weight_ih_l0\.npy' "
+                                         rf"cannot be read: .*{says}"):
+        rnncore.load(bad)
+
+
+def _with_header(saved, out, shape, descr="<f4"):
+    """``saved`` rewritten with KEY's .npy header announcing ``shape`` (its data unchanged)."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False,
+                                                  "shape": shape})
+    with zipfile.ZipFile(out, "w") as z:
+        for k, v in _arrays(saved).items():
+            b = io.BytesIO()
+            np.save(b, v)
+            z.writestr(k + ".npy", header.getvalue() + v.tobytes() if k + ".npy" == KEY
+                       else b.getvalue())
+    return out
+
+
+def _reads(monkeypatch):
+    """The dtype kinds of the arrays np.lib.format.read_array reads from now on."""
+    read, kinds = np.lib.format.read_array, []
+
+    def recording(*args, **kwargs):
+        a = read(*args, **kwargs)
+        kinds.append(a.dtype.kind)
+        return a
+
+    monkeypatch.setattr(np.lib.format, "read_array", recording)
+    return kinds
+
+
+def test_load_refuses_a_huge_header_shape_before_allocating(saved, tmp_path, monkeypatch):
+    """A header announcing shape (10**15,) used to reach np.empty: MemoryError (3.55 PiB)."""
+    bad = _with_header(saved, tmp_path / "huge.npz", (10 ** 15,))
+    reads = _reads(monkeypatch)
+    with pytest.raises(ValueError, match=r"'0\.weight_ih_l0\.npy' cannot be read: its header "
+                                         r"announces shape \(1000000000000000,\) of float32, "
+                                         r"which its 320 bytes cannot hold"):
+        rnncore.load(bad)
+    assert reads == []
+
+
+def test_load_checks_header_shapes_against_the_config_before_reading(saved, tmp_path,
+                                                                     monkeypatch):
+    """A header that fits its entry but not the architecture: only the JSON is read."""
+    bad = _with_header(saved, tmp_path / "small.npz", (4, 3))   # 12 values of the 48 stored
+    reads = _reads(monkeypatch)
+    with pytest.raises(ValueError, match=r"model\.0 \(LSTM\): config .* gives 128 parameter "
+                                         r"values, the file holds 92 under '0\.'"):
+        rnncore.load(bad)
+    assert reads == ["U"]
+
+
+# -- pad_sequences: values the dtype cannot hold -------------------------------------------
+@pytest.mark.parametrize("seq, dtype, match", [
+    (np.array([300, 2]), np.int8, r"\[-128, 127\] \(the range of dtype int8\), got min 2, max 300"),
+    (np.array([-1, 2]), np.uint8, r"\[0, 255\] \(the range of dtype uint8\), got min -1, max 2"),
+    (np.array([2 ** 40, 2]), np.int32, r"dtype int32\), got min 2, max 1099511627776"),
+    (np.array([[1e39]]), np.float32, r"\[-3.4028235e\+38, 3.4028235e\+38\] \(the range of "
+                                     r"dtype float32\), got min 1e\+39"),
+    (np.array([2 ** 63 + 2], np.uint64), np.int64, r"max 9223372036854775810"),
+])
+def test_pad_sequences_refuses_values_beyond_the_dtype(seq, dtype, match):
+    """They were wrapped (300 -> 44 in int8, -1 -> 255 in uint8) or overflowed (1e39 -> inf)."""
+    with pytest.raises(ValueError, match=r"^sequences\[1\]: expected values in .*" + match):
+        rnncore.pad_sequences([np.ones_like(seq), seq], dtype=dtype)
+
+
+def test_pad_sequences_keeps_values_at_the_dtypes_limits():
+    x, _ = rnncore.pad_sequences([np.array([127, -128])], dtype=np.int8)
+    assert x.ravel().tolist() == [127, -128]
+    x, _ = rnncore.pad_sequences([np.array([[3.4e38]])], dtype=np.float32)
+    assert np.isfinite(x).all()
+
+
+# -- criteria: finite input, overflowing loss or gradient ----------------------------------
+# (NumPy warns about the overflow before the ValueError; the warnings are not the point here)
+pytestmark_overflow = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+BIG = np.array([3e38], np.float32), np.array([-3e38], np.float32)
+
+
+@pytestmark_overflow
+def test_mse_backward_refuses_a_gradient_that_overflows_float32():
+    """2 (x - t) / numel = 1.2e39 was returned as inf with a RuntimeWarning only."""
+    c = MSECriterion()
+    assert np.isfinite(c.forward(*BIG))                     # the loss is float64: 3.6e77
+    with pytest.raises(ValueError, match=r"^input, target: expected values for which the "
+                                         r"gradient is finite in float32, got \|input\| up to "
+                                         r"3e\+38, \|target\| up to 3e\+38: the gradient "
+                                         r"overflows"):
+        c.backward(*BIG)
+
+
+@pytestmark_overflow
+@pytest.mark.parametrize("forward_first", [False, True])
+def test_sequencer_mse_backward_refuses_it_too(forward_first):
+    c = SequencerCriterion(MSECriterion())
+    x, t = (a.reshape(1, 1, 1) for a in BIG)
+    if forward_first:                                       # backward then reuses its gradient
+        c.forward(x, t)
+    with pytest.raises(ValueError, match="^input, target: .*the gradient overflows"):
+        c.backward(x, t)
+
+
+@pytestmark_overflow
+@pytest.mark.parametrize("criterion, good, bad, t", [
+    (MSECriterion(), np.array([-1e200, 1e200]), np.array([1e200, -1e200]),
+     np.array([-1e200, 1e200])),
+    (ClassNLLCriterion(), np.full((2, 2), -0.7), np.full((2, 2), -1.7e308), np.array([0, 1])),
+    (CrossEntropyCriterion(), np.zeros((1, 2)), np.array([[1e308, -1e308]]), np.array([1])),
+], ids=["mse", "class_nll", "cross_entropy"])
+def test_a_loss_that_overflows_float64_is_refused(criterion, good, bad, t):
+    """Each returned inf (with a RuntimeWarning only); ``output`` stays as it was."""
+    before = criterion.forward(good, t)
+    with pytest.raises(ValueError, match=r"^input, target: expected values for which the loss "
+                                         r"is finite in float64, got \|input\| up to .*: the "
+                                         r"loss overflows"):
+        criterion.forward(bad, t)
+    assert criterion.output == before
+
+
+@pytestmark_overflow
+@pytest.mark.parametrize("criterion, t", [(MSECriterion(), np.zeros((2, 1, 1))),
+                                          (ClassNLLCriterion(), np.zeros((2, 1), int))],
+                         ids=["mse", "class_nll"])
+def test_sequencer_refuses_an_overflowing_loss_and_keeps_its_state(criterion, t):
+    c = SequencerCriterion(criterion)
+    c.forward(np.full((2, 1, 1), -0.5), t)
+    kept, output = c._kept, c.output
+    with pytest.raises(ValueError, match="^input, target: .*the loss overflows"):
+        c.forward(np.full((2, 1, 1), -1.7e308), t)         # two steps of 1.7e308 each
+    assert c._kept is kept and c.output == output
+
+
+@pytestmark_overflow
+def test_bounded_gradients_stay_finite():
+    g = BCECriterion().backward(np.array([0.0, 1.0], np.float32), np.array([1.0, 0.0]))
+    assert np.isfinite(g).all()
+    g = CrossEntropyCriterion().backward(np.array([[1e308, -1e308]]), np.array([0]))
+    assert np.isfinite(g).all()
+
+
+# -- the command line: --plot checked before the demo runs ---------------------------------
+@pytest.fixture
+def no_demo(monkeypatch):
+    """matplotlib present (a stand-in), and the regression demo recording whether it ran."""
+    monkeypatch.setitem(sys.modules, "matplotlib", types.ModuleType("matplotlib"))
+    called = []
+    monkeypatch.setattr(regression, "run", lambda **kw: called.append(kw))
+    return called
+
+
+@pytest.mark.parametrize("under", ["", "sub/plots"])
+def test_plot_at_or_under_a_file_is_a_usage_error(tmp_path, no_demo, capsys, under):
+    """Was a FileExistsError / NotADirectoryError traceback, exit 1, after the whole demo."""
+    (tmp_path / "a_file").write_text("")
+    plot = str(tmp_path / "a_file" / under) if under else str(tmp_path / "a_file")
+    assert cli.main(["demo", "regression", "--quick", "--no-progress", "--plot", plot]) == 2
+    err = capsys.readouterr().err
+    assert f"--plot: expected a directory, existing or to be created, got {plot!r}" in err
+    assert f"({tmp_path / 'a_file'} is not a directory)" in err
+    assert no_demo == []
+
+
+def test_plot_in_a_new_directory_is_accepted(tmp_path, no_demo):
+    plot = str(tmp_path / "new" / "plots")
+    assert cli.main(["demo", "regression", "--plot", plot]) == 0
+    assert no_demo and no_demo[0]["plot"] == plot
+
+
+def test_plot_hint_installs_from_the_repository(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib -> ImportError
+    assert cli.main(["demo", "regression", "--plot", "plots"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install -e ".[plot]"' in err and "rnncore[plot]" not in err
+
+
+def test_hidden_help_covers_the_stacked_demo():
+    text = " ".join(cli._build()[1].format_help().split())
+    assert "hidden size of the LSTMs" not in text
+    assert "LSTM, GRU and RNN" in text and "N//2" in text
+
+
+# -- kernels.reference: the fast kernels' argument checks ----------------------------------
+T, B, I, H = 3, 2, 4, 5
+FAST = {"rnn": (rnn.rnn_forward, rnn.rnn_backward, 1), "lstm": (lstm.lstm_forward,
+        lstm.lstm_backward, 4), "gru": (gru.gru_forward, gru.gru_backward, 3)}
+
+
+def _weights(cell):
+    G = FAST[cell][2]
+    r = np.random.default_rng(1)
+    ws = [r.standard_normal(s) for s in [(G * H, I), (G * H, H), (G * H,)]]
+    return ws + [ws[2].copy()] if cell == "gru" else ws
+
+
+def _message(f, *args, **kwargs):
+    with pytest.raises((TypeError, ValueError)) as e:
+        f(*args, **kwargs)
+    return e.type, str(e.value)
+
+
+X = np.random.default_rng(2).standard_normal((T, B, I))
+BAD_FORWARD = {
+    "int x": dict(x=X.round().astype(np.int64)),             # was an all-zero int64 output
+    "lengths 9, 0": dict(lengths=np.array([9, 0])),           # was accepted
+    "float lengths": dict(lengths=np.array([1.0, 2.0])),
+    "2-D x": dict(x=X[0]),
+    "W_ih shape": dict(W_ih=np.ones((2, 2))),
+    "h0 shape": dict(h0=np.ones((B, H + 1))),
+    "reverse": dict(reverse="False"),
+    "ragged x": dict(x=[[[1.0, 2.0]], [[1.0]]]),
+}
+
+
+@pytest.mark.parametrize("cell", sorted(FAST))
+@pytest.mark.parametrize("bad", sorted(BAD_FORWARD))
+def test_reference_forward_refuses_as_the_fast_kernel_does(cell, bad):
+    args = dict(zip(["x", "W_ih", "W_hh"], [X] + _weights(cell)[:2]))
+    args.update(BAD_FORWARD[bad])
+    rest = _weights(cell)[2:]
+    got = _message(getattr(ref, f"{cell}_forward"), args["x"], args["W_ih"], args["W_hh"], *rest,
+                   **{k: v for k, v in args.items() if k not in ("x", "W_ih", "W_hh")})
+    assert got == _message(FAST[cell][0], args["x"], args["W_ih"], args["W_hh"], *rest,
+                           **{k: v for k, v in args.items() if k not in ("x", "W_ih", "W_hh")})
+
+
+@pytest.mark.parametrize("cell", sorted(FAST))
+def test_reference_backward_checks_its_cache_and_gradients(cell):
+    forward, backward = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
+    cache = forward(X, *_weights(cell))[-1]
+    states = 2 if cell == "lstm" else 1
+    fast_cache = FAST[cell][0](X, *_weights(cell))[-1]
+    with pytest.raises(TypeError, match=f"^cache: expected the cache returned by {cell}_forward, "
+                                        f"got a tuple of {len(fast_cache)} items"):
+        backward(None, *[None] * states, fast_cache)
+    with pytest.raises(ValueError, match=r"^dy: expected shape \(3, 2, 5\), got \(3, 2, 4\)"):
+        backward(np.ones((T, B, H - 1)), *[None] * states, cache)
+    with pytest.raises(ValueError, match=r"^dh_n: expected shape \(2, 5\), got \(5,\)"):
+        backward(None, np.ones(H), *[None] * (states - 1), cache)
+    assert all(np.isfinite(g).all() for g in backward(None, *[None] * states, cache))
+
+
+def test_kernel_docstrings_say_same_arguments_not_signatures():
+    import kernels
+    assert "exactly these signatures" not in ref.__doc__
+    assert "same arguments (the fast\nkernels add an optional ``path=``)" in ref.__doc__
+    assert "same arguments (the fast kernels add an optional\n``path=``)" in kernels.__doc__
+
+
+# -- messages that named the wrong thing ---------------------------------------------------
+def test_fast_kernel_names_a_ragged_x():
+    """Was NumPy's 'setting an array element with a sequence'."""
+    Wi, Wh, b = (np.ones(s, np.float32) for s in [(4 * H, 2), (4 * H, H), (4 * H,)])
+    with pytest.raises(ValueError, match=r"^x: expected an array or nested lists of one shape, "
+                                         r"got a list that NumPy cannot make one array of"):
+        lstm.lstm_forward([[[1, 2]], [[1]]], Wi, Wh, b)
+
+
+def test_lengths_in_uint64_are_reported_as_they_are():
+    """2**63 + 2 was reported as min -9223372036854775806 (wrapped into int64)."""
+    Wi, Wh, b = (np.ones(s, np.float32) for s in [(4 * H, I), (4 * H, H), (4 * H,)])
+    with pytest.raises(ValueError, match=r"^lengths: expected 1 <= lengths\[b\] <= T=3, got min "
+                                         r"1, max 9223372036854775810$"):
+        lstm.lstm_forward(X.astype(np.float32), Wi, Wh, b,
+                          lengths=np.array([2 ** 63 + 2, 1], np.uint64))
+
+
+def test_gradcheck_names_x_for_steps_of_different_shapes():
+    """Was NumPy's 'all input arrays must have the same shape'."""
+    with pytest.raises(ValueError, match=r"^x: expected a list of step arrays of one shape, got "
+                                         r"shapes \[\(1, 3\), \(2, 3\)\]"):
+        rnncore.gradcheck(Linear(3, 2), [np.ones((2, 3)), np.ones((1, 3))])
+
+
+def test_summary_checks_print_fn():
+    """Was "'int' object is not callable"; None prints nothing, as in rnncore.trace."""
+    with pytest.raises(TypeError, match="^print_fn: expected a function or None, got int"):
+        Linear(3, 2).summary((5, None, 3), print_fn=3)
+    assert summary(Linear(3, 2), (5, None, 3), print_fn=None) == 8
+
+
+def test_fit_reports_the_shape_of_x_not_of_its_one_sample_probe():
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(3, 4, return_sequences=False), Linear(4, 2), LogSoftMax())
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    with pytest.raises(ValueError) as e:
+        rnncore.fit(m, ClassNLLCriterion(), optim.SGD(m.parameters(), 0.1),
+                    np.ones((4, 6, 2), np.float32), np.zeros(6, int), progress=False)
+    assert str(e.value) == "x: expected (T, B, 3) (input_size=3), got (4, 6, 2)"
+    assert all(np.array_equal(v, before[k]) for k, v in m.state_dict().items())
