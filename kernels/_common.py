@@ -227,7 +227,9 @@ def as_float_array(a, name, dtype=None, shape=None):
 
 
 def as_lengths(lengths, T, B):
-    """Sequence lengths as a C-contiguous int64 array of shape (B,); None means all T.
+    """Sequence lengths as a new C-contiguous int64 array of shape (B,); None means all T. A
+    copy: the cache keeps it, and the backward's loops index with it, so a caller refilling its
+    own array before the backward must not move them out of bounds.
 
     ValueError naming ``lengths`` unless every entry is an integer with 1 <= lengths[b] <= T.
     """
@@ -243,7 +245,7 @@ def as_lengths(lengths, T, B):
     if B and (arr.min() < 1 or arr.max() > T):              # (in its own dtype: no wrapping)
         raise ValueError(f"lengths: expected 1 <= lengths[b] <= T={T}, got min {arr.min()}, "
                          f"max {arr.max()}")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.array(arr, dtype=np.int64)                 # (a copy)
 
 
 def init_state(dst, a, name):

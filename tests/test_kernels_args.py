@@ -98,3 +98,24 @@ def test_backward_refuses_any_other_cache(caches, cell, name):
     expected = f"^cache: expected the cache returned by {cell}_forward, got "
     with pytest.raises(TypeError, match=expected):
         BACKWARD[cell](*_no_grads(cell), cache)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_cache_keeps_its_own_lengths(cell):
+    """The caller may refill its lengths array between forward and backward: the backward
+    indexes with the forward's (a copy), never out of bounds."""
+    mod = dict(lstm=lstm, gru=gru, rnn=rnn)[cell]
+    fwd, bwd = getattr(mod, f"{cell}_forward"), getattr(mod, f"{cell}_backward")
+    G = dict(lstm=4, gru=3, rnn=1)[cell]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 2, 3))
+    w = [rng.standard_normal((G * 2, 3)), rng.standard_normal((G * 2, 2))]
+    w += [rng.standard_normal(G * 2) for _ in range(2 if cell == "gru" else 1)]
+    dy = rng.standard_normal((4, 2, 2))
+    none = [None] * (2 if cell == "lstm" else 1)
+    lengths = np.array([4, 2])
+    ref = bwd(dy, *none, fwd(x, *w, lengths=lengths)[-1])
+    cache = fwd(x, *w, lengths=lengths)[-1]
+    lengths[:] = [10 ** 8, 2]
+    for a, b in zip(bwd(dy, *none, cache), ref):
+        np.testing.assert_array_equal(a, b)
