@@ -1,7 +1,7 @@
 """The kernels' CPU-dependent choices, timed both ways on this machine.
 
     python -m benchmarks.choices                        # all four choices (~5 minutes, 2 cores)
-    python -m benchmarks.choices --only tiled,halves    # a subset
+    python -m benchmarks.choices --only tiled,halves    # a subset (and --cells gru,rnn)
     python -m benchmarks.choices --quick                # tiny sizes: checks the code paths
 
 Four places pick between two ways of computing the same thing, with bounds measured on the
@@ -62,8 +62,12 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hz.add_common_args(ap, NAME)
     ap.add_argument("--only", default=",".join(CHOICES), help="comma-separated subset of " + ",".join(CHOICES))
+    ap.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated subset of lstm,gru,rnn")
     ap.add_argument("--repeat", type=int, default=None, help="timed rounds (median reported; default 7, quick 3)")
     args = ap.parse_args(argv)
+    args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    if not args.cells or set(args.cells) - set(GATES):
+        ap.error(f"--cells: expected a non-empty subset of {tuple(GATES)}, got {args.cells}")
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
     bad = [c for c in args.only if c not in CHOICES]
     if bad or not args.only:
@@ -259,7 +263,11 @@ def main(argv=None, print_fn=print):
                                                      halves=HALVES)[choice]
 
     min_sample = 0.001 if args.quick else 0.05
-    idle = 0.0 if args.quick else 0.12              # see _harness.time_interleaved
+    # No pause before a sample (``_harness.time_interleaved``'s idle_s, which keeps one library's
+    # spinning threads from another's samples): both sides are rnncore's, and a training loop
+    # runs its calls back to back. With the 0.12 s pause, the sides that hand work to the pair
+    # worker thread measured up to 1.2x slower than in back-to-back runs (threads woken anew).
+    idle = 0.0
     rows, notes = [], []
     with hz.limit_threads(args.threads, use_torch=False) as threads:
         threads["env_set_before_import"] = env_in_time
@@ -273,7 +281,8 @@ def main(argv=None, print_fn=print):
                 notes.append(f"{choice}: not timed; it needs two threads and an OpenBLAS whose thread "
                              "count can be set (kernels._pair.pays)")
                 continue
-            rows += bench(shapes(choice), CELLS[choice], args.repeat, min_sample, idle)
+            rows += bench(shapes(choice), [c for c in CELLS[choice] if c in args.cells], args.repeat,
+                          min_sample, idle)
 
     table = []
     for r in rows:

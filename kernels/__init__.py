@@ -14,11 +14,13 @@ again while it or a view of it lives. ``kernels.release_workspace()`` gives the 
 Importing the package sets ``OPENBLAS_THREAD_TIMEOUT`` (unless it is set) so that OpenBLAS's
 idle threads stop spinning after ~2 ms instead of ~0.1 s (``_blas_env`` says why), then loads
 the module through which Numba reaches SciPy's BLAS without the rest of ``scipy.linalg``
-(``_scipy_blas``: ~0.3 s off the first kernel call).
+(``_scipy_blas``: ~0.3 s off the first kernel call), then gives the same setting to the
+OpenBLAS libraries that had loaded before (NumPy's; SciPy's if ``scipy.linalg`` came first).
 """
 
-from . import _blas_env                                  # noqa: F401  first: before OpenBLAS loads
+from . import _blas_env                                  # first: before SciPy's OpenBLAS loads
 from . import _scipy_blas                                # second: Numba's BLAS, alone (0.3 s less)
 from ._workspace import release as release_workspace   # noqa: F401
 
 _scipy_blas.load()
+_blas_env.apply_to_loaded()

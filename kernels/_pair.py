@@ -38,8 +38,6 @@ One pair at a time per process (a lock): the BLAS setting is process-wide. Anoth
 the program calling BLAS during a pair gets one BLAS thread for that while.
 """
 
-import ctypes
-import glob
 import os
 import queue
 import threading
@@ -47,6 +45,7 @@ import threading
 import numba
 import numpy as np
 
+from ._blas_env import openblas_libraries
 from ._gemm import VECTOR
 
 __all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads", "openblas_libraries",
@@ -74,56 +73,6 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _loaded_openblas_paths():
-    """Paths of the OpenBLAS libraries this process has loaded: from /proc/self/maps where
-    there is one (Linux), else those that NumPy's and SciPy's wheels ship (already loaded by
-    then: NumPy's with NumPy, SciPy's by ``kernels._scipy_blas``)."""
-    paths = set()
-    try:
-        with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.rstrip("\n").split(maxsplit=5)[-1]
-                if "openblas" in os.path.basename(path).lower():
-                    paths.add(path)
-    except OSError:
-        pass
-    if paths:
-        return sorted(paths)
-    for name in ("scipy", "numpy"):
-        try:
-            package = os.path.dirname(__import__(name).__file__)
-        except ImportError:
-            continue
-        for pattern in (package + ".libs/*openblas*", os.path.join(package, ".dylibs", "*openblas*")):
-            paths.update(glob.glob(pattern))
-    return sorted(paths)
-
-
-def openblas_libraries():
-    """[(path, get_num_threads, set_num_threads, get_config or None)]: ctypes functions of every
-    loaded OpenBLAS (looked up afresh on each call; the benchmarks use it too). Builds name them
-    differently: ``openblas_*``, SciPy's ``scipy_openblas_*``, NumPy's 64-bit-integer
-    ``scipy_openblas_*64_``."""
-    found = []
-    for path in _loaded_openblas_paths():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in ("scipy_openblas_{}64_", "scipy_openblas_{}", "openblas_{}64_", "openblas_{}"):
-            get = getattr(lib, name.format("get_num_threads"), None)
-            set_ = getattr(lib, name.format("set_num_threads"), None)
-            if get is not None and set_ is not None:
-                get.restype, get.argtypes = ctypes.c_int, []
-                set_.restype, set_.argtypes = None, [ctypes.c_int]
-                config = getattr(lib, name.format("get_config"), None)
-                if config is not None:
-                    config.restype = ctypes.c_char_p
-                found.append((path, get, set_, config))
-                break
-    return found
 
 
 def blas_threads():

@@ -63,3 +63,35 @@ def test_idle_blas_threads_stop_spinning():
         pytest.skip(f"OpenBLAS did not spin here even at its default ({spun:.3f} s of CPU)")
     idle = float(_run(_IDLE_CPU, None)[0])
     assert idle < 0.5 * spun, (idle, spun)
+
+
+# The same, with NumPy's and SciPy's OpenBLAS loaded BEFORE rnncore (scipy.linalg imported
+# first): rnncore then has each library read the setting again and restart its workers.
+_LOADED_FIRST = r"""
+import time
+import numpy as np, scipy.linalg
+import rnncore
+from kernels._blas_env import _libraries
+from numba import njit
+@njit
+def product(a, b, c):
+    np.dot(a, b, c)
+a = np.ones((768, 768), np.float32)
+c = np.empty_like(a)
+for _ in range(5):
+    product(a, a, c)
+assert np.allclose(c, 768.0) and np.allclose(a @ a, 768.0)     # both libraries still compute
+t0 = time.process_time()
+time.sleep(0.4)
+spun = time.process_time() - t0
+print(spun, *sorted(str(lib.openblas_thread_timeout()) for _, lib, _ in _libraries()))
+"""
+
+
+def test_libraries_loaded_before_get_the_setting_too():
+    spun, *timeouts = _run(_LOADED_FIRST, None)
+    assert timeouts and set(timeouts) == {"22"}              # NumPy's and SciPy's
+    users = _run(_LOADED_FIRST, "28")
+    assert set(users[1:]) == {"28"}                          # the user's value, everywhere
+    if float(users[0]) >= 0.03:                              # (spinning seen at the default)
+        assert float(spun) < 0.5 * float(users[0]), (spun, users[0])
