@@ -250,26 +250,21 @@ class _Recurrent(Module):
     def _forward(self, x, lengths):
         return self._run(x, lengths, (None,) * len(self._states))
 
-    def _check_input(self, x, own=False):
-        """x -> (C-contiguous (T, B, I) array of the module dtype, was_list); with ``own``, an
-        array that shares no memory with the caller's ``x``."""
+    def _check_input(self, x):
+        """x -> (C-contiguous (T, B, I) array of the module dtype, was_list)."""
         a, was_list = _checks.sequence(x, "x", dtype=self.dtype)
         if a.shape[-1] != self.input_size:
             raise ValueError(f"x: expected (T, B, {self.input_size}) (input_size={self.input_size}), "
                              f"got shape {a.shape}")
-        a = np.ascontiguousarray(a)
-        if own and isinstance(x, np.ndarray) and np.may_share_memory(a, x):
-            a = a.copy()
-        return a, was_list
+        return np.ascontiguousarray(a), was_list
 
     def _run(self, x, lengths, initial):
         # 1. Validate everything before anything changes.
+        x_arg = x
         x_in = x = to_host(x)                                 # [device] device arrays -> NumPy
         if [s for s in initial if s is not None]:
             initial = to_host(initial)
-        # the kernels' caches keep x for the backward: a copy where x is the caller's own array,
-        # which the caller may refill before calling backward
-        x, was_list = self._check_input(x, own=True)
+        x, was_list = self._check_input(x)
         T, B, _ = x.shape
         lengths = _checks.lengths(lengths, T, B)
         LD, H = self.num_layers * self.num_directions, self.hidden_size
@@ -302,6 +297,12 @@ class _Recurrent(Module):
         if halves:
             fwd = forward_in_halves(fwd, len(self._biases), len(self._states))
         kw = self._serial_kernel if paired or halves else {}
+        # The kernels' caches keep their input for the backward: a copy where that is the
+        # caller's own array, which the caller may refill before calling backward (the halves
+        # copy theirs anyway; [device] the GPU kernels keep theirs on the device).
+        if (not halves and self.device != "cuda" and isinstance(x_arg, np.ndarray)
+                and np.may_share_memory(x, x_arg)):
+            x = x.copy()
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
         for k in range(self.num_layers):

@@ -246,3 +246,26 @@ def test_a_pair_interrupted_while_waiting_leaves_no_stale_result(monkeypatch):
     monkeypatch.setattr(kp._Worker, "outcome", real)
     assert kp._worker is None
     assert kp.run_pair(lambda: "first", lambda: "second") == ("first", "second")
+
+
+def test_halves_keep_no_reference_to_the_callers_x(monkeypatch):
+    """A batch in halves copies each half for its kernel: refilling the caller's x before the
+    backward changes no gradient (the module copies x itself only where it runs whole)."""
+    import kernels._pair as kp
+    monkeypatch.setattr(kp, "MIN_WORK", 0)
+    rng = np.random.default_rng(0)
+    x, gy = rng.standard_normal((4, 4, 3)), rng.standard_normal((4, 4, 2))
+    rnncore.manual_seed(0)
+    m = rnncore.RNN(3, 2, dtype=np.float64)
+    m._halves_from = 0
+    m.forward(x)
+    assert m._cache["halves"]
+    gx = m.backward(x, gy)
+    grads = [p.grad.copy() for p in m.parameters()]
+    m.zero_grad_parameters()
+    buf = x.copy()
+    m.forward(buf)
+    buf[...] = 0.0
+    np.testing.assert_array_equal(m.backward(x, gy), gx)
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)
