@@ -93,5 +93,6 @@ def test_libraries_loaded_before_get_the_setting_too():
     assert timeouts and set(timeouts) == {"22"}              # NumPy's and SciPy's
     users = _run(_LOADED_FIRST, "28")
     assert set(users[1:]) == {"28"}                          # the user's value, everywhere
-    if float(users[0]) >= 0.03:                              # (spinning seen at the default)
-        assert float(spun) < 0.5 * float(users[0]), (spun, users[0])
+    if float(users[0]) < 0.03:                               # (one thread: nothing spins)
+        pytest.skip(f"OpenBLAS did not spin here even at its default ({users[0]} s of CPU)")
+    assert float(spun) < 0.5 * float(users[0]), (spun, users[0])

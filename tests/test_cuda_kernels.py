@@ -677,3 +677,45 @@ def test_cpu_imports_do_not_load_numba_cuda_and_missing_cuda_is_explained():
 @only_when_not_ready
 def test_rerun_in_a_fresh_process():
     rerun_in_a_fresh_process(__file__)
+
+
+@needs_cuda
+@pytest.mark.parametrize("path", ["steps", "persistent"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_matches_torch(cell, path, rng):
+    """float64, against PyTorch's layer on the CPU (the same weights; LSTM and RNN take the sum
+    of PyTorch's two biases): outputs, final states and every gradient, given h0 (c0) and
+    upstream grads of y and of the final states."""
+    torch = pytest.importorskip("torch")
+    T, B, I, H = 3, 2, 3, 4
+    tl = dict(lstm=torch.nn.LSTM, gru=torch.nn.GRU, rnn=torch.nn.RNN)[cell](I, H).double()
+    sd = {k: v.detach().numpy() for k, v in tl.state_dict().items()}
+    biases = ((sd["bias_ih_l0"], sd["bias_hh_l0"]) if cell == "gru"
+              else (sd["bias_ih_l0"] + sd["bias_hh_l0"],))
+    n_states = 2 if cell == "lstm" else 1
+    x, dy = rng.standard_normal((T, B, I)), rng.standard_normal((T, B, H))
+    s0 = [rng.standard_normal((B, H)) for _ in range(n_states)]
+    ds = [rng.standard_normal((B, H)) for _ in range(n_states)]
+
+    ours = getattr(kc, f"{cell}_forward")(x, sd["weight_ih_l0"], sd["weight_hh_l0"], *biases, *s0,
+                                          path=path)
+    grads = getattr(kc, f"{cell}_backward")(dy, *ds, ours[-1], path=path)
+
+    xt = torch.from_numpy(x).requires_grad_()
+    st = [torch.from_numpy(s[None]).requires_grad_() for s in s0]
+    y, fin = tl(xt, tuple(st) if cell == "lstm" else st[0])
+    fin = fin if cell == "lstm" else (fin,)
+    loss = (y * torch.from_numpy(dy)).sum() + sum((f * torch.from_numpy(d[None])).sum()
+                                                  for f, d in zip(fin, ds))
+    loss.backward()
+    want = [y, *(f[0] for f in fin)]
+    for k, (a, b) in enumerate(zip(ours[:-1], want)):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-10, atol=1e-10, err_msg=f"output {k}")
+    params = dict(tl.named_parameters())
+    want_g = [xt.grad, params["weight_ih_l0"].grad, params["weight_hh_l0"].grad]
+    want_g += ([params["bias_ih_l0"].grad, params["bias_hh_l0"].grad] if cell == "gru"
+               else [params["bias_ih_l0"].grad])                   # = bias_hh's: they are summed
+    want_g += [s.grad[0] for s in st]
+    assert len(grads) == len(want_g)
+    for k, (a, b) in enumerate(zip(grads, want_g)):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-9, atol=1e-10, err_msg=f"gradient {k}")

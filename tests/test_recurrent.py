@@ -525,7 +525,7 @@ BAD_CONSTRUCTORS = [
 def test_constructor_refuses_bad_arguments(cell, kwargs, error, name):
     args = dict(input_size=3, hidden_size=4)
     args.update(kwargs)
-    with pytest.raises(error, match=name):
+    with pytest.raises(error, match=rf"^{name}\b"):
         CELLS[cell](**args)
 
 
@@ -606,7 +606,7 @@ def test_forward_refuses_bad_input_and_changes_nothing(cell, kwargs, error, name
     snap = _snapshot(m)
     call = dict(x=_x)
     call.update(kwargs)
-    with pytest.raises(error, match=name):
+    with pytest.raises(error, match=rf"^{name}\b"):           # the message starts with the name
         m.forward(call.pop("x"), **call)
     _assert_unchanged(m, snap)
 
@@ -626,7 +626,7 @@ def test_backward_refuses_bad_input_and_changes_nothing(cell):
         (dict(x=_nan, gy=gy), ValueError, "x"),
     ]
     for kwargs, error, name in bad:
-        with pytest.raises(error, match=name):
+        with pytest.raises(error, match=rf"^{name}\b"):
             m.backward(**kwargs)
         _assert_unchanged(m, snap)
 
@@ -659,7 +659,7 @@ def test_backward_reads_only_the_shape_of_x():
         np.testing.assert_array_equal(p.grad, g)
     bad = x.copy()
     bad[0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         m.backward(bad, gy)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x\b"):
         m.backward(x[:4], gy)
