@@ -20,10 +20,8 @@ print(os.environ.get("OPENBLAS_THREAD_TIMEOUT"), loaded)
 
 # After a few multi-threaded products through the kernels' BLAS (Numba's np.dot: SciPy's
 # OpenBLAS), the process sleeps 0.4 s; the CPU time it burns meanwhile is OpenBLAS's idle
-# worker spinning (2^28 cycles, ~0.1 s, by OpenBLAS's default).
-_IDLE_CPU = r"""
-import time
-import rnncore, numpy as np
+# worker spinning (2^28 cycles, ~0.1 s, by OpenBLAS's default). Printed: that CPU time.
+_PRODUCTS_THEN_SLEEP = r"""
 from numba import njit
 @njit
 def product(a, b, c):
@@ -32,10 +30,19 @@ a = np.ones((768, 768), np.float32)
 c = np.empty_like(a)
 for _ in range(5):
     product(a, a, c)
+assert np.allclose(c, 768.0) and np.allclose(a @ a, 768.0)     # both libraries compute
 t0 = time.process_time()
 time.sleep(0.4)
 print(time.process_time() - t0)
 """
+_IDLE_CPU = "import time\nimport rnncore, numpy as np\n" + _PRODUCTS_THEN_SLEEP
+
+# The same, with NumPy's and SciPy's OpenBLAS loaded BEFORE rnncore (scipy.linalg imported
+# first): rnncore then has each library read the setting again and restart its workers. Also
+# printed: each loaded library's setting.
+_LOADED_FIRST = ("import time\nimport numpy as np, scipy.linalg\nimport rnncore\n"
+                 + _PRODUCTS_THEN_SLEEP + "from kernels._blas_env import _libraries\n"
+                 "print(*sorted(str(lib.openblas_thread_timeout()) for _, lib, _ in _libraries()))\n")
 
 
 def _run(script, timeout):
@@ -63,29 +70,6 @@ def test_idle_blas_threads_stop_spinning():
         pytest.skip(f"OpenBLAS did not spin here even at its default ({spun:.3f} s of CPU)")
     idle = float(_run(_IDLE_CPU, None)[0])
     assert idle < 0.5 * spun, (idle, spun)
-
-
-# The same, with NumPy's and SciPy's OpenBLAS loaded BEFORE rnncore (scipy.linalg imported
-# first): rnncore then has each library read the setting again and restart its workers.
-_LOADED_FIRST = r"""
-import time
-import numpy as np, scipy.linalg
-import rnncore
-from kernels._blas_env import _libraries
-from numba import njit
-@njit
-def product(a, b, c):
-    np.dot(a, b, c)
-a = np.ones((768, 768), np.float32)
-c = np.empty_like(a)
-for _ in range(5):
-    product(a, a, c)
-assert np.allclose(c, 768.0) and np.allclose(a @ a, 768.0)     # both libraries still compute
-t0 = time.process_time()
-time.sleep(0.4)
-spun = time.process_time() - t0
-print(spun, *sorted(str(lib.openblas_thread_timeout()) for _, lib, _ in _libraries()))
-"""
 
 
 def test_libraries_loaded_before_get_the_setting_too():
