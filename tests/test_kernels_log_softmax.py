@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from _torch import torch
 
 from kernels.log_softmax import log_softmax_backward, log_softmax_forward
 

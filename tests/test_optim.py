@@ -4,7 +4,7 @@ steps must give the same parameters (momentum buffers, Adam's bias correction an
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from _torch import torch  # noqa: E402
 
 import rnncore  # noqa: E402
 from rnncore import optim  # noqa: E402
