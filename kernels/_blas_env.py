@@ -24,8 +24,9 @@ OpenBLAS, which the kernels use, usually loads right after this module sets the 
 ``scipy.linalg`` first. For those, ``apply_to_loaded`` (called by ``kernels`` once SciPy's is
 loaded) has each such library read its environment again (``openblas_read_env``) and stops
 its worker threads (``blas_thread_shutdown_``, what OpenBLAS itself does before a fork): the
-next multi-threaded call starts them afresh, with the new setting. A value the user set is
-left as it is, in the environment and in every library.
+next multi-threaded call starts them afresh, with the new setting. It does so only when the
+importing thread is the process's only Python thread (no other can be inside OpenBLAS then).
+A value the user set is left as it is, in the environment and in every library.
 """
 
 import os
@@ -102,8 +103,15 @@ def apply_to_loaded():
     """THREAD_TIMEOUT for the OpenBLAS libraries loaded before this module set it (see the
     module doc): the paths of those changed. Only OpenBLAS's own threads (``get_parallel`` 1,
     not its OpenMP builds) and only where every function needed is there; nothing if the
-    user set the variable. Call it while no other thread is inside OpenBLAS."""
-    if _USERS_OWN:
+    user set the variable.
+
+    Stopping a library's workers while another thread is inside that library would break its
+    call, so nothing is done unless the calling thread is the process's only Python thread
+    (a script importing rnncore at its start; not a notebook kernel, whose helper threads
+    count, nor a program already running threads: there the libraries keep their setting).
+    """
+    import threading
+    if _USERS_OWN or threading.active_count() > 1:
         return []
     changed = []
     for path, lib, name in _libraries():

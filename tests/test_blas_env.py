@@ -80,3 +80,12 @@ def test_libraries_loaded_before_get_the_setting_too():
     if float(users[0]) < 0.03:                               # (one thread: nothing spins)
         pytest.skip(f"OpenBLAS did not spin here even at its default ({users[0]} s of CPU)")
     assert float(spun) < 0.5 * float(users[0]), (spun, users[0])
+
+
+def test_libraries_loaded_before_are_left_alone_beside_another_thread():
+    """Another Python thread might be inside OpenBLAS: its workers are not stopped then."""
+    script = ("import threading, time\nimport numpy as np, scipy.linalg\n"
+              "t = threading.Thread(target=time.sleep, args=(2,), daemon=True)\nt.start()\n"
+              "import rnncore\nfrom kernels._blas_env import _libraries\n"
+              "print(*sorted(str(lib.openblas_thread_timeout()) for _, lib, _ in _libraries()))\n")
+    assert set(_run(script, None)) == {"0"}                  # unset: OpenBLAS's own default
