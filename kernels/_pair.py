@@ -154,12 +154,14 @@ def run_pair(first, second):
 # ---------------------------------------------------------------------------------------------
 
 def _rows(a, half, axis):
-    """Batch half ``half`` (0 or 1) of ``a`` along ``axis`` as a C-contiguous array (None stays)."""
+    """Batch half ``half`` (0 or 1) of ``a`` along ``axis`` as a new C-contiguous array (None
+    stays): a copy even where the slice is contiguous (T = 1), since the kernel's cache keeps
+    it and the caller may refill its own array before the backward."""
     if a is None:
         return None
     B = a.shape[axis]
     rows = slice(0, B // 2) if half == 0 else slice(B // 2, B)
-    return np.ascontiguousarray(a[(slice(None),) * axis + (rows,)])
+    return a[(slice(None),) * axis + (rows,)].copy()
 
 
 def forward_in_halves(forward, n_biases, n_states):

@@ -13,7 +13,7 @@ import numpy as np
 from . import _checks
 from . import random as _random
 from .layers import _check_input_shape, _float_input, _like, _valid_mask, _zero_padding
-from .module import Module, _adoptions, all_or_nothing_backward, restore, snapshot
+from .module import Module, _adoptions, restore, snapshot
 
 __all__ = ["Sequential", "Sequencer", "LastStep"]
 
@@ -85,15 +85,40 @@ def _all_or_nothing(container, run, *args):
         _random.end_undo_point(refused)
 
 
+def _backward_all_or_nothing(container, run, *args):
+    """``run(*args)``, a backward through ``container``'s chain; if it raises, every parameter
+    grad below ``container`` and every module's attributes (``grad_h0``, say) are put back as
+    they were, also where an outer module catches the error.
+
+    Why: a chain's backward runs its children last to first, and each child checks its input
+    before it changes anything, but the children after it have already added to their grads
+    by then. A backward rebinds module attributes and adds into ``Parameter.grad`` arrays, so a
+    shallow copy of the attributes (``module.snapshot``) and a copy of each grad is all there is
+    to put back; a few small copies per call at small shapes, one pass over the grads at large.
+    """
+    saved = snapshot(container)
+    kept = container.__dict__.get("_params_below")                 # (built once per structure)
+    if kept is None or kept[0] != _adoptions[0]:
+        kept = container._params_below = (_adoptions[0], container.parameters())
+    grads = [(p.grad, p.grad.copy()) for p in kept[1]]
+    try:
+        return run(*args)
+    except BaseException:
+        restore(saved)
+        for grad, before in grads:
+            grad[...] = before
+        raise
+
+
 def _check_not_repeated(container):
     """ValueError if a module that keeps its forward for the backward (an activation, a
-    recurrent layer, a container) appears twice below ``container``: its second forward
-    replaced the first one's, so a backward through both would be wrong. `Linear` and
-    `Embedding` may repeat (weights shared): their backward reads the input it is given
-    (``Module._backward_reads_input``)."""
+    recurrent layer, a container: ``Module._keeps_forward``) appears twice below
+    ``container``: its second forward replaced the first one's, so a backward through both
+    would be wrong. `Linear` and `Embedding` may repeat (weights shared): their backward reads
+    the input it is given; so may modules of one's own, which rnncore cannot look into."""
     seen = {}
     for path, m in _paths(container):
-        if m._backward_reads_input:
+        if not m._keeps_forward:
             continue
         if id(m) in seen:
             raise ValueError(f"modules: {path} is the same {type(m).__name__} object as {seen[id(m)]}; "
@@ -109,9 +134,14 @@ def _paths(m, path="modules"):
         yield from _paths(child, f"{path}[{i}]")
 
 
+def _shape_of(x):
+    """The shape of an input (an array, or a list of T step arrays), values unread."""
+    return (len(x),) + np.shape(x[0]) if isinstance(x, (list, tuple)) and len(x) else np.shape(x)
+
+
 def _time_major_shape(x):
     """The shape (T, B, ...) of a time-major input (an array, or a list of T step arrays)."""
-    shape = (len(x),) + np.shape(x[0]) if isinstance(x, (list, tuple)) and len(x) else np.shape(x)
+    shape = _shape_of(x)
     if len(shape) < 2:
         raise ValueError(f"x: expected a time-major input (T, B, ...) with lengths=, got shape {shape}")
     return shape
@@ -141,10 +171,13 @@ class Sequential(Module):
     padding takes no gradient.
 
     All or nothing: a forward that any child refuses leaves every child as it was, and so does
-    a backward (the grads the children after the refusing one computed are dropped). A module
-    that keeps its forward for the backward (an activation, a recurrent layer) may appear only
-    once in a chain that runs backward; a `Linear` or `Embedding` may repeat (shared weights).
+    a backward (the grads the children after the refusing one had added to are put back). A
+    module that keeps its forward for the backward (an activation, a recurrent layer, a training
+    Dropout) may appear only once in a chain that runs backward; a `Linear` or `Embedding` may
+    repeat (shared weights), and so may modules of one's own.
     """
+
+    _keeps_forward = True                                        # (each child's input)
 
     def __init__(self, *modules, dtype=None):
         super().__init__(_children_dtype(modules, dtype))
@@ -204,7 +237,7 @@ class Sequential(Module):
             raise RuntimeError("Sequential.backward: call forward first")
         x0 = self._inputs[0]
         if x is not x0:                  # checked here, before any child adds to a gradient
-            _checks.same_shape(_as_checked_input(x), np.shape(_as_checked_input(x0)), "x")
+            _checks.same_shape(_as_checked_input(x), _shape_of(x0), "x")   # (x0: its shape only)
         if self._valid is not None:                              # padding outputs are constant 0
             g, was_list = _float_input(gy, self.dtype, "gy")
             _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
@@ -212,7 +245,7 @@ class Sequential(Module):
         if self._checked_at != _adoptions[0]:                    # (once per change of structure)
             _check_not_repeated(self)
             self._checked_at = _adoptions[0]
-        return all_or_nothing_backward(self._backward_chain, x, gy)   # a child refuses: no change
+        return _backward_all_or_nothing(self, self._backward_chain, x, gy)   # a child refuses: no change
 
     def _backward_chain(self, x, gy):
         last = len(self._children) - 1
@@ -221,8 +254,8 @@ class Sequential(Module):
             try:                                                 # (Torch7: the first child gets
                 gy = m.backward(x if i == 0 else self._inputs[i], gy)   # the x given here)
             except (ValueError, TypeError) as e:
-                if i == last or type(e) not in (ValueError, TypeError):
-                    raise                                        # (the caller's own gy: as it is)
+                if i == last or type(e) not in (ValueError, TypeError) or not str(e).startswith("gy"):
+                    raise                                        # (the caller's own x or gy: as is)
                 raise type(e)(f"the gradient reaching modules[{i}] ({type(m).__name__}) from the "
                               f"modules after it: {e}") from e
         return gy
@@ -249,6 +282,8 @@ class Sequencer(Module):
     With ``lengths`` (B,), outputs at padding steps (t >= lengths[b]) are set to 0 and the
     upstream gradient there is dropped, so padding takes no gradient.
     """
+
+    _keeps_forward = True
 
     def __init__(self, module, dtype=None):
         if not isinstance(module, Module):
@@ -288,7 +323,7 @@ class Sequencer(Module):
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:
             g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0
-        gx = all_or_nothing_backward(self.module.backward, xa, g)
+        gx = self.module.backward(xa, g)         # (one child: it refuses before it changes anything)
         return gx if gx is None else _like(np.asarray(gx), c["was_list"])
 
     def _on_astype(self, dtype):
@@ -305,6 +340,8 @@ class LastStep(Module):
     x: (T, B, F...) array or list of T (B, F...) arrays -> y: (B, F...). Without ``lengths`` every
     sequence ends at step T - 1. Backward scatters gy back to those steps, zero elsewhere.
     """
+
+    _keeps_forward = True
 
     def __init__(self, dtype=np.float32):
         super().__init__(dtype)

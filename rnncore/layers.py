@@ -21,7 +21,7 @@ Inputs are cast to the module's dtype (float32 by default, float64 for gradient 
 import numpy as np
 
 from . import _checks
-from .module import Module, add_grad, commit
+from .module import Module
 from .random import generator, uniform
 from kernels.linear import linear_backward, linear_forward
 from kernels.log_softmax import log_softmax_backward, log_softmax_forward
@@ -104,7 +104,6 @@ class Linear(Module):
     U(-1/sqrt(I), 1/sqrt(I)) as PyTorch does.
     """
 
-    _backward_reads_input = True          # (may appear twice in a chain: weights shared)
     _takes_lengths = False                # (a container zeroes the padding itself)
 
     def __init__(self, in_features, out_features, dtype=np.float32):
@@ -142,8 +141,8 @@ class Linear(Module):
         x2 = x.reshape(-1, self.in_features)                     # (N, I)
         g2 = gy.reshape(-1, self.out_features)                   # (N, O)
         gx, dW, db = linear_backward(g2, x2, self.weight.data)
-        add_grad(self.weight, dW)                                # dL/dW = sum_n gy_n x_n^T
-        add_grad(self.bias, db)                                  # dL/db = sum_n gy_n
+        self.weight.grad += dW                                   # dL/dW = sum_n gy_n x_n^T
+        self.bias.grad += db                                     # dL/db = sum_n gy_n
         return _like(gx.reshape(x.shape), was_list)              # dL/dx = gy W, (N..., I)
 
     def output_shape(self, input_shape):
@@ -168,7 +167,6 @@ class Embedding(Module):
     ``backward`` returns ``None``: there is no gradient with respect to integer ids.
     """
 
-    _backward_reads_input = True
     _takes_lengths = False
 
     def __init__(self, num_embeddings, embedding_dim, freeze=False, dtype=np.float32):
@@ -224,7 +222,7 @@ class Embedding(Module):
             gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         if self.weight.requires_grad:
             # y[n] = W[x[n]]  =>  dL/dW[v] = sum of gy[n] over the n with x[n] == v
-            commit(lambda: np.add.at(self.weight.grad, x.ravel(), gy.reshape(-1, self.embedding_dim)))
+            np.add.at(self.weight.grad, x.ravel(), gy.reshape(-1, self.embedding_dim))
         return None
 
     def output_shape(self, input_shape):
@@ -248,6 +246,7 @@ class _Activation(Module):
     """
 
     _takes_lengths = False
+    _keeps_forward = True
 
     def __init__(self, dtype=np.float32):
         super().__init__(dtype)
@@ -352,6 +351,11 @@ class Dropout(_Activation):
     def __init__(self, p=0.5, dtype=np.float32):
         self.p = _checks.probability(p, "p")
         super().__init__(dtype)
+
+    @property
+    def _keeps_forward(self):
+        """Only its mask: in evaluate() mode, or at p = 0, it may appear twice in a chain."""
+        return self.train and self.p > 0
 
     def _f(self, x):
         if not self.train or self.p == 0:

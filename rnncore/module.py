@@ -10,12 +10,7 @@ A module's life in one training step::
 Subclasses implement ``_forward(x, lengths)`` and ``_backward(x, gy)`` and declare their
 parameters with ``self._param(name, array)`` and their children with ``self._child(module)``.
 ``forward`` / ``backward`` here do the shared work: input checks, and remembering ``lengths``.
-A ``_backward`` adds its parameter grads with ``add_grad(p, d)`` (other changes it makes to
-the module through ``commit``), so that a container's backward that a later child refuses
-changes nothing (``all_or_nothing_backward``).
 """
-
-import threading
 
 import numpy as np
 
@@ -79,65 +74,16 @@ def restore(saved):
 _adoptions = [0]     # counts every _child call: a subtree cached before one is built again
 
 
-# -- a backward through a container changes everything or nothing ------------------------------
-class _Pending(threading.local):
-    updates = None       # while a container's backward runs: its modules' changes, in order
-
-
-_pending = _Pending()
-
-
-def add_grad(p, d):
-    """``p.grad += d``: now, or, inside a container's backward, once every child's backward has
-    succeeded (``all_or_nothing_backward``)."""
-    pending = _pending.updates
-    if pending is None:
-        p.grad += d
-    else:
-        pending.append((p, d))
-
-
-def commit(update):
-    """Any other change a backward makes to its module (``update()``: set ``grad_h0``, say),
-    made at the same moment as ``add_grad``'s."""
-    pending = _pending.updates
-    if pending is None:
-        update()
-    else:
-        pending.append((None, update))
-
-
-def all_or_nothing_backward(backward, *args):
-    """``backward(*args)``, a container's backward, made to change nothing if any child refuses.
-
-    Why: a chain's backward runs its children last to first, and a child checks its own input
-    before it changes anything, but the children after it have already run by then. So their
-    changes (``add_grad``, ``commit``) wait here and are made when the whole chain has
-    succeeded, or dropped. Nested containers: the outermost one makes them.
-    """
-    if _pending.updates is not None:
-        return backward(*args)
-    _pending.updates = updates = []
-    try:
-        result = backward(*args)
-    finally:
-        _pending.updates = None
-    for p, d in updates:
-        if p is None:
-            d()
-        else:
-            p.grad += d
-    return result
-
-
 class Module:
     """Base class of every layer and container."""
 
     #: Where the module computes: "cpu", or "cuda" after ``to("cuda")`` (see rnncore/device.py).
     device = "cpu"
-    #: True where backward reads only the input it is given (nothing kept from the forward),
-    #: so that the module may appear twice in one chain (`Linear`, `Embedding`).
-    _backward_reads_input = False
+    #: True where backward reads what the last forward kept (an activation's output, a
+    #: recurrent layer's caches): such a module may not appear twice in a chain that runs
+    #: backward, since its second forward replaces the first's (``Sequential`` refuses it).
+    #: False here, for modules of one's own; rnncore's layers say which they are.
+    _keeps_forward = False
     #: False where ``lengths=`` changes nothing but the zeros at padding steps (layers acting on
     #: each step alone): a container then hands the layer none and zeroes the padding once.
     _takes_lengths = True

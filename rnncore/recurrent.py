@@ -47,7 +47,7 @@ import numpy as np
 
 from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
-from .module import Module, add_grad, commit
+from .module import Module
 from .random import generator, uniform
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import backward_in_halves, forward_in_halves, pays as _pair_pays, run_pair
@@ -109,6 +109,7 @@ class _Recurrent(Module):
     """
 
     _cell = _gates = _states = _biases = None
+    _keeps_forward = True     # (its kernels' caches)
     _serial_kernel = {}       # keyword arguments that pick the cell's serial CPU kernel (``_pair``)
     _halves_from = None       # multiply-adds from which one direction's batch runs in two halves
 
@@ -297,11 +298,11 @@ class _Recurrent(Module):
         if halves:
             fwd = forward_in_halves(fwd, len(self._biases), len(self._states))
         kw = self._serial_kernel if paired or halves else {}
-        # The kernels' caches keep their input for the backward: a copy where that is the
-        # caller's own array, which the caller may refill before calling backward (the halves
-        # copy theirs anyway; [device] the GPU kernels keep theirs on the device).
-        if (not halves and self.device != "cuda" and isinstance(x_arg, np.ndarray)
-                and np.may_share_memory(x, x_arg)):
+        # The kernels' caches keep their input for the backward: a copy unless x is an array
+        # made here (from a list, or cast), since the caller may refill its own (an array, or
+        # anything NumPy wraps without a copy) before calling backward. The halves copy theirs
+        # anyway; [device] the GPU kernels keep theirs on the device.
+        if not halves and self.device != "cuda" and (x is x_arg or not x.flags.owndata):
             x = x.copy()
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
@@ -392,20 +393,16 @@ class _Recurrent(Module):
             for d, (dx, *rest) in enumerate(results):
                 i = k * D + d
                 for q, dq in zip(self._layer_param_lists()[i], rest[:n_p]):
-                    add_grad(q, dq)
+                    q.grad += dq
                 for j in range(n_s):
                     dstate0[j][i] = rest[n_p + j]
                 dinp = dx if dinp is None else dinp + dx
             if c["masks"][k] is not None:
                 dinp = dinp * c["masks"][k]                   # inp = prev * mask
             dy_layer = dinp
-        grads0 = [_stack(d) for d in dstate0]
-
-        def set_state_grads():
-            self.grad_h0 = grads0[0]
-            if len(grads0) == 2:
-                self.grad_c0 = grads0[1]
-        commit(set_state_grads)
+        self.grad_h0 = _stack(dstate0[0])
+        if len(dstate0) == 2:
+            self.grad_c0 = _stack(dstate0[1])
         return list(dy_layer) if was_list else dy_layer
 
     # -- state, shapes, description ----------------------------------------------------------

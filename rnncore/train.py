@@ -57,7 +57,7 @@ from tqdm import tqdm
 
 from . import _checks
 from . import random as _random
-from .containers import Sequencer, Sequential, _stack_steps, _valid_mask
+from .containers import Sequencer, Sequential, _check_not_repeated, _stack_steps, _valid_mask
 from .criteria import (BCECriterion, ClassNLLCriterion, Criterion, MSECriterion,
                        SequencerCriterion)
 from .layers import Embedding
@@ -154,6 +154,21 @@ def _check_model_criterion(model, criterion):
                          f"remember(False) on them first")
     if not isinstance(criterion, Criterion):
         raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
+
+
+def _check_backward_possible(model):
+    """What every container's backward would refuse, checked before ``fit`` touches the model:
+    a module that keeps its forward used twice in a chain (Dropout as in training mode)."""
+    train = [(m, m.train) for m in model.modules()]
+    try:
+        for m, _ in train:
+            m.train = True
+        for m, _ in train:
+            if isinstance(m, Sequential):
+                _check_not_repeated(m)
+    finally:
+        for m, mode in train:
+            m.train = mode
 
 
 # -- targets against the model's output ----------------------------------------------------
@@ -369,6 +384,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     """
     # 1. Validate everything first: a refused call leaves the model as it was.
     _check_model_criterion(model, criterion)
+    _check_backward_possible(model)
     per_step = isinstance(criterion, SequencerCriterion)
     if isinstance(optimizer, Optimizer):
         own = {id(p) for p in model.parameters()}

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rnncore
-from rnncore import (GRU, LSTM, Embedding, LastStep, Linear, LogSoftMax, ReLU, Sequencer,
-                     Sequential, Tanh, pad_sequences)
+from rnncore import (GRU, LSTM, Dropout, Embedding, LastStep, Linear, LogSoftMax, ReLU,
+                     Sequencer, Sequential, Tanh, pad_sequences)
 from rnncore.summary import summary
 
 TOL = 1e-6
@@ -390,7 +390,7 @@ class _WrongLinear(Linear):
 
     def _backward(self, x, gy):
         gx = super()._backward(x, gy)
-        self.bias.grad += np.asarray(gy).reshape(-1, self.out_features).sum(axis=0)   # once more
+        self.bias.grad *= 2
         return gx
 
 
@@ -506,6 +506,100 @@ def test_refused_backward_leaves_every_grad_alone():
     assert not _unchanged(s, before)
 
 
+class _EncDec(rnncore.Module):
+    """A module of one's own: reads the decoder's grad_h0 right after its backward."""
+
+    def __init__(self, dtype=np.float64):
+        super().__init__(dtype)
+        self.enc = self._child(GRU(3, 4, return_sequences=False, dtype=dtype))
+        self.dec = self._child(GRU(3, 4, dtype=dtype))
+
+    def _forward(self, x, lengths):
+        return self.dec.forward(x, h0=self.enc.forward(x)[None])
+
+    def _backward(self, x, gy):
+        gx = self.dec.backward(x, gy)
+        return gx + self.enc.backward(x, self.dec.grad_h0[0])
+
+
+class _Pruned(Linear):
+    """A module of one's own: masks its weight grad after the Linear's backward added to it."""
+
+    def _backward(self, x, gy):
+        gx = super()._backward(x, gy)
+        self.weight.grad[:, 1:] = 0
+        return gx
+
+
+class _Scale(rnncore.Module):
+    """A module of one's own that keeps nothing from its forward."""
+
+    def _forward(self, x, lengths):
+        return 2 * np.asarray(x)
+
+    def _backward(self, x, gy):
+        return 2 * np.asarray(gy)
+
+
+class _TryOrZero(rnncore.Module):
+    """A module of one's own that catches its child's refusal."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = self._child(inner)
+
+    def _forward(self, x, lengths):
+        return self.inner.forward(x)
+
+    def _backward(self, x, gy):
+        try:
+            return self.inner.backward(x, gy)
+        except ValueError:
+            return np.zeros_like(x)
+
+
+def test_modules_of_ones_own_inside_a_chain():
+    """Inside a chain a module sees its children's grads and grad_h0 as soon as their backward
+    returns, as outside one; a refused inner chain is put back even where an outer module
+    catches the refusal; modules of one's own that keep nothing may repeat."""
+    rnncore.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    m = _EncDec()
+    assert rnncore.gradcheck(m, x) < TOL
+    m.dec.grad_h0 = None
+    assert rnncore.gradcheck(Sequential(m, Linear(4, 2, dtype=np.float64)), x) < TOL
+    lin = _Pruned(3, 3)
+    s = Sequential(lin, Tanh())
+    s.forward(x.astype(np.float32))
+    s.backward(x, np.ones((4, 2, 3), np.float32))
+    assert np.all(lin.weight.grad[:, 1:] == 0) and np.any(lin.weight.grad[:, 0] != 0)
+    scale = _Scale(np.float64)
+    assert rnncore.gradcheck(Sequential(scale, Linear(3, 3, dtype=np.float64), scale), x) < TOL
+    assert rnncore.gradcheck(Sequential(Dropout(0.0, np.float64), Tanh(np.float64),
+                                        Dropout(0.0, np.float64)), x) < TOL
+    inner = Sequential(Linear(3, 3), Linear(3, 3))
+    inner[1].weight.data[...] = 3e38                     # its dx overflows: inner[0] refuses
+    outer = Sequential(_TryOrZero(inner), Dropout(0.0))
+    xs = np.full((2, 3), 1e-3, np.float32)
+    outer.backward(xs, np.ones_like(outer.forward(xs)))
+    assert not inner[0].weight.grad.any() and not inner[1].weight.grad.any()
+
+
+def test_backward_errors_name_what_was_wrong():
+    """The caller's own x is named as it is; a gradient from the children after a child is
+    named as that; the forward's input refilled with NaN since is not the caller's fault."""
+    s = Sequential(Embedding(10, 3), LSTM(3, 2))
+    ids = np.array([[1, 2], [3, 4]])
+    s.forward(ids)
+    with pytest.raises(ValueError, match=r"^x: expected ids in \[0, 9\]"):
+        s.backward(np.array([[1, 2], [3, 99]]), np.ones((2, 2, 2), np.float32))
+    s2 = Sequential(Linear(3, 3), Linear(3, 2))
+    buf = np.ones((4, 2, 3), np.float32)
+    s2.forward(buf)
+    buf[...] = np.nan                                    # the caller's buffer, refilled
+    assert s2.backward(np.ones((4, 2, 3), np.float32), np.ones((4, 2, 2), np.float32)).shape == (4, 2, 3)
+
+
 def test_add_after_forward_needs_a_new_forward():
     x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
     s = Sequential(Linear(3, 3))
@@ -572,3 +666,29 @@ def test_sequencer_and_embedding_argument_errors():
         Sequencer("x")
     with pytest.raises(ValueError, match="embeddings: expected values within"):
         Embedding.from_pretrained(np.full((2, 2), 1e39))          # beyond float32
+
+
+def test_array_likes_that_numpy_wraps_are_copied_too():
+    """A memoryview or an object with __array_interface__ (NumPy wraps both without a copy)
+    refilled between forward and backward changes no gradient either."""
+    rng = np.random.default_rng(0)
+    x, gy = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 5))
+    rnncore.manual_seed(0)
+    m = LSTM(3, 5, dtype=np.float64)
+    m.forward(x)
+    m.backward(x, gy)
+    ref = [p.grad.copy() for p in m.parameters()]
+
+    class Wrapped:
+        def __init__(self, a):
+            self.a = a
+            self.__array_interface__ = a.__array_interface__
+
+    for make in (memoryview, Wrapped):
+        m.zero_grad_parameters()
+        buf = x.copy()
+        m.forward(make(buf))
+        buf[...] = 0.0
+        m.backward(x, gy)
+        for p, r in zip(m.parameters(), ref):
+            np.testing.assert_array_equal(p.grad, r)

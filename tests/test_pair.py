@@ -248,13 +248,14 @@ def test_a_pair_interrupted_while_waiting_leaves_no_stale_result(monkeypatch):
     assert kp.run_pair(lambda: "first", lambda: "second") == ("first", "second")
 
 
-def test_halves_keep_no_reference_to_the_callers_x(monkeypatch):
+@pytest.mark.parametrize("T", [1, 4])                   # (T = 1: a batch half is contiguous)
+def test_halves_keep_no_reference_to_the_callers_x(monkeypatch, T):
     """A batch in halves copies each half for its kernel: refilling the caller's x before the
     backward changes no gradient (the module copies x itself only where it runs whole)."""
     import kernels._pair as kp
     monkeypatch.setattr(kp, "MIN_WORK", 0)
     rng = np.random.default_rng(0)
-    x, gy = rng.standard_normal((4, 4, 3)), rng.standard_normal((4, 4, 2))
+    x, gy = rng.standard_normal((T, 4, 3)), rng.standard_normal((T, 4, 2))
     rnncore.manual_seed(0)
     m = rnncore.RNN(3, 2, dtype=np.float64)
     m._halves_from = 0

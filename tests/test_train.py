@@ -436,3 +436,25 @@ def test_a_model_of_ones_own_modules_is_probed_without_a_trace():
     assert_untouched(m, before)
     h = fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=2, batch_size=3, progress=False)
     assert h.epochs == 2 and all(np.isfinite(h.loss))
+
+
+def test_fit_refuses_a_repeated_module_before_touching_the_model():
+    """A Tanh used twice in a chain (its backward would be wrong) is refused up front, the
+    model as it was; a Dropout used twice counts as in training mode, where fit runs it."""
+    rnncore.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((4, 8, 2)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 3, 8)
+    t, d = rnncore.Tanh(), rnncore.Dropout(0.5)
+    with_tanh = rnncore.Sequential(rnncore.LSTM(2, 3, return_sequences=False), t, rnncore.Linear(3, 3), t,
+                                   rnncore.LogSoftMax())
+    with_dropout = rnncore.Sequential(rnncore.LSTM(2, 3, return_sequences=False), d, rnncore.Linear(3, 3), d,
+                                      rnncore.LogSoftMax()).evaluate()
+    for model, mode in ((with_tanh, True), (with_dropout, False)):
+        before = {k: v.copy() for k, v in model.state_dict().items()}
+        caches = [m.__dict__.get("_cache") for m in model.modules()]
+        with pytest.raises(ValueError, match="is the same"):
+            rnncore.fit(model, rnncore.ClassNLLCriterion(), rnncore.optim.SGD(model.parameters(), lr=0.1),
+                        x, y, epochs=1, progress=False)
+        assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
+        assert caches == [m.__dict__.get("_cache") for m in model.modules()]
+        assert all(m.train == mode for m in model.modules())     # every mode as it was
