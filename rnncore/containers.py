@@ -185,7 +185,7 @@ class Sequential(Module):
             self._child(m)
         self._inputs = None                                      # input of each child, last forward
         self._valid = None                                       # (T, B) valid steps, with lengths
-        self._checked_at = None                                  # _adoptions when last checked
+        self._checked_at = None                                  # (_adoptions, train) when checked
 
     def add(self, module):
         """Append ``module`` (Torch7's ``:add``); returns ``self``. A forward before it is
@@ -242,9 +242,9 @@ class Sequential(Module):
             g, was_list = _float_input(gy, self.dtype, "gy")
             _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
             gy = _like(_zero_padding(g, self._valid), was_list)
-        if self._checked_at != _adoptions[0]:                    # (once per change of structure)
-            _check_not_repeated(self)
-            self._checked_at = _adoptions[0]
+        if self._checked_at != (_adoptions[0], self.train):      # (once per structure and mode:
+            _check_not_repeated(self)                            # a Dropout's answer needs it)
+            self._checked_at = (_adoptions[0], self.train)
         return _backward_all_or_nothing(self, self._backward_chain, x, gy)   # a child refuses: no change
 
     def _backward_chain(self, x, gy):

@@ -575,8 +575,15 @@ def test_modules_of_ones_own_inside_a_chain():
     assert np.all(lin.weight.grad[:, 1:] == 0) and np.any(lin.weight.grad[:, 0] != 0)
     scale = _Scale(np.float64)
     assert rnncore.gradcheck(Sequential(scale, Linear(3, 3, dtype=np.float64), scale), x) < TOL
-    assert rnncore.gradcheck(Sequential(Dropout(0.0, np.float64), Tanh(np.float64),
-                                        Dropout(0.0, np.float64)), x) < TOL
+    d = Dropout(0.0, np.float64)
+    assert rnncore.gradcheck(Sequential(d, Tanh(np.float64), d), x) < TOL
+    d2 = Dropout(0.5, np.float64)
+    twice = Sequential(d2, Tanh(np.float64), d2).evaluate()
+    twice.forward(x)
+    twice.backward(x, np.ones_like(x))                   # evaluate(): the identity, allowed
+    twice.training().forward(x)
+    with pytest.raises(ValueError, match="is the same Dropout"):
+        twice.backward(x, np.ones_like(x))               # training: its mask, refused
     inner = Sequential(Linear(3, 3), Linear(3, 3))
     inner[1].weight.data[...] = 3e38                     # its dx overflows: inner[0] refuses
     outer = Sequential(_TryOrZero(inner), Dropout(0.0))
