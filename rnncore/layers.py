@@ -79,8 +79,8 @@ def _valid_steps(x, lengths, min_ndim):
     if lengths is None:
         return None
     if x.ndim < min_ndim:
-        raise ValueError(f"lengths: given, so x must be time-major, {'(T, B)' if min_ndim == 2 else '(T, B, F...)'}"
-                         f", got shape {x.shape}")
+        layout = "(T, B)" if min_ndim == 2 else "(T, B, F...)"
+        raise ValueError(f"lengths: given, so x must be time-major, {layout}, got shape {x.shape}")
     T, B = x.shape[:2]
     return _valid_mask(_checks.lengths(lengths, T, B), T, B)
 
