@@ -85,29 +85,21 @@ def _all_or_nothing(container, run, *args):
         _random.end_undo_point(refused)
 
 
-def _backward_all_or_nothing(container, run, *args):
-    """``run(*args)``, a backward through ``container``'s chain; if it raises, every parameter
-    grad below ``container`` and every module's attributes (``grad_h0``, say) are put back as
-    they were, also where an outer module catches the error.
-
-    Why: a chain's backward runs its children last to first, and each child checks its input
-    before it changes anything, but the children after it have already added to their grads
-    by then. A backward rebinds module attributes and adds into ``Parameter.grad`` arrays, so a
-    shallow copy of the attributes (``module.snapshot``) and a copy of each grad is all there is
-    to put back; a few small copies per call at small shapes, one pass over the grads at large.
-    """
-    saved = snapshot(container)
-    kept = container.__dict__.get("_params_below")                 # (built once per structure)
+def _backup(module):
+    """What a backward through ``module`` can change, copied: every module's attributes below
+    it (a backward rebinds them: ``grad_h0``, say; ``module.snapshot``) and every parameter's
+    grad (a backward adds into them). ``_put_back`` restores them."""
+    kept = module.__dict__.get("_params_below")                  # (listed once per structure)
     if kept is None or kept[0] != _adoptions[0]:
-        kept = container._params_below = (_adoptions[0], container.parameters())
-    grads = [(p.grad, p.grad.copy()) for p in kept[1]]
-    try:
-        return run(*args)
-    except BaseException:
-        restore(saved)
+        kept = module._params_below = (_adoptions[0], module.parameters())
+    return snapshot(module), [(p.grad, p.grad.copy()) for p in kept[1]]
+
+
+def _put_back(backups):
+    for attributes, grads in backups:
+        restore(attributes)
         for grad, before in grads:
             grad[...] = before
-        raise
 
 
 def _check_not_repeated(container):
@@ -245,19 +237,26 @@ class Sequential(Module):
         if self._checked_at != (_adoptions[0], self.train):      # (once per structure and mode:
             _check_not_repeated(self)                            # a Dropout's answer needs it)
             self._checked_at = (_adoptions[0], self.train)
-        return _backward_all_or_nothing(self, self._backward_chain, x, gy)   # a child refuses: no change
-
-    def _backward_chain(self, x, gy):
-        last = len(self._children) - 1
-        for i in range(last, -1, -1):                            # chain rule, last child first
-            m = self._children[i]
-            try:                                                 # (Torch7: the first child gets
-                gy = m.backward(x if i == 0 else self._inputs[i], gy)   # the x given here)
-            except (ValueError, TypeError) as e:
-                if i == last or type(e) not in (ValueError, TypeError) or not str(e).startswith("gy"):
-                    raise                                        # (the caller's own x or gy: as is)
-                raise type(e)(f"the gradient reaching modules[{i}] ({type(m).__name__}) from the "
-                              f"modules after it: {e}") from e
+        # Chain rule, last child first. All or nothing: each child checks its input before it
+        # changes anything, but the children after it have run by then; so each child but the
+        # first is backed up before its backward, and put back if a child before it refuses
+        # (also where an outer module catches that).
+        last, backups = len(self._children) - 1, []
+        try:
+            for i in range(last, -1, -1):
+                m = self._children[i]
+                if i > 0:
+                    backups.append(_backup(m))
+                try:                                             # (Torch7: the first child gets
+                    gy = m.backward(x if i == 0 else self._inputs[i], gy)   # the x given here)
+                except (ValueError, TypeError) as e:
+                    if i == last or type(e) not in (ValueError, TypeError) or not str(e).startswith("gy"):
+                        raise                                    # (the caller's own x or gy: as is)
+                    raise type(e)(f"the gradient reaching modules[{i}] ({type(m).__name__}) from "
+                                  f"the modules after it: {e}") from e
+        except BaseException:
+            _put_back(backups)
+            raise
         return gy
 
     def _on_astype(self, dtype):
