@@ -11,13 +11,13 @@ settings.load_profile("rnncore")
 
 def _require_torch():
     """The PyTorch parity tests must run, never be skipped: the test command installs torch
-    (``pip install -e ".[dev,bench]"``). Set RNNCORE_TESTS_WITHOUT_TORCH=1 to run the rest
+    (``pip install -e ".[dev]"``). Set RNNCORE_TESTS_WITHOUT_TORCH=1 to run the rest
     of the suite on a machine without it (those tests then skip)."""
     try:
         import torch  # noqa: F401
     except ImportError:
         if not os.environ.get("RNNCORE_TESTS_WITHOUT_TORCH"):
-            raise RuntimeError('the tests need PyTorch: pip install -e ".[dev,bench]" '
+            raise RuntimeError('the tests need PyTorch: pip install -e ".[dev]" '
                                "(or set RNNCORE_TESTS_WITHOUT_TORCH=1 to skip its tests)") from None
 
 

@@ -38,7 +38,7 @@ def test_readme_keeps_its_two_commands_first():
         lines = f.read().splitlines()
     assert lines[2] == "```bash"
     assert lines[3] == "pip install -e . && python -m rnncore demo"
-    assert lines[4] == 'pip install -e ".[dev,bench]" && python -m pytest -q'
+    assert lines[4] == 'pip install -e ".[dev]" && python -m pytest -q'
     ci = os.path.join(os.path.dirname(README), ".ci", "run")
     with open(ci, encoding="utf-8") as f:
         assert lines[4] in f.read().splitlines()             # CI runs exactly the README's command
