@@ -95,6 +95,18 @@ def _backup(module):
     return snapshot(module), [(p.grad, p.grad.copy()) for p in kept[1]]
 
 
+def _refuses_cleanly(module):
+    """Whether ``module``'s backward refuses (raises) before it changes anything: true of
+    rnncore's own modules (each checks its inputs first; a chain backs up what its later
+    children changed), and so of a tree of them; not known of a module of one's own (one may
+    add to its grads and then raise), nor of a subclass of rnncore's. Kept per structure."""
+    kept = module.__dict__.get("_clean")
+    if kept is None or kept[0] != _adoptions[0]:
+        own = all(type(m).__module__.startswith("rnncore.") for m in module._subtree())
+        kept = module._clean = (_adoptions[0], own)
+    return kept[1]
+
+
 def _put_back(backups):
     for attributes, grads in backups:
         restore(attributes)
@@ -240,12 +252,13 @@ class Sequential(Module):
         # Chain rule, last child first. All or nothing: each child checks its input before it
         # changes anything, but the children after it have run by then; so each child but the
         # first is backed up before its backward, and put back if a child before it refuses
-        # (also where an outer module catches that).
+        # (also where an outer module catches that); the first one too where it may change
+        # something before it refuses (a module of one's own below it).
         last, backups = len(self._children) - 1, []
         try:
             for i in range(last, -1, -1):
                 m = self._children[i]
-                if i > 0:
+                if i > 0 or not _refuses_cleanly(m):
                     backups.append(_backup(m))
                 try:                                             # (Torch7: the first child gets
                     gy = m.backward(x if i == 0 else self._inputs[i], gy)   # the x given here)
@@ -322,7 +335,15 @@ class Sequencer(Module):
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:
             g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0
-        gx = self.module.backward(xa, g)         # (one child: it refuses before it changes anything)
+        if _refuses_cleanly(self.module):       # (one child: it refuses before it changes anything)
+            gx = self.module.backward(xa, g)
+        else:                                    # (a module of one's own below: it may not)
+            backup = _backup(self.module)
+            try:
+                gx = self.module.backward(xa, g)
+            except BaseException:
+                _put_back([backup])
+                raise
         return gx if gx is None else _like(np.asarray(gx), c["was_list"])
 
     def _on_astype(self, dtype):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import rnncore
 from rnncore import (GRU, LSTM, Dropout, Embedding, LastStep, Linear, LogSoftMax, ReLU,
                      Sequencer, Sequential, Tanh, pad_sequences)
+from rnncore.containers import _refuses_cleanly as clean_refuses
 from rnncore.summary import summary
 
 TOL = 1e-6
@@ -590,6 +591,39 @@ def test_modules_of_ones_own_inside_a_chain():
     xs = np.full((2, 3), 1e-3, np.float32)
     outer.backward(xs, np.ones_like(outer.forward(xs)))
     assert not inner[0].weight.grad.any() and not inner[1].weight.grad.any()
+
+
+class _AddsThenRefuses(Linear):
+    """A module of one's own whose backward adds to its grads, then refuses (once told to)."""
+
+    refuse = False
+
+    def _backward(self, x, gy):
+        gx = super()._backward(x, gy)
+        if self.refuse:
+            raise ValueError("gy: refused after adding to the grads")
+        return gx
+
+
+def test_a_first_child_of_ones_own_that_refuses_late_is_put_back():
+    """A chain's first child and a Sequencer's child are not backed up where rnncore's own
+    modules are below (they refuse before they change anything), but are where a module of
+    one's own is: its refusal after adding to its grads then changes nothing either."""
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    for make in (lambda m: Sequential(m, Tanh()), lambda m: Sequencer(m),
+                 lambda m: Sequential(Sequential(m, Tanh()), Linear(3, 2))):
+        first = _AddsThenRefuses(3, 3)
+        model = make(first)
+        model.forward(x)
+        model.backward(x, np.ones_like(model.forward(x)))
+        before = [p.grad.copy() for p in model.parameters()]
+        first.refuse = True
+        with pytest.raises(ValueError, match="refused after adding"):
+            model.backward(x, np.ones_like(model.forward(x)))
+        assert all(np.array_equal(p.grad, b) for p, b in zip(model.parameters(), before))
+    clean = Sequential(Linear(3, 3), Tanh())
+    assert clean_refuses(clean) and clean_refuses(clean[0])
+    assert not clean_refuses(Sequential(_Scale(), Tanh()))
 
 
 def test_backward_errors_name_what_was_wrong():
