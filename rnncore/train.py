@@ -205,7 +205,9 @@ def _output_shape(model, x, lengths, per_step, name="x"):
         out = model.forward(x[:, :1], lengths=None if lengths is None else lengths[:1])
     except (TypeError, ValueError) as e:
         if refused is not None:       # output_shape's reason, for all of x (its input_shape)
-            e = type(refused)(str(refused).replace("input_shape:", "x:", 1))
+            msg = str(refused)
+            e = type(refused)("x:" + (msg[len("input_shape:"):] if msg.startswith("input_shape:")
+                                      else f" {msg}"))
         else:                         # a module of one's own: only the forward can say
             e = type(e)(f"{e} (from a forward of the first sample alone, x[:, :1], of x {x.shape})")
         raise (e if name == "x" else type(e)(f"{name}: the model refuses it: {e}")) from None
