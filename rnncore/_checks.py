@@ -119,7 +119,7 @@ def _as_array(x, name):
         return x
     try:
         return np.asarray(x)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, RuntimeError) as e:   # (RuntimeError: a torch tensor that needs grad)
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
 
 

@@ -14,7 +14,8 @@
 Containers are opened up: a `Sequential` lists its children (each fed the previous one's
 output shape), a `Sequencer` its wrapped module's rows. A row's name is the child's index path,
 the prefix of its ``state_dict`` keys. Shapes come from each module's ``output_shape``;
-``None`` is a dimension not known in advance (the batch, say).
+``None`` is a dimension not known in advance (the batch, say). A module used twice (shared
+weights) has a row for each use and its parameters counted once, in the first.
 """
 
 from .containers import Sequencer, Sequential
@@ -39,14 +40,25 @@ def _leaves(module, path=""):
 
 def _rows(module, shape):
     """[(path, type, output shape, params, trainable params)] for ``module`` fed ``shape``:
-    one row per leaf, each fed the previous one's output shape."""
-    rows = []
+    one row per leaf, each fed the previous one's output shape. A module used twice has a row
+    for each use, its parameters counted in the first (as ``state_dict`` holds them once)."""
+    rows, counted = [], set()
     for path, leaf in _leaves(module):
         shape = leaf.output_shape(shape)
-        params = leaf.parameters()
+        params = [p for p in leaf.parameters() if id(p) not in counted]
+        counted.update(id(p) for p in params)
         rows.append((path, type(leaf).__name__, shape, sum(p.data.size for p in params),
                      sum(p.data.size for p in params if p.requires_grad)))
     return rows
+
+
+def _shared_paths(module):
+    """{path: path of the first use} for each row of a module used again."""
+    first, shared = {}, {}
+    for path, leaf in _leaves(module):
+        if leaf._params or leaf._children:
+            shared[path] = first.setdefault(id(leaf), path)
+    return {path: f for path, f in shared.items() if f != path}
 
 
 def _fmt_shape(shape):
@@ -79,7 +91,10 @@ def summary(module, input_shape, print_fn=print):
         raise TypeError(f"print_fn: expected a function or None, got {type(print_fn).__name__}")
     rows = _rows(module, _check_input_shape(input_shape))
     table = [("Layer (type)", "Output shape", "Params")]
-    table += [(f"{name} ({kind})", _fmt_shape(out), f"{n:,}") for name, kind, out, n, _ in rows]
+    shared = _shared_paths(module)
+    table += [(f"{name} ({kind})", _fmt_shape(out),
+               f"{n:,}" + (f" (shared with {shared[name]})" if name in shared else ""))
+              for name, kind, out, n, _ in rows]
     total = sum(r[3] for r in rows)
     trainable = sum(r[4] for r in rows)
     lines = _table_lines(table, right=(2,))

@@ -46,7 +46,8 @@ class TraceRow(namedtuple("TraceRow", "path kind input_shape output_shape params
     """One leaf module's call: ``(path, kind, input_shape, output_shape, params)``.
 
     path: the child index path ('0', '1.0'; '-' for a model that is one layer)
-    kind: the class name; params: its parameter count.
+    kind: the class name; params: its parameter count (0 at a later call of a module used
+    twice: counted at its first, as ``state_dict`` holds them once).
     ``row.states``: {'h_n': shape, 'c_n': shape} for a recurrent layer, else {}.
     """
 
@@ -65,8 +66,9 @@ def _shape(a):
     return tuple(np.shape(a))
 
 
-def _recording(m, paths, rows):
-    """A stand-in for ``m.forward`` that calls it and appends a `TraceRow`."""
+def _recording(m, paths, rows, counted):
+    """A stand-in for ``m.forward`` that calls it and appends a `TraceRow`; a module used twice
+    has its parameters counted at its first call (``counted``: ids of those counted so far)."""
     inner = m.forward                                         # the bound method of the class
     calls = [0]
 
@@ -77,7 +79,8 @@ def _recording(m, paths, rows):
         states = {}
         if isinstance(m, _Recurrent):
             states = {f"{s}_n": getattr(m, f"{s}_n").shape for s in m._states}
-        n = sum(p.data.size for p in m.parameters())
+        n = sum(p.data.size for p in m.parameters() if id(p) not in counted)
+        counted.update(id(p) for p in m.parameters())
         rows.append(TraceRow(path, type(m).__name__, _shape(x), _shape(y), n, states))
         return y
 
@@ -119,12 +122,12 @@ def trace(model, x, lengths=None, print_fn=print):
         paths.setdefault(id(leaf), []).append(path)
     saved = snapshot(model)                                   # every attribute, to put back
     modules = [m for m, _ in saved]                           # (each module once)
-    rows = []
+    rows, counted = [], set()
     try:
         model.evaluate()
         for m in modules:
             if id(m) in paths:
-                m.forward = _recording(m, paths[id(m)], rows)
+                m.forward = _recording(m, paths[id(m)], rows, counted)
         model.forward(x, lengths=lengths)
     finally:
         restore(saved)                                        # also removes the stand-ins

@@ -366,3 +366,18 @@ def test_fit_reports_the_shape_of_x_not_of_its_one_sample_probe():
                     np.ones((4, 6, 2), np.float32), np.zeros(6, int), progress=False)
     assert str(e.value) == "x: expected (T, B, 3) (input_size=3), got (4, 6, 2)"
     assert all(np.array_equal(v, before[k]) for k, v in m.state_dict().items())
+
+
+def test_a_torch_tensor_that_needs_grad_is_a_type_error_naming_the_argument():
+    from _torch import torch
+    t = torch.zeros(3, 2, 2, requires_grad=True)
+    m = LSTM(2, 3)
+    with pytest.raises(TypeError, match=r"^x: expected a numeric array, got Tensor"):
+        m.forward(t)
+    lin = Linear(2, 2)
+    state = {k: torch.nn.Parameter(torch.from_numpy(v)) for k, v in lin.state_dict().items()}
+    before = lin.state_dict()
+    with pytest.raises(TypeError, match=r"^state\['weight'\]: expected a numeric array"):
+        lin.load_state_dict({k: v * 2 for k, v in state.items()})
+    assert all(np.array_equal(v, lin.state_dict()[k]) for k, v in before.items())
+    m.forward(t.detach())                                # a plain tensor is read as an array

@@ -63,6 +63,11 @@ def test_token_ids_and_shared_modules():
     rows = trace(m, np.zeros((6, 5), np.int64), print_fn=None)
     assert [r.path for r in rows] == ["0", "1", "2", "3", "4"]
     assert rows[0][2:4] == ((6, 5), (6, 5, 4)) and rows[4].output_shape == (5, 2)
+    assert [r.params for r in rows] == [36, 20, 0, 0, 56]      # the shared Linear counted once
+    assert sum(r.params for r in rows) == sum(v.size for v in m.state_dict().values())
+    lines = []
+    assert m.summary((6, 5), print_fn=lines.append) == 112
+    assert lines[5].split()[-4:] == ["0", "(shared", "with", "1)"]
 
 
 @given(cell=st.sampled_from([RNN, LSTM, GRU]), layers=st.integers(1, 3), bi=st.booleans(),
