@@ -91,7 +91,7 @@ def _backup(module):
     grad (a backward adds into them). ``_put_back`` restores them."""
     kept = module.__dict__.get("_params_below")                  # (listed once per structure)
     if kept is None or kept[0] != _adoptions[0]:
-        kept = module._params_below = (_adoptions[0], module.parameters())
+        kept = module._params_below = (_adoptions[0], module._parameter_list())
     return snapshot(module), [(p.grad, p.grad.copy()) for p in kept[1]]
 
 

@@ -147,7 +147,18 @@ class Module:
             yield from child._all_parameters(f"{prefix}{i}.")
 
     def parameters(self):
-        """Every Parameter of this module and its children (the same objects on every call)."""
+        """Every Parameter of this module and its children (the same objects on every call),
+        each named (``.name``) after its key in this module's ``state_dict``: a Parameter is
+        named when a container adopts its module, and again here, since a module does not know
+        the containers above it (an inner chain grown by ``add`` after it was adopted)."""
+        params = []
+        for key, p in self.named_parameters():
+            p.name = key
+            params.append(p)
+        return params
+
+    def _parameter_list(self):
+        """``parameters()`` for rnncore's own use on any module of a tree: names left alone."""
         return [p for _, p in self.named_parameters()]
 
     def _subtree(self):
@@ -172,15 +183,15 @@ class Module:
             yield from child.modules()
 
     def zero_grad_parameters(self):
-        for p in self.parameters():
+        for p in self._parameter_list():
             p.grad.fill(0)
 
     def update_parameters(self, lr):
         """Plain SGD step: ``data -= lr * grad`` for every trainable parameter."""
         lr = _checks.positive_number(lr, "lr", allow_zero=True)
-        for dtype in {p._data.dtype for p in self.parameters()}:
+        for dtype in {p._data.dtype for p in self._parameter_list()}:
             _checks.fits_dtype(lr, "lr", dtype)
-        for p in self.parameters():
+        for p in self._parameter_list():
             if p.requires_grad:
                 p.data -= p.data.dtype.type(lr) * p.grad
 

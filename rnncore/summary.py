@@ -45,7 +45,7 @@ def _rows(module, shape):
     rows, counted = [], set()
     for path, leaf in _leaves(module):
         shape = leaf.output_shape(shape)
-        params = [p for p in leaf.parameters() if id(p) not in counted]
+        params = [p for p in leaf._parameter_list() if id(p) not in counted]
         counted.update(id(p) for p in params)
         rows.append((path, type(leaf).__name__, shape, sum(p.data.size for p in params),
                      sum(p.data.size for p in params if p.requires_grad)))

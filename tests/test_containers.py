@@ -227,6 +227,16 @@ def test_parameter_names_are_the_outermost_state_dict_keys():
     assert [p.name for p in lone.parameters()] == ["weight", "bias"]
     tied = Sequential(lone, Tanh(), lone)                       # one Linear used twice
     assert [p.name for p in tied.parameters()] == list(tied.state_dict()) == ["0.weight", "0.bias"]
+    inner = Sequential(Linear(2, 2))
+    outer = Sequential(Tanh(), inner)
+    inner.add(Linear(2, 3))                                     # grown after it was adopted
+    assert [p.name for p in outer.parameters()] == list(outer.state_dict()) == \
+        ["1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias"]
+    outer.zero_grad_parameters()
+    summary(outer, (None, 2), print_fn=None)                    # rnncore's own listings of
+    outer.backward(np.ones((1, 2), np.float32),                 # inner modules rename nothing
+                   np.ones_like(outer.forward(np.ones((1, 2), np.float32))))
+    assert [p.name for _, p in outer.named_parameters()] == list(outer.state_dict())
 
 
 def test_a_module_used_twice_is_stepped_once():
