@@ -215,9 +215,15 @@ class Sequential(Module):
             shape = _time_major_shape(x)
             lengths = _checks.lengths(lengths, *shape[:2])
         inputs, h = [], x
-        for m in self._children:
+        for i, m in enumerate(self._children):
             inputs.append(h)
-            h = m.forward(h, lengths=lengths if m._takes_lengths else None)
+            try:
+                h = m.forward(h, lengths=lengths if m._takes_lengths else None)
+            except (ValueError, TypeError) as e:
+                if i == 0 or type(e) not in (ValueError, TypeError) or not str(e).startswith("x"):
+                    raise                                        # (the caller's own x: as is)
+                raise type(e)(f"modules[{i}] ({type(m).__name__}), given the output of "
+                              f"modules[{i - 1}] ({type(self._children[i - 1]).__name__}): {e}") from e
         valid = None
         if lengths is not None and self._keeps_time_axis(shape):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding

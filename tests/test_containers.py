@@ -651,6 +651,18 @@ def test_backward_errors_name_what_was_wrong():
     assert s2.backward(np.ones((4, 2, 3), np.float32), np.ones((4, 2, 2), np.float32)).shape == (4, 2, 3)
 
 
+def test_a_chain_names_the_child_that_refuses_the_one_before_it():
+    """The caller's x is fine, the architecture is not: the message says which child refused
+    which child's output; the caller's own x is named as it is."""
+    x = np.zeros((4, 3, 3), np.float32)
+    for model in (Sequential(LSTM(3, 5), Linear(4, 2)), Sequencer(Sequential(LSTM(3, 5), Linear(4, 2)))):
+        with pytest.raises(ValueError, match=r"^modules\[1\] \(Linear\), given the output of "
+                                             r"modules\[0\] \(LSTM\): x: expected \(\.\.\., 4\)"):
+            model.forward(x)
+    with pytest.raises(ValueError, match=r"^x: expected \(T, B, 3\)"):
+        Sequential(LSTM(3, 5), Linear(5, 2)).forward(np.zeros((4, 3, 4), np.float32))
+
+
 def test_add_after_forward_needs_a_new_forward():
     x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
     s = Sequential(Linear(3, 3))
