@@ -46,7 +46,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Why not math.exp / math.tanh: since Numba 0.62 there is no SVML, so LLVM cannot vectorize
 # loops that call them and every element pays a scalar libm call (~15-20 ns). The functions below
 # are plain arithmetic plus one bit trick, so a loop over them compiles to SIMD code (~1.3 ns per
-# element in float32, ~1.9 ns in float64), and they are about as accurate as libm (~1 ulp).
+# element in float32, ~1.9 ns in float64), within 2.7 ulp of the exact value (mean 0.2-0.5
+# ulp; measured on 2M points in [-30, 30], in both precisions; libm's are within ~1).
 # Each works in its argument's own precision. ``error_model="numpy"`` is needed for
 # vectorization: Numba's default ("python") adds a ZeroDivisionError check to every division.
 # Use the same option on any @njit loop that calls them, and ``fastmath={"contract"}`` too: it

@@ -1,15 +1,17 @@
 """Fast CPU LSTM: forward and backpropagation through time (BPTT), compiled with Numba.
 
 Same arguments (plus ``path=``) and results as ``kernels.reference.lstm_forward`` /
-``lstm_backward`` (the plain NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and
-haste do, so that nearly all the work happens in a few matrix products.
+``lstm_backward`` (the plain NumPy oracle, one step at a time); this file computes the same
+thing the way NVIDIA's cuDNN and the haste library (LMNT's fast RNN kernels) do, so that nearly
+all the work happens in a few matrix products.
 
 Shape key (used in every comment below):
 
     T = time steps   B = batch   I = input features   H = hidden units   4H = the four gates
 
-The cell (PyTorch layout and gate order i, f, g, o; one bias). For each step t, with the rows
-of x_t (B, I) and h_{t-1} (B, H) the batch's sequences (so the weights appear transposed):
+The cell (PyTorch layout and gate order i, f, g, o; one bias). For each step t = 0 .. T-1, with
+the rows of x_t (B, I) and h_{t-1} (B, H) the batch's sequences (so the weights appear
+transposed), and h_{-1}, c_{-1} the initial states (the arguments ``h0``, ``c0``):
 
     z_t = x_t W_ih^T + h_{t-1} W_hh^T + b                         (1)   (B, 4H) = z_i z_f z_g z_o
     i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)     (2)   sig(u) = 1 / (1 + e^-u)
@@ -20,17 +22,21 @@ and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding f
 
     h_t = h_{t-1},  c_t = c_{t-1},  y_t = 0                       (5)   the state is frozen
 
-Backpropagation through time: with dh_t the gradient reaching h_t (from the output y_t and from
-step t+1) and dc_t the one reaching c_t (from step t+1), each step differentiates (4), (3), (2),
-(1) in that order, sig' = sig (1 - sig) and tanh' = 1 - tanh^2:
+Backpropagation through time runs t = T-1 down to 0. Two gradients arrive at step t from step
+t+1: dh'_t, the part of dL/dh_t that flows through step t+1's (1), and dc_t, dL/dc_t through
+step t+1's (3); at t = T-1 they are the final states' upstream grads (``dh_n``, ``dc_n``).
+Each step adds the gradient of its own output y_t = h_t (``dy``), then differentiates (4), (3),
+(2), (1) in that order, sig' = sig (1 - sig) and tanh' = 1 - tanh^2:
 
+    dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
     do = dh_t * tanh(c_t)                   dc_t += dh_t * o * (1 - tanh(c_t)^2)      from (4)
     di = dc_t * g   df = dc_t * c_{t-1}   dg = dc_t * i   dc_{t-1} = dc_t * f         from (3)
     dz = [di i (1 - i),  df f (1 - f),  dg (1 - g^2),  do o (1 - o)]                  from (2)
-    dh_{t-1} = dz W_hh    dx_t = dz W_ih    dW_ih += dz^T x_t    dW_hh += dz^T h_{t-1}
+    dh'_{t-1} = dz W_hh    dx_t = dz W_ih    dW_ih += dz^T x_t    dW_hh += dz^T h_{t-1}
     db += sum of dz over the batch                                                    from (1)
 
-and over padding (5) passes dh and dc through unchanged and contributes nothing.
+After step 0, dh'_{-1} and dc_{-1} are the grads of the initial states (returned as ``dh0``,
+``dc0``). Over padding (5) a step passes dh' and dc through unchanged and contributes nothing.
 
 How the work is organized, as in cuDNN and haste. Forward:
 
@@ -68,7 +74,7 @@ In step order, step s of sequence b is valid exactly when ``s < lengths[b]``, in
 Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
 cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
-``sigmoid`` and ``tanh`` come from ``_common``: exact to ~1 ulp and, unlike ``math.exp``, SIMD-
+``sigmoid`` and ``tanh`` come from ``_common``: within 3 ulp and, unlike ``math.exp``, SIMD-
 friendly; the forward activates one gate row per loop because LLVM only vectorizes a loop when
 it can prove its stores do not overlap its loads, and one stored row per loop keeps that simple.
 ``fastmath={"contract"}`` lets LLVM fuse each ``a * b + c`` into one FMA instruction (without
