@@ -39,9 +39,11 @@ buffer dG serves both: it holds dGh while the steps run (that is what the recurr
 need), and its n third is overwritten with dan afterwards, which turns it into dGi:
 
     for each step t:
-        one fused pointwise pass over (B, H): dL/dh_t -> dGh[t], dan[t], and the direct part
-                               z * dL/dh_t of dL/dh_{t-1} (from (5))
-        dL/dh_{t-1} = dGh[t] W_hh + z * dL/dh_t    ONE GEMM: (B, 3H) @ (3H, H), from (1)-(3), (5)
+        one fused pointwise pass over (B, H): dL/dh_t = dy_t + what step t+1 sent back (the
+                               GEMM and direct part below; dh_n at the last step) -> dGh[t],
+                               dan[t], and the direct part z * dL/dh_t (from (5))
+        step t's share of dL/dh_{t-1} = dGh[t] W_hh + z * dL/dh_t
+                                                   ONE GEMM: (B, 3H) @ (3H, H), from (1)-(3), (5)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_hh = dGh^T H_prev      (3H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}  from (1), (2), (3)
         db_hh = column sums of dGh

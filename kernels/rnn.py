@@ -29,8 +29,10 @@ How the work is organized (forward):
 Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(3) in reverse):
 
     for each step t:
-        one fused pointwise pass over (B, H): dL/dh_t -> da_t = dL/dh_t * (1 - h_t^2), in dA  (2)
-        dL/dh_{t-1} = da_t W_hh   ONE GEMM: (B, H) @ (H, H)                            from (1)
+        one fused pointwise pass over (B, H): dL/dh_t = dy_t + what step t+1 sent back (the
+                               GEMM below; dh_n at the last step) -> da_t = dL/dh_t * (1 - h_t^2),
+                               kept in dA                                              (2)
+        step t's share of dL/dh_{t-1} = da_t W_hh   ONE GEMM: (B, H) @ (H, H)          from (1)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_ih = dA^T X            (H, T*B) @ (T*B, I)                        from (1)
         dW_hh = dA^T H_prev       (H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}   from (1)
