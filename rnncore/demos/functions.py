@@ -70,7 +70,8 @@ _SIZES = {
 
 # Measured with --ablation, seeds 0, 1 and 2 (the README has the numbers).
 WHY = """
-Why the Lua run stalled, as --ablation measures it (seeds 0-2; LSTM(100), 3000 updates each):
+Why the Lua run stalled, as recorded from full --ablation runs (seeds 0-2; LSTM(100), 3000
+updates each; README.md has the tables; a --quick table differs):
   plain SGD at lr 0.01 stays below 40 % in every combination: its steps are too small.
   Raw, unstandardised points hold even Adam to 75-95 %. With standardised points, Adam
   reaches 99-100 % with the loss on every step or on the last one only; SGD at lr 0.5
