@@ -305,12 +305,31 @@ def check_cache(cache, forward, gates, size, tiled_size=None):
     if not (isinstance(x, np.ndarray) and isinstance(W_hh, np.ndarray)
             and isinstance(hs, np.ndarray) and x.ndim == hs.ndim == 3 and W_hh.ndim == 2
             and W_hh.shape[0] == gates * W_hh.shape[1] and hs.shape[0] == x.shape[0] + 1):
-        raise bad_cache(cache, forward)
+        raise bad_cache(cache, forward, _maker(cache, forward))
     return tiled
 
 
-def bad_cache(cache, forward):
-    """The TypeError for a ``cache`` that ``forward`` (named in the message) did not return."""
+_CELL_OF_GATES = {4: "lstm_forward", 3: "gru_forward", 1: "rnn_forward"}   # W_hh rows / H
+
+
+def _maker(cache, forward):
+    """Which other cell's forward ``cache`` looks like the cache of ("gru_forward's (W_hh of 3H
+    rows)"): W_hh, where caches keep it, has that cell's number of gates; or None."""
+    if type(cache) is not tuple or len(cache) < 4:
+        return None
+    W_hh = cache[3] if isinstance(cache[0], str) else cache[2]
+    if not (isinstance(W_hh, np.ndarray) and W_hh.ndim == 2 and W_hh.shape[1]):
+        return None
+    k = W_hh.shape[0] / W_hh.shape[1]
+    other = _CELL_OF_GATES.get(k)
+    return None if other is None or other in forward else f"{other}'s (W_hh of {int(k)}H rows)"
+
+
+def bad_cache(cache, forward, maker=None):
+    """The TypeError for a ``cache`` that ``forward`` (named in the message) did not return;
+    ``maker``: which other cell's forward seems to have made it, if one does (``_maker``)."""
     got = (f"a tuple of {len(cache)} items" if isinstance(cache, tuple)
            else "None" if cache is None else f"a {type(cache).__name__}")
+    if maker is not None:
+        got += f" that looks like {maker}"
     return TypeError(f"cache: expected the cache returned by {forward}, got {got}")
