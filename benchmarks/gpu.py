@@ -59,8 +59,8 @@ def parse_args(argv=None):
                     help="all: every shape (default); h512: only the H = 512 rows")
     ap.add_argument("--limit", type=int, default=None,
                     help="only the first N shapes of the grid (a quick look, or a quick --check)")
-    ap.add_argument("--json", default=os.path.join("benchmarks", "results", "gpu.json"),
-                    help="where to write the results (default benchmarks/results/gpu.json)")
+    ap.add_argument("--json", default=os.path.join("bench_out", "gpu.json"),
+                    help="where to write the results (default bench_out/gpu.json, as the CPU scripts)")
     return ap.parse_args(argv)
 
 
