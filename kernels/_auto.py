@@ -4,11 +4,11 @@
 that never runs a tiled shape never imports those modules.
 
 The bounds were measured on the 2-core machine of benchmarks/results/cpu.md, on the per-step
-product's multiply-adds ``B * G H * H`` (G = 4 LSTM, 3 GRU): below MIN_WORK the team's start and
-its barrier per step cost more than they save; above MAX_WORK the serial kernels' backward
-(OpenBLAS on both cores for the weight gradients) was faster. The tiles are 64 units wide, so
-H is rounded up to a multiple of 64 (``tiled_width``); padded units cost as much as real ones,
-so at most 1/8 of them may be padding (H = 100 computes 128 units: the serial kernels won).
+product's multiply-adds ``B * g H * H`` (g = gates per unit: 4 LSTM, 3 GRU): below MIN_WORK the
+team's start and its barrier per step cost more than they save; above MAX_WORK the serial kernels'
+backward (OpenBLAS on both cores for the weight gradients) was faster. The tiles are 64 units wide,
+so H is rounded up to a multiple of 64 (``tiled_width``); padded units cost as much as real ones, so
+at most 1/8 of them may be padding (H = 100 computes 128 units: the serial kernels won).
 Rechecked on a 2-core AMD EPYC (AVX2) after the register tile was rewritten for it: the same
 choices held for the LSTM (tiled fwd+bwd 7.3 vs 8.6 ms at (32, 16, 64, 128), 88 vs 97 ms at
 (64, 32, 128, 256); serial 937 vs 1433 ms at (100, 64, 512, 512)); for the GRU the two were

@@ -8,12 +8,12 @@ Two kinds of helpers live here:
   ``sigmoid`` (numerically stable logistic) and ``tanh``, both SIMD-friendly (see below), and
   ``flip_valid`` (the time flip that turns a ``reverse=True`` run into a forward-in-time one).
 * Plain-Python argument preparation used by the kernels' Python wrappers *before* a core is
-  called: ``as_float_array``, ``as_lengths``, ``state_or_zeros``, ``as_flag``, ``check_cache``
-  (``bad_cache`` is its error, which ``reference.py`` raises too). They make every array
-  C-contiguous in one dtype, so the ``@njit`` cores are compiled for exactly two signatures
-  (float32, float64) and ``np.dot`` inside them never copies; and they turn bad input into a
-  ``ValueError``/``TypeError`` that names the argument instead of a Numba typing error. They
-  look at types and shapes only, never at values (no pass over an array).
+  called: ``as_float_array``, ``as_lengths``, ``init_state``, ``state_or_zeros``, ``as_flag``,
+  ``check_cache`` (``bad_cache`` is its error, which ``reference.py`` raises too). They make
+  every array C-contiguous in one dtype, so the ``@njit`` cores are compiled for exactly two
+  signatures (float32, float64) and ``np.dot`` inside them never copies; and they turn bad
+  input into a ``ValueError``/``TypeError`` that names the argument instead of a Numba typing
+  error. They look at types and shapes only, never at values (no pass over an array).
 
 Caching caveat: Numba's on-disk cache (``cache=True``) keys a function on its own file only.
 ``sigmoid``/``tanh``/``exp_expm1`` are inlined into the kernels' cores, so after editing this

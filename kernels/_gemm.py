@@ -30,7 +30,8 @@ Two compiler details, both set here, not globally:
   registers; a NumPy array there would live on the heap and stay in memory.
 * ``_prefer_512_bit`` marks the compiled function with ``"prefer-vector-width"="512"``. LLVM
   otherwise uses 256-bit vectors on AVX-512 CPUs for the plain loops around the tile (the
-  cells' activations in ``lstm_tiled``); on CPUs without AVX-512 it changes nothing.
+  cells' activations in ``lstm_tiled``) and in the serial cells' forward cores (``rnn.py``,
+  ``gru.py``, ``lstm.py``); on CPUs without AVX-512 it changes nothing.
 
 Only float32 uses this path (the kernels' default precision); float64 is for gradient checks,
 where ``np.dot`` is fine. Results equal ``np.dot``'s to float32 round-off (the sums run in
@@ -340,9 +341,10 @@ _FLOAT32 = np.dtype(np.float32)
 
 def pack_for(Wb, rows, transposed=False):
     """``pack(Wb, transposed)`` where the packed product pays off for ``rows`` rows of float32
-    (between MIN_ROWS and MAX_WORK above; at one row, weights up to ONE_ROW_MAX_WEIGHTS), else
-    an empty array that tells a kernel's core to call BLAS (``np.dot``) instead. Outputs
-    narrower than one tile (N < 64) stay with BLAS: the tile would compute 64 columns for fewer.
+    (at least MIN_ROWS rows and at most MAX_WORK multiply-adds, rows * K * N, see above; at one
+    row, weights up to ONE_ROW_MAX_WEIGHTS), else an empty array that tells a kernel's core to
+    call BLAS (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the
+    tile would compute 64 columns for fewer.
     """
     if rows < MIN_ROWS or Wb.dtype != _FLOAT32:                 # (the common small case first)
         return _NO_PACK

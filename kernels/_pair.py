@@ -51,13 +51,13 @@ from ._gemm import VECTOR
 __all__ = ["MIN_WORK", "pays", "run_pair", "blas_threads", "openblas_libraries",
            "forward_in_halves", "backward_in_halves"]
 
-# MIN_WORK: multiply-adds of one call's forward, T B G H (I + H). From 2^20 on the AMD EPYC
-# above. On a 2-core Xeon (AVX-512), a 2-layer bidirectional module's fwd+bwd, paired / one
-# direction after the other, medians of 15-41 alternated rounds: slower at (8, 8, 2, 64) (LSTM,
-# 2^20.0) 1.27x and (8, 8, 2, 100) (2^21.3) LSTM 1.09-1.15x, GRU 1.24x; level around 2^22
-# ((16, 8, 2, 100) and (8, 16, 2, 100) both cells, (16, 16, 8, 64) LSTM 0.92x, GRU 1.10x);
-# faster from 2^23 ((8, 8, 2, 200) LSTM 0.94x, GRU 0.90x; (32, 8, 16, 100) 0.80x; (16, 16, 32,
-# 128) 0.73x and 0.70x). Hence 2^22 with AVX-512.
+# MIN_WORK: multiply-adds of one call's forward, T B g H (I + H), g = gates per unit (4 LSTM, 3 GRU,
+# 1 RNN). From 2^20 on the AMD EPYC above. On a 2-core Xeon (AVX-512), a 2-layer bidirectional
+# module's fwd+bwd, paired / one direction after the other, medians of 15-41 alternated rounds:
+# slower at (8, 8, 2, 64) (LSTM, 2^20.0) 1.27x and (8, 8, 2, 100) (2^21.3) LSTM 1.09-1.15x, GRU
+# 1.24x; level around 2^22 ((16, 8, 2, 100) and (8, 16, 2, 100) both cells, (16, 16, 8, 64) LSTM
+# 0.92x, GRU 1.10x); faster from 2^23 ((8, 8, 2, 200) LSTM 0.94x, GRU 0.90x; (32, 8, 16, 100) 0.80x;
+# (16, 16, 32, 128) 0.73x and 0.70x). Hence 2^22 with AVX-512.
 MIN_WORK = (1 << 22) if VECTOR == 16 else (1 << 20)
 
 _lock = threading.Lock()

@@ -74,7 +74,7 @@ In step order, step s of sequence b is valid exactly when ``s < lengths[b]``, in
 Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
 cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
-``sigmoid`` and ``tanh`` come from ``_common``: within 3 ulp and, unlike ``math.exp``, SIMD-
+``sigmoid`` and ``tanh`` come from ``_common``: within 2.7 ulp and, unlike ``math.exp``, SIMD-
 friendly; the forward activates one gate row per loop because LLVM only vectorizes a loop when
 it can prove its stores do not overlap its loads, and one stored row per loop keeps that simple.
 ``fastmath={"contract"}`` lets LLVM fuse each ``a * b + c`` into one FMA instruction (without
@@ -117,8 +117,8 @@ __all__ = ["lstm_forward", "lstm_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths,
-                  reverse):
+def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, RT, b,
+                  lengths, reverse):
     """The whole forward pass. Fills y, hs, cs, gates and tanh_c in place.
 
     y:      (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
@@ -127,9 +127,10 @@ def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh, W_hh_T_packed, R
     tanh_c: (T, B, H)     out: tanh(c_t) of every valid step, so backward need not recompute it
     R:      (B, 4, H)     scratch for the recurrent product of one step
     x_s:    (T, B, I)     inputs in step order      W_ih: (4H, I)   b: (4H,)
-    W_hh, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
-                          (``_gemm.step_operands``: W_hh^T packed, or W_hh and a (4H, B)
-                          scratch for BLAS)
+    W_hh_blas, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
+                          (``_gemm.step_operands``): either W_hh^T packed, with W_hh_blas and
+                          RT empty (0, 0); or W_hh itself and a (4H, B) scratch for BLAS, with
+                          W_hh_T_packed empty. h_{s-1} here is hs[s], the state before step s.
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
     _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the gate loops (_gemm)
@@ -142,7 +143,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh, W_hh_T_packed, R
     R2 = R.reshape(B, 4 * H)                             # the same memory, as the GEMM sees it
     b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
     for s in range(T):                                   # (1): h_{s-1} W_hh^T   (B, H) @ (H, 4H)
-        step_product(hs[s], W_hh, W_hh_T_packed, RT, R2)
+        step_product(hs[s], W_hh_blas, W_hh_T_packed, RT, R2)
         for bb in range(B):
             L = lengths[bb]
             c_prev, h_new, c_new = cs[s, bb], hs[s + 1, bb], cs[s + 1, bb]     # (H,) each
@@ -228,10 +229,15 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
     dW_ih: (4H, I)   dW_hh: (4H, H)   db: (4H,)   out (overwritten)
-    dh:    (B, H)       scratch, then out: dh0. After step s it holds dL/dh_{s-1} of the rows
-                        that were valid at s (from (1)); padded rows are not read.
-    dc:    (B, H)       in: dc_n; out: dc0. Holds dL/dc of the current step's input state.
-    dZ:    (T, B, 4, H) out: dL/dz_t for every step, 0 on padding (scratch for the big GEMMs)
+    dh:    (B, H)       scratch, then out: dh0. After step s it holds dz_s W_hh: the part of
+                        dL/dh_{s-1} that flows back through step s, (1) (the grad of step s-1's
+                        own output is not yet added), for the rows valid at s; a row padded at
+                        s holds 0 and is not read (step s-1 reads dh_n instead, or is padding).
+                        After step 0 it is all of dL/dh_{-1}: dh0.
+    dc:    (B, H)       in: dc_n; out: dc0. Holds dL/dc of the current step's input state; a
+                        padded step leaves its row as it is, so dc_n reaches the last valid step.
+    dZ:    (T, B, 4, H) out: dL/dz at every step s (step order), 0 on padding (scratch for the
+                        big GEMMs; the RNN's dA, the GRU's dG)
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
     W_hh_T, W_hh_packed, dhT: the operands of ``_gemm.step_product`` for dz_s W_hh
                         (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
@@ -245,26 +251,32 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
         for bb in range(B):
             L = lengths[bb]
             dz = dZ[s, bb]                               # (4, H) written here
-            if s >= L:                                   # (5): padding takes no gradient;
-                dz[:] = 0                                # dh and dc pass through unchanged
+            # (5): padding takes no gradient. dz = 0 here, so the GEMM below sets this row of
+            # dh to 0; the dh_n that the frozen state passes through (in the math) is read
+            # directly at s = L - 1 below instead. dc's row is left alone: dc_n really does
+            # pass through unchanged.
+            if s >= L:
+                dz[:] = 0
                 continue
-            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding
-            # after it passed dh_n through unchanged, (5)), else the GEMM of step s+1 below.
+            # dh'_s, the part of dL/dh_s from later steps: dh_n at the sequence's last valid
+            # step s = L - 1, else what step s+1's GEMM below left in dh
             dh_next = dh_n[bb] if s == L - 1 else dh[bb]                   # (H,)
-            dy_t = dy[L - 1 - s if reverse else s, bb]                     # (H,)
-            a, tc, c_prev, dc_b = gates[s, bb], tanh_c[s, bb], cs[s, bb], dc[bb]  # (4, H), (H,)..
+            dy_t = dy[L - 1 - s if reverse else s, bb]   # (H,) grad of y at step s's time t
+            # act: the activated i, f, g, o (not the pre-activations z, whose grads go in dz)
+            act, tc, c_prev, dc_b = gates[s, bb], tanh_c[s, bb], cs[s, bb], dc[bb]  # (4, H), (H,)
             for j in range(H):
-                i, f, g, o = a[0, j], a[1, j], a[2, j], a[3, j]
-                dh_t = dy_t[j] + dh_next[j]              # h_t feeds y_t and step s+1
-                do = dh_t * tc[j]                                        # (4)
-                dc_t = dc_b[j] + dh_t * o * (one - tc[j] * tc[j])        # (4): tanh' = 1 - tanh^2
-                dc_b[j] = dc_t * f                                       # (3): dL/dc_{t-1}
-                di, df, dg = dc_t * g, dc_t * c_prev[j], dc_t * i        # (3)
+                i, f, g, o = act[0, j], act[1, j], act[2, j], act[3, j]
+                dh_s = dy_t[j] + dh_next[j]              # h_s feeds y at its time t and step s+1
+                do = dh_s * tc[j]                                        # (4)
+                dc_s = dc_b[j] + dh_s * o * (one - tc[j] * tc[j])        # (4): tanh' = 1 - tanh^2
+                dc_b[j] = dc_s * f                                       # (3): dL/dc_{s-1}
+                di, df, dg = dc_s * g, dc_s * c_prev[j], dc_s * i        # (3)
                 dz[0, j] = di * i * (one - i)                            # (2): sig' = sig (1 - sig)
                 dz[1, j] = df * f * (one - f)                            # (2)
                 dz[2, j] = dg * (one - g * g)                            # (2): tanh' = 1 - tanh^2
                 dz[3, j] = do * o * (one - o)                            # (2)
-        # (1): dL/dh_{s-1} = dz_s W_hh     (B, 4H) @ (4H, H)
+        # (1): dz_s W_hh, the part of dL/dh_{s-1} that flows back through step s (step s-1
+        # adds the grad of its own output)     (B, 4H) @ (4H, H)
         step_product(dZ[s].reshape(B, 4 * H), W_hh_T, W_hh_packed, dhT, dh)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
@@ -290,12 +302,15 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     # True: made by lstm_tiled.forward (the serial and tiled caches differ)
     tiled = check_cache(cache, "lstm_forward", gates=4, size=9, tiled_size=11)
     if tiled:
+        # tiled cache: ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, ...), see
+        # _common.check_cache; x_p is (T, ., .), lengths (B,), W_hh (4H, H)
         T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
     else:
         x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c = cache
         T, B, I = x_s.shape
         H = W_hh.shape[1]
         dt = x_s.dtype
+    # dy and dh_n are only read: no copy (state_or_zeros copies, and makes zeros for None)
     dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
         as_float_array(dy, "dy", dt, (T, B, H))
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \

@@ -1,10 +1,10 @@
 """Plain NumPy RNN, LSTM and GRU: forward and backpropagation through time, one step at a time.
 
 This file is the readable truth of the project. Every fast kernel (``kernels/lstm.py``,
-``kernels/gru.py``, ``kernels/rnn.py``, ``kernels/cuda/``) takes the same arguments (the fast
-kernels add an optional ``path=``) and is tested against these functions. Nothing here is tuned
-for speed. The arguments are checked as the fast kernels check them (``_common``'s helpers, the
-same errors): every array is used in x's dtype (float32 or float64).
+``kernels/gru.py``, ``kernels/rnn.py``, ``kernels/cuda/``) takes the same arguments (the LSTM
+and GRU kernels add an optional ``path=``) and is tested against these functions. Nothing here
+is tuned for speed. The arguments are checked as the fast kernels check them (``_common``'s
+helpers, the same errors): every array is used in x's dtype (float32 or float64).
 
 Shape key, used in every docstring and comment:
 
@@ -13,6 +13,9 @@ Shape key, used in every docstring and comment:
 Layout and conventions (the same as PyTorch's ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN``):
 
 * sequences are time-major: ``x`` is ``(T, B, I)``, the output ``y`` is ``(T, B, H)``;
+* the equations are written per sequence with column vectors (``W_ih x_t``); the code holds the
+  batch as rows, so ``W x`` is ``x @ W.T``, and its gradients are ``da @ W`` (for x) and
+  ``da.T @ x`` (for W);
 * gates are stacked along the first axis of the weights, in PyTorch's order:
   LSTM ``i, f, g, o`` (``4H`` rows), GRU ``r, z, n`` (``3H`` rows);
 * ``lengths`` (``(B,)`` ints, ``1 <= lengths[b] <= T``, or ``None`` for all ``T``): steps
@@ -102,7 +105,7 @@ def _prepare(x, lengths, reverse):
 
 
 # ---------------------------------------------------------------------------------------------
-# RNN (Elman, tanh)
+# RNN (Elman, tanh; one bias, b = PyTorch's bias_ih + bias_hh)
 #
 #   a_t = W_ih x_t + W_hh h_{t-1} + b           (1)
 #   h_t = tanh(a_t)                             (2)
@@ -144,14 +147,17 @@ def rnn_backward(dy, dh_n, cache):
     H = W_hh.shape[1]
     dy = state_or_zeros(dy, (T, B, H), x.dtype, "dy")
     dy = flip_valid(dy, lengths) if reverse else dy
+    # dh: the part of dL/dh_t that comes from step t+1 (the fast kernels' dh_next, the
+    # docstrings' dh'_t); dh_new below is all of dL/dh_t at a valid step (the kernels' dh_s)
     dh = state_or_zeros(dh_n, (B, H), x.dtype, "dh_n")
     dx = np.zeros_like(x)
     dW_ih, dW_hh, db = np.zeros_like(W_ih), np.zeros_like(W_hh), np.zeros(H, x.dtype)
     for t in reversed(range(T)):
         m = mask[t]
-        h_new = y_fwd[t]                                  # = m * tanh(a_t); zero where padded
-        dh_new = m * (dy[t] + dh)                         # y_t = m h_new, h_t = m h_new + (1-m) h_{t-1}
-        da = dh_new * (1 - h_new * h_new)                 # (2): tanh' = 1 - tanh^2
+        y_t = y_fwd[t]                                    # m tanh(a_t); where m = 0, dh_new is 0
+        # forward's masking: y_t = m h_new and h_t = m h_new + (1 - m) h_{t-1}
+        dh_new = m * (dy[t] + dh)
+        da = dh_new * (1 - y_t * y_t)                     # (2): tanh' = 1 - tanh^2
         dx[t] = da @ W_ih                                 # (1)
         dW_ih += da.T @ x[t]                              # (1)
         dW_hh += da.T @ hs[t]                             # (1)
@@ -163,7 +169,7 @@ def rnn_backward(dy, dh_n, cache):
 
 
 # ---------------------------------------------------------------------------------------------
-# LSTM (PyTorch gate order i, f, g, o; one bias)
+# LSTM (PyTorch gate order i, f, g, o; one bias, b = PyTorch's bias_ih + bias_hh)
 #
 #   z_t = W_ih x_t + W_hh h_{t-1} + b                 (1)   (4H), split into z_i z_f z_g z_o
 #   i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)   (2)
@@ -225,7 +231,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
         c_prev = cs[t]
         c_new = f * c_prev + i * g                         # recomputed from saved gates, (3)
         tanh_c = np.tanh(c_new)
-        dh_new = m * (dy[t] + dh)                          # masking: y_t = m h_new, h_t = m h_new + ...
+        dh_new = m * (dy[t] + dh)                          # masking, as in the RNN
         dc_new = m * dc
         do = dh_new * tanh_c                               # (4)
         dc_new = dc_new + dh_new * o * (1 - tanh_c ** 2)   # (4)
@@ -246,7 +252,8 @@ def lstm_backward(dy, dh_n, dc_n, cache):
 
 
 # ---------------------------------------------------------------------------------------------
-# GRU (PyTorch / cuDNN "reset_after" form, gate order r, z, n; two biases)
+# GRU (PyTorch / cuDNN "reset_after" form: r multiplies W_hn h + b_hn after the product;
+# gate order r, z, n; two biases)
 #
 #   r = sig(W_ir x + b_ir + W_hr h + b_hr)            (1)
 #   z = sig(W_iz x + b_iz + W_hz h + b_hz)            (2)
@@ -309,6 +316,7 @@ def gru_backward(dy, dh_n, cache):
         h_prev = hs[t]
         dh_new = m * (dy[t] + dh)                          # masking, as in the RNN
         dn = dh_new * (1 - z)                              # (5)
+        # dz = dL/dz, z the update gate (a post-activation, unlike the LSTM's dz)
         dz = dh_new * (h_prev - n)                         # (5)
         dan = dn * (1 - n * n)                             # (4): tanh'
         dar = dan * q * r * (1 - r)                        # (4) then (1): sig'
@@ -317,10 +325,10 @@ def gru_backward(dy, dh_n, cache):
         dgi = np.concatenate([dar, daz, dan], axis=1)      # grads of the input pre-activations
         dgh = np.concatenate([dar, daz, dq], axis=1)       # grads of the hidden pre-activations
         dx[t] = dgi @ W_ih                                 # (1), (2), (4)
-        dW_ih += dgi.T @ x[t]
-        db_ih += dgi.sum(0)
+        dW_ih += dgi.T @ x[t]                              # (1), (2), (4)
+        db_ih += dgi.sum(0)                                # (1), (2), (4)
         dW_hh += dgh.T @ h_prev                            # (1), (2), (3)
-        db_hh += dgh.sum(0)
+        db_hh += dgh.sum(0)                                # (1), (2), (3)
         dh = (1 - m) * dh + dh_new * z + dgh @ W_hh        # frozen path, (5), (1)-(3)
     if reverse:
         dx = flip_valid(dx, lengths)

@@ -1,16 +1,21 @@
 """Fast CPU tanh RNN (Elman): forward and backpropagation through time (BPTT), with Numba.
 
 Same signatures and results as ``kernels.reference.rnn_forward`` / ``rnn_backward`` (the plain
-NumPy oracle, one step at a time); this file computes the same thing the way cuDNN and haste do,
-so that nearly all the work happens in a few matrix products. It is the simplest of the three
-cells (``rnn.py``, ``gru.py``, ``lstm.py`` share one structure): read it first.
+NumPy oracle, one step at a time); this file computes the same thing the way NVIDIA's cuDNN and
+the haste library (LMNT's fast RNN kernels) do, so that nearly all the work happens in a few
+matrix products. It is the simplest of the three cells (``rnn.py``, ``gru.py``, ``lstm.py``
+share one structure): read it first. The speed devices that the three share (the packed
+per-step product behind ``_gemm.step_operands``, ``_workspace``'s ``empty``/``zeros``,
+``nogil``, ``_prefer_512_bit``) are summarized at the end of this docstring; ``lstm.py``'s
+notes give the measurements behind them.
 
 Shape key (used in every comment below):
 
     T = time steps   B = batch   I = input features   H = hidden units
 
-The cell (PyTorch layout; one bias, the sum of PyTorch's bias_ih and bias_hh). For each step t,
-with the batch's sequences as the rows of x_t (B, I) and h_{t-1} (B, H):
+The cell (PyTorch layout; one bias, the sum of PyTorch's bias_ih and bias_hh). For each step
+t = 0 .. T-1, with the batch's sequences as the rows of x_t (B, I) and h_{t-1} (B, H) (so the
+weights appear transposed), and h_{-1} the initial state (the argument ``h0``):
 
     a_t = x_t W_ih^T + h_{t-1} W_hh^T + b                                     (1)   (B, H)
     h_t = tanh(a_t)                                                           (2)
@@ -19,41 +24,64 @@ and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding f
 
     h_t = h_{t-1},  y_t = 0                                                   (3)   frozen state
 
+Backpropagation through time runs t = T-1 down to 0. dh'_t is the part of dL/dh_t that flows
+back through step t+1's (1); at t = T-1 it is the final state's upstream grad (``dh_n``). Each
+step adds the gradient of its own output y_t = h_t (``dy``), then differentiates (2), then (1),
+tanh' = 1 - tanh^2:
+
+    dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
+    da_t = dh_t * (1 - h_t^2)                                                         from (2)
+    dh'_{t-1} = da_t W_hh    dx_t = da_t W_ih    dW_ih += da_t^T x_t    dW_hh += da_t^T h_{t-1}
+    db += sum of da_t over the batch                                                  from (1)
+
+After step 0, dh'_{-1} is the grad of the initial state (returned as ``dh0``). Over padding (3)
+a step passes dh' through unchanged and contributes nothing, so sequence b's last valid step
+t = lengths[b] - 1 receives dh_n as its dh'.
+
 How the work is organized (forward):
 
-    G = X W_ih^T               ONE big GEMM for all steps: (T*B, I) @ (I, H)
+    G = X W_ih^T               ONE big GEMM for all steps: (T*B, I) @ (I, H), X = the inputs
+                               as one (T*B, I) matrix, every step's B rows stacked
     for each step t:
         R = h_{t-1} W_hh^T     ONE recurrent GEMM into a preallocated (B, H) buffer
+                               (``_gemm.step_product``): in float32 at small to mid sizes,
+                               ``_gemm``'s own product with W_hh^T packed once for all T steps,
+                               otherwise BLAS (``_gemm.step_operands`` chooses; see ``lstm.py``)
         one fused pointwise pass over (B, H): a = G[t] + R + b, (2), (3); h_t is saved in hs
 
-Backward, walking t = T-1 ... 0 (the chain rule applied to (1)-(3) in reverse):
+Backward, t = T-1 ... 0:
 
     for each step t:
-        one fused pointwise pass over (B, H): dL/dh_t = dy_t + what step t+1 sent back (the
-                               GEMM below; dh_n at the last step) -> da_t = dL/dh_t * (1 - h_t^2),
-                               kept in dA                                              (2)
-        step t's share of dL/dh_{t-1} = da_t W_hh   ONE GEMM: (B, H) @ (H, H)          from (1)
+        one fused pointwise pass over (B, H): dh_t -> da_t (kept in dA)                 (2)
+        dh'_{t-1} = da_t W_hh     ONE GEMM: (B, H) @ (H, H), packed as in forward      (1)
     then, once for all steps (the weights are shared across time, so their grads are sums):
-        dW_ih = dA^T X            (H, T*B) @ (T*B, I)                        from (1)
-        dW_hh = dA^T H_prev       (H, T*B) @ (T*B, H), H_prev[t] = h_{t-1}   from (1)
-        dX    = dA W_ih           (T*B, H) @ (H, I)                          from (1)
-        db    = column sums of dA                                            from (1)
+        dW_ih = dA^T X            (H, T*B) @ (T*B, I)                                  (1)
+        dW_hh = dA^T H_prev       (H, T*B) @ (T*B, H), row (t, b) of H_prev = h_{t-1}[b]
+        dX    = dA W_ih           (T*B, H) @ (H, I)                                    (1)
+        db    = column sums of dA                                                      (1)
 
 ``reverse=True`` (the backward half of a bidirectional layer) runs sequence b from its last
 valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
 ``x_s[s, b] = x[lengths[b] - 1 - s, b]`` (``_common.flip_valid``), run the same forward-in-time
 recurrence, and write each step's output straight back to its time ``t = lengths[b] - 1 - s``
 (and read dy from there in backward); dx is scattered back once at the end. In step order,
-step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions.
+step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions. So the cores
+below count steps s (the index of hs, G, dA); an index t is always a time (the index of y, dy),
+and t = s only when ``reverse`` is False. X above is x_s in step order.
 
 Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
 cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
 The pointwise passes loop over contiguous (H,) rows and use ``_common.tanh``, so LLVM turns them
-into SIMD code (libm's ``math.tanh`` does not vectorize; ``fastmath={"contract"}`` lets them use
-FMA instructions, see ``lstm.py``). The GEMMs run on BLAS's own threads; the pointwise passes are
-serial: a second thread pool (``prange``) on the same two cores fights BLAS's spinning threads
-(see ``gru.py``).
+into SIMD code (libm's ``math.tanh`` does not vectorize); ``fastmath={"contract"}`` lets them use
+FMA instructions. ``_prefer_512_bit()`` lets LLVM use 512-bit vectors in the forward core on
+CPUs with AVX-512 (it prefers 256-bit ones otherwise; elsewhere it changes nothing); the
+backward core, mostly matrix products, keeps LLVM's choice. The GEMMs run on BLAS's own
+threads; the pointwise passes are serial: a second thread pool (``prange``) on the same cores
+fights BLAS's spinning threads (see ``gru.py``). The cores release Python's lock
+(``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
+core (``_pair``). ``empty`` and ``zeros`` are NumPy's, but from 64 KB up they hand out buffers
+reused from call to call (``_workspace``), whose memory pages are already mapped.
 """
 
 import numpy as np
@@ -72,7 +100,7 @@ __all__ = ["rnn_forward", "rnn_backward"]
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, reverse):
+def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, RT, b, lengths, reverse):
     """The whole forward pass. Fills y and hs in place.
 
     y:   (T, B, H)     outputs at their own time (zeros on entry; padding stays 0)
@@ -80,12 +108,13 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, r
     G:   (T, B, H)     scratch for G = X W_ih^T
     R:   (B, H)        scratch for the recurrent product
     x_s: (T, B, I)     inputs in step order   W_ih: (H, I)   b: (H,)
-    W_hh, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
-                       (``_gemm.step_operands``: W_hh^T packed, or W_hh and a (H, B) scratch
-                       for BLAS)
+    W_hh_blas, W_hh_T_packed, RT: the operands of ``_gemm.step_product`` for h_{s-1} W_hh^T
+                       (``_gemm.step_operands``): either W_hh^T packed, with W_hh_blas and RT
+                       empty (0, 0); or W_hh itself and an (H, B) scratch for BLAS, with
+                       W_hh_T_packed empty. h_{s-1} here is hs[s], the state before step s.
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
-    _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the gate loops (_gemm)
+    _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the pointwise loop (_gemm)
     T, B, I = x_s.shape
     H = hs.shape[2]
 
@@ -93,7 +122,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, r
     np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
 
     for s in range(T):                                   # hidden part of (1): R = h_{s-1} W_hh^T
-        step_product(hs[s], W_hh, W_hh_T_packed, RT, R)
+        step_product(hs[s], W_hh_blas, W_hh_T_packed, RT, R)
         for bb in range(B):
             L = lengths[bb]
             h_prev, h_new = hs[s, bb], hs[s + 1, bb]     # (H,) each
@@ -101,6 +130,8 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh, W_hh_T_packed, RT, b, lengths, r
                 copy_row(h_prev, h_new)
                 continue
             g, r = G[s, bb], R[bb]                       # (H,) input and hidden parts of (1)
+            # h_t straight into hs (this loop reads no row of hs), then copied to y: gru.py,
+            # whose loop does read hs, does it the other way round (see its module notes)
             for j in range(H):
                 h_new[j] = tanh(g[j] + r[j] + b[j])      # (1), (2); kept: tanh' = 1 - h^2
             copy_row(h_new, y[L - 1 - s if reverse else s, bb])   # the output at its own time
@@ -154,9 +185,13 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
 
     dx_s:  (T, B, I)    out: grad of x_s (step order)
     dW_ih: (H, I)   dW_hh: (H, H)   db: (H,)   out (overwritten)
-    dh:    (B, H)       scratch, then out: dh0. After step s it holds dL/dh_{s-1} of the rows
-                        that were valid at s (from (1)); padded rows are not read.
-    dA:    (T, B, H)    out: dL/da_t for every step, 0 on padding (scratch for the big GEMMs)
+    dh:    (B, H)       scratch, then out: dh0. After step s it holds da_s W_hh: the part of
+                        dL/dh_{s-1} that flows back through step s, (1) (the grad of step s-1's
+                        own output is not yet added), for the rows valid at s; a row padded at
+                        s holds 0 and is not read (step s-1 reads dh_n instead, or is padding).
+                        After step 0 it is all of dL/dh_{-1}: dh0.
+    dA:    (T, B, H)    out: dL/da at every step s (step order), 0 on padding (scratch for the
+                        big GEMMs; the LSTM's dZ, the GRU's dG)
     dy:    (T, B, H)    upstream grad of y at its own time   dh_n: (B, H) upstream grad of h_n
     W_hh_T, W_hh_packed, dhT: the operands of ``_gemm.step_product`` for da_s W_hh
                         (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
@@ -169,18 +204,23 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
     for s in range(T - 1, -1, -1):
         for bb in range(B):
             L = lengths[bb]
-            if s >= L:                                   # (3): padding takes no gradient;
-                dA[s, bb, :] = 0                         # dh passes through it unchanged
+            # (3): padding takes no gradient. dA = 0 here, so the GEMM below sets this row of
+            # dh to 0; the dh_n that the frozen state passes through (in the math) is read
+            # directly at s = L - 1 below instead.
+            if s >= L:
+                dA[s, bb, :] = 0
                 continue
-            # dL/dh_s from later steps: dh_n at the sequence's last step (the frozen padding
-            # after it passed dh_n through unchanged, (3)), else the GEMM of step s+1 below.
+            # dh'_s, the part of dL/dh_s from later steps: dh_n at the sequence's last valid
+            # step s = L - 1, else what step s+1's GEMM below left in dh
             dh_next = dh_n[bb] if s == L - 1 else dh[bb]                   # (H,)
-            dy_t = dy[L - 1 - s if reverse else s, bb]                     # (H,)
-            h, da = hs[s + 1, bb], dA[s, bb]                               # (H,) each
+            dy_t = dy[L - 1 - s if reverse else s, bb]   # (H,) grad of y at step s's time t
+            h, da = hs[s + 1, bb], dA[s, bb]             # (H,) each: h = h_s, the output of s
             for j in range(H):
-                dh_t = dy_t[j] + dh_next[j]              # h_t feeds y_t and step s+1
-                da[j] = dh_t * (one - h[j] * h[j])       # (2): tanh' = 1 - tanh^2
-        step_product(dA[s], W_hh_T, W_hh_packed, dhT, dh)   # (1): dL/dh_{s-1} = da_s W_hh
+                dh_s = dy_t[j] + dh_next[j]              # h_s feeds y at its time t and step s+1
+                da[j] = dh_s * (one - h[j] * h[j])       # (2): tanh' = 1 - tanh^2
+        # (1): da_s W_hh, the part of dL/dh_{s-1} that flows back through step s (step s-1 adds
+        # the grad of its own output)     (B, H) @ (H, H)
+        step_product(dA[s], W_hh_T, W_hh_packed, dhT, dh)
 
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
@@ -207,6 +247,7 @@ def rnn_backward(dy, dh_n, cache):
     T, B, I = x_s.shape
     H = W_hh.shape[1]
     dt = x_s.dtype
+    # dy and dh_n are only read: no copy (state_or_zeros copies, and makes zeros for None)
     dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
         as_float_array(dy, "dy", dt, (T, B, H))
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
