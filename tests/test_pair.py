@@ -95,7 +95,8 @@ def test_paired_directions_give_the_same_numbers(cls, monkeypatch):
 
 def test_the_rule_pairs_a_mid_sized_float32_layer_and_agrees_with_one_after_the_other(monkeypatch):
     """(16, 16, 32, 64) LSTM: 6.3M multiply-adds per direction, paired by the real rule where
-    two threads and an OpenBLAS are available; one after the other runs the tiled kernel."""
+    two threads and an OpenBLAS are available; one after the other gives the same numbers
+    (both run the serial kernel at this shape: test_recurrent checks the tiled one)."""
     rng = np.random.default_rng(6)
     T, B, I, H = 16, 16, 32, 64
     x = rng.standard_normal((T, B, I)).astype(np.float32)

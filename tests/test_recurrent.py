@@ -49,10 +49,11 @@ def check_gradients(m, x, lengths=None, states0=(), reseed=None, tol=1e-6):
     """Compare backward's dx, parameter grads and initial-state grads with central differences.
 
     loss = sum(forward(x) * dout) with a random dout; ``reseed`` re-seeds rnncore before each
-    forward so that a dropout mask is the same in every evaluation.
+    forward so that a dropout mask is the same in every evaluation. ``states0``: (h0, c0) in
+    that order, or a dict of the ones given ({"c0": ...}).
     """
     rng = np.random.default_rng(0)
-    kwargs = dict(zip(STATE_KW, states0))
+    kwargs = dict(states0) if isinstance(states0, dict) else dict(zip(STATE_KW, states0))
 
     def forward():
         if reseed is not None:
@@ -70,7 +71,7 @@ def check_gradients(m, x, lengths=None, states0=(), reseed=None, tol=1e-6):
     errors = {"x": rel_err(dx, numeric_grad(loss, x))}
     for name, p in m.named_parameters():
         errors[name] = rel_err(p.grad.copy(), numeric_grad(loss, p.data))
-    for kw, s in zip(STATE_KW, states0):
+    for kw, s in kwargs.items():
         forward()
         m.backward(x, dout)
         errors[kw] = rel_err(getattr(m, f"grad_{kw}").copy(), numeric_grad(loss, s))
@@ -154,6 +155,75 @@ def test_gradcheck_with_dropout_reuses_the_mask(cell):
     assert not np.allclose(y_drop, m.evaluate()(x))        # the mask does something
     m.training()
     check_gradients(m, x, ragged_lengths(rng, 3, 2), reseed=99)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gradcheck_where_a_layer_runs_two_calls_at_once(cell, monkeypatch):
+    """Central differences through the paths that run two kernel calls at once (forced here:
+    the real rule takes them only at large shapes): a bidirectional layer's two directions
+    paired, everything else on; a one-directional layer's batch in halves, with initial
+    states, the last step only and dropout in training. Each path is asserted taken."""
+    monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: True)
+    rng = np.random.default_rng(1)
+    T, B, I, H = 4, 3, 2, 3
+    m = make(cell, I, H, num_layers=2, bidirectional=True, return_sequences=False)
+    states = [rng.standard_normal((4, B, H)) for _ in range(N_STATES[cell])]
+    check_gradients(m, rng.standard_normal((T, B, I)), np.array([4, 1, 3]), states)
+    assert m._cache["paired"]
+    m = make(cell, I, H, num_layers=2, return_sequences=False, dropout=0.4).training()
+    m._halves_from = 0                                  # (an instance's own bound)
+    states = [rng.standard_normal((2, 5, H)) for _ in range(N_STATES[cell])]
+    check_gradients(m, rng.standard_normal((T, 5, I)), np.array([4, 1, 3, 2, 4]), states,
+                    reseed=77)
+    assert m._cache["halves"]
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_gradcheck_from_a_remembered_state(cell):
+    """remember(): the carried state is a constant of the next call; its gradient check holds
+    (rnncore.gradcheck evaluates every perturbation from the same carried state)."""
+    rng = np.random.default_rng(2)
+    m = make(cell, 2, 3, num_layers=2, bidirectional=True).remember()
+    m.forward(rng.standard_normal((3, 3, 2)), lengths=np.array([3, 2, 1]))
+    assert np.abs(m._carry[0]).max() > 0
+    assert rnncore.gradcheck(m, rng.standard_normal((4, 3, 2)), lengths=np.array([2, 4, 3])) < 1e-6
+
+
+@pytest.mark.parametrize("given", ["h0", "c0"])
+def test_gradcheck_lstm_given_one_initial_state(given):
+    rng = np.random.default_rng(5)
+    m = make("lstm", 2, 3, num_layers=2, bidirectional=True)
+    x, s = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 3))
+    assert given in check_gradients(m, x, np.array([1, 4, 2]), {given: s})
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_float32_layer_on_the_tiled_kernel_agrees_with_float64(cell, bidirectional, monkeypatch):
+    """The tiled kernels (float32; ``path="auto"`` takes them at mid-sized shapes, by CPU) seen
+    through the module: forced here at a small shape, with ragged lengths, initial states and
+    the last step only, against the same layer in float64 (never tiled)."""
+    monkeypatch.setattr("kernels._auto.uses_tiled",
+                        lambda gates, dtype, *shape: np.dtype(dtype) == np.float32)
+    rng = np.random.default_rng(3)
+    T, B, I, H = 5, 4, 8, 64
+    D = 2 if bidirectional else 1
+    rnncore.manual_seed(0)
+    m32 = CELLS[cell](I, H, num_layers=2, bidirectional=bidirectional, return_sequences=False)
+    m64 = CELLS[cell](I, H, num_layers=2, bidirectional=bidirectional, return_sequences=False,
+                      dtype=np.float64)
+    m64.load_state_dict(m32.state_dict())
+    x, lengths = rng.standard_normal((T, B, I)), np.array([5, 2, 4, 1])
+    states = {k: 0.5 * rng.standard_normal((2 * D, B, H)) for k in STATE_KW[:N_STATES[cell]]}
+    dy = rng.standard_normal((B, D * H))
+    y32, y64 = m32.forward(x, lengths=lengths, **states), m64.forward(x, lengths=lengths, **states)
+    assert all(isinstance(c[0], str) and c[0] == "tiled" for c in m32._cache["caches"])
+    assert not any(isinstance(c[0], str) for c in m64._cache["caches"])   # (tiled caches only)
+    np.testing.assert_allclose(y32, y64, atol=2e-5)
+    np.testing.assert_allclose(m32.backward(x, dy), m64.backward(x, dy), atol=2e-5)
+    for p32, p64 in zip(m32.parameters(), m64.parameters()):
+        np.testing.assert_allclose(p32.grad, p64.grad, atol=1e-4 * max(1.0, np.abs(p64.grad).max()))
+    np.testing.assert_allclose(m32.grad_h0, m64.grad_h0, atol=2e-5)
 
 
 def test_gradcheck_in_evaluate_mode_ignores_dropout():
