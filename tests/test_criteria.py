@@ -158,8 +158,8 @@ def test_sequencer_criterion_sums_over_steps():
 
 
 @given(T=st.integers(1, 4), B=st.integers(1, 4), seed=st.integers(0, 2**16),
-       inner=st.sampled_from(["nll", "mse", "ce"]))
-@settings(max_examples=20)
+       inner=st.sampled_from(["nll", "mse", "ce", "bce"]))
+@settings(max_examples=24)
 def test_sequencer_criterion_with_lengths(T, B, seed, inner):
     """Step t's inner criterion sees the rows with t < lengths[b]; padding gets zero gradient."""
     rng = np.random.default_rng(seed)
@@ -169,6 +169,9 @@ def test_sequencer_criterion_with_lengths(T, B, seed, inner):
     if inner == "mse":
         crit, x, t = MSECriterion(), rng.standard_normal((T, B, C)), rng.standard_normal((T, B, C))
         f = F.mse_loss
+    elif inner == "bce":
+        crit, x, t = BCECriterion(), rng.uniform(0.05, 0.95, (T, B, C)), rng.uniform(0, 1, (T, B, C))
+        f = F.binary_cross_entropy
     else:
         crit = ClassNLLCriterion() if inner == "nll" else CrossEntropyCriterion()
         f = F.nll_loss if inner == "nll" else F.cross_entropy
@@ -299,8 +302,10 @@ def test_sequencer_criterion_kept_gradient_for_every_inner(inner, ragged):
     c, fresh = SequencerCriterion(make()), SequencerCriterion(make())
     loss = c.forward(x, t, lengths)
     assert c._kept is not None                                    # the kept path is the one tested
-    np.testing.assert_array_equal(c.backward(x, t), fresh.backward(x, t, lengths))
+    g = c.backward(x, t)
+    np.testing.assert_array_equal(g, fresh.backward(x, t, lengths))
     assert loss == fresh.forward(x, t, lengths)
+    assert rel_err(g, numeric_grad(lambda: fresh.forward(x, t, lengths), x)) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
