@@ -136,9 +136,11 @@ def test_gradcheck_hypothesis(cell, T, B, I, H, num_layers, bidirectional, retur
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_rnncore_gradcheck_stacked_bidirectional_ragged(cell, return_sequences):
+    """rnncore.gradcheck on a float32 layer (checked on a float64 copy, in evaluate mode: its
+    dropout is off there; training-mode dropout: the test below)."""
     rng = np.random.default_rng(21)
     m = CELLS[cell](2, 3, num_layers=2, bidirectional=True, return_sequences=return_sequences,
-                    dropout=0.3)                                    # float32: checked on a float64 copy
+                    dropout=0.3)
     x = rng.standard_normal((4, 3, 2))
     assert rnncore.gradcheck(m, x, lengths=np.array([2, 4, 1])) < 1e-6
 
