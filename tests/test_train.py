@@ -458,3 +458,20 @@ def test_fit_refuses_a_repeated_module_before_touching_the_model():
         assert all(np.array_equal(v, model.state_dict()[k]) for k, v in before.items())
         assert caches == [m.__dict__.get("_cache") for m in model.modules()]
         assert all(m.train == mode for m in model.modules())     # every mode as it was
+
+
+def test_fit_save_and_friends_are_imported_on_first_use():
+    """``import rnncore`` leaves out what a training step written by hand does not need
+    (start-up time); the names still resolve, to the same objects as their modules'."""
+    import subprocess
+    import sys
+    code = ("import sys, rnncore\n"
+            "assert 'rnncore.train' not in sys.modules and 'tqdm' not in sys.modules\n"
+            "from rnncore import fit, score, History, save, load, pad_sequences\n"
+            "import rnncore.train, rnncore.io, rnncore.data\n"
+            "assert (fit, score, History) == (rnncore.train.fit, rnncore.train.score, rnncore.train.History)\n"
+            "assert (save, load, pad_sequences) == (rnncore.io.save, rnncore.io.load, rnncore.data.pad_sequences)\n"
+            "assert rnncore.fit is fit and 'fit' in dir(rnncore)\n"
+            "try:\n    rnncore.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+            "else:\n    raise AssertionError('no AttributeError')\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
