@@ -29,8 +29,10 @@ Columns (medians over the runs of a case):
     first step s   building the model and the first training step (Numba compiles or loads here)
     next step ms   the second training step: the steady-state cost, for scale
 
-The environment variable PYTHONDONTWRITEBYTECODE, if set, makes every import compile Python
-source again; the JSON records it.
+The children run without PYTHONDONTWRITEBYTECODE (the JSON records whether this process had
+it): with it, every fresh process compiled rnncore's Python source again (its bytecode, unlike
+that of pip-installed NumPy, Numba and PyTorch, is written at first import), which a warm start
+on a usual machine does not do. The first (cold) run writes it.
 """
 import argparse
 import json
@@ -137,6 +139,7 @@ def parse_args(argv=None):
 def run_child(code, threads, cache_dir=None, timeout=600):
     """Spawn ``python -c code``; return its clocks as seconds since the spawn."""
     env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)          # rnncore's bytecode cached, as usual
     for k in hz.THREAD_ENV:
         env[k] = str(threads)
     env["PYTHONPATH"] = hz.REPO_ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -191,6 +194,7 @@ def main(argv=None, print_fn=print):
                                  rows), notes)]
     payload = dict(quick=args.quick, argv=list(argv) if argv is not None else sys.argv[1:], threads=args.threads,
                    shape=SHAPE, pythondontwritebytecode=os.environ.get("PYTHONDONTWRITEBYTECODE"),
+                   children_write_bytecode=True,
                    warm_cache_files=cache_files, summary=summary, runs=cases)
     return hz.report(NAME, payload, tables, args.json, print_fn=print_fn)
 
