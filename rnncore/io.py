@@ -361,9 +361,9 @@ def load(path):
                              f"file: missing {missing}, unexpected {extra}")
         for key, p in own.items():
             shape, dtype, _ = headers[key]
-            if shape != p.data.shape or dtype != p.data.dtype:
+            if shape != p._data.shape or dtype != p._data.dtype:
                 raise ValueError(f"path: {path!r}: array {key!r} has shape {shape} and dtype "
-                                 f"{dtype}, the architecture expects {p.data.shape} "
+                                 f"{dtype}, the architecture expects {p._data.shape} "
                                  f"{p.data.dtype}")
         arrays = {key: _array(z, headers[key][2], path) for key in own}
     model.load_state_dict(arrays)

@@ -230,8 +230,8 @@ class Module:
         staged = {}
         for key, p in own.items():
             arr = _checks.finite_array(state[key], f"state[{key!r}]", dtype=p._data.dtype)
-            if arr.shape != p.data.shape:
-                raise ValueError(f"state[{key!r}]: expected shape {p.data.shape}, got {arr.shape}")
+            if arr.shape != p._data.shape:
+                raise ValueError(f"state[{key!r}]: expected shape {p._data.shape}, got {arr.shape}")
             staged[key] = arr
         for key, p in own.items():
             p.data[...] = staged[key]

@@ -47,8 +47,8 @@ def _rows(module, shape):
         shape = leaf.output_shape(shape)
         params = [p for p in leaf._parameter_list() if id(p) not in counted]
         counted.update(id(p) for p in params)
-        rows.append((path, type(leaf).__name__, shape, sum(p.data.size for p in params),
-                     sum(p.data.size for p in params if p.requires_grad)))
+        rows.append((path, type(leaf).__name__, shape, sum(p._data.size for p in params),
+                     sum(p._data.size for p in params if p.requires_grad)))
     return rows
 
 

@@ -79,7 +79,7 @@ def _recording(m, paths, rows, counted):
         states = {}
         if isinstance(m, _Recurrent):
             states = {f"{s}_n": getattr(m, f"{s}_n").shape for s in m._states}
-        n = sum(p.data.size for p in m._parameter_list() if id(p) not in counted)
+        n = sum(p._data.size for p in m._parameter_list() if id(p) not in counted)
         counted.update(id(p) for p in m._parameter_list())
         rows.append(TraceRow(path, type(m).__name__, _shape(x), _shape(y), n, states))
         return y
