@@ -3,7 +3,8 @@
 See README.md for a tour; ``kernels/`` holds the math.
 """
 
-import importlib
+import importlib as _importlib
+import types as _types
 
 import kernels                 # noqa: F401  first: its OpenBLAS setting precedes NumPy's load
 from .module import Module, Parameter
@@ -19,17 +20,23 @@ from . import optim            # noqa: F401
 __version__ = "0.1.0"
 
 # Imported on first use (PEP 562): helpers that a training step written by hand does not
-# need, about 20 ms of a fresh process's start-up (tqdm among them).
+# need, about 20 ms of a fresh process's start-up (tqdm among them); their modules too.
 _ON_FIRST_USE = {"fit": "train", "score": "train", "History": "train",     # rnncore.train
                  "save": "io", "load": "io",                               # rnncore.io
-                 "pad_sequences": "data"}                                  # rnncore.data
+                 "pad_sequences": "data",                                  # rnncore.data
+                 "train": None, "io": None, "data": None}                  # the modules
+
+__all__ = sorted([name for name, value in globals().items()                # the public API
+                  if not name.startswith("_") and name != "kernels"
+                  and (name == "optim" or not isinstance(value, _types.ModuleType))]
+                 + [name for name, module in _ON_FIRST_USE.items() if module is not None])
 
 
 def __getattr__(name):
-    module = _ON_FIRST_USE.get(name)
-    if module is None:
+    if name not in _ON_FIRST_USE:
         raise AttributeError(f"module 'rnncore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    module = _importlib.import_module(f".{_ON_FIRST_USE[name] or name}", __name__)
+    value = module if _ON_FIRST_USE[name] is None else getattr(module, name)
     globals()[name] = value
     return value
 

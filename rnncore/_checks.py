@@ -119,7 +119,11 @@ def _as_array(x, name):
         return x
     try:
         return np.asarray(x)
-    except (ValueError, TypeError, RuntimeError) as e:   # (RuntimeError: a torch tensor that needs grad)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
+    except RuntimeError as e:                            # a torch tensor that needs grad says so
+        if not type(x).__module__.startswith("torch"):   # (others: their own error, as it came)
+            raise
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
 
 

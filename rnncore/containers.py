@@ -45,8 +45,9 @@ def _stack_steps(x, name="x"):
     if was_list:
         if len(x) == 0:
             raise ValueError(f"{name}: expected a non-empty list of (B, ...) arrays, got an empty list")
-        steps = [_checks.finite_array(s, f"{name}[{t}]", kind="f" if np.asarray(s).dtype.kind == "f" else "i")
-                 for t, s in enumerate(x)]
+        steps = [_checks._as_array(s, f"{name}[{t}]") for t, s in enumerate(x)]
+        steps = [_checks.finite_array(s, f"{name}[{t}]", kind="f" if s.dtype.kind == "f" else "i")
+                 for t, s in enumerate(steps)]
         shapes = sorted({s.shape for s in steps})
         if len(shapes) != 1:
             raise ValueError(f"{name}: expected a list of arrays of one shape (B, ...), got shapes {shapes}")
@@ -99,12 +100,20 @@ def _refuses_cleanly(module):
     """Whether ``module``'s backward refuses (raises) before it changes anything: true of
     rnncore's own modules (each checks its inputs first; a chain backs up what its later
     children changed), and so of a tree of them; not known of a module of one's own (one may
-    add to its grads and then raise), nor of a subclass of rnncore's. Kept per structure."""
-    kept = module.__dict__.get("_clean")
+    add to its grads and then raise), of a subclass of rnncore's, nor of a module whose
+    backward was replaced on the instance. The classes are looked at once per structure."""
+    kept = module.__dict__.get("_own_classes")
     if kept is None or kept[0] != _adoptions[0]:
-        own = all(type(m).__module__.startswith("rnncore.") for m in module._subtree())
-        kept = module._clean = (_adoptions[0], own)
-    return kept[1]
+        tree = module._subtree()                   # (kept without the module itself: a list
+        kept = module._own_classes = (_adoptions[0], tree[1:],   # holding it would be a cycle)
+                                      all(type(m).__module__.startswith("rnncore.") for m in tree))
+    if not kept[2]:
+        return False
+    for m in (module, *kept[1]):
+        d = m.__dict__
+        if "backward" in d or "_backward" in d:
+            return False
+    return True
 
 
 def _put_back(backups):
@@ -129,6 +138,24 @@ def _check_not_repeated(container):
                              f"it keeps only its last forward, so a backward through both would be "
                              f"wrong: use a separate {type(m).__name__} for each place")
         seen[id(m)] = path
+
+
+def _name_the_child(chain, i, e, about_its_input):
+    """Raise ``e`` (a ValueError or TypeError from child i of ``chain``) again saying which
+    child refused which one's output, where its message is about that child's input (starts
+    with one of ``about_its_input``) and the input was not the caller's own (i > 0); a message
+    that names a child of an inner chain already gets this chain's index in front. Returns
+    (the caller then re-raises ``e`` itself) where neither applies."""
+    msg = str(e)
+    if type(e) not in (ValueError, TypeError):
+        return
+    if msg.startswith("modules["):                               # from an inner chain
+        raise type(e)(f"modules[{i}]" + msg[len("modules"):].replace(
+            ", given the output of modules[", f", given the output of modules[{i}][", 1)) from e
+    if i > 0 and msg.startswith(about_its_input):
+        before = chain._children[i - 1]
+        raise type(e)(f"modules[{i}] ({type(chain._children[i]).__name__}), given the output of "
+                      f"modules[{i - 1}] ({type(before).__name__}): {msg}") from e
 
 
 def _paths(m, path="modules"):
@@ -220,10 +247,8 @@ class Sequential(Module):
             try:
                 h = m.forward(h, lengths=lengths if m._takes_lengths else None)
             except (ValueError, TypeError) as e:
-                if i == 0 or type(e) not in (ValueError, TypeError) or not str(e).startswith("x"):
-                    raise                                        # (the caller's own x: as is)
-                raise type(e)(f"modules[{i}] ({type(m).__name__}), given the output of "
-                              f"modules[{i - 1}] ({type(self._children[i - 1]).__name__}): {e}") from e
+                _name_the_child(self, i, e, ("x:", "x["))
+                raise
         valid = None
         if lengths is not None and self._keeps_time_axis(shape):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
@@ -283,8 +308,12 @@ class Sequential(Module):
 
     def output_shape(self, input_shape):
         shape = _check_input_shape(input_shape)
-        for m in self._children:
-            shape = m.output_shape(shape)
+        for i, m in enumerate(self._children):
+            try:
+                shape = m.output_shape(shape)
+            except (ValueError, TypeError) as e:
+                _name_the_child(self, i, e, ("input_shape:",))
+                raise
         return shape
 
 

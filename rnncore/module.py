@@ -87,6 +87,9 @@ class Module:
     #: False where ``lengths=`` changes nothing but the zeros at padding steps (layers acting on
     #: each step alone): a container then hands the layer none and zeroes the padding once.
     _takes_lengths = True
+    #: True once a container adopted this module (``_child``): ``parameters()`` then leaves
+    #: the names, which are the outermost container's keys, as they are.
+    _adopted = False
 
     def __init__(self, dtype=np.float32):
         self.dtype = _checks.float_dtype(dtype, "dtype")
@@ -105,6 +108,7 @@ class Module:
         if not isinstance(module, Module):
             raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
         self._children.append(module)
+        module._adopted = True       # named by the containers above it from now on
         _adoptions[0] += 1
         for key, p in self.named_parameters():
             p.name = key             # its key in this state_dict (renamed again if this is adopted)
@@ -147,10 +151,14 @@ class Module:
             yield from child._all_parameters(f"{prefix}{i}.")
 
     def parameters(self):
-        """Every Parameter of this module and its children (the same objects on every call),
-        each named (``.name``) after its key in this module's ``state_dict``: a Parameter is
-        named when a container adopts its module, and again here, since a module does not know
-        the containers above it (an inner chain grown by ``add`` after it was adopted)."""
+        """Every Parameter of this module and its children (the same objects on every call).
+        ``.name`` is its key in the ``state_dict`` of the outermost container: a Parameter is
+        named when a container adopts its module, and again when that outermost module (one
+        no container adopted) is asked here, since a module does not know the containers above
+        it (an inner chain grown by ``add`` after it was adopted). Asking an inner module
+        renames nothing."""
+        if self._adopted:
+            return self._parameter_list()
         params = []
         for key, p in self.named_parameters():
             p.name = key

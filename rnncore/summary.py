@@ -44,7 +44,13 @@ def _rows(module, shape):
     for each use, its parameters counted in the first (as ``state_dict`` holds them once)."""
     rows, counted = [], set()
     for path, leaf in _leaves(module):
-        shape = leaf.output_shape(shape)
+        try:
+            shape = leaf.output_shape(shape)
+        except (ValueError, TypeError) as e:
+            if not rows or type(e) not in (ValueError, TypeError):
+                raise                                            # (the caller's own shape)
+            raise type(e)(f"{path} ({type(leaf).__name__}), given the output of {rows[-1][0]} "
+                          f"({rows[-1][1]}): {e}") from e
         params = [p for p in leaf._parameter_list() if id(p) not in counted]
         counted.update(id(p) for p in params)
         rows.append((path, type(leaf).__name__, shape, sum(p._data.size for p in params),
@@ -53,12 +59,14 @@ def _rows(module, shape):
 
 
 def _shared_paths(module):
-    """{path: path of the first use} for each row of a module used again."""
+    """{path: "0" or "0, 2"}: for each row with a parameter that an earlier row holds too (a
+    module used again, or a weight tied to another layer's), the rows that counted them."""
     first, shared = {}, {}
     for path, leaf in _leaves(module):
-        if leaf._params or leaf._children:
-            shared[path] = first.setdefault(id(leaf), path)
-    return {path: f for path, f in shared.items() if f != path}
+        earlier = {first.setdefault(id(p), path) for p in leaf._parameter_list()} - {path}
+        if earlier:
+            shared[path] = ", ".join(sorted(earlier))
+    return shared
 
 
 def _fmt_shape(shape):

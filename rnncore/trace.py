@@ -66,14 +66,22 @@ def _shape(a):
     return tuple(np.shape(a))
 
 
-def _recording(m, paths, rows, counted):
+def _recording(m, paths, rows, counted, running):
     """A stand-in for ``m.forward`` that calls it and appends a `TraceRow`; a module used twice
-    has its parameters counted at its first call (``counted``: ids of those counted so far)."""
+    has its parameters counted at its first call (``counted``: ids of those counted so far).
+    A call made inside another recorded one (a leaf of one's own that calls a module it holds)
+    is part of that row, not one of its own (``running``: [recorded calls under way])."""
     inner = m.forward                                         # the bound method of the class
     calls = [0]
 
     def forward(x, *args, **kwargs):
-        y = inner(x, *args, **kwargs)
+        if running[0]:
+            return inner(x, *args, **kwargs)
+        running[0] += 1
+        try:
+            y = inner(x, *args, **kwargs)
+        finally:
+            running[0] -= 1
         path = paths[calls[0] % len(paths)]
         calls[0] += 1
         states = {}
@@ -122,12 +130,12 @@ def trace(model, x, lengths=None, print_fn=print):
         paths.setdefault(id(leaf), []).append(path)
     saved = snapshot(model)                                   # every attribute, to put back
     modules = [m for m, _ in saved]                           # (each module once)
-    rows, counted = [], set()
+    rows, counted, running = [], set(), [0]
     try:
         model.evaluate()
         for m in modules:
             if id(m) in paths:
-                m.forward = _recording(m, paths[id(m)], rows, counted)
+                m.forward = _recording(m, paths[id(m)], rows, counted, running)
         model.forward(x, lengths=lengths)
     finally:
         restore(saved)                                        # also removes the stand-ins

@@ -205,9 +205,8 @@ def _output_shape(model, x, lengths, per_step, name="x"):
         out = model.forward(x[:, :1], lengths=None if lengths is None else lengths[:1])
     except (TypeError, ValueError) as e:
         if refused is not None:       # output_shape's reason, for all of x (its input_shape)
-            msg = str(refused)
-            e = type(refused)("x:" + (msg[len("input_shape:"):] if msg.startswith("input_shape:")
-                                      else f" {msg}"))
+            msg = str(refused).replace("input_shape: ", "", 1)   # (x is what fit was given)
+            e = type(refused)(f"x: {msg}")
         else:                         # a module of one's own: only the forward can say
             e = type(e)(f"{e} (from a forward of the first sample alone, x[:, :1], of x {x.shape})")
         raise (e if name == "x" else type(e)(f"{name}: the model refuses it: {e}")) from None

@@ -232,6 +232,9 @@ def test_parameter_names_are_the_outermost_state_dict_keys():
     inner.add(Linear(2, 3))                                     # grown after it was adopted
     assert [p.name for p in outer.parameters()] == list(outer.state_dict()) == \
         ["1.0.weight", "1.0.bias", "1.1.weight", "1.1.bias"]
+    opt_params = outer.parameters()
+    [c.parameters() for c in outer] + [inner[1].parameters()]   # asking inner modules renames
+    assert [p.name for p in opt_params] == list(outer.state_dict())   # nothing
     outer.zero_grad_parameters()
     summary(outer, (None, 2), print_fn=None)                    # rnncore's own listings of
     outer.backward(np.ones((1, 2), np.float32),                 # inner modules rename nothing
@@ -634,6 +637,18 @@ def test_a_first_child_of_ones_own_that_refuses_late_is_put_back():
     clean = Sequential(Linear(3, 3), Tanh())
     assert clean_refuses(clean) and clean_refuses(clean[0])
     assert not clean_refuses(Sequential(_Scale(), Tanh()))
+    lin = Linear(3, 3)                                   # rnncore's, with a backward of one's own
+    plain_backward = lin.backward
+
+    def adds_then_refuses(x, gy):
+        plain_backward(x, gy)
+        raise ValueError("gy: refused after adding to the grads")
+    lin.backward = adds_then_refuses
+    model = Sequential(lin, Tanh())
+    model.forward(x)
+    with pytest.raises(ValueError, match="refused after adding"):
+        model.backward(x, np.ones((4, 2, 3), np.float32))
+    assert not any(p.grad.any() for p in model.parameters())
 
 
 def test_backward_errors_name_what_was_wrong():
@@ -661,6 +676,19 @@ def test_a_chain_names_the_child_that_refuses_the_one_before_it():
             model.forward(x)
     with pytest.raises(ValueError, match=r"^x: expected \(T, B, 3\)"):
         Sequential(LSTM(3, 5), Linear(5, 2)).forward(np.zeros((4, 3, 4), np.float32))
+    nested = Sequential(Linear(3, 4), Sequential(Tanh(), Linear(5, 2)))
+    with pytest.raises(ValueError, match=r"^modules\[1\]\[1\] \(Linear\), given the output of "
+                                         r"modules\[1\]\[0\] \(Tanh\): x: expected"):
+        nested.forward(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"^1\.1 \(Linear\), given the output of 1\.0 \(Tanh\): "
+                                         r"input_shape: expected \(\.\.\., 5\)"):
+        summary(nested, (None, 3), print_fn=None)
+
+    class Refuses(rnncore.Module):                       # a message about something else
+        def _forward(self, x, lengths):
+            raise ValueError("xavier init is not supported here")
+    with pytest.raises(ValueError, match="^xavier init"):
+        Sequential(Linear(3, 3), Refuses()).forward(np.ones((4, 3), np.float32))
 
 
 def test_add_after_forward_needs_a_new_forward():

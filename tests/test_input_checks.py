@@ -383,3 +383,11 @@ def test_a_torch_tensor_that_needs_grad_is_a_type_error_naming_the_argument():
         lin.load_state_dict({k: v * 2 for k, v in state.items()})
     assert all(np.array_equal(v, lin.state_dict()[k]) for k, v in before.items())
     m.forward(t.detach())                                # a plain tensor is read as an array
+    with pytest.raises(TypeError, match=r"^x\[0\]: expected a numeric array, got Tensor"):
+        rnncore.Sequencer(Linear(2, 2)).forward([t[0], t[1]])
+
+    class Unreadable:                                    # anything else's RuntimeError: as it came
+        def __array__(self, dtype=None, copy=None):
+            raise RuntimeError("disk read failed")
+    with pytest.raises(RuntimeError, match="^disk read failed"):
+        Linear(2, 2).forward(Unreadable())

@@ -68,6 +68,37 @@ def test_token_ids_and_shared_modules():
     lines = []
     assert m.summary((6, 5), print_fn=lines.append) == 112
     assert lines[5].split()[-4:] == ["0", "(shared", "with", "1)"]
+    emb, out = Embedding(5, 4), Linear(4, 5)
+    emb._params["weight"] = out.weight                         # tied: one weight, two layers
+    tied = Sequential(emb, LSTM(4, 4), out)
+    lines = []
+    assert tied.summary((3, None), print_fn=lines.append) == sum(
+        v.size for v in tied.state_dict().values()) == 169
+    assert lines[4].split()[-4:] == ["5", "(shared", "with", "0)"]
+
+
+class _Wrap(rnncore.Module):
+    """A leaf of one's own that calls a module it holds."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = self._child(inner)
+
+    def _forward(self, x, lengths):
+        return self.inner.forward(x)
+
+    def output_shape(self, input_shape):
+        return self.inner.output_shape(input_shape)
+
+
+def test_a_call_inside_a_recorded_one_is_part_of_its_row():
+    lin = Linear(3, 3)
+    m = Sequential(_Wrap(lin), Tanh(), lin)
+    rows = trace(m, np.ones((2, 3), np.float32), print_fn=None)
+    assert [(r.path, r.kind, r.params) for r in rows] == [("0", "_Wrap", 12), ("1", "Tanh", 0),
+                                                          ("2", "Linear", 0)]
+    assert [(r.path, r.kind, r.params) for r in rows] == \
+        [(name, kind, n) for name, kind, _, n, _ in summary_rows(m, (2, 3))]
 
 
 @given(cell=st.sampled_from([RNN, LSTM, GRU]), layers=st.integers(1, 3), bi=st.booleans(),

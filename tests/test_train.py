@@ -472,6 +472,18 @@ def test_fit_save_and_friends_are_imported_on_first_use():
             "assert (fit, score, History) == (rnncore.train.fit, rnncore.train.score, rnncore.train.History)\n"
             "assert (save, load, pad_sequences) == (rnncore.io.save, rnncore.io.load, rnncore.data.pad_sequences)\n"
             "assert rnncore.fit is fit and 'fit' in dir(rnncore)\n"
+            "assert rnncore.io is sys.modules['rnncore.io'] and rnncore.data.pad_sequences is pad_sequences\n"
+            "ns = {}\n"
+            "exec('from rnncore import *', ns)\n"
+            "assert ns['fit'] is fit and ns['LSTM'] is rnncore.LSTM and 'importlib' not in ns\n"
             "try:\n    rnncore.no_such_name\nexcept AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
             "else:\n    raise AssertionError('no AttributeError')\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_fit_names_the_layer_that_does_not_fit_the_one_before():
+    model = Sequential(LSTM(3, 4, return_sequences=False), Linear(5, 2))
+    with pytest.raises(ValueError, match=re.escape("x: modules[1] (Linear), given the output of "
+                                                   "modules[0] (LSTM): expected (..., 5), got (6, 4)")):
+        rnncore.fit(model, rnncore.MSECriterion(), 0.1, np.ones((2, 6, 3), np.float32),
+                    np.ones((6, 2)), progress=False)
