@@ -15,26 +15,9 @@ from rnncore import (GRU, LSTM, Dropout, Embedding, LastStep, Linear, LogSoftMax
                      Sequencer, Sequential, Tanh, pad_sequences)
 from rnncore.containers import _refuses_cleanly as clean_refuses
 from rnncore.summary import summary
+from _numeric import numeric_grad, rel_err
 
 TOL = 1e-6
-
-
-def numeric_grad(f, a, eps=1e-6):
-    """d f() / d a by central differences; ``a`` is perturbed in place and restored."""
-    g = np.zeros(a.shape)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + eps
-        up = f()
-        a[i] = keep - eps
-        down = f()
-        a[i] = keep
-        g[i] = (up - down) / (2 * eps)
-    return g
-
-
-def rel_err(a, n):
-    return np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-8)
 
 
 def check_grads(m, x, lengths=None, seed=0):

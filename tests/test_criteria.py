@@ -11,24 +11,7 @@ from _torch import F, torch  # noqa: E402
 import rnncore  # noqa: E402
 from rnncore import (BCECriterion, ClassNLLCriterion, CrossEntropyCriterion,  # noqa: E402
                      MSECriterion, SequencerCriterion)
-
-
-def numeric_grad(f, a, eps=1e-6):
-    """d f() / d a by central differences; ``a`` is perturbed in place and restored."""
-    g = np.zeros(a.shape)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + eps
-        up = f()
-        a[i] = keep - eps
-        down = f()
-        a[i] = keep
-        g[i] = (up - down) / (2 * eps)
-    return g
-
-
-def rel_err(a, n):
-    return np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-8)
+from _numeric import numeric_grad, rel_err  # noqa: E402
 
 
 def log_probs(rng, shape):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import rnncore
 from rnncore import GRU, LSTM, RNN
+from _numeric import numeric_grad
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 N_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
@@ -23,20 +24,6 @@ def ragged_lengths(rng, T, B):
     lengths = rng.integers(1, T + 1, size=B)
     lengths[rng.integers(B)] = T
     return lengths
-
-
-def numeric_grad(loss, a, eps=1e-6):
-    """Central differences of the scalar ``loss()`` w.r.t. every entry of ``a`` (changed in place)."""
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + eps
-        lp = loss()
-        a[idx] = old - eps
-        lm = loss()
-        a[idx] = old
-        g[idx] = (lp - lm) / (2 * eps)
-    return g
 
 
 def rel_err(analytic, numeric):

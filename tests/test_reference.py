@@ -6,26 +6,9 @@ import numpy as np
 import pytest
 
 from kernels import reference as ref
+from _numeric import numeric_grad, rel_err
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-
-
-def numeric_grad(loss, a, eps=1e-6):
-    """d loss() / d a by central differences; ``a`` is perturbed in place and restored."""
-    g = np.zeros(a.shape)
-    for i in np.ndindex(a.shape):
-        keep = a[i]
-        a[i] = keep + eps
-        up = loss()
-        a[i] = keep - eps
-        down = loss()
-        a[i] = keep
-        g[i] = (up - down) / (2 * eps)
-    return g
-
-
-def rel_err(a, n):
-    return np.abs(a - n).max() / max(np.abs(a).max(), np.abs(n).max(), 1e-8)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
