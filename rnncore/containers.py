@@ -347,7 +347,11 @@ class Sequencer(Module):
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)
         m = self.module
-        y = np.asarray(m.forward(x, lengths=lengths if m._takes_lengths else None))  # (T, B, ...)
+        try:
+            y = np.asarray(m.forward(x, lengths=lengths if m._takes_lengths else None))  # (T, B, ...)
+        except (ValueError, TypeError) as e:
+            _name_the_child(self, 0, e, ())          # (an inner chain's path: with this [0])
+            raise
         if y.ndim < 2 or y.shape[:2] != (T, B):
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
@@ -385,7 +389,11 @@ class Sequencer(Module):
         self._cache = None
 
     def output_shape(self, input_shape):
-        return self.module.output_shape(_check_input_shape(input_shape))
+        try:
+            return self.module.output_shape(_check_input_shape(input_shape))
+        except (ValueError, TypeError) as e:
+            _name_the_child(self, 0, e, ())
+            raise
 
 
 # -- LastStep ----------------------------------------------------------------------------------

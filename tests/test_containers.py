@@ -653,9 +653,10 @@ def test_a_chain_names_the_child_that_refuses_the_one_before_it():
     """The caller's x is fine, the architecture is not: the message says which child refused
     which child's output; the caller's own x is named as it is."""
     x = np.zeros((4, 3, 3), np.float32)
-    for model in (Sequential(LSTM(3, 5), Linear(4, 2)), Sequencer(Sequential(LSTM(3, 5), Linear(4, 2)))):
-        with pytest.raises(ValueError, match=r"^modules\[1\] \(Linear\), given the output of "
-                                             r"modules\[0\] \(LSTM\): x: expected \(\.\.\., 4\)"):
+    chain = Sequential(LSTM(3, 5), Linear(4, 2))
+    for model, at in ((chain, ""), (Sequencer(chain), r"\[0\]")):   # (the Sequencer's module: [0])
+        with pytest.raises(ValueError, match=rf"^modules{at}\[1\] \(Linear\), given the output of "
+                                             rf"modules{at}\[0\] \(LSTM\): x: expected \(\.\.\., 4\)"):
             model.forward(x)
     with pytest.raises(ValueError, match=r"^x: expected \(T, B, 3\)"):
         Sequential(LSTM(3, 5), Linear(5, 2)).forward(np.zeros((4, 3, 4), np.float32))
@@ -666,6 +667,12 @@ def test_a_chain_names_the_child_that_refuses_the_one_before_it():
     with pytest.raises(ValueError, match=r"^1\.1 \(Linear\), given the output of 1\.0 \(Tanh\): "
                                          r"input_shape: expected \(\.\.\., 5\)"):
         summary(nested, (None, 3), print_fn=None)
+    wrapped = Sequential(Linear(3, 4), Sequencer(Sequential(Tanh(), Linear(5, 2))))   # a
+    path = r"^modules\[1\]\[0\]\[1\] \(Linear\), given the output of modules\[1\]\[0\]\[0\]"
+    with pytest.raises(ValueError, match=path + r" \(Tanh\): x: expected"):      # Sequencer's
+        wrapped.forward(np.ones((2, 4, 3), np.float32))                           # module is [0]
+    with pytest.raises(ValueError, match=path + r" \(Tanh\): input_shape: expected"):
+        wrapped.output_shape((2, None, 3))
 
     class Refuses(rnncore.Module):                       # a message about something else
         def _forward(self, x, lengths):
