@@ -122,9 +122,16 @@ def _as_array(x, name):
     except (ValueError, TypeError) as e:
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
     except RuntimeError as e:                            # a torch tensor that needs grad says so
-        if not type(x).__module__.startswith("torch"):   # (others: their own error, as it came)
+        if not _holds_torch(x):                          # (others: their own error, as it came)
             raise
         raise TypeError(f"{name}: expected a numeric array, got {type(x).__name__} ({e})") from None
+
+
+def _holds_torch(x):
+    """Whether ``x`` is a torch object, or a list or tuple holding one."""
+    if isinstance(x, (list, tuple)):
+        return any(_holds_torch(v) for v in x)
+    return type(x).__module__.startswith("torch")
 
 
 def finite_array(x, name, kind="f", dtype=None):

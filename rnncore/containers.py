@@ -45,19 +45,24 @@ def _stack_steps(x, name="x"):
     if was_list:
         if len(x) == 0:
             raise ValueError(f"{name}: expected a non-empty list of (B, ...) arrays, got an empty list")
-        steps = [_checks._as_array(s, f"{name}[{t}]") for t, s in enumerate(x)]
-        steps = [_checks.finite_array(s, f"{name}[{t}]", kind="f" if s.dtype.kind == "f" else "i")
-                 for t, s in enumerate(steps)]
-        shapes = sorted({s.shape for s in steps})
-        if len(shapes) != 1:
-            raise ValueError(f"{name}: expected a list of arrays of one shape (B, ...), got shapes {shapes}")
-        a = np.stack(steps)
+        a = _stacked_steps(x, name)
     else:
         a = _checks._as_array(x, name)
     if a.ndim < 2 or 0 in a.shape:
         raise ValueError(f"{name}: expected a time-major array (T, B, ...) with non-empty dimensions, "
                          f"got shape {a.shape}")
     return a, was_list
+
+
+def _stacked_steps(x, name):
+    """The non-empty list ``x`` of step arrays, each checked (finite reals, or ints), stacked."""
+    steps = [_checks._as_array(s, f"{name}[{t}]") for t, s in enumerate(x)]
+    steps = [_checks.finite_array(s, f"{name}[{t}]", kind="i" if s.dtype.kind in "iu" else "f")
+             for t, s in enumerate(steps)]
+    shapes = sorted({s.shape for s in steps})
+    if len(shapes) != 1:
+        raise ValueError(f"{name}: expected a list of arrays of one shape (B, ...), got shapes {shapes}")
+    return np.stack(steps)
 
 
 def _all_or_nothing(container, run, *args):
@@ -140,22 +145,41 @@ def _check_not_repeated(container):
         seen[id(m)] = path
 
 
+def _with_path(e, path, rest):
+    """A new exception of ``e``'s type saying ``path`` (rnncore's words, naming children by
+    their index path) then ``rest``; it remembers where the path ends, so that each chain
+    above can put its own index in front (``_from_child``)."""
+    new = type(e)(path + rest)
+    new._rnncore_path = len(path)
+    return new
+
+
+def _from_child(e, i):
+    """``e``, raised by child i of a chain (or of a Sequencer, i = 0), as the chain's own
+    error: where its message names children by path (``_with_path``), each ``modules[`` of
+    the path gets ``[i]`` in front; else None (a message as it came)."""
+    n = getattr(e, "_rnncore_path", None)
+    if n is None:
+        return None
+    msg = str(e)
+    return _with_path(e, msg[:n].replace("modules[", f"modules[{i}]["), msg[n:])
+
+
 def _name_the_child(chain, i, e, about_its_input):
     """Raise ``e`` (a ValueError or TypeError from child i of ``chain``) again saying which
     child refused which one's output, where its message is about that child's input (starts
-    with one of ``about_its_input``) and the input was not the caller's own (i > 0); a message
-    that names a child of an inner chain already gets this chain's index in front. Returns
-    (the caller then re-raises ``e`` itself) where neither applies."""
-    msg = str(e)
+    with one of ``about_its_input``) and the input was not the caller's own (i > 0); one that
+    already names a child of an inner chain gets this chain's index in front. Returns (the
+    caller then re-raises ``e`` itself) where neither applies."""
     if type(e) not in (ValueError, TypeError):
         return
-    if msg.startswith("modules["):                               # from an inner chain
-        raise type(e)(f"modules[{i}]" + msg[len("modules"):].replace(
-            ", given the output of modules[", f", given the output of modules[{i}][", 1)) from e
-    if i > 0 and msg.startswith(about_its_input):
+    outer = _from_child(e, i)
+    if outer is not None:
+        raise outer from e
+    if i > 0 and str(e).startswith(about_its_input):
         before = chain._children[i - 1]
-        raise type(e)(f"modules[{i}] ({type(chain._children[i]).__name__}), given the output of "
-                      f"modules[{i - 1}] ({type(before).__name__}): {msg}") from e
+        raise _with_path(e, f"modules[{i}] ({type(chain._children[i]).__name__}), given the "
+                            f"output of modules[{i - 1}] ({type(before).__name__})", f": {e}") from e
 
 
 def _paths(m, path="modules"):
@@ -180,8 +204,9 @@ def _time_major_shape(x):
 
 def _as_checked_input(x):
     """``x`` (an array or a list of step arrays) as one checked array: finite reals, or ints."""
-    a = np.stack([np.asarray(s) for s in x]) if isinstance(x, (list, tuple)) and len(x) else \
-        _checks._as_array(x, "x")
+    if isinstance(x, (list, tuple)) and len(x):
+        return _stacked_steps(x, "x")
+    a = _checks._as_array(x, "x")
     return _checks.finite_array(a, "x", kind="i" if a.dtype.kind in "iu" else "f")
 
 
@@ -294,10 +319,15 @@ class Sequential(Module):
                 try:                                             # (Torch7: the first child gets
                     gy = m.backward(x if i == 0 else self._inputs[i], gy)   # the x given here)
                 except (ValueError, TypeError) as e:
-                    if i == last or type(e) not in (ValueError, TypeError) or not str(e).startswith("gy"):
+                    if type(e) not in (ValueError, TypeError):
+                        raise
+                    outer = _from_child(e, i)                    # (an inner chain's: its path)
+                    if outer is not None:
+                        raise outer from e
+                    if i == last or not str(e).startswith("gy"):
                         raise                                    # (the caller's own x or gy: as is)
-                    raise type(e)(f"the gradient reaching modules[{i}] ({type(m).__name__}) from "
-                                  f"the modules after it: {e}") from e
+                    raise _with_path(e, f"the gradient reaching modules[{i}] ({type(m).__name__})",
+                                     f" from the modules after it: {e}") from e
         except BaseException:
             _put_back(backups)
             raise
@@ -374,15 +404,18 @@ class Sequencer(Module):
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:
             g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0
-        if _refuses_cleanly(self.module):       # (one child: it refuses before it changes anything)
+        # (one child: it refuses before it changes anything, unless a module of one's own is
+        # below it, which may not: then it is backed up)
+        backup = None if _refuses_cleanly(self.module) else _backup(self.module)
+        try:
             gx = self.module.backward(xa, g)
-        else:                                    # (a module of one's own below: it may not)
-            backup = _backup(self.module)
-            try:
-                gx = self.module.backward(xa, g)
-            except BaseException:
+        except BaseException as e:
+            if backup is not None:
                 _put_back([backup])
-                raise
+            outer = _from_child(e, 0) if type(e) in (ValueError, TypeError) else None
+            if outer is not None:                                # (an inner chain's: with [0])
+                raise outer from e
+            raise
         return gx if gx is None else _like(np.asarray(gx), c["was_list"])
 
     def _on_astype(self, dtype):

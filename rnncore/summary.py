@@ -47,8 +47,9 @@ def _rows(module, shape):
         try:
             shape = leaf.output_shape(shape)
         except (ValueError, TypeError) as e:
-            if not rows or type(e) not in (ValueError, TypeError):
-                raise                                            # (the caller's own shape)
+            if not rows or type(e) not in (ValueError, TypeError) or not str(e).startswith("input_shape:"):
+                raise                                            # (the caller's own shape, or
+                                                                 # not about the input)
             raise type(e)(f"{path} ({type(leaf).__name__}), given the output of {rows[-1][0]} "
                           f"({rows[-1][1]}): {e}") from e
         params = [p for p in leaf._parameter_list() if id(p) not in counted]

@@ -5,6 +5,8 @@ Sequencer's two input kinds (list of steps, (T, B, F) array) against each other;
 (``lengths=``) against running each sequence alone, trimmed.
 """
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -674,11 +676,38 @@ def test_a_chain_names_the_child_that_refuses_the_one_before_it():
     with pytest.raises(ValueError, match=path + r" \(Tanh\): input_shape: expected"):
         wrapped.output_shape((2, None, 3))
 
-    class Refuses(rnncore.Module):                       # a message about something else
-        def _forward(self, x, lengths):
-            raise ValueError("xavier init is not supported here")
-    with pytest.raises(ValueError, match="^xavier init"):
-        Sequential(Linear(3, 3), Refuses()).forward(np.ones((4, 3), np.float32))
+    class Refuses(rnncore.Module):                       # messages about something else,
+        def _forward(self, x, lengths):                  # or that only look like a path
+            raise ValueError(self.message)
+    for message in ("xavier init is not supported here", "modules[2] is unknown"):
+        own = Refuses()
+        own.message = message
+        for model in (Sequential(Linear(3, 3), own), Sequencer(Sequential(own, Tanh()))):
+            with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
+                model.forward(np.ones((4, 2, 3), np.float32))
+
+
+class _RefusesItsGradient(rnncore.Module):
+    def _forward(self, x, lengths):
+        return x
+
+    def _backward(self, x, gy):
+        raise ValueError("gy: expected shape (3, 2, 3)")
+
+
+def test_a_refused_gradient_is_named_by_its_whole_path():
+    x = np.ones((3, 2, 3), np.float32)
+    m = Sequential(Linear(3, 3), Sequencer(Sequential(Linear(3, 3), _RefusesItsGradient(), Linear(3, 3))),
+                   Tanh())
+    y = m.forward(x)
+    with pytest.raises(ValueError, match=re.escape("the gradient reaching modules[1][0][1] "
+                                                   "(_RefusesItsGradient) from the modules after it: gy:")):
+        m.backward(x, np.ones_like(y))
+    assert not any(p.grad.any() for p in m.parameters())
+    m2 = Sequential(Linear(3, 3))
+    y2 = m2.forward(x)
+    with pytest.raises(ValueError, match=r"^x: expected a list of arrays of one shape"):
+        m2.backward([np.ones((2, 3)), np.ones((2, 4)), np.ones((2, 3))], np.ones_like(y2))
 
 
 def test_add_after_forward_needs_a_new_forward():

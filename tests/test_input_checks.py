@@ -385,6 +385,11 @@ def test_a_torch_tensor_that_needs_grad_is_a_type_error_naming_the_argument():
     m.forward(t.detach())                                # a plain tensor is read as an array
     with pytest.raises(TypeError, match=r"^x\[0\]: expected a numeric array, got Tensor"):
         rnncore.Sequencer(Linear(2, 2)).forward([t[0], t[1]])
+    for model in (Linear(2, 2), Sequential(Linear(2, 2))):
+        with pytest.raises(TypeError, match=r"^x: expected a numeric array, got list"):
+            model.forward([t[0], t[1]])
+    with pytest.raises(TypeError, match=r"^x\[0\]: expected a real-valued array, got dtype complex"):
+        rnncore.Sequencer(Linear(2, 2)).forward(list(np.ones((3, 2, 2), complex)))
 
     class Unreadable:                                    # anything else's RuntimeError: as it came
         def __array__(self, dtype=None, copy=None):
