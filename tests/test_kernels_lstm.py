@@ -15,6 +15,7 @@ from numba import njit
 from kernels import reference as ref
 from kernels._common import exp_expm1, flip_valid, sigmoid, tanh
 from kernels.lstm import lstm_backward, lstm_forward
+from _numeric import numeric_grad, rel_err
 
 GRAD_NAMES = ("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0")
 
@@ -118,18 +119,8 @@ def test_gradcheck(rng, ragged, reverse):
 
     *_, cache = lstm_forward(*params, lengths=lengths, reverse=reverse)
     analytic = lstm_backward(dy, dh, dc, cache)
-    eps = 1e-6
     for name, p, g in zip(GRAD_NAMES, params, analytic):
-        numeric = np.zeros_like(p)
-        for k in np.ndindex(p.shape):
-            old = p[k]
-            p[k] = old + eps
-            up = loss()
-            p[k] = old - eps
-            down = loss()
-            p[k] = old
-            numeric[k] = (up - down) / (2 * eps)
-        rel = np.abs(numeric - g).max() / max(np.abs(numeric).max(), 1e-3)
+        rel = rel_err(g, numeric_grad(loss, p), floor=1e-3)
         assert rel < 1e-6, (name, rel)
 
 
