@@ -37,7 +37,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "tanh", "exp_expm1", "copy_row", "flip_valid", "as_float_array", "as_lengths",
+__all__ = ["sigmoid", "tanh", "exp_expm1", "dot_into", "copy_row", "flip_valid", "as_float_array", "as_lengths",
            "init_state", "state_or_zeros", "as_flag", "check_cache", "bad_cache"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -170,6 +170,46 @@ def tanh(z):
     _, u = exp_expm1(-(a + a))
     t = abs(u) / (type(z)(2) + u)            # abs(u) = -u, but +0.0 (not -0.0) at z = 0
     return t if z >= 0 else -t
+
+
+try:                                                     # Numba's code generator for np.dot
+    from numba.np.linalg import dot_3_mm as _dot_3_mm, ensure_blas as _ensure_blas
+except ImportError:                                      # (should a later Numba move it)
+    _dot_3_mm = None
+
+
+def _dot_operand(t, layouts):
+    return isinstance(t, types.Array) and t.ndim == 2 and t.layout in layouts
+
+
+@intrinsic
+def _dot_into_blas(typingctx, a, b, out):
+    if not (_dot_operand(a, "CF") and _dot_operand(b, "CF") and _dot_operand(out, "C")
+            and a.dtype == b.dtype == out.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        _ensure_blas()
+        return _dot_3_mm(context, builder, sig, args)   # shape checks, then xgemm (or xgemv)
+
+    return out(a, b, out), codegen
+
+
+@njit(cache=True, nogil=True)
+def _dot_into_numba(a, b, out):
+    np.dot(a, b, out)
+
+
+# ``dot_into(a, b, out)``: ``out[:, :] = a @ b`` for 2-D arrays of one dtype (C- or
+# Fortran-ordered, such as a transposed view; ``out`` C-contiguous), by BLAS, exactly as Numba's
+# ``np.dot(a, b, out)``; from @njit code only.
+#
+# Why not ``np.dot`` in the cores: Numba compiles its ``np.dot`` again, as a small function of
+# its own, for every set of compile options it is called under (the cores' ``fastmath``,
+# ``error_model``, ``nogil``...): the seed model's first training step compiled it 7 times for
+# 3 layouts, 0.1-0.2 s each on the machine of ``benchmarks/results/cpu.md``. ``_dot_into_blas``
+# calls Numba's own code generator for that product in place, which compiles nothing of its own.
+dot_into = _dot_into_blas if _dot_3_mm is not None else _dot_into_numba
 
 
 @njit(cache=True, inline="always")

@@ -50,7 +50,7 @@ from numba.core import cgutils, config, errors
 from numba.extending import intrinsic
 
 from . import _workspace
-from ._common import copy_row
+from ._common import copy_row, dot_into
 
 __all__ = ["pack", "pack_for", "step_operands", "step_product", "gemm_packed", "mac",
            "TILE_ROWS", "TILE_COLS", "MIN_ROWS", "MAX_WORK", "ONE_ROW_MAX_WEIGHTS", "VECTOR"]
@@ -390,7 +390,7 @@ def step_product(A, Wt, Wp, outT, out):
     if Wp.size:
         gemm_packed(A, Wp, out)
     else:
-        np.dot(Wt, A.T, outT)
+        dot_into(Wt, A.T, outT)
         _transpose_into(outT, out)
 
 

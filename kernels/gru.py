@@ -103,8 +103,8 @@ A second organization of the same computation lives in ``gru_tiled.py`` (float32
 import numpy as np
 from numba import njit
 
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
-                      sigmoid, init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, dot_into,
+                      flip_valid, sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -141,7 +141,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, 
     one = x_s.dtype.type(1)
 
     # input parts of (1), (2), (4) for every step at once: x_s[s] W_ih^T   (T*B, I) @ (I, 3H)
-    np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 3 * H))
+    dot_into(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 3 * H))
 
     R2 = R.reshape(B, 3 * H)                             # the same memory, as the GEMM sees it
     bi, bh = b_ih.reshape(3, H), b_hh.reshape(3, H)      # gate k of unit j is [k, j]: k = r z n
@@ -287,7 +287,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
     # the shared weights: sums over all steps, as three big GEMMs and column sums
     TB = T * B
     dG2 = dG.reshape(TB, 3 * H)                                    # (T*B, 3H), now dGh
-    np.dot(dG2.T, hs[:T].reshape(TB, H), dW_hh)                    # (3H, H)    (1), (2), (3)
+    dot_into(dG2.T, hs[:T].reshape(TB, H), dW_hh)                  # (3H, H)    (1), (2), (3)
     db_hh[:] = 0
     for row in range(TB):
         for k in range(3 * H):
@@ -295,8 +295,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
     for s in range(T):                                             # dG is now dGi
         for bb in range(B):
             copy_row(dan_s[s, bb], dG[s, bb, 2])
-    np.dot(dG2.T, x_s.reshape(TB, I), dW_ih)                       # (3H, I)    (1), (2), (4)
-    np.dot(dG2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)   (1), (2), (4)
+    dot_into(dG2.T, x_s.reshape(TB, I), dW_ih)                     # (3H, I)    (1), (2), (4)
+    dot_into(dG2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)   (1), (2), (4)
     db_ih[:2 * H] = db_hh[:2 * H]                # the r, z thirds of dGi are dGh's; the n third:
     db_ih[2 * H:] = 0
     dan2 = dan_s.reshape(TB, H)

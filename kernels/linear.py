@@ -15,7 +15,7 @@ cores ran several times slower for it.
 import numpy as np
 from numba import njit
 
-from ._common import as_float_array
+from ._common import as_float_array, dot_into
 from ._workspace import empty
 
 __all__ = ["linear_forward", "linear_backward"]
@@ -23,7 +23,7 @@ __all__ = ["linear_forward", "linear_backward"]
 
 @njit(cache=True)
 def _forward_core(x, W, b, y):
-    np.dot(x, W.T, y)                                    # (N, I) @ (I, O)
+    dot_into(x, W.T, y)                                  # (N, I) @ (I, O)
     for n in range(y.shape[0]):
         for o in range(y.shape[1]):
             y[n, o] += b[o]
@@ -31,8 +31,8 @@ def _forward_core(x, W, b, y):
 
 @njit(cache=True)
 def _backward_core(dy, x, W, dx, dW, db):
-    np.dot(dy, W, dx)                                    # (N, O) @ (O, I)
-    np.dot(dy.T, x, dW)                                  # (O, N) @ (N, I)
+    dot_into(dy, W, dx)                                  # (N, O) @ (O, I)
+    dot_into(dy.T, x, dW)                                # (O, N) @ (N, I)
     db[:] = 0
     for n in range(dy.shape[0]):
         for o in range(dy.shape[1]):

@@ -103,8 +103,8 @@ read this file first.
 import numpy as np
 from numba import njit
 
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
-                      sigmoid, init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, dot_into,
+                      flip_valid, sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -138,7 +138,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh_blas, W_hh_T_pack
     H = hs.shape[2]
 
     # (1), input part, for every step at once: x_s[s] W_ih^T for all s       (T*B, I) @ (I, 4H)
-    np.dot(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
+    dot_into(x_s.reshape(T * B, I), W_ih.T, gates.reshape(T * B, 4 * H))
 
     R2 = R.reshape(B, 4 * H)                             # the same memory, as the GEMM sees it
     b4 = b.reshape(4, H)                                 # gate k of unit j is [k, j]: k = i f g o
@@ -282,9 +282,9 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
     dZ2 = dZ.reshape(TB, 4 * H)                                    # (T*B, 4H)
-    np.dot(dZ2.T, x_s.reshape(TB, I), dW_ih)                       # (4H, I)
-    np.dot(dZ2.T, hs[:T].reshape(TB, H), dW_hh)                    # (4H, H), hs[s] = h_{s-1}
-    np.dot(dZ2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)
+    dot_into(dZ2.T, x_s.reshape(TB, I), dW_ih)                     # (4H, I)
+    dot_into(dZ2.T, hs[:T].reshape(TB, H), dW_hh)                  # (4H, H), hs[s] = h_{s-1}
+    dot_into(dZ2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)
     db[:] = 0
     for r in range(TB):
         for k in range(4 * H):

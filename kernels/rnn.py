@@ -87,8 +87,8 @@ reused from call to call (``_workspace``), whose memory pages are already mapped
 import numpy as np
 from numba import njit
 
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, flip_valid,
-                      init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, dot_into,
+                      flip_valid, init_state, state_or_zeros, tanh)
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
@@ -119,7 +119,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, RT, b, lengt
     H = hs.shape[2]
 
     # input part of (1) for every step at once: G[s] = x_s[s] W_ih^T       (T*B, H)
-    np.dot(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
+    dot_into(x_s.reshape(T * B, I), W_ih.T, G.reshape(T * B, H))
 
     for s in range(T):                                   # hidden part of (1): R = h_{s-1} W_hh^T
         step_product(hs[s], W_hh_blas, W_hh_T_packed, RT, R)
@@ -225,9 +225,9 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
     # (1), the shared weights: sums over all steps, as three big GEMMs and a column sum
     TB = T * B
     dA2 = dA.reshape(TB, H)                                        # (T*B, H)
-    np.dot(dA2.T, x_s.reshape(TB, I), dW_ih)                       # (H, I)
-    np.dot(dA2.T, hs[:T].reshape(TB, H), dW_hh)                    # (H, H), hs[s] = h_{s-1}
-    np.dot(dA2, W_ih, dx_s.reshape(TB, I))                         # (T*B, I)
+    dot_into(dA2.T, x_s.reshape(TB, I), dW_ih)                     # (H, I)
+    dot_into(dA2.T, hs[:T].reshape(TB, H), dW_hh)                  # (H, H), hs[s] = h_{s-1}
+    dot_into(dA2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)
     db[:] = 0
     for row in range(TB):
         for k in range(H):

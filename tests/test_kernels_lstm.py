@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from numba import njit
 
 from kernels import reference as ref
-from kernels._common import exp_expm1, flip_valid, sigmoid, tanh
+from kernels._common import _dot_into_blas, _dot_into_numba, dot_into, exp_expm1, flip_valid, sigmoid, tanh
 from kernels.lstm import lstm_backward, lstm_forward
 from _numeric import numeric_grad, rel_err
 
@@ -263,6 +263,43 @@ def test_sigmoid_tanh_stable_and_accurate(dtype):
     normal = z64 > (-87 if dtype == np.float32 else -700)  # relative precision for z << 0 too
     np.testing.assert_allclose(s[normal], s_ref[normal], rtol=2 * np.finfo(dtype).eps)
     assert np.isnan(sigmoid(np.nan)) and np.isnan(tanh(np.nan))
+
+
+@njit(nogil=True, fastmath={"contract"}, error_model="numpy")   # a core's options
+def _products(a, b, out_ab, out_atb, out_abt):
+    dot_into(a, b, out_ab)                                  # C @ C
+    dot_into(a.T, a, out_atb)                               # F @ C (a transposed view)
+    dot_into(a, b.T.copy().T, out_abt)                      # C @ F
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [0, 1, 3])
+def test_dot_into_is_blas_dot_in_every_layout(rng, dtype, m):
+    a = rng.standard_normal((m, 4)).astype(dtype)
+    b = rng.standard_normal((4, 5)).astype(dtype)
+    outs = [np.full((m, 5), np.nan, dtype), np.full((4, 4), np.nan, dtype),
+            np.full((m, 5), np.nan, dtype)]
+    _products(a, b, *outs)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(outs[0], a @ b, rtol=tol, atol=tol)   # m = 0: k > 0, empty out
+    np.testing.assert_allclose(outs[1], a.T @ a, rtol=tol, atol=tol)  # m = 0: all zeros
+    np.testing.assert_allclose(outs[2], a @ b, rtol=tol, atol=tol)
+    assert outs[1].dtype == dtype
+
+
+@pytest.mark.parametrize("impl", [_dot_into_blas, _dot_into_numba])
+def test_dot_into_checks_shapes_either_way(rng, impl):
+    """Both the intrinsic (Numba's np.dot code generator called in place) and the plain-Numba
+    fallback (kept for a Numba that moves it) refuse mismatched shapes as np.dot does."""
+    f = njit(lambda a, b, out: impl(a, b, out))
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((4, 5))
+    out = np.empty((3, 5))
+    f(a, b, out)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-14)
+    with pytest.raises(ValueError, match="incompatible array sizes"):
+        f(a, b[:3], out)
+    with pytest.raises(ValueError, match="incompatible output array size"):
+        f(a, b, np.empty((3, 4)))
 
 
 def test_flip_valid_matches_reference_and_is_an_involution(rng):
