@@ -5,13 +5,14 @@ Shape key: T = time steps, B = batch, I = input features, H = hidden units, K = 
 Two kinds of helpers live here:
 
 * Numba-compiled scalar/array helpers used *inside* ``@njit`` cores:
-  ``sigmoid`` (numerically stable logistic) and ``tanh``, both SIMD-friendly (see below), and
+  ``sigmoid`` (numerically stable logistic) and ``tanh``, both SIMD-friendly (see below),
+  ``dot_into`` (a matrix product by BLAS into a given array: Numba's ``np.dot(a, b, out)``) and
   ``flip_valid`` (the time flip that turns a ``reverse=True`` run into a forward-in-time one).
 * Plain-Python argument preparation used by the kernels' Python wrappers *before* a core is
   called: ``as_float_array``, ``as_lengths``, ``init_state``, ``state_or_zeros``, ``as_flag``,
   ``check_cache`` (``bad_cache`` is its error, which ``reference.py`` raises too). They make
   every array C-contiguous in one dtype, so the ``@njit`` cores are compiled for exactly two
-  signatures (float32, float64) and ``np.dot`` inside them never copies; and they turn bad
+  signatures (float32, float64) and ``dot_into`` inside them never copies; and they turn bad
   input into a ``ValueError``/``TypeError`` that names the argument instead of a Numba typing
   error. They look at types and shapes only, never at values (no pass over an array).
 
@@ -37,8 +38,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "tanh", "exp_expm1", "dot_into", "copy_row", "flip_valid", "as_float_array", "as_lengths",
-           "init_state", "state_or_zeros", "as_flag", "check_cache", "bad_cache"]
+__all__ = ["sigmoid", "tanh", "exp_expm1", "dot_into", "copy_row", "flip_valid", "as_float_array",
+           "as_lengths", "init_state", "state_or_zeros", "as_flag", "check_cache", "bad_cache"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -80,8 +80,8 @@ step s of sequence b is valid exactly when ``s < lengths[b]``, in both direction
 ``rnn.py``, the cores below count steps s; an index t is a time (of y, dy); X is x_s.
 
 Precision and speed notes (``rnn.py`` explains the rest): every array of one call has x's dtype
-(float32 or float64), so the cores compile for exactly those two signatures and ``np.dot`` calls
-BLAS without copies. Literal constants are made in that dtype (``one``), since a bare ``1``
+(float32 or float64), so the cores compile for exactly those two signatures and ``dot_into``
+calls BLAS without copies. Literal constants are made in that dtype (``one``), since a bare ``1``
 would promote float32 to float64. Gates are stored as (..., 3, H), so each gate of a batch row
 is a contiguous (H,) row, and the forward pointwise pass is a few short loops over such rows
 rather than one loop over j. LLVM turns a loop into SIMD code only once it has ruled out that

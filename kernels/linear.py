@@ -6,10 +6,10 @@
     db = sum_n dy_n
 
 Three GEMMs and a column sum; compiled so that they run on the same BLAS as the recurrent
-kernels (SciPy's OpenBLAS, which Numba's ``np.dot`` calls). Calling NumPy's ``@`` instead uses
-NumPy's own OpenBLAS: two BLAS libraries, each with a thread pool that keeps spinning for a
-while after its last call, then take turns on the same cores, and a small training step on two
-cores ran several times slower for it.
+kernels (SciPy's OpenBLAS, which Numba's ``np.dot`` calls; here through ``_common.dot_into``).
+Calling NumPy's ``@`` instead uses NumPy's own OpenBLAS: two BLAS libraries, each with a thread
+pool that keeps spinning for a while after its last call, then take turns on the same cores, and
+a small training step on two cores ran several times slower for it.
 """
 
 import numpy as np

@@ -72,7 +72,7 @@ recurrence, and write each step's output straight back to its time ``t = lengths
 In step order, step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions.
 
 Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
-cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
+cores compile for exactly those two signatures and ``dot_into`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
 ``sigmoid`` and ``tanh`` come from ``_common``: within 2.7 ulp and, unlike ``math.exp``, SIMD-
 friendly; the forward activates one gate row per loop because LLVM only vectorizes a loop when

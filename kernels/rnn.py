@@ -70,7 +70,7 @@ below count steps s (the index of hs, G, dA); an index t is always a time (the i
 and t = s only when ``reverse`` is False. X above is x_s in step order.
 
 Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
-cores compile for exactly those two signatures and ``np.dot`` calls BLAS without copies. Literal
+cores compile for exactly those two signatures and ``dot_into`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
 The pointwise passes loop over contiguous (H,) rows and use ``_common.tanh``, so LLVM turns them
 into SIMD code (libm's ``math.tanh`` does not vectorize); ``fastmath={"contract"}`` lets them use

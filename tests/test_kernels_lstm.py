@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from numba import njit
 
 from kernels import reference as ref
-from kernels._common import _dot_into_blas, _dot_into_numba, dot_into, exp_expm1, flip_valid, sigmoid, tanh
+from kernels._common import (_dot_into_blas, _dot_into_numba, dot_into, exp_expm1, flip_valid,
+                             sigmoid, tanh)
 from kernels.lstm import lstm_backward, lstm_forward
 from _numeric import numeric_grad, rel_err
 
