@@ -26,7 +26,7 @@ from ._common import as_float_array, exp_expm1
 __all__ = ["log_softmax_forward", "log_softmax_backward"]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _forward_core(x, y):
     N, C = x.shape
     for n in range(N):
@@ -44,7 +44,7 @@ def _forward_core(x, y):
             y[n, j] = (x[n, j] - m) - log_s              # (1), in this order (module notes)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dy, y, dx):
     N, C = y.shape
     for n in range(N):
