@@ -343,8 +343,8 @@ def pack_for(Wb, rows, transposed=False):
     """``pack(Wb, transposed)`` where the packed product pays off for ``rows`` rows of float32
     (at least MIN_ROWS rows and at most MAX_WORK multiply-adds, rows * K * N, see above; at one
     row, weights up to ONE_ROW_MAX_WEIGHTS), else an empty array that tells a kernel's core to
-    call BLAS (``np.dot``) instead. Outputs narrower than one tile (N < 64) stay with BLAS: the
-    tile would compute 64 columns for fewer.
+    call BLAS (``_common.dot_into``) instead. Outputs narrower than one tile (N < 64) stay with
+    BLAS: the tile would compute 64 columns for fewer.
     """
     if rows < MIN_ROWS or Wb.dtype != _FLOAT32:                 # (the common small case first)
         return _NO_PACK
