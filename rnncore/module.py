@@ -47,6 +47,15 @@ class Parameter:
 
     @data.setter
     def data(self, value):
+        """A new array of the same shape and dtype (any memory layout); checked here, so that a
+        wrong one is refused where it is set, not at some later forward or optimizer step."""
+        old = self._data
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{self.name}.data: expected a NumPy array, got {type(value).__name__}")
+        if value.shape != old.shape or value.dtype != old.dtype:
+            raise ValueError(f"{self.name}.data: expected a {old.dtype} array of shape "
+                             f"{old.shape}, got {value.dtype} {value.shape} (astype converts "
+                             f"a model's dtype)")
         self._data = value
         self.version += 1
 
@@ -257,12 +266,25 @@ class Module:
         return state
 
     def astype(self, dtype):
-        """Convert every parameter (and grad) to ``dtype`` in place; returns ``self``."""
+        """Convert every parameter (and grad) to ``dtype`` in place; returns ``self``.
+
+        Refused (ValueError naming the parameter, nothing converted) where a value is outside
+        ``dtype``'s range, as ``load_state_dict`` refuses one: float64 weights beyond float32's
+        largest number would otherwise become inf.
+        """
         dtype = _checks.float_dtype(dtype, "dtype")
+        big = np.finfo(dtype).max
+        for m in self.modules():
+            for p in m._params.values():
+                for what, a in (("", p._data), (".grad", p.grad)):
+                    if a.size and np.abs(a).max() > big:
+                        raise ValueError(f"dtype: {p.name}{what} holds values beyond {dtype}'s "
+                                         f"range (largest magnitude {np.abs(a).max():.3g})")
         for m in self.modules():
             m.dtype = dtype
             for p in m._params.values():
-                p.data = p.data.astype(dtype)
+                p._data = p._data.astype(dtype)
+                p.version += 1
                 p.grad = p.grad.astype(dtype)
             m._on_astype(dtype)
         return self

@@ -15,7 +15,7 @@ from _torch import F, torch  # noqa: E402
 
 import rnncore  # noqa: E402
 from rnncore import (Dropout, Embedding, LeakyReLU, Linear, LogSoftMax, ReLU, Sigmoid,  # noqa: E402
-                     SoftMax, Tanh)
+                     Sequential, SoftMax, Tanh)
 from _numeric import numeric_grad, rel_err  # noqa: E402
 
 TOL = 1e-6          # relative gradient error allowed in float64
@@ -275,6 +275,39 @@ def test_astype_converts_in_place():
     assert m.weight.data.dtype == m.weight.grad.dtype == np.float64 and m.dtype == np.float64
     np.testing.assert_array_equal(m.weight.data, w.astype(np.float64))
     assert m.forward(np.ones((1, 3), dtype=np.float32)).dtype == np.float64   # input cast
+
+
+def test_astype_refuses_values_beyond_the_new_range_and_converts_nothing():
+    m = Sequential(Linear(2, 2, dtype=np.float64), Linear(2, 2, dtype=np.float64))
+    m[1].weight.data[0, 0] = 1e39                   # float32's largest is ~3.4e38
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"dtype: 1\.weight holds values beyond float32"):
+        m.astype(np.float32)
+    assert same(before, snapshot(m)) and m[0].weight.data.dtype == np.float64
+    m[1].weight.data[0, 0] = 0
+    m[1].weight.grad[1, 1] = -1e300
+    with pytest.raises(ValueError, match=r"1\.weight\.grad"):
+        m.astype(np.float32)
+    m[1].weight.grad[1, 1] = 0
+    assert m.astype(np.float32)[1].weight.data.dtype == np.float32
+
+
+def test_parameter_data_takes_only_an_array_of_its_shape_and_dtype():
+    m = Linear(3, 2)
+    p = m.weight
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"weight\.data: expected a float32 array of shape \(2, 3\), "
+                                         r"got float32 \(3, 2\)"):
+        p.data = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="float64"):
+        p.data = np.zeros((2, 3))
+    with pytest.raises(TypeError, match="weight.data: expected a NumPy array, got list"):
+        p.data = [[0.0] * 3] * 2
+    assert same(before, snapshot(m))
+    new = np.asfortranarray(np.ones((2, 3), np.float32))    # any memory layout is fine
+    p.data = new
+    assert p.data is new
+    np.testing.assert_array_equal(m.forward(np.ones((1, 3), np.float32)), [[3 + b for b in m.bias.data]])
 
 
 def test_float32_default_and_input_cast():
