@@ -52,6 +52,8 @@ from one shuffled batch into the next, which is truncated BPTT over a stream, no
 import numbers
 import time
 
+import math
+
 import numpy as np
 from tqdm import tqdm
 
@@ -137,8 +139,10 @@ def _data(x, y, lengths, per_step, names=("x", "y", "lengths")):
             raise ValueError(f"{ny}: expected one target per sample, shape ({N}, ...) with N = {N} "
                              f"from {nx} {x.shape} (axis 1), got shape {y.shape}")
     lengths = _checks.lengths(lengths, T, N, name=nl)
-    # NaN/Inf anywhere would otherwise surface only when its batch comes up, after updates
-    for a, name in ((x, nx), (y, ny)):
+    # NaN/Inf anywhere would otherwise surface only when its batch comes up, after updates;
+    # targets only where they are read (a SequencerCriterion skips padding steps)
+    read = y[_valid_mask(lengths, T, N)] if per_step and lengths is not None else y
+    for a, name in ((x, nx), (read, ny)):
         if a.dtype.kind == "f":
             _checks.finite_array(a, name)
     return x, y, lengths, N
@@ -276,6 +280,21 @@ def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
         lo, hi = y.min(), y.max()
         if lo < 0 or hi > 1:
             raise ValueError(f"{ny}: expected values in [0, 1] for {crit}, got min {lo}, max {hi}")
+    elif y.size:                                         # MSE: a loss and gradient that fit
+        big = _mse_target_bound(model.dtype)
+        top = float(np.abs(y).max())
+        if top > big:
+            raise ValueError(f"{ny}: expected |values| <= {big:.3g} for {crit} (beyond that the "
+                             f"squared error or its gradient overflows {np.dtype(model.dtype)} "
+                             f"whatever the model answers), got {top:.4g}")
+
+
+def _mse_target_bound(dtype):
+    """The largest |target| `fit` and `score` take for `MSECriterion`: a quarter of the model's
+    dtype's largest number (the gradient 2 (x - t) / n stays finite for any output |x| up to
+    the same), and at most half the square root of float64's (the loss is summed in float64).
+    Beyond it some batch would be refused only when it came up, after updates."""
+    return min(float(np.finfo(dtype).max) / 4, math.sqrt(np.finfo(np.float64).max) / 2)
 
 
 # -- one batch -----------------------------------------------------------------------------
@@ -339,8 +358,10 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
 
     Data layout as in `fit`. Returns ``{"loss": float, "accuracy": float or None}``: the loss is
     the mean of ``criterion.forward`` over batches weighted by batch size; accuracy as in `fit`
-    (None for criteria that are not classification losses). Every module gets its mode back.
-    The targets are checked up front, as in `fit`: a refused call leaves the model as it was.
+    (None for criteria that are not classification losses). Every module gets its mode back,
+    and what its last forward kept (caches for a backward, ``h_n``...): scoring between a
+    forward and its backward changes neither. The targets are checked up front, as in `fit`:
+    a refused call leaves the model as it was.
     """
     _check_model_criterion(model, criterion)
     batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -348,11 +369,11 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     x, y, lengths, N = _data(x, y, lengths, per_step)
     _check_ids(model, x)
     _check_targets(model, criterion, x, y, lengths, per_step)
-    saved = _modes(model)
+    saved = snapshot(model)                             # modes and kept forwards (rebound)
     try:
         loss, acc = _evaluate(model, criterion, x, y, lengths, N, batch_size, per_step)
     finally:
-        _restore_modes(saved)
+        restore(saved)
     return {"loss": loss, "accuracy": acc}
 
 

@@ -400,6 +400,68 @@ def test_regression_targets_are_checked_against_the_output():
     assert_untouched(m, before)
 
 
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e38), (np.float64, 1e300)])
+def test_mse_targets_too_large_for_a_finite_loss_are_refused_up_front(dtype, big):
+    """A finite but huge target made the criterion refuse only when its batch came, after the
+    earlier batches had trained the model (and stepped the optimizer)."""
+    x = np.ones((3, 8, 2), np.float32)
+    y = np.ones((8, 1))
+    y[-1] = big
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 3, return_sequences=False), Linear(3, 1)).astype(dtype)
+    opt = Adam(m.parameters())
+    before = snapshot(m, opt)
+    with pytest.raises(ValueError, match=r"y: expected \|values\| <= .* for MSECriterion .*got "):
+        fit(m, MSECriterion(), opt, x, y, epochs=1, batch_size=4, shuffle=False, progress=False)
+    assert_untouched(m, before, opt)
+    y[-1] = 1e15                                                 # large, but the loss fits
+    assert np.isfinite(fit(m, MSECriterion(), opt, x, y, epochs=1, batch_size=4,
+                           shuffle=False, progress=False).loss[0])
+
+
+def test_per_step_regression_targets_may_be_nan_at_padding_steps():
+    """SequencerCriterion(MSECriterion()) accepts anything at padding steps; fit and score
+    refused NaN there."""
+    r = np.random.default_rng(7)
+    x = r.standard_normal((4, 5, 2)).astype(np.float32)
+    lengths = np.array([4, 1, 3, 2, 4])
+    y = r.standard_normal((4, 5, 1))
+    y[np.arange(4)[:, None] >= lengths[None, :]] = np.nan
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 1)))
+    crit = SequencerCriterion(MSECriterion())
+    assert np.isfinite(fit(m, crit, 0.1, x, y, lengths, epochs=1, batch_size=2,
+                           progress=False).loss[0])
+    assert np.isfinite(score(m, crit, x, y, lengths)["loss"])
+    y[2, 0, 0] = np.nan                                          # a valid step
+    before = snapshot(m)
+    with pytest.raises(ValueError, match="y: expected finite values"):
+        fit(m, crit, 0.1, x, y, lengths, progress=False)
+    assert_untouched(m, before)
+
+
+def test_score_between_a_forward_and_its_backward_changes_neither():
+    m, x, y = three_classes(3)
+    m.evaluate()                                                 # (no dropout draws)
+    crit = ClassNLLCriterion()
+    out = m.forward(x)
+    g = crit.backward(out, y)
+    twin, _, _ = three_classes(3)
+    twin.evaluate()
+    twin.forward(x)
+    def kept():                                      # what a forward keeps (not memos of structure)
+        names = ("train", "_inputs", "_valid", "_lengths", "_cache", "h_n", "c_n", "_mask")
+        return [{k: id(v) for k, v in mod.__dict__.items() if k in names} for mod in m.modules()]
+    before = kept()
+    score(m, crit, x[:, ::-1] * 2, y[::-1], batch_size=4)       # other data, other batches
+    assert kept() == before
+    assert not m.train                                           # (its mode, too)
+    m.backward(x, g)
+    twin.backward(x, g)
+    for a, b in zip(m.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(a.grad, b.grad)
+
+
 class Head(rnncore.Module):
     """A module of the user's own: (N, 4) -> (N, 3) log-probabilities. It keeps the base
     class's ``output_shape`` (the input's shape, wrong here), so `fit` learns the width from a
