@@ -378,12 +378,16 @@ class SequencerCriterion(Criterion):
         """
         T, B = x.shape[:2]
         if lengths is None and type(self.criterion) is ClassNLLCriterion:   # the common case,
-            loss, g = _nll_scored(x.reshape(T * B, *x.shape[2:]),           # in one pass
-                                  t.reshape(T * B, *t.shape[2:]), B, need_grad)
+            try:                                                            # in one pass
+                loss, g = _nll_scored(x.reshape(T * B, *x.shape[2:]),
+                                      t.reshape(T * B, *t.shape[2:]), B, need_grad)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{e} (the (T, B) steps of input {x.shape} and target {t.shape} "
+                              f"as T*B rows)") from None
             return loss, (None if g is None else g.reshape(x.shape))
         if lengths is None:                                      # every row of every step:
-            xv, tv = self.criterion._check(x.reshape(T * B, *x.shape[2:]),   # one weight, 1/B
-                                           t.reshape(T * B, *t.shape[2:]))
+            xv, tv = self._inner_check(x.reshape(T * B, *x.shape[2:]),  # one weight, 1/B
+                                       t.reshape(T * B, *t.shape[2:]), x, t, "")
             l, g = self.criterion._rows(xv, tv)
             loss = float(l.sum()) / B
             if not need_grad:
@@ -394,7 +398,7 @@ class SequencerCriterion(Criterion):
         per_step = valid.sum(axis=1)                             # rows still running at step s
         weight = np.repeat(1.0 / np.maximum(per_step, 1), B)[rows]
         xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
-        xv, tv = self.criterion._check(xv, tv)                   # validated once, valid rows only
+        xv, tv = self._inner_check(xv, tv, x, t, ", valid steps only")   # once, valid rows
         l, g = self.criterion._rows(xv, tv)
         if not need_grad:
             return float(np.dot(l, weight)), None
@@ -402,17 +406,32 @@ class SequencerCriterion(Criterion):
         grad.reshape(T * B, *x.shape[2:])[rows] = g * weight.reshape(-1, *[1] * (g.ndim - 1))
         return float(np.dot(l, weight)), grad
 
+    def _inner_check(self, xv, tv, x, t, which):
+        """The inner criterion's ``_check`` of the (T*B, ...) rows; its refusal then says what
+        the caller gave (its shapes are of the flattened rows)."""
+        try:
+            return self.criterion._check(xv, tv)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{e} (the (T, B) steps of input {x.shape} and target {t.shape} as "
+                          f"T*B rows{which})") from None
+
     def _per_step(self, x, t, lengths, need_grad=True):
         """The same by definition: the inner criterion called once per step (any criterion)."""
         T, B = x.shape[:2]
         steps = np.full(B, T) if lengths is None else lengths
         loss, grad = 0.0, (np.zeros_like(x) if need_grad else None)
-        for s in range(T):
-            r = np.flatnonzero(steps > s)                        # rows still running at step s
-            if r.size:
-                loss += self.criterion.forward(x[s, r], t[s, r])
-                if need_grad:
-                    grad[s, r] = self.criterion.backward(x[s, r], t[s, r])
+        saved = dict(self.criterion.__dict__)                    # (its .output, say)
+        try:
+            for s in range(T):
+                r = np.flatnonzero(steps > s)                    # rows still running at step s
+                if r.size:
+                    loss += self.criterion.forward(x[s, r], t[s, r])
+                    if need_grad:
+                        grad[s, r] = self.criterion.backward(x[s, r], t[s, r])
+        except (ValueError, TypeError) as e:                     # a step refused: as it was
+            self.criterion.__dict__.clear()
+            self.criterion.__dict__.update(saved)
+            raise type(e)(f"{e} (at step {s} of input {x.shape}, target {t.shape})") from None
         return loss, grad
 
     def _evaluate(self, x, t, lengths, need_grad):
@@ -440,8 +459,16 @@ class SequencerCriterion(Criterion):
             kept = getattr(self, "_kept", None)                  # the usual training step:
             if kept is not None and _same_values(input, kept[0]) and _same_values(target, kept[1]):
                 return self._finite_grad(kept[2].copy(), *kept[:2])   # forward's gradient
-            lengths = self._lengths
-        x, t, was_list, lengths = self._check_seq(input, target, lengths)
+            kept_lengths, lengths = True, self._lengths
+        else:
+            kept_lengths = False
+        try:
+            x, t, was_list, lengths = self._check_seq(input, target, lengths)
+        except ValueError as e:
+            if kept_lengths and str(e).startswith("lengths:"):   # not the caller's: say whose
+                raise ValueError(f"lengths (of the last forward, which backward reuses when "
+                                 f"given none): {str(e)[len('lengths: '):]}") from None
+            raise
         _, g = self._evaluate(x, t, lengths, need_grad=True)
         g = self._finite_grad(g, x, t)
         return list(g) if was_list else g

@@ -313,3 +313,55 @@ def test_sequencer_criterion_nll_one_pass_equals_the_rows_path(dtype):
             fast.forward(x, t_bad)
     with pytest.raises(TypeError, match="target"):
         fast.forward(x, t.astype(np.float64) + 0.5)
+
+
+# -- refusals of SequencerCriterion: the caller's shapes, nothing changed -----------------------
+@pytest.mark.parametrize("inner, x_shape, t_shape, lengths, match", [
+    (MSECriterion, (3, 2, 2), (3, 2, 3), None, r"target: expected shape \(6, 2\), got \(6, 3\) "
+     r"\(the \(T, B\) steps of input \(3, 2, 2\) and target \(3, 2, 3\) as T\*B rows\)"),
+    (MSECriterion, (3, 2, 2), (3, 2, 3), [3, 1], r"input \(3, 2, 2\) and target \(3, 2, 3\) as "
+     r"T\*B rows, valid steps only\)"),
+    (ClassNLLCriterion, (3, 2, 4, 1), (3, 2), None, r"got shape \(6, 4, 1\) \(the \(T, B\) "
+     r"steps of input \(3, 2, 4, 1\) and target \(3, 2\)"),
+    (ClassNLLCriterion, (3, 2, 4), (3, 2, 1), [2, 3], r"input \(3, 2, 4\) and target \(3, 2, 1\)"),
+])
+def test_sequencer_criterion_refusals_name_the_callers_shapes(inner, x_shape, t_shape, lengths,
+                                                              match):
+    """The inner criterion sees the steps as T*B rows; its message gave only those shapes."""
+    c = SequencerCriterion(inner())
+    t = np.zeros(t_shape, int if inner is ClassNLLCriterion else float)
+    lengths = None if lengths is None else np.array(lengths)
+    with pytest.raises(ValueError, match=match):
+        c.forward(np.full(x_shape, -1.0), t, lengths=lengths)
+    assert c.output is None
+
+
+def test_sequencer_criterion_backward_says_whose_lengths_it_refuses():
+    c = SequencerCriterion(ClassNLLCriterion())
+    c.forward(np.full((3, 5, 4), -1.0), np.zeros((3, 5), int), lengths=np.array([3, 1, 2, 3, 3]))
+    with pytest.raises(ValueError, match=r"^lengths \(of the last forward, which backward reuses "
+                                         r"when given none\): expected shape \(2,\)"):
+        c.backward(np.full((3, 2, 4), -1.0), np.zeros((3, 2), int))
+    with pytest.raises(ValueError, match=r"^lengths: expected shape \(2,\)"):    # the caller's
+        c.backward(np.full((3, 2, 4), -1.0), np.zeros((3, 2), int), lengths=np.array([1, 2, 3]))
+
+
+def test_sequencer_criterion_refused_step_leaves_its_inner_criterion_as_it_was():
+    """Step by step (an inner criterion without a per-row form), a refusal at step 2 had left
+    the inner criterion's ``output`` from steps 0 and 1."""
+    class L1(MSECriterion):
+        def _loss(self, x, t):
+            return float(np.mean(np.abs(x - t)))
+
+        def _grad(self, x, t):
+            return np.sign(x - t) / x.size
+
+    inner = L1()
+    c = SequencerCriterion(inner)
+    x, t = np.zeros((3, 2, 1)), np.ones((3, 2, 1))
+    assert c.forward(x, t) == 3.0 and inner.output == 1.0
+    t[2, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"target: expected finite values.*\(at step 2 of input "
+                                         r"\(3, 2, 1\), target \(3, 2, 1\)\)"):
+        c.forward(x + 0.5, t, lengths=np.array([3, 3]))
+    assert inner.output == 1.0 and c.output == 3.0
