@@ -118,9 +118,9 @@ class Linear(Module):
 
     def _check_x(self, x):
         x, was_list = _float_input(x, self.dtype)
-        if x.shape[-1] != self.in_features:
+        if x.shape[-1] != self.in_features or x.size == 0:
             raise ValueError(f"x: expected (..., {self.in_features}) (in_features={self.in_features}), "
-                             f"got shape {x.shape}")
+                             f"no axis empty, got shape {x.shape}")
         return x, was_list
 
     def _forward(self, x, lengths):
@@ -135,7 +135,10 @@ class Linear(Module):
         # Torch7: the gradients are those of the given input (the one forward saw).
         x, was_list = self._check_x(x)
         gy, _ = _float_input(gy, self.dtype, "gy")
-        _checks.same_shape(gy, x.shape[:-1] + (self.out_features,), "gy")
+        expected = x.shape[:-1] + (self.out_features,)
+        if gy.shape != expected:                 # (either may be the wrong one: name both)
+            raise ValueError(f"gy: expected shape {expected}, the output's for x {x.shape}, got "
+                             f"{gy.shape}")
         if self._valid is not None and x.shape[:2] == self._valid.shape:
             gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         x2 = x.reshape(-1, self.in_features)                     # (N, I)

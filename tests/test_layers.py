@@ -446,3 +446,20 @@ def test_activation_backward_reads_only_the_shape_of_x(make):
         m.backward(bad, gy)
     with pytest.raises(ValueError, match=r"^x\b"):
         m.backward(x[:3], gy)
+
+
+def test_linear_refusals_name_the_callers_shapes():
+    """An empty axis was reported with the kernel's reshaped (N, I) shape, and a backward given
+    another x than its forward's blamed only gy."""
+    m = Linear(4, 2)
+    with pytest.raises(ValueError, match=r"x: expected \(\.\.\., 4\) .*no axis empty, got shape "
+                                         r"\(3, 0, 4\)"):
+        m.forward(np.ones((3, 0, 4), np.float32))
+    x = np.ones((3, 2, 4), np.float32)
+    gy = np.ones((3, 2, 2), np.float32)
+    m.forward(x)
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"gy: expected shape \(3, 1, 2\), the output's for x "
+                                         r"\(3, 1, 4\), got \(3, 2, 2\)"):
+        m.backward(x[:, :1], gy)
+    assert same(before, snapshot(m))
