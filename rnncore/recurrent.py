@@ -458,7 +458,13 @@ def _sum_torch_biases(module, state):
                 if a1.shape != a2.shape:
                     raise ValueError(f"state[{hh!r}]: expected the shape of {ih!r} {a1.shape}, "
                                      f"got {a2.shape}")
-                state[b] = a1.astype(np.float64) + a2.astype(np.float64)
+                total = a1.astype(np.float64) + a2.astype(np.float64)
+                top = float(np.abs(total).max()) if total.size else 0.0
+                if top > float(np.finfo(module.dtype).max):   # (b is not the caller's key)
+                    raise ValueError(f"state[{ih!r}] + state[{hh!r}]: expected a sum within "
+                                     f"{np.dtype(module.dtype)}'s range (the layer's one bias "
+                                     f"{b!r}), got magnitudes up to {top:.4g}")
+                state[b] = total
                 del state[ih], state[hh]
     return state
 

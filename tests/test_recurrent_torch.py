@@ -125,6 +125,12 @@ def test_torch_state_dict_incomplete_bias_pair_is_refused(cell):
     sd["bias_hh_l0"] = sd["bias_hh_l0"][:-1]
     with pytest.raises(ValueError, match="bias_hh_l0"):
         m.load_state_dict(sd)
+    sd = torch_state(tm)                 # each finite in float32, their sum beyond it
+    sd["bias_ih_l1"] = np.full_like(sd["bias_ih_l1"], 3e38)
+    sd["bias_hh_l1"] = np.full_like(sd["bias_hh_l1"], 3e38)
+    with pytest.raises(ValueError, match=r"^state\['bias_ih_l1'\] \+ state\['bias_hh_l1'\]: "
+                                         r"expected a sum within float32's range"):
+        m.load_state_dict(sd)
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
 
