@@ -18,6 +18,13 @@ updated twice per step), and a hyperparameter that the update casts to a paramet
 float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
 construction against the parameters' dtypes, and again by ``step()`` (before any update) for a
 dtype that appeared since, as after ``model.astype``.
+
+Not checked, as in PyTorch: the gradients themselves. A NaN or Inf entry of a grad (from a
+diverged loss) makes the same entry of the parameter NaN or Inf after ``step()`` (and of that
+parameter's Adam / RMSprop moment estimates), other entries update as usual; and
+``clip_grad_norm`` then returns the non-finite norm, scaling by 0 for an Inf one (every finite
+grad becomes 0, the Inf entry NaN). Check ``np.isfinite(clip_grad_norm(...))`` where that can
+happen.
 """
 
 import numbers
