@@ -403,6 +403,12 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     ids against its width (for a built-in criterion; one of your own checks its targets batch
     by batch). Returns the `History`; every module ends in the mode (training / evaluate) it
     had before the call.
+
+    Interrupted (Ctrl-C, or an exception from ``callback`` or from a criterion or module of
+    your own): the exception propagates, every module gets its mode back, and the parameters
+    (and the optimizer's state) are as the last finished batch left them. The History is not
+    returned then; ``callback`` sees it after every epoch, so keep a reference there if an
+    interrupted run's epochs matter.
     """
     # 1. Validate everything first: a refused call leaves the model as it was.
     _check_model_criterion(model, criterion)
