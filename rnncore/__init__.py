@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 _ON_FIRST_USE = {"fit": "train", "score": "train", "History": "train",     # rnncore.train
                  "save": "io", "load": "io",                               # rnncore.io
                  "pad_sequences": "data",                                  # rnncore.data
-                 "train": None, "io": None, "data": None}                  # the modules
+                 "train": None, "io": None, "data": None,                  # the modules
+                 "plots": None}              # matplotlib itself only when a plot is drawn
 
 __all__ = sorted([name for name, value in globals().items()                # the public API
                   if not name.startswith("_") and name != "kernels"

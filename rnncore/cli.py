@@ -7,8 +7,9 @@
 
 ``main(argv)`` returns the exit status instead of exiting, so tests can call it: 0 when the demo
 ran, 2 for a usage error (argparse's convention: unknown demo, bad option value, ``--plot``
-without matplotlib or at a path that is (or lies under) a file, ``--save`` into a missing
-directory), 130 when interrupted, 141 when the output pipe closes early (``| head``). The
+without matplotlib, empty or at a path that is (or lies under) a file, ``--save`` empty, ending
+with a separator, at a directory or into a missing directory; options the stacked demo would
+ignore), 130 when interrupted, 141 when the output pipe closes early (``| head``). The
 demos themselves live in `rnncore.demos`.
 """
 
@@ -30,7 +31,8 @@ demos:
   regression  which of an LSTM regressor's per-step outputs is the prediction; h_n, and why
               a bidirectional output[-1] is not the final state; a few seconds
   stacked     shapes through stacked / bidirectional / GRU / RNN layers and every parameter
-              count from its formula (17152 = 4*64*(2+64) + 4*64); instant"""
+              count from its formula (17152 = 4*64*(2+64) + 4*64); instant; of the options
+              it takes only --hidden (and --no-progress): it trains nothing"""
 
 
 def _int_at_least(lowest, what):
@@ -71,14 +73,14 @@ def _build():
                           formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("name", nargs="?", default="functions", choices=list(DEMOS),
                       metavar="NAME", help="functions (default), regression or stacked")
-    demo.add_argument("--seed", type=_seed, default=0,
+    demo.add_argument("--seed", type=_seed, default=None,      # None: not given (stacked)
                       help="seed for data, initial weights and batch order (default 0)")
     demo.add_argument("--epochs", type=_positive_int, default=None,
                       help="training epochs (functions: of Part 2; default: the demo's own)")
     demo.add_argument("--hidden", type=_positive_int, default=None,
                       help="hidden size N of the demo's recurrent layers (default: the demo's "
                            "own); stacked builds LSTM, GRU and RNN stacks whose second layer "
-                           "gets N//2")
+                           "gets max(N//2, 1)")
     demo.add_argument("--save", metavar="PATH", default=None,
                       help="save the trained model to PATH (one .npz, rnncore.save); "
                            "functions and regression")
@@ -96,20 +98,42 @@ def _build():
     return parser, demo
 
 
+# Options that change nothing in the stacked demo (it trains nothing, and what it prints does
+# not depend on the seed): refused rather than silently ignored, so that ``demo stacked
+# --epochs 50`` does not look as if it did something. (flag, args attribute, its default)
+# ``--no-progress`` passes: it asks for less output, which stacked gives anyway, and a loop
+# over the demos may pass it to each.
+_NOT_FOR_STACKED = (("--seed", "seed", None), ("--epochs", "epochs", None),
+                    ("--quick", "quick", False), ("--save", "save", None),
+                    ("--plot", "plot", None))
+
+
 def _check_demo_args(parser, args):
-    """Usage errors that argparse cannot see alone; ``parser.error`` exits with status 2."""
-    if args.name == "stacked" and (args.save or args.plot):
-        parser.error("--save / --plot: the stacked demo trains nothing; use them with "
-                     "functions or regression")
+    """Usage errors that argparse cannot see alone; ``parser.error`` exits with status 2.
+
+    Paths are checked here, before any training (minutes with ``--ablation``), with the same
+    test ``rnncore.save`` makes: a bad ``--save`` would otherwise fail only after the demo ran.
+    """
+    if args.name == "stacked":
+        given = [flag for flag, key, default in _NOT_FOR_STACKED
+                 if getattr(args, key) != default]
+        if given:
+            parser.error(f"{' / '.join(given)}: the stacked demo trains nothing (it only traces "
+                         f"shapes and counts parameters; of the options it takes --hidden); "
+                         f"use {', '.join(f for f, _, _ in _NOT_FOR_STACKED)} with functions "
+                         f"or regression")
     if args.ablation and args.name != "functions":
         parser.error(f"--ablation: only the functions demo has one, not {args.name}")
     if args.save is not None:
-        folder = os.path.dirname(os.path.abspath(args.save))
-        if os.path.isdir(args.save) or not os.path.isdir(folder):
-            parser.error(f"--save: expected a file path in an existing directory, got "
-                         f"{args.save!r}" + ("" if os.path.isdir(folder) else
-                                               f" ({folder} does not exist)"))
+        from .io import _path_problem
+
+        problem = _path_problem(args.save)
+        if problem is not None:
+            parser.error(f"--save: {problem[1]}")
     if args.plot is not None:
+        if args.plot == "":
+            parser.error("--plot: expected a directory, existing or to be created, got an "
+                         "empty string")
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -137,11 +161,15 @@ def main(argv=None):
 
     from .demos import DEMOS
 
-    kwargs = dict(seed=args.seed, epochs=args.epochs, hidden=args.hidden, quick=args.quick,
+    seed = 0 if args.seed is None else args.seed
+    kwargs = dict(seed=seed, epochs=args.epochs, hidden=args.hidden, quick=args.quick,
                   progress=args.progress, save=args.save, plot=args.plot)
     if args.ablation:
         kwargs["ablation"] = True
-    print(f"rnncore demo {args.name} (seed {args.seed}{', quick' if args.quick else ''})\n")
+    if args.name == "stacked":                    # no seed, nothing random in what it prints
+        print(f"rnncore demo {args.name}\n")
+    else:
+        print(f"rnncore demo {args.name} (seed {seed}{', quick' if args.quick else ''})\n")
     try:
         DEMOS[args.name].run(**kwargs)
     except KeyboardInterrupt:

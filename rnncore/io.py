@@ -16,6 +16,8 @@ The file is an ordinary NumPy ``.npz`` archive (a zip of ``.npy`` arrays; ``np.l
 
   ``config`` is the module's ``config()`` (its constructor's keyword arguments); a container
   gets its ``children`` positionally, as in ``Sequential(*children)`` and ``Sequencer(module)``.
+  ``dtype`` is each module's own: a model that mixes dtypes (``model[1].astype(np.float64)``)
+  loads with the same mix.
   A module used a second time (``Sequential(lin, Tanh(), lin)``) is written as
   ``{"same_as": "0."}``, the key prefix of its first use, and loads as that same object again
   (its parameters are stored once, under the first use's keys, as ``state_dict`` lists them).
@@ -89,12 +91,37 @@ def _describe(module, path, seen=None):
             "children": [_describe(c, f"{path}{i}.", seen) for i, c in enumerate(module._children)]}
 
 
+def _path_problem(path):
+    """Why ``path`` (a str) cannot receive a file, as (OSError or ValueError subclass, text), or
+    None where it can. Checked before the temporary file is created, so that the error names
+    the user's path rather than the internal ``.<name>.<hex>.tmp``; the CLI's ``--save`` check
+    uses the same test, so that a bad path is a usage error before any training."""
+    if path == "":
+        return ValueError, "expected a file path, got an empty string"
+    if path.endswith(tuple(s for s in (os.sep, os.altsep) if s)):
+        return ValueError, (f"expected a file path, got {path!r}, which ends with a path "
+                            f"separator (a directory)")
+    if os.path.isdir(path):
+        return IsADirectoryError, f"expected a file path, got {path!r}, which is a directory"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return ((NotADirectoryError, f"{path!r}: {folder} is not a directory")
+                if os.path.lexists(folder) else
+                (FileNotFoundError, f"{path!r}: the folder {folder} does not exist"))
+    return None
+
+
 def save(model, path):
     """Write ``model`` (architecture and weights) to ONE ``.npz`` file at exactly ``path``.
 
-    path: str or os.PathLike. The file lands at ``path`` as given: unlike ``np.savez``, no
-        ``.npz`` is appended when the name lacks it (``load`` reads any name).
+    path: str, bytes or os.PathLike. The file lands at ``path`` as given: unlike ``np.savez``,
+        no ``.npz`` is appended when the name lacks it (``load`` reads any name).
     returns the path written, as a str.
+
+    Refused before anything is written, with an error naming ``path``: an empty path, one
+    ending with a separator, a directory, a folder that does not exist (``FileNotFoundError``).
+    Refused with a ValueError naming the parameter: NaN or Inf weights, which `load` refuses, so
+    such a file could not be loaded back (a diverged model is better caught here than later).
 
     The write is atomic: the archive goes to a temporary file in the same directory, is flushed
     to disk (fsync) and then renamed over ``path`` (``os.replace``). If anything fails, the
@@ -108,9 +135,19 @@ def save(model, path):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
+    problem = _path_problem(path)
+    if problem is not None:
+        error, text = problem
+        raise error(f"path: {text}")
     meta = {"format": FORMAT_VERSION, "model": _describe(model, ""),
             "frozen": [k for k, p in model.named_parameters() if not p.requires_grad]}
     arrays = {k: np.ascontiguousarray(p.data) for k, p in model.named_parameters()}
+    for key, a in arrays.items():
+        bad = a.size - int(np.isfinite(a).sum())
+        if bad:
+            raise ValueError(f"model: parameter {key!r} holds {bad} NaN/Inf values; rnncore.load "
+                             f"refuses such weights, so the file could not be loaded back "
+                             f"(nothing was written to {path!r})")
     arrays[META_KEY] = np.array(json.dumps(meta, default=_json_value))
 
     folder, name = os.path.split(os.path.abspath(path))
@@ -284,13 +321,14 @@ def _build(desc, where, prefix, sizes, built):
     ``prefix`` is its key prefix in ``sizes`` ('', '0.'), the number of values of each array
     the file holds: a module without children is built only if its config gives as many
     parameter values as the file holds under its prefix. ``built`` maps the prefixes built so
-    far to their modules (for ``same_as``)."""
+    far to (module, its recorded dtype): ``same_as`` looks modules up there, and `_own_dtypes`
+    gives each module its recorded dtype once the whole tree is built."""
     if isinstance(desc, dict) and set(desc) == {"same_as"}:
         ref = desc["same_as"]
         if not isinstance(ref, str) or ref not in built:
             raise ValueError(f"{where}: 'same_as': expected the key prefix of a module described "
                              f"before it ({sorted(built)}), got {ref!r}")
-        return built[ref]
+        return built[ref][0]
     if not isinstance(desc, dict):
         raise ValueError(f"{where}: expected a module description (a JSON object), got {desc!r}")
     missing = [k for k in ("class", "dtype", "config", "children") if k not in desc]
@@ -319,16 +357,34 @@ def _build(desc, where, prefix, sizes, built):
     kids = [_build(c, f"{where}.{i}", f"{prefix}{i}.", sizes, built)
             for i, c in enumerate(children)]
     try:
-        module = built[prefix] = CLASSES[name](*kids, dtype=dtype, **config)
+        module = CLASSES[name](*kids, dtype=dtype, **config)     # converts kids to its dtype
+        built[prefix] = module, dtype
         return module
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where} ({name}): cannot rebuild it from config {config} and "
                          f"{len(kids)} children: {e}") from None
 
 
+def _own_dtypes(built):
+    """Give every module its own recorded dtype again: a container's constructor converts its
+    children to the container's dtype, but a saved model may mix dtypes (``model[1].astype(
+    np.float64)`` inside a float32 Sequential), and the round trip must keep them. Each module
+    is converted alone (a leaf by ``astype``, a container only in its own ``dtype``: containers
+    hold no parameters), so the order does not matter and a shared module is done once."""
+    for module, dtype in built.values():
+        if module.dtype == dtype:
+            continue
+        if not module._children:
+            module.astype(dtype)
+        else:
+            module.dtype = dtype                     # its children keep their own
+            module._on_astype(dtype)
+
+
 def load(path):
     """Rebuild the model written by `save` at ``path``: architecture, dtype, weights and frozen
-    parameters (``requires_grad``).
+    parameters (``requires_grad``). Each module gets the dtype it was saved with, so a model
+    that mixes dtypes round-trips too. ``path``: str, bytes or os.PathLike, as for `save`.
 
     Raises ``ValueError`` for any file that is not a valid rnncore model (weights that are NaN
     or Inf included), saying what is wrong; for an array, which key, the expected and the found
@@ -340,6 +396,8 @@ def load(path):
         path = os.fspath(path)
     except TypeError:
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)                 # as save does (zipfile reads bytes as data)
     z, headers = _open(path)
     with z:
         meta = _meta(z, headers, path)
@@ -350,7 +408,9 @@ def load(path):
         _random._generator = np.random.default_rng(0)
         try:
             sizes = {k: math.prod(shape) for k, (shape, _, _) in headers.items()}
-            model = _build(meta["model"], "model", "", sizes, {})
+            built = {}
+            model = _build(meta["model"], "model", "", sizes, built)
+            _own_dtypes(built)
         finally:
             _random._generator = kept
 
@@ -366,7 +426,10 @@ def load(path):
                                  f"{dtype}, the architecture expects {p._data.shape} "
                                  f"{p.data.dtype}")
         arrays = {key: _array(z, headers[key][2], path) for key in own}
-    model.load_state_dict(arrays)
+    try:
+        model.load_state_dict(arrays)                    # refuses NaN / Inf, say
+    except ValueError as e:
+        raise ValueError(f"path: {path!r}: {e}") from None
     frozen = meta.get("frozen", [])                      # a list of str (``_meta``)
     if not set(frozen) <= set(own):
         raise ValueError(f"path: {path!r}: 'frozen' must list parameter keys of the model, "

@@ -18,6 +18,7 @@ growing over the sequence while f stays near 1 is a counter.
 """
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -57,28 +58,49 @@ def _save(fig, path):
 
 
 # -- training curves -----------------------------------------------------------------------
+def _curves(history):
+    """``history`` as {key: 1-D float array} for the keys that are plotted, so that a dict of
+    NumPy arrays (``np.savez(**history.as_dict())`` read back) works as a dict of lists does;
+    an entry that is not a list of numbers is refused with a ValueError naming it."""
+    if isinstance(history, History):
+        history = history.as_dict()
+    elif not isinstance(history, Mapping) or "loss" not in history:
+        raise TypeError(f"history: expected a rnncore History (or its as_dict(), a dict with a "
+                        f"'loss' list), got {type(history).__name__}")
+    curves = {}
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        values = history.get(key)
+        if values is None:
+            continue
+        try:
+            a = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.ndim != 1:
+            raise ValueError(f"history[{key!r}]: expected a list of numbers, one per epoch, "
+                             f"got {type(values).__name__} {str(values)[:60]}")
+        curves[key] = a
+    return curves
+
+
 def plot_history(history, path):
     """Loss (and accuracy, when measured) per epoch, training and validation; returns ``path``.
 
-    history: a `History` from `rnncore.fit`, or its ``as_dict()`` (a dict of lists).
+    history: a `History` from `rnncore.fit`, or a dict like its ``as_dict()``: lists (or 1-D
+    arrays) of numbers under "loss" and optionally "accuracy", "val_loss", "val_accuracy".
     """
     path = _path(path)
-    if isinstance(history, History):
-        h = history.as_dict()
-    elif isinstance(history, dict) and "loss" in history:
-        h = history
-    else:
-        raise TypeError(f"history: expected a rnncore History (or its as_dict()), "
-                        f"got {type(history).__name__}")
-    loss = list(h.get("loss", []))
-    if not loss:
+    h = _curves(history)
+    loss = h["loss"]
+    if not loss.size:
         raise ValueError("history: expected at least one epoch, got an empty loss list")
-    panels = [("loss", "Loss")] + ([("accuracy", "Accuracy")] if h.get("accuracy") else [])
+    panels = [("loss", "Loss")] + ([("accuracy", "Accuracy")] if len(h.get("accuracy", ()))
+                                   else [])
     fig = _figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels):
-        for values, label, style in ((h.get(key, []), "training", "-"),
-                                     (h.get("val_" + key, []), "validation", "--")):
+        for values, label, style in ((h.get(key, ()), "training", "-"),
+                                     (h.get("val_" + key, ()), "validation", "--")):
             if len(values):
                 epochs = np.arange(1, len(values) + 1)
                 ax.plot(epochs, values, style, marker="o" if len(values) <= 30 else None,

@@ -15,7 +15,7 @@ import pytest
 
 import rnncore
 from rnncore import cli
-from rnncore.demos import DEMOS, functions, regression, stacked
+from rnncore.demos import DEMOS, functions, lua_port, regression, stacked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -171,8 +171,8 @@ def test_regression_demo_shows_which_output_is_the_prediction(tmp_path):
 
 # -- stacked --------------------------------------------------------------------------------
 def test_stacked_demo_counts_and_shapes():
-    status, out, r = run_cli(["demo", "stacked", "--no-progress"])
-    assert status == 0
+    status, out, r = run_cli(["demo", "stacked"])
+    assert status == 0 and out.startswith("rnncore demo stacked\n")   # no seed: none applies
     assert r["lstm"]["params"] == r["lstm"]["formula"] == [17152, 12416]
     assert "4*64*(2+64) + 4*64 = 17152" in out and "4*32*(64+32) + 4*32 = 12416" in out
     assert r["lstm"]["input_shapes"] == [(5, 3, 2), (5, 3, 64)]
@@ -257,3 +257,91 @@ def test_options_reach_the_demo(monkeypatch):
                      "--no-progress", "--save", "m.npz"]) == 0
     assert seen == dict(seed=5, epochs=3, hidden=7, quick=True, progress=False, save="m.npz",
                         plot=None)
+
+
+# -- audit 15 --------------------------------------------------------------------------------
+@pytest.fixture
+def no_training(monkeypatch):
+    """Every demo's run replaced by a recorder: a usage error must come before any of them."""
+    called = []
+    for name in DEMOS:
+        monkeypatch.setattr(DEMOS[name], "run", lambda _name=name, **kw: called.append(_name))
+    return called
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "regression", "--save", ""], "--save: expected a file path, got an empty string"),
+    (["demo", "--save", "newname/"], "--save: expected a file path, got 'newname/', which ends "
+                                     "with a path separator"),
+    (["demo", "--save", "existing.txt/"], "--save: expected a file path, got 'existing.txt/'"),
+    (["demo", "--save", "existing.txt/m.npz"], "existing.txt is not a directory"),
+    (["demo", "--save", "."], "--save: expected a file path, got '.', which is a directory"),
+    (["demo", "regression", "--plot", ""], "--plot: expected a directory, existing or to be "
+                                           "created, got an empty string"),
+    (["demo", "--plot", "existing.txt/"], "--plot: expected a directory"),
+])
+def test_bad_save_and_plot_paths_are_usage_errors_before_training(
+        argv, message, tmp_path, monkeypatch, capsys, no_training):
+    """D2: these passed the check (abspath drops a trailing slash and maps '' to the working
+    directory), so the demo trained first and crashed at the end with a traceback (exit 1)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing.txt").write_text("a file")
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert no_training == [] and os.listdir(tmp_path) == ["existing.txt"]
+
+
+@pytest.mark.parametrize("flags", [["--seed", "3"], ["--seed", "0"], ["--epochs", "2"],
+                                   ["--quick"], ["--plot", "plots"]])
+def test_stacked_refuses_options_that_would_change_nothing(flags, capsys, no_training):
+    """Q8: --seed, --epochs and --quick were accepted by the stacked demo and changed nothing
+    it printed; like --save and --plot they are now usage errors. (--no-progress passes: it
+    asks for less output, which stacked gives anyway.)"""
+    assert cli.main(["demo", "stacked", *flags]) == 2
+    err = capsys.readouterr().err
+    assert f"{flags[0]}: the stacked demo trains nothing" in err and no_training == []
+    assert cli.main(["demo", "stacked", "--hidden", "8", "--no-progress"]) == 0
+    assert no_training == ["stacked"]
+
+
+def test_hidden_help_says_what_stacked_does(capsys):
+    """Q8: the help said the second layer gets "N//2"; --hidden 1 gives it 1."""
+    assert cli.main(["demo", "--help"]) == 0
+    assert "max(N//2, 1)" in " ".join(capsys.readouterr().out.split())
+    status, out, r = run_cli(["demo", "stacked", "--hidden", "1"])
+    assert status == 0 and r["lstm"]["output_shapes"][1] == (3, 1)
+
+
+def test_lua_port_takes_only_help(monkeypatch, capsys):
+    """D6: ``python -m rnncore.demos.lua_port --help`` (or a typo) started the 3000-iteration
+    run; --help now prints the usage (exit 0) and anything else exits 2, before training."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("lua_port trained")
+    monkeypatch.setattr(lua_port, "train", no_training)
+    with pytest.raises(SystemExit) as info:
+        lua_port.main(["--help"])
+    assert info.value.code == 0
+    assert "usage: python -m rnncore.demos.lua_port" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        lua_port.main(["--iterations", "5"])
+    assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "rnncore.demos.lua_port", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["training", "evaluate", "mixed"])
+def test_per_step_accuracy_gives_the_modes_back(mode):
+    """Q11: per_step_accuracy left every module in training mode, whatever it was before."""
+    rnncore.manual_seed(0)
+    rnn, _ = lua_port.build(hidden=4)
+    if mode == "evaluate":
+        rnn.evaluate()
+    elif mode == "mixed":
+        rnn.module[1].evaluate()                            # the Linear only
+    before = [m.train for m in rnn.modules()]
+    x, labels, _ = functions.make_functions(10, np.random.default_rng(0), fixed=True,
+                                            standardised=False)
+    acc = lua_port.per_step_accuracy(rnn, x, labels)
+    assert acc.shape == (functions.POINTS,)
+    assert [m.train for m in rnn.modules()] == before

@@ -352,3 +352,110 @@ def test_parameter_count_from_the_config_matches_the_built_module(name, build, x
     for m in build(np.float64).modules():
         own = sum(p.data.size for p in m._params.values())
         assert _param_count(type(m).__name__, m.config()) == own, type(m).__name__
+
+
+# -- audit 15: mixed dtypes, bytes paths, bad paths, non-finite weights ----------------------
+def mixed_dtype_models():
+    """Models whose modules do not share one dtype, made through the public API only (a
+    container's constructor refuses mixed children; ``astype`` on a child afterwards does not)."""
+    def audit():                                                 # the audit's reproducer
+        m = Sequential(LSTM(3, 3), Linear(3, 2))
+        m[1].astype(np.float64)
+        return m
+
+    def nested():
+        m = Sequential(Sequencer(Sequential(Linear(3, 4), Tanh())),
+                       Sequential(GRU(4, 2), Linear(2, 2))).astype(np.float64)
+        m[0].module[0].astype(np.float32)                        # deep inside a float64 tree
+        m[1][0].astype(np.float32)
+        return m
+
+    def shared():                                                # one Linear, used twice
+        lin = Linear(3, 3)
+        m = Sequential(lin, Tanh(), lin)
+        m[0].astype(np.float64)
+        return m
+
+    def shared_nested():             # the second use sits in a float32 container of its own
+        lin = Linear(3, 3)
+        m = Sequential(lin, Sequential(lin))
+        lin.astype(np.float64)
+        return m
+
+    return [("audit", audit), ("nested", nested), ("shared", shared),
+            ("shared-nested", shared_nested)]
+
+
+@pytest.mark.parametrize("name, build", mixed_dtype_models(),
+                         ids=[m[0] for m in mixed_dtype_models()])
+def test_a_model_that_mixes_dtypes_round_trips(tmp_path, name, build):
+    """D1: save wrote such a model and load refused it ("array '1.weight' has shape (2, 3) and
+    dtype float64, the architecture expects (2, 3) float32"): each module keeps its own."""
+    rnncore.manual_seed(4)
+    m = build()
+    assert len({mod.dtype for mod in m.modules()}) == 2          # really mixed
+    m2 = load(save(m, tmp_path / "mixed.npz"))
+    same_model(m, m2)                                            # dtypes of every module too
+    x = R.standard_normal((5, 2, 3)).astype(np.float32)
+    y1, y2 = np.asarray(m.evaluate().forward(x)), np.asarray(m2.evaluate().forward(x))
+    assert y1.dtype == y2.dtype and np.array_equal(y1, y2)
+    if name.startswith("shared"):
+        assert m2[0] is (m2[2] if name == "shared" else m2[1][0])
+
+
+def test_bytes_paths_load_as_they_save(tmp_path):
+    """D3: save accepted bytes (os.fsdecode), load crashed with AttributeError."""
+    m = GRU(2, 3)
+    path = os.fsencode(str(tmp_path / "b.npz"))
+    assert save(m, path) == str(tmp_path / "b.npz")
+    same_model(m, load(path))
+    with pytest.raises(TypeError, match="path: expected a str or os.PathLike"):
+        load(3)
+
+
+@pytest.mark.parametrize("target, error, match", [
+    (lambda d: os.path.join(d, "missing", "x.npz"), FileNotFoundError,
+     r"path: '.*missing.x\.npz': the folder .*missing does not exist"),
+    (lambda d: d, IsADirectoryError, r"path: expected a file path, got '.*', which is a directory"),
+    (lambda d: os.path.join(d, "new") + os.sep, ValueError, r"path: .*ends with a path separator"),
+    (lambda d: os.path.join(d, "file.txt") + os.sep, ValueError, "ends with a path separator"),
+    (lambda d: os.path.join(d, "file.txt", "x.npz"), NotADirectoryError,
+     r"path: '.*x\.npz': .*file\.txt is not a directory"),
+    (lambda d: "", ValueError, "path: expected a file path, got an empty string"),
+])
+def test_bad_save_paths_are_refused_before_any_file_is_made(tmp_path, monkeypatch, target, error,
+                                                          match):
+    """D4: the error named the internal '.x.npz.<hex>.tmp' file, made before the check."""
+    (tmp_path / "file.txt").write_text("not a folder")
+    path = target(str(tmp_path))
+    real_open = os.open
+
+    def no_temporary_file(name, *args, **kwargs):
+        assert not str(name).endswith(".tmp"), f"a temporary file was made: {name}"
+        return real_open(name, *args, **kwargs)
+    monkeypatch.setattr(os, "open", no_temporary_file)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(error, match=match) as info:
+        save(Linear(2, 2), path)
+    assert ".tmp" not in str(info.value)
+    assert os.listdir(tmp_path) == ["file.txt"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_save_refuses_weights_that_load_would_refuse(tmp_path, bad):
+    """Q1: save wrote NaN / Inf weights, which load then refused: a checkpoint that could not
+    be loaded back. Now nothing is written and the parameter is named."""
+    m = Sequential(LSTM(2, 3), Linear(3, 2))
+    m[1].bias.requires_grad = False                              # frozen ones count as well
+    m[1].bias.data[1] = bad
+    with pytest.raises(ValueError, match=r"model: parameter '1\.bias' holds 1 NaN/Inf values; "
+                                         r"rnncore\.load refuses .*could not be loaded back"):
+        save(m, tmp_path / "m.npz")
+    assert os.listdir(tmp_path) == []
+
+
+def test_loads_refusal_of_an_array_names_the_file(saved):
+    """Q1: load said "state['1.bias']: expected finite values" without naming the file."""
+    _rewrite(saved, lambda a, m: _set(a, "1.bias", np.array([1.0, np.nan, 0], np.float32)))
+    with pytest.raises(ValueError, match=rf"path: '{saved}': state\['1\.bias'\]: expected finite"):
+        load(saved)

@@ -1,6 +1,7 @@
 """rnncore.plots: real image files, gate activations that match the layer, clear refusals."""
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -105,3 +106,38 @@ def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
         plot_history(history(), tmp_path / "h.png")
     with pytest.raises(ImportError, match=r'pip install -e "\.\[plot\]"'):
         plot_lstm_gates(LSTM(2, 3), np.zeros((3, 1, 2)), tmp_path / "g.png")
+
+
+def test_plot_history_takes_a_dict_of_arrays(tmp_path):
+    """D5: a dict of NumPy arrays (as_dict() through np.savez / np.load) raised NumPy's "truth
+    value of an array ... is ambiguous"; a bad entry is now refused naming history[key]."""
+    np.savez(tmp_path / "h.npz", **history().as_dict())
+    with np.load(tmp_path / "h.npz") as f:
+        assert is_png(plot_history(f, tmp_path / "npz.png"))
+    arrays = {"loss": np.array([1.0, 0.5]), "accuracy": np.array([0.1, 0.2])}
+    assert is_png(plot_history(arrays, tmp_path / "arrays.png"))
+    assert is_png(plot_history({"loss": np.array([1.0, 0.5]), "accuracy": np.array([])},
+                               tmp_path / "no_accuracy.png"))
+    for bad, key in (({"loss": np.ones((2, 2))}, "loss"),
+                     ({"loss": [1.0], "accuracy": ["a"]}, "accuracy"),
+                     ({"loss": [1.0], "val_loss": 3.0}, "val_loss")):
+        with pytest.raises(ValueError, match=rf"history\['{key}'\]: expected a list of numbers"):
+            plot_history(bad, tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="history: expected at least one epoch"):
+        plot_history({"loss": np.array([])}, tmp_path / "bad.png")
+    assert not os.path.exists(tmp_path / "bad.png")
+
+
+def test_rnncore_plots_is_an_attribute_without_importing_matplotlib_first():
+    """D7: ``import rnncore; rnncore.plots`` raised AttributeError (only ``import
+    rnncore.plots`` worked); like train / io / data it loads on first use, and matplotlib only
+    when a figure is drawn. A fresh interpreter: this one has imported rnncore.plots already."""
+    code = ("import sys, rnncore\n"
+            "assert 'rnncore.plots' not in sys.modules and 'matplotlib' not in sys.modules\n"
+            "assert 'plots' in dir(rnncore)\n"
+            "assert rnncore.plots.plot_history is sys.modules['rnncore.plots'].plot_history\n"
+            "assert 'matplotlib' not in sys.modules\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
