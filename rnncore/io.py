@@ -37,7 +37,10 @@ against the architecture, and a header announcing more bytes than its entry hold
 
 What is not saved: the train / evaluate mode (a loaded model starts in ``training()`` mode, as
 any new module does: call ``evaluate()`` for inference), a recurrent layer's ``remember()`` mode
-and carried state, caches of the last forward, and optimizer state.
+and carried state, caches of the last forward, and optimizer state. Nor are ties made by
+handing two parameters one array (``b.weight.data = a.weight.data``): each is saved under its
+own key and loads as an array of its own. A weight shared by reusing the module object
+(``Sequential(lin, Tanh(), lin)``) is kept, as described above.
 """
 
 import inspect
