@@ -10,7 +10,9 @@ chain rule through (1): dy_i/dx_j = [i == j] - softmax_j, and softmax = exp(y). 
 (1) matters too: ``(x - m) - log s`` (s the sum), never ``x - (m + log s)``. log s lies in
 [0, log C], so next to a large |m| it is rounded away in ``m + log s`` (in float32, 1e7 + log 2
 rounds to 1e7 + 1, and a row [1e7, 1e7] came out [-1, -1] instead of -log 2); ``x - m`` is
-exact near the max. (The core uses no ``fastmath``, which would let LLVM regroup the terms.)
+exact near the max. (The cores allow only ``fastmath={"contract"}``, multiply-adds fused into
+one instruction, as the recurrent cores do: that never regroups terms, which fuller
+``fastmath`` would.)
 
 Why compiled: at the shapes of a small training step (a few rows of 3 classes) NumPy's reductions
 with ``axis``/``keepdims`` cost more than the arithmetic, several microseconds each, and a step

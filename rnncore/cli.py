@@ -31,8 +31,9 @@ demos:
   regression  which of an LSTM regressor's per-step outputs is the prediction; h_n, and why
               a bidirectional output[-1] is not the final state; a few seconds
   stacked     shapes through stacked / bidirectional / GRU / RNN layers and every parameter
-              count from its formula (17152 = 4*64*(2+64) + 4*64); instant; of the options
-              it takes only --hidden (and --no-progress): it trains nothing"""
+              count from its formula (17152 = 4*64*(2+64) + 4*64); instant; it trains
+              nothing: --epochs, --save and --plot are refused, --seed and --quick change
+              nothing"""
 
 
 def _int_at_least(lowest, what):
@@ -98,13 +99,12 @@ def _build():
     return parser, demo
 
 
-# Options that change nothing in the stacked demo (it trains nothing, and what it prints does
-# not depend on the seed): refused rather than silently ignored, so that ``demo stacked
-# --epochs 50`` does not look as if it did something. (flag, args attribute, its default)
-# ``--no-progress`` passes: it asks for less output, which stacked gives anyway, and a loop
-# over the demos may pass it to each.
-_NOT_FOR_STACKED = (("--seed", "seed", None), ("--epochs", "epochs", None),
-                    ("--quick", "quick", False), ("--save", "save", None),
+# Options about training, which the stacked demo does not do: refused rather than silently
+# ignored, so that ``demo stacked --epochs 50`` does not look as if it did something. (flag,
+# args attribute, its default.) ``--seed``, ``--quick`` and ``--no-progress`` pass: they are
+# every demo's, a loop over the demos may give them to each, and stacked prints the same
+# either way (nothing it prints depends on the seed; it is quick; it shows no progress bar).
+_NOT_FOR_STACKED = (("--epochs", "epochs", None), ("--save", "save", None),
                     ("--plot", "plot", None))
 
 
@@ -119,7 +119,7 @@ def _check_demo_args(parser, args):
                  if getattr(args, key) != default]
         if given:
             parser.error(f"{' / '.join(given)}: the stacked demo trains nothing (it only traces "
-                         f"shapes and counts parameters; of the options it takes --hidden); "
+                         f"shapes and counts parameters, with --hidden); "
                          f"use {', '.join(f for f, _, _ in _NOT_FOR_STACKED)} with functions "
                          f"or regression")
     if args.ablation and args.name != "functions":

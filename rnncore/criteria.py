@@ -412,6 +412,8 @@ class SequencerCriterion(Criterion):
         try:
             return self.criterion._check(xv, tv)
         except (ValueError, TypeError) as e:
+            if type(e) not in (ValueError, TypeError):           # a subclass of one's own: as is
+                raise
             raise type(e)(f"{e} (the (T, B) steps of input {x.shape} and target {t.shape} as "
                           f"T*B rows{which})") from None
 
@@ -428,10 +430,12 @@ class SequencerCriterion(Criterion):
                     loss += self.criterion.forward(x[s, r], t[s, r])
                     if need_grad:
                         grad[s, r] = self.criterion.backward(x[s, r], t[s, r])
-        except (ValueError, TypeError) as e:                     # a step refused: as it was
+        except Exception as e:                                   # a step refused: as it was
             self.criterion.__dict__.clear()
             self.criterion.__dict__.update(saved)
-            raise type(e)(f"{e} (at step {s} of input {x.shape}, target {t.shape})") from None
+            if type(e) in (ValueError, TypeError):               # (not a subclass of one's own)
+                raise type(e)(f"{e} (at step {s} of input {x.shape}, target {t.shape})") from e
+            raise
         return loss, grad
 
     def _evaluate(self, x, t, lengths, need_grad):

@@ -268,18 +268,20 @@ class Module:
     def astype(self, dtype):
         """Convert every parameter (and grad) to ``dtype`` in place; returns ``self``.
 
-        Refused (ValueError naming the parameter, nothing converted) where a value is outside
-        ``dtype``'s range, as ``load_state_dict`` refuses one: float64 weights beyond float32's
-        largest number would otherwise become inf.
+        Refused (ValueError naming the parameter, nothing converted) where a finite value is
+        outside ``dtype``'s range, as ``load_state_dict`` refuses one: float64 weights beyond
+        float32's largest number would otherwise become inf. (An inf or NaN already there stays
+        what it is.)
         """
         dtype = _checks.float_dtype(dtype, "dtype")
         big = np.finfo(dtype).max
         for m in self.modules():
             for p in m._params.values():
                 for what, a in (("", p._data), (".grad", p.grad)):
-                    if a.size and np.abs(a).max() > big:
-                        raise ValueError(f"dtype: {p.name}{what} holds values beyond {dtype}'s "
-                                         f"range (largest magnitude {np.abs(a).max():.3g})")
+                    top = np.abs(a[np.isfinite(a)]).max(initial=0)   # (inf and NaN stay so)
+                    if top > big:
+                        raise ValueError(f"dtype: {p.name}{what} holds finite values beyond "
+                                         f"{dtype}'s range (largest magnitude {top:.3g})")
         for m in self.modules():
             m.dtype = dtype
             for p in m._params.values():

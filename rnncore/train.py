@@ -281,7 +281,7 @@ def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
         if lo < 0 or hi > 1:
             raise ValueError(f"{ny}: expected values in [0, 1] for {crit}, got min {lo}, max {hi}")
     elif y.size:                                         # MSE: a loss and gradient that fit
-        big = _mse_target_bound(model.dtype)
+        big = _mse_target_bound(model.dtype, y.size)
         top = float(np.abs(y).max())
         if top > big:
             raise ValueError(f"{ny}: expected |values| <= {big:.3g} for {crit} (beyond that the "
@@ -289,12 +289,15 @@ def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
                              f"whatever the model answers), got {top:.4g}")
 
 
-def _mse_target_bound(dtype):
-    """The largest |target| `fit` and `score` take for `MSECriterion`: a quarter of the model's
-    dtype's largest number (the gradient 2 (x - t) / n stays finite for any output |x| up to
-    the same), and at most half the square root of float64's (the loss is summed in float64).
-    Beyond it some batch would be refused only when it came up, after updates."""
-    return min(float(np.finfo(dtype).max) / 4, math.sqrt(np.finfo(np.float64).max) / 2)
+def _mse_target_bound(dtype, count):
+    """The largest |target| `fit` and `score` take for `MSECriterion` over ``count`` target
+    values: a quarter of the model's dtype's largest number (the gradient 2 (x - t) / n stays
+    finite for any output |x| up to the same), and at most half the square root of float64's
+    largest over ``count`` (the squared errors of any batch, at most ``count`` of them, are
+    summed in float64). Beyond it some batch would be refused only when it came up, after
+    updates."""
+    return min(float(np.finfo(dtype).max) / 4,
+               math.sqrt(float(np.finfo(np.float64).max) / count) / 2)
 
 
 # -- one batch -----------------------------------------------------------------------------
@@ -359,7 +362,8 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     Data layout as in `fit`. Returns ``{"loss": float, "accuracy": float or None}``: the loss is
     the mean of ``criterion.forward`` over batches weighted by batch size; accuracy as in `fit`
     (None for criteria that are not classification losses). Every module gets its mode back,
-    and what its last forward kept (caches for a backward, ``h_n``...): scoring between a
+    and what its last forward kept (caches for a backward, ``h_n``...), and the criterion what
+    its last forward kept (``output``, a SequencerCriterion's lengths): scoring between a
     forward and its backward changes neither. The targets are checked up front, as in `fit`:
     a refused call leaves the model as it was.
     """
@@ -370,10 +374,15 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     _check_ids(model, x)
     _check_targets(model, criterion, x, y, lengths, per_step)
     saved = snapshot(model)                             # modes and kept forwards (rebound)
+    crits = [criterion] + ([criterion.criterion] if per_step else [])
+    kept = [dict(c.__dict__) for c in crits]            # its output, kept lengths and gradient
     try:
         loss, acc = _evaluate(model, criterion, x, y, lengths, N, batch_size, per_step)
     finally:
         restore(saved)
+        for c, d in zip(crits, kept):
+            c.__dict__.clear()
+            c.__dict__.update(d)
     return {"loss": loss, "accuracy": acc}
 
 

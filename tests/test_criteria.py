@@ -365,3 +365,28 @@ def test_sequencer_criterion_refused_step_leaves_its_inner_criterion_as_it_was()
                                          r"\(3, 2, 1\), target \(3, 2, 1\)\)"):
         c.forward(x + 0.5, t, lengths=np.array([3, 3]))
     assert inner.output == 1.0 and c.output == 3.0
+
+
+def test_sequencer_criterion_passes_a_criterions_own_exceptions_as_they_are():
+    """Only rnncore's plain ValueError / TypeError get the step added to their message; an
+    exception class of one's own (here one whose constructor takes two arguments) arrives as
+    raised, and the inner criterion is left as it was either way."""
+    class Refusal(ValueError):
+        def __init__(self, what, why):
+            super().__init__(f"{what}: {why}")
+
+    class Picky(MSECriterion):
+        def _loss(self, x, t):
+            if (t > 5).any():
+                raise Refusal("target", "too large")
+            return super()._loss(x, t)
+
+    inner = Picky()
+    c = SequencerCriterion(inner)
+    t = np.zeros((3, 2, 1))
+    c.forward(np.zeros((3, 2, 1)), t)
+    kept = inner.output
+    t[1, 0, 0] = 9
+    with pytest.raises(Refusal, match="^target: too large$"):
+        c.forward(np.zeros((3, 2, 1)), t)
+    assert inner.output == kept

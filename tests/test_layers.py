@@ -281,7 +281,7 @@ def test_astype_refuses_values_beyond_the_new_range_and_converts_nothing():
     m = Sequential(Linear(2, 2, dtype=np.float64), Linear(2, 2, dtype=np.float64))
     m[1].weight.data[0, 0] = 1e39                   # float32's largest is ~3.4e38
     before = snapshot(m)
-    with pytest.raises(ValueError, match=r"dtype: 1\.weight holds values beyond float32"):
+    with pytest.raises(ValueError, match=r"dtype: 1\.weight holds finite values beyond float32"):
         m.astype(np.float32)
     assert same(before, snapshot(m)) and m[0].weight.data.dtype == np.float64
     m[1].weight.data[0, 0] = 0
@@ -290,6 +290,18 @@ def test_astype_refuses_values_beyond_the_new_range_and_converts_nothing():
         m.astype(np.float32)
     m[1].weight.grad[1, 1] = 0
     assert m.astype(np.float32)[1].weight.data.dtype == np.float32
+
+
+def test_astype_keeps_inf_and_nan_as_they_are():
+    """Only finite values beyond the new range are refused: inf stays inf (converting it loses
+    nothing), to a wider dtype as to a narrower one."""
+    m = Linear(2, 2)
+    m.weight.data[0, 0], m.weight.data[0, 1] = np.inf, np.nan
+    m.bias.grad[0] = -np.inf
+    m.astype(np.float64)
+    assert m.weight.data[0, 0] == np.inf and np.isnan(m.weight.data[0, 1])
+    m.astype(np.float32)
+    assert m.bias.grad[0] == -np.inf and m.weight.data.dtype == np.float32
 
 
 def test_parameter_data_takes_only_an_array_of_its_shape_and_dtype():

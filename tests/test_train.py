@@ -462,6 +462,37 @@ def test_score_between_a_forward_and_its_backward_changes_neither():
         np.testing.assert_array_equal(a.grad, b.grad)
 
 
+def test_score_leaves_the_criterion_as_its_last_forward_left_it():
+    """A SequencerCriterion's backward without lengths reuses its last forward's: a score in
+    between had left its own last batch's lengths (and output) there."""
+    r = np.random.default_rng(8)
+    x = r.standard_normal((4, 6, 2)).astype(np.float32)
+    lengths = np.array([4, 1, 3, 2, 4, 2])
+    y = r.integers(0, 3, size=(4, 6))
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 3), LogSoftMax()))
+    crit = SequencerCriterion(ClassNLLCriterion())
+    out = m.forward(x, lengths=lengths)
+    loss = crit.forward(out, y, lengths=lengths)
+    expected = crit.backward(out.copy(), y)                     # (not the kept gradient)
+    score(m, crit, x[:, :4], y[:, :4], np.array([1, 1, 2, 1]), batch_size=3)
+    assert crit.output == loss
+    np.testing.assert_array_equal(crit.backward(out.copy(), y), expected)
+
+
+def test_mse_target_bound_counts_the_summed_squares():
+    """float64: targets each within sqrt(max)/2 could still overflow a batch's summed loss."""
+    x = np.ones((2, 16, 1), np.float32)
+    y = np.ones((16, 1))
+    y[8:] = 6e153                        # each square ~3.6e307: eight of them overflow
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(1, 2, return_sequences=False), Linear(2, 1)).astype(np.float64)
+    before = snapshot(m)
+    with pytest.raises(ValueError, match=r"y: expected \|values\| <= .* for MSECriterion"):
+        fit(m, MSECriterion(), 0.1, x, y, epochs=1, batch_size=8, shuffle=False, progress=False)
+    assert_untouched(m, before)
+
+
 class Head(rnncore.Module):
     """A module of the user's own: (N, 4) -> (N, 3) log-probabilities. It keeps the base
     class's ``output_shape`` (the input's shape, wrong here), so `fit` learns the width from a

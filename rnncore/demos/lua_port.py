@@ -34,6 +34,7 @@ else is refused (exit status 2) before it trains.
 """
 
 import argparse
+import sys
 
 import numpy as np
 from tqdm import tqdm
@@ -93,9 +94,10 @@ def per_step_accuracy(rnn, x, labels):
     return (out.argmax(axis=2) == labels[None, :]).mean(axis=1)
 
 
-def main(argv=None):
+def main(argv=()):
     """``python -m rnncore.demos.lua_port``: train the Lua model for 3000 iterations, print the
-    loss and the per-step test accuracy. ``argv`` (default ``sys.argv[1:]``) may only be
+    loss and the per-step test accuracy. ``argv``, the command line's arguments (none when
+    called from Python: a notebook's own ``sys.argv`` is not this script's), may only be
     ``--help``: the script has no options, and a typo must not start a run."""
     argparse.ArgumentParser(
         prog="python -m rnncore.demos.lua_port",
@@ -122,4 +124,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

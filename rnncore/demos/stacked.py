@@ -73,9 +73,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
 
     hidden: the first layer's hidden size (default 64; the second layer has
     max(hidden // 2, 1)); seed: seeds x and the initial weights, though nothing printed depends
-    on them; epochs, quick, progress, save, plot: ignored here (nothing is trained), and the
-    CLI refuses them (and --seed) with exit status 2 rather than let them look as if they did
-    something.
+    on them; epochs, quick, progress, save, plot: ignored here (nothing is trained); the CLI
+    refuses --epochs, --save and --plot with exit status 2 rather than let them look as if
+    they did something.
 
     returns {"lstm" | "bidirectional" | "gru" | "rnn" | "num_layers_2" | "two_objects":
     {"params": [per layer, as counted], "formula": [per layer, from the formula],
