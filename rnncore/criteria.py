@@ -15,6 +15,7 @@ Finite but huge values can make a loss overflow float64, or a gradient its input
 answered with inf.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -332,6 +333,20 @@ def _same_values(a, kept):
             and a.tobytes() == kept.tobytes())
 
 
+@contextlib.contextmanager
+def _as_rows_of(x, t, which=""):
+    """Around an inner criterion's check of the (T, B) steps flattened to T*B rows: its refusal
+    gets the caller's shapes added (its own are of the rows). Only rnncore's plain ValueError /
+    TypeError: an exception class of one's own passes as it was raised."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        if type(e) not in (ValueError, TypeError):
+            raise
+        raise type(e)(f"{e} (the (T, B) steps of input {x.shape} and target {t.shape} as T*B "
+                      f"rows{which})") from None
+
+
 class SequencerCriterion(Criterion):
     """Apply ``criterion`` at every time step and SUM over the steps (Torch7's ``nn.SequencerCriterion``).
 
@@ -378,16 +393,14 @@ class SequencerCriterion(Criterion):
         """
         T, B = x.shape[:2]
         if lengths is None and type(self.criterion) is ClassNLLCriterion:   # the common case,
-            try:                                                            # in one pass
+            with _as_rows_of(x, t):                                         # in one pass
                 loss, g = _nll_scored(x.reshape(T * B, *x.shape[2:]),
                                       t.reshape(T * B, *t.shape[2:]), B, need_grad)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{e} (the (T, B) steps of input {x.shape} and target {t.shape} "
-                              f"as T*B rows)") from None
             return loss, (None if g is None else g.reshape(x.shape))
         if lengths is None:                                      # every row of every step:
-            xv, tv = self._inner_check(x.reshape(T * B, *x.shape[2:]),  # one weight, 1/B
-                                       t.reshape(T * B, *t.shape[2:]), x, t, "")
+            with _as_rows_of(x, t):                              # one weight, 1/B
+                xv, tv = self.criterion._check(x.reshape(T * B, *x.shape[2:]),
+                                               t.reshape(T * B, *t.shape[2:]))
             l, g = self.criterion._rows(xv, tv)
             loss = float(l.sum()) / B
             if not need_grad:
@@ -398,24 +411,14 @@ class SequencerCriterion(Criterion):
         per_step = valid.sum(axis=1)                             # rows still running at step s
         weight = np.repeat(1.0 / np.maximum(per_step, 1), B)[rows]
         xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
-        xv, tv = self._inner_check(xv, tv, x, t, ", valid steps only")   # once, valid rows
+        with _as_rows_of(x, t, ", valid steps only"):           # validated once, valid rows
+            xv, tv = self.criterion._check(xv, tv)
         l, g = self.criterion._rows(xv, tv)
         if not need_grad:
             return float(np.dot(l, weight)), None
         grad = np.zeros(x.shape, x.dtype)                        # 0 at padding
         grad.reshape(T * B, *x.shape[2:])[rows] = g * weight.reshape(-1, *[1] * (g.ndim - 1))
         return float(np.dot(l, weight)), grad
-
-    def _inner_check(self, xv, tv, x, t, which):
-        """The inner criterion's ``_check`` of the (T*B, ...) rows; its refusal then says what
-        the caller gave (its shapes are of the flattened rows)."""
-        try:
-            return self.criterion._check(xv, tv)
-        except (ValueError, TypeError) as e:
-            if type(e) not in (ValueError, TypeError):           # a subclass of one's own: as is
-                raise
-            raise type(e)(f"{e} (the (T, B) steps of input {x.shape} and target {t.shape} as "
-                          f"T*B rows{which})") from None
 
     def _per_step(self, x, t, lengths, need_grad=True):
         """The same by definition: the inner criterion called once per step (any criterion)."""
