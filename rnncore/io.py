@@ -36,7 +36,8 @@ Likewise no array is read before the shapes in the arrays' ``.npy`` headers have
 against the architecture, and a header announcing more bytes than its entry holds is refused.
 
 What is not saved: the train / evaluate mode (a loaded model starts in ``training()`` mode, as
-any new module does: call ``evaluate()`` for inference), a recurrent layer's ``remember()`` mode
+any new module does: call ``evaluate()`` for inference), the device (a model saved while on
+"cuda" loads on "cpu": call ``.to("cuda")`` again), a recurrent layer's ``remember()`` mode
 and carried state, caches of the last forward, and optimizer state. Nor are ties made by
 handing two parameters one array (``b.weight.data = a.weight.data``): each is saved under its
 own key and loads as an array of its own. A weight shared by reusing the module object

@@ -450,6 +450,83 @@ def test_bad_inputs_are_refused_by_name(rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_float32_steps_path_ragged_matches_reference(cell, rng):
+    """The per-step kernels in float32 (at simulator sizes "auto" picks the persistent kernel,
+    so the steps ran only when asked for), ragged, both directions."""
+    p = _problem(cell, rng, dtype=np.float32)
+    for reverse in (False, True):
+        _check_cell(cell, p, np.array([3, 1, 2]), reverse, "steps", rtol=2e-5, atol=2e-5)
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_persistent_in_chunks_of_steps_matches_reference(cell, rng):
+    """One launch per two steps (``steps_per_launch=2``: T = 3 is a chunk of 2 and one of 1)."""
+    p = _problem(cell, rng)
+    _check_cell(cell, p, np.array([3, 1, 2]), False, PersistentPlan(units_per_block=4,
+                                                                    steps_per_launch=2))
+
+
+@needs_cuda
+def test_auto_falls_back_to_the_steps_where_the_weights_do_not_fit(rng, monkeypatch):
+    """"auto" runs the per-step path (and gives the reference's numbers) when no persistent
+    plan fits: here the plan is made to say so."""
+    from kernels.cuda import persistent
+    called = []
+    monkeypatch.setattr(persistent, "plan", lambda *a, **k: called.append(a) or None)
+    p = _problem("gru", rng)
+    _check_cell("gru", p, np.array([2, 3, 1]), True, "auto")
+    assert called                                       # (asked, and told: does not fit)
+
+
+@needs_cuda
+@pytest.mark.parametrize("cell, other", [("lstm", "gru"), ("gru", "rnn"), ("rnn", "gru"),
+                                         ("rnn", "lstm")])
+def test_backward_refuses_another_cells_cache(cell, other, rng):
+    """The backward read its cache unchecked: a GRU cache given to rnn_backward gave gradients
+    of the wrong shapes, the other way round an IndexError (out of bounds on a GPU)."""
+    p, q = _problem(cell, rng, T=2, B=2, H=3), _problem(other, rng, T=2, B=2, H=3)
+    cache = _forward(kc, other, q, None, False)[-1]
+    cpu_cache = _forward(ref, cell, p, None, False)[-1]
+    for bad in (cache, cpu_cache, None, cache[:-1]):
+        with pytest.raises(TypeError, match=rf"^cache: expected the cache that "
+                                            rf"kernels.cuda.{cell}_forward returned"):
+            _backward(kc, cell, p["dy"], p["dstates"], bad)
+
+
+@needs_cuda
+def test_empty_dimensions_and_non_real_weights_are_refused(rng):
+    """As on the CPU: T, B, I, H >= 1 (T = 0 had failed inside the persistent path, H = 0 with
+    ZeroDivisionError), and real weights (bool was taken, complex lost its imaginary part)."""
+    p = _problem("rnn", rng, T=2, B=2, I=3, H=3)
+    x, (W_ih, W_hh, b) = p["x"], p["weights"]
+    for bad_x in (x[:0], x[:, :0], np.zeros((2, 2, 0))):
+        with pytest.raises(ValueError, match=r"^x: expected a \(T, B, I\) array with T, B, I >= 1"):
+            kc.rnn_forward(bad_x, np.zeros((3, bad_x.shape[2])), W_hh, b)
+    with pytest.raises(ValueError, match=r"^W_hh: expected shape \(1\*H, H\) with H >= 1"):
+        kc.rnn_forward(x, np.zeros((0, 3)), np.zeros((0, 0)), np.zeros(0))
+    with pytest.raises(TypeError, match="^W_ih: expected a real array, got dtype bool"):
+        kc.rnn_forward(x, W_ih > 0, W_hh, b)
+    with pytest.raises(TypeError, match="^b: expected a real array, got dtype complex128"):
+        kc.rnn_forward(x, W_ih, W_hh, b + 1j)
+
+
+@needs_cuda
+@pytest.mark.parametrize("plan, match", [
+    (PersistentPlan(units_per_block=4, steps_per_launch=-1), "steps_per_launch >= 0"),
+    (PersistentPlan(units_per_block=4, threads=(0, 2)), r"threads \(KS, PS\)"),
+    (PersistentPlan(units_per_block=4, batch_chunk=0), "batch_chunk >= 1"),
+])
+def test_bad_persistent_plans_are_refused(plan, match, rng):
+    """These were taken, and computed numbers far from the reference."""
+    p = _problem("lstm", rng, T=2, B=2, H=4)
+    with pytest.raises(ValueError, match=f"^path: expected {match}" if "KS" not in match
+                       else match):
+        _forward(kc, "lstm", p, None, False, path=plan)
+
+
+@needs_cuda
 def test_persistent_refused_when_weights_do_not_fit():
     """float64 LSTM, H = 1300: one hidden unit's rows of W_hh (4 x 1300 x 8 bytes = 40.6 KiB) plus
     the partial-sum buffer exceed a block's 48 KiB, on any GPU and on the simulator.

@@ -39,6 +39,8 @@ if not hasattr(np, "row_stack"):
 from numba import cuda                  # noqa: E402
 from numba.core import config           # noqa: E402
 
+from .._common import as_float_array    # noqa: E402
+
 #: True when numba.cuda is the CPU simulator (``NUMBA_ENABLE_CUDASIM=1``): every thread is a
 #: Python thread, blocks run one after another, and a cooperative grid holds a single block.
 SIMULATOR = bool(config.ENABLE_CUDASIM)
@@ -86,7 +88,8 @@ def float_dtype_of(x, name="x"):
 
 
 def to_device(a, dtype, name):
-    """``a`` as a numba device array of ``dtype``: NumPy is cast and copied, device arrays are
+    """``a`` as a numba device array of ``dtype``: NumPy is checked as the CPU kernels check it
+    (real numbers: no bool, complex or object arrays), cast and copied; device arrays are
     wrapped without a copy (and must already have ``dtype``)."""
     if is_device_array(a):
         if not cuda.devicearray.is_cuda_ndarray(a):
@@ -96,7 +99,7 @@ def to_device(a, dtype, name):
         if not a.is_c_contiguous():
             raise ValueError(f"{name}: expected a C-contiguous device array, got strides {a.strides}")
         return a
-    return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+    return cuda.to_device(as_float_array(a, name, dtype))
 
 
 def check_shape(a, shape, name):
@@ -120,7 +123,12 @@ def lengths_to_device(lengths, T, B):
     if lengths is None:
         host = np.full(B, T, dtype=np.int64)
     else:
-        host = lengths.copy_to_host() if is_device_array(lengths) else np.asarray(lengths)
+        if is_device_array(lengths):                   # numba's, or CuPy / PyTorch on the GPU
+            lengths = lengths if cuda.devicearray.is_cuda_ndarray(lengths) else \
+                cuda.as_cuda_array(lengths)
+            host = lengths.copy_to_host()
+        else:
+            host = np.asarray(lengths)
         if host.shape != (B,):
             raise ValueError(f"lengths: expected shape ({B},), got {host.shape}")
         if host.dtype.kind not in "iu":
@@ -306,16 +314,31 @@ def prepare_forward(x, W_ih, W_hh, G, lengths):
     dtype = float_dtype_of(x, "x")
     on_device = is_device_array(x)
     x = to_device(x, dtype, "x")
-    if x.ndim != 3:
-        raise ValueError(f"x: expected a (T, B, I) array, got shape {tuple(x.shape)}")
+    if x.ndim != 3 or 0 in x.shape:
+        raise ValueError(f"x: expected a (T, B, I) array with T, B, I >= 1, got shape "
+                         f"{tuple(x.shape)}")
     T, B, I = x.shape
     W_hh = to_device(W_hh, dtype, "W_hh")
-    if W_hh.ndim != 2 or W_hh.shape[0] != G * W_hh.shape[1]:
-        raise ValueError(f"W_hh: expected shape ({G}*H, H), got {tuple(W_hh.shape)}")
+    if W_hh.ndim != 2 or W_hh.shape[0] != G * W_hh.shape[1] or W_hh.shape[1] == 0:
+        raise ValueError(f"W_hh: expected shape ({G}*H, H) with H >= 1, got {tuple(W_hh.shape)}")
     H = W_hh.shape[1]
     W_ih = to_device(W_ih, dtype, "W_ih")
     check_shape(W_ih, (G * H, I), "W_ih")
     return dtype, on_device, x, W_ih, W_hh, lengths_to_device(lengths, T, B), (T, B, I, H)
+
+
+def check_cache(cache, forward, gates, size):
+    """TypeError naming ``cache`` unless it is a cache that this package's ``forward`` returned:
+    a tuple of ``size`` items ``(on_device, x, W_ih, W_hh, ...)``, x (T, B, I) and W_hh
+    (gates * H, H) device arrays (the cells' caches differ in their length or in W_hh's rows;
+    a CPU kernel's cache holds NumPy arrays). Types and shapes only, as ``kernels._common``'s."""
+    x, W_hh = (cache[1], cache[3]) if type(cache) is tuple and len(cache) == size else (None, None)
+    if not (cuda.devicearray.is_cuda_ndarray(x) and cuda.devicearray.is_cuda_ndarray(W_hh)
+            and len(x.shape) == 3 and len(W_hh.shape) == 2
+            and W_hh.shape[0] == gates * W_hh.shape[1]):
+        raise TypeError(f"cache: expected the cache that kernels.cuda.{forward} returned, got "
+                        f"{type(cache).__name__}"
+                        + (f" of {len(cache)} items" if isinstance(cache, tuple) else ""))
 
 
 def device_input(a, shape, dtype, name, writable=False):

@@ -20,8 +20,8 @@ from numba import cuda
 
 from .._common import as_flag
 from . import persistent
-from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
-                      reshaped, result)
+from ._common import (check_cache, column_sum, device_input, empty, enter, launch_1d,
+                      prepare_forward, reshaped, result)
 from .cells import gru_point_functions
 from .gemm import gemm_device
 
@@ -106,6 +106,7 @@ def gru_backward(dy, dh_n, cache, *, path="auto"):
     returns dx: (T, B, I), dW_ih: (3H, I), dW_hh: (3H, H), db_ih: (3H,), db_hh: (3H,), dh0: (B, H)
     (fresh arrays; NumPy, or device arrays when the forward's x was one)
     """
+    check_cache(cache, "gru_forward", gates=3, size=8)
     on_device, x, W_ih, W_hh, lengths, reverse, hprev, gates = cache
     enter()
     T, B, I = x.shape

@@ -29,8 +29,8 @@ from numba import cuda
 
 from .._common import as_flag
 from . import persistent
-from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
-                      reshaped, result)
+from ._common import (check_cache, column_sum, device_input, empty, enter, launch_1d,
+                      prepare_forward, reshaped, result)
 from .cells import lstm_point_functions
 from .gemm import gemm_device
 
@@ -116,6 +116,7 @@ def lstm_backward(dy, dh_n, dc_n, cache, *, path="auto"):
     returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H)
     (fresh arrays; NumPy, or device arrays when the forward's x was one)
     """
+    check_cache(cache, "lstm_forward", gates=4, size=9)
     on_device, x, W_ih, W_hh, lengths, reverse, hprev, cprev, gates = cache
     enter()
     T, B, I = x.shape

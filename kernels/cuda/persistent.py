@@ -319,11 +319,16 @@ def plan_for(cell, direction, path, dtype, B, H):
         p = path
         if p.units_per_block < 1:
             raise ValueError(f"path: expected units_per_block >= 1, got {p.units_per_block}")
+        if p.steps_per_launch < 0:
+            raise ValueError(f"path: expected steps_per_launch >= 0 (0: all in one launch), got "
+                             f"{p.steps_per_launch}")
+        if p.batch_chunk is not None and p.batch_chunk < 1:
+            raise ValueError(f"path: expected batch_chunk >= 1 or None, got {p.batch_chunk}")
         if p.batch_tile is not None and p.batch_tile not in (1, 2, 4):
             raise ValueError(f"path: expected batch_tile 1, 2 or 4, got {p.batch_tile}")
         if p.threads is not None:
             KS, PS = p.threads
-            if KS * PS > MAX_THREADS or KS > 32 or KS & (KS - 1) or PS < 1:
+            if KS * PS > MAX_THREADS or not 1 <= KS <= 32 or KS & (KS - 1) or PS < 1:
                 raise ValueError(f"path: expected threads (KS, PS) with KS a power of two <= 32 "
                                  f"and KS*PS <= {MAX_THREADS}, got {p.threads}")
             if not SIMULATOR and KS != SPLIT:

@@ -15,8 +15,8 @@ from numba import cuda
 
 from .._common import as_flag
 from . import persistent
-from ._common import (column_sum, device_input, empty, enter, launch_1d, prepare_forward,
-                      reshaped, result)
+from ._common import (check_cache, column_sum, device_input, empty, enter, launch_1d,
+                      prepare_forward, reshaped, result)
 from .cells import rnn_point_functions
 from .gemm import gemm_device
 
@@ -92,6 +92,7 @@ def rnn_backward(dy, dh_n, cache, *, path="auto"):
     returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H)
     (fresh arrays; NumPy, or device arrays when the forward's x was one)
     """
+    check_cache(cache, "rnn_forward", gates=1, size=8)
     on_device, x, W_ih, W_hh, lengths, reverse, hprev, act = cache
     enter()
     T, B, I = x.shape
