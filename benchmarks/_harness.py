@@ -13,9 +13,12 @@ Thread control, three libraries to agree (all measured in the same process, same
   (``libscipy_openblas``); NumPy ships its own OpenBLAS (``libscipy_openblas64_``). Both get the
   count through ``threadpoolctl`` when it is installed, otherwise through the libraries' own
   ``*_set_num_threads`` entry points via ctypes (the same thing threadpoolctl does).
-* Numba's own thread pool (``prange``) is not used by the kernels (their pointwise loops are
-  serial), so it is left unlaunched: launching it (``numba.set_num_threads``) resets the OpenMP
-  thread count that PyTorch shares. ``NUMBA_NUM_THREADS`` is exported with the others.
+* Numba's own thread pool (``prange``) runs the tiled kernels' team (``kernels/_team.py``) and
+  the paired directions / batch halves (``kernels/_pair.py``); it takes its size from
+  ``NUMBA_NUM_THREADS``, exported with the others before Numba loads. Its threading layer and
+  PyTorch's OpenMP are separate libraries: PyTorch's count stays as set (checked on the Xeon of
+  ``results/cpu.md``). A script's ``main()`` called in a process where Numba had already loaded
+  keeps that process's Numba pool size: run the scripts as their own processes.
 
 ``limit_threads`` reports what it used and the count each BLAS library then says it has.
 """
@@ -207,7 +210,8 @@ def sgemm_peak(n, repeat, use_torch=True):
       scipy   ``scipy.linalg.blas.sgemm`` on Fortran-ordered arrays (SciPy's OpenBLAS, the one
               Numba's ``np.dot`` calls inside rnncore's kernels)
       torch   ``torch.mm`` (MKL), for context
-    The peak used for "% of peak" is the best of numpy and scipy. FLOPs: 2 n^3.
+    The peak used for "% of peak" is the best of the three (of numpy and scipy without torch):
+    the machine's fastest sgemm, whichever library has it. FLOPs: 2 n^3.
     """
     import numpy as np
     from scipy.linalg import blas
@@ -238,7 +242,7 @@ def sgemm_peak(n, repeat, use_torch=True):
         at, bt = torch.from_numpy(a), torch.from_numpy(b)
         ot = torch.empty((n, n))
         res["torch_gflops"] = best(lambda: torch.mm(at, bt, out=ot))
-    res["peak_gflops"] = max(res["numpy_gflops"], res["scipy_gflops"])
+    res["peak_gflops"] = max(res["numpy_gflops"], res["scipy_gflops"], res.get("torch_gflops", 0))
     res["n"], res["repeat"] = n, repeat
     return res
 

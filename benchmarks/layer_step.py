@@ -50,7 +50,8 @@ CLASSES = 3
 CELLS = ("lstm", "gru", "rnn")
 #: The NumPy reference runs where T*B*H*(I+H) is at most this (the (64, 32, 128, 256) shape).
 REFERENCE_MAX_WORK = 64 * 32 * 256 * (128 + 256)
-#: Largest |rnncore - PyTorch| accepted on outputs (float32, O(1) values).
+#: Largest |rnncore - PyTorch| accepted (float32), on outputs and input gradients (O(1) values)
+#: and, relative to their largest entry where that exceeds 1, on parameter gradients (``_check``).
 TOLERANCE = 1e-3
 
 
@@ -99,12 +100,40 @@ def _module_from_torch(cell, tl, I, H, **kw):
 
 
 def _check(name, ours, theirs):
+    """Largest difference between rnncore's and PyTorch's result, relative to the size of
+    PyTorch's where that exceeds 1 (a weight gradient sums T*B rows: its float32 rounding
+    grows with it); RuntimeError above TOLERANCE, so that nothing wrong is timed."""
     import numpy as np
-    err = float(np.max(np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64))))
+    theirs = np.asarray(theirs, np.float64)
+    err = float(np.max(np.abs(np.asarray(ours, np.float64) - theirs)))
+    err /= max(1.0, float(np.max(np.abs(theirs))))
     if not err <= TOLERANCE:
         raise RuntimeError(f"{name}: rnncore and PyTorch disagree by {err:.3g} (> {TOLERANCE}); "
                            f"not timing a wrong result")
     return err
+
+
+def _torch_grads(cell, tl):
+    """PyTorch's parameter gradients in the order the kernels return theirs (after dx):
+    dW_ih, dW_hh, then db (LSTM, RNN: one bias, whose gradient is bias_ih's) or db_ih, db_hh."""
+    g = {k: p.grad.numpy() for k, p in tl.named_parameters()}
+    biases = ["bias_ih_l0", "bias_hh_l0"] if cell == "gru" else ["bias_ih_l0"]
+    return [g[k] for k in ["weight_ih_l0", "weight_hh_l0"] + biases]
+
+
+def _check_module_grads(label, m, tl):
+    """Every parameter gradient of the rnncore layer ``m`` against the PyTorch layer's, by
+    name (rnncore's one bias ``bias_l{k}`` of an LSTM / RNN against ``bias_ih_l{k}``'s)."""
+    theirs = {k: p.grad.numpy() for k, p in tl.named_parameters()}
+    return {f"module_d{k}": _check(f"{label} d{k}", p.grad,
+                                   theirs[k if k in theirs else k.replace("bias_l", "bias_ih_l")])
+            for k, p in m.named_parameters()}
+
+
+def _check_grads(label, cell, ours, tl):
+    """dW_ih, dW_hh and the bias gradients of ``ours`` (kernel order) against PyTorch's."""
+    names = ["dW_ih", "dW_hh"] + (["db_ih", "db_hh"] if cell == "gru" else ["db"])
+    return {n: _check(f"{label} {n}", a, b) for n, a, b in zip(names, ours, _torch_grads(cell, tl))}
 
 
 def bench_layer(cell, shape, repeat, min_sample_s, idle_s, module=True):
@@ -129,15 +158,21 @@ def bench_layer(cell, shape, repeat, min_sample_s, idle_s, module=True):
     tparams = list(tl.parameters())
     m = _module_from_torch(cell, tl, I, H) if module else None
 
-    # correctness first: kernel (and module) forward and dx against PyTorch
+    # correctness first: kernel (and module) output, input gradient and every parameter
+    # gradient against PyTorch's
     y_k, *_, cache = kf(x, *w)
-    dx_k = kb(dy, *([None] * nstate), cache)[0]
+    dx_k, *grads_k = kb(dy, *([None] * nstate), cache)[:-nstate]
     y_t, _ = tl(xg)
     y_t.backward(dyt)
-    checks = dict(y=_check(f"{cell} {shape} kernel y", y_k, y_t.detach().numpy()),
-                  dx=_check(f"{cell} {shape} kernel dx", dx_k, xg.grad.numpy()))
+    label = f"{cell} {shape}"
+    checks = dict(y=_check(f"{label} kernel y", y_k, y_t.detach().numpy()),
+                  dx=_check(f"{label} kernel dx", dx_k, xg.grad.numpy()),
+                  **_check_grads(f"{label} kernel", cell, grads_k, tl))
     if m is not None:
-        checks["module_y"] = _check(f"{cell} {shape} module y", m.forward(x), y_t.detach().numpy())
+        checks["module_y"] = _check(f"{label} module y", m.forward(x), y_t.detach().numpy())
+        m.zero_grad_parameters()
+        checks["module_dx"] = _check(f"{label} module dx", m.backward(x, dy), xg.grad.numpy())
+        checks.update(_check_module_grads(f"{label} module", m, tl))
 
     def kernel_fb():
         out = kf(x, *w)
@@ -194,8 +229,10 @@ def bench_bidir(cell, shape, repeat, min_sample_s, idle_s):
     y_t, _ = tl(xg)
     y_t.backward(dyt)
     y_m = m.forward(x)
+    m.zero_grad_parameters()
     checks = dict(y=_check(f"{cell} bidir y", y_m, y_t.detach().numpy()),
-                  dx=_check(f"{cell} bidir dx", m.backward(x, dy), xg.grad.numpy()))
+                  dx=_check(f"{cell} bidir dx", m.backward(x, dy), xg.grad.numpy()),
+                  **_check_module_grads(f"{cell} bidir", m, tl))
 
     def torch_fwd():
         with torch.no_grad():
@@ -364,7 +401,7 @@ def main(argv=None, print_fn=print):
 
     caption = (f"float32; {hz.threads_summary(threads)}; median of {args.repeat} interleaved rounds; "
                f"sgemm peak {P:.1f} GF/s (best of numpy {peak['numpy_gflops']:.1f}, scipy "
-               f"{peak['scipy_gflops']:.1f}; torch.mm {peak['torch_gflops']:.1f}) at n={peak['n']}"
+               f"{peak['scipy_gflops']:.1f}, torch.mm {peak['torch_gflops']:.1f}) at n={peak['n']}"
                + ("; --quick: sizes too small to mean anything" if args.quick else ""))
     tables = [
         ("Single layer: kernels vs module vs PyTorch vs NumPy reference",
