@@ -14,16 +14,27 @@ from . import _checks
 __all__ = ["pad_sequences"]
 
 
-def pad_sequences(sequences, dtype=None):
+def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
     """Stack ``B`` sequences of lengths ``T_i`` into a zero-padded time-major array.
 
     sequences: a non-empty list of arrays, all (T_i, F) (features) or all (T_i,) (integer ids
         for an `Embedding`), each with T_i >= 1
     dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type). Every
         value must lie in its range (ValueError otherwise: a cast would wrap or overflow it)
-    returns (x, lengths): x (T, B, F) or (T, B) with T = max T_i, zero at t >= T_i;
-        lengths (B,) int64
+    maxlen: None (T = the longest T_i), or an int >= 1: T = maxlen, and a longer sequence is
+        cut to its first maxlen steps (``truncating="post"``) or its last (``"pre"``)
+    returns (x, lengths): x (T, B, F) or (T, B), zero at t >= lengths[b]; lengths (B,) int64,
+        min(T_i, maxlen)
+
+    Padding always follows each sequence's steps (Keras's ``padding="post"``): ``lengths``
+    say where each one's valid prefix ends, and every rnncore layer reads only that prefix, so
+    the padding's values are never read (zeros, for a readable array).
     """
+    if maxlen is not None:
+        maxlen = _checks.positive_int(maxlen, "maxlen")
+    if truncating not in ("post", "pre"):
+        raise ValueError(f"truncating: expected 'post' (keep the first maxlen steps) or 'pre' "
+                         f"(the last), got {truncating!r}")
     if isinstance(sequences, np.ndarray) or not hasattr(sequences, "__len__"):
         raise TypeError(f"sequences: expected a list of (T_i, F) or (T_i,) arrays, "
                         f"got {type(sequences).__name__}")
@@ -59,8 +70,11 @@ def pad_sequences(sequences, dtype=None):
         if lo < low or hi > high:
             raise ValueError(f"sequences[{b}]: expected values in [{info.min!s}, {info.max!s}] "
                              f"(the range of dtype {dtype}), got min {lo}, max {hi}")
+    if maxlen is not None:
+        seqs = [s[:maxlen] if truncating == "post" else s[-maxlen:] for s in seqs]
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)    # (B,)
-    x = np.zeros((int(lengths.max()), len(seqs)) + tails[0], dtype=dtype)   # (T, B, F) or (T, B)
+    T = int(lengths.max()) if maxlen is None else maxlen
+    x = np.zeros((T, len(seqs)) + tails[0], dtype=dtype)           # (T, B, F) or (T, B)
     for b, s in enumerate(seqs):
         x[:len(s), b] = s
     return x, lengths

@@ -435,6 +435,26 @@ def test_pad_sequences_features_and_ids():
     assert pad_sequences(seqs, dtype=np.float64)[0].dtype == np.float64
 
 
+def test_pad_sequences_maxlen_cuts_and_pads_to_a_fixed_length():
+    seqs = [np.arange(1, 6), np.array([7, 8]), np.arange(10, 13)]       # lengths 5, 2, 3
+    x, lengths = pad_sequences(seqs, maxlen=3)
+    assert x.shape == (3, 3) and lengths.tolist() == [3, 2, 3]
+    assert x[:, 0].tolist() == [1, 2, 3] and x[:, 1].tolist() == [7, 8, 0]
+    x, lengths = pad_sequences(seqs, maxlen=3, truncating="pre")
+    assert x[:, 0].tolist() == [3, 4, 5] and x[:, 2].tolist() == [10, 11, 12]
+    x, lengths = pad_sequences(seqs, maxlen=8)                         # longer than all: pads
+    assert x.shape == (8, 3) and lengths.tolist() == [5, 2, 3] and not x[5:].any()
+    f, lf = pad_sequences([np.ones((4, 2)), np.ones((2, 2))], maxlen=3)
+    assert f.shape == (3, 2, 2) and lf.tolist() == [3, 2]
+    for bad, err, match in [(0, ValueError, "maxlen: expected an int >= 1"),
+                            (2.0, TypeError, "maxlen: expected an int >= 1"),
+                            (True, TypeError, "maxlen")]:
+        with pytest.raises(err, match=match):
+            pad_sequences(seqs, maxlen=bad)
+    with pytest.raises(ValueError, match="truncating: expected 'post'"):
+        pad_sequences(seqs, maxlen=2, truncating="both")
+
+
 def test_pad_sequences_feeds_a_model():
     rnncore.manual_seed(0)
     m = Sequencer(Sequential(Embedding(5, 2), GRU(2, 3), Linear(3, 2)))
