@@ -158,9 +158,9 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
         core for about 0.1 s (measured here: one core busy for 100 ms, PyTorch's OpenMP pool
         for ~10 ms); without the pause, whatever runs next on a 2-core machine shares it with
         that spinning thread (samples measured 2-3x slower right after the NumPy reference);
-      * untimed calls worth ``settle_s`` (none for calls over ``10 * settle_s``): a pool that
-        slept wakes up slowly (PyTorch's first call after 0.1 s idle took 0.2-11 ms where the
-        next took 0.01 ms).
+      * untimed calls worth ``settle_s``, at least one: a pool that slept wakes up slowly
+        (PyTorch's first call after 0.1 s idle took 0.2-11 ms where the next took 0.01 ms), a
+        cost that would otherwise fall on the timed call, up to a few per cent of a 100 ms one.
 
     Returns {name: {"median_s", "min_s", "number", "samples_s"}}, times per call.
     """
@@ -174,7 +174,7 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
         f()
         one = max(time.perf_counter() - t0, 1e-7)
         number[name] = int(min(max_number, max(1, math.ceil(min_sample_s / one))))
-        settle[name] = 0 if one >= 10 * settle_s else int(min(number[name], math.ceil(settle_s / one)))
+        settle[name] = int(min(number[name], math.ceil(settle_s / one)))   # >= 1: settle_s > 0
     samples = {name: [] for name in names}
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)]

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -222,6 +223,16 @@ def test_harness_helpers(tmp_path):
     for k, v in t.items():
         assert len(v["samples_s"]) == 3 and 0 < v["min_s"] <= v["median_s"]
         assert calls[k] >= 1 + 3 * v["number"]            # warm-up + every sample's calls
+    # a call too slow for the settle time still gets one untimed call before each sample:
+    # calibration (2 calls) + per round 1 untimed + 1 timed
+    slow = {"n": 0}
+
+    def slow_call():
+        slow["n"] += 1
+        time.sleep(0.002)
+
+    t = _harness.time_interleaved({"slow": slow_call}, repeat=2, min_sample_s=1e-4, settle_s=1e-4)
+    assert t["slow"]["number"] == 1 and slow["n"] == 2 + 2 * 2
     path = _harness.write_json(str(tmp_path / "sub" / "x.json"),
                                {"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2)]})
     with open(path) as f:
