@@ -15,7 +15,11 @@ but the files on disk. The child builds the seed model
 clocks. Cases:
 
     rnncore, cold cache   NUMBA_CACHE_DIR is a new empty temporary folder: every kernel the
-                          step calls is compiled (a new folder for every cold run)
+                          step calls is compiled (a new folder for every cold run); the LSTM's
+                          backward core in a second process meanwhile (``kernels/_ahead.py``)
+    rnncore, cold, no compile ahead
+                          the same with RNNCORE_COMPILE_AHEAD=0: everything compiles in the one
+                          process (runs alternate with the case above)
     rnncore, warm cache   the same folder again, now filled by the cold run: kernels are
                           loaded from the cache
     PyTorch               the same step with torch.nn
@@ -136,9 +140,9 @@ def parse_args(argv=None):
     return args
 
 
-def run_child(code, threads, cache_dir=None, timeout=600):
+def run_child(code, threads, cache_dir=None, timeout=600, extra_env=None):
     """Spawn ``python -c code``; return its clocks as seconds since the spawn."""
-    env = dict(os.environ)
+    env = dict(os.environ, **(extra_env or {}))
     env.pop("PYTHONDONTWRITEBYTECODE", None)          # rnncore's bytecode cached, as usual
     for k in hz.THREAD_ENV:
         env[k] = str(threads)
@@ -160,16 +164,19 @@ def run_child(code, threads, cache_dir=None, timeout=600):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
-    cases = {"rnncore, cold cache": [], "rnncore, warm cache": []}
+    cold, cold_off = "rnncore, cold cache", "rnncore, cold, no compile ahead"
+    cases = {cold: [], cold_off: [], "rnncore, warm cache": []}
     if not args.no_torch:
         cases["PyTorch"] = []
     dirs = []
     try:
-        for i in range(args.cold_runs):
-            d = tempfile.mkdtemp(prefix="rnncore-numba-cache-")
-            dirs.append(d)
-            cases["rnncore, cold cache"].append(run_child(CHILD_RNNCORE, args.threads, d))
-        warm_dir = dirs[-1]
+        for i in range(args.cold_runs):                # alternated: without, then with
+            for case, ahead in ((cold_off, "0"), (cold, "1")):
+                d = tempfile.mkdtemp(prefix="rnncore-numba-cache-")
+                dirs.append(d)
+                cases[case].append(run_child(CHILD_RNNCORE, args.threads, d,
+                                             extra_env={"RNNCORE_COMPILE_AHEAD": ahead}))
+        warm_dir = dirs[-1]                            # (filled by a run with compile ahead)
         for i in range(args.warm_runs):
             cases["rnncore, warm cache"].append(run_child(CHILD_RNNCORE, args.threads, warm_dir))
             if "PyTorch" in cases:

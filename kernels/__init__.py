@@ -16,6 +16,10 @@ idle threads stop spinning after ~2 ms instead of ~0.1 s (``_blas_env`` says why
 the module through which Numba reaches SciPy's BLAS without the rest of ``scipy.linalg``
 (``_scipy_blas``: ~0.3 s off the first kernel call), then gives the same setting to the
 OpenBLAS libraries that had loaded before (NumPy's; SciPy's if ``scipy.linalg`` came first).
+
+With an empty Numba cache, the first forward call of a recurrent kernel starts a second Python
+process that compiles the matching backward core into the cache meanwhile (``_ahead``; off
+with ``RNNCORE_COMPILE_AHEAD=0``).
 """
 
 from . import _blas_env                                  # first: before SciPy's OpenBLAS loads

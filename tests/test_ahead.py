@@ -1,0 +1,153 @@
+"""kernels._ahead: a cold cache's backward cores compiled in a second process, loaded from the cache."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from numba import njit
+
+from kernels import _ahead, gru, lstm, reference, rnn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = [("lstm", "steps", np.float32), ("lstm", "steps", np.float64), ("lstm", "tiled", np.float32),
+         ("gru", "steps", np.float32), ("gru", "steps", np.float64), ("gru", "tiled", np.float32),
+         ("rnn", "steps", np.float32), ("rnn", "steps", np.float64)]
+
+
+def _run_cell(cell, path, dtype, rng, T=3, B=2, I=4, H=5):
+    """One forward and backward of the cell's kernels (``path`` forced)."""
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W = [rng.standard_normal(s).astype(dtype) for s in ((G * H, I), (G * H, H))]
+    b = [np.zeros(G * H, dtype)] * (2 if cell == "gru" else 1)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    if cell == "rnn":
+        return rnn.rnn_backward(dy, None, rnn.rnn_forward(x, *W, *b)[-1])
+    if cell == "gru":
+        return gru.gru_backward(dy, None, gru.gru_forward(x, *W, *b, path=path)[-1])
+    return lstm.lstm_backward(dy, None, None, lstm.lstm_forward(x, *W, *b, path=path)[-1])
+
+
+@pytest.mark.parametrize("cell, path, dtype", CASES)
+def test_specs_are_the_signatures_the_kernels_compile(cell, path, dtype, rng):
+    _run_cell(cell, path, dtype, rng)
+    assert _ahead.signature(cell, path, dtype) in _ahead._core(cell, path).signatures
+
+
+def test_cold_cache_backward_is_loaded_from_what_the_child_compiled(tmp_path):
+    # A fresh process with an empty cache: the forward starts the child, the backward waits for
+    # it and Numba loads the core from the cache (a hit, no compile here), with right gradients.
+    script = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from kernels import lstm, reference
+        rng = np.random.default_rng(0)
+        T, B, I, H = 4, 3, 2, 8
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        W_ih, W_hh = (rng.standard_normal((4 * H, k)).astype(np.float32) * 0.3 for k in (I, H))
+        b = rng.standard_normal(4 * H).astype(np.float32) * 0.1
+        dy = rng.standard_normal((T, B, H)).astype(np.float32)
+        cache = lstm.lstm_forward(x, W_ih, W_hh, b, path="steps")[-1]
+        grads = lstm.lstm_backward(dy, None, None, cache)
+        ref = reference.lstm_backward(dy, None, None, reference.lstm_forward(
+            x.astype(np.float64), W_ih.astype(np.float64), W_hh.astype(np.float64),
+            b.astype(np.float64))[-1])
+        for g, r in zip(grads, ref):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+        stats = lstm._backward_core.stats
+        print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    env.pop(_ahead.ENV, None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0"]          # one cache hit, no compile in the process
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """_ahead with nothing decided yet and Popen recorded (the real one, so children run)."""
+    monkeypatch.setattr(_ahead, "_seen", set())
+    monkeypatch.setattr(_ahead, "_children", {})
+    monkeypatch.delenv(_ahead.ENV, raising=False)
+    calls = []
+    real = subprocess.Popen
+
+    def popen(args, **kw):
+        calls.append(args)
+        return real(args, **kw)
+
+    monkeypatch.setattr(_ahead.subprocess, "Popen", popen)
+    return calls
+
+
+def test_nothing_starts_when_switched_off_or_already_compiled(fresh, monkeypatch, rng):
+    _run_cell("rnn", "steps", np.float32, rng)           # compiled in this process: not cold
+    _ahead.start("rnn", "steps", np.float32)
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setenv(_ahead.ENV, "0")
+    _ahead.start("lstm", "steps", np.float64)
+    assert fresh == [] and _ahead._children == {}
+    _ahead.wait("lstm", "steps", np.float64)             # nothing to wait for
+
+
+@njit(cache=True)
+def _never_called(a):                                    # (so it never has a cache index)
+    return a + 1
+
+
+def test_cold_means_no_compiled_version_and_no_index(rng):
+    assert _ahead._cold(_never_called)
+    _run_cell("rnn", "steps", np.float32, rng)
+    assert not _ahead._cold(_ahead._core("rnn", "steps"))
+    assert not _ahead._cold(object())                    # not a Numba dispatcher: not cold
+
+
+def test_a_cold_key_starts_one_child_and_the_backward_waits_for_it(fresh, monkeypatch, rng):
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.3)")
+    _ahead.start("gru", "steps", np.dtype(np.float64))
+    _ahead.start("gru", "steps", np.float64)             # the same key: once per process
+    assert len(fresh) == 1 and fresh[0][-3:] == ["gru", "steps", "float64"]
+    child = _ahead._children[("gru", "steps", np.dtype(np.float64))]
+    t0 = time.perf_counter()
+    _run_cell("gru", "steps", np.float64, rng)           # its backward waits for the child
+    assert child.returncode == 0 and time.perf_counter() - t0 < 60
+    assert _ahead._children == {}
+
+
+def test_a_failing_or_slow_child_leaves_the_backward_to_compile_here(fresh, monkeypatch, rng):
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "import sys; sys.exit(3)")
+    _ahead.start("rnn", "steps", np.float64)
+    grads = _run_cell("rnn", "steps", np.float64, np.random.default_rng(5))
+    ref_rng = np.random.default_rng(5)
+    T, B, I, H = 3, 2, 4, 5
+    x = ref_rng.standard_normal((T, B, I))
+    W = [ref_rng.standard_normal(s) for s in ((H, I), (H, H))]
+    dy = ref_rng.standard_normal((T, B, H))
+    ref = reference.rnn_backward(dy, None, reference.rnn_forward(x, *W, np.zeros(H))[-1])
+    for g, r in zip(grads, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+
+    monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(60)")
+    monkeypatch.setattr(_ahead, "WAIT_S", 0.2)
+    _ahead.start("lstm", "steps", np.float64)
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float64))]
+    t0 = time.perf_counter()
+    _ahead.wait("lstm", "steps", np.float64)             # gives up after WAIT_S, stops it
+    assert time.perf_counter() - t0 < 10 and child.returncode is not None
+
+
+def test_children_still_running_at_exit_are_stopped(fresh, monkeypatch):
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(60)")
+    _ahead.start("rnn", "steps", np.float32)
+    child = _ahead._children[("rnn", "steps", np.dtype(np.float32))]
+    _ahead._stop_children()
+    assert child.returncode is not None and _ahead._children == {}
