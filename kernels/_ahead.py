@@ -123,6 +123,7 @@ def start(cell, path, dtype):
         try:
             _children[key] = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, _ROOT, cell, path, np.dtype(dtype).name],
+                env=dict(os.environ, **{ENV: "0"}),      # (the child starts no child)
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
             pass

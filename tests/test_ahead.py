@@ -79,7 +79,7 @@ def fresh(monkeypatch):
     real = subprocess.Popen
 
     def popen(args, **kw):
-        calls.append(args)
+        calls.append((args, kw))
         return real(args, **kw)
 
     monkeypatch.setattr(_ahead.subprocess, "Popen", popen)
@@ -113,7 +113,8 @@ def test_a_cold_key_starts_one_child_and_the_backward_waits_for_it(fresh, monkey
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.3)")
     _ahead.start("gru", "steps", np.dtype(np.float64))
     _ahead.start("gru", "steps", np.float64)             # the same key: once per process
-    assert len(fresh) == 1 and fresh[0][-3:] == ["gru", "steps", "float64"]
+    assert len(fresh) == 1 and fresh[0][0][-3:] == ["gru", "steps", "float64"]
+    assert fresh[0][1]["env"][_ahead.ENV] == "0"         # a child never starts children
     child = _ahead._children[("gru", "steps", np.dtype(np.float64))]
     t0 = time.perf_counter()
     _run_cell("gru", "steps", np.float64, rng)           # its backward waits for the child
