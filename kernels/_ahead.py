@@ -35,7 +35,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["SPECS", "start", "wait", "signature", "ENV"]
+__all__ = ["SPECS", "start", "wait", "signature", "cache_is_empty", "ENV"]
 
 ENV = "RNNCORE_COMPILE_AHEAD"   # "0" turns it off
 WAIT_S = 300                    # the longest a backward call waits for its child
@@ -107,6 +107,13 @@ def _cold(core):
                 and not os.path.exists(cache._cache_file._index_path))
     except Exception:
         return False
+
+
+def cache_is_empty():
+    """Whether an LSTM forward would compile first: its core is neither compiled in this process
+    nor in the on-disk cache (what a program can tell its user before a slow first step)."""
+    from . import lstm
+    return _cold(lstm._forward_core)
 
 
 def start(cell, path, dtype):

@@ -159,6 +159,8 @@ def main(argv=None):
     except SystemExit as e:                       # --help, --version (0) and usage errors (2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
 
+    from kernels._ahead import cache_is_empty
+
     from .demos import DEMOS
 
     seed = 0 if args.seed is None else args.seed
@@ -170,6 +172,9 @@ def main(argv=None):
         print(f"rnncore demo {args.name}\n")
     else:
         print(f"rnncore demo {args.name} (seed {seed}{', quick' if args.quick else ''})\n")
+    if cache_is_empty():                          # (stderr: the demo's own output unchanged)
+        print("First run here: Numba compiles the kernels into its cache first (once; about "
+              "10 s on 2 cores).\n", file=sys.stderr, flush=True)
     try:
         DEMOS[args.name].run(**kwargs)
     except KeyboardInterrupt:

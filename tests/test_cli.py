@@ -169,6 +169,19 @@ def test_regression_demo_shows_which_output_is_the_prediction(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_demo_says_on_stderr_when_the_kernels_compile_first(monkeypatch, capsys):
+    # With an empty Numba cache the first step waits seconds for the compiler: say so, on
+    # stderr, so that the demo's own output (what the README shows) stays as it is.
+    from kernels import _ahead
+    monkeypatch.setenv(_ahead.ENV, "0")                  # (no compile-ahead child meanwhile)
+    for cold in (True, False):
+        monkeypatch.setattr(_ahead, "_cold", lambda core, cold=cold: cold)
+        status, out, _ = run_cli(["demo", "stacked"])
+        err = capsys.readouterr().err
+        assert status == 0 and "First run here" not in out
+        assert ("First run here: Numba compiles the kernels" in err) == cold
+
+
 # -- stacked --------------------------------------------------------------------------------
 def test_stacked_demo_counts_and_shapes():
     status, out, r = run_cli(["demo", "stacked"])
