@@ -3,31 +3,44 @@
 Why. With an empty Numba cache the first training step is nearly all compilation, one function
 after another: Numba and LLVM hold process-wide locks, so a second thread would wait, and a
 2-core machine compiles on one core. The largest pieces are the recurrent cores, and each
-cell's backward core (2-3 s on the Xeon of ``benchmarks/results/cpu.md``) is needed only after
-its forward core (3-4 s) and the layers above it have compiled. So the first forward call of a
-cell (per organization and dtype) in a process whose cache holds no backward core yet starts
-a child Python that compiles that backward core into the on-disk cache, on the other core,
-while this process compiles the forward; the first backward call waits for the child (it has
-usually finished) and Numba loads the core from the cache as it would on any later run.
+cell's backward core (the LSTM's ~3 s on the Xeon of ``benchmarks/results/cpu.md``, with the
+products it calls) is needed only after its forward core (~3.5 s) and the layers above it have
+compiled. So the first forward call of a cell (per organization and dtype) with a cold cache
+(below) starts a child Python that compiles that backward core into the on-disk cache, on the
+other core, while this process compiles the forward; the first backward call waits for the
+child if it still runs, and Numba loads the core from the cache as it would on any later run.
 On the Xeon, a fresh process to the seed model's first finished training step with an empty
 cache (``benchmarks/startup.py``, runs alternated with and without): 6.04 -> 4.71 s and
 7.63 -> 5.72 s in two runs.
 
 What the child compiles is fixed by the core's signature, not by data: ``SPECS`` lists each
-backward core's arguments, as ``lstm_backward`` and the others pass them (all C-contiguous);
+backward core's arguments, as ``lstm_backward`` and the others pass them (C-contiguous and
+writable; a read-only input gives another signature, which then compiles here as before);
 ``tests/test_ahead.py`` checks every entry against the signature a real call compiles, so a
 core whose arguments change without its entry fails there, not silently here.
 
-Nothing changes for a warm cache (an index file exists for the core: no child) or for the result
-(the core is the same compiled code, from the cache). It is skipped where it cannot help:
-``RNNCORE_COMPILE_AHEAD=0``, ``NUMBA_DISABLE_JIT``, one usable CPU, a frozen program or no
-Python to start, a core without a file cache. Anything that goes wrong in the child (it
-cannot start, it fails, it takes over ``WAIT_S``) leaves the backward to compile here as it
-always did. A child still running when this process exits is stopped.
+Numba's cache has no lock between processes: two processes saving different signatures of one
+function at once can leave an index entry pointing at the other's code. So only one process
+ever saves a given function meanwhile: the child saves nothing but its core (its callees,
+which the parent compiles with the forward, it compiles without the cache: the core's cached
+code holds its own copy of them), runs alone (one child at a time per process), and a backward
+call of that core in any dtype waits for it first.
+
+It starts only with a cold cache: the cell's forward and backward cores have neither a
+compiled version in this process nor a current index on disk (an index of another Numba or
+of an edited source counts as none, as it does for Numba). Nothing changes for a warm cache or
+for the result (the core is the same compiled code, from the cache). It is skipped where it
+cannot help: ``RNNCORE_COMPILE_AHEAD=0``, ``NUMBA_DISABLE_JIT``, one usable CPU, a frozen
+program or an interpreter that is not ``python``, a ``multiprocessing`` worker (its parent
+and siblings would start their own), a core without a file cache. Anything that goes wrong in
+the child (it cannot start, it fails, it takes over ``WAIT_S``) leaves the backward to compile
+here as it always did. A child still running when this process exits is stopped; a fork's
+child process starts with none.
 """
 
 import atexit
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -38,31 +51,32 @@ import numpy as np
 __all__ = ["SPECS", "start", "wait", "signature", "cache_is_empty", "ENV"]
 
 ENV = "RNNCORE_COMPILE_AHEAD"   # "0" turns it off
-WAIT_S = 300                    # the longest a backward call waits for its child
+WAIT_S = 60                     # the longest a backward call waits for the child (it takes ~3 s)
 
-# (cell, path) -> (module, backward core, its arguments). Argument tokens: "3" an array of the
-# kernel's dtype with 3 dimensions (and so on); "p3" a float32 array with 3 dimensions whatever
-# the dtype (the packed weights of ``_gemm.step_operands``, empty when unused); "i1", "i2"
-# int64 arrays; "i" an int64 scalar.
+# (cell, path) -> (module, forward core, backward core, the backward core's arguments).
+# Argument tokens: "3" an array of the kernel's dtype with 3 dimensions (and so on); "p3" a
+# float32 array with 3 dimensions whatever the dtype (the packed weights of
+# ``_gemm.step_operands``, empty when unused); "i1", "i2" int64 arrays; "i" an int64 scalar.
 SPECS = {
-    ("lstm", "steps"): ("kernels.lstm", "_backward_core",
+    ("lstm", "steps"): ("kernels.lstm", "_forward_core", "_backward_core",
                         "3 2 2 1 2 2 4 3 2  3 2 2 2 p3 2 i1 i  3 3 4 3"),
-    ("gru", "steps"): ("kernels.gru", "_backward_core",
+    ("gru", "steps"): ("kernels.gru", "_forward_core", "_backward_core",
                        "3 2 2 1 1 2 2 4 3 3 2  3 2 2 2 p3 2 i1 i  3 4 3 3"),
-    ("rnn", "steps"): ("kernels.rnn", "_backward_core",
+    ("rnn", "steps"): ("kernels.rnn", "_forward_core", "_backward_core",
                        "3 2 2 1 2 3 3 2  3 2 2 2 p3 2 i1 i  3"),
-    ("lstm", "tiled"): ("kernels.lstm_tiled", "_backward_core",
+    ("lstm", "tiled"): ("kernels.lstm_tiled", "_forward_core", "_backward_core",
                         "4 2 2 3 2 3 4 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2"),
-    ("gru", "tiled"): ("kernels.gru_tiled", "_backward_core",
+    ("gru", "tiled"): ("kernels.gru_tiled", "_forward_core", "_backward_core",
                        "4 2 2 3 2 3 4 3 i1 i  2 2 3 2 2 2 1 i i1 i2"),
 }
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the folder of ``kernels``
-_CHILD = ("import sys; sys.path.insert(0, sys.argv[1]); "
+# The child gets this process's sys.path (so it imports the same ``kernels``, NumPy and Numba)
+# and compiles one core.
+_CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
           "from kernels._ahead import _child; _child(sys.argv[2:])")
 _lock = threading.Lock()
 _seen = set()          # (cell, path, dtype) already decided in this process
-_children = {}         # (cell, path, dtype) -> Popen, until its backward has waited for it
+_children = {}         # (cell, path, dtype) -> Popen, until a backward has waited for it
 
 
 def signature(cell, path, dtype):
@@ -70,7 +84,7 @@ def signature(cell, path, dtype):
     from numba import typeof, types
     dt = np.dtype(dtype)
     out = []
-    for token in SPECS[(cell, path)][2].split():
+    for token in SPECS[(cell, path)][3].split():
         if token == "i":
             out.append(types.int64)
         else:
@@ -79,9 +93,9 @@ def signature(cell, path, dtype):
     return tuple(out)
 
 
-def _core(cell, path):
-    module, name, _ = SPECS[(cell, path)]
-    return getattr(importlib.import_module(module), name)
+def _core(cell, path, which="backward"):
+    module, forward, backward, _ = SPECS[(cell, path)]
+    return getattr(importlib.import_module(module), backward if which == "backward" else forward)
 
 
 def _usable_cpus():
@@ -93,18 +107,24 @@ def _usable_cpus():
 
 def _wanted():
     from numba.core import config
-    return (os.environ.get(ENV, "1") != "0" and not config.DISABLE_JIT and _usable_cpus() >= 2
-            and not getattr(sys, "frozen", False) and bool(sys.executable))
+    if os.environ.get(ENV, "1") == "0" or config.DISABLE_JIT or _usable_cpus() < 2:
+        return False
+    if getattr(sys, "frozen", False) or not os.path.basename(sys.executable or "").lower(
+            ).startswith("python"):
+        return False
+    import multiprocessing
+    return multiprocessing.parent_process() is None
 
 
 def _cold(core):
-    """Whether the core has no compiled version here and no cache index on disk. (Numba's cache
-    internals: anything unexpected there counts as not cold, and nothing starts.)"""
+    """Whether the core has no compiled version here and no current cache index on disk (one of
+    another Numba version or source stamp is empty to Numba too). (Numba's cache internals:
+    anything unexpected there counts as not cold, and nothing starts.)"""
     try:
         from numba.core.caching import FunctionCache
         cache = core._cache
         return (not core.overloads and isinstance(cache, FunctionCache)
-                and not os.path.exists(cache._cache_file._index_path))
+                and not cache._cache_file._load_index())
     except Exception:
         return False
 
@@ -118,7 +138,8 @@ def cache_is_empty():
 
 def start(cell, path, dtype):
     """Called by a forward kernel before its core runs: start the child for this backward core
-    where the cache is cold (once per process and key; cheap after the first call)."""
+    where the cache is cold and no other child runs (once per process and key; cheap after the
+    first call)."""
     key = (cell, path, np.dtype(dtype))
     if key in _seen:
         return
@@ -126,11 +147,13 @@ def start(cell, path, dtype):
         if key in _seen:
             return
         _seen.add(key)
-        if not (_wanted() and _cold(_core(cell, path))):
+        if any(child.poll() is None for child in _children.values()):   # (poll: reaps the rest)
+            return
+        if not (_wanted() and _cold(_core(cell, path, "forward")) and _cold(_core(cell, path))):
             return
         try:
             _children[key] = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, _ROOT, cell, path, np.dtype(dtype).name],
+                [sys.executable, "-c", _CHILD, json.dumps(sys.path), cell, path, key[2].name],
                 env=dict(os.environ, **{ENV: "0"}),      # (the child starts no child)
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
@@ -138,18 +161,22 @@ def start(cell, path, dtype):
 
 
 def wait(cell, path, dtype):
-    """Called by a backward kernel before its core runs: wait for this core's child, if any."""
+    """Called by a backward kernel before its core runs: wait for a child compiling this core
+    (in any dtype: this process may save the core's other signature only after it). Every
+    caller waits, two threads of a bidirectional layer included."""
     if not _children:
         return
     with _lock:
-        child = _children.pop((cell, path, np.dtype(dtype)), None)
-    if child is None:
-        return
-    try:
-        child.wait(timeout=WAIT_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+        mine = [(key, child) for key, child in _children.items() if key[:2] == (cell, path)]
+    for key, child in mine:
+        try:
+            child.wait(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        with _lock:
+            if _children.get(key) is child:
+                del _children[key]
 
 
 @atexit.register
@@ -161,7 +188,28 @@ def _stop_children():
     _children.clear()
 
 
+def _after_fork():
+    """A fork's child process: the parent's children are not its own (and the lock may have
+    been held by a thread that does not exist there)."""
+    global _lock
+    _lock = threading.Lock()
+    _children.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 def _child(argv):
-    """The child's work: compile one backward core (it lands in the on-disk cache)."""
+    """The child's work: compile one backward core into the on-disk cache, saving nothing else
+    (every other compiled function of ``kernels`` compiles here without the cache)."""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
     cell, path, dtype = argv
-    _core(cell, path).compile(signature(cell, path, dtype))
+    core = _core(cell, path)
+    for name, module in list(sys.modules.items()):
+        if name == "kernels" or name.startswith("kernels."):
+            for f in vars(module).values():
+                if isinstance(f, Dispatcher) and f is not core:
+                    f._cache = NullCache()
+    core.compile(signature(cell, path, dtype))

@@ -174,7 +174,7 @@ def main(argv=None):
         print(f"rnncore demo {args.name} (seed {seed}{', quick' if args.quick else ''})\n")
     if cache_is_empty():                          # (stderr: the demo's own output unchanged)
         print("First run here: Numba compiles the kernels into its cache first (once; about "
-              "10 s on 2 cores).\n", file=sys.stderr, flush=True)
+              "5 s on 2 cores).\n", file=sys.stderr, flush=True)
     try:
         DEMOS[args.name].run(**kwargs)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -38,6 +39,7 @@ def test_specs_are_the_signatures_the_kernels_compile(cell, path, dtype, rng):
     assert _ahead.signature(cell, path, dtype) in _ahead._core(cell, path).signatures
 
 
+@pytest.mark.skipif(_ahead._usable_cpus() < 2, reason="compile ahead is off with one usable CPU")
 def test_cold_cache_backward_is_loaded_from_what_the_child_compiled(tmp_path):
     # A fresh process with an empty cache: the forward starts the child, the backward waits for
     # it and Numba loads the core from the cache (a hit, no compile here), with right gradients.
@@ -69,6 +71,20 @@ def test_cold_cache_backward_is_loaded_from_what_the_child_compiled(tmp_path):
     assert out.stdout.split() == ["1", "0"]          # one cache hit, no compile in the process
 
 
+def test_the_child_saves_its_core_and_nothing_else(tmp_path):
+    # (Numba's cache has no lock between processes: the callees the child compiles too are
+    # the parent's to save.)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    code = ("import json, sys; from kernels._ahead import _CHILD; "
+            "exec(_CHILD.replace('json.loads(sys.argv[1])', 'sys.path'))")
+    out = subprocess.run([sys.executable, "-c", code, "-", "rnn", "steps", "float64"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    saved = sorted(os.path.basename(f) for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
+    assert len(saved) == 2 and all(f.startswith("rnn._backward_core-") for f in saved), saved
+    assert {f.rsplit(".", 1)[1] for f in saved} == {"nbi", "nbc"}   # its index and its code
+
+
 @pytest.fixture
 def fresh(monkeypatch):
     """_ahead with nothing decided yet and Popen recorded (the real one, so children run)."""
@@ -86,9 +102,12 @@ def fresh(monkeypatch):
     return calls
 
 
-def test_nothing_starts_when_switched_off_or_already_compiled(fresh, monkeypatch, rng):
-    _run_cell("rnn", "steps", np.float32, rng)           # compiled in this process: not cold
+def test_nothing_starts_unless_both_cores_are_cold_and_it_is_on(fresh, monkeypatch):
+    forward, backward = _ahead._core("rnn", "steps", "forward"), _ahead._core("rnn", "steps")
+    monkeypatch.setattr(_ahead, "_cold", lambda core: core is backward)   # forward cached
     _ahead.start("rnn", "steps", np.float32)
+    monkeypatch.setattr(_ahead, "_cold", lambda core: core is forward)    # backward cached
+    _ahead.start("rnn", "steps", np.float64)
     monkeypatch.setattr(_ahead, "_cold", lambda core: True)
     monkeypatch.setenv(_ahead.ENV, "0")
     _ahead.start("lstm", "steps", np.float64)
@@ -101,11 +120,19 @@ def _never_called(a):                                    # (so it never has a ca
     return a + 1
 
 
-def test_cold_means_no_compiled_version_and_no_index(rng):
+def test_cold_means_no_compiled_version_and_no_current_index(rng, monkeypatch):
     assert _ahead._cold(_never_called)
+    monkeypatch.setenv(_ahead.ENV, "0")
     _run_cell("rnn", "steps", np.float32, rng)
-    assert not _ahead._cold(_ahead._core("rnn", "steps"))
+    assert not _ahead._cold(_ahead._core("rnn", "steps"))           # compiled here
     assert not _ahead._cold(object())                    # not a Numba dispatcher: not cold
+    never = njit(cache=True)(_never_called.py_func)      # an index of another source: stale
+    never._cache._cache_file._save_index({"(some key)": "x.nbc"})
+    try:
+        monkeypatch.setattr(never._cache._cache_file, "_source_stamp", ("edited", 0))
+        assert _ahead._cold(never)
+    finally:
+        os.remove(never._cache._cache_file._index_path)
 
 
 def test_a_cold_key_starts_one_child_and_the_backward_waits_for_it(fresh, monkeypatch, rng):
@@ -120,6 +147,29 @@ def test_a_cold_key_starts_one_child_and_the_backward_waits_for_it(fresh, monkey
     _run_cell("gru", "steps", np.float64, rng)           # its backward waits for the child
     assert child.returncode == 0 and time.perf_counter() - t0 < 60
     assert _ahead._children == {}
+
+
+def test_one_child_at_a_time_and_every_backward_of_its_core_waits(fresh, monkeypatch):
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.5)")
+    _ahead.start("lstm", "steps", np.float32)
+    _ahead.start("gru", "steps", np.float32)             # another runs: this one compiles here
+    assert len(fresh) == 1
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
+    seen = []
+
+    def backward(dtype):                                 # (a bidirectional layer's two threads,
+        _ahead.wait("lstm", "steps", dtype)              # and the core's other dtype)
+        seen.append(child.returncode)
+
+    threads = [threading.Thread(target=backward, args=(dt,))
+               for dt in (np.float32, np.float32, np.float64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert seen == [0, 0, 0] and _ahead._children == {}  # none went on before the child ended
+    _ahead.wait("gru", "steps", np.float32)              # (nothing to wait for)
 
 
 def test_a_failing_or_slow_child_leaves_the_backward_to_compile_here(fresh, monkeypatch, rng):
