@@ -10,8 +10,9 @@ compiled. So the first forward call of a cell (per organization and dtype) with 
 other core, while this process compiles the forward; the first backward call waits for the
 child if it still runs, and Numba loads the core from the cache as it would on any later run.
 On the Xeon, a fresh process to the seed model's first finished training step with an empty
-cache (``benchmarks/startup.py``, runs alternated with and without): 6.04 -> 4.71 s and
-7.63 -> 5.72 s in two runs.
+cache (``benchmarks/startup.py``, runs alternated with and without): 6.04-7.63 s without,
+4.71-5.74 s with, over four runs; with a GRU in place of the LSTM (whose backward core takes
+longest to compile) 9.1-10.4 s without, 6.2-6.9 s with.
 
 What the child compiles is fixed by the core's signature, not by data: ``SPECS`` lists each
 backward core's arguments, as ``lstm_backward`` and the others pass them (C-contiguous and
