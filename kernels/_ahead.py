@@ -150,7 +150,7 @@ def start(cell, path, dtype):
         _seen.add(key)
         if any(child.poll() is None for child in _children.values()):   # (poll: reaps the rest)
             return
-        if not (_wanted() and _cold(_core(cell, path, "forward")) and _cold(_core(cell, path))):
+        if not (_cold(_core(cell, path, "forward")) and _cold(_core(cell, path)) and _wanted()):
             return
         try:
             _children[key] = subprocess.Popen(
