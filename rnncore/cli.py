@@ -159,7 +159,7 @@ def main(argv=None):
     except SystemExit as e:                       # --help, --version (0) and usage errors (2)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
 
-    from kernels._ahead import cache_is_empty
+    from kernels import cache_is_empty
 
     from .demos import DEMOS
 
