@@ -197,12 +197,12 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     reverse = as_flag(reverse, "reverse")
     if takes_tiled(path, 3, dt, B, I, H):
         from . import gru_tiled                          # imported on first use
-        _ahead.start("gru", "tiled", dt)                 # cold cache: the backward, elsewhere
+        _ahead.start("gru", "tiled", dt)                 # empty cache: backward compiles meanwhile
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
         return gru_tiled.forward(x_s, W_ih, W_hh, b_ih, b_hh,
                                  state_or_zeros(h0, (B, H), dt, "h0"), lengths, reverse)
 
-    _ahead.start("gru", "steps", dt)                     # cold cache: the backward, elsewhere
+    _ahead.start("gru", "steps", dt)                     # empty cache: backward compiles meanwhile
     hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
     init_state(hs[0], h0, "h0")
     gates = empty((T, B, 3, H), dt)                      # r, z per step (and scratch)
@@ -332,7 +332,7 @@ def gru_backward(dy, dh_n, cache):
         as_float_array(dy, "dy", dt, (T, B, H))
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
-    _ahead.wait("gru", "tiled" if tiled else "steps", dt)
+    _ahead.wait("gru", "tiled" if tiled else "steps", dt)   # (empty cache: for that compile)
     if tiled:
         from . import gru_tiled
         dx_s, dW_ih, dW_hh, db_ih, db_hh, dh0 = gru_tiled.backward(dy, dh_n, cache)

@@ -196,13 +196,13 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     reverse = as_flag(reverse, "reverse")
     if takes_tiled(path, 4, dt, B, I, H):
         from . import lstm_tiled                         # imported on first use
-        _ahead.start("lstm", "tiled", dt)                # cold cache: the backward, elsewhere
+        _ahead.start("lstm", "tiled", dt)                # empty cache: backward compiles meanwhile
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
         return lstm_tiled.forward(x_s, W_ih, W_hh, b,
                                   state_or_zeros(h0, (B, H), dt, "h0"),
                                   state_or_zeros(c0, (B, H), dt, "c0"), lengths, reverse)
 
-    _ahead.start("lstm", "steps", dt)                    # cold cache: the backward, elsewhere
+    _ahead.start("lstm", "steps", dt)                    # empty cache: backward compiles meanwhile
     hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
     cs = empty((T + 1, B, H), dt)
     init_state(hs[0], h0, "h0")
@@ -319,7 +319,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
     dc = state_or_zeros(dc_n, (B, H), dt, "dc_n")        # fresh copy: updated in place to dc0
-    _ahead.wait("lstm", "tiled" if tiled else "steps", dt)
+    _ahead.wait("lstm", "tiled" if tiled else "steps", dt)   # (empty cache: for that compile)
     if tiled:
         from . import lstm_tiled
         dx_s, dW_ih, dW_hh, db, dh0, dc0 = lstm_tiled.backward(dy, dh_n, dc, cache)

@@ -162,7 +162,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     lengths = as_lengths(lengths, T, B)
     reverse = as_flag(reverse, "reverse")
 
-    _ahead.start("rnn", "steps", dt)                     # cold cache: the backward, elsewhere
+    _ahead.start("rnn", "steps", dt)                     # empty cache: backward compiles meanwhile
     hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
     init_state(hs[0], h0, "h0")
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (3)
@@ -255,7 +255,7 @@ def rnn_backward(dy, dh_n, cache):
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
 
-    _ahead.wait("rnn", "steps", dt)
+    _ahead.wait("rnn", "steps", dt)   # (empty cache: for that compile)
     dx_s = empty((T, B, I), dt)
     dW_ih = empty((H, I), dt)
     dW_hh = empty((H, H), dt)
