@@ -141,13 +141,13 @@ def start(cell, path, dtype):
     """Called by a forward kernel before its core runs: start the child for this backward core
     where the cache is cold and no other child runs (once per process and key; cheap after the
     first call)."""
+    if (cell, path, dtype) in _seen:                     # (the kernels pass x.dtype: no np.dtype()
+        return                                           # on this path, taken by every call)
     key = (cell, path, np.dtype(dtype))
-    if key in _seen:
-        return
     with _lock:
         if key in _seen:
             return
-        _seen.add(key)
+        _seen.update({key, (cell, path, dtype)})
         if any(child.poll() is None for child in _children.values()):   # (poll: reaps the rest)
             return
         if not (_cold(_core(cell, path, "forward")) and _cold(_core(cell, path)) and _wanted()):
