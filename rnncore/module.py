@@ -28,12 +28,12 @@ class Parameter:
     before fails loudly instead of leaving the GPU copy stale (take ``p.data`` again to write).
     """
 
-    __slots__ = ("_data", "grad", "name", "requires_grad", "version")
+    __slots__ = ("_data", "_grad", "name", "requires_grad", "version")
 
     def __init__(self, data, name, requires_grad=True):
         self._data = data
         self.version = 0
-        self.grad = np.zeros_like(data)
+        self._grad = np.zeros_like(data)
         self.name = name
         self.requires_grad = requires_grad
 
@@ -58,6 +58,26 @@ class Parameter:
                              f"a model's dtype)")
         self._data = value
         self.version += 1
+
+    @property
+    def grad(self):
+        """dL/d ``data``, same shape and dtype; backward *adds* to it (``zero_grad_parameters`` or
+        an optimizer's ``zero_grad`` clears it)."""
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """Checked like ``data``, and it must be writable: backward adds into this array."""
+        old = self._data
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"{self.name}.grad: expected a NumPy array, got {type(value).__name__} "
+                            f"(to clear it: zero_grad_parameters(), or p.grad[...] = 0)")
+        if value.shape != old.shape or value.dtype != old.dtype:
+            raise ValueError(f"{self.name}.grad: expected a {old.dtype} array of shape "
+                             f"{old.shape}, got {value.dtype} {value.shape}")
+        if not value.flags.writeable:
+            raise ValueError(f"{self.name}.grad: expected a writable array (backward adds into it)")
+        self._grad = value
 
     def __repr__(self):
         return f"Parameter({self.name}, shape={self._data.shape}, dtype={self._data.dtype})"
@@ -287,7 +307,7 @@ class Module:
             for p in m._params.values():
                 p._data = p._data.astype(dtype)
                 p.version += 1
-                p.grad = p.grad.astype(dtype)
+                p._grad = p._grad.astype(dtype)
             m._on_astype(dtype)
         return self
 

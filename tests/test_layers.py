@@ -322,6 +322,34 @@ def test_parameter_data_takes_only_an_array_of_its_shape_and_dtype():
     np.testing.assert_array_equal(m.forward(np.ones((1, 3), np.float32)), [[3 + b for b in m.bias.data]])
 
 
+
+def test_parameter_grad_takes_only_a_writable_array_of_its_shape_and_dtype():
+    m = Linear(3, 2)
+    p = m.weight
+    kept = p.grad
+    with pytest.raises(ValueError, match=r"weight\.grad: expected a float32 array of shape \(2, 3\), "
+                                         r"got float32 \(3, 2\)"):
+        p.grad = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="weight.grad: .* got float64"):
+        p.grad = np.zeros((2, 3))
+    with pytest.raises(TypeError, match=r"weight\.grad: expected a NumPy array, got NoneType .*zero_grad"):
+        p.grad = None
+    locked = np.zeros((2, 3), np.float32)
+    locked.flags.writeable = False
+    with pytest.raises(ValueError, match="weight.grad: expected a writable array"):
+        p.grad = locked
+    assert p.grad is kept
+    x, gy = np.ones((4, 3), np.float32), np.ones((4, 2), np.float32)
+    m.forward(x)
+    m.backward(x, gy)
+    want = p.grad.copy()
+    p.grad = np.zeros((3, 2), np.float32).T                 # any memory layout is fine
+    m.forward(x)
+    m.backward(x, gy)
+    np.testing.assert_array_equal(p.grad, want)
+    assert not p.grad.flags.c_contiguous
+
+
 def test_float32_default_and_input_cast():
     for m in [Linear(3, 2), Tanh(), Embedding(4, 2)]:
         assert m.dtype == np.float32
