@@ -69,21 +69,26 @@ def _free(bucket, i):
 
 def _take(size):
     """(buffer, offset): a free buffer of ``size`` bytes, or a new one, pooled if it fits
-    under LIMIT after dropping free ones."""
+    under LIMIT after dropping free ones.
+
+    The pair returned is a new tuple, made under the lock: its reference to the buffer marks
+    it in use from that moment. (Returning the pool's own tuple did not: until the caller had
+    unpacked it, another thread could take the same buffer; seen with four threads.)"""
     with _lock:
         bucket = _buffers.get(size)
         if bucket:
             for i in range(len(bucket)):
                 if _free(bucket, i):
-                    return bucket[i]
+                    buf, start = bucket[i]
+                    return buf, start
         if _total[0] + size > LIMIT:
             _drop_free(_total[0] + size - LIMIT)
         buf = np.empty(size + ALIGN, np.uint8)
-        entry = (buf, -buf.ctypes.data % ALIGN)
+        start = -buf.ctypes.data % ALIGN
         if _total[0] + size <= LIMIT:
-            _buffers.setdefault(size, []).append(entry)
+            _buffers.setdefault(size, []).append((buf, start))
             _total[0] += size
-        return entry
+        return buf, start
 
 
 def _drop_free(nbytes):

@@ -2,6 +2,7 @@
 and the kernels' results do not change when their buffers are reused."""
 
 import gc
+import sys
 import threading
 
 import numpy as np
@@ -114,6 +115,41 @@ def test_threads_never_get_the_same_buffer():
     assert not errors
     addresses = {a.ctypes.data for a in seen}
     assert len(addresses) == len(seen)
+
+
+
+def test_threads_reusing_buffers_never_share_one():
+    """Buffers freed and taken again by four threads, with thread switches as often as Python
+    allows: a buffer taken is in use from the moment ``_take`` hands it over (when the pool
+    handed over its own tuple, another thread could take the same buffer before the caller had
+    unpacked it: 4-8 clobbered pairs in 80000, in three runs of three)."""
+    clobbered, errors = [0], []
+
+    def work(value):
+        try:
+            for _ in range(20000):
+                a = ws.empty(SHAPE)
+                a[...] = value
+                b = ws.empty(SHAPE)       # a second one while the first is alive
+                b[...] = -value
+                if a[0, 0] != value or a[-1, -1] != value or b[0, 0] != -value:
+                    clobbered[0] += 1
+                del a, b                  # both free again for the next round
+        except Exception as e:            # noqa: BLE001 - reported below
+            errors.append(e)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=work, args=(k + 1,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors
+    assert clobbered[0] == 0
 
 
 CELLS = {
