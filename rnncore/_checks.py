@@ -64,17 +64,17 @@ def float_dtype(dtype, name="dtype"):
     return dt
 
 
-def fits_dtype(v, name, dtype):
+def fits_dtype(v, name, dtype, what="the parameters' dtype"):
     """Refuse the number ``v`` (a learning rate, say) unless ``dtype.type(v)`` is finite, and
     non-zero where ``v`` is: 1e39 is inf in float32, and inf * 0 makes NaN weights."""
     if dtype.kind != "f":
         return
     info = np.finfo(dtype)
     if abs(v) > float(info.max):
-        raise ValueError(f"{name}: expected a number that is finite in the parameters' dtype "
+        raise ValueError(f"{name}: expected a number that is finite in {what} "
                          f"{dtype} (at most {float(info.max):.6g}), got {v}")
     if v != 0 and dtype.type(v) == 0:
-        raise ValueError(f"{name}: expected a number that is not 0 in the parameters' dtype "
+        raise ValueError(f"{name}: expected a number that is not 0 in {what} "
                          f"{dtype} (at least {float(info.smallest_subnormal):.3g}), got {v}")
 
 

@@ -25,6 +25,8 @@ def _children_dtype(modules, dtype):
             raise TypeError(f"modules[{i}]: expected a rnncore Module, got {type(m).__name__}")
     if dtype is not None:
         dtype = _checks.float_dtype(dtype, "dtype")
+        for m in modules:                                # all checked before any is converted
+            m._check_astype_tree(dtype)
         for m in modules:
             m.astype(dtype)
         return dtype
@@ -33,6 +35,17 @@ def _children_dtype(modules, dtype):
         raise ValueError(f"modules: expected one dtype for every module, got {found}; "
                          f"pass dtype= to convert them")
     return modules[0].dtype if modules else np.dtype(np.float32)
+
+
+def _time_major_output(module, input_shape):
+    """Whether ``module`` maps a time-major input (T, B, ...) to a time-major output, asked of
+    its ``output_shape`` with T unknown (None), so that no coincidence of sizes (T == B, or
+    (B, H) == (T, B)) can fool the answer; None where the module cannot say."""
+    try:
+        out = module.output_shape((None,) + tuple(input_shape[1:]))
+    except (NotImplementedError, ValueError):
+        return None
+    return len(out) >= 2 and out[0] is None
 
 
 def _stack_steps(x, name="x"):
@@ -283,14 +296,9 @@ class Sequential(Module):
 
     def _keeps_time_axis(self, input_shape):
         """Whether the output is time-major like the input, (T, B, ...), rather than (B, ...)
-        (after `LastStep` or ``return_sequences=False``). Asked of ``output_shape`` with T
-        unknown (None), so that no coincidence of sizes (T == B) can fool it; a child that
-        cannot say (``output_shape`` not implemented) leaves the output as it is."""
-        try:
-            out = self.output_shape((None,) + tuple(input_shape[1:]))
-        except (NotImplementedError, ValueError):
-            return False
-        return len(out) >= 2 and out[0] is None
+        (after `LastStep` or ``return_sequences=False``); a child that cannot say
+        (``output_shape`` not implemented) leaves the output as it is."""
+        return _time_major_output(self, input_shape) is True
 
     def _backward(self, x, gy):
         if self._inputs is None:
@@ -382,7 +390,7 @@ class Sequencer(Module):
         except (ValueError, TypeError) as e:
             _name_the_child(self, 0, e, ())          # (an inner chain's path: with this [0])
             raise
-        if y.ndim < 2 or y.shape[:2] != (T, B):
+        if y.ndim < 2 or y.shape[:2] != (T, B) or _time_major_output(m, x.shape) is False:
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
                              f"(return_sequences=False, LastStep) belongs outside the Sequencer")

@@ -302,6 +302,10 @@ class LeakyReLU(_Activation):
     def __init__(self, slope=0.01, dtype=np.float32):
         self.slope = _checks.positive_number(slope, "slope", allow_zero=True)
         super().__init__(dtype)
+        _checks.fits_dtype(self.slope, "slope", self.dtype, "the module's dtype")   # 1e39: inf
+
+    def _check_astype(self, dtype):
+        _checks.fits_dtype(self.slope, "slope", dtype, "the module's dtype")
 
     def _f(self, x):
         pos = x > 0

@@ -56,6 +56,7 @@ class Parameter:
             raise ValueError(f"{self.name}.data: expected a {old.dtype} array of shape "
                              f"{old.shape}, got {value.dtype} {value.shape} (astype converts "
                              f"a model's dtype)")
+        _check_writable(value, f"{self.name}.data", "optimizers update it in place")
         self._data = value
         self.version += 1
 
@@ -75,12 +76,23 @@ class Parameter:
         if value.shape != old.shape or value.dtype != old.dtype:
             raise ValueError(f"{self.name}.grad: expected a {old.dtype} array of shape "
                              f"{old.shape}, got {value.dtype} {value.shape}")
-        if not value.flags.writeable:
-            raise ValueError(f"{self.name}.grad: expected a writable array (backward adds into it)")
+        _check_writable(value, f"{self.name}.grad", "backward adds into it")
         self._grad = value
 
     def __repr__(self):
         return f"Parameter({self.name}, shape={self._data.shape}, dtype={self._data.dtype})"
+
+
+def _check_writable(a, name, why):
+    """Refuse an array that cannot take in-place updates entry by entry: a read-only one (a
+    user's constant, ``np.broadcast_to``), or one whose entries share memory (a zero stride),
+    where an update of one entry would change others too."""
+    if not a.flags.writeable:
+        raise ValueError(f"{name}: expected a writable array ({why}), got a read-only one; "
+                         f"np.array(a) makes a writable copy")
+    if any(st == 0 and n > 1 for st, n in zip(a.strides, a.shape)):
+        raise ValueError(f"{name}: expected an array whose entries are separate memory ({why}), "
+                         f"got strides {a.strides}; np.array(a) makes a copy")
 
 
 def snapshot(root):
@@ -293,6 +305,19 @@ class Module:
         float32's largest number would otherwise become inf. (An inf or NaN already there stays
         what it is.)
         """
+        dtype = self._check_astype_tree(dtype)
+        for m in self.modules():
+            m.dtype = dtype
+            for p in m._params.values():
+                p._data = p._data.astype(dtype)
+                p.version += 1
+                p._grad = p._grad.astype(dtype)
+            m._on_astype(dtype)
+        return self
+
+    def _check_astype_tree(self, dtype):
+        """``dtype`` checked, and every module below (and its parameters) checked to fit it;
+        raises before anything is converted. Returns the dtype."""
         dtype = _checks.float_dtype(dtype, "dtype")
         big = np.finfo(dtype).max
         for m in self.modules():
@@ -302,14 +327,11 @@ class Module:
                     if top > big:
                         raise ValueError(f"dtype: {p.name}{what} holds finite values beyond "
                                          f"{dtype}'s range (largest magnitude {top:.3g})")
-        for m in self.modules():
-            m.dtype = dtype
-            for p in m._params.values():
-                p._data = p._data.astype(dtype)
-                p.version += 1
-                p._grad = p._grad.astype(dtype)
-            m._on_astype(dtype)
-        return self
+            m._check_astype(dtype)
+        return dtype
+
+    def _check_astype(self, dtype):
+        """Hook: raise if this module's non-parameter numbers do not fit ``dtype``."""
 
     def _on_astype(self, dtype):
         """Hook for modules with non-parameter float state (carried hidden states, say)."""

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rnncore
-from rnncore import (GRU, LSTM, Dropout, Embedding, LastStep, Linear, LogSoftMax, ReLU,
+from rnncore import (GRU, LSTM, Dropout, Embedding, LastStep, LeakyReLU, Linear, LogSoftMax, ReLU,
                      Sequencer, Sequential, Tanh, pad_sequences)
 from rnncore.containers import _refuses_cleanly as clean_refuses
 from rnncore.summary import summary
@@ -173,6 +173,39 @@ def test_refused_sequencer_output_check_keeps_the_child():
     with pytest.raises(ValueError, match="leading"):
         m.forward(x)
     assert child.h_n is None and child._cache is None
+
+
+def test_sequencer_refuses_a_child_without_the_time_axis_even_when_sizes_coincide():
+    """(B, H) == (T, B): the child's output has the input's leading sizes but no time axis;
+    ``output_shape`` with T unknown says so (the shapes alone had let it through, and with
+    lengths its final states were zeroed as if they were padding steps)."""
+    rnncore.manual_seed(0)
+    m = Sequencer(LSTM(2, 3, return_sequences=False), dtype=np.float64)
+    x = np.random.default_rng(6).standard_normal((3, 3, 2))           # T = B = H = 3
+    with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+        m.forward(x, lengths=np.array([1, 3, 2]))
+    assert m.module.h_n is None and m.module._cache is None
+    y = Sequencer(Sequential(LSTM(2, 3), Linear(3, 3)), dtype=np.float64).forward(x)
+    assert y.shape == (3, 3, 3)                                        # time-major: accepted
+
+
+def test_refused_container_dtype_converts_no_child():
+    """Sequential(..., dtype=) checks every child fits the dtype before it converts any."""
+    a = LSTM(2, 3, dtype=np.float64)
+    b = Linear(3, 2, dtype=np.float64)
+    b.weight.data[0, 0] = 1e300                                        # beyond float32
+    w = a.parameters()[0].data.copy()
+    for make in (Sequential, Sequencer):
+        children = (Sequential(a, b),) if make is Sequencer else (a, b)
+        with pytest.raises(ValueError, match="beyond float32's range"):
+            make(*children, dtype=np.float32)
+        assert a.dtype == np.float64 and a.parameters()[0].data.dtype == np.float64
+        np.testing.assert_array_equal(a.parameters()[0].data, w)
+    lrelu = LeakyReLU(1e39, dtype=np.float64)                         # inf in float32
+    with pytest.raises(ValueError, match="slope: expected a number that is finite in the "
+                                         "module's dtype float32"):
+        Sequential(a.astype(np.float64), lrelu, dtype=np.float32)
+    assert a.dtype == np.float64 and lrelu.dtype == np.float64
 
 
 def test_a_used_container_is_freed_without_the_garbage_collector():

@@ -315,6 +315,19 @@ def test_parameter_data_takes_only_an_array_of_its_shape_and_dtype():
         p.data = np.zeros((2, 3))
     with pytest.raises(TypeError, match="weight.data: expected a NumPy array, got list"):
         p.data = [[0.0] * 3] * 2
+    # arrays an in-place update would write wrongly or not at all (one entry for all: an
+    # update_parameters step once left a broadcast bias at 0 where it should have moved)
+    with pytest.raises(ValueError, match="weight.data: expected a writable array"):
+        p.data = np.broadcast_to(np.float32(0), (2, 3))
+    locked = np.zeros((2, 3), np.float32)
+    locked.flags.writeable = False
+    with pytest.raises(ValueError, match="weight.data: expected a writable array"):
+        p.data = locked
+    assert not locked.flags.writeable                      # the caller's array is left alone
+    shared = np.lib.stride_tricks.as_strided(np.zeros(3, np.float32), (2, 3), (0, 4))
+    with pytest.raises(ValueError, match=r"weight.data: expected an array whose entries are "
+                                         r"separate memory .* strides \(0, 4\)"):
+        p.data = shared
     assert same(before, snapshot(m))
     new = np.asfortranarray(np.ones((2, 3), np.float32))    # any memory layout is fine
     p.data = new
@@ -348,6 +361,21 @@ def test_parameter_grad_takes_only_a_writable_array_of_its_shape_and_dtype():
     m.backward(x, gy)
     np.testing.assert_array_equal(p.grad, want)
     assert not p.grad.flags.c_contiguous
+
+
+def test_leaky_relu_slope_must_be_finite_in_the_module_dtype():
+    """A slope of 1e39 is inf in float32: NaN at x = 0, -inf below. Refused where the module
+    is built or converted (``astype``), which then changes nothing."""
+    with pytest.raises(ValueError, match="slope: expected a number that is finite in the "
+                                         "module's dtype float32"):
+        LeakyReLU(1e39)
+    m = LeakyReLU(1e39, dtype=np.float64)
+    with pytest.raises(ValueError, match="slope"):
+        m.astype(np.float32)
+    assert m.dtype == np.float64
+    np.testing.assert_array_equal(m.forward(np.array([-1.0, 0.0, 2.0])), [-1e39, 0.0, 2.0])
+    with pytest.raises(ValueError, match="slope: expected a number that is not 0"):
+        LeakyReLU(1e-50)
 
 
 def test_float32_default_and_input_cast():
