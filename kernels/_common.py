@@ -78,13 +78,16 @@ def _pow2(typingctx, k):
 # Both versions: exp(x) = 2^n e^r with n = round(x / ln 2) and |r| <= ln(2)/2 (Cody-Waite: ln 2 =
 # LN2_HI + LN2_LO where LN2_HI has trailing zero bits, so n * LN2_HI is exact), q = e^r - 1 from
 # its Taylor series by Horner's rule, then exp = 2^n (1 + q) and expm1 = (2^n - 1) + 2^n q, which
-# keeps full precision even for tiny x. Arguments too negative for a normal 2^n are clamped
-# (the results are then about the smallest normal number instead of subnormal or 0; subnormals
-# would also slow float32 loops down). NaN stays NaN.
+# keeps full precision even for tiny x. Below the smallest normal result (x < _MIN_32, -708 in
+# float64) exp is 0 and expm1 -1: the argument is clamped so that 2^n stays a normal number, and
+# a select then gives 0 (no subnormals, which would slow float32 loops down; and not the clamp's
+# ~1e-38, which made sigmoid(-inf) and its derivative non-zero: at x = 3e38 a weight gradient of
+# 2.7 where the true one is 0). NaN stays NaN.
 
 _F = np.float32
 _LOG2E_32, _LN2_HI_32, _LN2_LO_32 = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
 _HALF_32, _ONE_32, _MIN_32 = _F(0.5), _F(1.0), _F(-87.33)      # e^-87.33 ~ 2^-126
+_ZERO_32 = _F(0.0)
 _C7, _C6, _C5, _C4, _C3 = _F(1 / 5040), _F(1 / 720), _F(1 / 120), _F(1 / 24), _F(1 / 6)
 
 _LOG2E = 1.4426950408889634
@@ -100,7 +103,10 @@ def _exp_expm1_f32(x):
     r = (v - n * _LN2_HI_32) - n * _LN2_LO_32
     q = ((((((_C7 * r + _C6) * r + _C5) * r + _C4) * r + _C3) * r + _HALF_32) * r + _ONE_32) * r
     p = _pow2(np.int32(n))
-    return p + p * q, (p - _ONE_32) + p * q
+    e, m = p + p * q, (p - _ONE_32) + p * q
+    if x < _MIN_32:                          # below the normal range: 0 and -1 (SIMD: a select)
+        e, m = _ZERO_32, -_ONE_32
+    return e, m
 
 
 @njit(cache=True, error_model="numpy")
@@ -124,7 +130,10 @@ def _exp_expm1_f64(x):
     q = q * r + 1.0
     q = q * r                                # e^r - 1
     p = _pow2(np.int64(n))                   # 2^n
-    return p + p * q, (p - 1.0) + p * q
+    e, m = p + p * q, (p - 1.0) + p * q
+    if x < -708.0:                           # below the normal range: 0 and -1
+        e, m = 0.0, -1.0
+    return e, m
 
 
 def exp_expm1(x):

@@ -264,6 +264,44 @@ def test_sigmoid_tanh_stable_and_accurate(dtype):
     normal = z64 > (-87 if dtype == np.float32 else -700)  # relative precision for z << 0 too
     np.testing.assert_allclose(s[normal], s_ref[normal], rtol=2 * np.finfo(dtype).eps)
     assert np.isnan(sigmoid(np.nan)) and np.isnan(tanh(np.nan))
+    # below e^z's normal range sigmoid is exactly 0, so its derivative s (1 - s) is 0 as well
+    # (it had stopped at ~1e-38: a weight gradient of 2.7 at x = 3e38, where the true one is 0)
+    below = z64 < (-87.33 if dtype == np.float32 else -708)
+    assert below.sum() >= 2 and np.all(s[below] == 0)
+    assert sigmoid(dtype(-np.inf)) == 0 and sigmoid(dtype(np.inf)) == 1
+    assert tanh(dtype(-np.inf)) == -1 and tanh(dtype(np.inf)) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_expm1_below_the_normal_range_is_zero_and_minus_one(dtype):
+    x = np.array([-88, -100, -700, -709, -1e4, -1e30, -np.inf, np.nan], dtype)
+    e, em1 = np.empty_like(x), np.empty_like(x)
+    _exp_expm1_array(x, e, em1)
+    below = x.astype(np.float64) < (-87.33 if dtype == np.float32 else -708)
+    assert np.all(e[below] == 0) and np.all(em1[below] == -1)
+    np.testing.assert_allclose(e[~below][:-1], np.exp(x[~below][:-1].astype(np.float64)), rtol=1e-15)
+    assert np.isnan(e[-1]) and np.isnan(em1[-1])
+
+
+def test_saturated_gates_give_the_reference_weight_gradients():
+    """Inputs so large that gates saturate: the gradients through them are exactly 0, as in the
+    float64 reference, not the ~1e-38 derivative a clamped exp left (times x ~ 1e38)."""
+    T, B, I, H = 3, 2, 2, 3
+    x = np.full((T, B, I), 3e38, np.float32)
+    x[:, 1] = -3e38
+    W_ih = np.full((4 * H, I), 0.5, np.float32)
+    W_hh = np.zeros((4 * H, H), np.float32)
+    b = np.zeros(4 * H, np.float32)
+    dy = np.ones((T, B, H), np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        *_, cache = lstm_forward(x, W_ih, W_hh, b)
+        got = lstm_backward(dy, None, None, cache)
+        *_, rcache = ref.lstm_forward(x.astype(np.float64), W_ih.astype(np.float64),
+                                      W_hh.astype(np.float64), b.astype(np.float64))
+        want = ref.lstm_backward(dy.astype(np.float64), None, None, rcache)
+    for name, g, w in zip(("dx", "dW_ih", "dW_hh", "db"), got, want):
+        assert np.all(np.isfinite(g)), name
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6, err_msg=name)
 
 
 @njit(nogil=True, fastmath={"contract"}, error_model="numpy")   # a core's options
