@@ -261,6 +261,9 @@ def as_float_array(a, name, dtype=None, shape=None):
     otherwise cast to ``dtype`` (the dtype of ``x``: one kernel call runs in one precision).
     shape: the expected shape, a tuple; ValueError naming ``name`` if it differs.
     """
+    if isinstance(a, np.ma.MaskedArray):                 # (np.asarray would drop the mask)
+        raise TypeError(f"{name}: expected a plain array, got a masked array (its mask would be "
+                        f"ignored); fill it (.filled(0)) and pass lengths= for padding")
     try:
         arr = np.asarray(a)
     except ValueError as e:                              # a ragged nested list, say

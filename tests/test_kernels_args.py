@@ -123,3 +123,16 @@ def test_the_cache_keeps_its_own_lengths(cell):
     lengths[:] = [10 ** 8, 2]
     for a, b in zip(bwd(dy, *none, cache), ref):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", sorted(FORWARD))
+@pytest.mark.parametrize("which", ["x", "W_hh"])
+def test_a_masked_array_is_refused_not_unmasked(cell, which):
+    """np.asarray drops a masked array's mask: its masked entries would be computed with as if
+    they were data. Refused with a TypeError naming the argument."""
+    x, weights = inputs(cell)
+    args = [x] + weights
+    i = 0 if which == "x" else 2
+    args[i] = np.ma.masked_array(args[i], mask=np.zeros(args[i].shape, bool))
+    with pytest.raises(TypeError, match=f"{which}: expected a plain array, got a masked array"):
+        FORWARD[cell](*args)
