@@ -39,6 +39,7 @@ not: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122.
 import numpy as np
 
 from ._gemm import VECTOR
+from ._team import teams_usable
 
 MIN_B = 8                 # batch
 MIN_H = 64                # hidden units
@@ -69,6 +70,8 @@ def uses_tiled(gates, dtype, B, I, H):
     """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU) on a
     batch of B sequences of I features, H hidden units."""
     if B < MIN_B or H < MIN_H:                         # (the common small case, first)
+        return False
+    if not teams_usable():                             # a child forked after OpenMP started
         return False
     if H >= WIDE_MIN_H and I >= WIDE_INPUT[gates] * H:
         return False

@@ -44,7 +44,9 @@ own file, and ``barrier`` is compiled into the kernels that call it; after editi
 delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
 """
 
+import os
 import platform
+import sys
 
 import numba
 import numpy as np
@@ -53,7 +55,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["team_size", "barrier", "claim", "share"]
+__all__ = ["team_size", "teams_usable", "barrier", "claim", "share"]
 
 SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker starts yielding
 
@@ -62,10 +64,49 @@ _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 
 _PROBED = {}                   # thread count -> whether a team of that size really met
 
+# Fork. GNU OpenMP cannot run a parallel region in a child forked from a process that had started
+# it: Numba's "omp" threading layer then prints "Terminating: fork() called from a process
+# already using GNU OpenMP" and kills the child (SIGTERM), and a multiprocessing pool waits for
+# it forever. The layer starts on Numba's first parallel call or ``numba.get_num_threads()``,
+# which the kernels ask early. So a child forked after that runs no team: ``teams_usable()`` is
+# False there (``_auto`` then takes the serial kernels) and ``team_size`` refuses a tiled call.
+_FORKED_FROM_OPENMP = False
+
+
+def _started_gnu_openmp():
+    """Whether Numba's threading layer has started in this process and is GNU OpenMP."""
+    from numba.np.ufunc import parallel
+    if not getattr(parallel, "_is_initialized", False) or parallel.threading_layer() != "omp":
+        return False
+    omppool = sys.modules.get("numba.np.ufunc.omppool")
+    return omppool is None or getattr(omppool, "openmp_vendor", "GNU") == "GNU"
+
+
+def _after_fork_in_child():
+    global _FORKED_FROM_OPENMP
+    _FORKED_FROM_OPENMP = _FORKED_FROM_OPENMP or _started_gnu_openmp()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def teams_usable():
+    """False in a child forked after GNU OpenMP had started (see above): no team may run."""
+    return not _FORKED_FROM_OPENMP
+
 
 def team_size(n_items):
     """Workers for a call with ``n_items`` independent tiles per step: at most Numba's threads,
-    and 1 where a team of that size could not meet (see the module docstring)."""
+    and 1 where a team of that size could not meet (see the module docstring). RuntimeError in
+    a forked child that cannot run a team at all (``teams_usable``)."""
+    if _FORKED_FROM_OPENMP:
+        raise RuntimeError(
+            "the tiled kernels cannot run in this process: it was forked from one that had "
+            "started GNU OpenMP (Numba's 'omp' threading layer), which a forked child cannot "
+            "use. Here, run path='auto' or 'steps' (a forward made with the tiled kernels "
+            "before the fork cannot be differentiated after it), or start the processes with "
+            "multiprocessing's 'spawn' or 'forkserver' method")
     n = max(1, min(numba.get_num_threads(), n_items))
     if n > 1:
         met = _PROBED.get(n)

@@ -278,3 +278,60 @@ def test_no_hang_when_openmp_may_shrink_teams():
                          timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip()) < 1e-5
+
+
+def _tiled_shapes_in_forked_child(queue, x, W, U, b):
+    from kernels import gru
+    out = {"auto": lstm.lstm_forward(x, W, U, b)[0],
+           "gru_auto": gru.gru_forward(x, W[:384], U[:384], b[:384], b[:384])[0]}
+    try:
+        out["tiled"] = lstm.lstm_forward(x, W, U, b, path="tiled")[0]
+    except RuntimeError as e:
+        out["tiled"] = str(e)
+    queue.put(out)
+
+
+def test_a_child_forked_after_openmp_started_takes_the_serial_kernels():
+    """GNU OpenMP kills a forked child at its first parallel region once the parent had started
+    it (Numba's 'omp' layer: "Terminating: fork() called from a process already using GNU
+    OpenMP"), and a multiprocessing pool then waits forever. In such a child ``path="auto"``
+    takes the serial kernels and ``path="tiled"`` raises a RuntimeError that says why."""
+    import multiprocessing as mp
+    from kernels import _team, gru
+    r = np.random.default_rng(0)
+    x = r.standard_normal((3, 16, 4)).astype(np.float32)
+    W = (r.standard_normal((512, 4)) * .3).astype(np.float32)
+    U = (r.standard_normal((512, 128)) * .1).astype(np.float32)
+    b = (r.standard_normal(512) * .1).astype(np.float32)
+    assert lstm_tiled.use_tiled(np.float32, 3, 16, 4, 128)         # auto: tiled in the parent
+    tiled = lstm.lstm_forward(x, W, U, b, path="tiled")[0]          # (starts the threading layer)
+    steps = lstm.lstm_forward(x, W, U, b, path="steps")[0]
+    gru_steps = gru.gru_forward(x, W[:384], U[:384], b[:384], b[:384], path="steps")[0]
+    unsafe = _team._started_gnu_openmp()
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_tiled_shapes_in_forked_child, args=(q, x, W, U, b))
+    child.start()
+    import queue
+    import time
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            out = q.get(timeout=1)
+            break
+        except queue.Empty:
+            if not child.is_alive():
+                pytest.fail(f"the forked child died (exit code {child.exitcode})")
+            if time.monotonic() > deadline:
+                child.kill()
+                pytest.fail("the forked child hung")
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    if unsafe:
+        np.testing.assert_array_equal(out["auto"], steps)
+        np.testing.assert_array_equal(out["gru_auto"], gru_steps)
+        assert "forked from one that had started GNU OpenMP" in out["tiled"]
+    else:                                                           # (another threading layer)
+        np.testing.assert_array_equal(out["auto"], tiled)
+        np.testing.assert_array_equal(out["tiled"], tiled)
+    assert _team.teams_usable()                                     # the parent is unaffected
