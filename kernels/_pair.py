@@ -35,7 +35,11 @@ everything on one core); and an OpenBLAS whose thread count can be set (found am
 libraries). Otherwise the calls run one after the other, as before.
 
 One pair at a time per process (a lock): the BLAS setting is process-wide. Another thread of
-the program calling BLAS during a pair gets one BLAS thread for that while.
+the program calling BLAS during a pair gets one BLAS thread for that while; another thread's
+pair waits for the lock (it does not fall back to unpaired kernels, whose float32 rounding
+differs: results must not depend on what other threads do). A KeyboardInterrupt (Ctrl-C)
+during a pair takes effect once both calls have ended, and the BLAS counts are set back even
+if it cuts the restore short (the next pair, or a forked child, finishes it).
 """
 
 import os
@@ -64,11 +68,20 @@ _lock = threading.Lock()
 _controls = None           # [(get, set)] of every loaded OpenBLAS, found on first use
 
 
+_restore_to = None         # BLAS thread counts to set back, while a pair holds them at 1
+_inside = threading.local()   # .pair: this thread is a pair's caller or its worker
+
+
 def _after_fork_in_child():
-    """A forked child has only the thread that forked: a fresh lock, and no worker yet."""
-    global _lock, _worker
+    """A forked child has only the thread that forked: a fresh lock, and no worker yet; and
+    if another thread of the parent was inside a pair, the child's BLAS gets its counts back."""
+    global _lock, _worker, _restore_to
     _lock = threading.Lock()
     _worker = None
+    if _restore_to is not None:
+        for (_, set_), n in zip(_controls, _restore_to):
+            set_(n)
+        _restore_to = None
 
 
 if hasattr(os, "register_at_fork"):
@@ -84,8 +97,11 @@ def blas_threads():
 
 
 def pays(work):
-    """Whether two calls of ``work`` multiply-adds each (forward) should run at once."""
-    return (work >= MIN_WORK and not _lock.locked()     # (no pair inside a pair)
+    """Whether two calls of ``work`` multiply-adds each (forward) should run at once. Not for
+    a call made inside a pair (it would wait on itself); a pair of another thread does not
+    change the answer (the call then waits for the lock), so that which kernels a call runs,
+    and so its float32 rounding, does not depend on what other threads are doing."""
+    return (work >= MIN_WORK and not getattr(_inside, "pair", False)
             and numba.get_num_threads() >= 2 and bool(blas_threads()))
 
 
@@ -100,6 +116,7 @@ class _Worker:
         threading.Thread(target=self._loop, name="rnncore-pair", daemon=True).start()
 
     def _loop(self):
+        _inside.pair = True                              # all this thread runs is in a pair
         while True:
             f = self._todo.get()
             try:
@@ -112,9 +129,22 @@ class _Worker:
         self._todo.put(f)
 
     def outcome(self):
-        """(True, value) or (False, exception) of the call handed over, once it has ended."""
-        ok, value = self._done.get()
+        """(True, value) or (False, exception) of the call handed over, once it has ended.
+
+        Waits for it even through a KeyboardInterrupt (raised once the call has ended): the
+        call is native code that cannot be stopped, and a worker left running it would be
+        inside OpenBLAS when the interpreter exits and the library is torn down (a crash or a
+        hang at exit, seen after Ctrl-C), or keep its thread and arrays for good."""
+        interrupted = None
+        while True:
+            try:
+                ok, value = self._done.get()
+                break
+            except BaseException as e:                  # noqa: BLE001 - raised below
+                interrupted = interrupted or e
         self.busy = False
+        if interrupted is not None:
+            raise interrupted
         return ok, value
 
 
@@ -125,15 +155,18 @@ def run_pair(first, second):
     """``(first(), second())``, computed at the same time on two threads with BLAS on one thread
     each (see the module doc). Both have ended when it returns or raises; an exception in
     ``first`` is raised, else one in ``second``."""
-    global _worker
+    global _worker, _restore_to
     with _lock:
         if _worker is None:
             _worker = _Worker()
         worker = _worker
-        before = blas_threads()
-        for _, set_ in _controls:
-            set_(1)
         try:
+            # (a restore an interrupt cut short is finished here: its counts are the real ones)
+            if _restore_to is None:
+                _restore_to = blas_threads()
+            for _, set_ in _controls:
+                set_(1)
+            _inside.pair = True
             worker.start(second)
             try:
                 a = first()
@@ -143,10 +176,13 @@ def run_pair(first, second):
                 raise b
             return a, b
         finally:
-            if worker.busy:          # interrupted while waiting: the result still to come must
-                _worker = None       # not be taken for the next pair's; that one starts afresh
-            for (_, set_), n in zip(_controls, before):
-                set_(n)
+            _inside.pair = False
+            if worker.busy:          # (cannot happen: outcome waits) the result still to come
+                _worker = None       # must not be taken for the next pair's
+            if _restore_to is not None:
+                for (_, set_), n in zip(_controls, _restore_to):
+                    set_(n)
+                _restore_to = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """``kernels._pair``: two kernel calls at once, one per core (the two directions of a
 bidirectional layer), and the layers' use of it."""
 
+import os
 import threading
 
 import numba
@@ -264,3 +265,101 @@ def test_halves_keep_no_reference_to_the_callers_x(monkeypatch, T):
     m.forward(x)
     assert m._cache["halves"]
     assert_backward_ignores_a_refilled_input(m, x, gy)
+
+
+def test_another_threads_pair_does_not_change_what_pays_says():
+    """Which kernels a call runs (so its float32 rounding) must not depend on other threads:
+    while a pair runs in one thread, ``pays`` still says yes in another (whose pair then waits
+    for the lock), and no only inside the pair itself."""
+    import threading
+    if not kp.pays(kp.MIN_WORK):
+        assert not kp.run_pair(lambda: kp.pays(kp.MIN_WORK), lambda: 0)[0]
+        return
+    started, release, seen = threading.Event(), threading.Event(), []
+
+    def long_pair():
+        kp.run_pair(lambda: (started.set(), release.wait(30)), lambda: kp.pays(kp.MIN_WORK))
+
+    t = threading.Thread(target=long_pair)
+    t.start()
+    try:
+        assert started.wait(30)
+        seen.append(kp.pays(kp.MIN_WORK))                   # another thread, pair running
+    finally:
+        release.set()
+        t.join(30)
+    assert seen == [True]
+    assert kp.run_pair(lambda: kp.pays(kp.MIN_WORK), lambda: kp.pays(kp.MIN_WORK)) == (False, False)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupt_while_waiting_for_the_worker_waits_for_its_call_to_end():
+    """An exception from a signal handler (Ctrl-C's KeyboardInterrupt, a timeout) that arrives
+    while the caller waits for the worker: raised once the worker's call has ended, and the
+    same worker serves the next pair (it had been dropped while still running its call: a
+    thread left per interrupt, and at exit a crash or a hang inside OpenBLAS)."""
+    import signal
+    import threading
+    import time
+    kp.run_pair(lambda: 0, lambda: 0)
+    worker, threads = kp._worker, threading.active_count()
+    ended = []
+
+    def slow():
+        time.sleep(2.0)
+        ended.append(time.monotonic())
+
+    def stop(signum, frame):
+        raise _Stop()
+
+    old = signal.signal(signal.SIGUSR1, stop)
+    try:
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+        with pytest.raises(_Stop):
+            kp.run_pair(lambda: None, slow)                  # waits in outcome() for slow
+        raised = time.monotonic()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert ended and ended[0] <= raised                      # raised after the call ended
+    assert kp._worker is worker and not worker.busy
+    assert kp.run_pair(lambda: 1, lambda: 2) == (1, 2)
+    time.sleep(0.1)                                          # (the timer thread ends)
+    assert threading.active_count() <= threads
+
+
+def test_blas_counts_come_back_after_an_interrupted_restore(monkeypatch):
+    """An interrupt in the middle of setting the counts back leaves them at 1 only until the
+    next pair (or a forked child) finishes the restore."""
+    counts = [2, 4]
+    fail = {"once": False}
+
+    def control(i):
+        def get():
+            return counts[i]
+
+        def set_(n):
+            if fail["once"] and n != 1:
+                fail["once"] = False
+                raise _Stop()
+            counts[i] = n
+        return get, set_
+
+    monkeypatch.setattr(kp, "_controls", [control(0), control(1)])
+    assert kp.run_pair(lambda: list(counts), lambda: 0)[0] == [1, 1]
+    assert counts == [2, 4]
+    fail["once"] = True
+    with pytest.raises(_Stop):
+        kp.run_pair(lambda: 0, lambda: 0)                    # the restore raises halfway
+    assert counts == [1, 1]
+    kp.run_pair(lambda: 0, lambda: 0)
+    assert counts == [2, 4]
+    fail["once"] = True
+    with pytest.raises(_Stop):
+        kp.run_pair(lambda: 0, lambda: 0)
+    monkeypatch.setattr(kp, "_worker", kp._worker)           # (put back after the test)
+    monkeypatch.setattr(kp, "_lock", kp._lock)
+    kp._after_fork_in_child()                                # what a forked child does
+    assert counts == [2, 4]
