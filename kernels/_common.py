@@ -59,7 +59,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _pow2(typingctx, k):
     """``2.0 ** k`` built from its IEEE-754 bits: the biased exponent shifted into place
     (unlike ``math.ldexp``, this vectorizes). int32 k in [-126, 127] gives a float32,
-    int64 k in [-1022, 1023] a float64.
+    int64 k in [-1022, 1023] a float64; k = -127 (-1023) gives exactly 0 (all bits zero).
     """
     if k == types.int32:
         ity, fty, bias, shift, result = ir.IntType(32), ir.FloatType(), 127, 23, types.float32
@@ -78,16 +78,17 @@ def _pow2(typingctx, k):
 # Both versions: exp(x) = 2^n e^r with n = round(x / ln 2) and |r| <= ln(2)/2 (Cody-Waite: ln 2 =
 # LN2_HI + LN2_LO where LN2_HI has trailing zero bits, so n * LN2_HI is exact), q = e^r - 1 from
 # its Taylor series by Horner's rule, then exp = 2^n (1 + q) and expm1 = (2^n - 1) + 2^n q, which
-# keeps full precision even for tiny x. Below the smallest normal result (x < _MIN_32, -708 in
-# float64) exp is 0 and expm1 -1: the argument is clamped so that 2^n stays a normal number, and
-# a select then gives 0 (no subnormals, which would slow float32 loops down; and not the clamp's
-# ~1e-38, which made sigmoid(-inf) and its derivative non-zero: at x = 3e38 a weight gradient of
-# 2.7 where the true one is 0). NaN stays NaN.
+# keeps full precision even for tiny x. Arguments are clamped at -88 in float32 (-709 in
+# float64), where n = -127 (-1023): 2^n built from its bits is then exactly 0, so below the
+# clamp exp is 0 and expm1 -1 at no extra cost (subnormal results only between the smallest
+# normal one, e^-87.34, and e^-87.68; they would slow float32 loops down if common). An earlier
+# clamp at -87.33 kept 2^n normal and returned ~1e-38 down to -inf instead of 0: sigmoid(-inf)
+# and its derivative were then not 0, and at x = 3e38 a weight gradient came out 2.7 where the
+# true one is 0. NaN stays NaN.
 
 _F = np.float32
 _LOG2E_32, _LN2_HI_32, _LN2_LO_32 = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
-_HALF_32, _ONE_32, _MIN_32 = _F(0.5), _F(1.0), _F(-87.33)      # e^-87.33 ~ 2^-126
-_ZERO_32 = _F(0.0)
+_HALF_32, _ONE_32, _MIN_32 = _F(0.5), _F(1.0), _F(-88.0)       # n = -127 there: 2^n = 0
 _C7, _C6, _C5, _C4, _C3 = _F(1 / 5040), _F(1 / 720), _F(1 / 120), _F(1 / 24), _F(1 / 6)
 
 _LOG2E = 1.4426950408889634
@@ -102,17 +103,14 @@ def _exp_expm1_f32(x):
     n = np.floor(v * _LOG2E_32 + _HALF_32)     # a float32 holding an integer
     r = (v - n * _LN2_HI_32) - n * _LN2_LO_32
     q = ((((((_C7 * r + _C6) * r + _C5) * r + _C4) * r + _C3) * r + _HALF_32) * r + _ONE_32) * r
-    p = _pow2(np.int32(n))
-    e, m = p + p * q, (p - _ONE_32) + p * q
-    if x < _MIN_32:                          # below the normal range: 0 and -1 (SIMD: a select)
-        e, m = _ZERO_32, -_ONE_32
-    return e, m
+    p = _pow2(np.int32(n))                   # 2^n; 0 at the clamp
+    return p + p * q, (p - _ONE_32) + p * q
 
 
 @njit(cache=True, error_model="numpy")
 def _exp_expm1_f64(x):
     """float64 ``(exp(x), expm1(x))`` for x <= 0: Taylor to r^13 (remainder < 1e-17)."""
-    v = -708.0 if x < -708.0 else float(x)
+    v = -709.0 if x < -709.0 else float(x)  # n = -1023 there: 2^n = 0
     n = np.floor(v * _LOG2E + 0.5)
     r = (v - n * _LN2_HI) - n * _LN2_LO
     q = 1.0 / 6227020800.0                   # 1/13!, then Horner down to 1/1!
@@ -129,11 +127,8 @@ def _exp_expm1_f64(x):
     q = q * r + 0.5
     q = q * r + 1.0
     q = q * r                                # e^r - 1
-    p = _pow2(np.int64(n))                   # 2^n
-    e, m = p + p * q, (p - 1.0) + p * q
-    if x < -708.0:                           # below the normal range: 0 and -1
-        e, m = 0.0, -1.0
-    return e, m
+    p = _pow2(np.int64(n))                   # 2^n; 0 at the clamp
+    return p + p * q, (p - 1.0) + p * q
 
 
 def exp_expm1(x):
