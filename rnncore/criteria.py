@@ -441,6 +441,36 @@ class SequencerCriterion(Criterion):
             raise
         return loss, grad
 
+    def _step_sums(self, input, target, lengths):
+        """(S, C), each (T,): S[s] the sum of the losses of the rows valid at step s, C[s] their
+        count, so that ``forward`` is ``sum over s with C[s] > 0 of S[s] / C[s]``. Sums of
+        batches give the loss of the whole set (``rnncore.score``), which averages of batch
+        losses do not when ``lengths`` leave each step's batches with other row counts. Changes
+        nothing the last ``forward`` kept."""
+        x, t, _, lengths = self._check_seq(input, target, lengths)
+        T, B = x.shape[:2]
+        valid = np.ones((T, B), bool) if lengths is None else _valid_mask(lengths, T, B)
+        counts = valid.sum(axis=1)
+        if _rows_match_loss(self.criterion):
+            rows = valid.reshape(-1)
+            xv, tv = x.reshape(T * B, *x.shape[2:])[rows], t.reshape(T * B, *t.shape[2:])[rows]
+            with _as_rows_of(x, t, "" if lengths is None else ", valid steps only"):
+                xv, tv = self.criterion._check(xv, tv)
+            l, _ = self.criterion._rows(xv, tv)
+            step = np.repeat(np.arange(T), B)[rows]
+            sums = np.bincount(step, weights=np.asarray(l, np.float64), minlength=T)
+        else:                                                    # any criterion: its batch mean
+            saved = dict(self.criterion.__dict__)                # times the rows it averaged
+            try:
+                sums = np.array([self.criterion.forward(x[s, valid[s]], t[s, valid[s]]) * counts[s]
+                                 if counts[s] else 0.0 for s in range(T)])
+            finally:
+                self.criterion.__dict__.clear()
+                self.criterion.__dict__.update(saved)
+        if not np.all(np.isfinite(sums)):
+            raise _overflow("loss", x, t)
+        return sums, counts
+
     def _evaluate(self, x, t, lengths, need_grad):
         if _rows_match_loss(self.criterion):
             return self._all_steps(x, t, lengths, need_grad)

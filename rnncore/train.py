@@ -31,6 +31,10 @@ What the numbers mean:
 * ``loss`` of an epoch is the mean of the batch losses weighted by batch size, i.e. the mean of
   what ``criterion.forward`` returns. Criteria average over the batch, except that a
   `SequencerCriterion` SUMS its per-step losses over time, so its loss grows with T.
+* ``val_loss`` and `score`'s loss are the loss of the whole set, computed batch by batch:
+  ``criterion.forward`` on all of it, whatever ``batch_size``. (With ``lengths``, a
+  `SequencerCriterion`'s step averages over the rows still running, a number that differs from
+  batch to batch: its per-step sums and counts are added up over the batches instead.)
 * ``accuracy`` is computed when the criterion is a `ClassNLLCriterion` or
   `CrossEntropyCriterion` (on its own or inside a `SequencerCriterion`): the fraction of
   predictions whose argmax over the last axis equals the target, over the valid steps only
@@ -344,14 +348,23 @@ def _evaluate(model, criterion, x, y, lengths, N, batch_size, per_step):
     """(loss, accuracy or None) over the data in evaluate mode (the caller restores the mode)."""
     model.evaluate()
     classify = _is_classifier(criterion)
-    total, correct, counted = 0.0, 0, 0
+    # With lengths, a SequencerCriterion's steps average over other row counts in each batch:
+    # its per-step sums and counts add up to the loss of the whole set, batch means do not
+    by_step = per_step and lengths is not None and isinstance(criterion, SequencerCriterion)
+    total, sums, counts, correct, counted = 0.0, 0.0, 0, 0, 0
     for idx in _batches(N, batch_size, np.arange(N)):
         xb, yb, lb = _take(x, y, lengths, idx, per_step)
         out = model.forward(xb, lengths=lb)
-        total += criterion.forward(out, yb, **_crit_kwargs(criterion, lb)) * len(idx)
+        if by_step:
+            s, n = criterion._step_sums(out, yb, lb)
+            sums, counts = sums + s, counts + n
+        else:
+            total += criterion.forward(out, yb, **_crit_kwargs(criterion, lb)) * len(idx)
         if classify:
             c, n = _hits(out, yb, lb, per_step)
             correct, counted = correct + c, counted + n
+    if by_step:
+        total = N * float(np.sum(sums[counts > 0] / counts[counts > 0]))
     return total / N, (correct / counted if classify else None)
 
 
@@ -360,7 +373,8 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     """Loss (and accuracy) of ``model`` on a data set, in evaluate mode; no parameter changes.
 
     Data layout as in `fit`. Returns ``{"loss": float, "accuracy": float or None}``: the loss is
-    the mean of ``criterion.forward`` over batches weighted by batch size; accuracy as in `fit`
+    ``criterion.forward`` on the whole set, computed batch by batch (see the module docstring:
+    the same for any ``batch_size``); accuracy as in `fit`
     (None for criteria that are not classification losses). Every module gets its mode back,
     and what its last forward kept (caches for a backward, ``h_n``...), and the criterion what
     its last forward kept (``output``, a SequencerCriterion's lengths): scoring between a

@@ -99,6 +99,44 @@ def test_sequencer_criterion_accuracy_counts_valid_steps_only():
     assert s["loss"] == pytest.approx(crit.forward(out, y_pad, lengths=lengths), rel=1e-6)
 
 
+class _HalfMSE(MSECriterion):                  # a user's criterion: no _rows, a batch mean
+    def _loss(self, x, t):
+        return 0.5 * super()._loss(x, t)
+
+    def _grad(self, x, t):
+        return 0.5 * super()._grad(x, t)
+
+
+@pytest.mark.parametrize("inner", ["nll", "user"])
+def test_score_with_ragged_lengths_is_the_whole_sets_loss_at_any_batch_size(inner):
+    """Batch means of ragged steps average over other row counts: the batch-size-weighted mean
+    of batch losses had given 3.28 (batch_size 1) to 5.90 (256) for a set whose loss is 5.89.
+    score and fit's val_loss add up each step's sums and counts: criterion.forward on the set."""
+    r = np.random.default_rng(5)
+    T, N = 6, 40
+    x = r.standard_normal((T, N, 2)).astype(np.float32)
+    lengths = r.integers(1, T + 1, size=N)
+    rnncore.manual_seed(3)
+    if inner == "nll":
+        y = r.integers(0, 3, size=(T, N))
+        m = Sequencer(Sequential(LSTM(2, 5), Linear(5, 3), LogSoftMax()))
+        crit = SequencerCriterion(ClassNLLCriterion())
+    else:
+        y = r.standard_normal((T, N, 2)).astype(np.float32)
+        m = Sequencer(Sequential(LSTM(2, 5), Linear(5, 2)))
+        crit = SequencerCriterion(_HalfMSE())
+    whole = crit.forward(m.evaluate().forward(x, lengths=lengths), y, lengths=lengths)
+    kept = crit.output
+    for bs in (1, 7, 16, N, 256):
+        assert score(m, crit, x, y, lengths, batch_size=bs)["loss"] == pytest.approx(whole,
+                                                                                     rel=1e-6)
+    assert crit.output == kept                                  # the criterion as it was
+    h = fit(m, crit, 1e-3, x, y, lengths, epochs=1, batch_size=7, progress=False,
+            validation=(x, y, lengths))
+    after = crit.forward(m.evaluate().forward(x, lengths=lengths), y, lengths=lengths)
+    assert h.val_loss[0] == pytest.approx(after, rel=1e-6)
+
+
 def test_callback_stops_training():
     x, y = sign_task(32, 5)
     m = classifier()
