@@ -48,7 +48,7 @@ def _time_major_output(module, input_shape):
     return len(out) >= 2 and out[0] is None
 
 
-def _stack_steps(x, name="x"):
+def _stack_steps(x, name="x", finite=True):
     """A time-major array ``(T, B, ...)`` from an array or a list of ``T`` step arrays ``(B, ...)``.
 
     Keeps the dtype (ids for an `Embedding` stay ints): the wrapped module validates the values.
@@ -58,7 +58,7 @@ def _stack_steps(x, name="x"):
     if was_list:
         if len(x) == 0:
             raise ValueError(f"{name}: expected a non-empty list of (B, ...) arrays, got an empty list")
-        a = _stacked_steps(x, name)
+        a = _stacked_steps(x, name, finite)
     else:
         a = _checks._as_array(x, name)
     if a.ndim < 2 or 0 in a.shape:
@@ -67,11 +67,18 @@ def _stack_steps(x, name="x"):
     return a, was_list
 
 
-def _stacked_steps(x, name):
-    """The non-empty list ``x`` of step arrays, each checked (finite reals, or ints), stacked."""
+def _stacked_steps(x, name, finite=True):
+    """The non-empty list ``x`` of step arrays, each checked (finite reals, or ints), stacked.
+    ``finite=False`` (targets, read only at valid steps): numbers, NaN allowed; the caller
+    checks what it reads, as it does for an array."""
     steps = [_checks._as_array(s, f"{name}[{t}]") for t, s in enumerate(x)]
-    steps = [_checks.finite_array(s, f"{name}[{t}]", kind="i" if s.dtype.kind in "iu" else "f")
-             for t, s in enumerate(steps)]
+    if finite:
+        steps = [_checks.finite_array(s, f"{name}[{t}]", kind="i" if s.dtype.kind in "iu" else "f")
+                 for t, s in enumerate(steps)]
+    else:
+        for t, s in enumerate(steps):
+            if s.dtype.kind not in "fiu":
+                raise TypeError(f"{name}[{t}]: expected a real-valued array, got dtype {s.dtype}")
     shapes = sorted({s.shape for s in steps})
     if len(shapes) != 1:
         raise ValueError(f"{name}: expected a list of arrays of one shape (B, ...), got shapes {shapes}")

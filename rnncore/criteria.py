@@ -375,7 +375,7 @@ class SequencerCriterion(Criterion):
         x, was_list = _float_input(input)
         if x.ndim < 2:
             raise ValueError(f"input: expected a time-major array (T, B, ...), got shape {x.shape}")
-        t, _ = _stack_steps(target, "target")
+        t, _ = _stack_steps(target, "target", finite=False)     # (checked where read, below)
         if t.shape[:2] != x.shape[:2]:
             raise ValueError(f"target: expected leading (T, B) = {x.shape[:2]} like input, "
                              f"got shape {t.shape}")

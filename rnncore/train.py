@@ -116,9 +116,10 @@ class History:
 
 
 # -- input checks --------------------------------------------------------------------------
-def _as_time_major(x, name):
-    """x as one numeric array (T, N, ...): a list of T step arrays (N, ...) is stacked."""
-    a, _ = _stack_steps(x, name)
+def _as_time_major(x, name, finite=True):
+    """x as one numeric array (T, N, ...): a list of T step arrays (N, ...) is stacked (each
+    checked finite unless ``finite=False``: targets, checked below where they are read)."""
+    a, _ = _stack_steps(x, name, finite)
     if a.dtype.kind not in "fiu" or a.dtype == np.bool_:
         raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
     return a
@@ -133,7 +134,7 @@ def _data(x, y, lengths, per_step, names=("x", "y", "lengths")):
         if not isinstance(y, (list, tuple)) and np.ndim(y) < 2:
             raise ValueError(f"{ny}: expected time-major targets with leading (T, N) = {(T, N)} "
                              f"like {nx} (SequencerCriterion), got shape {np.shape(y)}")
-        y = _as_time_major(y, ny)
+        y = _as_time_major(y, ny, finite=False)
         if y.shape[:2] != (T, N):
             raise ValueError(f"{ny}: expected time-major targets with leading (T, N) = {(T, N)} "
                              f"like {nx} (SequencerCriterion), got shape {y.shape}")

@@ -390,3 +390,26 @@ def test_sequencer_criterion_passes_a_criterions_own_exceptions_as_they_are():
     with pytest.raises(Refusal, match="^target: too large$"):
         c.forward(np.zeros((3, 2, 1)), t)
     assert inner.output == kept
+
+
+def test_padding_targets_are_not_read_in_the_list_form_either():
+    """A SequencerCriterion never reads padding targets: NaN there is fine as an array AND as
+    a list of steps (the list had been checked step by step, padding included, and refused);
+    without lengths every target is read, and NaN is refused either way."""
+    rng = np.random.default_rng(3)
+    T, B = 3, 4
+    x = rng.standard_normal((T, B, 2))
+    t = rng.standard_normal((T, B, 2))
+    lengths = np.array([3, 1, 2, 3])
+    t[1:, 1] = np.nan                                         # padding of sequence 1
+    t[2, 2] = np.nan                                          # padding of sequence 2
+    crit = SequencerCriterion(MSECriterion())
+    as_array = crit.forward(x, t, lengths)
+    assert np.isfinite(as_array)
+    assert crit.forward(x, list(t), lengths) == as_array
+    np.testing.assert_array_equal(crit.backward(x, list(t), lengths), crit.backward(x, t, lengths))
+    for target in (t, list(t)):
+        with pytest.raises(ValueError, match="target: expected finite values"):
+            crit.forward(x, target)
+    with pytest.raises(TypeError, match=r"target\[0\]: expected a real-valued array"):
+        crit.forward(x, [np.array(["a"] * B)] * T, lengths)

@@ -137,6 +137,25 @@ def test_score_with_ragged_lengths_is_the_whole_sets_loss_at_any_batch_size(inne
     assert h.val_loss[0] == pytest.approx(after, rel=1e-6)
 
 
+def test_fit_takes_targets_with_nan_padding_as_a_list_of_steps_too():
+    r = np.random.default_rng(6)
+    T, N = 4, 10
+    x = r.standard_normal((T, N, 2)).astype(np.float32)
+    lengths = r.integers(1, T + 1, size=N)
+    y = r.standard_normal((T, N, 1)).astype(np.float32)
+    y[np.arange(T)[:, None] >= lengths[None, :]] = np.nan        # padding targets: never read
+    runs = []
+    for target in (y, list(y)):
+        rnncore.manual_seed(1)
+        m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 1)))
+        h = fit(m, SequencerCriterion(MSECriterion()), 0.05, x, target, lengths, epochs=2,
+                batch_size=4, seed=0, progress=False)
+        runs.append((h.loss, weights(m)))
+    assert np.all(np.isfinite(runs[0][0])) and runs[0][0] == runs[1][0]
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_callback_stops_training():
     x, y = sign_task(32, 5)
     m = classifier()
