@@ -104,7 +104,9 @@ class Criterion:
         """dL/dinput, shaped and typed like ``input``."""
         self._no_lengths(lengths)
         x, t = self._check(input, target)
-        return self._finite_grad(self._grad(x, t).astype(x.dtype, copy=False), x, t)
+        with np.errstate(over="ignore"):                         # (an overflow: refused below)
+            g = self._grad(x, t).astype(x.dtype, copy=False)
+        return self._finite_grad(g, x, t)
 
     def _finite_grad(self, g, x, t):
         """``g``, unless huge (finite) values of ``x`` and ``t`` made it overflow: ValueError."""

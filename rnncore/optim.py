@@ -17,7 +17,9 @@ updated twice per step), and a hyperparameter that the update casts to a paramet
 (``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
 float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
 construction against the parameters' dtypes, and again by ``step()`` (before any update) for a
-dtype that appeared since, as after ``model.astype``.
+dtype that appeared since, as after ``model.astype``. Every hyperparameter is an attribute a
+schedule may change between steps (``opt.lr *= 0.1``, ``opt.momentum = 0.95``); an assignment
+is checked as the constructor's argument was.
 
 Not checked, as in PyTorch: the gradients themselves. A NaN or Inf entry of a grad (from a
 diverged loss) makes the same entry of the parameter NaN or Inf after ``step()`` (and of that
@@ -81,6 +83,41 @@ def _fraction(v, name):
     if not 0.0 <= v < 1.0:
         raise ValueError(f"{name}: expected a number in [0, 1), got {v}")
     return v
+
+
+def _betas(v, name):
+    try:
+        b1, b2 = v
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a pair (beta1, beta2), got {v!r}") from None
+    return (_fraction(b1, f"{name}[0]"), _fraction(b2, f"{name}[1]"))
+
+
+def _non_negative(v, name):
+    return _checks.positive_number(v, name, allow_zero=True)
+
+
+class _Hyper:
+    """A hyperparameter attribute (``opt.eps``, ``opt.momentum``, ...) checked at every
+    assignment as at construction, so that one changed between steps cannot slip through: and
+    where the update casts it to a parameter's dtype (``_cast``), finite and non-zero there,
+    as ``lr`` is (``eps = 1e-50`` is 0 in float32: NaN weights at the first zero gradient)."""
+
+    def __init__(self, check):
+        self.check = check
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else obj.__dict__[self.slot]
+
+    def __set__(self, obj, value):
+        value = self.check(value, self.name)
+        if self.name in type(obj)._cast:
+            for dtype in getattr(obj, "_dtypes", ()):
+                _checks.fits_dtype(value, self.name, dtype)
+        obj.__dict__[self.slot] = value
 
 
 class Optimizer:
@@ -152,12 +189,14 @@ class SGD(Optimizer):
     """
 
     _cast = ("lr", "weight_decay")
+    momentum = _Hyper(_fraction)
+    weight_decay = _Hyper(_non_negative)
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params)
         self.lr = lr
-        self.momentum = _fraction(momentum, "momentum")
-        self.weight_decay = _checks.positive_number(weight_decay, "weight_decay", allow_zero=True)
+        self.momentum = momentum
+        self.weight_decay = weight_decay
         self._flat = [None] * len(self.params)       # per parameter: (data, grad, flat views)
         self._check_dtypes()
 
@@ -225,16 +264,14 @@ class Adam(Optimizer):
     """
 
     _cast = ("lr", "eps")
+    betas = _Hyper(_betas)
+    eps = _Hyper(_checks.positive_number)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         super().__init__(params)
         self.lr = lr
-        try:
-            b1, b2 = betas
-        except (TypeError, ValueError):
-            raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (_fraction(b1, "betas[0]"), _fraction(b2, "betas[1]"))
-        self.eps = _checks.positive_number(eps, "eps")
+        self.betas = betas
+        self.eps = eps
         self._check_dtypes()
 
     def _update(self, p, state):
@@ -263,12 +300,14 @@ class RMSprop(Optimizer):
     """
 
     _cast = ("lr", "eps")
+    alpha = _Hyper(_fraction)
+    eps = _Hyper(_checks.positive_number)
 
     def __init__(self, params, lr, alpha=0.99, eps=1e-8):
         super().__init__(params)
         self.lr = lr
-        self.alpha = _fraction(alpha, "alpha")
-        self.eps = _checks.positive_number(eps, "eps")
+        self.alpha = alpha
+        self.eps = eps
         self._check_dtypes()
 
     def _update(self, p, state):
@@ -289,10 +328,19 @@ def clip_grad_norm(params, max_norm):
 
         norm = sqrt(sum_p ||grad_p||^2)        grad_p *= min(1, max_norm / (norm + 1e-6))
 
-    A parameter listed twice is one gradient: counted and scaled once.
+    A parameter listed twice is one gradient: counted and scaled once. ``max_norm=inf`` only
+    measures the norm; no parameters (an empty list, or none trainable) give 0.0, as in PyTorch.
     """
-    params = list({id(p): p for p in _param_list(params, once=False) if p.requires_grad}.values())
-    max_norm = _checks.positive_number(max_norm, "max_norm")
+    if isinstance(params, (list, tuple)) and not params:
+        params = []
+    else:
+        params = _param_list(params, once=False)
+    params = list({id(p): p for p in params if p.requires_grad}.values())
+    if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, numbers.Real):
+        raise TypeError(f"max_norm: expected a number > 0 (or inf), got {max_norm!r}")
+    max_norm = float(max_norm)
+    if not max_norm > 0:                                          # (NaN included)
+        raise ValueError(f"max_norm: expected a number > 0 (or inf), got {max_norm}")
     norm = float(np.sqrt(sum(np.sum(np.square(p.grad, dtype=np.float64)) for p in params)))
     coef = max_norm / (norm + 1e-6)
     if coef < 1:

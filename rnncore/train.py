@@ -53,6 +53,7 @@ Every sample is independent here: a recurrent layer in ``remember()`` mode would
 from one shuffled batch into the next, which is truncated BPTT over a stream, not this loop.
 """
 
+import contextlib
 import numbers
 import time
 
@@ -336,6 +337,22 @@ def _take(x, y, lengths, idx, per_step):
     return xb, yb, lb
 
 
+@contextlib.contextmanager
+def _in_batch(epoch, b, n):
+    """A ValueError or TypeError raised inside a training step says where: what the model made
+    of a batch (non-finite outputs or gradients once a run diverges; a BCE criterion's input
+    outside [0, 1]) is only known there, and the message names the module's own argument."""
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        if type(e) not in (ValueError, TypeError):               # (an exception class of one's own)
+            raise
+        hint = (" (the run diverged? a lower learning rate, or clip=, may help)"
+                if "finite" in str(e) else "")
+        raise type(e)(f"fit, epoch {epoch}, batch {b + 1} of {n} (the parameters are as the "
+                      f"batch before left them): {e}{hint}") from e
+
+
 def _modes(model):
     return [(m, m.train) for m in model.modules()]
 
@@ -429,8 +446,11 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     had before the call.
 
     Interrupted (Ctrl-C, or an exception from ``callback`` or from a criterion or module of
-    your own): the exception propagates, every module gets its mode back, and the parameters
-    (and the optimizer's state) are as the last finished batch left them. The History is not
+    your own), or stopped by what the model made of a batch (a ValueError that names the epoch
+    and batch: outputs or gradients that became NaN/Inf as a run diverged, or a criterion's
+    refusal of the model's output, such as probabilities outside [0, 1] for a BCE criterion):
+    the exception propagates, every module gets its mode back, and the parameters (and the
+    optimizer's state) are as the last finished batch left them. The History is not
     returned then; ``callback`` sees it after every epoch, so keep a reference there if an
     interrupted run's epochs matter.
     """
@@ -443,6 +463,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
         if own and not any(id(p) in own for p in optimizer.params):
             raise ValueError("optimizer: expected an optimizer over model.parameters(), got one "
                              "that holds none of the model's parameters (built for another model?)")
+        optimizer._check_dtypes()       # its numbers in the parameters' dtypes (after astype)
         lr = None
     elif isinstance(optimizer, numbers.Real) and not isinstance(optimizer, (bool, np.bool_)):
         lr = _checks.positive_number(optimizer, "optimizer")
@@ -495,20 +516,21 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
             bar = tqdm(total=len(batches), desc=f"epoch {epoch}/{epochs}", unit="batch",
                        leave=True, disable=not progress, dynamic_ncols=True)
             try:
-                for idx in batches:
+                for b, idx in enumerate(batches):
                     xb, yb, lb = _take(x, y, lengths, idx, per_step)
                     kw = _crit_kwargs(criterion, lb)
-                    model.zero_grad_parameters()
-                    out = model.forward(xb, lengths=lb)
-                    loss = criterion.forward(out, yb, **kw)
-                    g = criterion.backward(out, yb, **kw)
-                    model.backward(xb, g)
-                    if clip is not None and params:
-                        clip_grad_norm(params, clip)
-                    if lr is None:
-                        optimizer.step()
-                    else:
-                        model.update_parameters(lr)
+                    with _in_batch(epoch, b, len(batches)):
+                        model.zero_grad_parameters()
+                        out = model.forward(xb, lengths=lb)
+                        loss = criterion.forward(out, yb, **kw)
+                        g = criterion.backward(out, yb, **kw)
+                        model.backward(xb, g)
+                        if clip is not None and params:
+                            clip_grad_norm(params, clip)
+                        if lr is None:
+                            optimizer.step()
+                        else:
+                            model.update_parameters(lr)
                     total, seen = total + loss * len(idx), seen + len(idx)
                     post = {"loss": f"{total / seen:.4f}"}
                     if classify:

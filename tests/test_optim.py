@@ -273,3 +273,49 @@ def test_numbers_that_do_not_fit_the_dtype_are_refused(make, name):
     with pytest.raises(ValueError, match=rf"{name}: expected a number that is .* float32"):
         opt.step()
     assert all(np.array_equal(p.data, b) for p, b in zip(m.parameters(), before))
+
+
+def test_hyperparameters_set_between_steps_are_checked_as_at_construction():
+    """eps = 1e-50 is 0 in float32 (NaN weights at the first zero gradient), weight_decay =
+    1e40 inf (NaN weights), momentum = 2 diverges: each refused where it is set, the old value
+    kept; a valid new value is taken."""
+    lin = rnncore.Linear(3, 2)
+    adam = optim.Adam(lin.parameters())
+    sgd = optim.SGD(lin.parameters(), lr=0.1, momentum=0.5)
+    rms = optim.RMSprop(lin.parameters(), lr=0.1)
+    for opt, name, value, exc, match in [
+            (adam, "eps", 1e-50, ValueError, "eps: expected a number that is not 0 in .*float32"),
+            (adam, "eps", -1.0, ValueError, "eps: expected a finite number > 0"),
+            (adam, "betas", (0.9, 1.5), ValueError, r"betas\[1\]: expected a number in \[0, 1\)"),
+            (adam, "betas", 0.9, TypeError, "betas: expected a pair"),
+            (sgd, "weight_decay", 1e40, ValueError, "weight_decay: expected a number that is "
+                                                    "finite in .*float32"),
+            (sgd, "momentum", 2.0, ValueError, r"momentum: expected a number in \[0, 1\)"),
+            (rms, "alpha", "0.9", TypeError, r"alpha: expected a number in \[0, 1\)"),
+            (rms, "eps", float("nan"), ValueError, "eps: expected a finite number > 0")]:
+        before = getattr(opt, name)
+        with pytest.raises(exc, match=match):
+            setattr(opt, name, value)
+        assert getattr(opt, name) == before
+    adam.eps, sgd.momentum, rms.alpha = 1e-6, 0.9, 0.5
+    assert (adam.eps, sgd.momentum, rms.alpha) == (1e-6, 0.9, 0.5)
+    adam64 = optim.Adam(rnncore.Linear(3, 2, dtype=np.float64).parameters())
+    adam64.eps = 1e-50                                        # not 0 in float64
+    assert adam64.eps == 1e-50
+
+
+def test_clip_grad_norm_measures_with_inf_and_takes_no_parameters():
+    """As torch.nn.utils.clip_grad_norm_: max_norm=inf only measures; no parameters: 0.0."""
+    lin = rnncore.Linear(3, 2)
+    lin.weight.grad[...] = 3.0
+    g = lin.weight.grad.copy()
+    norm = optim.clip_grad_norm(lin.parameters(), float("inf"))
+    assert norm == pytest.approx(np.sqrt(6 * 9.0))
+    np.testing.assert_array_equal(lin.weight.grad, g)
+    assert optim.clip_grad_norm([], 1.0) == 0.0
+    lin.weight.requires_grad = lin.bias.requires_grad = False
+    assert optim.clip_grad_norm(lin.parameters(), 1.0) == 0.0
+    for bad, exc in ((0.0, ValueError), (float("nan"), ValueError), (-1, ValueError),
+                     (None, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="max_norm: expected a number > 0"):
+            optim.clip_grad_norm(lin.parameters(), bad)

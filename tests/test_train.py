@@ -156,6 +156,37 @@ def test_fit_takes_targets_with_nan_padding_as_a_list_of_steps_too():
         np.testing.assert_array_equal(a, b)
 
 
+def test_an_optimizer_that_no_longer_fits_the_models_dtype_is_refused_up_front():
+    """Adam(eps=1e-50) built for a float64 model, the model then made float32: eps is 0 there.
+    fit refuses before it touches anything (it had zeroed the grads and run a batch first)."""
+    x, y = sign_task(16, 4)
+    m = classifier().astype(np.float64)
+    opt = Adam(m.parameters(), lr=0.01, eps=1e-50)
+    m.astype(np.float32)
+    for p in m.parameters():
+        p.grad[...] = 1.0
+    w = weights(m)
+    with pytest.raises(ValueError, match="eps: expected a number that is not 0 in"):
+        fit(m, ClassNLLCriterion(), opt, x, y, epochs=1, progress=False)
+    assert all(np.all(p.grad == 1.0) for p in m.parameters())
+    for a, b in zip(w, weights(m)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_run_says_where_it_stopped():
+    r = np.random.default_rng(0)
+    x = (r.standard_normal((4, 32, 2)) * 1e3).astype(np.float32)
+    y = (r.standard_normal((4, 32, 1)) * 1e3).astype(np.float32)
+    rnncore.manual_seed(0)
+    m = Sequencer(Sequential(LSTM(2, 8), Linear(8, 1)))
+    with pytest.raises(ValueError, match=r"fit, epoch \d+, batch \d+ of 4 \(the parameters are "
+                                         r"as the batch before left them\): .*finite.*"
+                                         r"the run diverged\?"):
+        fit(m, SequencerCriterion(MSECriterion()), 1e3, x, y, epochs=20, batch_size=8,
+            progress=False)
+    assert m.train                                              # its mode given back
+
+
 def test_callback_stops_training():
     x, y = sign_task(32, 5)
     m = classifier()
