@@ -16,6 +16,7 @@ demos themselves live in `rnncore.demos`.
 import argparse
 import os
 import sys
+import tempfile
 
 __all__ = ["main", "build_parser"]
 
@@ -36,14 +37,14 @@ demos:
               nothing"""
 
 
-def _int_at_least(lowest, what):
-    """An argparse type: an int >= ``lowest``, refused with ``expected <what>`` otherwise."""
+def _int_at_least(lowest, what, highest=None):
+    """An argparse type: an int in [lowest, highest], refused with ``expected <what>`` otherwise."""
     def parse(text):
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if v < lowest:
+        if v < lowest or (highest is not None and v > highest):
             raise argparse.ArgumentTypeError(f"expected {what}, got {v}")
         return v
     return parse
@@ -51,6 +52,8 @@ def _int_at_least(lowest, what):
 
 _positive_int = _int_at_least(1, "a positive integer")
 _seed = _int_at_least(0, "an integer >= 0")
+MAX_HIDDEN = 4096     # (an LSTM(N, N) then has 134M weights; 10^6 asked for TiBs, a MemoryError)
+_hidden = _int_at_least(1, f"an integer from 1 to {MAX_HIDDEN}", MAX_HIDDEN)
 
 
 def build_parser():
@@ -78,7 +81,7 @@ def _build():
                       help="seed for data, initial weights and batch order (default 0)")
     demo.add_argument("--epochs", type=_positive_int, default=None,
                       help="training epochs (functions: of Part 2; default: the demo's own)")
-    demo.add_argument("--hidden", type=_positive_int, default=None,
+    demo.add_argument("--hidden", type=_hidden, default=None,
                       help="hidden size N of the demo's recurrent layers (default: the demo's "
                            "own); stacked builds LSTM, GRU and RNN stacks whose second layer "
                            "gets max(N//2, 1)")
@@ -130,6 +133,9 @@ def _check_demo_args(parser, args):
         problem = _path_problem(args.save)
         if problem is not None:
             parser.error(f"--save: {problem[1]}")
+        why = _cannot_write_in(os.path.dirname(os.path.abspath(args.save)))
+        if why:
+            parser.error(f"--save: {why}")
     if args.plot is not None:
         if args.plot == "":
             parser.error("--plot: expected a directory, existing or to be created, got an "
@@ -145,6 +151,22 @@ def _check_demo_args(parser, args):
         if not os.path.isdir(found):
             parser.error(f"--plot: expected a directory, existing or to be created, got "
                          f"{args.plot!r} ({found} is not a directory)")
+        why = _cannot_write_in(found)
+        if why:
+            parser.error(f"--plot: {why}")
+
+
+def _cannot_write_in(folder):
+    """Why no file can be created in the existing directory ``folder`` (None if one can): a
+    file is created and removed there, the only sure test (``os.access`` says yes to a
+    read-only file system, and to root everywhere)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".rnncore-", suffix=".tmp")
+    except OSError as e:
+        return f"cannot write in {folder} ({e.strerror})"
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def main(argv=None):
@@ -168,15 +190,16 @@ def main(argv=None):
                   progress=args.progress, save=args.save, plot=args.plot)
     if args.ablation:
         kwargs["ablation"] = True
-    if args.name == "stacked":                    # no seed, nothing random in what it prints
-        print(f"rnncore demo {args.name}\n")
-    else:
-        print(f"rnncore demo {args.name} (seed {seed}{', quick' if args.quick else ''})\n")
-    if cache_is_empty():                          # (stderr: the demo's own output unchanged)
-        print("First run here: Numba compiles the kernels into its cache first (once; about "
-              "5 s on 2 cores).\n", file=sys.stderr, flush=True)
     try:
+        if args.name == "stacked":                # no seed, nothing random in what it prints
+            print(f"rnncore demo {args.name}\n")
+        else:
+            print(f"rnncore demo {args.name} (seed {seed}{', quick' if args.quick else ''})\n")
+        if cache_is_empty():                      # (stderr: the demo's own output unchanged)
+            print("First run here: Numba compiles the kernels into its cache first (once; about "
+                  "5 s on 2 cores).\n", file=sys.stderr, flush=True)
         DEMOS[args.name].run(**kwargs)
+        sys.stdout.flush()                        # (a closed pipe is found here, not at exit)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130

@@ -437,11 +437,17 @@ class Sequencer(Module):
         self._cache = None
 
     def output_shape(self, input_shape):
+        shape = _check_input_shape(input_shape)
         try:
-            return self.module.output_shape(_check_input_shape(input_shape))
+            out = self.module.output_shape(shape)
         except (ValueError, TypeError) as e:
             _name_the_child(self, 0, e, ())
             raise
+        if len(shape) >= 2 and _time_major_output(self.module, shape) is False:   # as forward
+            raise ValueError(f"module: expected an output with the input's leading (T, B), got "
+                             f"{out} from input_shape {shape}; a layer that drops the time axis "
+                             f"(return_sequences=False, LastStep) belongs outside the Sequencer")
+        return out
 
 
 # -- LastStep ----------------------------------------------------------------------------------

@@ -128,8 +128,11 @@ def save(model, path):
     such a file could not be loaded back (a diverged model is better caught here than later).
 
     The write is atomic: the archive goes to a temporary file in the same directory, is flushed
-    to disk (fsync) and then renamed over ``path`` (``os.replace``). If anything fails, the
-    temporary file is removed and an existing file at ``path`` is left untouched.
+    to disk (fsync) and then renamed over ``path`` (``os.replace``). If anything fails (an
+    OSError naming ``path``: a folder that cannot be written, a full disk), the temporary file
+    is removed and an existing file at ``path`` is left untouched. A file replaced keeps its
+    permissions; where ``path`` is a symbolic link, the file it points to is replaced (a hard
+    link to the old file keeps the old contents: the new file is another one).
     """
     if not isinstance(model, Module):
         raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
@@ -154,20 +157,36 @@ def save(model, path):
                              f"(nothing was written to {path!r})")
     arrays[META_KEY] = np.array(json.dumps(meta, default=_json_value))
 
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies, as for open()
+    # A symbolic link at path: the file it points to is what gets replaced (the link stays).
+    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    folder = os.path.dirname(target)
+    try:
+        mode = os.stat(target).st_mode & 0o7777   # an existing file keeps its permissions
+    except OSError:
+        mode = None
+    # (a short name of its own: ``.<name>.tmp`` made a valid 240-byte name too long to create)
+    tmp = os.path.join(folder, f".rnncore-{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies (open())
+    except OSError as e:
+        raise type(e)(e.errno, f"path: cannot write a file in {folder} for {path!r} "
+                               f"({e.strerror})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)              # a file object: numpy adds no suffix
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)                  # atomic on POSIX and Windows
-    except BaseException:
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)                # atomic on POSIX and Windows
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno is not None:
+            raise type(e)(e.errno, f"path: writing {path!r} failed ({e.strerror}); "
+                                   f"a file that was there is unchanged") from None
         raise
     _fsync_dir(folder)
     return path

@@ -294,7 +294,16 @@ class Module:
             if sub:
                 for k in [k for k in state if k.startswith(prefix)]:
                     del state[k]
-                state.update({prefix + k: v for k, v in child._convert_state(sub).items()})
+                try:
+                    converted = child._convert_state(sub)
+                except (ValueError, TypeError) as e:     # name the key as the caller wrote it
+                    if type(e) not in (ValueError, TypeError):
+                        raise
+                    text = str(e)
+                    for k in sorted(sub, key=len, reverse=True):
+                        text = text.replace(repr(k), repr(prefix + k))
+                    raise type(e)(text) from None
+                state.update({prefix + k: v for k, v in converted.items()})
         return state
 
     def astype(self, dtype):

@@ -44,10 +44,12 @@ def _figure(**kwargs):
 
 
 def _path(path):
+    """``path`` as a str (bytes decoded as the file system does, as ``rnncore.save`` takes them)."""
     try:
-        return os.fspath(path)
+        return os.fsdecode(os.fspath(path))
     except TypeError:
-        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
+        raise TypeError(f"path: expected a str, bytes or os.PathLike, got "
+                        f"{type(path).__name__}") from None
 
 
 def _save(fig, path):
@@ -107,12 +109,14 @@ def plot_history(history, path):
                         markersize=3, label=label)
         ax.set_title(title)
         ax.set_xlabel("epoch")
+        from matplotlib.ticker import MaxNLocator                  # (matplotlib is there:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # _figure made the figure)
         ax.set_ylabel(key)
         if key == "accuracy":
             ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle(f"Training history ({len(loss)} epochs)")
+    fig.suptitle(f"Training history ({len(loss)} epoch{'s' if len(loss) != 1 else ''})")
     return _save(fig, path)
 
 

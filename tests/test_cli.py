@@ -247,6 +247,7 @@ def test_help_and_version_exit_0(argv, capsys):
     (["demo", "stacked", "--ablation"], "--ablation"),
     ([], "usage: rnncore"),
     (["demo", "--save", os.path.join(ROOT, "no-such-dir", "m.npz")], "does not exist"),
+    (["demo", "--hidden", "1000000"], "--hidden: expected an integer from 1 to 4096, got 1000000"),
 ])
 def test_usage_errors_exit_2_with_a_message(argv, message, capsys):
     assert cli.main(argv) == 2
@@ -370,3 +371,39 @@ def test_per_step_accuracy_gives_the_modes_back(mode):
     acc = lua_port.per_step_accuracy(rnn, x, labels)
     assert acc.shape == (functions.POINTS,)
     assert [m.train for m in rnn.modules()] == before
+
+
+@pytest.mark.parametrize("flag", ["--save", "--plot"])
+def test_a_folder_that_cannot_be_written_is_a_usage_error_before_training(
+        flag, tmp_path, monkeypatch, capsys, no_training):
+    """A read-only folder (os.access cannot tell: it says yes to root): a file is made and
+    removed there first. The demo had trained, then failed with a traceback (exit 1)."""
+    made = []
+
+    def refuse(dir=None, **kw):
+        made.append(dir)
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cli.tempfile, "mkstemp", refuse)
+    target = str(tmp_path / "m.npz") if flag == "--save" else str(tmp_path / "plots")
+    assert cli.main(["demo", "regression", flag, target]) == 2
+    assert f"{flag}: cannot write in {tmp_path} (Permission denied)" in capsys.readouterr().err
+    assert made == [str(tmp_path)] and no_training == []
+
+
+@pytest.mark.parametrize("unbuffered", ["1", ""])
+def test_output_into_a_closed_pipe_exits_141_without_a_traceback(unbuffered):
+    """``demo stacked | true``: the reader is gone before the first line. The header was
+    printed outside the demo's try (a traceback, exit 1, when unbuffered), and the rest only
+    flushed at exit (exit 120, "Exception ignored")."""
+    r, w = os.pipe()
+    os.close(r)
+    env = dict(os.environ, PYTHONUNBUFFERED=unbuffered)
+    if not unbuffered:
+        env.pop("PYTHONUNBUFFERED")
+    try:
+        out = subprocess.run([sys.executable, "-m", "rnncore", "demo", "stacked"], stdout=w,
+                             stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT, timeout=300)
+    finally:
+        os.close(w)
+    assert out.returncode == 141, out.stderr
+    assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr

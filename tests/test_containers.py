@@ -189,6 +189,15 @@ def test_sequencer_refuses_a_child_without_the_time_axis_even_when_sizes_coincid
     assert y.shape == (3, 3, 3)                                        # time-major: accepted
 
 
+def test_sequencer_output_shape_refuses_what_forward_refuses():
+    """summary and trace ask output_shape: a Sequencer around a layer that drops the time
+    axis showed (None, 4) there, while its forward refuses it."""
+    for inner in (LSTM(2, 4, return_sequences=False), Sequential(Linear(2, 3), LastStep())):
+        with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+            Sequencer(inner).output_shape((None, 3, 2))
+    assert Sequencer(LSTM(2, 4)).output_shape((None, 3, 2)) == (None, 3, 4)
+
+
 def test_refused_container_dtype_converts_no_child():
     """Sequential(..., dtype=) checks every child fits the dtype before it converts any."""
     a = LSTM(2, 3, dtype=np.float64)

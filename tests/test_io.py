@@ -459,3 +459,58 @@ def test_loads_refusal_of_an_array_names_the_file(saved):
     _rewrite(saved, lambda a, m: _set(a, "1.bias", np.array([1.0, np.nan, 0], np.float32)))
     with pytest.raises(ValueError, match=rf"path: '{saved}': state\['1\.bias'\]: expected finite"):
         load(saved)
+
+
+def test_a_save_that_cannot_write_names_the_users_path(tmp_path, monkeypatch):
+    """A folder that cannot be written, a full disk: the OSError names ``path`` (it had named
+    the internal temporary file, or no file at all), and a file already there is unchanged."""
+    path = save(LSTM(3, 2), tmp_path / "m.npz")
+    before = open(path, "rb").read()
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+    with monkeypatch.context() as mp:
+        mp.setattr(os, "open", refuse)
+        with pytest.raises(PermissionError, match=r"path: cannot write a file in .* for "
+                                                  r"'.*m\.npz' \(Permission denied\)"):
+            save(GRU(3, 2), path)
+
+    def full(f, **arrays):
+        raise OSError(28, "No space left on device")
+    with monkeypatch.context() as mp:
+        mp.setattr(np, "savez", full)
+        with pytest.raises(OSError, match=r"path: writing '.*m\.npz' failed \(No space left on "
+                                          r"device\); a file that was there is unchanged"):
+            save(GRU(3, 2), path)
+    assert os.listdir(tmp_path) == ["m.npz"] and open(path, "rb").read() == before
+
+
+def test_save_takes_any_valid_file_name_and_keeps_what_the_file_was(tmp_path):
+    """A 250-byte name (the temporary file's name had added 18 bytes: over the 255 limit); a
+    replaced file keeps its permissions; a symbolic link stays one, its target replaced."""
+    long = tmp_path / ("m" * 246 + ".npz")
+    assert isinstance(load(save(GRU(3, 2), long)), GRU)
+    path = save(LSTM(3, 2), tmp_path / "m.npz")
+    if os.name != "posix":
+        return
+    os.chmod(path, 0o600)
+    save(GRU(3, 2), path)
+    assert os.stat(path).st_mode & 0o777 == 0o600 and isinstance(load(path), GRU)
+    link = tmp_path / "latest.npz"
+    os.symlink(path, link)
+    save(RNN(3, 2), link)
+    assert os.path.islink(link) and isinstance(load(path), RNN)
+    assert sorted(os.listdir(tmp_path)) == sorted([long.name, "m.npz", "latest.npz"])
+
+
+def test_pytorch_bias_errors_inside_a_container_name_the_callers_key():
+    m = Sequential(LSTM(3, 4), Linear(4, 2))
+    state = m.state_dict()
+    del state["0.bias_l0"]
+    state["0.bias_ih_l0"], state["0.bias_hh_l0"] = np.ones(16), np.ones(15)
+    before = m.state_dict()
+    with pytest.raises(ValueError, match=r"state\['0\.bias_hh_l0'\]: expected the shape of "
+                                         r"'0\.bias_ih_l0' \(16,\), got \(15,\)"):
+        m.load_state_dict(state)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])

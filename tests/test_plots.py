@@ -141,3 +141,9 @@ def test_rnncore_plots_is_an_attribute_without_importing_matplotlib_first():
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_plots_take_bytes_paths_as_save_does(tmp_path):
+    path = os.fsencode(str(tmp_path / "h.png"))
+    assert plot_history(history(), path) == str(tmp_path / "h.png")
+    assert is_png(str(tmp_path / "h.png"))
