@@ -62,9 +62,12 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     (Linear(h_n[-1])), seq_to_one (the return_sequences=False model), output_last_row
     (output[-1]), no_lengths_last_row (output[-1] when lengths= is forgotten), the max abs
     differences diff_last_valid_vs_seq_to_one, diff_h_n_vs_seq_to_one,
-    diff_last_row_vs_seq_to_one (short sentences only), and the bidirectional checks
-    bi_forward_last_valid_vs_h_n, bi_backward_last_row_vs_h_n, bi_backward_step0_vs_h_n,
-    bi_seq_to_one_vs_h_n.
+    diff_last_row_vs_seq_to_one (short sentences only), bias (the Linear's, which a padding
+    step would show without the Sequential's zeroing), and the bidirectional checks
+    bi_forward_last_valid_vs_h_n, bi_backward_last_row_vs_h_n (short sentences),
+    bi_backward_last_row_vs_h_n_full (full-length ones), bi_backward_step0_vs_h_n,
+    bi_seq_to_one_vs_h_n; with ``save`` the path written (saved), with ``plot`` the figures
+    (plots); and seconds, the wall time of the run.
     """
     q = 1 if quick else 0
     size = {k: v[q] for k, v in _SIZES.items()}

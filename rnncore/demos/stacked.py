@@ -79,8 +79,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
 
     returns {"lstm" | "bidirectional" | "gru" | "rnn" | "num_layers_2" | "two_objects":
     {"params": [per layer, as counted], "formula": [per layer, from the formula],
-    "output_shapes", "input_shapes", "states"}, "same_output": max abs
-    difference between num_layers=2 and two stacked objects with the same weights}.
+    "output_shapes", "input_shapes", "states"}, "same_output" and "same_h_n": max abs
+    differences of the outputs and of the top final states between num_layers=2 and two
+    stacked objects with the same weights}.
     """
     H1 = 64 if hidden is None else hidden
     H2 = max(H1 // 2, 1)
