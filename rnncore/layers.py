@@ -144,8 +144,10 @@ class Linear(Module):
         x2 = x.reshape(-1, self.in_features)                     # (N, I)
         g2 = gy.reshape(-1, self.out_features)                   # (N, O)
         gx, dW, db = linear_backward(g2, x2, self.weight.data)
-        self.weight.grad += dW                                   # dL/dW = sum_n gy_n x_n^T
-        self.bias.grad += db                                     # dL/db = sum_n gy_n
+        if self.weight.requires_grad:                            # (frozen: nothing added)
+            self.weight.grad += dW                               # dL/dW = sum_n gy_n x_n^T
+        if self.bias.requires_grad:
+            self.bias.grad += db                                 # dL/db = sum_n gy_n
         return _like(gx.reshape(x.shape), was_list)              # dL/dx = gy W, (N..., I)
 
     def output_shape(self, input_shape):
@@ -268,10 +270,16 @@ class _Activation(Module):
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
         shape, cache, x_in, was_list, valid = self._cache
         # ``_df`` reads the forward's cache, never x: the forward's own input array needs no
-        # second check, anything else must be an input of that shape
+        # second check; anything else must be an input of that shape holding the same values
+        # (another forward in between, by a model sharing this module, would otherwise go
+        # unnoticed: the gradient would silently be that forward's)
         if not (type(x) is np.ndarray and x is x_in):
             x, was_list = _float_input(x, self.dtype)
             _checks.same_shape(x, shape, "x")
+            if self._keeps_forward and not np.array_equal(x, _float_input(x_in, self.dtype)[0]):
+                raise ValueError("x: expected the input of the last forward (backward "
+                                 "differentiates that forward), got other values of its shape; "
+                                 "call forward(x) first")
         gy, _ = _float_input(gy, self.dtype, "gy")
         _checks.same_shape(gy, shape, "gy")
         if valid is not None:

@@ -26,6 +26,13 @@ for every layer of the call or for none; ``backward`` does as its forward did. O
 RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
 so do large GRU layers on AVX-512 CPUs (``GRU._halves_from``).
 
+Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
+forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
+layer shared by two models, run by the other in between, say), the forward's own input array
+is taken as it is. The weights are read where the products need them: change them in place
+between forward and backward (an optimizer step) and backward uses the new ones (Torch7's
+order is forward, backward, then the update).
+
 Inputs (and upstream gradients) are cast to the module's dtype (``float32`` unless built with
 ``dtype=np.float64`` or converted with ``astype``), so a float64 array fed to a float32 layer is
 rounded; the kernels always get C-contiguous arrays of that one dtype.
@@ -41,6 +48,7 @@ layer the backward direction's carried state is its state after step 0 of the pr
 stream as one.
 """
 
+import warnings
 from functools import partial
 
 import numpy as np
@@ -120,6 +128,9 @@ class _Recurrent(Module):
         num_layers = _checks.positive_int(num_layers, "num_layers")
         bidirectional = _checks.flag(bidirectional, "bidirectional")
         dropout = _checks.probability(dropout, "dropout")
+        if dropout > 0 and num_layers == 1:                  # (as PyTorch warns)
+            warnings.warn(f"dropout={dropout} does nothing with num_layers=1: it applies "
+                          f"between stacked layers only", UserWarning, stacklevel=2)
         return_sequences = _checks.flag(return_sequences, "return_sequences")
         super().__init__(dtype)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
@@ -235,15 +246,19 @@ class _Recurrent(Module):
         return self
 
     # -- forward -----------------------------------------------------------------------------
-    def forward(self, x, lengths=None, h0=None):
+    def forward(self, x, lengths=None, h0=None, c0=None):
         """Run the layer over ``x``.
 
         x: (T, B, I) array, or a list of T arrays (B, I) (cast to the module's dtype)
         lengths: None or ints (B,), 1 <= lengths[b] <= T
         h0: None or (L*D, B, H), PyTorch's layout
+        c0: an LSTM's initial cell state (`LSTM.forward`); refused here (no cell state)
         returns (T, B, D*H) (a list of T (B, D*H) arrays if x was a list) when
         return_sequences, else (B, D*H): the top layer's final hidden states.
         """
+        if c0 is not None:
+            raise TypeError(f"c0: a {type(self).__name__} has no cell state (only an LSTM "
+                            f"takes c0); its initial state is h0")
         return self._run(x, lengths, (h0,))
 
     __call__ = forward
@@ -302,8 +317,10 @@ class _Recurrent(Module):
         # made here (from a list, or cast), since the caller may refill its own (an array, or
         # anything NumPy wraps without a copy) before calling backward. The halves copy theirs
         # anyway; [device] the GPU kernels keep theirs on the device.
-        if not halves and self.device != "cuda" and (x is x_arg or not x.flags.owndata):
-            x = x.copy()
+        private = x is not x_arg and x.flags.owndata
+        if not private and not halves and self.device != "cuda":
+            x, private = x.copy(), True
+        x_kept = x if private else x.copy()                   # what backward compares x with
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
         for k in range(self.num_layers):
@@ -335,7 +352,7 @@ class _Recurrent(Module):
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
         self._cache = state(caches=caches, masks=masks, paired=paired, halves=halves,
-                            shape=x.shape, was_list=was_list, x_in=x_in)
+                            shape=x.shape, was_list=was_list, x_in=x_in, x_kept=x_kept)
         self._lengths = lengths
 
         if not self.return_sequences:                         # top layer's h_n, directions side by side
@@ -354,14 +371,20 @@ class _Recurrent(Module):
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
         c = self._cache
         T, B, _ = c["shape"]
-        # x's values are not read (the forward kept what backward needs): the forward's own
-        # input array needs no second check, anything else must be an input of that shape
+        # The forward kept what backward needs, so x's values are not read: the forward's own
+        # input array (refilled since, or not) needs no second check; anything else must hold
+        # the forward's values, or the gradients would silently be those of the forward's input
+        # (a layer shared by two models: A.forward(xa), B.forward(xb), A.backward(xa, ...))
         if type(x) is np.ndarray and x is c["x_in"]:
             was_list = c["was_list"]
         else:
             x, was_list = self._check_input(x)
             if x.shape != c["shape"]:
                 raise ValueError(f"x: expected the forward's input shape {c['shape']}, got {x.shape}")
+            if not np.array_equal(x, c["x_kept"]):
+                raise ValueError("x: expected the input of the last forward (backward "
+                                 "differentiates that forward), got other values of its shape; "
+                                 "call forward(x) first")
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         if self.return_sequences:
             g, _ = _checks.sequence(gy, "gy", dtype=self.dtype)
@@ -393,7 +416,8 @@ class _Recurrent(Module):
             for d, (dx, *rest) in enumerate(results):
                 i = k * D + d
                 for q, dq in zip(self._layer_param_lists()[i], rest[:n_p]):
-                    q.grad += dq
+                    if q.requires_grad:                       # (a frozen one: nothing added)
+                        q.grad += dq
                 for j in range(n_s):
                     dstate0[j][i] = rest[n_p + j]
                 dinp = dx if dinp is None else dinp + dx
@@ -474,7 +498,8 @@ class RNN(_Recurrent):
 
     Parameters per layer k and direction: ``weight_ih_l{k}`` (H, I or D*H), ``weight_hh_l{k}``
     (H, H), ``bias_l{k}`` (H,), with ``_reverse`` for the backward direction. Loads PyTorch
-    ``nn.RNN`` state dicts (``bias_ih + bias_hh`` summed).
+    ``nn.RNN`` state dicts (``bias_ih + bias_hh`` summed). tanh only: an ``nn.RNN`` built with
+    ``nonlinearity="relu"`` has the same keys, so its weights load, but compute another function.
     """
 
     _cell, _gates, _states, _biases = "rnn", 1, ("h",), ("bias",)

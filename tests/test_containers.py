@@ -854,3 +854,18 @@ def test_array_likes_that_numpy_wraps_are_copied_too():
         m.backward(x, gy)
         for p, r in zip(m.parameters(), ref):
             np.testing.assert_array_equal(p.grad, r)
+
+
+def test_a_shared_activation_refuses_another_models_input():
+    rng = np.random.default_rng(31)
+    xa, xb = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    t = Tanh(np.float64)
+    A = Sequential(Linear(3, 3, dtype=np.float64), t)
+    B = Sequential(Linear(3, 3, dtype=np.float64), t)
+    ya = A.forward(xa)
+    B.forward(xb)
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        A.backward(xa, np.ones_like(ya))
+    A.forward(xa)
+    gx = A.backward(xa, np.ones_like(ya))
+    assert gx.shape == xa.shape

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import rnncore
-from rnncore import GRU, LSTM, RNN
+from rnncore import GRU, LSTM, RNN, Linear, Sequential
 from _numeric import numeric_grad
 
 CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -503,7 +503,8 @@ def test_input_is_cast_to_the_module_dtype(cell):
     assert y.dtype == np.float32
     np.testing.assert_array_equal(y, m(x64.astype(np.float32)))
     assert m(np.ones((4, 2, 3), dtype=np.int64)).dtype == np.float32
-    gx = m.backward(x64, np.ones_like(y, dtype=np.float64))
+    m(x64)
+    gx = m.backward(x64.copy(), np.ones_like(y, dtype=np.float64))   # (cast, then compared)
     assert gx.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in m.parameters())
 
@@ -529,7 +530,8 @@ def test_astype_converts_parameters_and_carried_state(cell):
 def test_dropout_only_between_layers_and_only_in_training(cell):
     rng = np.random.default_rng(19)
     x = rng.standard_normal((4, 3, 2)).astype(np.float32)
-    one = CELLS[cell](2, 3, dropout=0.5)
+    with pytest.warns(UserWarning, match="dropout=0.5 does nothing with num_layers=1"):
+        one = CELLS[cell](2, 3, dropout=0.5)                            # (as PyTorch warns)
     np.testing.assert_array_equal(one(x), one.evaluate()(x))            # one layer: nothing to drop
     m = CELLS[cell](2, 3, num_layers=2, dropout=0.5)
     rnncore.manual_seed(4)
@@ -722,3 +724,47 @@ def test_backward_reads_only_the_shape_of_x():
         m.backward(bad, gy)
     with pytest.raises(ValueError, match=r"^x\b"):
         m.backward(x[:4], gy)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_backward_refuses_an_input_other_than_the_last_forwards(cell):
+    """backward differentiates the last forward (its kept values): an x with other values is
+    refused, not silently answered with that forward's gradient. The case: one layer shared by
+    two models, A.forward(xa), B.forward(xb), A.backward(xa, ...)."""
+    rng = np.random.default_rng(30)
+    xa, xb = rng.standard_normal((4, 2, 3)), rng.standard_normal((4, 2, 3))
+    enc = CELLS[cell](3, 4, dtype=np.float64)
+    A = Sequential(enc, Linear(4, 1, dtype=np.float64))
+    B = Sequential(enc, Linear(4, 2, dtype=np.float64))
+    ya = A.forward(xa)
+    B.forward(xb)
+    grads = [p.grad.copy() for p in enc.parameters()]
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        A.backward(xa, np.ones_like(ya))
+    for p, g in zip(enc.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, g)                   # nothing added
+    A.forward(xa)
+    A.backward(xa, np.ones_like(ya))                                # after its own forward: fine
+    m = CELLS[cell](3, 4)
+    m(xa)
+    m(xb)
+    gy = np.ones((4, 2, 4), np.float32)
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        m.backward(xa, gy)
+    np.testing.assert_array_equal(m.backward(list(xb), gy), m.backward(xb.copy(), gy))
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_c0_is_refused_by_a_cell_without_one(cell):
+    with pytest.raises(TypeError, match=f"c0: a {cell.upper()} has no cell state"):
+        CELLS[cell](2, 3)(np.ones((2, 1, 2)), c0=np.zeros((1, 1, 3)))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_frozen_parameters_take_no_gradient(cell):
+    m = CELLS[cell](2, 3)
+    frozen = m.parameters()[0]
+    frozen.requires_grad = False
+    x = np.ones((3, 2, 2), np.float32)
+    m.backward(x, np.ones_like(m(x)))
+    assert not frozen.grad.any() and all(p.grad.any() for p in m.parameters()[1:])
