@@ -397,7 +397,8 @@ class Sequencer(Module):
         except (ValueError, TypeError) as e:
             _name_the_child(self, 0, e, ())          # (an inner chain's path: with this [0])
             raise
-        if y.ndim < 2 or y.shape[:2] != (T, B) or _time_major_output(m, x.shape) is False:
+        if (y.ndim < 2 or y.shape[:2] != (T, B)                 # (the output has fewer axes:
+                or y.ndim < x.ndim and _time_major_output(m, x.shape) is False):   # time lost?)
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
                              f"(return_sequences=False, LastStep) belongs outside the Sequencer")

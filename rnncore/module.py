@@ -50,6 +50,9 @@ class Parameter:
         """A new array of the same shape and dtype (any memory layout); checked here, so that a
         wrong one is refused where it is set, not at some later forward or optimizer step."""
         old = self._data
+        if value is old:                 # ``p.data -= u`` sets the same array back: changed
+            self.version += 1
+            return
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{self.name}.data: expected a NumPy array, got {type(value).__name__}")
         if value.shape != old.shape or value.dtype != old.dtype:
@@ -69,6 +72,8 @@ class Parameter:
     @grad.setter
     def grad(self, value):
         """Checked like ``data``, and it must be writable: backward adds into this array."""
+        if value is self._grad:          # ``p.grad += g`` sets the same array back: nothing new
+            return
         old = self._data
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{self.name}.grad: expected a NumPy array, got {type(value).__name__} "
