@@ -44,6 +44,7 @@ if it cuts the restore short (the next pair, or a forked child, finishes it).
 
 import os
 import queue
+import signal
 import threading
 
 import numba
@@ -108,10 +109,15 @@ def pays(work):
 class _Worker:
     """One thread that runs what it is given, one call at a time, for the life of the process
     (a daemon: it does not keep the program alive). Handing it a call and getting the result
-    back took ~20 us on the KVM machine; starting and joining a new thread each time, 120-145."""
+    back took ~20 us on the KVM machine; starting and joining a new thread each time, 120-145.
+    The result waits in a slot, flagged by an event, until ``outcome`` takes it: an interrupt
+    anywhere in the waiting cannot lose it (a queue's ``get`` could return it and then be
+    interrupted before its caller had it, leaving the next wait to wait forever)."""
 
     def __init__(self):
-        self._todo, self._done = queue.SimpleQueue(), queue.SimpleQueue()
+        self._todo = queue.SimpleQueue()
+        self._ended = threading.Event()
+        self._result = None
         self.busy = False                                # a call handed over, outcome not taken
         threading.Thread(target=self._loop, name="rnncore-pair", daemon=True).start()
 
@@ -120,41 +126,80 @@ class _Worker:
         while True:
             f = self._todo.get()
             try:
-                self._done.put((True, f()))
+                result = (True, f())
             except BaseException as e:                  # handed back, raised in the caller
-                self._done.put((False, e))
+                result = (False, e)
+            self._result = result
+            self._ended.set()
 
     def start(self, f):
+        self._ended.clear()
         self.busy = True
         self._todo.put(f)
 
     def outcome(self):
         """(True, value) or (False, exception) of the call handed over, once it has ended.
 
-        Waits for it even through a KeyboardInterrupt (raised once the call has ended): the
-        call is native code that cannot be stopped, and a worker left running it would be
-        inside OpenBLAS when the interpreter exits and the library is torn down (a crash or a
-        hang at exit, seen after Ctrl-C), or keep its thread and arrays for good."""
+        Waits for it even through an exception raised by a signal handler (Ctrl-C's
+        KeyboardInterrupt; raised once the call has ended): the call is native code that cannot
+        be stopped, and a worker left running it would be inside OpenBLAS when the interpreter
+        exits and the library is torn down (a crash or a hang at exit, seen after Ctrl-C), or
+        keep its thread and arrays for good. (``run_pair`` also defers signal handlers.)"""
         interrupted = None
-        while True:
+        while not self._ended.is_set():
             try:
-                ok, value = self._done.get()
-                break
+                self._ended.wait()
             except BaseException as e:                  # noqa: BLE001 - raised below
                 interrupted = interrupted or e
+        result, self._result = self._result, None
         self.busy = False
         if interrupted is not None:
             raise interrupted
-        return ok, value
+        return result
 
 
 _worker = None
+
+# Signals whose Python handlers run_pair defers (on the main thread, where Python runs them):
+# a handler that raises (Ctrl-C's KeyboardInterrupt, a timeout's exception) could otherwise do
+# so between any two steps of the pair, wherever the signal was delivered (a process-directed
+# signal lands on any thread, the worker's or OpenBLAS's included).
+_DEFERRED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGALRM", "SIGHUP",
+                                               "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
 
 
 def run_pair(first, second):
     """``(first(), second())``, computed at the same time on two threads with BLAS on one thread
     each (see the module doc). Both have ended when it returns or raises; an exception in
-    ``first`` is raised, else one in ``second``."""
+    ``first`` is raised, else one in ``second``.
+
+    On the main thread, the Python handlers of ``_DEFERRED`` signals that arrive meanwhile run
+    when the pair has ended (once per signal), so that a KeyboardInterrupt is raised from a
+    consistent state. The pair's calls are native code that Python could not interrupt anyway:
+    a handler runs only when they return."""
+    if threading.current_thread() is not threading.main_thread():
+        return _run_pair(first, second)
+    saved, arrived = {}, []
+
+    def later(signum, frame):
+        if signum not in arrived:
+            arrived.append(signum)
+
+    try:
+        for s in _DEFERRED:
+            handler = signal.getsignal(s)
+            if callable(handler):
+                saved[s] = handler
+                signal.signal(s, later)
+        return _run_pair(first, second)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        for s in arrived:                                # now that the pair has ended
+            saved[s](s, None)
+
+
+def _run_pair(first, second):
     global _worker, _restore_to
     with _lock:
         if _worker is None:
@@ -167,18 +212,18 @@ def run_pair(first, second):
             for _, set_ in _controls:
                 set_(1)
             _inside.pair = True
-            worker.start(second)
             try:
+                worker.start(second)
                 a = first()
             finally:
-                ok, b = worker.outcome()                # whatever first() did
+                ok, b = worker.outcome() if worker.busy else (True, None)   # whatever first() did
             if not ok:
                 raise b
             return a, b
         finally:
             _inside.pair = False
-            if worker.busy:          # (cannot happen: outcome waits) the result still to come
-                _worker = None       # must not be taken for the next pair's
+            if worker.busy:                              # (an exception inside outcome's wait)
+                worker.outcome()
             if _restore_to is not None:
                 for (_, set_), n in zip(_controls, _restore_to):
                     set_(n)

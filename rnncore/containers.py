@@ -43,7 +43,7 @@ def _time_major_output(module, input_shape):
     (B, H) == (T, B)) can fool the answer; None where the module cannot say."""
     try:
         out = module.output_shape((None,) + tuple(input_shape[1:]))
-    except (NotImplementedError, ValueError):
+    except (NotImplementedError, ValueError, TypeError):     # (one's own: it may not take None)
         return None
     return len(out) >= 2 and out[0] is None
 
@@ -397,8 +397,7 @@ class Sequencer(Module):
         except (ValueError, TypeError) as e:
             _name_the_child(self, 0, e, ())          # (an inner chain's path: with this [0])
             raise
-        if (y.ndim < 2 or y.shape[:2] != (T, B)                 # (the output has fewer axes:
-                or y.ndim < x.ndim and _time_major_output(m, x.shape) is False):   # time lost?)
+        if y.ndim < 2 or y.shape[:2] != (T, B) or not self._keeps_time_axis(x.shape):
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
                              f"(return_sequences=False, LastStep) belongs outside the Sequencer")
@@ -407,6 +406,16 @@ class Sequencer(Module):
             y = _zero_padding(y, valid)
         self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list)
         return _like(y, was_list)
+
+    def _keeps_time_axis(self, shape):
+        """Whether the module's output keeps (T, B) for inputs of ``shape``, by its
+        ``output_shape`` with T unknown (sizes can coincide: (B, H) == (T, B)); asked once per
+        input shape (past T) and structure of the model, then remembered."""
+        key = (tuple(shape[1:]), _adoptions[0], id(self.module))
+        if self.__dict__.get("_time_axis_key") != key:
+            self._time_axis_key = key
+            self._time_axis_kept = _time_major_output(self.module, shape) is not False
+        return self._time_axis_kept
 
     def _backward(self, x, gy):
         if self._cache is None:

@@ -95,6 +95,12 @@ def _describe(module, path, seen=None):
             "children": [_describe(c, f"{path}{i}.", seen) for i, c in enumerate(module._children)]}
 
 
+def _write_folder(path):
+    """The folder ``save`` writes its temporary file in: the symbolic link's target's."""
+    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
+    return os.path.dirname(target)
+
+
 def _path_problem(path):
     """Why ``path`` (a str) cannot receive a file, as (OSError or ValueError subclass, text), or
     None where it can. Checked before the temporary file is created, so that the error names
@@ -159,16 +165,17 @@ def save(model, path):
 
     # A symbolic link at path: the file it points to is what gets replaced (the link stays).
     target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
-    folder = os.path.dirname(target)
+    folder = _write_folder(path)
     try:
         mode = os.stat(target).st_mode & 0o7777   # an existing file keeps its permissions
     except OSError:
         mode = None
     # (a short name of its own: ``.<name>.tmp`` made a valid 240-byte name too long to create)
     tmp = os.path.join(folder, f".rnncore-{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies (open())
-    except OSError as e:
+    try:                                         # (a kept mode from the start: a 0o600 file's
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL,   # weights are not readable by
+                     0o666 if mode is None else mode)             # others while written; umask
+    except OSError as e:                                          # applies, as for open())
         raise type(e)(e.errno, f"path: cannot write a file in {folder} for {path!r} "
                                f"({e.strerror})") from None
     try:

@@ -269,14 +269,15 @@ class _Activation(Module):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
         shape, cache, x_in, was_list, valid = self._cache
-        # ``_df`` reads the forward's cache, never x: the forward's own input array needs no
-        # second check; anything else must be an input of that shape holding the same values
-        # (another forward in between, by a model sharing this module, would otherwise go
-        # unnoticed: the gradient would silently be that forward's)
-        if not (type(x) is np.ndarray and x is x_in):
+        # ``_df`` reads the forward's cache, never x: the forward's own input (array or list,
+        # refilled since or not) needs no second check; anything else must be an input of that
+        # shape for which the forward keeps the same (another forward in between, by a model
+        # sharing this module, would otherwise go unnoticed: the gradient would silently be
+        # that forward's). Computed again for it, so nothing is copied in the usual case.
+        if x is not x_in:
             x, was_list = _float_input(x, self.dtype)
             _checks.same_shape(x, shape, "x")
-            if self._keeps_forward and not np.array_equal(x, _float_input(x_in, self.dtype)[0]):
+            if not self._same_backward(x, cache):
                 raise ValueError("x: expected the input of the last forward (backward "
                                  "differentiates that forward), got other values of its shape; "
                                  "call forward(x) first")
@@ -286,11 +287,20 @@ class _Activation(Module):
             gy = _zero_padding(gy, valid)                        # padding outputs are constant 0
         return _like(self._df(gy, cache), was_list)
 
+    def _same_backward(self, x, cache):
+        """Whether the forward of ``x`` would keep ``cache``: then backward is the same."""
+        _, again = self._f(x)
+        return all(np.array_equal(a, b) for a, b in zip(_as_tuple(again), _as_tuple(cache)))
+
     def output_shape(self, input_shape):
         return _check_input_shape(input_shape)
 
     def _on_astype(self, dtype):
         self._cache = None                                       # backward needs a fresh forward
+
+
+def _as_tuple(cache):
+    return cache if isinstance(cache, tuple) else (cache,)
 
 
 class ReLU(_Activation):
@@ -381,6 +391,12 @@ class Dropout(_Activation):
 
     def _df(self, gy, mask):
         return gy.copy() if mask is None else gy * mask          # dy/dx = mask
+
+    def _same_backward(self, x, cache):
+        """Its backward reads the mask only: any x with the identity (evaluate(), p = 0); in
+        training, the forward's own values (a mask drawn for another model's forward would
+        otherwise pass)."""
+        return cache is None or np.array_equal(x, _float_input(self._cache[2], self.dtype)[0])
 
     def config(self):
         return dict(p=self.p)

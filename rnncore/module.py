@@ -63,6 +63,12 @@ class Parameter:
         self._data = value
         self.version += 1
 
+    def __setstate__(self, state):
+        """Unpickling (and ``copy.deepcopy``): the slots as saved; ``grad`` is the slot
+        ``_grad`` (a Parameter pickled before ``grad`` was a checked property had ``grad``)."""
+        for key, value in (state[1] if isinstance(state, tuple) else state).items():
+            object.__setattr__(self, "_grad" if key == "grad" else key, value)
+
     @property
     def grad(self):
         """dL/d ``data``, same shape and dtype; backward *adds* to it (``zero_grad_parameters`` or

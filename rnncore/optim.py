@@ -110,7 +110,14 @@ class _Hyper:
         self.name, self.slot = name, "_" + name
 
     def __get__(self, obj, objtype=None):
-        return self if obj is None else obj.__dict__[self.slot]
+        if obj is None:
+            return self
+        d = obj.__dict__
+        if self.slot in d:
+            return d[self.slot]
+        if self.name in d:                               # (an optimizer pickled before this)
+            return d[self.name]
+        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r}")
 
     def __set__(self, obj, value):
         value = self.check(value, self.name)
@@ -331,10 +338,12 @@ def clip_grad_norm(params, max_norm):
     A parameter listed twice is one gradient: counted and scaled once. ``max_norm=inf`` only
     measures the norm; no parameters (an empty list, or none trainable) give 0.0, as in PyTorch.
     """
-    if isinstance(params, (list, tuple)) and not params:
-        params = []
-    else:
-        params = _param_list(params, once=False)
+    if not isinstance(params, (Module, Parameter)):
+        try:
+            params = list(params)                        # (a generator: taken once, here)
+        except TypeError:
+            pass                                         # (refused below, naming params)
+    params = [] if isinstance(params, list) and not params else _param_list(params, once=False)
     params = list({id(p): p for p in params if p.requires_grad}.values())
     if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, numbers.Real):
         raise TypeError(f"max_norm: expected a number > 0 (or inf), got {max_norm!r}")

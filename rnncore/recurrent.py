@@ -372,10 +372,11 @@ class _Recurrent(Module):
         c = self._cache
         T, B, _ = c["shape"]
         # The forward kept what backward needs, so x's values are not read: the forward's own
-        # input array (refilled since, or not) needs no second check; anything else must hold
-        # the forward's values, or the gradients would silently be those of the forward's input
-        # (a layer shared by two models: A.forward(xa), B.forward(xb), A.backward(xa, ...))
-        if type(x) is np.ndarray and x is c["x_in"]:
+        # input (an array or a list, refilled since or not) needs no second check; anything
+        # else must hold the forward's values, or the gradients would silently be those of the
+        # forward's input (a layer shared by two models: A.forward(xa), B.forward(xb),
+        # A.backward(xa, ...))
+        if x is c["x_in"]:                                    # (an array, or a list of steps)
             was_list = c["was_list"]
         else:
             x, was_list = self._check_input(x)

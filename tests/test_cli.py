@@ -407,3 +407,20 @@ def test_output_into_a_closed_pipe_exits_141_without_a_traceback(unbuffered):
         os.close(w)
     assert out.returncode == 141, out.stderr
     assert "Traceback" not in out.stderr and "Exception ignored" not in out.stderr
+
+
+def test_save_through_a_link_is_checked_in_the_links_target_folder(tmp_path, monkeypatch, capsys,
+                                                                  no_training):
+    if os.name != "posix":
+        return
+    (tmp_path / "real").mkdir()
+    (tmp_path / "links").mkdir()
+    os.symlink(tmp_path / "real" / "m.npz", tmp_path / "links" / "m.npz")
+    seen = []
+
+    def refuse(dir=None, **kw):
+        seen.append(dir)
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(cli.tempfile, "mkstemp", refuse)
+    assert cli.main(["demo", "regression", "--save", str(tmp_path / "links" / "m.npz")]) == 2
+    assert seen == [str(tmp_path / "real")] and no_training == []

@@ -869,3 +869,44 @@ def test_a_shared_activation_refuses_another_models_input():
     A.forward(xa)
     gx = A.backward(xa, np.ones_like(ya))
     assert gx.shape == xa.shape
+
+
+def test_sequencer_time_axis_check_over_ids_and_for_a_module_of_ones_own():
+    """Ids (T, B) = (4, 4) through Embedding and a sequence-to-one LSTM give (B, H) = (4, 4):
+    refused; a module whose output_shape cannot take T = None is taken at its word (shapes)."""
+    ids = np.random.default_rng(2).integers(0, 5, (4, 4))
+    with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+        Sequencer(Sequential(Embedding(5, 4), LSTM(4, 4, return_sequences=False))).forward(ids)
+    assert Sequencer(Sequential(Embedding(5, 4), LSTM(4, 4))).forward(ids).shape == (4, 4, 4)
+
+    class Doubler(Tanh):
+        def _f(self, x):
+            return 2 * x, None
+
+        def _df(self, gy, cache):
+            return 2 * gy
+
+        def output_shape(self, input_shape):
+            return tuple(2 * n for n in input_shape[:1]) + tuple(input_shape[1:])   # None * 2
+
+    x = np.ones((3, 2, 2), np.float32)
+    np.testing.assert_array_equal(Sequencer(Doubler()).forward(x), 2 * x)
+
+
+def test_activation_backward_takes_any_x_whose_forward_keeps_the_same():
+    """Checked by computing the forward again for a different x: the forward's own array (or
+    list) refilled since is taken; a copy of the old values is taken; new values are refused."""
+    t = Tanh(np.float64)
+    x = np.random.default_rng(3).standard_normal((3, 2))
+    old = x.copy()
+    t.forward(x)
+    x[...] = 5.0                                            # refilled after the forward
+    gy = np.ones((3, 2))
+    want = 1 - np.tanh(old) ** 2
+    np.testing.assert_allclose(t.backward(x, gy), want)     # its own array: as forwarded
+    np.testing.assert_allclose(t.backward(old.copy(), gy), want)
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        t.backward(x.copy(), gy)
+    r = ReLU(np.float64)
+    r.forward(old)
+    np.testing.assert_array_equal(r.backward(old * 2, gy), (old > 0) * 1.0)   # same signs

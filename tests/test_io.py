@@ -514,3 +514,18 @@ def test_pytorch_bias_errors_inside_a_container_name_the_callers_key():
         m.load_state_dict(state)
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_a_replaced_private_file_is_never_readable_by_others_while_written(tmp_path, monkeypatch):
+    if os.name != "posix":
+        return
+    path = save(LSTM(3, 2), tmp_path / "m.npz")
+    os.chmod(path, 0o600)
+    real, modes = np.savez, []
+
+    def savez(f, **arrays):
+        modes.append(os.fstat(f.fileno()).st_mode & 0o777)
+        real(f, **arrays)
+    monkeypatch.setattr(np, "savez", savez)
+    save(GRU(3, 2), path)
+    assert modes == [0o600] and os.stat(path).st_mode & 0o777 == 0o600

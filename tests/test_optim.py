@@ -319,3 +319,19 @@ def test_clip_grad_norm_measures_with_inf_and_takes_no_parameters():
                      (None, TypeError), (True, TypeError)):
         with pytest.raises(exc, match="max_norm: expected a number > 0"):
             optim.clip_grad_norm(lin.parameters(), bad)
+
+
+def test_clip_grad_norm_takes_an_empty_generator_and_old_pickles_load():
+    assert optim.clip_grad_norm(iter([]), 1.0) == 0.0
+    lin = rnncore.Linear(2, 2)
+    lin.weight.grad[...] = 1.0
+    assert optim.clip_grad_norm((p for p in lin.parameters()), 10.0) == pytest.approx(2.0)
+    sgd = optim.SGD.__new__(optim.SGD)
+    assert not hasattr(sgd, "momentum")                       # AttributeError, not KeyError
+    sgd.__dict__["momentum"] = 0.5                            # as a pickle from before kept it
+    assert sgd.momentum == 0.5
+    p = Parameter.__new__(Parameter)                          # slot state with "grad" (before)
+    g = np.ones((2, 2), np.float32)
+    p.__setstate__((None, {"_data": np.zeros((2, 2), np.float32), "grad": g, "name": "w",
+                           "requires_grad": True, "version": 0}))
+    assert p.grad is g

@@ -231,9 +231,11 @@ def test_which_layers_run_in_halves():
 
 def test_a_pair_interrupted_while_waiting_leaves_no_stale_result(monkeypatch):
     """Ctrl-C while the caller waits for the worker: the worker's late result must not be taken
-    as the next pair's (the next pair gets a fresh worker)."""
+    as the next pair's (the wait is finished before the interrupt goes on, and the same worker,
+    idle again, serves the next pair)."""
     import time
     kp.run_pair(lambda: 0, lambda: 0)
+    worker = kp._worker
     real = kp._Worker.outcome
     calls = []
 
@@ -247,7 +249,7 @@ def test_a_pair_interrupted_while_waiting_leaves_no_stale_result(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         kp.run_pair(lambda: "a", lambda: (time.sleep(0.2), "late")[1])
     monkeypatch.setattr(kp._Worker, "outcome", real)
-    assert kp._worker is None
+    assert kp._worker is worker and not worker.busy
     assert kp.run_pair(lambda: "first", lambda: "second") == ("first", "second")
 
 
@@ -363,3 +365,72 @@ def test_blas_counts_come_back_after_an_interrupted_restore(monkeypatch):
     monkeypatch.setattr(kp, "_lock", kp._lock)
     kp._after_fork_in_child()                                # what a forked child does
     assert counts == [2, 4]
+
+
+def test_a_storm_of_signals_never_hangs_a_pair_nor_leaves_its_worker_busy():
+    """A signal handler that raises, armed around each run_pair while signals arrive every
+    ~0.3 ms: each exception comes out of run_pair after its pair has ended (the handlers are
+    deferred), never between its steps (a result taken from the queue and then lost had left
+    the next wait waiting forever)."""
+    import signal
+    import threading
+    import time
+    kp.run_pair(lambda: 0, lambda: 0)
+    worker = kp._worker
+    stop, armed, raised, done = threading.Event(), [False], [0], [0]
+
+    def handler(signum, frame):
+        if armed[0]:                                      # one exception per arming
+            armed[0] = False
+            raise _Stop()
+
+    def storm():
+        while not stop.is_set():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(0.0003)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    sender = threading.Thread(target=storm, daemon=True)
+    sender.start()
+    deadline = time.monotonic() + 60
+    try:
+        while done[0] + raised[0] < 300 and time.monotonic() < deadline:
+            try:
+                armed[0] = True
+                out = kp.run_pair(lambda: "a", lambda: (time.sleep(0.001), "b")[1])
+                armed[0] = False
+                assert out == ("a", "b")
+                done[0] += 1
+            except _Stop:
+                raised[0] += 1
+            assert not worker.busy and kp._worker is worker
+    finally:
+        armed[0] = False
+        stop.set()
+        sender.join(10)
+        signal.signal(signal.SIGUSR1, old)
+    assert done[0] + raised[0] >= 300 and raised[0] > 0
+
+
+def test_signal_handlers_run_once_the_pair_has_ended():
+    """A signal arriving while a pair runs (here sent by the worker's call itself): its Python
+    handler runs after the pair, with the pair's lock released, not in the middle of it."""
+    import signal
+    import time
+    seen = []
+
+    def handler(signum, frame):
+        seen.append((kp._lock.locked(), getattr(kp._inside, "pair", False)))
+
+    def second():
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.05)
+        return "b"
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    try:
+        assert kp.run_pair(lambda: (time.sleep(0.1), "a")[1], second) == ("a", "b")
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert seen == [(False, False)]
+    assert signal.getsignal(signal.SIGUSR1) is old

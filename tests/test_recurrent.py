@@ -768,3 +768,15 @@ def test_frozen_parameters_take_no_gradient(cell):
     x = np.ones((3, 2, 2), np.float32)
     m.backward(x, np.ones_like(m(x)))
     assert not frozen.grad.any() and all(p.grad.any() for p in m.parameters()[1:])
+
+
+def test_backward_takes_the_forwards_own_list_refilled_in_place():
+    m = LSTM(2, 3)
+    steps = [np.ones((2, 2), np.float32) for _ in range(3)]
+    y = m(steps)
+    want = m.backward([s.copy() for s in steps], [np.ones_like(s) for s in y])
+    for s in steps:
+        s[...] = 7.0                                        # refilled, as an array may be
+    got = m.backward(steps, [np.ones_like(s) for s in y])
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
