@@ -467,21 +467,18 @@ def test_a_save_that_cannot_write_names_the_users_path(tmp_path, monkeypatch):
     path = save(LSTM(3, 2), tmp_path / "m.npz")
     before = open(path, "rb").read()
 
-    def refuse(*a, **k):
-        raise PermissionError(13, "Permission denied")
-    with monkeypatch.context() as mp:
-        mp.setattr(os, "open", refuse)
-        with pytest.raises(PermissionError, match=r"path: cannot write a file in .* for "
-                                                  r"'.*m\.npz' \(Permission denied\)"):
-            save(GRU(3, 2), path)
-
-    def full(f, **arrays):
-        raise OSError(28, "No space left on device")
-    with monkeypatch.context() as mp:
-        mp.setattr(np, "savez", full)
-        with pytest.raises(OSError, match=r"path: writing '.*m\.npz' failed \(No space left on "
-                                          r"device\); a file that was there is unchanged"):
-            save(GRU(3, 2), path)
+    for owner, name, error, message in [
+            (os, "open", PermissionError(13, "Permission denied"),
+             r"path: cannot write a file in .* for '.*m\.npz' \(Permission denied\)"),
+            (np, "savez", OSError(28, "No space left on device"),
+             r"path: writing '.*m\.npz' failed \(No space left on device\); a file that was "
+             r"there is unchanged")]:
+        def fail(*a, _error=error, **k):
+            raise _error
+        with monkeypatch.context() as mp:
+            mp.setattr(owner, name, fail)
+            with pytest.raises(type(error), match=message):
+                save(GRU(3, 2), path)
     assert os.listdir(tmp_path) == ["m.npz"] and open(path, "rb").read() == before
 
 
