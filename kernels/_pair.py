@@ -176,7 +176,8 @@ def run_pair(first, second):
     On the main thread, the Python handlers of ``_DEFERRED`` signals that arrive meanwhile run
     when the pair has ended (once per signal), so that a KeyboardInterrupt is raised from a
     consistent state. The pair's calls are native code that Python could not interrupt anyway:
-    a handler runs only when they return."""
+    a handler runs only when they return. (Swapping a handler in and back costs ~8 us on the
+    2-core Xeon, against a pair's handover of 50-110 us there; SIGINT's is always swapped.)"""
     if threading.current_thread() is not threading.main_thread():
         return _run_pair(first, second)
     saved, arrived = {}, []
