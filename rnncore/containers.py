@@ -37,15 +37,20 @@ def _children_dtype(modules, dtype):
     return modules[0].dtype if modules else np.dtype(np.float32)
 
 
+_PROBE_T = (1_000_003, 1_000_033)     # sequence lengths that no other dimension has
+
+
 def _time_major_output(module, input_shape):
-    """Whether ``module`` maps a time-major input (T, B, ...) to a time-major output, asked of
-    its ``output_shape`` with T unknown (None), so that no coincidence of sizes (T == B, or
-    (B, H) == (T, B)) can fool the answer; None where the module cannot say."""
+    """Whether ``module`` maps a time-major input (T, B, ...) to a time-major output: its
+    ``output_shape`` asked for two lengths T that no other size has, whose output must begin
+    with that T, so that no coincidence of sizes (T == B, (B, H) == (T, B), or an unknown
+    batch None beside an unknown T) can fool the answer; None where the module cannot say."""
+    rest = tuple(input_shape[1:])
     try:
-        out = module.output_shape((None,) + tuple(input_shape[1:]))
-    except (NotImplementedError, ValueError, TypeError):     # (one's own: it may not take None)
+        outs = [module.output_shape((t,) + rest) for t in _PROBE_T]
+    except (NotImplementedError, ValueError, TypeError):     # (one's own may not take these)
         return None
-    return len(out) >= 2 and out[0] is None
+    return all(len(out) >= 2 and out[0] == t for out, t in zip(outs, _PROBE_T))
 
 
 def _stack_steps(x, name="x", finite=True):

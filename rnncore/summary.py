@@ -98,7 +98,9 @@ def summary(module, input_shape, print_fn=print):
         raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
     if print_fn is not None and not callable(print_fn):
         raise TypeError(f"print_fn: expected a function or None, got {type(print_fn).__name__}")
-    rows = _rows(module, _check_input_shape(input_shape))
+    shape = _check_input_shape(input_shape)
+    rows = _rows(module, shape)
+    module.output_shape(shape)          # and the containers' own checks (a Sequencer's), as forward
     table = [("Layer (type)", "Output shape", "Params")]
     shared = _shared_paths(module)
     table += [(f"{name} ({kind})", _fmt_shape(out),

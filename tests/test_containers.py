@@ -873,7 +873,7 @@ def test_a_shared_activation_refuses_another_models_input():
 
 def test_sequencer_time_axis_check_over_ids_and_for_a_module_of_ones_own():
     """Ids (T, B) = (4, 4) through Embedding and a sequence-to-one LSTM give (B, H) = (4, 4):
-    refused; a module whose output_shape cannot take T = None is taken at its word (shapes)."""
+    refused; a module of one's own whose output_shape cannot take an unknown T (None) works."""
     ids = np.random.default_rng(2).integers(0, 5, (4, 4))
     with pytest.raises(ValueError, match="belongs outside the Sequencer"):
         Sequencer(Sequential(Embedding(5, 4), LSTM(4, 4, return_sequences=False))).forward(ids)
@@ -887,7 +887,7 @@ def test_sequencer_time_axis_check_over_ids_and_for_a_module_of_ones_own():
             return 2 * gy
 
         def output_shape(self, input_shape):
-            return tuple(2 * n for n in input_shape[:1]) + tuple(input_shape[1:])   # None * 2
+            return (input_shape[0] + 0,) + tuple(input_shape[1:])   # (no None: a TypeError)
 
     x = np.ones((3, 2, 2), np.float32)
     np.testing.assert_array_equal(Sequencer(Doubler()).forward(x), 2 * x)
@@ -910,3 +910,9 @@ def test_activation_backward_takes_any_x_whose_forward_keeps_the_same():
     r = ReLU(np.float64)
     r.forward(old)
     np.testing.assert_array_equal(r.backward(old * 2, gy), (old > 0) * 1.0)   # same signs
+
+
+def test_summary_refuses_the_sequencer_that_forward_refuses():
+    with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+        Sequencer(LSTM(2, 4, return_sequences=False)).summary((5, None, 2), print_fn=None)
+    assert Sequencer(LSTM(2, 4)).summary((5, None, 2), print_fn=None) == 4 * 4 * (2 + 4) + 16
