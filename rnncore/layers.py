@@ -213,11 +213,12 @@ class Embedding(Module):
         return x
 
     def _forward(self, x, lengths):
+        was_list = _is_table(x)                                  # a list of (B,) steps: a list
         x = self._check_x(x)
         valid = _valid_steps(x, lengths, 2)                      # ids (T, B) with lengths
         y = self.weight.data[x]                                  # (N..., E)
         self._valid = valid
-        return y if valid is None else _zero_padding(y, valid)
+        return _like(y if valid is None else _zero_padding(y, valid), was_list)
 
     def _backward(self, x, gy):
         x = self._check_x(x)

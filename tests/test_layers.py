@@ -531,3 +531,16 @@ def test_linear_refusals_name_the_callers_shapes():
                                          r"\(3, 1, 4\), got \(3, 2, 2\)"):
         m.backward(x[:, :1], gy)
     assert same(before, snapshot(m))
+
+
+def test_embedding_answers_a_list_of_steps_with_a_list():
+    """As every module: a list of T (B,) id arrays in, a list of T (B, E) arrays out (a flat
+    list of ids is one array of ids, and answered with one array)."""
+    ids = np.random.default_rng(4).integers(0, 5, (4, 3))
+    e = Embedding(5, 2)
+    out = e.forward(list(ids))
+    assert isinstance(out, list) and len(out) == 4
+    np.testing.assert_array_equal(np.stack(out), e.forward(ids))
+    assert isinstance(e.forward([1, 2, 3]), np.ndarray)
+    chain = rnncore.Sequential(Embedding(5, 2), rnncore.LSTM(2, 3))
+    assert isinstance(chain.forward(list(ids)), list)
