@@ -170,6 +170,11 @@ def _check_not_repeated(container):
         seen[id(m)] = path
 
 
+# the start of the refusal of a backward whose x is not its last forward's input (recurrent
+# layers, activations)
+_NOT_THE_LAST_FORWARDS = "x: expected the input of the last forward"
+
+
 def _with_path(e, path, rest):
     """A new exception of ``e``'s type saying ``path`` (rnncore's words, naming children by
     their index path) then ``rest``; it remembers where the path ends, so that each chain
@@ -344,6 +349,11 @@ class Sequential(Module):
                     outer = _from_child(e, i)                    # (an inner chain's: its path)
                     if outer is not None:
                         raise outer from e
+                    if i > 0 and str(e).startswith(_NOT_THE_LAST_FORWARDS):
+                        # a module shared with another model, which ran it since this forward
+                        raise _with_path(e, f"modules[{i}] ({type(m).__name__})",
+                                         f": its input here is not its last forward's (did "
+                                         f"another model run it since?): {e}") from e
                     if i == last or not str(e).startswith("gy"):
                         raise                                    # (the caller's own x or gy: as is)
                     raise _with_path(e, f"the gradient reaching modules[{i}] ({type(m).__name__})",

@@ -745,6 +745,13 @@ def test_backward_refuses_an_input_other_than_the_last_forwards(cell):
         np.testing.assert_array_equal(p.grad, g)                   # nothing added
     A.forward(xa)
     A.backward(xa, np.ones_like(ya))                                # after its own forward: fine
+    C = Sequential(Linear(3, 3, dtype=np.float64), enc)             # shared, not first: named
+    yc = C.forward(xa)
+    B.forward(xb)
+    with pytest.raises(ValueError, match=r"^modules\[1\] \(\w+\): its input here is not its last "
+                                         r"forward's \(did another model run it since\?\): x: "
+                                         r"expected the input of the last forward"):
+        C.backward(xa, np.ones_like(yc))
     m = CELLS[cell](3, 4)
     m(xa)
     m(xb)
