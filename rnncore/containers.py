@@ -424,8 +424,8 @@ class Sequencer(Module):
 
     def _keeps_time_axis(self, shape):
         """Whether the module's output keeps (T, B) for inputs of ``shape``, by its
-        ``output_shape`` with T unknown (sizes can coincide: (B, H) == (T, B)); asked once per
-        input shape (past T) and structure of the model, then remembered."""
+        ``output_shape`` (``_time_major_output``: sizes can coincide, (B, H) == (T, B)); asked
+        once per input shape (past T) and structure of the model, then remembered."""
         key = (tuple(shape[1:]), _adoptions[0], id(self.module))
         if self.__dict__.get("_time_axis_key") != key:
             self._time_axis_key = key

@@ -28,8 +28,9 @@ so do large GRU layers on AVX-512 CPUs (``GRU._halves_from``).
 
 Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
-layer shared by two models, run by the other in between, say), the forward's own input array
-is taken as it is. The weights are read where the products need them: change them in place
+layer shared by two models, run by the other in between, say), the forward's own input (array
+or list) is taken as it is. (On "cuda" and where a batch runs in two halves, the forward keeps a
+copy of its input for that comparison; elsewhere the copy the kernels keep anyway.) The weights are read where the products need them: change them in place
 between forward and backward (an optimizer step) and backward uses the new ones (Torch7's
 order is forward, backward, then the update).
 
