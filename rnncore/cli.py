@@ -128,12 +128,12 @@ def _check_demo_args(parser, args):
     if args.ablation and args.name != "functions":
         parser.error(f"--ablation: only the functions demo has one, not {args.name}")
     if args.save is not None:
-        from .io import _path_problem, _write_folder
+        from .io import _path_problem, _write_target
 
         problem = _path_problem(args.save)
         if problem is not None:
             parser.error(f"--save: {problem[1]}")
-        why = _cannot_write_in(_write_folder(args.save))      # (a link's target's folder)
+        why = _cannot_write_in(os.path.dirname(_write_target(args.save)))   # (a link's target's)
         if why:
             parser.error(f"--save: {why}")
     if args.plot is not None:

@@ -95,10 +95,10 @@ def _describe(module, path, seen=None):
             "children": [_describe(c, f"{path}{i}.", seen) for i, c in enumerate(module._children)]}
 
 
-def _write_folder(path):
-    """The folder ``save`` writes its temporary file in: the symbolic link's target's."""
-    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
-    return os.path.dirname(target)
+def _write_target(path):
+    """The file ``save`` replaces: ``path``, or the file a symbolic link there points to (the
+    link stays); its temporary file goes in that file's folder."""
+    return os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
 
 
 def _path_problem(path):
@@ -163,9 +163,8 @@ def save(model, path):
                              f"(nothing was written to {path!r})")
     arrays[META_KEY] = np.array(json.dumps(meta, default=_json_value))
 
-    # A symbolic link at path: the file it points to is what gets replaced (the link stays).
-    target = os.path.realpath(path) if os.path.islink(path) else os.path.abspath(path)
-    folder = _write_folder(path)
+    target = _write_target(path)
+    folder = os.path.dirname(target)
     try:
         mode = os.stat(target).st_mode & 0o7777   # an existing file keeps its permissions
     except OSError:
