@@ -53,13 +53,8 @@ class Parameter:
         if value is old:                 # ``p.data -= u`` sets the same array back: changed
             self.version += 1
             return
-        if not isinstance(value, np.ndarray):
-            raise TypeError(f"{self.name}.data: expected a NumPy array, got {type(value).__name__}")
-        if value.shape != old.shape or value.dtype != old.dtype:
-            raise ValueError(f"{self.name}.data: expected a {old.dtype} array of shape "
-                             f"{old.shape}, got {value.dtype} {value.shape} (astype converts "
-                             f"a model's dtype)")
-        _check_writable(value, f"{self.name}.data", "optimizers update it in place")
+        _check_replacement(value, old, f"{self.name}.data", "optimizers update it in place",
+                           shape_hint=" (astype converts a model's dtype)")
         self._data = value
         self.version += 1
 
@@ -80,18 +75,23 @@ class Parameter:
         """Checked like ``data``, and it must be writable: backward adds into this array."""
         if value is self._grad:          # ``p.grad += g`` sets the same array back: nothing new
             return
-        old = self._data
-        if not isinstance(value, np.ndarray):
-            raise TypeError(f"{self.name}.grad: expected a NumPy array, got {type(value).__name__} "
-                            f"(to clear it: zero_grad_parameters(), or p.grad[...] = 0)")
-        if value.shape != old.shape or value.dtype != old.dtype:
-            raise ValueError(f"{self.name}.grad: expected a {old.dtype} array of shape "
-                             f"{old.shape}, got {value.dtype} {value.shape}")
-        _check_writable(value, f"{self.name}.grad", "backward adds into it")
+        _check_replacement(value, self._data, f"{self.name}.grad", "backward adds into it",
+                           type_hint=" (to clear it: zero_grad_parameters(), or p.grad[...] = 0)")
         self._grad = value
 
     def __repr__(self):
         return f"Parameter({self.name}, shape={self._data.shape}, dtype={self._data.dtype})"
+
+
+def _check_replacement(a, like, name, why, type_hint="", shape_hint=""):
+    """Refuse ``a`` as the new array of a Parameter whose array is ``like`` unless it is a
+    NumPy array of ``like``'s shape and dtype that takes in-place updates (``why``)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(a).__name__}{type_hint}")
+    if a.shape != like.shape or a.dtype != like.dtype:
+        raise ValueError(f"{name}: expected a {like.dtype} array of shape {like.shape}, got "
+                         f"{a.dtype} {a.shape}{shape_hint}")
+    _check_writable(a, name, why)
 
 
 def _check_writable(a, name, why):
