@@ -101,9 +101,22 @@ def _check_writable(a, name, why):
     if not a.flags.writeable:
         raise ValueError(f"{name}: expected a writable array ({why}), got a read-only one; "
                          f"np.array(a) makes a writable copy")
-    if any(st == 0 and n > 1 for st, n in zip(a.strides, a.shape)):
+    if _entries_may_overlap(a):
         raise ValueError(f"{name}: expected an array whose entries are separate memory ({why}), "
                          f"got strides {a.strides}; np.array(a) makes a copy")
+
+
+def _entries_may_overlap(a):
+    """True unless ``a``'s strides prove every entry its own memory: taken from the smallest
+    stride up, each axis must step past all of the smaller axes' span (a zero stride, or a
+    view made with ``as_strided`` whose rows overlap, fails; every slice, transpose and
+    memory order of an ordinary array passes)."""
+    span = a.itemsize                      # bytes covered by the axes taken so far
+    for stride, n in sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1):
+        if stride < span:
+            return True
+        span += stride * (n - 1)
+    return False
 
 
 def snapshot(root):

@@ -328,7 +328,14 @@ def test_parameter_data_takes_only_an_array_of_its_shape_and_dtype():
     with pytest.raises(ValueError, match=r"weight.data: expected an array whose entries are "
                                          r"separate memory .* strides \(0, 4\)"):
         p.data = shared
+    # rows that overlap (each starts one entry after the last): no zero stride, still shared
+    rows = np.lib.stride_tricks.as_strided(np.zeros(4, np.float32), (2, 3), (4, 4))
+    with pytest.raises(ValueError, match=r"separate memory .* strides \(4, 4\)"):
+        p.data = rows
+    with pytest.raises(ValueError, match=r"weight\.grad: expected an array whose entries"):
+        p.grad = rows
     assert same(before, snapshot(m))
+    p.data = np.zeros((4, 6), np.float32)[::2, ::-2]       # a strided slice is its own memory
     new = np.asfortranarray(np.ones((2, 3), np.float32))    # any memory layout is fine
     p.data = new
     assert p.data is new
