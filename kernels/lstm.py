@@ -23,20 +23,22 @@ and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding f
     h_t = h_{t-1},  c_t = c_{t-1},  y_t = 0                       (5)   the state is frozen
 
 Backpropagation through time runs t = T-1 down to 0. Two gradients arrive at step t from step
-t+1: dh'_t, the part of dL/dh_t that flows through step t+1's (1), and dc_t, dL/dc_t through
+t+1: dh'_t, the part of dL/dh_t that flows through step t+1's (1), and dc'_t, dL/dc_t through
 step t+1's (3); at t = T-1 they are the final states' upstream grads (``dh_n``, ``dc_n``).
 Each step adds the gradient of its own output y_t = h_t (``dy``), then differentiates (4), (3),
 (2), (1) in that order, sig' = sig (1 - sig) and tanh' = 1 - tanh^2:
 
     dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
-    do = dh_t * tanh(c_t)                   dc_t += dh_t * o * (1 - tanh(c_t)^2)      from (4)
-    di = dc_t * g   df = dc_t * c_{t-1}   dg = dc_t * i   dc_{t-1} = dc_t * f         from (3)
+    do = dh_t * tanh(c_t)           dc_t = dc'_t + dh_t * o * (1 - tanh(c_t)^2)       from (4)
+    di = dc_t * g   df = dc_t * c_{t-1}   dg = dc_t * i   dc'_{t-1} = dc_t * f        from (3)
     dz = [di i (1 - i),  df f (1 - f),  dg (1 - g^2),  do o (1 - o)]                  from (2)
     dh'_{t-1} = dz W_hh    dx_t = dz W_ih    dW_ih += dz^T x_t    dW_hh += dz^T h_{t-1}
     db += sum of dz over the batch                                                    from (1)
 
-After step 0, dh'_{-1} and dc_{-1} are the grads of the initial states (returned as ``dh0``,
-``dc0``). Over padding (5) a step passes dh' and dc through unchanged and contributes nothing.
+dc_t is the whole dL/dc_t: c_t reaches the loss through step t+1 (dc'_t) and through h_t, and
+(3) must use the sum (differentiating (3) with dc'_t alone is the classic slip). After step 0,
+dh'_{-1} and dc'_{-1} are the grads of the initial states (returned as ``dh0``, ``dc0``). Over
+padding (5) a step passes dh' and dc' through unchanged and contributes nothing.
 
 How the work is organized, as in cuDNN and haste. Forward:
 
@@ -54,7 +56,7 @@ How the work is organized, as in cuDNN and haste. Forward:
 Backward, t = T-1 ... 0:
 
     for each step t:
-        one pass over (B, H): dh_t, dc_t -> dz_t (kept in dZ) and dc_{t-1}       (4), (3), (2)
+        one pass over (B, H): dh_t, dc'_t -> dz_t (kept in dZ) and dc'_{t-1}     (4), (3), (2)
         dh_{t-1} = dz_t W_hh  ONE GEMM: (B, 4H) @ (4H, H), packed as in forward   (1)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_ih = dZ^T X            (4H, T*B) @ (T*B, I)                            (1)
@@ -272,7 +274,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                 dh_s = dy_t[j] + dh_next[j]              # h_s feeds y at its time t and step s+1
                 do = dh_s * tc[j]                                        # (4)
                 dc_s = dc_b[j] + dh_s * o * (one - tc[j] * tc[j])        # (4): tanh' = 1 - tanh^2
-                dc_b[j] = dc_s * f                                       # (3): dL/dc_{s-1}
+                dc_b[j] = dc_s * f                                       # (3): dc'_{s-1}
                 di, df, dg = dc_s * g, dc_s * c_prev[j], dc_s * i        # (3)
                 dz[0, j] = di * i * (one - i)                            # (2): sig' = sig (1 - sig)
                 dz[1, j] = df * f * (one - f)                            # (2)

@@ -1,8 +1,9 @@
 """The demos behind ``python -m rnncore demo NAME``.
 
 Each demo is a module with ``run(seed=0, epochs=None, hidden=None, quick=False, progress=True,
-save=None, plot=None, print_fn=print) -> dict``: it prints what it does and returns the numbers
-it printed, so that tests (and curious users) can check them.
+save=None, plot=None, print_fn=print) -> dict`` (``functions`` adds ``ablation=False``): it
+prints what it does and returns the numbers it printed, so that tests (and curious users) can
+check them.
 
 * `functions` - the line / parabola / sqrt classifier: a Lua Torch script ported line for
   line, why it did not learn the real task, and the recipe that does (>= 95 % accuracy).

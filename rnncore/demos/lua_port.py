@@ -81,7 +81,7 @@ def train(rnn, criterion, next_batch, iterations, lr=0.01, progress=True, checkp
 def per_step_accuracy(rnn, x, labels):
     """Accuracy at each time step of a Sequencer classifier: (T,) floats.
 
-    x: (T, N, 2); labels: (N,) class ids. Step t's prediction has seen points 1..t only.
+    x: (T, N, 2); labels: (N,) class ids. Step t's prediction (t from 0) has seen points 0..t only.
     Runs in evaluate mode (no dropout), then gives every module back the mode it had.
     """
     modes = [(m, m.train) for m in rnn.modules()]

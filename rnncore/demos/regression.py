@@ -7,8 +7,8 @@ a sentence's target is the mean score of its words. Sentences have 3 to 10 words
 ragged: ``x`` is (T, B) word ids, zero-padded, with ``lengths`` (B,).
 
 The model is ``Embedding -> LSTM -> Linear(H, 1)``. Built with ``return_sequences=True`` it
-returns one value per word, ``(T, B, 1)``: value t is the model's estimate after reading words
-1..t. The prediction for the sentence is the value at its LAST VALID word, ``t = lengths[b]-1``,
+returns one value per word, ``(T, B, 1)``: value t (counting from 0) is the model's estimate
+after reading words 0..t, the first t+1. The prediction for the sentence is the value at its LAST VALID word, ``t = lengths[b]-1``,
 which is ``Linear(h_n[-1])`` and is exactly what ``return_sequences=False`` (or `LastStep`)
 returns. ``output[-1]``, the last row of the padded batch, is that only for the longest
 sentences: for a shorter one it is the output at a padding step, 0 (given ``lengths=``, a
