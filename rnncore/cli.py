@@ -145,7 +145,10 @@ def _check_demo_args(parser, args):
         except ImportError:
             parser.error('--plot needs matplotlib, which is not installed: '
                          'pip install -e ".[plot]" (in the rnncore repository)')
-        found = os.path.abspath(args.plot)
+        from .demos import DEMOS
+        from .io import _name_problem
+
+        folder = found = os.path.abspath(args.plot)
         while not os.path.lexists(found):            # the part of DIR that exists already
             found = os.path.dirname(found)
         if not os.path.isdir(found):
@@ -154,6 +157,18 @@ def _check_demo_args(parser, args):
         why = _cannot_write_in(found)
         if why:
             parser.error(f"--plot: {why}")
+        # the names still to be made (folders of DIR, then the demo's files) must fit, and a
+        # file must not be a directory already: both would fail only after the training
+        to_make = os.path.relpath(folder, found).split(os.sep) if folder != found else []
+        files = getattr(DEMOS[args.name], "PLOT_FILES", ())
+        for name in to_make + list(files):
+            problem = _name_problem(found, name, repr(name))
+            if problem is not None:
+                parser.error(f"--plot: {problem[1]}")
+        for name in files:
+            if os.path.isdir(os.path.join(folder, name)):
+                parser.error(f"--plot: {os.path.join(args.plot, name)!r} is a directory; the "
+                             f"{args.name} demo writes its figure there")
 
 
 def _cannot_write_in(folder):

@@ -12,8 +12,10 @@ and the analytic one ``a`` is what ``backward(x, dout)`` returns (input) or accu
     err = max_i |a_i - n_i| / max(max_i |a_i|, max_i |n_i|, 1e-8)
 
 (relative to the array's largest gradient, so tiny entries next to large ones do not blow it up;
-the 1e-8 floor makes an all-but-zero array count in absolute terms). ``gradcheck`` returns the
-worst ``err`` over all arrays. With eps = 1e-6 in float64 a correct backward gives ~1e-9 or less.
+the 1e-8 floor makes an all-but-zero array count in absolute terms). An array with a NaN or Inf
+in either gradient gets ``err = inf``. ``gradcheck`` returns the worst ``err`` over all arrays.
+With eps = 1e-6 in float64 a correct backward gives ~1e-9 or less. An input gradient whose shape
+is not the input's is a ValueError, not an error size (it would broadcast in the comparison).
 
 What it expects of a module: only the base API (``forward(x, lengths=)``, ``backward(x, gy)``,
 ``parameters()``, ``astype``, ``evaluate``) and that ``copy.deepcopy`` works. It never touches
@@ -21,6 +23,10 @@ the caller's module: it works on a float64 deep copy in ``evaluate()`` mode (dro
 each evaluation runs on a fresh copy of that snapshot, so a module that carries state between
 calls (``remember()``) starts every evaluation from the same state. The global random stream
 (``rnncore.manual_seed``) is not used either.
+
+``training=True`` checks the training-mode backward instead (dropout on, with its masks): every
+evaluation then draws its masks from a stream seeded alike, so all of them use the same masks,
+and the caller's stream is put back afterwards.
 """
 
 import copy
@@ -28,6 +34,7 @@ import copy
 import numpy as np
 
 from . import _checks
+from . import random as _random
 from .module import Module
 
 __all__ = ["gradcheck"]
@@ -51,11 +58,13 @@ def _as_input(x):
 def _rel_error(a, n):
     """max |a - n| / max(max |a|, max |n|, 1e-8) over one array."""
     a, n = np.asarray(a, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(n).all()):
+        return float("inf")
     scale = max(np.abs(a).max(initial=0.0), np.abs(n).max(initial=0.0), 1e-8)
     return float(np.abs(a - n).max(initial=0.0) / scale)
 
 
-def gradcheck(module, x, lengths=None, eps=1e-6):
+def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
     """Worst relative error between analytic and central-difference gradients (see module doc).
 
     module: any rnncore Module (float32 modules are checked on a float64 copy)
@@ -63,12 +72,24 @@ def gradcheck(module, x, lengths=None, eps=1e-6):
        integer array (ids for an `Embedding`), whose gradient is not
     lengths: passed to ``forward``
     eps: the central-difference step
+    training: False (``evaluate()`` mode) or True (training mode, dropout masks held fixed)
     """
     if not isinstance(module, Module):
         raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
     eps = _checks.positive_number(eps, "eps")
+    training = _checks.flag(training, "training")
     x, x_is_float = _as_input(x)
-    base = copy.deepcopy(module).astype(np.float64).evaluate()   # the caller's module is untouched
+    base = copy.deepcopy(module).astype(np.float64)             # the caller's module is untouched
+    base = base.training() if training else base.evaluate()
+    caller_stream = _random._generator
+    try:
+        return _check(base, x, x_is_float, lengths, eps, training, type(module).__name__)
+    finally:
+        _random._generator = caller_stream
+
+
+def _check(base, x, x_is_float, lengths, eps, training, name):
+    """gradcheck's work on ``base``, the float64 copy in its mode."""
     params = [p for p in base.parameters() if p.requires_grad]
     if not x_is_float and not params:
         raise ValueError("module: nothing to check: integer input and no trainable parameters")
@@ -76,6 +97,8 @@ def gradcheck(module, x, lengths=None, eps=1e-6):
     def run(xv):
         """A fresh copy of the snapshot, its output for xv, and the copy itself."""
         m = copy.deepcopy(base)
+        if training:                    # the same dropout masks in every evaluation
+            _random._generator = np.random.default_rng(0)
         return np.asarray(m.forward(xv, lengths=lengths), dtype=np.float64), m
 
     # Analytic gradients: one forward and one backward with upstream gradient dout.
@@ -104,8 +127,12 @@ def gradcheck(module, x, lengths=None, eps=1e-6):
     errors = []
     if x_is_float:
         if gx is None:
-            raise ValueError(f"module: {type(module).__name__}.backward returned None for a float input")
-        errors.append(_rel_error(np.asarray(gx), numeric(x, x)))
+            raise ValueError(f"module: {name}.backward returned None for a float input")
+        gx = np.asarray(gx)
+        if gx.shape != x.shape:
+            raise ValueError(f"module: {name}.backward returned a gradient of shape {gx.shape} "
+                             f"for an input of shape {x.shape}")
+        errors.append(_rel_error(gx, numeric(x, x)))
     for p, a in zip(params, analytic):
         errors.append(_rel_error(a, numeric(p.data, x)))
     return max(errors)

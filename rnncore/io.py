@@ -118,6 +118,20 @@ def _path_problem(path):
         return ((NotADirectoryError, f"{path!r}: {folder} is not a directory")
                 if os.path.lexists(folder) else
                 (FileNotFoundError, f"{path!r}: the folder {folder} does not exist"))
+    return _name_problem(folder, os.path.basename(path), repr(path))
+
+
+def _name_problem(folder, name, what):
+    """Why the existing directory ``folder`` cannot hold an entry called ``name`` (a name
+    longer than its file system takes), as ``_path_problem`` answers, or None."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):          # no pathconf (Windows), or no answer
+        return None
+    size = len(os.fsencode(name))
+    if limit is not None and limit > 0 and size > limit:
+        return OSError, (f"{what}: the file name is {size} bytes long, longer than the "
+                         f"{limit} this file system takes")
     return None
 
 

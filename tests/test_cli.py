@@ -293,6 +293,9 @@ def no_training(monkeypatch):
     (["demo", "regression", "--plot", ""], "--plot: expected a directory, existing or to be "
                                            "created, got an empty string"),
     (["demo", "--plot", "existing.txt/"], "--plot: expected a directory"),
+    # names longer than the file system takes (255 bytes here): an OSError after the training
+    (["demo", "--save", "m" * 300 + ".npz"], "the file name is 304 bytes long, longer than the"),
+    (["demo", "--plot", "new/" + "d" * 300], "--plot: " + repr("d" * 300) + ": the file name is"),
 ])
 def test_bad_save_and_plot_paths_are_usage_errors_before_training(
         argv, message, tmp_path, monkeypatch, capsys, no_training):
@@ -303,6 +306,19 @@ def test_bad_save_and_plot_paths_are_usage_errors_before_training(
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert no_training == [] and os.listdir(tmp_path) == ["existing.txt"]
+
+
+@pytest.mark.parametrize("name", ["regression", "functions"])
+def test_plot_file_that_is_a_directory_is_a_usage_error_before_training(
+        name, tmp_path, monkeypatch, capsys, no_training):
+    """A folder where the demo's figure goes failed only after the whole training."""
+    monkeypatch.chdir(tmp_path)
+    figure = DEMOS[name].PLOT_FILES[-1]
+    os.makedirs(os.path.join("plots", figure))
+    assert cli.main(["demo", name, "--plot", "plots"]) == 2
+    assert (f"--plot: {os.path.join('plots', figure)!r} is a directory; the {name} demo writes "
+            f"its figure there") in capsys.readouterr().err
+    assert no_training == []
 
 
 @pytest.mark.parametrize("flags", [["--epochs", "2"], ["--plot", "plots"], ["--save", "m.npz"]])
@@ -424,3 +440,50 @@ def test_save_through_a_link_is_checked_in_the_links_target_folder(tmp_path, mon
     monkeypatch.setattr(cli.tempfile, "mkstemp", refuse)
     assert cli.main(["demo", "regression", "--save", str(tmp_path / "links" / "m.npz")]) == 2
     assert seen == [str(tmp_path / "real")] and no_training == []
+
+
+def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch):
+    """functions.run(epochs=0) trained Part 1, then died of a ZeroDivisionError."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained")
+    monkeypatch.setattr(lua_port, "train", no_training)
+    monkeypatch.setattr(rnncore, "fit", no_training)
+    for demo in (functions, regression):
+        with pytest.raises(ValueError, match="epochs: expected an int >= 1, got 0"):
+            demo.run(epochs=0, print_fn=lambda *a: None)
+        with pytest.raises(TypeError, match="hidden: expected an int >= 1, got 2.5"):
+            demo.run(hidden=2.5, print_fn=lambda *a: None)
+
+
+def test_make_functions_refuses_lengths_outside_one_to_points():
+    """min_points=0 gave sequences of length 0 (the model refused them only later)."""
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="min_points: expected an int >= 1, got 0"):
+        functions.make_functions(6, rng, min_points=0)
+    with pytest.raises(ValueError, match="points: expected an int >= 1, got 0"):
+        functions.make_functions(6, rng, points=0)
+    with pytest.raises(ValueError, match="min_points: expected at most points = 8, got 9"):
+        functions.make_functions(6, rng, min_points=9)
+    x, _, lengths = functions.make_functions(6, rng, points=3, min_points=3)
+    assert x.shape == (3, 6, 2) and lengths.tolist() == [3] * 6
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_functions_suggests_dropping_quick_only_when_quick(quick, monkeypatch):
+    """Part 1's hint said "run without --quick" to a run without --quick."""
+    monkeypatch.setattr(lua_port, "train", lambda *a, **k: [(0, 1.0)])
+    monkeypatch.setattr(lua_port, "per_step_accuracy", lambda *a: np.full(8, 0.4))
+    lines = []
+
+    def print_fn(line):
+        lines.append(line)
+        if "not converged" in line:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        functions.run(quick=quick, hidden=2, print_fn=print_fn)
+    assert ("--quick" in lines[-1]) == quick

@@ -443,6 +443,63 @@ def test_gradcheck_catches_wrong_gradients():
     assert rnncore.gradcheck(Sequential(Linear(4, 2), Linear(2, 2)), x) < TOL
 
 
+class _BadGradLinear(Linear):
+    """Linear whose backward leaves a NaN in its bias gradient and an Inf in its weight's."""
+
+    def _backward(self, x, gy):
+        gx = super()._backward(x, gy)
+        self.bias.grad[0] = np.nan
+        self.weight.grad[0, 0] = np.inf
+        return gx
+
+
+class _FlatTanh(Tanh):
+    """Tanh whose backward drops the leading axis of length 1 (a shape that broadcasts)."""
+
+    def _backward(self, x, gy):
+        return super()._backward(x, gy)[0]
+
+
+class _MaskBlindDropout(rnncore.Dropout):
+    """Dropout whose backward forgets the mask (right in evaluate mode only)."""
+
+    def _df(self, gy, mask):
+        return gy.copy()
+
+
+def test_gradcheck_counts_a_nan_or_inf_gradient_as_infinitely_wrong():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    # first as the last array checked (after x, weight): max() once let a NaN there through
+    assert rnncore.gradcheck(_BadGradLinear(4, 2), x) == np.inf
+    assert rnncore.gradcheck(Sequential(Linear(4, 2), _BadGradLinear(2, 2)), x) == np.inf
+
+
+def test_gradcheck_refuses_an_input_gradient_of_another_shape():
+    x = np.random.default_rng(0).standard_normal((1, 2, 4))
+    with pytest.raises(ValueError, match=r"module: _FlatTanh.backward returned a gradient of "
+                                         r"shape \(2, 4\) for an input of shape \(1, 2, 4\)"):
+        rnncore.gradcheck(_FlatTanh(), x)
+
+
+def test_gradcheck_in_training_mode_checks_the_dropout_masks():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 2, 2))
+    rnncore.manual_seed(0)
+    lstm = LSTM(2, 3, num_layers=2, dropout=0.5)
+    chain = Sequential(Linear(2, 3), rnncore.Dropout(0.5), Linear(3, 2))
+    blind = Sequential(Linear(2, 3), _MaskBlindDropout(0.5), Linear(3, 2))
+    blind.load_state_dict(chain.state_dict())
+    state = rnncore.random.generator().bit_generator.state
+    assert rnncore.gradcheck(lstm, x, training=True) < TOL
+    assert rnncore.gradcheck(chain, x, training=True) < TOL
+    assert rnncore.gradcheck(blind, x) < TOL                   # evaluate mode: no mask to forget
+    assert rnncore.gradcheck(blind, x, training=True) > 0.1
+    assert rnncore.random.generator().bit_generator.state == state   # the caller's stream
+    assert lstm.train and chain.train and blind.train               # the caller's modes
+    with pytest.raises(TypeError, match="training: expected True or False, got 1"):
+        rnncore.gradcheck(chain, x, training=1)
+
+
 def test_gradcheck_leaves_the_module_alone():
     rnncore.manual_seed(0)
     m = Sequential(LSTM(2, 2), rnncore.Dropout(0.5), Linear(2, 1))   # float32, training mode

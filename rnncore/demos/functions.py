@@ -46,12 +46,15 @@ import numpy as np
 import rnncore
 from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequential, optim
 
+from .. import _checks
 from ..containers import _valid_mask
 from . import lua_port
 
 __all__ = ["make_functions", "standardise", "run", "CLASS_NAMES"]
 
 CLASS_NAMES = ("line", "parabola", "sqrt")
+#: The files ``plot=`` writes in its folder (the CLI checks them before any training).
+PLOT_FILES = ("functions_history.png", "functions_lstm_gates.png")
 POINTS = 8
 K_FIXED, B_FIXED = 2.0, 0.5
 
@@ -106,6 +109,12 @@ def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standard
     standardised: apply `standardise` (per sequence, over its valid points)
     returns x (P, n, 2) float32, labels (n,) int64, lengths (n,) int64
     """
+    n = _checks.positive_int(n, "n")
+    points = _checks.positive_int(points, "points")
+    if min_points is not None:
+        min_points = _checks.positive_int(min_points, "min_points")
+        if min_points > points:
+            raise ValueError(f"min_points: expected at most points = {points}, got {min_points}")
     if min_points is None:
         lengths = np.full(n, points)
     else:
@@ -208,10 +217,10 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     """
     q = 1 if quick else 0
     size = {k: v[q] for k, v in _SIZES.items()}
-    if hidden is not None:
-        size["lua_hidden"] = size["hidden"] = hidden
+    if hidden is not None:          # checked here: Part 1 trains before Part 2 would see them
+        size["lua_hidden"] = size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
-        size["epochs"] = epochs
+        size["epochs"] = _checks.positive_int(epochs, "epochs")
     out = {"seconds": {}}
     t_start = time.perf_counter()
 
@@ -241,7 +250,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         print_fn(f"  -> it converges: with k and b fixed, the points give the class away "
                  f"({step_acc[0]:.0%} from\n     the first point alone).")
     else:
-        print_fn("  -> not converged yet at this size (run without --quick).")
+        print_fn("  -> not converged yet at this size"
+                 + (" (run without --quick)." if quick else "."))
 
     # -- the original question: k, b per sample, same Lua recipe ------------------------------
     print_fn(f"\nThe original question: k and b drawn per sample, the same Lua recipe, "
@@ -336,8 +346,7 @@ def _plots(model, history, x, lengths, labels, folder, print_fn):
     from rnncore import plots
 
     os.makedirs(folder, exist_ok=True)
-    hist = os.path.join(folder, "functions_history.png")
-    gates = os.path.join(folder, "functions_lstm_gates.png")
+    hist, gates = (os.path.join(folder, name) for name in PLOT_FILES)
     plots.plot_history(history, hist)
     b = int(np.flatnonzero(labels == 2)[0])                   # a sqrt curve
     plots.plot_lstm_gates(model[0], x, gates, lengths=lengths, sample=b)

@@ -30,11 +30,15 @@ import numpy as np
 import rnncore
 from rnncore import LSTM, Embedding, Linear, MSECriterion, Sequential, optim
 
+from .. import _checks
+
 __all__ = ["WORDS", "SCORES", "make_sentences", "run"]
 
 WORDS = ("awful", "bad", "poor", "dull", "meh", "okay", "fine", "good", "great", "superb")
 SCORES = np.linspace(-1.0, 1.0, len(WORDS))       # word i's score; ids are 1..10, 0 pads
 
+#: The file ``plot=`` writes in its folder (the CLI checks it before any training).
+PLOT_FILES = ("regression_history.png",)
 _SIZES = {"hidden": (32, 16), "train": (3000, 1000), "epochs": (15, 8), "test": (500, 200)}
 
 
@@ -72,9 +76,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     q = 1 if quick else 0
     size = {k: v[q] for k, v in _SIZES.items()}
     if hidden is not None:
-        size["hidden"] = hidden
+        size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
-        size["epochs"] = epochs
+        size["epochs"] = _checks.positive_int(epochs, "epochs")
     H, E, V = size["hidden"], 8, len(WORDS) + 1
     out = {}
     t_start = time.perf_counter()
@@ -180,7 +184,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
 
         from rnncore import plots
         os.makedirs(plot, exist_ok=True)
-        path = plots.plot_history(history, os.path.join(plot, "regression_history.png"))
+        path = plots.plot_history(history, os.path.join(plot, PLOT_FILES[0]))
         out["plots"] = [path]
         print_fn(f"\nWrote {path}")
     out["seconds"] = time.perf_counter() - t_start
