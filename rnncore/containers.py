@@ -44,13 +44,28 @@ def _time_major_output(module, input_shape):
     """Whether ``module`` maps a time-major input (T, B, ...) to a time-major output: its
     ``output_shape`` asked for two lengths T that no other size has, whose output must begin
     with that T, so that no coincidence of sizes (T == B, (B, H) == (T, B), or an unknown
-    batch None beside an unknown T) can fool the answer; None where the module cannot say."""
+    batch None beside an unknown T) can fool the answer; None where the module cannot say
+    (also where a module below it is one's own without an ``output_shape``: `Module`'s
+    default, the input's shape, would be a guess)."""
+    if not all(_says_its_shape(m) for m in module.modules()):
+        return None
     rest = tuple(input_shape[1:])
     try:
         outs = [module.output_shape((t,) + rest) for t in _PROBE_T]
     except (NotImplementedError, ValueError, TypeError):     # (one's own may not take these)
         return None
     return all(len(out) >= 2 and out[0] == t for out, t in zip(outs, _PROBE_T))
+
+
+def _says_its_shape(module):
+    """Whether ``module``'s ``output_shape`` is its own: defined by its class (or a parent),
+    or inherited by one of rnncore's layers, for which `Module`'s default is right."""
+    for k in type(module).__mro__:
+        if k is Module:
+            return False
+        if "output_shape" in vars(k) or k.__module__.startswith("rnncore."):
+            return True
+    return False
 
 
 def _stack_steps(x, name="x", finite=True):
@@ -314,7 +329,8 @@ class Sequential(Module):
     def _keeps_time_axis(self, input_shape):
         """Whether the output is time-major like the input, (T, B, ...), rather than (B, ...)
         (after `LastStep` or ``return_sequences=False``); a child that cannot say
-        (``output_shape`` not implemented) leaves the output as it is."""
+        (``output_shape`` not implemented, or a module of one's own without one) leaves the
+        output as it is."""
         return _time_major_output(self, input_shape) is True
 
     def _backward(self, x, gy):

@@ -98,7 +98,9 @@ class Criterion:
         self.output = loss
         return self.output
 
-    __call__ = forward
+    def __call__(self, *args, **kwargs):
+        """``m(...)`` is ``m.forward(...)``, a subclass's own ``forward`` included."""
+        return self.forward(*args, **kwargs)
 
     def backward(self, input, target, lengths=None):
         """dL/dinput, shaped and typed like ``input``."""
@@ -305,14 +307,18 @@ class BCECriterion(Criterion):
 
 def _rows_match_loss(criterion):
     """Whether ``criterion._rows`` describes its own loss: the nearest class (in method order)
-    that defines ``_loss`` or ``_grad`` also defines ``_rows``. A user's subclass that changes
-    the loss of, say, `MSECriterion` without a ``_rows`` of its own is scored step by step."""
+    that defines ``_loss`` or ``_grad`` also defines ``_rows``, and no class before it defines
+    ``forward`` or ``backward``. A user's subclass that changes the loss of, say,
+    `MSECriterion` without a ``_rows`` of its own, or that wraps its ``forward`` (Torch7 style),
+    is scored step by step, through its own ``forward`` and ``backward``."""
     klass = type(criterion)
     found = _ROWS_MATCH.get(klass)
     if found is None:
         found = False
         for k in klass.__mro__:
             own = vars(k)
+            if k is not Criterion and ("forward" in own or "backward" in own):
+                break
             if "_loss" in own or "_grad" in own:
                 found = own.get("_rows") is not None
                 break
@@ -490,8 +496,6 @@ class SequencerCriterion(Criterion):
         self._kept = (x.copy(), t.copy(), g) if keep else None
         self.output = float(loss)
         return self.output
-
-    __call__ = forward
 
     def backward(self, input, target, lengths=None):
         if lengths is None:

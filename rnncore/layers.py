@@ -264,7 +264,10 @@ class _Activation(Module):
         valid = _valid_steps(x, lengths, 3)                      # (T, B, F...) with lengths
         y, cache = self._f(x)
         self._cache = (x.shape, cache, x_in, was_list, valid)
-        return _like(y if valid is None else _zero_padding(y, valid), was_list)
+        y = y if valid is None else _zero_padding(y, valid)
+        if any(isinstance(c, np.ndarray) and np.may_share_memory(y, c) for c in _as_tuple(cache)):
+            y = y.copy()          # the caller's to write into: backward reads the cache (tanh's y)
+        return _like(y, was_list)
 
     def _backward(self, x, gy):
         if self._cache is None:

@@ -187,7 +187,9 @@ class Module:
         self._lengths = lengths
         return y
 
-    __call__ = forward
+    def __call__(self, *args, **kwargs):
+        """``m(...)`` is ``m.forward(...)``, a subclass's own ``forward`` included."""
+        return self.forward(*args, **kwargs)
 
     def backward(self, x, gy):
         """Return dL/dx for the input of the last ``forward`` and accumulate parameter grads."""

@@ -262,8 +262,6 @@ class _Recurrent(Module):
                             f"takes c0); its initial state is h0")
         return self._run(x, lengths, (h0,))
 
-    __call__ = forward
-
     def _forward(self, x, lengths):
         return self._run(x, lengths, (None,) * len(self._states))
 
@@ -548,8 +546,6 @@ class LSTM(_Recurrent):
     def forward(self, x, lengths=None, h0=None, c0=None):
         """As `_Recurrent.forward`, plus ``c0``: None or (L*D, B, H), the initial cell state."""
         return self._run(x, lengths, (h0, c0))
-
-    __call__ = forward
 
     def _convert_state(self, state):
         return _sum_torch_biases(self, state)

@@ -5,6 +5,7 @@ Sequencer's two input kinds (list of steps, (T, B, F) array) against each other;
 (``lengths=``) against running each sequence alone, trimmed.
 """
 
+import copy
 import re
 
 import numpy as np
@@ -973,3 +974,93 @@ def test_summary_refuses_the_sequencer_that_forward_refuses():
     with pytest.raises(ValueError, match="belongs outside the Sequencer"):
         Sequencer(LSTM(2, 4, return_sequences=False)).summary((5, None, 2), print_fn=None)
     assert Sequencer(LSTM(2, 4)).summary((5, None, 2), print_fn=None) == 4 * 4 * (2 + 4) + 16
+
+
+# -- modules and criteria of one's own ----------------------------------------------------------
+class _MeanOverTime(rnncore.Module):
+    """(T, B, H) -> (B, H), written without an output_shape (Module's default would say (T, B, H))."""
+
+    def _forward(self, x, lengths):
+        self._T = x.shape[0]
+        return np.asarray(x).mean(axis=0)
+
+    def _backward(self, x, gy):
+        return np.repeat(gy[None] / self._T, self._T, axis=0)
+
+
+@pytest.mark.parametrize("T, B, H", [(3, 3, 3), (3, 2, 4)])
+def test_chain_with_lengths_leaves_the_output_of_a_module_without_output_shape_alone(T, B, H):
+    """The chain took Module's default output_shape at its word and "zeroed the padding" of a
+    (B, H) output as if it were (T, B): silently wrong at T == B == H, a broadcasting error else."""
+    rnncore.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((T, B, 2)).astype(np.float32)
+    lengths = np.array([T, 1, 2][:B])
+    lstm = LSTM(2, H)
+    chain = Sequential(lstm, _MeanOverTime())
+    y = chain.forward(x, lengths=lengths)
+    np.testing.assert_array_equal(y, _MeanOverTime().forward(lstm.forward(x, lengths=lengths)))
+
+
+def test_calling_a_module_or_criterion_runs_its_own_forward():
+    """``m(x)`` was bound to the base class's forward: a subclass's forward was skipped."""
+    x = np.ones((2, 1, 3), np.float32)
+
+    class Doubled(Tanh):
+        def forward(self, x, lengths=None):
+            return 2 * super().forward(x, lengths)
+
+    class Torch7Style(rnncore.Module):
+        def forward(self, x, lengths=None):
+            return np.asarray(x) * 3
+
+    class Counted(LSTM):
+        calls = 0
+
+        def forward(self, x, lengths=None, h0=None, c0=None):
+            Counted.calls += 1
+            return super().forward(x, lengths, h0, c0)
+
+    class HalfMSE(rnncore.MSECriterion):
+        def forward(self, input, target, lengths=None):
+            return 0.5 * super().forward(input, target, lengths)
+
+    np.testing.assert_array_equal(Doubled()(x), 2 * np.tanh(x))
+    np.testing.assert_array_equal(Torch7Style()(x), 3 * x)
+    Counted(3, 2)(x)
+    assert Counted.calls == 1
+    assert HalfMSE()(x, 0 * x) == 0.5 == HalfMSE().forward(x, 0 * x)
+
+
+def test_sequencer_criterion_scores_with_the_inner_criterions_own_forward_and_backward():
+    """It scored with the parent class's per-row form, skipping a subclass's forward/backward."""
+    class HalfMSE(rnncore.MSECriterion):
+        def forward(self, input, target, lengths=None):
+            return 0.5 * super().forward(input, target, lengths)
+
+        def backward(self, input, target, lengths=None):
+            return 0.5 * super().backward(input, target, lengths)
+
+    rng = np.random.default_rng(0)
+    y, t = rng.standard_normal((3, 2, 4)), rng.standard_normal((3, 2, 4))
+    inner = HalfMSE()
+    crit = rnncore.SequencerCriterion(inner)
+    expected = sum(inner.forward(y[s], t[s]) for s in range(3))
+    assert crit.forward(y, t) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(crit.backward(y, t),
+                               np.stack([inner.backward(y[s], t[s]) for s in range(3)]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("make", [Tanh, rnncore.Sigmoid, rnncore.SoftMax, LogSoftMax,
+                                  lambda: Sequential(Linear(4, 4), Tanh())])
+def test_writing_into_an_activations_output_leaves_its_backward_alone(make):
+    """Tanh & co returned the array their backward reads: ``y[...] = 0.5`` changed the gradient."""
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    rnncore.manual_seed(0)
+    m = make()
+    ref = copy.deepcopy(m)
+    y = m.forward(x)
+    gy = np.linspace(-1, 1, y.size, dtype=np.float32).reshape(y.shape)
+    ref.forward(x)
+    expected = ref.backward(x, gy)
+    y[...] = 0.5
+    np.testing.assert_array_equal(m.backward(x, gy), expected)
