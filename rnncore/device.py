@@ -14,14 +14,16 @@ are cheap next to a recurrence, and the Torch7-style chain between modules stays
 ``Parameter.data`` / ``.grad`` keep their meaning, so optimizers, their state (momentum, Adam
 moments), ``update_parameters``, ``clip_grad_norm``, ``state_dict`` and ``rnncore.save`` all work
 unchanged on a model on ``"cuda"``. Each recurrent layer keeps a GPU copy of its weights and
-uploads a weight again only when it may have changed: when its ``Parameter.version`` moved (every
+uploads a weight again when it has changed: when its ``Parameter.version`` moved (every
 ``p.data`` access counts, so optimizer steps, ``update_parameters``, ``load_state_dict`` and
-``p.data[...] = v`` are all seen) or when ``p.data`` is another array (``astype``, assignment).
-While a GPU copy is in use its host array is read-only: a write through a reference kept from
-before (``w = p.data; ...; w[0] = 1``) raises ``ValueError`` instead of going unseen; take
-``p.data`` again to write. ``to("cpu")`` drops the copies and makes the arrays writable again.
+``p.data[...] = v`` are all seen), when ``p.data`` is another array (``astype``, assignment), or
+when its values differ from those uploaded (each forward compares them on the host: a view taken
+before the move, or two Parameters sharing one array, write without a ``version``). While a GPU
+copy is in use its host array is read-only: a write through a reference kept from before
+(``w = p.data; ...; w[0] = 1``) raises ``ValueError`` at once; take ``p.data`` again to write. ``to("cpu")`` drops the copies and makes the arrays writable again.
 Each forward copies its input to the GPU and its outputs back; each backward runs on the GPU with
-what that forward kept there and copies the gradients back, where they are *added* to
+what that forward kept there (its weights too, should they change in between) and copies the
+gradients back, where they are *added* to
 ``Parameter.grad`` as on the CPU.
 
 What stays on the host, and why: gradients, optimizer state and the update itself. The optimizers

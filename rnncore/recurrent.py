@@ -30,9 +30,10 @@ Forward, then backward: ``backward(x, gy)`` differentiates the last forward, fro
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
 layer shared by two models, run by the other in between, say), the forward's own input (array
 or list) is taken as it is. (On "cuda" and where a batch runs in two halves, the forward keeps a
-copy of its input for that comparison; elsewhere the copy the kernels keep anyway.) The weights are read where the products need them: change them in place
-between forward and backward (an optimizer step) and backward uses the new ones (Torch7's
-order is forward, backward, then the update).
+copy of its input for that comparison; elsewhere the copy the kernels keep anyway.) The
+weights are read where the products need them: change them in place between forward and
+backward (an optimizer step) and backward uses the new ones on "cpu", the ones its forward
+uploaded on "cuda" (Torch7's order is forward, backward, then the update, where the two agree).
 
 Inputs (and upstream gradients) are cast to the module's dtype (``float32`` unless built with
 ``dtype=np.float64`` or converted with ``astype``), so a float64 array fed to a float32 layer is
@@ -75,7 +76,8 @@ _KERNELS = {
 
 
 class _DeviceCopies(dict):
-    """[device] A layer's GPU weight copies: id(Parameter) -> (host array, version, copy).
+    """[device] A layer's GPU weight copies: id(Parameter) -> (host array, version, GPU copy,
+    host copy of what was uploaded).
 
     A deep copy or a pickle of the layer starts without them (GPU memory is neither copied nor
     pickled): the copy uploads its own weights at its first forward on "cuda".
@@ -189,15 +191,18 @@ class _Recurrent(Module):
 
     def _drop_device_weights(self):
         """[device] Forget the GPU copies of the weights and make the host arrays writable."""
-        for host, _, _ in getattr(self, "_device_weights", {}).values():
+        for host, *_ in getattr(self, "_device_weights", {}).values():
             unlock(host)
         self._device_weights = _DeviceCopies()
 
     def _weights_for_kernel(self, k, d):
         """The kernel's weight arguments for layer k, direction d: host arrays on "cpu"; on
-        "cuda" [device] GPU copies, uploaded only when a Parameter's array or ``version`` has
-        changed since the last upload (see ``Parameter``). While a copy exists its host array is
-        read-only: a write through an old reference raises instead of going unseen."""
+        "cuda" [device] GPU copies, uploaded again when a Parameter's array, its ``version`` or
+        its values have changed since the last upload (see ``Parameter``). The values are
+        compared too because not every write is seen: a view taken before the upload, or a
+        second Parameter given the same array (a tie), writes without a ``version``. While a
+        copy exists its host array is read-only: a write through a reference taken since
+        raises at once."""
         params = self._layer_param_lists()[k * self.num_directions + d]
         if self.device != "cuda":
             return [q.data for q in params]
@@ -205,11 +210,12 @@ class _Recurrent(Module):
         out = []
         for q in params:
             entry = cached.get(id(q))
-            if entry is None or entry[0] is not q._data or entry[1] != q.version:
+            if (entry is None or entry[0] is not q._data or entry[1] != q.version
+                    or not np.array_equal(entry[3], q._data)):
                 if entry is not None:
                     unlock(entry[0])
                 host = q._data
-                entry = cached[id(q)] = (host, q.version, upload(host))
+                entry = cached[id(q)] = (host, q.version, upload(host), host.copy())
                 lock(host)
             out.append(entry[2])
         return out

@@ -19,6 +19,7 @@ same tests run, plus those marked ``real_gpu``: every cell and path at T=64, B=3
 and a determinism check (a race shows as results that change between identical runs).
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -510,6 +511,13 @@ def test_empty_dimensions_and_non_real_weights_are_refused(rng):
         kc.rnn_forward(x, W_ih > 0, W_hh, b)
     with pytest.raises(TypeError, match="^b: expected a real array, got dtype complex128"):
         kc.rnn_forward(x, W_ih, W_hh, b + 1j)
+    # a bias of None had been taken as zeros (the CPU kernels refuse it)
+    with pytest.raises(TypeError, match=r"^b: expected a real array of shape \(3,\), got None"):
+        kc.rnn_forward(x, W_ih, W_hh, None)
+    g = _problem("gru", rng, T=2, B=2, I=3, H=3)
+    W_ih, W_hh, b_ih, b_hh = g["weights"]
+    with pytest.raises(TypeError, match=r"^b_hh: expected a real array of shape \(9,\), got None"):
+        kc.gru_forward(g["x"], W_ih, W_hh, b_ih, None)
 
 
 @needs_cuda
@@ -523,6 +531,22 @@ def test_bad_persistent_plans_are_refused(plan, match, rng):
     p = _problem("lstm", rng, T=2, B=2, H=4)
     with pytest.raises(ValueError, match=f"^path: expected {match}" if "KS" not in match
                        else match):
+        _forward(kc, "lstm", p, None, False, path=plan)
+
+
+@needs_cuda
+@pytest.mark.parametrize("plan, match", [
+    (PersistentPlan(units_per_block=2.0, steps_per_launch=1), "units_per_block an int, got 2.0"),
+    (PersistentPlan(units_per_block=True), "units_per_block an int, got True"),
+    (PersistentPlan(units_per_block=4, steps_per_launch=1.0), "steps_per_launch an int, got 1.0"),
+    (PersistentPlan(units_per_block=4, batch_chunk=1.5), "batch_chunk an int or None, got 1.5"),
+    (PersistentPlan(units_per_block=4, threads=(2, 2, 2)), "threads a pair of ints"),
+    (PersistentPlan(units_per_block=4, staged=1), "staged True, False or None, got 1"),
+])
+def test_persistent_plan_fields_of_another_type_are_refused_by_name(plan, match, rng):
+    """A float or a string had failed inside the kernel launch, in numba's words."""
+    p = _problem("lstm", rng, T=2, B=2, H=4)
+    with pytest.raises(TypeError, match=f"^path: expected {re.escape(match)}"):
         _forward(kc, "lstm", p, None, False, path=plan)
 
 

@@ -156,6 +156,31 @@ def test_rerun_in_a_fresh_process():
 
 
 @needs_cuda
+def test_writes_that_no_version_counts_are_seen_too():
+    """A view taken before the upload, and a tie (two Parameters, one array) written through
+    the other Parameter, changed the weights without a ``version``: the GPU copy went stale."""
+    H = 3
+    x = np.random.default_rng(1).standard_normal((3, 2, 2))
+    rnncore.manual_seed(0)
+    cpu = rnncore.GRU(2, H, bidirectional=True, dtype=np.float64)
+    gpu = copy.deepcopy(cpu).to("cuda")
+    views = [m._params["bias_ih_l0"].data[H:2 * H] for m in (cpu, gpu)]   # before the upload
+    for m in (cpu, gpu):                                                  # a tie
+        m._params["weight_ih_l0_reverse"].data = m._params["weight_ih_l0"].data
+
+    def same():
+        np.testing.assert_allclose(gpu.forward(x), cpu.forward(x), rtol=1e-10, atol=1e-12)
+
+    same()
+    for v in views:
+        v[:] = 3.0                   # through the old view: the base is read-only, the view not
+    same()
+    for m in (cpu, gpu):
+        m._params["weight_ih_l0"].data[...] = 0.5    # the reverse direction's version stays
+    same()
+
+
+@needs_cuda
 def test_weights_stay_on_the_device_until_the_parameters_change():
     """A layer on "cuda" uploads its weights once and again only after a change made through the
     API (optimizer step, update_parameters, load_state_dict, assignment, astype); its results

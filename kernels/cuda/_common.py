@@ -341,13 +341,16 @@ def check_cache(cache, forward, gates, size):
                         + (f" of {len(cache)} items" if isinstance(cache, tuple) else ""))
 
 
-def device_input(a, shape, dtype, name, writable=False):
-    """An optional input (initial state, upstream gradient) as a device array; zeros for None.
+def device_input(a, shape, dtype, name, writable=False, required=False):
+    """An input (initial state, upstream gradient, bias) as a device array; zeros for None
+    unless ``required`` (a bias, which the CPU kernels require too: TypeError for None).
 
     ``writable=True`` (buffers the kernels update in place, such as the running state ``h``)
     guarantees a fresh array: a caller's device array is copied, never modified.
     """
     if a is None:
+        if required:
+            raise TypeError(f"{name}: expected a real array of shape {shape}, got None")
         return zeros(shape, dtype)
     d = to_device(a, dtype, name)
     check_shape(d, shape, name)

@@ -76,8 +76,8 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     """
     dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H) = prepare_forward(x, W_ih, W_hh, 3, lengths)
     plan = persistent.plan_for("gru", "forward", path, dtype, B, H)    # None: per-step path
-    b_ih = device_input(b_ih, (3 * H,), dtype, "b_ih")
-    b_hh = device_input(b_hh, (3 * H,), dtype, "b_hh")
+    b_ih = device_input(b_ih, (3 * H,), dtype, "b_ih", required=True)
+    b_hh = device_input(b_hh, (3 * H,), dtype, "b_hh", required=True)
     h = device_input(h0, (B, H), dtype, "h0", writable=True)               # (B, H) running state
     reverse = as_flag(reverse, "reverse")
     xW = empty((T, B, 3 * H), dtype)

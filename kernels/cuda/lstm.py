@@ -84,7 +84,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     """
     dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H) = prepare_forward(x, W_ih, W_hh, 4, lengths)
     plan = persistent.plan_for("lstm", "forward", path, dtype, B, H)    # None: per-step path
-    bias = device_input(b, (4 * H,), dtype, "b")
+    bias = device_input(b, (4 * H,), dtype, "b", required=True)
     h = device_input(h0, (B, H), dtype, "h0", writable=True)                # (B, H) running state
     c = device_input(c0, (B, H), dtype, "c0", writable=True)
     reverse = as_flag(reverse, "reverse")

@@ -307,6 +307,27 @@ def _plan(cell, direction, dtype, B, H, stage_below):
     return None
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_plan_types(p):
+    """TypeError naming ``path`` where a field of the plan ``p`` is not of its type (a float
+    or a string would otherwise fail inside a kernel launch, naming nothing)."""
+    for field, optional in (("units_per_block", False), ("steps_per_launch", False),
+                            ("batch_chunk", True), ("batch_tile", True)):
+        v = getattr(p, field)
+        if not (_is_int(v) or (optional and v is None)):
+            raise TypeError(f"path: expected {field} an int{' or None' if optional else ''}, "
+                            f"got {v!r}")
+    t = p.threads
+    if t is not None and not (isinstance(t, (tuple, list)) and len(t) == 2
+                              and all(_is_int(v) for v in t)):
+        raise TypeError(f"path: expected threads a pair of ints (KS, PS) or None, got {t!r}")
+    if p.staged is not None and not isinstance(p.staged, (bool, np.bool_)):
+        raise TypeError(f"path: expected staged True, False or None, got {p.staged!r}")
+
+
 def plan_for(cell, direction, path, dtype, B, H):
     """What ``path`` means for this call: a PersistentPlan to run, or None for the per-step path.
 
@@ -317,6 +338,7 @@ def plan_for(cell, direction, path, dtype, B, H):
     G = _GATES[cell]
     if isinstance(path, PersistentPlan):
         p = path
+        _check_plan_types(p)
         if p.units_per_block < 1:
             raise ValueError(f"path: expected units_per_block >= 1, got {p.units_per_block}")
         if p.steps_per_launch < 0:

@@ -63,7 +63,7 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, *, path=
     """
     dtype, on_device, x, W_ih, W_hh, lengths, (T, B, I, H) = prepare_forward(x, W_ih, W_hh, 1, lengths)
     plan = persistent.plan_for("rnn", "forward", path, dtype, B, H)    # None: per-step path
-    bias = device_input(b, (H,), dtype, "b")
+    bias = device_input(b, (H,), dtype, "b", required=True)
     h = device_input(h0, (B, H), dtype, "h0", writable=True)
     reverse = as_flag(reverse, "reverse")
     xW = empty((T, B, H), dtype)
