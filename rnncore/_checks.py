@@ -83,13 +83,26 @@ def positive_int(v, name, minimum=1):
         raise TypeError(f"{name}: expected an int >= {minimum}, got {v!r}")
     if v < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
+    if v >= 2 ** 63:                                     # no array dimension or count is this big
+        raise ValueError(f"{name}: expected an int >= {minimum} and below 2**63, got an integer "
+                         f"of {len(str(v))} digits")
     return int(v)
+
+
+def as_float(v, name, expected):
+    """The real number ``v`` as a float; ValueError naming ``name`` for an int beyond a float's
+    range (``float(10**400)`` raises OverflowError, which names nothing)."""
+    try:
+        return float(v)
+    except OverflowError:
+        raise ValueError(f"{name}: expected {expected}, got an integer of {len(str(abs(v)))} "
+                         f"digits, beyond a float's range") from None
 
 
 def positive_number(v, name, allow_zero=False):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {v!r}")
-    v = float(v)
+    v = as_float(v, name, f"a finite number {'>=' if allow_zero else '>'} 0")
     if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v}")
     return v
@@ -99,7 +112,7 @@ def probability(v, name):
     """A number in [0, 1) (dropout rates)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number in [0, 1), got {v!r}")
-    v = float(v)
+    v = as_float(v, name, "a number in [0, 1)")
     if not 0.0 <= v < 1.0:
         raise ValueError(f"{name}: expected a number in [0, 1), got {v}")
     return v
@@ -115,6 +128,8 @@ def _as_array(x, name):
     if isinstance(x, np.ma.MaskedArray):                 # (np.asarray would drop the mask)
         raise TypeError(f"{name}: expected a plain array, got a masked array (its mask would "
                         f"be ignored); fill it (.filled(0)) and pass lengths= for padding")
+    if isinstance(x, np.matrix):                         # its * and ** are matrix products, and
+        return np.asarray(x)                             # the compiled checks do not take it
     if isinstance(x, np.ndarray):
         return x
     try:
@@ -146,7 +161,8 @@ def finite_array(x, name, kind="f", dtype=None):
         if a.dtype.kind not in "fiu":                    # (bool is kind "b", complex "c")
             raise TypeError(f"{name}: expected a real-valued array, got dtype {a.dtype}")
         if dtype is None and a.dtype.kind == "f" and a.dtype not in FLOAT_DTYPES:
-            dtype = np.float64                           # float16, longdouble: computed in float64
+            native = a.dtype.newbyteorder("=")           # big-endian float32 stays float32;
+            dtype = native if native in FLOAT_DTYPES else np.float64   # float16: float64
         given = a
         if dtype is not None and a.dtype != dtype:
             with np.errstate(over="ignore"):

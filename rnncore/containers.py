@@ -323,7 +323,7 @@ class Sequential(Module):
         if lengths is not None and self._keeps_time_axis(shape):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
-        self._inputs, self._valid = inputs, valid
+        self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
         return h
 
     def _keeps_time_axis(self, input_shape):
@@ -340,9 +340,13 @@ class Sequential(Module):
         if x is not x0:                  # checked here, before any child adds to a gradient
             _checks.same_shape(_as_checked_input(x), _shape_of(x0), "x")   # (x0: its shape only)
         if self._valid is not None:                              # padding outputs are constant 0
-            g, was_list = _float_input(gy, self.dtype, "gy")
+            g, was_list = _float_input(gy, self._children[-1].dtype, "gy")   # (the last child's)
             _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
             gy = _like(_zero_padding(g, self._valid), was_list)
+        if not self._children:                                   # the identity: dL/dx = gy
+            g, was_list = _float_input(gy, self.dtype, "gy")
+            _checks.same_shape(g, _shape_of(x0), "gy")
+            return _like(g, was_list)
         if self._checked_at != (_adoptions[0], self.train):      # (once per structure and mode:
             _check_not_repeated(self)                            # a Dropout's answer needs it)
             self._checked_at = (_adoptions[0], self.train)
@@ -456,7 +460,7 @@ class Sequencer(Module):
         if x is not xa:                                          # (Torch7: the module gets the
             xa, _ = _stack_steps(x)                              # given input)
             _checks.same_shape(xa, c["x"].shape, "x")
-        g, _ = _float_input(gy, self.dtype, "gy")
+        g, _ = _float_input(gy, self.module.dtype, "gy")   # (the child's: it may differ)
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:
             g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0

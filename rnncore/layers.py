@@ -37,16 +37,20 @@ def _is_table(x):
 
 
 def _float_input(x, dtype, name="x"):
-    """``x`` as a finite array of ``dtype``; a table of step arrays is stacked on a new axis 0.
+    """``x`` as a finite array of ``dtype``, no dimension 0; a table of step arrays is stacked
+    on a new axis 0.
 
     Returns ``(array, was_list)`` so that the caller answers in the kind it was given.
     """
     if _is_table(x):
-        return _checks.sequence(x, name, dtype=dtype, ndim=np.ndim(x[0]) + 1)
-    a = _checks.finite_array(x, name, dtype=dtype)
+        a, was_list = _checks.sequence(x, name, dtype=dtype, ndim=np.ndim(x[0]) + 1)
+    else:
+        a, was_list = _checks.finite_array(x, name, dtype=dtype), False
     if a.ndim == 0:
         raise ValueError(f"{name}: expected an array with at least one dimension, got a scalar")
-    return a, False
+    if 0 in a.shape:                 # as every layer with weights refuses it
+        raise ValueError(f"{name}: expected non-empty dimensions, got shape {a.shape}")
+    return a, was_list
 
 
 def _non_empty(x):

@@ -86,8 +86,9 @@ class Parameter:
 def _check_replacement(a, like, name, why, type_hint="", shape_hint=""):
     """Refuse ``a`` as the new array of a Parameter whose array is ``like`` unless it is a
     NumPy array of ``like``'s shape and dtype that takes in-place updates (``why``)."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name}: expected a NumPy array, got {type(a).__name__}{type_hint}")
+    if not isinstance(a, np.ndarray) or isinstance(a, (np.matrix, np.ma.MaskedArray)):
+        hint = " (np.asarray(a) makes a plain array of it)" if isinstance(a, np.ndarray) else type_hint
+        raise TypeError(f"{name}: expected a NumPy array, got {type(a).__name__}{hint}")
     if a.shape != like.shape or a.dtype != like.dtype:
         raise ValueError(f"{name}: expected a {like.dtype} array of shape {like.shape}, got "
                          f"{a.dtype} {a.shape}{shape_hint}")
@@ -172,6 +173,11 @@ class Module:
     def _child(self, module):
         if not isinstance(module, Module):
             raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
+        if any(m is self for m in module.modules()):
+            raise ValueError(f"module: expected a module that does not hold this "
+                             f"{type(self).__name__}, got "
+                             f"{'itself' if module is self else 'one that holds it'} (a "
+                             f"container inside itself would run forever)")
         self._children.append(module)
         module._adopted = True       # named by the containers above it from now on
         _adoptions[0] += 1

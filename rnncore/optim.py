@@ -79,7 +79,7 @@ def _fraction(v, name):
     """A number in [0, 1) (momentum terms, decay rates)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number in [0, 1), got {v!r}")
-    v = float(v)
+    v = _checks.as_float(v, name, "a number in [0, 1)")
     if not 0.0 <= v < 1.0:
         raise ValueError(f"{name}: expected a number in [0, 1), got {v}")
     return v
@@ -347,7 +347,7 @@ def clip_grad_norm(params, max_norm):
     params = list({id(p): p for p in params if p.requires_grad}.values())
     if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, numbers.Real):
         raise TypeError(f"max_norm: expected a number > 0 (or inf), got {max_norm!r}")
-    max_norm = float(max_norm)
+    max_norm = _checks.as_float(max_norm, "max_norm", "a number > 0 (or inf)")
     if not max_norm > 0:                                          # (NaN included)
         raise ValueError(f"max_norm: expected a number > 0 (or inf), got {max_norm}")
     norm = float(np.sqrt(sum(np.sum(np.square(p.grad, dtype=np.float64)) for p in params)))

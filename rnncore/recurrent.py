@@ -57,6 +57,7 @@ import numpy as np
 
 from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
+from .layers import _check_input_shape
 from .module import Module
 from .random import generator, uniform
 from kernels._gemm import VECTOR as _VECTOR
@@ -452,7 +453,7 @@ class _Recurrent(Module):
 
     def output_shape(self, input_shape):
         """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""
-        shape = tuple(input_shape)
+        shape = _check_input_shape(input_shape)
         if len(shape) != 3:
             raise ValueError(f"input_shape: expected (T, B, {self.input_size}), got {shape}")
         if shape[2] is not None and shape[2] != self.input_size:

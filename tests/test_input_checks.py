@@ -4,6 +4,7 @@ losses and gradients that overflow, CLI paths, the NumPy reference kernels, and 
 named the wrong thing."""
 
 import io
+import re
 import struct
 import sys
 import types
@@ -406,3 +407,107 @@ def test_a_torch_tensor_that_needs_grad_is_a_type_error_naming_the_argument():
             raise RuntimeError("disk read failed")
     with pytest.raises(RuntimeError, match="^disk read failed"):
         Linear(2, 2).forward(Unreadable())
+
+
+# -- the eighteenth audit's bad inputs --------------------------------------------------------
+@pytest.mark.parametrize("make", [rnncore.Tanh, rnncore.ReLU, rnncore.Sigmoid, rnncore.LeakyReLU,
+                                  lambda: rnncore.Dropout(0.5), rnncore.LastStep])
+@pytest.mark.parametrize("shape", [(0, 2, 4), (3, 0, 4), (3, 2, 0)])
+def test_empty_inputs_are_refused_by_every_module_and_nothing_changes(make, shape):
+    """The activations, Dropout and LastStep answered an empty array (the layers with weights
+    refused it); LastStep with T = 0 raised IndexError after replacing its cache."""
+    m = make()
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    y = m.forward(x)
+    gy = np.ones_like(y)
+    expected = m.backward(x, gy)
+    with pytest.raises(ValueError, match=rf"^x: expected non-empty dimensions, got shape "
+                                         rf"{re.escape(str(shape))}"):
+        m.forward(np.zeros(shape, np.float32))
+    np.testing.assert_array_equal(m.backward(x, gy), expected)      # the last good forward's
+
+
+def test_a_container_cannot_hold_itself():
+    """``s.add(s)`` raised RecursionError, and left s holding itself for good."""
+    s = rnncore.Sequential(Linear(2, 2))
+    with pytest.raises(ValueError, match="^module: expected a module that does not hold this "
+                                         "Sequential, got itself"):
+        s.add(s)
+    outer = rnncore.Sequential(s)
+    with pytest.raises(ValueError, match="got one that holds it"):
+        s.add(outer)
+    assert len(s) == 1 and len(outer) == 1
+    assert s.forward(np.ones((1, 2), np.float32)).shape == (1, 2)
+
+
+def test_an_empty_chain_is_the_identity_both_ways():
+    """Torch7's ``nn.Sequential()`` before any ``:add``: forward ran, backward raised IndexError."""
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    for m in (rnncore.Sequential(), rnncore.Sequencer(rnncore.Sequential())):
+        np.testing.assert_array_equal(m.forward(x), x)
+        np.testing.assert_array_equal(m.backward(x, 2 * x), 2 * x)
+        with pytest.raises(ValueError, match="gy: expected shape"):
+            m.backward(x, x[:1])
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")     # (np.matrix itself)
+def test_np_matrix_is_taken_as_a_plain_array_and_refused_as_a_grad():
+    """A matrix reached the compiled checks (a Numba TypingError), and as ``p.grad`` it made
+    Adam square its gradient by a matrix product."""
+    lin = Linear(3, 2)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    np.testing.assert_array_equal(lin.forward(np.asmatrix(x)), lin.forward(x))
+    assert rnncore.MSECriterion().forward(np.asmatrix(x), np.asmatrix(x)) == 0.0
+    with pytest.raises(TypeError, match=r"^weight\.grad: expected a NumPy array, got matrix "
+                                        r"\(np\.asarray\(a\) makes a plain array of it\)"):
+        lin.weight.grad = np.asmatrix(np.zeros((2, 3), np.float32))
+
+
+@pytest.mark.parametrize("call, name", [
+    (lambda: Linear(2, 2).update_parameters(10 ** 400), "lr"),
+    (lambda: rnncore.optim.Adam(Linear(2, 2).parameters(), betas=(10 ** 400, 0.9)), r"betas\[0\]"),
+    (lambda: rnncore.optim.clip_grad_norm(Linear(2, 2).parameters(), 10 ** 400), "max_norm"),
+    (lambda: rnncore.Dropout(10 ** 400), "p"),
+    (lambda: Linear(10 ** 400, 2), "in_features"),
+])
+def test_integers_beyond_a_float_are_refused_by_name(call, name):
+    """float(10**400) raised OverflowError, which names nothing."""
+    with pytest.raises(ValueError, match=rf"^{name}: expected .*401 digits"):
+        call()
+
+
+def test_a_float64_child_of_a_float32_container_gets_its_gradient_in_float64():
+    """Sequencer, and Sequential with lengths=, rounded gy to the container's float32 first."""
+    import copy
+    rng = np.random.default_rng(0)
+    x, gy = rng.standard_normal((3, 2, 3)), rng.standard_normal((3, 2, 2))
+    s = rnncore.Sequencer(Linear(3, 2))
+    s.module.astype(np.float64)
+    alone = copy.deepcopy(s.module)
+    s.forward(x)
+    alone.forward(x)
+    np.testing.assert_array_equal(s.backward(x, gy), alone.backward(x, gy))
+    q = rnncore.Sequential(LSTM(3, 2), Linear(2, 2))
+    q[1].astype(np.float64)
+    q2 = copy.deepcopy(q)
+    q.forward(x, lengths=np.array([3, 3]))
+    q2.forward(x)
+    q.backward(x, gy)
+    q2.backward(x, gy)
+    np.testing.assert_array_equal(q[1].weight.grad, q2[1].weight.grad)
+
+
+def test_recurrent_output_shape_checks_its_dimensions():
+    for bad in [("a", 2, 3), (-1, 2, 3), (0, 2, 3), (2.0, 2, 3)]:
+        with pytest.raises(ValueError, match="^input_shape: expected positive ints or None"):
+            LSTM(3, 2).output_shape(bad)
+    assert LSTM(3, 2).output_shape((None, None, 3)) == (None, None, 2)
+
+
+def test_a_big_endian_float32_input_keeps_float32_in_a_criterion():
+    """``>f4`` counted as "another dtype" and came back as a float64 gradient."""
+    x = np.array([[0.2, 0.7], [0.1, 0.4]], np.float32)
+    t = np.zeros((2, 2), np.float32)
+    g = rnncore.MSECriterion().backward(x.astype(">f4"), t)
+    assert g.dtype == np.float32
+    np.testing.assert_array_equal(g, rnncore.MSECriterion().backward(x, t))
