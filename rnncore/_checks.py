@@ -78,12 +78,14 @@ def fits_dtype(v, name, dtype, what="the parameters' dtype"):
                          f"{dtype} (at least {float(info.smallest_subnormal):.3g}), got {v}")
 
 
-def positive_int(v, name, minimum=1):
+def positive_int(v, name, minimum=1, bounded=True):
+    """``v`` as an int >= ``minimum`` and, where ``bounded`` (sizes and counts; not a seed),
+    below 2**63."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name}: expected an int >= {minimum}, got {v!r}")
     if v < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
-    if v >= 2 ** 63:                                     # no array dimension or count is this big
+    if bounded and v >= 2 ** 63:                         # no array dimension or count is this big
         raise ValueError(f"{name}: expected an int >= {minimum} and below 2**63, got an integer "
                          f"of {len(str(v))} digits")
     return int(v)
@@ -95,8 +97,10 @@ def as_float(v, name, expected):
     try:
         return float(v)
     except OverflowError:
-        raise ValueError(f"{name}: expected {expected}, got an integer of {len(str(abs(v)))} "
-                         f"digits, beyond a float's range") from None
+        what = (f"an integer of {len(str(abs(v)))} digits" if isinstance(v, numbers.Integral)
+                else f"a {type(v).__name__}")
+        raise ValueError(f"{name}: expected {expected}, got {what}, beyond a float's "
+                         f"range") from None
 
 
 def positive_number(v, name, allow_zero=False):

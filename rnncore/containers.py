@@ -44,11 +44,7 @@ def _time_major_output(module, input_shape):
     """Whether ``module`` maps a time-major input (T, B, ...) to a time-major output: its
     ``output_shape`` asked for two lengths T that no other size has, whose output must begin
     with that T, so that no coincidence of sizes (T == B, (B, H) == (T, B), or an unknown
-    batch None beside an unknown T) can fool the answer; None where the module cannot say
-    (also where a module below it is one's own without an ``output_shape``: `Module`'s
-    default, the input's shape, would be a guess)."""
-    if not all(_says_its_shape(m) for m in module.modules()):
-        return None
+    batch None beside an unknown T) can fool the answer; None where the module cannot say."""
     rest = tuple(input_shape[1:])
     try:
         outs = [module.output_shape((t,) + rest) for t in _PROBE_T]
@@ -320,18 +316,24 @@ class Sequential(Module):
                 _name_the_child(self, i, e, ("x:", "x["))
                 raise
         valid = None
-        if lengths is not None and self._keeps_time_axis(shape):
+        if lengths is not None and self._keeps_time_axis(shape, h):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
         return h
 
-    def _keeps_time_axis(self, input_shape):
-        """Whether the output is time-major like the input, (T, B, ...), rather than (B, ...)
-        (after `LastStep` or ``return_sequences=False``); a child that cannot say
-        (``output_shape`` not implemented, or a module of one's own without one) leaves the
-        output as it is."""
-        return _time_major_output(self, input_shape) is True
+    def _keeps_time_axis(self, input_shape, out):
+        """Whether the output ``out`` is time-major like the input, (T, B, ...), rather than
+        (B, ...) (after `LastStep` or ``return_sequences=False``); a child that cannot say
+        (``output_shape`` not implemented) leaves the output as it is. A module of one's own
+        without an ``output_shape`` has `Module`'s, the input's shape: a guess, taken only
+        where ``out`` has the shape that it predicts (a module that drops the time axis of a
+        (T, B, H) with T == B == H answers (B, H), not the (T, B, H) predicted)."""
+        if _time_major_output(self, input_shape) is not True:
+            return False
+        if all(_says_its_shape(m) for m in self.modules()):
+            return True
+        return _shape_of(out) == tuple(self.output_shape(input_shape))
 
     def _backward(self, x, gy):
         if self._inputs is None:
@@ -340,7 +342,8 @@ class Sequential(Module):
         if x is not x0:                  # checked here, before any child adds to a gradient
             _checks.same_shape(_as_checked_input(x), _shape_of(x0), "x")   # (x0: its shape only)
         if self._valid is not None:                              # padding outputs are constant 0
-            g, was_list = _float_input(gy, self._children[-1].dtype, "gy")   # (the last child's)
+            last = self._children[-1] if self._children else self   # (gy's dtype: the
+            g, was_list = _float_input(gy, last.dtype, "gy")           # last child's)
             _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
             gy = _like(_zero_padding(g, self._valid), was_list)
         if not self._children:                                   # the identity: dL/dx = gy

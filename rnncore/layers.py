@@ -36,9 +36,9 @@ def _is_table(x):
     return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(s, np.ndarray) for s in x)
 
 
-def _float_input(x, dtype, name="x"):
-    """``x`` as a finite array of ``dtype``, no dimension 0; a table of step arrays is stacked
-    on a new axis 0.
+def _float_input(x, dtype, name="x", empty_ok=False):
+    """``x`` as a finite array of ``dtype``, no dimension 0 (unless ``empty_ok``: the caller
+    says what it expects); a table of step arrays is stacked on a new axis 0.
 
     Returns ``(array, was_list)`` so that the caller answers in the kind it was given.
     """
@@ -48,7 +48,7 @@ def _float_input(x, dtype, name="x"):
         a, was_list = _checks.finite_array(x, name, dtype=dtype), False
     if a.ndim == 0:
         raise ValueError(f"{name}: expected an array with at least one dimension, got a scalar")
-    if 0 in a.shape:                 # as every layer with weights refuses it
+    if 0 in a.shape and not empty_ok:            # as every layer with weights refuses it
         raise ValueError(f"{name}: expected non-empty dimensions, got shape {a.shape}")
     return a, was_list
 
@@ -121,7 +121,7 @@ class Linear(Module):
         self._valid = None                                       # (T, B) with lengths=, else None
 
     def _check_x(self, x):
-        x, was_list = _float_input(x, self.dtype)
+        x, was_list = _float_input(x, self.dtype, empty_ok=True)
         if x.shape[-1] != self.in_features or x.size == 0:
             raise ValueError(f"x: expected (..., {self.in_features}) (in_features={self.in_features}), "
                              f"no axis empty, got shape {x.shape}")

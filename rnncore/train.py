@@ -478,7 +478,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     shuffle = _checks.flag(shuffle, "shuffle")
     progress = _checks.flag(progress, "progress")
     if seed is not None:
-        seed = _checks.positive_int(seed, "seed", minimum=0)
+        seed = _checks.positive_int(seed, "seed", minimum=0, bounded=False)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function callback(epoch, history), "
                         f"got {type(callback).__name__}")

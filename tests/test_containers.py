@@ -1064,3 +1064,43 @@ def test_writing_into_an_activations_output_leaves_its_backward_alone(make):
     expected = ref.backward(x, gy)
     y[...] = 0.5
     np.testing.assert_array_equal(m.backward(x, gy), expected)
+
+
+class _Doubled(rnncore.Module):
+    """An elementwise module of one's own, without an output_shape: keeps (T, B, H)."""
+
+    def _forward(self, x, lengths):
+        return 2 * np.asarray(x)
+
+    def _backward(self, x, gy):
+        return 2 * np.asarray(gy)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: Sequential(LSTM(2, 3), _Doubled(), Linear(3, 3)),
+    lambda: Sequential(_Doubled(), LSTM(2, 3), Linear(3, 3)),
+    lambda: Sequential(LSTM(2, 3), Sequencer(_Doubled()), Linear(3, 3)),
+])
+def test_chain_with_lengths_zeroes_padding_around_a_module_of_ones_own_that_keeps_the_shape(build):
+    """Refusing to guess a shape (the fix above, first version) stopped the zeroing for every
+    chain holding such a module: padding outputs were Linear's bias and took gradient."""
+    rnncore.manual_seed(0)
+    m = build()
+    x = np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32)
+    lengths = np.array([3, 1])
+    y = m.forward(x, lengths=lengths)
+    assert not y[1:, 1].any()
+    m.zero_grad_parameters()
+    m.backward(x, np.ones_like(y))
+    np.testing.assert_array_equal(m[-1].bias.grad, [4, 4, 4])        # the 4 valid steps only
+
+
+def test_an_empty_chain_with_lengths_is_the_identity_too():
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    lengths = np.array([3, 1])
+    for m in (Sequential(), Sequencer(Sequential())):
+        y = m.forward(x, lengths=lengths)
+        np.testing.assert_array_equal(y[:, 0], x[:, 0])
+        assert not y[1:, 1].any()
+        g = m.backward(x, np.ones_like(x))
+        assert g[:, 0].all() and not g[1:, 1].any()

@@ -511,3 +511,14 @@ def test_a_big_endian_float32_input_keeps_float32_in_a_criterion():
     g = rnncore.MSECriterion().backward(x.astype(">f4"), t)
     assert g.dtype == np.float32
     np.testing.assert_array_equal(g, rnncore.MSECriterion().backward(x, t))
+
+
+def test_a_seed_may_be_any_int_and_a_huge_fraction_is_named_as_such():
+    """The bound for sizes (below 2**63) had reached fit's seed, which NumPy takes at any size."""
+    import fractions
+    m = rnncore.Sequential(LSTM(2, 2, return_sequences=False))
+    x, y = np.ones((3, 4, 2), np.float32), np.zeros((4, 2), np.float32)
+    rnncore.fit(m, rnncore.MSECriterion(), 0.1, x, y, epochs=1, progress=False, seed=2 ** 100)
+    with pytest.raises(ValueError, match=r"^p: expected a number in \[0, 1\), got a Fraction, "
+                                         r"beyond a float's range"):
+        rnncore.Dropout(fractions.Fraction(10 ** 400, 3))
