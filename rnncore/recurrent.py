@@ -50,6 +50,7 @@ layer the backward direction's carried state is its state after step 0 of the pr
 stream as one.
 """
 
+import sys
 import warnings
 from functools import partial
 
@@ -89,6 +90,18 @@ class _DeviceCopies(dict):
 
     def __reduce__(self):
         return _DeviceCopies, ()
+
+
+# References to a Parameter's array that ``_weights_for_kernel`` counts as its own: the
+# Parameter's slot, its local ``host``, ``_shared``'s argument and ``sys.getrefcount``'s.
+_OWN_REFERENCES = 4
+
+
+def _shared(host, held):
+    """[device] Whether something else may write ``host`` without a ``version``: it is a view
+    of another array, or more references to it exist than its Parameter's, the ``held`` of
+    the layer's cache and this call's own (a view's ``base``, another Parameter's slot)."""
+    return host.base is not None or sys.getrefcount(host) > _OWN_REFERENCES + held
 
 
 class _DeviceCache(dict):
@@ -198,25 +211,29 @@ class _Recurrent(Module):
 
     def _weights_for_kernel(self, k, d):
         """The kernel's weight arguments for layer k, direction d: host arrays on "cpu"; on
-        "cuda" [device] GPU copies, uploaded again when a Parameter's array, its ``version`` or
-        its values have changed since the last upload (see ``Parameter``). The values are
-        compared too because not every write is seen: a view taken before the upload, or a
-        second Parameter given the same array (a tie), writes without a ``version``. While a
-        copy exists its host array is read-only: a write through a reference taken since
-        raises at once."""
+        "cuda" [device] GPU copies, uploaded again when a Parameter's array or its ``version``
+        has changed since the last upload (see ``Parameter``). While a copy exists its host
+        array is read-only, so a write through a reference taken since raises at once. Two
+        kinds of write go unseen by both: through a view taken before the upload, and through
+        a second Parameter given the same array (a tie). Where either may exist (``_shared``:
+        more references to the array than its Parameter's), the values are compared with a
+        host copy of those uploaded; elsewhere (the usual case) nothing is read."""
         params = self._layer_param_lists()[k * self.num_directions + d]
         if self.device != "cuda":
             return [q.data for q in params]
         cached = self.__dict__.setdefault("_device_weights", _DeviceCopies())
         out = []
         for q in params:
-            entry = cached.get(id(q))
-            if (entry is None or entry[0] is not q._data or entry[1] != q.version
-                    or not np.array_equal(entry[3], q._data)):
+            host, entry = q._data, cached.get(id(q))
+            fresh = entry is not None and entry[0] is host and entry[1] == q.version
+            if fresh and _shared(host, held=1):
+                fresh = entry[3] is not None and np.array_equal(entry[3], host)
+            if not fresh:
                 if entry is not None:
                     unlock(entry[0])
-                host = q._data
-                entry = cached[id(q)] = (host, q.version, upload(host), host.copy())
+                    entry = cached[id(q)] = None                 # (its reference to host)
+                kept = host.copy() if _shared(host, held=0) else None
+                entry = cached[id(q)] = (host, q.version, upload(host), kept)
                 lock(host)
             out.append(entry[2])
         return out
