@@ -49,11 +49,29 @@ def available_cores():
         return os.cpu_count() or 1
 
 
+def count(text, minimum=1):
+    """argparse ``type=``: an int >= ``minimum`` (1: repeats, runs, sizes, threads), else a
+    usage error (exit 2) naming the option, before anything runs."""
+    import argparse
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {v}")
+    return v
+
+
+def count0(text):
+    """argparse ``type=``: an int >= 0 (warm-up rounds, seeds)."""
+    return count(text, minimum=0)
+
+
 def add_common_args(ap, name):
     """--quick, --threads, --json, shared by every script."""
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes and few repeats: checks the code paths, not speed")
-    ap.add_argument("--threads", type=int, default=available_cores(),
+    ap.add_argument("--threads", type=count, default=available_cores(),
                     help="threads for PyTorch, OpenBLAS and Numba alike (default: all available cores, "
                          f"here {available_cores()})")
     ap.add_argument("--json", default=os.path.join("bench_out", f"{name}.json"),

@@ -63,7 +63,7 @@ def parse_args(argv=None):
     hz.add_common_args(ap, NAME)
     ap.add_argument("--only", default=",".join(CHOICES), help="comma-separated subset of " + ",".join(CHOICES))
     ap.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated subset of lstm,gru,rnn")
-    ap.add_argument("--repeat", type=int, default=None, help="timed rounds (median reported; default 7, quick 3)")
+    ap.add_argument("--repeat", type=hz.count, default=None, help="timed rounds (median reported; default 7, quick 3)")
     args = ap.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     if not args.cells or set(args.cells) - set(GATES):

@@ -33,6 +33,10 @@ import re
 import sys
 import time
 
+if __package__ in (None, ""):                       # python benchmarks/gpu.py
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks._harness import count, count0  # noqa: E402
+
 #: (T, B, I, H): the CPU benchmark's grid, then batch 1, 4, 16 at H = 512.
 GRID = [(5, 1, 6, 6), (8, 8, 2, 100), (32, 16, 64, 128), (64, 32, 128, 256), (100, 64, 512, 512),
         (100, 1, 512, 512), (100, 4, 512, 512), (100, 16, 512, 512)]
@@ -52,12 +56,12 @@ def parse_args(argv=None):
     mode.add_argument("--compile-only", action="store_true",
                       help="compile every kernel for --cc with numba-cuda (no GPU needed)")
     ap.add_argument("--cc", default="9.0", help="compute capability for --compile-only (default 9.0)")
-    ap.add_argument("--repeat", type=int, default=10, help="timed repetitions (median reported)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (compilation)")
+    ap.add_argument("--repeat", type=count, default=10, help="timed repetitions (median reported)")
+    ap.add_argument("--warmup", type=count0, default=2, help="untimed repetitions first (compilation)")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated: lstm,gru")
     ap.add_argument("--grid", choices=("all", "h512"), default="all",
                     help="all: every shape (default); h512: only the H = 512 rows")
-    ap.add_argument("--limit", type=int, default=None,
+    ap.add_argument("--limit", type=count, default=None,
                     help="only the first N shapes of the grid (a quick look, or a quick --check)")
     ap.add_argument("--json", default=os.path.join("bench_out", "gpu.json"),
                     help="where to write the results (default bench_out/gpu.json, as the CPU scripts)")

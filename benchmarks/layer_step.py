@@ -59,13 +59,13 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hz.add_common_args(ap, NAME)
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of lstm,gru,rnn")
-    ap.add_argument("--repeat", type=int, default=None, help="timed rounds (median reported; default 7, quick 3)")
+    ap.add_argument("--repeat", type=hz.count, default=None, help="timed rounds (median reported; default 7, quick 3)")
     ap.add_argument("--no-module", action="store_true", help="skip the module column of table 1")
     args = ap.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     bad = [c for c in args.cells if c not in CELLS]
-    if bad:
-        ap.error(f"--cells: expected a subset of {CELLS}, got {bad}")
+    if bad or not args.cells:
+        ap.error(f"--cells: expected a non-empty subset of {CELLS}, got {bad or args.cells}")
     if args.repeat is None:
         args.repeat = 3 if args.quick else 7
     return args

@@ -9,7 +9,10 @@ allocator state and caches cannot hide in another's numbers. The child:
 
 1. imports its library, makes the float32 inputs x (T, B, I) and dy (T, B, H) and the weights
    (these are the same for every case and are not counted);
-2. runs one tiny step (Numba loads its kernels, PyTorch initialises), then ``gc.collect()``;
+2. runs one short step, T = 2 at the full B, I, H (Numba loads, or compiles, the kernels of
+   the path that this B, I, H take; PyTorch initialises), then ``gc.collect()`` and, on Linux
+   with glibc, ``malloc_trim(0)``: the allocator hands freed heap back to the system, which a
+   step reusing it would otherwise not show (PyTorch's warm-up leaves ~16 MB of it, NumPy's ~4);
 3. notes its resident set (VmRSS), resets the kernel's peak-RSS mark (``/proc/self/clear_refs``,
    value 5; Linux) and starts ``tracemalloc``;
 4. runs ONE forward + backward at full size, keeping the results (grads) alive;
@@ -96,8 +99,13 @@ def status(key):
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
 
-step(np.ascontiguousarray(x[:2, :2]), np.ascontiguousarray(dy[:2, :2]))   # load / compile, tiny
+step(np.ascontiguousarray(x[:2]), np.ascontiguousarray(dy[:2]))   # load / compile: this path
 gc.collect()
+try:
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)         # freed heap back to the system (glibc)
+except (OSError, AttributeError):
+    pass
 rss_before = status("VmRSS")
 try:
     with open("/proc/self/clear_refs", "w") as f:
@@ -126,12 +134,15 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     bad = [c for c in args.cells if c not in CELLS]
-    if bad:
-        ap.error(f"--cells: expected a subset of {CELLS}, got {bad}")
+    if bad or not args.cells:
+        ap.error(f"--cells: expected a non-empty subset of {CELLS}, got {bad or args.cells}")
     if args.shape is None:
         args.shape = QUICK_SHAPE if args.quick else SHAPE
     else:
-        args.shape = tuple(int(v) for v in args.shape.split(","))
+        try:
+            args.shape = tuple(int(v) for v in args.shape.split(","))
+        except ValueError:
+            ap.error(f"--shape: expected four positive integers T,B,I,H, got {args.shape!r}")
         if len(args.shape) != 4 or min(args.shape) < 1:
             ap.error(f"--shape: expected four positive integers T,B,I,H, got {args.shape}")
     return args

@@ -24,7 +24,8 @@ clocks. Cases:
                           loaded from the cache
     PyTorch               the same step with torch.nn
 
-Columns (medians over the runs of a case):
+Columns (each from the run of median total among a case's runs, so that the parts add up; the
+JSON keeps every run):
 
     total s        wall time from just before the child is spawned to the end of its first step
                    (as the parent sees it: interpreter start-up included)
@@ -134,11 +135,26 @@ print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=
 """
 
 
+COLUMNS = ("total_s", "python_s", "import_s", "first_step_s", "next_step_ms")
+
+
+def summarize(cases):
+    """{case: {column: value, "runs": n}}: every column from the run of median total (the
+    upper one of an even count), so that a row's parts add up to its total, which medians
+    taken column by column do not."""
+    summary = {}
+    for case, runs in cases.items():
+        middle = sorted(runs, key=lambda r: r["total_s"])[len(runs) // 2]
+        summary[case] = {c: middle[c] for c in COLUMNS}
+        summary[case]["runs"] = len(runs)
+    return summary
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hz.add_common_args(ap, NAME)
-    ap.add_argument("--cold-runs", type=int, default=None, help="runs with an empty cache (default 2, quick 1)")
-    ap.add_argument("--warm-runs", type=int, default=None, help="warm-cache and PyTorch runs (default 3, quick 1)")
+    ap.add_argument("--cold-runs", type=hz.count, default=None, help="runs with an empty cache (default 2, quick 1)")
+    ap.add_argument("--warm-runs", type=hz.count, default=None, help="warm-cache and PyTorch runs (default 3, quick 1)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     args = ap.parse_args(argv)
     if args.cold_runs is None:
@@ -195,14 +211,12 @@ def main(argv=None, print_fn=print):
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
 
-    cols = ("total_s", "python_s", "import_s", "first_step_s", "next_step_ms")
-    summary = {}
-    for case, runs in cases.items():
-        summary[case] = {c: sorted(r[c] for r in runs)[len(runs) // 2] for c in cols}
-        summary[case]["runs"] = len(runs)
+    cols = COLUMNS
+    summary = summarize(cases)
     rows = [[case, str(s["runs"])] + [hz.fmt(s[c]) for c in cols] for case, s in summary.items()]
     notes = [f"seed model at (T, B, I, H) = {SHAPE}, one SGD step; {args.threads} thread(s) via "
-             f"{', '.join(hz.THREAD_ENV)}; medians; the warm cache held {cache_files} files after the runs"
+             f"{', '.join(hz.THREAD_ENV)}; each row the run of median total; the warm cache held "
+             f"{cache_files} files after the runs"
              + ("; --quick: one run each" if args.quick else ""),
              "total = spawn to end of first step (as the parent sees it) = python + import + first step."]
     tables = [("Fresh process to first finished training step",

@@ -52,17 +52,21 @@ CLASS_NAMES = ("line", "parabola", "sqrt")
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hz.add_common_args(ap, NAME)
-    ap.add_argument("--train", type=int, default=None, help="training sequences (default 2000, quick 256)")
-    ap.add_argument("--test", type=int, default=None, help="test sequences (default 1000, quick 128)")
-    ap.add_argument("--hidden", type=int, default=None, help="LSTM hidden size (default 32, quick 8)")
-    ap.add_argument("--batch", type=int, default=32, help="mini-batch size (default 32)")
+    ap.add_argument("--train", type=hz.count, default=None, help="training sequences (default 2000, quick 256)")
+    ap.add_argument("--test", type=hz.count, default=None, help="test sequences (default 1000, quick 128)")
+    ap.add_argument("--hidden", type=hz.count, default=None, help="LSTM hidden size (default 32, quick 8)")
+    ap.add_argument("--batch", type=hz.count, default=32, help="mini-batch size (default 32)")
     ap.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
     ap.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (default 1.0)")
     ap.add_argument("--target", type=float, default=0.95, help="test accuracy to reach (default 0.95)")
-    ap.add_argument("--max-epochs", type=int, default=None, help="give up after this many (default 50, quick 2)")
-    ap.add_argument("--runs", type=int, default=None, help="runs of each framework, alternating (default 5, quick 1)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-epochs", type=hz.count, default=None, help="give up after this many (default 50, quick 2)")
+    ap.add_argument("--runs", type=hz.count, default=None, help="runs of each framework, alternating (default 5, quick 1)")
+    ap.add_argument("--seed", type=hz.count0, default=0)
     args = ap.parse_args(argv)
+    if not args.lr > 0 or not args.clip > 0:
+        ap.error(f"--lr and --clip: expected numbers > 0, got {args.lr} and {args.clip}")
+    if not 0 < args.target <= 1:
+        ap.error(f"--target: expected an accuracy in (0, 1], got {args.target}")
     for name, full, quick in (("train", 2000, 256), ("test", 1000, 128), ("hidden", 32, 8),
                               ("max_epochs", 50, 2), ("runs", 5, 1)):
         if getattr(args, name) is None:

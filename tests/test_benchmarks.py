@@ -239,3 +239,30 @@ def test_harness_helpers(tmp_path):
     with open(path) as f:
         assert json.load(f) == {"a": None, "b": 1.5, "c": [2]}
     assert _harness.fmt(None) == "n/a" and _harness.fmt(2.0, "x") == "2.00x" and _harness.fmt(12.3, "pct") == "12%"
+
+
+def test_startup_row_is_one_run_so_its_parts_add_up():
+    """Medians taken column by column gave rows whose parts did not add up to their total."""
+    runs = [dict(total_s=5.0, python_s=0.1, import_s=0.9, first_step_s=4.0, next_step_ms=1.0),
+            dict(total_s=6.0, python_s=0.3, import_s=0.5, first_step_s=5.2, next_step_ms=2.0),
+            dict(total_s=7.0, python_s=0.2, import_s=0.7, first_step_s=6.1, next_step_ms=3.0)]
+    row = startup.summarize({"case": runs})["case"]
+    assert row == dict(runs[1], runs=3)
+
+
+@pytest.mark.parametrize("module, argv, message", [
+    (layer_step, ["--repeat", "0"], "--repeat: expected an integer >= 1, got 0"),
+    (layer_step, ["--threads", "-1"], "--threads: expected an integer >= 1, got -1"),
+    (layer_step, ["--cells", ","], "--cells: expected a non-empty subset"),
+    (choices, ["--repeat", "x"], "--repeat: expected an integer >= 1, got 'x'"),
+    (startup, ["--cold-runs", "0"], "--cold-runs: expected an integer >= 1, got 0"),
+    (train_to_target, ["--batch", "-1"], "--batch: expected an integer >= 1, got -1"),
+    (train_to_target, ["--max-epochs", "0"], "--max-epochs: expected an integer >= 1"),
+    (train_to_target, ["--target", "1.5"], "--target: expected an accuracy in (0, 1]"),
+    (memory, ["--shape", "a,b,c,d"], "--shape: expected four positive integers"),
+])
+def test_bad_command_line_values_are_usage_errors(module, argv, message, capsys):
+    """These had run until an IndexError or ZeroDivisionError (some after minutes of work)."""
+    with pytest.raises(SystemExit) as e:
+        module.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
