@@ -39,4 +39,4 @@ def test_gpu_benchmark_refuses_a_bad_limit():
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--check", "--limit", "0"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode != 0 and "--limit: expected N >= 1" in run.stderr
+    assert run.returncode == 2 and "--limit: expected an integer >= 1, got 0" in run.stderr
