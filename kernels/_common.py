@@ -250,7 +250,9 @@ def flip_valid(a, lengths, out):
 # ---------------------------------------------------------------------------------------------
 
 def as_float_array(a, name, dtype=None, shape=None):
-    """``a`` as a C-contiguous float32/float64 array (no copy when it already is one).
+    """``a`` as a writable C-contiguous float32/float64 array (no copy when it already is one).
+A read-only one is copied: Numba types it apart (a readonly array), so passing it on would
+compile every kernel it reaches once more (~2 s for a backward, on each new machine).
 
     dtype None: keep ``a``'s own floating dtype (TypeError if it is not float32/float64);
     otherwise cast to ``dtype`` (the dtype of ``x``: one kernel call runs in one precision).
@@ -272,7 +274,8 @@ def as_float_array(a, name, dtype=None, shape=None):
         raise TypeError(f"{name}: expected a real array, got dtype {arr.dtype}")
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    return out if out.flags.writeable else out.copy()
 
 
 def as_lengths(lengths, T, B):

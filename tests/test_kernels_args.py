@@ -136,3 +136,38 @@ def test_a_masked_array_is_refused_not_unmasked(cell, which):
     args[i] = np.ma.masked_array(args[i], mask=np.zeros(args[i].shape, bool))
     with pytest.raises(TypeError, match=f"{which}: expected a plain array, got a masked array"):
         FORWARD[cell](*args)
+
+
+def _compiled_signatures():
+    """How many signatures the compiled cores of the serial kernels hold, by core."""
+    cores = {}
+    for mod in (lstm, gru, rnn):
+        for name in dir(mod):
+            f = getattr(mod, name)
+            if hasattr(f, "signatures") and hasattr(f, "py_func"):
+                cores[f"{mod.__name__}.{name}"] = len(f.signatures)
+    return cores
+
+
+@pytest.mark.parametrize("cell", sorted(FORWARD))
+def test_read_only_arrays_compile_no_other_signature(cell):
+    """A read-only x, h0, weight or dy reached the compiled cores as Numba's readonly array
+    type: every kernel compiled once more (~2 s for a backward), and the answer was the same."""
+    x, weights = inputs(cell)
+    kw = {"path": "steps"} if cell != "rnn" else {}
+    out = FORWARD[cell](x, *weights, **kw)
+    dy = np.ones_like(out[0])
+    want = BACKWARD[cell](dy, *([None] * STATES[cell]), out[-1])
+    before = _compiled_signatures()
+
+    def locked(a):
+        a = a.copy()
+        a.flags.writeable = False
+        return a
+
+    out2 = FORWARD[cell](locked(x), *map(locked, weights), h0=locked(np.zeros((B, H), np.float32)),
+                         **kw)
+    got = BACKWARD[cell](locked(dy), *([None] * STATES[cell]), out2[-1])
+    assert _compiled_signatures() == before
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
