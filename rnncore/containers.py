@@ -265,7 +265,10 @@ class Sequential(Module):
     containers); a layer acting on the last axis computes something at padding steps too (a
     `Linear`'s bias), so where the output keeps the (T, B) leading axes the chain's outputs at
     padding steps are set to 0 and the upstream gradient there is dropped, as in `Sequencer`:
-    padding takes no gradient.
+    padding takes no gradient. Whether it keeps them is what the children's ``output_shape``
+    say; a module of one's own that does not say (no ``output_shape``, or one that raises
+    NotImplementedError) is judged by its output: (T, B, ...) keeps them, except where T == B
+    and the output is not the shape `Module`'s default predicts (it could be (B, H)).
 
     All or nothing: a forward that any child refuses leaves every child as it was, and so does
     a backward (the grads the children after the refusing one had added to are put back). A
@@ -324,16 +327,20 @@ class Sequential(Module):
 
     def _keeps_time_axis(self, input_shape, out):
         """Whether the output ``out`` is time-major like the input, (T, B, ...), rather than
-        (B, ...) (after `LastStep` or ``return_sequences=False``); a child that cannot say
-        (``output_shape`` not implemented) leaves the output as it is. A module of one's own
-        without an ``output_shape`` has `Module`'s, the input's shape: a guess, taken only
-        where ``out`` has the shape that it predicts (a module that drops the time axis of a
-        (T, B, H) with T == B == H answers (B, H), not the (T, B, H) predicted)."""
-        if _time_major_output(self, input_shape) is not True:
+        (B, ...) (after `LastStep` or ``return_sequences=False``): as the children's
+        ``output_shape`` say where all of them can. Otherwise (a module of one's own without
+        one: `Module`'s default, the input's shape, is a guess; or one that raises
+        NotImplementedError), ``out`` says: (T, B, ...) keeps the axes where T != B (a (B, ...)
+        output cannot begin with (T, B) then); where T == B only if ``out`` also has the shape
+        the guess predicts (a module that drops the time axis of a (T, B, H) with T == B == H
+        answers (B, H), not the (T, B, H) predicted)."""
+        said = _time_major_output(self, input_shape)
+        if said is not None and all(_says_its_shape(m) for m in self.modules()):
+            return said
+        shape, (T, B) = _shape_of(out), input_shape[:2]
+        if len(shape) < 2 or tuple(shape[:2]) != (T, B):
             return False
-        if all(_says_its_shape(m) for m in self.modules()):
-            return True
-        return _shape_of(out) == tuple(self.output_shape(input_shape))
+        return T != B or (said is True and shape == tuple(self.output_shape(input_shape)))
 
     def _backward(self, x, gy):
         if self._inputs is None:

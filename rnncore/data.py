@@ -27,8 +27,9 @@ def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
         min(T_i, maxlen)
 
     Padding always follows each sequence's steps (Keras's ``padding="post"``): ``lengths``
-    say where each one's valid prefix ends, and every rnncore layer reads only that prefix, so
-    the padding's values are never read (zeros, for a readable array).
+    say where each one's valid prefix ends, and the padding's values change no output at a valid
+    step, no final state and no gradient (zeros, for a readable array; they must still be
+    finite: every layer checks its whole input).
     """
     if maxlen is not None:
         maxlen = _checks.positive_int(maxlen, "maxlen")

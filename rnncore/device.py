@@ -19,7 +19,8 @@ uploads a weight again when it has changed: when its ``Parameter.version`` moved
 ``p.data[...] = v`` are all seen), when ``p.data`` is another array (``astype``, assignment), or
 when its values differ from those uploaded: where something else refers to the array (a view
 taken before the move, or a second Parameter given the same array, which write without a
-``version``), each forward compares them on the host; elsewhere nothing is read. While a GPU
+``version``; also a plain `SGD`'s flat views), each forward compares them on the host;
+elsewhere nothing is read. While a GPU
 copy is in use its host array is read-only: a write through a reference kept from before
 (``w = p.data; ...; w[0] = 1``) raises ``ValueError`` at once; take ``p.data`` again to write. ``to("cpu")`` drops the copies and makes the arrays writable again.
 Each forward copies its input to the GPU and its outputs back; each backward runs on the GPU with

@@ -9,7 +9,8 @@ A module's life in one training step::
 
 Subclasses implement ``_forward(x, lengths)`` and ``_backward(x, gy)`` and declare their
 parameters with ``self._param(name, array)`` and their children with ``self._child(module)``.
-``forward`` / ``backward`` here do the shared work: input checks, and remembering ``lengths``.
+``forward`` / ``backward`` here do the shared work: a device array is copied to the host first,
+and ``forward`` remembers ``lengths``; each module checks its own input in ``_forward``.
 """
 
 import numpy as np
@@ -23,9 +24,10 @@ class Parameter:
 
     ``version`` counts the times ``data`` was handed out or replaced: every ``p.data`` (read or
     write) may be followed by a change, so it counts as one. A layer on ``"cuda"`` keeps a GPU
-    copy of its weights and uploads again only when ``version`` (or the array itself) has moved;
-    while such a copy exists the host array is read-only, so a write through a reference kept from
-    before fails loudly instead of leaving the GPU copy stale (take ``p.data`` again to write).
+    copy of its weights and uploads again when ``version`` (or the array itself) has moved, or
+    when the values changed under another reference to the array (rnncore/device.py); while
+    such a copy exists the host array is read-only, so a write through a reference taken since
+    fails loudly instead of leaving the GPU copy stale (take ``p.data`` again to write).
     """
 
     __slots__ = ("_data", "_grad", "name", "requires_grad", "version")
@@ -382,13 +384,14 @@ class Module:
         """Compute on ``device`` ("cpu" or "cuda") from now on; returns ``self``.
 
         On "cuda" the recurrent layers run their kernels on the GPU and keep GPU copies of their
-        weights, uploaded again only after a change (``Parameter.version``); the authoritative
-        parameters, gradients and optimizer state stay host NumPy arrays (rnncore/device.py),
+        weights, uploaded again only after a change (rnncore/device.py says how one is seen);
+        the authoritative parameters, gradients and optimizer state stay host NumPy arrays,
         inputs may be NumPy or device arrays, outputs are NumPy. Checked before anything
         changes: an unknown name raises ValueError, CUDA asked for where it cannot run raises
         RuntimeError (both naming ``device``), and the module is then left as it was. A
-        forward's saved state is dropped on a change of device: call forward again before
-        backward.
+        recurrent layer's saved forward is dropped on a change of device (its kernels' caches
+        belong to one device): call forward again before backward. The other modules compute
+        on the host on either device and keep theirs.
         """
         device = check_device(device)
         for m in self.modules():

@@ -140,7 +140,7 @@ class Optimizer:
         self.params = _param_list(params)
         self.state = [dict() for _ in self.params]
         self._dtypes = set()          # parameter dtypes the ``_cast`` numbers were checked in
-        self._checked = [None] * len(self.params)     # per parameter: its data array then
+        self._checked = [None] * len(self.params)     # per parameter: its data's dtype then
 
     @property
     def lr(self):
@@ -162,19 +162,21 @@ class Optimizer:
 
     def _check_dtypes(self):
         """``_checks.fits_dtype`` each ``_cast`` number in every parameter dtype not seen before.
-        Only a new data array can bring a new dtype, so an array seen last time is not looked at."""
+        A parameter whose dtype is the one seen last time is not looked at. (Its dtype, not its
+        array, is what is kept: a reference to the array would count, on "cuda", as one that
+        may write it unseen, and make every forward compare the weights; rnncore/device.py.)"""
         checked = self._checked
         for i, p in enumerate(self.params):
-            data = p._data                        # (not p.data: that counts as a change)
-            if data is checked[i]:
+            dtype = p._data.dtype                 # (not p.data: that counts as a change)
+            if dtype is checked[i]:
                 continue
-            if data.dtype not in self._dtypes:
+            if dtype not in self._dtypes:
                 for name in self._cast:
                     v = getattr(self, name, None)
                     if isinstance(v, numbers.Real):
-                        _checks.fits_dtype(float(v), name, data.dtype)
-                self._dtypes.add(data.dtype)
-            checked[i] = data
+                        _checks.fits_dtype(float(v), name, dtype)
+                self._dtypes.add(dtype)
+            checked[i] = dtype
 
     def step(self):
         """One update of every trainable parameter, in place."""

@@ -1095,6 +1095,34 @@ def test_chain_with_lengths_zeroes_padding_around_a_module_of_ones_own_that_keep
     np.testing.assert_array_equal(m[-1].bias.grad, [4, 4, 4])        # the 4 valid steps only
 
 
+class _Widen(rnncore.Module):
+    """(T, B, F) -> (T, B, 2F), without an output_shape (the default's guess is wrong)."""
+
+    def _forward(self, x, lengths):
+        return np.concatenate([x, x], axis=-1) + 1
+
+    def _backward(self, x, gy):
+        F = np.shape(x)[-1]
+        return gy[..., :F] + gy[..., F:]
+
+
+class _CannotSay(_Doubled):
+    def output_shape(self, input_shape):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("own", [_Widen, _CannotSay])
+def test_chain_judges_a_module_that_cannot_say_its_shape_by_its_output(own):
+    """Where the guess was wrong (a wider output) or missing, padding kept the values and
+    took gradient: a (T, B, ...) output with T != B keeps the time axis whatever the guess."""
+    x = np.ones((3, 2, 4), np.float32)
+    m = Sequential(Linear(4, 4), own())
+    y = m.forward(x, lengths=np.array([1, 3]))
+    assert not y[1:, 0].any() and y[:, 1].all()
+    gx = m.backward(x, np.ones_like(y))
+    assert not gx[1:, 0].any()
+
+
 def test_an_empty_chain_with_lengths_is_the_identity_too():
     x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
     lengths = np.array([3, 1])
