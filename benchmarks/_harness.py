@@ -67,6 +67,16 @@ def count0(text):
     return count(text, minimum=0)
 
 
+def require_torch(name, hint=""):
+    """Exit with a message saying how to install PyTorch, the peer every row is compared with,
+    where it is missing (looked up without importing it: the thread settings come first)."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None:
+        raise SystemExit(f"{name}: needs PyTorch, the peer it compares with, which is not "
+                         f'installed: pip install -e ".[bench]" in the rnncore repository (the '
+                         f"CPU build: pip install torch==2.13.0){hint}")
+
+
 def add_common_args(ap, name):
     """--quick, --threads, --json, shared by every script."""
     ap.add_argument("--quick", action="store_true",

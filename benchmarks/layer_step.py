@@ -336,6 +336,7 @@ def bench_train_step(shape, repeat, min_sample_s, idle_s, lr=0.1):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
+    hz.require_torch(NAME)
     env_in_time = hz.set_thread_env(args.threads)
     import numpy as np  # noqa: F401
     import scipy.linalg.blas  # noqa: F401  (load SciPy's OpenBLAS: the one Numba's np.dot uses)

@@ -174,6 +174,7 @@ def minimum_bytes(cell, T, B, H):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
+    hz.require_torch(NAME)
     MB = 2.0 ** 20
     T, B, I, H = args.shape
     results, rows = [], []

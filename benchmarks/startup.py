@@ -188,6 +188,8 @@ def run_child(code, threads, cache_dir=None, timeout=600, extra_env=None):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
+    if not args.no_torch:
+        hz.require_torch(NAME, " (or --no-torch: the rnncore rows only)")
     cold, cold_off = "rnncore, cold cache", "rnncore, cold, no compile ahead"
     cases = {cold: [], cold_off: [], "rnncore, warm cache": []}
     if not args.no_torch:

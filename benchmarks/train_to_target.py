@@ -194,6 +194,7 @@ def run(framework, args, data):
 
 def main(argv=None, print_fn=print):
     args = parse_args(argv)
+    hz.require_torch(NAME)
     env_in_time = hz.set_thread_env(args.threads)
     import numpy as np
     import torch  # noqa: F401

@@ -266,3 +266,14 @@ def test_bad_command_line_values_are_usage_errors(module, argv, message, capsys)
     with pytest.raises(SystemExit) as e:
         module.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", [layer_step, train_to_target, startup, memory])
+def test_a_missing_pytorch_is_said_with_the_install_command(module, monkeypatch):
+    """Without torch (pip install -e . alone) these ended in a bare ModuleNotFoundError."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(SystemExit, match=r'needs PyTorch.*pip install -e "\.\[bench\]"'):
+        module.main(["--quick"])
