@@ -10,6 +10,9 @@ values before they call a kernel).
 The fast kernels take their large arrays from buffers that they reuse from call to call, whose
 memory pages are already mapped (``_workspace``); an array they return is never handed out
 again while it or a view of it lives. ``kernels.release_workspace()`` gives the free ones back.
+A forward's cache may hold the caller's ``x`` itself (the serial kernels and the reference) or a
+copy (the tiled ones, when they pad it): refill ``x`` between a forward and its backward and
+the weight gradients are undefined (the rnncore modules hand the kernels their own copy).
 
 Importing the package sets ``OPENBLAS_THREAD_TIMEOUT`` (unless it is set) so that OpenBLAS's
 idle threads stop spinning after ~2 ms instead of ~0.1 s (``_blas_env`` says why), then loads

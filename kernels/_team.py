@@ -44,9 +44,11 @@ own file, and ``barrier`` is compiled into the kernels that call it; after editi
 delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
 """
 
+import contextlib
 import os
 import platform
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -55,7 +57,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["team_size", "teams_usable", "barrier", "claim", "share"]
+__all__ = ["team_size", "teams_usable", "one_team", "barrier", "claim", "share"]
 
 SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker starts yielding
 
@@ -91,6 +93,29 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# Threads. Under Numba's "workqueue" threading layer (what Numba falls back to where neither TBB
+# nor OpenMP loads) two threads entering a parallel region at once abort the whole process
+# ("Concurrent access has been detected"). OpenMP and TBB take them (and the results are the
+# same as one after the other). So under workqueue a process runs one team at a time.
+_ONE_TEAM = threading.Lock()
+
+
+def _workqueue():
+    from numba.np.ufunc import parallel
+    try:
+        return (getattr(parallel, "_is_initialized", False)
+                and parallel.threading_layer() == "workqueue")
+    except ValueError:                                   # (not started: nothing ran yet)
+        return False
+
+
+def one_team():
+    """The context in which a kernel runs its team (and ``team_size`` its probe): a lock held
+    for the call under the workqueue threading layer, which two threads may not enter at once;
+    nothing elsewhere."""
+    return _ONE_TEAM if _workqueue() else contextlib.nullcontext()
+
+
 def teams_usable():
     """False in a child forked after GNU OpenMP had started (see above): no team may run."""
     return not _FORKED_FROM_OPENMP
@@ -111,7 +136,8 @@ def team_size(n_items):
     if n > 1:
         met = _PROBED.get(n)
         if met is None:
-            met = _PROBED[n] = _probe(n)
+            with one_team():
+                met = _PROBED[n] = _probe(n)
         if not met:
             return 1
     return n

@@ -33,7 +33,7 @@ from numba import carray, njit, prange
 from ._common import sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._workspace import empty, zeros
-from ._team import barrier, share, team_size
+from ._team import barrier, one_team, share, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _padded, _round_up,
                          _unpack_grad, _weight_grad_args, _weight_grads)
@@ -187,8 +187,9 @@ def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
     b_h = _pack_cols(b_hh.reshape(3 * H, 1), H, Hp, 1, _HIDDEN, GH).reshape(n_u, GH)
     P = empty((Bp, n_u * GH))                    # partial sums between k-chunks
     n_workers = team_size(n_u * -(-Bp // RG))
-    _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse), n_workers,
-                  np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
+    with one_team():                             # (workqueue: one at a time)
+        _forward_core(y, hs, G, P, x_p, W_i, b_i, W_f, b_h, lengths_p, int(reverse), n_workers,
+                      np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
     cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, G)
     y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y
     return np.ascontiguousarray(y_out), hs[T, :B, :H].copy(), cache
@@ -309,10 +310,11 @@ def backward(dy, dh_n, cache):
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
     n_workers = team_size((Hp // V) * -(-Bp // RG))
-    _backward_core(dG, dh, zeros((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
-                   _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
-                   lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
-                   np.zeros((2, n_workers), np.int64))
+    with one_team():                             # (workqueue: one at a time)
+        _backward_core(dG, dh, zeros((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
+                       _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
+                       lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
+                       np.zeros((2, n_workers), np.int64))
     # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
     dW_ih, dW_hh = empty((3 * H, I), np.float32), empty((3 * H, H), np.float32)
     db_ih, db_hh = empty((3 * H, 1), np.float32), empty((3 * H, 1), np.float32)

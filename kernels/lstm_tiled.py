@@ -76,7 +76,7 @@ from ._common import copy_row as _copy_row, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._workspace import empty, zeros
 from ._auto import uses_tiled
-from ._team import barrier, claim, share, team_size
+from ._team import barrier, claim, one_team, share, team_size
 
 
 __all__ = ["use_tiled", "forward", "backward"]
@@ -335,9 +335,10 @@ def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
     bias = _pack_forward(b.reshape(4 * H, 1), H, Hp, 1).reshape(n_u, 4 * U)
     x_p = _padded(x_s, (T, Bp, Ip))                      # Ip: rows of dW_ih^T in backward
     n_workers = team_size(n_u * -(-Bp // RG))
-    _forward_core(y, hs, cs, G, tanh_c, x_p, W_i, bias, _pack_forward(W_hh, H, Hp, Hp),
-                  lengths_p, int(reverse), n_workers, np.zeros(1, np.int64),
-                  np.zeros((2, n_workers), np.int64))
+    with one_team():                             # (workqueue: one at a time)
+        _forward_core(y, hs, cs, G, tanh_c, x_p, W_i, bias, _pack_forward(W_hh, H, Hp, Hp),
+                      lengths_p, int(reverse), n_workers, np.zeros(1, np.int64),
+                      np.zeros((2, n_workers), np.int64))
 
     cache = ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, cs, G, tanh_c)
     y_out = y[:, :B, :H] if (Bp, Hp) != (B, H) else y
@@ -523,9 +524,10 @@ def backward(dy, dh_n, dc_n, cache):
     wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
     dW_ih_T, dW_hh_T, dx, db = wg[3:]
     n_workers = team_size((Hp // V) * -(-Bp // RG))
-    _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
-                   _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
-                   n_workers, np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
+    with one_team():                             # (workqueue: one at a time)
+        _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
+                       _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
+                       n_workers, np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
 
     # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
     dW_ih, dW_hh, db_out = (empty((4 * H, I), np.float32), empty((4 * H, H), np.float32),

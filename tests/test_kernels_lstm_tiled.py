@@ -280,6 +280,47 @@ def test_no_hang_when_openmp_may_shrink_teams():
     assert float(out.stdout.strip()) < 1e-5
 
 
+# Two threads running teams at once, in a child under Numba's workqueue threading layer.
+_TWO_THREADS_UNDER_WORKQUEUE = """
+import threading, numpy as np
+from kernels.lstm import lstm_forward, lstm_backward
+from kernels.gru import gru_forward, gru_backward
+T, B, I, H = 3, 8, 4, 64
+rng = np.random.default_rng(0)
+def lstm_args(): return (rng.standard_normal((T, B, I)).astype(np.float32), *(rng.uniform(-.1, .1, s).astype(np.float32) for s in [(4*H, I), (4*H, H), (4*H,)]))
+def gru_args(): return (rng.standard_normal((T, B, I)).astype(np.float32), *(rng.uniform(-.1, .1, s).astype(np.float32) for s in [(3*H, I), (3*H, H), (3*H,), (3*H,)]))
+jobs = [(lstm_forward, lstm_backward, lstm_args(), 2), (gru_forward, gru_backward, gru_args(), 1)] * 2
+alone = []
+for f, b, a, n in jobs:
+    out = f(*a, path="tiled"); alone.append(b(out[0], *[None]*n, out[-1]))
+got = [None] * len(jobs)
+def work(i):
+    f, b, a, n = jobs[i]
+    for _ in range(10):
+        out = f(*a, path="tiled"); got[i] = b(out[0], *[None]*n, out[-1])
+ts = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+[t.start() for t in ts]; [t.join() for t in ts]
+from numba.np.ufunc import parallel
+assert parallel.threading_layer() == "workqueue", parallel.threading_layer()
+assert all(np.array_equal(g, w) for G, W in zip(got, alone) for g, w in zip(G, W))
+print("ok")
+"""
+
+
+def test_two_threads_running_teams_under_the_workqueue_layer():
+    """Numba's workqueue layer (its fallback where neither TBB nor OpenMP loads) aborts the
+    process when two threads enter a parallel region at once (exit 134, "Concurrent access has
+    been detected"): under it the kernels run one team at a time, with the same numbers."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue")
+    out = subprocess.run([sys.executable, "-c", _TWO_THREADS_UNDER_WORKQUEUE], env=env,
+                         capture_output=True, text=True, timeout=600,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
+
+
 def _tiled_shapes_in_forked_child(queue, x, W, U, b):
     from kernels import gru
     out = {"auto": lstm.lstm_forward(x, W, U, b)[0],
