@@ -212,8 +212,8 @@ def main(argv=None):
         else:
             print(f"rnncore demo {args.name} (seed {seed}{', quick' if args.quick else ''})\n")
         if cache_is_empty():                      # (stderr: the demo's own output unchanged)
-            print("First run here: Numba compiles the kernels into its cache first (once; about "
-                  "5 s on 2 cores).\n", file=sys.stderr, flush=True)
+            print("First run here: Numba compiles the kernels into its cache first (once; "
+                  "5-15 s more on 2 cores).\n", file=sys.stderr, flush=True)
         DEMOS[args.name].run(**kwargs)
         sys.stdout.flush()                        # (a closed pipe is found here, not at exit)
     except KeyboardInterrupt:
