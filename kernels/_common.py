@@ -249,10 +249,11 @@ def flip_valid(a, lengths, out):
 # Argument preparation (plain Python, called by the kernels' wrappers before any core runs)
 # ---------------------------------------------------------------------------------------------
 
-def as_float_array(a, name, dtype=None, shape=None):
+def as_float_array(a, name, dtype=None, shape=None, writable=True):
     """``a`` as a writable C-contiguous float32/float64 array (no copy when it already is one).
-A read-only one is copied: Numba types it apart (a readonly array), so passing it on would
-compile every kernel it reaches once more (~2 s for a backward, on each new machine).
+A read-only one is copied (unless ``writable=False``: an upload to the GPU reads it as it is):
+Numba types it apart (a readonly array), so passing it on would compile every kernel it
+reaches once more (~2 s for a backward, on each new machine).
 
     dtype None: keep ``a``'s own floating dtype (TypeError if it is not float32/float64);
     otherwise cast to ``dtype`` (the dtype of ``x``: one kernel call runs in one precision).
@@ -275,7 +276,7 @@ compile every kernel it reaches once more (~2 s for a backward, on each new mach
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=dtype)
-    return out if out.flags.writeable else out.copy()
+    return out if out.flags.writeable or not writable else out.copy()
 
 
 def as_lengths(lengths, T, B):

@@ -85,8 +85,9 @@ def _started_gnu_openmp():
 
 
 def _after_fork_in_child():
-    global _FORKED_FROM_OPENMP
+    global _FORKED_FROM_OPENMP, _ONE_TEAM
     _FORKED_FROM_OPENMP = _FORKED_FROM_OPENMP or _started_gnu_openmp()
+    _ONE_TEAM = threading.Lock()     # (a thread of the parent may have held it: it is not here)
 
 
 if hasattr(os, "register_at_fork"):

@@ -267,8 +267,9 @@ class Sequential(Module):
     padding steps are set to 0 and the upstream gradient there is dropped, as in `Sequencer`:
     padding takes no gradient. Whether it keeps them is what the children's ``output_shape``
     say; a module of one's own that does not say (no ``output_shape``, or one that raises
-    NotImplementedError) is judged by its output: (T, B, ...) keeps them, except where T == B
-    and the output is not the shape `Module`'s default predicts (it could be (B, H)).
+    NotImplementedError) is judged by its output: (T, B, ...) keeps them where T != B; where
+    T == B (the output could be (B, H)) only if `Module`'s default output_shape predicts the
+    output's shape, and not at all under a module whose ``output_shape`` raises.
 
     All or nothing: a forward that any child refuses leaves every child as it was, and so does
     a backward (the grads the children after the refusing one had added to are put back). A
@@ -333,7 +334,7 @@ class Sequential(Module):
         NotImplementedError), ``out`` says: (T, B, ...) keeps the axes where T != B (a (B, ...)
         output cannot begin with (T, B) then); where T == B only if ``out`` also has the shape
         the guess predicts (a module that drops the time axis of a (T, B, H) with T == B == H
-        answers (B, H), not the (T, B, H) predicted)."""
+        answers (B, H), not the (T, B, H) predicted), so never where no guess exists."""
         said = _time_major_output(self, input_shape)
         if said is not None and all(_says_its_shape(m) for m in self.modules()):
             return said

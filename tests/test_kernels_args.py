@@ -171,3 +171,14 @@ def test_read_only_arrays_compile_no_other_signature(cell):
     assert _compiled_signatures() == before
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
+
+
+def test_an_upload_takes_a_read_only_array_as_it_is():
+    """The copy that keeps a read-only array from the compiled cores is not made for a GPU
+    upload (``writable=False``), which reads it as it is: a full copy per forward, for nothing."""
+    from kernels._common import as_float_array
+    a = np.zeros((3, 4), np.float32)
+    a.flags.writeable = False
+    assert as_float_array(a, "x", writable=False) is a
+    b = as_float_array(a, "x")
+    assert b is not a and b.flags.writeable and np.array_equal(a, b)

@@ -321,6 +321,25 @@ def test_two_threads_running_teams_under_the_workqueue_layer():
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
 
 
+def _one_team_is_free(queue):
+    from kernels import _team
+    queue.put(not _team._ONE_TEAM.locked())
+
+
+def test_a_child_forked_while_a_team_runs_gets_a_free_team_lock():
+    """The workqueue layer's one-team lock, held by another thread at the fork, stayed held in
+    the child: its first tiled call waited forever."""
+    import multiprocessing as mp
+    from kernels import _team
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    with _team._ONE_TEAM:                       # as a thread inside a tiled kernel holds it
+        child = ctx.Process(target=_one_team_is_free, args=(q,))
+        child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0 and q.get(timeout=10) is True
+
+
 def _tiled_shapes_in_forked_child(queue, x, W, U, b):
     from kernels import gru
     out = {"auto": lstm.lstm_forward(x, W, U, b)[0],

@@ -99,7 +99,7 @@ def to_device(a, dtype, name):
         if not a.is_c_contiguous():
             raise ValueError(f"{name}: expected a C-contiguous device array, got strides {a.strides}")
         return a
-    return cuda.to_device(as_float_array(a, name, dtype))
+    return cuda.to_device(as_float_array(a, name, dtype, writable=False))   # (copied there)
 
 
 def check_shape(a, shape, name):
