@@ -53,13 +53,6 @@ def _float_input(x, dtype, name="x", empty_ok=False):
     return a, was_list
 
 
-def _non_empty(x):
-    """``x``, unless a dimension is 0 (a softmax over no classes, or of no rows, means nothing)."""
-    if 0 in x.shape:
-        raise ValueError(f"x: expected non-empty dimensions, got shape {x.shape}")
-    return x
-
-
 def _like(y, was_list):
     """Answer in the kind the input came in: a list of steps, or one array."""
     return list(y) if was_list else y
@@ -415,7 +408,7 @@ class LogSoftMax(_Activation):
 
     # the math, one compiled loop per row: kernels/log_softmax.py
     def _f(self, x):
-        C = _non_empty(x).shape[-1]
+        C = x.shape[-1]                     # (> 0: _float_input refuses empty dimensions)
         y = log_softmax_forward(x.reshape(-1, C)).reshape(x.shape)
         return y, y
 
@@ -429,7 +422,7 @@ class SoftMax(_Activation):
     """``y = exp(x) / sum_j exp(x_j)`` over the last axis, shifted by the max for stability."""
 
     def _f(self, x):
-        e = np.exp(x - _non_empty(x).max(axis=-1, keepdims=True))
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
         y = e / e.sum(axis=-1, keepdims=True)
         return y, y
 

@@ -76,13 +76,8 @@ def _follow_dtype(state, dtype):
 
 
 def _fraction(v, name):
-    """A number in [0, 1) (momentum terms, decay rates)."""
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name}: expected a number in [0, 1), got {v!r}")
-    v = _checks.as_float(v, name, "a number in [0, 1)")
-    if not 0.0 <= v < 1.0:
-        raise ValueError(f"{name}: expected a number in [0, 1), got {v}")
-    return v
+    """A number in [0, 1) (momentum terms, decay rates): checked as a dropout rate is."""
+    return _checks.probability(v, name)
 
 
 def _betas(v, name):
