@@ -12,8 +12,10 @@ per-parameter state (momentum buffers, moment estimates, Adam's step count) live
 Updates run in the parameter's own dtype, and the state follows it: after ``model.astype``
 the next step converts the state's arrays to the parameter's new dtype.
 
-Refused (ValueError naming the argument): a parameter listed twice in ``params`` (it would be
-updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
+Parameters tied to one array (``b.weight.data = a.weight.data``) are one weight: ``step()``
+updates it once, with the sum of their grads, in the first one's state (PyTorch's one
+Parameter used twice). Refused (ValueError naming the argument): a parameter listed twice in
+``params`` (it would be updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
 (``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
 float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
 construction against the parameters' dtypes, and again by ``step()`` (before any update) for a
@@ -117,9 +119,34 @@ class _Hyper:
     def __set__(self, obj, value):
         value = self.check(value, self.name)
         if self.name in type(obj)._cast:
-            for dtype in getattr(obj, "_dtypes", ()):
+            for dtype in _current_dtypes(obj):
                 _checks.fits_dtype(value, self.name, dtype)
         obj.__dict__[self.slot] = value
+
+
+def _current_dtypes(opt):
+    """The dtypes of the optimizer's parameters now (none while it is being built): a number
+    assigned later is checked in these, not in one the parameters had before an ``astype``."""
+    return {p._data.dtype for p in getattr(opt, "params", ())}
+
+
+def _tied(params):
+    """The trainable ``params`` grouped by the array they hold, in order of first appearance:
+    one list per array. Two Parameters given one array (``b.weight.data = a.weight.data``, a
+    tie) are one weight: updated once, with the sum of their grads (PyTorch's one shared
+    Parameter), not once each."""
+    groups = {}
+    for p in params:
+        if p.requires_grad:
+            groups.setdefault(id(p._data), []).append(p)
+    return groups.values()
+
+
+class _Sum:
+    """A tie's stand-in for ``_update``: the shared array and the sum of the members' grads."""
+
+    def __init__(self, ps):
+        self.data, self.grad = ps[0]._data, sum(p.grad for p in ps[1:]) + ps[0].grad
 
 
 class Optimizer:
@@ -146,7 +173,7 @@ class Optimizer:
     @lr.setter
     def lr(self, value):
         value = _checks.positive_number(value, "lr")
-        for dtype in getattr(self, "_dtypes", ()):
+        for dtype in _current_dtypes(self):
             _checks.fits_dtype(value, "lr", dtype)
         self._lr = value
 
@@ -174,11 +201,17 @@ class Optimizer:
             checked[i] = dtype
 
     def step(self):
-        """One update of every trainable parameter, in place."""
+        """One update of every trainable parameter, in place (Parameters tied to one array:
+        one update of it, with the sum of their grads, in the first one's state)."""
         self._check_dtypes()
-        for p, state in zip(self.params, self.state):
-            if p.requires_grad:
-                self._update(p, state)
+        if len({id(p._data) for p in self.params}) == len(self.params):
+            for p, state in zip(self.params, self.state):
+                if p.requires_grad:
+                    self._update(p, state)
+            return
+        index = {id(p): i for i, p in enumerate(self.params)}
+        for ps in _tied(self.params):
+            self._update(ps[0] if len(ps) == 1 else _Sum(ps), self.state[index[id(ps[0])]])
 
     def _update(self, p, state):
         raise NotImplementedError
@@ -204,12 +237,25 @@ class SGD(Optimizer):
         self._flat = [None] * len(self.params)       # per parameter: (data, grad, flat views)
         self._check_dtypes()
 
+    def __getstate__(self):
+        """Pickling (and ``copy.deepcopy``): without the flat views, which a copy would turn
+        into arrays of their own, no longer views of the copied weights (steps would update
+        those and leave the weights as they were)."""
+        state = dict(self.__dict__)
+        state.pop("_flat", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._flat = [None] * len(self.params)       # (made again at the first step)
+
     def step(self):
         """One update of every trainable parameter, in place. The plain rule (no momentum, no
         weight decay) runs as one compiled loop per parameter over flat views of its data and
         grad, made once per pair of arrays (at tiny shapes NumPy's ``w -= lr * g``, a temporary
         and two calls, was a tenth of a training step); the numbers are NumPy's (no fused
-        multiply-add)."""
+        multiply-add). Parameters tied to one array each update it in turn: the same step as
+        one update with the sum of their grads, up to rounding."""
         if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
             return super().step()                            # (a subclass's own rule included)
         self._check_dtypes()
@@ -332,7 +378,8 @@ def clip_grad_norm(params, max_norm):
 
         norm = sqrt(sum_p ||grad_p||^2)        grad_p *= min(1, max_norm / (norm + 1e-6))
 
-    A parameter listed twice is one gradient: counted and scaled once. ``max_norm=inf`` only
+    A parameter listed twice is one gradient: counted and scaled once; Parameters tied to one
+    array are one weight whose gradient is the sum of theirs (the norm counts that sum). ``max_norm=inf`` only
     measures the norm; no parameters (an empty list, or none trainable) give 0.0, as in PyTorch.
     """
     if not isinstance(params, (Module, Parameter)):
@@ -341,13 +388,15 @@ def clip_grad_norm(params, max_norm):
         except TypeError:
             pass                                         # (refused below, naming params)
     params = [] if isinstance(params, list) and not params else _param_list(params, once=False)
-    params = list({id(p): p for p in params if p.requires_grad}.values())
+    ties = list(_tied({id(p): p for p in params}.values()))     # (one entry per array)
+    params = [p for ps in ties for p in ps]
     if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, numbers.Real):
         raise TypeError(f"max_norm: expected a number > 0 (or inf), got {max_norm!r}")
     max_norm = _checks.as_float(max_norm, "max_norm", "a number > 0 (or inf)")
     if not max_norm > 0:                                          # (NaN included)
         raise ValueError(f"max_norm: expected a number > 0 (or inf), got {max_norm}")
-    norm = float(np.sqrt(sum(np.sum(np.square(p.grad, dtype=np.float64)) for p in params)))
+    norm = float(np.sqrt(sum(np.sum(np.square(ps[0].grad if len(ps) == 1 else _Sum(ps).grad,
+                                              dtype=np.float64)) for ps in ties)))
     coef = max_norm / (norm + 1e-6)
     if coef < 1:
         for p in params:

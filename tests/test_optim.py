@@ -335,3 +335,58 @@ def test_clip_grad_norm_takes_an_empty_generator_and_old_pickles_load():
     p.__setstate__((None, {"_data": np.zeros((2, 2), np.float32), "grad": g, "name": "w",
                            "requires_grad": True, "version": 0}))
     assert p.grad is g
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_plain_sgd_still_updates_a_copied_model(how):
+    # the step's cached flat views must not survive a copy: a copy's would be arrays of their
+    # own, and the copied weights would never change
+    import copy
+    import pickle
+    lin = rnncore.Linear(3, 2)
+    opt = optim.SGD(lin.parameters(), lr=0.1)
+    for p in lin.parameters():
+        p.grad[...] = 1.0
+    opt.step()                                                # (makes the views)
+    lin2, opt2 = (copy.deepcopy((lin, opt)) if how == "deepcopy"
+                  else pickle.loads(pickle.dumps((lin, opt))))
+    before = [p.data.copy() for p in lin2.parameters()]
+    opt2.step()
+    for b, p in zip(before, lin2.parameters()):
+        np.testing.assert_allclose(p.data, b - np.float32(0.1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_parameters_tied_to_one_array_update_as_torchs_one_parameter(name):
+    # b.weight.data = a.weight.data: one weight; PyTorch's one Parameter used twice gets the
+    # sum of the two grads and one update (Adam moved it twice as far before)
+    ours_f, theirs_f = CASES[name]
+    rng = np.random.default_rng(1)
+    a, b = Parameter(rng.standard_normal((3, 4)), "a"), Parameter(np.zeros((3, 4)), "b")
+    c = Parameter(rng.standard_normal(4), "c")
+    b.data = a.data
+    t = torch.nn.Parameter(torch.tensor(a.data.copy()))
+    tc = torch.nn.Parameter(torch.tensor(c.data.copy()))
+    ours, theirs = ours_f([a, b, c]), theirs_f([t, tc])
+    for _ in range(3):
+        ga, gb, gc = (rng.standard_normal(s) for s in ((3, 4), (3, 4), 4))
+        a.grad[...], b.grad[...], c.grad[...] = ga, gb, gc
+        t.grad, tc.grad = torch.tensor(ga + gb), torch.tensor(gc)
+        ours.step()
+        theirs.step()
+        assert a.data is b.data
+        np.testing.assert_allclose(a.data, t.detach().numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(c.data, tc.detach().numpy(), rtol=1e-12, atol=1e-14)
+    a.grad[...], b.grad[...] = 1.0, 2.0                       # the norm of the summed grad
+    assert optim.clip_grad_norm([a, b], np.inf) == pytest.approx(3.0 * np.sqrt(12))
+
+
+def test_a_number_assigned_after_astype_is_checked_in_the_new_dtype():
+    lin = rnncore.Linear(2, 2)                                # float32
+    opt = optim.SGD(lin.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = 1e-46                                        # 0 in float32
+    lin.astype(np.float64)
+    opt.step()
+    opt.lr = 1e-46                                            # not 0 in float64: no float32 now
+    assert opt.lr == 1e-46
