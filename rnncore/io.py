@@ -254,9 +254,15 @@ def _open(path):
     except _UNREADABLE as e:
         raise ValueError(f"path: {path!r} is corrupt or truncated (not a readable .npz "
                          f"archive: {e})") from None
+    entries = z.infolist()
+    try:
+        _check_entry_sizes(entries, os.path.getsize(path))
+    except ValueError as e:
+        z.close()
+        raise ValueError(f"path: {path!r} is corrupt or crafted: {e}") from None
     headers = {}
     try:
-        for entry in z.infolist():
+        for entry in entries:
             with z.open(entry.filename) as f:
                 version = np.lib.format.read_magic(f)
                 shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
@@ -272,6 +278,35 @@ def _open(path):
         raise ValueError(f"path: {path!r} is corrupt (entry {entry.filename!r} cannot be read: "
                          f"{e})") from None
     return z, headers
+
+
+# Deflate expands at most ~1032-fold; a larger claim is a crafted size, not data.
+_DEFLATE_MAX_RATIO = 1032
+
+
+def _check_entry_sizes(entries, disk_bytes):
+    """Make the entries' sizes (the zip directory's word, which a crafted file sets at will)
+    bounded by the bytes really on disk, so that the check of each header against its entry's
+    ``file_size`` bounds what ``load`` allocates: a stored entry holds what it occupies, a
+    deflated one at most ~1032 times that, and all occupy at most the file. (Ratios of other
+    methods are unbounded: rnncore and NumPy write stored or deflated entries only.)"""
+    occupied = 0
+    for entry in entries:
+        if entry.compress_type == zipfile.ZIP_STORED:
+            bound = entry.compress_size
+        elif entry.compress_type == zipfile.ZIP_DEFLATED:
+            bound = _DEFLATE_MAX_RATIO * entry.compress_size + 64
+        else:
+            raise ValueError(f"entry {entry.filename!r} is compressed with method "
+                             f"{entry.compress_type}; rnncore reads stored or deflated entries "
+                             f"(as np.savez and np.savez_compressed write them)")
+        if entry.file_size > bound:
+            raise ValueError(f"entry {entry.filename!r} claims {entry.file_size:,} bytes, more "
+                             f"than its {entry.compress_size:,} stored bytes can hold")
+        occupied += entry.compress_size
+    if occupied > disk_bytes:
+        raise ValueError(f"its entries claim {occupied:,} stored bytes, more than the file's "
+                         f"{disk_bytes:,}")
 
 
 def _array(z, name, path):

@@ -176,9 +176,11 @@ class Embedding(Module):
         embedding_dim = _checks.positive_int(embedding_dim, "embedding_dim")
         if not isinstance(freeze, (bool, np.bool_)):
             raise TypeError(f"freeze: expected True or False, got {freeze!r}")
+        given = self.__dict__.pop("_pretrained", None)           # (from_pretrained's table)
         super().__init__(dtype)
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        w = generator().standard_normal((num_embeddings, embedding_dim)).astype(self.dtype)
+        w = given if given is not None else \
+            generator().standard_normal((num_embeddings, embedding_dim)).astype(self.dtype)
         self.weight = self._param("weight", w, requires_grad=not freeze)
         self._valid = None                                       # (T, B) with lengths=, else None
 
@@ -186,13 +188,18 @@ class Embedding(Module):
     def from_pretrained(cls, embeddings, freeze=True, dtype=np.float32):
         """An `Embedding` holding a copy of ``embeddings`` (V, E), cast to ``dtype`` (the
         default float32 of every module, whatever the array's own: vectors loaded as float64
-        then fit a float32 model; pass ``dtype=np.float64`` to keep float64)."""
+        then fit a float32 model; pass ``dtype=np.float64`` to keep float64). Draws nothing
+        from the seeded stream (``rnncore.manual_seed``): the initialisation that follows is
+        the one it would have been without this call."""
         a = _checks.finite_array(embeddings, "embeddings", dtype=_checks.float_dtype(dtype, "dtype"))
         if a.ndim != 2 or 0 in a.shape:
             raise ValueError(f"embeddings: expected a non-empty 2-D array (num_embeddings, "
                              f"embedding_dim), got shape {a.shape}")
-        m = cls(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
-        m.weight.data[...] = a
+        if a is embeddings or np.may_share_memory(a, embeddings):
+            a = a.copy()                                          # (the caller's stays theirs)
+        m = cls.__new__(cls)
+        m.__dict__["_pretrained"] = a                             # taken by __init__
+        m.__init__(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
         return m
 
     @property

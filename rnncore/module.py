@@ -315,6 +315,8 @@ class Module:
             arr = _checks.finite_array(state[key], f"state[{key!r}]", dtype=p._data.dtype)
             if arr.shape != p._data.shape:
                 raise ValueError(f"state[{key!r}]: expected shape {p._data.shape}, got {arr.shape}")
+            if any(np.may_share_memory(arr, q._data) for q in own.values()):
+                arr = arr.copy()                         # (another key's weight, written first)
             staged[key] = arr
         for key, p in own.items():
             p.data[...] = staged[key]
@@ -328,13 +330,14 @@ class Module:
             if sub:
                 for k in [k for k in state if k.startswith(prefix)]:
                     del state[k]
+                keys = list(sub)                         # (a container child empties sub)
                 try:
                     converted = child._convert_state(sub)
                 except (ValueError, TypeError) as e:     # name the key as the caller wrote it
                     if type(e) not in (ValueError, TypeError):
                         raise
                     text = str(e)
-                    for k in sorted(sub, key=len, reverse=True):
+                    for k in sorted(keys, key=len, reverse=True):
                         text = text.replace(repr(k), repr(prefix + k))
                     raise type(e)(text) from None
                 state.update({prefix + k: v for k, v in converted.items()})
@@ -346,15 +349,22 @@ class Module:
         Refused (ValueError naming the parameter, nothing converted) where a finite value is
         outside ``dtype``'s range, as ``load_state_dict`` refuses one: float64 weights beyond
         float32's largest number would otherwise become inf. (An inf or NaN already there stays
-        what it is.)
+        what it is.) A module already in ``dtype`` is left as it is: its arrays (and any ties
+        between them), its saved forward and, on "cuda", its weight copies are kept.
         """
         dtype = self._check_astype_tree(dtype)
         for m in self.modules():
+            params = list(m._params.values())
+            if m.dtype == dtype and all(p._data.dtype == dtype and p._grad.dtype == dtype
+                                        for p in params):
+                continue
             m.dtype = dtype
-            for p in m._params.values():
-                p._data = p._data.astype(dtype)
-                p.version += 1
-                p._grad = p._grad.astype(dtype)
+            for p in params:
+                if p._data.dtype != dtype:
+                    p._data = p._data.astype(dtype)
+                    p.version += 1
+                if p._grad.dtype != dtype:
+                    p._grad = p._grad.astype(dtype)
             m._on_astype(dtype)
         return self
 

@@ -172,6 +172,7 @@ class _Recurrent(Module):
             setattr(self, f"grad_{s}0", None)     # (L*D, B, H) after backward
         self._remember = False
         self._carry = None                        # remembered states: tuple of (L*D, B, H)
+        self._last = None                         # the last forward's final states (same)
         self._cache = None                        # what backward needs, set by forward
 
     def _init_bias(self, b):
@@ -258,18 +259,24 @@ class _Recurrent(Module):
 
     # -- remember / forget (Torch7) ----------------------------------------------------------
     def remember(self, mode=True):
-        """From now on each forward starts from the previous call's final state.
+        """From now on each forward starts from the previous call's final state: the next one
+        too, from the state of a forward made before this call (Torch7's ``remember``), unless
+        ``forget()`` came between.
 
         ``remember(False)`` switches that off again (and forgets the state).
         """
-        self._remember = _checks.flag(mode, "mode")
-        if not self._remember:
-            self._carry = None
+        mode = _checks.flag(mode, "mode")
+        if mode and not self._remember:
+            last = self.__dict__.get("_last")     # (None in a layer pickled before it was kept)
+            self._carry = None if last is None else tuple(a.copy() for a in last)
+        self._remember = mode
+        if not mode:
+            self._carry = self._last = None
         return self
 
     def forget(self):
         """Reset the remembered state to zeros (the mode set by ``remember`` is kept)."""
-        self._carry = None
+        self._carry = self._last = None
         return self
 
     # -- forward -----------------------------------------------------------------------------
@@ -373,6 +380,7 @@ class _Recurrent(Module):
         self.h_n = state_n[0]
         if len(state_n) == 2:
             self.c_n = state_n[1]
+        self._last = tuple(state_n)
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
@@ -467,6 +475,8 @@ class _Recurrent(Module):
                     setattr(self, attr, a.astype(dtype))
         if self._carry is not None:
             self._carry = tuple(a.astype(dtype) for a in self._carry)
+        if self.__dict__.get("_last") is not None:
+            self._last = tuple(a.astype(dtype) for a in self._last)
         self._cache = None                                    # backward needs a fresh forward
         self._drop_device_weights()                           # [device] new arrays: upload again
 
@@ -505,9 +515,10 @@ def _sum_torch_biases(module, state):
             if ih in state and hh in state and b not in state:
                 a1 = _checks.finite_array(state[ih], f"state[{ih!r}]")
                 a2 = _checks.finite_array(state[hh], f"state[{hh!r}]")
-                if a1.shape != a2.shape:
-                    raise ValueError(f"state[{hh!r}]: expected the shape of {ih!r} {a1.shape}, "
-                                     f"got {a2.shape}")
+                want = (module._gates * module.hidden_size,)       # the layer's one bias
+                for key, a in ((ih, a1), (hh, a2)):
+                    if a.shape != want:
+                        raise ValueError(f"state[{key!r}]: expected shape {want}, got {a.shape}")
                 total = a1.astype(np.float64) + a2.astype(np.float64)
                 top = float(np.abs(total).max()) if total.size else 0.0
                 if top > float(np.finfo(module.dtype).max):   # (b is not the caller's key)

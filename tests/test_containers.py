@@ -606,7 +606,7 @@ def test_refused_backward_leaves_every_grad_alone():
     s.backward(x, np.ones((4, 2, 2), np.float32))                # some grads and grad_h0 to keep
     before, h0 = _grads(s), s[0].grad_h0.copy()
     s.forward(x)
-    s[0].astype(np.float32)                                      # drops the LSTM's forward only
+    s[0].astype(np.float64)                                      # drops the LSTM's forward only
     with pytest.raises(RuntimeError, match="LSTM.backward: call forward first"):
         s.backward(x, np.ones((4, 2, 2), np.float32))
     assert _unchanged(s, before)
@@ -1132,3 +1132,29 @@ def test_an_empty_chain_with_lengths_is_the_identity_too():
         assert not y[1:, 1].any()
         g = m.backward(x, np.ones_like(x))
         assert g[:, 0].all() and not g[1:, 1].any()
+
+
+def test_a_nested_load_error_names_the_key_as_given():
+    # the inner container emptied the dict the outer one renamed keys from: '1.bias_hh_l0'
+    from rnncore import Tanh
+    m = Sequential(Tanh(), Sequential(Tanh(), LSTM(3, 2)))
+    state = {"1.1.weight_ih_l0": np.zeros((8, 3)), "1.1.weight_hh_l0": np.zeros((8, 2)),
+             "1.1.bias_ih_l0": np.zeros(8), "1.1.bias_hh_l0": np.zeros(7)}
+    with pytest.raises(ValueError, match=re.escape("state['1.1.bias_hh_l0']: expected shape (8,)")):
+        m.load_state_dict(state)
+    state["1.1.bias_hh_l0"] = state["1.1.bias_ih_l0"] = np.zeros(7)  # both: not 'bias_l0'
+    with pytest.raises(ValueError, match=re.escape("state['1.1.bias_ih_l0']: expected shape (8,)")):
+        m.load_state_dict(state)
+
+
+def test_load_state_dict_reads_every_source_before_writing():
+    # a source that is another key's live weight (a swap) was read after being overwritten
+    m = LSTM(2, 3, bidirectional=True)
+    p = dict(m.named_parameters())
+    fwd, rev = p["weight_hh_l0"].data.copy(), p["weight_hh_l0_reverse"].data.copy()
+    state = m.state_dict()
+    state["weight_hh_l0"], state["weight_hh_l0_reverse"] = (p["weight_hh_l0_reverse"].data,
+                                                           p["weight_hh_l0"].data)
+    m.load_state_dict(state)
+    np.testing.assert_array_equal(p["weight_hh_l0"].data, rev)
+    np.testing.assert_array_equal(p["weight_hh_l0_reverse"].data, fwd)

@@ -551,3 +551,33 @@ def test_embedding_answers_a_list_of_steps_with_a_list():
     assert isinstance(e.forward([1, 2, 3]), np.ndarray)
     chain = rnncore.Sequential(Embedding(5, 2), rnncore.LSTM(2, 3))
     assert isinstance(chain.forward(list(ids)), list)
+
+
+def test_astype_to_the_dtype_already_held_changes_nothing():
+    # no new arrays (a tie or a held reference stays the weight), the saved forward is kept
+    from rnncore import LSTM, Sequential
+    a, b = Linear(3, 3), Linear(3, 3)
+    b.weight.data = a.weight.data                                     # a tie
+    m = Sequential(a, Tanh(), b, LSTM(3, 2))
+    held = m[3].parameters()[0].data
+    x = np.ones((2, 1, 3), np.float32)
+    y = m.forward(x)
+    assert m.astype(np.float32) is m
+    assert a.weight.data is b.weight.data and m[3].parameters()[0].data is held
+    m.backward(x, np.ones_like(y))                                    # no "forward first"
+    m.astype(np.float64)
+    assert m[3].parameters()[0].data.dtype == np.float64 and m[3].parameters()[0].data is not held
+
+
+def test_from_pretrained_draws_nothing_from_the_seeded_stream():
+    rnncore.manual_seed(3)
+    first = Linear(4, 4).weight.data.copy()
+    rnncore.manual_seed(3)
+    table = np.arange(12.0).reshape(4, 3)
+    emb = Embedding.from_pretrained(table)
+    np.testing.assert_array_equal(Linear(4, 4).weight.data, first)
+    table[0, 0] = 99                                                  # a copy, not the caller's
+    assert emb.weight.data[0, 0] == 0 and emb.freeze
+    emb64 = Embedding.from_pretrained(table, freeze=False, dtype=np.float64)
+    table[0, 1] = 99
+    assert emb64.weight.data[0, 1] == 1 and not emb64.freeze

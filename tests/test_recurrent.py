@@ -319,7 +319,7 @@ def test_remember_runs_chunks_like_the_whole_sequence(cell):
     m = make(cell, 2, 4, num_layers=2)
     whole = m(x)
     h_whole = m.h_n.copy()
-    m.remember()
+    m.remember().forget()                                  # (else it continues from x's end)
     chunks = [m(x[a:b]) for a, b in [(0, 3), (3, 7), (7, 8), (8, 10)]]
     np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(m.h_n, h_whole, rtol=1e-12, atol=1e-14)
@@ -787,3 +787,23 @@ def test_backward_takes_the_forwards_own_list_refilled_in_place():
     got = m.backward(steps, [np.ones_like(s) for s in y])
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_remember_after_a_forward_carries_that_forwards_state(cell):
+    # Torch7's remember(): the next call continues from the last one, unless forget() came
+    # between; the carried state is a copy (refilling h_n does not change it)
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((6, 2, 2))
+    whole = make(cell, 2, 3, num_layers=2)
+    m1 = make(cell, 2, 3, num_layers=2).load_state_dict(whole.state_dict())
+    y = whole(x)
+    m1(x[:2])
+    m1.remember()
+    m1.h_n[...] = 7.0
+    np.testing.assert_allclose(m1(x[2:]), y[2:], rtol=1e-12, atol=1e-14)
+    m1.remember(False)
+    m1(x[:2])
+    m1.forget()
+    m1.remember()
+    np.testing.assert_allclose(m1(x[2:4]), whole(x[2:4]), rtol=1e-12, atol=1e-14)
