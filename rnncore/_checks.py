@@ -95,9 +95,13 @@ def as_float(v, name, expected):
     """The real number ``v`` as a float; ValueError naming ``name`` for an int beyond a float's
     range (``float(10**400)`` raises OverflowError, which names nothing)."""
     try:
-        return float(v)
+        f = float(v)
+        if math.isinf(f) and not np.isinf(v):            # (a longdouble 1e400 becomes inf)
+            raise OverflowError
+        return f
     except OverflowError:
         what = (f"an integer of {len(str(abs(v)))} digits" if isinstance(v, numbers.Integral)
+                else f"a {type(v).__name__} ({v!s})" if isinstance(v, np.floating)
                 else f"a {type(v).__name__}")
         raise ValueError(f"{name}: expected {expected}, got {what}, beyond a float's "
                          f"range") from None

@@ -64,6 +64,33 @@ def _says_its_shape(module):
     return False
 
 
+def _judged_by_output(module, input_shape, out_shape, said):
+    """For a chain with a module that does not say its output shape: whether an output of
+    ``out_shape`` keeps the input's (T, B) leading axes, judged by the output itself.
+    (T, B, ...) with T != B does (a (B, ...) output cannot begin with (T, B) then). Where
+    T == B it does if it has as many dimensions as ``module.output_shape`` predicts from the
+    guess of `Module`'s default (``said`` True): a module that drops the time axis of a
+    (T, B, H) with T == B == H answers (B, H), one dimension fewer, while one that changes
+    the feature size keeps them. None where no guess exists (an ``output_shape`` raised)."""
+    T, B = input_shape[:2]
+    if len(out_shape) < 2 or tuple(out_shape[:2]) != (T, B):
+        return False
+    if T != B:
+        return True
+    if said is None:
+        return None
+    return len(out_shape) == len(module.output_shape(input_shape))
+
+
+def _gy_dtype(module):
+    """The dtype in which the gradient reaching container ``module`` is read: that of the
+    leaf at the end of its chain (a float64 child of a float32 container reads float64), or
+    None for an empty chain (the identity: gy keeps its own float dtype)."""
+    while module._children:
+        module = module._children[-1]
+    return None if isinstance(module, (Sequential, Sequencer)) else module.dtype
+
+
 def _stack_steps(x, name="x", finite=True):
     """A time-major array ``(T, B, ...)`` from an array or a list of ``T`` step arrays ``(B, ...)``.
 
@@ -268,8 +295,8 @@ class Sequential(Module):
     padding takes no gradient. Whether it keeps them is what the children's ``output_shape``
     say; a module of one's own that does not say (no ``output_shape``, or one that raises
     NotImplementedError) is judged by its output: (T, B, ...) keeps them where T != B; where
-    T == B (the output could be (B, H)) only if `Module`'s default output_shape predicts the
-    output's shape, and not at all under a module whose ``output_shape`` raises.
+    T == B (the output could be (B, H)) only if it has as many dimensions as `Module`'s
+    default output_shape predicts, and not at all under a module whose ``output_shape`` raises.
 
     All or nothing: a forward that any child refuses leaves every child as it was, and so does
     a backward (the grads the children after the refusing one had added to are put back). A
@@ -311,6 +338,11 @@ class Sequential(Module):
         if lengths is not None:
             shape = _time_major_shape(x)
             lengths = _checks.lengths(lengths, *shape[:2])
+        if not self._children:                                   # the identity: x checked as
+            shape = _shape_of(x)                                 # any module checks its input
+            _as_checked_input(x)
+            if 0 in shape:
+                raise ValueError(f"x: expected non-empty dimensions, got shape {tuple(shape)}")
         inputs, h = [], x
         for i, m in enumerate(self._children):
             inputs.append(h)
@@ -331,17 +363,12 @@ class Sequential(Module):
         (B, ...) (after `LastStep` or ``return_sequences=False``): as the children's
         ``output_shape`` say where all of them can. Otherwise (a module of one's own without
         one: `Module`'s default, the input's shape, is a guess; or one that raises
-        NotImplementedError), ``out`` says: (T, B, ...) keeps the axes where T != B (a (B, ...)
-        output cannot begin with (T, B) then); where T == B only if ``out`` also has the shape
-        the guess predicts (a module that drops the time axis of a (T, B, H) with T == B == H
-        answers (B, H), not the (T, B, H) predicted), so never where no guess exists."""
+        NotImplementedError), ``out`` says (``_judged_by_output``; never where T == B and no
+        guess exists)."""
         said = _time_major_output(self, input_shape)
         if said is not None and all(_says_its_shape(m) for m in self.modules()):
             return said
-        shape, (T, B) = _shape_of(out), input_shape[:2]
-        if len(shape) < 2 or tuple(shape[:2]) != (T, B):
-            return False
-        return T != B or (said is True and shape == tuple(self.output_shape(input_shape)))
+        return bool(_judged_by_output(self, input_shape, _shape_of(out), said))
 
     def _backward(self, x, gy):
         if self._inputs is None:
@@ -349,13 +376,15 @@ class Sequential(Module):
         x0 = self._inputs[0]
         if x is not x0:                  # checked here, before any child adds to a gradient
             _checks.same_shape(_as_checked_input(x), _shape_of(x0), "x")   # (x0: its shape only)
+        dtype = _gy_dtype(self)                                  # (the leaf's that reads it)
         if self._valid is not None:                              # padding outputs are constant 0
-            last = self._children[-1] if self._children else self   # (gy's dtype: the
-            g, was_list = _float_input(gy, last.dtype, "gy")           # last child's)
+            g, was_list = _float_input(gy, dtype, "gy")
             _checks.same_shape(g, (*self._valid.shape, *g.shape[2:]), "gy")
             gy = _like(_zero_padding(g, self._valid), was_list)
         if not self._children:                                   # the identity: dL/dx = gy
-            g, was_list = _float_input(gy, self.dtype, "gy")
+            g, was_list = _float_input(gy, None, "gy")
+            if g.dtype.kind != "f":
+                g = g.astype(self.dtype)
             _checks.same_shape(g, _shape_of(x0), "gy")
             return _like(g, was_list)
         if self._checked_at != (_adoptions[0], self.train):      # (once per structure and mode:
@@ -443,7 +472,7 @@ class Sequencer(Module):
         except (ValueError, TypeError) as e:
             _name_the_child(self, 0, e, ())          # (an inner chain's path: with this [0])
             raise
-        if y.ndim < 2 or y.shape[:2] != (T, B) or not self._keeps_time_axis(x.shape):
+        if y.ndim < 2 or y.shape[:2] != (T, B) or not self._keeps_time_axis(x.shape, y.shape):
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
                              f"(return_sequences=False, LastStep) belongs outside the Sequencer")
@@ -453,15 +482,21 @@ class Sequencer(Module):
         self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list)
         return _like(y, was_list)
 
-    def _keeps_time_axis(self, shape):
-        """Whether the module's output keeps (T, B) for inputs of ``shape``, by its
-        ``output_shape`` (``_time_major_output``: sizes can coincide, (B, H) == (T, B)); asked
-        once per input shape (past T) and structure of the model, then remembered."""
+    def _keeps_time_axis(self, shape, y_shape):
+        """Whether the module's output, of ``y_shape``, keeps (T, B) for inputs of ``shape``:
+        by its ``output_shape`` (``_time_major_output``: sizes can coincide, (B, H) == (T, B))
+        where every module below says its own (asked once per input shape past T and structure
+        of the model, then remembered), else judged by the output as `Sequential` judges it
+        (``_judged_by_output``; kept where it cannot tell: a Sequencer's module is meant to)."""
         key = (tuple(shape[1:]), _adoptions[0], id(self.module))
         if self.__dict__.get("_time_axis_key") != key:
             self._time_axis_key = key
-            self._time_axis_kept = _time_major_output(self.module, shape) is not False
-        return self._time_axis_kept
+            said = _time_major_output(self.module, shape)
+            self._time_axis_said = said, all(_says_its_shape(m) for m in self.module.modules())
+        said, all_say = self._time_axis_said
+        if all_say:
+            return said is not False
+        return _judged_by_output(self.module, shape, y_shape, said) is not False
 
     def _backward(self, x, gy):
         if self._cache is None:
@@ -471,7 +506,7 @@ class Sequencer(Module):
         if x is not xa:                                          # (Torch7: the module gets the
             xa, _ = _stack_steps(x)                              # given input)
             _checks.same_shape(xa, c["x"].shape, "x")
-        g, _ = _float_input(gy, self.module.dtype, "gy")   # (the child's: it may differ)
+        g, _ = _float_input(gy, _gy_dtype(self) or self.dtype, "gy")   # (the leaf's: it may differ)
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:
             g = _zero_padding(g, c["valid"])                     # padding outputs are constant 0

@@ -310,7 +310,11 @@ def _rows_match_loss(criterion):
     that defines ``_loss`` or ``_grad`` also defines ``_rows``, and no class before it defines
     ``forward`` or ``backward``. A user's subclass that changes the loss of, say,
     `MSECriterion` without a ``_rows`` of its own, or that wraps its ``forward`` (Torch7 style),
-    is scored step by step, through its own ``forward`` and ``backward``."""
+    is scored step by step, through its own ``forward`` and ``backward``; so is a criterion
+    whose ``forward`` or ``backward`` was replaced on the object itself."""
+    own = vars(criterion) if hasattr(criterion, "__dict__") else {}
+    if "forward" in own or "backward" in own:                # (replaced on the instance)
+        return False
     klass = type(criterion)
     found = _ROWS_MATCH.get(klass)
     if found is None:

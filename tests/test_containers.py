@@ -1158,3 +1158,80 @@ def test_load_state_dict_reads_every_source_before_writing():
     m.load_state_dict(state)
     np.testing.assert_array_equal(p["weight_hh_l0"].data, rev)
     np.testing.assert_array_equal(p["weight_hh_l0_reverse"].data, fwd)
+
+
+class _LastOfOwn(rnncore.Module):
+    """(T, B, H) -> (B, H), the last step; says nothing of its output shape."""
+
+    def _forward(self, x, lengths):
+        return np.asarray(x)[-1].copy()
+
+    def _backward(self, x, gy):
+        g = np.zeros(np.shape(x), np.float32)
+        g[-1] = gy
+        return g
+
+
+class _HalveOfOwn(rnncore.Module):
+    """(T, B, 4) -> (T, B, 2); says nothing of its output shape."""
+
+    def _forward(self, x, lengths):
+        return np.asarray(x)[..., :2] * 2 + 1
+
+    def _backward(self, x, gy):
+        g = np.zeros(np.shape(x), np.float32)
+        g[..., :2] = 2 * np.asarray(gy)
+        return g
+
+
+@pytest.mark.parametrize("T, B, H", [(3, 3, 4), (3, 3, 3), (4, 3, 3)])
+def test_sequencer_refuses_a_module_of_ones_own_that_drops_the_time_axis(T, B, H):
+    # at T == B == H its (B, H) output looked like (T, B): accepted, then "padding" zeroed
+    x = np.arange(T * B * H, dtype=np.float32).reshape(T, B, H) + 1
+    with pytest.raises(ValueError, match="module: expected an output with the input's leading"):
+        Sequencer(_LastOfOwn()).forward(x, lengths=np.array([1, 3, 3]))
+    np.testing.assert_array_equal(Sequential(_LastOfOwn()).forward(x, lengths=np.array([1, 3, 3])),
+                                  x[-1])
+
+
+@pytest.mark.parametrize("T, B", [(3, 2), (3, 3)])
+def test_padding_is_zeroed_after_a_module_of_ones_own_that_changes_the_features(T, B):
+    rnncore.manual_seed(0)
+    net = Sequential(LSTM(1, 4), _HalveOfOwn())
+    x = np.ones((T, B, 1), np.float32)
+    y = net.forward(x, lengths=np.array([1] + [T] * (B - 1)))
+    assert y.shape == (T, B, 2)
+    np.testing.assert_array_equal(y[1:, 0], 0)
+    assert np.all(y[:, 1:] != 0)
+    Sq = Sequencer(Sequential(LSTM(1, 4), _HalveOfOwn()))
+    assert Sq.forward(x, lengths=np.array([1] + [T] * (B - 1))).shape == (T, B, 2)
+
+
+@pytest.mark.parametrize("wrap", [Sequential, Sequencer])
+def test_a_float64_leaf_reads_its_gradient_in_float64_through_nested_containers(wrap):
+    rng = np.random.default_rng(0)
+    x, gy = rng.standard_normal((3, 2, 3)), rng.standard_normal((3, 2, 2))
+
+    def grad(outer):
+        rnncore.manual_seed(0)
+        inner = Sequential(Linear(3, 3), Linear(3, 2))
+        inner[1].astype(np.float64)                         # the leaf reading gy
+        net = outer(inner)
+        net.forward(x, lengths=np.array([3, 2]))
+        net.backward(x, gy)
+        return inner[1].weight.grad.copy()
+
+    np.testing.assert_array_equal(grad(wrap), grad(lambda m: m))
+
+
+def test_an_empty_sequential_checks_its_input_and_keeps_the_gradients_dtype():
+    s = Sequential()
+    for bad, exc in ((np.array([[1.0, np.nan]]), ValueError), ("abc", TypeError),
+                     (np.zeros((0, 3)), ValueError)):
+        with pytest.raises(exc, match="x: expected"):
+            s.forward(bad)
+    x = np.ones((2, 3))
+    assert s.forward(x) is x
+    g = s.backward(x, np.full((2, 3), 1 + 1e-12))
+    assert g.dtype == np.float64 and g[0, 0] != 1.0
+    assert s.backward(x, np.ones((2, 3), np.int64)).dtype == np.float32

@@ -413,3 +413,10 @@ def test_padding_targets_are_not_read_in_the_list_form_either():
             crit.forward(x, target)
     with pytest.raises(TypeError, match=r"target\[0\]: expected a real-valued array"):
         crit.forward(x, [np.array(["a"] * B)] * T, lengths)
+
+
+def test_sequencer_criterion_scores_through_a_forward_replaced_on_the_object():
+    inner = MSECriterion()
+    inner.forward = lambda y, t, lengths=None: 99.0
+    x, t = np.ones((3, 2, 4), np.float32), np.zeros((3, 2, 4))
+    assert SequencerCriterion(inner).forward(x, t) == pytest.approx(3 * 99.0)

@@ -475,6 +475,12 @@ def test_integers_beyond_a_float_are_refused_by_name(call, name):
         call()
 
 
+def test_a_long_double_beyond_a_float_is_refused_as_such():
+    with pytest.raises(ValueError, match=r"^lr: expected .*longdouble \(1e\+400\), beyond a "
+                                         r"float's range"):
+        Linear(2, 2).update_parameters(np.longdouble("1e400"))
+
+
 def test_a_float64_child_of_a_float32_container_gets_its_gradient_in_float64():
     """Sequencer, and Sequential with lengths=, rounded gy to the container's float32 first."""
     import copy
