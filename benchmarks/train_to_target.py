@@ -63,8 +63,8 @@ def parse_args(argv=None):
     ap.add_argument("--runs", type=hz.count, default=None, help="runs of each framework, alternating (default 5, quick 1)")
     ap.add_argument("--seed", type=hz.count0, default=0)
     args = ap.parse_args(argv)
-    if not args.lr > 0 or not args.clip > 0:
-        ap.error(f"--lr and --clip: expected numbers > 0, got {args.lr} and {args.clip}")
+    if not 0 < args.lr < float("inf") or not 0 < args.clip < float("inf"):
+        ap.error(f"--lr and --clip: expected finite numbers > 0, got {args.lr} and {args.clip}")
     if not 0 < args.target <= 1:
         ap.error(f"--target: expected an accuracy in (0, 1], got {args.target}")
     for name, full, quick in (("train", 2000, 256), ("test", 1000, 128), ("hidden", 32, 8),

@@ -259,6 +259,7 @@ def test_startup_row_is_one_run_so_its_parts_add_up():
     (train_to_target, ["--batch", "-1"], "--batch: expected an integer >= 1, got -1"),
     (train_to_target, ["--max-epochs", "0"], "--max-epochs: expected an integer >= 1"),
     (train_to_target, ["--target", "1.5"], "--target: expected an accuracy in (0, 1]"),
+    (train_to_target, ["--lr", "inf"], "--lr and --clip: expected finite numbers > 0"),
     (memory, ["--shape", "a,b,c,d"], "--shape: expected four positive integers"),
 ])
 def test_bad_command_line_values_are_usage_errors(module, argv, message, capsys):
