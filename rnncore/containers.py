@@ -13,7 +13,7 @@ import numpy as np
 from . import _checks
 from . import random as _random
 from .layers import _check_input_shape, _float_input, _like, _valid_mask, _zero_padding
-from .module import Module, _adoptions, restore, snapshot
+from .module import Module, _adoptions, forward_serial, restore, snapshot
 
 __all__ = ["Sequential", "Sequencer", "LastStep"]
 
@@ -208,6 +208,22 @@ def _check_not_repeated(container):
         seen[id(m)] = path
 
 
+def _copy(x):
+    """A copy of an input (an array, or a list of step arrays, copied step by step)."""
+    return [np.array(s) for s in x] if isinstance(x, (list, tuple)) else np.array(x)
+
+
+def _check_serials(children, serials):
+    """RuntimeError if a child that keeps its forward has run another one since the
+    container's forward noted ``serials`` (``module.forward_serial``): its backward would
+    differentiate that other forward (a model sharing the child ran it)."""
+    for i, (m, n) in enumerate(zip(children, serials or ())):
+        if n is not None and forward_serial(m) != n:
+            raise RuntimeError(f"modules[{i}] ({type(m).__name__}) has run another forward since "
+                               f"this container's (is it shared with another model?); its "
+                               f"backward would differentiate that one: call forward again")
+
+
 # the start of the refusal of a backward whose x is not its last forward's input (recurrent
 # layers, activations)
 _NOT_THE_LAST_FORWARDS = "x: expected the input of the last forward"
@@ -356,7 +372,8 @@ class Sequential(Module):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
-        return h
+        self._serials = [forward_serial(m) if m._keeps_forward else None for m in self._children]
+        return _copy(h) if not self._children else h        # (not the caller's own array)
 
     def _keeps_time_axis(self, input_shape, out):
         """Whether the output ``out`` is time-major like the input, (T, B, ...), rather than
@@ -386,10 +403,11 @@ class Sequential(Module):
             if g.dtype.kind != "f":
                 g = g.astype(self.dtype)
             _checks.same_shape(g, _shape_of(x0), "gy")
-            return _like(g, was_list)
+            return _like(g.copy() if g is gy else g, was_list)   # (not the caller's own)
         if self._checked_at != (_adoptions[0], self.train):      # (once per structure and mode:
             _check_not_repeated(self)                            # a Dropout's answer needs it)
             self._checked_at = (_adoptions[0], self.train)
+        _check_serials(self._children, self.__dict__.get("_serials"))
         # Chain rule, last child first. All or nothing: each child checks its input before it
         # changes anything, but the children after it have run by then; so each child but the
         # first is backed up before its backward, and put back if a child before it refuses
@@ -479,7 +497,8 @@ class Sequencer(Module):
         valid = None if lengths is None else _valid_mask(lengths, T, B)
         if valid is not None:
             y = _zero_padding(y, valid)
-        self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list)
+        self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list,
+                           serial=forward_serial(m) if m._keeps_forward else None)
         return _like(y, was_list)
 
     def _keeps_time_axis(self, shape, y_shape):
@@ -506,6 +525,7 @@ class Sequencer(Module):
         if x is not xa:                                          # (Torch7: the module gets the
             xa, _ = _stack_steps(x)                              # given input)
             _checks.same_shape(xa, c["x"].shape, "x")
+        _check_serials([self.module], [c.get("serial")])
         g, _ = _float_input(gy, _gy_dtype(self) or self.dtype, "gy")   # (the leaf's: it may differ)
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:

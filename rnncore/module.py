@@ -122,6 +122,15 @@ def _entries_may_overlap(a):
     return False
 
 
+def forward_serial(module):
+    """How many forwards ``module`` has finished (a refused one does not count; a container's
+    undo puts the count back with the rest): a container notes it for each child that keeps
+    its forward, and refuses a backward when it changed since (another model sharing the child
+    ran it, with inputs whose values may equal these while its dropout mask, lengths or initial
+    state differ). None for a module whose class replaces ``forward`` without counting."""
+    return module.__dict__.get("_serial")
+
+
 def snapshot(root):
     """Every module below ``root`` (each once, also if used twice) with a shallow copy of its
     attributes; ``restore`` puts them back. That is a module's whole state apart from its
@@ -193,6 +202,7 @@ class Module:
         x = to_host(x)                  # [device] a device array is copied to NumPy first
         y = self._forward(x, lengths)
         self._lengths = lengths
+        self._serial = self.__dict__.get("_serial", 0) + 1     # (see ``forward_serial``)
         return y
 
     def __call__(self, *args, **kwargs):
@@ -353,7 +363,8 @@ class Module:
         between them), its saved forward and, on "cuda", its weight copies are kept.
         """
         dtype = self._check_astype_tree(dtype)
-        for m in self.modules():
+        converted = {}                                   # id(old array) -> (old, new): a tie
+        for m in self.modules():                         # (two Parameters, one array) stays one
             params = list(m._params.values())
             if m.dtype == dtype and all(p._data.dtype == dtype and p._grad.dtype == dtype
                                         for p in params):
@@ -361,7 +372,8 @@ class Module:
             m.dtype = dtype
             for p in params:
                 if p._data.dtype != dtype:
-                    p._data = p._data.astype(dtype)
+                    old = p._data
+                    p._data = converted.setdefault(id(old), (old, old.astype(dtype)))[1]
                     p.version += 1
                 if p._grad.dtype != dtype:
                     p._grad = p._grad.astype(dtype)

@@ -14,7 +14,8 @@ the next step converts the state's arrays to the parameter's new dtype.
 
 Parameters tied to one array (``b.weight.data = a.weight.data``) are one weight: ``step()``
 updates it once, with the sum of their grads, in the first one's state (PyTorch's one
-Parameter used twice). Refused (ValueError naming the argument): a parameter listed twice in
+Parameter used twice). Two holding different views of one memory (a tie through ``.T``) are
+refused when the optimizer is made (and by ``clip_grad_norm``). Refused (ValueError naming the argument): a parameter listed twice in
 ``params`` (it would be updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
 (``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
 float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
@@ -66,7 +67,27 @@ def _param_list(params, name="params", once=True):
             if j != i:
                 raise ValueError(f"{name}: expected each Parameter once, got {p.name!r} at [{j}] "
                                  f"and [{i}] (it would be updated twice per step)")
+    _refuse_partial_ties(params, name)
     return params
+
+
+def _refuse_partial_ties(params, name):
+    """ValueError where two Parameters hold different arrays over the same memory (a tie made
+    through a view: ``b.weight.data = a.weight.data.T``): their grads are in two layouts of
+    one weight, which no update can add up; a tie is one array given to both (then one
+    weight, ``_tied``). Arrays are compared only within a family of views of one base."""
+    families = {}
+    for i, p in enumerate(params):
+        a = p._data
+        families.setdefault(id(a if a.base is None else a.base), []).append((i, p))
+    for family in families.values():
+        for k, (i, p) in enumerate(family):
+            for j, q in family[:k]:
+                if p._data is not q._data and np.shares_memory(p._data, q._data):
+                    raise ValueError(f"{name}: {q.name!r} at [{j}] and {p.name!r} at [{i}] hold "
+                                     f"different views of the same memory (each would update "
+                                     f"it with its own gradient); tie parameters by giving "
+                                     f"both one array: b.data = a.data")
 
 
 def _follow_dtype(state, dtype):
@@ -388,6 +409,7 @@ def clip_grad_norm(params, max_norm):
         except TypeError:
             pass                                         # (refused below, naming params)
     params = [] if isinstance(params, list) and not params else _param_list(params, once=False)
+    _refuse_partial_ties(params, "params")
     ties = list(_tied({id(p): p for p in params}.values()))     # (one entry per array)
     params = [p for ps in ties for p in ps]
     if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, numbers.Real):

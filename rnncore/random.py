@@ -1,6 +1,7 @@
 """One seeded random stream for weight initialisation and dropout masks."""
 
 import numbers
+import threading
 
 import numpy as np
 
@@ -23,32 +24,37 @@ def manual_seed(seed):
 def generator():
     """The current ``numpy.random.Generator`` (replaced by every ``manual_seed``). After an
     ``undo_point`` its state is saved before the first draw."""
-    if _journal is not None and not _journal:
-        _journal.append(_generator.bit_generator.state)
+    journal = getattr(_local, "journal", None)
+    if journal is not None and not journal:
+        journal.append(_generator.bit_generator.state)
     return _generator
 
 
-_journal = None      # after undo_point(): [] until the first draw, then [state before it]
+# Per thread: after undo_point(), [] until the first draw, then [state before it]. (One for the
+# whole process made a container's forward in one thread skip its own undo point while another
+# thread's was open: a refused forward there then kept its children's new state.)
+_local = threading.local()
 
 
 def undo_point():
     """Remember where the stream is, for ``end_undo_point(True)`` to go back to (draws go
     through ``generator()``, which saves the state before the first one). Inside an outer undo
-    point nothing is done and False returned: the outer one is the one that counts."""
-    global _journal
-    if _journal is not None:
+    point of this thread nothing is done and False returned: the outer one is the one that
+    counts."""
+    if getattr(_local, "journal", None) is not None:
         return False
-    _journal = []
+    _local.journal = []
     return True
 
 
 def end_undo_point(undo):
-    """End the undo point; with ``undo`` true, the stream goes back to where it was there, so
-    that draws made for a call that was then refused are not spent."""
-    global _journal
-    if undo and _journal:
-        _generator.bit_generator.state = _journal[0]
-    _journal = None
+    """End this thread's undo point; with ``undo`` true, the stream goes back to where it was
+    there, so that draws made for a call that was then refused are not spent. (The stream is
+    one for the process: draws another thread made meanwhile are taken back too.)"""
+    journal = getattr(_local, "journal", None)
+    if undo and journal:
+        _generator.bit_generator.state = journal[0]
+    _local.journal = None
 
 
 def uniform(shape, bound, dtype):

@@ -384,6 +384,7 @@ class _Recurrent(Module):
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
+        self._serial = self.__dict__.get("_serial", 0) + 1   # (module.forward_serial)
         self._cache = state(caches=caches, masks=masks, paired=paired, halves=halves,
                             shape=x.shape, was_list=was_list, x_in=x_in, x_kept=x_kept)
         self._lengths = lengths

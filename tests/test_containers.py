@@ -922,8 +922,10 @@ def test_a_shared_activation_refuses_another_models_input():
     B = Sequential(Linear(3, 3, dtype=np.float64), t)
     ya = A.forward(xa)
     B.forward(xb)
-    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+    with pytest.raises(RuntimeError, match=r"modules\[1\] \(Tanh\) has run another forward"):
         A.backward(xa, np.ones_like(ya))
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        t.backward(xa, np.ones_like(ya))                          # (the module itself says so)
     A.forward(xa)
     gx = A.backward(xa, np.ones_like(ya))
     assert gx.shape == xa.shape
@@ -1231,7 +1233,77 @@ def test_an_empty_sequential_checks_its_input_and_keeps_the_gradients_dtype():
         with pytest.raises(exc, match="x: expected"):
             s.forward(bad)
     x = np.ones((2, 3))
-    assert s.forward(x) is x
+    np.testing.assert_array_equal(s.forward(x), x)
     g = s.backward(x, np.full((2, 3), 1 + 1e-12))
     assert g.dtype == np.float64 and g[0, 0] != 1.0
     assert s.backward(x, np.ones((2, 3), np.int64)).dtype == np.float32
+
+
+@pytest.mark.parametrize("shared", ["dropout", "lstm_lengths", "lstm_h0"])
+def test_a_backward_after_another_models_forward_of_a_shared_child_is_refused(shared):
+    # equal x values passed the "input of the last forward" check, while the other model's
+    # forward had drawn another dropout mask or used other lengths / h0: A got B's gradient
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 3, 4))
+    child = Dropout(0.5, dtype=np.float64) if shared == "dropout" else LSTM(4, 6, dtype=np.float64)
+    A, B = Sequential(child), Sequencer(Sequential(child))
+    ya = A.forward(x)
+    if shared == "lstm_lengths":
+        B.forward(x, lengths=np.array([5, 2, 4]))
+    elif shared == "lstm_h0":
+        child.forward(x, h0=np.ones((1, 3, 6)))                   # (the child itself, directly)
+    else:
+        B.forward(x)
+    with pytest.raises(RuntimeError, match=r"modules\[0\] \((Dropout|LSTM)\) has run another "
+                                           r"forward since this container's"):
+        A.backward(x, np.ones_like(ya))
+    yb = B.forward(x)                                             # B's own pair is fine
+    B.backward(x, np.ones_like(yb))
+    with pytest.raises(RuntimeError, match="has run another forward"):
+        A.backward(x, np.ones_like(ya))
+    A.backward(x, np.ones_like(A.forward(x)))                     # a fresh forward: fine
+
+
+def test_a_refused_forward_in_one_thread_is_undone_while_another_thread_runs_a_chain():
+    # the undo point was one for the process: thread B's chain skipped its own while thread
+    # A's was open, and a refused forward in B kept its first child's new state
+    import threading
+    rng = np.random.default_rng(0)
+    A = Sequential(LSTM(3, 8), Linear(8, 2))
+    xa = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    x, bad = rng.standard_normal((4, 3, 5)), rng.standard_normal((4, 3, 6))
+    gy = rng.standard_normal((4, 3, 2))
+    Bm = Sequential(Tanh(dtype=np.float64), Linear(5, 2, dtype=np.float64))
+    stop, kept = threading.Event(), []
+
+    def loop_a():
+        while not stop.is_set():
+            A.forward(xa)
+
+    t = threading.Thread(target=loop_a)
+    t.start()
+    try:
+        for _ in range(300):
+            Bm.forward(x)
+            with pytest.raises(ValueError):
+                Bm.forward(bad)                                   # Linear(5, 2) refuses width 6
+            kept.append(Bm.backward(x, gy))                       # Tanh kept x's forward
+    finally:
+        stop.set()
+        t.join()
+    assert all(np.array_equal(k, kept[0]) for k in kept)
+
+
+def test_an_empty_sequential_answers_with_arrays_of_its_own():
+    s, x = Sequential(), np.ones((2, 3))
+    y = s.forward(x)
+    y[...] = 5
+    assert np.all(x == 1)
+    gy = np.ones((2, 3), np.float32)
+    g = s.backward(x, gy)
+    g[...] = 7
+    assert np.all(gy == 1)
+    chain = Sequential(Sequential(dtype=np.float64), Linear(3, 2, dtype=np.float64))
+    chain.forward(x)
+    chain.backward(x, np.ones((2, 2)))
+    np.testing.assert_array_equal(chain[1].weight.grad, np.full((2, 3), 2.0))

@@ -142,3 +142,31 @@ def test_matches_torch():
     for got, t in ((dx, xt.grad), (dW_ih, m.weight_ih_l0.grad), (dW_hh, m.weight_hh_l0.grad),
                    (db_ih, m.bias_ih_l0.grad), (db_hh, m.bias_hh_l0.grad), (dh0, h0t.grad[0])):
         np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()))
+
+
+@pytest.mark.parametrize("T, B, ragged", [(49, 24, True), (64, 32, False)])
+def test_matches_the_reference_with_capped_panels(T, B, ragged):
+    """T * B above 8 * IN_ROWS (lstm_tiled's input product, shared): panels capped at IN_ROWS
+    rows, the last one partial at 1176 rows."""
+    from kernels import lstm_tiled
+    assert T * B > 8 * lstm_tiled.IN_ROWS
+    _check_against_reference(T, B, 5, 64, 1, ragged, False)
+
+
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [(4, 9, 3, 70, True, True),
+                                                         (3, 8, 4, 64, False, False)])
+def test_backward_leaves_the_cache_alone(T, B, I, H, ragged, reverse):
+    """Two backwards of one tiled forward give the same bits; the cache is unchanged."""
+    rng = np.random.default_rng(6)
+    x, W_ih, W_hh, b_ih, b_hh, h0 = _f32(*_problem(rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    *_, cache = gru.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0, lengths=lengths, reverse=reverse,
+                                path="tiled")
+    kept = [a.copy() if isinstance(a, np.ndarray) else a for a in cache]
+    dy, dh = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)))
+    first = gru.gru_backward(dy, dh, cache)
+    for a, k in zip(cache, kept):
+        assert np.array_equal(a, k) if isinstance(a, np.ndarray) else a == k
+    second = gru.gru_backward(dy, dh, cache)
+    for g1, g2 in zip(first, second):
+        assert g1 is not g2 and np.array_equal(g1, g2)

@@ -395,3 +395,39 @@ def test_a_child_forked_after_openmp_started_takes_the_serial_kernels():
         np.testing.assert_array_equal(out["auto"], tiled)
         np.testing.assert_array_equal(out["tiled"], tiled)
     assert _team.teams_usable()                                     # the parent is unaffected
+
+
+@pytest.mark.parametrize("T, B, ragged", [(49, 24, True), (64, 32, False)])
+def test_matches_the_reference_with_capped_panels(T, B, ragged):
+    """T * B above 8 * IN_ROWS: the input product's panels are capped at IN_ROWS rows (the last
+    one partial at 1176 rows), a regime none of the shapes above reaches."""
+    assert T * B > 8 * lstm_tiled.IN_ROWS
+    _check_against_reference(T, B, 5, 64, 1, ragged, False)
+
+
+def test_row_counts_are_whole_register_tiles():
+    """``_gemm_tile`` runs R rows at a time: every row count the work is cut into is a multiple
+    of R (an IN_ROWS of 130 ran the last panel's tiles past its rows)."""
+    for rows in (lstm_tiled.IN_ROWS, lstm_tiled.RG, lstm_tiled.DX_ROWS):
+        assert rows % lstm_tiled.R == 0
+
+
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [(4, 9, 3, 70, True, True),
+                                                         (3, 8, 4, 64, False, False)])
+def test_backward_leaves_the_cache_alone(T, B, I, H, ragged, reverse):
+    """Two backwards of one tiled forward give the same bits, and the cache is unchanged (a
+    backward writing dL/dz over the cached gates was right once, wrong the second time)."""
+    rng = np.random.default_rng(6)
+    x, W_ih, W_hh, b, h0, c0 = _f32(*_problem(rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    *_, cache = lstm.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=lengths, reverse=reverse,
+                                  path="tiled")
+    kept = [a.copy() if isinstance(a, np.ndarray) else a for a in cache]
+    dy, dh, dc = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)),
+                      rng.standard_normal((B, H)))
+    first = lstm.lstm_backward(dy, dh, dc, cache)
+    for a, k in zip(cache, kept):
+        assert np.array_equal(a, k) if isinstance(a, np.ndarray) else a == k
+    second = lstm.lstm_backward(dy, dh, dc, cache)
+    for g1, g2 in zip(first, second):
+        assert g1 is not g2 and np.array_equal(g1, g2)

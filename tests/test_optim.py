@@ -390,3 +390,25 @@ def test_a_number_assigned_after_astype_is_checked_in_the_new_dtype():
     opt.step()
     opt.lr = 1e-46                                            # not 0 in float64: no float32 now
     assert opt.lr == 1e-46
+
+
+def test_parameters_holding_different_views_of_one_memory_are_refused():
+    a, b = Parameter(np.ones((3, 3)), "a"), Parameter(np.zeros((3, 3)), "b")
+    b.data = a.data.T                                         # a tie through a view
+    for make in (lambda ps: optim.Adam(ps), lambda ps: optim.SGD(ps, lr=0.1),
+                 lambda ps: optim.clip_grad_norm(ps, 1.0)):
+        with pytest.raises(ValueError, match=r"'a' at \[0\] and 'b' at \[1\] hold different "
+                                             r"views of the same memory"):
+            make([a, b])
+    c = Parameter(np.ones(6), "c")
+    d, e = Parameter(np.zeros(3), "d"), Parameter(np.zeros(3), "e")
+    d.data, e.data = c.data[:3], c.data[3:]                   # views of one base, apart: fine
+    optim.Adam([d, e]).step()
+
+
+def test_astype_keeps_a_tie_one_array():
+    from rnncore import Linear, Sequential, Tanh
+    a, b = Linear(3, 3), Linear(3, 3)
+    b.weight.data = a.weight.data
+    m = Sequential(a, Tanh(), b).astype(np.float64)
+    assert a.weight.data is b.weight.data and a.weight.data.dtype == np.float64
