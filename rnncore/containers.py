@@ -218,7 +218,7 @@ def _check_serials(children, serials):
     container's forward noted ``serials`` (``module.forward_serial``): its backward would
     differentiate that other forward (a model sharing the child ran it)."""
     for i, (m, n) in enumerate(zip(children, serials or ())):
-        if n is not None and forward_serial(m) != n:
+        if n is not None and m.__dict__.get("_serial") != n:
             raise RuntimeError(f"modules[{i}] ({type(m).__name__}) has run another forward since "
                                f"this container's (is it shared with another model?); its "
                                f"backward would differentiate that one: call forward again")
@@ -372,7 +372,8 @@ class Sequential(Module):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
-        self._serials = [forward_serial(m) if m._keeps_forward else None for m in self._children]
+        self._serials = [m.__dict__.get("_serial") if m._keeps_forward else None   # (forward_
+                         for m in self._children]                                 # serial)
         return _copy(h) if not self._children else h        # (not the caller's own array)
 
     def _keeps_time_axis(self, input_shape, out):
