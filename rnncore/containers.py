@@ -13,7 +13,7 @@ import numpy as np
 from . import _checks
 from . import random as _random
 from .layers import _check_input_shape, _float_input, _like, _valid_mask, _zero_padding
-from .module import Module, _adoptions, forward_serial, restore, snapshot
+from .module import Module, _adoptions, restore, snapshot
 
 __all__ = ["Sequential", "Sequencer", "LastStep"]
 
@@ -69,9 +69,11 @@ def _judged_by_output(module, input_shape, out_shape, said):
     ``out_shape`` keeps the input's (T, B) leading axes, judged by the output itself.
     (T, B, ...) with T != B does (a (B, ...) output cannot begin with (T, B) then). Where
     T == B it does if it has as many dimensions as ``module.output_shape`` predicts from the
-    guess of `Module`'s default (``said`` True): a module that drops the time axis of a
-    (T, B, H) with T == B == H answers (B, H), one dimension fewer, while one that changes
-    the feature size keeps them. None where no guess exists (an ``output_shape`` raised)."""
+    guess of `Module`'s default (``said`` True; a module that changes the feature size), or
+    fewer but not the guess without its time axis: a module that drops the time axis of a
+    (T, B, H) with T == B == H answers (B, H), which is that, while one that scores each
+    step, (T, B, H) -> (T, B) with H != B, is not. None where no guess exists (an
+    ``output_shape`` raised)."""
     T, B = input_shape[:2]
     if len(out_shape) < 2 or tuple(out_shape[:2]) != (T, B):
         return False
@@ -79,7 +81,8 @@ def _judged_by_output(module, input_shape, out_shape, said):
         return True
     if said is None:
         return None
-    return len(out_shape) == len(module.output_shape(input_shape))
+    guess = tuple(module.output_shape(input_shape))               # (T, B, ...)
+    return len(out_shape) == len(guess) or tuple(out_shape) != guess[1:]
 
 
 def _gy_dtype(module):
@@ -213,15 +216,34 @@ def _copy(x):
     return [np.array(s) for s in x] if isinstance(x, (list, tuple)) else np.array(x)
 
 
-def _check_serials(children, serials):
-    """RuntimeError if a child that keeps its forward has run another one since the
-    container's forward noted ``serials`` (``module.forward_serial``): its backward would
-    differentiate that other forward (a model sharing the child ran it)."""
-    for i, (m, n) in enumerate(zip(children, serials or ())):
+def _noted_serials(container):
+    """``[(module, its count of forwards (Module.forward))]`` of every module below ``container`` that keeps its
+    forward for the backward (nested ones included, also inside a module of one's own), noted
+    by the container's forward; the list of those modules is made once per structure and
+    mode (a Dropout keeps its mask in training only)."""
+    key = (_adoptions[0], container.train)
+    kept = container.__dict__.get("_keepers")
+    if kept is None or kept[0] != key:
+        seen, keepers = set(), []
+        for _, m in _paths(container):
+            if m._keeps_forward and id(m) not in seen:
+                seen.add(id(m))
+                keepers.append(m)
+        kept = container._keepers = (key, keepers)
+    return [(m, m.__dict__.get("_serial")) for m in kept[1]]
+
+
+def _check_serials(container, noted):
+    """RuntimeError if a module below ``container`` that keeps its forward has run another one
+    since the container's forward ``noted`` it (``_noted_serials``): its backward
+    would differentiate that other forward (a model sharing it ran it, perhaps with equal
+    inputs but another dropout mask, other lengths or another initial state)."""
+    for m, n in noted or ():
         if n is not None and m.__dict__.get("_serial") != n:
-            raise RuntimeError(f"modules[{i}] ({type(m).__name__}) has run another forward since "
-                               f"this container's (is it shared with another model?); its "
-                               f"backward would differentiate that one: call forward again")
+            path = next(p for p, c in _paths(container) if c is m)
+            raise RuntimeError(f"{path} ({type(m).__name__}) has run another forward since this "
+                               f"container's (is it shared with another model?); its backward "
+                               f"would differentiate that one: call forward again")
 
 
 # the start of the refusal of a backward whose x is not its last forward's input (recurrent
@@ -372,8 +394,7 @@ class Sequential(Module):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
-        self._serials = [m.__dict__.get("_serial") if m._keeps_forward else None   # (forward_
-                         for m in self._children]                                 # serial)
+        self._serials = _noted_serials(self)
         return _copy(h) if not self._children else h        # (not the caller's own array)
 
     def _keeps_time_axis(self, input_shape, out):
@@ -408,7 +429,7 @@ class Sequential(Module):
         if self._checked_at != (_adoptions[0], self.train):      # (once per structure and mode:
             _check_not_repeated(self)                            # a Dropout's answer needs it)
             self._checked_at = (_adoptions[0], self.train)
-        _check_serials(self._children, self.__dict__.get("_serials"))
+        _check_serials(self, self.__dict__.get("_serials"))
         # Chain rule, last child first. All or nothing: each child checks its input before it
         # changes anything, but the children after it have run by then; so each child but the
         # first is backed up before its backward, and put back if a child before it refuses
@@ -499,7 +520,7 @@ class Sequencer(Module):
         if valid is not None:
             y = _zero_padding(y, valid)
         self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list,
-                           serial=forward_serial(m) if m._keeps_forward else None)
+                           serials=_noted_serials(self))
         return _like(y, was_list)
 
     def _keeps_time_axis(self, shape, y_shape):
@@ -526,7 +547,7 @@ class Sequencer(Module):
         if x is not xa:                                          # (Torch7: the module gets the
             xa, _ = _stack_steps(x)                              # given input)
             _checks.same_shape(xa, c["x"].shape, "x")
-        _check_serials([self.module], [c.get("serial")])
+        _check_serials(self, c.get("serials"))
         g, _ = _float_input(gy, _gy_dtype(self) or self.dtype, "gy")   # (the leaf's: it may differ)
         _checks.same_shape(g, c["y_shape"], "gy")
         if c["valid"] is not None:

@@ -21,6 +21,7 @@ Inputs are cast to the module's dtype (float32 by default, float64 for gradient 
 import numpy as np
 
 from . import _checks
+from . import random as _random
 from .module import Module
 from .random import generator, uniform
 from kernels.linear import linear_backward, linear_forward
@@ -197,9 +198,18 @@ class Embedding(Module):
                              f"embedding_dim), got shape {a.shape}")
         if a is embeddings or np.may_share_memory(a, embeddings):
             a = a.copy()                                          # (the caller's stays theirs)
-        m = cls.__new__(cls)
-        m.__dict__["_pretrained"] = a                             # taken by __init__
-        m.__init__(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
+        if cls.__init__ is Embedding.__init__:                    # (no subclass __init__ of its
+            m = cls.__new__(cls)                                  # own: the table is the weight)
+            m.__dict__["_pretrained"] = a                         # taken by __init__
+            m.__init__(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
+            return m
+        kept = _random._generator                                 # a subclass's own __init__ may
+        _random._generator = np.random.default_rng(0)             # change the weight after
+        try:                                                      # Embedding's: build it (its
+            m = cls(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)   # draws from a
+        finally:                                                  # throwaway stream), then
+            _random._generator = kept                             # write the table
+        m.weight.data[...] = a
         return m
 
     @property

@@ -122,15 +122,6 @@ def _entries_may_overlap(a):
     return False
 
 
-def forward_serial(module):
-    """How many forwards ``module`` has finished (a refused one does not count; a container's
-    undo puts the count back with the rest): a container notes it for each child that keeps
-    its forward, and refuses a backward when it changed since (another model sharing the child
-    ran it, with inputs whose values may equal these while its dropout mask, lengths or initial
-    state differ). None for a module whose class replaces ``forward`` without counting."""
-    return module.__dict__.get("_serial")
-
-
 def snapshot(root):
     """Every module below ``root`` (each once, also if used twice) with a shallow copy of its
     attributes; ``restore`` puts them back. That is a module's whole state apart from its
@@ -202,7 +193,10 @@ class Module:
         x = to_host(x)                  # [device] a device array is copied to NumPy first
         y = self._forward(x, lengths)
         self._lengths = lengths
-        self._serial = self.__dict__.get("_serial", 0) + 1     # (see ``forward_serial``)
+        # Forwards finished (a refused one does not count; a container's undo puts the count
+        # back): a container notes it, and refuses a backward after another model sharing the
+        # module ran it (containers._noted_serials). A class replacing forward does not count.
+        self._serial = self.__dict__.get("_serial", 0) + 1
         return y
 
     def __call__(self, *args, **kwargs):

@@ -14,8 +14,9 @@ the next step converts the state's arrays to the parameter's new dtype.
 
 Parameters tied to one array (``b.weight.data = a.weight.data``) are one weight: ``step()``
 updates it once, with the sum of their grads, in the first one's state (PyTorch's one
-Parameter used twice). Two holding different views of one memory (a tie through ``.T``) are
-refused when the optimizer is made (and by ``clip_grad_norm``). Refused (ValueError naming the argument): a parameter listed twice in
+Parameter used twice). Two trainable ones holding different views of one memory (a tie
+through ``.T``) are refused by ``step()`` before any update (plain SGD excepted: its two
+updates in turn are exactly one with the summed gradient) and by ``clip_grad_norm``. Refused (ValueError naming the argument): a parameter listed twice in
 ``params`` (it would be updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
 (``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
 float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
@@ -67,19 +68,21 @@ def _param_list(params, name="params", once=True):
             if j != i:
                 raise ValueError(f"{name}: expected each Parameter once, got {p.name!r} at [{j}] "
                                  f"and [{i}] (it would be updated twice per step)")
-    _refuse_partial_ties(params, name)
     return params
 
 
 def _refuse_partial_ties(params, name):
-    """ValueError where two Parameters hold different arrays over the same memory (a tie made
-    through a view: ``b.weight.data = a.weight.data.T``): their grads are in two layouts of
-    one weight, which no update can add up; a tie is one array given to both (then one
-    weight, ``_tied``). Arrays are compared only within a family of views of one base."""
+    """ValueError where two trainable Parameters hold different arrays over the same memory (a
+    tie made through a view: ``b.weight.data = a.weight.data.T``): their grads are in two
+    layouts of one weight, which a rule with state (momentum, Adam, RMSprop) or a norm cannot
+    add up; a tie is one array given to both (then one weight, ``_tied``). Plain SGD, whose
+    two updates in turn are exactly one with the summed gradient, does not ask. Arrays are
+    compared only within a family of views of one base."""
     families = {}
     for i, p in enumerate(params):
-        a = p._data
-        families.setdefault(id(a if a.base is None else a.base), []).append((i, p))
+        if p.requires_grad:
+            a = p._data
+            families.setdefault(id(a if a.base is None else a.base), []).append((i, p))
     for family in families.values():
         for k, (i, p) in enumerate(family):
             for j, q in family[:k]:
@@ -164,10 +167,16 @@ def _tied(params):
 
 
 class _Sum:
-    """A tie's stand-in for ``_update``: the shared array and the sum of the members' grads."""
+    """A tie's stand-in for ``_update``: the shared array and the sum of the members' grads,
+    with the first member's name. The array is taken through ``Parameter.data`` for every
+    member, as an update does: each then counts it as changed ([device]: unlocked, and copied
+    to the GPU again)."""
 
     def __init__(self, ps):
-        self.data, self.grad = ps[0]._data, sum(p.grad for p in ps[1:]) + ps[0].grad
+        for p in ps[1:]:
+            p.data                                       # noqa: B018 (marks it changed)
+        self.data, self.grad = ps[0].data, sum(p.grad for p in ps[1:]) + ps[0].grad
+        self.name, self.requires_grad = ps[0].name, True
 
 
 class Optimizer:
@@ -225,6 +234,7 @@ class Optimizer:
         """One update of every trainable parameter, in place (Parameters tied to one array:
         one update of it, with the sum of their grads, in the first one's state)."""
         self._check_dtypes()
+        _refuse_partial_ties(self.params, "params")      # (before any update)
         if len({id(p._data) for p in self.params}) == len(self.params):
             for p, state in zip(self.params, self.state):
                 if p.requires_grad:
@@ -409,7 +419,7 @@ def clip_grad_norm(params, max_norm):
         except TypeError:
             pass                                         # (refused below, naming params)
     params = [] if isinstance(params, list) and not params else _param_list(params, once=False)
-    _refuse_partial_ties(params, "params")
+    _refuse_partial_ties(params, "params")                       # (before anything is scaled)
     ties = list(_tied({id(p): p for p in params}.values()))     # (one entry per array)
     params = [p for ps in ties for p in ps]
     if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, numbers.Real):

@@ -172,7 +172,6 @@ class _Recurrent(Module):
             setattr(self, f"grad_{s}0", None)     # (L*D, B, H) after backward
         self._remember = False
         self._carry = None                        # remembered states: tuple of (L*D, B, H)
-        self._last = None                         # the last forward's final states (same)
         self._cache = None                        # what backward needs, set by forward
 
     def _init_bias(self, b):
@@ -259,24 +258,21 @@ class _Recurrent(Module):
 
     # -- remember / forget (Torch7) ----------------------------------------------------------
     def remember(self, mode=True):
-        """From now on each forward starts from the previous call's final state: the next one
-        too, from the state of a forward made before this call (Torch7's ``remember``), unless
-        ``forget()`` came between.
+        """From now on each forward starts from the previous call's final state. The first
+        forward after this call starts from zeros (or ``h0``/``c0``): a state is carried from
+        forwards made in this mode only, so that a model trained or scored on other batches
+        (another batch size, say) starts a stream afresh.
 
         ``remember(False)`` switches that off again (and forgets the state).
         """
-        mode = _checks.flag(mode, "mode")
-        if mode and not self._remember:
-            last = self.__dict__.get("_last")     # (None in a layer pickled before it was kept)
-            self._carry = None if last is None else tuple(a.copy() for a in last)
-        self._remember = mode
-        if not mode:
-            self._carry = self._last = None
+        self._remember = _checks.flag(mode, "mode")
+        if not self._remember:
+            self._carry = None
         return self
 
     def forget(self):
         """Reset the remembered state to zeros (the mode set by ``remember`` is kept)."""
-        self._carry = self._last = None
+        self._carry = None
         return self
 
     # -- forward -----------------------------------------------------------------------------
@@ -380,11 +376,10 @@ class _Recurrent(Module):
         self.h_n = state_n[0]
         if len(state_n) == 2:
             self.c_n = state_n[1]
-        self._last = tuple(state_n)
         if self._remember:
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
-        self._serial = self.__dict__.get("_serial", 0) + 1   # (module.forward_serial)
+        self._serial = self.__dict__.get("_serial", 0) + 1   # (as Module.forward counts)
         self._cache = state(caches=caches, masks=masks, paired=paired, halves=halves,
                             shape=x.shape, was_list=was_list, x_in=x_in, x_kept=x_kept)
         self._lengths = lengths
@@ -476,8 +471,6 @@ class _Recurrent(Module):
                     setattr(self, attr, a.astype(dtype))
         if self._carry is not None:
             self._carry = tuple(a.astype(dtype) for a in self._carry)
-        if self.__dict__.get("_last") is not None:
-            self._last = tuple(a.astype(dtype) for a in self._last)
         self._cache = None                                    # backward needs a fresh forward
         self._drop_device_weights()                           # [device] new arrays: upload again
 

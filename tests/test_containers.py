@@ -1307,3 +1307,42 @@ def test_an_empty_sequential_answers_with_arrays_of_its_own():
     chain.forward(x)
     chain.backward(x, np.ones((2, 2)))
     np.testing.assert_array_equal(chain[1].weight.grad, np.full((2, 3), 2.0))
+
+
+class _ScoreOfOwn(rnncore.Module):
+    """(T, B, H) -> (T, B): one score per step; says nothing of its output shape."""
+
+    def _forward(self, x, lengths):
+        return np.asarray(x).sum(-1)
+
+    def _backward(self, x, gy):
+        return np.broadcast_to(np.asarray(gy)[..., None], np.shape(x)).astype(np.float32)
+
+
+@pytest.mark.parametrize("T, B", [(4, 3), (4, 4)])
+def test_a_sequencer_keeps_a_module_of_ones_own_that_scores_each_step(T, B):
+    # at T == B its (T, B) output has fewer dimensions than the guess (T, B, H): it was refused
+    x = np.ones((T, B, 5), np.float32)
+    y = Sequencer(Sequential(Linear(5, 5), _ScoreOfOwn())).forward(x, lengths=np.array([2] + [T] * (B - 1)))
+    assert y.shape == (T, B) and np.all(y[2:, 0] == 0)
+
+
+def test_a_shared_child_inside_a_module_of_ones_own_is_noticed_too():
+    class Block(rnncore.Module):
+        def __init__(self, inner):
+            super().__init__(inner.dtype)
+            self.inner = self._child(inner)
+
+        def _forward(self, x, lengths):
+            return self.inner.forward(x, lengths=lengths)
+
+        def _backward(self, x, gy):
+            return self.inner.backward(x, gy)
+
+    x = np.random.default_rng(0).standard_normal((3, 2, 2)).astype(np.float32)
+    lstm = LSTM(2, 3)
+    A, B = Sequential(Block(lstm), Linear(3, 1)), Sequential(lstm, Linear(3, 1))
+    ya = A.forward(x, lengths=np.array([3, 3]))
+    B.forward(x, lengths=np.array([1, 1]))
+    with pytest.raises(RuntimeError, match=r"^modules\[0\]\[0\] \(LSTM\) has run another forward"):
+        A.backward(x, np.ones_like(ya))

@@ -245,3 +245,31 @@ def test_weights_stay_on_the_device_until_the_parameters_change():
     assert gpu._device_weights == {}
     old_ref[0, 0] = old_ref[0, 0]                                # writable again
     assert all(p._data.flags.writeable for p in gpu.parameters())
+
+
+@needs_cuda
+@pytest.mark.parametrize("make", [lambda ps: Adam(ps, lr=1e-2),
+                                  lambda ps: rnncore.optim.SGD(ps, lr=1e-2, momentum=0.9)])
+def test_an_optimizer_steps_a_tied_weight_on_cuda_as_on_the_cpu(make):
+    """A tie (two Parameters, one array) is updated once with the summed grad; on "cuda" the
+    host array is locked while its GPU copy is current: the update goes through the Parameter
+    (it had written the locked array: ValueError, after other weights had moved)."""
+    x = np.random.default_rng(2).standard_normal((4, 2, 3))
+
+    def trained(device):
+        rnncore.manual_seed(0)
+        f64 = np.float64
+        a, b = rnncore.LSTM(3, 3, dtype=f64), rnncore.LSTM(3, 3, dtype=f64)
+        b._params["weight_hh_l0"].data = a._params["weight_hh_l0"].data
+        m = rnncore.Sequential(a, b, rnncore.Linear(3, 2, dtype=f64)).to(device)
+        opt = make(m.parameters())
+        for _ in range(2):
+            opt.zero_grad()
+            y = m.forward(x)
+            m.backward(x, np.ones_like(y))
+            opt.step()
+        return m.forward(x), a._params["weight_hh_l0"].data
+
+    (y_cpu, w_cpu), (y_gpu, w_gpu) = trained("cpu"), trained("cuda")
+    np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y_gpu, y_cpu, rtol=1e-10, atol=1e-12)

@@ -581,3 +581,18 @@ def test_from_pretrained_draws_nothing_from_the_seeded_stream():
     emb64 = Embedding.from_pretrained(table, freeze=False, dtype=np.float64)
     table[0, 1] = 99
     assert emb64.weight.data[0, 1] == 1 and not emb64.freeze
+
+
+def test_from_pretrained_on_a_subclass_with_its_own_initialisation_keeps_the_table():
+    class Scaled(Embedding):
+        def __init__(self, num_embeddings, embedding_dim, freeze=False, dtype=np.float32):
+            super().__init__(num_embeddings, embedding_dim, freeze=freeze, dtype=dtype)
+            self.weight.data[...] *= 0.1
+
+    rnncore.manual_seed(4)
+    first = Linear(3, 3).weight.data.copy()
+    rnncore.manual_seed(4)
+    table = np.arange(12, dtype=np.float32).reshape(4, 3)
+    e = Scaled.from_pretrained(table)
+    assert type(e) is Scaled and np.array_equal(e.weight.data, table)
+    np.testing.assert_array_equal(Linear(3, 3).weight.data, first)   # the stream untouched

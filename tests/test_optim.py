@@ -394,12 +394,21 @@ def test_a_number_assigned_after_astype_is_checked_in_the_new_dtype():
 
 def test_parameters_holding_different_views_of_one_memory_are_refused():
     a, b = Parameter(np.ones((3, 3)), "a"), Parameter(np.zeros((3, 3)), "b")
-    b.data = a.data.T                                         # a tie through a view
-    for make in (lambda ps: optim.Adam(ps), lambda ps: optim.SGD(ps, lr=0.1),
-                 lambda ps: optim.clip_grad_norm(ps, 1.0)):
+    adam, sgd = optim.Adam([a, b]), optim.SGD([a, b], lr=0.1)
+    b.data = a.data.T                                         # a tie through a view, made after
+    a.grad[...], b.grad[...] = 1.0, np.arange(9.0).reshape(3, 3)
+    before = a.data.copy()
+    for call in (adam.step, optim.SGD([a, b], lr=0.1, momentum=0.9).step,
+                 lambda: optim.clip_grad_norm([a, b], 1.0)):
         with pytest.raises(ValueError, match=r"'a' at \[0\] and 'b' at \[1\] hold different "
                                              r"views of the same memory"):
-            make([a, b])
+            call()
+        np.testing.assert_array_equal(a.data, before)         # refused before any update
+        assert a.grad[0, 0] == 1.0
+    sgd.step()                                                # plain SGD: exact, allowed
+    np.testing.assert_allclose(a.data, before - 0.1 * (1.0 + np.arange(9.0).reshape(3, 3).T))
+    b.requires_grad = False                                   # frozen: nothing updated twice
+    optim.Adam([a, b]).step()
     c = Parameter(np.ones(6), "c")
     d, e = Parameter(np.zeros(3), "d"), Parameter(np.zeros(3), "e")
     d.data, e.data = c.data[:3], c.data[3:]                   # views of one base, apart: fine
