@@ -227,6 +227,20 @@ def copy_row(src, dst):
         dst[l] = src[l]
 
 
+@njit(cache=True, inline="always")
+def column_sums(a, out):
+    """``out[k] = a[:, k].sum()`` for a 2-D ``a`` (rows, K), summed in float64, then stored in
+    ``out``'s dtype. A bias gradient is such a sum over all T*B rows: a float32 running sum
+    loses ~1e-8 relative per row (1e-3 at 10^5 rows), a float64 one nothing that shows."""
+    K = a.shape[1]
+    acc = np.zeros(K, np.float64)
+    for r in range(a.shape[0]):
+        for k in range(K):
+            acc[k] += a[r, k]
+    for k in range(K):
+        out[k] = acc[k]
+
+
 @njit(cache=True)
 def flip_valid(a, lengths, out):
     """Reverse each sequence's valid prefix in time: ``out[s, b] = a[lengths[b] - 1 - s, b]``.

@@ -104,8 +104,8 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, dot_into,
-                      flip_valid, sigmoid, init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
+                      dot_into, flip_valid, sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -291,21 +291,14 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
     TB = T * B
     dG2 = dG.reshape(TB, 3 * H)                                    # (T*B, 3H), now dGh
     dot_into(dG2.T, hs[:T].reshape(TB, H), dW_hh)                  # (3H, H)    (1), (2), (3)
-    db_hh[:] = 0
-    for row in range(TB):
-        for k in range(3 * H):
-            db_hh[k] += dG2[row, k]
+    column_sums(dG2, db_hh)                                        # (3H,), in float64
     for s in range(T):                                             # dG is now dGi
         for bb in range(B):
             copy_row(dan_s[s, bb], dG[s, bb, 2])
     dot_into(dG2.T, x_s.reshape(TB, I), dW_ih)                     # (3H, I)    (1), (2), (4)
     dot_into(dG2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)   (1), (2), (4)
     db_ih[:2 * H] = db_hh[:2 * H]                # the r, z thirds of dGi are dGh's; the n third:
-    db_ih[2 * H:] = 0
-    dan2 = dan_s.reshape(TB, H)
-    for row in range(TB):
-        for j in range(H):
-            db_ih[2 * H + j] += dan2[row, j]
+    column_sums(dan_s.reshape(TB, H), db_ih[2 * H:])
 
 
 def gru_backward(dy, dh_n, cache):

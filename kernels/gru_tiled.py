@@ -21,7 +21,8 @@ two 48-wide windows of the same 64 columns, as in ``gru.py``:
 The recurrent product of a step is 48 columns wide (gh = r | z | n parts of h W_hh^T + b_hh):
 the forward tile's accumulator is 4 rows x 48 (12 AVX-512 registers). The weight-gradient
 products are ``lstm_tiled``'s, run 48 columns wide on the two windows (an earlier version ran
-them 64 wide and dropped a block of each: a quarter of their work).
+them 64 wide and dropped a block of each: a quarter of their work). The bias gradients are
+its column sums over all T*Bp rows, summed in float64.
 
 Caching caveat: the compiled cores here include ``lstm_tiled``'s, ``_team``'s and ``_common``'s
 functions; after editing those, delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.

@@ -106,8 +106,8 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, dot_into,
-                      flip_valid, sigmoid, init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
+                      dot_into, flip_valid, sigmoid, init_state, state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -290,10 +290,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     dot_into(dZ2.T, x_s.reshape(TB, I), dW_ih)                     # (4H, I)
     dot_into(dZ2.T, hs[:T].reshape(TB, H), dW_hh)                  # (4H, H), hs[s] = h_{s-1}
     dot_into(dZ2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)
-    db[:] = 0
-    for r in range(TB):
-        for k in range(4 * H):
-            db[k] += dZ2[r, k]
+    column_sums(dZ2, db)                                           # (4H,), in float64
 
 
 def lstm_backward(dy, dh_n, dc_n, cache):

@@ -443,7 +443,7 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
     TB = T * Bp
     dZ_rows = dZ.reshape(n_u, TB, 64)
-    col_sum = np.zeros(64, np.float32)
+    col_sum = np.zeros(64, np.float64)                   # (db: a sum of T*Bp rows, in float64)
     c = claim(claims[0], w, n_workers, n_u)
     while c >= 0:
         dZ_c = dZ_rows[c]

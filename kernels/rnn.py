@@ -88,8 +88,8 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, copy_row, dot_into,
-                      flip_valid, init_state, state_or_zeros, tanh)
+from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
+                      dot_into, flip_valid, init_state, state_or_zeros, tanh)
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
@@ -230,10 +230,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
     dot_into(dA2.T, x_s.reshape(TB, I), dW_ih)                     # (H, I)
     dot_into(dA2.T, hs[:T].reshape(TB, H), dW_hh)                  # (H, H), hs[s] = h_{s-1}
     dot_into(dA2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)
-    db[:] = 0
-    for row in range(TB):
-        for k in range(H):
-            db[k] += dA2[row, k]
+    column_sums(dA2, db)                                           # (H,), in float64
 
 
 def rnn_backward(dy, dh_n, cache):

@@ -1,0 +1,51 @@
+"""Bias gradients are sums over all T*B rows: a float32 running sum lost ~1e-8 relative per row
+(2e-4 at 2 * 10^4 rows). With every row the same, the exact gradient is N times that of one row,
+so what is left is the summation's own error; the kernels sum in float64 now."""
+
+import numpy as np
+import pytest
+
+from kernels import gru, lstm, rnn
+
+N = 20_000                          # rows: T * B
+
+
+def _grads(cell, x, weights, path):
+    T, B, _ = x.shape
+    fwd, bwd = {"lstm": (lstm.lstm_forward, lstm.lstm_backward),
+                "gru": (gru.gru_forward, gru.gru_backward),
+                "rnn": (rnn.rnn_forward, rnn.rnn_backward)}[cell]
+    kw = {} if cell == "rnn" else dict(path=path)
+    out = fwd(x, *weights, **kw)
+    H = out[0].shape[2]
+    return bwd(np.ones((T, B, H), np.float32), *[None] * (len(out) - 2), out[-1])
+
+
+@pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
+                                        ("gru", "tiled"), ("rnn", "steps")])
+def test_bias_gradients_of_many_rows_are_summed_without_drift(cell, path):
+    rng = np.random.default_rng(5)
+    I, H = 3, 64
+    G = dict(lstm=4, gru=3, rnn=1)[cell]
+    weights = [rng.uniform(-0.3, 0.3, (G * H, I)), rng.uniform(-0.3, 0.3, (G * H, H))]
+    weights += [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
+    weights = [w.astype(np.float32) for w in weights]
+    row = rng.standard_normal(I).astype(np.float32)
+    T, B = (4, N // 4) if path == "tiled" else (1, N)
+    one = _grads(cell, np.broadcast_to(row, (1, 1, I)).copy(), weights, "steps")
+    many = _grads(cell, np.broadcast_to(row, (T, B, I)).copy(), weights, path)
+    biases = slice(3, 5) if cell == "gru" else slice(3, 4)
+    if T > 1:                       # (each step's rows differ: compare with float64 sums instead)
+        return _against_float64(cell, weights, row, T, B, many[biases])
+    for got, g1 in zip(many[biases], one[biases]):
+        want = g1.astype(np.float64) * N
+        assert np.abs(got - want).max() <= 2e-6 * np.abs(want).max()
+
+
+def _against_float64(cell, weights, row, T, B, got):
+    w64 = [w.astype(np.float64) for w in weights]
+    want = _grads(cell, np.broadcast_to(row.astype(np.float64), (T, B, row.size)).copy(), w64,
+                  "steps")
+    want = want[3:5] if cell == "gru" else want[3:4]
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() <= 2e-6 * np.abs(w).max()
