@@ -312,7 +312,7 @@ def _rows_match_loss(criterion):
     `MSECriterion` without a ``_rows`` of its own, or that wraps its ``forward`` (Torch7 style),
     is scored step by step, through its own ``forward`` and ``backward``; so is a criterion
     whose ``forward`` or ``backward`` was replaced on the object itself."""
-    own = vars(criterion) if hasattr(criterion, "__dict__") else {}
+    own = getattr(criterion, "__dict__", ())
     if "forward" in own or "backward" in own:                # (replaced on the instance)
         return False
     klass = type(criterion)

@@ -290,14 +290,17 @@ class SGD(Optimizer):
         if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
             return super().step()                            # (a subclass's own rule included)
         self._check_dtypes()
+        dtype = lr = None
         for i, p in enumerate(self.params):
             if not p.requires_grad:
                 continue
-            w, g = p.data, p.grad
+            w, g = p.data, p._grad
             views = self._flat[i]
             if views is None or views[0] is not w or views[1] is not g:
                 views = self._flat[i] = (w, g) + _flat_views(w, g)
-            lr = w.dtype.type(self.lr)
+            if w.dtype is not dtype:                         # (lr in each dtype, made once)
+                dtype = w.dtype
+                lr = dtype.type(self._lr)
             if views[2] is None:
                 w -= lr * g
             else:
