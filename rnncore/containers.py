@@ -382,32 +382,45 @@ class Sequential(Module):
             if 0 in shape:
                 raise ValueError(f"x: expected non-empty dimensions, got shape {tuple(shape)}")
         inputs, h = [], x
+        timed = lengths is not None              # with lengths: h is still (T, B, ...)
         for i, m in enumerate(self._children):
             inputs.append(h)
-            try:
-                h = m.forward(h, lengths=lengths if m._takes_lengths else None)
+            h_shape = _shape_of(h) if timed else None
+            try:                                 # (lengths only while the time axis lasts)
+                h = m.forward(h, lengths=lengths if timed and m._takes_lengths else None)
             except (ValueError, TypeError) as e:
                 _name_the_child(self, i, e, ("x:", "x["))
                 raise
+            if timed:
+                timed = self._keeps_time_axis(i, h_shape, h)
         valid = None
-        if lengths is not None and self._keeps_time_axis(shape, h):
+        if timed:
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
         self._serials = _noted_serials(self)
         return _copy(h) if not self._children else h        # (not the caller's own array)
 
-    def _keeps_time_axis(self, input_shape, out):
-        """Whether the output ``out`` is time-major like the input, (T, B, ...), rather than
-        (B, ...) (after `LastStep` or ``return_sequences=False``): as the children's
-        ``output_shape`` say where all of them can. Otherwise (a module of one's own without
-        one: `Module`'s default, the input's shape, is a guess; or one that raises
-        NotImplementedError), ``out`` says (``_judged_by_output``; never where T == B and no
-        guess exists)."""
-        said = _time_major_output(self, input_shape)
-        if said is not None and all(_says_its_shape(m) for m in self.modules()):
-            return said
-        return bool(_judged_by_output(self, input_shape, _shape_of(out), said))
+    def _keeps_time_axis(self, i, input_shape, out):
+        """Whether child ``i``'s output ``out`` is time-major like its input, (T, B, ...),
+        rather than (B, ...) (after `LastStep` or ``return_sequences=False``); the children
+        after one that dropped the time axis get no ``lengths`` (a chain among them read a
+        (B, F) input as (T, B)), and the chain's padding is not zeroed. As the child's
+        ``output_shape`` says where it and every module below it can (asked once per input
+        shape past T and structure of the model, then remembered). Otherwise (a module of
+        one's own without one: `Module`'s default, the input's shape, is a guess; or one that
+        raises NotImplementedError), ``out`` says (``_judged_by_output``; never where T == B
+        and no guess exists)."""
+        m = self._children[i]
+        said = self.__dict__.setdefault("_said", {})
+        key = (tuple(input_shape[1:]), _adoptions[0], id(m))
+        if said.get(i, (None,))[0] != key:
+            said[i] = (key, _time_major_output(m, input_shape),
+                       all(_says_its_shape(k) for k in m.modules()))
+        _, says, all_say = said[i]
+        if says is not None and all_say:
+            return says
+        return bool(_judged_by_output(m, input_shape, _shape_of(out), says))
 
     def _backward(self, x, gy):
         if self._inputs is None:

@@ -14,7 +14,12 @@ and the analytic one ``a`` is what ``backward(x, dout)`` returns (input) or accu
 (relative to the array's largest gradient, so tiny entries next to large ones do not blow it up;
 the 1e-8 floor makes an all-but-zero array count in absolute terms). An array with a NaN or Inf
 in either gradient gets ``err = inf``. ``gradcheck`` returns the worst ``err`` over all arrays.
-With eps = 1e-6 in float64 a correct backward gives ~1e-9 or less. An input gradient whose shape
+With eps = 1e-6 in float64 a correct backward gives ~1e-9 or less where each array's largest
+gradient is well above the differences' own rounding, ~1e-16 |L| / eps (about 1e-10 for a loss
+of order 1). An array whose gradients are all tiny (a weight of 1e-7 makes the input gradient
+of a `Linear` that small; so can gradients that fade through a deep stack) is measured against
+that rounding: a correct backward then gives up to ~1e-3, which falls as 1/eps. Check such a
+module with a larger eps (1e-4) as well: a wrong gradient stays wrong, rounding does not. An input gradient whose shape
 is not the input's is a ValueError, not an error size (it would broadcast in the comparison).
 
 What it expects of a module: only the base API (``forward(x, lengths=)``, ``backward(x, gy)``,

@@ -1346,3 +1346,27 @@ def test_a_shared_child_inside_a_module_of_ones_own_is_noticed_too():
     B.forward(x, lengths=np.array([1, 1]))
     with pytest.raises(RuntimeError, match=r"^modules\[0\]\[0\] \(LSTM\) has run another forward"):
         A.backward(x, np.ones_like(ya))
+
+
+@pytest.mark.parametrize("H, O, head", [(5, 2, "last_state"), (3, 2, "last_state"),
+                                        (3, 3, "last_state"), (3, 3, "last_step")])
+def test_a_chain_after_the_time_axis_is_dropped_gets_no_lengths(H, O, head):
+    # the outer chain handed lengths to an inner one whose input was already (B, F): refused
+    # (H != B), a NumPy broadcasting error (H == B), or rows silently zeroed (H == O == B)
+    x = np.random.default_rng(0).standard_normal((4, 3, H if head == "last_step" else 2))
+    lengths = np.array([1, 2, 3])
+
+    def build():
+        rnncore.manual_seed(0)
+        first = LastStep() if head == "last_step" else LSTM(2, H, return_sequences=False)
+        return first, Linear(H, O), Tanh()
+
+    a, b, c = build()
+    flat = Sequential(a, b, c)
+    y = flat.forward(x, lengths=lengths)
+    g_flat = flat.backward(x, np.ones_like(y))
+    a2, b2, c2 = build()
+    nested = Sequential(a2, Sequential(b2, c2))
+    np.testing.assert_array_equal(nested.forward(x, lengths=lengths), y)
+    np.testing.assert_array_equal(nested.backward(x, np.ones_like(y)), g_flat)
+    np.testing.assert_array_equal(b2.weight.grad, b.weight.grad)
