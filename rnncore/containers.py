@@ -69,11 +69,11 @@ def _judged_by_output(module, input_shape, out_shape, said):
     ``out_shape`` keeps the input's (T, B) leading axes, judged by the output itself.
     (T, B, ...) with T != B does (a (B, ...) output cannot begin with (T, B) then). Where
     T == B it does if it has as many dimensions as ``module.output_shape`` predicts from the
-    guess of `Module`'s default (``said`` True; a module that changes the feature size), or
-    fewer but not the guess without its time axis: a module that drops the time axis of a
-    (T, B, H) with T == B == H answers (B, H), which is that, while one that scores each
-    step, (T, B, H) -> (T, B) with H != B, is not. None where no guess exists (an
-    ``output_shape`` raised)."""
+    guess of `Module`'s default (``said`` True; a module that changes the feature size); it
+    does not if it is the guess without its time axis (a module that drops the time axis of a
+    (T, B, H) with T == B == H answers (B, H)). None where it cannot tell: fewer dimensions
+    otherwise ((T, B) from a per-step score, or (B, F) with F == B), or no guess exists (an
+    ``output_shape`` raised); a module of one's own there should say its ``output_shape``."""
     T, B = input_shape[:2]
     if len(out_shape) < 2 or tuple(out_shape[:2]) != (T, B):
         return False
@@ -82,7 +82,9 @@ def _judged_by_output(module, input_shape, out_shape, said):
     if said is None:
         return None
     guess = tuple(module.output_shape(input_shape))               # (T, B, ...)
-    return len(out_shape) == len(guess) or tuple(out_shape) != guess[1:]
+    if len(out_shape) == len(guess):
+        return True
+    return False if tuple(out_shape) == guess[1:] else None
 
 
 def _gy_dtype(module):
@@ -219,18 +221,17 @@ def _copy(x):
 def _noted_serials(container):
     """``[(module, its count of forwards (Module.forward))]`` of every module below ``container`` that keeps its
     forward for the backward (nested ones included, also inside a module of one's own), noted
-    by the container's forward; the list of those modules is made once per structure and
-    mode (a Dropout keeps its mask in training only)."""
-    key = (_adoptions[0], container.train)
-    kept = container.__dict__.get("_keepers")
-    if kept is None or kept[0] != key:
-        seen, keepers = set(), []
+    by the container's forward; the modules below are listed once per structure, whether each
+    keeps its forward is asked each time (a Dropout keeps its mask in training only)."""
+    kept = container.__dict__.get("_below")
+    if kept is None or kept[0] != _adoptions[0]:
+        seen, below = set(), []
         for _, m in _paths(container):
-            if m._keeps_forward and id(m) not in seen:
+            if id(m) not in seen:
                 seen.add(id(m))
-                keepers.append(m)
-        kept = container._keepers = (key, keepers)
-    return [(m, m.__dict__.get("_serial")) for m in kept[1]]
+                below.append(m)
+        kept = container._below = (_adoptions[0], below)
+    return [(m, m.__dict__.get("_serial")) for m in kept[1] if m._keeps_forward]
 
 
 def _check_serials(container, noted):
@@ -320,7 +321,8 @@ def _as_checked_input(x):
 class Sequential(Module):
     """``y = m_n(... m_2(m_1(x)))``: each child's output is the next one's input.
 
-    ``forward(x, lengths)`` hands ``lengths`` to every sequence-aware child; ``backward`` runs
+    ``forward(x, lengths)`` hands ``lengths`` to every sequence-aware child while the time axis
+    lasts (not to those after `LastStep` or ``return_sequences=False``); ``backward`` runs
     the children in reverse, each with the input it saw in the last forward (the first one with
     the ``x`` given to backward, as in Torch7). Children keep their own dtype: ``dtype=None``
     takes theirs (they must agree), a given ``dtype`` converts them.
@@ -334,7 +336,8 @@ class Sequential(Module):
     say; a module of one's own that does not say (no ``output_shape``, or one that raises
     NotImplementedError) is judged by its output: (T, B, ...) keeps them where T != B; where
     T == B (the output could be (B, H)) only if it has as many dimensions as `Module`'s
-    default output_shape predicts, and not at all under a module whose ``output_shape`` raises.
+    default output_shape predicts (``_judged_by_output``), and not at all under a module whose
+    ``output_shape`` raises.
 
     All or nothing: a forward that any child refuses leaves every child as it was, and so does
     a backward (the grads the children after the refusing one had added to are put back). A
@@ -383,6 +386,7 @@ class Sequential(Module):
                 raise ValueError(f"x: expected non-empty dimensions, got shape {tuple(shape)}")
         inputs, h = [], x
         timed = lengths is not None              # with lengths: h is still (T, B, ...)
+        unsure = False                           # (a child could not tell: no zeroing below)
         for i, m in enumerate(self._children):
             inputs.append(h)
             h_shape = _shape_of(h) if timed else None
@@ -392,9 +396,10 @@ class Sequential(Module):
                 _name_the_child(self, i, e, ("x:", "x["))
                 raise
             if timed:
-                timed = self._keeps_time_axis(i, h_shape, h)
+                kept = self._keeps_time_axis(i, h_shape, h)
+                timed, unsure = kept is not False, unsure or kept is None
         valid = None
-        if timed:
+        if timed and not unsure:
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
@@ -406,21 +411,16 @@ class Sequential(Module):
         rather than (B, ...) (after `LastStep` or ``return_sequences=False``); the children
         after one that dropped the time axis get no ``lengths`` (a chain among them read a
         (B, F) input as (T, B)), and the chain's padding is not zeroed. As the child's
-        ``output_shape`` says where it and every module below it can (asked once per input
-        shape past T and structure of the model, then remembered). Otherwise (a module of
+        ``output_shape`` says where it and every module below it can. Otherwise (a module of
         one's own without one: `Module`'s default, the input's shape, is a guess; or one that
-        raises NotImplementedError), ``out`` says (``_judged_by_output``; never where T == B
-        and no guess exists)."""
+        raises NotImplementedError), ``out`` says (``_judged_by_output``); None where it
+        cannot tell: the children after it still get ``lengths``, as a time-major output
+        would need, but the chain's padding is not zeroed."""
         m = self._children[i]
-        said = self.__dict__.setdefault("_said", {})
-        key = (tuple(input_shape[1:]), _adoptions[0], id(m))
-        if said.get(i, (None,))[0] != key:
-            said[i] = (key, _time_major_output(m, input_shape),
-                       all(_says_its_shape(k) for k in m.modules()))
-        _, says, all_say = said[i]
-        if says is not None and all_say:
-            return says
-        return bool(_judged_by_output(m, input_shape, _shape_of(out), says))
+        says = _time_major_output(m, input_shape)        # (asked each time: a layer's
+        if says is not None and all(_says_its_shape(k) for k in m.modules()):   # return_
+            return says                                  # sequences may have been changed)
+        return _judged_by_output(m, input_shape, _shape_of(out), says)
 
     def _backward(self, x, gy):
         if self._inputs is None:

@@ -14,12 +14,13 @@ and the analytic one ``a`` is what ``backward(x, dout)`` returns (input) or accu
 (relative to the array's largest gradient, so tiny entries next to large ones do not blow it up;
 the 1e-8 floor makes an all-but-zero array count in absolute terms). An array with a NaN or Inf
 in either gradient gets ``err = inf``. ``gradcheck`` returns the worst ``err`` over all arrays.
-With eps = 1e-6 in float64 a correct backward gives ~1e-9 or less where each array's largest
-gradient is well above the differences' own rounding, ~1e-16 |L| / eps (about 1e-10 for a loss
-of order 1). An array whose gradients are all tiny (a weight of 1e-7 makes the input gradient
-of a `Linear` that small; so can gradients that fade through a deep stack) is measured against
-that rounding: a correct backward then gives up to ~1e-3, which falls as 1/eps. Check such a
-module with a larger eps (1e-4) as well: a wrong gradient stays wrong, rounding does not. An input gradient whose shape
+The differences carry their own rounding, ~1e-16 |L| / eps in absolute terms (about 1e-10 for
+a loss of order 1 at eps = 1e-6), so a correct backward gives err ~ 1e-16 |L| / (eps * g) for
+an array whose largest gradient is g (at least the 1e-8 floor): ~1e-9 or less where g is of
+order 1 or more, but 1e-4 at g = 1e-6 and up to 1e-2 at the floor (a weight of 1e-7 makes the
+input gradient of a `Linear` that small; so can gradients that fade through a deep stack).
+Such an error falls as 1/eps: check such a module with a larger eps (1e-4) as well; a wrong
+gradient stays wrong, rounding does not. An input gradient whose shape
 is not the input's is a ValueError, not an error size (it would broadcast in the comparison).
 
 What it expects of a module: only the base API (``forward(x, lengths=)``, ``backward(x, gy)``,

@@ -21,7 +21,6 @@ Inputs are cast to the module's dtype (float32 by default, float64 for gradient 
 import numpy as np
 
 from . import _checks
-from . import random as _random
 from .module import Module
 from .random import generator, uniform
 from kernels.linear import linear_backward, linear_forward
@@ -190,26 +189,20 @@ class Embedding(Module):
         """An `Embedding` holding a copy of ``embeddings`` (V, E), cast to ``dtype`` (the
         default float32 of every module, whatever the array's own: vectors loaded as float64
         then fit a float32 model; pass ``dtype=np.float64`` to keep float64). Draws nothing
-        from the seeded stream (``rnncore.manual_seed``): the initialisation that follows is
-        the one it would have been without this call."""
+        from the seeded stream (``rnncore.manual_seed``; a subclass's own ``__init__`` may):
+        the initialisation that follows is the one it would have been without this call."""
         a = _checks.finite_array(embeddings, "embeddings", dtype=_checks.float_dtype(dtype, "dtype"))
         if a.ndim != 2 or 0 in a.shape:
             raise ValueError(f"embeddings: expected a non-empty 2-D array (num_embeddings, "
                              f"embedding_dim), got shape {a.shape}")
         if a is embeddings or np.may_share_memory(a, embeddings):
             a = a.copy()                                          # (the caller's stays theirs)
-        if cls.__init__ is Embedding.__init__:                    # (no subclass __init__ of its
-            m = cls.__new__(cls)                                  # own: the table is the weight)
-            m.__dict__["_pretrained"] = a                         # taken by __init__
-            m.__init__(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
-            return m
-        kept = _random._generator                                 # a subclass's own __init__ may
-        _random._generator = np.random.default_rng(0)             # change the weight after
-        try:                                                      # Embedding's: build it (its
-            m = cls(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)   # draws from a
-        finally:                                                  # throwaway stream), then
-            _random._generator = kept                             # write the table
-        m.weight.data[...] = a
+        own_init = cls.__init__ is not Embedding.__init__         # (a subclass's may change
+        m = cls.__new__(cls)                                      # the weight after ours)
+        m.__dict__["_pretrained"] = a.copy() if own_init else a   # Embedding.__init__ takes it
+        m.__init__(a.shape[0], a.shape[1], freeze=freeze, dtype=dtype)
+        if own_init:
+            m.weight.data[...] = a
         return m
 
     @property

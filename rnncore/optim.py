@@ -16,7 +16,7 @@ Parameters tied to one array (``b.weight.data = a.weight.data``) are one weight:
 updates it once, with the sum of their grads, in the first one's state (PyTorch's one
 Parameter used twice). Two trainable ones holding different views of one memory (a tie
 through ``.T``) are refused by ``step()`` before any update (plain SGD excepted: its two
-updates in turn are exactly one with the summed gradient) and by ``clip_grad_norm``. Refused (ValueError naming the argument): a parameter listed twice in
+updates in turn are one with the summed gradient, up to rounding) and by ``clip_grad_norm``. Refused (ValueError naming the argument): a parameter listed twice in
 ``params`` (it would be updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
 (``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
 float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
@@ -76,7 +76,7 @@ def _refuse_partial_ties(params, name):
     tie made through a view: ``b.weight.data = a.weight.data.T``): their grads are in two
     layouts of one weight, which a rule with state (momentum, Adam, RMSprop) or a norm cannot
     add up; a tie is one array given to both (then one weight, ``_tied``). Plain SGD, whose
-    two updates in turn are exactly one with the summed gradient, does not ask. Arrays are
+    two updates in turn are one with the summed gradient (up to rounding), does not ask. Arrays are
     compared only within a family of views of one base."""
     families = {}
     for i, p in enumerate(params):
@@ -172,10 +172,12 @@ class _Sum:
     member, as an update does: each then counts it as changed ([device]: unlocked, and copied
     to the GPU again)."""
 
-    def __init__(self, ps):
-        for p in ps[1:]:
-            p.data                                       # noqa: B018 (marks it changed)
-        self.data, self.grad = ps[0].data, sum(p.grad for p in ps[1:]) + ps[0].grad
+    def __init__(self, ps, update=True):
+        if update:
+            for p in ps[1:]:
+                p.data                                   # noqa: B018 (marks it changed)
+        self.data = ps[0].data if update else ps[0]._data   # (a norm only reads it)
+        self.grad = sum(p._grad for p in ps[1:]) + ps[0]._grad
         self.name, self.requires_grad = ps[0].name, True
 
 
@@ -291,6 +293,7 @@ class SGD(Optimizer):
             return super().step()                            # (a subclass's own rule included)
         self._check_dtypes()
         dtype = lr = None
+        rate = self.lr                                       # (a subclass's property included)
         for i, p in enumerate(self.params):
             if not p.requires_grad:
                 continue
@@ -300,7 +303,7 @@ class SGD(Optimizer):
                 views = self._flat[i] = (w, g) + _flat_views(w, g)
             if w.dtype is not dtype:                         # (lr in each dtype, made once)
                 dtype = w.dtype
-                lr = dtype.type(self._lr)
+                lr = dtype.type(rate)
             if views[2] is None:
                 w -= lr * g
             else:
@@ -430,7 +433,7 @@ def clip_grad_norm(params, max_norm):
     max_norm = _checks.as_float(max_norm, "max_norm", "a number > 0 (or inf)")
     if not max_norm > 0:                                          # (NaN included)
         raise ValueError(f"max_norm: expected a number > 0 (or inf), got {max_norm}")
-    norm = float(np.sqrt(sum(np.sum(np.square(ps[0].grad if len(ps) == 1 else _Sum(ps).grad,
+    norm = float(np.sqrt(sum(np.sum(np.square(ps[0].grad if len(ps) == 1 else _Sum(ps, False).grad,
                                               dtype=np.float64)) for ps in ties)))
     coef = max_norm / (norm + 1e-6)
     if coef < 1:

@@ -258,10 +258,11 @@ class _Recurrent(Module):
 
     # -- remember / forget (Torch7) ----------------------------------------------------------
     def remember(self, mode=True):
-        """From now on each forward starts from the previous call's final state. The first
-        forward after this call starts from zeros (or ``h0``/``c0``): a state is carried from
-        forwards made in this mode only, so that a model trained or scored on other batches
-        (another batch size, say) starts a stream afresh.
+        """From now on each forward starts from the previous call's final state. A state is
+        carried from forwards made in this mode only: switched on after forwards without it,
+        the first forward starts from zeros (or ``h0``/``c0``), so that a model trained or
+        scored on other batches (another batch size, say) starts a stream afresh; called
+        again while on, it changes nothing (``forget()`` resets the state).
 
         ``remember(False)`` switches that off again (and forgets the state).
         """

@@ -1370,3 +1370,52 @@ def test_a_chain_after_the_time_axis_is_dropped_gets_no_lengths(H, O, head):
     np.testing.assert_array_equal(nested.forward(x, lengths=lengths), y)
     np.testing.assert_array_equal(nested.backward(x, np.ones_like(y)), g_flat)
     np.testing.assert_array_equal(b2.weight.grad, b.weight.grad)
+
+
+def test_a_module_that_cannot_say_its_shape_at_t_equal_b_still_passes_lengths_on():
+    # judged "cannot tell" (T == B, output_shape raises), the chain had stopped handing lengths
+    # to the LSTM after it: the LSTM then ran over the padding
+    class Own(rnncore.Module):
+        def _forward(self, x, lengths):
+            return np.array(x)
+
+        def _backward(self, x, gy):
+            return np.array(gy)
+
+        def output_shape(self, input_shape):
+            raise NotImplementedError
+
+    x = np.random.default_rng(0).standard_normal((4, 4, 3)).astype(np.float32)
+    lengths = np.array([4, 2, 3, 1])
+    for first in (Own(), Sequencer(Own())):
+        lstm = LSTM(3, 5, return_sequences=False)
+        y = Sequential(first, lstm).forward(x, lengths=lengths)
+        np.testing.assert_array_equal(y, lstm.forward(x, lengths=lengths))
+
+
+def test_a_flipped_return_sequences_is_seen_by_the_next_forward():
+    # the chain's answer was cached per structure: after lstm.return_sequences = False the
+    # (B, O) output at T == B == O was still zeroed as (T, B) padding
+    x = np.random.default_rng(0).standard_normal((4, 4, 2)).astype(np.float32)
+    lengths = np.array([4, 1, 2, 3])
+    lstm, lin = LSTM(2, 3), Linear(3, 4)
+    chain = Sequential(lstm, lin)
+    chain.forward(x, lengths=lengths)
+    lstm.return_sequences = False
+    np.testing.assert_array_equal(chain.forward(x, lengths=lengths),
+                                  lin.forward(lstm.forward(x, lengths=lengths)))
+
+
+def test_a_dropout_switched_on_by_itself_is_noticed_when_shared():
+    # the list of modules that keep their forward was cached per structure and the container's
+    # own mode: a Dropout switched back on by itself stayed unlisted
+    lin, drop = Linear(3, 6), Dropout(0.5)
+    A, B = Sequential(lin, drop), Sequential(lin, drop)          # a second head sharing both
+    x = np.ones((4, 2, 3), np.float32)
+    drop.evaluate()
+    A.forward(x)                                                 # listed without the Dropout
+    drop.training()
+    ya = A.forward(x)
+    B.forward(x)                                                 # another mask
+    with pytest.raises(RuntimeError, match=r"modules\[1\] \(Dropout\) has run another forward"):
+        A.backward(x, np.ones_like(ya))

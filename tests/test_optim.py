@@ -421,3 +421,24 @@ def test_astype_keeps_a_tie_one_array():
     b.weight.data = a.weight.data
     m = Sequential(a, Tanh(), b).astype(np.float64)
     assert a.weight.data is b.weight.data and a.weight.data.dtype == np.float64
+
+
+def test_plain_sgd_reads_a_subclass_lr_property_and_a_norm_leaves_ties_unmarked():
+    class Halved(optim.SGD):
+        @property
+        def lr(self):
+            return self._lr / 2
+
+        @lr.setter
+        def lr(self, value):
+            self._lr = value
+
+    p = Parameter(np.zeros(3), "w")
+    p.grad[...] = 1.0
+    Halved([p], lr=1.0).step()
+    np.testing.assert_array_equal(p.data, -0.5)
+    a, b = Parameter(np.ones(2), "a"), Parameter(np.ones(2), "b")
+    b.data = a.data
+    versions = a.version, b.version
+    optim.clip_grad_norm([a, b], np.inf)              # measures only: nothing marked changed
+    assert (a.version, b.version) == versions

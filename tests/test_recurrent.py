@@ -319,7 +319,7 @@ def test_remember_runs_chunks_like_the_whole_sequence(cell):
     m = make(cell, 2, 4, num_layers=2)
     whole = m(x)
     h_whole = m.h_n.copy()
-    m.remember().forget()                                  # (else it continues from x's end)
+    m.remember()
     chunks = [m(x[a:b]) for a, b in [(0, 3), (3, 7), (7, 8), (8, 10)]]
     np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(m.h_n, h_whole, rtol=1e-12, atol=1e-14)
