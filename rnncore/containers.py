@@ -219,10 +219,11 @@ def _copy(x):
 
 
 def _noted_serials(container):
-    """``[(module, its count of forwards (Module.forward))]`` of every module below ``container`` that keeps its
-    forward for the backward (nested ones included, also inside a module of one's own), noted
-    by the container's forward; the modules below are listed once per structure, whether each
-    keeps its forward is asked each time (a Dropout keeps its mask in training only)."""
+    """``[(module, its count of forwards (Module.forward))]`` of every module below
+    ``container`` that keeps its forward for the backward (nested ones included, also inside a
+    module of one's own), noted by the container's forward; the modules below are listed once
+    per structure, whether each keeps its forward is asked each time (a Dropout keeps its mask
+    in training only)."""
     kept = container.__dict__.get("_below")
     if kept is None or kept[0] != _adoptions[0]:
         seen, below = set(), []

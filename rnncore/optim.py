@@ -13,17 +13,18 @@ Updates run in the parameter's own dtype, and the state follows it: after ``mode
 the next step converts the state's arrays to the parameter's new dtype.
 
 Parameters tied to one array (``b.weight.data = a.weight.data``) are one weight: ``step()``
-updates it once, with the sum of their grads, in the first one's state (PyTorch's one
-Parameter used twice). Two trainable ones holding different views of one memory (a tie
-through ``.T``) are refused by ``step()`` before any update (plain SGD excepted: its two
-updates in turn are one with the summed gradient, up to rounding) and by ``clip_grad_norm``. Refused (ValueError naming the argument): a parameter listed twice in
-``params`` (it would be updated twice per step), and a hyperparameter that the update casts to a parameter's dtype
-(``lr``, ``eps``, ``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in
-float32, and inf * 0 = NaN weights) or turns a non-zero number into 0. They are checked at
-construction against the parameters' dtypes, and again by ``step()`` (before any update) for a
-dtype that appeared since, as after ``model.astype``. Every hyperparameter is an attribute a
-schedule may change between steps (``opt.lr *= 0.1``, ``opt.momentum = 0.95``); an assignment
-is checked as the constructor's argument was.
+updates it once, with the sum of their grads, in the first one's state (PyTorch's one Parameter
+used twice). Two trainable ones holding different views of one memory (a tie through ``.T``)
+are refused by ``step()`` before any update (plain SGD excepted: its two updates in turn are
+one with the summed gradient, up to rounding) and by ``clip_grad_norm``. Refused (ValueError
+naming the argument): a parameter listed twice in ``params`` (it would be updated twice per
+step), and a hyperparameter that the update casts to a parameter's dtype (``lr``, ``eps``,
+``weight_decay``) where that cast is not finite (``lr=1e39`` is inf in float32, and inf * 0 =
+NaN weights) or turns a non-zero number into 0. They are checked at construction against the
+parameters' dtypes, and again by ``step()`` (before any update) for a dtype that appeared
+since, as after ``model.astype``. Every hyperparameter is an attribute a schedule may change
+between steps (``opt.lr *= 0.1``, ``opt.momentum = 0.95``); an assignment is checked as the
+constructor's argument was.
 
 Not checked, as in PyTorch: the gradients themselves. A NaN or Inf entry of a grad (from a
 diverged loss) makes the same entry of the parameter NaN or Inf after ``step()`` (and of that
@@ -76,8 +77,8 @@ def _refuse_partial_ties(params, name):
     tie made through a view: ``b.weight.data = a.weight.data.T``): their grads are in two
     layouts of one weight, which a rule with state (momentum, Adam, RMSprop) or a norm cannot
     add up; a tie is one array given to both (then one weight, ``_tied``). Plain SGD, whose
-    two updates in turn are one with the summed gradient (up to rounding), does not ask. Arrays are
-    compared only within a family of views of one base."""
+    two updates in turn are one with the summed gradient (up to rounding), does not ask.
+    Arrays are compared only within a family of views of one base."""
     families = {}
     for i, p in enumerate(params):
         if p.requires_grad:
@@ -168,9 +169,9 @@ def _tied(params):
 
 class _Sum:
     """A tie's stand-in for ``_update``: the shared array and the sum of the members' grads,
-    with the first member's name. The array is taken through ``Parameter.data`` for every
-    member, as an update does: each then counts it as changed ([device]: unlocked, and copied
-    to the GPU again)."""
+    with the first member's name. For an update (``update``) the array is taken through
+    ``Parameter.data`` for every member, as an update of each would: each then counts it as
+    changed ([device]: unlocked, and copied to the GPU again); a norm only reads it."""
 
     def __init__(self, ps, update=True):
         if update:
@@ -415,9 +416,10 @@ def clip_grad_norm(params, max_norm):
 
         norm = sqrt(sum_p ||grad_p||^2)        grad_p *= min(1, max_norm / (norm + 1e-6))
 
-    A parameter listed twice is one gradient: counted and scaled once; Parameters tied to one
-    array are one weight whose gradient is the sum of theirs (the norm counts that sum). ``max_norm=inf`` only
-    measures the norm; no parameters (an empty list, or none trainable) give 0.0, as in PyTorch.
+    A parameter listed twice is one gradient: counted and scaled once; Parameters tied to one array
+    are one weight whose gradient is the sum of theirs (the norm counts that sum).
+    ``max_norm=inf`` only measures the norm; no parameters (an empty list, or none trainable)
+    give 0.0, as in PyTorch.
     """
     if not isinstance(params, (Module, Parameter)):
         try:

@@ -1323,7 +1323,8 @@ class _ScoreOfOwn(rnncore.Module):
 def test_a_sequencer_keeps_a_module_of_ones_own_that_scores_each_step(T, B):
     # at T == B its (T, B) output has fewer dimensions than the guess (T, B, H): it was refused
     x = np.ones((T, B, 5), np.float32)
-    y = Sequencer(Sequential(Linear(5, 5), _ScoreOfOwn())).forward(x, lengths=np.array([2] + [T] * (B - 1)))
+    lengths = np.array([2] + [T] * (B - 1))
+    y = Sequencer(Sequential(Linear(5, 5), _ScoreOfOwn())).forward(x, lengths=lengths)
     assert y.shape == (T, B) and np.all(y[2:, 0] == 0)
 
 
