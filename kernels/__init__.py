@@ -23,13 +23,17 @@ OpenBLAS libraries that had loaded before (NumPy's; SciPy's if ``scipy.linalg`` 
 With an empty Numba cache, the first forward call of a recurrent kernel starts a second Python
 process that compiles the matching backward core into the cache meanwhile (``_ahead``; off
 with ``RNNCORE_COMPILE_AHEAD=0``); ``kernels.cache_is_empty()`` says whether an LSTM would
-compile first (the demo tells its user so).
+compile first (the demo tells its user so). Every cached kernel is stamped with a digest of all
+the package's files, so that an edit of one recompiles the kernels that carry a copy of its code
+(``_cache_stamp``).
 """
 
 from . import _blas_env                                  # first: before SciPy's OpenBLAS loads
+from . import _cache_stamp
 from . import _scipy_blas                                # second: Numba's BLAS, alone (0.3 s less)
 from ._workspace import release as release_workspace   # noqa: F401
 from ._ahead import cache_is_empty                      # noqa: F401
 
+_cache_stamp.install()                                   # before any kernel is decorated
 _scipy_blas.load()
 _blas_env.apply_to_loaded()

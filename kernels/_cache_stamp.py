@@ -1,0 +1,87 @@
+"""Numba's on-disk cache, made to notice an edit of any file of this package.
+
+Numba stamps each cached function with its own source file's contents (older versions: the
+file's time and size) and reloads the machine code while that stamp holds. But the machine code
+of a kernel holds a copy of everything it calls: ``lstm_tiled._gemm_tile`` carries
+``_gemm.mac``'s vector code, ``lstm._forward_core`` carries ``_common``'s activations. After an
+edit of ``_gemm.py`` alone, a process that loads ``lstm_tiled`` from the cache runs the old
+``mac``: a stale kernel, silently, on the machine of whoever edits or pulls a change (a fresh
+install has an empty cache and is not affected).
+
+``install()`` puts a locator of ours before Numba's own: for a function defined in this
+package it finds the same cache directory as Numba would, and stamps with Numba's stamp plus a
+digest of every ``.py`` file of the package. Any edit of any of them makes every cached kernel
+stale, and each recompiles once on its next use. Functions elsewhere (``rnncore``'s own) are
+left to Numba. This reaches into ``numba.core.caching`` (its list of locator classes, the same
+since Numba 0.49); where that is not as expected, nothing is installed and Numba's per-file
+stamps stay.
+"""
+
+import hashlib
+import os
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def package_digest(folder=_HERE):
+    """sha256 over the names and contents of the ``.py`` files directly in ``folder``."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                source = f.read()
+            digest.update(b"%d:%s\0%d:" % (len(name), name.encode(), len(source)))
+            digest.update(source)
+    return digest.hexdigest()
+
+
+def install():
+    """Put the package-wide stamp in front of Numba's locators (once; True if it is in place)."""
+    try:
+        from numba.core import caching
+        impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl   # (older Numbas)
+        base, classes = caching._CacheLocator, impl._locator_classes
+    except (ImportError, AttributeError):
+        return False
+    if not isinstance(classes, list):
+        return False
+    if any(getattr(c, "_rnncore_stamp", False) for c in classes):
+        return True
+    digest = package_digest()
+
+    class PackageStampLocator(base):
+        """Numba's own locator for the file, with the package's digest added to its stamp."""
+
+        _rnncore_stamp = True
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):                    # (Numba reads ``_py_file`` in a warning)
+            return getattr(self.__dict__["_inner"], name)
+
+        def ensure_cache_path(self):
+            self._inner.ensure_cache_path()
+
+        def get_cache_path(self):
+            return self._inner.get_cache_path()
+
+        def get_disambiguator(self):
+            return self._inner.get_disambiguator()
+
+        def get_source_stamp(self):
+            return (self._inner.get_source_stamp(), "rnncore.kernels", digest)
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != _HERE:
+                return None
+            for other in classes:
+                if other is not cls:
+                    inner = other.from_function(py_func, py_file)
+                    if inner is not None:
+                        return cls(inner)
+            return None
+
+    classes.insert(0, PackageStampLocator)
+    return True
