@@ -16,10 +16,9 @@ Two kinds of helpers live here:
   input into a ``ValueError``/``TypeError`` that names the argument instead of a Numba typing
   error. They look at types and shapes only, never at values (no pass over an array).
 
-Caching caveat: Numba's on-disk cache (``cache=True``) keys a function on its own file only.
-``sigmoid``/``tanh``/``exp_expm1`` are inlined into the kernels' cores, so after editing this
-file delete ``kernels/__pycache__/*.nbi`` and ``*.nbc`` (or touch the kernel files), or the
-cores keep running the old helpers.
+Caching: ``sigmoid``/``tanh``/``exp_expm1`` are inlined into the kernels' cores, whose cached
+machine code carries a copy of them; an edit here makes every cached kernel stale
+(``_cache_stamp``: Numba alone keys a function on its own file).
 
 "Step order": a ``reverse=True`` layer runs sequence ``b`` from its last valid step
 ``lengths[b] - 1`` back to 0. Flipping each sequence's valid prefix in time,

@@ -39,9 +39,8 @@ process) hands its last units over instead of holding the team up. The counts of
 then ``share`` out the next phase's fixed ownership in proportion. Either way a unit is
 computed whole by one worker, the same way whoever it is: results do not depend on who does it.
 
-Caching caveat (as for ``_common`` and ``_gemm``): Numba's on-disk cache keys a function on its
-own file, and ``barrier`` is compiled into the kernels that call it; after editing this file
-delete ``kernels/__pycache__/*.nbi`` and ``*.nbc``.
+Caching: ``barrier`` is compiled into the kernels that call it; an edit here makes every
+cached kernel stale (``_cache_stamp``).
 """
 
 import contextlib
