@@ -210,6 +210,17 @@ class Optimizer:
             _checks.fits_dtype(value, "lr", dtype)
         self._lr = value
 
+    def __setattr__(self, name, value):
+        """rnncore's own optimizers refuse a setting they do not have (``opt.nesterov = True``,
+        ``adam.weight_decay = 1e-4``, a misspelt ``opt.momentun``): it would change nothing,
+        silently. A subclass may add settings of its own."""
+        cls = type(self)
+        if (cls in _OWN and not name.startswith("_") and name not in ("params", "state")
+                and not hasattr(cls, name)):
+            raise AttributeError(f"{cls.__name__} has no setting {name!r} (its settings: "
+                                 f"{', '.join(_settings(cls))}); setting it would change nothing")
+        object.__setattr__(self, name, value)
+
     def zero_grad(self):
         """Set every parameter's grad to zero."""
         for p in self.params:
@@ -408,6 +419,14 @@ class RMSprop(Optimizer):
         v *= f(self.alpha)
         v += f(1 - self.alpha) * g * g
         w -= f(self.lr) * g / (np.sqrt(v) + f(self.eps))
+
+
+_OWN = (Optimizer, SGD, Adam, RMSprop)
+
+
+def _settings(cls):
+    """The names of ``cls``'s hyperparameters: ``lr`` and its `_Hyper` attributes."""
+    return ["lr"] + sorted(n for n in dir(cls) if isinstance(getattr(cls, n, None), _Hyper))
 
 
 def clip_grad_norm(params, max_norm):

@@ -59,7 +59,7 @@ import numpy as np
 from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
 from .layers import _check_input_shape
-from .module import Module
+from .module import Module, _adoptions
 from .random import generator, uniform
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import backward_in_halves, forward_in_halves, pays as _pair_pays, run_pair
@@ -474,6 +474,21 @@ class _Recurrent(Module):
             self._carry = tuple(a.astype(dtype) for a in self._carry)
         self._cache = None                                    # backward needs a fresh forward
         self._drop_device_weights()                           # [device] new arrays: upload again
+
+    @property
+    def return_sequences(self):
+        """Whether forward returns every step's output, (T, B, D*H), or the top layer's final
+        hidden states, (B, D*H). It may be set (to a bool) between calls; the containers above
+        count that as a change of the model's structure and judge its output again (a
+        `Sequencer` around a layer switched to ``False`` refuses it at the next forward)."""
+        d = self.__dict__
+        return d["_return_sequences"] if "_return_sequences" in d else d["return_sequences"]
+
+    @return_sequences.setter
+    def return_sequences(self, value):
+        self.__dict__["_return_sequences"] = _checks.flag(value, "return_sequences")
+        self.__dict__.pop("return_sequences", None)           # (one pickled before this)
+        _adoptions[0] += 1
 
     def output_shape(self, input_shape):
         """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""

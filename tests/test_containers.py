@@ -190,6 +190,25 @@ def test_sequencer_refuses_a_child_without_the_time_axis_even_when_sizes_coincid
     assert y.shape == (3, 3, 3)                                        # time-major: accepted
 
 
+def test_sequencer_sees_return_sequences_switched_off_after_a_forward():
+    """The Sequencer remembers its judgement of the child's output per structure: switching
+    ``return_sequences`` off had kept the old answer, and at T == B == H the (B, H) final
+    states were taken for a time-major output and their "padding" rows zeroed."""
+    rnncore.manual_seed(0)
+    m = Sequencer(LSTM(2, 3), dtype=np.float64)
+    x = np.random.default_rng(6).standard_normal((3, 3, 2))           # T = B = H = 3
+    lengths = np.array([1, 3, 2])
+    assert m.forward(x, lengths=lengths).shape == (3, 3, 3)
+    m.module.return_sequences = False
+    with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+        m.forward(x, lengths=lengths)
+    m.module.return_sequences = True
+    assert m.forward(x, lengths=lengths).shape == (3, 3, 3)
+    with pytest.raises(TypeError, match="return_sequences: expected True or False, got 'no'"):
+        m.module.return_sequences = "no"
+    assert m.module.return_sequences is True
+
+
 def test_sequencer_output_shape_refuses_what_forward_refuses():
     """summary and trace ask output_shape: a Sequencer around a layer that drops the time
     axis showed (None, 4) there, while its forward refuses it."""

@@ -442,3 +442,27 @@ def test_plain_sgd_reads_a_subclass_lr_property_and_a_norm_leaves_ties_unmarked(
     versions = a.version, b.version
     optim.clip_grad_norm([a, b], np.inf)              # measures only: nothing marked changed
     assert (a.version, b.version) == versions
+
+
+def test_a_setting_the_optimizer_does_not_have_is_refused():
+    # ``adam.weight_decay = 1e-4`` had been kept as an attribute nothing reads: training ran
+    # without weight decay, silently. Subclasses may add settings of their own.
+    p = [Parameter(np.ones(3), "w")]
+    for opt, name, known in ((optim.Adam(p), "weight_decay", "lr, betas, eps"),
+                             (optim.SGD(p, lr=0.1), "momentun", "lr, momentum, weight_decay"),
+                             (optim.RMSprop(p, lr=0.1), "momentum", "lr, alpha, eps")):
+        before = dict(vars(opt))
+        with pytest.raises(AttributeError, match=f"has no setting '{name}' "
+                                                 f"\\(its settings: {known}\\)"):
+            setattr(opt, name, 0.9)
+        assert vars(opt).keys() == before.keys()
+    sgd = optim.SGD(p, lr=0.1)
+    sgd.momentum, sgd.lr = 0.5, 0.2                       # its own settings: accepted
+    assert (sgd.momentum, sgd.lr) == (0.5, 0.2)
+
+    class Nesterov(optim.SGD):
+        def __init__(self, params, lr, nesterov=True):
+            super().__init__(params, lr)
+            self.nesterov = nesterov
+
+    assert Nesterov(p, lr=0.1).nesterov is True
