@@ -14,7 +14,8 @@ digest of every ``.py`` file of the package. Any edit of any of them makes every
 stale, and each recompiles once on its next use. Functions elsewhere (``rnncore``'s own) are
 left to Numba. This reaches into ``numba.core.caching`` (its list of locator classes, the same
 since Numba 0.49); where that is not as expected, nothing is installed and Numba's per-file
-stamps stay.
+stamps stay: likewise where ``NUMBA_CACHE_LOCATOR_CLASSES`` chooses the locators, or where the
+package is not a folder of files (imported from a zip archive).
 """
 
 import hashlib
@@ -24,11 +25,14 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def package_digest(folder=_HERE):
-    """sha256 over the names and contents of the ``.py`` files directly in ``folder``."""
+    """sha256 over the names and contents of the ``.py`` files directly in ``folder`` (not
+    hidden ones: an editor's lock file ``.#lstm.py`` may be a dangling link). OSError where
+    the folder cannot be listed (a package imported from a zip archive)."""
     digest = hashlib.sha256()
     for name in sorted(os.listdir(folder)):
-        if name.endswith(".py"):
-            with open(os.path.join(folder, name), "rb") as f:
+        path = os.path.join(folder, name)
+        if name.endswith(".py") and not name.startswith(".") and os.path.isfile(path):
+            with open(path, "rb") as f:
                 source = f.read()
             digest.update(b"%d:%s\0%d:" % (len(name), name.encode(), len(source)))
             digest.update(source)
@@ -38,16 +42,19 @@ def package_digest(folder=_HERE):
 def install():
     """Put the package-wide stamp in front of Numba's locators (once; True if it is in place)."""
     try:
-        from numba.core import caching
+        from numba.core import caching, config
         impl = getattr(caching, "CacheImpl", None) or caching._CacheImpl   # (older Numbas)
         base, classes = caching._CacheLocator, impl._locator_classes
     except (ImportError, AttributeError):
         return False
-    if not isinstance(classes, list):
-        return False
+    if not isinstance(classes, list) or getattr(config, "CACHE_LOCATOR_CLASSES", None):
+        return False                     # (NUMBA_CACHE_LOCATOR_CLASSES: Numba's list is not read)
     if any(getattr(c, "_rnncore_stamp", False) for c in classes):
         return True
-    digest = package_digest()
+    try:
+        digest = package_digest()
+    except OSError:
+        return False
 
     class PackageStampLocator(base):
         """Numba's own locator for the file, with the package's digest added to its stamp."""
@@ -58,7 +65,9 @@ def install():
             self._inner = inner
 
         def __getattr__(self, name):                    # (Numba reads ``_py_file`` in a warning)
-            return getattr(self.__dict__["_inner"], name)
+            if name == "_inner":                         # (not set yet: a copy being made)
+                raise AttributeError(name)
+            return getattr(self._inner, name)
 
         def ensure_cache_path(self):
             self._inner.ensure_cache_path()

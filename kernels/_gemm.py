@@ -193,7 +193,8 @@ def mac(typingctx, acc, A, W, rows, cols):
         per_group = max(1, min(n_vec, ACC_VECTORS // R))
         for g0 in range(0, n_vec, per_group):
             vs = range(g0, min(g0 + per_group, n_vec))           # this group's vectors
-            start = [ir.Constant(vec, [0.0] * lanes)] * (R * len(vs))     # the sums start at 0
+            start = [ir.Constant(vec, [-0.0] * lanes)] * (R * len(vs))    # at 0 (-0: acc + -0
+                                                                          # is acc, even -0)
             before = builder.block
             body = builder.append_basic_block("mac.k")
             after = builder.append_basic_block("mac.done")

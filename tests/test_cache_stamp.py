@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import kernels
 from kernels import _cache_stamp
@@ -55,6 +56,28 @@ def test_digest_covers_every_python_file_and_nothing_else(tmp_path):
     assert _cache_stamp.package_digest(str(tmp_path)) == first
     (tmp_path / "c.py").write_text("")                          # a new, empty file counts too
     assert _cache_stamp.package_digest(str(tmp_path)) != first
+    second = _cache_stamp.package_digest(str(tmp_path))
+    os.symlink(str(tmp_path / "gone"), str(tmp_path / ".#a.py"))    # an editor's lock: dangling
+    os.mkdir(str(tmp_path / "folder.py"))
+    assert _cache_stamp.package_digest(str(tmp_path)) == second
+
+
+def test_a_package_in_a_zip_archive_imports_without_the_stamp(tmp_path):
+    # The digest needs a folder of files; from a zip archive ``import kernels`` had failed
+    # (NotADirectoryError). Numba's per-file stamps stay there.
+    archive = str(tmp_path / "k.zip")
+    folder = os.path.dirname(kernels.__file__)
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in os.listdir(folder):
+            if name.endswith(".py"):
+                z.write(os.path.join(folder, name), "kernels/" + name)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import kernels; "
+            "assert kernels.__file__.startswith(sys.argv[1]); "
+            "print(kernels._cache_stamp.install())")
+    out = subprocess.run([sys.executable, "-c", code, archive], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False"]
 
 
 def test_an_edit_of_a_callee_file_recompiles_its_callers(tmp_path):

@@ -33,6 +33,7 @@ def test_mac_equals_the_loop_it_replaces(dtype, a_dtype, K):
     A = rng.standard_normal((5, 2 * K + 1)).astype(a_dtype)[:, ::2][:, :K]   # (5, K), strided
     W = rng.standard_normal((K, 80)).astype(dtype)[:, 3:67]                # (K, 64), rows 80 apart
     start = rng.standard_normal((4, 100)).astype(dtype)
+    start[:, ::3] = -0.0                                    # kept as -0.0 by K = 0
     bufs = [start.copy() for _ in range(4)]
     _mac_cases(bufs[0][:, :64], bufs[1][:3, 10:74], bufs[2][:1, 20:84], A, W, bufs[3][:, 30:78])
     A64, W64 = A.astype(dtype).astype(np.float64), W.astype(np.float64)
@@ -44,6 +45,8 @@ def test_mac_equals_the_loop_it_replaces(dtype, a_dtype, K):
         expect = start.astype(np.float64).copy()
         expect[:n, c0:c0 + cols] += A64[rows] @ W64[:, w0:w0 + cols]
         np.testing.assert_allclose(buf, expect, **tol)      # and nothing outside the tile moved
+        if K == 0:
+            assert buf.tobytes() == start.tobytes()         # bit for bit, signs of zeros too
 
 
 @given(M=st.integers(1, 11), K=st.integers(1, 40), N=st.integers(1, 2 * TILE_COLS + 7),
