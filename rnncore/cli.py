@@ -170,6 +170,18 @@ def _check_demo_args(parser, args):
             if os.path.isdir(os.path.join(folder, name)):
                 parser.error(f"--plot: {os.path.join(args.plot, name)!r} is a directory; the "
                              f"{args.name} demo writes its figure there")
+        if args.save is not None:                        # the model first, then the plots:
+            model = os.path.realpath(args.save)          # one must not take the other's place
+            plots = os.path.realpath(folder)
+            if model == plots or plots.startswith(model + os.sep):
+                parser.error(f"--save / --plot: the model file {args.save!r} would be where "
+                             f"the plots' directory {args.plot!r} goes; give them different "
+                             f"paths")
+            clash = [n for n in files if os.path.realpath(os.path.join(folder, n)) == model]
+            if clash:
+                parser.error(f"--save / --plot: the model file {args.save!r} is the "
+                             f"{args.name} demo's plot {clash[0]!r}, which would overwrite it; "
+                             f"give the model another name")
 
 
 def _cannot_write_in(folder):

@@ -14,11 +14,13 @@
 Containers are opened up: a `Sequential` lists its children (each fed the previous one's
 output shape), a `Sequencer` its wrapped module's rows. A row's name is the child's index path,
 the prefix of its ``state_dict`` keys. Shapes come from each module's ``output_shape``;
-``None`` is a dimension not known in advance (the batch, say). A module used twice (shared
-weights) has a row for each use and its parameters counted once, in the first.
+``None`` is a dimension not known in advance (the batch, say). A module of one's own that does
+not define ``output_shape`` (`Module`'s default, the input's shape, is only a guess) shows
+``?``, and so does every row after it; a line under the table names it. A module used twice
+(shared weights) has a row for each use and its parameters counted once, in the first.
 """
 
-from .containers import Sequencer, Sequential
+from .containers import Sequencer, Sequential, _says_its_shape
 from .layers import _check_input_shape
 from .module import Module
 
@@ -41,22 +43,31 @@ def _leaves(module, path=""):
 def _rows(module, shape):
     """[(path, type, output shape, params, trainable params)] for ``module`` fed ``shape``:
     one row per leaf, each fed the previous one's output shape. A module used twice has a row
-    for each use, its parameters counted in the first (as ``state_dict`` holds them once)."""
+    for each use, its parameters counted in the first (as ``state_dict`` holds them once).
+    The shape is None from the first leaf that does not say its own on."""
     rows, counted = [], set()
     for path, leaf in _leaves(module):
-        try:
-            shape = leaf.output_shape(shape)
-        except (ValueError, TypeError) as e:
-            if not rows or type(e) not in (ValueError, TypeError) or not str(e).startswith("input_shape:"):
-                raise                                            # (the caller's own shape, or
-                                                                 # not about the input)
-            raise type(e)(f"{path} ({type(leaf).__name__}), given the output of {rows[-1][0]} "
-                          f"({rows[-1][1]}): {e}") from e
+        if shape is None or not _says_its_shape(leaf):
+            shape = None
+        else:
+            shape = _output_shape(leaf, shape, path, rows)
         params = [p for p in leaf._parameter_list() if id(p) not in counted]
         counted.update(id(p) for p in params)
         rows.append((path, type(leaf).__name__, shape, sum(p._data.size for p in params),
                      sum(p._data.size for p in params if p.requires_grad)))
     return rows
+
+
+def _output_shape(leaf, shape, path, rows):
+    """``leaf.output_shape(shape)``, an error about the input shape naming the row that gave it."""
+    try:
+        return leaf.output_shape(shape)
+    except (ValueError, TypeError) as e:
+        if not rows or type(e) not in (ValueError, TypeError) or not str(e).startswith("input_shape:"):
+            raise                                                # (the caller's own shape, or
+                                                                 # not about the input)
+        raise type(e)(f"{path} ({type(leaf).__name__}), given the output of {rows[-1][0]} "
+                      f"({rows[-1][1]}): {e}") from e
 
 
 def _shared_paths(module):
@@ -71,6 +82,8 @@ def _shared_paths(module):
 
 
 def _fmt_shape(shape):
+    if shape is None:
+        return "?"
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
@@ -100,7 +113,9 @@ def summary(module, input_shape, print_fn=print):
         raise TypeError(f"print_fn: expected a function or None, got {type(print_fn).__name__}")
     shape = _check_input_shape(input_shape)
     rows = _rows(module, shape)
-    module.output_shape(shape)          # and the containers' own checks (a Sequencer's), as forward
+    unknown = [(name, kind) for name, kind, out, _, _ in rows if out is None]
+    if not unknown:
+        module.output_shape(shape)      # and the containers' own checks (a Sequencer's), as forward
     table = [("Layer (type)", "Output shape", "Params")]
     shared = _shared_paths(module)
     table += [(f"{name} ({kind})", _fmt_shape(out),
@@ -111,6 +126,10 @@ def summary(module, input_shape, print_fn=print):
     lines = _table_lines(table, right=(2,))
     lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
               f"Non-trainable params: {total - trainable:,}"]
+    if unknown:
+        lines.append(f"?: {unknown[0][0]} ({unknown[0][1]}) does not define output_shape, so "
+                     f"its output shape and those after it are unknown here (rnncore.trace "
+                     f"shows them from a forward)")
     if print_fn is not None:
         for line in lines:
             print_fn(line)

@@ -321,6 +321,29 @@ def test_plot_file_that_is_a_directory_is_a_usage_error_before_training(
     assert no_training == []
 
 
+@pytest.mark.parametrize("name", ["regression", "functions"])
+def test_save_and_plot_that_collide_are_usage_errors_before_training(
+        name, tmp_path, monkeypatch, capsys, no_training):
+    """Each path was checked alone: a model saved as one of the demo's figures was then
+    overwritten by it (exit 0, "Saved the regressor to ..." printed, a PNG left), and
+    ``--save out --plot out`` failed after the training (FileExistsError)."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    os.mkdir("plots")
+    figure = os.path.join("plots", DEMOS[name].PLOT_FILES[0])
+    for save, plot, message in ((figure, "plots", "which would overwrite it"),
+                                (os.path.join("plots", ".", os.path.basename(figure)),
+                                 "plots/", "which would overwrite it"),
+                                ("out", "out", "would be where the plots' directory"),
+                                ("out", os.path.join("out", "sub"), "would be where the plots'")):
+        assert cli.main(["demo", name, "--save", save, "--plot", plot]) == 2
+        err = capsys.readouterr().err
+        assert f"--save / --plot: the model file {save!r}" in err and message in err
+    assert no_training == [] and os.listdir(".") == ["plots"] and os.listdir("plots") == []
+    assert cli.main(["demo", name, "--save", os.path.join("plots", "model.npz"),
+                     "--plot", "plots"]) == 0 and no_training == [name]
+
+
 @pytest.mark.parametrize("flags", [["--epochs", "2"], ["--plot", "plots"], ["--save", "m.npz"]])
 def test_stacked_refuses_training_options(flags, capsys, no_training):
     """Q8: --epochs was accepted by the stacked demo, which trains nothing, and changed nothing

@@ -1009,6 +1009,21 @@ class _MeanOverTime(rnncore.Module):
         return np.repeat(gy[None] / self._T, self._T, axis=0)
 
 
+def test_summary_shows_unknown_after_a_module_without_output_shape():
+    """Module's default output_shape (the input's) had been printed as the shape of a module of
+    one's own that drops the time axis, and the rows after it followed from it: (5, None, 4)
+    and (5, None, 3) for outputs (B, 4) and (B, 3)."""
+    lines = []
+    total = Sequential(LSTM(2, 4), _MeanOverTime(), Linear(4, 3)).summary((5, None, 2),
+                                                                          print_fn=lines.append)
+    assert total == 4 * 4 * (2 + 4) + 16 + 15
+    rows = {line.split()[0]: line.split()[2] for line in lines[2:5]}
+    assert rows == {"0": "(5,", "1": "?", "2": "?"}
+    assert lines[-1].startswith("?: 1 (_MeanOverTime) does not define output_shape")
+    assert Sequential(LSTM(2, 4), Linear(4, 3)).summary((5, None, 2), print_fn=lines.append)
+    assert not lines[-1].startswith("?")
+
+
 @pytest.mark.parametrize("T, B, H", [(3, 3, 3), (3, 2, 4)])
 def test_chain_with_lengths_leaves_the_output_of_a_module_without_output_shape_alone(T, B, H):
     """The chain took Module's default output_shape at its word and "zeroed the padding" of a
