@@ -353,6 +353,18 @@ def _in_batch(epoch, b, n):
                       f"batch before left them): {e}{hint}") from e
 
 
+def _check_finite_after(params, epoch, n):
+    """A ValueError if the epoch's last update left a parameter NaN/Inf: the next batch's
+    forward finds such a run diverged (``_in_batch``), but after the last batch there is none,
+    and ``fit`` had returned normally with a model of NaN weights."""
+    for p in params:
+        if not _checks._all_finite(p._data):                 # (_data: reading is no change)
+            raise ValueError(f"fit, epoch {epoch}, batch {n} of {n}: its update made "
+                             f"parameter {p.name!r} non-finite (the run diverged? a lower "
+                             f"learning rate, or clip=, may help); the parameters are as "
+                             f"that update left them")
+
+
 def _modes(model):
     return [(m, m.train) for m in model.modules()]
 
@@ -448,9 +460,10 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     Interrupted (Ctrl-C, or an exception from ``callback`` or from a criterion or module of
     your own), or stopped by what the model made of a batch (a ValueError that names the epoch
     and batch: outputs or gradients that became NaN/Inf as a run diverged, or a criterion's
-    refusal of the model's output, such as probabilities outside [0, 1] for a BCE criterion):
-    the exception propagates, every module gets its mode back, and the parameters (and the
-    optimizer's state) are as the last finished batch left them. The History is not
+    refusal of the model's output, such as probabilities outside [0, 1] for a BCE criterion;
+    or an epoch's last update that left a parameter NaN/Inf): the exception propagates, every
+    module gets its mode back, and the parameters (and the optimizer's state) are as the last
+    finished batch left them. The History is not
     returned then; ``callback`` sees it after every epoch, so keep a reference there if an
     interrupted run's epochs matter.
     """
@@ -539,6 +552,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
                         post["acc"] = f"{correct / counted:.4f}"
                     bar.set_postfix(post, refresh=False)
                     bar.update(1)
+                _check_finite_after(params, epoch, len(batches))
                 history.loss.append(total / N)
                 if classify:
                     history.accuracy.append(correct / counted)

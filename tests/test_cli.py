@@ -491,6 +491,31 @@ def test_make_functions_refuses_lengths_outside_one_to_points():
     assert x.shape == (3, 6, 2) and lengths.tolist() == [3] * 6
 
 
+def test_standardise_and_make_functions_check_their_arguments():
+    """standardise took lengths beyond T (sample 0 came back with mean 0.9, variance 1.4),
+    float lengths (2.5: three steps, divided by 2.5) and 0 (RuntimeWarnings); make_functions
+    given a seed for rng failed with "'int' object has no attribute 'uniform'"."""
+    x = np.arange(24, dtype=np.float64).reshape(4, 3, 2)
+    for lengths, error, message in (([9, 4, 4], ValueError, r"lengths: expected values in "
+                                                            r"\[1, 4\]"),
+                                    ([0, 4, 4], ValueError, "lengths: expected values in"),
+                                    ([2.5, 4, 4], TypeError, "lengths"),
+                                    ([4, 4], ValueError, r"lengths: expected shape \(3,\)")):
+        with pytest.raises(error, match=message):
+            functions.standardise(x, np.array(lengths))
+    with pytest.raises(ValueError, match="x: expected"):
+        functions.standardise(np.full((4, 3, 2), np.nan))
+    with pytest.raises(ValueError, match=r"x: expected \(T, N, F\)"):
+        functions.standardise(np.zeros((4, 3)))
+    z = functions.standardise(x, np.array([2, 4, 3]))
+    np.testing.assert_allclose(z[:2, 0].mean(axis=0), 0, atol=1e-6)
+    assert (z[2:, 0] == 0).all()
+    a, b = functions.make_functions(5, 7)[0], functions.make_functions(5, np.random.default_rng(7))[0]
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match="rng: expected a numpy Generator"):
+        functions.make_functions(5, np.random.RandomState(0))
+
+
 class _Stop(Exception):
     pass
 

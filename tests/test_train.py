@@ -187,6 +187,25 @@ def test_a_diverging_run_says_where_it_stopped():
     assert m.train                                              # its mode given back
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("use_optimizer", [False, True])
+def test_a_last_update_that_diverges_is_not_returned_as_a_result(use_optimizer):
+    """The next batch's forward finds NaN weights; after the last batch there is none, and fit
+    had returned a History (loss 7.7e11) for a model of NaN/Inf weights."""
+    r = np.random.default_rng(0)
+    x = r.standard_normal((5, 16, 2)).astype(np.float32)
+    y = (r.standard_normal((16, 1)) * 1e6).astype(np.float32)
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 1))
+    opt = SGD(m.parameters(), lr=1e38) if use_optimizer else 1e38
+    seen = []
+    with pytest.raises(ValueError, match=r"fit, epoch 1, batch 1 of 1: its update made "
+                                         r"parameter '.*' non-finite \(the run diverged\?"):
+        fit(m, MSECriterion(), opt, x, y, epochs=1, batch_size=16, progress=False,
+            callback=lambda e, h: seen.append(e))
+    assert seen == [] and m.train
+
+
 def test_callback_stops_training():
     x, y = sign_task(32, 5)
     m = classifier()

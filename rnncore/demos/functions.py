@@ -86,11 +86,14 @@ def standardise(x, lengths=None):
     """Per-sequence standardisation: each feature to zero mean and unit variance over the
     sequence's own valid steps; padding stays 0.
 
-    x: (T, N, F) floats; lengths: None or (N,) ints. Returns a new float32 array (T, N, F).
+    x: (T, N, F) finite floats; lengths: None or (N,) ints in [1, T]. Returns a new float32
+    array (T, N, F).
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = _checks.finite_array(x, "x", dtype=np.float64)
+    if x.ndim != 3:
+        raise ValueError(f"x: expected (T, N, F), got shape {x.shape}")
     T, N = x.shape[:2]
-    steps = np.full(N, T) if lengths is None else np.asarray(lengths)
+    steps = np.full(N, T) if lengths is None else _checks.lengths(lengths, T, N)
     valid = _valid_mask(steps, T, N)[..., None]                        # (T, N, 1)
     n = steps[None, :, None]
     mean = np.where(valid, x, 0.0).sum(axis=0, keepdims=True) / n      # (1, N, F)
@@ -102,7 +105,7 @@ def standardise(x, lengths=None):
 def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standardised=True):
     """n labelled samples of the task.
 
-    n: samples; rng: a numpy Generator; points: P, the longest sequence
+    n: samples; rng: a numpy Generator, or an int seed for one; points: P, the longest sequence
     min_points: None (every sample has P points) or the shortest length: lengths are then
         drawn uniformly from [min_points, P] and the rest of each sequence is zero padding
     fixed: k = 2, b = 0.5 for every sample (the Lua setup) instead of k, b drawn per sample
@@ -111,6 +114,11 @@ def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standard
     """
     n = _checks.positive_int(n, "n")
     points = _checks.positive_int(points, "points")
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        rng = np.random.default_rng(rng)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng: expected a numpy Generator (np.random.default_rng(seed)) or an "
+                        f"int seed, got {type(rng).__name__}")
     if min_points is not None:
         min_points = _checks.positive_int(min_points, "min_points")
         if min_points > points:
