@@ -19,8 +19,9 @@ def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
 
     sequences: a non-empty list of arrays, all (T_i, F) (features) or all (T_i,) (integer ids
         for an `Embedding`), each with T_i >= 1
-    dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type). Every
-        value must lie in its range (ValueError otherwise: a cast would wrap or overflow it)
+    dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type, float16
+        and longdouble read as float64, as every layer reads them). Every value must lie in
+        its range (ValueError otherwise: a cast would wrap or overflow it)
     maxlen: None (T = the longest T_i), or an int >= 1: T = maxlen, and a longer sequence is
         cut to its first maxlen steps (``truncating="post"``) or its last (``"pre"``)
     returns (x, lengths): x (T, B, F) or (T, B), zero at t >= lengths[b]; lengths (B,) int64,

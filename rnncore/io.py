@@ -121,6 +121,24 @@ def _path_problem(path):
     return _name_problem(folder, os.path.basename(path), repr(path))
 
 
+def _file_path(path, name="path"):
+    """``path`` (str, bytes or os.PathLike) as a str that can receive a file (``save``'s
+    checks), or the error of ``_path_problem`` naming ``name``: a demo's ``save=`` is checked
+    with it before its training."""
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{name}: expected a str or os.PathLike, got "
+                        f"{type(path).__name__}") from None
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    problem = _path_problem(path)
+    if problem is not None:
+        error, text = problem
+        raise error(f"{name}: {text}")
+    return path
+
+
 def _name_problem(folder, name, what):
     """Why the existing directory ``folder`` cannot hold an entry called ``name`` (a name
     longer than its file system takes), as ``_path_problem`` answers, or None."""
@@ -156,16 +174,7 @@ def save(model, path):
     """
     if not isinstance(model, Module):
         raise TypeError(f"model: expected a rnncore Module, got {type(model).__name__}")
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
-    problem = _path_problem(path)
-    if problem is not None:
-        error, text = problem
-        raise error(f"path: {text}")
+    path = _file_path(path)
     meta = {"format": FORMAT_VERSION, "model": _describe(model, ""),
             "frozen": [k for k, p in model.named_parameters() if not p.requires_grad]}
     arrays = {k: np.ascontiguousarray(p.data) for k, p in model.named_parameters()}

@@ -476,6 +476,10 @@ def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch):
             demo.run(epochs=0, print_fn=lambda *a: None)
         with pytest.raises(TypeError, match="hidden: expected an int >= 1, got 2.5"):
             demo.run(hidden=2.5, print_fn=lambda *a: None)
+        with pytest.raises(FileNotFoundError, match="save: '/nonexistent/m.npz': the folder"):
+            demo.run(save="/nonexistent/m.npz", print_fn=lambda *a: None)   # (had trained first)
+    with pytest.raises(ValueError, match="hidden: expected an int >= 1, got 0"):  # (hidden_size)
+        stacked.run(hidden=0, print_fn=lambda *a: None)
 
 
 def test_make_functions_refuses_lengths_outside_one_to_points():

@@ -47,6 +47,7 @@ import rnncore
 from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequential, optim
 
 from .. import _checks
+from ..io import _file_path
 from ..containers import _valid_mask
 from . import lua_port
 
@@ -229,6 +230,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         size["lua_hidden"] = size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
         size["epochs"] = _checks.positive_int(epochs, "epochs")
+    if save is not None:            # checked before the training, as the CLI's --save
+        save = _file_path(save, "save")
     out = {"seconds": {}}
     t_start = time.perf_counter()
 

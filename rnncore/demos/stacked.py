@@ -22,6 +22,8 @@ import numpy as np
 import rnncore
 from rnncore import GRU, LSTM, RNN, Sequential
 
+from .. import _checks
+
 __all__ = ["run", "layer_params"]
 
 _GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -83,7 +85,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     differences of the outputs and of the top final states between num_layers=2 and two
     stacked objects with the same weights}.
     """
-    H1 = 64 if hidden is None else hidden
+    H1 = 64 if hidden is None else _checks.positive_int(hidden, "hidden")
     H2 = max(H1 // 2, 1)
     rnncore.manual_seed(seed)
     x = np.random.default_rng(seed).standard_normal((5, 3, 2)).astype(np.float32)  # (T, B, 2)
