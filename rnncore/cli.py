@@ -17,7 +17,6 @@ demos themselves live in `rnncore.demos`.
 import argparse
 import os
 import sys
-import tempfile
 
 __all__ = ["main", "build_parser"]
 
@@ -128,15 +127,12 @@ def _check_demo_args(parser, args):
                          f"or regression")
     if args.ablation and args.name != "functions":
         parser.error(f"--ablation: only the functions demo has one, not {args.name}")
-    if args.save is not None:
-        from .io import _path_problem, _write_target
+    from .demos import _outputs
 
-        problem = _path_problem(args.save)
+    if args.save is not None:
+        problem = _outputs.save_problem(args.save)
         if problem is not None:
             parser.error(f"--save: {problem[1]}")
-        why = _cannot_write_in(os.path.dirname(_write_target(args.save)))   # (a link's target's)
-        if why:
-            parser.error(f"--save: {why}")
     if args.plot is not None:
         if args.plot == "":
             parser.error("--plot: expected a directory, existing or to be created, got an "
@@ -155,7 +151,7 @@ def _check_demo_args(parser, args):
         if not os.path.isdir(found):
             parser.error(f"--plot: expected a directory, existing or to be created, got "
                          f"{args.plot!r} ({found} is not a directory)")
-        why = _cannot_write_in(found)
+        why = _outputs.cannot_write_in(found)
         if why:
             parser.error(f"--plot: {why}")
         # the names still to be made (folders of DIR, then the demo's files) must fit, and a
@@ -170,31 +166,9 @@ def _check_demo_args(parser, args):
             if os.path.isdir(os.path.join(folder, name)):
                 parser.error(f"--plot: {os.path.join(args.plot, name)!r} is a directory; the "
                              f"{args.name} demo writes its figure there")
-        if args.save is not None:                        # the model first, then the plots:
-            model = os.path.realpath(args.save)          # one must not take the other's place
-            plots = os.path.realpath(folder)
-            if model == plots or plots.startswith(model + os.sep):
-                parser.error(f"--save / --plot: the model file {args.save!r} would be where "
-                             f"the plots' directory {args.plot!r} goes; give them different "
-                             f"paths")
-            clash = [n for n in files if os.path.realpath(os.path.join(folder, n)) == model]
-            if clash:
-                parser.error(f"--save / --plot: the model file {args.save!r} is the "
-                             f"{args.name} demo's plot {clash[0]!r}, which would overwrite it; "
-                             f"give the model another name")
-
-
-def _cannot_write_in(folder):
-    """Why no file can be created in the existing directory ``folder`` (None if one can): a
-    file is created and removed there, the only sure test (``os.access`` says yes to a
-    read-only file system, and to root everywhere)."""
-    try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".rnncore-", suffix=".tmp")
-    except OSError as e:
-        return f"cannot write in {folder} ({e.strerror})"
-    os.close(fd)
-    os.unlink(name)
-    return None
+        why = args.save is not None and _outputs.clash(args.save, args.plot, files, args.name)
+        if why:
+            parser.error(f"--save / --plot: {why}")
 
 
 def main(argv=None):

@@ -492,6 +492,9 @@ class Sequential(Module):
 
 
 # -- Sequencer ---------------------------------------------------------------------------------
+OUTSIDE = "belongs outside the Sequencer"      # ends its refusal of a module without time axis
+
+
 class Sequencer(Module):
     """Apply ``module`` at every time step (Torch7's ``nn.Sequencer``).
 
@@ -529,7 +532,7 @@ class Sequencer(Module):
         if y.ndim < 2 or y.shape[:2] != (T, B) or not self._keeps_time_axis(x.shape, y.shape):
             raise ValueError(f"module: expected an output with the input's leading (T, B) = {(T, B)}, "
                              f"got shape {y.shape}; a layer that drops the time axis "
-                             f"(return_sequences=False, LastStep) belongs outside the Sequencer")
+                             f"(return_sequences=False, LastStep) {OUTSIDE}")
         valid = None if lengths is None else _valid_mask(lengths, T, B)
         if valid is not None:
             y = _zero_padding(y, valid)
@@ -593,7 +596,7 @@ class Sequencer(Module):
         if len(shape) >= 2 and _time_major_output(self.module, shape) is False:   # as forward
             raise ValueError(f"module: expected an output with the input's leading (T, B), got "
                              f"{out} from input_shape {shape}; a layer that drops the time axis "
-                             f"(return_sequences=False, LastStep) belongs outside the Sequencer")
+                             f"(return_sequences=False, LastStep) {OUTSIDE}")
         return out
 
 

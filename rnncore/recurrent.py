@@ -482,13 +482,25 @@ class _Recurrent(Module):
         count that as a change of the model's structure and judge its output again (a
         `Sequencer` around a layer switched to ``False`` refuses it at the next forward)."""
         d = self.__dict__
-        return d["_return_sequences"] if "_return_sequences" in d else d["return_sequences"]
+        if "_return_sequences" in d:
+            return d["_return_sequences"]
+        if "return_sequences" in d:                           # (one pickled before this)
+            return d["return_sequences"]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute "
+                             f"'return_sequences' (not built yet)")
 
     @return_sequences.setter
     def return_sequences(self, value):
-        self.__dict__["_return_sequences"] = _checks.flag(value, "return_sequences")
-        self.__dict__.pop("return_sequences", None)           # (one pickled before this)
-        _adoptions[0] += 1
+        self.__dict__["_return_sequences"] = value           # (checked by __setattr__)
+        self.__dict__.pop("return_sequences", None)
+
+    def __setattr__(self, name, value):
+        """``return_sequences`` is checked and counted as a change of structure here, whoever
+        defines it (a subclass may override it with a class attribute of its own)."""
+        if name == "return_sequences":
+            value = _checks.flag(value, "return_sequences")
+            _adoptions[0] += 1
+        object.__setattr__(self, name, value)
 
     def output_shape(self, input_shape):
         """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""

@@ -15,12 +15,13 @@ Containers are opened up: a `Sequential` lists its children (each fed the previo
 output shape), a `Sequencer` its wrapped module's rows. A row's name is the child's index path,
 the prefix of its ``state_dict`` keys. Shapes come from each module's ``output_shape``;
 ``None`` is a dimension not known in advance (the batch, say). A module of one's own that does
-not define ``output_shape`` (`Module`'s default, the input's shape, is only a guess) shows
-``?``, and so does every row after it; a line under the table names it. A module used twice
+not define ``output_shape`` (`Module`'s default, the input's shape, is only a guess), or whose
+``output_shape`` raises NotImplementedError, shows ``?``, and so does every row after it; a
+line under the table names it. A module used twice
 (shared weights) has a row for each use and its parameters counted once, in the first.
 """
 
-from .containers import Sequencer, Sequential, _says_its_shape
+from .containers import OUTSIDE, Sequencer, Sequential, _says_its_shape
 from .layers import _check_input_shape
 from .module import Module
 
@@ -50,7 +51,10 @@ def _rows(module, shape):
         if shape is None or not _says_its_shape(leaf):
             shape = None
         else:
-            shape = _output_shape(leaf, shape, path, rows)
+            try:
+                shape = _output_shape(leaf, shape, path, rows)
+            except NotImplementedError:                  # (one that cannot say: unknown too)
+                shape = None
         params = [p for p in leaf._parameter_list() if id(p) not in counted]
         counted.update(id(p) for p in params)
         rows.append((path, type(leaf).__name__, shape, sum(p._data.size for p in params),
@@ -114,8 +118,13 @@ def summary(module, input_shape, print_fn=print):
     shape = _check_input_shape(input_shape)
     rows = _rows(module, shape)
     unknown = [(name, kind) for name, kind, out, _, _ in rows if out is None]
-    if not unknown:
+    try:
         module.output_shape(shape)      # and the containers' own checks (a Sequencer's), as forward
+    except (ValueError, TypeError, NotImplementedError) as e:
+        # past a module that cannot say its shape, the chain ran on Module's guess: only a
+        # Sequencer's refusal (a layer before it dropped the time axis) is sure to hold
+        if not unknown or OUTSIDE in str(e):
+            raise
     table = [("Layer (type)", "Output shape", "Params")]
     shared = _shared_paths(module)
     table += [(f"{name} ({kind})", _fmt_shape(out),
@@ -127,9 +136,10 @@ def summary(module, input_shape, print_fn=print):
     lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
               f"Non-trainable params: {total - trainable:,}"]
     if unknown:
-        lines.append(f"?: {unknown[0][0]} ({unknown[0][1]}) does not define output_shape, so "
-                     f"its output shape and those after it are unknown here (rnncore.trace "
-                     f"shows them from a forward)")
+        lines.append(f"?: {unknown[0][0]} ({unknown[0][1]}) cannot say its output shape (no "
+                     f"output_shape of its own, or one that raised NotImplementedError), so it "
+                     f"and those after it are unknown here (rnncore.trace shows them from a "
+                     f"forward)")
     if print_fn is not None:
         for line in lines:
             print_fn(line)

@@ -353,12 +353,14 @@ def _in_batch(epoch, b, n):
                       f"batch before left them): {e}{hint}") from e
 
 
-def _check_finite_after(params, epoch, n):
+def _check_finite_after(params, epoch, n, before):
     """A ValueError if the epoch's last update left a parameter NaN/Inf: the next batch's
     forward finds such a run diverged (``_in_batch``), but after the last batch there is none,
-    and ``fit`` had returned normally with a model of NaN weights."""
+    and ``fit`` had returned normally with a model of NaN weights. Parameters whose ids are in
+    ``before`` held NaN/Inf when ``fit`` began (a frozen table's unused row, say): not its
+    doing, and not looked at."""
     for p in params:
-        if not _checks._all_finite(p._data):                 # (_data: reading is no change)
+        if id(p) not in before and not _checks._all_finite(p._data):   # (_data: no change)
             raise ValueError(f"fit, epoch {epoch}, batch {n} of {n}: its update made "
                              f"parameter {p.name!r} non-finite (the run diverged? a lower "
                              f"learning rate, or clip=, may help); the parameters are as "
@@ -517,6 +519,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     classify = _is_classifier(criterion)
     params = model.parameters()
     history = History()
+    nonfinite = {id(p) for p in params if not _checks._all_finite(p._data)}   # (not fit's doing)
     saved = _modes(model)
     try:
         for epoch in range(1, epochs + 1):
@@ -552,7 +555,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
                         post["acc"] = f"{correct / counted:.4f}"
                     bar.set_postfix(post, refresh=False)
                     bar.update(1)
-                _check_finite_after(params, epoch, len(batches))
+                _check_finite_after(params, epoch, len(batches), nonfinite)
                 history.loss.append(total / N)
                 if classify:
                     history.accuracy.append(correct / counted)

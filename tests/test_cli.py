@@ -7,6 +7,7 @@ import importlib.metadata
 import io
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ import pytest
 
 import rnncore
 from rnncore import cli
-from rnncore.demos import DEMOS, functions, lua_port, regression, stacked
+from rnncore.demos import DEMOS, _outputs, functions, lua_port, regression, stacked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -339,6 +340,17 @@ def test_save_and_plot_that_collide_are_usage_errors_before_training(
         assert cli.main(["demo", name, "--save", save, "--plot", plot]) == 2
         err = capsys.readouterr().err
         assert f"--save / --plot: the model file {save!r}" in err and message in err
+    os.makedirs(os.path.join("elsewhere", "dir"))
+    os.symlink(os.path.join("..", "elsewhere", "dir"), os.path.join("plots", "sub"))
+    # ``save`` writes plots/sub/../x as plots/x (lexically, as the path reads), not elsewhere/x
+    save = os.path.join("plots", "sub", "..", DEMOS[name].PLOT_FILES[0])
+    assert cli.main(["demo", name, "--save", save, "--plot", "plots"]) == 2
+    assert "which would overwrite it" in capsys.readouterr().err
+    assert cli.main(["demo", name, "--save", save, "--plot", "elsewhere"]) == 0
+    assert no_training == [name]
+    no_training.clear()
+    os.unlink(os.path.join("plots", "sub"))
+    shutil.rmtree("elsewhere")
     assert no_training == [] and os.listdir(".") == ["plots"] and os.listdir("plots") == []
     assert cli.main(["demo", name, "--save", os.path.join("plots", "model.npz"),
                      "--plot", "plots"]) == 0 and no_training == [name]
@@ -422,7 +434,7 @@ def test_a_folder_that_cannot_be_written_is_a_usage_error_before_training(
     def refuse(dir=None, **kw):
         made.append(dir)
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(cli.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(_outputs.tempfile, "mkstemp", refuse)
     target = str(tmp_path / "m.npz") if flag == "--save" else str(tmp_path / "plots")
     assert cli.main(["demo", "regression", flag, target]) == 2
     assert f"{flag}: cannot write in {tmp_path} (Permission denied)" in capsys.readouterr().err
@@ -460,12 +472,16 @@ def test_save_through_a_link_is_checked_in_the_links_target_folder(tmp_path, mon
     def refuse(dir=None, **kw):
         seen.append(dir)
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(cli.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(_outputs.tempfile, "mkstemp", refuse)
     assert cli.main(["demo", "regression", "--save", str(tmp_path / "links" / "m.npz")]) == 2
     assert seen == [str(tmp_path / "real")] and no_training == []
 
 
-def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch):
+def _read_only(*args, **kwargs):
+    raise PermissionError(13, "Permission denied")
+
+
+def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch, tmp_path):
     """functions.run(epochs=0) trained Part 1, then died of a ZeroDivisionError."""
     def no_training(*args, **kwargs):
         raise AssertionError("trained")
@@ -478,6 +494,16 @@ def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch):
             demo.run(hidden=2.5, print_fn=lambda *a: None)
         with pytest.raises(FileNotFoundError, match="save: '/nonexistent/m.npz': the folder"):
             demo.run(save="/nonexistent/m.npz", print_fn=lambda *a: None)   # (had trained first)
+        with pytest.raises(ValueError, match="save / plot: the model file .* is the "
+                                             f"{demo.__name__.rsplit('.', 1)[1]} demo's plot"):
+            demo.run(save=os.path.join(tmp_path, demo.PLOT_FILES[0]), plot=tmp_path,
+                     print_fn=lambda *a: None)
+        monkeypatch.setattr(_outputs.tempfile, "mkstemp", _read_only)
+        with pytest.raises(OSError, match="save: cannot write in"):
+            demo.run(save=os.path.join(tmp_path, "m.npz"), print_fn=lambda *a: None)
+        monkeypatch.undo()
+        monkeypatch.setattr(lua_port, "train", no_training)
+        monkeypatch.setattr(rnncore, "fit", no_training)
     with pytest.raises(ValueError, match="hidden: expected an int >= 1, got 0"):  # (hidden_size)
         stacked.run(hidden=0, print_fn=lambda *a: None)
 
@@ -516,8 +542,13 @@ def test_standardise_and_make_functions_check_their_arguments():
     assert (z[2:, 0] == 0).all()
     a, b = functions.make_functions(5, 7)[0], functions.make_functions(5, np.random.default_rng(7))[0]
     np.testing.assert_array_equal(a, b)
-    with pytest.raises(TypeError, match="rng: expected a numpy Generator"):
-        functions.make_functions(5, np.random.RandomState(0))
+    for bad, error in ((np.random.RandomState(0), TypeError), (True, TypeError), (2.0, TypeError),
+                       (-1, ValueError)):
+        with pytest.raises(error, match="rng: expected a"):
+            functions.make_functions(5, bad)
+    np.testing.assert_array_equal(functions.make_functions(5, np.random.SeedSequence(7))[0], a)
+    with pytest.raises(ValueError, match=r"x: expected \(T, N, F\) with T >= 1"):
+        functions.standardise(np.zeros((0, 3, 2)))
 
 
 class _Stop(Exception):

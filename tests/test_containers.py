@@ -194,19 +194,24 @@ def test_sequencer_sees_return_sequences_switched_off_after_a_forward():
     """The Sequencer remembers its judgement of the child's output per structure: switching
     ``return_sequences`` off had kept the old answer, and at T == B == H the (B, H) final
     states were taken for a time-major output and their "padding" rows zeroed."""
-    rnncore.manual_seed(0)
-    m = Sequencer(LSTM(2, 3), dtype=np.float64)
+    class Plain(LSTM):                   # a subclass that overrides it with a class attribute
+        return_sequences = True
+
     x = np.random.default_rng(6).standard_normal((3, 3, 2))           # T = B = H = 3
     lengths = np.array([1, 3, 2])
-    assert m.forward(x, lengths=lengths).shape == (3, 3, 3)
-    m.module.return_sequences = False
-    with pytest.raises(ValueError, match="belongs outside the Sequencer"):
-        m.forward(x, lengths=lengths)
-    m.module.return_sequences = True
-    assert m.forward(x, lengths=lengths).shape == (3, 3, 3)
-    with pytest.raises(TypeError, match="return_sequences: expected True or False, got 'no'"):
-        m.module.return_sequences = "no"
-    assert m.module.return_sequences is True
+    for layer in (LSTM, Plain):
+        rnncore.manual_seed(0)
+        m = Sequencer(layer(2, 3), dtype=np.float64)
+        assert m.forward(x, lengths=lengths).shape == (3, 3, 3)
+        m.module.return_sequences = False
+        with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+            m.forward(x, lengths=lengths)
+        m.module.return_sequences = True
+        assert m.forward(x, lengths=lengths).shape == (3, 3, 3)
+        with pytest.raises(TypeError, match="return_sequences: expected True or False, got 'no'"):
+            m.module.return_sequences = "no"
+        assert m.module.return_sequences is True
+    assert not hasattr(LSTM.__new__(LSTM), "return_sequences")         # (AttributeError)
 
 
 def test_sequencer_output_shape_refuses_what_forward_refuses():
@@ -1019,9 +1024,22 @@ def test_summary_shows_unknown_after_a_module_without_output_shape():
     assert total == 4 * 4 * (2 + 4) + 16 + 15
     rows = {line.split()[0]: line.split()[2] for line in lines[2:5]}
     assert rows == {"0": "(5,", "1": "?", "2": "?"}
-    assert lines[-1].startswith("?: 1 (_MeanOverTime) does not define output_shape")
+    assert lines[-1].startswith("?: 1 (_MeanOverTime) cannot say its output shape")
     assert Sequential(LSTM(2, 4), Linear(4, 3)).summary((5, None, 2), print_fn=lines.append)
     assert not lines[-1].startswith("?")
+
+    class CannotSay(_MeanOverTime):
+        def output_shape(self, input_shape):
+            raise NotImplementedError
+
+    lines = []                                      # (a bare NotImplementedError had escaped)
+    Sequential(LSTM(2, 4), CannotSay(), Linear(4, 3)).summary((5, None, 2), print_fn=lines.append)
+    assert [line.split()[2] for line in lines[2:5]] == ["(5,", "?", "?"]
+    # the time axis gone before the module that cannot say: refused as forward refuses it
+    for inner in (Sequential(LSTM(2, 4, return_sequences=False), _MeanOverTime()),
+                  Sequential(LSTM(2, 4), LastStep(), _MeanOverTime(), Linear(4, 3))):
+        with pytest.raises(ValueError, match="belongs outside the Sequencer"):
+            Sequencer(inner).summary((5, None, 2), print_fn=None)
 
 
 @pytest.mark.parametrize("T, B, H", [(3, 3, 3), (3, 2, 4)])

@@ -206,6 +206,20 @@ def test_a_last_update_that_diverges_is_not_returned_as_a_result(use_optimizer):
     assert seen == [] and m.train
 
 
+def test_a_parameter_non_finite_before_fit_is_not_blamed_on_an_update():
+    """A frozen table's unused row held NaN before fit: the check of the last update had named
+    it as made non-finite by "its update", after a whole epoch of training."""
+    rnncore.manual_seed(0)
+    r = np.random.default_rng(0)
+    x, y = r.integers(0, 4, size=(5, 8)), r.standard_normal((8, 1)).astype(np.float32)
+    m = Sequential(Embedding(5, 3), LSTM(3, 4, return_sequences=False), Linear(4, 1))
+    table = m[0].parameters()[0]
+    table.requires_grad = False
+    table.data[4] = np.nan                                     # row 4: never looked up
+    h = fit(m, MSECriterion(), 0.01, x, y, epochs=2, batch_size=4, progress=False)
+    assert h.epochs == 2 and np.isnan(table.data[4]).all()
+
+
 def test_callback_stops_training():
     x, y = sign_task(32, 5)
     m = classifier()

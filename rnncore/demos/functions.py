@@ -47,7 +47,7 @@ import rnncore
 from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequential, optim
 
 from .. import _checks
-from ..io import _file_path
+from . import _outputs
 from ..containers import _valid_mask
 from . import lua_port
 
@@ -91,8 +91,8 @@ def standardise(x, lengths=None):
     array (T, N, F).
     """
     x = _checks.finite_array(x, "x", dtype=np.float64)
-    if x.ndim != 3:
-        raise ValueError(f"x: expected (T, N, F), got shape {x.shape}")
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"x: expected (T, N, F) with T >= 1, got shape {x.shape}")
     T, N = x.shape[:2]
     steps = np.full(N, T) if lengths is None else _checks.lengths(lengths, T, N)
     valid = _valid_mask(steps, T, N)[..., None]                        # (T, N, 1)
@@ -106,7 +106,8 @@ def standardise(x, lengths=None):
 def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standardised=True):
     """n labelled samples of the task.
 
-    n: samples; rng: a numpy Generator, or an int seed for one; points: P, the longest sequence
+    n: samples; rng: a numpy Generator, or a seed for one (an int >= 0, a SeedSequence or a
+        BitGenerator); points: P, the longest sequence
     min_points: None (every sample has P points) or the shortest length: lengths are then
         drawn uniformly from [min_points, P] and the rest of each sequence is zero padding
     fixed: k = 2, b = 0.5 for every sample (the Lua setup) instead of k, b drawn per sample
@@ -115,11 +116,14 @@ def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standard
     """
     n = _checks.positive_int(n, "n")
     points = _checks.positive_int(points, "points")
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        rng = np.random.default_rng(rng)
     if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng: expected a numpy Generator (np.random.default_rng(seed)) or an "
-                        f"int seed, got {type(rng).__name__}")
+        if isinstance(rng, (bool, np.bool_)) or not isinstance(
+                rng, (int, np.integer, np.random.SeedSequence, np.random.BitGenerator)):
+            raise TypeError(f"rng: expected a numpy Generator (np.random.default_rng(seed)) or "
+                            f"a seed for one, got {type(rng).__name__}")
+        if isinstance(rng, (int, np.integer)) and rng < 0:
+            raise ValueError(f"rng: expected a seed >= 0, got {rng}")
+        rng = np.random.default_rng(rng)
     if min_points is not None:
         min_points = _checks.positive_int(min_points, "min_points")
         if min_points > points:
@@ -230,8 +234,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         size["lua_hidden"] = size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
         size["epochs"] = _checks.positive_int(epochs, "epochs")
-    if save is not None:            # checked before the training, as the CLI's --save
-        save = _file_path(save, "save")
+    save = _outputs.check(save, plot, PLOT_FILES, __name__.rsplit(".", 1)[1])   # (before training)
     out = {"seconds": {}}
     t_start = time.perf_counter()
 

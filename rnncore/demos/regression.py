@@ -31,7 +31,7 @@ import rnncore
 from rnncore import LSTM, Embedding, Linear, MSECriterion, Sequential, optim
 
 from .. import _checks
-from ..io import _file_path
+from . import _outputs
 
 __all__ = ["WORDS", "SCORES", "make_sentences", "run"]
 
@@ -80,8 +80,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
         size["epochs"] = _checks.positive_int(epochs, "epochs")
-    if save is not None:            # checked before the training, as the CLI's --save
-        save = _file_path(save, "save")
+    save = _outputs.check(save, plot, PLOT_FILES, __name__.rsplit(".", 1)[1])   # (before training)
     H, E, V = size["hidden"], 8, len(WORDS) + 1
     out = {}
     t_start = time.perf_counter()
