@@ -17,8 +17,8 @@ the prefix of its ``state_dict`` keys. Shapes come from each module's ``output_s
 ``None`` is a dimension not known in advance (the batch, say). A module of one's own that does
 not define ``output_shape`` (`Module`'s default, the input's shape, is only a guess), or whose
 ``output_shape`` raises NotImplementedError, shows ``?``, and so does every row after it; a
-line under the table names it. A module used twice
-(shared weights) has a row for each use and its parameters counted once, in the first.
+line under the table names it. A module used twice (shared weights) has a row for each use and
+its parameters counted once, in the first.
 """
 
 from .containers import OUTSIDE, Sequencer, Sequential, _says_its_shape

@@ -5,7 +5,7 @@ only after the demo ran, or a figure would silently take the model file's place.
 import os
 import tempfile
 
-from ..io import _path_problem, _write_target
+from ..io import _file_path, _path_problem, _write_target
 
 
 def cannot_write_in(folder):
@@ -51,8 +51,6 @@ def check(save, plot, files, demo):
     """``run``'s check: ``save`` as a str (or None); an error naming ``save`` / ``plot``."""
     if save is None:
         return None
-    from ..io import _file_path
-
     save = _file_path(save, "save")
     problem = save_problem(save)
     if problem is not None:
