@@ -67,9 +67,9 @@ def _output_shape(leaf, shape, path, rows):
     try:
         return leaf.output_shape(shape)
     except (ValueError, TypeError) as e:
-        if not rows or type(e) not in (ValueError, TypeError) or not str(e).startswith("input_shape:"):
-            raise                                                # (the caller's own shape, or
-                                                                 # not about the input)
+        if (not rows or type(e) not in (ValueError, TypeError)
+                or not str(e).startswith("input_shape:")):
+            raise                                    # (the caller's own shape, or not about it)
         raise type(e)(f"{path} ({type(leaf).__name__}), given the output of {rows[-1][0]} "
                       f"({rows[-1][1]}): {e}") from e
 

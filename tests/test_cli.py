@@ -540,7 +540,8 @@ def test_standardise_and_make_functions_check_their_arguments():
     z = functions.standardise(x, np.array([2, 4, 3]))
     np.testing.assert_allclose(z[:2, 0].mean(axis=0), 0, atol=1e-6)
     assert (z[2:, 0] == 0).all()
-    a, b = functions.make_functions(5, 7)[0], functions.make_functions(5, np.random.default_rng(7))[0]
+    a = functions.make_functions(5, 7)[0]
+    b = functions.make_functions(5, np.random.default_rng(7))[0]
     np.testing.assert_array_equal(a, b)
     for bad, error in ((np.random.RandomState(0), TypeError), (True, TypeError), (2.0, TypeError),
                        (-1, ValueError)):
