@@ -417,7 +417,9 @@ class SequencerCriterion(Criterion):
             loss = float(l.sum()) / B
             if not need_grad:
                 return loss, None
-            return loss, (g * (1.0 / B)).astype(x.dtype, copy=False).reshape(x.shape)
+            with np.errstate(over="ignore"):                     # (backward refuses an Inf)
+                g = (g * (1.0 / B)).astype(x.dtype, copy=False)
+            return loss, g.reshape(x.shape)
         valid = _valid_mask(lengths, T, B)                       # (T, B): step s of row b runs
         rows = valid.reshape(-1)
         per_step = valid.sum(axis=1)                             # rows still running at step s
@@ -429,7 +431,8 @@ class SequencerCriterion(Criterion):
         if not need_grad:
             return float(np.dot(l, weight)), None
         grad = np.zeros(x.shape, x.dtype)                        # 0 at padding
-        grad.reshape(T * B, *x.shape[2:])[rows] = g * weight.reshape(-1, *[1] * (g.ndim - 1))
+        with np.errstate(over="ignore"):                         # (backward refuses an Inf)
+            grad.reshape(T * B, *x.shape[2:])[rows] = g * weight.reshape(-1, *[1] * (g.ndim - 1))
         return float(np.dot(l, weight)), grad
 
     def _per_step(self, x, t, lengths, need_grad=True):

@@ -23,6 +23,16 @@ Such an error falls as 1/eps: check such a module with a larger eps (1e-4) as we
 gradient stays wrong, rounding does not. An input gradient whose shape
 is not the input's is a ValueError, not an error size (it would broadcast in the comparison).
 
+A second ``backward(x, dout)`` then runs without zeroing: it must return the same input
+gradient and add the same amount to every ``Parameter.grad`` again (the API's accumulation),
+each compared as above (a backward that overwrites the grads instead of adding gets err = 1).
+A module that refuses a second backward (RuntimeError) is not checked for this.
+
+An integer ``x`` is taken as ids (no input gradient) when the module may take ids: it holds an
+`Embedding`, or a module of one's own built on `Module` itself. Given to rnncore's other layers
+alone (or subclasses of them), an integer array is a float input like any other (converted to
+float64, its gradient checked).
+
 What it expects of a module: only the base API (``forward(x, lengths=)``, ``backward(x, gy)``,
 ``parameters()``, ``astype``, ``evaluate``) and that ``copy.deepcopy`` works. It never touches
 the caller's module: it works on a float64 deep copy in ``evaluate()`` mode (dropout off), and
@@ -46,7 +56,22 @@ from .module import Module
 __all__ = ["gradcheck"]
 
 
-def _as_input(x):
+def _takes_ids(module):
+    """Whether an integer input may be ids for ``module``: it holds an `Embedding`, or a module
+    of one's own built on `Module` itself (which may take ids in its own way). A subclass of
+    one of rnncore's other layers takes what that layer takes."""
+    from .layers import Embedding
+
+    for m in module.modules():
+        if isinstance(m, Embedding):
+            return True
+        own = next(k for k in type(m).__mro__ if k.__module__.startswith("rnncore."))
+        if own is Module:
+            return True
+    return False
+
+
+def _as_input(x, ids_allowed=True):
     """The input as one array: a list of step arrays is stacked (modules accept both kinds)."""
     if isinstance(x, (list, tuple)) and x and all(isinstance(s, np.ndarray) for s in x):
         shapes = sorted({s.shape for s in x})
@@ -57,6 +82,8 @@ def _as_input(x):
     if x.dtype.kind == "f":
         return _checks.finite_array(x, "x", dtype=np.float64).copy(), True
     if x.dtype.kind in "iu":
+        if not ids_allowed:                                      # features given as integers
+            return _checks.finite_array(x, "x", dtype=np.float64).copy(), True
         return x.copy(), False                                   # ids: no input gradient
     raise TypeError(f"x: expected a float or integer array, got dtype {x.dtype}")
 
@@ -75,7 +102,8 @@ def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
 
     module: any rnncore Module (float32 modules are checked on a float64 copy)
     x: the input: a float array (or list of step arrays) whose gradient is checked too, or an
-       integer array (ids for an `Embedding`), whose gradient is not
+       integer array: ids for an `Embedding` (or a module built on `Module`), whose gradient is
+       not; features otherwise (see the module doc)
     lengths: passed to ``forward``
     eps: the central-difference step
     training: False (``evaluate()`` mode) or True (training mode, dropout masks held fixed)
@@ -84,7 +112,7 @@ def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
         raise TypeError(f"module: expected a rnncore Module, got {type(module).__name__}")
     eps = _checks.positive_number(eps, "eps")
     training = _checks.flag(training, "training")
-    x, x_is_float = _as_input(x)
+    x, x_is_float = _as_input(x, _takes_ids(module))
     base = copy.deepcopy(module).astype(np.float64)             # the caller's module is untouched
     base = base.training() if training else base.evaluate()
     caller_stream = _random._generator
@@ -92,6 +120,24 @@ def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
         return _check(base, x, x_is_float, lengths, eps, training, type(module).__name__)
     finally:
         _random._generator = caller_stream
+
+
+def _accumulation_errors(m, x, dout, gx, analytic, x_is_float):
+    """A second backward of the same forward, grads not zeroed: the relative errors of its
+    input gradient against the first's and of what it added to each grad against the first
+    amount ([] where the module refuses a second backward with a RuntimeError)."""
+    before = [p.grad.copy() for p in m.parameters() if p.requires_grad]
+    try:
+        gx2 = m.backward(x, dout)
+    except RuntimeError:
+        return []
+    with np.errstate(invalid="ignore", over="ignore"):          # (Inf - Inf: err = inf anyway)
+        errors = [_rel_error(p.grad - b, a) for p, b, a in
+                  zip([p for p in m.parameters() if p.requires_grad], before, analytic)]
+    if x_is_float and gx is not None and gx2 is not None:
+        gx2 = np.asarray(gx2, dtype=np.float64)
+        errors.append(_rel_error(gx2, gx) if gx2.shape == np.shape(gx) else float("inf"))
+    return errors
 
 
 def _check(base, x, x_is_float, lengths, eps, training, name):
@@ -130,7 +176,7 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
             n[i] = (up - down) / (2 * eps)
         return n
 
-    errors = []
+    errors = _accumulation_errors(m, x, dout, gx, analytic, x_is_float)
     if x_is_float:
         if gx is None:
             raise ValueError(f"module: {name}.backward returned None for a float input")

@@ -468,6 +468,43 @@ def test_gradcheck_catches_wrong_gradients():
     assert rnncore.gradcheck(Sequential(Linear(4, 2), Linear(2, 2)), x) < TOL
 
 
+class _OverwritingLinear(Linear):
+    """Linear whose backward sets its grads instead of adding to them."""
+
+    def _backward(self, x, gy):
+        for p in self.parameters():
+            p.grad.fill(0)
+        return super()._backward(x, gy)
+
+
+class _ScaledInputLinear(Linear):
+    """Linear whose input gradient is 1.5 times too large."""
+
+    def _backward(self, x, gy):
+        return 1.5 * super()._backward(x, gy)
+
+
+def test_gradcheck_catches_a_backward_that_does_not_accumulate():
+    """One backward's grads were right, so gradcheck passed (1.7e-10); a second backward (a
+    second mini-batch summed into the same grads) then left them as one."""
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    assert rnncore.gradcheck(_OverwritingLinear(4, 2), x) == pytest.approx(1.0)
+    assert rnncore.gradcheck(Sequential(_OverwritingLinear(4, 2), Tanh()), x) > 0.1
+    assert rnncore.gradcheck(Linear(4, 2), x) < TOL
+
+
+def test_gradcheck_checks_integer_features_given_to_rnncore_layers():
+    """An integer array was always taken as ids, its gradient not checked: a Linear with a
+    1.5x input gradient passed (1.5e-10) when given integers."""
+    x = np.random.default_rng(0).integers(-3, 4, (3, 4))
+    assert rnncore.gradcheck(_ScaledInputLinear(4, 2), x.astype(np.float64)) > 0.1
+    assert rnncore.gradcheck(_ScaledInputLinear(4, 2), x) > 0.1
+    assert rnncore.gradcheck(Sequential(_ScaledInputLinear(4, 3), Tanh()), x) > 0.1
+    assert rnncore.gradcheck(Sequential(Linear(4, 2), Tanh()), x) < TOL
+    ids = np.random.default_rng(1).integers(0, 5, (3, 2))
+    assert rnncore.gradcheck(Sequential(Embedding(5, 4), Linear(4, 2)), ids) < TOL   # ids
+
+
 class _BadGradLinear(Linear):
     """Linear whose backward leaves a NaN in its bias gradient and an Inf in its weight's."""
 

@@ -420,3 +420,21 @@ def test_sequencer_criterion_scores_through_a_forward_replaced_on_the_object():
     inner.forward = lambda y, t, lengths=None: 99.0
     x, t = np.ones((3, 2, 4), np.float32), np.zeros((3, 2, 4))
     assert SequencerCriterion(inner).forward(x, t) == pytest.approx(3 * 99.0)
+
+
+@pytest.mark.parametrize("lengths", [None, np.array([1])])
+def test_sequencer_criterion_forward_is_silent_where_its_kept_gradient_overflows(lengths):
+    """The loss of a float32 input at 3e38 is finite (3.6e77, in float64); the gradient kept for
+    backward overflows float32. The forward had warned ("overflow encountered in cast", an
+    error under -W error) where MSECriterion's is silent; the backward refuses the Inf."""
+    import warnings
+
+    x = np.full((2, 1, 1), 3e38, np.float32)
+    t = -x.astype(np.float64)
+    crit = rnncore.SequencerCriterion(MSECriterion())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = crit.forward(x, t, lengths=lengths)
+    assert np.isfinite(loss) and loss > 1e77
+    with pytest.raises(ValueError):
+        crit.backward(x, t, lengths=lengths)
