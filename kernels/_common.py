@@ -281,14 +281,20 @@ reaches once more (~2 s for a backward, on each new machine).
         raise ValueError(f"{name}: expected an array or nested lists of one shape, got a "
                          f"{type(a).__name__} that NumPy cannot make one array of ({e})") from None
     if dtype is None:
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name}: expected a float32 or float64 array, got dtype {arr.dtype}")
         dtype = arr.dtype
+        if dtype not in FLOAT_DTYPES:
+            if dtype.kind == "f" and dtype.newbyteorder("=") in FLOAT_DTYPES:
+                dtype = dtype.newbyteorder("=")          # (">f4", big-endian: as float32)
+            else:
+                raise TypeError(f"{name}: expected a float32 or float64 array, got dtype "
+                                f"{arr.dtype}")
     elif arr.dtype.kind not in "fiu":                    # real numbers only (no bool, complex)
         raise TypeError(f"{name}: expected a real array, got dtype {arr.dtype}")
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=dtype)
+    if arr.ndim == 0:                                    # (ascontiguousarray made it (1,))
+        out = out.reshape(())
     return out if out.flags.writeable or not writable else out.copy()
 
 

@@ -182,3 +182,21 @@ def test_an_upload_takes_a_read_only_array_as_it_is():
     assert as_float_array(a, "x", writable=False) is a
     b = as_float_array(a, "x")
     assert b is not a and b.flags.writeable and np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell, kw", CELL_PATHS, ids=map(_id, CELL_PATHS))
+def test_messages_name_what_was_given(cell, kw):
+    """A 0-d x was reported as "got shape (1,)" (ascontiguousarray promotes it); a path that is
+    an array failed on NumPy's "truth value ... ambiguous"; a big-endian float32 x was refused
+    (">f4") though big-endian weights were converted."""
+    x, weights = inputs(cell)
+    with pytest.raises(ValueError, match=r"x: expected a \(T, B, I\) array.*got shape \(\)$"):
+        FORWARD[cell](np.float32(1), *weights, **kw)
+    with pytest.raises(ValueError, match=r"W_hh: .*got shape \(\)$"):
+        FORWARD[cell](x, weights[0], np.float32(1), *weights[2:], **kw)
+    if kw:
+        with pytest.raises(ValueError, match=r"path: expected 'auto', 'steps' or 'tiled', got "
+                                             r"array\("):
+            FORWARD[cell](x, *weights, path=np.array(["steps", "tiled"]))
+    want = FORWARD[cell](x, *weights, **kw)[0]
+    np.testing.assert_array_equal(FORWARD[cell](x.astype(">f4"), *weights, **kw)[0], want)
