@@ -491,16 +491,17 @@ class _Recurrent(Module):
 
     @return_sequences.setter
     def return_sequences(self, value):
-        self.__dict__["_return_sequences"] = value           # (checked by __setattr__)
+        self.__dict__["_return_sequences"] = _checks.flag(value, "return_sequences")
         self.__dict__.pop("return_sequences", None)
+        _adoptions[0] += 1
 
-    def __setattr__(self, name, value):
-        """``return_sequences`` is checked and counted as a change of structure here, whoever
-        defines it (a subclass may override it with a class attribute of its own)."""
-        if name == "return_sequences":
-            value = _checks.flag(value, "return_sequences")
-            _adoptions[0] += 1
-        object.__setattr__(self, name, value)
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that defines ``return_sequences`` itself (a class attribute, a property of
+        its own) gets it checked and counted as a change of structure at every assignment all
+        the same, by ``_setattr_counting`` (the others keep plain, faster assignments)."""
+        super().__init_subclass__(**kwargs)
+        if "return_sequences" in vars(cls):
+            cls.__setattr__ = _setattr_counting
 
     def output_shape(self, input_shape):
         """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""
@@ -550,6 +551,15 @@ def _sum_torch_biases(module, state):
                 state[b] = total
                 del state[ih], state[hh]
     return state
+
+
+def _setattr_counting(self, name, value):
+    """``__setattr__`` of a subclass with a ``return_sequences`` of its own: as the base
+    class's property does, a bool only, and a change of structure for the containers above."""
+    if name == "return_sequences":
+        value = _checks.flag(value, "return_sequences")
+        _adoptions[0] += 1
+    object.__setattr__(self, name, value)
 
 
 class RNN(_Recurrent):
