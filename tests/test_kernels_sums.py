@@ -22,16 +22,21 @@ def _grads(cell, x, weights, path):
     return bwd(np.ones((T, B, H), np.float32), *[None] * (len(out) - 2), out[-1])
 
 
-@pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
-                                        ("gru", "tiled"), ("rnn", "steps")])
-def test_bias_gradients_of_many_rows_are_summed_without_drift(cell, path):
-    rng = np.random.default_rng(5)
-    I, H = 3, 64
+def _weights_and_row(cell, seed, I=3, H=64):
+    """float32 weights of ``cell`` (W_ih, W_hh, its biases) and one input row (I,)."""
+    rng = np.random.default_rng(seed)
     G = dict(lstm=4, gru=3, rnn=1)[cell]
     weights = [rng.uniform(-0.3, 0.3, (G * H, I)), rng.uniform(-0.3, 0.3, (G * H, H))]
     weights += [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
     weights = [w.astype(np.float32) for w in weights]
-    row = rng.standard_normal(I).astype(np.float32)
+    return weights, rng.standard_normal(I).astype(np.float32)
+
+
+@pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
+                                        ("gru", "tiled"), ("rnn", "steps")])
+def test_bias_gradients_of_many_rows_are_summed_without_drift(cell, path):
+    weights, row = _weights_and_row(cell, 5)
+    I = row.size
     T, B = (4, N // 4) if path == "tiled" else (1, N)
     one = _grads(cell, np.broadcast_to(row, (1, 1, I)).copy(), weights, "steps")
     many = _grads(cell, np.broadcast_to(row, (T, B, I)).copy(), weights, path)
@@ -58,13 +63,8 @@ def test_weight_gradients_of_many_rows_are_summed_in_blocks(cell, path):
     # dW_ih = sum over rows of dz x^T: with every row alike, a float32 running sum over the
     # 2 * 10^4 rows drifted 2e-4 (the tiled kernels' products, before ``mac`` summed each
     # k-chunk from zero); BLAS and the products now sum in blocks (~3e-6 here).
-    rng = np.random.default_rng(6)
-    I, H = 3, 64
-    G = dict(lstm=4, gru=3, rnn=1)[cell]
-    weights = [rng.uniform(-0.3, 0.3, (G * H, I)), rng.uniform(-0.3, 0.3, (G * H, H))]
-    weights += [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
-    weights = [w.astype(np.float32) for w in weights]
-    row = rng.standard_normal(I).astype(np.float32)
+    weights, row = _weights_and_row(cell, 6)
+    I = row.size
     T, B = 4, N // 4
     got = _grads(cell, np.broadcast_to(row, (T, B, I)).copy(), weights, path)[1:3]
     w64 = [w.astype(np.float64) for w in weights]
