@@ -140,6 +140,10 @@ def _as_array(x, name):
         return np.asarray(x)                             # the compiled checks do not take it
     if isinstance(x, np.ndarray):
         return x
+    if x is None or isinstance(x, (str, bytes, dict, set)):  # (NumPy: 0-d arrays of "object")
+        what = "None" if x is None else type(x).__name__
+        raise TypeError(f"{name}: expected a numeric array, got {what}"
+                        + (f" {x!r}" if isinstance(x, (str, bytes)) and len(x) < 40 else ""))
     try:
         return np.asarray(x)
     except (ValueError, TypeError) as e:

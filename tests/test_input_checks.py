@@ -527,3 +527,10 @@ def test_a_seed_may_be_any_int_and_a_huge_fraction_is_named_as_such():
     with pytest.raises(ValueError, match=r"^p: expected a number in \[0, 1\), got a Fraction, "
                                          r"beyond a float's range"):
         rnncore.Dropout(fractions.Fraction(10 ** 400, 3))
+
+
+@pytest.mark.parametrize("value, shown", [(None, "None"), ("abc", "str 'abc'"), ({1: 2}, "dict")])
+def test_an_input_that_is_no_array_is_named_as_given(value, shown):
+    """None was reported as "got dtype object" (NumPy makes a 0-d object array of it)."""
+    with pytest.raises(TypeError, match=f"x: expected a numeric array, got {shown}$"):
+        rnncore.LSTM(2, 3).forward(value)
