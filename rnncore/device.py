@@ -140,8 +140,16 @@ def lock(a):
 
 
 def unlock(a):
-    """Undo ``lock``: the host array is writable again (when it can be)."""
+    """Undo ``lock``: the host array is writable again (when it can be). A view whose base is
+    locked too (a weight tied to another one's view, both uploaded) needs its base unlocked
+    first: NumPy refuses a writable view of a read-only array."""
     try:
         a.flags.writeable = True
     except ValueError:
-        pass
+        base = a.base
+        if isinstance(base, np.ndarray) and not base.flags.writeable:
+            unlock(base)
+            try:
+                a.flags.writeable = True
+            except ValueError:
+                pass

@@ -342,6 +342,7 @@ def _flat_views(w, g):
     """1-D views of ``w`` and ``g`` for ``_descend``, or (None, None) where the compiled loop
     does not apply (other shapes or dtypes, or a layout whose flat view would be a copy)."""
     if (type(w) is np.ndarray and type(g) is np.ndarray and w.dtype == g.dtype
+            and w.flags.writeable                        # (Numba refuses a read-only one)
             and w.dtype in _checks.FLOAT_DTYPES and w.shape == g.shape
             and w.flags.c_contiguous and g.flags.c_contiguous):
         return w.reshape(-1), g.reshape(-1)

@@ -201,6 +201,7 @@ class _Recurrent(Module):
 
     def _on_to(self, device):
         self._cache = None          # [device] a CPU kernel's cache cannot feed a GPU backward
+        self._moved = True          # (backward's message says why there is no forward)
         self._drop_device_weights()
 
     def _drop_device_weights(self):
@@ -228,8 +229,12 @@ class _Recurrent(Module):
         for q in params:
             host, entry = q._data, cached.get(id(q))
             fresh = entry is not None and entry[0] is host and entry[1] == q.version
-            if fresh and _shared(host, held=1):
+            if fresh and (entry[3] is not None or _shared(host, held=1)):
+                # compared while a host copy is kept, not only while the other reference
+                # lives: a view written and then dropped before this forward left no trace
                 fresh = entry[3] is not None and np.array_equal(entry[3], host)
+                if fresh and not _shared(host, held=1):          # none left to write unseen:
+                    entry = cached[id(q)] = entry[:3] + (None,)   # no compare from now on
             if not fresh:
                 if entry is not None:
                     unlock(entry[0])
@@ -381,6 +386,7 @@ class _Recurrent(Module):
             self._carry = tuple(a.copy() for a in state_n)
         state = _DeviceCache if self.device == "cuda" else dict       # [device] see _DeviceCache
         self._serial = self.__dict__.get("_serial", 0) + 1   # (as Module.forward counts)
+        self.__dict__.pop("_moved", None)
         self._cache = state(caches=caches, masks=masks, paired=paired, halves=halves,
                             shape=x.shape, was_list=was_list, x_in=x_in, x_kept=x_kept)
         self._lengths = lengths
@@ -398,7 +404,9 @@ class _Recurrent(Module):
         Also sets ``grad_h0`` (and ``grad_c0``): dL/d(initial state), (L*D, B, H), for this call.
         """
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward: call forward first")
+            moved = (" (the layer was moved with to() since its last forward: a forward's "
+                     "saved state stays on its device)" if self.__dict__.get("_moved") else "")
+            raise RuntimeError(f"{type(self).__name__}.backward: call forward first{moved}")
         c = self._cache
         T, B, _ = c["shape"]
         # The forward kept what backward needs, so x's values are not read: the forward's own

@@ -273,3 +273,62 @@ def test_an_optimizer_steps_a_tied_weight_on_cuda_as_on_the_cpu(make):
     (y_cpu, w_cpu), (y_gpu, w_gpu) = trained("cpu"), trained("cuda")
     np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(y_gpu, y_cpu, rtol=1e-10, atol=1e-12)
+
+
+@needs_cuda
+def test_a_write_through_a_view_dropped_before_the_next_forward_is_seen():
+    """The host copy of the uploaded weights was compared only while another reference to the
+    array lived at that forward: a view written and then dropped (a model sharing the arrays,
+    trained and dropped) left the GPU copy stale, silently (outputs off by 0.1 and 1.1)."""
+    x = np.random.default_rng(0).standard_normal((3, 2, 2))
+
+    def run(device):
+        rnncore.manual_seed(0)
+        m = rnncore.GRU(2, 3, dtype=np.float64).to(device)
+        view = m._params["weight_hh_l0"].data[...]
+        m.forward(x)                                  # on "cuda": uploaded
+        view *= 0.5
+        del view
+        return m.forward(x)
+
+    np.testing.assert_allclose(run("cuda"), run("cpu"), rtol=1e-10, atol=1e-12)
+
+
+@needs_cuda
+def test_a_tie_through_a_view_steps_on_cuda_as_on_the_cpu():
+    """With the Parameter holding the view before the one holding its base, ``p.data`` stayed
+    read-only on "cuda" (NumPy refuses a writable view of a locked base): plain SGD raised a
+    Numba typing error, update_parameters NumPy's "read-only"."""
+    x = np.random.default_rng(0).standard_normal((3, 2, 2))
+
+    def trained(device, step):
+        rnncore.manual_seed(0)
+        m = rnncore.RNN(2, 3, bidirectional=True, dtype=np.float64)
+        P = m._params
+        P["weight_hh_l0"].data = P["weight_hh_l0_reverse"].data.T
+        m = m.to(device)
+        opt = rnncore.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(2):
+            m.zero_grad_parameters()
+            y = m.forward(x)
+            m.backward(x, np.ones_like(y))
+            opt.step() if step else m.update_parameters(0.1)
+        return m.forward(x)
+
+    for step in (True, False):
+        np.testing.assert_allclose(trained("cuda", step), trained("cpu", step), rtol=1e-10,
+                                   atol=1e-12)
+
+
+@needs_cuda
+def test_backward_after_a_move_says_the_layer_moved():
+    x = np.random.default_rng(0).standard_normal((3, 2, 2))
+    m = rnncore.LSTM(2, 3, dtype=np.float64)
+    y = m.forward(x)
+    m.to("cuda")
+    with pytest.raises(RuntimeError, match=r"call forward first \(the layer was moved with to"):
+        m.backward(x, np.ones_like(y))
+    y = m.forward(x)
+    assert m.backward(x, np.ones_like(y)).shape == x.shape and "_moved" not in vars(m)
+    with pytest.raises(RuntimeError, match="call forward first$"):     # (never moved)
+        rnncore.LSTM(2, 3, dtype=np.float64).backward(x, np.ones_like(y))
