@@ -217,8 +217,10 @@ class _Recurrent(Module):
         array is read-only, so a write through a reference taken since raises at once. Two
         kinds of write go unseen by both: through a view taken before the upload, and through
         a second Parameter given the same array (a tie). Where either may exist (``_shared``:
-        more references to the array than its Parameter's), the values are compared with a
-        host copy of those uploaded; elsewhere nothing is read. (Optimizers keep no reference
+        more references to the array than its Parameter's at the upload), a host copy of the
+        uploaded values is kept and compared at every forward, until one finds no other
+        reference left (a view written and then dropped is still seen); elsewhere nothing is
+        read. (Optimizers keep no reference
         to a weight array, except `SGD`'s plain rule, whose flat views of the arrays count:
         with one alive, each forward compares, ~1 ms per 8 MB of weights on the host.)"""
         params = self._layer_param_lists()[k * self.num_directions + d]
