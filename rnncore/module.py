@@ -146,6 +146,9 @@ class Module:
     """Base class of every layer and container."""
 
     #: Where the module computes: "cpu", or "cuda" after ``to("cuda")`` (see rnncore/device.py).
+    #: A container's is what its own last ``to()`` set: each child computes where its own says
+    #: (one moved by itself, or added after the container's ``to()``, keeps its own; call
+    #: ``to()`` on the whole model to move every module in it).
     device = "cpu"
     #: True where backward reads what the last forward kept (an activation's output, a
     #: recurrent layer's caches): such a module may not appear twice in a chain that runs
