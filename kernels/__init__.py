@@ -6,17 +6,17 @@ optional ``path=``); ``kernels.cuda`` the GPU ones (each with ``path=``).
 Nothing in this package imports ``rnncore``. The kernels check their arguments' types and
 shapes, never their values: NaN and Inf go through as given (the ``rnncore`` modules check
 values before they call a kernel), and may reach further than IEEE arithmetic on the
-unpadded problem would take them: a NaN in a padding step of ``x`` reaches ``dW_ih`` (its
-row is multiplied by a zero gradient), and so does one in ``dy`` there in the reference; on
-the tiled path an Inf in ``x`` or an initial state reaches every unit through the units that
+unpadded problem would take them: in the fast kernels a NaN in a padding step of ``x``
+reaches ``dW_ih`` (its row is multiplied by a zero gradient; the reference reads padding as
+zeros); on the tiled path an Inf in ``x`` or an initial state reaches every unit through the units that
 pad H to whole tiles (Inf times their zero weights). Give the kernels finite values where the
 results matter.
 
 The fast kernels take their large arrays from buffers that they reuse from call to call, whose
 memory pages are already mapped (``_workspace``); an array they return is never handed out
 again while it or a view of it lives. ``kernels.release_workspace()`` gives the free ones back.
-A forward's cache may hold the caller's ``x`` itself (the serial kernels and the reference) or a
-copy (the tiled ones, when they pad it), and holds ``W_ih`` and ``W_hh`` as given: refill ``x``
+A forward's cache may hold the caller's ``x`` itself (the serial kernels) or a copy (the
+reference; the tiled ones, when they pad it), and holds ``W_ih`` and ``W_hh`` as given: refill ``x``
 or change the weights in place between a forward and its backward and the gradients are
 undefined (the rnncore modules hand the kernels their own copy of ``x``).
 

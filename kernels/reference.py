@@ -33,6 +33,10 @@ step ``t`` is valid for that sequence):
     h_t = m * h_new + (1 - m) * h_{t-1}        the state is frozen over padding
     y_t = m * h_new                             padding outputs are zero
 
+computed as selections (``np.where(m, h_new, h_prev)``), not products, and with the padding
+steps of ``x`` and ``dy`` read as zeros: a NaN or Inf on the side not taken (a padding value,
+a state that is not carried) cannot reach a result through ``0 * NaN``.
+
 and ``reverse`` is done by flipping each sequence's valid prefix in time (``flip_valid``),
 running the forward-in-time recurrence, and flipping the result back.
 """
@@ -101,7 +105,7 @@ def _prepare(x, lengths, reverse):
     if reverse:
         x = flip_valid(x, lengths)
     mask = (np.arange(T)[:, None] < lengths[None, :]).astype(x.dtype)[:, :, None]  # (T, B, 1)
-    return x, mask
+    return np.where(mask > 0, x, 0), mask                # padding steps read as zeros
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,8 +132,8 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     for t in range(T):
         m = mask[t]
         h_new = np.tanh(x[t] @ W_ih.T + h @ W_hh.T + b)     # (1), (2)
-        y[t] = m * h_new
-        h = m * h_new + (1 - m) * h
+        y[t] = np.where(m, h_new, 0)
+        h = np.where(m, h_new, h)
         hs[t + 1] = h
     cache = (x, W_ih, W_hh, lengths, reverse, mask, hs, y)   # y before any flip: step order
     if reverse:
@@ -156,13 +160,13 @@ def rnn_backward(dy, dh_n, cache):
         m = mask[t]
         y_t = y_fwd[t]                                    # m tanh(a_t); where m = 0, dh_new is 0
         # forward's masking: y_t = m h_new and h_t = m h_new + (1 - m) h_{t-1}
-        dh_new = m * (dy[t] + dh)
+        dh_new = np.where(m, dy[t] + dh, 0)
         da = dh_new * (1 - y_t * y_t)                     # (2): tanh' = 1 - tanh^2
         dx[t] = da @ W_ih                                 # (1)
         dW_ih += da.T @ x[t]                              # (1)
         dW_hh += da.T @ hs[t]                             # (1)
         db += da.sum(0)                                   # (1)
-        dh = (1 - m) * dh + da @ W_hh                     # (1) and the frozen-state path
+        dh = np.where(m, 0, dh) + da @ W_hh               # (1) and the frozen-state path
     if reverse:
         dx = flip_valid(dx, lengths)
     return dx, dW_ih, dW_hh, db, dh
@@ -201,9 +205,9 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
         c_new = f * c + i * g                              # (3)
         h_new = o * np.tanh(c_new)                         # (4)
         gates[t] = np.concatenate([i, f, g, o], axis=1)
-        y[t] = m * h_new
-        h = m * h_new + (1 - m) * h
-        c = m * c_new + (1 - m) * c
+        y[t] = np.where(m, h_new, 0)
+        h = np.where(m, h_new, h)
+        c = np.where(m, c_new, c)
         hs[t + 1], cs[t + 1] = h, c
     if reverse:
         y = flip_valid(y, lengths)
@@ -231,8 +235,8 @@ def lstm_backward(dy, dh_n, dc_n, cache):
         c_prev = cs[t]
         c_new = f * c_prev + i * g                         # recomputed from saved gates, (3)
         tanh_c = np.tanh(c_new)
-        dh_new = m * (dy[t] + dh)                          # masking, as in the RNN
-        dc_new = m * dc
+        dh_new = np.where(m, dy[t] + dh, 0)                # masking, as in the RNN
+        dc_new = np.where(m, dc, 0)
         do = dh_new * tanh_c                               # (4)
         dc_new = dc_new + dh_new * o * (1 - tanh_c ** 2)   # (4)
         di, dg, df = dc_new * g, dc_new * i, dc_new * c_prev   # (3)
@@ -244,8 +248,8 @@ def lstm_backward(dy, dh_n, dc_n, cache):
         dW_ih += dz.T @ x[t]                               # (1)
         dW_hh += dz.T @ hs[t]                              # (1)
         db += dz.sum(0)                                    # (1)
-        dh = (1 - m) * dh + dz @ W_hh                      # (1) and the frozen-state path
-        dc = (1 - m) * dc + dc_new * f                     # (3)
+        dh = np.where(m, 0, dh) + dz @ W_hh                # (1) and the frozen-state path
+        dc = np.where(m, 0, dc) + dc_new * f               # (3)
     if reverse:
         dx = flip_valid(dx, lengths)
     return dx, dW_ih, dW_hh, db, dh, dc
@@ -287,8 +291,8 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False)
         n = np.tanh(gi[:, 2 * H:] + r * q)                 # (4)
         h_new = (1 - z) * n + z * h                        # (5)
         gates[t] = np.concatenate([r, z, n, q], axis=1)
-        y[t] = m * h_new
-        h = m * h_new + (1 - m) * h
+        y[t] = np.where(m, h_new, 0)
+        h = np.where(m, h_new, h)
         hs[t + 1] = h
     if reverse:
         y = flip_valid(y, lengths)
@@ -314,7 +318,7 @@ def gru_backward(dy, dh_n, cache):
         m = mask[t]
         r, z, n, q = (gates[t][:, k * H:(k + 1) * H] for k in range(4))
         h_prev = hs[t]
-        dh_new = m * (dy[t] + dh)                          # masking, as in the RNN
+        dh_new = np.where(m, dy[t] + dh, 0)                # masking, as in the RNN
         dn = dh_new * (1 - z)                              # (5)
         # dz = dL/dz, z the update gate (a post-activation, unlike the LSTM's dz)
         dz = dh_new * (h_prev - n)                         # (5)
@@ -329,7 +333,7 @@ def gru_backward(dy, dh_n, cache):
         db_ih += dgi.sum(0)                                # (1), (2), (4)
         dW_hh += dgh.T @ h_prev                            # (1), (2), (3)
         db_hh += dgh.sum(0)                                # (1), (2), (3)
-        dh = (1 - m) * dh + dh_new * z + dgh @ W_hh        # frozen path, (5), (1)-(3)
+        dh = np.where(m, 0, dh) + dh_new * z + dgh @ W_hh  # frozen path, (5), (1)-(3)
     if reverse:
         dx = flip_valid(dx, lengths)
     return dx, dW_ih, dW_hh, db_ih, db_hh, dh

@@ -35,3 +35,31 @@ def test_reference_gradients_by_central_differences(cell, reverse):
     assert len(grads) == len(args)                               # x, weights, biases, states
     for g, a in zip(grads, args):
         assert rel_err(g, numeric_grad(loss, a)) < 1e-7
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_oracle_reads_padding_as_zeros(cell):
+    """The reference masked by multiplying (m * h_new + (1 - m) * h): a NaN in a padding step of
+    x or dy made padding outputs, h_n and every gradient NaN (0 * NaN)."""
+    rng = np.random.default_rng(4)
+    T, B, I, H = 4, 3, 2, 3
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    x = rng.standard_normal((T, B, I))
+    W = [rng.standard_normal((G * H, I)) * 0.5, rng.standard_normal((G * H, H)) * 0.5]
+    b = [rng.standard_normal(G * H) * 0.1 for _ in range(2 if cell == "gru" else 1)]
+    dy = rng.standard_normal((T, B, H))
+    lengths = np.array([4, 2, 1])
+    fwd, bwd = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
+    extra = [None] if cell == "lstm" else []                   # dc_n
+
+    def run(x, dy):
+        out = fwd(x, *W, *b, lengths=lengths)
+        return out[:-1], bwd(dy, None, *extra, out[-1])
+
+    want = run(x, dy)
+    pad = np.arange(T)[:, None] >= lengths[None, :]
+    x2, dy2 = x.copy(), dy.copy()
+    x2[pad], dy2[pad] = np.nan, np.inf
+    got = run(x2, dy2)
+    for g, w in zip(got[0] + got[1], want[0] + want[1]):
+        np.testing.assert_array_equal(g, w)
