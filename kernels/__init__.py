@@ -8,9 +8,9 @@ shapes, never their values: NaN and Inf go through as given (the ``rnncore`` mod
 values before they call a kernel), and may reach further than IEEE arithmetic on the
 unpadded problem would take them: in the fast kernels a NaN in a padding step of ``x``
 reaches ``dW_ih`` (its row is multiplied by a zero gradient; the reference reads padding as
-zeros); on the tiled path an Inf in ``x`` or an initial state reaches every unit through the units that
-pad H to whole tiles (Inf times their zero weights). Give the kernels finite values where the
-results matter.
+zeros); on the tiled path an Inf in ``x`` or an initial state reaches every unit through the
+units that pad H to whole tiles (Inf times their zero weights). Give the kernels finite values
+where the results matter.
 
 The fast kernels take their large arrays from buffers that they reuse from call to call, whose
 memory pages are already mapped (``_workspace``); an array they return is never handed out
