@@ -353,14 +353,21 @@ def test_sequencer_list_and_array_agree():
         np.testing.assert_array_equal(p.grad, q.grad)
 
 
-def test_sequencer_padding_is_zero_and_takes_no_gradient():
-    """With lengths: padding outputs are 0, and outputs/grads equal each sequence run alone."""
+@pytest.mark.parametrize("inner", [lambda: Sequential(LSTM(2, 3), Linear(3, 2)),
+                                   lambda: Linear(2, 2),             # (takes no lengths itself)
+                                   lambda: LSTM(2, 1, bidirectional=True)])   # (2 outputs)
+def test_sequencer_padding_is_zero_and_takes_no_gradient(inner):
+    """With lengths: padding outputs are 0, and outputs/grads equal each sequence run alone;
+    a recurrent layer is handed the lengths (its reverse direction starts at each sequence's
+    last valid step, its h_n is read there)."""
     rnncore.manual_seed(1)
-    m = Sequencer(Sequential(LSTM(2, 3), Linear(3, 2)), dtype=np.float64)
+    m = Sequencer(inner(), dtype=np.float64)
+    rnn = m.module if isinstance(m.module, LSTM) else None
     rng = np.random.default_rng(1)
     x, lengths = rng.standard_normal((4, 3, 2)), np.array([2, 4, 1])
     gy = rng.standard_normal((4, 3, 2))
     y = m.forward(x, lengths=lengths)
+    h_n = None if rnn is None else rnn.h_n.copy()
     m.zero_grad_parameters()
     gx = m.backward(x, gy)
     grads = [p.grad.copy() for p in m.parameters()]
@@ -370,6 +377,8 @@ def test_sequencer_padding_is_zero_and_takes_no_gradient():
         m.zero_grad_parameters()
         yb = m.forward(x[:n, b:b + 1])
         np.testing.assert_allclose(y[:n, b:b + 1], yb, rtol=1e-12, atol=1e-14)
+        if rnn is not None:
+            np.testing.assert_allclose(h_n[:, b:b + 1], rnn.h_n, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(gx[:n, b:b + 1], m.backward(x[:n, b:b + 1], gy[:n, b:b + 1]),
                                    rtol=1e-12, atol=1e-14)
         for e, p in zip(expect, m.parameters()):

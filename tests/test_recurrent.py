@@ -330,6 +330,11 @@ def test_remember_runs_chunks_like_the_whole_sequence(cell):
     np.testing.assert_array_equal(m(x[:3]), m(x[:3]))
     np.testing.assert_allclose(m(x[3:7]), make(cell, 2, 4, num_layers=2)
                                .load_state_dict(m.state_dict())(x[3:7]), rtol=1e-14)
+    m.remember()                                           # on again: remember(False) forgot
+    m(x[3:7])
+    m.remember(False)
+    m.remember()
+    np.testing.assert_allclose(m(x[:3]), whole[:3], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -542,6 +547,33 @@ def test_dropout_only_between_layers_and_only_in_training(cell):
     m.evaluate()
     np.testing.assert_array_equal(m(x), CELLS[cell](2, 3, num_layers=2)
                                   .load_state_dict(m.state_dict())(x))  # no dropout in evaluate
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_dropout_between_layers_is_inverted(cell):
+    """Kept entries are scaled by 1 / (1 - p), as PyTorch's are, so that a training forward keeps
+    the evaluate forward's expectation: the mask holds 0 and 1 / (1 - p) only."""
+    x = np.random.default_rng(20).standard_normal((3, 400, 2))
+    m = CELLS[cell](2, 3, num_layers=3, dropout=0.75, dtype=np.float64)
+    m(x)
+    for mask in m._cache["masks"][1:]:                   # (below layers 1 and 2)
+        assert set(np.unique(mask)) == {0.0, 4.0}
+        assert 0.7 < np.mean(mask == 0) < 0.8
+
+
+def test_dropout_keeps_the_expected_output_of_a_near_linear_layer():
+    """Black-box: an RNN whose second layer is nearly linear (tiny weights: tanh(z) ~ z) gives,
+    averaged over a large batch, the same output in training as in evaluate mode."""
+    rnncore.manual_seed(0)
+    m = RNN(3, 8, num_layers=2, dropout=0.5, dtype=np.float64)
+    sd = m.state_dict()
+    sd.update(weight_ih_l1=np.full_like(sd["weight_ih_l1"], 1e-3),
+              weight_hh_l1=np.zeros_like(sd["weight_hh_l1"]),
+              bias_l1=np.zeros_like(sd["bias_l1"]), bias_l0=np.full_like(sd["bias_l0"], 2.0))
+    m.load_state_dict(sd)
+    x = np.ones((1, 20000, 3))
+    ratio = m.training()(x).mean() / m.evaluate()(x).mean()
+    assert abs(ratio - 1) < 0.03, ratio
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

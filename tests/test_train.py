@@ -64,6 +64,72 @@ def test_history_contents():
         h["nope"]
 
 
+def test_epoch_loss_weights_a_partial_last_batch_by_its_size():
+    """history.loss is the mean of the batch losses weighted by batch size: N = 10 in batches
+    of 4 ends with a batch of 2, against the Torch7 recipe written out by hand."""
+    x, y = sign_task(10, 7)
+    make = lambda: classifier(seed=3).astype(np.float64)
+    crit, fitted, by_hand = ClassNLLCriterion(), make(), make()
+    h = fit(fitted, crit, 0.1, x, y, epochs=1, batch_size=4, shuffle=False, progress=False)
+    total = 0.0
+    for idx in (np.arange(0, 4), np.arange(4, 8), np.arange(8, 10)):
+        xb, yb = x[:, idx].astype(np.float64), y[idx]
+        by_hand.zero_grad_parameters()
+        out = by_hand.forward(xb)
+        loss = crit.forward(out, yb)
+        by_hand.backward(xb, crit.backward(out, yb))
+        by_hand.update_parameters(0.1)
+        total += loss * len(idx)
+    assert h.loss[0] == pytest.approx(total / 10, rel=1e-12)
+    for p, q in zip(fitted.parameters(), by_hand.parameters()):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("task", ["classes", "regression"])
+def test_score_and_validation_are_the_evaluate_mode_loss_of_the_whole_set(task):
+    """A model left in training() with Dropout: score and fit's validation run in evaluate mode,
+    and weight a partial last batch by its size, so any batch_size gives the whole set's loss."""
+    x, y = sign_task(10, 8)
+    rnncore.manual_seed(2)
+    if task == "classes":
+        crit, top = ClassNLLCriterion(), [Linear(6, 2), LogSoftMax()]
+    else:
+        crit, top, y = MSECriterion(), [Linear(6, 1)], x.sum(axis=(0, 2))[:, None]
+    m = Sequential(LSTM(2, 6, return_sequences=False), Dropout(0.5), *top).astype(np.float64)
+    want = crit.forward(m.evaluate().forward(x.astype(np.float64)), y)
+    for bs in (3, 4, 10, 256):
+        m.training()
+        assert score(m, crit, x, y, batch_size=bs)["loss"] == pytest.approx(want, rel=1e-12)
+    h = fit(m, crit, 1e-300, x, y, epochs=1, batch_size=4, validation=(x, y), progress=False)
+    assert h.val_loss[0] == pytest.approx(want, rel=1e-12)     # (lr 1e-300: weights as they were)
+
+
+def test_every_epoch_draws_a_new_batch_order():
+    """shuffle=True: the batches differ from epoch to epoch (and repeat with the same seed).
+    Each sample's target is its index, so the criterion sees which samples each batch holds."""
+    seen = []
+
+    class Recording(MSECriterion):
+        def forward(self, input, target):
+            seen.append(tuple(np.asarray(target).ravel().astype(int)))
+            return super().forward(input, target)
+
+    x, _ = sign_task(12, 9)
+    y = np.arange(12, dtype=np.float32)[:, None]
+    runs = []
+    for _ in range(2):
+        seen.clear()
+        rnncore.manual_seed(0)
+        m = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 1))
+        fit(m, Recording(), 1e-6, x, y, epochs=3, batch_size=4, seed=5, progress=False)
+        runs.append(list(seen))
+    assert runs[0] == runs[1] and len(runs[0]) == 9
+    epochs = [runs[0][3 * e:3 * e + 3] for e in range(3)]
+    for batches in epochs:                                      # each epoch: every sample once
+        assert sorted(i for b in batches for i in b) == list(range(12))
+    assert len({tuple(e) for e in epochs}) == 3, epochs
+
+
 def test_regression_has_no_accuracy_and_validation_matches_score():
     r = np.random.default_rng(3)
     x = r.standard_normal((4, 30, 2)).astype(np.float32)
