@@ -1,12 +1,13 @@
-"""The recurrent kernels' non-array arguments, for the three cells at once: ``reverse=`` takes
-only True/False (or 0/1), and each backward takes only a cache its own forward made, refusing
-any other with a TypeError that names ``cache`` (not a Numba typing error or an unpacking
-error from inside the function)."""
+"""The recurrent kernels' arguments, for the three cells at once: ``reverse=`` takes only
+True/False (or 0/1), each backward takes only a cache its own forward made, refusing any other
+with a TypeError that names ``cache`` (not a Numba typing error or an unpacking error from
+inside the function), and arrays of another kind or shape (bool or complex weights, bool
+lengths, lengths that are not (B,)) are refused by name."""
 
 import numpy as np
 import pytest
 
-from kernels import gru, lstm, reference as ref, rnn
+from kernels import gru, linear, lstm, reference as ref, rnn
 
 T, B, I, H = 3, 2, 4, 5
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
@@ -200,3 +201,37 @@ def test_messages_name_what_was_given(cell, kw):
             FORWARD[cell](x, *weights, path=np.array(["steps", "tiled"]))
     want = FORWARD[cell](x, *weights, **kw)[0]
     np.testing.assert_array_equal(FORWARD[cell](x.astype(">f4"), *weights, **kw)[0], want)
+
+
+@pytest.mark.parametrize("cell, kw", CELL_PATHS, ids=map(_id, CELL_PATHS))
+@pytest.mark.parametrize("which", [0, 1, 2, 3])
+@pytest.mark.parametrize("make, kind", [(lambda a: a > 0, "bool"), (lambda a: a + 1j, "complex")])
+def test_bool_and_complex_arrays_are_refused(cell, kw, which, make, kind):
+    """A mask such as ``W_ih > 0`` passed by mistake is refused, not run as 0/1 weights."""
+    x, weights = inputs(cell)
+    args = [x, *weights]
+    name = ["x", "W_ih", "W_hh", "b_ih" if cell == "gru" else "b"][which]
+    args[which] = make(args[which])
+    what = "float32 or float64" if name == "x" else "real"      # (x sets the dtype: no ints)
+    with pytest.raises(TypeError, match=f"^{name}: expected a {what} array, got dtype {kind}"):
+        FORWARD[cell](*args, **kw)
+
+
+def test_linear_refuses_bool_and_complex_arrays():
+    x, W, b = np.ones((2, 3)), np.ones((4, 3)), np.zeros(4)
+    for args, name in (((x > 0, W, b), "x"), ((x, W > 0, b), "W"), ((x, W, b + 1j), "b")):
+        with pytest.raises(TypeError, match=f"^{name}: expected a (real|float32 or float64) "
+                                             f"array, got dtype (bool|complex)"):
+            linear.linear_forward(*args)
+
+
+@pytest.mark.parametrize("cell, kw", CELL_PATHS, ids=map(_id, CELL_PATHS))
+@pytest.mark.parametrize("lengths, error, match", [
+    (np.ones(B, bool), TypeError, "expected an integer array, got dtype bool"),   # (a mask)
+    (np.array([3, 2, 1]), ValueError, rf"expected shape \({B},\)"),   # the compiled loops read
+    (np.array([3]), ValueError, rf"expected shape \({B},\)"),         # lengths[b] for b < B
+    (np.array([[3, 2]]), ValueError, rf"expected shape \({B},\)")])
+def test_lengths_of_another_kind_or_shape_are_refused(cell, kw, lengths, error, match):
+    x, weights = inputs(cell)
+    with pytest.raises(error, match="^lengths: " + match):
+        FORWARD[cell](x, *weights, lengths=lengths, **kw)

@@ -74,6 +74,24 @@ def test_equal_large_entries_give_minus_log_C(row, dtype):
     np.testing.assert_allclose(dx, 0, atol=4 * eps)
 
 
+EPS32 = float(np.finfo(np.float32).eps)
+C_LONG = 1 << 20                    # classes: a float32 running sum over them drifts visibly
+
+
+def test_long_float32_rows_are_summed_in_float64():
+    """Both passes sum each row in float64 (the module docstring): over 2^20 classes a float32
+    running sum was off by ~5e-3 in y (~50 000 eps) and ~5 in dx."""
+    rng = np.random.default_rng(0)
+    x = (0.01 * rng.standard_normal((2, C_LONG))).astype(np.float32)     # near-equal entries
+    y_ref, _ = numpy_reference(x, x)
+    assert np.abs(log_softmax_forward(x) - y_ref).max() <= 16 * EPS32 * np.abs(y_ref).max()
+    x[:, 0] += 30                                                         # one dominant class
+    dy = (1 + 0.01 * rng.standard_normal((2, C_LONG))).astype(np.float32)
+    y = log_softmax_forward(x)
+    want = dy - np.exp(y.astype(np.float64)) * dy.astype(np.float64).sum(1, keepdims=True)
+    assert np.abs(log_softmax_backward(dy, y) - want).max() <= 4 * EPS32 * np.abs(dy).sum(1).max()
+
+
 def test_gradient_by_central_differences():
     rng = np.random.default_rng(0)
     x, dy = rng.standard_normal((3, 5)), rng.standard_normal((3, 5))

@@ -214,6 +214,12 @@ def test_bad_input_names_the_argument(rng):
         lstm_forward(x, W_ih, W_hh, b, lengths=np.array([4, 3]))
     with pytest.raises(TypeError, match="^lengths: "):
         lstm_forward(x, W_ih, W_hh, b, lengths=np.array([1.5, 3.0]))
+    for empty in ((0, 2, 4), (3, 0, 4), (3, 2, 0)):          # T, B, I >= 1, as gru and rnn
+        with pytest.raises(ValueError, match=r"^x: expected a \(T, B, I\) array with T, B, I >= 1"):
+            lstm_forward(np.zeros(empty, np.float32), np.zeros((20, empty[2]), np.float32),
+                         W_hh, b)
+    with pytest.raises(ValueError, match="^W_hh: "):
+        lstm_forward(x, W_ih[:0], np.zeros((0, 0), np.float32), b[:0])
     *_, cache = lstm_forward(x, W_ih, W_hh, b)
     with pytest.raises(ValueError, match="^dy: "):
         lstm_backward(np.zeros((3, 2, 4)), None, None, cache)
