@@ -13,16 +13,18 @@ from numba import njit
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-_SMALL = 4096        # up to this many entries an elementwise test, above it one sum
-
 
 @njit(cache=True)
 def _finite_flat(a):
-    """Whether the 1-D array ``a`` holds no NaN/Inf: ``v * 0`` is 0 for a finite v, NaN else."""
-    s = 0.0
-    for v in a:
-        s += v * 0.0
-    return s == 0.0
+    """Whether the 1-D array ``a`` holds no NaN/Inf: ``v - v`` is 0 for a finite v and NaN for
+    NaN and +-Inf (without fast-math flags the compiler may not fold it to 0). No entry's test
+    waits for another's, so the loop runs in vector registers (6400 float32: ~0.8 us, where a
+    running sum took ~6)."""
+    bad = False
+    for i in range(a.size):
+        d = a[i] - a[i]
+        bad |= d != d
+    return not bad
 
 
 @njit(cache=True)
@@ -43,10 +45,10 @@ def int_range(a):
 def _all_finite(a):
     """Whether a float array holds no NaN/Inf, at small per-call cost (validation runs on every
     call of every module, so at tiny shapes it is a visible part of a training step)."""
-    if a.size <= _SMALL:                                 # ~0.6 us: one compiled loop, no temporary
-        return _finite_flat(a.reshape(-1))
-    # one sum is cheaper than an elementwise test: it is finite unless an entry is NaN/Inf
-    # (or the sum overflows, which the exact test then clears)
+    if (a.flags.c_contiguous or a.flags.f_contiguous) and a.dtype in FLOAT_DTYPES:
+        return _finite_flat(a.ravel(order="K"))          # (a view: one compiled loop, no temporary)
+    # another layout: one sum is finite unless an entry is NaN/Inf (or the sum overflows, which
+    # the exact test then clears), and walks the strides without a copy
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.add.reduce(a, axis=None)
     return math.isfinite(total) or bool(np.isfinite(a).all())

@@ -150,6 +150,33 @@ def test_pad_sequences_keeps_values_at_the_dtypes_limits():
     assert np.isfinite(x).all()
 
 
+# -- the finiteness test every module runs on its inputs ----------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, ">f4"])
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 4096, 6400, 100_003])
+def test_the_finiteness_check_finds_nan_and_inf_at_any_place(dtype, size):
+    """``_checks._all_finite`` (one compiled loop over a contiguous array) against NumPy's
+    elementwise test: NaN, +Inf and -Inf first, last, in the middle, in layouts C, F and
+    strided, and large finite values whose sum overflows (3.4e38 + 3.4e38 is Inf in float32)."""
+    from rnncore._checks import _all_finite
+    rng = np.random.default_rng(size)
+    base = rng.uniform(1e38, 3.4e38, size).astype(dtype)            # finite; sums overflow
+    layouts = [lambda a: a, lambda a: a.reshape(-1, 1).T.copy().T, lambda a: a[::-1],
+               lambda a: np.asfortranarray(np.repeat(a[None], 3, 0)), lambda a: a.reshape(1, -1)[:, ::2]]
+    cases = [base] + [_with(base, i, v) for i in {0, size // 2, size - 1} if size
+                      for v in (np.nan, np.inf, -np.inf)]
+    for a in cases:
+        for view in layouts:
+            v = view(a)
+            assert _all_finite(v) == bool(np.isfinite(v).all()), (v.shape, v.strides)
+    assert _all_finite(np.float32(np.nan).reshape(())) is False
+
+
+def _with(a, i, v):
+    a = a.copy()
+    a[i] = v
+    return a
+
+
 # -- criteria: finite input, overflowing loss or gradient ----------------------------------
 # (NumPy warns about the overflow before the ValueError; the warnings are not the point here)
 pytestmark_overflow = pytest.mark.filterwarnings("ignore::RuntimeWarning")
