@@ -45,6 +45,10 @@ LIMIT = 1 << 30            # bytes of buffers kept, in use or free
 ALIGN = 64                 # bytes
 _PAGE = 1 << 12            # buffer sizes are whole 4 KB pages (a request reuses its own size)
 
+FILL = None                # None, or a value that ``empty`` fills every array with: the tests set
+                           # NaN, so that a kernel reading an entry it never wrote gives NaN
+                           # instead of whatever the memory held (which passes by chance)
+
 _buffers = {}              # size in bytes -> [(buffer, offset of its first aligned byte)];
                            # buffers are 1-D uint8 arrays of size + ALIGN bytes
 _total = [0]               # bytes in _buffers
@@ -121,7 +125,11 @@ def empty(shape, dtype=np.float32):
     NumPy's array comes first: most arrays of a small call are small, and this way they cost
     what ``np.empty`` costs (a large one only maps address space, which is dropped unused)."""
     a = np.empty(shape, dtype)
-    return a if a.nbytes < MIN_BYTES else _pooled_like(a)
+    if a.nbytes >= MIN_BYTES:
+        a = _pooled_like(a)
+    if FILL is not None and a.dtype.kind == "f":
+        a.fill(FILL)
+    return a
 
 
 def zeros(shape, dtype=np.float32):

@@ -69,6 +69,6 @@ def linear_backward(dy, x, W):
     dy = as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0]))
     dx = empty(x.shape, x.dtype)
     dW = empty(W.shape, W.dtype)
-    db = np.empty(W.shape[0], x.dtype)
+    db = empty(W.shape[0], x.dtype)
     _backward_core(dy, x, W, dx, dW, db)
     return dx, dW, db

@@ -27,3 +27,10 @@ _require_torch()
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+# Every array the kernels take from ``kernels._workspace.empty`` starts as NaN, so that a kernel
+# reading an entry it never wrote fails its test instead of passing on whatever the memory held.
+import kernels._workspace  # noqa: E402
+
+kernels._workspace.FILL = np.nan
