@@ -470,11 +470,36 @@ class _WrongLinear(Linear):
         return gx
 
 
+class _DoubleBiasLinear(Linear):
+    """Linear that adds its bias gradient twice: wrong, but it accumulates as it should (so the
+    second-backward check cannot see it; only central differences can)."""
+
+    def _backward(self, x, gy):
+        gx = super()._backward(x, gy)
+        self.bias.grad += np.asarray(gy).reshape(-1, self.out_features).sum(axis=0)
+        return gx
+
+
 def test_gradcheck_catches_wrong_gradients():
     x = np.random.default_rng(0).standard_normal((3, 4))
     assert rnncore.gradcheck(_WrongTanh(), x) > 0.1
     assert rnncore.gradcheck(Sequential(Linear(4, 2), _WrongLinear(2, 2)), x) > 0.1
     assert rnncore.gradcheck(Sequential(Linear(4, 2), Linear(2, 2)), x) < TOL
+    # every parameter is compared, the last one of a chain too
+    assert rnncore.gradcheck(_DoubleBiasLinear(4, 2), x) > 0.1
+    assert rnncore.gradcheck(Sequential(Linear(4, 3), Tanh(), _DoubleBiasLinear(3, 2)), x) > 0.1
+
+
+def test_gradcheck_is_relative_for_small_gradients_and_takes_its_eps():
+    """The error is relative to each array's largest gradient (floor 1e-8): a 1.5x input
+    gradient of a layer whose gradients are ~1e-7 is 0.33 wrong, not 1e-7. And ``eps`` is the
+    step: central differences on Tanh are off by ~eps^2, visibly so at 0.1."""
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    rnncore.manual_seed(0)
+    m = _ScaledInputLinear(4, 2, dtype=np.float64)
+    m.weight.data[...] *= 1e-6
+    assert rnncore.gradcheck(m, x, eps=1e-4) > 0.1
+    assert rnncore.gradcheck(Tanh(), x, eps=1e-1) > 1e-4 > rnncore.gradcheck(Tanh(), x, eps=1e-6)
 
 
 class _OverwritingLinear(Linear):

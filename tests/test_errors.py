@@ -172,6 +172,34 @@ CASES = [
      lambda m: SequencerCriterion(MSECriterion()).forward(X, X, lengths=np.array([2, 9])),
      ValueError, "lengths"),
     ("seqcrit-inner", lambda: None, lambda m: SequencerCriterion(Tanh()), TypeError, "criterion"),
+    # shapes of the right size but not the right shape (a size check alone broadcast them:
+    # a (1, B) lengths gave Linear and Tanh a 4-D output, a (4, 1) target a (4, 4) gradient)
+    ("linear-lengths-row", lambda: Linear(3, 2),
+     lambda m: m.forward(X, lengths=np.array([[4, 2]])), ValueError, "lengths"),
+    ("tanh-lengths-column", lambda: Tanh(),
+     lambda m: m.forward(X, lengths=np.array([[4], [2]])), ValueError, "lengths"),
+    ("seqcrit-lengths-row", lambda: None,
+     lambda m: SequencerCriterion(MSECriterion()).forward(X, X, lengths=np.array([[4, 2]])),
+     ValueError, "lengths"),
+    ("mse-target-transposed", lambda: None,
+     lambda m: MSECriterion().forward(np.ones((1, 4)), np.ones((4, 1))), ValueError, "target"),
+    ("bce-target-transposed", lambda: None,
+     lambda m: BCECriterion().backward(np.full((1, 4), 0.5), np.ones((4, 1))), ValueError, "target"),
+    ("tanh-gy-transposed", lambda: forwarded(Tanh(), np.ones((1, 4))),
+     lambda m: m.backward(np.ones((1, 4)), np.ones((4, 1))), ValueError, "gy"),
+    # BCE's ranges at their bounds (a loosened bound let p = 1.2 through to a 1e11 gradient)
+    ("bce-input-just-above-1", lambda: None,
+     lambda m: BCECriterion().backward(np.array([0.5, 1 + 1e-6]), np.array([0.0, 1.0])),
+     ValueError, "input"),
+    ("bce-input-just-below-0", lambda: None,
+     lambda m: BCECriterion().forward(np.array([-1e-6, 0.5]), np.array([0.0, 1.0])),
+     ValueError, "input"),
+    ("bce-target-just-above-1", lambda: None,
+     lambda m: BCECriterion().forward(np.array([0.5, 0.5]), np.array([0.0, 1 + 1e-6])),
+     ValueError, "target"),
+    ("bce-target-just-below-0", lambda: None,
+     lambda m: BCECriterion().backward(np.array([0.5, 0.5]), np.array([-1e-6, 1.0])),
+     ValueError, "target"),
     ("seqcrit-class-range", lambda: None,
      lambda m: SequencerCriterion(ClassNLLCriterion()).forward(X, np.full((4, 2), 3)), ValueError, "target"),
     # -- optimizers
@@ -248,3 +276,19 @@ def test_backward_before_forward():
     for m in (Tanh(), LastStep(), Sequencer(Linear(3, 2)), Sequential(Tanh())):
         with pytest.raises(RuntimeError, match="forward first"):
             m.backward(X, X)
+
+
+def test_refused_sequencer_criterion_forward_keeps_the_lengths_backward_reuses():
+    """backward without lengths= reuses the last forward's; a forward refused for a bad class
+    id had not replaced them in the code, and must not (the gradient would be silently wrong)."""
+    r = np.random.default_rng(0)
+    x = list(np.log(r.dirichlet(np.ones(5), size=(4, 3))))           # (a list: no kept gradient)
+    t = r.integers(0, 5, (4, 3))
+    crit = SequencerCriterion(ClassNLLCriterion())
+    crit.forward(x, t, lengths=np.array([4, 2, 1]))
+    want = np.stack(crit.backward(x, t, lengths=np.array([4, 2, 1])))
+    bad = t.copy()
+    bad[0, 0] = 5
+    with pytest.raises(ValueError, match="target"):
+        crit.forward(x, bad, lengths=np.array([1, 1, 1]))
+    np.testing.assert_array_equal(np.stack(crit.backward(x, t)), want)

@@ -405,6 +405,25 @@ def test_list_input_gives_list_output():
     assert isinstance(t.forward(list(x)), list)
 
 
+@pytest.mark.parametrize("make", [lambda: Linear(3, 2), lambda: rnncore.LSTM(3, 2),
+                                  lambda: rnncore.GRU(3, 2, bidirectional=True),
+                                  lambda: rnncore.RNN(3, 2, num_layers=2)])
+def test_a_frozen_parameter_collects_no_gradient(make):
+    """requires_grad = False: backward adds nothing to that Parameter's grad, and the others
+    get theirs as before (a stale sum would be applied if it were unfrozen later)."""
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    m = make()
+    params = m.parameters()
+    for frozen in range(len(params)):
+        for p in params:
+            p.requires_grad = True
+        params[frozen].requires_grad = False
+        m.zero_grad_parameters()
+        m.backward(x, np.ones_like(m.forward(x)))
+        assert not params[frozen].grad.any(), params[frozen].name
+        assert all(p.grad.any() for i, p in enumerate(params) if i != frozen)
+
+
 def test_embedding_from_pretrained_frozen():
     w = np.arange(12, dtype=np.float64).reshape(4, 3)
     assert rnncore.Embedding.from_pretrained(w).dtype == np.float32     # the default, as everywhere
