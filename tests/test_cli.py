@@ -249,8 +249,11 @@ def test_help_and_version_exit_0(argv, capsys):
     ([], "usage: rnncore"),
     (["demo", "--save", os.path.join(ROOT, "no-such-dir", "m.npz")], "does not exist"),
     (["demo", "--hidden", "1000000"], "--hidden: expected an integer from 1 to 4096, got 1000000"),
+    (["demo", "--hidden", "4097"], "--hidden: expected an integer from 1 to 4096, got 4097"),
 ])
-def test_usage_errors_exit_2_with_a_message(argv, message, capsys):
+def test_usage_errors_exit_2_with_a_message(argv, message, capsys, monkeypatch):
+    for name in DEMOS:                              # (an accepted argv would train: stop it)
+        monkeypatch.setattr(DEMOS[name], "run", lambda _name=name, **kw: pytest.fail(_name))
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
 
@@ -272,6 +275,101 @@ def test_options_reach_the_demo(monkeypatch):
                      "--no-progress", "--save", "m.npz"]) == 0
     assert seen == dict(seed=5, epochs=3, hidden=7, quick=True, progress=False, save="m.npz",
                         plot=None)
+
+
+def test_a_plain_demo_runs_with_seed_0_and_says_so(monkeypatch, capsys):
+    """--help and the README say the default seed is 0: the demo gets 0, the header names it."""
+    seen = {}
+    monkeypatch.setattr(functions, "run", lambda **kw: seen.update(kw) or {})
+    assert cli.main(["demo"]) == 0
+    assert seen["seed"] == 0
+    assert capsys.readouterr().out.startswith("rnncore demo functions (seed 0)\n")
+
+
+def test_an_interrupted_demo_exits_130(monkeypatch, capsys):
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(regression, "run", interrupted)
+    assert cli.main(["demo", "regression"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+def test_lua_port_main_starts_from_the_same_weights_every_run(monkeypatch):
+    """The script seeds its weights (nn.manual_seed(0)) as the Lua one did with torch.manualSeed."""
+    sums = []
+
+    def record(rnn, *a, **k):
+        sums.append(sum(float(np.abs(p.data).sum()) for p in rnn.parameters()))
+        return iter(())
+    monkeypatch.setattr(lua_port, "train", record)
+    monkeypatch.setattr(lua_port, "per_step_accuracy", lambda *a: np.zeros(8))
+    for _ in range(2):
+        rnncore.manual_seed(len(sums) + 7)                  # whatever the caller seeded before
+        lua_port.main([])
+    assert len(sums) == 2 and sums[0] == sums[1]
+
+
+def _quiet(line):
+    pass
+
+
+def test_functions_part2_reports_what_it_measured(monkeypatch, tmp_path):
+    """Part 2's numbers recomputed from its recipe (Part 1 stubbed): epochs and hidden reach
+    it, a seed repeats it, the test accuracies are those of the test sets drawn after the
+    training and validation sets, by length included, and each figure has its own name."""
+    monkeypatch.setattr(lua_port, "train", lambda *a, **k: [(0, 1.0)])
+    monkeypatch.setattr(lua_port, "per_step_accuracy", lambda *a: np.full(8, 0.4))
+    from rnncore import plots
+    drawn = {}
+    monkeypatch.setattr(plots, "plot_history", lambda h, path: drawn.update(history=path))
+    monkeypatch.setattr(plots, "plot_lstm_gates",
+                        lambda layer, x, path, **kw: drawn.update(gates=path))
+    runs = [functions.run(seed=3, quick=True, hidden=2, epochs=1, progress=False,
+                          plot=str(tmp_path), print_fn=_quiet) for _ in range(2)]
+    r, model = runs[0], runs[0]["model"]
+    assert r["history"]["epochs"] == len(r["history"]["loss"]) == 1
+    assert model[0].hidden_size == 2
+    for key in ("accuracy_8", "accuracy_short", "accuracy_by_length"):
+        assert runs[1][key] == r[key]
+    assert runs[1]["history"]["loss"] == r["history"]["loss"]
+    rng = np.random.default_rng(3 + 1)                          # Part 2's draws, in its order
+    functions.make_functions(2000, rng, min_points=4)           # training (quick size)
+    functions.make_functions(200, rng, min_points=4)            # validation
+    x8, l8, len8 = functions.make_functions(400, rng)
+    xs, ls, lens = functions.make_functions(400, rng, points=7, min_points=4)
+    assert r["accuracy_8"] == functions._accuracy(model, x8, l8, len8)
+    assert r["accuracy_short"] == functions._accuracy(model, xs, ls, lens)
+    assert r["accuracy_by_length"][8] == r["accuracy_8"]
+    for P in range(4, 8):
+        m = lens == P
+        assert r["accuracy_by_length"][P] == functions._accuracy(model, xs[:P, m], ls[m], lens[m])
+    assert drawn == {"history": str(tmp_path / "functions_history.png"),
+                     "gates": str(tmp_path / "functions_lstm_gates.png")}
+
+
+def test_make_functions_draws_both_signs_of_k():
+    """The hard task's k has a random sign: about half of the raw curves fall."""
+    x, _, _ = functions.make_functions(2000, np.random.default_rng(0), standardised=False)
+    falling = np.mean(x[-1, :, 1] < x[0, :, 1])
+    assert 0.4 < falling < 0.6
+
+
+def test_regression_demo_reports_what_it_measured():
+    """epochs reach it, a seed repeats it, the test RMSE is that of the test set drawn after
+    the training set, and the printed minimum is the minimum over the short sentences."""
+    runs = [regression.run(seed=1, quick=True, epochs=2, progress=False, print_fn=_quiet)
+            for _ in range(2)]
+    r = runs[0]
+    assert r["history"]["epochs"] == len(r["history"]["loss"]) == 2
+    assert runs[1]["test_rmse"] == r["test_rmse"] and runs[1]["targets"] == r["targets"]
+    rng = np.random.default_rng(1)
+    regression.make_sentences(1000, rng)                        # training (quick size)
+    xt, yt, lt = regression.make_sentences(200, rng)
+    loss = rnncore.score(r["model"], rnncore.MSECriterion(), xt, yt, lt)["loss"]
+    assert r["test_rmse"] == pytest.approx(np.sqrt(loss), rel=1e-12)
+    short = np.array(r["lengths"]) < xt.shape[0]
+    gap = np.abs(np.array(r["output_last_row"]) - np.array(r["seq_to_one"]))
+    assert short.any() and r["diff_last_row_vs_seq_to_one"] == pytest.approx(gap[short].min())
 
 
 # -- audit 15 --------------------------------------------------------------------------------

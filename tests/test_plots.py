@@ -40,6 +40,26 @@ def test_plot_history_writes_pngs(tmp_path):
     assert ("matplotlib.pyplot" in sys.modules) == had_pyplot          # no pyplot, no window
 
 
+@pytest.mark.parametrize("accuracy", [True, False])
+def test_plot_history_draws_each_curve_against_its_epochs(accuracy, tmp_path, monkeypatch):
+    """What is drawn, not only that a file is written: a Loss panel (and an Accuracy one when
+    the history has it), each with the training and the validation values over epochs 1..n."""
+    from rnncore import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    h = history(accuracy=accuracy, epochs=3)
+    plot_history(h, tmp_path / "h.png")
+    axes = figures[0].axes
+    keys = ["loss", "accuracy"] if accuracy else ["loss"]
+    assert [ax.get_title() for ax in axes] == [k.capitalize() for k in keys]
+    for ax, key in zip(axes, keys):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert sorted(lines) == ["training", "validation"]
+        for label, values in (("training", h[key]), ("validation", h["val_" + key])):
+            np.testing.assert_array_equal(lines[label].get_xdata(), [1, 2, 3])
+            np.testing.assert_array_equal(lines[label].get_ydata(), values)
+
+
 def test_format_follows_the_suffix(tmp_path):
     svg = plot_history(history(), tmp_path / "h.svg")
     assert open(svg, "rb").read(200).lstrip().startswith(b"<?xml")

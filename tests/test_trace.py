@@ -34,6 +34,24 @@ def test_stacked_lstm_rows_and_table():
     assert lines[-1] == "Total params: 29,568"
 
 
+def test_states_column_shows_when_any_row_has_states():
+    """A recurrent layer beside a Linear keeps its Final states column (the Linear's cell is
+    empty); a layer given a list of steps reports the sequence's shape (T, B, F)."""
+    x = np.zeros((5, 3, 2), np.float32)
+    lines = []
+    trace(Sequential(LSTM(2, 4), Linear(4, 3)), x, print_fn=lines.append)
+    assert lines[0].split()[-2:] == ["Final", "states"]
+    assert lines[2].endswith("h_n (1, 3, 4), c_n (1, 3, 4)")
+    rows = trace(LSTM(2, 4), list(x), print_fn=None)
+    assert rows[0].input_shape == (5, 3, 2) and rows[0].output_shape == (5, 3, 4)
+
+
+def test_one_dimensional_shapes_print_as_tuples():
+    lines = []
+    assert Linear(3, 2).summary((3,), print_fn=lines.append) == 8
+    assert any("(2,)" in line.split("Linear")[-1] for line in lines), lines
+
+
 def test_module_docstring_example_is_the_real_output():
     lines = []
     trace(Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)),
