@@ -184,7 +184,8 @@ CASES = [
     ("mse-target-transposed", lambda: None,
      lambda m: MSECriterion().forward(np.ones((1, 4)), np.ones((4, 1))), ValueError, "target"),
     ("bce-target-transposed", lambda: None,
-     lambda m: BCECriterion().backward(np.full((1, 4), 0.5), np.ones((4, 1))), ValueError, "target"),
+     lambda m: BCECriterion().backward(np.full((1, 4), 0.5), np.ones((4, 1))), ValueError,
+     "target"),
     ("tanh-gy-transposed", lambda: forwarded(Tanh(), np.ones((1, 4))),
      lambda m: m.backward(np.ones((1, 4)), np.ones((4, 1))), ValueError, "gy"),
     # BCE's ranges at their bounds (a loosened bound let p = 1.2 through to a 1e11 gradient)

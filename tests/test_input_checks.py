@@ -161,7 +161,8 @@ def test_the_finiteness_check_finds_nan_and_inf_at_any_place(dtype, size):
     rng = np.random.default_rng(size)
     base = rng.uniform(1e38, 3.4e38, size).astype(dtype)            # finite; sums overflow
     layouts = [lambda a: a, lambda a: a.reshape(-1, 1).T.copy().T, lambda a: a[::-1],
-               lambda a: np.asfortranarray(np.repeat(a[None], 3, 0)), lambda a: a.reshape(1, -1)[:, ::2]]
+               lambda a: np.asfortranarray(np.repeat(a[None], 3, 0)),
+               lambda a: a.reshape(1, -1)[:, ::2]]
     cases = [base] + [_with(base, i, v) for i in {0, size // 2, size - 1} if size
                       for v in (np.nan, np.inf, -np.inf)]
     for a in cases:
