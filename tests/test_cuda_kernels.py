@@ -823,23 +823,8 @@ def test_matches_torch(cell, path, rng):
 
 
 # -- launch edges, buffers never read before written, the caller's device arrays -------------
-def _against_reference(cell, x, w, n_states, path, lengths, reverse=False, states=None,
-                       dstates=None):
-    """Every output and gradient of the CUDA ``path`` against ``kernels.reference``."""
-    states, dstates = states or [None] * n_states, dstates or [None] * n_states
-    out = getattr(kc, f"{cell}_forward")(x, *w, *states, lengths=lengths, reverse=reverse,
-                                         path=path)
-    want = getattr(ref, f"{cell}_forward")(x, *w, *states, lengths=lengths, reverse=reverse)
-    dy = np.ones_like(want[0])
-    got_g = getattr(kc, f"{cell}_backward")(dy, *dstates, out[-1], path=path)
-    want_g = getattr(ref, f"{cell}_backward")(dy, *dstates, want[-1])
-    for k, (a, b) in enumerate(zip(list(out[:-1]) + list(got_g), list(want[:-1]) + list(want_g))):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10, err_msg=f"{cell} {path} #{k}")
-
-
 def _small(cell, T=2, B=2, H=3):
-    p = _problem(cell, np.random.default_rng(0), T=T, B=B, I=2, H=H, states=False)
-    return p["x"], p["weights"], 2 if cell == "lstm" else 1
+    return _problem(cell, np.random.default_rng(0), T=T, B=B, I=2, H=H, states=False)
 
 
 @needs_cuda
@@ -850,8 +835,7 @@ def test_pointwise_kernels_over_several_blocks(cell, monkeypatch):
     loosened ``idx < B*H`` wrote past the arrays (every other test fits in one block)."""
     from kernels.cuda import _common
     monkeypatch.setattr(_common, "MAX_THREADS_1D", 4)
-    x, w, n_states = _small(cell)
-    _against_reference(cell, x, w, n_states, "steps", np.array([2, 1]))
+    _check_cell(cell, _small(cell), np.array([2, 1]), False, "steps")
 
 
 @needs_cuda
@@ -873,8 +857,7 @@ def test_buffers_are_written_before_they_are_read(cell, path, monkeypatch):
                    kernels.cuda.persistent, kernels.cuda.gemm):
         if hasattr(module, "empty"):
             monkeypatch.setattr(module, "empty", poisoned)
-    x, w, n_states = _small(cell, T=3, B=3)
-    _against_reference(cell, x, w, n_states, path, np.array([3, 1, 2]), reverse=True)
+    _check_cell(cell, _small(cell, T=3, B=3), np.array([3, 1, 2]), True, path)
 
 
 @needs_cuda
@@ -891,12 +874,12 @@ def test_the_callers_device_states_and_grads_are_left_as_they_were(cell, path):
     """Device h0/c0 and dh_n/dc_n are inputs: the kernels work on copies (the steps path had
     updated h0 in place, and both paths added into dh_n, when the copy was skipped)."""
     from numba import cuda
-    x, w, n_states = _small(cell)
-    s0 = [np.full((2, 3), 0.1 * (k + 1)) for k in range(n_states)]
-    ds = [np.full((2, 3), 0.5 * (k + 1)) for k in range(n_states)]
+    p = _small(cell)
+    s0 = [np.full((2, 3), 0.1 * (k + 1)) for k in range(len(p["states"]))]
+    ds = [np.full((2, 3), 0.5 * (k + 1)) for k in range(len(p["states"]))]
     s0_d, ds_d = [cuda.to_device(a) for a in s0], [cuda.to_device(a) for a in ds]
-    out = getattr(kc, f"{cell}_forward")(cuda.to_device(x), *w, *s0_d, lengths=np.array([2, 1]),
-                                         path=path)
+    out = getattr(kc, f"{cell}_forward")(cuda.to_device(p["x"]), *p["weights"], *s0_d,
+                                         lengths=np.array([2, 1]), path=path)
     getattr(kc, f"{cell}_backward")(None, *ds_d, out[-1], path=path)
     for d, a in zip(s0_d + ds_d, s0 + ds):
         np.testing.assert_array_equal(d.copy_to_host(), a)
