@@ -14,6 +14,7 @@ from .containers import *      # noqa: F401,F403  Sequential, Sequencer, LastSte
 from .recurrent import *       # noqa: F401,F403  RNN, LSTM, GRU
 from .criteria import *        # noqa: F401,F403  MSECriterion, ClassNLLCriterion, ...
 from .gradcheck import *       # noqa: F401,F403  gradcheck
+from .summary import *         # noqa: F401,F403  summary (also the method m.summary)
 from .trace import *           # noqa: F401,F403  trace
 from . import optim            # noqa: F401
 

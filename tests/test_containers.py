@@ -670,6 +670,15 @@ def test_summary_keras_counts():
     assert "Total params: 29,568" in text
 
 
+def test_summary_is_a_function_of_the_package_like_trace():
+    import rnncore
+    model = Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False))
+    lines, method_lines = [], []
+    assert rnncore.summary(model, (5, None, 2), print_fn=lines.append) == 17152 + 12416
+    model.summary((5, None, 2), print_fn=method_lines.append)
+    assert lines == method_lines and "summary" in rnncore.__all__
+
+
 def test_summary_opens_sequencer_and_counts_frozen():
     lines = []
     emb = Embedding.from_pretrained(np.zeros((10, 4)), dtype=np.float32)
