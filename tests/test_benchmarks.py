@@ -278,3 +278,73 @@ def test_a_missing_pytorch_is_said_with_the_install_command(module, monkeypatch)
                         lambda name, *a: None if name == "torch" else real(name, *a))
     with pytest.raises(SystemExit, match=r'needs PyTorch.*pip install -e "\.\[bench\]"'):
         module.main(["--quick"])
+
+
+# -- spread: medians and ranges over several layer_step records --------------------------------
+def _record(speedups, cpu="CPU A", quick=False, commit="abc"):
+    """A layer_step record with one LSTM row per pass, one bidirectional row, one train step."""
+    k_fb, m_fb, bi, step = speedups
+    layer = [dict(cell="lstm", T=8, B=8, I=2, H=100, **{"pass": "fwd"}, speedup=9.0, module_speedup=None),
+             dict(cell="lstm", T=8, B=8, I=2, H=100, **{"pass": "fwd+bwd"}, speedup=k_fb,
+                  module_speedup=m_fb)]
+    return dict(benchmark="layer_step", quick=quick, machine=dict(cpu=cpu, cores=2, commit=commit),
+                layer=layer, bidirectional=[dict(cell="gru", T=4, B=2, I=3, H=5, **{"pass": "fwd+bwd"},
+                                                 speedup=bi)],
+                train_step=[dict(T=5, B=1, I=6, H=6, speedup=step)])
+
+
+def test_spread_reports_median_and_range_per_row_and_leaves_out_what_is_no_full_run(tmp_path):
+    from benchmarks import spread
+    files = []
+    for i, rec in enumerate([_record((1.0, 0.5, 2.0, 4.0)), _record((3.0, 1.5, 1.0, 6.0)),
+                             _record((2.0, 1.0, 3.0, 5.0), commit="def"),
+                             _record((100.0, 100.0, 100.0, 100.0), quick=True),    # left out
+                             dict(benchmark="memory"),                               # left out
+                             _record((7.0, 7.0, 7.0, 7.0), cpu="CPU B")]):           # its own table
+        files.append(str(tmp_path / f"r{i}.json"))
+        with open(files[-1], "w") as f:
+            json.dump(rec, f)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"benchmark": "layer_step", "layer": [{"cell": "lstm"}]}')
+    printed = []
+    out = spread.main([*files, str(broken), "--pass", "fwd+bwd", "--json", str(tmp_path / "s.json")],
+                      print_fn=printed.append)
+    text = "\n".join(printed)
+    assert f"(left out: {files[3]}: a --quick run)" in text
+    assert f"(left out: {files[4]}: not a layer_step record)" in text
+    assert f"(left out: {broken}: its 'layer' rows are not layer_step's" in text
+    a, b = out["CPU A, 2 cores"], out["CPU B, 2 cores"]
+    assert a["commits"] == ["abc", "abc", "def"] and b["commits"] == ["abc"]
+    rows = {tuple(r["key"]): r for r in a["rows"]}
+    assert set(rows) == {("layer", "lstm", 8, 8, 2, 100, "fwd+bwd"),     # --pass: no fwd row
+                         ("bidirectional", "gru", 4, 2, 3, 5, "fwd+bwd"), ("train step", 5, 1, 6, 6)}
+    lstm = rows[("layer", "lstm", 8, 8, 2, 100, "fwd+bwd")]
+    assert lstm["kernel"] == dict(runs=3, median=2.0, min=1.0, max=3.0)
+    assert lstm["module"] == dict(runs=3, median=1.0, min=0.5, max=1.5)
+    assert rows[("bidirectional", "gru", 4, 2, 3, 5, "fwd+bwd")]["module"]["median"] == 2.0
+    assert rows[("train step", 5, 1, 6, 6)]["step"] == dict(runs=3, median=5.0, min=4.0, max=6.0)
+    assert "| lstm | 8 | 8 | 2 | 100 | fwd+bwd | 3    | 2.00x" in text and "1.00-3.00x" in text
+    assert "### Single layer (CPU B, 2 cores)" in text and "7.00-7.00x" in text
+    with open(tmp_path / "s.json") as f:
+        assert json.load(f)["machines"]["CPU A, 2 cores"]["rows"][0]["kernel"]["runs"] == 3
+    assert not any("fwd |" in line for line in printed)                  # the fwd row left out
+    with pytest.raises(SystemExit, match="none of the files"):
+        spread.main([files[3], files[4]], print_fn=printed.append)
+
+
+def test_spread_reads_every_layer_step_record_in_the_results():
+    """The committed records (every layer_step format since the first) all parse."""
+    import glob
+    from benchmarks import spread
+    files = sorted(glob.glob(os.path.join(REPO, "benchmarks", "results", "cpu_layer_step*.json")))
+    out = spread.main(files, print_fn=lambda *a: None)
+    rows = [r for data in out.values() for r in data["rows"]]
+    assert files and all(r["kernel"]["runs"] >= 1 for r in rows if r["key"][0] == "layer")
+    assert all(math.isfinite(r[c]["median"]) for r in rows for c in r if c != "key")
+
+
+def test_spread_runs_both_ways():
+    for cmd in ([sys.executable, os.path.join("benchmarks", "spread.py"), "--help"],
+                [sys.executable, "-m", "benchmarks.spread", "--help"]):
+        r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "--pass" in r.stdout, r.stderr
