@@ -6,6 +6,7 @@ the model exactly as it was, and no malformed array ever reaches a Numba kernel.
 
 import math
 import numbers
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -91,6 +92,28 @@ def positive_int(v, name, minimum=1, bounded=True):
         raise ValueError(f"{name}: expected an int >= {minimum} and below 2**63, got an integer "
                          f"of {len(str(v))} digits")
     return int(v)
+
+
+def _memory_bytes():
+    """This machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def fits_in_memory(values, dtype, what, of="values"):
+    """Refuse to allocate ``values`` numbers of ``dtype`` where they alone would exceed this
+    machine's memory (or 2**50 bytes where it cannot be told): ValueError naming ``what`` (the
+    call and its sizes). Without it NumPy refused with a MemoryError or "array is too big" that
+    names no argument, and a layer of many small arrays (``LSTM(2, 5, num_layers=2**62)``)
+    allocated until the system killed the process."""
+    need = int(values) * np.dtype(dtype).itemsize
+    limit = _memory_bytes() or 2 ** 50
+    if need > limit:
+        raise ValueError(f"{what}: {int(values):,} {of} of {np.dtype(dtype)} need "
+                         f"{need / 2**30:,.1f} GiB, more than this machine's memory "
+                         f"({limit / 2**30:,.1f} GiB)")
 
 
 def as_float(v, name, expected):

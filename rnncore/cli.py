@@ -50,7 +50,7 @@ def _int_at_least(lowest, what, highest=None):
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
+_positive_int = _int_at_least(1, "a positive integer below 2**63", 2 ** 63 - 1)   # (a count)
 _seed = _int_at_least(0, "an integer >= 0")
 MAX_HIDDEN = 4096     # (an LSTM(N, N) then has 134M weights; 10^6 asked for TiBs, a MemoryError)
 _hidden = _int_at_least(1, f"an integer from 1 to {MAX_HIDDEN}", MAX_HIDDEN)

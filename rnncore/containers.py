@@ -520,6 +520,7 @@ class Sequencer(Module):
         return _all_or_nothing(self, self._over_steps, x, lengths)
 
     def _over_steps(self, x, lengths):
+        x_in = x
         x, was_list = _stack_steps(x)                            # (T, B, ...)
         T, B = x.shape[:2]
         lengths = _checks.lengths(lengths, T, B)
@@ -536,7 +537,7 @@ class Sequencer(Module):
         valid = None if lengths is None else _valid_mask(lengths, T, B)
         if valid is not None:
             y = _zero_padding(y, valid)
-        self._cache = dict(x=x, valid=valid, y_shape=y.shape, was_list=was_list,
+        self._cache = dict(x=x, x_in=x_in, valid=valid, y_shape=y.shape, was_list=was_list,
                            serials=_noted_serials(self))
         return _like(y, was_list)
 
@@ -561,8 +562,11 @@ class Sequencer(Module):
             raise RuntimeError("Sequencer.backward: call forward first")
         c = self._cache
         xa = c["x"]
-        if x is not xa:                                          # (Torch7: the module gets the
-            xa, _ = _stack_steps(x)                              # given input)
+        # The forward's own input (an array, or a list of steps whose arrays the caller may have
+        # refilled since, as a recurrent layer allows) goes down as the forward stacked it;
+        # anything else is stacked (Torch7: the module gets the given input) and judged below
+        if x is not xa and x is not c["x_in"]:
+            xa, _ = _stack_steps(x)
             _checks.same_shape(xa, c["x"].shape, "x")
         _check_serials(self, c.get("serials"))
         g, _ = _float_input(gy, _gy_dtype(self) or self.dtype, "gy")   # (the leaf's: it may differ)

@@ -7,6 +7,8 @@
 Feed both to any sequence-aware call: ``model.forward(x, lengths=lengths)``.
 """
 
+import math
+
 import numpy as np
 
 from . import _checks
@@ -76,6 +78,9 @@ def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
         seqs = [s[:maxlen] if truncating == "post" else s[-maxlen:] for s in seqs]
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)    # (B,)
     T = int(lengths.max()) if maxlen is None else maxlen
+    _checks.fits_in_memory(T * len(seqs) * math.prod(tails[0]), dtype,
+                           f"{f'maxlen={maxlen}' if maxlen else 'sequences'} (pad_sequences: "
+                           f"{len(seqs)} sequences padded to T={T})")
     x = np.zeros((T, len(seqs)) + tails[0], dtype=dtype)           # (T, B, F) or (T, B)
     for b, s in enumerate(seqs):
         x[:len(s), b] = s

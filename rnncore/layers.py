@@ -21,7 +21,7 @@ Inputs are cast to the module's dtype (float32 by default, float64 for gradient 
 import numpy as np
 
 from . import _checks
-from .module import Module
+from .module import Module, checked
 from .random import generator, uniform
 from kernels.linear import linear_backward, linear_forward
 from kernels.log_softmax import log_softmax_backward, log_softmax_forward
@@ -107,6 +107,9 @@ class Linear(Module):
         in_features = _checks.positive_int(in_features, "in_features")
         out_features = _checks.positive_int(out_features, "out_features")
         super().__init__(dtype)
+        _checks.fits_in_memory(2 * (out_features * in_features + out_features), self.dtype,
+                               f"Linear(in_features={in_features}, out_features={out_features})",
+                               "parameter and gradient values")
         self.in_features, self.out_features = in_features, out_features
         bound = 1.0 / np.sqrt(in_features)
         self.weight = self._param("weight", uniform((out_features, in_features), bound, self.dtype))
@@ -178,6 +181,10 @@ class Embedding(Module):
             raise TypeError(f"freeze: expected True or False, got {freeze!r}")
         given = self.__dict__.pop("_pretrained", None)           # (from_pretrained's table)
         super().__init__(dtype)
+        if given is None:
+            _checks.fits_in_memory(2 * num_embeddings * embedding_dim, self.dtype,
+                                   f"Embedding(num_embeddings={num_embeddings}, "
+                                   f"embedding_dim={embedding_dim})", "parameter and gradient values")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         w = given if given is not None else \
             generator().standard_normal((num_embeddings, embedding_dim)).astype(self.dtype)
@@ -325,13 +332,21 @@ class ReLU(_Activation):
         return np.where(pos, gy, self.dtype.type(0))             # dy/dx = 1 if x > 0 else 0
 
 
+def _checked_slope(v, dtype):
+    v = _checks.positive_number(v, "slope", allow_zero=True)
+    _checks.fits_dtype(v, "slope", dtype, "the module's dtype")     # 1e39: inf in float32
+    return v
+
+
 class LeakyReLU(_Activation):
     """``y = x if x > 0 else slope * x``."""
 
+    slope = checked(lambda m, v: _checked_slope(v, m.dtype),
+                    "The slope for x <= 0: a finite number >= 0 that the module's dtype holds.")
+
     def __init__(self, slope=0.01, dtype=np.float32):
-        self.slope = _checks.positive_number(slope, "slope", allow_zero=True)
         super().__init__(dtype)
-        _checks.fits_dtype(self.slope, "slope", self.dtype, "the module's dtype")   # 1e39: inf
+        self.slope = slope
 
     def _check_astype(self, dtype):
         _checks.fits_dtype(self.slope, "slope", dtype, "the module's dtype")
@@ -384,8 +399,10 @@ class Dropout(_Activation):
     output must not change the input.
     """
 
+    p = checked(lambda m, v: _checks.probability(v, "p"), "The dropout rate, in [0, 1).")
+
     def __init__(self, p=0.5, dtype=np.float32):
-        self.p = _checks.probability(p, "p")
+        self.p = p
         super().__init__(dtype)
 
     @property

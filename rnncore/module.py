@@ -30,7 +30,7 @@ class Parameter:
     fails loudly instead of leaving the GPU copy stale (take ``p.data`` again to write).
     """
 
-    __slots__ = ("_data", "_grad", "name", "requires_grad", "version")
+    __slots__ = ("_data", "_grad", "name", "_requires_grad", "version")
 
     def __init__(self, data, name, requires_grad=True):
         self._data = data
@@ -60,11 +60,25 @@ class Parameter:
         self._data = value
         self.version += 1
 
+    _RENAMED = {"grad": "_grad", "requires_grad": "_requires_grad"}
+
     def __setstate__(self, state):
-        """Unpickling (and ``copy.deepcopy``): the slots as saved; ``grad`` is the slot
-        ``_grad`` (a Parameter pickled before ``grad`` was a checked property had ``grad``)."""
+        """Unpickling (and ``copy.deepcopy``): the slots as saved; ``grad`` and
+        ``requires_grad`` are the slots ``_grad`` and ``_requires_grad`` (a Parameter pickled
+        before they were checked properties had them under their own names)."""
         for key, value in (state[1] if isinstance(state, tuple) else state).items():
-            object.__setattr__(self, "_grad" if key == "grad" else key, value)
+            object.__setattr__(self, self._RENAMED.get(key, key), value)
+
+    @property
+    def requires_grad(self):
+        """Whether backward adds into ``grad`` and optimizers update ``data`` (False: frozen)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        # checked here: "False" is truthy (the weight would go on training), and an array's
+        # truth value fails deep inside a backward or an optimizer step, halfway through
+        self._requires_grad = _checks.flag(value, f"{self.name}.requires_grad")
 
     @property
     def grad(self):
@@ -140,6 +154,36 @@ def restore(saved):
 
 
 _adoptions = [0]     # counts every _child call: a subtree cached before one is built again
+
+
+class checked:
+    """A module attribute that every assignment checks, as the constructor checks its argument:
+    ``p = checked(lambda module, v: _checks.probability(v, "p"))`` in a class body. Without it
+    ``dropout.p = 1.0`` after construction gave all-NaN outputs (a 0/0 mask), and a str failed
+    deep inside a forward. ``check(module, value)`` returns the value to keep or raises; the
+    value lives in the instance's ``__dict__`` under ``_name`` (a module pickled before the
+    attribute was checked has it under ``name``, and is read so)."""
+
+    def __init__(self, check, doc=None):
+        self.check, self.__doc__ = check, doc
+
+    def __set_name__(self, owner, name):
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        d = obj.__dict__
+        if self.slot in d:
+            return d[self.slot]
+        if self.name in d:
+            return d[self.name]
+        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r} "
+                             f"(not set yet)")
+
+    def __set__(self, obj, value):
+        obj.__dict__[self.slot] = self.check(obj, value)
+        obj.__dict__.pop(self.name, None)
 
 
 class Module:

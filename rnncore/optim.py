@@ -146,7 +146,28 @@ class _Hyper:
         if self.name in type(obj)._cast:
             for dtype in _current_dtypes(obj):
                 _checks.fits_dtype(value, self.name, dtype)
-        obj.__dict__[self.slot] = value
+        _set_checking_derived(obj, self.slot, value)
+
+
+_UNSET = object()
+
+
+def _set_checking_derived(opt, slot, value):
+    """``opt.<slot> = value``, then the numbers the update derives from several settings
+    (``Optimizer._derived``) checked in the parameters' dtypes; undone if one fails there."""
+    d = opt.__dict__
+    old = d.get(slot, _UNSET)
+    d[slot] = value
+    try:
+        for label, v in opt._derived():
+            for dtype in _current_dtypes(opt):
+                _checks.fits_dtype(v, label, dtype)
+    except (TypeError, ValueError):
+        if old is _UNSET:
+            del d[slot]
+        else:
+            d[slot] = old
+        raise
 
 
 def _current_dtypes(opt):
@@ -208,7 +229,12 @@ class Optimizer:
         value = _checks.positive_number(value, "lr")
         for dtype in _current_dtypes(self):
             _checks.fits_dtype(value, "lr", dtype)
-        self._lr = value
+        _set_checking_derived(self, "_lr", value)
+
+    def _derived(self):
+        """``(label, number)`` for each number the update casts to a parameter's dtype that is
+        made of several settings (Adam's first step size, say); none here."""
+        return ()
 
     def __setattr__(self, name, value):
         """rnncore's own optimizers refuse a setting they do not have (``opt.nesterov = True``,
@@ -241,6 +267,8 @@ class Optimizer:
                     v = getattr(self, name, None)
                     if isinstance(v, numbers.Real):
                         _checks.fits_dtype(float(v), name, dtype)
+                for label, v in self._derived():
+                    _checks.fits_dtype(v, label, dtype)
                 self._dtypes.add(dtype)
             checked[i] = dtype
 
@@ -373,6 +401,14 @@ class Adam(Optimizer):
         self.betas = betas
         self.eps = eps
         self._check_dtypes()
+
+    def _derived(self):
+        """The first step size, lr / (1 - b1): the largest lr / (1 - b1^k) the update casts
+        (lr = 1e38 fits float32, but that step is inf there, and inf * 0 makes NaN weights)."""
+        lr, betas = getattr(self, "_lr", None), getattr(self, "betas", None)
+        if lr is None or betas is None:                  # (while being built)
+            return ()
+        return (("lr / (1 - betas[0])", lr / (1 - betas[0])),)
 
     def _update(self, p, state):
         w = p.data                                               # updated in place

@@ -59,7 +59,7 @@ import numpy as np
 from . import _checks
 from .device import cuda_kernels, lock, to_host, unlock, upload
 from .layers import _check_input_shape
-from .module import Module, _adoptions
+from .module import Module, _adoptions, checked
 from .random import generator, uniform
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import backward_in_halves, forward_in_halves, pays as _pair_pays, run_pair
@@ -137,6 +137,8 @@ class _Recurrent(Module):
     _keeps_forward = True     # (its kernels' caches)
     _serial_kernel = {}       # keyword arguments that pick the cell's serial CPU kernel (``_pair``)
     _halves_from = None       # multiply-adds from which one direction's batch runs in two halves
+    dropout = checked(lambda m, v: _checks.probability(v, "dropout"),
+                      "The dropout rate between stacked layers (training mode), in [0, 1).")
 
     def __init__(self, input_size, hidden_size, num_layers=1, bidirectional=False, dropout=0.0,
                  return_sequences=True, dtype=np.float32):
@@ -150,6 +152,13 @@ class _Recurrent(Module):
                           f"between stacked layers only", UserWarning, stacklevel=2)
         return_sequences = _checks.flag(return_sequences, "return_sequences")
         super().__init__(dtype)
+        D, G, nb = 2 if bidirectional else 1, self._gates, len(self._biases)
+        per_layer = [D * G * hidden_size * (width + hidden_size + nb)      # W_ih, W_hh, biases
+                     for width in (input_size, D * hidden_size)]
+        _checks.fits_in_memory(2 * (per_layer[0] + (num_layers - 1) * per_layer[1]), self.dtype,
+                               f"{type(self).__name__}(input_size={input_size}, hidden_size="
+                               f"{hidden_size}, num_layers={num_layers}, bidirectional="
+                               f"{bidirectional})", "parameter and gradient values")
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bidirectional, self.dropout = bidirectional, dropout
         self.return_sequences = return_sequences

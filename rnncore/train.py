@@ -186,7 +186,8 @@ def _check_backward_possible(model):
 # shape to match) depends on the model's output, which is known before any forward only through
 # ``output_shape``. So `fit` and `score` check every target up front, against that shape, and a
 # bad label in the last batch (or in the validation data) is refused before the first update.
-# A criterion of your own is not looked into: it checks its targets as each batch comes.
+# A criterion of your own is not looked into: it checks its targets as each batch comes (the
+# inputs, x and validation[0], are checked against the model all the same).
 
 def _output_shape(model, x, lengths, per_step, name="x"):
     """The shape of ``model``'s output for all of ``x`` (T, N, ...), the model left untouched.
@@ -255,7 +256,8 @@ def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
     inner = criterion.criterion if per_step else criterion
     classify = isinstance(inner, ClassNLLCriterion)      # CrossEntropyCriterion included
     if not (classify or isinstance(inner, (MSECriterion, BCECriterion))):
-        return                                           # a criterion of your own
+        _output_shape(model, x, lengths, per_step, nx)   # a criterion of your own: its targets
+        return                                           # are its business, x is the model's
     if classify:
         y = _checks.finite_array(y, ny, kind="i")        # TypeError for floats, naming y
     elif y.dtype.kind not in "fiu":
@@ -536,10 +538,10 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
                     xb, yb, lb = _take(x, y, lengths, idx, per_step)
                     kw = _crit_kwargs(criterion, lb)
                     with _in_batch(epoch, b, len(batches)):
-                        model.zero_grad_parameters()
                         out = model.forward(xb, lengths=lb)
                         loss = criterion.forward(out, yb, **kw)
                         g = criterion.backward(out, yb, **kw)
+                        model.zero_grad_parameters()     # (here: a refusal above keeps them)
                         model.backward(xb, g)
                         if clip is not None and params:
                             clip_grad_norm(params, clip)

@@ -250,6 +250,9 @@ def test_help_and_version_exit_0(argv, capsys):
     (["demo", "--save", os.path.join(ROOT, "no-such-dir", "m.npz")], "does not exist"),
     (["demo", "--hidden", "1000000"], "--hidden: expected an integer from 1 to 4096, got 1000000"),
     (["demo", "--hidden", "4097"], "--hidden: expected an integer from 1 to 4096, got 4097"),
+    # (this had passed argparse and ended in the demo's own check: a traceback, exit 1)
+    (["demo", "regression", "--epochs", str(2 ** 63)],
+     f"--epochs: expected a positive integer below 2**63, got {2 ** 63}"),
 ])
 def test_usage_errors_exit_2_with_a_message(argv, message, capsys, monkeypatch):
     for name in DEMOS:                              # (an accepted argv would train: stop it)

@@ -1552,3 +1552,28 @@ def test_a_dropout_switched_on_by_itself_is_noticed_when_shared():
     B.forward(x)                                                 # another mask
     with pytest.raises(RuntimeError, match=r"modules\[1\] \(Dropout\) has run another forward"):
         A.backward(x, np.ones_like(ya))
+
+
+@pytest.mark.parametrize("inner", [lambda: LSTM(2, 3), lambda: Sequential(GRU(2, 3), Linear(3, 2))])
+def test_sequencer_given_a_list_of_steps_takes_them_refilled_before_backward(inner):
+    """A Torch7 table (a list of (B, F) step arrays) whose arrays the caller refills with the
+    next batch before backward, as a recurrent layer allows: the Sequencer had stacked the
+    refilled values again and its layer refused them. Now the forward's own stacked input goes
+    down, and the gradients are those of the forward's input."""
+    x = np.random.default_rng(0).standard_normal((4, 3, 2)).astype(np.float32)
+    grads = []
+    for refill in (False, True):
+        rnncore.manual_seed(0)
+        m = Sequencer(inner())
+        steps = [s.copy() for s in x]
+        y = m.forward(steps)
+        gy = [np.ones_like(s) for s in y]
+        if refill:
+            for s in steps:
+                s[...] = 7.0
+        gx = m.backward(steps, gy)
+        grads.append([np.stack(gx)] + [p.grad.copy() for p in m.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        m.backward([s.copy() for s in steps], gy)       # another list, other values: refused

@@ -562,3 +562,113 @@ def test_an_input_that_is_no_array_is_named_as_given(value, shown):
     """None was reported as "got dtype object" (NumPy makes a 0-d object array of it)."""
     with pytest.raises(TypeError, match=f"x: expected a numeric array, got {shown}$"):
         rnncore.LSTM(2, 3).forward(value)
+
+
+# -- audit 22: settings assigned after construction; sizes beyond the machine -------------------
+@pytest.mark.parametrize("value, exc", [("False", TypeError), (np.array([True, False]), TypeError),
+                                        (None, TypeError), (0, TypeError), (1.0, TypeError)])
+def test_requires_grad_takes_a_bool_only(value, exc):
+    """"False" is truthy (the weight went on training), an array failed deep inside backward
+    and the optimizers' step halfway through an update, None and 0 froze it silently."""
+    lin = Linear(3, 2)
+    with pytest.raises(exc, match=r"weight\.requires_grad: expected True or False"):
+        lin.weight.requires_grad = value
+    assert lin.weight.requires_grad is True
+    lin.weight.requires_grad = np.bool_(False)
+    assert lin.weight.requires_grad is False
+
+
+def test_a_parameter_pickled_with_requires_grad_under_its_own_name_loads():
+    from rnncore.module import Parameter
+    p = Parameter.__new__(Parameter)
+    p.__setstate__((None, {"_data": np.zeros(2, np.float32), "_grad": np.zeros(2, np.float32),
+                           "name": "w", "requires_grad": False, "version": 0}))
+    assert p.requires_grad is False
+    import pickle
+    q = pickle.loads(pickle.dumps(p))
+    assert q.requires_grad is False and q.name == "w"
+
+
+@pytest.mark.parametrize("make, attr, value, exc, match", [
+    (lambda: rnncore.Dropout(0.5), "p", 1.0, ValueError, r"p: expected a number in \[0, 1\)"),
+    (lambda: rnncore.Dropout(0.5), "p", -1, ValueError, r"p: expected a number in \[0, 1\)"),
+    (lambda: rnncore.Dropout(0.5), "p", "0.5", TypeError, r"p: expected a number in \[0, 1\)"),
+    (lambda: LSTM(4, 3, num_layers=2), "dropout", 1.0, ValueError,
+     r"dropout: expected a number in \[0, 1\)"),
+    (lambda: rnncore.GRU(4, 3, num_layers=2), "dropout", "0.5", TypeError, "dropout: expected"),
+    (lambda: rnncore.LeakyReLU(), "slope", "a", TypeError, "slope: expected a number"),
+    (lambda: rnncore.LeakyReLU(), "slope", 1e39, ValueError, "slope: expected a number that is "
+                                                             "finite in the module's dtype"),
+])
+def test_settings_assigned_after_construction_are_checked_as_its_arguments(make, attr, value,
+                                                                           exc, match):
+    """Dropout.p = 1.0 or LSTM.dropout = 1.0 gave all-NaN training outputs (a 0/0 mask), a str
+    failed inside the forward naming nothing, p = -1 did nothing: refused where set, the old
+    value kept; a good value is taken and used."""
+    m = make()
+    before = getattr(m, attr)
+    with pytest.raises(exc, match=match):
+        setattr(m, attr, value)
+    assert getattr(m, attr) == before
+    setattr(m, attr, 0.25)
+    assert getattr(m, attr) == 0.25 and m.config()[attr] == 0.25
+
+
+def test_modules_pickled_with_a_plain_dropout_attribute_still_read_it():
+    d = rnncore.Dropout(0.3)
+    state = dict(d.__dict__)
+    state["p"] = state.pop("_p")                  # as pickled before p was checked
+    old = rnncore.Dropout.__new__(rnncore.Dropout)
+    old.__dict__.update(state)
+    assert old.p == 0.3
+    old.p = 0.2
+    assert old.p == 0.2 and "p" not in old.__dict__
+
+
+_HUGE = [("LSTM(2, 5, num_layers=2 ** 62)", "LSTM(input_size=2, hidden_size=5, num_layers="),
+         ("GRU(2, 2 ** 31)", "GRU(input_size=2, hidden_size=2147483648"),
+         ("RNN(2 ** 62, 4)", "RNN(input_size=4611686018427387904"),
+         ("Linear(2 ** 40, 2 ** 40)", "Linear(in_features=1099511627776"),
+         ("Embedding(2 ** 62, 2)", "Embedding(num_embeddings=4611686018427387904"),
+         ("pad_sequences([np.zeros(3)], maxlen=2 ** 62)", "maxlen=4611686018427387904")]
+
+
+def test_sizes_beyond_the_machines_memory_are_refused_by_name():
+    """num_layers=2**62 had allocated layer after layer until the system killed the process;
+    the others ended in NumPy's MemoryError or "array is too big", naming no argument. (Run in
+    a child process whose address space is capped at 3 GiB: a regression then fails this test
+    with a MemoryError instead of taking the machine's memory.)"""
+    import json
+    import subprocess
+    script = ("import json, resource, numpy as np\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+              "from rnncore import *\n"
+              "out = []\n"
+              "for call in %r:\n"
+              "    try:\n"
+              "        eval(call)\n"
+              "        out.append('built')\n"
+              "    except BaseException as e:\n"
+              "        out.append(type(e).__name__ + ': ' + str(e))\n"
+              "print(json.dumps(out))\n") % [call for call, _ in _HUGE]
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for (call, says), got in zip(_HUGE, json.loads(r.stdout.splitlines()[-1])):
+        assert re.fullmatch("ValueError: " + re.escape(says) + r".* GiB, more than this "
+                            r"machine's memory \(.* GiB\)", got), (call, got)
+
+
+@pytest.mark.parametrize("make", [lambda: LSTM(3, 4, num_layers=2, bidirectional=True),
+                                  lambda: rnncore.GRU(3, 4, num_layers=3),
+                                  lambda: rnncore.RNN(5, 2, bidirectional=True),
+                                  lambda: Linear(7, 3), lambda: rnncore.Embedding(9, 4)])
+def test_the_memory_bound_counts_exactly_the_parameters_and_gradients(make, monkeypatch):
+    """The count the bound uses is the layer's own: with the machine's memory set to exactly
+    its parameters and their gradients the layer builds, one byte less and it is refused."""
+    from rnncore import _checks
+    need = 2 * sum(p._data.nbytes for p in make().parameters())
+    monkeypatch.setattr(_checks, "_memory_bytes", lambda: need)
+    make()
+    monkeypatch.setattr(_checks, "_memory_bytes", lambda: need - 1)
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        make()

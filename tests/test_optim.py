@@ -254,6 +254,9 @@ def test_a_learning_rate_set_later_is_checked_too(name):
     (lambda p: optim.RMSprop(p, lr=1e39), "lr"),
     (lambda p: optim.Adam(p, eps=1e-50), "eps"),
     (lambda p: optim.RMSprop(p, lr=0.1, eps=1e-50), "eps"),
+    # 1e38 fits float32, but Adam's first step size lr / (1 - b1) = 1e39 does not
+    (lambda p: optim.Adam(p, lr=1e38), r"lr / \(1 - betas\[0\]\)"),
+    (lambda p: optim.Adam(p, lr=1e37, betas=(0.99, 0.999)), r"lr / \(1 - betas\[0\]\)"),
 ])
 def test_numbers_that_do_not_fit_the_dtype_are_refused(make, name):
     """lr = 1e39 is inf in float32 (inf * 0 = NaN weights); eps = 1e-50 is 0 (0 / 0 = NaN
@@ -379,6 +382,25 @@ def test_parameters_tied_to_one_array_update_as_torchs_one_parameter(name):
         np.testing.assert_allclose(c.data, tc.detach().numpy(), rtol=1e-12, atol=1e-14)
     a.grad[...], b.grad[...] = 1.0, 2.0                       # the norm of the summed grad
     assert optim.clip_grad_norm([a, b], np.inf) == pytest.approx(3.0 * np.sqrt(12))
+
+
+def test_adams_first_step_size_is_checked_when_lr_or_betas_change():
+    """lr / (1 - b1^k) is what Adam casts to the parameters' dtype, largest at k = 1: an lr or
+    a b1 set later that makes it inf in float32 (NaN weights where a gradient is 0) is refused
+    where it is set, and the old value kept."""
+    lin = rnncore.Linear(3, 2)
+    adam = optim.Adam(lin.parameters(), lr=1e36)
+    for name, value in (("lr", 1e38), ("betas", (0.999, 0.999))):
+        before = getattr(adam, name)
+        with pytest.raises(ValueError, match=r"lr / \(1 - betas\[0\]\): expected a number that "
+                                             r"is finite in .*float32"):
+            setattr(adam, name, value)
+        assert getattr(adam, name) == before
+    adam.lr, adam.betas = 3e37, (0.5, 0.999)                  # 6e37: fits
+    for p in lin.parameters():
+        p.grad[...] = 0.0
+    adam.step()
+    assert all(np.isfinite(p.data).all() for p in lin.parameters())
 
 
 def test_a_number_assigned_after_astype_is_checked_in_the_new_dtype():

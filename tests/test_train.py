@@ -767,3 +767,56 @@ def test_fit_names_the_layer_that_does_not_fit_the_one_before():
                                                    "modules[0] (LSTM): expected (..., 5), got (6, 4)")):
         rnncore.fit(model, rnncore.MSECriterion(), 0.1, np.ones((2, 6, 3), np.float32),
                     np.ones((6, 2)), progress=False)
+
+
+class _L1(rnncore.Criterion):                  # a criterion of one's own (no built-in base)
+    def _check(self, input, target):
+        return np.asarray(input, np.float64), np.asarray(target, np.float64)
+
+    def _loss(self, x, t):
+        return np.abs(x - t).mean()
+
+    def _grad(self, x, t):
+        return np.sign(x - t) / x.size
+
+
+@pytest.mark.parametrize("bad", ["x", "validation[0]"])
+def test_fit_with_a_criterion_of_ones_own_checks_the_inputs_before_any_update(bad):
+    """Its targets are its own business, but x and validation[0] are the model's: a wrong
+    feature count in validation[0] had let a whole epoch of updates run (parameters, grads
+    and Adam's state changed) before a refusal that named x; one in x was refused inside batch
+    1, after the caller's accumulated gradients were zeroed."""
+    rnncore.manual_seed(0)
+    r = np.random.default_rng(0)
+    x = r.standard_normal((5, 16, 2)).astype(np.float32)
+    y = np.zeros((16, 3))
+    wrong = np.ones((5, 16, 3), np.float32)
+    model = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 3))
+    opt = Adam(model.parameters(), lr=1e-2)
+    for p in model.parameters():
+        p.grad[...] = 0.5
+    kept = {k: v.copy() for k, v in model.state_dict().items()}
+    args = (wrong, y, None) if bad == "x" else (x, y, dict(validation=(wrong, y)))
+    with pytest.raises(ValueError, match=re.escape(bad) + r".*expected \(T, B, 2\)"):
+        fit(model, _L1(), opt, args[0], args[1], epochs=1, batch_size=8, progress=False,
+            **(args[2] or {}))
+    assert all(np.array_equal(v, kept[k]) for k, v in model.state_dict().items())
+    assert all((p.grad == 0.5).all() for p in model.parameters())
+    assert not any(opt.state)
+
+
+def test_fit_keeps_the_callers_gradients_when_the_first_batch_is_refused():
+    """A criterion of one's own refusing the first batch's targets: the gradients the caller
+    had accumulated are as they were (fit zeroes them only once a batch's loss is computed)."""
+    class Picky(_L1):
+        def _check(self, input, target):
+            raise ValueError("target: refused by the criterion")
+
+    rnncore.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((5, 16, 2)).astype(np.float32)
+    model = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 3))
+    for p in model.parameters():
+        p.grad[...] = 0.5
+    with pytest.raises(ValueError, match="refused by the criterion"):
+        fit(model, Picky(), 0.1, x, np.zeros((16, 3)), epochs=1, batch_size=8, progress=False)
+    assert all((p.grad == 0.5).all() for p in model.parameters())
