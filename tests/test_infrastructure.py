@@ -1,0 +1,245 @@
+"""The infrastructure under the kernels and the modules: the random stream, pad_sequences, the
+buffer pool, the team's claims, the automatic choices, compile-ahead, the BLAS settings, the
+cache stamp and the benchmark harness. Each test here failed on a mutant of its module that
+the rest of the suite had let pass (a mutation audit, 2026-12-02)."""
+import gc
+import multiprocessing as mp
+import os
+import time
+
+import numba
+import numpy as np
+import pytest
+
+import rnncore
+from rnncore import Dropout, Linear, Sequential
+from rnncore.module import Module
+
+
+# -- rnncore/random.py ------------------------------------------------------------------------
+def test_a_chain_draws_a_new_dropout_mask_every_forward():
+    rnncore.manual_seed(0)
+    m = Sequential(Linear(4, 64), Dropout(0.5))
+    x = np.ones((8, 4), np.float32)
+    state = rnncore.random.generator().bit_generator.state
+    a, b = m.forward(x) != 0, m.forward(x) != 0
+    assert not np.array_equal(a, b)
+    assert rnncore.random.generator().bit_generator.state != state
+
+
+class _Refuse(Module):
+    def forward(self, x, **kw):
+        raise ValueError("x: refused")
+
+
+def test_a_refused_outer_chain_puts_the_stream_back_after_an_inner_chain_ran():
+    rnncore.manual_seed(0)
+    m = Sequential(Dropout(0.5), Sequential(Linear(4, 4)), _Refuse())
+    state = rnncore.random.generator().bit_generator.state
+    with pytest.raises(ValueError, match="refused"):
+        m.forward(np.ones((3, 4), np.float32))
+    assert rnncore.random.generator().bit_generator.state == state
+
+
+@pytest.mark.parametrize("seed", [True, False, np.bool_(True)])
+def test_manual_seed_refuses_bools(seed):
+    with pytest.raises(TypeError, match="seed: expected an int >= 0"):
+        rnncore.manual_seed(seed)
+
+
+def test_float64_weights_are_full_float64_draws():
+    rnncore.manual_seed(0)
+    w = rnncore.Linear(8, 16, dtype=np.float64).weight.data
+    bound = 1.0 / np.sqrt(8)                     # (as Linear computes it)
+    want = np.random.default_rng(0).uniform(-bound, bound, (16, 8))
+    np.testing.assert_array_equal(w, want)
+
+
+# -- rnncore/data.py --------------------------------------------------------------------------
+def test_pre_truncation_keeps_a_shorter_sequence_whole():
+    x, lengths = rnncore.pad_sequences([np.arange(1, 6), np.array([7, 8])], maxlen=3,
+                                       truncating="pre")
+    assert x.T.tolist() == [[3, 4, 5], [7, 8, 0]] and lengths.tolist() == [3, 2]
+
+
+@pytest.mark.parametrize("dtype", [bool, np.complex64, object])
+def test_non_numeric_dtypes_are_refused_by_name(dtype):
+    with pytest.raises(TypeError, match="dtype: expected a float or integer dtype"):
+        rnncore.pad_sequences([[1, 0, 1]], dtype=dtype)
+
+
+# -- kernels/_workspace.py --------------------------------------------------------------------
+def test_over_the_limit_only_enough_free_buffers_go_largest_first(monkeypatch):
+    from kernels import _workspace as ws
+    K = 1024
+    ws.release()
+    monkeypatch.setattr(ws, "LIMIT", 640 * K)
+    a, b, c = ws.empty((64, 1024)), ws.empty((64, 1024)), ws.empty((32, 1024))   # 256+256+128 KB
+    del b, c
+    gc.collect()
+    d = ws.empty((16, 1024))                      # 64 KB more: the free 256 KB one goes, alone
+    assert ws.pooled_bytes() == (448 * K, 128 * K)
+    del a, d
+    ws.release()
+
+
+# -- kernels/_team.py -------------------------------------------------------------------------
+def test_team_size_never_exceeds_the_items():
+    from kernels._team import team_size
+    assert team_size(1) == 1
+    assert team_size(2) == min(2, numba.get_num_threads())
+
+
+def test_racing_claims_never_give_a_unit_past_the_end():
+    """Two workers race for the single unit of n=1 after a barrier, many times: the loser
+    must get -1 (the check after the atomic add), never unit 1."""
+    from kernels._team import team_size
+    if team_size(2) < 2:
+        pytest.skip("needs a team of two")
+    taken, sync = np.zeros((200_000, 2), np.int64), np.zeros(1, np.int64)
+    units = np.zeros((2, 3), np.int64)              # per worker: how often it got -1, 0, 1
+    _race(taken, sync, units)
+    assert units[:, 2].sum() == 0 and units[:, 1].sum() == taken.shape[0]
+
+
+from kernels._team import barrier as _barrier, claim as _claim  # noqa: E402
+
+
+@numba.njit
+def _race_worker(w, taken, sync, units):
+    for r in range(taken.shape[0]):
+        _barrier(sync, (r + 1) * 2)
+        u = _claim(taken[r], w, 2, 1)
+        while u >= 0:
+            units[w, 1 + min(u, 1)] += 1
+            u = _claim(taken[r], w, 2, 1)
+
+
+@numba.njit(parallel=True)
+def _race(taken, sync, units):
+    for w in numba.prange(2):
+        _race_worker(w, taken, sync, units)
+
+
+# -- kernels/_auto.py -------------------------------------------------------------------------
+def test_exactly_one_eighth_padding_still_takes_the_tiled_kernels():
+    from kernels import gru_tiled, lstm_tiled
+    assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 112)      # 16 of 128 units padding
+    assert gru_tiled.use_tiled(np.float32, 1, 32, 1, 112)
+    assert not lstm_tiled.use_tiled(np.float32, 1, 32, 1, 111)  # 17 of 128
+
+
+# -- kernels/_ahead.py ------------------------------------------------------------------------
+def test_one_usable_cpu_starts_no_child(monkeypatch):
+    from kernels import _ahead
+    monkeypatch.delenv(_ahead.ENV, raising=False)
+    monkeypatch.setattr(_ahead, "_usable_cpus", lambda: 1)
+    assert not _ahead._wanted()
+
+
+def _wanted_in_worker(q):
+    from kernels import _ahead
+    q.put(_ahead._wanted())
+
+
+def test_a_multiprocessing_worker_starts_no_child(monkeypatch):
+    from kernels import _ahead
+    monkeypatch.delenv(_ahead.ENV, raising=False)
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_wanted_in_worker, args=(q,))
+    p.start()
+    p.join(60)
+    assert q.get(timeout=10) is False
+
+
+# -- kernels/_scipy_blas.py / _blas_env.py ----------------------------------------------------
+def test_the_wrapped_loader_keeps_the_real_loaders_methods():
+    from test_scipy_blas import _run              # (a fresh interpreter: rnncore before scipy.linalg)
+    got = _run("import pkgutil, rnncore, scipy.linalg\n"
+               "print(len(pkgutil.get_data('scipy.linalg', '__init__.py')) > 0, "
+               "scipy.linalg.__spec__.loader.is_package('scipy.linalg'))")
+    assert got == ["True", "True"]
+
+
+def test_an_openmp_build_is_left_alone(monkeypatch):
+    from kernels import _blas_env
+    calls = []
+
+    class OpenMPBuild:
+        openblas_get_parallel = staticmethod(lambda: 2)
+        openblas_thread_timeout = staticmethod(lambda: 0)
+        openblas_read_env = staticmethod(lambda: calls.append("read_env"))
+        blas_thread_shutdown_ = staticmethod(lambda: calls.append("shutdown"))
+
+    monkeypatch.setattr(_blas_env, "_USERS_OWN", False)
+    monkeypatch.setattr(_blas_env, "_libraries", lambda: [("libopenblas.so", OpenMPBuild(), "openblas_{}")])
+    assert _blas_env.apply_to_loaded() == [] and calls == []
+
+
+# -- kernels/_cache_stamp.py ------------------------------------------------------------------
+def test_hidden_regular_files_do_not_count(tmp_path):
+    from kernels import _cache_stamp
+    (tmp_path / "a.py").write_text("x = 1\n")
+    first = _cache_stamp.package_digest(str(tmp_path))
+    (tmp_path / ".#a.py").write_text("user@host.1234\n")     # a lock written as a plain file
+    assert _cache_stamp.package_digest(str(tmp_path)) == first
+
+
+def test_digest_does_not_depend_on_the_listing_order(monkeypatch):
+    from kernels import _cache_stamp
+    first = _cache_stamp.package_digest()
+    real = os.listdir
+    monkeypatch.setattr(_cache_stamp.os, "listdir", lambda d: sorted(real(d), reverse=True))
+    assert _cache_stamp.package_digest() == first
+
+
+# -- benchmarks/_harness.py -------------------------------------------------------------------
+def test_times_are_per_call():
+    from benchmarks import _harness
+    t = _harness.time_interleaved({"s": lambda: time.sleep(0.002)}, repeat=3, min_sample_s=0.02)["s"]
+    assert t["number"] >= 5 and 0.0019 < t["median_s"] < 0.008   # x number: >= 0.0095
+
+
+def test_rounds_rotate_and_pause():
+    from benchmarks import _harness
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in "abc"}
+    t0 = time.perf_counter()
+    _harness.time_interleaved(fns, repeat=3, min_sample_s=0, warmup=0, max_number=1, settle_s=0,
+                              idle_s=0.02)
+    assert time.perf_counter() - t0 >= 9 * 0.02                    # a pause before each sample
+    assert calls[3:] == list("abc" "bca" "cab")                     # after calibration
+
+
+def test_gc_is_back_on_afterwards():
+    from benchmarks import _harness
+    assert gc.isenabled()
+    _harness.time_interleaved({"f": lambda: None}, repeat=2, min_sample_s=1e-4)
+    assert gc.isenabled()
+
+
+def test_limit_threads_restores_every_count():
+    import torch
+    from benchmarks import _harness
+    from kernels._pair import openblas_libraries
+    counts = lambda: (torch.get_num_threads(), [g() for _, g, _, _ in openblas_libraries()])  # noqa: E731
+    before = counts()
+    with _harness.limit_threads(1):
+        assert counts() == (1, [1] * len(before[1]))
+    assert counts() == before
+
+
+def test_set_thread_env_only_before_the_libraries_load(monkeypatch):
+    import subprocess
+    import sys
+    from benchmarks import _harness
+    for k in _harness.THREAD_ENV:
+        monkeypatch.delenv(k, raising=False)
+    assert _harness.set_thread_env(3) is False                # numpy is loaded here
+    assert all(k not in os.environ for k in _harness.THREAD_ENV)
+    code = ("from benchmarks import _harness; import os; "
+            "print(_harness.set_thread_env(3), os.environ['NUMBA_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=_harness.REPO_ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.split() == ["True", "3"], out.stderr
