@@ -155,7 +155,7 @@ def test_a_multiprocessing_worker_starts_no_child(monkeypatch):
 
 # -- kernels/_scipy_blas.py / _blas_env.py ----------------------------------------------------
 def test_the_wrapped_loader_keeps_the_real_loaders_methods():
-    from test_scipy_blas import _run              # (a fresh interpreter: rnncore before scipy.linalg)
+    from test_scipy_blas import _run    # (a fresh interpreter: rnncore before scipy.linalg)
     got = _run("import pkgutil, rnncore, scipy.linalg\n"
                "print(len(pkgutil.get_data('scipy.linalg', '__init__.py')) > 0, "
                "scipy.linalg.__spec__.loader.is_package('scipy.linalg'))")
@@ -173,7 +173,8 @@ def test_an_openmp_build_is_left_alone(monkeypatch):
         blas_thread_shutdown_ = staticmethod(lambda: calls.append("shutdown"))
 
     monkeypatch.setattr(_blas_env, "_USERS_OWN", False)
-    monkeypatch.setattr(_blas_env, "_libraries", lambda: [("libopenblas.so", OpenMPBuild(), "openblas_{}")])
+    monkeypatch.setattr(_blas_env, "_libraries",
+                        lambda: [("libopenblas.so", OpenMPBuild(), "openblas_{}")])
     assert _blas_env.apply_to_loaded() == [] and calls == []
 
 
@@ -197,7 +198,8 @@ def test_digest_does_not_depend_on_the_listing_order(monkeypatch):
 # -- benchmarks/_harness.py -------------------------------------------------------------------
 def test_times_are_per_call():
     from benchmarks import _harness
-    t = _harness.time_interleaved({"s": lambda: time.sleep(0.002)}, repeat=3, min_sample_s=0.02)["s"]
+    t = _harness.time_interleaved({"s": lambda: time.sleep(0.002)}, repeat=3,
+                                  min_sample_s=0.02)["s"]
     assert t["number"] >= 5 and 0.0019 < t["median_s"] < 0.008   # x number: >= 0.0095
 
 
@@ -223,7 +225,8 @@ def test_limit_threads_restores_every_count():
     import torch
     from benchmarks import _harness
     from kernels._pair import openblas_libraries
-    counts = lambda: (torch.get_num_threads(), [g() for _, g, _, _ in openblas_libraries()])  # noqa: E731
+    def counts():
+        return torch.get_num_threads(), [g() for _, g, _, _ in openblas_libraries()]
     before = counts()
     with _harness.limit_threads(1):
         assert counts() == (1, [1] * len(before[1]))
