@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit
 
 from . import _checks
-from .module import Module, Parameter
+from .module import Module, Parameter, checked
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "clip_grad_norm"]
 
@@ -119,27 +119,13 @@ def _non_negative(v, name):
     return _checks.positive_number(v, name, allow_zero=True)
 
 
-class _Hyper:
+class _Hyper(checked):
     """A hyperparameter attribute (``opt.eps``, ``opt.momentum``, ...) checked at every
     assignment as at construction, so that one changed between steps cannot slip through: and
     where the update casts it to a parameter's dtype (``_cast``), finite and non-zero there,
-    as ``lr`` is (``eps = 1e-50`` is 0 in float32: NaN weights at the first zero gradient)."""
-
-    def __init__(self, check):
-        self.check = check
-
-    def __set_name__(self, owner, name):
-        self.name, self.slot = name, "_" + name
-
-    def __get__(self, obj, objtype=None):
-        if obj is None:
-            return self
-        d = obj.__dict__
-        if self.slot in d:
-            return d[self.slot]
-        if self.name in d:                               # (an optimizer pickled before this)
-            return d[self.name]
-        raise AttributeError(f"{type(obj).__name__!r} object has no attribute {self.name!r}")
+    as ``lr`` is (``eps = 1e-50`` is 0 in float32: NaN weights at the first zero gradient).
+    ``check(value, name)``; read as `rnncore.module.checked` reads (an optimizer pickled
+    before has it under its own name)."""
 
     def __set__(self, obj, value):
         value = self.check(value, self.name)
