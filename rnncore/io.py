@@ -375,13 +375,7 @@ def _embedding_size(cls, a):
 
 def _recurrent_size(cls, a):
     I, H, L = (_checks.positive_int(a[k], k) for k in ("input_size", "hidden_size", "num_layers"))
-    D = 2 if _checks.flag(a["bidirectional"], "bidirectional") else 1
-    G, nb = cls._gates, len(cls._biases)
-
-    def layer(fan_in):            # one direction: W_ih (G*H, fan_in), W_hh (G*H, H), nb biases
-        return G * H * (fan_in + H) + nb * G * H
-
-    return D * (layer(I) + (L - 1) * layer(D * H))               # layer 0 reads I, the rest D*H
+    return cls._parameter_count(I, H, L, _checks.flag(a["bidirectional"], "bidirectional"))
 
 
 _SIZES = {"Linear": _linear_size, "Embedding": _embedding_size,

@@ -152,10 +152,8 @@ class _Recurrent(Module):
                           f"between stacked layers only", UserWarning, stacklevel=2)
         return_sequences = _checks.flag(return_sequences, "return_sequences")
         super().__init__(dtype)
-        D, G, nb = 2 if bidirectional else 1, self._gates, len(self._biases)
-        per_layer = [D * G * hidden_size * (width + hidden_size + nb)      # W_ih, W_hh, biases
-                     for width in (input_size, D * hidden_size)]
-        _checks.fits_in_memory(2 * (per_layer[0] + (num_layers - 1) * per_layer[1]), self.dtype,
+        count = self._parameter_count(input_size, hidden_size, num_layers, bidirectional)
+        _checks.fits_in_memory(2 * count, self.dtype,
                                f"{type(self).__name__}(input_size={input_size}, hidden_size="
                                f"{hidden_size}, num_layers={num_layers}, bidirectional="
                                f"{bidirectional})", "parameter and gradient values")
@@ -521,6 +519,16 @@ class _Recurrent(Module):
         super().__init_subclass__(**kwargs)
         if "return_sequences" in vars(cls):
             cls.__setattr__ = _setattr_counting
+
+    @classmethod
+    def _parameter_count(cls, I, H, L, bidirectional):
+        """The number of parameter values of ``cls(I, H, L, bidirectional)`` (checked sizes)."""
+        D, G, nb = 2 if bidirectional else 1, cls._gates, len(cls._biases)
+
+        def layer(fan_in):        # one direction: W_ih (G*H, fan_in), W_hh (G*H, H), nb biases
+            return G * H * (fan_in + H) + nb * G * H
+
+        return D * (layer(I) + (L - 1) * layer(D * H))           # layer 0 reads I, the rest D*H
 
     def output_shape(self, input_shape):
         """(T, B, I) -> (T, B, D*H), or (B, D*H) without return_sequences; None = unknown."""
