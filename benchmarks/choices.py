@@ -48,8 +48,8 @@ TOLERANCE = 1e-3        # largest |A - B| accepted on outputs (float32, O(1) val
 PACKING = [(1, 100, 400), (8, 100, 400), (64, 100, 400), (1, 256, 1024), (32, 256, 1024),
            (64, 256, 1024), (1, 512, 2048), (16, 512, 2048), (64, 512, 2048)]
 # (T, B, I, H) per choice; cells per choice below
-TILED = [(32, 8, 64, 128), (32, 16, 64, 128), (64, 32, 128, 256), (64, 32, 512, 256),
-         (100, 64, 512, 512)]
+TILED = [(8, 16, 2, 128), (16, 8, 64, 128), (32, 8, 64, 128), (32, 16, 64, 128),
+         (64, 32, 128, 256), (64, 32, 512, 256), (100, 64, 512, 512)]
 PAIRING = [(8, 8, 2, 100), (16, 8, 2, 100), (8, 8, 2, 200), (32, 16, 64, 128)]
 HALVES = [(32, 16, 64, 128), (32, 32, 64, 128), (64, 32, 128, 256), (100, 64, 512, 512)]
 QUICK = dict(packing=[(1, 64, 256), (8, 64, 256)], tiled=[(3, 8, 4, 64)],
@@ -165,7 +165,7 @@ def bench_tiled(shapes, cells, repeat, min_sample_s, idle_s):
                 out = kf(x, *w, path=path)
                 return out[0], kb(dy, *([None] * nstate), out[-1])[0]
 
-            rule = "tiled" if _auto.uses_tiled(GATES[cell], np.float32, B, I, H) else "steps"
+            rule = "tiled" if _auto.uses_tiled(GATES[cell], np.float32, T, B, I, H) else "steps"
             rows_out.append(_both_sides("tiled", cell, (T, B, I, H), B * GATES[cell] * H * H, rule,
                                         ("tiled", "steps"), fb, repeat, min_sample_s, idle_s))
     return rows_out

@@ -34,6 +34,26 @@ alternated rounds: (100, 64, 512, 512) medians 341 / 317 (11 rounds; forward 123
 262 / 267); serial faster at H = 1024 ((30, 64, 512, 1024) 313 / 339). So with AVX-512 the LSTM
 keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 MB). The GRU did
 not: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122.
+
+Sequence length, on AVX2. A tiled call pays a fixed cost before its first step (the team's start,
+the weights packed into tiles three times: W_i, W_f, W_b) that the serial kernels do not, and wins
+it back step by step; the bounds above, measured at T = 32 to 100, leave T out. On the AMD EPYC (Zen 3)
+on 2026-12-02, kernels fwd+bwd, serial / tiled time, medians of 11 alternated rounds
+(``benchmarks/choices`` with these shapes), LSTM and GRU: short sequences were faster serial
+where the bounds had said tiled ((4, 16, 16, 128) 0.83 / 0.60, (8, 16, 2, 128) 0.94 / 0.80,
+(4, 32, 64, 256) 0.95 / 0.93, (8, 16, 64, 256) 1.05 / 0.89), and long ones tiled below MIN_WORK
+((32, 8, 64, 128) 1.14-1.24 / 1.07-1.31 in three runs, (64, 8, 32, 128) 1.25 / 1.38,
+(100, 8, 64, 128) 1.43 / 1.13, (32, 12, 64, 128) 1.34 / 1.37; at T <= 16 not: (8, 8, 2, 128)
+0.78 / 0.74, (16, 8, 16, 128) 0.95 / 0.83, (16, 8, 64, 128) 0.94 / 0.86). The fixed cost grows
+with the weights, G H (H + I), the saving per step with B G H H, so the length that pays is
+measured by T B H / (H + I): 57-126 in the serial cases above, from 128 on ((24, 8, 64, 128)
+1.06 / 1.23, (12, 16, 64, 128) 1.09 / 0.96, (16, 16, 16, 128) 1.40 / 1.12, (8, 32, 2, 128) 1.08 /
+1.19) the tiled kernels paid, except at H = 256 with I = 128, where the serial ones were faster
+than 171 and 341 say ((8, 32) 0.88 / 0.84, (16, 32) 1.10 / 0.91: tiled before as now). So on AVX2
+a call is tiled from MIN_STEPS_FOR = 128, and then already from LOW_WORK multiply-adds per step
+where H fills two backward tiles (Hp >= 128: with one, one worker does all of the backward's
+steps; at H = 64, below MIN_WORK as before, the GRU was mixed: 0.86-1.22). AVX-512 keeps the
+rule above (not measured there).
 """
 
 import numpy as np
@@ -49,6 +69,10 @@ LARGE_TILED_MAX_H = {4: 512} if VECTOR == 16 else {}   # per G: tiled above MAX_
 WIDE_MIN_H = 256          # hidden units from which a wide input sends a call to the serial kernels
 WIDE_INPUT = {4: 3, 3: 2}  # per gate count G: how many times H the input width I must reach
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
+# AVX2 only (None elsewhere): the length T B H / (H + I) a tiled call needs, and the smaller
+# per-step work from which one that long is tiled where Hp >= 2 tiles ("Sequence length" above)
+MIN_STEPS_FOR = 128 if VECTOR == 8 else None
+LOW_WORK = 3 << 17        # B G H H of (., 8, ., 128) for the GRU (the LSTM's is 2^19)
 
 
 def tiled_width(H):
@@ -56,19 +80,19 @@ def tiled_width(H):
     return -(-H // TILE_UNITS) * TILE_UNITS
 
 
-def takes_tiled(path, gates, dtype, B, I, H):
+def takes_tiled(path, gates, dtype, T, B, I, H):
     """Whether a call with ``path`` ("auto", "steps" or "tiled") runs the tiled kernel; the
     argument checks both cells' wrappers share (ValueError, TypeError naming ``path``)."""
     if not isinstance(path, str) or path not in ("auto", "steps", "tiled"):
         raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
     if path == "tiled" and np.dtype(dtype) != np.float32:
         raise TypeError(f"path='tiled': x must be float32, got dtype {np.dtype(dtype)}")
-    return path == "tiled" or (path == "auto" and uses_tiled(gates, dtype, B, I, H))
+    return path == "tiled" or (path == "auto" and uses_tiled(gates, dtype, T, B, I, H))
 
 
-def uses_tiled(gates, dtype, B, I, H):
+def uses_tiled(gates, dtype, T, B, I, H):
     """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU) on a
-    batch of B sequences of I features, H hidden units."""
+    batch of B sequences of T steps, I features, H hidden units."""
     if B < MIN_B or H < MIN_H:                         # (the common small case, first)
         return False
     if not teams_usable():                             # a child forked after OpenMP started
@@ -77,6 +101,11 @@ def uses_tiled(gates, dtype, B, I, H):
         return False
     work = B * gates * H * H
     Hp = tiled_width(H)
+    big_enough = MIN_WORK[gates] <= work
+    if MIN_STEPS_FOR is not None:                      # AVX2: long enough to pay, see above
+        if T * B * H < MIN_STEPS_FOR * (H + I):
+            return False
+        big_enough = big_enough or (Hp >= 2 * TILE_UNITS and LOW_WORK <= work)
     small_enough = work <= MAX_WORK or H <= LARGE_TILED_MAX_H.get(gates, 0)
-    return (np.dtype(dtype) == np.float32 and MIN_WORK[gates] <= work and small_enough
+    return (np.dtype(dtype) == np.float32 and big_enough and small_enough
             and 8 * (Hp - H) <= Hp)

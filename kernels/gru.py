@@ -195,7 +195,7 @@ def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False,
     b_hh = as_float_array(b_hh, "b_hh", dt, (3 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = as_flag(reverse, "reverse")
-    if takes_tiled(path, 3, dt, B, I, H):
+    if takes_tiled(path, 3, dt, T, B, I, H):
         from . import gru_tiled                          # imported on first use
         _ahead.start("gru", "tiled", dt)                 # empty cache: backward compiles meanwhile
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x

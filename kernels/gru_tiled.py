@@ -47,7 +47,7 @@ GH = 3 * U                # recurrent columns per tile: r | z | n
 
 def use_tiled(dtype, T, B, I, H):
     """Whether ``gru.gru_forward(path="auto")`` runs this file's kernels (``kernels._auto``)."""
-    return uses_tiled(3, dtype, B, I, H)
+    return uses_tiled(3, dtype, T, B, I, H)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     b = as_float_array(b, "b", dt, (4 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = as_flag(reverse, "reverse")
-    if takes_tiled(path, 4, dt, B, I, H):
+    if takes_tiled(path, 4, dt, T, B, I, H):
         from . import lstm_tiled                         # imported on first use
         _ahead.start("lstm", "tiled", dt)                # empty cache: backward compiles meanwhile
         x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x

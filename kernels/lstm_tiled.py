@@ -98,7 +98,7 @@ _FROM_OUT = np.zeros(0, np.float32)    # _gemm_tile's default ``init``: start fr
 
 def use_tiled(dtype, T, B, I, H):
     """Whether ``lstm.lstm_forward(path="auto")`` runs this file's kernels (``kernels._auto``)."""
-    return uses_tiled(4, dtype, B, I, H)
+    return uses_tiled(4, dtype, T, B, I, H)
 
 
 def _round_up(n, m):

@@ -69,18 +69,19 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     T, B, I, H = 6, 16, 10, 128
     args = _f32(*_problem(rng, T, B, I, H))
     lengths = rng.integers(1, T + 1, B)
-    assert gru_tiled.use_tiled(np.float32, 1, 16, 1, 128)       # the benchmark grid's choices
-    assert gru_tiled.use_tiled(np.float32, 1, 32, 1, 256)
-    assert not gru_tiled.use_tiled(np.float32, 1, 8, 1, 100)
-    assert not gru_tiled.use_tiled(np.float32, 1, 64, 1, 512)
-    assert not gru_tiled.use_tiled(np.float64, 1, 32, 1, 256)
-    assert gru_tiled.use_tiled(np.float32, 1, 32, 384, 256)     # inputs 1.5H wide: still tiled
-    assert not gru_tiled.use_tiled(np.float32, 1, 32, 512, 256)  # 2H: BLAS's input products
-    assert gru_tiled.use_tiled(np.float32, 1, 16, 512, 128)     # (not below H = 256)
+    assert gru_tiled.use_tiled(np.float32, 64, 16, 1, 128)       # the benchmark grid's choices
+    assert gru_tiled.use_tiled(np.float32, 64, 32, 1, 256)
+    assert not gru_tiled.use_tiled(np.float32, 64, 8, 1, 100)
+    assert not gru_tiled.use_tiled(np.float32, 64, 64, 1, 512)
+    assert not gru_tiled.use_tiled(np.float64, 64, 32, 1, 256)
+    assert gru_tiled.use_tiled(np.float32, 64, 32, 384, 256)     # inputs 1.5H wide: still tiled
+    assert not gru_tiled.use_tiled(np.float32, 64, 32, 512, 256)  # 2H: BLAS's input products
+    assert gru_tiled.use_tiled(np.float32, 64, 16, 512, 128)     # (not below H = 256)
     wide = _f32(*_problem(rng, 1, 8, 512, 256))
-    assert gru_tiled.use_tiled(np.float32, 1, 8, 1, 256)
+    assert gru_tiled.use_tiled(np.float32, 64, 8, 1, 256)
     assert not isinstance(gru.gru_forward(*wide)[2][0], str)    # auto took the serial steps
-    assert isinstance(gru.gru_forward(*args, lengths=lengths)[2][0], str)
+    auto = gru.gru_forward(*args, lengths=lengths)[2]
+    assert isinstance(auto[0], str) == gru_tiled.use_tiled(np.float32, T, B, I, H)
     a = gru.gru_forward(*args, lengths=lengths, path="tiled")
     s = gru.gru_forward(*args, lengths=lengths, path="steps")
     assert not isinstance(s[2][0], str)

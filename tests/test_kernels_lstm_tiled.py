@@ -73,20 +73,20 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     T, B, I, H = 6, 16, 10, 96
     args = _f32(*_problem(rng, T, B, I, H))
     lengths = rng.integers(1, T + 1, B)
-    assert lstm_tiled.use_tiled(np.float32, 1, 16, 1, 128)      # the benchmark grid's choices
-    assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 256)
-    assert not lstm_tiled.use_tiled(np.float32, 1, 8, 1, 100)    # too small to pay
-    assert not lstm_tiled.use_tiled(np.float32, 1, 32, 1, 100)   # 28 of 128 units padding
-    assert lstm_tiled.use_tiled(np.float32, 1, 32, 1, 120)       # 8 of 128
-    large = lstm_tiled.use_tiled(np.float32, 1, 64, 1, 512)       # above _auto.MAX_WORK:
+    assert lstm_tiled.use_tiled(np.float32, 64, 16, 1, 128)      # the benchmark grid's choices
+    assert lstm_tiled.use_tiled(np.float32, 64, 32, 1, 256)
+    assert not lstm_tiled.use_tiled(np.float32, 64, 8, 1, 64)     # too small to pay
+    assert not lstm_tiled.use_tiled(np.float32, 64, 32, 1, 100)   # 28 of 128 units padding
+    assert lstm_tiled.use_tiled(np.float32, 64, 32, 1, 120)       # 8 of 128
+    large = lstm_tiled.use_tiled(np.float32, 64, 64, 1, 512)       # above _auto.MAX_WORK:
     assert large == (_gemm.VECTOR == 16)                          # tiled with AVX-512 only
-    assert not lstm_tiled.use_tiled(np.float32, 1, 64, 1, 1024)  # W_hh of 16 MB: serial steps
-    assert not lstm_tiled.use_tiled(np.float64, 1, 32, 1, 256)
-    assert lstm_tiled.use_tiled(np.float32, 1, 32, 512, 256)    # inputs 2H wide: still tiled
-    assert not lstm_tiled.use_tiled(np.float32, 1, 32, 768, 256)  # 3H: BLAS's input products
-    assert lstm_tiled.use_tiled(np.float32, 1, 16, 512, 128)    # (not below H = 256)
+    assert not lstm_tiled.use_tiled(np.float32, 64, 64, 1, 1024)  # W_hh of 16 MB: serial steps
+    assert not lstm_tiled.use_tiled(np.float64, 64, 32, 1, 256)
+    assert lstm_tiled.use_tiled(np.float32, 64, 32, 512, 256)    # inputs 2H wide: still tiled
+    assert not lstm_tiled.use_tiled(np.float32, 64, 32, 768, 256)  # 3H: BLAS's input products
+    assert lstm_tiled.use_tiled(np.float32, 64, 16, 512, 128)    # (not below H = 256)
     wide = _f32(*_problem(rng, 1, 8, 768, 256))
-    assert lstm_tiled.use_tiled(np.float32, 1, 8, 1, 256)
+    assert lstm_tiled.use_tiled(np.float32, 64, 8, 1, 256)
     assert not isinstance(lstm.lstm_forward(*wide)[3][0], str)  # auto took the serial steps
     auto = lstm.lstm_forward(*args, lengths=lengths)[3]
     assert isinstance(auto[0], str) == lstm_tiled.use_tiled(np.float32, T, B, I, H)
@@ -359,11 +359,11 @@ def test_a_child_forked_after_openmp_started_takes_the_serial_kernels():
     import multiprocessing as mp
     from kernels import _team, gru
     r = np.random.default_rng(0)
-    x = r.standard_normal((3, 16, 4)).astype(np.float32)
+    x = r.standard_normal((12, 16, 4)).astype(np.float32)
     W = (r.standard_normal((512, 4)) * .3).astype(np.float32)
     U = (r.standard_normal((512, 128)) * .1).astype(np.float32)
     b = (r.standard_normal(512) * .1).astype(np.float32)
-    assert lstm_tiled.use_tiled(np.float32, 3, 16, 4, 128)         # auto: tiled in the parent
+    assert lstm_tiled.use_tiled(np.float32, 12, 16, 4, 128)        # auto: tiled in the parent
     tiled = lstm.lstm_forward(x, W, U, b, path="tiled")[0]          # (starts the threading layer)
     steps = lstm.lstm_forward(x, W, U, b, path="steps")[0]
     gru_steps = gru.gru_forward(x, W[:384], U[:384], b[:384], b[:384], path="steps")[0]
