@@ -338,12 +338,16 @@ def _zero(a):
 #     at (8, 100) (RNN 0.33 vs 0.50 ms, LSTM forward 1.0 vs 1.7) and (16, 128) (RNN 0.78 vs
 #     1.27; LSTM level, 2^20 multiply-adds); level at the RNN's (32, 256) @ (256, 256) (2^21);
 #     BLAS faster from 2^22 (RNN (64, 256): 10-11 vs 13-14 ms; the LSTM's (32, 256) @
-#     (256, 1024): 15 vs 23, backward 19 vs 27; RNN (64, 512): 32 vs 50); at one row both took
-#     the same.
-if VECTOR == 16:
-    MIN_ROWS, MAX_WORK = 1, 1 << 23     # rows below which / multiply-adds above which: BLAS
-else:
-    MIN_ROWS, MAX_WORK = 2, 1 << 21
+#     (256, 1024): 15 vs 23, backward 19 vs 27; RNN (64, 512): 32 vs 50). One row: first
+#     measured level; on 2026-12-02 (``benchmarks/choices``, 11 rounds) packed faster while the
+#     weights are small ((1, 64) @ (64, 256) 0.86 vs 1.2 us, (1, 128) @ (128, 512) 3.6 vs 6.4,
+#     (1, 256) @ (256, 1024) 19 vs 23-26), BLAS at (1, 512) @ (512, 2048) (72 vs 51, and level in
+#     another run): the same ONE_ROW_MAX_WEIGHTS as AVX-512. Whole kernels at B = 1, fwd+bwd,
+#     packing included, BLAS / packed time (medians of 15 alternated rounds): LSTM (50, 1, 16,
+#     128) 1.35, (100, 1, 32, 256) 1.13, GRU 1.42 and 1.14, RNN 1.19 and 1.26; level at H = 64
+#     and 100 (1.04, 1.07, 0.98).
+MIN_ROWS = 1                            # rows below which: BLAS (none, on both)
+MAX_WORK = (1 << 23) if VECTOR == 16 else (1 << 21)     # multiply-adds above which: BLAS
 ONE_ROW_MAX_WEIGHTS = 1 << 18           # K * N above which one row stays with BLAS
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 _FLOAT32 = np.dtype(np.float32)
