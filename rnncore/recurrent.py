@@ -599,18 +599,22 @@ class RNN(_Recurrent):
     """
 
     _cell, _gates, _states, _biases = "rnn", 1, ("h",), ("bias",)
-    # One direction's batch in two halves at once (``kernels._pair``), from 2^24 multiply-adds
-    # (T B H (I + H)). This module's forward + backward, halves / whole batch, alternated
-    # medians on a 2-core AMD EPYC: (T, B, I, H) = (64, 32, 128, 256) 0.77x the time (two
-    # layers 0.83x), (32, 16, 64, 256) 0.83x, (32, 32, 64, 128) 0.94x, (100, 64, 512, 512)
+    # One direction's batch in two halves at once (``kernels._pair``), from 2^25 multiply-adds
+    # (T B H (I + H)). First set at 2^24 from this module's forward + backward, halves / whole
+    # batch, alternated medians on a 2-core AMD EPYC: (T, B, I, H) = (64, 32, 128, 256) 0.77x
+    # the time (two layers 0.83x), (32, 16, 64, 256) 0.83x, (32, 32, 64, 128) 0.94x, (100, 64, 512, 512)
     # level; slower below: (32, 16, 64, 128) (2^23.6) 1.10-1.40x. (The LSTM and GRU kernels
     # in halves: 0.95-0.98x at (100, 64, 512, 512), within the noise; their tiled kernels
     # already share the mid-sized steps between the cores.) On a 2-core Xeon (AVX-512), 21
     # rounds each unless said: (64, 32, 128, 256) 0.85x, (100, 64, 512, 512) 0.95x (9),
     # (32, 16, 64, 256) (2^25.3) 0.95x, (16, 32, 64, 256) 0.95x, (32, 32, 128, 128) (2^25)
     # 1.01x; slower below 2^25 there: (32, 32, 64, 128) (2^24.6) 1.08x and 1.19x, (64, 16, 64,
-    # 128) 1.09x. Hence from 2^25 with AVX-512.
-    _halves_from = (1 << 25) if _VECTOR == 16 else (1 << 24)
+    # 128) 1.09x. Hence from 2^25 with AVX-512. Re-measured on the AMD EPYC on 2026-12-02
+    # (``benchmarks/choices``, 11 rounds; whole / halves time; why it moved was not looked
+    # into): (32, 32, 64, 128) (2^24.6) 0.66, 0.84 and 0.92 in three runs,
+    # (64, 16, 64, 128) 0.99; from 2^25.3 1.13-1.16 ((32, 16, 64, 256), (64, 32, 64, 128),
+    # (32, 32, 128, 256), (64, 32, 128, 256)) but (16, 32, 128, 256) 0.97. So 2^25 there too.
+    _halves_from = 1 << 25
 
     def _convert_state(self, state):
         return _sum_torch_biases(self, state)
