@@ -602,8 +602,8 @@ class RNN(_Recurrent):
     # One direction's batch in two halves at once (``kernels._pair``), from 2^25 multiply-adds
     # (T B H (I + H)). First set at 2^24 from this module's forward + backward, halves / whole
     # batch, alternated medians on a 2-core AMD EPYC: (T, B, I, H) = (64, 32, 128, 256) 0.77x
-    # the time (two layers 0.83x), (32, 16, 64, 256) 0.83x, (32, 32, 64, 128) 0.94x, (100, 64, 512, 512)
-    # level; slower below: (32, 16, 64, 128) (2^23.6) 1.10-1.40x. (The LSTM and GRU kernels
+    # the time (two layers 0.83x), (32, 16, 64, 256) 0.83x, (32, 32, 64, 128) 0.94x,
+    # (100, 64, 512, 512) level; slower below: (32, 16, 64, 128) (2^23.6) 1.10-1.40x. (The LSTM and GRU kernels
     # in halves: 0.95-0.98x at (100, 64, 512, 512), within the noise; their tiled kernels
     # already share the mid-sized steps between the cores.) On a 2-core Xeon (AVX-512), 21
     # rounds each unless said: (64, 32, 128, 256) 0.85x, (100, 64, 512, 512) 0.95x (9),
