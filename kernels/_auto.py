@@ -36,9 +36,9 @@ keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 
 not: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122.
 
 Sequence length, on AVX2. A tiled call pays a fixed cost before its first step (the team's start,
-the weights packed into tiles three times: W_i, W_f, W_b) that the serial kernels do not, and wins
-it back step by step; the bounds above, measured at T = 32 to 100, leave T out. On the AMD EPYC
-(Zen 3) on 2026-12-02, kernels fwd+bwd, serial / tiled time, medians of 11 alternated rounds
+the weights packed into tiles: W_ih and W_hh for each pass) that the serial kernels do not, and
+wins it back step by step; the bounds above, measured at T = 32 to 100, leave T out. On the AMD
+EPYC (Zen 3) on 2026-12-02, kernels fwd+bwd, serial / tiled time, medians of 11 alternated rounds
 (``benchmarks/choices`` with these shapes), LSTM and GRU: short sequences were faster serial
 where the bounds had said tiled ((4, 16, 16, 128) 0.83 / 0.60, (8, 16, 2, 128) 0.94 / 0.80,
 (4, 32, 64, 256) 0.95 / 0.93, (8, 16, 64, 256) 1.05 / 0.89), and long ones tiled below MIN_WORK
