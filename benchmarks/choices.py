@@ -3,6 +3,8 @@
     python -m benchmarks.choices                        # all four choices (~5 minutes, 2 cores)
     python -m benchmarks.choices --only tiled,halves    # a subset (and --cells gru,rnn)
     python -m benchmarks.choices --quick                # tiny sizes: checks the code paths
+    python -m benchmarks.choices --only tiled --shapes 32,8,64,128 16,8,64,128 --repeat 11
+                                                        # shapes of one's own, one choice
 
 Four places pick between two ways of computing the same thing, with bounds measured on the
 machines of ``benchmarks/results`` (each beside its code, with its measurements):
@@ -64,6 +66,10 @@ def parse_args(argv=None):
     ap.add_argument("--only", default=",".join(CHOICES), help="comma-separated subset of " + ",".join(CHOICES))
     ap.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated subset of lstm,gru,rnn")
     ap.add_argument("--repeat", type=hz.count, default=None, help="timed rounds (median reported; default 7, quick 3)")
+    ap.add_argument("--shapes", nargs="+", metavar="SHAPE", default=None,
+                    help="time these shapes instead of the built-in ones, for one choice (--only): "
+                         "ROWS,K,N for packing, T,B,I,H for the others; e.g. --only tiled --shapes "
+                         "32,8,64,128 16,8,64,128")
     args = ap.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     if not args.cells or set(args.cells) - set(GATES):
@@ -72,9 +78,31 @@ def parse_args(argv=None):
     bad = [c for c in args.only if c not in CHOICES]
     if bad or not args.only:
         ap.error(f"--only: expected a non-empty subset of {CHOICES}, got {args.only}")
+    if args.shapes is not None:
+        args.shapes = _parse_shapes(ap, args.shapes, args.only)
     if args.repeat is None:
         args.repeat = 3 if args.quick else 7
     return args
+
+
+def _parse_shapes(ap, texts, only):
+    """``--shapes``: comma-separated positive ints, 3 per shape for packing, 4 for the others,
+    for a single choice; a usage error (exit 2) naming --shapes otherwise."""
+    if len(only) != 1:
+        ap.error(f"--shapes: expected one choice in --only (each choice reads its own kind of "
+                 f"shape), got {only}")
+    size = 3 if only[0] == "packing" else 4
+    shapes = []
+    for text in texts:
+        try:
+            shape = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != size or min(shape) < 1:
+            ap.error(f"--shapes: expected {size} positive integers separated by commas "
+                     f"({'ROWS,K,N' if size == 3 else 'T,B,I,H'}) per shape, got {text!r}")
+        shapes.append(shape)
+    return shapes
 
 
 def _check(what, a, b):
@@ -259,6 +287,8 @@ def main(argv=None, print_fn=print):
     from kernels import _pair
 
     def shapes(choice):
+        if args.shapes is not None:
+            return args.shapes
         return QUICK[choice] if args.quick else dict(packing=PACKING, tiled=TILED, pairing=PAIRING,
                                                      halves=HALVES)[choice]
 

@@ -183,6 +183,16 @@ def test_choices_quick(tmp_path, monkeypatch):
     assert bounds == (kp.MIN_WORK, rnncore.GRU._halves_from, rnncore.RNN._halves_from, rnncore.LSTM._halves_from)
 
 
+def test_choices_times_shapes_of_ones_own(tmp_path):
+    """``--shapes`` replaces the built-in shapes of the one choice in ``--only``."""
+    _, _, on_disk = _run(choices, tmp_path, "--only", "tiled", "--cells", "lstm", "--shapes",
+                         "3,8,4,64", "2,8,3,64")
+    assert [(r["choice"], r["cell"], r["shape"]) for r in on_disk["rows"]] == [
+        ("tiled", "lstm", [3, 8, 4, 64]), ("tiled", "lstm", [2, 8, 3, 64])]
+    _, _, on_disk = _run(choices, tmp_path, "--only", "packing", "--shapes", "2,64,256")
+    assert [r["shape"] for r in on_disk["rows"]] == [[2, 64, 256]]
+
+
 def test_choices_verdict():
     assert choices._verdict("a", ("a", "b"), {"a": 1.0, "b": 1.2}) == ("a", "yes")
     assert choices._verdict("a", ("a", "b"), {"a": 1.2, "b": 1.0}) == ("b", "no")
@@ -261,6 +271,11 @@ def test_startup_row_is_one_run_so_its_parts_add_up():
     (train_to_target, ["--target", "1.5"], "--target: expected an accuracy in (0, 1]"),
     (train_to_target, ["--lr", "inf"], "--lr and --clip: expected finite numbers > 0"),
     (memory, ["--shape", "a,b,c,d"], "--shape: expected four positive integers"),
+    (choices, ["--only", "tiled", "--shapes", "3,8,4"], "--shapes: expected 4 positive integers"),
+    (choices, ["--only", "packing", "--shapes", "1,64,256,2"], "--shapes: expected 3 positive"),
+    (choices, ["--only", "tiled", "--shapes", "0,8,4,64"], "--shapes: expected 4 positive"),
+    (choices, ["--only", "halves", "--shapes", "a,b,c,d"], "--shapes: expected 4 positive"),
+    (choices, ["--shapes", "3,8,4,64"], "--shapes: expected one choice in --only"),
 ])
 def test_bad_command_line_values_are_usage_errors(module, argv, message, capsys):
     """These had run until an IndexError or ZeroDivisionError (some after minutes of work)."""
