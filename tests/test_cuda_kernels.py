@@ -748,6 +748,77 @@ def test_real_direct_launch_matches_numba_launch(cell, rng):
 
 
 # ---------------------------------------------------------------------------------------------
+# The simulator: launches switch threads faster, and its static shared arrays are thread-safe
+# ---------------------------------------------------------------------------------------------
+
+simulator_only = pytest.mark.skipif(not (READY and kc.SIMULATOR), reason="the simulator's own "
+                                    "behaviour: nothing to check on a GPU")
+
+
+@needs_cuda
+@simulator_only
+def test_simulated_threads_that_race_for_a_static_shared_array_get_the_same_one():
+    """Eight threads ask at once for the shared array of one source line, each paused inside
+    the lookup (as a thread switch there would): all get one array. The simulator's own lookup,
+    unlocked, gives each its own, and a block's sums then read other threads' stale arrays."""
+    import threading
+    import time
+    from numba.cuda.simulator import kernelapi
+    shared = kernelapi.FakeCUDAShared(0)
+
+    class SlowLookup(dict):
+        def get(self, key, default=None):
+            found = super().get(key, default)
+            time.sleep(0.005)                   # every other thread runs meanwhile
+            return found
+
+    shared._allocations = SlowLookup()
+    start, got = threading.Barrier(8), []
+
+    def thread():
+        start.wait()
+        got.append(shared.array((4,), np.float32))
+
+    threads = [threading.Thread(target=thread) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 8 and all(a is got[0] for a in got)
+    assert len(shared._allocations) == 1
+
+
+@needs_cuda
+@simulator_only
+def test_a_simulated_launch_switches_threads_faster_and_then_puts_the_interval_back():
+    """Inside a simulated kernel the interpreter's switch interval is SIMULATOR_SWITCH_INTERVAL
+    (so the simulator's polling thread lets the GPU threads run); after it, even after a kernel
+    that raised, the interval is what it was."""
+    from numba import cuda
+    from kernels.cuda import _common
+    seen = []
+
+    @cuda.jit
+    def record(out, i):
+        seen.append(sys.getswitchinterval())    # (the simulator runs kernels as Python)
+        out[i] = 1.0
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        out = np.zeros(2)
+        _common.launch(record, 1, 2, 0, out, 1)
+        assert out.tolist() == [0.0, 1.0]
+        assert seen == [pytest.approx(_common.SIMULATOR_SWITCH_INTERVAL)] * 2
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+        with pytest.raises(IndexError):
+            _common.launch(record, 1, 2, 0, out, 2)   # past the end of out
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    finally:
+        sys.setswitchinterval(before)
+
+
+# ---------------------------------------------------------------------------------------------
 # CPU-only users never touch numba.cuda
 # ---------------------------------------------------------------------------------------------
 
