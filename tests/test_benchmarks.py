@@ -363,3 +363,31 @@ def test_spread_runs_both_ways():
                 [sys.executable, "-m", "benchmarks.spread", "--help"]):
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and "--pass" in r.stdout, r.stderr
+
+
+def test_denormals_quick(tmp_path):
+    """Every cell and path, forward and backward, timed on ordinary and on subnormal numbers;
+    the subnormal run really computed on subnormals (its outputs are), the ordinary one not."""
+    from benchmarks import denormals
+    payload, text, on_disk = _run(denormals, tmp_path)
+    _check_tables(text, [["cell", "path", "pass", "normal ms", "subnormal ms", "subnormal / normal",
+                          "subnormal share, normal run", "subnormal share, subnormal run"]])
+    want = [(c, p, s) for c in denormals.CELLS for p in denormals.PATHS[c] for s in ("fwd", "bwd")]
+    assert [(r["cell"], r["path"], r["pass"]) for r in on_disk["results"]] == want
+    for r in on_disk["results"]:
+        assert _finite(r["normal_ms"], positive=True) and _finite(r["subnormal_ms"], positive=True)
+        assert r["ratio"] == pytest.approx(r["subnormal_ms"] / r["normal_ms"])
+        assert r["share"]["normal"] == 0.0 and r["share"]["subnormal"] > 0.9, r
+
+
+def test_denormals_share_and_usage_errors():
+    from benchmarks import denormals
+    tiny = np.float32(2.0 ** -130)
+    assert denormals.subnormal_share(np.array([0, 1, tiny, -tiny], np.float32)) == pytest.approx(2 / 3)
+    assert denormals.subnormal_share(np.zeros(3, np.float32)) == 0.0
+    for argv, words in ((["--shape", "4,2,3"], "--shape: expected 4 positive integers"),
+                        (["--shape", "4,2,0,8"], "--shape: expected 4 positive integers"),
+                        (["--cells", "lstm,xyz"], "--cells: expected a non-empty subset")):
+        run = subprocess.run([sys.executable, "-m", "benchmarks.denormals", *argv], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and words in run.stderr, run.stderr
