@@ -54,11 +54,13 @@ SCALE = 2.0 ** -140
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hz.add_common_args(ap, NAME)
-    ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of " + ",".join(CELLS))
+    ap.add_argument("--cells", default=",".join(CELLS),
+                    help="comma-separated subset of " + ",".join(CELLS))
     ap.add_argument("--shape", default=None, metavar="T,B,I,H",
                     help=f"the layer's size (default {','.join(map(str, SHAPE))}; quick "
                          f"{','.join(map(str, QUICK_SHAPE))})")
-    ap.add_argument("--repeat", type=hz.count, default=None, help="timed rounds (median reported; default 7, quick 3)")
+    ap.add_argument("--repeat", type=hz.count, default=None,
+                    help="timed rounds (median reported; default 7, quick 3)")
     args = ap.parse_args(argv)
     args.cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     if not args.cells or set(args.cells) - set(CELLS):
@@ -161,22 +163,23 @@ def main(argv=None, print_fn=print):
               hz.fmt(r["subnormal_ms"], "ms"), f"{r['ratio']:.2f}",
               f"{r['share']['normal']:.0%}", f"{r['share']['subnormal']:.0%}"] for r in rows]
     T, B, I, H = args.shape
-    caption = (f"float32, (T, B, I, H) = ({T}, {B}, {I}, {H}); {hz.threads_summary(threads)}; median of "
-               f"{args.repeat} interleaved rounds; this CPU: {gemm.VECTOR * 32}-bit vectors"
+    caption = (f"float32, (T, B, I, H) = ({T}, {B}, {I}, {H}); {hz.threads_summary(threads)}; "
+               f"median of {args.repeat} interleaved rounds; this CPU: {gemm.VECTOR * 32}-bit vectors"
                + ("; --quick: sizes too small to mean anything" if args.quick else ""))
     worst = max(rows, key=lambda r: r["ratio"])
     summary = (f"Slowest on subnormals relative to normal numbers: {worst['cell']} {worst['path']} "
                f"{worst['pass_']}, {worst['ratio']:.2f}x (1.00x: no penalty; the noise of one "
                f"run on a shared machine is 10-30 %).")
     tables = [("Ordinary against subnormal numbers, the same kernels",
-               hz.markdown_table(["cell", "path", "pass", "normal ms", "subnormal ms", "subnormal / normal",
-                                  "subnormal share, normal run", "subnormal share, subnormal run"], table),
+               hz.markdown_table(["cell", "path", "pass", "normal ms", "subnormal ms",
+                                  "subnormal / normal", "subnormal share, normal run",
+                                  "subnormal share, subnormal run"], table),
                [caption, "share: of the non-zero outputs (y forward, dx backward), the fraction "
                          "below 2^-126.", summary])]
     for r in rows:
         r["pass"] = r.pop("pass_")
-    payload = dict(quick=args.quick, argv=list(argv) if argv is not None else sys.argv[1:], threads=threads,
-                   shape=list(args.shape), scale=SCALE, results=rows)
+    payload = dict(quick=args.quick, argv=list(argv) if argv is not None else sys.argv[1:],
+                   threads=threads, shape=list(args.shape), scale=SCALE, results=rows)
     return hz.report(NAME, payload, tables, args.json, print_fn)
 
 

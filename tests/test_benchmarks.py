@@ -383,7 +383,8 @@ def test_denormals_quick(tmp_path):
 def test_denormals_share_and_usage_errors():
     from benchmarks import denormals
     tiny = np.float32(2.0 ** -130)
-    assert denormals.subnormal_share(np.array([0, 1, tiny, -tiny], np.float32)) == pytest.approx(2 / 3)
+    share = denormals.subnormal_share(np.array([0, 1, tiny, -tiny], np.float32))
+    assert share == pytest.approx(2 / 3)
     assert denormals.subnormal_share(np.zeros(3, np.float32)) == 0.0
     for argv, words in ((["--shape", "4,2,3"], "--shape: expected 4 positive integers"),
                         (["--shape", "4,2,0,8"], "--shape: expected 4 positive integers"),
