@@ -164,7 +164,8 @@ def main(argv=None, print_fn=print):
               f"{r['share']['normal']:.0%}", f"{r['share']['subnormal']:.0%}"] for r in rows]
     T, B, I, H = args.shape
     caption = (f"float32, (T, B, I, H) = ({T}, {B}, {I}, {H}); {hz.threads_summary(threads)}; "
-               f"median of {args.repeat} interleaved rounds; this CPU: {gemm.VECTOR * 32}-bit vectors"
+               f"median of {args.repeat} interleaved rounds; "
+               f"this CPU: {gemm.VECTOR * 32}-bit vectors"
                + ("; --quick: sizes too small to mean anything" if args.quick else ""))
     worst = max(rows, key=lambda r: r["ratio"])
     summary = (f"Slowest on subnormals relative to normal numbers: {worst['cell']} {worst['path']} "
