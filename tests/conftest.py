@@ -5,7 +5,10 @@ import pytest
 from hypothesis import settings
 
 # Small, compile-friendly hypothesis defaults: the first call of a Numba kernel compiles it.
+# ``python -m pytest --hypothesis-profile=deep`` searches far more widely (new random examples
+# on each run, 20x as many): for hunting bugs, not for CI.
 settings.register_profile("rnncore", deadline=None, max_examples=25, derandomize=True)
+settings.register_profile("deep", deadline=None, max_examples=500, derandomize=False)
 settings.load_profile("rnncore")
 
 

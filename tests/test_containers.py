@@ -56,7 +56,9 @@ def test_sequential_gradients(lead, i, h, o, seed):
     m = Sequential(Linear(i, h), Tanh(), Linear(h, o), LogSoftMax(), dtype=np.float64)
     x = np.random.default_rng(seed).standard_normal(lead + (i,))
     check_grads(m, x, seed=seed)
-    assert rnncore.gradcheck(m, x) < TOL
+    # (step 1e-4: some of the nets drawn saturate their Tanh, and at the default 1e-6 the
+    # difference quotient's rounding alone is 3e-6-1e-5 of their tiny gradients; gradcheck's doc)
+    assert rnncore.gradcheck(m, x, eps=1e-4) < TOL
 
 
 def test_sequential_is_the_chain():
