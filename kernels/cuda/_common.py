@@ -59,7 +59,8 @@ SIMULATOR = bool(config.ENABLE_CUDASIM)
 # Finer switching exposes a race in the simulator's ``cuda.shared.array``: it finds a static
 # shared array in a dict by the caller's source line, and two threads that both find none
 # each make their own, so a block's threads no longer share it (the persistent kernels' sums
-# then came out wrong, at random). ``_SafeShared.array`` does the same lookup under a lock.
+# then came out wrong, at random). ``_thread_safe_shared_array`` makes the same lookup under
+# a lock.
 # ---------------------------------------------------------------------------------------------
 
 #: The interpreter's switch interval (seconds) while a simulated kernel runs.
