@@ -1,5 +1,6 @@
 """Random malformed input, drawn by hypothesis: to modules (x, lengths, states, gy), criteria,
-``load_state_dict``, ``pad_sequences``, optimizers and ``fit``. Whatever is drawn, a call either
+``load_state_dict``, ``pad_sequences``, optimizers, ``fit``, and the kernels' entry points
+(``kernels.<cell>`` and the NumPy reference). Whatever is drawn, a call either
 works or raises ValueError or TypeError with a message (never IndexError, a Numba typing error,
 AttributeError, ...), and a refused call leaves the model's parameters and grads as they were.
 
@@ -190,3 +191,56 @@ def test_fit_refuses_bad_input_cleanly(x, y, lengths, kw):
     opt = rnncore.optim.SGD(m.parameters(), lr=0.1)
     crit = SequencerCriterion(ClassNLLCriterion())
     refused_cleanly(lambda: rnncore.fit(m, crit, opt, x, y, lengths, progress=False, **kw), m)
+
+
+# -- the kernels' entry points (kernels.<cell>, and the NumPy reference) ----------------------
+_r = np.random.default_rng(0)
+KT, KB, KI, KH = 3, 2, 3, 4
+KX = _r.standard_normal((KT, KB, KI))
+KERNEL_ARGS = {
+    "lstm": [KX, _r.standard_normal((4 * KH, KI)), _r.standard_normal((4 * KH, KH)),
+             _r.standard_normal(4 * KH)],
+    "gru": [KX, _r.standard_normal((3 * KH, KI)), _r.standard_normal((3 * KH, KH)),
+            _r.standard_normal(3 * KH), _r.standard_normal(3 * KH)],
+    "rnn": [KX, _r.standard_normal((KH, KI)), _r.standard_normal((KH, KH)), _r.standard_normal(KH)],
+}
+
+
+def _kernels(cell, reference=False):
+    from kernels import gru, lstm, reference as ref, rnn
+    mod = ref if reference else {"lstm": lstm, "gru": gru, "rnn": rnn}[cell]
+    return getattr(mod, f"{cell}_forward"), getattr(mod, f"{cell}_backward")
+
+
+@fuzz
+@given(cell=st.sampled_from(["lstm", "gru", "rnn"]), position=st.integers(0, 4), value=ANY,
+       lengths=LENGTHS, reverse=st.one_of(st.booleans(), ANY), h0=st.one_of(st.none(), ANY),
+       path=st.sampled_from(["auto", "steps", "tiled", "other", None, 3]), reference=st.booleans())
+def test_kernels_refuse_bad_arguments_cleanly(cell, position, value, lengths, reverse, h0, path,
+                                              reference):
+    """``<cell>_forward`` with one argument (x, a weight, a bias; none for position 4 of an LSTM
+    or RNN) replaced by a drawn value, and drawn lengths, reverse, h0 and path."""
+    args = list(KERNEL_ARGS[cell])
+    if position < len(args):
+        args[position] = value
+    kw = dict(lengths=lengths, reverse=reverse, h0=h0)
+    if cell != "rnn" and not reference:
+        kw["path"] = path
+    forward = _kernels(cell, reference)[0]
+    refused_cleanly(lambda: forward(*args, **kw))
+
+
+@fuzz
+@given(cell=st.sampled_from(["lstm", "gru", "rnn"]), dy=ANY, dh_n=st.one_of(st.none(), ANY),
+       dc_n=st.one_of(st.none(), ANY), cache=st.sampled_from(["own", "another cell's", "None",
+                                                               "short", "a number"]))
+def test_kernel_backwards_refuse_bad_arguments_cleanly(cell, dy, dh_n, dc_n, cache):
+    forward, backward = _kernels(cell)
+    own = forward(*KERNEL_ARGS[cell])[-1]
+    other = "gru" if cell != "gru" else "lstm"
+    c = {"own": own, "another cell's": _kernels(other)[0](*KERNEL_ARGS[other])[-1], "None": None,
+         "short": own[:-1], "a number": 3}[cache]
+    if cell == "lstm":
+        refused_cleanly(lambda: backward(dy, dh_n, dc_n, c))
+    else:
+        refused_cleanly(lambda: backward(dy, dh_n, c))
