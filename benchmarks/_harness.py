@@ -62,6 +62,16 @@ def count(text, minimum=1):
     return v
 
 
+def positive_ints(text, size):
+    """The comma-separated text ``"32,8,64,128"`` as a tuple of exactly ``size`` ints >= 1, or
+    None where it is not one (the caller's usage error names its option)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        return None
+    return values if len(values) == size and min(values) >= 1 else None
+
+
 def count0(text):
     """argparse ``type=``: an int >= 0 (warm-up rounds, seeds)."""
     return count(text, minimum=0)

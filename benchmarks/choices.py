@@ -94,11 +94,8 @@ def _parse_shapes(ap, texts, only):
     size = 3 if only[0] == "packing" else 4
     shapes = []
     for text in texts:
-        try:
-            shape = tuple(int(v) for v in text.split(","))
-        except ValueError:
-            shape = ()
-        if len(shape) != size or min(shape) < 1:
+        shape = hz.positive_ints(text, size)
+        if shape is None:
             ap.error(f"--shapes: expected {size} positive integers separated by commas "
                      f"({'ROWS,K,N' if size == 3 else 'T,B,I,H'}) per shape, got {text!r}")
         shapes.append(shape)

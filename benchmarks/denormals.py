@@ -68,11 +68,8 @@ def parse_args(argv=None):
     if args.shape is None:
         args.shape = QUICK_SHAPE if args.quick else SHAPE
     else:
-        try:
-            shape = tuple(int(v) for v in args.shape.split(","))
-        except ValueError:
-            shape = ()
-        if len(shape) != 4 or min(shape) < 1:
+        shape = hz.positive_ints(args.shape, 4)
+        if shape is None:
             ap.error(f"--shape: expected 4 positive integers separated by commas (T,B,I,H), "
                      f"got {args.shape!r}")
         args.shape = shape
@@ -85,19 +82,13 @@ def _kernel_calls(cell, path, x, weights, dy):
     """(forward, backward) zero-argument callables of one cell's kernels on ``x``; the
     backward runs on the cache of one forward made here. Each returns its first result (y
     forward, dx backward)."""
-    from kernels import gru, lstm, rnn
-    if cell == "lstm":
-        def fwd():
-            return lstm.lstm_forward(x, *weights, path=path)
-        cache = fwd()[-1]
-        return (lambda: fwd()[0]), (lambda: lstm.lstm_backward(dy, None, None, cache)[0])
-    if cell == "gru":
-        def fwd():
-            return gru.gru_forward(x, *weights, path=path)
-        cache = fwd()[-1]
-        return (lambda: fwd()[0]), (lambda: gru.gru_backward(dy, None, cache)[0])
-    cache = rnn.rnn_forward(x, *weights)[-1]
-    return (lambda: rnn.rnn_forward(x, *weights)[0]), (lambda: rnn.rnn_backward(dy, None, cache)[0])
+    import importlib
+    mod = importlib.import_module(f"kernels.{cell}")
+    forward, backward = getattr(mod, f"{cell}_forward"), getattr(mod, f"{cell}_backward")
+    kw = {} if cell == "rnn" else dict(path=path)           # (the RNN has one CPU path)
+    no_states = (None,) * (2 if cell == "lstm" else 1)       # dh_n (and dc_n): none
+    cache = forward(x, *weights, **kw)[-1]
+    return (lambda: forward(x, *weights, **kw)[0]), (lambda: backward(dy, *no_states, cache)[0])
 
 
 def subnormal_share(a):
