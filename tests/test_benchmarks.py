@@ -244,6 +244,17 @@ def test_harness_helpers(tmp_path):
 
     t = _harness.time_interleaved({"slow": slow_call}, repeat=2, min_sample_s=1e-4, settle_s=1e-4)
     assert t["slow"]["number"] == 1 and slow["n"] == 2 + 2 * 2
+    # a sample is sized from the fastest calibration call, not from one that happened to be slow
+    # (the second call here: the first is the warm-up)
+    hiccup = {"n": 0}
+
+    def hiccup_call():
+        hiccup["n"] += 1
+        if hiccup["n"] == 2:
+            time.sleep(0.02)
+
+    t = _harness.time_interleaved({"h": hiccup_call}, repeat=1, min_sample_s=0.01, idle_s=0)
+    assert t["h"]["number"] > 1
     path = _harness.write_json(str(tmp_path / "sub" / "x.json"),
                                {"a": float("nan"), "b": np.float32(1.5), "c": [np.int64(2)]})
     with open(path) as f:
