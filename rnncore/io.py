@@ -360,17 +360,13 @@ def _meta(z, headers, path):
     return meta
 
 
-# Parameter values held by a module class, from its constructor's arguments ``a`` (the layouts
-# of layers.py and recurrent.py), checked as the constructor checks them; a class not named in
+# Parameter values held by a module class, from its constructor's arguments ``a``, checked as
+# the constructor checks them: each class with parameters says its own count
+# (``_parameter_count``, beside the layouts in layers.py and recurrent.py); a class not named in
 # ``_SIZES`` holds no parameters of its own.
-def _linear_size(cls, a):
-    I, O = (_checks.positive_int(a[k], k) for k in ("in_features", "out_features"))
-    return O * I + O                                             # weight (O, I), bias (O,)
-
-
-def _embedding_size(cls, a):
-    V, E = (_checks.positive_int(a[k], k) for k in ("num_embeddings", "embedding_dim"))
-    return V * E                                                 # weight (V, E)
+def _sized_by(*names):
+    """``_SIZES``' entry for a class whose count takes these positive int arguments."""
+    return lambda cls, a: cls._parameter_count(*(_checks.positive_int(a[k], k) for k in names))
 
 
 def _recurrent_size(cls, a):
@@ -378,7 +374,8 @@ def _recurrent_size(cls, a):
     return cls._parameter_count(I, H, L, _checks.flag(a["bidirectional"], "bidirectional"))
 
 
-_SIZES = {"Linear": _linear_size, "Embedding": _embedding_size,
+_SIZES = {"Linear": _sized_by("in_features", "out_features"),
+          "Embedding": _sized_by("num_embeddings", "embedding_dim"),
           "RNN": _recurrent_size, "LSTM": _recurrent_size, "GRU": _recurrent_size}
 
 

@@ -107,7 +107,7 @@ class Linear(Module):
         in_features = _checks.positive_int(in_features, "in_features")
         out_features = _checks.positive_int(out_features, "out_features")
         super().__init__(dtype)
-        _checks.fits_in_memory(2 * (out_features * in_features + out_features), self.dtype,
+        _checks.fits_in_memory(2 * self._parameter_count(in_features, out_features), self.dtype,
                                f"Linear(in_features={in_features}, out_features={out_features})",
                                "parameter and gradient values")
         self.in_features, self.out_features = in_features, out_features
@@ -115,6 +115,11 @@ class Linear(Module):
         self.weight = self._param("weight", uniform((out_features, in_features), bound, self.dtype))
         self.bias = self._param("bias", uniform((out_features,), bound, self.dtype))
         self._valid = None                                       # (T, B) with lengths=, else None
+
+    @staticmethod
+    def _parameter_count(in_features, out_features):
+        """The number of parameter values of ``Linear(in_features, out_features)``."""
+        return out_features * in_features + out_features        # weight (O, I), bias (O,)
 
     def _check_x(self, x):
         x, was_list = _float_input(x, self.dtype, empty_ok=True)
@@ -182,7 +187,8 @@ class Embedding(Module):
         given = self.__dict__.pop("_pretrained", None)           # (from_pretrained's table)
         super().__init__(dtype)
         if given is None:
-            _checks.fits_in_memory(2 * num_embeddings * embedding_dim, self.dtype,
+            _checks.fits_in_memory(2 * self._parameter_count(num_embeddings, embedding_dim),
+                                   self.dtype,
                                    f"Embedding(num_embeddings={num_embeddings}, "
                                    f"embedding_dim={embedding_dim})", "parameter and gradient values")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
@@ -190,6 +196,11 @@ class Embedding(Module):
             generator().standard_normal((num_embeddings, embedding_dim)).astype(self.dtype)
         self.weight = self._param("weight", w, requires_grad=not freeze)
         self._valid = None                                       # (T, B) with lengths=, else None
+
+    @staticmethod
+    def _parameter_count(num_embeddings, embedding_dim):
+        """The number of parameter values of ``Embedding(num_embeddings, embedding_dim)``."""
+        return num_embeddings * embedding_dim                    # weight (V, E)
 
     @classmethod
     def from_pretrained(cls, embeddings, freeze=True, dtype=np.float32):
