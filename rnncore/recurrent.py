@@ -24,7 +24,8 @@ Bidirectional layers on the CPU: where it pays (``kernels/_pair.py``), the two d
 each layer run at once on two threads, each on the cell's serial kernel with BLAS on one thread,
 for every layer of the call or for none; ``backward`` does as its forward did. One-directional
 RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
-so do large GRU layers on AVX-512 CPUs (``GRU._halves_from``).
+so do large GRU layers (``GRU._halves_from``: from 2^27 multiply-adds on AVX-512 CPUs, 2^31 on
+AVX2 ones).
 
 Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
@@ -605,7 +606,8 @@ class RNN(_Recurrent):
     # the time (two layers 0.83x), (32, 16, 64, 256) 0.83x, (32, 32, 64, 128) 0.94x,
     # (100, 64, 512, 512) level; slower below: (32, 16, 64, 128) (2^23.6) 1.10-1.40x. (The LSTM and GRU kernels
     # in halves: 0.95-0.98x at (100, 64, 512, 512), within the noise; their tiled kernels
-    # already share the mid-sized steps between the cores.) On a 2-core Xeon (AVX-512), 21
+    # already share the mid-sized steps between the cores; the GRU's re-measured later, see
+    # ``GRU._halves_from``.) On a 2-core Xeon (AVX-512), 21
     # rounds each unless said: (64, 32, 128, 256) 0.85x, (100, 64, 512, 512) 0.95x (9),
     # (32, 16, 64, 256) (2^25.3) 0.95x, (16, 32, 64, 256) 0.95x, (32, 32, 128, 128) (2^25)
     # 1.01x; slower below 2^25 there: (32, 32, 64, 128) (2^24.6) 1.08x and 1.19x, (64, 16, 64,
@@ -666,6 +668,14 @@ class GRU(_Recurrent):
     # 7-21 alternated rounds on a 2-core Xeon: (T, B, I, H) = (64, 32, 128, 256) 0.85-0.93x,
     # (100, 64, 512, 512) 0.92-0.95x, (128, 32, 64, 128) 0.91x, (100, 8, 64, 256) 0.86x,
     # (64, 64, 64, 128) 0.95x; below, mixed: (32, 16, 64, 256) (2^26.9) 0.90x, (32, 32, 64, 128)
-    # (2^26.2) 1.01x, (64, 16, 64, 128) (2^26.2) 1.13x, (32, 16, 64, 128) 1.07x. Not measured on
-    # AVX2 beyond the large shape (0.95-0.98x there, within the noise): off there.
-    _halves_from = (1 << 27) if _VECTOR == 16 else None
+    # (2^26.2) 1.01x, (64, 16, 64, 128) (2^26.2) 1.13x, (32, 16, 64, 128) 1.07x. On AVX2 (the
+    # 2-core AMD EPYC, 2026-12-02, ``benchmarks/choices --only halves``, 9-11 rounds; here whole
+    # / halves time, > 1: halves faster) from 2^31: above it 1.02-1.14 at (50, 128, 256, 256),
+    # (200, 32, 256, 256), (64, 128, 128, 256), (50, 64, 256, 512), (100, 128, 256, 384) and
+    # 0.97-1.12 in two runs at (100, 64, 512, 512) (direct alternated runs: 1.10 and 1.24);
+    # below it the tiled or serial whole batch faster or level: 0.81-0.86 at H = 128 ((32, 16,
+    # 64, 128), (32, 32, 64, 128), (128, 32, 64, 128), (256, 32, 64, 128), (128, 64, 64, 128)),
+    # 0.90 at (64, 64, 128, 256) (2^30.2), 0.96-1.04 at six shapes from 2^26.2 to 2^30.8, and
+    # (64, 32, 128, 256) (2^29.2) 0.99 and 1.10 in two runs. (Before that day: 0.95-0.98x at the
+    # large shape, off.)
+    _halves_from = (1 << 27) if _VECTOR == 16 else (1 << 31)
