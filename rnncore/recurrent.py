@@ -675,7 +675,7 @@ class GRU(_Recurrent):
     # 0.97-1.12 in two runs at (100, 64, 512, 512) (direct alternated runs: 1.10 and 1.24);
     # below it the tiled or serial whole batch faster or level: 0.81-0.86 at H = 128 ((32, 16,
     # 64, 128), (32, 32, 64, 128), (128, 32, 64, 128), (256, 32, 64, 128), (128, 64, 64, 128)),
-    # 0.90 at (64, 64, 128, 256) (2^30.2), 0.96-1.04 at six shapes from 2^26.2 to 2^30.8, and
+    # 0.90 at (64, 64, 128, 256) (2^30.2), 0.96-1.04 at seven shapes from 2^26.2 to 2^30.8, and
     # (64, 32, 128, 256) (2^29.2) 0.99 and 1.10 in two runs. (Before that day: 0.95-0.98x at the
     # large shape, off.)
     _halves_from = (1 << 27) if _VECTOR == 16 else (1 << 31)
