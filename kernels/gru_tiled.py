@@ -36,8 +36,8 @@ from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
 from ._auto import uses_tiled
-from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _padded, _round_up,
-                         _unpack_grad, _weight_grad_args, _weight_grads)
+from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _pack_cols, _pack_rows,
+                         _padded, _round_up, _unpack_grad, _weight_grad_args, _weight_grads)
 
 __all__ = ["use_tiled", "forward", "backward"]
 
@@ -51,47 +51,15 @@ def use_tiled(dtype, T, B, I, H):
 
 
 # ---------------------------------------------------------------------------------------------
-# Packing: gate g of unit j = 16u + jj goes to block blocks[g] of tile u
+# Packing (``lstm_tiled``'s packers): gate g of unit j = 16u + jj goes to block blocks[g] of
+# tile u
 # ---------------------------------------------------------------------------------------------
-
-@njit(cache=True)
-def _pack_cols_into(W, H, blocks, width, out):
-    """W (3H, K) -> out (Hp/16, Kp, width): out[u, k, 16 blocks[g] + jj] = W[g H + 16u + jj, k]."""
-    for g in range(3):
-        for j in range(H):
-            u, jj = j // U, j % U
-            for k in range(W.shape[1]):
-                out[u, k, blocks[g] * U + jj] = W[g * H + j, k]
-
-
-@njit(cache=True)
-def _pack_rows_into(W, H, blocks, per_tile, out):
-    """W (3H, K) -> out (K'/64, Hp/16 * per_tile, 64): row ``per_tile u + 16 blocks[g] + jj``
-    holds W[g H + 16u + jj, 64c + l] in out[c, row, l]."""
-    for g in range(3):
-        for j in range(H):
-            row = (j // U) * per_tile + blocks[g] * U + j % U
-            for k in range(W.shape[1]):
-                out[k // 64, row, k % 64] = W[g * H + j, k]
-
 
 _HIDDEN = np.array([0, 1, 2], np.int64)      # r, z, n -> blocks of gh (W_hh's forward tiles)
 _GI = np.array([0, 1, 2], np.int64)          # r, z, n -> blocks of G's input part
 _DGH = np.array([1, 2, 0], np.int64)         # r, z, n -> blocks of dG's hidden window (0-2)
 _DGI = np.array([1, 2, 3], np.int64)         # r, z, n -> blocks of dG's input window (1-3)
 _WIN = np.array([0, 1, 2], np.int64)         # r, z, n -> blocks within a 48-wide window
-
-
-def _pack_cols(W, H, Hp, Kp, blocks, width):
-    out = zeros((Hp // U, Kp, width))
-    _pack_cols_into(W, H, blocks, width, out)
-    return out
-
-
-def _pack_rows(W, H, Hp, Kp, blocks, per_tile):
-    out = zeros((Kp // 64, Hp // U * per_tile, 64))
-    _pack_rows_into(W, H, blocks, per_tile, out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -431,3 +431,36 @@ def test_backward_leaves_the_cache_alone(T, B, I, H, ragged, reverse):
     second = lstm.lstm_backward(dy, dh, dc, cache)
     for g1, g2 in zip(first, second):
         assert g1 is not g2 and np.array_equal(g1, g2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(G=st.sampled_from([3, 4]), H=st.integers(1, 70), K=st.integers(1, 70),
+       extra=st.integers(0, 1), per_tile=st.sampled_from([48, 64]), seed=st.integers(0, 2**16))
+def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, seed):
+    """The packers fill buffers from ``_workspace.empty`` (stale numbers from earlier calls):
+    every entry outside the index map must come out zero, whatever was there. Outputs start as
+    NaN here and are compared with the map written out in plain Python."""
+    rng = np.random.default_rng(seed)
+    G = min(G, per_tile // 16)                           # (48 wide: the GRU's 3 blocks)
+    W = rng.standard_normal((G * H, K)).astype(np.float32)
+    blocks = rng.permutation(per_tile // 16)[:G].astype(np.int64)
+    Hp = -(-H // 64) * 64
+    Kp = -(-K // 64) * 64 + 64 * extra                   # rows (cols) past K stay zero
+
+    cols = np.full((Hp // 16, Kp, per_tile), np.nan, np.float32)
+    lstm_tiled._pack_cols_into(W, H, blocks, cols)
+    want = np.zeros_like(cols)
+    for g in range(G):
+        for j in range(H):
+            want[j // 16, :K, 16 * blocks[g] + j % 16] = W[g * H + j]
+    np.testing.assert_array_equal(cols, want)
+
+    rows = np.full((Kp // 64, Hp // 16 * per_tile, 64), np.nan, np.float32)
+    lstm_tiled._pack_rows_into(W, H, blocks, per_tile, rows)
+    want = np.zeros_like(rows)
+    for g in range(G):
+        for j in range(H):
+            for k in range(K):
+                row = per_tile * (j // 16) + 16 * blocks[g] + j % 16
+                want[k // 64, row, k % 64] = W[g * H + j, k]
+    np.testing.assert_array_equal(rows, want)
