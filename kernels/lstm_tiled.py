@@ -72,8 +72,8 @@ passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged an
 import numpy as np
 from numba import carray, literally, njit, prange
 
-from ._common import copy_row as _copy_row, sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._common import column_sums, copy_row as _copy_row, dot_into, sigmoid, tanh
+from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, mac
 from ._workspace import empty, zeros
 from ._auto import uses_tiled
 from ._team import barrier, claim, one_team, share, team_size
@@ -381,16 +381,19 @@ def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse):
+def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
+                   dZ_mat):
     """Rows m0 ... m1-1, units 64v ... 64v+63: dL/dh_{s-1} = dz_s W_b[v] (nothing when s = T),
     then, in registers, the cell's derivatives of step s-1 (none when s = 0).
 
     The product runs over dz_s one gate tile (64 columns, ``dZ[a, s]``) at a time; dh: (Bp, Hp)
     holds the partial sums between them and ends holding dL/dh_{s-1}, which after the last call
-    (s = 0) is dh0.
+    (s = 0) is dh0. ``dZ_mat`` (T, Bp, 4H), unless empty: dz once more, in PyTorch's gate-major
+    columns, for ``_grads_by_blas``.
     """
     _prefer_512_bit()
     one, zero = np.float32(1), np.float32(0)             # (a bare 0 or 1 would make float64)
+    H = dZ_mat.shape[2] // 4                             # (0 when dZ_mat is empty)
     n_u, T = dZ.shape[0], dZ.shape[1]
     n_a = n_u if s < T else 1                            # gate tiles of dz_s to sum over
     c0 = v * V
@@ -420,6 +423,9 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 if t >= L:                               # (5): padding takes no gradient
                     for q in range(n_q):
                         dZ[v * n_q + q, t, b, :] = 0
+                    for g4 in range(4):
+                        for j in range(min(c0, H), min(c0 + V, H)):
+                            dZ_mat[t, b, g4 * H + j] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
@@ -443,8 +449,27 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                     dz = dZ[u, t, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
+                    for g4 in range(4):                  # (nothing when dZ_mat is empty)
+                        for j in range(max(0, min(U, H - j0))):
+                            dZ_mat[t, b, g4 * H + j0 + j] = out[g4, j]
 
 
+# BLAS, not the team, does the weight-gradient products (``_grads_by_blas``) from H = 512 and
+# 2^32 multiply-adds in them (T Bp 4H (H + 2I)), on AVX-512 CPUs (measured on a 2-core Xeon,
+# 2026-12-02, backward alone, team / BLAS ms: (100, 64, 512, 512) 223-250 / 195-201, (50, 128,
+# 512, 512) 226 / 198, (32, 64, 512, 512) 75 / 70, (100, 32, 256, 512) 82 / 85; the team was
+# faster at H = 256: (100, 64, 256, 256) 53 / 62, (64, 32, 128, 256) 11.4 / 15.5). After the
+# steps the team's register tile reaches ~280 GF/s there, OpenBLAS ~370, but BLAS's idle
+# workers then spin (``_blas_env``) while the next team call wants both cores: a fixed ~1.7 ms
+# that only large calls win back.
+BLAS_GRADS_MIN_H = 512 if VECTOR == 16 else None
+BLAS_GRADS_FROM = 1 << 32
+
+
+def _blas_grads(T, Bp, I, H):
+    """Whether ``backward`` leaves the weight gradients to BLAS (the bounds above)."""
+    return (BLAS_GRADS_MIN_H is not None and H >= BLAS_GRADS_MIN_H
+            and T * Bp * 4 * H * (H + 2 * I) >= BLAS_GRADS_FROM)
 DX_ROWS = 128              # rows of dx per work unit of ``_weight_grads`` (each unit reads all of
                            # W_ih: 64 rows had LSTM backward (100, 64, 512, 512) ~5 % slower)
 
@@ -498,9 +523,11 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
 
 @njit(cache=True, parallel=True)
 def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
-                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims):
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims, dZ_mat):
     """The whole backward pass by a team of ``n_workers``: the T steps backwards with a barrier
-    after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients."""
+    after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients; or, with a
+    ``dZ_mat`` (not empty), the steps also write dz into it, and BLAS does the weight
+    gradients after (``_grads_by_blas``)."""
     T, Bp = dZ.shape[1], dZ.shape[2]
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
@@ -510,9 +537,25 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
             for item in range(first, last):
                 v, m0 = item // n_rg, (item % n_rg) * RG
                 _backward_tile(s, v, m0, min(m0 + RG, Bp), dZ, dc, dh, dy, dh_n, W_b, G,
-                               tanh_c, cs, lengths, reverse)
+                               tanh_c, cs, lengths, reverse, dZ_mat)
             barrier(sync, (T + 1 - s) * n_workers)        # all of dz_{s-1} is written
-        _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0, claims)
+        if dZ_mat.size == 0:
+            _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0, claims)
+
+
+@njit(cache=True, error_model="numpy")
+def _grads_by_blas(dZ_mat, x, h, W_ih, dW_ih, dW_hh, db, dx):
+    """``_weight_grads``' sums over all steps by BLAS, for large shapes (``BLAS_GRADS_FROM``),
+    from dz in PyTorch's gate-major columns, dZ_mat (T Bp, 4H), as ``lstm.py``'s backward:
+
+        dW_ih = dZ^T X  (4H, Ip)    dW_hh = dZ^T H_prev  (4H, Hp)    dx = dZ W_ih  (T Bp, I)
+
+    and db = column sums of dZ. x (T Bp, Ip), h (T Bp, Hp): the padded inputs, so dW_ih and
+    dW_hh have Ip and Hp columns, of which the first I and H are the gradients."""
+    column_sums(dZ_mat, db)
+    dot_into(dZ_mat.T, x, dW_ih)
+    dot_into(dZ_mat.T, h, dW_hh)
+    dot_into(dZ_mat, W_ih, dx)
 
 
 def _weight_grad_args(x_p, hs, W_ig):
@@ -552,20 +595,35 @@ def backward(dy, dh_n, dc_n, cache):
     dZ = empty((Hp // U, T, Bp, 4 * U))         # dL/dz, unit tile u's in dZ[u]
     dc = _padded(dc_n, (Bp, Hp)).copy()
     dh = empty((Bp, Hp))                         # dL/dh of each step; ends as dh0
-    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
-    dW_ih_T, dW_hh_T, dx, db = wg[3:]
+    by_blas = _blas_grads(T, Bp, I, H)
+    if by_blas:                                  # the team skips them: placeholders, same types
+        wg = (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), np.zeros((0, 0, 0), np.float32),
+              *(np.zeros((0, 0), np.float32) for _ in range(3)), np.zeros(0, np.float32))
+        dZ_mat = empty((T, Bp, 4 * H), np.float32)
+    else:
+        wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64))
+        dZ_mat = np.zeros((0, 0, 0), np.float32)
     n_workers = team_size((Hp // V) * -(-Bp // RG))
     with one_team():                             # (workqueue: one at a time)
         _backward_core(dZ, dc, dh, _padded(dy, (T, Bp, Hp)), _padded(dh_n, (Bp, Hp)),
                        _pack_rows(W_hh, H, Hp, Hp), G, tanh_c, cs, lengths_p, int(reverse), *wg,
-                       n_workers, np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64))
+                       n_workers, np.zeros(1, np.int64), np.zeros((2, n_workers), np.int64),
+                       dZ_mat)
 
-    # back from gate tile order (columns of dZ) to PyTorch's gate-major rows
-    dW_ih, dW_hh, db_out = (empty((4 * H, I), np.float32), empty((4 * H, H), np.float32),
-                            empty((4 * H, 1), np.float32))
-    _unpack_grad(dW_ih_T, H, I, _GATES, Z, dW_ih)
-    _unpack_grad(dW_hh_T, H, H, _GATES, Z, dW_hh)
-    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _GATES, Z, db_out)
-    db = db_out.reshape(4 * H)
-    dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
+    if by_blas:
+        dW_ih, dW_hh = empty((4 * H, Ip), np.float32), empty((4 * H, Hp), np.float32)
+        db, dx = empty(4 * H, np.float32), empty((T * Bp, I), np.float32)
+        _grads_by_blas(dZ_mat.reshape(T * Bp, 4 * H), wg[0], wg[1], W_ih, dW_ih, dW_hh, db, dx)
+        dW_ih = dW_ih if Ip == I else np.ascontiguousarray(dW_ih[:, :I])
+        dW_hh = dW_hh if Hp == H else np.ascontiguousarray(dW_hh[:, :H])
+        dx_s = dx.reshape(T, Bp, I)[:, :B]
+    else:                                        # back from gate tile order (columns of dZ)
+        dW_ih_T, dW_hh_T, dx, db = wg[3:]        # to PyTorch's gate-major rows
+        dW_ih, dW_hh, db_out = (empty((4 * H, I), np.float32), empty((4 * H, H), np.float32),
+                                empty((4 * H, 1), np.float32))
+        _unpack_grad(dW_ih_T, H, I, _GATES, Z, dW_ih)
+        _unpack_grad(dW_hh_T, H, H, _GATES, Z, dW_hh)
+        _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _GATES, Z, db_out)
+        db = db_out.reshape(4 * H)
+        dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
     return np.ascontiguousarray(dx_s), dW_ih, dW_hh, db, dh[:B, :H].copy(), dc[:B, :H].copy()
