@@ -31,7 +31,10 @@ side by side (the *gate tile* order below), so one tile has everything its cell 
         dz_s, dc     = the cell's derivatives for those units                     (4)-(2)
 
 The weight gradients are sums over all steps: three big products after the last step, plus
-the column sums of dZ for db, as in ``lstm.py``.
+the column sums of dZ for db, as in ``lstm.py``. The team computes them with its register tile;
+for large layers on AVX-512 CPUs (``BLAS_GRADS_MIN_H``), where OpenBLAS runs such products
+faster, the steps also write dz in PyTorch's gate-major columns and BLAS does them after the
+pass (``_grads_by_blas``).
 
 Threads. Tiles of one step share nothing they write, so threads can split them without locks,
 but step s needs all of h_{s-1}: there is a barrier after every step. One ``prange`` per step
