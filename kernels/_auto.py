@@ -35,7 +35,7 @@ alternated rounds: (100, 64, 512, 512) medians 341 / 317 (11 rounds; forward 123
 keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 MB). The GRU did
 not: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122.
 
-Sequence length, on AVX2. A tiled call pays a fixed cost before its first step (the team's start,
+Sequence length. A tiled call pays a fixed cost before its first step (the team's start,
 the weights packed into tiles: W_ih and W_hh for each pass) that the serial kernels do not, and
 wins it back step by step; the bounds above, measured at T = 32 to 100, leave T out. On the AMD
 EPYC (Zen 3) on 2026-12-02, kernels fwd+bwd, serial / tiled time, medians of 11 alternated rounds
@@ -53,8 +53,16 @@ than 171 and 341 say ((8, 32) 0.88 / 0.84; (16, 32) the GRU 0.91, the LSTM 1.10:
 as now). So on AVX2
 a call is tiled from MIN_STEPS_FOR = 128, and then already from LOW_WORK multiply-adds per step
 where H fills two backward tiles (Hp >= 128: with one, one worker does all of the backward's
-steps; at H = 64, below MIN_WORK as before, the GRU was mixed: 0.86-1.22). AVX-512 keeps the
-rule above (not measured there).
+steps; at H = 64, below MIN_WORK as before, the GRU was mixed: 0.86-1.22). On AVX-512 the same
+shapes, measured on a 2-core Xeon on 2026-12-02 (``benchmarks/choices``, 9 rounds, LSTM / GRU
+B / A; ``results/cpu_xeon480_choices_len_5b6fbc6.json``), said the same: below 128 serial
+faster where MIN_WORK had said tiled ((4, 16, 16, 128) 0.70 / 0.63, (8, 16, 2, 128) 0.82 / 0.75,
+(4, 32, 64, 256) 0.90 / 0.83, (8, 16, 64, 256) 0.88 / 0.79), long ones below it tiled faster or
+level ((100, 8, 64, 128) 1.24 / 1.06, (64, 8, 32, 128) 1.15 / 0.96, (32, 8, 64, 128) 1.02 /
+0.91); where both rules say tiled, 1.05-1.23 / 0.89-1.05. Of the 26 rows the old rule took the
+slower side at 13 (by up to 1.6x), this one at 5, by 5-12 % (the GRU at (32, 8, 64, 128),
+(24, 8, 64, 128), (12, 16, 64, 128), (8, 32, 128, 256), and the LSTM at (24, 8, 64, 128)), so it
+holds on both.
 """
 
 import numpy as np
@@ -70,9 +78,9 @@ LARGE_TILED_MAX_H = {4: 512} if VECTOR == 16 else {}   # per G: tiled above MAX_
 WIDE_MIN_H = 256          # hidden units from which a wide input sends a call to the serial kernels
 WIDE_INPUT = {4: 3, 3: 2}  # per gate count G: how many times H the input width I must reach
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
-# AVX2 only (None elsewhere): the length T B H / (H + I) a tiled call needs, and the smaller
-# per-step work from which one that long is tiled where Hp >= 2 tiles ("Sequence length" above)
-MIN_STEPS_FOR = 128 if VECTOR == 8 else None
+# The length T B H / (H + I) a tiled call needs, and the smaller per-step work from which one
+# that long is tiled where Hp >= 2 tiles ("Sequence length" above)
+MIN_STEPS_FOR = 128
 LOW_WORK = 3 << 17        # B G H H of (., 8, ., 128) for the GRU (the LSTM's is 2^19)
 
 
@@ -103,10 +111,9 @@ def uses_tiled(gates, dtype, T, B, I, H):
     work = B * gates * H * H
     Hp = tiled_width(H)
     big_enough = MIN_WORK[gates] <= work
-    if MIN_STEPS_FOR is not None:                      # AVX2: long enough to pay, see above
-        if T * B * H < MIN_STEPS_FOR * (H + I):
-            return False
-        big_enough = big_enough or (Hp >= 2 * TILE_UNITS and LOW_WORK <= work)
+    if T * B * H < MIN_STEPS_FOR * (H + I):            # long enough to pay, see above
+        return False
+    big_enough = big_enough or (Hp >= 2 * TILE_UNITS and LOW_WORK <= work)
     small_enough = work <= MAX_WORK or H <= LARGE_TILED_MAX_H.get(gates, 0)
     return (np.dtype(dtype) == np.float32 and big_enough and small_enough
             and 8 * (Hp - H) <= Hp)

@@ -129,16 +129,15 @@ def test_exactly_one_eighth_padding_still_takes_the_tiled_kernels():
     assert not lstm_tiled.use_tiled(np.float32, 64, 32, 1, 111)  # 17 of 128
 
 
-def test_on_avx2_a_tiled_call_must_be_long_enough_to_pay(monkeypatch):
-    """kernels/_auto.py, "Sequence length": with MIN_STEPS_FOR set (AVX2), T B H / (H + I) >= 128
-    decides, and then H = 128 pays from LOW_WORK per step; without it (AVX-512) the old bounds."""
-    from kernels import _auto, _gemm
-    assert _auto.MIN_STEPS_FOR == (128 if _gemm.VECTOR == 8 else None)
+def test_a_tiled_call_must_be_long_enough_to_pay():
+    """kernels/_auto.py, "Sequence length": T B H / (H + I) >= MIN_STEPS_FOR = 128 decides, on
+    AVX2 and AVX-512 alike, and then H = 128 pays from LOW_WORK per step."""
+    from kernels import _auto
+    assert _auto.MIN_STEPS_FOR == 128
 
     def tiled(gates, T, B, I, H):
         return _auto.uses_tiled(gates, np.float32, T, B, I, H)
 
-    monkeypatch.setattr(_auto, "MIN_STEPS_FOR", 128)
     for g in (4, 3):
         assert tiled(g, 12, 16, 64, 128)           # 12 * 16 * 128 / 192 = 128: long enough
         assert not tiled(g, 8, 16, 2, 128)         # 126: not (though above MIN_WORK)
@@ -149,11 +148,6 @@ def test_on_avx2_a_tiled_call_must_be_long_enough_to_pay(monkeypatch):
         assert not tiled(g, 64, 4, 64, 256)        # MIN_B still holds
     assert tiled(4, 64, 64, 1, 64)                 # 2^20 per step at H = 64 (the LSTM's MIN_WORK)
     assert not tiled(3, 64, 8, 1, 64)              # 3 * 2^15 < LOW_WORK, and one tile
-    monkeypatch.setattr(_auto, "MIN_STEPS_FOR", None)
-    for g in (4, 3):
-        assert tiled(g, 4, 16, 16, 128)            # the old rule: T is not asked
-    assert not tiled(4, 32, 8, 64, 128)            # 2^19 < MIN_WORK[4]
-    assert not tiled(3, 32, 8, 64, 128)            # 3 * 2^17 < MIN_WORK[3]
 
 
 # -- kernels/_ahead.py ------------------------------------------------------------------------
