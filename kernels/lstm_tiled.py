@@ -58,6 +58,7 @@ zero weights and bias, so they stay exactly 0 and add nothing to any product). I
     tanh_c   (T, Bp, Hp)         tanh(c_t), kept for the backward
     dZ       (Hp/16, T, Bp, 64)  per gate tile u: dL/dz, 0 on padding; dZ[u] is one contiguous
                                  (T Bp, 64) block, a ready operand of the weight-gradient products
+                                 (when BLAS does those, ``_grads_by_blas``, a ring of 2 steps)
     W_f      (Hp/16, Hp, 64)     W_f[u, k, 16g + jj] = W_hh[g H + 16u + jj, k]     (W_i likewise)
     W_b      (Hp/64, 4Hp, 64)    W_b[v, 64u + 16g + jj, l] = W_hh[g H + 16u + jj, 64v + l]
 
@@ -392,12 +393,13 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
     The product runs over dz_s one gate tile (64 columns, ``dZ[a, s]``) at a time; dh: (Bp, Hp)
     holds the partial sums between them and ends holding dL/dh_{s-1}, which after the last call
     (s = 0) is dh0. ``dZ_mat`` (T, Bp, 4H), unless empty: dz once more, in PyTorch's gate-major
-    columns, for ``_grads_by_blas``.
+    columns, for ``_grads_by_blas``; then dZ need only hold the steps s and s-1, and may be
+    a ring of two (step t in dZ[:, t % 2]).
     """
     _prefer_512_bit()
     one, zero = np.float32(1), np.float32(0)             # (a bare 0 or 1 would make float64)
     H = dZ_mat.shape[2] // 4                             # (0 when dZ_mat is empty)
-    n_u, T = dZ.shape[0], dZ.shape[1]
+    n_u, T, ring = dZ.shape[0], tanh_c.shape[0], dZ.shape[1]   # ring: T, or 2 (above)
     n_a = n_u if s < T else 1                            # gate tiles of dz_s to sum over
     c0 = v * V
     acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1} of 4 rows x 64 units
@@ -413,7 +415,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                     acc[r, :] = 0
             for a in range(a0, a1 if s < T else a0):     # (1): acc += dz_s[rows] W_hh
                 W_c = W_b[v, a * 4 * U:(a + 1) * 4 * U]  # (64, 64)
-                A_c = dZ[a, s, m:m + R]                  # (4, 64): gate tile a of dz_s
+                A_c = dZ[a, s % ring, m:m + R]           # (4, 64): gate tile a of dz_s
                 mac(acc, A_c, W_c, R, V)
             for r in range(R):
                 _copy_row(acc[r], dh[m + r, c0:c0 + V])
@@ -425,7 +427,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 L = lengths[b]
                 if t >= L:                               # (5): padding takes no gradient
                     for q in range(n_q):
-                        dZ[v * n_q + q, t, b, :] = 0
+                        dZ[v * n_q + q, t % ring, b, :] = 0
                     for g4 in range(4):
                         for j in range(min(c0, H), min(c0 + V, H)):
                             dZ_mat[t, b, g4 * H + j] = 0
@@ -449,7 +451,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                         out[2, j] = dc_t * i * (one - g * g)
                         out[3, j] = dh_t * tc * o * (one - o)                    # (4), (2)
                     _copy_row(out[4], dc_b)
-                    dz = dZ[u, t, b]
+                    dz = dZ[u, t % ring, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
                     for g4 in range(4):                  # (nothing when dZ_mat is empty)
@@ -531,7 +533,7 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
     after each (dc: dc_n in, dc0 out; dh ends as dh0), then the weight gradients; or, with a
     ``dZ_mat`` (not empty), the steps also write dz into it, and BLAS does the weight
     gradients after (``_grads_by_blas``)."""
-    T, Bp = dZ.shape[1], dZ.shape[2]
+    T, Bp = tanh_c.shape[0], dZ.shape[2]
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
     for w in prange(n_workers):
@@ -595,10 +597,10 @@ def backward(dy, dh_n, dc_n, cache):
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
 
-    dZ = empty((Hp // U, T, Bp, 4 * U))         # dL/dz, unit tile u's in dZ[u]
-    dc = _padded(dc_n, (Bp, Hp)).copy()
-    dh = empty((Bp, Hp))                         # dL/dh of each step; ends as dh0
     by_blas = _blas_grads(T, Bp, I, H)
+    dZ = empty((Hp // U, 2 if by_blas else T, Bp, 4 * U))   # dL/dz, tile u's in dZ[u]; with
+    dc = _padded(dc_n, (Bp, Hp)).copy()                     # BLAS a ring of two steps
+    dh = empty((Bp, Hp))                         # dL/dh of each step; ends as dh0
     if by_blas:                                  # the team skips them: placeholders, same types
         wg = (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), np.zeros((0, 0, 0), np.float32),
               *(np.zeros((0, 0), np.float32) for _ in range(3)), np.zeros(0, np.float32))
