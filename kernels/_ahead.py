@@ -66,9 +66,9 @@ SPECS = {
     ("rnn", "steps"): ("kernels.rnn", "_forward_core", "_backward_core",
                        "3 2 2 1 2 3 3 2  3 2 2 2 p3 2 i1 i  3"),
     ("lstm", "tiled"): ("kernels.lstm_tiled", "_forward_core", "_backward_core",
-                        "4 2 2 3 2 3 4 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 3"),
+                        "4 2 2 3 2 3 4 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 3 i"),
     ("gru", "tiled"): ("kernels.gru_tiled", "_forward_core", "_backward_core",
-                       "4 2 2 3 2 3 4 3 i1 i  2 2 3 2 2 2 1 i i1 i2"),
+                       "4 2 2 3 2 3 4 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i"),
 }
 
 # The child gets this process's sys.path (so it imports the same ``kernels``, NumPy and Numba)

@@ -36,8 +36,9 @@ from ._gemm import _prefer_512_bit, _stack_tile, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
 from ._auto import uses_tiled
-from .lstm_tiled import (KC, R, RG, SLABS, V, _copy_row, _input_part, _pack_cols, _pack_rows,
-                         _padded, _round_up, _unpack_grad, _weight_grad_args, _weight_grads)
+from .lstm_tiled import (KC, R, RG, SLABS, V, _backward_rows, _copy_row, _input_part, _pack_cols,
+                         _pack_rows, _padded, _round_up, _rows_of, _unpack_grad,
+                         _weight_grad_args, _weight_grads)
 
 __all__ = ["use_tiled", "forward", "backward"]
 
@@ -246,20 +247,28 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
 
 @njit(cache=True, parallel=True)
 def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
-                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims):
-    """The whole backward pass by a team: the steps backwards with a barrier after each (dh
-    ends as dh0), then the weight gradients (``lstm_tiled``'s)."""
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims, by_rows):
+    """The whole backward pass by a team: the steps backwards (dh ends as dh0), by rows or by
+    units as ``lstm_tiled``'s (``by_rows``), then the weight gradients (``lstm_tiled``'s)."""
     T, Bp = dG.shape[1], dG.shape[2]
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
     for w in prange(n_workers):
-        first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
-        for s in range(T, -1, -1):
-            for item in range(first, last):
-                v, m0 = item // n_rg, (item % n_rg) * RG
-                _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G, hs,
-                               lengths, reverse)
-            barrier(sync, (T + 1 - s) * n_workers)
+        if by_rows:                                      # rows of its own, no barrier per step
+            m0, m1 = _rows_of(w, n_workers, Bp)
+            for s in range(T, -1, -1):
+                for v in range(W_b.shape[0]):
+                    _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths,
+                                   reverse)
+            barrier(sync, n_workers)                     # all of dG is written
+        else:                                            # tiles of units, a barrier per step
+            first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
+            for s in range(T, -1, -1):
+                for item in range(first, last):
+                    v, m0 = item // n_rg, (item % n_rg) * RG
+                    _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G,
+                                   hs, lengths, reverse)
+                barrier(sync, (T + 1 - s) * n_workers)
         _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U, claims)
 
 
@@ -283,7 +292,7 @@ def backward(dy, dh_n, cache):
         _backward_core(dG, dh, zeros((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
                        _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
                        lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
-                       np.zeros((2, n_workers), np.int64))
+                       np.zeros((2, n_workers), np.int64), _backward_rows(Bp, n_workers))
     # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
     dW_ih, dW_hh = empty((3 * H, I), np.float32), empty((3 * H, H), np.float32)
     db_ih, db_hh = empty((3 * H, 1), np.float32), empty((3 * H, 1), np.float32)

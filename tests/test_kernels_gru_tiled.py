@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels.reference as ref
-from kernels import gru, gru_tiled
+from kernels import gru, gru_tiled, lstm_tiled
 
 
 def _problem(rng, T, B, I, H, scale=0.3):
@@ -110,6 +110,34 @@ def test_same_bits_with_one_thread_or_all():
         numba.set_num_threads(before)
     for u, v in zip(runs[0], runs[-1]):
         np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
+    (6, 8, 5, 64, False, False),      # two register tiles of rows, one for each worker
+    (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
+    (4, 21, 7, 130, True, False),     # Bp = 24, three backward tiles of units
+])
+def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, H, ragged,
+                                                          reverse):
+    """As the LSTM's: the backward's steps by rows or by units, the same bits."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread only: the backward runs one worker, by units")
+    rng = np.random.default_rng(11)
+    args = _f32(*_problem(rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    dy, dh_n = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)))
+    *_, cache = gru.gru_forward(*args, lengths=lengths, reverse=reverse, path="tiled")
+    assert lstm_tiled._backward_rows(-(-B // 4) * 4, 2) == 1
+    rows = gru.gru_backward(dy, dh_n, cache)
+    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
+    units = gru.gru_backward(dy, dh_n, cache)
+    for a, b in zip(rows, units):
+        np.testing.assert_array_equal(a, b)
+    *_, cache_r = ref.gru_forward(*[a.astype(np.float64) for a in args], lengths=lengths,
+                                  reverse=reverse)
+    want = ref.gru_backward(dy.astype(np.float64), dh_n.astype(np.float64), cache_r)
+    for a, w in zip(rows, want):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4)
 
 
 def test_path_argument_is_checked():

@@ -122,6 +122,58 @@ def test_same_bits_with_one_thread_or_all():
         np.testing.assert_array_equal(u, v)
 
 
+@pytest.mark.parametrize("by_blas", [False, True])
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
+    (6, 8, 5, 64, False, False),      # two register tiles of rows, one for each worker
+    (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
+    (4, 21, 7, 130, True, False),     # Bp = 24, three backward tiles of units
+])
+def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, H, ragged,
+                                                          reverse, by_blas):
+    """The backward's steps shared out by rows (each worker its own sequences, no barrier per
+    step) or by units (a barrier per step) compute every tile's sums alike: the same bits,
+    with the team's weight gradients and with BLAS's."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread only: the backward runs one worker, by units")
+    rng = np.random.default_rng(11)
+    args = _f32(*_problem(rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    dy, dh_n, dc_n = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)),
+                          rng.standard_normal((B, H)))
+    *_, cache = lstm.lstm_forward(*args, lengths=lengths, reverse=reverse, path="tiled")
+    if by_blas:
+        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
+        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
+    Bp = -(-B // lstm_tiled.R)
+    assert lstm_tiled._backward_rows(Bp * lstm_tiled.R, 2) == 1
+    rows = lstm.lstm_backward(dy, dh_n, dc_n, cache)
+    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
+    assert lstm_tiled._backward_rows(Bp * lstm_tiled.R, 2) == 0
+    units = lstm.lstm_backward(dy, dh_n, dc_n, cache)
+    for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), rows, units):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    *_, cache_r = ref.lstm_forward(*[a.astype(np.float64) for a in args], lengths=lengths,
+                                   reverse=reverse)
+    want = ref.lstm_backward(*[a.astype(np.float64) for a in (dy, dh_n, dc_n)], cache_r)
+    for name, a, w in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), rows, want):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_rows_of_splits_whole_register_tiles():
+    """_rows_of: contiguous ranges of whole 4-row tiles that cover 0 ... Bp-1 once."""
+    for Bp in (8, 12, 24, 36):
+        for n in (2, 3):
+            if Bp < n * lstm_tiled.R:
+                continue
+            ranges = [lstm_tiled._rows_of(w, n, Bp) for w in range(n)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == Bp
+            for (a0, a1), (b0, _) in zip(ranges, ranges[1:]):
+                assert a1 == b0
+            assert all(m0 % 4 == 0 and m1 - m0 >= 4 for m0, m1 in ranges)
+    assert lstm_tiled._backward_rows(4, 2) == 0               # one tile of rows: by units
+    assert lstm_tiled._backward_rows(8, 1) == 0               # one worker: by units
+
+
 def test_path_argument_is_checked():
     rng = np.random.default_rng(5)
     args = _problem(rng, 2, 8, 3, 64)
