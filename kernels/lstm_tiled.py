@@ -101,9 +101,14 @@ V = 64         # hidden units per backward tile
 Z = 4 * U      # columns of z per gate tile (i, f, g, o of U units)
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk of the products in ``_gemm_tile``: a (128, 64) float32 slice of W, 32 KB
-KC_STEP = 64   # k-chunk of the forward steps' product: a (64, 64) slice of W_f[u] (16 KB) and the
-               # row group's (32, 64) slice of h_{s-1} (8 KB) fit in a 32 KB L1 together (with
-               # 128 they did not: forward (64, 32, 128, 256) 1-6 % faster with 64, AMD EPYC)
+KC_STEP = 128 if VECTOR == 16 else 64
+               # k-chunk of the forward's products (steps and input part). With 64, a (64, 64)
+               # slice of W_f[u] (16 KB) and the row group's (32, 64) slice of h_{s-1} (8 KB) fit
+               # in a 32 KB L1 together (with 128 they did not: forward (64, 32, 128, 256) 1-6 %
+               # faster with 64, AMD EPYC, AVX2). The AVX-512 Xeons have 48 KB, and there 128
+               # halves the passes of the accumulators through memory: forward 2-4 % faster at
+               # (64, 32, 128, 256), (100, 64, 256, 256) and (32, 64, 512, 512), level at
+               # (32, 16, 64, 128) and (100, 64, 512, 512) (three processes each, 2026-12-03)
 SLABS = 2      # gate tiles of dz per k-chunk in the backward step (2 x 16 KB of W_b)
 IN_ROWS = 128  # rows of x per item of the input part (``_input_part``): 128 x Ip floats stay in
                # L2 (256 KB at Ip = 512) while a range of unit tiles' W_i passes over them
@@ -255,8 +260,8 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
     """Step s for rows m0 ... m1-1 (a multiple of R) and units 16u ... 16u+15: equations (1)-(5).
 
     (1) in registers: ``mac`` loads 4 rows of G (the input part + bias), adds h_{s-1} W_f[u]
-    to them k-chunk by k-chunk (each 16 KB chunk of W_f[u] is read from L2 once, then reused
-    from L1 by every row block) and stores them back: ``_gemm_tile``'s loop, written out here
+    to them k-chunk by k-chunk (each chunk of W_f[u], KC_STEP rows, is read from L2 once, then
+    reused from L1 by every row block) and stores them back: ``_gemm_tile``'s loop, written out here
     so that after the last chunk the cell (2)-(5) runs on those rows while they are in L1. The
     activated gates replace z in G, for the backward. (One loop over all 64 entries with
     g = 2 sig(2z) - 1 had been tried: the three loops here were 1-5 % faster in 4 of 4 paired
@@ -308,7 +313,7 @@ def _input_part(w, n_workers, x, W_i, bias, G, taken):
     for all unit tiles u (X: the T Bp rows of x, G[u] a contiguous (T Bp, 64) block). The unit
     tiles are split into n_workers equal ranges, and an item is one range's tiles on a panel
     of up to IN_ROWS rows of X: the panel stays in L2 while the range's W_i[u] pass over it in
-    64-row chunks (KC_STEP: 16 KB, in L1 over the panel's row blocks). Items are claimed
+    chunks of KC_STEP rows (16 or 32 KB, in L1 over the panel's row blocks). Items are claimed
     (``_team.claim``, ``taken``: (n_workers,) zeros), so worker w first does its own range's
     panels, mostly the tiles it will own in the steps; returns how many it did. (Items of one
     unit tile over all rows read all of X once per tile: the input part at (100, 64, 512,
