@@ -37,7 +37,7 @@ from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
 from ._auto import uses_tiled
 from .lstm_tiled import (KC, R, RG, SLABS, V, _backward_rows, _copy_row, _input_part, _pack_cols,
-                         _pack_rows, _padded, _round_up, _rows_of, _unpack_grad,
+                         _pack_rows, _padded, _round_up, _rows_of, _unpack, _unpack_grad,
                          _weight_grad_args, _weight_grads)
 
 __all__ = ["use_tiled", "forward", "backward"]
@@ -296,10 +296,10 @@ def backward(dy, dh_n, cache):
     # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
     dW_ih, dW_hh = empty((3 * H, I), np.float32), empty((3 * H, H), np.float32)
     db_ih, db_hh = empty((3 * H, 1), np.float32), empty((3 * H, 1), np.float32)
-    _unpack_grad(dW_ih_T, H, I, _WIN, GH, dW_ih)
-    _unpack_grad(dW_hh_T, H, H, _DGH, GH, dW_hh)
-    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGI, 4 * U, db_ih)
-    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGH, 4 * U, db_hh)
+    _unpack(dW_ih_T, H, I, _WIN, GH, dW_ih)
+    _unpack(dW_hh_T, H, H, _DGH, GH, dW_hh)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGI, 4 * U, db_ih, 0, 1)
+    _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _DGH, 4 * U, db_hh, 0, 1)
     dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
     return (np.ascontiguousarray(dx_s), dW_ih, dW_hh, db_ih.reshape(3 * H),
             db_hh.reshape(3 * H), dh[:B, :H].copy())

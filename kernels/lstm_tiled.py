@@ -139,9 +139,10 @@ PACK_K = 16                # columns of W per pass of ``_pack_cols_into``: one c
 
 
 @njit(cache=True)
-def _pack_cols_into(W, H, blocks, out):
+def _pack_cols_into(W, H, blocks, out, part, parts):
     """W (G H, K) -> out (Hp/16, Kp, width): out[u, k, 16 blocks[g] + jj] = W[g H + 16u + jj, k],
-    every other entry of ``out`` (padding units, columns k >= K, unused blocks) zero.
+    every other entry of ``out`` (padding units, columns k >= K, unused blocks) zero. Tiles u
+    of ``part`` of ``parts`` equal ranges only (``_in_parts``).
 
     Tile by tile, PACK_K columns of W at a time: each of the tile's rows of W gives one cache
     line, and the writes stay in PACK_K rows of ``out``, zeroed first while they are in L1
@@ -150,7 +151,8 @@ def _pack_cols_into(W, H, blocks, out):
     W_hh at H = 512 took 2.35 ms (its buffer included), now 0.73. Plain element loops, no
     slice assignments: those compile through Numba's broadcasting code (``_common.copy_row``)."""
     G, K, Kp = blocks.size, W.shape[1], out.shape[1]
-    for u in range(out.shape[0]):
+    n_t = out.shape[0]
+    for u in range(part * n_t // parts, (part + 1) * n_t // parts):
         n = max(0, min(U, H - u * U))                    # real units in tile u
         for k0 in range(0, Kp, PACK_K):
             k1 = min(k0 + PACK_K, Kp)
@@ -165,14 +167,16 @@ def _pack_cols_into(W, H, blocks, out):
 
 
 @njit(cache=True)
-def _pack_rows_into(W, H, blocks, per_tile, out):
+def _pack_rows_into(W, H, blocks, per_tile, out, part, parts):
     """W (G H, K) -> out (K'/64, Hp/16 per_tile, 64), rows in gate tile order, columns in tiles
     of 64: out[c, per_tile u + 16 blocks[g] + jj, l] = W[g H + 16u + jj, 64 c + l], every other
-    entry zero. One tile's rows (per_tile x 64) at a time, zeroed first while they are in L1."""
+    entry zero. One tile's rows (per_tile x 64) at a time, zeroed first while they are in L1;
+    tiles u of ``part`` of ``parts`` equal ranges only (``_in_parts``)."""
     K = W.shape[1]
+    n_t = out.shape[1] // per_tile
     for c in range(out.shape[0]):
         k0, k1 = c * 64, min(c * 64 + 64, K)
-        for u in range(out.shape[1] // per_tile):
+        for u in range(part * n_t // parts, (part + 1) * n_t // parts):
             r0 = u * per_tile
             for r in range(r0, r0 + per_tile):
                 for l in range(64):
@@ -190,15 +194,18 @@ UNPACK_ROWS = 16           # rows of dW_T per pass of ``_unpack_grad``: each row
 
 
 @njit(cache=True)
-def _unpack_grad(dW_T, H, K, blocks, per_tile, out):
+def _unpack_grad(dW_T, H, K, blocks, per_tile, out, part, parts):
     """dW_T (K', Hp/16 per_tile), columns in gate tiles of per_tile -> out (G H, K) in PyTorch's
     row order, G = blocks.size: gate g of unit j = 16u + jj from column per_tile u +
     16 blocks[g] + jj (the LSTM: blocks 0 1 2 3, 64 per tile; the GRU: ``gru_tiled``).
 
     UNPACK_ROWS rows of dW_T at a time, every column of them, so that each cache line read is
     used whole: walking one column down all K rows read rows 4 KB apart (Hp = 256), which share
-    an L1 set, and took 4x as long ((256, 1024) -> (1024, 256): 1.1 ms against 0.28 ms)."""
-    for k0 in range(0, K, UNPACK_ROWS):
+    an L1 set, and took 4x as long ((256, 1024) -> (1024, 256): 1.1 ms against 0.28 ms).
+    Passes of ``part`` of ``parts`` equal ranges only (``_in_parts``)."""
+    n_k = -(-K // UNPACK_ROWS)
+    for p in range(part * n_k // parts, (part + 1) * n_k // parts):
+        k0 = p * UNPACK_ROWS
         k1 = min(k0 + UNPACK_ROWS, K)
         for g in range(blocks.size):
             for j in range(H):
@@ -207,10 +214,43 @@ def _unpack_grad(dW_T, H, K, blocks, per_tile, out):
                     out[g * H + j, k] = dW_T[k, col]
 
 
+PARTS_FROM = 1 << 15        # numbers moved from which a (un)packing runs on the whole team
+
+
+@njit(cache=True, parallel=True)
+def _pack_cols_parts(W, H, blocks, out, parts):
+    for p in prange(parts):
+        _pack_cols_into(W, H, blocks, out, p, parts)
+
+
+@njit(cache=True, parallel=True)
+def _pack_rows_parts(W, H, blocks, per_tile, out, parts):
+    for p in prange(parts):
+        _pack_rows_into(W, H, blocks, per_tile, out, p, parts)
+
+
+@njit(cache=True, parallel=True)
+def _unpack_grad_parts(dW_T, H, K, blocks, per_tile, out, parts):
+    for p in prange(parts):
+        _unpack_grad(dW_T, H, K, blocks, per_tile, out, p, parts)
+
+
+def _in_parts(size):
+    """How many parts a (un)packing of ``size`` numbers is split into, one per worker: the whole
+    team from PARTS_FROM (its own parallel region: at (64, 32, 128, 256) the LSTM's six
+    packings took 0.61 ms on one core, a twenty-fifth of fwd+bwd), else 1 (no region)."""
+    return team_size(size // PARTS_FROM) if size >= PARTS_FROM else 1
+
+
 def _pack_cols(W, H, Hp, Kp, blocks=_GATES, width=Z):
     """(G H, K) -> (Hp/16, Kp, width): W^T in gate tiles (W_f, W_i; the bias with K = 1)."""
     out = empty((Hp // U, Kp, width))
-    _pack_cols_into(W, H, blocks, out)
+    parts = _in_parts(out.size)
+    if parts > 1:
+        with one_team():
+            _pack_cols_parts(W, H, blocks, out, parts)
+    else:
+        _pack_cols_into(W, H, blocks, out, 0, 1)
     return out
 
 
@@ -218,8 +258,23 @@ def _pack_rows(W, H, Hp, Kp, blocks=_GATES, per_tile=Z):
     """(G H, K) -> (Kp/64, Hp/16 per_tile, 64): W in backward tiles (W_b from W_hh, W_ig from
     W_ih)."""
     out = empty((Kp // 64, Hp // U * per_tile, 64))
-    _pack_rows_into(W, H, blocks, per_tile, out)
+    parts = _in_parts(out.size)
+    if parts > 1:
+        with one_team():
+            _pack_rows_parts(W, H, blocks, per_tile, out, parts)
+    else:
+        _pack_rows_into(W, H, blocks, per_tile, out, 0, 1)
     return out
+
+
+def _unpack(dW_T, H, K, blocks, per_tile, out):
+    """``_unpack_grad`` into ``out`` (G H, K), on the team where it is large (``_in_parts``)."""
+    parts = _in_parts(out.size)
+    if parts > 1:
+        with one_team():
+            _unpack_grad_parts(dW_T, H, K, blocks, per_tile, out, parts)
+    else:
+        _unpack_grad(dW_T, H, K, blocks, per_tile, out, 0, 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,9 +723,9 @@ def backward(dy, dh_n, dc_n, cache):
         dW_ih_T, dW_hh_T, dx, db = wg[3:]        # to PyTorch's gate-major rows
         dW_ih, dW_hh, db_out = (empty((4 * H, I), np.float32), empty((4 * H, H), np.float32),
                                 empty((4 * H, 1), np.float32))
-        _unpack_grad(dW_ih_T, H, I, _GATES, Z, dW_ih)
-        _unpack_grad(dW_hh_T, H, H, _GATES, Z, dW_hh)
-        _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _GATES, Z, db_out)
+        _unpack(dW_ih_T, H, I, _GATES, Z, dW_ih)
+        _unpack(dW_hh_T, H, H, _GATES, Z, dW_hh)
+        _unpack_grad(db.reshape(1, 4 * Hp), H, 1, _GATES, Z, db_out, 0, 1)
         db = db_out.reshape(4 * H)
         dx_s = dx.reshape(T, Bp, Ip64)[:, :B, :I]
     return np.ascontiguousarray(dx_s), dW_ih, dW_hh, db, dh[:B, :H].copy(), dc[:B, :H].copy()

@@ -487,11 +487,13 @@ def test_backward_leaves_the_cache_alone(T, B, I, H, ragged, reverse):
 
 @settings(max_examples=25, deadline=None)
 @given(G=st.sampled_from([3, 4]), H=st.integers(1, 70), K=st.integers(1, 70),
-       extra=st.integers(0, 1), per_tile=st.sampled_from([48, 64]), seed=st.integers(0, 2**16))
-def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, seed):
+       extra=st.integers(0, 1), per_tile=st.sampled_from([48, 64]), seed=st.integers(0, 2**16),
+       parts=st.integers(1, 3))
+def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, seed, parts):
     """The packers fill buffers from ``_workspace.empty`` (stale numbers from earlier calls):
     every entry outside the index map must come out zero, whatever was there. Outputs start as
-    NaN here and are compared with the map written out in plain Python."""
+    NaN here and are compared with the map written out in plain Python; in one part or split
+    over a parallel region (``_in_parts``), and the gradients' unpacking likewise."""
     rng = np.random.default_rng(seed)
     G = min(G, per_tile // 16)                           # (48 wide: the GRU's 3 blocks)
     W = rng.standard_normal((G * H, K)).astype(np.float32)
@@ -500,7 +502,10 @@ def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, se
     Kp = -(-K // 64) * 64 + 64 * extra                   # rows (cols) past K stay zero
 
     cols = np.full((Hp // 16, Kp, per_tile), np.nan, np.float32)
-    lstm_tiled._pack_cols_into(W, H, blocks, cols)
+    if parts == 1:
+        lstm_tiled._pack_cols_into(W, H, blocks, cols, 0, 1)
+    else:
+        lstm_tiled._pack_cols_parts(W, H, blocks, cols, parts)
     want = np.zeros_like(cols)
     for g in range(G):
         for j in range(H):
@@ -508,7 +513,10 @@ def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, se
     np.testing.assert_array_equal(cols, want)
 
     rows = np.full((Kp // 64, Hp // 16 * per_tile, 64), np.nan, np.float32)
-    lstm_tiled._pack_rows_into(W, H, blocks, per_tile, rows)
+    if parts == 1:
+        lstm_tiled._pack_rows_into(W, H, blocks, per_tile, rows, 0, 1)
+    else:
+        lstm_tiled._pack_rows_parts(W, H, blocks, per_tile, rows, parts)
     want = np.zeros_like(rows)
     for g in range(G):
         for j in range(H):
@@ -516,6 +524,17 @@ def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, se
                 row = per_tile * (j // 16) + 16 * blocks[g] + j % 16
                 want[k // 64, row, k % 64] = W[g * H + j, k]
     np.testing.assert_array_equal(rows, want)
+
+    dW_T = rng.standard_normal((Kp, Hp // 16 * per_tile)).astype(np.float32)
+    back = np.full((G * H, K), np.nan, np.float32)
+    if parts == 1:
+        lstm_tiled._unpack_grad(dW_T, H, K, blocks, per_tile, back, 0, 1)
+    else:
+        lstm_tiled._unpack_grad_parts(dW_T, H, K, blocks, per_tile, back, parts)
+    for g in range(G):
+        for j in range(H):
+            col = per_tile * (j // 16) + 16 * blocks[g] + j % 16
+            np.testing.assert_array_equal(back[g * H + j], dW_T[:K, col])
 
 
 @pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
