@@ -572,7 +572,10 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
-        dx      = dZ W_ih      (T Bp, Ip)      (outputs zero on entry; W_ig = ``_pack_rows(W_ih)``)
+        dx      = dZ W_ih      (T Bp, Ip)      (W_ig = ``_pack_rows(W_ih)``)
+
+    Every entry of the outputs is written (each product's first k-chunk starts from zero), so
+    they need not be zeroed first.
 
     x, h: (T Bp, Ip), (T Bp, Hp). dZ: (n_u, T, Bp, 64), so gate tile c of dZ is one contiguous
     (T Bp, 64) block, a ready-made right operand. The left operands X^T and H_prev^T are the
@@ -592,6 +595,7 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     TB = T * Bp
     dZ_rows = dZ.reshape(n_u, TB, 64)
     col_sum = np.zeros(64, np.float64)                   # (db: a sum of T*Bp rows, in float64)
+    zero = np.zeros(64, np.float32)                      # each product's first chunk starts here
     c = claim(claims[0], w, n_workers, n_u)
     while c >= 0:
         dZ_c = dZ_rows[c]
@@ -600,16 +604,18 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
             for l in range(64):
                 col_sum[l] += dZ_c[r, l]
         _copy_row(col_sum, db[c * 64:(c + 1) * 64])
-        _gemm_tile(h.T[np.newaxis], dZ_c, width, dW_hh_T, 0, h.shape[1], c * width, KC)
+        _gemm_tile(h.T[np.newaxis], dZ_c, width, dW_hh_T, 0, h.shape[1], c * width, KC,
+                   zero[:width])
         _gemm_tile(x.T[np.newaxis], dZ_c[:, c_in:], width, dW_ih_T, 0, x.shape[1], c * width,
-                   KC)
+                   KC, zero[:width])
         c = claim(claims[0], w, n_workers, n_u)
     n_units = -(-TB // DX_ROWS)
     unit = claim(claims[1], w, n_workers, n_units)
     while unit >= 0:                                     # (TB is a multiple of R)
         m0, m1 = unit * DX_ROWS, min((unit + 1) * DX_ROWS, TB)
         for i in range(W_ig.shape[0]):
-            _gemm_tile(dZ_rows[:, :, c_in:c_in + width], W_ig[i], Z, dx, m0, m1, i * 64, KC)
+            _gemm_tile(dZ_rows[:, :, c_in:c_in + width], W_ig[i], Z, dx, m0, m1, i * 64, KC,
+                       zero)
         unit = claim(claims[1], w, n_workers, n_units)
 
 
@@ -662,15 +668,15 @@ def _grads_by_blas(dZ_mat, x, h, W_ih, dW_ih, dW_hh, db, dx):
 
 def _weight_grad_args(x_p, hs, W_ig):
     """``_weight_grads``' arrays after its two scalars and dZ: x and h_prev as (T Bp, .)
-    matrices, W_ig (packed W_ih), and the outputs, zeroed (the products add):
-    (x, h, W_ig, dW_ih_T, dW_hh_T, dx, db). dW has W_ig's columns (4 Hp, or 3 Hp for the
-    GRU's 48-wide tiles), db all 4 Hp of dZ."""
+    matrices, W_ig (packed W_ih), and the outputs, not zeroed (every entry is written: each
+    product's first k-chunk starts from zero): (x, h, W_ig, dW_ih_T, dW_hh_T, dx, db). dW has
+    W_ig's columns (4 Hp, or 3 Hp for the GRU's 48-wide tiles), db all 4 Hp of dZ."""
     T, Bp, Ip = x_p.shape
     Hp = hs.shape[2]
     N = W_ig.shape[1]                                    # gate tile columns the products use
     return (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), W_ig,
-            zeros((Ip, N)), zeros((Hp, N)),
-            zeros((T * Bp, W_ig.shape[0] * 64)), np.zeros(4 * Hp, np.float32))
+            empty((Ip, N)), empty((Hp, N)),
+            empty((T * Bp, W_ig.shape[0] * 64)), np.zeros(4 * Hp, np.float32))
 
 
 def _padded(a, shape):
