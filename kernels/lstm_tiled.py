@@ -545,6 +545,8 @@ def _blas_grads(T, Bp, I, H):
     """Whether ``backward`` leaves the weight gradients to BLAS (the bounds above)."""
     return (BLAS_GRADS_MIN_H is not None and H >= BLAS_GRADS_MIN_H
             and T * Bp * 4 * H * (H + 2 * I) >= BLAS_GRADS_FROM)
+
+
 BACKWARD_BY_ROWS = True    # False: the backward's steps by units everywhere (tests compare)
 
 
