@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import kernels.reference as ref
 from kernels import gru, gru_tiled, lstm_tiled
+from kernels._team import team_size
 
 
 def _problem(rng, T, B, I, H, scale=0.3):
@@ -113,7 +114,7 @@ def test_same_bits_with_one_thread_or_all():
 
 
 @pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
-    (6, 8, 5, 64, False, False),      # two register tiles of rows, one for each worker
+    (6, 8, 5, 128, False, False),     # two register tiles of rows, one for each worker
     (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
     (4, 21, 7, 130, True, False),     # Bp = 24, three backward tiles of units
 ])
@@ -127,7 +128,9 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, 
     lengths = rng.integers(1, T + 1, B) if ragged else None
     dy, dh_n = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)))
     *_, cache = gru.gru_forward(*args, lengths=lengths, reverse=reverse, path="tiled")
-    assert lstm_tiled._backward_rows(-(-B // 4) * 4, 2) == 1
+    Bp, Hp = -(-B // 4) * 4, -(-H // 64) * 64
+    n_workers = team_size((Hp // 64) * -(-Bp // lstm_tiled.RG))    # (the backward's own team)
+    assert lstm_tiled._backward_rows(Bp, n_workers) == 1
     rows = gru.gru_backward(dy, dh_n, cache)
     monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
     units = gru.gru_backward(dy, dh_n, cache)

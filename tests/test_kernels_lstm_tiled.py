@@ -124,7 +124,7 @@ def test_same_bits_with_one_thread_or_all():
 
 @pytest.mark.parametrize("by_blas", [False, True])
 @pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
-    (6, 8, 5, 64, False, False),      # two register tiles of rows, one for each worker
+    (6, 8, 5, 128, False, False),     # two register tiles of rows, one for each worker
     (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
     (4, 21, 7, 130, True, False),     # Bp = 24, three backward tiles of units
 ])
@@ -144,11 +144,10 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, 
     if by_blas:
         monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
         monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
-    Bp = -(-B // lstm_tiled.R)
-    assert lstm_tiled._backward_rows(Bp * lstm_tiled.R, 2) == 1
+    assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 1  # (the backward's own team)
     rows = lstm.lstm_backward(dy, dh_n, dc_n, cache)
     monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
-    assert lstm_tiled._backward_rows(Bp * lstm_tiled.R, 2) == 0
+    assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 0
     units = lstm.lstm_backward(dy, dh_n, dc_n, cache)
     for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), rows, units):
         np.testing.assert_array_equal(a, b, err_msg=name)
@@ -157,6 +156,13 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, 
     want = ref.lstm_backward(*[a.astype(np.float64) for a in (dy, dh_n, dc_n)], cache_r)
     for name, a, w in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), rows, want):
         np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def _backward_team(B, H):
+    """(Bp, n_workers) as the tiled backward computes them for a batch B and H units."""
+    t = lstm_tiled
+    Bp, Hp = t._round_up(B, t.R), t._round_up(H, t.V)
+    return Bp, team_size((Hp // t.V) * -(-Bp // t.RG))
 
 
 def test_rows_of_splits_whole_register_tiles():
