@@ -47,15 +47,16 @@ and their units are claimed (``_team.claim``) rather than assigned, so that a wo
 slowed core does fewer, and the input product's counts size each worker's share of the steps'
 tiles (``_team.share``).
 
-The backward's steps are shared out differently where the batch allows (``_backward_rows``):
-sequences never interact, so worker w takes rows of its own (a range of whole register tiles)
-and every backward tile of those rows at every step. All it reads of dz_s is then what it wrote
-itself, and it needs no barrier until the weight gradients, which read all of dZ; the price is
-that each worker reads all of W_b at every step instead of its half. Backward alone, by units /
-by rows, medians of 21 alternated rounds on a 2-core AVX-512 Xeon: (32, 16, 64, 128) 1.12 /
-0.92 ms, (100, 8, 64, 256) 4.51 / 4.14, (64, 32, 128, 256) 11.7 / 11.1, (100, 64, 512, 512)
-183 / 178; faster at all eight shapes tried (2-18 %). The forward by rows was slower at five
-of seven (up to 9 %: it keeps its barriers by units).
+On AVX-512 CPUs the backward's steps are shared out differently where the batch allows
+(``_backward_rows``): sequences never interact, so worker w takes rows of its own (a range of
+whole register tiles) and every backward tile of those rows at every step. All it reads of dz_s
+is then what it wrote itself, and it needs no barrier until the weight gradients, which read
+all of dZ; the price is that each worker reads all of W_b at every step instead of its half.
+Backward alone, by units / by rows, medians of 21 alternated rounds on a 2-core AVX-512 Xeon:
+(32, 16, 64, 128) 1.12 / 0.92 ms, (100, 8, 64, 256) 4.51 / 4.14, (64, 32, 128, 256) 11.7 /
+11.1, (100, 64, 512, 512) 183 / 178; faster at all eight shapes tried (2-18 %). The forward by
+rows was slower at five of seven (up to 9 %: it keeps its barriers by units). Not yet measured
+on AVX2 CPUs: by units there.
 
 Layouts. The *gate tile* order of the 4H gate rows puts i, f, g, o of units 16u ... 16u+15 side
 by side in 64 columns: gate row g H + j (unit j = 16u + jj) sits at column 64u + 16g + jj.
@@ -547,7 +548,10 @@ def _blas_grads(T, Bp, I, H):
             and T * Bp * 4 * H * (H + 2 * I) >= BLAS_GRADS_FROM)
 
 
-BACKWARD_BY_ROWS = True    # False: the backward's steps by units everywhere (tests compare)
+# The backward's steps by rows on AVX-512 CPUs, where it was measured (module docstring); on
+# AVX2 ones (their L2 half the Xeons', each worker would stream all of W_b) not yet measured,
+# so by units there as before. Tests set it either way and compare.
+BACKWARD_BY_ROWS = VECTOR == 16
 
 
 def _backward_rows(Bp, n_workers):

@@ -130,6 +130,7 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, 
     *_, cache = gru.gru_forward(*args, lengths=lengths, reverse=reverse, path="tiled")
     Bp, Hp = -(-B // 4) * 4, -(-H // 64) * 64
     n_workers = team_size((Hp // 64) * -(-Bp // lstm_tiled.RG))    # (the backward's own team)
+    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", True)   # (the rule: AVX-512 CPUs)
     assert lstm_tiled._backward_rows(Bp, n_workers) == 1
     rows = gru.gru_backward(dy, dh_n, cache)
     monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)

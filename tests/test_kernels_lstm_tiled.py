@@ -144,6 +144,7 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, 
     if by_blas:
         monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
         monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
+    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", True)   # (the rule: AVX-512 CPUs)
     assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 1  # (the backward's own team)
     rows = lstm.lstm_backward(dy, dh_n, dc_n, cache)
     monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
@@ -178,6 +179,8 @@ def test_rows_of_splits_whole_register_tiles():
             assert all(m0 % 4 == 0 and m1 - m0 >= 4 for m0, m1 in ranges)
     assert lstm_tiled._backward_rows(4, 2) == 0               # one tile of rows: by units
     assert lstm_tiled._backward_rows(8, 1) == 0               # one worker: by units
+    assert lstm_tiled.BACKWARD_BY_ROWS == (_gemm.VECTOR == 16)  # measured on AVX-512 only
+    assert lstm_tiled._backward_rows(8, 2) == (_gemm.VECTOR == 16)
 
 
 def test_path_argument_is_checked():
