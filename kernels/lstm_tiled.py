@@ -45,7 +45,8 @@ between steps. The team does everything else too (the input product, the weight 
 so no BLAS threads wake up in the middle of a pass; those two phases have no barrier inside,
 and their units are claimed (``_team.claim``) rather than assigned, so that a worker on a
 slowed core does fewer, and the input product's counts size each worker's share of the steps'
-tiles (``_team.share``).
+tiles (``_team.share``). Only the weights' packing before a pass and the gradients' unpacking
+after it run outside the team, each large one in a parallel region of its own (``_in_parts``).
 
 On AVX-512 CPUs the backward's steps are shared out differently where the batch allows
 (``_backward_rows``): sequences never interact, so worker w takes rows of its own (a range of
