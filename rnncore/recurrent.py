@@ -24,8 +24,8 @@ Bidirectional layers on the CPU: where it pays (``kernels/_pair.py``), the two d
 each layer run at once on two threads, each on the cell's serial kernel with BLAS on one thread,
 for every layer of the call or for none; ``backward`` does as its forward did. One-directional
 RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
-so do large GRU layers on AVX2 CPUs (``GRU._halves_from``: from 2^31 multiply-adds; on AVX-512
-ones the whole batch was as fast or faster).
+so do large GRU layers (``GRU._halves_from``: from 2^27 multiply-adds on AVX-512 CPUs, 2^31 on
+AVX2 ones).
 
 Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
@@ -663,17 +663,9 @@ class GRU(_Recurrent):
 
     _cell, _gates, _states, _biases = "gru", 3, ("h",), ("bias_ih", "bias_hh")
     _serial_kernel = {"path": "steps"}
-    # Batch halves (as the RNN's, above) on AVX2 CPUs from 2^31 multiply-adds; none on AVX-512
-    # ones since 2026-12-03. There, on the 2-core Xeon with the 480 MB L3, module fwd+bwd,
-    # halves / whole batch, medians of 9-15 alternated rounds, after the tiled backward's steps
-    # went by rows: (64, 32, 128, 256) 1.04x and 1.06x, (64, 64, 128, 256) 1.02x, (128, 32, 64,
-    # 128) 1.23x, (32, 64, 512, 512) 1.03x, (100, 32, 256, 512) 1.21x; level where the whole
-    # batch takes the serial kernel too: (100, 64, 512, 512) 0.995x and 1.03x, (100, 64, 256,
-    # 512) 0.99x, (50, 128, 512, 512) 0.97x; and the halves' copies of x, dy and dx raised the
-    # large step's peak memory from ~172 to 225 MB (PyTorch 187). (With the backward by units
-    # they were level there already: 1.00-1.03x at three of those shapes.) Before, from 2^27 on
-    # AVX-512, as measured on the first 2-core Xeon (halves / whole, whole = the tiled kernel
-    # where ``kernels._auto`` picks it, 7-21 rounds): (T, B, I, H) = (64, 32, 128, 256) 0.85-0.93x,
+    # Batch halves (as the RNN's, above) on AVX-512 CPUs, from 2^27 multiply-adds: module fwd+bwd,
+    # halves / whole batch (whole = the tiled kernel where ``kernels._auto`` picks it), medians of
+    # 7-21 alternated rounds on a 2-core Xeon: (T, B, I, H) = (64, 32, 128, 256) 0.85-0.93x,
     # (100, 64, 512, 512) 0.92-0.95x, (128, 32, 64, 128) 0.91x, (100, 8, 64, 256) 0.86x,
     # (64, 64, 64, 128) 0.95x; below, mixed: (32, 16, 64, 256) (2^26.9) 0.90x, (32, 32, 64, 128)
     # (2^26.2) 1.01x, (64, 16, 64, 128) (2^26.2) 1.13x, (32, 16, 64, 128) 1.07x. On AVX2 (the
@@ -685,5 +677,14 @@ class GRU(_Recurrent):
     # 64, 128), (32, 32, 64, 128), (128, 32, 64, 128), (256, 32, 64, 128), (128, 64, 64, 128)),
     # 0.90 at (64, 64, 128, 256) (2^30.2), 0.96-1.04 at seven shapes from 2^26.2 to 2^30.8, and
     # (64, 32, 128, 256) (2^29.2) 0.99 and 1.10 in two runs. (Before that day: 0.95-0.98x at the
-    # large shape, off.)
-    _halves_from = None if _VECTOR == 16 else (1 << 31)
+    # large shape, off.) Re-measured on a second Xeon (480 MB L3) on 2026-12-03, after the tiled
+    # backward's steps went by rows, with ``benchmarks/choices --only halves`` (9-15 rounds; whole
+    # / halves time): (64, 32, 128, 256) 1.08-1.11, (64, 64, 128, 256) 1.09-1.10, (128, 32, 64,
+    # 128) 1.01-1.02, (32, 16, 64, 128) and (32, 32, 64, 128) (below 2^27) 0.80 and 0.86, level
+    # from 2^31.6 ((32, 64, 512, 512), (100, 64, 256, 512), (50, 128, 512, 512), (100, 64, 512,
+    # 512): 0.98-1.04) but (100, 32, 256, 512) 0.85: the bound stays. (Timed back to back in
+    # one process without the harness's idle gaps, the halves had read 1.02-1.23x slower: one
+    # thread pool's workers still spinning from the other side's call.) At the large shape the
+    # halves' copies of x, dy and dx cost memory: the module's step peaks at 225 MB, the whole
+    # batch's at ~180 (PyTorch 184-187).
+    _halves_from = (1 << 27) if _VECTOR == 16 else (1 << 31)
