@@ -216,7 +216,7 @@ def _unpack_grad(dW_T, H, K, blocks, per_tile, out, part, parts):
                     out[g * H + j, k] = dW_T[k, col]
 
 
-PARTS_FROM = 1 << 15        # numbers moved from which a (un)packing runs on the whole team
+PARTS_FROM = 1 << 15        # numbers per part of an (un)packing: two parts (workers) from 2^16
 
 
 @njit(cache=True, parallel=True)
@@ -238,10 +238,11 @@ def _unpack_grad_parts(dW_T, H, K, blocks, per_tile, out, parts):
 
 
 def _in_parts(size):
-    """How many parts a (un)packing of ``size`` numbers is split into, one per worker: the whole
-    team from PARTS_FROM (its own parallel region: at (64, 32, 128, 256) the LSTM's six
-    packings took 0.61 ms on one core, a twenty-fifth of fwd+bwd), else 1 (no region)."""
-    return team_size(size // PARTS_FROM) if size >= PARTS_FROM else 1
+    """How many parts a (un)packing of ``size`` numbers is split into, one per worker of the
+    team: one per PARTS_FROM numbers, at most the team's size, each part a parallel region's
+    share (at (64, 32, 128, 256) the LSTM's six packings took 0.61 ms on one core, a
+    twenty-fifth of fwd+bwd); 1 means no region."""
+    return team_size(size // PARTS_FROM)
 
 
 def _pack_cols(W, H, Hp, Kp, blocks=_GATES, width=Z):
