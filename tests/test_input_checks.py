@@ -178,6 +178,49 @@ def _with(a, i, v):
     return a
 
 
+def _outcome(f, x, dtype):
+    """What ``f(x, "x", dtype=dtype)`` gives: its error, or the facts of the array returned."""
+    try:
+        out = f(x, "x", dtype=dtype)
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+    return (out is x, out.dtype, out.shape, out.flags.c_contiguous, out.flags.writeable,
+            out.tobytes())
+
+
+def _locked(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")    # (1e39 cast to float32)
+@pytest.mark.parametrize("check", ["finite_array", "as_float_array"])
+def test_the_checks_fast_path_decides_as_the_full_path(check, monkeypatch):
+    """``_checks.finite_array`` and ``kernels._common.as_float_array`` answer an array that is
+    already right (C order, the dtype asked for, finite) early, comparing dtypes by identity;
+    every other input must get exactly what the full path gives it: the same array, copy, cast
+    or error. The full path is forced here with the dtype given as a type (np.float32, not
+    its dtype object) and, without one, by taking away the singletons the fast path compares
+    with."""
+    from kernels import _common
+    from rnncore import _checks
+    f = getattr(_checks if check == "finite_array" else _common, check)
+    a = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    inputs = [a, a.astype(np.float64), np.asfortranarray(a), a[:, ::2], a.astype(">f4"),
+              _locked(a.copy()), np.float32(2.5).reshape(()), a.astype(np.float16),
+              a.astype(np.int64), _with(a.ravel(), 5, np.nan), _with(a.ravel(), 0, -np.inf),
+              np.full(3, 1e39), np.zeros((0, 3), np.float32), a.tolist(), a.view(np.matrix)]
+    for dtype in (np.float32, np.float64, None):
+        fast = [_outcome(f, x, None if dtype is None else np.dtype(dtype)) for x in inputs]
+        with monkeypatch.context() as m:
+            m.setattr(_checks if check == "finite_array" else _common, "_F32", None)
+            m.setattr(_checks if check == "finite_array" else _common, "_F64", None)
+            full = [_outcome(f, x, dtype) for x in inputs]
+        for x, got, want in zip(inputs, fast, full):
+            assert got == want, (dtype, type(x).__name__, getattr(x, "dtype", None))
+    assert f(a, "x", dtype=np.dtype(np.float32)) is a           # the early answer: no copy
+
+
 # -- criteria: finite input, overflowing loss or gradient ----------------------------------
 # (NumPy warns about the overflow before the ValueError; the warnings are not the point here)
 pytestmark_overflow = pytest.mark.filterwarnings("ignore::RuntimeWarning")
