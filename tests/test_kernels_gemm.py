@@ -239,6 +239,68 @@ def test_mac_for_other_vector_widths(vector, acc):
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
 
 
+# Every kernel as compiled for an AVX2 CPU, in a child that Numba and ``_gemm`` see as one: the
+# cores' float32 results against the float64 reference, the float32 kernels' rules for 8-lane
+# vectors in force (``_gemm.VECTOR``, the backward's steps by units, the forward's k-chunk 64).
+_AVX2_CHILD = r"""
+import numpy as np
+from kernels import _gemm, gru, lstm, lstm_tiled, reference as ref, rnn
+assert (_gemm.VECTOR, _gemm.ACC_VECTORS) == (8, 12), (_gemm.VECTOR, _gemm.ACC_VECTORS)
+assert not lstm_tiled.BACKWARD_BY_ROWS and lstm_tiled.KC_STEP == 64
+rng = np.random.default_rng(0)
+worst = 0.0
+cases = [("lstm", "tiled", (5, 6, 7, 72), True, True), ("lstm", "tiled", (4, 8, 16, 128), False, False),
+         ("gru", "tiled", (5, 6, 7, 72), True, True), ("gru", "tiled", (4, 8, 16, 128), False, False),
+         ("lstm", "steps", (5, 5, 4, 70), True, False), ("gru", "steps", (5, 5, 4, 70), False, True),
+         ("rnn", None, (5, 5, 4, 70), True, True)]
+for cell, path, (T, B, I, H), ragged, reverse in cases:
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    W_ih, W_hh = rng.uniform(-0.3, 0.3, (G * H, I)), rng.uniform(-0.3, 0.3, (G * H, H))
+    biases = [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
+    x = rng.standard_normal((T, B, I))
+    lengths = rng.integers(1, T + 1, B) if ragged else np.full(B, T)
+    state = [rng.standard_normal((B, H)) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
+    fast = {"lstm": lstm, "gru": gru, "rnn": rnn}[cell]
+    kw = {} if path is None else {"path": path}
+    args = [x, W_ih, W_hh, *biases, *state]
+    yf, *sf, cf = getattr(fast, cell + "_forward")(*[a.astype(np.float32) for a in args],
+                                                 lengths=lengths, reverse=reverse, **kw)
+    yr, *sr, cr = getattr(ref, cell + "_forward")(*args, lengths=lengths, reverse=reverse)
+    dy = rng.standard_normal((T, B, H))
+    dstate = [rng.standard_normal((B, H)) for _ in state]
+    gf = getattr(fast, cell + "_backward")(dy.astype(np.float32),
+                                           *[d.astype(np.float32) for d in dstate], cf)
+    gr = getattr(ref, cell + "_backward")(dy, *dstate, cr)
+    for a, b in zip([yf, *sf, *gf], [yr, *sr, *gr]):
+        worst = max(worst, float(np.abs(a - b).max() / max(1.0, np.abs(b).max())))
+asm = "".join(lstm_tiled._forward_tile.inspect_asm().values())
+assert "zmm" not in asm and "ymm" in asm            # 8-lane AVX2 vectors, no AVX-512
+print(worst)
+"""
+_HASWELL = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fsgsbase,+fxsr,+lzcnt,"
+            "+mmx,+movbe,+pclmul,+popcnt,+rdrnd,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,"
+            "+xsave,+xsaveopt")
+
+
+@pytest.mark.skipif(_gemm.VECTOR != 16, reason="an AVX2 machine runs the AVX2 code everywhere "
+                                               "in this suite")
+def test_the_kernels_compiled_for_avx2_match_the_reference():
+    """On an AVX-512 machine the suite runs the AVX-512 code; the AVX2 code (8-lane tiles, the
+    backward by units, the forward's 64-row k-chunks) is what most other CPUs run. A child
+    compiles for a Haswell (NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, which ``_gemm`` reads too)
+    and checks the LSTM (tiled and serial), GRU (both) and RNN, fwd and bwd, ragged and
+    reversed, against the float64 reference."""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": _HASWELL,
+           "NUMBA_CACHE_DIR": "/tmp/rnncore-avx2-cache"}         # not the shared cache
+    r = subprocess.run([sys.executable, "-c", _AVX2_CHILD], capture_output=True, text=True,
+                       timeout=600, env=env, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert float(r.stdout.strip().splitlines()[-1]) < 1e-4, r.stdout
+
+
 _LANES = _gemm.VECTOR                        # a global: a compile-time constant in njit code
 
 
