@@ -63,7 +63,8 @@ from .layers import _check_input_shape
 from .module import Module, _adoptions, checked
 from .random import generator, uniform
 from kernels._gemm import VECTOR as _VECTOR
-from kernels._pair import backward_in_halves, forward_in_halves, pays as _pair_pays, run_pair
+from kernels._pair import (backward_in_halves, forward_in_halves, pays as _pair_pays, ran_on,
+                           run_pair)
 from kernels.gru import gru_backward, gru_forward
 from kernels.lstm import lstm_backward, lstm_forward
 from kernels.rnn import rnn_backward, rnn_forward
@@ -360,11 +361,12 @@ class _Recurrent(Module):
         # The kernels' caches keep their input for the backward: a copy unless x is an array
         # made here (from a list, or cast), since the caller may refill its own (an array, or
         # anything NumPy wraps without a copy) before calling backward. The halves copy theirs
-        # anyway; [device] the GPU kernels keep theirs on the device.
+        # anyway (and backward compares x with those: ``_pair.ran_on``); [device] the GPU
+        # kernels keep theirs on the device.
         private = x is not x_arg and x.flags.owndata
         if not private and not halves and self.device != "cuda":
             x, private = x.copy(), True
-        x_kept = x if private else x.copy()                   # what backward compares x with
+        x_kept = x if private else None if halves else x.copy()   # what backward compares x with
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
         for k in range(self.num_layers):
@@ -430,7 +432,8 @@ class _Recurrent(Module):
             x, was_list = self._check_input(x)
             if x.shape != c["shape"]:
                 raise ValueError(f"x: expected the forward's input shape {c['shape']}, got {x.shape}")
-            if not np.array_equal(x, c["x_kept"]):
+            kept = c["x_kept"]
+            if not (ran_on(x, c["caches"][0]) if kept is None else np.array_equal(x, kept)):
                 raise ValueError("x: expected the input of the last forward (backward "
                                  "differentiates that forward), got other values of its shape; "
                                  "call forward(x) first")

@@ -272,6 +272,32 @@ def test_halves_keep_no_reference_to_the_callers_x(monkeypatch, T):
     assert_backward_ignores_a_refilled_input(m, x, gy)
 
 
+@pytest.mark.parametrize("where", [(0, 0, 0), (2, 1, 1), (3, 2, 2), (3, 4, 0)])  # both halves
+def test_halves_compare_another_x_with_their_own_copies(monkeypatch, where):
+    """A batch in halves keeps no copy of the whole input (its halves' copies are what backward
+    compares another x object with, ``_pair.ran_on``): an equal copy gets the same gradients,
+    one value changed in either half (odd batch: halves of 2 and 3) is refused, and the
+    refusal changes no gradient."""
+    monkeypatch.setattr(kp, "MIN_WORK", 0)
+    rng = np.random.default_rng(1)
+    x, gy = rng.standard_normal((4, 5, 3)), rng.standard_normal((4, 5, 2))
+    m = rnncore.GRU(3, 2, dtype=np.float64)
+    m._halves_from = 0
+    m.forward(x)
+    assert m._cache["halves"] and m._cache["x_kept"] is None
+    want = m.backward(x, gy)
+    grads = [p.grad.copy() for p in m.parameters()]
+    np.testing.assert_array_equal(m.backward(x.copy(), gy), want)
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, 2 * g)
+    other = x.copy()
+    other[where] += 1e-9
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        m.backward(other, gy)
+    for p, g in zip(m.parameters(), grads):
+        np.testing.assert_array_equal(p.grad, 2 * g)
+
+
 def test_another_threads_pair_does_not_change_what_pays_says():
     """Which kernels a call runs (so its float32 rounding) must not depend on other threads:
     while a pair runs in one thread, ``pays`` still says yes in another (whose pair then waits
