@@ -688,6 +688,6 @@ class GRU(_Recurrent):
     # 512): 0.98-1.04) but (100, 32, 256, 512) 0.85: the bound stays. (Timed back to back in
     # one process without the harness's idle gaps, the halves had read 1.02-1.23x slower: one
     # thread pool's workers still spinning from the other side's call.) At the large shape the
-    # halves' copies of x, dy and dx cost memory: the module's step peaks at 225 MB, the whole
-    # batch's at ~180 (PyTorch 184-187).
+    # halves' copies of x, dy and dx cost memory: the module's step peaks at 225 MB (216 since
+    # 886b097, which keeps no third copy of x), the whole batch's at ~180 (PyTorch 184-188).
     _halves_from = (1 << 27) if _VECTOR == 16 else (1 << 31)
