@@ -366,7 +366,7 @@ class _Recurrent(Module):
         private = x is not x_arg and x.flags.owndata
         if not private and not halves and self.device != "cuda":
             x, private = x.copy(), True
-        x_kept = x if private else None if halves else x.copy()   # what backward compares x with
+        x_kept = x if private else (None if halves else x.copy())   # backward compares x with it
         inp = x                                               # (T, B, I) then (T, B, D*H)
         caches, masks, finals = [], [], []                    # finals[k*D+d] = kernel states
         for k in range(self.num_layers):
@@ -433,7 +433,8 @@ class _Recurrent(Module):
             if x.shape != c["shape"]:
                 raise ValueError(f"x: expected the forward's input shape {c['shape']}, got {x.shape}")
             kept = c["x_kept"]
-            if not (ran_on(x, c["caches"][0]) if kept is None else np.array_equal(x, kept)):
+            if not (ran_on(x, c["caches"][0]) if kept is None     # (layer 0's pair of halves)
+                    else np.array_equal(x, kept)):
                 raise ValueError("x: expected the input of the last forward (backward "
                                  "differentiates that forward), got other values of its shape; "
                                  "call forward(x) first")
