@@ -69,6 +69,8 @@ SPECS = {
                         "4 2 2 3 2 3 4 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 3 i"),
     ("gru", "tiled"): ("kernels.gru_tiled", "_forward_core", "_backward_core",
                        "4 2 2 3 2 3 4 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i"),
+    ("rnn", "tiled"): ("kernels.rnn_tiled", "_forward_core", "_backward_core",
+                       "4 2 3 2 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i"),
 }
 
 # The child gets this process's sys.path (so it imports the same ``kernels``, NumPy and Numba)

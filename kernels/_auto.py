@@ -102,7 +102,7 @@ def takes_tiled(path, gates, dtype, T, B, I, H):
 def uses_tiled(gates, dtype, T, B, I, H):
     """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU) on a
     batch of B sequences of T steps, I features, H hidden units."""
-    if B < MIN_B or H < MIN_H:                         # (the common small case, first)
+    if B < MIN_B or H < MIN_H or gates not in MIN_WORK:   # (the common small case, first)
         return False
     if not teams_usable():                             # a child forked after OpenMP started
         return False

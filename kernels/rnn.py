@@ -90,6 +90,7 @@ from numba import njit
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
                       dot_into, flip_valid, init_state, state_or_zeros, tanh)
+from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
@@ -138,12 +139,14 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, RT, b, lengt
             copy_row(h_new, y[L - 1 - s if reverse else s, bb])   # the output at its own time
 
 
-def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
+def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, path="auto"):
     """Tanh RNN over a whole sequence, equations (1)-(3).
 
     x: (T, B, I)   W_ih: (H, I)   W_hh: (H, H)   b: (H,)   h0: (B, H) or None (zeros)
     lengths: (B,) ints with 1 <= lengths[b] <= T, or None (all T)
     reverse: run each sequence from its last valid step back to 0
+    path: "steps" (this file's cores), "tiled" (``rnn_tiled``: float32 only, fused unit tiles on
+          all cores) or "auto" (tiled where ``kernels._auto`` says it is faster)
     returns y: (T, B, H), h_n: (B, H), cache (opaque; for ``rnn_backward`` only)
 
     Every array is used in x's dtype (float32 or float64). Outputs are fresh arrays.
@@ -161,6 +164,12 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False):
     b = as_float_array(b, "b", dt, (H,))
     lengths = as_lengths(lengths, T, B)
     reverse = as_flag(reverse, "reverse")
+    if takes_tiled(path, 1, dt, T, B, I, H):
+        from . import rnn_tiled                          # imported on first use
+        _ahead.start("rnn", "tiled", dt)                 # empty cache: backward compiles meanwhile
+        x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x
+        return rnn_tiled.forward(x_s, W_ih, W_hh, b, state_or_zeros(h0, (B, H), dt, "h0"),
+                                 lengths, reverse)
 
     _ahead.start("rnn", "steps", dt)                     # empty cache: backward compiles meanwhile
     hs = empty((T + 1, B, H), dt)                        # states before each step; hs[0] = h0
@@ -237,22 +246,35 @@ def rnn_backward(dy, dh_n, cache):
     """Gradients of ``rnn_forward``, equations (1)-(3) differentiated in reverse step order.
 
     dy: (T, B, H) or None   dh_n: (B, H) or None   (None means zeros)
-    cache: what ``rnn_forward`` returned; anything else is a TypeError
+    cache: what ``rnn_forward`` returned (either path); anything else is a TypeError
     returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    check_cache(cache, "rnn_forward", gates=1, size=6)
-    x_s, W_ih, W_hh, lengths, reverse, hs = cache
-    T, B, I = x_s.shape
-    H = W_hh.shape[1]
-    dt = x_s.dtype
+    # True: made by rnn_tiled.forward (the serial and tiled caches differ)
+    tiled = check_cache(cache, "rnn_forward", gates=1, size=6, tiled_size=8)
+    if tiled:
+        # tiled cache: ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs), see
+        # _common.check_cache; x_p is (T, ., .), lengths (B,), W_hh (H, H)
+        T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
+    else:
+        x_s, W_ih, W_hh, lengths, reverse, hs = cache
+        T, B, I = x_s.shape
+        H = W_hh.shape[1]
+        dt = x_s.dtype
     # dy and dh_n are only read: no copy (state_or_zeros copies, and makes zeros for None)
     dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
         as_float_array(dy, "dy", dt, (T, B, H))
     dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
         as_float_array(dh_n, "dh_n", dt, (B, H))
 
-    _ahead.wait("rnn", "steps", dt)   # (empty cache: for that compile)
+    _ahead.wait("rnn", "tiled" if tiled else "steps", dt)   # (empty cache: for that compile)
+    if tiled:
+        from . import rnn_tiled
+        dx_s, dW_ih, dW_hh, db, dh0 = rnn_tiled.backward(dy, dh_n, cache)
+        lengths, reverse = cache[4], cache[6]
+        dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
+        return dx, dW_ih, dW_hh, db, dh0
+
     dx_s = empty((T, B, I), dt)
     dW_ih = empty((H, I), dt)
     dW_hh = empty((H, H), dt)
