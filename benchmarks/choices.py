@@ -233,10 +233,11 @@ def bench_pairing(shapes, cells, repeat, min_sample_s, idle_s):
                 m, x, dy = _module_problem(cell, T, B, I, H, D=2, layers=2)
                 work = T * B * GATES[cell] * H * (min(I, 2 * H) + H)   # as rnncore.recurrent has it
                 _pair.MIN_WORK = bound
-                rule = "paired" if _pair.pays(work) else "sequential"
+                rule = "paired" if m._directions_at_once(T, B, work) else "sequential"
 
                 def fb(side):
                     _pair.MIN_WORK = 0 if side == "paired" else 1 << 62
+                    m._tiled_first = side != "paired" and type(m)._tiled_first   # this instance
                     return _module_fb(m, x, dy)
 
                 rows_out.append(_both_sides("pairing", cell, (T, B, I, H), work, rule, ("paired", "sequential"),
@@ -251,10 +252,11 @@ def bench_halves(shapes, cells, repeat, min_sample_s, idle_s):
             for T, B, I, H in shapes:
                 m, x, dy = _module_problem(cell, T, B, I, H, D=1, layers=1)
                 work = T * B * GATES[cell] * H * (I + H)
-                rule = "halves" if m._batch_in_halves(B, work) else "whole"
+                rule = "halves" if m._batch_in_halves(T, B, work) else "whole"
 
                 def fb(side):
                     m._halves_from = 0 if side == "halves" else None     # this instance only
+                    m._tiled_first = side != "halves" and type(m)._tiled_first
                     _pair.MIN_WORK = 0 if side == "halves" else bound
                     return _module_fb(m, x, dy)
 

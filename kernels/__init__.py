@@ -1,8 +1,9 @@
 """The math of rnncore: pure functions over NumPy arrays, compiled with Numba.
 
 ``kernels.reference`` holds the plain NumPy oracle; ``kernels.rnn``, ``kernels.lstm`` and
-``kernels.gru`` the fast CPU versions with the same arguments (the LSTM and GRU forwards add an
-optional ``path=``); ``kernels.cuda`` the GPU ones (each with ``path=``).
+``kernels.gru`` the fast CPU versions with the same arguments (their forwards add an optional
+``path=``: the serial steps or the tiled organization, ``*_tiled.py``); ``kernels.cuda`` the GPU
+ones (each with ``path=``).
 Nothing in this package imports ``rnncore``. The kernels check their arguments' types and
 shapes, never their values: NaN and Inf go through as given (the ``rnncore`` modules check
 values before they call a kernel), and may reach further than IEEE arithmetic on the

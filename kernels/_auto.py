@@ -1,7 +1,7 @@
-"""Which organization ``path="auto"`` gives a float32 LSTM or GRU call: ``lstm_tiled`` /
-``gru_tiled`` (unit tiles run by one team of threads) or the serial steps of ``lstm.py`` /
-``gru.py``. Plain Python (no compiled code), so that choosing costs nothing and a process
-that never runs a tiled shape never imports those modules.
+"""Which organization ``path="auto"`` gives a float32 LSTM, GRU or RNN call: ``lstm_tiled`` /
+``gru_tiled`` / ``rnn_tiled`` (unit tiles run by one team of threads) or the serial steps of
+``lstm.py`` / ``gru.py`` / ``rnn.py``. Plain Python (no compiled code), so that choosing costs
+nothing and a process that never runs a tiled shape never imports those modules.
 
 The bounds were measured on the 2-core machine of benchmarks/results/cpu.md, on the per-step
 product's multiply-adds ``B * g H * H`` (g = gates per unit: 4 LSTM, 3 GRU): below MIN_WORK the
@@ -63,6 +63,18 @@ level ((100, 8, 64, 128) 1.24 / 1.06, (64, 8, 32, 128) 1.15 / 0.96, (32, 8, 64, 
 slower side at 13 (by up to 1.6x), this one at 5, by 5-12 % (the GRU at (32, 8, 64, 128),
 (24, 8, 64, 128), (12, 16, 64, 128), (8, 32, 128, 256), and the LSTM at (24, 8, 64, 128)), so it
 holds on both.
+
+The RNN (G = 1, ``rnn_tiled``), on AVX-512 CPUs only (measured on the 2-core Xeon on
+2026-12-03, not yet on AVX2 ones: the serial kernel there). Kernels fwd+bwd, serial / tiled
+time, medians of 9 alternated rounds: tiled faster at every shape with B H H >= 2^17 and
+T B H / (H + I) >= 256 tried, by 1.05-1.42x ((24, 16, 64, 128) 1.11, (48, 8, 64, 128) 1.12,
+(32, 16, 64, 128) 1.28, (12, 64, 64, 128) 1.27, (100, 8, 64, 256) 1.27, (8, 64, 64, 256) 1.37,
+(64, 32, 128, 256) 1.42, (32, 64, 512, 512) 1.19, (100, 64, 512, 512) 1.15, and at H = 1024,
+W_hh 4 MB as the LSTM's at 512: (20, 64, 256, 1024) 1.23); wide inputs too (at H = 256, I = 2H
+1.22, 4H 1.06, 6H 1.05). Shorter ones were level or slower ((16, 16, 16, 128), length 227,
+0.97; (8, 32, 2, 128), 252, 0.95; (8, 16, 2, 128) 0.79; (8, 8, 2, 100) 0.38), and one RNN step
+is a quarter of an LSTM's work, so the RNN needs twice the LSTM's length (MIN_STEPS_FOR_RNN),
+though (32, 8, 64, 128) and (32, 16, 256, 128), length 170, were 1.04 and 1.14.
 """
 
 import numpy as np
@@ -73,14 +85,19 @@ from ._team import teams_usable
 MIN_B = 8                 # batch
 MIN_H = 64                # hidden units
 MIN_WORK = {4: 1 << 20, 3: 1 << 19}    # per gate count G; the GRU paid off from (32, 16, 64, 128)
+if VECTOR == 16:
+    MIN_WORK[1] = 1 << 17  # the RNN: AVX-512 only (above); a G missing here is never tiled
 MAX_WORK = 1 << 25
-LARGE_TILED_MAX_H = {4: 512} if VECTOR == 16 else {}   # per G: tiled above MAX_WORK up to this H
+LARGE_TILED_MAX_H = {4: 512, 1: 1024} if VECTOR == 16 else {}   # per G: tiled above MAX_WORK
+                                                                 # up to this H
 WIDE_MIN_H = 256          # hidden units from which a wide input sends a call to the serial kernels
-WIDE_INPUT = {4: 3, 3: 2}  # per gate count G: how many times H the input width I must reach
+WIDE_INPUT = {4: 3, 3: 2, 1: 8}   # per gate count G: how many times H the input width I must
+                                  # reach (the RNN: tiled still faster at 6H)
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
 # The length T B H / (H + I) a tiled call needs, and the smaller per-step work from which one
 # that long is tiled where Hp >= 2 tiles ("Sequence length" above)
 MIN_STEPS_FOR = 128
+MIN_STEPS_FOR_RNN = 256
 LOW_WORK = 3 << 17        # B G H H of (., 8, ., 128) for the GRU (the LSTM's is 2^19)
 
 
@@ -100,8 +117,8 @@ def takes_tiled(path, gates, dtype, T, B, I, H):
 
 
 def uses_tiled(gates, dtype, T, B, I, H):
-    """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU) on a
-    batch of B sequences of T steps, I features, H hidden units."""
+    """Whether auto runs the tiled kernel of a cell with ``gates`` gates (4 LSTM, 3 GRU, 1 RNN)
+    on a batch of B sequences of T steps, I features, H hidden units."""
     if B < MIN_B or H < MIN_H or gates not in MIN_WORK:   # (the common small case, first)
         return False
     if not teams_usable():                             # a child forked after OpenMP started
@@ -111,7 +128,8 @@ def uses_tiled(gates, dtype, T, B, I, H):
     work = B * gates * H * H
     Hp = tiled_width(H)
     big_enough = MIN_WORK[gates] <= work
-    if T * B * H < MIN_STEPS_FOR * (H + I):            # long enough to pay, see above
+    steps_for = MIN_STEPS_FOR_RNN if gates == 1 else MIN_STEPS_FOR
+    if T * B * H < steps_for * (H + I):                # long enough to pay, see above
         return False
     big_enough = big_enough or (Hp >= 2 * TILE_UNITS and LOW_WORK <= work)
     small_enough = work <= MAX_WORK or H <= LARGE_TILED_MAX_H.get(gates, 0)

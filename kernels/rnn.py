@@ -82,6 +82,11 @@ fights BLAS's spinning threads (see ``gru.py``). The cores release Python's lock
 (``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
 core (``_pair``). ``empty`` and ``zeros`` are NumPy's, but from 64 KB up they hand out buffers
 reused from call to call (``_workspace``), whose memory pages are already mapped.
+
+A second organization of the same computation lives in ``rnn_tiled.py`` (float32, modeled on
+``lstm_tiled.py``): the steps split into tiles of 64 units run by one team of threads per pass,
+tanh applied while each tile's sums are in registers. ``rnn_forward(path="auto")`` takes it
+where it measured faster (``kernels/_auto.py``: on AVX-512 CPUs so far).
 """
 
 import numpy as np

@@ -25,7 +25,8 @@ each layer run at once on two threads, each on the cell's serial kernel with BLA
 for every layer of the call or for none; ``backward`` does as its forward did. One-directional
 RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
 so do large GRU layers (``GRU._halves_from``: from 2^27 multiply-adds on AVX-512 CPUs, 2^31 on
-AVX2 ones).
+AVX2 ones). An RNN whose kernels are tiled (``kernels/rnn_tiled.py``, which runs both cores on
+every call) does neither (``RNN._tiled_first``).
 
 Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
@@ -62,6 +63,7 @@ from .device import cuda_kernels, lock, to_host, unlock, upload
 from .layers import _check_input_shape
 from .module import Module, _adoptions, checked
 from .random import generator, uniform
+from kernels._auto import uses_tiled as _uses_tiled
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import (backward_in_halves, forward_in_halves, pays as _pair_pays, ran_on,
                            run_pair)
@@ -139,6 +141,8 @@ class _Recurrent(Module):
     _keeps_forward = True     # (its kernels' caches)
     _serial_kernel = {}       # keyword arguments that pick the cell's serial CPU kernel (``_pair``)
     _halves_from = None       # multiply-adds from which one direction's batch runs in two halves
+    _tiled_first = False      # True: where a layer's kernel would be tiled, run it so (not
+                              # paired, not in halves: ``_runs_tiled``)
     dropout = checked(lambda m, v: _checks.probability(v, "dropout"),
                       "The dropout rate between stacked layers (training mode), in [0, 1).")
 
@@ -189,16 +193,29 @@ class _Recurrent(Module):
     def _suffixes(self):
         return ("", "_reverse")[:self.num_directions]
 
-    def _directions_at_once(self, work):
+    def _directions_at_once(self, T, B, work):
         """Whether a layer's two directions run at once, one per core: bidirectional, on the
-        CPU, with ``work`` multiply-adds per direction where ``kernels._pair`` says it pays."""
-        return self.num_directions == 2 and self.device != "cuda" and _pair_pays(work)
+        CPU, with ``work`` multiply-adds per direction where ``kernels._pair`` says it pays
+        (and, for a cell with ``_tiled_first``, no layer's kernel would be tiled)."""
+        return (self.num_directions == 2 and self.device != "cuda" and _pair_pays(work)
+                and not self._runs_tiled(T, B))
 
-    def _batch_in_halves(self, B, work):
+    def _batch_in_halves(self, T, B, work):
         """Whether each layer (one direction) runs its batch as two halves at once, one per core:
-        for a cell with ``_halves_from`` set, from that much ``work`` (the whole batch's)."""
+        for a cell with ``_halves_from`` set, from that much ``work`` (the whole batch's), and
+        for one with ``_tiled_first`` only where no layer's kernel would be tiled."""
         return (self.num_directions == 1 and self._halves_from is not None and B >= 2
-                and work >= self._halves_from and self.device != "cuda" and _pair_pays(work))
+                and work >= self._halves_from and self.device != "cuda" and _pair_pays(work)
+                and not self._runs_tiled(T, B))
+
+    def _runs_tiled(self, T, B):
+        """For a cell with ``_tiled_first``: whether ``path="auto"`` gives any layer's kernel
+        the tiled organization (False for the others)."""
+        if not self._tiled_first:
+            return False
+        H = self.hidden_size
+        widths = {self.input_size} | ({self.num_directions * H} if self.num_layers > 1 else set())
+        return any(_uses_tiled(self._gates, self.dtype, T, B, w, H) for w in widths)
 
     def _kernel_pair(self):
         """(forward, backward) kernels of this cell on ``self.device`` ([device]: kernels.cuda on
@@ -353,8 +370,8 @@ class _Recurrent(Module):
         D, p = self.num_directions, self.dropout
         widths = [self.input_size] + [D * H] * (self.num_layers - 1)   # each layer's input
         work = T * B * self._gates * H * (min(widths) + H)    # multiply-adds, smallest layer
-        paired = self._directions_at_once(work)
-        halves = self._batch_in_halves(B, work)               # (one direction: its batch)
+        paired = self._directions_at_once(T, B, work)
+        halves = self._batch_in_halves(T, B, work)            # (one direction: its batch)
         if halves:
             fwd = forward_in_halves(fwd, len(self._biases), len(self._states))
         kw = self._serial_kernel if paired or halves else {}
@@ -621,6 +638,15 @@ class RNN(_Recurrent):
     # (64, 16, 64, 128) 0.99; from 2^25.3 1.13-1.16 ((32, 16, 64, 256), (64, 32, 64, 128),
     # (32, 32, 128, 256), (64, 32, 128, 256)) but (16, 32, 128, 256) 0.97. So 2^25 there too.
     _halves_from = 1 << 25
+    # Since ``kernels/rnn_tiled.py`` (2026-12-03; AVX-512 CPUs only so far, ``kernels/_auto.py``)
+    # a shape whose kernels are tiled runs them so: neither in halves nor the two directions
+    # paired. Module fwd+bwd on the 2-core Xeon, tiled / the other way, medians of 9
+    # alternated rounds: one layer (32, 32, 128, 128) 1.50 / 5.09 ms in halves, (32, 16, 64,
+    # 256) 1.81 / 2.10, (64, 32, 128, 256) 6.18 / 8.26, (100, 64, 512, 512) 88 / 103, two
+    # layers (64, 32, 128, 256) 13.7 / 17.9; bidirectional, 2 layers, against the directions
+    # paired: (32, 16, 64, 128) 5.01 / 5.75, (64, 32, 128, 256) 40.8 / 44.8, (32, 32, 64,
+    # 256) 19.7 / 22.0, (100, 64, 512, 512) 516 / 561.
+    _tiled_first = True
 
     def _convert_state(self, state):
         return _sum_torch_biases(self, state)

@@ -16,7 +16,7 @@ from kernels import _ahead, gru, lstm, reference, rnn
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = [("lstm", "steps", np.float32), ("lstm", "steps", np.float64), ("lstm", "tiled", np.float32),
          ("gru", "steps", np.float32), ("gru", "steps", np.float64), ("gru", "tiled", np.float32),
-         ("rnn", "steps", np.float32), ("rnn", "steps", np.float64)]
+         ("rnn", "steps", np.float32), ("rnn", "steps", np.float64), ("rnn", "tiled", np.float32)]
 
 
 def _run_cell(cell, path, dtype, rng, T=3, B=2, I=4, H=5):
@@ -27,7 +27,7 @@ def _run_cell(cell, path, dtype, rng, T=3, B=2, I=4, H=5):
     b = [np.zeros(G * H, dtype)] * (2 if cell == "gru" else 1)
     dy = rng.standard_normal((T, B, H)).astype(dtype)
     if cell == "rnn":
-        return rnn.rnn_backward(dy, None, rnn.rnn_forward(x, *W, *b)[-1])
+        return rnn.rnn_backward(dy, None, rnn.rnn_forward(x, *W, *b, path=path)[-1])
     if cell == "gru":
         return gru.gru_backward(dy, None, gru.gru_forward(x, *W, *b, path=path)[-1])
     return lstm.lstm_backward(dy, None, None, lstm.lstm_forward(x, *W, *b, path=path)[-1])

@@ -256,7 +256,9 @@ cases = [("lstm", "tiled", (5, 6, 7, 72), True, True),      # cell, path, shape,
          ("gru", "tiled", (4, 8, 16, 128), False, False),
          ("lstm", "steps", (5, 5, 4, 70), True, False),
          ("gru", "steps", (5, 5, 4, 70), False, True),
-         ("rnn", None, (5, 5, 4, 70), True, True)]
+         ("rnn", "steps", (5, 5, 4, 70), True, True),
+         ("rnn", "tiled", (5, 6, 7, 72), True, True),
+         ("rnn", "tiled", (4, 8, 16, 136), False, False)]
 for cell, path, (T, B, I, H), ragged, reverse in cases:
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     W_ih, W_hh = rng.uniform(-0.3, 0.3, (G * H, I)), rng.uniform(-0.3, 0.3, (G * H, H))
@@ -265,7 +267,7 @@ for cell, path, (T, B, I, H), ragged, reverse in cases:
     lengths = rng.integers(1, T + 1, B) if ragged else np.full(B, T)
     state = [rng.standard_normal((B, H)) * 0.5 for _ in range(2 if cell == "lstm" else 1)]
     fast = {"lstm": lstm, "gru": gru, "rnn": rnn}[cell]
-    kw = {} if path is None else {"path": path}
+    kw = {"path": path}
     args = [x, W_ih, W_hh, *biases, *state]
     yf, *sf, cf = getattr(fast, cell + "_forward")(*[a.astype(np.float32) for a in args],
                                                  lengths=lengths, reverse=reverse, **kw)
@@ -299,8 +301,8 @@ def test_the_kernels_compiled_for_avx2_match_the_reference():
     """On an AVX-512 machine the suite runs the AVX-512 code; the AVX2 code (8-lane tiles, the
     backward by units, the forward's 64-row k-chunks) is what most other CPUs run. A child
     compiles for a Haswell (NUMBA_CPU_NAME and NUMBA_CPU_FEATURES, which ``_gemm`` reads too)
-    and checks the LSTM (tiled and serial), GRU (both) and RNN, fwd and bwd, ragged and
-    reversed, against the float64 reference."""
+    and checks the LSTM, GRU and RNN (tiled and serial each), fwd and bwd, ragged and reversed,
+    against the float64 reference."""
     import os
     import subprocess
     import sys

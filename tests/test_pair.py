@@ -10,7 +10,7 @@ import pytest
 
 import kernels._pair as kp
 from _buffers import assert_backward_ignores_a_refilled_input
-from kernels import _gemm
+from kernels import _gemm, rnn_tiled
 import rnncore
 from rnncore import GRU, LSTM, RNN
 
@@ -203,14 +203,20 @@ def test_batch_in_halves_passes_gradcheck(cell, monkeypatch):
 
 
 def test_which_layers_run_in_halves():
-    """The real rule, float32: a one-directional RNN from 2^25 multiply-adds, a GRU from 2^27 on
+    """The real rule, float32: a one-directional RNN from 2^25 multiply-adds where its kernel
+    is not tiled (its tiled kernel, on AVX-512 CPUs, shares the steps), a GRU from 2^27 on
     AVX-512 CPUs and from 2^31 on AVX2 ones; not the LSTM (its tiled kernel shares the steps),
-    nor a bidirectional RNN (its directions pair)."""
+    nor a bidirectional RNN (its directions pair, or run tiled one after the other)."""
     T, B, I, H = 16, 32, 64, 256                         # 16 * 32 * 256 * 320 = 2^25.3
     x = np.zeros((T, B, I), np.float32)
     can = kp.pays(T * B * H * (I + H))
+    tiled = rnn_tiled.use_tiled(np.float32, T, B, I, H)
+    assert tiled == (_gemm.VECTOR == 16)                 # (the RNN's tiled kernel: AVX-512 only)
     m = RNN(I, H)
     m.forward(x)
+    assert m._cache["halves"] == (can and not tiled)
+    assert (m._cache["caches"][0][0] == "tiled") == tiled
+    m.forward(np.zeros((8 * T, B // 8, I), np.float32))  # 2^25.3, 4 rows: never tiled
     assert m._cache["halves"] == can
     m.forward(x[:, :8])                                  # 2^23.3: below
     assert not m._cache["halves"]
@@ -225,11 +231,12 @@ def test_which_layers_run_in_halves():
     gru.forward(np.zeros((2 * T, B, I), np.float32))     # 2^27.9
     assert gru._cache["halves"] == (can and _gemm.VECTOR == 16)
     big = 1 << 31                                        # (asked, not run: ~4 GFLOP)
-    assert gru._batch_in_halves(B, big) == kp.pays(big)
-    assert gru._batch_in_halves(B, big - 1) == (kp.pays(big - 1) and _gemm.VECTOR == 16)
+    assert gru._batch_in_halves(T, B, big) == kp.pays(big)
+    assert gru._batch_in_halves(T, B, big - 1) == (kp.pays(big - 1) and _gemm.VECTOR == 16)
     bi = RNN(I, H, bidirectional=True)
     bi.forward(x)
-    assert not bi._cache["halves"] and bi._cache["paired"] == can
+    assert not bi._cache["halves"] and bi._cache["paired"] == (can and not tiled)
+    assert all((c[0] == "tiled") == tiled for c in bi._cache["caches"])
 
 
 def test_a_pair_interrupted_while_waiting_leaves_no_stale_result(monkeypatch):
