@@ -2,7 +2,7 @@
 
 This file is the readable truth of the project. Every fast kernel (``kernels/lstm.py``,
 ``kernels/gru.py``, ``kernels/rnn.py``, ``kernels/cuda/``) takes the same arguments (the CPU
-LSTM and GRU forwards and every CUDA kernel add an optional ``path=``) and is tested against
+forwards and every CUDA kernel add an optional ``path=``) and is tested against
 these functions. Nothing here is tuned for speed. The arguments are checked as the fast kernels check them (``_common``'s
 helpers, the same errors): every array is used in x's dtype (float32 or float64).
 

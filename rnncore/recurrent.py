@@ -647,6 +647,7 @@ class RNN(_Recurrent):
     # paired: (32, 16, 64, 128) 5.01 / 5.75, (64, 32, 128, 256) 40.8 / 44.8, (32, 32, 64,
     # 256) 19.7 / 22.0, (100, 64, 512, 512) 516 / 561.
     _tiled_first = True
+    _serial_kernel = {"path": "steps"}      # (a pair's calls: each on one core)
 
     def _convert_state(self, state):
         return _sum_torch_biases(self, state)

@@ -218,6 +218,8 @@ def test_which_layers_run_in_halves():
     assert (m._cache["caches"][0][0] == "tiled") == tiled
     m.forward(np.zeros((8 * T, B // 8, I), np.float32))  # 2^25.3, 4 rows: never tiled
     assert m._cache["halves"] == can
+    if can:                                              # each half on the serial kernel
+        assert all(not isinstance(c[0], str) for c in m._cache["caches"][0][:2])
     m.forward(x[:, :8])                                  # 2^23.3: below
     assert not m._cache["halves"]
     m.forward(x[:, :16])                                 # 2^24.3: below too
