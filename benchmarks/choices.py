@@ -56,7 +56,7 @@ PAIRING = [(8, 8, 2, 100), (16, 8, 2, 100), (8, 8, 2, 200), (32, 16, 64, 128)]
 HALVES = [(32, 16, 64, 128), (32, 32, 64, 128), (64, 32, 128, 256), (100, 64, 512, 512)]
 QUICK = dict(packing=[(1, 64, 256), (8, 64, 256)], tiled=[(3, 8, 4, 64)],
              pairing=[(3, 2, 3, 5)], halves=[(3, 4, 3, 5)])
-CELLS = dict(tiled=("lstm", "gru"), pairing=("lstm", "gru", "rnn"), halves=("lstm", "gru", "rnn"))
+CELLS = dict(tiled=("lstm", "gru", "rnn"), pairing=("lstm", "gru", "rnn"), halves=("lstm", "gru", "rnn"))
 GATES = dict(lstm=4, gru=3, rnn=1)
 
 
@@ -233,11 +233,10 @@ def bench_pairing(shapes, cells, repeat, min_sample_s, idle_s):
                 m, x, dy = _module_problem(cell, T, B, I, H, D=2, layers=2)
                 work = T * B * GATES[cell] * H * (min(I, 2 * H) + H)   # as rnncore.recurrent has it
                 _pair.MIN_WORK = bound
-                rule = "paired" if m._directions_at_once(T, B, work) else "sequential"
+                rule = "paired" if _pair.pays(work) else "sequential"
 
                 def fb(side):
                     _pair.MIN_WORK = 0 if side == "paired" else 1 << 62
-                    m._tiled_first = side != "paired" and type(m)._tiled_first   # this instance
                     return _module_fb(m, x, dy)
 
                 rows_out.append(_both_sides("pairing", cell, (T, B, I, H), work, rule, ("paired", "sequential"),

@@ -25,8 +25,8 @@ each layer run at once on two threads, each on the cell's serial kernel with BLA
 for every layer of the call or for none; ``backward`` does as its forward did. One-directional
 RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
 so do large GRU layers (``GRU._halves_from``: from 2^27 multiply-adds on AVX-512 CPUs, 2^31 on
-AVX2 ones). An RNN whose kernels are tiled (``kernels/rnn_tiled.py``, which runs both cores on
-every call) does neither (``RNN._tiled_first``).
+AVX2 ones), but not an RNN whose kernels are tiled (``kernels/rnn_tiled.py``, which runs both
+cores on every call: ``RNN._tiled_first``).
 
 Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
@@ -141,8 +141,8 @@ class _Recurrent(Module):
     _keeps_forward = True     # (its kernels' caches)
     _serial_kernel = {}       # keyword arguments that pick the cell's serial CPU kernel (``_pair``)
     _halves_from = None       # multiply-adds from which one direction's batch runs in two halves
-    _tiled_first = False      # True: where a layer's kernel would be tiled, run it so (not
-                              # paired, not in halves: ``_runs_tiled``)
+    _tiled_first = False      # True: where a layer's kernel would be tiled, run it so, not
+                              # in batch halves (``_runs_tiled``)
     dropout = checked(lambda m, v: _checks.probability(v, "dropout"),
                       "The dropout rate between stacked layers (training mode), in [0, 1).")
 
@@ -193,12 +193,10 @@ class _Recurrent(Module):
     def _suffixes(self):
         return ("", "_reverse")[:self.num_directions]
 
-    def _directions_at_once(self, T, B, work):
+    def _directions_at_once(self, work):
         """Whether a layer's two directions run at once, one per core: bidirectional, on the
-        CPU, with ``work`` multiply-adds per direction where ``kernels._pair`` says it pays
-        (and, for a cell with ``_tiled_first``, no layer's kernel would be tiled)."""
-        return (self.num_directions == 2 and self.device != "cuda" and _pair_pays(work)
-                and not self._runs_tiled(T, B))
+        CPU, with ``work`` multiply-adds per direction where ``kernels._pair`` says it pays."""
+        return self.num_directions == 2 and self.device != "cuda" and _pair_pays(work)
 
     def _batch_in_halves(self, T, B, work):
         """Whether each layer (one direction) runs its batch as two halves at once, one per core:
@@ -370,7 +368,7 @@ class _Recurrent(Module):
         D, p = self.num_directions, self.dropout
         widths = [self.input_size] + [D * H] * (self.num_layers - 1)   # each layer's input
         work = T * B * self._gates * H * (min(widths) + H)    # multiply-adds, smallest layer
-        paired = self._directions_at_once(T, B, work)
+        paired = self._directions_at_once(work)
         halves = self._batch_in_halves(T, B, work)            # (one direction: its batch)
         if halves:
             fwd = forward_in_halves(fwd, len(self._biases), len(self._states))
@@ -639,13 +637,15 @@ class RNN(_Recurrent):
     # (32, 32, 128, 256), (64, 32, 128, 256)) but (16, 32, 128, 256) 0.97. So 2^25 there too.
     _halves_from = 1 << 25
     # Since ``kernels/rnn_tiled.py`` (2026-12-03; AVX-512 CPUs only so far, ``kernels/_auto.py``)
-    # a shape whose kernels are tiled runs them so: neither in halves nor the two directions
-    # paired. Module fwd+bwd on the 2-core Xeon, tiled / the other way, medians of 9
-    # alternated rounds: one layer (32, 32, 128, 128) 1.50 / 5.09 ms in halves, (32, 16, 64,
-    # 256) 1.81 / 2.10, (64, 32, 128, 256) 6.18 / 8.26, (100, 64, 512, 512) 88 / 103, two
-    # layers (64, 32, 128, 256) 13.7 / 17.9; bidirectional, 2 layers, against the directions
-    # paired: (32, 16, 64, 128) 5.01 / 5.75, (64, 32, 128, 256) 40.8 / 44.8, (32, 32, 64,
-    # 256) 19.7 / 22.0, (100, 64, 512, 512) 516 / 561.
+    # a shape whose kernels are tiled runs its whole batch so, not in halves. One layer fwd+bwd
+    # on the 2-core Xeon, tiled / halves (``benchmarks/choices --only halves``, calls back to
+    # back, 9 rounds): (32, 32, 128, 128) 1.47 / 2.06 ms, (16, 32, 64, 256) 1.67 / 2.24,
+    # (32, 16, 64, 256) 1.70 / 2.12, (64, 32, 128, 256) 6.24 / 6.86, (100, 64, 512, 512) 101 /
+    # 98.6 (level). A bidirectional RNN's directions still pair (``kernels/_pair.py``): back to
+    # back, 2 layers, paired / one tiled direction after the other, (32, 16, 64, 128) 3.9 / 8.0
+    # ms (its second layer's kernels serial there, whose BLAS threads and the team's then take
+    # turns), (64, 32, 128, 256) 39-41 / 42-43 (with a pause before each call the other way
+    # round, 44.8 / 40.8: the pair's worker thread wakes anew).
     _tiled_first = True
     _serial_kernel = {"path": "steps"}      # (a pair's calls: each on one core)
 
