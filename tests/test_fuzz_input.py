@@ -224,7 +224,7 @@ def test_kernels_refuse_bad_arguments_cleanly(cell, position, value, lengths, re
     if position < len(args):
         args[position] = value
     kw = dict(lengths=lengths, reverse=reverse, h0=h0)
-    if cell != "rnn" and not reference:
+    if not reference:
         kw["path"] = path
     forward = _kernels(cell, reference)[0]
     refused_cleanly(lambda: forward(*args, **kw))

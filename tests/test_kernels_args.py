@@ -13,8 +13,7 @@ T, B, I, H = 3, 2, 4, 5
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 FORWARD = {"rnn": rnn.rnn_forward, "gru": gru.gru_forward, "lstm": lstm.lstm_forward}
 BACKWARD = {"rnn": rnn.rnn_backward, "gru": gru.gru_backward, "lstm": lstm.lstm_backward}
-PATHS = {"rnn": [{}], "gru": [{"path": "steps"}, {"path": "tiled"}],
-         "lstm": [{"path": "steps"}, {"path": "tiled"}]}
+PATHS = {cell: [{"path": "steps"}, {"path": "tiled"}] for cell in ("rnn", "gru", "lstm")}
 STATES = {"rnn": 1, "gru": 1, "lstm": 2}                  # final states a forward returns
 CELL_PATHS = [(cell, kw) for cell in FORWARD for kw in PATHS[cell]]
 
@@ -155,7 +154,7 @@ def test_read_only_arrays_compile_no_other_signature(cell):
     """A read-only x, h0, weight or dy reached the compiled cores as Numba's readonly array
     type: every kernel compiled once more (~2 s for a backward), and the answer was the same."""
     x, weights = inputs(cell)
-    kw = {"path": "steps"} if cell != "rnn" else {}
+    kw = {"path": "steps"}
     out = FORWARD[cell](x, *weights, **kw)
     dy = np.ones_like(out[0])
     want = BACKWARD[cell](dy, *([None] * STATES[cell]), out[-1])

@@ -16,8 +16,7 @@ def _grads(cell, x, weights, path):
     fwd, bwd = {"lstm": (lstm.lstm_forward, lstm.lstm_backward),
                 "gru": (gru.gru_forward, gru.gru_backward),
                 "rnn": (rnn.rnn_forward, rnn.rnn_backward)}[cell]
-    kw = {} if cell == "rnn" else dict(path=path)
-    out = fwd(x, *weights, **kw)
+    out = fwd(x, *weights, path=path)
     H = out[0].shape[2]
     return bwd(np.ones((T, B, H), np.float32), *[None] * (len(out) - 2), out[-1])
 
@@ -33,7 +32,7 @@ def _weights_and_row(cell, seed, I=3, H=64):
 
 
 @pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
-                                        ("gru", "tiled"), ("rnn", "steps")])
+                                        ("gru", "tiled"), ("rnn", "steps"), ("rnn", "tiled")])
 def test_bias_gradients_of_many_rows_are_summed_without_drift(cell, path):
     weights, row = _weights_and_row(cell, 5)
     I = row.size
@@ -58,7 +57,7 @@ def _against_float64(cell, weights, row, T, B, got):
 
 
 @pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
-                                        ("gru", "tiled"), ("rnn", "steps")])
+                                        ("gru", "tiled"), ("rnn", "steps"), ("rnn", "tiled")])
 def test_weight_gradients_of_many_rows_are_summed_in_blocks(cell, path):
     # dW_ih = sum over rows of dz x^T: with every row alike, a float32 running sum over the
     # 2 * 10^4 rows drifted 2e-4 (the tiled kernels' products, before ``mac`` summed each

@@ -160,7 +160,7 @@ CELLS = {
 
 
 @pytest.mark.parametrize("cell, path", [("lstm", "steps"), ("lstm", "tiled"), ("gru", "steps"),
-                                        ("gru", "tiled"), ("rnn", None)])
+                                        ("gru", "tiled"), ("rnn", "steps"), ("rnn", "tiled")])
 def test_outputs_and_caches_held_across_later_calls_stay_intact(cell, path):
     """Two forward passes on different inputs, both held; the first's outputs, and its backward
     from its own cache, equal the NumPy reference: nothing of call 1 was handed to call 2."""
@@ -171,7 +171,7 @@ def test_outputs_and_caches_held_across_later_calls_stay_intact(cell, path):
     W_hh = (rng.standard_normal((G * H, H)) * 0.2).astype(np.float32)
     b = (rng.standard_normal(G * H) * 0.1).astype(np.float32)
     biases = (b, b[::-1].copy()) if cell == "gru" else (b,)
-    kw = {} if path is None else dict(path=path)      # (the RNN has one organization)
+    kw = dict(path=path)
     x1, x2 = (rng.standard_normal((T, B, I)).astype(np.float32) for _ in range(2))
     dy1, dy2 = (rng.standard_normal((T, B, H)).astype(np.float32) for _ in range(2))
 
