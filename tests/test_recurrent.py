@@ -186,7 +186,7 @@ def test_gradcheck_lstm_given_one_initial_state(given):
     assert given in check_gradients(m, x, np.array([1, 4, 2]), {given: s})
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_a_float32_layer_on_the_tiled_kernel_agrees_with_float64(cell, bidirectional, monkeypatch):
     """The tiled kernels (float32; ``path="auto"`` takes them at mid-sized shapes, by CPU) seen
