@@ -56,7 +56,8 @@ PAIRING = [(8, 8, 2, 100), (16, 8, 2, 100), (8, 8, 2, 200), (32, 16, 64, 128)]
 HALVES = [(32, 16, 64, 128), (32, 32, 64, 128), (64, 32, 128, 256), (100, 64, 512, 512)]
 QUICK = dict(packing=[(1, 64, 256), (8, 64, 256)], tiled=[(3, 8, 4, 64)],
              pairing=[(3, 2, 3, 5)], halves=[(3, 4, 3, 5)])
-CELLS = dict(tiled=("lstm", "gru", "rnn"), pairing=("lstm", "gru", "rnn"), halves=("lstm", "gru", "rnn"))
+CELLS = dict(tiled=("lstm", "gru", "rnn"), pairing=("lstm", "gru", "rnn"),
+             halves=("lstm", "gru", "rnn"))
 GATES = dict(lstm=4, gru=3, rnn=1)
 
 

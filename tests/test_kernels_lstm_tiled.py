@@ -1,7 +1,8 @@
-"""kernels.lstm_tiled: the fused, multithreaded float32 LSTM, against the float64 reference,
-against lstm.py's serial steps and PyTorch, for every padding case (B not a multiple of 4, H not
-a multiple of 64, I not a multiple of 4), ragged, reversed, initial states; and the same bits
-whatever the number of threads."""
+"""kernels.lstm_tiled: the fused, multithreaded float32 LSTM against lstm.py's serial steps and
+PyTorch, the auto rule that picks it, its BLAS weight gradients, and the team (barrier, claims,
+shares, fallbacks, forks) and packers that every tiled cell uses. The checks every tiled cell
+shares (the float64 reference at every padding case, threads, rows or units, caches) are in
+test_kernels_tiled.py."""
 
 import numba
 import numpy as np
@@ -25,47 +26,6 @@ def _problem(rng, T, B, I, H, scale=0.3):
 
 def _f32(*arrays):
     return [a.astype(np.float32) for a in arrays]
-
-
-def _check_against_reference(T, B, I, H, seed, ragged, reverse):
-    rng = np.random.default_rng(seed)
-    args = _problem(rng, T, B, I, H)
-    lengths = rng.integers(1, T + 1, B) if ragged else None
-    y, h_n, c_n, cache = lstm.lstm_forward(*_f32(*args), lengths=lengths, reverse=reverse,
-                                           path="tiled")
-    assert cache[0] == "tiled"
-    yr, hr, cr, cache_r = ref.lstm_forward(*args, lengths=lengths, reverse=reverse)
-    for got, want in ((y, yr), (h_n, hr), (c_n, cr)):
-        assert got.dtype == np.float32 and got.shape == want.shape
-        np.testing.assert_allclose(got, want, atol=2e-5)
-    dy = rng.standard_normal((T, B, H))
-    dh, dc = rng.standard_normal((B, H)), rng.standard_normal((B, H))
-    got = lstm.lstm_backward(*_f32(dy, dh, dc), cache)
-    want = ref.lstm_backward(dy, dh, dc, cache_r)
-    for name, g, w in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), got, want):
-        assert g.shape == w.shape and g.dtype == np.float32, name
-        np.testing.assert_allclose(g, w, atol=2e-4 * max(1.0, np.abs(w).max()), err_msg=name)
-
-
-@pytest.mark.parametrize("ragged", [False, True])
-@pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("T, B, I, H", [
-    (5, 8, 4, 64),          # no padding
-    (4, 9, 3, 70),          # B, I, H all padded
-    (3, 33, 5, 130),        # more than one row group, three backward tiles
-    (2, 4, 200, 64),        # I > the k-chunk
-    (35, 8, 3, 64),         # a longer sequence: 280 rows in the input product
-])
-def test_matches_the_reference(T, B, I, H, ragged, reverse):
-    _check_against_reference(T, B, I, H, 0, ragged, reverse)
-
-
-@given(T=st.integers(1, 4), B=st.integers(1, 13), I=st.integers(1, 9), H=st.integers(1, 70),
-       ragged=st.booleans(), reverse=st.booleans(), seed=st.integers(0, 2**16))
-@settings(max_examples=25, deadline=None)
-def test_matches_the_reference_any_shape(T, B, I, H, ragged, reverse, seed):
-    """path="tiled" works at any shape (auto only picks it where it is faster)."""
-    _check_against_reference(T, B, I, H, seed, ragged, reverse)
 
 
 def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
@@ -101,71 +61,6 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
         np.testing.assert_allclose(u, v, atol=1e-4 * max(1.0, np.abs(v).max()))
 
 
-def test_same_bits_with_one_thread_or_all():
-    """Each tile's sums do not depend on how tiles are shared out: results are bit-identical."""
-    rng = np.random.default_rng(4)
-    T, B, I, H = 5, 24, 7, 130
-    args = _f32(*_problem(rng, T, B, I, H))
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("one thread only: no second sharing of the tiles to compare with")
-    runs = []
-    before = numba.get_num_threads()
-    try:
-        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(n)
-            y, h, c, cache = lstm.lstm_forward(*args, path="tiled")
-            runs.append((y, h, c) + tuple(lstm.lstm_backward(dy, None, None, cache)))
-    finally:
-        numba.set_num_threads(before)
-    for u, v in zip(runs[0], runs[-1]):
-        np.testing.assert_array_equal(u, v)
-
-
-@pytest.mark.parametrize("by_blas", [False, True])
-@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
-    (6, 8, 5, 128, False, False),     # two register tiles of rows, one for each worker
-    (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
-    (4, 21, 7, 130, True, False),     # Bp = 24, three backward tiles of units
-])
-def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, T, B, I, H, ragged,
-                                                          reverse, by_blas):
-    """The backward's steps shared out by rows (each worker its own sequences, no barrier per
-    step) or by units (a barrier per step) compute every tile's sums alike: the same bits,
-    with the team's weight gradients and with BLAS's."""
-    if numba.get_num_threads() < 2:
-        pytest.skip("one thread only: the backward runs one worker, by units")
-    rng = np.random.default_rng(11)
-    args = _f32(*_problem(rng, T, B, I, H))
-    lengths = rng.integers(1, T + 1, B) if ragged else None
-    dy, dh_n, dc_n = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)),
-                          rng.standard_normal((B, H)))
-    *_, cache = lstm.lstm_forward(*args, lengths=lengths, reverse=reverse, path="tiled")
-    if by_blas:
-        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
-        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
-    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", True)   # (the rule: AVX-512 CPUs)
-    assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 1  # (the backward's own team)
-    rows = lstm.lstm_backward(dy, dh_n, dc_n, cache)
-    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
-    assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 0
-    units = lstm.lstm_backward(dy, dh_n, dc_n, cache)
-    for name, a, b in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), rows, units):
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    *_, cache_r = ref.lstm_forward(*[a.astype(np.float64) for a in args], lengths=lengths,
-                                   reverse=reverse)
-    want = ref.lstm_backward(*[a.astype(np.float64) for a in (dy, dh_n, dc_n)], cache_r)
-    for name, a, w in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), rows, want):
-        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4, err_msg=name)
-
-
-def _backward_team(B, H):
-    """(Bp, n_workers) as the tiled backward computes them for a batch B and H units."""
-    t = lstm_tiled
-    Bp, Hp = t._round_up(B, t.R), t._round_up(H, t.V)
-    return Bp, team_size((Hp // t.V) * -(-Bp // t.RG))
-
-
 def test_rows_of_splits_whole_register_tiles():
     """_rows_of: contiguous ranges of whole 4-row tiles that cover 0 ... Bp-1 once."""
     for Bp in (8, 12, 24, 36):
@@ -181,28 +76,6 @@ def test_rows_of_splits_whole_register_tiles():
     assert lstm_tiled._backward_rows(8, 1) == 0               # one worker: by units
     assert lstm_tiled.BACKWARD_BY_ROWS == (_gemm.VECTOR == 16)  # measured on AVX-512 only
     assert lstm_tiled._backward_rows(8, 2) == (_gemm.VECTOR == 16)
-
-
-def test_path_argument_is_checked():
-    rng = np.random.default_rng(5)
-    args = _problem(rng, 2, 8, 3, 64)
-    with pytest.raises(ValueError, match="path"):
-        lstm.lstm_forward(*_f32(*args), path="fast")
-    with pytest.raises(TypeError, match="float32"):
-        lstm.lstm_forward(*args, path="tiled")                   # float64 has no tiled path
-
-
-def test_inputs_are_not_modified():
-    rng = np.random.default_rng(6)
-    args = _f32(*_problem(rng, 3, 8, 4, 64))
-    copies = [a.copy() for a in args]
-    dy = rng.standard_normal((3, 8, 64)).astype(np.float32)
-    dy_copy = dy.copy()
-    _, _, _, cache = lstm.lstm_forward(*args, path="tiled")
-    lstm.lstm_backward(dy, None, None, cache)
-    for a, c in zip(args, copies):
-        np.testing.assert_array_equal(a, c)
-    np.testing.assert_array_equal(dy, dy_copy)
 
 
 def test_matches_torch():
@@ -458,40 +331,11 @@ def test_a_child_forked_after_openmp_started_takes_the_serial_kernels():
     assert _team.teams_usable()                                     # the parent is unaffected
 
 
-@pytest.mark.parametrize("T, B, ragged", [(49, 24, True), (64, 32, False)])
-def test_matches_the_reference_with_capped_panels(T, B, ragged):
-    """T * B above 8 * IN_ROWS: the input product's panels are capped at IN_ROWS rows (the last
-    one partial at 1176 rows), a regime none of the shapes above reaches."""
-    assert T * B > 8 * lstm_tiled.IN_ROWS
-    _check_against_reference(T, B, 5, 64, 1, ragged, False)
-
-
 def test_row_counts_are_whole_register_tiles():
     """``_gemm_tile`` runs R rows at a time: every row count the work is cut into is a multiple
     of R (an IN_ROWS of 130 ran the last panel's tiles past its rows)."""
     for rows in (lstm_tiled.IN_ROWS, lstm_tiled.RG, lstm_tiled.DX_ROWS):
         assert rows % lstm_tiled.R == 0
-
-
-@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [(4, 9, 3, 70, True, True),
-                                                         (3, 8, 4, 64, False, False)])
-def test_backward_leaves_the_cache_alone(T, B, I, H, ragged, reverse):
-    """Two backwards of one tiled forward give the same bits, and the cache is unchanged (a
-    backward writing dL/dz over the cached gates was right once, wrong the second time)."""
-    rng = np.random.default_rng(6)
-    x, W_ih, W_hh, b, h0, c0 = _f32(*_problem(rng, T, B, I, H))
-    lengths = rng.integers(1, T + 1, B) if ragged else None
-    *_, cache = lstm.lstm_forward(x, W_ih, W_hh, b, h0, c0, lengths=lengths, reverse=reverse,
-                                  path="tiled")
-    kept = [a.copy() if isinstance(a, np.ndarray) else a for a in cache]
-    dy, dh, dc = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)),
-                      rng.standard_normal((B, H)))
-    first = lstm.lstm_backward(dy, dh, dc, cache)
-    for a, k in zip(cache, kept):                   # (bytes: padding may hold NaN, != itself)
-        assert a.tobytes() == k.tobytes() if isinstance(a, np.ndarray) else a == k
-    second = lstm.lstm_backward(dy, dh, dc, cache)
-    for g1, g2 in zip(first, second):
-        assert g1 is not g2 and np.array_equal(g1, g2)
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,0 +1,217 @@
+"""The tiled float32 kernels of every cell (``kernels/lstm_tiled.py``, ``gru_tiled.py``,
+``rnn_tiled.py``), each through its cell's wrapper with ``path="tiled"``: against the float64
+reference for every padding case (B not a multiple of 4, H not a multiple of 64, I not a multiple
+of 4), ragged, reversed, with initial states; the same bits whatever the number of threads and
+whether the backward goes by rows or by units; caches and inputs left alone. What only one cell
+has (its auto rule, the LSTM's BLAS weight gradients, the team's own parts) is in that cell's
+``test_kernels_<cell>_tiled.py``."""
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kernels.reference as ref
+from kernels import gru, lstm, lstm_tiled, rnn
+from kernels._team import team_size
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+BIASES = {"lstm": 1, "gru": 2, "rnn": 1}
+STATES = {"lstm": 2, "gru": 1, "rnn": 1}
+FAST = {"lstm": lstm, "gru": gru, "rnn": rnn}
+CELLS = sorted(GATES)
+
+
+def _problem(cell, rng, T, B, I, H, scale=0.3):
+    """float64 (x, W_ih, W_hh, *biases, *initial states) of ``cell``."""
+    G = GATES[cell]
+    x = rng.standard_normal((T, B, I))
+    W = [rng.uniform(-scale, scale, (G * H, K)) for K in (I, H)]
+    biases = [rng.uniform(-scale, scale, G * H) for _ in range(BIASES[cell])]
+    states = [rng.standard_normal((B, H)) * 0.5 for _ in range(STATES[cell])]
+    return (x, *W, *biases, *states)
+
+
+def _f32(*arrays):
+    return [a.astype(np.float32) for a in arrays]
+
+
+def forward(cell, args, **kw):
+    """``<cell>_forward(*args, **kw)``: (y, *final states, cache)."""
+    return getattr(FAST[cell], f"{cell}_forward")(*args, **kw)
+
+
+def backward(cell, dy, dstates, cache):
+    """``<cell>_backward(dy, *dstates, cache)``: the gradients."""
+    return getattr(FAST[cell], f"{cell}_backward")(dy, *dstates, cache)
+
+
+def _upstream(cell, rng, T, B, H):
+    """float32 dy and one upstream gradient per final state."""
+    return _f32(rng.standard_normal((T, B, H)),
+                *(rng.standard_normal((B, H)) for _ in range(STATES[cell])))
+
+
+def _check_against_reference(cell, T, B, I, H, seed, ragged, reverse):
+    rng = np.random.default_rng(seed)
+    args = _problem(cell, rng, T, B, I, H)
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    *out, cache = forward(cell, _f32(*args), lengths=lengths, reverse=reverse, path="tiled")
+    assert cache[0] == "tiled"
+    *want, cache_r = getattr(ref, f"{cell}_forward")(*args, lengths=lengths, reverse=reverse)
+    for got, w in zip(out, want):
+        assert got.dtype == np.float32 and got.shape == w.shape
+        np.testing.assert_allclose(got, w, atol=2e-5)
+    dy, *dstates = _upstream(cell, rng, T, B, H)
+    got = backward(cell, dy, dstates, cache)
+    want = getattr(ref, f"{cell}_backward")(*[a.astype(np.float64) for a in (dy, *dstates)],
+                                           cache_r)
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape and g.dtype == np.float32, i
+        np.testing.assert_allclose(g, w, atol=2e-4 * max(1.0, np.abs(w).max()), err_msg=str(i))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("T, B, I, H", [
+    (5, 8, 4, 64),          # no padding
+    (4, 9, 3, 70),          # B, I, H all padded
+    (3, 33, 5, 130),        # more than one row group, three backward tiles
+    (2, 4, 200, 64),        # I > the k-chunk
+    (3, 8, 5, 200),         # H > the k-chunk (the steps' products in chunks), 4 backward tiles
+    (35, 8, 3, 64),         # a longer sequence: 280 rows in the input product
+    (1, 4, 2, 64),          # one step: dh0 straight after the last cell
+])
+def test_matches_the_reference(cell, T, B, I, H, ragged, reverse):
+    _check_against_reference(cell, T, B, I, H, 0, ragged, reverse)
+
+
+@given(cell=st.sampled_from(CELLS), T=st.integers(1, 4), B=st.integers(1, 13),
+       I=st.integers(1, 9), H=st.integers(1, 140), ragged=st.booleans(), reverse=st.booleans(),
+       seed=st.integers(0, 2**16))
+@settings(max_examples=40, deadline=None)
+def test_matches_the_reference_any_shape(cell, T, B, I, H, ragged, reverse, seed):
+    """path="tiled" works at any shape (auto only picks it where it is faster)."""
+    _check_against_reference(cell, T, B, I, H, seed, ragged, reverse)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T, B, ragged", [(49, 24, True), (64, 32, False)])
+def test_matches_the_reference_with_capped_panels(cell, T, B, ragged):
+    """T * B above 8 * IN_ROWS (``lstm_tiled._input_part``, which every cell's forward runs):
+    the input product's panels are capped at IN_ROWS rows (the last one partial at 1176 rows),
+    a regime none of the shapes above reaches."""
+    assert T * B > 8 * lstm_tiled.IN_ROWS
+    _check_against_reference(cell, T, B, 5, 64, 1, ragged, False)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_same_bits_with_one_thread_or_all(cell):
+    """Each tile's sums do not depend on how tiles are shared out: results are bit-identical."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread only: no second sharing of the tiles to compare with")
+    rng = np.random.default_rng(4)
+    T, B, I, H = 5, 24, 7, 130
+    args = _f32(*_problem(cell, rng, T, B, I, H))
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n)
+            *out, cache = forward(cell, args, path="tiled")
+            runs.append(tuple(out) + tuple(backward(cell, dy, [None] * STATES[cell], cache)))
+    finally:
+        numba.set_num_threads(before)
+    for u, v in zip(runs[0], runs[-1]):
+        np.testing.assert_array_equal(u, v)
+
+
+def _backward_team(B, H):
+    """(Bp, n_workers) as every tiled backward computes them for a batch B and H units."""
+    t = lstm_tiled
+    Bp, Hp = t._round_up(B, t.R), t._round_up(H, t.V)
+    return Bp, team_size((Hp // t.V) * -(-Bp // t.RG))
+
+
+@pytest.mark.parametrize("cell, by_blas", [("lstm", False), ("lstm", True), ("gru", False),
+                                           ("rnn", False)])
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
+    (6, 8, 5, 128, False, False),     # two register tiles of rows, one for each worker
+    (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
+    (4, 21, 7, 130, True, False),     # Bp = 24, three backward tiles of units
+])
+def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, cell, by_blas, T, B, I,
+                                                          H, ragged, reverse):
+    """The backward's steps shared out by rows (each worker its own sequences, no barrier per
+    step) or by units (a barrier per step) compute every tile's sums alike: the same bits (the
+    LSTM's also with BLAS's weight gradients)."""
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread only: the backward runs one worker, by units")
+    rng = np.random.default_rng(11)
+    args = _f32(*_problem(cell, rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    dy, *dstates = _upstream(cell, rng, T, B, H)
+    *_, cache = forward(cell, args, lengths=lengths, reverse=reverse, path="tiled")
+    if by_blas:
+        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
+        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
+    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", True)   # (the rule: AVX-512 CPUs)
+    assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 1
+    rows = backward(cell, dy, dstates, cache)
+    monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", False)
+    assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 0
+    units = backward(cell, dy, dstates, cache)
+    for i, (a, b) in enumerate(zip(rows, units)):
+        np.testing.assert_array_equal(a, b, err_msg=str(i))
+    *_, cache_r = getattr(ref, f"{cell}_forward")(*[a.astype(np.float64) for a in args],
+                                                  lengths=lengths, reverse=reverse)
+    want = getattr(ref, f"{cell}_backward")(*[a.astype(np.float64) for a in (dy, *dstates)],
+                                           cache_r)
+    for i, (a, w) in enumerate(zip(rows, want)):
+        np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4, err_msg=str(i))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_path_argument_is_checked(cell):
+    args = _problem(cell, np.random.default_rng(5), 2, 8, 3, 64)
+    with pytest.raises(ValueError, match="path"):
+        forward(cell, _f32(*args), path="fast")
+    with pytest.raises(TypeError, match="float32"):
+        forward(cell, args, path="tiled")                        # float64 has no tiled path
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_inputs_are_not_modified(cell):
+    rng = np.random.default_rng(6)
+    args = _f32(*_problem(cell, rng, 3, 8, 4, 64))
+    copies = [a.copy() for a in args]
+    dy, *dstates = _upstream(cell, rng, 3, 8, 64)
+    upstream = [dy.copy()] + [d.copy() for d in dstates]
+    *_, cache = forward(cell, args, path="tiled")
+    backward(cell, dy, dstates, cache)
+    for a, c in zip(args + [dy] + dstates, copies + upstream):
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [(4, 9, 3, 70, True, True),
+                                                         (3, 8, 4, 64, False, False)])
+def test_backward_leaves_the_cache_alone(cell, T, B, I, H, ragged, reverse):
+    """Two backwards of one tiled forward give the same bits, and the cache is unchanged (a
+    backward writing dL/dz over the cached gates was right once, wrong the second time)."""
+    rng = np.random.default_rng(6)
+    args = _f32(*_problem(cell, rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    *_, cache = forward(cell, args, lengths=lengths, reverse=reverse, path="tiled")
+    kept = [a.copy() if isinstance(a, np.ndarray) else a for a in cache]
+    dy, *dstates = _upstream(cell, rng, T, B, H)
+    first = backward(cell, dy, dstates, cache)
+    for a, k in zip(cache, kept):                   # (bytes: padding may hold NaN, != itself)
+        assert a.tobytes() == k.tobytes() if isinstance(a, np.ndarray) else a == k
+    second = backward(cell, dy, dstates, cache)
+    for g1, g2 in zip(first, second):
+        assert g1 is not g2 and np.array_equal(g1, g2)
