@@ -74,7 +74,10 @@ W_hh 4 MB as the LSTM's at 512: (20, 64, 256, 1024) 1.23); wide inputs too (at H
 1.22, 4H 1.06, 6H 1.05). Shorter ones were level or slower ((16, 16, 16, 128), length 227,
 0.97; (8, 32, 2, 128), 252, 0.95; (8, 16, 2, 128) 0.79; (8, 8, 2, 100) 0.38), and one RNN step
 is a quarter of an LSTM's work, so the RNN needs twice the LSTM's length (MIN_STEPS_FOR_RNN),
-though (32, 8, 64, 128) and (32, 16, 256, 128), length 170, were 1.04 and 1.14.
+though (32, 8, 64, 128) and (32, 16, 256, 128), length 170, were 1.04 and 1.14. (Those rounds
+had a pause before each sample; ``benchmarks/choices --only tiled --cells rnn``, calls back to
+back, at 13 of these shapes: the rule took the faster side at 9 and was level at 4,
+``benchmarks/results/cpu_xeon480_choices_tiled_rnn_7ad25b4.json``.)
 """
 
 import numpy as np
