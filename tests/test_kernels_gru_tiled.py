@@ -1,9 +1,8 @@
-"""kernels.gru_tiled: the fused, multithreaded float32 GRU against gru.py's serial steps and
-PyTorch, and the auto rule that picks it. The checks every tiled cell shares (the float64
-reference at every padding case, threads, rows or units, caches) are in test_kernels_tiled.py."""
+"""kernels.gru_tiled: the fused, multithreaded float32 GRU against gru.py's serial steps, and the
+auto rule that picks it. The checks every tiled cell shares (the float64 reference at every
+padding case, PyTorch, threads, rows or units, caches) are in test_kernels_tiled.py."""
 
 import numpy as np
-import pytest
 
 from kernels import gru, gru_tiled
 
@@ -47,28 +46,3 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     dy = rng.standard_normal((T, B, H)).astype(np.float32)
     for u, v in zip(gru.gru_backward(dy, None, a[2]), gru.gru_backward(dy, None, s[2])):
         np.testing.assert_allclose(u, v, atol=1e-4 * max(1.0, np.abs(v).max()))
-
-
-def test_matches_torch():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(7)
-    T, B, I, H = 7, 12, 5, 80
-    x, W_ih, W_hh, b_ih, b_hh, h0 = _f32(*_problem(rng, T, B, I, H))
-    y, h_n, cache = gru.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0, path="tiled")
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    dx, dW_ih, dW_hh, db_ih, db_hh, dh0 = gru.gru_backward(dy, None, cache)
-    m = torch.nn.GRU(I, H)
-    with torch.no_grad():
-        for name, a in (("weight_ih_l0", W_ih), ("weight_hh_l0", W_hh), ("bias_ih_l0", b_ih),
-                        ("bias_hh_l0", b_hh)):
-            getattr(m, name).copy_(torch.from_numpy(a))
-    xt = torch.tensor(x, requires_grad=True)
-    h0t = torch.tensor(h0[None], requires_grad=True)
-    yt, hnt = m(xt, h0t)
-    (yt * torch.from_numpy(dy)).sum().backward()
-    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
-    np.testing.assert_allclose(h_n, hnt[0].detach().numpy(), atol=1e-5)
-    for got, t in ((dx, xt.grad), (dW_ih, m.weight_ih_l0.grad), (dW_hh, m.weight_hh_l0.grad),
-                   (db_ih, m.bias_ih_l0.grad), (db_hh, m.bias_hh_l0.grad), (dh0, h0t.grad[0])):
-        np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()))
-

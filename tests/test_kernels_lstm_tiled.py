@@ -1,7 +1,7 @@
-"""kernels.lstm_tiled: the fused, multithreaded float32 LSTM against lstm.py's serial steps and
-PyTorch, the auto rule that picks it, its BLAS weight gradients, and the team (barrier, claims,
-shares, fallbacks, forks) and packers that every tiled cell uses. The checks every tiled cell
-shares (the float64 reference at every padding case, threads, rows or units, caches) are in
+"""kernels.lstm_tiled: the fused, multithreaded float32 LSTM against lstm.py's serial steps, the
+auto rule that picks it, its BLAS weight gradients, and the team (barrier, claims, shares,
+fallbacks, forks) and packers that every tiled cell uses. The checks every tiled cell shares
+(the float64 reference at every padding case, PyTorch, threads, rows or units, caches) are in
 test_kernels_tiled.py."""
 
 import numba
@@ -76,32 +76,6 @@ def test_rows_of_splits_whole_register_tiles():
     assert lstm_tiled._backward_rows(8, 1) == 0               # one worker: by units
     assert lstm_tiled.BACKWARD_BY_ROWS == (_gemm.VECTOR == 16)  # measured on AVX-512 only
     assert lstm_tiled._backward_rows(8, 2) == (_gemm.VECTOR == 16)
-
-
-def test_matches_torch():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(7)
-    T, B, I, H = 7, 12, 5, 80
-    x, W_ih, W_hh, b, h0, c0 = _f32(*_problem(rng, T, B, I, H))
-    y, h_n, c_n, cache = lstm.lstm_forward(x, W_ih, W_hh, b, h0, c0, path="tiled")
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    dx, dW_ih, dW_hh, db, dh0, dc0 = lstm.lstm_backward(dy, None, None, cache)
-    m = torch.nn.LSTM(I, H)
-    with torch.no_grad():
-        m.weight_ih_l0.copy_(torch.from_numpy(W_ih))
-        m.weight_hh_l0.copy_(torch.from_numpy(W_hh))
-        m.bias_ih_l0.copy_(torch.from_numpy(b))
-        m.bias_hh_l0.zero_()
-    xt = torch.tensor(x, requires_grad=True)
-    h0t, c0t = (torch.tensor(a[None], requires_grad=True) for a in (h0, c0))
-    yt, (hnt, cnt) = m(xt, (h0t, c0t))
-    (yt * torch.from_numpy(dy)).sum().backward()
-    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
-    np.testing.assert_allclose(h_n, hnt[0].detach().numpy(), atol=1e-5)
-    np.testing.assert_allclose(c_n, cnt[0].detach().numpy(), atol=1e-5)
-    for got, t in ((dx, xt.grad), (dW_ih, m.weight_ih_l0.grad), (dW_hh, m.weight_hh_l0.grad),
-                   (db, m.bias_ih_l0.grad), (dh0, h0t.grad[0]), (dc0, c0t.grad[0])):
-        np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()))
 
 
 def test_team_barrier_counts_every_worker():

@@ -1,6 +1,6 @@
-"""kernels.rnn_tiled: the fused, multithreaded float32 tanh RNN against rnn.py's serial steps
-and PyTorch, the auto rule that picks it, and caches of other cells refused. The checks every
-tiled cell shares (the float64 reference at every padding case, threads, rows or units, caches)
+"""kernels.rnn_tiled: the fused, multithreaded float32 tanh RNN against rnn.py's serial steps,
+the auto rule that picks it, and caches of other cells refused. The checks every tiled cell
+shares (the float64 reference at every padding case, PyTorch, threads, rows or units, caches)
 are in test_kernels_tiled.py."""
 
 import numpy as np
@@ -67,29 +67,3 @@ def test_a_cache_of_another_cell_is_refused():
                                        np.tile(b, 4), path="tiled")
     with pytest.raises(TypeError, match="cache: expected the cache returned by rnn_forward"):
         rnn.rnn_backward(None, None, lstm_cache)
-
-
-def test_matches_torch():
-    torch = pytest.importorskip("torch")
-    rng = np.random.default_rng(7)
-    T, B, I, H = 7, 12, 5, 80
-    x, W_ih, W_hh, b, h0 = _f32(*_problem(rng, T, B, I, H))
-    y, h_n, cache = rnn.rnn_forward(x, W_ih, W_hh, b, h0, path="tiled")
-    dy = rng.standard_normal((T, B, H)).astype(np.float32)
-    dx, dW_ih, dW_hh, db, dh0 = rnn.rnn_backward(dy, None, cache)
-    m = torch.nn.RNN(I, H)
-    with torch.no_grad():
-        m.weight_ih_l0.copy_(torch.from_numpy(W_ih))
-        m.weight_hh_l0.copy_(torch.from_numpy(W_hh))
-        m.bias_ih_l0.copy_(torch.from_numpy(b))
-        m.bias_hh_l0.zero_()
-    xt = torch.tensor(x, requires_grad=True)
-    h0t = torch.tensor(h0[None], requires_grad=True)
-    yt, hnt = m(xt, h0t)
-    (yt * torch.from_numpy(dy)).sum().backward()
-    np.testing.assert_allclose(y, yt.detach().numpy(), atol=1e-5)
-    np.testing.assert_allclose(h_n, hnt[0].detach().numpy(), atol=1e-5)
-    for got, t in ((dx, xt.grad), (dW_ih, m.weight_ih_l0.grad), (dW_hh, m.weight_hh_l0.grad),
-                   (db, m.bias_ih_l0.grad), (dh0, h0t.grad[0])):
-        np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()))
-

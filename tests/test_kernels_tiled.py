@@ -1,8 +1,9 @@
 """The tiled float32 kernels of every cell (``kernels/lstm_tiled.py``, ``gru_tiled.py``,
 ``rnn_tiled.py``), each through its cell's wrapper with ``path="tiled"``: against the float64
 reference for every padding case (B not a multiple of 4, H not a multiple of 64, I not a multiple
-of 4), ragged, reversed, with initial states; the same bits whatever the number of threads and
-whether the backward goes by rows or by units; caches and inputs left alone. What only one cell
+of 4), ragged, reversed, with initial states, and against PyTorch; the same bits whatever the
+number of threads and whether the backward goes by rows or by units; caches and inputs left
+alone. What only one cell
 has (its auto rule, the LSTM's BLAS weight gradients, the team's own parts) is in that cell's
 ``test_kernels_<cell>_tiled.py``."""
 
@@ -215,3 +216,40 @@ def test_backward_leaves_the_cache_alone(cell, T, B, I, H, ragged, reverse):
     second = backward(cell, dy, dstates, cache)
     for g1, g2 in zip(first, second):
         assert g1 is not g2 and np.array_equal(g1, g2)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_matches_torch(cell):
+    """The tiled kernels against PyTorch's layer (its CPU kernels, float32), initial states
+    given; rnncore's one LSTM / RNN bias is PyTorch's bias_ih with bias_hh zero."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    T, B, I, H = 7, 12, 5, 80
+    x, W_ih, W_hh, *rest = _f32(*_problem(cell, rng, T, B, I, H))
+    biases, states = rest[:BIASES[cell]], rest[BIASES[cell]:]
+    *out, cache = forward(cell, [x, W_ih, W_hh, *biases, *states], path="tiled")
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    grads = backward(cell, dy, [None] * STATES[cell], cache)
+    m = getattr(torch.nn, cell.upper())(I, H)
+    with torch.no_grad():
+        m.weight_ih_l0.copy_(torch.from_numpy(W_ih))
+        m.weight_hh_l0.copy_(torch.from_numpy(W_hh))
+        m.bias_ih_l0.copy_(torch.from_numpy(biases[0]))
+        if len(biases) == 2:
+            m.bias_hh_l0.copy_(torch.from_numpy(biases[1]))
+        else:
+            m.bias_hh_l0.zero_()
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s[None], requires_grad=True) for s in states]
+    yt, final = m(xt, tuple(st) if cell == "lstm" else st[0])
+    final = final if cell == "lstm" else (final,)
+    (yt * torch.from_numpy(dy)).sum().backward()
+    for got, t in zip(out, [yt] + [f[0] for f in final]):          # y, h_n (, c_n)
+        np.testing.assert_allclose(got, t.detach().numpy(), atol=1e-5)
+    bias_grads = [m.bias_ih_l0.grad] + ([m.bias_hh_l0.grad] if len(biases) == 2 else [])
+    want = [xt.grad, m.weight_ih_l0.grad, m.weight_hh_l0.grad, *bias_grads,
+            *(s.grad[0] for s in st)]
+    assert len(grads) == len(want)
+    for i, (got, t) in enumerate(zip(grads, want)):
+        np.testing.assert_allclose(got, t.numpy(), atol=1e-4 * max(1.0, np.abs(t.numpy()).max()),
+                                   err_msg=str(i))
