@@ -91,9 +91,10 @@ gates' third row. It may not be needed: with Numba 0.68.1 (float32, H = 40), tha
 hs[s+1] directly was vectorized just as well as writing y_t (71 vs 72 packed vector
 instructions, 10 vector FMAs in both). ``sigmoid``/``tanh`` come from ``_common`` (libm's
 ``math.tanh`` does not vectorize); ``fastmath={"contract"}`` lets them use FMA instructions
-(see ``lstm.py``). The GEMMs run on BLAS's own threads; the pointwise passes are serial: a
-second thread pool (``prange``) on the same cores fights BLAS's spinning threads and, on a busy
-machine, made a forward pass ~20x slower in our measurements.
+(see ``lstm.py``). The big GEMMs, and the per-step product where BLAS does it, run on BLAS's own
+threads; the pointwise passes are serial: a second thread pool (``prange``) on the same cores
+fights BLAS's spinning threads and, on a busy machine, made a forward pass ~20x slower in our
+measurements.
 
 A second organization of the same computation lives in ``gru_tiled.py`` (float32, modeled on
 ``lstm_tiled.py``): the steps split into tiles run by one team of threads per pass.

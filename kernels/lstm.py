@@ -38,7 +38,8 @@ Each step adds the gradient of its own output y_t = h_t (``dy``), then different
 dc_t is the whole dL/dc_t: c_t reaches the loss through step t+1 (dc'_t) and through h_t, and
 (3) must use the sum (differentiating (3) with dc'_t alone is the classic slip). After step 0,
 dh'_{-1} and dc'_{-1} are the grads of the initial states (returned as ``dh0``, ``dc0``). Over
-padding (5) a step passes dh' and dc' through unchanged and contributes nothing.
+padding (5) a step passes dh' and dc' through unchanged and contributes nothing (given finite
+padding values: the kernels check no values, and 0 * NaN is NaN; see ``kernels/__init__``).
 
 How the work is organized, as in cuDNN and haste. Forward:
 
@@ -57,7 +58,8 @@ Backward, t = T-1 ... 0:
 
     for each step t:
         one pass over (B, H): dh_t, dc'_t -> dz_t (kept in dZ) and dc'_{t-1}     (4), (3), (2)
-        dh_{t-1} = dz_t W_hh  ONE GEMM: (B, 4H) @ (4H, H), packed as in forward   (1)
+        dh'_{t-1} = dz_t W_hh ONE GEMM: (B, 4H) @ (4H, H): W_hh packed, or BLAS,   (1)
+                              as ``_gemm.pack_for`` decides for it (as in forward for W_hh^T)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_ih = dZ^T X            (4H, T*B) @ (T*B, I)                            (1)
         dW_hh = dZ^T H_prev       (4H, T*B) @ (T*B, H), row (t, b) of H_prev = h_{t-1}[b]
@@ -87,13 +89,14 @@ On CPUs with AVX-512, LLVM still prefers 256-bit vectors unless told otherwise;
 ``_prefer_512_bit()`` tells it so for the forward core (its gate loops then take 16 floats per
 instruction: the forward 4-10 % faster at (8, 8, 2, 100) on a 2-core Xeon; the backward, mostly
 matrix products, showed no gain, and keeps LLVM's choice).
-The GEMMs run on BLAS's own threads; the pointwise loops are serial: a ``prange`` thread pool
-beside BLAS's on two cores made every step slower, not faster. The cores release Python's lock
+The big GEMMs, and the per-step product where BLAS does it, run on BLAS's own threads (the packed
+per-step product runs on the calling thread); the pointwise loops are serial: a ``prange`` thread
+pool beside BLAS's on two cores made every step slower, not faster. The cores release Python's lock
 (``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
-core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros`` are NumPy's, but from
-64 KB up they hand out buffers reused from call to call (``_workspace``), whose memory pages
-are already mapped: a fresh page faults when first written (~2 us each on a virtual machine),
-which had cost the forward at (100, 64, 512, 512) 16 % of its time.
+core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros`` behave like NumPy's, but
+from 64 KB up they hand out buffers reused from call to call (``_workspace``), whose memory pages
+are already mapped: a fresh page faults when first written (~2 us each on a virtual machine), which
+had cost the forward at (100, 64, 512, 512) 16 % of its time.
 
 A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
 split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team

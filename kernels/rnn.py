@@ -1,13 +1,13 @@
 """Fast CPU tanh RNN (Elman): forward and backpropagation through time (BPTT), with Numba.
 
-Same signatures and results as ``kernels.reference.rnn_forward`` / ``rnn_backward`` (the plain
-NumPy oracle, one step at a time); this file computes the same thing the way NVIDIA's cuDNN and
-the haste library (LMNT's fast RNN kernels) do, so that nearly all the work happens in a few
-matrix products. It is the simplest of the three cells (``rnn.py``, ``gru.py``, ``lstm.py``
-share one structure): read it first. The speed devices that the three share (the packed
-per-step product behind ``_gemm.step_operands``, ``_workspace``'s ``empty``/``zeros``,
-``nogil``, ``_prefer_512_bit``) are summarized at the end of this docstring; ``lstm.py``'s
-notes give the measurements behind them.
+Same arguments (plus ``path=``) and results as ``kernels.reference.rnn_forward`` / ``rnn_backward``
+(the plain NumPy oracle, one step at a time); this file computes the same thing the way NVIDIA's
+cuDNN and the haste library (LMNT's fast RNN kernels) do, so that nearly all the work happens in a
+few matrix products. It is the simplest of the three cells (``rnn.py``, ``gru.py``, ``lstm.py``
+share one structure): read it first. The speed devices that the three share (the packed per-step
+product behind ``_gemm.step_operands``, ``_workspace``'s ``empty``/``zeros``, ``nogil``,
+``_prefer_512_bit``) are summarized at the end of this docstring; ``lstm.py``'s notes give the
+measurements behind them.
 
 Shape key (used in every comment below):
 
@@ -53,7 +53,8 @@ Backward, t = T-1 ... 0:
 
     for each step t:
         one fused pointwise pass over (B, H): dh_t -> da_t (kept in dA)                 (2)
-        dh'_{t-1} = da_t W_hh     ONE GEMM: (B, H) @ (H, H), packed as in forward      (1)
+        dh'_{t-1} = da_t W_hh     ONE GEMM: (B, H) @ (H, H): W_hh packed, or BLAS,   (1)
+                                  as ``_gemm.pack_for`` decides for it (as in forward for W_hh^T)
     then, once for all steps (the weights are shared across time, so their grads are sums):
         dW_ih = dA^T X            (H, T*B) @ (T*B, I)                                  (1)
         dW_hh = dA^T H_prev       (H, T*B) @ (T*B, H), row (t, b) of H_prev = h_{t-1}[b]
@@ -69,19 +70,19 @@ step s of sequence b is valid exactly when ``s < lengths[b]``, in both direction
 below count steps s (the index of hs, G, dA); an index t is always a time (the index of y, dy),
 and t = s only when ``reverse`` is False. X above is x_s in step order.
 
-Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
-cores compile for exactly those two signatures and ``dot_into`` calls BLAS without copies. Literal
+Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the cores
+compile for exactly those two signatures and ``dot_into`` calls BLAS without copies. Literal
 constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
 The pointwise passes loop over contiguous (H,) rows and use ``_common.tanh``, so LLVM turns them
 into SIMD code (libm's ``math.tanh`` does not vectorize); ``fastmath={"contract"}`` lets them use
-FMA instructions. ``_prefer_512_bit()`` lets LLVM use 512-bit vectors in the forward core on
-CPUs with AVX-512 (it prefers 256-bit ones otherwise; elsewhere it changes nothing); the
-backward core, mostly matrix products, keeps LLVM's choice. The GEMMs run on BLAS's own
-threads; the pointwise passes are serial: a second thread pool (``prange``) on the same cores
-fights BLAS's spinning threads (see ``gru.py``). The cores release Python's lock
-(``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
-core (``_pair``). ``empty`` and ``zeros`` are NumPy's, but from 64 KB up they hand out buffers
-reused from call to call (``_workspace``), whose memory pages are already mapped.
+FMA instructions. ``_prefer_512_bit()`` lets LLVM use 512-bit vectors in the forward core on CPUs
+with AVX-512 (it prefers 256-bit ones otherwise; elsewhere it changes nothing); the backward core,
+mostly matrix products, keeps LLVM's choice. The big GEMMs, and the per-step product where BLAS
+does it, run on BLAS's own threads; the pointwise passes are serial: a second thread pool
+(``prange``) on the same cores fights BLAS's spinning threads (see ``gru.py``). The cores release
+Python's lock (``nogil=True``), so that the two directions of a bidirectional layer can run at
+once, one per core (``_pair``). ``empty`` and ``zeros`` behave like NumPy's, but from 64 KB up they
+hand out buffers reused from call to call (``_workspace``), whose memory pages are already mapped.
 
 A second organization of the same computation lives in ``rnn_tiled.py`` (float32, modeled on
 ``lstm_tiled.py``): the steps split into tiles of 64 units run by one team of threads per pass,
