@@ -310,6 +310,16 @@ def _time_major_shape(x):
     return shape
 
 
+def _same_values(given, kept, dtype):
+    """Whether ``given`` holds ``kept``'s values as a module of ``dtype`` reads them: floats
+    compared in that dtype (a float64 x for a float32 forward's values passes, as a layer's
+    own check takes it), ids as they are."""
+    if given.dtype.kind == "f" or kept.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            given, kept = given.astype(dtype, copy=False), kept.astype(dtype, copy=False)
+    return np.array_equal(given, kept)
+
+
 def _as_checked_input(x):
     """``x`` (an array or a list of step arrays) as one checked array: finite reals, or ints."""
     if isinstance(x, (list, tuple)) and len(x):
@@ -323,10 +333,13 @@ class Sequential(Module):
     """``y = m_n(... m_2(m_1(x)))``: each child's output is the next one's input.
 
     ``forward(x, lengths)`` hands ``lengths`` to every sequence-aware child while the time axis
-    lasts (not to those after `LastStep` or ``return_sequences=False``); ``backward`` runs
-    the children in reverse, each with the input it saw in the last forward (the first one with
-    the ``x`` given to backward, as in Torch7). Children keep their own dtype: ``dtype=None``
-    takes theirs (they must agree), a given ``dtype`` converts them.
+    lasts (not to those after `LastStep` or ``return_sequences=False``); ``backward`` runs the
+    children in reverse, each with the input it saw in the last forward (the first one with the
+    ``x`` given to backward, as in Torch7; with more than one child, that ``x`` must hold the
+    forward's input values, since the others differentiate what the forward made of them, and a
+    first child that reads its input in backward, a `Linear` or `Embedding`, gets a copy the
+    forward kept). Children keep their own dtype: ``dtype=None`` takes theirs (they must agree), a
+    given ``dtype`` converts them.
 
     With ``lengths`` (B,), the input must be time-major, (T, B, ...) (ids (T, B) for an
     `Embedding`). Only sequence-aware children get ``lengths`` (recurrent layers, `LastStep`,
@@ -404,6 +417,13 @@ class Sequential(Module):
             valid = _valid_mask(lengths, *shape[:2])             # (T, B): zeros at padding
             h = _like(_zero_padding(np.asarray(h), valid), isinstance(h, list))
         self._inputs, self._valid = inputs or [x], valid     # (no child: Torch7's identity)
+        # A first child that reads the x it is given in backward (a Linear, an Embedding, a
+        # module of one's own) gets the forward's values then, as the others differentiate
+        # what the forward made of them: a copy, since the caller may refill x in between (a
+        # recurrent layer or an activation keeps what it needs itself)
+        first = self._children[0] if self._children else None
+        self._x_kept = (None if len(self._children) < 2 or first._keeps_forward else
+                        np.stack(x) if isinstance(x, (list, tuple)) else np.array(x))
         self._serials = _noted_serials(self)
         return _copy(h) if not self._children else h        # (not the caller's own array)
 
@@ -426,9 +446,16 @@ class Sequential(Module):
     def _backward(self, x, gy):
         if self._inputs is None:
             raise RuntimeError("Sequential.backward: call forward first")
-        x0 = self._inputs[0]
+        x0, kept = self._inputs[0], self.__dict__.get("_x_kept")
         if x is not x0:                  # checked here, before any child adds to a gradient
-            _checks.same_shape(_as_checked_input(x), _shape_of(x0), "x")   # (x0: its shape only)
+            given = _as_checked_input(x)
+            _checks.same_shape(given, _shape_of(x0), "x")
+            if kept is not None and not _same_values(given, kept, self._children[0].dtype):
+                raise ValueError(f"{_NOT_THE_LAST_FORWARDS} (the chain's later children "
+                                 f"differentiate that forward), got other values of its shape; "
+                                 f"call forward(x) first")
+        if kept is not None:             # the forward's values, whatever x holds now (_chain), in
+            x = _like(kept, isinstance(x, (list, tuple)))    # the kind given (an array or steps)
         dtype = _gy_dtype(self)                                  # (the leaf's that reads it)
         if self._valid is not None:                              # padding outputs are constant 0
             g, was_list = _float_input(gy, dtype, "gy")

@@ -38,7 +38,9 @@ def _float_input(x, name="input"):
         a, was_list = _checks.finite_array(x, name), False
     if a.dtype not in _checks.FLOAT_DTYPES:
         a = a.astype(np.float64)
-    if a.ndim == 0 or a.size == 0:
+    if a.ndim == 0:
+        raise ValueError(f"{name}: expected an array of at least 1 dimension, got a 0-d one")
+    if a.size == 0:
         raise ValueError(f"{name}: expected a non-empty array, got shape {a.shape}")
     return a, was_list
 

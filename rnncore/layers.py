@@ -142,8 +142,8 @@ class Linear(Module):
         gy, _ = _float_input(gy, self.dtype, "gy")
         expected = x.shape[:-1] + (self.out_features,)
         if gy.shape != expected:                 # (either may be the wrong one: name both)
-            raise ValueError(f"gy: expected shape {expected}, the output's for x {x.shape}, got "
-                             f"{gy.shape}")
+            raise ValueError(f"gy: expected shape {expected} (this Linear's output for its input "
+                             f"of shape {x.shape}), got {gy.shape}")
         if self._valid is not None and x.shape[:2] == self._valid.shape:
             gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         x2 = x.reshape(-1, self.in_features)                     # (N, I)

@@ -869,8 +869,12 @@ def test_backward_errors_name_what_was_wrong():
     s = Sequential(Embedding(10, 3), LSTM(3, 2))
     ids = np.array([[1, 2], [3, 4]])
     s.forward(ids)
-    with pytest.raises(ValueError, match=r"^x: expected ids in \[0, 9\]"):
+    with pytest.raises(ValueError, match=r"^x: expected the input of the last forward"):
         s.backward(np.array([[1, 2], [3, 99]]), np.ones((2, 2, 2), np.float32))
+    alone = Sequential(Embedding(10, 3))                 # (one child: it reads the x given)
+    alone.forward(ids)
+    with pytest.raises(ValueError, match=r"^x: expected ids in \[0, 9\]"):
+        alone.backward(np.array([[1, 2], [3, 99]]), np.ones((2, 2, 3), np.float32))
     s2 = Sequential(Linear(3, 3), Linear(3, 2))
     buf = np.ones((4, 2, 3), np.float32)
     s2.forward(buf)
@@ -1076,6 +1080,47 @@ def test_activation_backward_takes_any_x_whose_forward_keeps_the_same():
     r = ReLU(np.float64)
     r.forward(old)
     np.testing.assert_array_equal(r.backward(old * 2, gy), (old > 0) * 1.0)   # same signs
+
+
+@pytest.mark.parametrize("first", ["linear", "embedding"])
+def test_a_chain_whose_first_child_reads_x_differentiates_the_forwards_values(first):
+    """Sequential(Linear or Embedding, LSTM, ...): the LSTM differentiates what the forward made
+    of x, so the first child, which reads the x it is given, must too. Other values are refused
+    with nothing changed; the forward's own array refilled since, or a copy of its old values,
+    give the forward's gradients; a chain of one still reads the x it is given (Torch7)."""
+    rng = np.random.default_rng(5)
+    if first == "linear":
+        x, other = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
+        head = Linear(2, 4, dtype=np.float64)
+    else:
+        x, other = rng.integers(0, 6, (4, 3)), rng.integers(0, 6, (4, 3))
+        head = Embedding(6, 4, dtype=np.float64)
+    m = Sequential(head, LSTM(4, 3, dtype=np.float64))
+    gy = rng.standard_normal((4, 3, 3))
+    m.forward(x)
+    m.backward(x, gy)
+    want = [p.grad.copy() for p in m.parameters()]
+
+    m.zero_grad_parameters()
+    m.forward(x)
+    with pytest.raises(ValueError, match="x: expected the input of the last forward"):
+        m.backward(other, gy)
+    assert not any(p.grad.any() for p in m.parameters())
+    for given, refill in ((x, False), (x.copy(), False), ("own", True), (list(x), False)):
+        m.zero_grad_parameters()
+        buf = x.copy()
+        m.forward(buf)
+        if refill:
+            buf[...] = other
+        m.backward(buf if isinstance(given, str) else given, gy)
+        for p, w in zip(m.parameters(), want):
+            np.testing.assert_array_equal(p.grad, w)
+
+    alone = Sequential(Linear(2, 4, dtype=np.float64))
+    xs = rng.standard_normal((4, 3, 2))
+    alone.forward(xs)
+    alone.backward(2 * xs, np.ones((4, 3, 4)))                # (Torch7: the x given here)
+    np.testing.assert_allclose(alone[0].weight.grad, np.ones((4, 12)) @ (2 * xs).reshape(12, 2))
 
 
 def test_summary_refuses_the_sequencer_that_forward_refuses():

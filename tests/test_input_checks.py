@@ -714,3 +714,14 @@ def test_the_memory_bound_counts_exactly_the_parameters_and_gradients(make, monk
     monkeypatch.setattr(_checks, "_memory_bytes", lambda: need - 1)
     with pytest.raises(ValueError, match="more than this machine's memory"):
         make()
+
+
+@pytest.mark.parametrize("make", [MSECriterion, BCECriterion])
+def test_a_criterion_names_a_0d_input_as_such(make):
+    """A 0-d array holds one number: the refusal says what is missing (a dimension), not that
+    the array is empty."""
+    with pytest.raises(ValueError, match=r"^input: expected an array of at least 1 dimension, "
+                                         r"got a 0-d one"):
+        make().forward(np.float32(0.5), np.float32(1.0))
+    with pytest.raises(ValueError, match=r"^input: expected a non-empty array, got shape \(0,\)"):
+        make().forward(np.zeros(0, np.float32), np.zeros(0, np.float32))

@@ -553,8 +553,8 @@ def test_linear_refusals_name_the_callers_shapes():
     gy = np.ones((3, 2, 2), np.float32)
     m.forward(x)
     before = snapshot(m)
-    with pytest.raises(ValueError, match=r"gy: expected shape \(3, 1, 2\), the output's for x "
-                                         r"\(3, 1, 4\), got \(3, 2, 2\)"):
+    with pytest.raises(ValueError, match=r"gy: expected shape \(3, 1, 2\) \(this Linear's output "
+                                         r"for its input of shape \(3, 1, 4\)\), got \(3, 2, 2\)"):
         m.backward(x[:, :1], gy)
     assert same(before, snapshot(m))
 
