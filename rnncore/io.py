@@ -466,7 +466,9 @@ def load(path):
 
     Raises ``ValueError`` for any file that is not a valid rnncore model (weights that are NaN
     or Inf included), saying what is wrong; for an array, which key, the expected and the found
-    shape. A missing file raises ``FileNotFoundError`` as ``open`` does. The global
+    shape. A missing file raises ``FileNotFoundError`` as ``open`` does; an empty path or one
+    that ends with a path separator ``ValueError``, a directory ``IsADirectoryError``, each
+    naming ``path`` (as `save` refuses them). The global
     ``rnncore.random`` stream is left as it was (the fresh layers' initial weights are drawn
     from a throwaway generator, then overwritten).
     """
@@ -476,6 +478,10 @@ def load(path):
         raise TypeError(f"path: expected a str or os.PathLike, got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)                 # as save does (zipfile reads bytes as data)
+    if path == "" or path.endswith(tuple(s for s in (os.sep, os.altsep) if s)) \
+            or os.path.isdir(path):              # (what save refuses, named as save names it)
+        error, text = _path_problem(path)
+        raise error(f"path: {text}")
     z, headers = _open(path)
     with z:
         meta = _meta(z, headers, path)

@@ -94,6 +94,14 @@ def _refuse_partial_ties(params, name):
                                      f"both one array: b.data = a.data")
 
 
+def _step_refuses_partial_ties(optimizer):
+    """Whether ``optimizer.step()`` refuses Parameters tied through views (``_refuse_partial_ties``,
+    before any update): every rule with state does, plain SGD's own loop does not, and a step
+    of one's own is its own business. ``fit`` asks, to refuse them before its first batch."""
+    step = type(optimizer).step
+    return step is Optimizer.step or (step is SGD.step and not optimizer._plain())
+
+
 def _follow_dtype(state, dtype):
     """Convert the state's arrays to ``dtype`` where they differ (the parameter was converted
     by ``Module.astype`` since they were made), so that precision follows the parameter."""
@@ -308,6 +316,11 @@ class SGD(Optimizer):
         self.__dict__.update(state)
         self._flat = [None] * len(self.params)       # (made again at the first step)
 
+    def _plain(self):
+        """Whether ``step`` runs the plain rule's own loop (no momentum, no weight decay, SGD's
+        own update), which takes Parameters tied through views (``_refuse_partial_ties``)."""
+        return not (self.momentum or self.weight_decay or type(self)._update is not SGD._update)
+
     def step(self):
         """One update of every trainable parameter, in place. The plain rule (no momentum, no
         weight decay) runs as one compiled loop per parameter over flat views of its data and
@@ -315,7 +328,7 @@ class SGD(Optimizer):
         and two calls, was a tenth of a training step); the numbers are NumPy's (no fused
         multiply-add). Parameters tied to one array each update it in turn: the same step as
         one update with the sum of their grads, up to rounding."""
-        if self.momentum or self.weight_decay or type(self)._update is not SGD._update:
+        if not self._plain():
             return super().step()                            # (a subclass's own rule included)
         self._check_dtypes()
         dtype = lr = None

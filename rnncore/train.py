@@ -69,7 +69,7 @@ from .criteria import (BCECriterion, ClassNLLCriterion, Criterion, MSECriterion,
                        SequencerCriterion)
 from .layers import Embedding
 from .module import Module, restore, snapshot
-from .optim import Optimizer, clip_grad_norm
+from .optim import Optimizer, _refuse_partial_ties, _step_refuses_partial_ties, clip_grad_norm
 
 __all__ = ["fit", "score", "History"]
 
@@ -231,10 +231,12 @@ def _output_shape(model, x, lengths, per_step, name="x"):
     return tuple(shape)
 
 
-def _check_ids(model, x, name="x"):
+def _check_x_values(model, x, name="x"):
     """Every id of ``x`` against the `Embedding` that reads it, if one does (the first module
     along the chain of containers): an id out of range in the last batch is refused before
-    the first update, not when that batch comes."""
+    the first update, not when that batch comes. Likewise floats beyond the range of the dtype
+    in which the first module (one of rnncore's) reads them: a float64 1e39 for a float32
+    layer, which its forward would refuse in that batch."""
     first = model
     while isinstance(first, (Sequential, Sequencer)) and first._children:
         first = first._children[0]
@@ -245,6 +247,9 @@ def _check_ids(model, x, name="x"):
             if name == "x":
                 raise
             raise type(e)(f"{name}: for the model's Embedding: {e}") from None
+    elif (x.dtype.kind == "f" and type(first).__module__.startswith("rnncore.")
+          and np.finfo(x.dtype).max > np.finfo(first.dtype).max):
+        _checks.finite_array(x, name, dtype=first.dtype)       # (ValueError naming ``name``)
 
 
 def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
@@ -419,7 +424,7 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     batch_size = _checks.positive_int(batch_size, "batch_size")
     per_step = isinstance(criterion, SequencerCriterion)
     x, y, lengths, N = _data(x, y, lengths, per_step)
-    _check_ids(model, x)
+    _check_x_values(model, x)
     _check_targets(model, criterion, x, y, lengths, per_step)
     saved = snapshot(model)                             # modes and kept forwards (rebound)
     crits = [criterion] + ([criterion.criterion] if per_step else [])
@@ -499,6 +504,10 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a function callback(epoch, history), "
                         f"got {type(callback).__name__}")
+    if clip is not None or (lr is None and _step_refuses_partial_ties(optimizer)):
+        # Parameters tied through views, which the step or the clipping would refuse at the
+        # first batch, after its backward had overwritten every grad: refused here instead
+        _refuse_partial_ties(model.parameters(), "model")
     x, y, lengths, N = _data(x, y, lengths, per_step)
     val = None
     if validation is not None:
@@ -510,10 +519,10 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
         vx, vy, vl = (tuple(validation) + (None,))[:3]
         val = _data(vx, vy, vl, per_step,
                     names=("validation[0]", "validation[1]", "validation[2]"))
-    _check_ids(model, x)
+    _check_x_values(model, x)
     _check_targets(model, criterion, x, y, lengths, per_step)
     if val is not None:
-        _check_ids(model, val[0], "validation[0]")
+        _check_x_values(model, val[0], "validation[0]")
         _check_targets(model, criterion, *val[:3], per_step,
                        names=("validation[0]", "validation[1]"))
 

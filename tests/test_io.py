@@ -414,6 +414,23 @@ def test_bytes_paths_load_as_they_save(tmp_path):
 
 
 @pytest.mark.parametrize("target, error, match", [
+    (lambda d: d, IsADirectoryError,
+     r"^path: expected a file path, got '.*', which is a directory"),
+    (lambda d: os.path.join(d, "m.npz") + os.sep, ValueError,
+     r"^path: .*m\.npz/', which ends with a path separator"),
+    (lambda d: "", ValueError, r"^path: expected a file path, got an empty string"),
+])
+def test_bad_load_paths_are_named_as_save_names_them(tmp_path, target, error, match):
+    """A directory, a path ending in a separator and an empty path gave bare OSErrors from
+    open() that did not name the argument; a missing file still raises FileNotFoundError."""
+    save(Linear(2, 2), str(tmp_path / "m.npz"))
+    with pytest.raises(error, match=match):
+        load(target(str(tmp_path)))
+    with pytest.raises(FileNotFoundError):
+        load(str(tmp_path / "missing.npz"))
+
+
+@pytest.mark.parametrize("target, error, match", [
     (lambda d: os.path.join(d, "missing", "x.npz"), FileNotFoundError,
      r"path: '.*missing.x\.npz': the folder .*missing does not exist"),
     (lambda d: d, IsADirectoryError, r"path: expected a file path, got '.*', which is a directory"),

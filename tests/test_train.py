@@ -820,3 +820,55 @@ def test_fit_keeps_the_callers_gradients_when_the_first_batch_is_refused():
     with pytest.raises(ValueError, match="refused by the criterion"):
         fit(model, Picky(), 0.1, x, np.zeros((16, 3)), epochs=1, batch_size=8, progress=False)
     assert all((p.grad == 0.5).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("where", ["x", "validation", "score"])
+def test_floats_beyond_the_models_dtype_are_refused_before_any_update(where):
+    """float64 data holding 1e39 for a float32 model: its forward refuses that batch, so fit
+    refused it only when the batch came up, after the updates of the batches before (and
+    named the validation data x)."""
+    x, y = sign_task(8, 3)
+    x = x.astype(np.float64)
+    bad = x.copy()
+    bad[0, -1, 0] = 1e39                                 # in the last sample: the last batch
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 4, return_sequences=False), Linear(4, 2), LogSoftMax())
+    before = {k: v.copy() for k, v in m.state_dict().items()}
+    name = "validation[0]" if where == "validation" else "x"
+    with pytest.raises(ValueError, match=rf"^{re.escape(name)}: expected values within "
+                                         rf"\+-3\.403e\+38 \(the range of float32\)"):
+        if where == "x":
+            fit(m, ClassNLLCriterion(), 0.1, bad, y, epochs=1, batch_size=2, shuffle=False,
+                progress=False)
+        elif where == "validation":
+            fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=1, progress=False,
+                validation=(bad, y))
+        else:
+            score(m, ClassNLLCriterion(), bad, y)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=1, progress=False)   # in range: trains
+
+
+@pytest.mark.parametrize("optimizer, clip", [("adam", None), ("momentum", None),
+                                             ("plain", 1.0)])
+def test_parameters_tied_through_a_view_are_refused_before_the_first_batch(optimizer, clip):
+    """The step of a rule with state (and clip_grad_norm) refuses two Parameters holding
+    different views of one array; inside fit that came after the first batch's backward had
+    overwritten every grad and the layers' caches. Plain SGD takes such a tie (its updates in
+    turn): fit trains it."""
+    rng = np.random.default_rng(1)
+    m = Sequencer(Sequential(Linear(2, 3), rnncore.Tanh(), Linear(3, 2)))
+    m.module[2].weight.data = m.module[0].weight.data.T
+    for p in m.parameters():
+        p.grad[...] = 7.0
+    opt = {"adam": lambda: Adam(m.parameters()),
+           "momentum": lambda: SGD(m.parameters(), 0.1, momentum=0.9),
+           "plain": lambda: SGD(m.parameters(), 0.1)}[optimizer]()
+    x, y = rng.standard_normal((3, 4, 2)), np.zeros((3, 4, 2))
+    with pytest.raises(ValueError, match=r"^model: '0\.0\.weight' at \[0\] and '0\.2\.weight' at "
+                                         r"\[2\] hold different views of the same memory"):
+        fit(m, SequencerCriterion(MSECriterion()), opt, x, y, epochs=1, progress=False, clip=clip)
+    assert all((p.grad == 7.0).all() for p in m.parameters())
+    fit(m, SequencerCriterion(MSECriterion()), SGD(m.parameters(), 0.1), x, y, epochs=1,
+        progress=False)
