@@ -45,9 +45,9 @@ Outputs are always NumPy.
 **Availability.** ``numba.cuda`` is imported only when ``"cuda"`` is asked for: CPU users never load
 it and need no GPU packages. ``to("cuda")`` checks first that kernels can run (the numba-cuda
 package installed, a GPU and driver that answer, or numba's CPU simulator enabled with
-``NUMBA_ENABLE_CUDASIM=1`` before numba.cuda is first imported) and otherwise raises a
-``RuntimeError`` naming ``device`` and the fix (``pip install -e ".[cuda]"``), leaving the model
-as it was. An unknown device string is a ``ValueError``; a non-string a ``TypeError``.
+``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported, so before rnncore is) and otherwise
+raises a ``RuntimeError`` naming ``device`` and the fix (``pip install -e ".[cuda]"``), leaving
+the model as it was. An unknown device string is a ``ValueError``; a non-string a ``TypeError``.
 """
 
 import numpy as np
@@ -92,8 +92,8 @@ def cuda_kernels():
         raise RuntimeError(
             "device='cuda': no usable CUDA device (numba.cuda.is_available() is False). Needs an "
             f"NVIDIA GPU with its driver; {_INSTALL}. For tests without a GPU, set "
-            "NUMBA_ENABLE_CUDASIM=1 before numba.cuda is first imported (numba's CPU simulator, "
-            "slow). Use device='cpu' otherwise")
+            "NUMBA_ENABLE_CUDASIM=1 before numba is imported, so before rnncore is (numba's CPU "
+            "simulator, slow). Use device='cpu' otherwise")
     return kc
 
 

@@ -129,6 +129,26 @@ def test_matmul_refuses_mismatched_shapes():
 
 
 @needs_cuda
+@pytest.mark.parametrize("kw, error, match", [
+    (dict(trans_b="False"), TypeError, r"^trans_b: expected True or False, got 'False'"),
+    (dict(trans_a=np.array([0, 1])), TypeError, r"^trans_a: expected True or False"),
+    (dict(alpha=None), TypeError, r"^alpha: expected a real number, got NoneType"),
+    (dict(alpha=np.array([1.0, 2.0])), TypeError, r"^alpha: expected a real number, got ndarray"),
+    (dict(beta=float("nan"), C=np.zeros((2, 2))), ValueError, r"^beta: expected a finite number"),
+    (dict(tile=4.0), ValueError, r"^tile: expected one of \(4, 8, 16, 64\) or None, got 4\.0"),
+    (dict(tile=True), ValueError, r"^tile: expected one of .* got True"),
+])
+def test_matmul_refuses_bad_flags_and_numbers_by_name(kw, error, match):
+    """They were taken as bool(...) and dtype.type(...): trans_b='False' computed A @ B.T,
+    alpha=None all NaN, tile=4.0 failed in numba's launch."""
+    A, B = np.arange(4.0).reshape(2, 2), np.array([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(error, match=match):
+        kc.matmul(A, B, **kw)
+    np.testing.assert_allclose(kc.matmul(A, B, trans_b=np.bool_(True), alpha=np.float32(2),
+                                         tile=np.int64(4)), 2 * A @ B.T)
+
+
+@needs_cuda
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
 def test_blocked_matmul_ragged_edges(trans_a, trans_b, rng):
     """The register-blocked kernel: a 70 x 67 result (two 64-tiles each way, the second almost
@@ -436,6 +456,10 @@ def test_device_arrays_stay_on_device(rng):
 def test_bad_inputs_are_refused_by_name(rng):
     p = _problem("lstm", rng, T=2, B=2, H=3)
     x, (W_ih, W_hh, b) = p["x"], p["weights"]
+    with pytest.raises(ValueError, match=r"^x: expected an array or nested lists of one shape"):
+        kc.lstm_forward([x[0], x[1][:, :1]], W_ih, W_hh, b)            # (a ragged list)
+    y_swapped = kc.lstm_forward(x.astype(x.dtype.newbyteorder()), W_ih, W_hh, b)[0]
+    np.testing.assert_array_equal(y_swapped, kc.lstm_forward(x, W_ih, W_hh, b)[0])   # as the CPU
     with pytest.raises(ValueError, match="W_hh: expected shape"):
         kc.lstm_forward(x, W_ih, W_hh[:-1], b)
     with pytest.raises(ValueError, match="W_ih: expected shape"):
@@ -525,7 +549,8 @@ def test_empty_dimensions_and_non_real_weights_are_refused(rng):
     (PersistentPlan(units_per_block=4, steps_per_launch=-1), "steps_per_launch >= 0"),
     (PersistentPlan(units_per_block=4, threads=(0, 2)), r"threads \(KS, PS\)"),
     (PersistentPlan(units_per_block=4, batch_chunk=0), "batch_chunk >= 1"),
-])
+] + ([(PersistentPlan(units_per_block=4, threads=(2, 64)), r"KS\*PS <= 64 on the CUDA simulator")]
+     if kc.SIMULATOR else []))
 def test_bad_persistent_plans_are_refused(plan, match, rng):
     """These were taken, and computed numbers far from the reference."""
     p = _problem("lstm", rng, T=2, B=2, H=4)
@@ -824,8 +849,9 @@ def test_a_simulated_launch_switches_threads_faster_and_then_puts_the_interval_b
 
 def test_cpu_imports_do_not_load_numba_cuda_and_missing_cuda_is_explained():
     """In a fresh process without the simulator: ``import rnncore`` / ``kernels`` leave numba.cuda
-    alone; ``kernels.cuda`` imports, and without a GPU its kernels raise a RuntimeError saying
-    what to install or set."""
+    alone; ``kernels.cuda`` imports, and without a GPU its kernels (and ``persistent.plan``,
+    which had raised numba's CudaSupportError) raise a RuntimeError saying what to install or
+    set: the simulator's variable set before numba is imported."""
     code = (
         "import sys, numpy as np\n"
         "import kernels, kernels.reference, rnncore\n"
@@ -838,6 +864,12 @@ def test_cpu_imports_do_not_load_numba_cuda_and_missing_cuda_is_explained():
         "        kc.rnn_forward(np.zeros((1, 1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1))\n"
         "    except RuntimeError as e:\n"
         "        assert 'NUMBA_ENABLE_CUDASIM' in str(e) and '.[cuda]' in str(e), str(e)\n"
+        "        assert 'before numba is imported' in str(e), str(e)\n"
+        "    from kernels.cuda import persistent\n"
+        "    try:\n"
+        "        persistent.plan('lstm', 'forward', np.float32, 2, 4)\n"
+        "    except RuntimeError as e:\n"
+        "        assert 'NUMBA_ENABLE_CUDASIM' in str(e), str(e)\n"
         "        print('explained')\n")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,

@@ -39,8 +39,8 @@ keeps them on numba's.
 **Availability.** Importing this package imports numba.cuda (nothing else in ``kernels`` or
 ``rnncore`` does) but needs no GPU; ``is_available()`` says whether kernels can run, and every
 kernel raises RuntimeError naming what is missing when they cannot. With
-``NUMBA_ENABLE_CUDASIM=1`` set before numba.cuda is first imported, everything runs on numba's
-CPU simulator (slowly: that is how the tests run without a GPU).
+``NUMBA_ENABLE_CUDASIM=1`` set before numba is imported (so before rnncore or kernels are),
+everything runs on numba's CPU simulator (slowly: that is how the tests run without a GPU).
 """
 from ._common import SIMULATOR, is_available, require_cuda
 from .gemm import matmul

@@ -129,8 +129,9 @@ def require_cuda():
         raise RuntimeError(
             "kernels.cuda: no usable CUDA device (numba.cuda.is_available() is False). "
             "Install the GPU extra (pip install -e '.[cuda]') on a machine with an NVIDIA GPU and "
-            "driver, or set NUMBA_ENABLE_CUDASIM=1 before numba.cuda is first imported to run the "
-            "kernels on the CPU simulator (slow; for tests only); use the CPU kernels otherwise")
+            "driver, or set NUMBA_ENABLE_CUDASIM=1 before numba is imported (so before rnncore "
+            "or kernels are) to run the kernels on the CPU simulator (slow; for tests only); use "
+            "the CPU kernels otherwise")
 
 
 def is_device_array(a):
@@ -144,8 +145,14 @@ def is_device_array(a):
 
 
 def float_dtype_of(x, name="x"):
-    """The compute dtype, taken from ``x``; float32 or float64 only."""
-    dtype = np.dtype(getattr(x, "dtype", None) or np.asarray(x).dtype)
+    """The compute dtype, taken from ``x``; float32 or float64 only (a byte-swapped one is
+    taken as the native one, as the CPU kernels take it). ``x`` without a dtype (nested lists)
+    goes through the CPU kernels' check first, which names ``name`` where NumPy cannot make
+    one array of it."""
+    dtype = getattr(x, "dtype", None)
+    dtype = np.dtype(as_float_array(x, name).dtype if dtype is None else dtype)
+    if dtype.kind == "f" and dtype.newbyteorder("=") in FLOAT_DTYPES:
+        dtype = dtype.newbyteorder("=")
     if dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected dtype float32 or float64, got {dtype}")
     return dtype

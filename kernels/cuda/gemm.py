@@ -38,6 +38,8 @@ contiguous axis (so global reads stay coalesced) and store them transposed into 
 tiles have a padding column so that those transposed stores do not hit the same bank.
 ``beta == 0`` never reads ``C`` (it may be uninitialised memory).
 """
+import math
+import numbers
 import os
 import warnings
 from functools import lru_cache
@@ -45,6 +47,7 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
+from .._common import as_flag
 from ._common import (SIMULATOR, ceil_div, empty, enter, float_dtype_of, is_device_array, launch,
                       require_cuda, to_device)
 
@@ -366,6 +369,17 @@ def gemm_device(A, B, C, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     return C
 
 
+def _finite_number(v, name):
+    """``v`` as a float: a finite real number (not a bool, not an array), else an error
+    naming ``name``."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.floating,
+                                                              np.integer)):
+        raise TypeError(f"{name}: expected a real number, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise ValueError(f"{name}: expected a finite number, got {v}")
+    return float(v)
+
+
 def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile=None):
     """``alpha * op(A) @ op(B) + beta * C`` with the tiled kernel; the public, checked entry point.
 
@@ -376,6 +390,12 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     """
     require_cuda()
     enter()
+    trans_a, trans_b = as_flag(trans_a, "trans_a"), as_flag(trans_b, "trans_b")
+    alpha, beta = _finite_number(alpha, "alpha"), _finite_number(beta, "beta")
+    if tile is not None and (isinstance(tile, (bool, np.bool_))
+                             or not isinstance(tile, (int, np.integer))
+                             or tile not in TILE_SIZES + (BLOCKED,)):
+        raise ValueError(f"tile: expected one of {TILE_SIZES + (BLOCKED,)} or None, got {tile!r}")
     dtype = float_dtype_of(A, "A")
     on_device = is_device_array(A)
     dA, dB = to_device(A, dtype, "A"), to_device(B, dtype, "B")
@@ -385,8 +405,6 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     Kb, N = (dB.shape[1], dB.shape[0]) if trans_b else dB.shape
     if K != Kb:
         raise ValueError(f"B: expected op(B) to have {K} rows (op(A) is {M}x{K}), got {Kb}")
-    if tile is not None and tile not in TILE_SIZES + (BLOCKED,):
-        raise ValueError(f"tile: expected one of {TILE_SIZES + (BLOCKED,)} or None, got {tile}")
     if C is None:
         if beta != 0:
             raise ValueError(f"C: expected an array when beta != 0 (beta={beta}), got None")

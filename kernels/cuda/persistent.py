@@ -84,7 +84,8 @@ from functools import lru_cache
 import numpy as np
 from numba import cuda
 
-from ._common import SIMULATOR, ceil_div, copy_into, empty, launch, part, position, reshaped
+from ._common import (SIMULATOR, ceil_div, copy_into, empty, launch, part, position,
+                      require_cuda, reshaped)
 from .cells import gru_point_functions, lstm_point_functions, rnn_point_functions
 
 __all__ = ["PersistentPlan", "SHARED_BYTES", "MAX_THREADS", "plan", "plan_for", "shared_limit",
@@ -284,7 +285,9 @@ def plan(cell, direction, dtype, B, H):
 
     cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process and
     ``STAGE_BELOW`` value (the occupancy of a kernel on the current device does not change).
+    RuntimeError (``require_cuda``'s) without a usable CUDA device.
     """
+    require_cuda()
     return _plan(cell, direction, np.dtype(dtype), int(B), int(H), STAGE_BELOW[direction])
 
 
@@ -353,6 +356,9 @@ def plan_for(cell, direction, path, dtype, B, H):
             if KS * PS > MAX_THREADS or not 1 <= KS <= 32 or KS & (KS - 1) or PS < 1:
                 raise ValueError(f"path: expected threads (KS, PS) with KS a power of two <= 32 "
                                  f"and KS*PS <= {MAX_THREADS}, got {p.threads}")
+            if SIMULATOR and KS * PS > _RED:
+                raise ValueError(f"path: expected threads (KS, PS) with KS*PS <= {_RED} on the "
+                                 f"CUDA simulator (its reduction buffer), got {p.threads}")
             if not SIMULATOR and KS != SPLIT:
                 raise ValueError(f"path: expected threads (KS, PS) with KS = {SPLIT} (a warp) on "
                                  f"a GPU, got {p.threads}")
