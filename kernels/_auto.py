@@ -111,7 +111,7 @@ def tiled_width(H):
 
 def takes_tiled(path, gates, dtype, T, B, I, H):
     """Whether a call with ``path`` ("auto", "steps" or "tiled") runs the tiled kernel; the
-    argument checks both cells' wrappers share (ValueError, TypeError naming ``path``)."""
+    argument checks the three cells' wrappers share (ValueError, TypeError naming ``path``)."""
     if not isinstance(path, str) or path not in ("auto", "steps", "tiled"):
         raise ValueError(f"path: expected 'auto', 'steps' or 'tiled', got {path!r}")
     if path == "tiled" and np.dtype(dtype) != np.float32:

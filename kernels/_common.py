@@ -314,7 +314,8 @@ def as_lengths(lengths, T, B):
     copy: the cache keeps it, and the backward's loops index with it, so a caller refilling its
     own array before the backward must not move them out of bounds.
 
-    ValueError naming ``lengths`` unless every entry is an integer with 1 <= lengths[b] <= T.
+    TypeError naming ``lengths`` unless its entries are integers (float or bool dtypes
+    included), ValueError unless every one has 1 <= lengths[b] <= T.
     """
     if lengths is None:
         arr = np.empty(B, np.int64)

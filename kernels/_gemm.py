@@ -328,9 +328,10 @@ def _zero(a):
 # bounds are per vector width, each measured on one machine against BLAS on the transposed
 # product (``step_product``), one product at a time, medians of 9 timings:
 #   AVX-512 (2-core Xeon): packed faster from 1 row up to ~8M multiply-adds: (8, 100) @
-#     (100, 400) 7.4 vs 16.2 us, (4, 512) @ (512, 2048) 145 vs 240, (16, 512) @ (512, 2048) 311
-#     vs 359; level at 2^23 ((32, 256) @ (256, 1024) 95 vs 101); BLAS faster from 2^24-2^25
-#     ((64, 512) @ (512, 512) 254 vs 197, (32, 512) @ (512, 2048) 565 vs 477). One row is a
+#     (100, 400) 7.4 vs 16.2 us, (4, 512) @ (512, 2048) 145 vs 240; level at 2^23 ((32, 256) @
+#     (256, 1024) 95 vs 101); mixed at 2^24 ((16, 512) @ (512, 2048) 311 vs 359 packed faster,
+#     (64, 512) @ (512, 512) 254 vs 197 slower) and BLAS faster at 2^25 ((32, 512) @ (512,
+#     2048) 565 vs 477), so BLAS from above 2^23 (MAX_WORK). One row is a
 #     matrix-vector product that streams the weights: packed wins while they are small ((1, 256)
 #     @ (256, 1024), 1 MB: 10.8 vs 22.6 us) and loses when large ((1, 512) @ (512, 2048), 4 MB:
 #     149 vs 58 us: BLAS reads them on both cores), hence ONE_ROW_MAX_WEIGHTS.

@@ -24,8 +24,8 @@ products are ``lstm_tiled``'s, run 48 columns wide on the two windows (an earlie
 them 64 wide and dropped a block of each: a quarter of their work). The bias gradients are
 its column sums over all T*Bp rows, summed in float64.
 
-Caching: the compiled cores here include ``lstm_tiled``'s, ``_team``'s and ``_common``'s
-functions; an edit of any of them makes every cached kernel stale (``_cache_stamp``).
+Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team``'s and
+``_common``'s functions; an edit of any of them makes every cached kernel stale (``_cache_stamp``).
 """
 
 import numpy as np

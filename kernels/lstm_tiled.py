@@ -78,11 +78,16 @@ Each of these from 64 KB up starts on a cache line (``_workspace.empty``; NumPy'
 arrays start 16 bytes past one): with Hp a multiple of 64, every 64-float row is then whole
 lines, and one worker's columns of hs, cs, tanh_c and y share no line with another's.
 
-Every product goes through ``_gemm_tile``: ``_gemm.mac``'s register tile, the k loop in chunks
-that stay in L1 while all row blocks use them. Results equal ``lstm.py``'s up to float32 rounding
-(sums in another order, fused multiply-adds), and do not depend on the number of threads (a
-tile's sums are the same whoever computes it). tests/test_kernels_lstm_tiled.py checks both
-passes against the float64 reference, ``lstm.py`` and PyTorch, padded, ragged and reversed.
+Every product runs on ``_gemm.mac``'s register tile, the k loop in chunks that stay in L1 while
+all row blocks use them: the input part and the weight gradients through ``_gemm_tile``, the
+steps' products in ``_forward_tile`` / ``_backward_tile`` with that loop written out (so that
+the cell runs on the tile's rows after the last chunk); from ``BLAS_GRADS_MIN_H`` up, BLAS does
+the weight gradients instead (``_grads_by_blas``). Results equal ``lstm.py``'s up to float32
+rounding (sums in another order, fused multiply-adds), and do not depend on the number of
+threads (a tile's sums are the same whoever computes it). tests/test_kernels_tiled.py checks
+both passes of all three tiled cells against the float64 reference and PyTorch, padded, ragged
+and reversed, with one thread or all; tests/test_kernels_lstm_tiled.py checks this file's own
+parts (against ``lstm.py``, the BLAS weight gradients, the team and the packers).
 """
 
 import numpy as np
@@ -104,7 +109,8 @@ Z = 4 * U      # columns of z per gate tile (i, f, g, o of U units)
 RG = 32        # rows per parallel work item (a multiple of R)
 KC = 128       # k-chunk of the products in ``_gemm_tile``: a (128, 64) float32 slice of W, 32 KB
 KC_STEP = 128 if VECTOR == 16 else 64
-               # k-chunk of the forward's products (steps and input part). With 64, a (64, 64)
+               # k-chunk of the forward's products (steps and input part; gru_tiled's steps
+               # use KC, its input part this). With 64, a (64, 64)
                # slice of W_f[u] (16 KB) and the row group's (32, 64) slice of h_{s-1} (8 KB) fit
                # in a 32 KB L1 together (with 128 they did not: forward (64, 32, 128, 256) 1-6 %
                # faster with 64, AMD EPYC, AVX2). The AVX-512 Xeons have 48 KB, and there 128
@@ -580,7 +586,8 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     """Worker w's share of the sums over all steps, (1) differentiated:
 
         dW_hh^T = H_prev^T dZ   (Hp, 4Hp)      dW_ih^T = X^T dZ   (Ip, 4Hp)      db = sum of dZ
-        dx      = dZ W_ih      (T Bp, Ip)      (W_ig = ``_pack_rows(W_ih)``)
+        dx      = dZ W_ih      (T Bp, Ip')     (W_ig = ``_pack_rows(W_ih)``; Ip' = Ip rounded up
+                                                to whole 64-column tiles: the caller slices)
 
     Every entry of the outputs is written (each product's first k-chunk starts from zero), so
     they need not be zeroed first.
@@ -678,7 +685,9 @@ def _weight_grad_args(x_p, hs, W_ig):
     """``_weight_grads``' arrays after its two scalars and dZ: x and h_prev as (T Bp, .)
     matrices, W_ig (packed W_ih), and the outputs, not zeroed (every entry is written: each
     product's first k-chunk starts from zero): (x, h, W_ig, dW_ih_T, dW_hh_T, dx, db). dW has
-    W_ig's columns (4 Hp, or 3 Hp for the GRU's 48-wide tiles), db all 4 Hp of dZ."""
+    W_ig's columns (4 Hp; 3 Hp for the GRU's 48-wide tiles; Hp for ``rnn_tiled``), dx Ip
+    rounded up to whole 64-column tiles (the caller slices), db 4 Hp (of which the RNN's
+    backward uses the first Hp)."""
     T, Bp, Ip = x_p.shape
     Hp = hs.shape[2]
     N = W_ig.shape[1]                                    # gate tile columns the products use
