@@ -3,8 +3,9 @@
 Shape key: N = rows (a batch), C = classes, T = time steps, B = batch.
 
 A criterion has no parameters. ``forward`` returns the loss as a Python float; ``backward``
-returns dL/dinput, an array of the input's shape and dtype (float32 or float64; the sums
-themselves run in float64). ``c(input, target)`` is ``c.forward(input, target)``.
+returns dL/dinput, an array of the input's shape and dtype where that is float32 or float64
+(other real dtypes, ints or float16, give float64; the sums themselves run in float64).
+``c(input, target)`` is ``c.forward(input, target)``.
 
 Losses are averaged over the batch (Torch7's ``sizeAverage = true``). `SequencerCriterion`
 sums its inner criterion over the time steps and is the one criterion that takes ``lengths=``;
@@ -105,7 +106,8 @@ class Criterion:
         return self.forward(*args, **kwargs)
 
     def backward(self, input, target, lengths=None):
-        """dL/dinput, shaped and typed like ``input``."""
+        """dL/dinput, shaped like ``input``, in its dtype where that is float32 or float64
+        (else float64)."""
         self._no_lengths(lengths)
         x, t = self._check(input, target)
         with np.errstate(over="ignore"):                         # (an overflow: refused below)
@@ -341,8 +343,9 @@ _KEEP_MAX = 1 << 16
 
 
 def _same_values(a, kept):
-    """Whether ``a`` is an array with ``kept``'s dtype, shape and bytes (``kept`` passed the
-    checks, so it holds no NaN: an input with one always goes through them)."""
+    """Whether ``a`` is an array with ``kept``'s dtype, shape and bytes. Bytes, not values: a
+    kept target may hold NaN at padding steps (never read, so never checked), and equal bytes
+    match there where ``==`` would not."""
     return (type(a) is np.ndarray and a.dtype == kept.dtype and a.shape == kept.shape
             and a.tobytes() == kept.tobytes())
 

@@ -211,7 +211,8 @@ class Module:
         self.train = True
         self._params = {}      # own parameters, by local name, in declaration order
         self._children = []    # sub-modules, in order
-        self._lengths = None   # lengths= of the last forward, reused by backward
+        self._lengths = None   # lengths= of the last forward (kept for inspection; each
+                               # backward reads what its own forward kept, e.g. _cache, _valid)
 
     # -- declaration helpers for subclasses ------------------------------------------------
     def _param(self, name, array, requires_grad=True):

@@ -1,5 +1,7 @@
 """Optimizers: `SGD`, `Adam`, `RMSprop`, and `clip_grad_norm` — the same update rules as
-``torch.optim`` (defaults included), over rnncore `Parameter` objects.
+``torch.optim``, over rnncore `Parameter` objects. The defaults they have are torch's; ``lr``
+has none for `SGD` and `RMSprop` (torch has 0.001 and 0.01), and ``momentum``, ``betas`` and
+``alpha`` must lie in [0, 1).
 
     opt = rnncore.optim.Adam(model.parameters(), lr=1e-3)
     opt.zero_grad()                 # grads accumulate until zeroed (Torch7 semantics)
