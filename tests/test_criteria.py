@@ -436,5 +436,6 @@ def test_sequencer_criterion_forward_is_silent_where_its_kept_gradient_overflows
         warnings.simplefilter("error")
         loss = crit.forward(x, t, lengths=lengths)
     assert np.isfinite(loss) and loss > 1e77
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^input, target: expected values for which the "
+                                         r"gradient is finite in float32"):
         crit.backward(x, t, lengths=lengths)

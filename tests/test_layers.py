@@ -265,7 +265,27 @@ def test_load_state_dict_refusals_leave_module_unchanged():
         m.load_state_dict({"weight": np.zeros((3, 2)), "bias": np.zeros(2)})     # wrong shape
     with pytest.raises(ValueError, match="extra"):
         m.load_state_dict({**m.state_dict(), "extra": np.zeros(1)})             # unknown key
+    with pytest.raises(ValueError, match=r"^state\['weight'\]: expected values within "
+                                         r"\+-3\.403e\+38 \(the range of float32\)"):
+        m.load_state_dict({"weight": np.full((2, 3), 1e39), "bias": np.zeros(2)})  # beyond
     assert same(before, snapshot(m))
+
+
+def test_load_state_dict_writes_into_the_parameters_arrays():
+    """In place: the same arrays (an optimizer's views of them stay valid), tied weights stay
+    tied, and each write counts as a change of the Parameter (``version``)."""
+    a, b = Linear(3, 3, dtype=np.float64), Linear(3, 3, dtype=np.float64)
+    b.weight.data = a.weight.data                            # tied: one array
+    m = Sequential(a, b)
+    arrays = [p.data for p in m.parameters()]
+    versions = [p.version for p in m.parameters()]
+    state = {k: np.full_like(v, i + 1.0) for i, (k, v) in enumerate(m.state_dict().items())}
+    state["1.weight"] = state["0.weight"]
+    m.load_state_dict(state)
+    assert all(p.data is w for p, w in zip(m.parameters(), arrays))
+    assert a.weight.data is b.weight.data
+    assert all(p.version > v for p, v in zip(m.parameters(), versions))
+    np.testing.assert_array_equal(a.weight.data, state["0.weight"])
 
 
 def test_astype_converts_in_place():

@@ -15,6 +15,10 @@ CASES = {
     "sgd": (lambda p: optim.SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
     "sgd_momentum_wd": (lambda p: optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
                         lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01)),
+    "sgd_momentum": (lambda p: optim.SGD(p, lr=0.05, momentum=0.8),             # (each option
+                     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.8)),      # alone too)
+    "sgd_wd": (lambda p: optim.SGD(p, lr=0.1, weight_decay=0.3),
+               lambda p: torch.optim.SGD(p, lr=0.1, weight_decay=0.3)),
     "adam": (lambda p: optim.Adam(p), lambda p: torch.optim.Adam(p)),
     "adam_custom": (lambda p: optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6),
                     lambda p: torch.optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6)),
@@ -48,6 +52,24 @@ def test_matches_torch_optim(name):
             np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-12, atol=1e-14)
     assert np.array_equal(frozen.data, frozen_before)               # requires_grad=False: skipped
     assert not np.allclose(ps[0].data, init[0])
+
+
+def test_plain_sgd_rounds_lr_in_each_parameters_own_dtype():
+    """Parameters of two dtypes in one plain SGD: each takes lr in its own dtype (float32's
+    0.1 is not float64's), as NumPy's ``w -= dtype(lr) * g`` would, whichever comes first."""
+    rng = np.random.default_rng(4)
+    for order in ((np.float32, np.float64), (np.float64, np.float32)):
+        ws = [rng.standard_normal((3, 5)).astype(d) for d in order]
+        gs = [rng.standard_normal((3, 5)).astype(d) for d in order]
+        ps = [Parameter(w.copy(), f"p{i}") for i, w in enumerate(ws)]
+        for p, g in zip(ps, gs):
+            p.grad[...] = g
+        optim.SGD(ps, lr=0.1).step()
+        for p, w, g, d in zip(ps, ws, gs, order):
+            expect = w.copy()
+            expect -= d(0.1) * g
+            assert p.data.dtype == d
+            np.testing.assert_array_equal(p.data, expect)
 
 
 def test_step_updates_data_in_place_and_keeps_dtype():

@@ -370,6 +370,34 @@ def test_explicit_h0_takes_precedence_over_the_remembered_state():
     np.testing.assert_array_equal(with_h0, fresh(x, h0=h0))
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_a_bidirectional_layer_remembers_both_directions_final_states(cell):
+    """The next chunk starts each direction of each layer from what the last one ended with
+    (h_n, c_n: (L*D, B, H)): the same as a fresh layer given them as h0, c0."""
+    rng = np.random.default_rng(17)
+    m = make(cell, 2, 3, num_layers=2, bidirectional=True).remember()
+    m(rng.standard_normal((4, 2, 2)))
+    states = dict(h0=m.h_n.copy(), **(dict(c0=m.c_n.copy()) if cell == "lstm" else {}))
+    assert all(np.abs(s).min() > 0 for s in states.values())   # every direction carries some
+    nxt = rng.standard_normal((3, 2, 2))
+    fresh = make(cell, 2, 3, num_layers=2, bidirectional=True).load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(m(nxt), fresh(nxt, **states))
+
+
+@pytest.mark.parametrize("given", ["h0", "c0"])
+def test_an_explicit_h0_or_c0_replaces_only_its_own_remembered_state(given):
+    """An LSTM that remembers, given h0 only, keeps its carried c (and the other way round)."""
+    rng = np.random.default_rng(18)
+    m = make("lstm", 2, 3).remember()
+    m(rng.standard_normal((4, 2, 2)))
+    carried = dict(h0=m.h_n.copy(), c0=m.c_n.copy())
+    new = rng.standard_normal((1, 2, 3))
+    nxt = rng.standard_normal((3, 2, 2))
+    fresh = make("lstm", 2, 3).load_state_dict(m.state_dict())
+    expected = fresh(nxt, **dict(carried, **{given: new}))
+    np.testing.assert_array_equal(m(nxt, **{given: new}), expected)
+
+
 def test_remembered_state_refuses_a_new_batch_size_until_forget():
     rng = np.random.default_rng(16)
     m = make("lstm", 2, 3).remember()

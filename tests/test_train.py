@@ -163,6 +163,14 @@ def test_sequencer_criterion_accuracy_counts_valid_steps_only():
     expected = (out.argmax(-1) == y)[valid].mean()               # padding steps not counted
     assert s["accuracy"] == pytest.approx(expected)
     assert s["loss"] == pytest.approx(crit.forward(out, y_pad, lengths=lengths), rel=1e-6)
+    # fit's own training accuracy: an update too small to move a weight (lr 1e-40, subnormal
+    # in float32), one batch, so the epoch's accuracy is that of the outputs computed here
+    out = m.training().forward(x, lengths=lengths)
+    expected = (out.argmax(-1) == y)[valid].mean()
+    assert expected != pytest.approx((out.argmax(-1) == y_pad).mean())   # (padding would show)
+    h = fit(m, crit, SGD(m.parameters(), lr=1e-40), x, y_pad, lengths, epochs=1, batch_size=N,
+            shuffle=False, progress=False)
+    assert h.accuracy[0] == pytest.approx(expected)
 
 
 class _HalfMSE(MSECriterion):                  # a user's criterion: no _rows, a batch mean
