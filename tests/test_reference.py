@@ -1,6 +1,6 @@
 """The NumPy reference kernels (kernels/reference.py), the oracle every fast kernel is compared
 with, checked on their own by central differences in float64: every gradient they return, with
-ragged lengths, reverse order and initial states given."""
+ragged lengths, reverse order and initial states given; and against PyTorch's layers."""
 
 import numpy as np
 import pytest
@@ -63,3 +63,68 @@ def test_the_oracle_reads_padding_as_zeros(cell):
     got = run(x2, dy2)
     for g, w in zip(got[0] + got[1], want[0] + want[1]):
         np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("cell", sorted(GATES))
+def test_the_oracle_matches_pytorch(cell):
+    """The oracle against PyTorch's own layer (float64, the same weights; LSTM and RNN take the
+    sum of PyTorch's two biases), a bidirectional one over a packed ragged batch with initial
+    states: its forward direction is the oracle's, its reverse direction the oracle's with
+    reverse=True. Central differences check the oracle against itself; this checks that it
+    computes the cells PyTorch computes (a gate order or sign consistent between its forward
+    and backward would pass them)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    T, B, I, H, G = 5, 3, 2, 4, GATES[cell]
+    n_states = 2 if cell == "lstm" else 1
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([5, 2, 4])
+    dirs = [dict(W_ih=0.5 * rng.standard_normal((G * H, I)),
+                 W_hh=0.5 * rng.standard_normal((G * H, H)),
+                 b_ih=0.5 * rng.standard_normal(G * H),
+                 b_hh=0.5 * rng.standard_normal(G * H)) for _ in range(2)]
+    states = [rng.standard_normal((2, B, H)) for _ in range(n_states)]      # h0 (, c0)
+    dy = rng.standard_normal((T, B, 2 * H))
+    dstates = [rng.standard_normal((2, B, H)) for _ in range(n_states)]     # dh_n (, dc_n)
+
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    net = kind(I, H, bidirectional=True).double()
+    with torch.no_grad():
+        for d, w in enumerate(dirs):
+            sfx = "_reverse" if d else ""
+            for ours, theirs in (("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"),
+                                 ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")):
+                getattr(net, theirs + sfx).copy_(torch.from_numpy(w[ours]))
+    xt = torch.tensor(x, requires_grad=True)
+    st = [torch.tensor(s, requires_grad=True) for s in states]
+    packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(lengths),
+                                                     enforce_sorted=False)
+    yp, finals = net(packed, tuple(st) if cell == "lstm" else st[0])
+    finals = finals if cell == "lstm" else (finals,)
+    yt, _ = torch.nn.utils.rnn.pad_packed_sequence(yp, total_length=T)
+    loss = torch.sum(yt * torch.from_numpy(dy))
+    for f, df in zip(finals, dstates):
+        loss = loss + torch.sum(f * torch.from_numpy(df))
+    loss.backward()
+
+    forward, backward = getattr(ref, f"{cell}_forward"), getattr(ref, f"{cell}_backward")
+    dx = np.zeros_like(x)
+    for d, w in enumerate(dirs):
+        biases = (w["b_ih"], w["b_hh"]) if cell == "gru" else (w["b_ih"] + w["b_hh"],)
+        y, *finals_d, cache = forward(x, w["W_ih"], w["W_hh"], *biases,
+                                      *(s[d] for s in states), lengths=lengths, reverse=bool(d))
+        np.testing.assert_allclose(y, yt.detach().numpy()[:, :, d * H:(d + 1) * H], atol=1e-12)
+        for ours, theirs in zip(finals_d, finals):
+            np.testing.assert_allclose(ours, theirs.detach().numpy()[d], atol=1e-12)
+        grads = backward(dy[:, :, d * H:(d + 1) * H], *(s[d] for s in dstates), cache)
+        dx += grads[0]
+        sfx = "_reverse" if d else ""
+        theirs = [getattr(net, n + sfx).grad.numpy() for n in ("weight_ih_l0", "weight_hh_l0")]
+        np.testing.assert_allclose(grads[1], theirs[0], atol=1e-11)
+        np.testing.assert_allclose(grads[2], theirs[1], atol=1e-11)
+        for k, name in enumerate(("bias_ih_l0", "bias_hh_l0")):   # (one summed bias: each)
+            ours = grads[3 + k] if cell == "gru" else grads[3]
+            np.testing.assert_allclose(ours, getattr(net, name + sfx).grad.numpy(), atol=1e-11)
+        for ours, s in zip(grads[-n_states:], st):
+            np.testing.assert_allclose(ours, s.grad.numpy()[d], atol=1e-11)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), atol=1e-11)

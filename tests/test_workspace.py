@@ -225,3 +225,13 @@ def test_a_child_forked_while_another_thread_holds_the_lock_can_still_allocate()
         os.waitpid(pid, 0)
         pytest.fail("the forked child blocked on the workspace lock")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_the_suite_fills_every_fresh_float_buffer_with_nan():
+    """conftest sets ``FILL = NaN`` so that a kernel reading an entry it never wrote (a padding
+    row of a tiled output left unzeroed, say) fails its test instead of passing on whatever
+    the memory held: several checks rely on it, so the setting itself is checked here."""
+    assert np.isnan(ws.FILL)
+    for shape in ((3, 5), (64, 1024)):                   # below and from MIN_BYTES (pooled)
+        for dtype in (np.float32, np.float64):
+            assert np.isnan(ws.empty(shape, dtype)).all()
