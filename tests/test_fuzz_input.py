@@ -106,18 +106,34 @@ def refused_cleanly(call, m=None):
 @given(name=st.sampled_from(sorted(MODELS)), x=ANY, lengths=LENGTHS, gy=ANY,
        which=st.sampled_from(["forward", "forward with lengths", "backward"]))
 def test_modules_refuse_bad_input_cleanly(name, x, lengths, gy, which):
-    rnncore.manual_seed(0)
-    m = MODELS[name]()
+    """Also what the parameters and grads do not show: after a refusal, the model's backward of
+    its last good forward (its caches, masks, states) and the random stream are those of a twin
+    that never saw the refused call."""
     good = GOOD_X.get(name, np.random.default_rng(0).standard_normal((3, 2, 3)))
-    m.forward(good)
-    for p in m.parameters():
-        p.grad[...] = 0.25                              # (grads that a refusal must keep)
+    models = []
+    for _ in range(2):                                  # m and its twin, built and run alike
+        rnncore.manual_seed(0)
+        models.append(MODELS[name]())
+        out = models[-1].forward(good)
+        for p in models[-1].parameters():
+            p.grad[...] = 0.25                          # (grads that a refusal must keep)
+    m, twin = models
+    stream = rnncore.random.generator().bit_generator.state
     if which == "forward":
-        refused_cleanly(lambda: m.forward(x), m)
+        refused = refused_cleanly(lambda: m.forward(x), m)
     elif which == "forward with lengths":
-        refused_cleanly(lambda: m.forward(x, lengths=lengths), m)
+        refused = refused_cleanly(lambda: m.forward(x, lengths=lengths), m)
     else:
-        refused_cleanly(lambda: m.backward(good, gy), m)
+        refused = refused_cleanly(lambda: m.backward(good, gy), m)
+    if refused:
+        assert rnncore.random.generator().bit_generator.state == stream
+        gy_good = np.ones_like(np.asarray(out))
+        gx, gx_twin = m.backward(good, gy_good), twin.backward(good, gy_good)
+        assert (gx is None) == (gx_twin is None)        # (None: ids, for an Embedding)
+        if gx is not None:
+            np.testing.assert_array_equal(gx, gx_twin)
+        for p, q in zip(m.parameters(), twin.parameters()):
+            np.testing.assert_array_equal(p.grad, q.grad)
 
 
 @fuzz
