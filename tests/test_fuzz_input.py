@@ -2,7 +2,8 @@
 ``load_state_dict``, ``pad_sequences``, optimizers, ``fit``, and the kernels' entry points
 (``kernels.<cell>`` and the NumPy reference). Whatever is drawn, a call either
 works or raises ValueError or TypeError with a message (never IndexError, a Numba typing error,
-AttributeError, ...), and a refused call leaves the model's parameters and grads as they were.
+AttributeError, ...), and a refused call leaves the model's parameters and grads as they were
+(and, for the modules, what their next backward reads and the random stream).
 
 ``tests/test_errors.py`` holds one row per known bad input with the exact argument named; this
 file throws combinations at the same API (dtypes from bool to complex and strings, 0-d to 4-d,
