@@ -18,7 +18,7 @@ from numba.core.errors import NumbaPerformanceWarning
 from kernels import gru, rnn
 from kernels import reference as ref
 
-from _torch import torch  # noqa: E402
+from _torch import torch, torch_layer  # noqa: E402
 from _numeric import numeric_grad, rel_err
 
 FAST = {"gru": gru, "rnn": rnn}
@@ -316,15 +316,7 @@ def _torch_net(cell, dirs, x, lengths, h0, dy, dh, bidirectional):
     Returns y (T, B, D*H), h_n (D, B, H) and the grads of x, h0 and every weight, as NumPy.
     """
     T, B, I = x.shape
-    H = dirs[0]["W_hh"].shape[1]
-    net = (torch.nn.GRU(I, H, bidirectional=bidirectional) if cell == "gru" else
-           torch.nn.RNN(I, H, nonlinearity="tanh", bidirectional=bidirectional)).double()
-    with torch.no_grad():
-        for d, w in enumerate(dirs):
-            sfx = "_reverse" if d else ""
-            for ours, theirs in (("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"),
-                                 ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")):
-                getattr(net, theirs + sfx).copy_(torch.from_numpy(w[ours]))
+    net = torch_layer(cell, dirs, I, bidirectional)
     xt = torch.tensor(x, requires_grad=True)
     h0t = torch.tensor(h0, requires_grad=True)
     if lengths is None:

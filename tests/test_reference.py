@@ -7,6 +7,7 @@ import pytest
 
 from kernels import reference as ref
 from _numeric import numeric_grad, rel_err
+from _torch import torch, torch_layer
 
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -73,7 +74,6 @@ def test_the_oracle_matches_pytorch(cell):
     reverse=True. Central differences check the oracle against itself; this checks that it
     computes the cells PyTorch computes (a gate order or sign consistent between its forward
     and backward would pass them)."""
-    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(7)
     T, B, I, H, G = 5, 3, 2, 4, GATES[cell]
     n_states = 2 if cell == "lstm" else 1
@@ -87,14 +87,7 @@ def test_the_oracle_matches_pytorch(cell):
     dy = rng.standard_normal((T, B, 2 * H))
     dstates = [rng.standard_normal((2, B, H)) for _ in range(n_states)]     # dh_n (, dc_n)
 
-    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-    net = kind(I, H, bidirectional=True).double()
-    with torch.no_grad():
-        for d, w in enumerate(dirs):
-            sfx = "_reverse" if d else ""
-            for ours, theirs in (("W_ih", "weight_ih_l0"), ("W_hh", "weight_hh_l0"),
-                                 ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")):
-                getattr(net, theirs + sfx).copy_(torch.from_numpy(w[ours]))
+    net = torch_layer(cell, dirs, I, bidirectional=True)
     xt = torch.tensor(x, requires_grad=True)
     st = [torch.tensor(s, requires_grad=True) for s in states]
     packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.from_numpy(lengths),
