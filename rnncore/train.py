@@ -247,9 +247,12 @@ def _check_x_values(model, x, name="x"):
             if name == "x":
                 raise
             raise type(e)(f"{name}: for the model's Embedding: {e}") from None
-    elif (x.dtype.kind == "f" and type(first).__module__.startswith("rnncore.")
+    elif (x.dtype.kind == "f" and x.size and type(first).__module__.startswith("rnncore.")
           and np.finfo(x.dtype).max > np.finfo(first.dtype).max):
-        _checks.finite_array(x, name, dtype=first.dtype)       # (ValueError naming ``name``)
+        with np.errstate(over="ignore"):                       # (the extremes, cast: no copy
+            ends = np.array([x.min(), x.max()]).astype(first.dtype)   # of x where they fit)
+        if not np.isfinite(ends).all():
+            _checks.finite_array(x, name, dtype=first.dtype)   # (its ValueError naming ``name``)
 
 
 def _check_targets(model, criterion, x, y, lengths, per_step, names=("x", "y")):
