@@ -25,10 +25,12 @@ Thread control, three libraries to agree (all measured in the same process, same
 
 import contextlib
 import gc
+import importlib.metadata
 import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -256,7 +258,8 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
     out = {}
     for name in names:
         s = sorted(samples[name])
-        out[name] = dict(median_s=s[len(s) // 2], min_s=s[0], number=number[name], samples_s=samples[name])
+        out[name] = dict(median_s=statistics.median(s), min_s=s[0], number=number[name],
+                         samples_s=samples[name])      # (an even count: the middle two's mean)
     return out
 
 
@@ -392,8 +395,11 @@ def machine_info():
                 loadavg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                 time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     for mod in ("numpy", "scipy", "numba", "torch"):
-        m = sys.modules.get(mod)
-        info[mod] = getattr(m, "__version__", None) if m is not None else None
+        m = sys.modules.get(mod)            # (the one loaded; else the installed one: the
+        try:                                # parents of startup and memory import none)
+            info[mod] = m.__version__ if m is not None else importlib.metadata.version(mod)
+        except (AttributeError, importlib.metadata.PackageNotFoundError):
+            info[mod] = None
     return info
 
 

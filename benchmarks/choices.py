@@ -11,7 +11,7 @@ machines of ``benchmarks/results`` (each beside its code, with its measurements)
 
     packing  ``kernels/_gemm.pack_for``: one step's recurrent product on the packed register
              tile, or on BLAS (transposed); bounds MIN_ROWS, MAX_WORK, ONE_ROW_MAX_WEIGHTS
-    tiled    ``kernels/_auto.uses_tiled``: a float32 LSTM or GRU layer on the tiled kernel
+    tiled    ``kernels/_auto.uses_tiled``: a float32 LSTM, GRU or RNN layer on the tiled kernel
              (unit tiles, one team of threads) or the serial steps (``path="tiled"`` / "steps")
     pairing  ``kernels/_pair.MIN_WORK``: a bidirectional layer's two directions at once, one
              per core, or one after the other

@@ -72,14 +72,15 @@ _SIZES = {
 }
 
 
-# Measured with --ablation, seeds 0, 1 and 2 (the README has the numbers).
+# Measured with --ablation, seeds 0, 1 and 2, on two machines (the README has the numbers): a
+# 2-core AMD EPYC and a 2-core Xeon, whose float32 sums run in another order.
 WHY = """
 Why the Lua run stalled, as recorded from full --ablation runs (seeds 0-2; LSTM(100), 3000
-updates each; README.md has the tables; a --quick table differs):
+updates each, on two machines; README.md has the tables; a --quick table differs):
   plain SGD at lr 0.01 stays below 40 % in every combination: its steps are too small.
-  Raw, unstandardised points hold even Adam to 75-95 %. With standardised points, Adam
+  Raw, unstandardised points hold even Adam to 73-95 %. With standardised points, Adam
   reaches 99-100 % with the loss on every step or on the last one only; SGD at lr 0.5
-  reaches 99.7-99.9 % with the loss on the last step, but with the Lua per-step loss it
+  reaches 98.9-100 % with the loss on the last step, but with the Lua per-step loss it
   failed on one seed of three (34 %)."""
 
 

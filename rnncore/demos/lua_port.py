@@ -25,8 +25,11 @@ square root. Left: Lua; right: this module::
     end
 
 ``inputs`` is a table (a Python list) of 8 arrays ``(B, 2)``, one per time step, and ``targets``
-a list of 8 arrays ``(B,)`` of class ids: the same class at every step. The one real difference:
-class ids are 0-based in rnncore (0 line, 1 parabola, 2 sqrt), 1-based in Lua.
+a list of 8 arrays ``(B,)`` of class ids: the same class at every step. The differences: class
+ids are 0-based in rnncore (0 line, 1 parabola, 2 sqrt), 1-based in Lua; and the cell is
+PyTorch's LSTM (as the rnn package's ``nn.FastLSTM``: no peephole connections; here its
+forget-gate bias starts at 1), where the package's ``nn.LSTM`` also feeds the cell state into
+each gate (peephole connections, ``nn.CMul``) and initialises differently.
 
 Run it: ``python -m rnncore.demos.lua_port`` (fixed k and b, as in `rnncore.demos.functions`
 Part 1; 5-20 s on 2 cores). It takes no options: ``--help`` says what it does, and anything
