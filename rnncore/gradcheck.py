@@ -23,6 +23,14 @@ Such an error falls as 1/eps: check such a module with a larger eps (1e-4) as we
 gradient stays wrong, rounding does not. An input gradient whose shape
 is not the input's is a ValueError, not an error size (it would broadcast in the comparison).
 
+Parameters tied to one array (``b.weight.data = a.weight.data``) are one weight, as the
+optimizers take them: a difference moves the shared array, so every use at once, and is
+compared with the sum of their grads. Memory shared any other way (one Parameter holding a
+view of another's array, or a frozen Parameter holding a trainable one's) is a ValueError: a
+difference there would move weights whose gradient no grad holds. Each backward gets its own
+copy of ``dout`` (and the differences use one nobody else sees), so a backward that writes
+into its ``gy`` cannot change the loss being differenced.
+
 A second ``backward(x, dout)`` then runs without zeroing: it must return the same input
 gradient and add the same amount to every ``Parameter.grad`` again (the API's accumulation),
 each compared as above (a backward that overwrites the grads instead of adding gets err = 1).
@@ -52,6 +60,7 @@ import numpy as np
 from . import _checks
 from . import random as _random
 from .module import Module
+from .optim import _tied
 
 __all__ = ["gradcheck"]
 
@@ -113,6 +122,7 @@ def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
     eps = _checks.positive_number(eps, "eps")
     training = _checks.flag(training, "training")
     x, x_is_float = _as_input(x, _takes_ids(module))
+    _weights(module)                # (asked of the caller's: astype keeps ties, but not views)
     base = copy.deepcopy(module).astype(np.float64)             # the caller's module is untouched
     base = base.training() if training else base.evaluate()
     caller_stream = _random._generator
@@ -122,18 +132,42 @@ def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
         _random._generator = caller_stream
 
 
+def _weights(module):
+    """The trainable Parameters of ``module`` grouped by the array they hold (``optim._tied``:
+    a tie is one weight); ValueError where memory is shared in any other way (see the module
+    doc)."""
+    params = module.parameters()
+    groups = [list(ps) for ps in _tied(params)]
+    for ps in groups:
+        a = ps[0]._data
+        for q in params:
+            b = q._data
+            if (b is a and not q.requires_grad) or (b is not a and np.shares_memory(a, b)):
+                raise ValueError(f"module: {q.name!r} shares memory with the trainable "
+                                 f"{ps[0].name!r} ({'frozen' if b is a else 'a view'}): a central "
+                                 f"difference would move both, and no grad holds the gradient "
+                                 f"of both; tie parameters by giving both one array "
+                                 f"(b.data = a.data), both trainable")
+    return groups
+
+
+def _grad_of(ps):
+    """The gradient of a weight: its one Parameter's grad, or the sum of a tie's."""
+    return sum((p.grad for p in ps[1:]), ps[0].grad.copy())
+
+
 def _accumulation_errors(m, x, dout, gx, analytic, x_is_float):
     """A second backward of the same forward, grads not zeroed: the relative errors of its
     input gradient against the first's and of what it added to each grad against the first
     amount ([] where the module refuses a second backward with a RuntimeError)."""
-    before = [p.grad.copy() for p in m.parameters() if p.requires_grad]
+    weights = _weights(m)
+    before = [_grad_of(ps) for ps in weights]
     try:
-        gx2 = m.backward(x, dout)
+        gx2 = m.backward(x, dout.copy())
     except RuntimeError:
         return []
     with np.errstate(invalid="ignore", over="ignore"):          # (Inf - Inf: err = inf anyway)
-        errors = [_rel_error(p.grad - b, a) for p, b, a in
-                  zip([p for p in m.parameters() if p.requires_grad], before, analytic)]
+        errors = [_rel_error(_grad_of(ps) - b, a) for ps, b, a in zip(weights, before, analytic)]
     if x_is_float and gx is not None and gx2 is not None:
         gx2 = np.asarray(gx2, dtype=np.float64)
         errors.append(_rel_error(gx2, gx) if gx2.shape == np.shape(gx) else float("inf"))
@@ -142,8 +176,8 @@ def _accumulation_errors(m, x, dout, gx, analytic, x_is_float):
 
 def _check(base, x, x_is_float, lengths, eps, training, name):
     """gradcheck's work on ``base``, the float64 copy in its mode."""
-    params = [p for p in base.parameters() if p.requires_grad]
-    if not x_is_float and not params:
+    weights = _weights(base)                     # (one entry per array: a tie is one weight)
+    if not x_is_float and not weights:
         raise ValueError("module: nothing to check: integer input and no trainable parameters")
 
     def run(xv):
@@ -153,12 +187,15 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
             _random._generator = np.random.default_rng(0)
         return np.asarray(m.forward(xv, lengths=lengths), dtype=np.float64), m
 
-    # Analytic gradients: one forward and one backward with upstream gradient dout.
-    y, m = run(x)
+    # Analytic gradients: one forward and one backward with upstream gradient dout (each
+    # backward gets its own copy: one that writes into its gy changes no one else's), on a copy
+    # of x (given to both, as a caller would: the same array)
+    xa = x.copy()
+    y, m = run(xa)
     dout = np.random.default_rng(0).standard_normal(y.shape)    # local stream, seeded
     m.zero_grad_parameters()
-    gx = m.backward(x, dout)
-    analytic = [p.grad.copy() for p in m.parameters() if p.requires_grad]
+    gx = m.backward(xa, dout.copy())
+    analytic = [_grad_of(ps) for ps in _weights(m)]
 
     def loss(xv):
         return float(np.sum(run(xv)[0] * dout))
@@ -176,7 +213,7 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
             n[i] = (up - down) / (2 * eps)
         return n
 
-    errors = _accumulation_errors(m, x, dout, gx, analytic, x_is_float)
+    errors = _accumulation_errors(m, xa, dout, gx, analytic, x_is_float)
     if x_is_float:
         if gx is None:
             raise ValueError(f"module: {name}.backward returned None for a float input")
@@ -185,6 +222,6 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
             raise ValueError(f"module: {name}.backward returned a gradient of shape {gx.shape} "
                              f"for an input of shape {x.shape}")
         errors.append(_rel_error(gx, numeric(x, x)))
-    for p, a in zip(params, analytic):
-        errors.append(_rel_error(a, numeric(p.data, x)))
+    for ps, a in zip(weights, analytic):
+        errors.append(_rel_error(a, numeric(ps[0].data, x)))
     return max(errors)

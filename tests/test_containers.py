@@ -616,6 +616,62 @@ def test_gradcheck_leaves_the_module_alone():
     assert rnncore.random.generator().bit_generator.state == state
 
 
+
+class _Double(rnncore.Module):
+    """y = 2x, with a backward of one's own (below)."""
+
+    def _forward(self, x, lengths):
+        return 2.0 * np.asarray(x, np.float64)
+
+
+class _ZeroingDouble(_Double):
+    """Wrong (returns 0, not 2 gy), and clears the gy it was given."""
+
+    def _backward(self, x, gy):
+        gy[...] = 0.0
+        return gy
+
+
+class _InPlaceDouble(_Double):
+    """Right (2 gy), computed in the gy it was given."""
+
+    def _backward(self, x, gy):
+        gy *= 2.0
+        return gy
+
+
+def test_gradcheck_is_not_fooled_by_a_backward_that_writes_into_its_gy():
+    """gradcheck gave backward the very dout its differences weighted the output by: a backward
+    that cleared its gy made both gradients 0 (err 0.0 for a wrong one), one that doubled it in
+    place was reported 0.5 wrong."""
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    assert rnncore.gradcheck(_ZeroingDouble(), x) == pytest.approx(1.0)
+    assert rnncore.gradcheck(_InPlaceDouble(), x) < TOL
+
+
+def test_gradcheck_takes_parameters_tied_to_one_array_as_one_weight():
+    """b.weight.data = a.weight.data (a tie the optimizers take as one weight): a difference
+    moves both uses, and was compared with each grad alone (err 0.8 for a right backward)."""
+    rnncore.manual_seed(0)
+    a, b = Linear(3, 3), Linear(3, 3)          # (float32: checked on a float64 copy)
+    b.weight.data = a.weight.data
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    assert rnncore.gradcheck(Sequential(a, Tanh(), b), x) < TOL
+    wrong = _WrongLinear(3, 3)                                    # its bias grad doubled
+    wrong.weight.data = a.weight.data
+    assert rnncore.gradcheck(Sequential(a, Tanh(), wrong), x) > 0.1
+    frozen = Linear(3, 3)
+    frozen.weight.data = a.weight.data
+    frozen.weight.requires_grad = False
+    with pytest.raises(ValueError, match=r"module: '2.weight' shares memory with the trainable "
+                                         r"'0.weight' \(frozen\)"):
+        rnncore.gradcheck(Sequential(a, Tanh(), frozen), x)
+    square = Linear(3, 3)
+    square.weight.data = a.weight.data.T                          # a tie through a view
+    with pytest.raises(ValueError, match=r"module: '2.weight' shares memory with the trainable "
+                                         r"'0.weight' \(a view\)"):
+        rnncore.gradcheck(Sequential(a, Tanh(), square), x)
+
 # -- pad_sequences -----------------------------------------------------------------------------
 def test_pad_sequences_features_and_ids():
     rng = np.random.default_rng(0)
