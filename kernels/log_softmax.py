@@ -48,15 +48,20 @@ def _forward_core(x, y):
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def _backward_core(dy, y, dx):
+    """(2) into dx; returns the count of y > 0 (not a log-softmax output: the wrapper refuses
+    it, as exp_expm1 takes arguments <= 0 only)."""
     N, C = y.shape
+    above = 0
     for n in range(N):
         s = 0.0
         for j in range(C):
             s += dy[n, j]
         total = y.dtype.type(s)                          # sum_k dy[n, k]
         for j in range(C):
+            above += y[n, j] > 0
             p, _ = exp_expm1(y[n, j])                    # softmax, y <= 0
             dx[n, j] = dy[n, j] - p * total              # (2)
+    return above
 
 
 def log_softmax_forward(x):
@@ -70,11 +75,15 @@ def log_softmax_forward(x):
 
 
 def log_softmax_backward(dy, y):
-    """Gradient of ``log_softmax_forward`` from its output ``y``: returns dx (N, C), fresh."""
+    """Gradient of ``log_softmax_forward`` from its output ``y`` (values <= 0; a positive one
+    is a ValueError): returns dx (N, C), fresh."""
     y = as_float_array(y, "y")
     if y.ndim != 2 or 0 in y.shape:
         raise ValueError(f"y: expected a (N, C) array with N, C >= 1, got shape {y.shape}")
     dy = as_float_array(dy, "dy", y.dtype, y.shape)
     dx = np.empty_like(y)
-    _backward_core(dy, y, dx)
+    above = _backward_core(dy, y, dx)
+    if above:
+        raise ValueError(f"y: expected the output of log_softmax_forward (values <= 0), got "
+                         f"{above} positive values (largest {y.max():.4g})")
     return dx

@@ -25,6 +25,7 @@ from numba import njit
 from . import _checks
 from .containers import _stack_steps, _valid_mask
 from .layers import _is_table
+from .module import checked
 
 __all__ = ["Criterion", "MSECriterion", "ClassNLLCriterion", "CrossEntropyCriterion",
            "BCECriterion", "SequencerCriterion"]
@@ -380,9 +381,17 @@ class SequencerCriterion(Criterion):
     computed alongside the loss (kept for inputs up to 2^16 entries), the same numbers.
     """
 
-    def __init__(self, criterion):
+    def _new_criterion(self, criterion):
         if not isinstance(criterion, Criterion):
             raise TypeError(f"criterion: expected a rnncore Criterion, got {type(criterion).__name__}")
+        self._kept = None                # (the gradient kept by a forward was the old one's)
+        return criterion
+
+    #: The criterion applied at every step; checked when set, also after construction (a
+    #: backward after a swap then computes the new one's gradient, not the kept old one's).
+    criterion = checked(_new_criterion)
+
+    def __init__(self, criterion):
         super().__init__()
         self.criterion = criterion
         self._lengths = None                                     # lengths of the last forward

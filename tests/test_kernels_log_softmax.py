@@ -114,6 +114,11 @@ def test_gradient_by_central_differences():
     (lambda: log_softmax_forward(np.ones((2, 3), np.int64)), TypeError, "x"),
     (lambda: log_softmax_backward(np.ones((2, 4)), np.zeros((2, 3))), ValueError, "dy"),
     (lambda: log_softmax_backward(np.ones((2, 3)), np.zeros(3)), ValueError, "y"),
+    # not a log-softmax output: exp(y) past float32's range once came out as garbage (1.0, not
+    # -2.7e43, at y = 100); now refused
+    (lambda: log_softmax_backward(np.ones((1, 2)), np.array([[100.0, 0.0]], np.float32)),
+     ValueError, "y"),
+    (lambda: log_softmax_backward(np.ones((1, 2)), np.array([[-1.0, 1e-30]])), ValueError, "y"),
 ])
 def test_bad_arguments_name_themselves(call, error, name):
     with pytest.raises(error, match=rf"^{name}\b"):        # the message starts with the name
