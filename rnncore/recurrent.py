@@ -415,7 +415,8 @@ class _Recurrent(Module):
         self._serial = self.__dict__.get("_serial", 0) + 1   # (as Module.forward counts)
         self.__dict__.pop("_moved", None)
         self._cache = state(caches=caches, masks=masks, paired=paired, halves=halves,
-                            shape=x.shape, was_list=was_list, x_in=x_in, x_kept=x_kept)
+                            shape=x.shape, was_list=was_list, x_in=x_in, x_kept=x_kept,
+                            return_sequences=self.return_sequences)
         self._lengths = lengths
 
         if not self.return_sequences:                         # top layer's h_n, directions side by side
@@ -454,7 +455,8 @@ class _Recurrent(Module):
                                  "differentiates that forward), got other values of its shape; "
                                  "call forward(x) first")
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        if self.return_sequences:
+        sequences = c.get("return_sequences", self.return_sequences)   # (the forward's)
+        if sequences:
             g, _ = _checks.sequence(gy, "gy", dtype=self.dtype)
             _checks.same_shape(g, (T, B, D * H), "gy")
         else:
@@ -467,7 +469,7 @@ class _Recurrent(Module):
             bwd = backward_in_halves(bwd, n_p, n_s)
         dstate0 = [[None] * (L * D) for _ in self._states]
         # Upstream grads of the top layer: its outputs (return_sequences) or its final h.
-        dy_layer = g if self.return_sequences else None       # (T, B, D*H) or None
+        dy_layer = g if sequences else None                   # (T, B, D*H) or None
         for k in reversed(range(L)):
             calls = []
             for d in range(D):
@@ -476,7 +478,7 @@ class _Recurrent(Module):
                 if D == 2 and dy is not None:                 # this direction's half
                     dy = np.ascontiguousarray(dy_layer[..., d * H:(d + 1) * H])
                 dstate_n = [None] * n_s
-                if k == L - 1 and not self.return_sequences:
+                if k == L - 1 and not sequences:
                     dstate_n[0] = np.ascontiguousarray(g[:, d * H:(d + 1) * H])   # dL/dh_n
                 calls.append(partial(bwd, dy, *dstate_n, c["caches"][i]))
             dinp = None
@@ -500,6 +502,22 @@ class _Recurrent(Module):
     # -- state, shapes, description ----------------------------------------------------------
     def _convert_state(self, state):
         return state
+
+    def _check_astype(self, dtype):
+        """The states ``_on_astype`` converts must fit ``dtype``, as parameters must: a carried
+        c of 1e60 became inf in float32 (a c0=inf given is refused), and the next backward NaN."""
+        big = np.finfo(dtype).max
+        held = [(f"the remembered {s} (the next forward's {s}0)", a)
+                for s, a in zip(self._states, self._carry or ())]
+        held += [(f"{s}_n", getattr(self, f"{s}_n")) for s in self._states]
+        held += [(f"grad_{s}0", getattr(self, f"grad_{s}0")) for s in self._states]
+        for name, a in held:
+            if a is not None:
+                top = np.abs(a[np.isfinite(a)]).max(initial=0)
+                if top > big:
+                    raise ValueError(f"dtype: {name} holds finite values beyond {dtype}'s range "
+                                     f"(largest magnitude {top:.3g})"
+                                     + ("; call forget() first" if "remembered" in name else ""))
 
     def _on_astype(self, dtype):
         for s in self._states:

@@ -559,6 +559,49 @@ def test_astype_converts_parameters_and_carried_state(cell):
     assert gx.dtype == np.float64
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])           # (an RNN's h is a tanh: bounded)
+def test_astype_refuses_a_carried_state_beyond_the_new_dtype(cell):
+    """A remembered state of 1e60 became inf in float32 (a warning only), and the next
+    backward's grads NaN; astype refuses it now, as it refuses such a parameter, and changes
+    nothing."""
+    m = CELLS[cell](2, 3, dtype=np.float64).remember()
+    x = np.ones((2, 1, 2))
+    s0 = np.full((1, 1, 3), 1e60)
+    m(x, c0=s0) if cell == "lstm" else m(x, h0=s0)
+    carry = m._carry
+    state = "c" if cell == "lstm" else "h"
+    assert np.abs(carry[-1]).max() > 1e38                    # (what the test is about)
+    with pytest.raises(ValueError, match=rf"dtype: the remembered {state} \(the next forward's "
+                                         rf"{state}0\) holds finite values beyond float32's range"):
+        m.astype(np.float32)
+    assert m.dtype == np.float64 and m._carry is carry
+    assert all(p.data.dtype == np.float64 for p in m.parameters())
+    m.forget()
+    if cell == "lstm":                                        # c_n, kept for the caller, too
+        with pytest.raises(ValueError, match="dtype: c_n holds finite values beyond"):
+            m.astype(np.float32)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_backward_differentiates_the_forwards_output_after_return_sequences_is_switched(cell):
+    """return_sequences set between forward and backward: backward read the new setting, so
+    it refused a gy like the forward's output and took one of an output never returned."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 5, 2)).astype(np.float32)
+    for first in (True, False):
+        rnncore.manual_seed(0)
+        m, ref = CELLS[cell](2, 3, return_sequences=first), CELLS[cell](2, 3, return_sequences=first)
+        ref.load_state_dict(m.state_dict())
+        y = m.forward(x)
+        gy = rng.standard_normal(y.shape).astype(np.float32)
+        m.return_sequences = not first
+        ref.forward(x)
+        np.testing.assert_array_equal(m.backward(x, gy), ref.backward(x, gy))
+        with pytest.raises(ValueError, match="gy"):
+            m.backward(x, np.ones((5, 3) if first else (4, 5, 3), np.float32))
+        assert m.forward(x).ndim == (2 if first else 3)      # the next forward: the new setting
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_dropout_only_between_layers_and_only_in_training(cell):
     rng = np.random.default_rng(19)
