@@ -134,38 +134,12 @@ def _check_demo_args(parser, args):
         if problem is not None:
             parser.error(f"--save: {problem[1]}")
     if args.plot is not None:
-        if args.plot == "":
-            parser.error("--plot: expected a directory, existing or to be created, got an "
-                         "empty string")
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            parser.error('--plot needs matplotlib, which is not installed: '
-                         'pip install -e ".[plot]" (in the rnncore repository)')
         from .demos import DEMOS
-        from .io import _name_problem
 
-        folder = found = os.path.abspath(args.plot)
-        while not os.path.lexists(found):            # the part of DIR that exists already
-            found = os.path.dirname(found)
-        if not os.path.isdir(found):
-            parser.error(f"--plot: expected a directory, existing or to be created, got "
-                         f"{args.plot!r} ({found} is not a directory)")
-        why = _outputs.cannot_write_in(found)
-        if why:
-            parser.error(f"--plot: {why}")
-        # the names still to be made (folders of DIR, then the demo's files) must fit, and a
-        # file must not be a directory already: both would fail only after the training
-        to_make = os.path.relpath(folder, found).split(os.sep) if folder != found else []
         files = getattr(DEMOS[args.name], "PLOT_FILES", ())
-        for name in to_make + list(files):
-            problem = _name_problem(found, name, repr(name))
-            if problem is not None:
-                parser.error(f"--plot: {problem[1]}")
-        for name in files:
-            if os.path.isdir(os.path.join(folder, name)):
-                parser.error(f"--plot: {os.path.join(args.plot, name)!r} is a directory; the "
-                             f"{args.name} demo writes its figure there")
+        problem = _outputs.plot_problem(args.plot, files, args.name)
+        if problem is not None:
+            parser.error(f"--plot{'' if problem[0] is ImportError else ':'} {problem[1]}")
         why = args.save is not None and _outputs.clash(args.save, args.plot, files, args.name)
         if why:
             parser.error(f"--save / --plot: {why}")

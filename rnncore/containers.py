@@ -619,12 +619,16 @@ class Sequencer(Module):
 
     def output_shape(self, input_shape):
         shape = _check_input_shape(input_shape)
+        if len(shape) < 2:                                       # as forward refuses it
+            raise ValueError(f"input_shape: expected a time-major shape (T, B, ...), got {shape}")
         try:
             out = self.module.output_shape(shape)
         except (ValueError, TypeError) as e:
             _name_the_child(self, 0, e, ())
             raise
-        if len(shape) >= 2 and _time_major_output(self.module, shape) is False:   # as forward
+        B = shape[1]
+        if (_time_major_output(self.module, shape) is False      # as forward: (T, B) kept
+                or (len(out) >= 2 and None not in (B, out[1]) and out[1] != B)):
             raise ValueError(f"module: expected an output with the input's leading (T, B), got "
                              f"{out} from input_shape {shape}; a layer that drops the time axis "
                              f"(return_sequences=False, LastStep) {OUTSIDE}")

@@ -18,6 +18,8 @@ outputs at padding steps are 0, and padding takes no gradient.
 Inputs are cast to the module's dtype (float32 by default, float64 for gradient checks).
 """
 
+import reprlib
+
 import numpy as np
 
 from . import _checks
@@ -83,13 +85,18 @@ def _valid_steps(x, lengths, min_ndim):
 
 
 def _check_input_shape(input_shape, name="input_shape"):
+    if isinstance(input_shape, np.ndarray) and input_shape.ndim != 1:
+        raise TypeError(f"{name}: expected a tuple of ints or None, got an array of shape "
+                        f"{input_shape.shape} (pass its .shape)")
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise TypeError(f"{name}: expected a tuple of ints or None, got {input_shape!r}") from None
-    for d in shape:
+        raise TypeError(f"{name}: expected a tuple of ints or None, "
+                        f"got {reprlib.repr(input_shape)}") from None
+    for i, d in enumerate(shape):
         if d is not None and (isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1):
-            raise ValueError(f"{name}: expected positive ints or None, got {shape}")
+            raise ValueError(f"{name}: expected positive ints or None, got {reprlib.repr(shape)} "
+                             f"({reprlib.repr(d)} at [{i}])")
     return shape
 
 
@@ -322,7 +329,10 @@ class _Activation(Module):
         return all(np.array_equal(a, b) for a, b in zip(_as_tuple(again), _as_tuple(cache)))
 
     def output_shape(self, input_shape):
-        return _check_input_shape(input_shape)
+        shape = _check_input_shape(input_shape)
+        if not shape:                                            # as forward refuses a scalar
+            raise ValueError(f"input_shape: expected at least one dimension, got {shape}")
+        return shape
 
     def _on_astype(self, dtype):
         self._cache = None                                       # backward needs a fresh forward

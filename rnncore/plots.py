@@ -72,16 +72,16 @@ def _curves(history):
     curves = {}
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         values = history.get(key)
-        if values is None:
+        if values is None and key != "loss":                     # (an optional curve left out)
             continue
         try:
-            a = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
+            a = np.asarray(values)                  # (no dtype: '1.0', None, True stay what
+        except (TypeError, ValueError):             # they are, and are refused below)
             a = None
-        if a is None or a.ndim != 1:
+        if a is None or a.ndim != 1 or (a.size and a.dtype.kind not in "iuf"):
             raise ValueError(f"history[{key!r}]: expected a list of numbers, one per epoch, "
                              f"got {type(values).__name__} {str(values)[:60]}")
-        curves[key] = a
+        curves[key] = a.astype(np.float64)
     return curves
 
 

@@ -18,7 +18,8 @@ the prefix of its ``state_dict`` keys. Shapes come from each module's ``output_s
 not define ``output_shape`` (`Module`'s default, the input's shape, is only a guess), or whose
 ``output_shape`` raises NotImplementedError, shows ``?``, and so does every row after it; a
 line under the table names it. A module used twice (shared weights) has a row for each use and
-its parameters counted once, in the first.
+its parameters counted once, in the first. A container of one's own that holds parameters of
+its own is one row, not opened: its ``output_shape`` and its count cover everything below it.
 """
 
 from .containers import OUTSIDE, Sequencer, Sequential, _says_its_shape
@@ -31,8 +32,12 @@ __all__ = ["summary"]
 def _leaves(module, path=""):
     """``(path, leaf)`` for every leaf module in call order, containers opened: a `Sequential`'s
     children, a `Sequencer`'s module. path: the child index path ('0', '1.0'; '-' for a model
-    that is one leaf), the prefix of the leaf's ``state_dict`` keys."""
-    if isinstance(module, Sequential):
+    that is one leaf), the prefix of the leaf's ``state_dict`` keys. A container of one's own
+    that holds parameters itself (a subclass's ``_param``) is a leaf: its row covers it and
+    everything below it (opened, its own parameters would have no row)."""
+    if module._params:
+        yield path.rstrip(".") or "-", module
+    elif isinstance(module, Sequential):
         for i, child in enumerate(module._children):
             yield from _leaves(child, f"{path}{i}.")
     elif isinstance(module, Sequencer):

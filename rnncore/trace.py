@@ -27,7 +27,10 @@ instance attribute, removed afterwards) to record shapes. The run is in ``evalua
 (no dropout; no random numbers drawn). Afterwards every module's attributes are put back as they
 were: mode, caches of the previous forward, ``h_n``/``c_n``, remembered state. So a ``backward``
 after ``trace`` still pairs with the forward before it, and a ``remember()``-ing layer carries
-the same state as if ``trace`` had never run.
+the same state as if ``trace`` had never run. What is put back is each attribute, not what is
+inside it: rnncore's modules rebind their attributes in a forward, but a module of one's own
+that writes into an array or a list it holds (a running mean updated in place, a log it
+appends to) keeps what the traced forward wrote there.
 """
 
 from collections import namedtuple
@@ -118,7 +121,8 @@ def trace(model, x, lengths=None, print_fn=print):
     returns a list of `TraceRow` ``(path, kind, input_shape, output_shape, params)``, one per
     leaf-module call, in call order; recurrent rows also carry ``row.states``.
 
-    The model is left exactly as it was (see the module docstring). Errors of the forward
+    The model is left as it was (see the module docstring: a module of one's own that writes
+    into what it holds keeps that). Errors of the forward
     itself (a wrong input shape, say) propagate unchanged, after the model is restored.
     """
     if not isinstance(model, Module):

@@ -599,6 +599,18 @@ def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch, tmp_path
                                              f"{demo.__name__.rsplit('.', 1)[1]} demo's plot"):
             demo.run(save=os.path.join(tmp_path, demo.PLOT_FILES[0]), plot=tmp_path,
                      print_fn=lambda *a: None)
+        # plot= alone was checked by the CLI only: run() trained, then failed to write
+        a_file = tmp_path / "a_file"
+        a_file.write_text("")
+        for plot, error, message in ((a_file, ValueError, "plot: expected a directory, existing or "
+                                                          "to be created, got"),
+                                     ("", ValueError, "plot: expected a directory.*empty string"),
+                                     (3, TypeError, "plot: expected a str or os.PathLike, got int")):
+            with pytest.raises(error, match=message):
+                demo.run(plot=plot, print_fn=lambda *a: None)
+        os.makedirs(tmp_path / "figs" / demo.PLOT_FILES[0])
+        with pytest.raises(ValueError, match="is a directory; the .* demo writes its figure there"):
+            demo.run(plot=tmp_path / "figs", print_fn=lambda *a: None)
         monkeypatch.setattr(_outputs.tempfile, "mkstemp", _read_only)
         with pytest.raises(OSError, match="save: cannot write in"):
             demo.run(save=os.path.join(tmp_path, "m.npz"), print_fn=lambda *a: None)

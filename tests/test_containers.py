@@ -223,6 +223,17 @@ def test_sequencer_output_shape_refuses_what_forward_refuses():
         with pytest.raises(ValueError, match="belongs outside the Sequencer"):
             Sequencer(inner).output_shape((None, 3, 2))
     assert Sequencer(LSTM(2, 4)).output_shape((None, 3, 2)) == (None, 3, 4)
+    # an input without (T, B), and an output that loses B: summary counted and printed them
+    with pytest.raises(ValueError, match=r"input_shape: expected a time-major shape \(T, B, \.\.\.\), "
+                                         r"got \(5,\)"):
+        Sequencer(Linear(5, 2)).output_shape((5,))
+    with pytest.raises(ValueError, match=r"modules\[1\] \(Sequencer\).*time-major"):
+        Sequential(Linear(3, 5), Sequencer(Linear(5, 2))).summary((3,), print_fn=None)
+    with pytest.raises(ValueError, match=r"module: expected an output with the input's leading"):
+        Sequencer(Linear(3, 2)).output_shape((2, 3))          # (2, 2): (T, B) = (2, 3) lost
+    for m in (Tanh(), Dropout(0.5), LogSoftMax()):              # forward refuses a scalar
+        with pytest.raises(ValueError, match=r"input_shape: expected at least one dimension"):
+            m.output_shape(())
 
 
 def test_refused_container_dtype_converts_no_child():
@@ -749,6 +760,30 @@ def test_summary_opens_sequencer_and_counts_frozen():
     assert "(7, None, 2)" in lines[4]
     assert f"Trainable params: {gru + 8:,}" in lines and "Non-trainable params: 40" in lines
 
+
+
+class _Gated(Sequential):
+    """y = g * chain(x), with one learnable scalar g of the container's own."""
+
+    def __init__(self, *modules):
+        super().__init__(*modules)
+        self.g = self._param("g", np.ones(1, np.float32))
+
+    def _forward(self, x, lengths):
+        return super()._forward(x, lengths) * self.g.data
+
+
+def test_summary_and_trace_count_a_containers_own_parameters():
+    """A container of one's own holding a parameter itself: summary and trace opened it and
+    counted only its children's (127 of the state_dict's 128 numbers)."""
+    m = Sequential(Linear(2, 2), _Gated(LSTM(2, 4), Linear(4, 3)))
+    n = sum(v.size for v in m.state_dict().values())
+    lines = []
+    assert summary(m, (5, None, 2), print_fn=lines.append) == n == 6 + 128
+    assert [line.split()[:2] for line in lines[2:4]] == [["0", "(Linear)"], ["1", "(_Gated)"]]
+    assert "(5, None, 3)" in lines[3]
+    rows = rnncore.trace(m, np.ones((5, 2, 2), np.float32), print_fn=None)
+    assert [(r.path, r.kind, r.params) for r in rows] == [("0", "Linear", 6), ("1", "_Gated", 128)]
 
 # -- a backward through a chain changes everything or nothing ----------------------------------
 def _grads(m):

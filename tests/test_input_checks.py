@@ -577,6 +577,14 @@ def test_recurrent_output_shape_checks_its_dimensions():
         with pytest.raises(ValueError, match="^input_shape: expected positive ints or None"):
             LSTM(3, 2).output_shape(bad)
     assert LSTM(3, 2).output_shape((None, None, 3)) == (None, None, 2)
+    # the array itself instead of its shape: the whole array was printed (54,849 characters for
+    # (200, 64, 128)); long shapes are shortened, the bad entry named
+    with pytest.raises(TypeError, match=r"^input_shape: expected a tuple of ints or None, got an "
+                                        r"array of shape \(200, 64, 128\) \(pass its .shape\)$"):
+        LSTM(128, 2).summary(np.zeros((200, 64, 128)), print_fn=None)
+    with pytest.raises(ValueError, match=r"\.\.\.\) \(0 at \[50\]\)$") as info:
+        LSTM(3, 2).output_shape((1,) * 50 + (0,))
+    assert len(str(info.value)) < 120
 
 
 def test_a_big_endian_float32_input_keeps_float32_in_a_criterion():

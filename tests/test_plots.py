@@ -140,7 +140,10 @@ def test_plot_history_takes_a_dict_of_arrays(tmp_path):
                                tmp_path / "no_accuracy.png"))
     for bad, key in (({"loss": np.ones((2, 2))}, "loss"),
                      ({"loss": [1.0], "accuracy": ["a"]}, "accuracy"),
-                     ({"loss": [1.0], "val_loss": 3.0}, "val_loss")):
+                     ({"loss": [1.0], "val_loss": 3.0}, "val_loss"),
+                     # a bare KeyError, and lists that NumPy's float conversion took
+                     ({"loss": None}, "loss"), ({"loss": ["1.0", "0.5"]}, "loss"),
+                     ({"loss": [1.0, None, 0.5]}, "loss"), ({"loss": [True, False]}, "loss")):
         with pytest.raises(ValueError, match=rf"history\['{key}'\]: expected a list of numbers"):
             plot_history(bad, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="history: expected at least one epoch"):

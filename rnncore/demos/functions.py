@@ -54,7 +54,7 @@ from . import lua_port
 __all__ = ["make_functions", "standardise", "run", "CLASS_NAMES"]
 
 CLASS_NAMES = ("line", "parabola", "sqrt")
-#: The files ``plot=`` writes in its folder (the CLI checks them before any training).
+#: The files ``plot=`` writes in its folder (checked before any training: _outputs.plot_problem).
 PLOT_FILES = ("functions_history.png", "functions_lstm_gates.png")
 POINTS = 8
 K_FIXED, B_FIXED = 2.0, 0.5
@@ -235,7 +235,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         size["lua_hidden"] = size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
         size["epochs"] = _checks.positive_int(epochs, "epochs")
-    save = _outputs.check(save, plot, PLOT_FILES, __name__.rsplit(".", 1)[1])   # (before training)
+    save, plot = _outputs.check(save, plot, PLOT_FILES, __name__.rsplit(".", 1)[1])   # (first)
     out = {"seconds": {}}
     t_start = time.perf_counter()
 

@@ -8,9 +8,9 @@ ragged: ``x`` is (T, B) word ids, zero-padded, with ``lengths`` (B,).
 
 The model is ``Embedding -> LSTM -> Linear(H, 1)``. Built with ``return_sequences=True`` it
 returns one value per word, ``(T, B, 1)``: value t (counting from 0) is the model's estimate
-after reading words 0..t, the first t+1. The prediction for the sentence is the value at its LAST VALID word, ``t = lengths[b]-1``,
-which is ``Linear(h_n[-1])`` and is exactly what ``return_sequences=False`` (or `LastStep`)
-returns. ``output[-1]``, the last row of the padded batch, is that only for the longest
+after reading words 0..t, the first t+1. The prediction for the sentence is the value at its
+LAST VALID word, ``t = lengths[b]-1``, which is ``Linear(h_n[-1])`` and is exactly what
+``return_sequences=False`` (or `LastStep`) returns. ``output[-1]``, the last row of the padded batch, is that only for the longest
 sentences: for a shorter one it is the output at a padding step, 0 (given ``lengths=``, a
 `Sequential` sets its outputs at padding steps to 0, as the LSTM does its own; the three layers
 called one by one would give ``Linear(0)``, the bias, there).
@@ -38,7 +38,7 @@ __all__ = ["WORDS", "SCORES", "make_sentences", "run"]
 WORDS = ("awful", "bad", "poor", "dull", "meh", "okay", "fine", "good", "great", "superb")
 SCORES = np.linspace(-1.0, 1.0, len(WORDS))       # word i's score; ids are 1..10, 0 pads
 
-#: The file ``plot=`` writes in its folder (the CLI checks it before any training).
+#: The file ``plot=`` writes in its folder (checked before any training: _outputs.plot_problem).
 PLOT_FILES = ("regression_history.png",)
 _SIZES = {"hidden": (32, 16), "train": (3000, 1000), "epochs": (15, 8), "test": (500, 200)}
 
@@ -80,7 +80,7 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
         size["hidden"] = _checks.positive_int(hidden, "hidden")
     if epochs is not None:
         size["epochs"] = _checks.positive_int(epochs, "epochs")
-    save = _outputs.check(save, plot, PLOT_FILES, __name__.rsplit(".", 1)[1])   # (before training)
+    save, plot = _outputs.check(save, plot, PLOT_FILES, __name__.rsplit(".", 1)[1])   # (first)
     H, E, V = size["hidden"], 8, len(WORDS) + 1
     out = {}
     t_start = time.perf_counter()
