@@ -104,6 +104,20 @@ def standardise(x, lengths=None):
     return np.where(valid, z, 0.0).astype(np.float32)
 
 
+def as_generator(rng):
+    """``rng`` (a numpy Generator, or a seed for one: an int >= 0, a SeedSequence or a
+    BitGenerator) as a Generator; TypeError / ValueError naming ``rng`` otherwise."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(
+            rng, (int, np.integer, np.random.SeedSequence, np.random.BitGenerator)):
+        raise TypeError(f"rng: expected a numpy Generator (np.random.default_rng(seed)) or "
+                        f"a seed for one, got {type(rng).__name__}")
+    if isinstance(rng, (int, np.integer)) and rng < 0:
+        raise ValueError(f"rng: expected a seed >= 0, got {rng}")
+    return np.random.default_rng(rng)
+
+
 def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standardised=True):
     """n labelled samples of the task.
 
@@ -117,14 +131,7 @@ def make_functions(n, rng, points=POINTS, min_points=None, fixed=False, standard
     """
     n = _checks.positive_int(n, "n")
     points = _checks.positive_int(points, "points")
-    if not isinstance(rng, np.random.Generator):
-        if isinstance(rng, (bool, np.bool_)) or not isinstance(
-                rng, (int, np.integer, np.random.SeedSequence, np.random.BitGenerator)):
-            raise TypeError(f"rng: expected a numpy Generator (np.random.default_rng(seed)) or "
-                            f"a seed for one, got {type(rng).__name__}")
-        if isinstance(rng, (int, np.integer)) and rng < 0:
-            raise ValueError(f"rng: expected a seed >= 0, got {rng}")
-        rng = np.random.default_rng(rng)
+    rng = as_generator(rng)
     if min_points is not None:
         min_points = _checks.positive_int(min_points, "min_points")
         if min_points > points:

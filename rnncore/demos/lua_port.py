@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 import rnncore as nn
+from rnncore import _checks           # (train checks its counts as rnncore does)
 
 __all__ = ["build", "train", "per_step_accuracy"]
 
@@ -65,6 +66,8 @@ def train(rnn, criterion, next_batch, iterations, lr=0.01, progress=True, checkp
     returns ``[(iteration, loss), ...]`` at ``checkpoints`` evenly spaced iterations (the loss is
     the SequencerCriterion's: a sum over the T steps of each step's batch-mean NLL).
     """
+    iterations = _checks.positive_int(iterations, "iterations")
+    checkpoints = _checks.positive_int(checkpoints, "checkpoints")
     marks = set(np.linspace(1, iterations, checkpoints).round().astype(int).tolist())
     log = []
     for i in tqdm(range(1, iterations + 1), desc="SGD", unit="it", disable=not progress,

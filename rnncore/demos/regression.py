@@ -32,6 +32,7 @@ from rnncore import LSTM, Embedding, Linear, MSECriterion, Sequential, optim
 
 from .. import _checks
 from . import _outputs
+from .functions import as_generator
 
 __all__ = ["WORDS", "SCORES", "make_sentences", "run"]
 
@@ -45,7 +46,17 @@ _SIZES = {"hidden": (32, 16), "train": (3000, 1000), "epochs": (15, 8), "test": 
 
 def make_sentences(n, rng, min_words=3, max_words=10):
     """n random sentences: ids (T, n) int64 (1-based word ids, 0 = padding), targets (n, 1)
-    float32 (mean word score), lengths (n,)."""
+    float32 (mean word score), lengths (n,).
+
+    rng: a numpy Generator, or a seed for one; each sentence has min_words to max_words words
+    (1 <= min_words <= max_words).
+    """
+    n = _checks.positive_int(n, "n")
+    rng = as_generator(rng)
+    min_words = _checks.positive_int(min_words, "min_words")
+    max_words = _checks.positive_int(max_words, "max_words")
+    if min_words > max_words:
+        raise ValueError(f"min_words: expected at most max_words = {max_words}, got {min_words}")
     lengths = rng.integers(min_words, max_words + 1, n)
     sentences = [rng.integers(1, len(WORDS) + 1, L) for L in lengths]
     ids, lengths = rnncore.pad_sequences(sentences)                  # (T, n), (n,)
@@ -69,8 +80,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     differences diff_last_valid_vs_seq_to_one, diff_h_n_vs_seq_to_one,
     diff_last_row_vs_seq_to_one (short sentences only), bias (the Linear's, which a padding
     step would show without the Sequential's zeroing), and the bidirectional checks
-    bi_forward_last_valid_vs_h_n, bi_backward_last_row_vs_h_n (short sentences),
-    bi_backward_last_row_vs_h_n_full (full-length ones), bi_backward_step0_vs_h_n,
+    bi_forward_last_valid_vs_h_n, bi_backward_last_row_vs_h_n (the whole batch),
+    bi_backward_last_row_vs_h_n_full (full-length sentences only), bi_backward_step0_vs_h_n,
     bi_seq_to_one_vs_h_n; with ``save`` the path written (saved), with ``plot`` the figures
     (plots); and seconds, the wall time of the run.
     """
@@ -132,12 +143,13 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
                  f"{no_len[b, 0]:>+20.4f}")
     d1 = float(np.abs(last_valid - s2o).max())
     d2 = float(np.abs(from_h - s2o).max())
-    d3 = float(np.abs(last_row - s2o)[short].min())
+    d3 = float(np.abs(last_row - s2o)[short].max())
     print_fn(f"\n  max |out[lengths-1] - seq-to-one|      = {d1:.1e}  <- the prediction")
     print_fn(f"  max |Linear(h_n[-1]) - seq-to-one|     = {d2:.1e}  <- the same number")
-    print_fn(f"  min |out[-1] - seq-to-one|, short ones = {d3:.3f}    <- output[-1] is not it:")
-    print_fn("      a padding step's output is 0 (not the bias "
-             f"{linear.bias.data[0]:+.4f} that Linear(0) would give: the Sequential zeroes it)")
+    print_fn(f"  max |out[-1] - seq-to-one|, short ones = {d3:.3f}    <- output[-1] is not it:")
+    print_fn("      for a short sentence it is a padding step's output, 0 (not the bias "
+             f"{linear.bias.data[0]:+.4f} that\n      Linear(0) would give: the Sequential "
+             f"zeroes it), whatever the prediction")
     print_fn("  Without lengths= the LSTM reads the padding ids as words: every short "
              "sentence's\n  number changes (last column).")
     out.update(lengths=lb.tolist(), targets=yb[:, 0].tolist(), last_valid=last_valid[:, 0].tolist(),
