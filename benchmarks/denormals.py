@@ -25,7 +25,7 @@ Columns: the two times (median of interleaved rounds, ``_harness.time_interleave
 ratio (above 1: subnormals are slower here), and the share. No PyTorch involved.
 
 **Measured** on the 2-core AMD EPYC (Zen 3) of ``results/cpu_zen3.md``, at the default shape:
-the forwards 1.05-1.21x slower on subnormals, the backwards 0.94-1.07x (three runs;
+the forwards 1.05-1.21x slower on subnormals, the backwards 0.88-1.07x (three runs;
 ``results/cpu_zen3_denormals.json``): a penalty, but nothing like the many-fold one that some
 CPUs charge. It sits in the activations (a loop of 1M ``tanh`` calls: 2.1-2.6 ms on subnormal
 arguments, 0.94-0.97 on ordinary ones; ``sigmoid`` 1.6-1.9 against 0.85). Treating arguments
