@@ -86,7 +86,7 @@ def _started_gnu_openmp():
 def _after_fork_in_child():
     global _FORKED_FROM_OPENMP, _ONE_TEAM
     _FORKED_FROM_OPENMP = _FORKED_FROM_OPENMP or _started_gnu_openmp()
-    _ONE_TEAM = threading.Lock()     # (a thread of the parent may have held it: it is not here)
+    _ONE_TEAM = threading.RLock()    # (a thread of the parent may have held it: it is not here)
 
 
 if hasattr(os, "register_at_fork"):
@@ -96,8 +96,9 @@ if hasattr(os, "register_at_fork"):
 # Threads. Under Numba's "workqueue" threading layer (what Numba falls back to where neither TBB
 # nor OpenMP loads) two threads entering a parallel region at once abort the whole process
 # ("Concurrent access has been detected"). OpenMP and TBB take them (and the results are the
-# same as one after the other). So under workqueue a process runs one team at a time.
-_ONE_TEAM = threading.Lock()
+# same as one after the other). So under workqueue a process runs one team at a time. A
+# re-entrant lock: a kernel packs its weights on all cores (a team of its own) inside its call.
+_ONE_TEAM = threading.RLock()
 
 
 def _workqueue():

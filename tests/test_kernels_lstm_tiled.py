@@ -193,11 +193,13 @@ _TWO_THREADS_UNDER_WORKQUEUE = """
 import threading, numpy as np
 from kernels.lstm import lstm_forward, lstm_backward
 from kernels.gru import gru_forward, gru_backward
-T, B, I, H = 3, 8, 4, 64
+T, B, I = 3, 8, 4
 rng = np.random.default_rng(0)
-def lstm_args(): return (rng.standard_normal((T, B, I)).astype(np.float32), *(rng.uniform(-.1, .1, s).astype(np.float32) for s in [(4*H, I), (4*H, H), (4*H,)]))
-def gru_args(): return (rng.standard_normal((T, B, I)).astype(np.float32), *(rng.uniform(-.1, .1, s).astype(np.float32) for s in [(3*H, I), (3*H, H), (3*H,), (3*H,)]))
-jobs = [(lstm_forward, lstm_backward, lstm_args(), 2), (gru_forward, gru_backward, gru_args(), 1)] * 2
+def lstm_args(H): return (rng.standard_normal((T, B, I)).astype(np.float32), *(rng.uniform(-.1, .1, s).astype(np.float32) for s in [(4*H, I), (4*H, H), (4*H,)]))
+def gru_args(H): return (rng.standard_normal((T, B, I)).astype(np.float32), *(rng.uniform(-.1, .1, s).astype(np.float32) for s in [(3*H, I), (3*H, H), (3*H,), (3*H,)]))
+# (H = 256: the weights are packed by a team of their own inside the call's)
+jobs = [(lstm_forward, lstm_backward, lstm_args(H), 2) for H in (64, 256)]
+jobs += [(gru_forward, gru_backward, gru_args(H), 1) for H in (64, 256)]
 alone = []
 for f, b, a, n in jobs:
     out = f(*a, path="tiled"); alone.append(b(out[0], *[None]*n, out[-1]))
@@ -218,7 +220,9 @@ print("ok")
 def test_two_threads_running_teams_under_the_workqueue_layer():
     """Numba's workqueue layer (its fallback where neither TBB nor OpenMP loads) aborts the
     process when two threads enter a parallel region at once (exit 134, "Concurrent access has
-    been detected"): under it the kernels run one team at a time, with the same numbers."""
+    been detected"): under it the kernels run one team at a time, with the same numbers. At
+    H = 256 a call packs its weights on all cores inside its own team's lock: a plain lock
+    hung there, in one thread alone."""
     import os
     import subprocess
     import sys
@@ -231,7 +235,8 @@ def test_two_threads_running_teams_under_the_workqueue_layer():
 
 def _one_team_is_free(queue):
     from kernels import _team
-    queue.put(not _team._ONE_TEAM.locked())
+    free = _team._ONE_TEAM.acquire(timeout=10)
+    queue.put(free)
 
 
 def test_a_child_forked_while_a_team_runs_gets_a_free_team_lock():
