@@ -58,6 +58,8 @@ import numbers
 import time
 
 import math
+import signal
+import threading
 
 import numpy as np
 from tqdm import tqdm
@@ -70,6 +72,7 @@ from .criteria import (BCECriterion, ClassNLLCriterion, Criterion, MSECriterion,
 from .layers import Embedding
 from .module import Module, restore, snapshot
 from .optim import Optimizer, _refuse_partial_ties, _step_refuses_partial_ties, clip_grad_norm
+from kernels._pair import _DEFERRED
 
 __all__ = ["fit", "score", "History"]
 
@@ -535,6 +538,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     history = History()
     nonfinite = {id(p) for p in params if not _checks._all_finite(p._data)}   # (not fit's doing)
     saved = _modes(model)
+    whole = _WholeUpdates()
     try:
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
@@ -555,12 +559,13 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
                         g = criterion.backward(out, yb, **kw)
                         model.zero_grad_parameters()     # (here: a refusal above keeps them)
                         model.backward(xb, g)
-                        if clip is not None and params:
-                            clip_grad_norm(params, clip)
-                        if lr is None:
-                            optimizer.step()
-                        else:
-                            model.update_parameters(lr)
+                        with whole:                      # (Ctrl-C: after, not amid it)
+                            if clip is not None and params:
+                                clip_grad_norm(params, clip)
+                            if lr is None:
+                                optimizer.step()
+                            else:
+                                model.update_parameters(lr)
                     total, seen = total + loss * len(idx), seen + len(idx)
                     post = {"loss": f"{total / seen:.4f}"}
                     if classify:
@@ -588,5 +593,47 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
             if callback is not None and callback(epoch, history):
                 break
     finally:
+        whole.close()
         _restore_modes(saved)
     return history
+
+
+class _WholeUpdates:
+    """``with whole:`` around an update (clipping and the optimizer's step): the Python handlers
+    of signals (Ctrl-C's KeyboardInterrupt; those ``kernels._pair`` defers) that arrive inside
+    run when it has ended, so that an interrupt never leaves some parameters updated and the
+    others not (an update is a Python loop over the parameters). The handlers are replaced once
+    for the whole run (swapping one costs ~8 us, a small batch's update a few), on the main
+    thread only (the only one where Python runs them); ``close`` puts back each one that is
+    still this object's."""
+
+    def __init__(self):
+        self.inside, self.arrived, self.originals = False, [], {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in _DEFERRED:
+            handler = signal.getsignal(s)
+            if callable(handler):
+                self.originals[s] = handler
+                signal.signal(s, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.inside:
+            if signum not in self.arrived:
+                self.arrived.append(signum)
+        else:
+            self.originals[signum](signum, frame)
+
+    def __enter__(self):
+        self.inside = True
+
+    def __exit__(self, *exc):
+        self.inside = False
+        arrived, self.arrived = self.arrived, []
+        for s in arrived:                                # now that the update has ended
+            self.originals[s](s, None)
+
+    def close(self):
+        for s, handler in self.originals.items():
+            if signal.getsignal(s) == self._handle:     # (not one set since: left as it is)
+                signal.signal(s, handler)

@@ -308,6 +308,51 @@ def test_callback_stops_training():
     assert seen == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
 
 
+@pytest.mark.parametrize("rule", ["adam", "sgd"])
+def test_ctrl_c_amid_an_update_waits_for_its_end(rule, monkeypatch):
+    """fit's docstring: after Ctrl-C the parameters (and the optimizer's state) are as the last
+    finished batch left them. An update is a loop over the parameters: a SIGINT after the
+    first one's update left it updated and the others not (Adam's step counts [3, 2, 2, 2, 2]).
+    The interrupt now comes when the update has ended; fit puts Ctrl-C's handler back."""
+    import os
+    import signal
+    from rnncore import optim
+    rnncore.manual_seed(0)
+    model = Sequential(LSTM(3, 8, return_sequences=False), Linear(8, 2))
+    x = np.random.default_rng(0).standard_normal((5, 64, 3)).astype(np.float32)
+    y = np.random.default_rng(1).standard_normal((64, 2)).astype(np.float32)
+    opt = Adam(model.parameters(), lr=0.01) if rule == "adam" else SGD(model.parameters(), lr=0.01)
+    n, updates, finished = len(model.parameters()), [0], []
+
+    def then_interrupt(update):                  # one parameter's update, then (batch 3's
+        def one(*args):                          # first) a Ctrl-C
+            update(*args)
+            updates[0] += 1
+            if updates[0] == 2 * n + 1:
+                os.kill(os.getpid(), signal.SIGINT)
+        return one
+
+    if rule == "adam":
+        monkeypatch.setattr(opt, "_update", then_interrupt(opt._update))
+    else:
+        monkeypatch.setattr(optim, "_descend", then_interrupt(optim._descend))
+    step = opt.step
+
+    def recorded():
+        step()
+        finished.append({k: v.copy() for k, v in model.state_dict().items()})
+    monkeypatch.setattr(opt, "step", recorded)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, MSECriterion(), opt, x, y, epochs=1, batch_size=16, shuffle=False,
+            progress=False)
+    assert updates[0] == 3 * n and len(finished) == 3           # batch 3's update ended
+    assert all(np.array_equal(v, finished[-1][k]) for k, v in model.state_dict().items())
+    if rule == "adam":
+        assert [st["step"] for st in opt.state] == [3] * n
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
 def test_same_seed_gives_bit_identical_runs():
     x, y = sign_task(48, 6)
 
