@@ -94,7 +94,7 @@ import numpy as np
 from numba import carray, literally, njit, prange
 
 from ._common import column_sums, copy_row as _copy_row, dot_into, sigmoid, tanh
-from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, mac
+from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._auto import uses_tiled
 from ._team import barrier, claim, one_team, share, team_size
@@ -361,7 +361,8 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                     acc[r, l] = tanh(acc[r, l])          # (G keeps i | f | g | o: the backward's)
                 c_prev = cs[s, b, j0:j0 + U]             # rows as views: cheaper than three
                 for j in range(U):                       # indices per number in the loop
-                    c = acc[r, U + j] * c_prev[j] + acc[r, j] * acc[r, 2 * U + j]   # (3)
+                    # (3), f c_{t-1} + i g: fused one way whether compiled here or loaded
+                    c = fmuladd(acc[r, U + j], c_prev[j], acc[r, j] * acc[r, 2 * U + j])
                     t = tanh(c)
                     new[0, j], new[1, j], new[2, j] = c, t, acc[r, 3 * U + j] * t   # (4)
                 t_out = L - 1 - s if reverse else s      # where this step's output goes
