@@ -35,8 +35,10 @@ cannot help: ``RNNCORE_COMPILE_AHEAD=0``, ``NUMBA_DISABLE_JIT``, one usable CPU,
 program or an interpreter that is not ``python``, a ``multiprocessing`` worker (its parent
 and siblings would start their own), a core without a file cache. Anything that goes wrong in
 the child (it cannot start, it fails, it takes over ``WAIT_S``) leaves the backward to compile
-here as it always did. A child still running when this process exits is stopped; a fork's
-child process starts with none.
+here as it always did. A child is reaped when it ends; one still running when this process
+exits (normally, by an exception, by Ctrl-C) is stopped; one whose parent is killed (SIGTERM,
+``os._exit``) finishes its compile alone, a few seconds, and exits. A fork's child process
+starts with none.
 """
 
 import atexit
@@ -155,12 +157,15 @@ def start(cell, path, dtype):
         if not (_cold(_core(cell, path, "forward")) and _cold(_core(cell, path)) and _wanted()):
             return
         try:
-            _children[key] = subprocess.Popen(
+            child = _children[key] = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, json.dumps(sys.path), cell, path, key[2].name],
                 env=dict(os.environ, **{ENV: "0"}),      # (the child starts no child)
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
-            pass
+            return
+        # reaped when it ends, whether or not a backward ever waits for it (a process that only
+        # runs forwards kept it as a zombie for its whole life)
+        threading.Thread(target=child.wait, name="rnncore-ahead-reaper", daemon=True).start()
 
 
 def wait(cell, path, dtype):

@@ -131,7 +131,8 @@ def team_size(n_items):
             "the tiled kernels cannot run in this process: it was forked from one that had "
             "started GNU OpenMP (Numba's 'omp' threading layer), which a forked child cannot "
             "use. Here, run path='auto' or 'steps' (a forward made with the tiled kernels "
-            "before the fork cannot be differentiated after it), or start the processes with "
+            "before the fork cannot be differentiated after it: call forward again in this "
+            "process; a module's forward runs path='auto'), or start the processes with "
             "multiprocessing's 'spawn' or 'forkserver' method")
     n = max(1, min(numba.get_num_threads(), n_items))
     if n > 1:

@@ -195,6 +195,21 @@ def test_a_failing_or_slow_child_leaves_the_backward_to_compile_here(fresh, monk
     assert time.perf_counter() - t0 < 10 and child.returncode is not None
 
 
+def test_a_child_is_reaped_when_it_ends_without_a_backward(fresh, monkeypatch):
+    """A process that only ran forwards kept the finished child as a zombie for its whole life
+    (only a backward's wait, or the exit, reaped it)."""
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "pass")
+    _ahead.start("rnn", "steps", np.float32)
+    child = _ahead._children[("rnn", "steps", np.dtype(np.float32))]
+    t0 = time.perf_counter()
+    while child.returncode is None and time.perf_counter() - t0 < 30:   # (no poll() here:
+        time.sleep(0.05)                                                # poll would reap it)
+    assert child.returncode == 0
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)                # no zombie of it left
+
+
 def test_children_still_running_at_exit_are_stopped(fresh, monkeypatch):
     monkeypatch.setattr(_ahead, "_cold", lambda core: True)
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(60)")
