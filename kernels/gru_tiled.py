@@ -32,7 +32,7 @@ import numpy as np
 from numba import carray, njit, prange
 
 from ._common import sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, mac
+from ._gemm import _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
 from ._auto import uses_tiled
@@ -106,7 +106,9 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
                     n = tanh(g[2 * U + j] + new[0, j] * acc[r, 2 * U + j])
                     z = new[0, U + j]
                     new[1, j] = n
-                    new[1, U + j] = (one - z) * n + z * hs[s, b, j0 + j]
+                    # (5), (1 - z) n + z h: fused one way, compiled here or loaded from the
+                    # cache alike (_gemm.fmuladd; LLVM's own pick of a product can differ)
+                    new[1, U + j] = fmuladd(z, hs[s, b, j0 + j], (one - z) * n)
                 _copy_row(new[0], g[:2 * U])                 # r | z
                 _copy_row(new[1, :U], g[2 * U:3 * U])        # n
                 _copy_row(acc[r, 2 * U:], g[3 * U:])         # q = gh_n
