@@ -606,7 +606,8 @@ def test_demos_check_epochs_and_hidden_before_any_training(monkeypatch, tmp_path
         for plot, error, message in ((a_file, ValueError, "plot: expected a directory, existing or "
                                                           "to be created, got"),
                                      ("", ValueError, "plot: expected a directory.*empty string"),
-                                     (3, TypeError, "plot: expected a str or os.PathLike, got int")):
+                                     (3, TypeError, "plot: expected a str or os.PathLike, "
+                                                    "got int")):
             with pytest.raises(error, match=message):
                 demo.run(plot=plot, print_fn=lambda *a: None)
         os.makedirs(tmp_path / "figs" / demo.PLOT_FILES[0])

@@ -224,8 +224,8 @@ def test_sequencer_output_shape_refuses_what_forward_refuses():
             Sequencer(inner).output_shape((None, 3, 2))
     assert Sequencer(LSTM(2, 4)).output_shape((None, 3, 2)) == (None, 3, 4)
     # an input without (T, B), and an output that loses B: summary counted and printed them
-    with pytest.raises(ValueError, match=r"input_shape: expected a time-major shape \(T, B, \.\.\.\), "
-                                         r"got \(5,\)"):
+    with pytest.raises(ValueError, match=r"input_shape: expected a time-major shape "
+                                         r"\(T, B, \.\.\.\), got \(5,\)"):
         Sequencer(Linear(5, 2)).output_shape((5,))
     with pytest.raises(ValueError, match=r"modules\[1\] \(Sequencer\).*time-major"):
         Sequential(Linear(3, 5), Sequencer(Linear(5, 2))).summary((3,), print_fn=None)

@@ -590,7 +590,8 @@ def test_backward_differentiates_the_forwards_output_after_return_sequences_is_s
     x = rng.standard_normal((4, 5, 2)).astype(np.float32)
     for first in (True, False):
         rnncore.manual_seed(0)
-        m, ref = CELLS[cell](2, 3, return_sequences=first), CELLS[cell](2, 3, return_sequences=first)
+        m = CELLS[cell](2, 3, return_sequences=first)
+        ref = CELLS[cell](2, 3, return_sequences=first)
         ref.load_state_dict(m.state_dict())
         y = m.forward(x)
         gy = rng.standard_normal(y.shape).astype(np.float32)

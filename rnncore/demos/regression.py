@@ -10,10 +10,10 @@ The model is ``Embedding -> LSTM -> Linear(H, 1)``. Built with ``return_sequence
 returns one value per word, ``(T, B, 1)``: value t (counting from 0) is the model's estimate
 after reading words 0..t, the first t+1. The prediction for the sentence is the value at its
 LAST VALID word, ``t = lengths[b]-1``, which is ``Linear(h_n[-1])`` and is exactly what
-``return_sequences=False`` (or `LastStep`) returns. ``output[-1]``, the last row of the padded batch, is that only for the longest
-sentences: for a shorter one it is the output at a padding step, 0 (given ``lengths=``, a
-`Sequential` sets its outputs at padding steps to 0, as the LSTM does its own; the three layers
-called one by one would give ``Linear(0)``, the bias, there).
+``return_sequences=False`` (or `LastStep`) returns. ``output[-1]``, the last row of the padded
+batch, is that only for the longest sentences: for a shorter one it is the output at a padding
+step, 0 (given ``lengths=``, a `Sequential` sets its outputs at padding steps to 0, as the LSTM
+does its own; the three layers called one by one would give ``Linear(0)``, the bias, there).
 
 Bidirectional: the output at step t is ``[forward h_t, backward h_t]``. The forward direction
 ends at the last valid word, so the forward half of ``output[lengths-1]`` is ``h_n[-2]``; the
