@@ -342,15 +342,21 @@ def test_ctrl_c_amid_an_update_waits_for_its_end(rule, monkeypatch):
         step()
         finished.append({k: v.copy() for k, v in model.state_dict().items()})
     monkeypatch.setattr(opt, "step", recorded)
+    # Python's own Ctrl-C handler (a process started in the background by a shell without job
+    # control ignores SIGINT, and a fit then has nothing to defer)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        fit(model, MSECriterion(), opt, x, y, epochs=1, batch_size=16, shuffle=False,
-            progress=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(model, MSECriterion(), opt, x, y, epochs=1, batch_size=16, shuffle=False,
+                progress=False)
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert updates[0] == 3 * n and len(finished) == 3           # batch 3's update ended
     assert all(np.array_equal(v, finished[-1][k]) for k, v in model.state_dict().items())
     if rule == "adam":
         assert [st["step"] for st in opt.state] == [3] * n
-    assert signal.getsignal(signal.SIGINT) is handler
 
 
 def test_same_seed_gives_bit_identical_runs():
