@@ -36,7 +36,7 @@ def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
     """
     if maxlen is not None:
         maxlen = _checks.positive_int(maxlen, "maxlen")
-    if truncating not in ("post", "pre"):
+    if not isinstance(truncating, str) or truncating not in ("post", "pre"):
         raise ValueError(f"truncating: expected 'post' (keep the first maxlen steps) or 'pre' "
                          f"(the last), got {truncating!r}")
     if isinstance(sequences, np.ndarray) or not hasattr(sequences, "__len__"):

@@ -717,6 +717,9 @@ def test_pad_sequences_maxlen_cuts_and_pads_to_a_fixed_length():
             pad_sequences(seqs, maxlen=bad)
     with pytest.raises(ValueError, match="truncating: expected 'post'"):
         pad_sequences(seqs, maxlen=2, truncating="both")
+    for bad in (np.array([1.0, 2.0]), np.array([]), np.array(["post", "pre"])):   # (NumPy's
+        with pytest.raises(ValueError, match="truncating: expected 'post'"):      # "truth value
+            pad_sequences(seqs, maxlen=2, truncating=bad)                         # of an array")
 
 
 def test_pad_sequences_feeds_a_model():

@@ -77,6 +77,17 @@ def test_cross_entropy_is_logsoftmax_then_nll():
     np.testing.assert_allclose(CrossEntropyCriterion().forward(z, t), nll.forward(logp, t), rtol=1e-12)
     np.testing.assert_allclose(CrossEntropyCriterion().backward(z, t),
                                lsm.backward(z, nll.backward(logp, t)), rtol=1e-10, atol=1e-15)
+    # logits whose exp overflows without the max taken out first (|z| <= 116 above did not:
+    # a shift by the mean passed); against PyTorch
+    big = np.array([[1000.0, 0.0, -1000.0], [-800.0, 900.0, 5.0]])
+    tb = np.array([1, 1])
+    ours = CrossEntropyCriterion().forward(big, tb)
+    theirs = F.cross_entropy(torch.from_numpy(big), torch.from_numpy(tb)).item()
+    assert np.isfinite(ours) and ours == pytest.approx(theirs, rel=1e-12)
+    zt = torch.from_numpy(big.copy()).requires_grad_(True)
+    F.cross_entropy(zt, torch.from_numpy(tb)).backward()
+    np.testing.assert_allclose(CrossEntropyCriterion().backward(big, tb), zt.grad.numpy(),
+                               rtol=1e-12, atol=1e-300)
 
 
 def test_grad_dtype_follows_the_input():

@@ -390,6 +390,19 @@ def test_parameter_grad_takes_only_a_writable_array_of_its_shape_and_dtype():
     assert not p.grad.flags.c_contiguous
 
 
+def test_relu_gradients_at_exactly_zero_are_pytorchs():
+    """dy/dx at x = 0 is 0 for ReLU (1 if x > 0 else 0) and the slope for LeakyReLU, as in
+    PyTorch (the tests elsewhere keep away from the kink: x >= 0 passed them)."""
+    x = np.array([[-1.0, 0.0, 2.0]])
+    gy = np.ones_like(x)
+    for m, f in ((ReLU(dtype=np.float64), F.relu),
+                 (LeakyReLU(0.1, dtype=np.float64), lambda t: F.leaky_relu(t, 0.1))):
+        m.forward(x)
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        f(xt).backward(torch.from_numpy(gy))
+        np.testing.assert_array_equal(m.backward(x, gy), xt.grad.numpy())
+
+
 def test_leaky_relu_slope_must_be_finite_in_the_module_dtype():
     """A slope of 1e39 is inf in float32: NaN at x = 0, -inf below. Refused where the module
     is built or converted (``astype``), which then changes nothing."""

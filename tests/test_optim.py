@@ -85,10 +85,13 @@ def test_step_updates_data_in_place_and_keeps_dtype():
     assert not m.weight.grad.any() and not m.bias.grad.any()
 
 
-@pytest.mark.parametrize("max_norm", [0.5, 100.0])
-def test_clip_grad_norm_matches_torch(max_norm):
+@pytest.mark.parametrize("factor", [0.16, 0.5, 0.99, 1.01, 2.0, 32.0])
+def test_clip_grad_norm_matches_torch(factor):
+    """max_norm as a multiple of the grads' norm, on both sides of 1 and close to it (at 0.16
+    and 32 only, a clipper that scaled grads below the limit up, or began 5x over, passed)."""
     rng = np.random.default_rng(1)
     grads = [rng.standard_normal(s) for s in SHAPES]
+    max_norm = factor * float(np.sqrt(sum((g ** 2).sum() for g in grads)))
     ps = [Parameter(np.zeros(s), f"p{i}") for i, s in enumerate(SHAPES)]
     for p, g in zip(ps, grads):
         p.grad[...] = g

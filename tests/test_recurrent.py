@@ -192,6 +192,9 @@ def test_a_float32_layer_on_the_tiled_kernel_agrees_with_float64(cell, bidirecti
     """The tiled kernels (float32; ``path="auto"`` takes them at mid-sized shapes, by CPU) seen
     through the module: forced here at a small shape, with ragged lengths, initial states and
     the last step only, against the same layer in float64 (never tiled)."""
+    # (imported before the patch: a tiled module imported under it kept the stand-in as its
+    # own ``uses_tiled`` afterwards, and a later test then saw every shape tiled)
+    import kernels.gru_tiled, kernels.lstm_tiled, kernels.rnn_tiled  # noqa: E401, F401
     monkeypatch.setattr("kernels._auto.uses_tiled",
                         lambda gates, dtype, *shape: np.dtype(dtype) == np.float32)
     rng = np.random.default_rng(3)
@@ -335,6 +338,13 @@ def test_remember_runs_chunks_like_the_whole_sequence(cell):
     m.remember(False)
     m.remember()
     np.testing.assert_allclose(m(x[:3]), whole[:3], rtol=1e-12, atol=1e-14)
+    m.remember()                                           # again while on: changes nothing
+    np.testing.assert_allclose(m(x[3:7]), whole[3:7], rtol=1e-12, atol=1e-14)
+    # a one-step Torch7 table: a list of one (B, I) array, answered as a list of one
+    m.forget()
+    out = m([x[0]])
+    assert isinstance(out, list) and len(out) == 1
+    np.testing.assert_allclose(out[0], whole[0], rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
