@@ -66,6 +66,16 @@ def test_bce_clamps_like_torch():
     # denominators clamped at 1e-12 (PyTorch's constant is float32(1e-12): 4e-9 apart)
     np.testing.assert_allclose(c.backward(p, t), pt.grad.numpy(), rtol=1e-8)
     assert np.isfinite(c.backward(p, t)).all()
+    # the same through SequencerCriterion, whose all-steps path has its own clamps: per step
+    # torch's batch mean, summed over the steps (a clamp at -200 there passed the suite)
+    P = np.stack([p, p[::-1], np.full(5, 0.25)])[:, :, None]             # (T, B, 1)
+    Tg = np.stack([t, t[::-1], np.array([0.0, 1.0, 1.0, 0.0, 0.5])])[:, :, None]
+    Pt = torch.tensor(P, requires_grad=True)
+    total = sum(F.binary_cross_entropy(Pt[s], torch.tensor(Tg[s])) for s in range(3))
+    total.backward()
+    s = SequencerCriterion(BCECriterion())
+    np.testing.assert_allclose(s.forward(P, Tg), total.item(), rtol=1e-12)
+    np.testing.assert_allclose(s.backward(P, Tg), Pt.grad.numpy(), rtol=1e-8)
 
 
 def test_cross_entropy_is_logsoftmax_then_nll():

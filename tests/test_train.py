@@ -41,9 +41,54 @@ def test_fit_learns_the_sign_task():
     assert h.val_accuracy[-1] >= 0.88
     s = score(m, ClassNLLCriterion(), xv, yv)
     assert s["accuracy"] == pytest.approx(h.val_accuracy[-1])
+    # and both against what the model says, computed here (score and fit's validation share
+    # their code: a fault there would fail neither comparison above)
+    m.evaluate()
+    logp = m.forward(xv)
+    m.training()
+    assert s["accuracy"] == pytest.approx(np.mean(logp.argmax(axis=1) == yv))
+    assert s["loss"] == pytest.approx(-logp[np.arange(len(yv)), yv].mean(), rel=1e-6)
     # fit evaluates in batches of 32, score in one of 128: the same float32 sums grouped
     # differently (BLAS kernels differ by row count), so equal to float32 round-off
     assert s["loss"] == pytest.approx(h.val_loss[-1], rel=1e-6)
+
+
+def test_fit_and_score_with_bce_on_zero_one_labels():
+    """Binary labels 0 and 1 with Sigmoid + BCECriterion, sequence-to-one and per step through
+    SequencerCriterion with lengths (only refusals of BCE targets were run: fit refusing every
+    0/1 label passed the suite)."""
+    from rnncore import BCECriterion, Sigmoid
+    x, labels = sign_task(128, 3)
+    y = labels.astype(np.float32)[:, None]                       # (N, 1) of 0.0 and 1.0
+    rnncore.manual_seed(0)
+    m = Sequential(LSTM(2, 8, return_sequences=False), Linear(8, 1), Sigmoid())
+    h = fit(m, BCECriterion(), Adam(m.parameters(), lr=0.05), x, y, epochs=6, batch_size=32,
+            seed=0, progress=False)
+    assert h.loss[-1] < 0.6 * h.loss[0]
+    s = score(m, BCECriterion(), x, y)
+    p = m.evaluate().forward(x).astype(np.float64)
+    m.training()
+    assert s["loss"] == pytest.approx(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)), rel=1e-5)
+    # per step, ragged: the sign of feature 0's running mean, padding targets never read
+    T, N = x.shape[:2]
+    lengths = np.random.default_rng(4).integers(2, T + 1, N)
+    steps = (np.cumsum(x[:, :, 0], axis=0) > 0).astype(np.float32)[:, :, None]   # (T, N, 1)
+    steps[np.arange(T)[:, None] >= lengths[None, :]] = np.nan
+    rnncore.manual_seed(0)
+    per_step = Sequential(LSTM(2, 8), Linear(8, 1), Sigmoid())
+    crit = SequencerCriterion(BCECriterion())
+    h = fit(per_step, crit, Adam(per_step.parameters(), lr=0.05), x, steps, lengths, epochs=4,
+            batch_size=32, seed=0, progress=False)
+    assert h.loss[-1] < 0.7 * h.loss[0]
+    s = score(per_step, crit, x, steps, lengths)
+    p = per_step.evaluate().forward(x, lengths=lengths).astype(np.float64)[..., 0]   # (T, N)
+    t = steps[..., 0].astype(np.float64)
+    expected = 0.0
+    for step in range(T):                                        # sum over steps of the mean
+        ok = lengths > step                                      # over the rows still running
+        pv, tv = p[step, ok], t[step, ok]
+        expected += -np.mean(tv * np.log(pv) + (1 - tv) * np.log(1 - pv))
+    assert s["loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_history_contents():
