@@ -28,7 +28,9 @@ since, as after ``model.astype``. Every hyperparameter is an attribute a schedul
 between steps (``opt.lr *= 0.1``, ``opt.momentum = 0.95``); an assignment is checked as the
 constructor's argument was.
 
-Not checked, as in PyTorch: the gradients themselves. A NaN or Inf entry of a grad (from a
+Not checked, as in PyTorch: an update beyond the dtype's range from settings each in range
+(``lr`` and ``weight_decay`` of 1e154 each: the step is Inf in float64); and the gradients
+themselves. A NaN or Inf entry of a grad (from a
 diverged loss) makes the same entry of the parameter NaN or Inf after ``step()`` (and of that
 parameter's Adam / RMSprop moment estimates), other entries update as usual; and
 ``clip_grad_norm`` then returns the non-finite norm, scaling by 0 for an Inf one (every finite
