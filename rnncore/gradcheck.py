@@ -136,7 +136,7 @@ def _weights(module):
     """The trainable Parameters of ``module`` grouped by the array they hold (``optim._tied``:
     a tie is one weight); ValueError where memory is shared in any other way (see the module
     doc)."""
-    params = module.parameters()
+    params = module._parameter_list()              # (parameters() may rename: not the caller's)
     groups = [list(ps) for ps in _tied(params)]
     for ps in groups:
         a = ps[0]._data
