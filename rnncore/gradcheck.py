@@ -156,11 +156,11 @@ def _grad_of(ps):
     return sum((p.grad for p in ps[1:]), ps[0].grad.copy())
 
 
-def _accumulation_errors(m, x, dout, gx, analytic, x_is_float):
+def _accumulation_errors(m, weights, x, dout, gx, analytic, x_is_float):
     """A second backward of the same forward, grads not zeroed: the relative errors of its
     input gradient against the first's and of what it added to each grad against the first
-    amount ([] where the module refuses a second backward with a RuntimeError)."""
-    weights = _weights(m)
+    amount ([] where the module refuses a second backward with a RuntimeError); ``weights``:
+    ``_weights(m)``."""
     before = [_grad_of(ps) for ps in weights]
     try:
         gx2 = m.backward(x, dout.copy())
@@ -195,7 +195,8 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
     dout = np.random.default_rng(0).standard_normal(y.shape)    # local stream, seeded
     m.zero_grad_parameters()
     gx = m.backward(xa, dout.copy())
-    analytic = [_grad_of(ps) for ps in _weights(m)]
+    weights_m = _weights(m)
+    analytic = [_grad_of(ps) for ps in weights_m]
 
     def loss(xv):
         return float(np.sum(run(xv)[0] * dout))
@@ -213,7 +214,7 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
             n[i] = (up - down) / (2 * eps)
         return n
 
-    errors = _accumulation_errors(m, xa, dout, gx, analytic, x_is_float)
+    errors = _accumulation_errors(m, weights_m, xa, dout, gx, analytic, x_is_float)
     if x_is_float:
         if gx is None:
             raise ValueError(f"module: {name}.backward returned None for a float input")
