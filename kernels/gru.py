@@ -13,8 +13,8 @@ Shape key (used in every comment below):
 The cell (PyTorch / cuDNN "reset_after" form, gate order r, z, n; two biases). For each step
 t = 0 .. T-1, with the input part gi = x_t W_ih^T + b_ih and the hidden part
 gh = h_{t-1} W_hh^T + b_hh, both (B, 3H) (the batch's sequences are the rows) and split into
-their r, z, n thirds (per sequence, below, written as matrix times column vector), and h_{-1}
-the initial state (the argument ``h0``):
+their r, z, n thirds (per sequence, below, written as matrix times column vector, x = x_t and
+h = h_{t-1}), and h_{-1} the initial state (the argument ``h0``):
 
     r = sig(gi_r + gh_r)            = sig(W_ir x + b_ir + W_hr h + b_hr)      (1)
     z = sig(gi_z + gh_z)            = sig(W_iz x + b_iz + W_hz h + b_hz)      (2)
@@ -22,18 +22,26 @@ the initial state (the argument ``h0``):
     n = tanh(a_n),  a_n = gi_n + r * q = W_in x + b_in + r * q                (4)
     h_t = (1 - z) * n + z * h_{t-1}                                           (5)
 
-(sig(u) = 1 / (1 + e^-u)). The reset gate multiplies q *after* the matrix product, so all three
-gates share ONE recurrent product h_{t-1} W_hh^T per step. With ragged sequences (``lengths``),
-a step ``t >= lengths[b]`` is padding for sequence b:
+(sig(u) = 1 / (1 + e^-u); ``*`` is elementwise). r is the reset gate (how much of the old state
+the candidate sees), z the update gate (how much of h_{t-1} to keep: z = 1 copies it), n the
+candidate state; h is the hidden state and also the output, y_t = h_t. The reset gate
+multiplies q *after* the matrix product, so all three gates share ONE recurrent product
+h_{t-1} W_hh^T per step; it also keeps b_hn apart from b_in (r scales one, not the other),
+which is why the GRU keeps both bias vectors (6H numbers) where the LSTM and the RNN keep one,
+the sum. With ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding for
+sequence b:
 
     h_t = h_{t-1},  y_t = 0                                                   (6)   frozen state
 
 Backpropagation through time runs t = T-1 down to 0. dh'_t is the part of dL/dh_t that flows
-back through step t+1, by two paths: the matrix product in (1)-(3), and the direct term
-z * h_{t-1} of (5); at t = T-1 it is the final state's upstream grad (``dh_n``). Each step adds
+back through step t+1, by two paths: step t+1's matrix product in (1)-(3), and the direct term
+z * h_{t-1} of step t+1's (5) (there h_{t-1} is h_t); at t = T-1 it is the final state's
+upstream grad (``dh_n``). A name dv is dL/dv, the gradient of the loss L. Each step adds
 the gradient of its own output y_t = h_t (``dy``), then differentiates (5), (4), then (1)-(3),
 sig' = sig (1 - sig) and tanh' = 1 - tanh^2. Here dz is the grad of the update gate z, a value
-after its sigmoid (unlike the LSTM's dz, the grads of the pre-activations):
+after its sigmoid (unlike the LSTM's dz, the grads of the pre-activations). Products with a
+weight matrix or a transposed grad (dGh W_hh, dGh^T h_{t-1}) are matrix products; all others,
+side by side or with ``*``, are elementwise:
 
     dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
     dn = dh_t * (1 - z)    dz = dh_t * (h_{t-1} - n)    direct: dh_t * z              from (5)

@@ -9,16 +9,23 @@ Shape key (used in every comment below):
 
     T = time steps   B = batch   I = input features   H = hidden units   4H = the four gates
 
-The cell (PyTorch layout and gate order i, f, g, o; one bias). For each step t = 0 .. T-1, with
-the rows of x_t (B, I) and h_{t-1} (B, H) the batch's sequences (so the weights appear
-transposed), and h_{-1}, c_{-1} the initial states (the arguments ``h0``, ``c0``):
+The cell (PyTorch layout and gate order i, f, g, o; one bias b, the sum of PyTorch's bias_ih
+and bias_hh). h_t is the hidden state (the output), c_t the cell state (the memory); the gates
+are i (input: how much of g to write), f (forget: how much of c_{t-1} to keep), g (the
+candidate values to write) and o (output: how much of tanh(c_t) to show). For each step
+t = 0 .. T-1, with the rows of x_t (B, I) and h_{t-1} (B, H) the batch's sequences (so the
+weights appear transposed), and h_{-1}, c_{-1} the initial states (the arguments ``h0``,
+``c0``). Matrices side by side (x_t W_ih^T, and below dz W_hh, dz^T x_t) are a matrix
+product; ``*`` is elementwise, and so are the gate values side by side in the dz line below:
 
     z_t = x_t W_ih^T + h_{t-1} W_hh^T + b                         (1)   (B, 4H) = z_i z_f z_g z_o
     i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)     (2)   sig(u) = 1 / (1 + e^-u)
     c_t = f * c_{t-1} + i * g                                     (3)
     h_t = o * tanh(c_t)                                           (4)
 
-and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding for sequence b:
+The output at step t is y_t = h_t itself (no extra layer), so a sequence's output at its last
+valid step is its final state h_n. With ragged sequences (``lengths``), a step
+``t >= lengths[b]`` is padding for sequence b:
 
     h_t = h_{t-1},  c_t = c_{t-1},  y_t = 0                       (5)   the state is frozen
 
@@ -26,7 +33,9 @@ Backpropagation through time runs t = T-1 down to 0. Two gradients arrive at ste
 t+1: dh'_t, the part of dL/dh_t that flows through step t+1's (1), and dc'_t, dL/dc_t through
 step t+1's (3); at t = T-1 they are the final states' upstream grads (``dh_n``, ``dc_n``).
 Each step adds the gradient of its own output y_t = h_t (``dy``), then differentiates (4), (3),
-(2), (1) in that order, sig' = sig (1 - sig) and tanh' = 1 - tanh^2:
+(2), (1) in that order, sig' = sig (1 - sig) and tanh' = 1 - tanh^2. A name dv is dL/dv, the
+gradient of the loss L with respect to v; dz (B, 4H) holds the grads of the pre-activations
+z_t, in the same i, f, g, o quarters:
 
     dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
     do = dh_t * tanh(c_t)           dc_t = dc'_t + dh_t * o * (1 - tanh(c_t)^2)       from (4)
@@ -41,7 +50,9 @@ dh'_{-1} and dc'_{-1} are the grads of the initial states (returned as ``dh0``, 
 padding (5) a step passes dh' and dc' through unchanged and contributes nothing (given finite
 padding values: the kernels check no values, and 0 * NaN is NaN; see ``kernels/__init__``).
 
-How the work is organized, as in cuDNN and haste. Forward:
+How the work is organized, as in cuDNN and haste. X is the whole input (in step order: see
+``reverse`` below) as one (T*B, I) matrix, every step's B rows stacked (a reshape, not a copy);
+dZ, H_prev and dX stack the steps' dz_t, h_{t-1} and dx_t the same way. Forward:
 
     G = X W_ih^T              ONE GEMM for the input part of (1) at every step: (T*B, I) @ (I, 4H)
     for each step t:

@@ -2,9 +2,10 @@
 
 This file is the readable truth of the project. Every fast kernel (``kernels/lstm.py``,
 ``kernels/gru.py``, ``kernels/rnn.py``, ``kernels/cuda/``) takes the same arguments (the CPU
-forwards and every CUDA kernel add an optional ``path=``) and is tested against
-these functions. Nothing here is tuned for speed. The arguments are checked as the fast kernels check them (``_common``'s
-helpers, the same errors): every array is used in x's dtype (float32 or float64).
+forwards and every CUDA kernel add an optional ``path=``) and is tested against these
+functions. Nothing here is tuned for speed. The arguments are checked as the fast kernels check
+them (``_common``'s helpers, the same errors): every array is used in x's dtype (float32 or
+float64).
 
 Shape key, used in every docstring and comment:
 
@@ -22,7 +23,8 @@ Layout and conventions (the same as PyTorch's ``nn.LSTM`` / ``nn.GRU`` / ``nn.RN
   ``t >= lengths[b]`` are padding. They leave sequence ``b``'s state untouched, their output is 0,
   and they receive no gradient. Final states are each sequence's state after its own last step;
 * ``reverse=True`` runs each sequence from its own last valid step ``lengths[b] - 1`` back to 0
-  (the backward half of a bidirectional layer). Its output at step ``t`` is written at ``t``;
+  (the backward half of a bidirectional layer). Its output for time ``t`` is written at ``y[t]``
+  (not in the order the steps ran), so ``y[0]`` holds its last step and ``h_n`` equals ``y[0]``;
 * every ``*_forward`` returns ``(outputs..., cache)`` and the paired ``*_backward`` takes the
   upstream gradients and that cache and returns fresh gradient arrays (the caller accumulates).
   ``None`` for an initial state means zeros; ``None`` for an upstream gradient means zeros.
@@ -37,8 +39,12 @@ computed as selections (``np.where(m, h_new, h_prev)``), not products, and with 
 steps of ``x`` and ``dy`` read as zeros: a NaN or Inf on the side not taken (a padding value,
 a state that is not carried) cannot reach a result through ``0 * NaN``.
 
-and ``reverse`` is done by flipping each sequence's valid prefix in time (``flip_valid``),
-running the forward-in-time recurrence, and flipping the result back.
+The other is that ``reverse`` is done by flipping each sequence's valid prefix in time
+(``flip_valid``), running the forward-in-time recurrence, and flipping the result back.
+
+In the backward functions a name ``dv`` is dL/dv, the gradient of the loss L with respect to
+``v``. The RNN's ``da`` and the LSTM's ``dz`` are grads of pre-activations (what goes into tanh
+or sig); in the GRU, z is the update gate and ``dz`` the grad of its value.
 """
 
 import numpy as np
@@ -225,6 +231,9 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     H = W_hh.shape[1]
     dy = state_or_zeros(dy, (T, B, H), x.dtype, "dy")
     dy = flip_valid(dy, lengths) if reverse else dy
+    # dh, dc: the parts of dL/dh_t, dL/dc_t that come from step t+1 (the docstrings' dh'_t,
+    # dc'_t); dh_new, dc_new below: all of dL/dh_t, dL/dc_t at a valid step (the kernels' dh_s,
+    # dc_s), the grads of the step's h_new and c_new
     dh = state_or_zeros(dh_n, (B, H), x.dtype, "dh_n")
     dc = state_or_zeros(dc_n, (B, H), x.dtype, "dc_n")
     dx = np.zeros_like(x)
@@ -323,8 +332,8 @@ def gru_backward(dy, dh_n, cache):
         # dz = dL/dz, z the update gate (a post-activation, unlike the LSTM's dz)
         dz = dh_new * (h_prev - n)                         # (5)
         dan = dn * (1 - n * n)                             # (4): tanh'
-        dar = dan * q * r * (1 - r)                        # (4) then (1): sig'
-        daz = dz * z * (1 - z)                             # (2): sig'
+        dar = dan * q * r * (1 - r)                        # (4) then (1): sig'; dL/d(r's pre-act.)
+        daz = dz * z * (1 - z)                             # (2): sig'; dL/d(z's pre-activation)
         dq = dan * r                                       # (4)
         dgi = np.concatenate([dar, daz, dan], axis=1)      # grads of the input pre-activations
         dgh = np.concatenate([dar, daz, dq], axis=1)       # grads of the hidden pre-activations

@@ -20,14 +20,16 @@ weights appear transposed), and h_{-1} the initial state (the argument ``h0``):
     a_t = x_t W_ih^T + h_{t-1} W_hh^T + b                                     (1)   (B, H)
     h_t = tanh(a_t)                                                           (2)
 
-and with ragged sequences (``lengths``), a step ``t >= lengths[b]`` is padding for sequence b:
+The output at step t is y_t = h_t itself. With ragged sequences (``lengths``), a step
+``t >= lengths[b]`` is padding for sequence b:
 
     h_t = h_{t-1},  y_t = 0                                                   (3)   frozen state
 
 Backpropagation through time runs t = T-1 down to 0. dh'_t is the part of dL/dh_t that flows
 back through step t+1's (1); at t = T-1 it is the final state's upstream grad (``dh_n``). Each
 step adds the gradient of its own output y_t = h_t (``dy``), then differentiates (2), then (1),
-tanh' = 1 - tanh^2:
+tanh' = 1 - tanh^2. A name dv is dL/dv, the gradient of the loss L with respect to v; ``*`` is
+elementwise, matrices side by side (da_t W_hh, da_t^T x_t) a matrix product:
 
     dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
     da_t = dh_t * (1 - h_t^2)                                                         from (2)
