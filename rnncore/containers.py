@@ -303,10 +303,18 @@ def _shape_of(x):
 
 
 def _time_major_shape(x):
-    """The shape (T, B, ...) of a time-major input (an array, or a list of T step arrays)."""
-    shape = _shape_of(x)
+    """The shape (T, B, ...) of a time-major input (an array, or a list of T step arrays),
+    refused naming ``x`` where it has none (ragged nested lists, on which NumPy's message
+    names nothing) or an empty axis (before ``lengths`` is checked against it, which would
+    otherwise be named for x's fault)."""
+    try:
+        shape = _shape_of(x)
+    except ValueError as e:
+        raise TypeError(f"x: expected a numeric array, got {type(x).__name__} ({e})") from None
     if len(shape) < 2:
         raise ValueError(f"x: expected a time-major input (T, B, ...) with lengths=, got shape {shape}")
+    if 0 in shape:
+        raise ValueError(f"x: expected non-empty dimensions, got shape {tuple(shape)}")
     return shape
 
 
@@ -394,8 +402,8 @@ class Sequential(Module):
             shape = _time_major_shape(x)
             lengths = _checks.lengths(lengths, *shape[:2])
         if not self._children:                                   # the identity: x checked as
-            shape = _shape_of(x)                                 # any module checks its input
-            _as_checked_input(x)
+            _as_checked_input(x)                                 # any module checks its input
+            shape = _shape_of(x)                                 # (then it has a shape)
             if 0 in shape:
                 raise ValueError(f"x: expected non-empty dimensions, got shape {tuple(shape)}")
         inputs, h = [], x

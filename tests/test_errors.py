@@ -36,6 +36,11 @@ def with_grads(m):
     return m
 
 
+def lstm_chain():
+    rnncore.manual_seed(0)
+    return Sequential(LSTM(3, 2), Linear(2, 1))
+
+
 def params(n=2):
     return Linear(3, n).parameters()
 
@@ -106,6 +111,17 @@ CASES = [
      lambda m: m.backward(np.ones((7, 7, 7)), np.ones((4, 2, 1))), ValueError, "x"),
     ("sequential-backward-x-nan", lambda: with_grads(forwarded(Sequential(LSTM(3, 2), Linear(2, 1)))),
      lambda m: m.backward(NAN, np.ones((4, 2, 1))), ValueError, "x"),
+    # x checked before lengths is checked against its shape (lengths was named for an empty
+    # x, and a ragged nested list raised NumPy's message, which names nothing)
+    ("sequential-lengths-x-no-steps", lambda: with_grads(forwarded(lstm_chain())),
+     lambda m: m.forward(np.ones((0, 2, 3)), lengths=np.array([1, 1])), ValueError, "x"),
+    ("sequential-lengths-x-no-batch", lambda: with_grads(forwarded(lstm_chain())),
+     lambda m: m.forward(np.ones((4, 0, 3)), lengths=np.array([1, 1])), ValueError, "x"),
+    ("sequential-lengths-x-ragged", lambda: with_grads(forwarded(lstm_chain())),
+     lambda m: m.forward([[[1.0, 2.0, 3.0], [1.0, 2.0]]], lengths=np.array([1, 1])), TypeError,
+     "x"),
+    ("sequential-empty-x-ragged", lambda: Sequential(),
+     lambda m: m.forward([[[1.0, 2.0, 3.0], [1.0, 2.0]]]), TypeError, "x"),
     ("sequential-lengths-uint64-huge", lambda: with_grads(Sequential(LSTM(3, 2))),
      lambda m: m.forward(X, lengths=np.array([2**64 - 1, 1], np.uint64)), ValueError, "lengths"),
     ("lstm-x-masked", lambda: with_grads(LSTM(3, 2)),
