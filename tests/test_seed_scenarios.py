@@ -4,8 +4,10 @@
    points (fixed k and b, a class target at every step), ported line for line.
 2. "My LSTM regressor returns one value per token": a sequence-to-one regressor (Embedding ->
    LSTM -> Linear, MSE, Adam) that fits two sentences' scores; the prediction is the output at
-   each sentence's last real token.
+   each sentence's last real token, where the LSTM's output is its final hidden state h_n.
 3. "Why 17152?": the Keras parameter counts of two stacked LSTMs.
+4. "How do bidirectional outputs combine?": [forward | backward] at every step, h_n as
+   [forward, backward], the backward direction ending at step 0, all as PyTorch has them.
 """
 
 import numpy as np
@@ -13,6 +15,9 @@ import numpy as np
 import rnncore
 from rnncore import (LSTM, ClassNLLCriterion, Embedding, Linear, LogSoftMax, MSECriterion,
                      Sequencer, SequencerCriterion, Sequential, optim)
+from rnncore.demos import regression
+
+from _torch import torch  # noqa: E402
 
 K, B0 = 2.0, 0.5                                   # the Lua script's fixed slope and offset
 CURVES = [lambda x: K * x + B0, lambda x: K * x ** 2 + B0, lambda x: K * np.sqrt(x) + B0]
@@ -92,7 +97,19 @@ def test_sequence_to_one_regressor_fits_two_sentences():
     y = per_step.forward(ids, lengths=lengths)                   # (T, B, 1)
     last = y[lengths - 1, np.arange(len(sentences))]
     np.testing.assert_allclose(last, pred, rtol=1e-5, atol=1e-6)
-    assert abs(y[-1, 1, 0] - pred[1, 0]) > 0.1                   # row T-1 of the short one is padding
+    assert abs(y[-1, 1, 0] - pred[1, 0]) > 0.1       # row T-1 of the short one is padding
+    # "the last output or the last hidden state?": at the last real token they are one vector
+    h = per_step[1].forward(per_step[0].forward(ids), lengths=lengths)          # (T, B, 16)
+    np.testing.assert_array_equal(h[lengths - 1, np.arange(len(sentences))], per_step[1].h_n[-1])
+    assert not np.array_equal(h[-1], per_step[1].h_n[-1])       # row T-1 is not (padding: 0)
+
+
+def test_regression_demo_prints_that_the_last_valid_output_is_h_n():
+    lines = []
+    r = regression.run(seed=0, quick=True, epochs=1, progress=False, print_fn=lines.append)
+    assert r["diff_lstm_last_valid_vs_h_n"] == 0.0
+    assert any("h[lengths-1] - h_n[-1]|    = 0.0e+00  <- the LSTM's last valid output IS h_n"
+               in line for line in lines)
 
 
 def test_keras_parameter_counts_of_two_stacked_lstms(capsys):
@@ -102,3 +119,26 @@ def test_keras_parameter_counts_of_two_stacked_lstms(capsys):
     assert "17,152" in table and "12,416" in table
     assert sum(p.data.size for p in model[0].parameters()) == 4 * 64 * (2 + 64) + 4 * 64 == 17152
     assert sum(p.data.size for p in model[1].parameters()) == 4 * 32 * (64 + 32) + 4 * 32 == 12416
+
+
+def test_bidirectional_outputs_combine_forward_first_as_in_pytorch():
+    rnncore.manual_seed(0)
+    rng = np.random.default_rng(0)
+    T, B, I, H = 6, 3, 4, 5
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    lengths = np.array([6, 2, 4])
+    theirs = torch.nn.LSTM(I, H, bidirectional=True).double()
+    ours = LSTM(I, H, bidirectional=True, dtype=np.float64).load_state_dict(
+        {k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    y = ours.forward(x.astype(np.float64), lengths=lengths)                      # (T, B, 2H)
+    h_n, rows = ours.h_n, np.arange(B)
+    np.testing.assert_array_equal(y[lengths - 1, rows, :H], h_n[0])   # forward ends at L - 1
+    np.testing.assert_array_equal(y[0, :, H:], h_n[1])                # backward ends at step 0
+    assert np.abs(y[lengths - 1, rows, H:] - h_n[1]).max() > 1e-3     # its first step: not h_n
+    assert not y[2:, 1].any()                                         # padding outputs are 0
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(x.astype(np.float64)), torch.from_numpy(lengths), enforce_sorted=False)
+    t_out, (t_h, _) = theirs(packed)
+    t_out = torch.nn.utils.rnn.pad_packed_sequence(t_out, total_length=T)[0]
+    np.testing.assert_allclose(y, t_out.detach().numpy(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(h_n, t_h.detach().numpy(), rtol=0, atol=1e-12)

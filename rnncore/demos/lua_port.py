@@ -12,7 +12,7 @@ square root. Left: Lua; right: this module::
     rnn = nn.Sequencer(rnn)                               rnn = nn.Sequencer(rnn)
     criterion = nn.SequencerCriterion(                    criterion = nn.SequencerCriterion(
                     nn.ClassNLLCriterion())                           nn.ClassNLLCriterion())
-    for i = 1, iterations do                              for i in range(iterations):
+    for i = 1, iterations do                              for i in range(1, iterations + 1):
        local inputs, targets = nextBatch()                    inputs, targets = next_batch()
        local outputs = rnn:forward(inputs)                    outputs = rnn.forward(inputs)
        local err = criterion:forward(outputs, targets)        err = criterion.forward(outputs,
@@ -122,11 +122,12 @@ def main(argv=()):
         x, labels, _ = make_functions(32, rng, fixed=True, standardised=False)
         return list(x), [labels] * len(x)                  # Lua tables: one entry per step
 
+    print("loss: the SequencerCriterion's, each step's batch-mean NLL summed over the 8 steps")
     for i, err in train(rnn, criterion, next_batch, iterations=3000):
         print(f"iteration {i:5d}   loss {err:.4f}")
     x, labels, _ = make_functions(1000, rng, fixed=True, standardised=False)
-    acc = per_step_accuracy(rnn, x, labels)
-    print("test accuracy per step:", " ".join(f"{a:.1%}" for a in acc))
+    acc = per_step_accuracy(rnn, x, labels)                # (8,): after 1, 2, ..., 8 points
+    print("test accuracy after 1..8 points:", " ".join(f"{a:.1%}" for a in acc))
 
 
 if __name__ == "__main__":

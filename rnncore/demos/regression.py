@@ -9,7 +9,9 @@ ragged: ``x`` is (T, B) word ids, zero-padded, with ``lengths`` (B,).
 The model is ``Embedding -> LSTM -> Linear(H, 1)``. Built with ``return_sequences=True`` it
 returns one value per word, ``(T, B, 1)``: value t (counting from 0) is the model's estimate
 after reading words 0..t, the first t+1. The prediction for the sentence is the value at its
-LAST VALID word, ``t = lengths[b]-1``, which is ``Linear(h_n[-1])`` and is exactly what
+LAST VALID word, ``t = lengths[b]-1``. So "the last output or the last hidden state?" has one
+answer: the LSTM's output at a step is its hidden state h_t, so its output at the last valid
+word is its final state ``h_n[-1]``, and the prediction is ``Linear(h_n[-1])``, exactly what
 ``return_sequences=False`` (or `LastStep`) returns. ``output[-1]``, the last row of the padded
 batch, is that only for the longest sentences: for a shorter one it is the output at a padding
 step, 0 (given ``lengths=``, a `Sequential` sets its outputs at padding steps to 0, as the LSTM
@@ -77,7 +79,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     batch shown: lengths, targets, last_valid (output at t = lengths-1), from_h_n
     (Linear(h_n[-1])), seq_to_one (the return_sequences=False model), output_last_row
     (output[-1]), no_lengths_last_row (output[-1] when lengths= is forgotten), the max abs
-    differences diff_last_valid_vs_seq_to_one, diff_h_n_vs_seq_to_one,
+    differences diff_lstm_last_valid_vs_h_n (the LSTM's own output at t = lengths-1 against
+    its h_n[-1]), diff_last_valid_vs_seq_to_one, diff_h_n_vs_seq_to_one,
     diff_last_row_vs_seq_to_one (short sentences only), bias (the Linear's, which a padding
     step would show without the Sequential's zeroing), and the bidirectional checks
     bi_forward_last_valid_vs_h_n, bi_backward_last_row_vs_h_n (the whole batch),
@@ -127,6 +130,8 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     lstm, linear = per_word[1], per_word[2]
     last_valid = seq[lb - 1, np.arange(B)]                       # (B, 1): output at t = lengths-1
     from_h = linear.forward(lstm.h_n[-1])                        # (B, 1): Linear(h_n[-1])
+    hid = lstm.forward(per_word[0].forward(xb), lengths=lb)      # (T, B, H): the LSTM's h_t
+    d0 = float(np.abs(hid[lb - 1, np.arange(B)] - lstm.h_n[-1]).max())
     s2o = model.forward(xb, lengths=lb)                          # (B, 1)
     last_row = seq[-1]                                           # (B, 1): output[-1]
     no_len = per_word.forward(xb)[-1]                            # lengths= forgotten
@@ -144,7 +149,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     d1 = float(np.abs(last_valid - s2o).max())
     d2 = float(np.abs(from_h - s2o).max())
     d3 = float(np.abs(last_row - s2o)[short].max())
-    print_fn(f"\n  max |out[lengths-1] - seq-to-one|      = {d1:.1e}  <- the prediction")
+    print_fn(f"\n  max |LSTM's h[lengths-1] - h_n[-1]|    = {d0:.1e}  <- the LSTM's last "
+             f"valid output IS h_n[-1]")
+    print_fn(f"  max |out[lengths-1] - seq-to-one|      = {d1:.1e}  <- the prediction")
     print_fn(f"  max |Linear(h_n[-1]) - seq-to-one|     = {d2:.1e}  <- the same number")
     print_fn(f"  max |out[-1] - seq-to-one|, short ones = {d3:.3f}    <- output[-1] is not it:")
     print_fn("      for a short sentence it is a padding step's output, 0 (not the bias "
@@ -155,8 +162,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     out.update(lengths=lb.tolist(), targets=yb[:, 0].tolist(), last_valid=last_valid[:, 0].tolist(),
                from_h_n=from_h[:, 0].tolist(), seq_to_one=s2o[:, 0].tolist(),
                output_last_row=last_row[:, 0].tolist(), no_lengths_last_row=no_len[:, 0].tolist(),
-               diff_last_valid_vs_seq_to_one=d1, diff_h_n_vs_seq_to_one=d2,
-               diff_last_row_vs_seq_to_one=d3, bias=float(linear.bias.data[0]))
+               diff_lstm_last_valid_vs_h_n=d0, diff_last_valid_vs_seq_to_one=d1,
+               diff_h_n_vs_seq_to_one=d2, diff_last_row_vs_seq_to_one=d3,
+               bias=float(linear.bias.data[0]))
 
     # 3. Bidirectional: which row holds which final state.
     Hb = max(H // 2, 1)

@@ -12,9 +12,10 @@ size, D = 2 if bidirectional)::
     GRU   3*H*(I+H) + 6*H      3 gates (r, z, n), two biases each (the reset_after form)
     RNN     H*(I+H) +   H      one tanh layer
 
-A bidirectional layer has D = 2 copies (``_reverse``) and outputs D*H features, so the next
-layer's I is 2*H. ``LSTM(2, 64, num_layers=2)`` is the same computation as two stacked
-``LSTM`` objects: same count, same output once the weights are copied over.
+A bidirectional layer has D = 2 copies (the backward direction's parameter names end in
+``_reverse``) and outputs D*H features, forward half first, so the next layer's I is 2*H.
+``LSTM(2, 64, num_layers=2)`` is the same computation as two stacked ``LSTM`` objects: same
+count, same output once the weights are copied over.
 """
 
 import numpy as np
