@@ -458,6 +458,10 @@ class Sequential(Module):
         if x is not x0:                  # checked here, before any child adds to a gradient
             given = _as_checked_input(x)
             _checks.same_shape(given, _shape_of(x0), "x")
+            if kept is not None and kept.dtype.kind in "iu" and given.dtype.kind not in "iu":
+                # (ids in floats: the forward refuses them; compared as floats, they passed)
+                raise TypeError(f"x: expected an integer array (the ids of the last forward), "
+                                f"got dtype {given.dtype}")
             if kept is not None and not _same_values(given, kept, self._children[0].dtype):
                 raise ValueError(f"{_NOT_THE_LAST_FORWARDS} (the chain's later children "
                                  f"differentiate that forward), got other values of its shape; "

@@ -122,6 +122,11 @@ CASES = [
      "x"),
     ("sequential-empty-x-ragged", lambda: Sequential(),
      lambda m: m.forward([[[1.0, 2.0, 3.0], [1.0, 2.0]]]), TypeError, "x"),
+    # ids given as floats to the backward of a chain that keeps its forward's ids (an Embedding
+    # first): refused as its forward refuses them (compared as floats, they were taken)
+    ("sequential-backward-ids-as-floats",
+     lambda: with_grads(forwarded(Sequential(Embedding(5, 3), LSTM(3, 2)), np.array([[1, 2]]))),
+     lambda m: m.backward(np.array([[1.0, 2.0]]), np.ones((1, 2, 2))), TypeError, "x"),
     ("sequential-lengths-uint64-huge", lambda: with_grads(Sequential(LSTM(3, 2))),
      lambda m: m.forward(X, lengths=np.array([2**64 - 1, 1], np.uint64)), ValueError, "lengths"),
     ("lstm-x-masked", lambda: with_grads(LSTM(3, 2)),
