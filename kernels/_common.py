@@ -321,6 +321,9 @@ def as_lengths(lengths, T, B):
         arr = np.empty(B, np.int64)
         arr.fill(T)                                      # (np.full costs ~4x this at tiny B)
         return arr
+    if isinstance(lengths, np.ma.MaskedArray):           # (np.asarray would drop the mask)
+        raise TypeError("lengths: expected a plain array, got a masked array (its mask would be "
+                        "ignored)")
     arr = np.asarray(lengths)
     if arr.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},), got {arr.shape}")

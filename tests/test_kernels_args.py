@@ -146,6 +146,15 @@ def test_a_masked_array_is_refused_not_unmasked(cell, which):
         FORWARD[cell](*args)
 
 
+@pytest.mark.parametrize("forward", [FORWARD["lstm"], ref.lstm_forward], ids=["fast", "reference"])
+def test_masked_lengths_are_refused_not_unmasked(forward):
+    """The same for lengths: a masked entry was read as a length."""
+    x, weights = inputs("lstm")
+    lengths = np.ma.masked_array([3, 1], mask=[False, True])
+    with pytest.raises(TypeError, match="^lengths: expected a plain array, got a masked array"):
+        forward(x, *weights, lengths=lengths)
+
+
 def _compiled_signatures():
     """How many signatures the compiled cores of the serial kernels hold, by core."""
     cores = {}
