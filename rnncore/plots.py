@@ -110,7 +110,7 @@ def plot_history(history, path):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         from matplotlib.ticker import MaxNLocator                  # (matplotlib is there:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # _figure made the figure)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))     # _figure made the figure)
         ax.set_ylabel(key)
         if key == "accuracy":
             ax.set_ylim(min(0.0, ax.get_ylim()[0]), 1.02)

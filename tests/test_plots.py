@@ -60,6 +60,22 @@ def test_plot_history_draws_each_curve_against_its_epochs(accuracy, tmp_path, mo
             np.testing.assert_array_equal(lines[label].get_ydata(), values)
 
 
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_plot_history_labels_whole_epochs_only(epochs, tmp_path, monkeypatch):
+    """The epoch axis is ticked at whole epochs, one run included (an integer locator with
+    its default two ticks fell back to 0.945, 0.960, ... epochs for a single point)."""
+    from rnncore import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    plot_history(history(epochs=epochs), tmp_path / "h.png")
+    figures[0].canvas.draw()
+    for ax in figures[0].axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert set(range(1, epochs + 1)) <= {int(t) for t in ticks}
+
+
 def test_format_follows_the_suffix(tmp_path):
     svg = plot_history(history(), tmp_path / "h.svg")
     assert open(svg, "rb").read(200).lstrip().startswith(b"<?xml")
