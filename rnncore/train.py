@@ -86,6 +86,8 @@ class History:
     (fewer than asked when a callback stopped training).
 
     ``history["loss"]`` is ``history.loss``; ``as_dict()`` gives plain lists (e.g. for JSON).
+    Its names are ``keys()`` (``"val_loss" in history``, ``for name in history``), the lists'
+    and "epochs", whether or not a list has entries.
     """
 
     _keys = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -102,6 +104,17 @@ class History:
         if name not in self._keys:
             raise KeyError(f"{name!r}: expected one of {list(self._keys) + ['epochs']}")
         return getattr(self, name)
+
+    def keys(self):
+        """The names ``history[name]`` takes: loss, accuracy, val_loss, val_accuracy, seconds,
+        epochs."""
+        return list(self._keys) + ["epochs"]
+
+    def __iter__(self):                  # (else Python iterates with history[0], a KeyError)
+        return iter(self.keys())
+
+    def __contains__(self, name):
+        return name in self.keys()
 
     def as_dict(self):
         """``{"loss": [...], "accuracy": [...], "val_loss": [...], "val_accuracy": [...],

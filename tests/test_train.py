@@ -107,6 +107,10 @@ def test_history_contents():
     assert repr(h).startswith("History(epochs=3, loss=")
     with pytest.raises(KeyError, match="nope"):
         h["nope"]
+    # a name test and a loop over the names (Python's fallback asked h[0]: a KeyError)
+    assert "val_loss" in h and "epochs" in h and "nope" not in h and 0 not in h
+    assert list(h) == ["loss", "accuracy", "val_loss", "val_accuracy", "seconds", "epochs"]
+    assert dict(h) == d
 
 
 def test_epoch_loss_weights_a_partial_last_batch_by_its_size():
