@@ -8,7 +8,8 @@
 ``main(argv)`` returns the exit status instead of exiting, so tests can call it: 0 when the demo
 ran, 2 for a usage error (argparse's convention: unknown demo, bad option value, ``--plot``
 without matplotlib, empty or at a path that is (or lies under) a file, ``--save`` empty, ending
-with a separator, at a directory or into a missing directory, or a file name too long; the
+with a separator, at a directory, into a missing directory or one that cannot be written, onto a
+file that cannot be written, or a file name too long; the
 training options --epochs, --save and --plot given to the stacked demo, which trains nothing),
 130 when interrupted, 141 when the output pipe closes early (``| head``). The
 demos themselves live in `rnncore.demos`.

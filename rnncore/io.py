@@ -113,6 +113,9 @@ def _path_problem(path):
                             f"separator (a directory)")
     if os.path.isdir(path):
         return IsADirectoryError, f"expected a file path, got {path!r}, which is a directory"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return PermissionError, (f"{path!r} is a file that cannot be written (read-only); "
+                                 f"it is left as it is")     # (as open(path, "wb") refuses it)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         return ((NotADirectoryError, f"{path!r}: {folder} is not a directory")
@@ -161,7 +164,9 @@ def save(model, path):
     returns the path written, as a str.
 
     Refused before anything is written, with an error naming ``path``: an empty path, one
-    ending with a separator, a directory, a folder that does not exist (``FileNotFoundError``).
+    ending with a separator, a directory, a folder that does not exist (``FileNotFoundError``),
+    an existing file that cannot be written (``PermissionError``: a read-only file is not
+    replaced, as ``open(path, "wb")`` would not write it).
     Refused with a ValueError naming the parameter: NaN or Inf weights, which `load` refuses, so
     such a file could not be loaded back (a diverged model is better caught here than later).
 

@@ -411,6 +411,20 @@ def test_bad_save_and_plot_paths_are_usage_errors_before_training(
     assert no_training == [] and os.listdir(tmp_path) == ["existing.txt"]
 
 
+def test_save_onto_a_read_only_file_is_a_usage_error_before_training(
+        tmp_path, monkeypatch, capsys, no_training):
+    """rnncore.save refuses a file it may not write: the CLI says so before the training."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept.npz").write_text("a file")
+    os.chmod(tmp_path / "kept.npz", 0o444)
+    real = os.access                                   # (root may write it all the same)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if mode & os.W_OK and os.path.basename(p) == "kept.npz" else real(p, mode, **kw)))
+    assert cli.main(["demo", "regression", "--save", "kept.npz"]) == 2
+    assert "--save: 'kept.npz' is a file that cannot be written" in capsys.readouterr().err
+    assert no_training == [] and (tmp_path / "kept.npz").read_text() == "a file"
+
+
 @pytest.mark.parametrize("name", ["regression", "functions"])
 def test_plot_file_that_is_a_directory_is_a_usage_error_before_training(
         name, tmp_path, monkeypatch, capsys, no_training):

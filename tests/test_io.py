@@ -190,6 +190,29 @@ def test_save_overwrites_atomically_and_keeps_permissions(tmp_path):
         assert mode == 0o666 & ~umask                          # like a file from open()
 
 
+def _no_write_access(monkeypatch, path):
+    """``os.access`` as for a user without write permission to ``path`` (root may write any
+    file, so chmod alone shows nothing there)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+        False if mode & os.W_OK and os.path.abspath(p) == str(path) else real(p, mode, **kw)))
+
+
+def test_a_read_only_file_is_refused_and_left_as_it_is(tmp_path, monkeypatch):
+    """save replaced a file that ``open(path, "wb")`` may not write (the rename needs only the
+    folder's permission): a model protected by chmod 444 was overwritten."""
+    old = LSTM(3, 2)
+    path = save(old, tmp_path / "m.npz")
+    os.chmod(path, 0o444)
+    before = open(path, "rb").read()
+    _no_write_access(monkeypatch, path)
+    with pytest.raises(PermissionError, match=r"^path: .*m\.npz' is a file that cannot be "
+                                              r"written \(read-only\)"):
+        save(GRU(3, 5), path)
+    assert os.listdir(tmp_path) == ["m.npz"] and open(path, "rb").read() == before
+    same_model(old, load(path))
+
+
 def test_save_refuses_what_it_cannot_describe(tmp_path):
     class MyLSTM(LSTM):
         pass
