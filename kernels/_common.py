@@ -30,8 +30,6 @@ sequence ``b`` is valid exactly when ``s < lengths[b]``, for both directions. Th
 own inverse, so the same function gathers inputs into step order and scatters results back.
 """
 
-import math
-
 import numpy as np
 from llvmlite import ir
 from numba import njit, types

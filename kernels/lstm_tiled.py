@@ -332,7 +332,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
     runs.)
     """
     _prefer_512_bit()
-    Bp, Hp = hs.shape[1], hs.shape[2]
+    Hp = hs.shape[2]
     G_s = G[u, s]                                        # (Bp, 64): this tile's z, then gates
     j0 = u * U                                           # its first unit
     W, A = W_f[u], hs[s]                                 # (Hp, 64), (Bp, Hp): h_{s-1}

@@ -789,10 +789,6 @@ def test_summary_and_trace_count_a_containers_own_parameters():
     assert [(r.path, r.kind, r.params) for r in rows] == [("0", "Linear", 6), ("1", "_Gated", 128)]
 
 # -- a backward through a chain changes everything or nothing ----------------------------------
-def _grads(m):
-    return [p.grad.copy() for p in m.parameters()]
-
-
 def _unchanged(m, before):
     return all(np.array_equal(a, p.grad) for a, p in zip(before, m.parameters()))
 
@@ -1201,13 +1197,13 @@ def test_a_chain_whose_first_child_reads_x_differentiates_the_forwards_values(fi
     with pytest.raises(ValueError, match="x: expected the input of the last forward"):
         m.backward(other, gy)
     assert not any(p.grad.any() for p in m.parameters())
-    for given, refill in ((x, False), (x.copy(), False), ("own", True), (list(x), False)):
+    for passed, refill in ((x, False), (x.copy(), False), ("own", True), (list(x), False)):
         m.zero_grad_parameters()
         buf = x.copy()
         m.forward(buf)
         if refill:
             buf[...] = other
-        m.backward(buf if isinstance(given, str) else given, gy)
+        m.backward(buf if isinstance(passed, str) else passed, gy)
         for p, w in zip(m.parameters(), want):
             np.testing.assert_array_equal(p.grad, w)
 

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from _cudasim import READY, needs_cuda, only_when_not_ready, rerun_in_a_fresh_process  # first
+from _cudasim import needs_cuda, only_when_not_ready, rerun_in_a_fresh_process  # first
 
 import numpy as np
 import pytest
