@@ -8,7 +8,8 @@ matplotlib is an optional extra (in a checkout,
 ``pip install -e ".[plot]"``). The figures are drawn on matplotlib's Agg canvas directly, without
 ``pyplot``: no window opens, and the pyplot backend of the calling program (a notebook, say) is
 left alone. The file format follows the path's suffix (.png, .pdf, .svg, ...); a path without a
-known suffix gets a PNG, written at exactly that path.
+known suffix gets a PNG, written at exactly that path. The path is checked as `rnncore.save`
+checks its own, before anything is drawn (an error naming ``path``).
 
 Reading a gate heat map (one row per hidden unit, one column per time step; see the equations
 in ``kernels/reference.py``): the input gate i and the output gate o are in (0, 1) and say how
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _checks
+from .io import _file_path
 from .recurrent import LSTM
 from .train import History
 
@@ -44,12 +46,16 @@ def _figure(**kwargs):
 
 
 def _path(path):
-    """``path`` as a str (bytes decoded as the file system does, as ``rnncore.save`` takes them)."""
+    """``path`` as a str (bytes decoded as the file system does), checked as ``rnncore.save``
+    checks its own, before anything is drawn: an empty path, one ending with a separator, a
+    directory, a missing folder or a file that cannot be written raise an error naming
+    ``path`` (matplotlib's own said ``[Errno 2] No such file or directory: ''``)."""
     try:
-        return os.fsdecode(os.fspath(path))
+        path = os.fsdecode(os.fspath(path))
     except TypeError:
         raise TypeError(f"path: expected a str, bytes or os.PathLike, got "
                         f"{type(path).__name__}") from None
+    return _file_path(path)
 
 
 def _save(fig, path):

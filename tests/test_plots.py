@@ -132,6 +132,16 @@ def test_bad_arguments(tmp_path):
         plot_history([0.1, 0.2], tmp_path / "h.png")
     with pytest.raises(TypeError, match="path"):
         plot_history(history(), 42)
+    # paths checked as rnncore.save checks them, naming path (matplotlib's own errors did not)
+    for bad, error, match in (("", ValueError, "path: expected a file path, got an empty"),
+                              (str(tmp_path) + os.sep, ValueError, "path: expected a file path"),
+                              (tmp_path, IsADirectoryError, "path: .* which is a directory"),
+                              (tmp_path / "no" / "h.png", FileNotFoundError,
+                               "path: .* the folder .* does not exist")):
+        with pytest.raises(error, match=match):
+            plot_history(history(), bad)
+        with pytest.raises(error, match=match):
+            plot_lstm_gates(LSTM(2, 3), x, bad)
     assert os.listdir(tmp_path) == []
 
 
