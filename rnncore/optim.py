@@ -10,7 +10,9 @@ has none for `SGD` and `RMSprop` (torch has 0.001 and 0.01), and ``momentum``, `
 
 ``step()`` skips parameters with ``requires_grad = False`` (a frozen `Embedding`, say). The
 per-parameter state (momentum buffers, moment estimates, Adam's step count) lives in
-``opt.state[i]`` for the i-th parameter, created at its first update as PyTorch does.
+``opt.state[i]`` for the i-th parameter, created at its first update as PyTorch does; another
+list of Parameters may be assigned to ``opt.params`` (each keeps its own state, a new one starts
+with none).
 Updates run in the parameter's own dtype, and the state follows it: after ``model.astype``
 the next step converts the state's arrays to the parameter's new dtype.
 
@@ -211,10 +213,67 @@ class Optimizer:
     _cast = ("lr",)
 
     def __init__(self, params):
-        self.params = _param_list(params)
-        self.state = [dict() for _ in self.params]
         self._dtypes = set()          # parameter dtypes the ``_cast`` numbers were checked in
-        self._checked = [None] * len(self.params)     # per parameter: its data's dtype then
+        self.params = params          # (also makes the per-parameter lists: ``params.setter``)
+
+    @property
+    def params(self):
+        """The list of Parameters ``step`` updates. Another list may be assigned (parameters
+        unfrozen later, say): it is checked as the constructor's ``params`` was, and in the
+        dtypes of the new parameters as ``step`` checks them; each Parameter that was there
+        keeps its state, the others start with an empty one. (The per-parameter lists were
+        left as they were: an IndexError at the next step, or a Parameter updated with the
+        state of the one that had been at its index.)"""
+        d = self.__dict__
+        return d["_params"] if "_params" in d else d["params"]     # (a pickle from before)
+
+    @params.setter
+    def params(self, value):
+        params = _param_list(value)
+        d = self.__dict__
+        old = {k: d[k] for k in ("_params", "_state", "_checked", "_flat", "params", "state")
+               if k in d}
+        kept = ({id(p): s for p, s in zip(self.params, self.state)}
+                if "_params" in d or "params" in d else None)        # (None: being built)
+        for k in ("params", "state"):
+            d.pop(k, None)
+        d["_params"] = params
+        d["_state"] = [kept.get(id(p), {}) if kept else {} for p in params]
+        d["_checked"] = [None] * len(params)      # per parameter: its data's dtype when checked
+        if "_flat" in old:
+            d["_flat"] = [None] * len(params)     # (SGD's flat views, made again)
+        if kept is None:
+            return                                # (the constructor checks the dtypes last)
+        try:
+            self._check_dtypes()
+        except (TypeError, ValueError):
+            for k in ("_params", "_state", "_checked", "_flat"):
+                d.pop(k, None)
+            d.update(old)
+            raise
+
+    @property
+    def state(self):
+        """Per parameter, in the order of ``params``: a dict (momentum buffer, moment estimates,
+        Adam's step count), empty until its first update. A list may be assigned (a copy kept
+        from before, say): one dict per parameter, checked."""
+        d = self.__dict__
+        return d["_state"] if "_state" in d else d["state"]        # (a pickle from before)
+
+    @state.setter
+    def state(self, value):
+        n = len(self.params)
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"state: expected a list of {n} dicts (one per parameter), got "
+                            f"{type(value).__name__}")
+        if len(value) != n:
+            raise ValueError(f"state: expected a list of {n} dicts (one per parameter), got "
+                             f"{len(value)}")
+        for i, s in enumerate(value):
+            if not isinstance(s, dict):
+                raise TypeError(f"state[{i}]: expected a dict, got {type(s).__name__}")
+        self.__dict__.pop("state", None)
+        self.__dict__["_state"] = list(value)
 
     @property
     def lr(self):
@@ -239,8 +298,7 @@ class Optimizer:
         ``adam.weight_decay = 1e-4``, a misspelt ``opt.momentun``): it would change nothing,
         silently. A subclass may add settings of its own."""
         cls = type(self)
-        if (cls in _OWN and not name.startswith("_") and name not in ("params", "state")
-                and not hasattr(cls, name)):
+        if cls in _OWN and not name.startswith("_") and not hasattr(cls, name):
             raise AttributeError(f"{cls.__name__} has no setting {name!r} (its settings: "
                                  f"{', '.join(_settings(cls))}); setting it would change nothing")
         object.__setattr__(self, name, value)

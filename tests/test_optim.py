@@ -513,3 +513,39 @@ def test_a_setting_the_optimizer_does_not_have_is_refused():
             self.nesterov = nesterov
 
     assert Nesterov(p, lr=0.1).nesterov is True
+
+
+def test_params_assigned_later_keep_their_own_state_and_no_one_elses():
+    """``opt.params = ...`` left the per-parameter lists as they were: a longer list failed
+    with an IndexError at the next step, and a list of new Parameters of the same shapes
+    took over the momentum of the ones that had been at their index."""
+    rnncore.manual_seed(0)
+    a, b = rnncore.Linear(2, 2, dtype=np.float64), rnncore.Linear(2, 2, dtype=np.float64)
+    opt = optim.SGD(a.parameters(), lr=0.1, momentum=0.9)
+    for p in a.parameters():
+        p.grad[...] = 1.0
+    opt.step()
+    opt.params = b.parameters()                                  # same shapes: a new model
+    assert all(s == {} for s in opt.state)
+    before = [p.data.copy() for p in b.parameters()]
+    for p in b.parameters():
+        p.grad[...] = 1.0
+    opt.step()                                                   # a first step: no momentum
+    for p, w in zip(b.parameters(), before):
+        np.testing.assert_allclose(p.data, w - 0.1, rtol=0, atol=1e-15)
+    adam = optim.Adam(a.parameters(), lr=0.1)
+    adam.step()
+    adam.params = b.parameters() + a.parameters()                # (a's kept, whatever index)
+    adam.step()
+    assert [s["step"] for s in adam.state] == [1, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"^lr: expected a number that is finite in the "):
+        optim.SGD(a.parameters(), lr=1e39).params = rnncore.Linear(2, 2).parameters()   # float32
+    kept = adam.params
+    with pytest.raises(ValueError, match=r"^params: expected each Parameter once"):
+        adam.params = a.parameters() * 2
+    assert adam.params is kept and [s["step"] for s in adam.state] == [1, 1, 2, 2]
+    with pytest.raises(ValueError, match=r"^state: expected a list of 4 dicts"):
+        adam.state = [{}]
+    with pytest.raises(TypeError, match=r"^state\[1\]: expected a dict, got int"):
+        adam.state = [{}, 0, {}, {}]
+    assert [s["step"] for s in adam.state] == [1, 1, 2, 2]
