@@ -218,18 +218,19 @@ class Optimizer:
 
     @property
     def params(self):
-        """The list of Parameters ``step`` updates. Another list may be assigned (parameters
-        unfrozen later, say): it is checked as the constructor's ``params`` was, and in the
-        dtypes of the new parameters as ``step`` checks them; each Parameter that was there
-        keeps its state, the others start with an empty one. (The per-parameter lists were
-        left as they were: an IndexError at the next step, or a Parameter updated with the
-        state of the one that had been at its index.)"""
+        """The Parameters ``step`` updates, a tuple (a list grown in place would leave the
+        per-parameter lists behind it). Another list may be assigned (parameters unfrozen
+        later, say): it is checked as the constructor's ``params`` was, and in the dtypes of
+        the new parameters as ``step`` checks them; each Parameter that was there keeps its
+        state, the others start with an empty one. (The per-parameter lists were left as they
+        were: an IndexError at the next step, or a Parameter updated with the state of the
+        one that had been at its index.)"""
         d = self.__dict__
         return d["_params"] if "_params" in d else d["params"]     # (a pickle from before)
 
     @params.setter
     def params(self, value):
-        params = _param_list(value)
+        params = tuple(_param_list(value))
         d = self.__dict__
         old = {k: d[k] for k in ("_params", "_state", "_checked", "_flat", "params", "state")
                if k in d}

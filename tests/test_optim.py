@@ -538,6 +538,8 @@ def test_params_assigned_later_keep_their_own_state_and_no_one_elses():
     adam.params = b.parameters() + a.parameters()                # (a's kept, whatever index)
     adam.step()
     assert [s["step"] for s in adam.state] == [1, 1, 2, 2]
+    with pytest.raises(AttributeError):                          # not grown behind its state
+        adam.params.append(rnncore.Linear(2, 2).weight)
     with pytest.raises(ValueError, match=r"^lr: expected a number that is finite in the "):
         optim.SGD(a.parameters(), lr=1e39).params = rnncore.Linear(2, 2).parameters()   # float32
     kept = adam.params
