@@ -22,8 +22,9 @@ def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
     sequences: a non-empty list of arrays, all (T_i, F) (features) or all (T_i,) (integer ids
         for an `Embedding`), each with T_i >= 1
     dtype: the result's dtype; None keeps the sequences' common dtype (np.result_type, float16
-        and longdouble read as float64, as every layer reads them). Every value must lie in
-        its range (ValueError otherwise: a cast would wrap or overflow it)
+        and longdouble read as float64, as every layer reads them; integers stay integers:
+        signed and unsigned 64-bit ones give int64). Every value must lie in its range
+        (ValueError otherwise: a cast would wrap or overflow it)
     maxlen: None (T = the longest T_i), or an int >= 1: T = maxlen, and a longer sequence is
         cut to its first maxlen steps (``truncating="post"``) or its last (``"pre"``)
     returns (x, lengths): x (T, B, F) or (T, B), zero at t >= lengths[b]; lengths (B,) int64,
@@ -55,6 +56,8 @@ def pad_sequences(sequences, dtype=None, maxlen=None, truncating="post"):
                          f"got {[s.shape for s in seqs]}")
     if dtype is None:
         dtype = np.result_type(*seqs)
+        if dtype.kind == "f" and all(s.dtype.kind in "iu" for s in seqs):
+            dtype = np.dtype(np.int64)       # (NumPy's int64 with uint64 is float64: ids stay ids)
     else:
         try:
             dtype = np.dtype(dtype)

@@ -479,6 +479,22 @@ def test_token_ids_and_lists_of_steps():
     assert h1.loss == h2.loss
 
 
+def test_ids_padded_from_signed_and_unsigned_arrays_stay_ids():
+    """pad_sequences of int64 and uint64 id arrays gave float64 (NumPy's common type of the
+    two), which the Embedding then refused: ids stay int64."""
+    seqs = [np.array([1, 2, 3]), np.array([4, 0], np.uint64), np.array([3], np.uint8)]
+    ids, lengths = rnncore.pad_sequences(seqs)
+    assert ids.dtype == np.int64 and ids[:, 1].tolist() == [4, 0, 0]
+    rnncore.manual_seed(0)
+    m = Sequential(Embedding(5, 2), LSTM(2, 3, return_sequences=False), Linear(3, 2),
+                   LogSoftMax())
+    h = fit(m, ClassNLLCriterion(), 0.1, ids, np.array([0, 1, 0]), lengths, epochs=1,
+            progress=False)
+    assert h.epochs == 1 and np.isfinite(h.loss[0])
+    with pytest.raises(ValueError, match=r"^sequences\[1\]: expected values in .* int64"):
+        rnncore.pad_sequences([np.array([1]), np.array([2 ** 63], np.uint64)])
+
+
 def test_progress_bar_shows_epoch_summary(capsys):
     x, y = sign_task(16, 12)
     m = classifier()
