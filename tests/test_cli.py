@@ -327,10 +327,13 @@ def test_functions_part2_reports_what_it_measured(monkeypatch, tmp_path):
     monkeypatch.setattr(plots, "plot_history", lambda h, path: drawn.update(history=path))
     monkeypatch.setattr(plots, "plot_lstm_gates",
                         lambda layer, x, path, **kw: drawn.update(gates=path))
+    lines = []
     runs = [functions.run(seed=3, quick=True, hidden=2, epochs=1, progress=False,
-                          plot=str(tmp_path), print_fn=_quiet) for _ in range(2)]
+                          plot=str(tmp_path), print_fn=lines.append) for _ in range(2)]
     r, model = runs[0], runs[0]["model"]
     assert r["history"]["epochs"] == len(r["history"]["loss"]) == 1
+    said = "\n".join(lines)
+    assert "  1 epoch: training loss" in said and "(1 epoch, " in said and "epochs" not in said
     assert model[0].hidden_size == 2
     for key in ("accuracy_8", "accuracy_short", "accuracy_by_length"):
         assert runs[1][key] == r[key]
@@ -361,10 +364,12 @@ def test_regression_demo_reports_what_it_measured():
     """epochs reach it, a seed repeats it, the test RMSE is that of the test set drawn after
     the training set, and the printed maximum is the maximum over the short sentences (a
     minimum printed 0.000 beside "output[-1] is not it" where a prediction was near 0)."""
-    runs = [regression.run(seed=1, quick=True, epochs=2, progress=False, print_fn=_quiet)
+    lines = []
+    runs = [regression.run(seed=1, quick=True, epochs=2, progress=False, print_fn=lines.append)
             for _ in range(2)]
     r = runs[0]
     assert r["history"]["epochs"] == len(r["history"]["loss"]) == 2
+    assert "sentences, 2 epochs:" in lines[0]
     assert runs[1]["test_rmse"] == r["test_rmse"] and runs[1]["targets"] == r["targets"]
     rng = np.random.default_rng(1)
     regression.make_sentences(1000, rng)                        # training (quick size)
@@ -376,7 +381,7 @@ def test_regression_demo_reports_what_it_measured():
     assert short.any() and r["diff_last_row_vs_seq_to_one"] == pytest.approx(gap[short].max())
 
 
-# -- audit 15 --------------------------------------------------------------------------------
+# -- usage errors come before any training ----------------------------------------------------
 @pytest.fixture
 def no_training(monkeypatch):
     """Every demo's run replaced by a recorder: a usage error must come before any of them."""

@@ -1,7 +1,7 @@
 """The infrastructure under the kernels and the modules: the random stream, pad_sequences, the
 buffer pool, the team's claims, the automatic choices, compile-ahead, the BLAS settings, the
-cache stamp and the benchmark harness. Each test here failed on a mutant of its module that
-the rest of the suite had let pass (a mutation audit, 2026-12-02)."""
+cache stamp and the benchmark harness. Each test here fails on a deliberately broken copy of
+its module (a mutant) that the rest of the suite lets pass."""
 import gc
 import multiprocessing as mp
 import os

@@ -478,7 +478,7 @@ def test_a_torch_tensor_that_needs_grad_is_a_type_error_naming_the_argument():
         Linear(2, 2).forward(Unreadable())
 
 
-# -- the eighteenth audit's bad inputs --------------------------------------------------------
+# -- empty inputs, self-holding containers, np.matrix, out-of-range numbers --------------------
 @pytest.mark.parametrize("make", [rnncore.Tanh, rnncore.ReLU, rnncore.Sigmoid, rnncore.LeakyReLU,
                                   lambda: rnncore.Dropout(0.5), rnncore.LastStep])
 @pytest.mark.parametrize("shape", [(0, 2, 4), (3, 0, 4), (3, 2, 0)])
@@ -614,7 +614,7 @@ def test_an_input_that_is_no_array_is_named_as_given(value, shown):
         rnncore.LSTM(2, 3).forward(value)
 
 
-# -- audit 22: settings assigned after construction; sizes beyond the machine -------------------
+# -- settings assigned after construction; sizes beyond the machine ---------------------------
 @pytest.mark.parametrize("value, exc", [("False", TypeError), (np.array([True, False]), TypeError),
                                         (None, TypeError), (0, TypeError), (1.0, TypeError)])
 def test_requires_grad_takes_a_bool_only(value, exc):

@@ -377,11 +377,11 @@ def test_parameter_count_from_the_config_matches_the_built_module(name, build, x
         assert _param_count(type(m).__name__, m.config()) == own, type(m).__name__
 
 
-# -- audit 15: mixed dtypes, bytes paths, bad paths, non-finite weights ----------------------
+# -- mixed dtypes, bytes paths, bad paths, non-finite weights -------------------------------
 def mixed_dtype_models():
     """Models whose modules do not share one dtype, made through the public API only (a
     container's constructor refuses mixed children; ``astype`` on a child afterwards does not)."""
-    def audit():                                                 # the audit's reproducer
+    def child():                                     # one child's dtype changed afterwards
         m = Sequential(LSTM(3, 3), Linear(3, 2))
         m[1].astype(np.float64)
         return m
@@ -405,7 +405,7 @@ def mixed_dtype_models():
         lin.astype(np.float64)
         return m
 
-    return [("audit", audit), ("nested", nested), ("shared", shared),
+    return [("child", child), ("nested", nested), ("shared", shared),
             ("shared-nested", shared_nested)]
 
 

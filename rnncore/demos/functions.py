@@ -327,13 +327,14 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     out["seconds"]["part2"] = time.perf_counter() - t0
     out.update(accuracy_8=acc8, accuracy_short=acc_short, accuracy_by_length=by_len,
                history=history.as_dict(), model=model)
-    print_fn(f"  {E} epochs: training loss {history.loss[0]:.3f} -> {history.loss[-1]:.3f}, "
+    epochs = f"{E} epoch" + "s" * (E != 1)
+    print_fn(f"  {epochs}: training loss {history.loss[0]:.3f} -> {history.loss[-1]:.3f}, "
              f"validation accuracy {history.val_accuracy[0]:.1%} -> "
              f"{history.val_accuracy[-1]:.1%}")
     print_fn(f"  test accuracy, 8 points:   {acc8:.1%}")
     print_fn(f"  test accuracy, 4-7 points: {acc_short:.1%}  (by length: "
              + ", ".join(f"{P}: {by_len[P]:.1%}" for P in range(4, 8)) + ")")
-    print_fn(f"  training {train_s:.1f} s ({E} epochs, "
+    print_fn(f"  training {train_s:.1f} s ({epochs}, "
              f"{1e3 * sum(history.seconds) / (E * -(-size['train'] // 32)):.2f} ms per batch "
              f"of 32 incl. validation)")
 

@@ -105,8 +105,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     x, y, lengths = make_sentences(size["train"], rng)
     xt, yt, lt = make_sentences(size["test"], rng)
     model = Sequential(Embedding(V, E), LSTM(E, H, return_sequences=False), Linear(H, 1))
+    epochs = f"{size['epochs']} epoch" + "s" * (size["epochs"] != 1)
     print_fn(f"Sentences of 3-10 words, target = mean word score in [-1, 1]; "
-             f"{size['train']} sentences, {size['epochs']} epochs:\n"
+             f"{size['train']} sentences, {epochs}:\n"
              f"  Embedding({V}, {E}) -> LSTM({E}, {H}, return_sequences=False) -> Linear({H}, 1), "
              f"MSE, Adam lr 1e-2")
     history = rnncore.fit(model, MSECriterion(), optim.Adam(model.parameters(), lr=1e-2),
