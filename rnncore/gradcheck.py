@@ -125,11 +125,8 @@ def gradcheck(module, x, lengths=None, eps=1e-6, *, training=False):
     _weights(module)                # (asked of the caller's: astype keeps ties, but not views)
     base = copy.deepcopy(module).astype(np.float64)             # the caller's module is untouched
     base = base.training() if training else base.evaluate()
-    caller_stream = _random._generator
-    try:
+    with _random.private_stream():                          # the caller's stream stays put
         return _check(base, x, x_is_float, lengths, eps, training, type(module).__name__)
-    finally:
-        _random._generator = caller_stream
 
 
 def _weights(module):
@@ -183,9 +180,8 @@ def _check(base, x, x_is_float, lengths, eps, training, name):
     def run(xv):
         """A fresh copy of the snapshot, its output for xv, and the copy itself."""
         m = copy.deepcopy(base)
-        if training:                    # the same dropout masks in every evaluation
-            _random._generator = np.random.default_rng(0)
-        return np.asarray(m.forward(xv, lengths=lengths), dtype=np.float64), m
+        with _random.private_stream():             # the same dropout masks in every evaluation
+            return np.asarray(m.forward(xv, lengths=lengths), dtype=np.float64), m
 
     # Analytic gradients: one forward and one backward with upstream gradient dout (each
     # backward gets its own copy: one that writes into its gy changes no one else's), on a copy

@@ -493,15 +493,11 @@ def load(path):
 
         # Build with a throwaway generator: the initial weights are overwritten anyway, and the
         # user's seeded stream (weight init, dropout) must not move because a file was read.
-        kept = _random.generator()
-        _random._generator = np.random.default_rng(0)
-        try:
+        with _random.private_stream():
             sizes = {k: math.prod(shape) for k, (shape, _, _) in headers.items()}
             built = {}
             model = _build(meta["model"], "model", "", sizes, built)
             _own_dtypes(built)
-        finally:
-            _random._generator = kept
 
         own = dict(model.named_parameters())
         missing, extra = sorted(set(own) - set(headers)), sorted(set(headers) - set(own))

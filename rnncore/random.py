@@ -1,5 +1,6 @@
 """One seeded random stream for weight initialisation and dropout masks."""
 
+import contextlib
 import numbers
 import threading
 
@@ -22,12 +23,32 @@ def manual_seed(seed):
 
 
 def generator():
-    """The current ``numpy.random.Generator`` (replaced by every ``manual_seed``). After an
-    ``undo_point`` its state is saved before the first draw."""
+    """The current ``numpy.random.Generator`` (replaced by every ``manual_seed``; inside a
+    ``private_stream`` block, that block's own). After an ``undo_point`` its state is saved
+    before the first draw."""
+    g = _stream()
     journal = getattr(_local, "journal", None)
     if journal is not None and not journal:
-        journal.append(_generator.bit_generator.state)
-    return _generator
+        journal.append((g, g.bit_generator.state))
+    return g
+
+
+def _stream():
+    private = getattr(_local, "private", None)
+    return _generator if private is None else private
+
+
+@contextlib.contextmanager
+def private_stream(seed=0):
+    """Within the block, this thread's draws come from a fresh generator seeded ``seed``: the
+    shared stream does not move, and other threads drawing meanwhile do not see it (a model
+    being loaded, or a gradient check, in one thread while another trains)."""
+    before = getattr(_local, "private", None)
+    _local.private = np.random.default_rng(seed)
+    try:
+        yield _local.private
+    finally:
+        _local.private = before
 
 
 # Per thread: after undo_point(), [] until the first draw, then [state before it]. (One for the
@@ -53,10 +74,11 @@ def end_undo_point(undo):
     one for the process: draws another thread made meanwhile are taken back too.)"""
     journal = getattr(_local, "journal", None)
     if undo and journal:
-        _generator.bit_generator.state = journal[0]
+        g, state = journal[0]
+        g.bit_generator.state = state
     _local.journal = None
 
 
 def uniform(shape, bound, dtype):
     """U(-bound, bound) drawn in float64 and cast, so float32 and float64 models match."""
-    return _generator.uniform(-bound, bound, size=shape).astype(dtype)
+    return _stream().uniform(-bound, bound, size=shape).astype(dtype)

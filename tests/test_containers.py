@@ -1715,3 +1715,48 @@ def test_sequencer_given_a_list_of_steps_takes_them_refilled_before_backward(inn
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="x: expected the input of the last forward"):
         m.backward([s.copy() for s in steps], gy)       # another list, other values: refused
+
+
+@pytest.mark.parametrize("where", ["load", "gradcheck"])
+def test_loading_or_checking_in_one_thread_leaves_another_threads_draws_alone(where, tmp_path,
+                                                                               monkeypatch):
+    """A model being loaded (its modules built with a throwaway generator) or gradient-checked
+    (its dropout masks drawn afresh each evaluation) in one thread: another thread's draws
+    meanwhile came from that throwaway generator (the shared stream had been swapped)."""
+    import importlib
+    import threading
+    io = importlib.import_module("rnncore.io")
+    path = str(tmp_path / "m.npz")
+    rnncore.save(Sequential(LSTM(2, 3), Linear(3, 2)), path)
+    inside, go_on = threading.Event(), threading.Event()
+
+    def pause(original):
+        def paused(*args, **kwargs):
+            inside.set()
+            assert go_on.wait(30)
+            return original(*args, **kwargs)
+        return paused
+
+    if where == "load":
+        monkeypatch.setattr(io, "_own_dtypes", pause(io._own_dtypes))
+        work = lambda: rnncore.load(path)                                       # noqa: E731
+    else:
+        monkeypatch.setattr(Dropout, "forward", pause(Dropout.forward))    # (in an evaluation)
+        x = np.random.default_rng(0).standard_normal((3, 2, 2))
+        m = Sequential(Linear(2, 2), Dropout(0.5))
+        work = lambda: rnncore.gradcheck(m, x, training=True)                  # noqa: E731
+    rnncore.manual_seed(7)
+    want = rnncore.random.generator().random(8)
+    rnncore.manual_seed(7)
+    done = []
+    t = threading.Thread(target=lambda: done.append(work()))
+    t.start()
+    try:
+        assert inside.wait(30)
+        got = rnncore.random.generator().random(5)                   # while the other is inside
+    finally:
+        go_on.set()
+        t.join()
+    assert len(done) == 1                                            # (the work itself worked)
+    np.testing.assert_array_equal(got, want[:5])
+    np.testing.assert_array_equal(rnncore.random.generator().random(3), want[5:])   # unmoved
