@@ -458,6 +458,16 @@ def score(model, criterion, x, y, lengths=None, *, batch_size=256):
     return {"loss": loss, "accuracy": acc}
 
 
+def _stops(answer):
+    """A callback's answer as True / False: NumPy's "truth value ... is ambiguous" (an array of
+    several values returned) named as the callback's."""
+    try:
+        return bool(answer)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"callback: expected it to return True, False or None, got "
+                        f"{type(answer).__name__} ({e})") from None
+
+
 def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_size=32,
         validation=None, clip=None, shuffle=True, progress=True, seed=None, callback=None):
     """Train ``model`` on (x, y) with mini-batches; return a `History`.
@@ -603,7 +613,7 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
                 bar.close()
             history.seconds.append(time.perf_counter() - start)
             history.epochs = epoch
-            if callback is not None and callback(epoch, history):
+            if callback is not None and _stops(callback(epoch, history)):
                 break
     finally:
         whole.close()

@@ -355,6 +355,13 @@ def test_callback_stops_training():
     h = fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=10, progress=False, callback=cb)
     assert h.epochs == 3 and len(h.loss) == 3
     assert seen == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
+    h = fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=10, progress=False,
+            callback=lambda e, h: np.array([e == 2]))                  # one value: its truth
+    assert h.epochs == 2
+    with pytest.raises(TypeError, match=r"^callback: expected it to return True, False or None, "
+                                        r"got ndarray \(The truth value"):
+        fit(m, ClassNLLCriterion(), 0.1, x, y, epochs=2, progress=False,
+            callback=lambda e, h: np.array([True, False]))
 
 
 @pytest.mark.parametrize("rule", ["adam", "sgd"])
