@@ -1760,3 +1760,45 @@ def test_loading_or_checking_in_one_thread_leaves_another_threads_draws_alone(wh
     assert len(done) == 1                                            # (the work itself worked)
     np.testing.assert_array_equal(got, want[:5])
     np.testing.assert_array_equal(rnncore.random.generator().random(3), want[5:])   # unmoved
+
+
+# -- every exported module passes the float64 gradient check -----------------------------------
+EVERY_MODULE = {                           # (float32: gradcheck checks a float64 copy)
+    "Linear": lambda: Linear(3, 2),
+    "LSTM": lambda: LSTM(3, 2, num_layers=2, bidirectional=True),
+    "GRU": lambda: GRU(3, 2, num_layers=2, bidirectional=True),
+    "RNN": lambda: rnncore.RNN(3, 2, num_layers=2, bidirectional=True),
+    "Embedding": lambda: Embedding(6, 3),
+    "Dropout": lambda: Dropout(0.5),
+    "LastStep": lambda: LastStep(),
+    "Tanh": lambda: Tanh(),
+    "Sigmoid": lambda: rnncore.Sigmoid(),
+    "ReLU": lambda: ReLU(),
+    "LeakyReLU": lambda: LeakyReLU(0.1),
+    "SoftMax": lambda: rnncore.SoftMax(),
+    "LogSoftMax": lambda: LogSoftMax(),
+    "Sequential": lambda: Sequential(LSTM(3, 4), Tanh(), Linear(4, 2), LogSoftMax()),
+    "Sequencer": lambda: Sequencer(Sequential(Linear(3, 4), rnncore.Sigmoid(), Linear(4, 2))),
+}
+
+
+def test_every_exported_module_has_a_gradient_check_below():
+    import inspect
+    exported = {n for n in rnncore.__all__ if inspect.isclass(getattr(rnncore, n))
+                and issubclass(getattr(rnncore, n), rnncore.Module) and n != "Module"}
+    assert exported == set(EVERY_MODULE)
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_MODULE))
+@pytest.mark.parametrize("ragged", [False, True])
+def test_every_exported_module_passes_gradcheck(name, ragged):
+    rnncore.manual_seed(1)
+    m = EVERY_MODULE[name]()
+    assert type(m).__name__ == name
+    rng = np.random.default_rng(2)
+    if name == "Embedding":
+        x = rng.integers(0, 6, (4, 3))                             # ids: the table is checked
+    else:
+        x = rng.standard_normal((4, 3, 3)) + 0.1                   # (ReLU's kink far from x)
+    lengths = np.array([4, 2, 3]) if ragged else None
+    assert rnncore.gradcheck(m, x, lengths=lengths, training=name == "Dropout") < TOL
