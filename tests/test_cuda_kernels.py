@@ -475,6 +475,22 @@ def test_bad_inputs_are_refused_by_name(rng):
 
 
 @needs_cuda
+def test_lengths_are_checked_as_the_cpu_kernels_check_them(rng):
+    """A masked ``lengths`` had been taken with its mask dropped (the CPU kernels refuse it),
+    and uint64 lengths past int64's range were reported as negative values."""
+    p = _problem("rnn", rng, T=2, B=2, H=3)
+    masked = np.ma.masked_array([1, 2], mask=[True, False])
+    with pytest.raises(TypeError, match="^lengths: expected a plain array, got a masked array"):
+        _forward(kc, "rnn", p, masked, False)
+    with pytest.raises(ValueError, match=r"^lengths: expected 1 <= lengths\[b\] <= T=2, got "
+                                         r"min 1, max 9223372036854775809"):
+        _forward(kc, "rnn", p, np.array([2**63 + 1, 1], np.uint64), False)
+    from numba import cuda
+    y_dev_lengths = _forward(kc, "rnn", p, cuda.to_device(np.array([1, 2], np.int32)), False)[0]
+    np.testing.assert_array_equal(y_dev_lengths, _forward(kc, "rnn", p, [1, 2], False)[0])
+
+
+@needs_cuda
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_float32_steps_path_ragged_matches_reference(cell, rng):
     """The per-step kernels in float32 (at simulator sizes "auto" picks the persistent kernel,

@@ -40,7 +40,7 @@ if not hasattr(np, "row_stack"):
 from numba import cuda                  # noqa: E402
 from numba.core import config           # noqa: E402
 
-from .._common import as_float_array    # noqa: E402
+from .._common import as_float_array, as_lengths    # noqa: E402
 
 #: True when numba.cuda is the CPU simulator (``NUMBA_ENABLE_CUDASIM=1``): every thread is a
 #: Python thread, blocks run one after another, and a cooperative grid holds a single block.
@@ -191,23 +191,13 @@ def lengths_to_device(lengths, T, B):
     Host lengths are checked on every call but copied to the device only the first time these
     values are seen (a host-to-device copy is a synchronous driver round trip, ~0.1 ms).
     """
-    if lengths is None:
-        host = np.full(B, T, dtype=np.int64)
-    else:
-        if is_device_array(lengths):                   # numba's, or CuPy / PyTorch on the GPU
-            lengths = lengths if cuda.devicearray.is_cuda_ndarray(lengths) else \
-                cuda.as_cuda_array(lengths)
-            host = lengths.copy_to_host()
-        else:
-            host = np.asarray(lengths)
-        if host.shape != (B,):
-            raise ValueError(f"lengths: expected shape ({B},), got {host.shape}")
-        if host.dtype.kind not in "iu":
-            raise TypeError(f"lengths: expected an integer array, got dtype {host.dtype}")
-        host = host.astype(np.int64)
-        if B and (host.min() < 1 or host.max() > T):
-            raise ValueError(f"lengths: expected 1 <= lengths[b] <= T = {T}, "
-                             f"got values in [{host.min()}, {host.max()}]")
+    if is_device_array(lengths):                       # numba's, or CuPy / PyTorch on the GPU
+        lengths = lengths if cuda.devicearray.is_cuda_ndarray(lengths) else \
+            cuda.as_cuda_array(lengths)
+        lengths = lengths.copy_to_host()
+    # the CPU kernels' check: a masked array refused (its mask would be ignored), the bounds
+    # compared in the array's own dtype (uint64 values past int64's range do not wrap)
+    host = as_lengths(lengths, T, B)
     if SIMULATOR:
         return cuda.to_device(host)
     key = (T, host.tobytes())
