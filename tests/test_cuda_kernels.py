@@ -149,6 +149,22 @@ def test_matmul_refuses_bad_flags_and_numbers_by_name(kw, error, match):
 
 
 @needs_cuda
+def test_matmul_refuses_a_device_c_that_shares_memory_with_a_or_b():
+    """C = A (or a view overlapping B) had been taken: the blocks then read tiles of A that other
+    blocks had already overwritten (8x8 ones @ ones + C gave 9s and 41s, not all 9)."""
+    from numba import cuda
+    big = cuda.to_device(np.ones((16, 8)))
+    A, B = big[:8], cuda.to_device(np.ones((8, 8)))
+    for C, other in ((A, B), (big[4:12], B), (B, A)):
+        with pytest.raises(ValueError, match="^C: expected a device array that shares no memory"):
+            kc.matmul(*((A, other) if other is B else (other, B)), C=C, beta=1.0, tile=4)
+    np.testing.assert_array_equal(big.copy_to_host(), np.ones((16, 8)))      # nothing written
+    C = big[8:]                                              # next to A, not on it: fine
+    np.testing.assert_array_equal(kc.matmul(A, B, C=C, beta=1.0, tile=4).copy_to_host(),
+                                  np.full((8, 8), 9.0))
+
+
+@needs_cuda
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
 def test_blocked_matmul_ragged_edges(trans_a, trans_b, rng):
     """The register-blocked kernel: a 70 x 67 result (two 64-tiles each way, the second almost

@@ -173,6 +173,16 @@ def to_device(a, dtype, name):
     return cuda.to_device(as_float_array(a, name, dtype, writable=False))   # (copied there)
 
 
+def overlaps(a, b):
+    """Whether the C-contiguous device arrays ``a`` and ``b`` share any memory."""
+    if a.size == 0 or b.size == 0:
+        return False
+    if SIMULATOR:                          # the simulator's arrays wrap NumPy arrays
+        return bool(np.shares_memory(a._ary, b._ary))
+    a0, b0 = a.device_ctypes_pointer.value or 0, b.device_ctypes_pointer.value or 0
+    return a0 < b0 + b.size * b.dtype.itemsize and b0 < a0 + a.size * a.dtype.itemsize
+
+
 def check_shape(a, shape, name):
     """ValueError naming ``name`` unless ``a.shape == shape``."""
     if tuple(a.shape) != tuple(shape):

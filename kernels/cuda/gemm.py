@@ -49,7 +49,7 @@ from numba import cuda
 
 from .._common import as_flag
 from ._common import (SIMULATOR, ceil_div, empty, enter, float_dtype_of, is_device_array, launch,
-                      require_cuda, to_device)
+                      overlaps, require_cuda, to_device)
 
 __all__ = ["matmul", "tile_size", "TILE_SIZES", "backend", "set_backend"]
 
@@ -384,8 +384,8 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
     """``alpha * op(A) @ op(B) + beta * C`` with the tiled kernel; the public, checked entry point.
 
     A, B (and C): NumPy or device arrays, float32 or float64 (A's dtype rules). If A is a device
-    array the result is a device array (``C`` itself when given, updated in place); otherwise
-    NumPy. ``tile``: 4, 8, 16 or ``BLOCKED`` (64) runs that numba kernel; default (None): what
+    array the result is a device array (``C`` itself when given, updated in place; a device
+    ``C`` must share no memory with A or B: ValueError); otherwise NumPy. ``tile``: 4, 8, 16 or ``BLOCKED`` (64) runs that numba kernel; default (None): what
     ``gemm_device`` picks, cuBLAS included.
     """
     require_cuda()
@@ -413,5 +413,9 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
         dC = to_device(C, dtype, "C")
         if tuple(dC.shape) != (M, N):
             raise ValueError(f"C: expected shape {(M, N)}, got {tuple(dC.shape)}")
+        if is_device_array(C) and (overlaps(dC, dA) or overlaps(dC, dB)):
+            # blocks would read tiles of A or B that other blocks have already overwritten
+            raise ValueError("C: expected a device array that shares no memory with A or B "
+                             "(the product reads them while it writes C), got one that does")
     gemm_device(dA, dB, dC, alpha, beta, trans_a, trans_b, tile)   # K == 0 gives beta * C
     return dC if on_device else dC.copy_to_host()
