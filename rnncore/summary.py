@@ -3,11 +3,11 @@
     >>> Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)).summary((5, None, 2))
     Layer (type)   Output shape    Params
     =====================================
-    0 (LSTM)       (5, None, 64)   17,152
-    1 (LSTM)       (None, 32)      12,416
+    0 (LSTM)       (5, None, 64)    17152
+    1 (LSTM)       (None, 32)       12416
     =====================================
-    Total params: 29,568
-    Trainable params: 29,568
+    Total params: 29568
+    Trainable params: 29568
     Non-trainable params: 0
     29568
 
@@ -133,13 +133,13 @@ def summary(module, input_shape, print_fn=print):
     table = [("Layer (type)", "Output shape", "Params")]
     shared = _shared_paths(module)
     table += [(f"{name} ({kind})", _fmt_shape(out),
-               f"{n:,}" + (f" (shared with {shared[name]})" if name in shared else ""))
+               f"{n}" + (f" (shared with {shared[name]})" if name in shared else ""))
               for name, kind, out, n, _ in rows]
     total = sum(r[3] for r in rows)
     trainable = sum(r[4] for r in rows)
     lines = _table_lines(table, right=(2,))
-    lines += [f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-              f"Non-trainable params: {total - trainable:,}"]
+    lines += [f"Total params: {total}", f"Trainable params: {trainable}",
+              f"Non-trainable params: {total - trainable}"]
     if unknown:
         lines.append(f"?: {unknown[0][0]} ({unknown[0][1]}) cannot say its output shape (no "
                      f"output_shape of its own, or one that raised NotImplementedError), so it "

@@ -9,14 +9,14 @@ the next layer really get?". For a recurrent layer it adds the final states ``h_
     >>> rows = rnncore.trace(Sequential(LSTM(2, 64), LSTM(64, 32, return_sequences=False)), x)
     Layer (type)   Input shape   Output shape   Params   Final states
     ===================================================================================
-    0 (LSTM)       (5, 3, 2)     (5, 3, 64)     17,152   h_n (1, 3, 64), c_n (1, 3, 64)
-    1 (LSTM)       (5, 3, 64)    (3, 32)        12,416   h_n (1, 3, 32), c_n (1, 3, 32)
+    0 (LSTM)       (5, 3, 2)     (5, 3, 64)      17152   h_n (1, 3, 64), c_n (1, 3, 64)
+    1 (LSTM)       (5, 3, 64)    (3, 32)         12416   h_n (1, 3, 32), c_n (1, 3, 32)
     ===================================================================================
-    Total params: 29,568
+    Total params: 29568
 
 Read it top-down: the first LSTM returns its whole output sequence (5, 3, 64), which is the
 second one's input; the second returns only its last hidden state (3, 32), which equals its
-``h_n[-1]``. 17,152 = 4 gates * (64 * (2 + 64) + 64), and 12,416 = 4 * (32 * (64 + 32) + 32).
+``h_n[-1]``. 17152 = 4 gates * (64 * (2 + 64) + 64), and 12416 = 4 * (32 * (64 + 32) + 32).
 
 Containers are opened as `summary` opens them: a `Sequential` lists its children, a `Sequencer`
 its wrapped module; rows are named by the child index path (the prefix of their ``state_dict``
@@ -101,13 +101,13 @@ def _recording(m, paths, rows, counted, running):
 def _print_table(rows, print_fn):
     head = ("Layer (type)", "Input shape", "Output shape", "Params", "Final states")
     table = [head] + [(f"{r.path} ({r.kind})", _fmt_shape(r.input_shape),
-                       _fmt_shape(r.output_shape), f"{r.params:,}",
+                       _fmt_shape(r.output_shape), f"{r.params}",
                        ", ".join(f"{k} {_fmt_shape(v)}" for k, v in r.states.items()))
                       for r in rows]
     if not any(r.states for r in rows):
         table = [t[:4] for t in table]
     lines = _table_lines(table, right=(3,))
-    lines.append(f"Total params: {sum(r.params for r in rows):,}")
+    lines.append(f"Total params: {sum(r.params for r in rows)}")
     for text in lines:
         print_fn(text)
 

@@ -215,7 +215,7 @@ def test_python_dash_m_rnncore_runs_the_stacked_demo():
     proc = subprocess.run([sys.executable, "-m", "rnncore", "demo", "stacked"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "17,152" in proc.stdout and "= 17152" in proc.stdout and "= 12416" in proc.stdout
+    assert "17152" in proc.stdout and "= 17152" in proc.stdout and "= 12416" in proc.stdout
 
 
 def test_console_script_points_at_cli_main():
