@@ -875,6 +875,27 @@ def test_a_simulated_launch_switches_threads_faster_and_then_puts_the_interval_b
         sys.setswitchinterval(before)
 
 
+@needs_cuda
+@simulator_only
+def test_overlapping_simulated_launches_put_the_interval_back():
+    """Two threads' launches overlapping (one starts, the other starts, the first ends, then the
+    second): the interval is the one from before both. Each launch had restored what it found,
+    so the second put back the first one's short interval, and the process kept it."""
+    from kernels.cuda import _common
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        first, second = _common._simulator_switching(), _common._simulator_switching()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert sys.getswitchinterval() == pytest.approx(_common.SIMULATOR_SWITCH_INTERVAL)
+        second.__exit__(None, None, None)
+        assert sys.getswitchinterval() == pytest.approx(0.005)
+    finally:
+        sys.setswitchinterval(before)
+
+
 # ---------------------------------------------------------------------------------------------
 # CPU-only users never touch numba.cuda
 # ---------------------------------------------------------------------------------------------

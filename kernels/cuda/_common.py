@@ -68,14 +68,30 @@ SIMULATOR_SWITCH_INTERVAL = 1e-4
 
 
 class _simulator_switching:
-    """Context: the switch interval is ``SIMULATOR_SWITCH_INTERVAL`` inside, as before after."""
+    """Context: the switch interval is ``SIMULATOR_SWITCH_INTERVAL`` inside, as before after.
+
+    Launches from several threads overlap: the first one in saves the interval and the last one
+    out puts it back (each saving and restoring its own, a launch that ended last restored the
+    short interval that one started meanwhile had found, and it stayed for the process)."""
+
+    _lock = threading.Lock()
+    _inside = 0
+    _before = None
 
     def __enter__(self):
-        self._before = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._before, SIMULATOR_SWITCH_INTERVAL))
+        cls = type(self)
+        with cls._lock:
+            if cls._inside == 0:
+                cls._before = sys.getswitchinterval()
+                sys.setswitchinterval(min(cls._before, SIMULATOR_SWITCH_INTERVAL))
+            cls._inside += 1
 
     def __exit__(self, *exc):
-        sys.setswitchinterval(self._before)
+        cls = type(self)
+        with cls._lock:
+            cls._inside -= 1
+            if cls._inside == 0:
+                sys.setswitchinterval(cls._before)
 
 
 _SHARED_LOCK = threading.Lock()
