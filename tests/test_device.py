@@ -74,6 +74,31 @@ def test_model_on_cuda_matches_cpu_forward_backward_and_adam_steps():
 
 
 @needs_cuda
+@pytest.mark.parametrize("cls", [rnncore.GRU, rnncore.RNN])
+def test_stacked_bidirectional_layers_with_dropout_match_the_cpu(cls):
+    """Two bidirectional float32 layers with dropout between them (training mode): the same
+    seed draws the same masks on either device; outputs, final states, grads of the input, of
+    the initial state and of every parameter, then an Adam step, agree."""
+    x = np.random.default_rng(4).standard_normal((3, 2, 2)).astype(np.float32)
+    h0 = np.random.default_rng(5).standard_normal((4, 2, 3)).astype(np.float32)
+    lengths, gy = np.array([1, 3]), np.random.default_rng(6).standard_normal((3, 2, 6))
+    got = {}
+    for device in ("cpu", "cuda"):
+        rnncore.manual_seed(7)
+        m = cls(2, 3, num_layers=2, bidirectional=True, dropout=0.4).to(device)
+        opt = Adam(m.parameters(), lr=0.05)
+        rnncore.manual_seed(8)
+        y = m.forward(x, lengths=lengths, h0=h0)
+        gx = m.backward(x, gy.astype(np.float32))
+        grads = _grads(m)
+        opt.step()
+        got[device] = [y, m.h_n, gx, m.grad_h0] + [grads[k] for k in sorted(grads)] + [
+            p.data.copy() for p in m.parameters()]
+    for k, (a, b) in enumerate(zip(got["cuda"], got["cpu"])):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"#{k}")
+
+
+@needs_cuda
 def test_float32_last_state_and_device_array_input():
     """float32 RNN with return_sequences=False, fed a device array: NumPy out, same as the CPU."""
     from numba import cuda
