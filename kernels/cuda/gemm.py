@@ -385,8 +385,9 @@ def matmul(A, B, C=None, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
 
     A, B (and C): NumPy or device arrays, float32 or float64 (A's dtype rules). If A is a device
     array the result is a device array (``C`` itself when given, updated in place; a device
-    ``C`` must share no memory with A or B: ValueError); otherwise NumPy. ``tile``: 4, 8, 16 or ``BLOCKED`` (64) runs that numba kernel; default (None): what
-    ``gemm_device`` picks, cuBLAS included.
+    ``C`` must share no memory with A or B: ValueError); otherwise NumPy. ``tile``: 4, 8, 16
+    or ``BLOCKED`` (64) runs that numba kernel; default (None): what ``gemm_device`` picks,
+    cuBLAS included.
     """
     require_cuda()
     enter()
