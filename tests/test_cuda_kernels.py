@@ -1039,3 +1039,13 @@ def test_the_callers_device_states_and_grads_are_left_as_they_were(cell, path):
     getattr(kc, f"{cell}_backward")(None, *ds_d, out[-1], path=path)
     for d, a in zip(s0_d + ds_d, s0 + ds):
         np.testing.assert_array_equal(d.copy_to_host(), a)
+
+
+@needs_cuda
+@pytest.mark.parametrize("path", [np.array("steps"), b"steps", "tiled", None])
+def test_a_path_that_is_not_one_of_the_names_is_refused(path, rng):
+    """A 0-d array holding 'steps' compared equal to it and was taken."""
+    p = _problem("gru", rng, T=2, B=2, H=4)
+    with pytest.raises(ValueError, match="^path: expected 'auto', 'steps', 'persistent' or a "
+                                         "PersistentPlan, got"):
+        _forward(kc, "gru", p, None, False, path=path)

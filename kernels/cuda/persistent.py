@@ -383,6 +383,9 @@ def plan_for(cell, direction, path, dtype, B, H):
                 raise ValueError(f"path: expected at most {most} co-resident blocks on this GPU, "
                                  f"got {full} giving {full.blocks(H)}")
         return full
+    if not isinstance(path, str):                        # (a 0-d array == "steps" is true)
+        raise ValueError(f"path: expected 'auto', 'steps', 'persistent' or a PersistentPlan, "
+                         f"got {path!r}")
     if path == "steps":
         return None
     if path not in ("auto", "persistent"):
