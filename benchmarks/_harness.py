@@ -17,10 +17,12 @@ Thread control, three libraries to agree (all measured in the same process, same
   the paired directions / batch halves (``kernels/_pair.py``); it takes its size from
   ``NUMBA_NUM_THREADS``, exported with the others before Numba loads. Its threading layer and
   PyTorch's OpenMP are separate libraries: PyTorch's count stays as set (checked on the Xeon of
-  ``results/cpu.md``). A script's ``main()`` called in a process where Numba had already loaded
-  keeps that process's Numba pool size: run the scripts as their own processes.
+  ``results/cpu.md``). The kernels use ``numba.get_num_threads()`` of the pool, which
+  ``limit_threads`` sets to ``n`` too (``numba.set_num_threads``): a script's ``main()`` called
+  in a process where Numba had already loaded a smaller pool gets at most that pool's size (the
+  record says what was in effect).
 
-``limit_threads`` reports what it used and the count each BLAS library then says it has.
+``limit_threads`` reports what it used and the count each library then says it has.
 """
 
 import contextlib
@@ -134,7 +136,8 @@ def blas_info():
 
 @contextlib.contextmanager
 def limit_threads(n, use_torch=True):
-    """Run the body with ``n`` threads in PyTorch and every loaded OpenBLAS; restore after.
+    """Run the body with ``n`` threads in PyTorch, every loaded OpenBLAS and Numba (at most its
+    pool's size); restore after.
 
     Yields a dict saying how (``method``) and what each library reports inside the block.
     Import NumPy, SciPy's BLAS and (if ``use_torch``) torch *before* entering, so that their
@@ -142,7 +145,10 @@ def limit_threads(n, use_torch=True):
     """
     import numba
     record = dict(requested=n, env_before_import={k: os.environ.get(k) for k in THREAD_ENV})
-    restore = []
+    # Start Numba's threading layer first: under its OpenMP layer the start sets the process's
+    # OpenMP thread count, PyTorch's included, to Numba's pool size, which undid a
+    # ``torch.set_num_threads(n)`` made before (the record then still said n).
+    restore = [lambda prev=numba.get_num_threads(): numba.set_num_threads(prev)]
     torch = None
     if use_torch:
         import torch
@@ -155,16 +161,20 @@ def limit_threads(n, use_torch=True):
     if threadpool_limits is not None:
         limiter = threadpool_limits(limits=n, user_api="blas")
         restore.append(limiter.restore_original_limits)
-        record["method"] = "threadpoolctl (blas) + torch.set_num_threads"
+        record["method"] = "threadpoolctl (blas) + torch.set_num_threads + numba.set_num_threads"
     else:
         for _, get, set_, _ in _openblas_handles():
             restore.append(lambda get=get, set_=set_, prev=get(): set_(prev))
             set_(n)
         record["method"] = ("ctypes <prefix>_set_num_threads on each loaded OpenBLAS (threadpoolctl not "
-                            "installed) + torch.set_num_threads")
+                            "installed) + torch.set_num_threads + numba.set_num_threads")
+    # Numba's count in effect (this thread's; the kernels' team and ``_pair`` read it with
+    # ``numba.get_num_threads()``): at most the pool's size, NUMBA_NUM_THREADS when it loaded.
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     record["blas"] = blas_info()
     record["torch"] = torch.get_num_threads() if torch is not None else None
-    record["numba_pool"] = numba.config.NUMBA_NUM_THREADS    # size it would have; not launched here
+    record["numba"] = numba.get_num_threads()
+    record["numba_pool"] = numba.config.NUMBA_NUM_THREADS
     try:
         yield record
     finally:
@@ -176,7 +186,8 @@ def threads_summary(record):
     """One line for a table caption: how many threads each library runs."""
     blas = ", ".join(f"{b['library'].split('-')[0]}={b['num_threads']}" for b in record["blas"]) or "none found"
     torch = "" if record.get("torch") is None else f"torch={record['torch']}, "
-    return f"threads: {torch}{blas} (via {record['method'].split(' ')[0]})"
+    numba = "" if record.get("numba") is None else f", numba={record['numba']}"
+    return f"threads: {torch}{blas}{numba} (via {record['method'].split(' ')[0]})"
 
 
 # ---------------------------------------------------------------------------------------------

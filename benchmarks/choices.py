@@ -23,8 +23,10 @@ shapes around its bounds, in one process, alternated (``_harness.time_interleave
 for each row what the rule picks and which side was faster. Before timing, the two sides'
 outputs are compared (float32 rounding only); a mismatch stops the script.
 
-Columns: ``A ms`` and ``B ms`` the median time per call of each side; ``B / A``; ``rule`` the
-side the code takes at that shape; ``faster`` the side that measured faster, or ``level`` within
+Columns: ``A ms`` and ``B ms`` the median time per call of each side (per product for
+packing; the JSON keeps every sample, in seconds per timed call, which for packing is
+``products_per_call`` products); ``B / A``; ``rule`` the side the code takes at that shape;
+``faster`` the side that measured faster, or ``level`` within
 LEVEL (5 %: about one run's noise on a shared 2-core VM); ``agrees`` yes / no / level. The
 bounds are powers of two of the work in multiply-adds, shown as ``log2 work``: one product's
 ``rows * K * N`` (packing; for tiled, one step's ``B G H H``) or one direction's forward
@@ -160,7 +162,8 @@ def bench_packing(shapes, repeat, min_sample_s, idle_s):
         rule = "packed" if _gemm.pack_for(W, rows, transposed=True).size else "BLAS"
         rows_out.append(dict(choice="packing", cell="-", shape=(rows, K, N), work=rows * K * N,
                              sides=list(sides), rule=rule, check=check,
-                             ms={k: v["median_s"] * 1e3 / n for k, v in t.items()}))
+                             ms={k: v["median_s"] * 1e3 / n for k, v in t.items()},
+                             products_per_call=n, timings=t))
     return rows_out
 
 
@@ -271,7 +274,7 @@ def _both_sides(choice, cell, shape, work, rule, sides, fb, repeat, min_sample_s
     check = max(_check(f"{choice} {cell} {shape} y", ya, yb), _check(f"{choice} {cell} {shape} dx", dxa, dxb))
     t = hz.time_interleaved({s: (lambda s=s: fb(s)) for s in sides}, repeat, min_sample_s, idle_s=idle_s)
     return dict(choice=choice, cell=cell, shape=shape, work=work, sides=list(sides), rule=rule, check=check,
-                ms={k: v["median_s"] * 1e3 for k, v in t.items()})
+                ms={k: v["median_s"] * 1e3 for k, v in t.items()}, timings=t)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,13 @@ def parse_args(argv=None):
                     help="only the first N shapes of the grid (a quick look, or a quick --check)")
     ap.add_argument("--json", default=os.path.join("bench_out", "gpu.json"),
                     help="where to write the results (default bench_out/gpu.json, as the CPU scripts)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    if not cells or set(cells) - set(CELLS):               # before anything is timed
+        ap.error(f"--cells: expected a non-empty subset of {CELLS}, got {cells}")
+    if not re.fullmatch(r"[0-9]+\.[0-9]+", args.cc):
+        ap.error(f"--cc: expected a compute capability MAJOR.MINOR such as 9.0, got {args.cc!r}")
+    return args
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,16 +153,19 @@ def _verify(kc, ref, cell, T, B, I, H, check_mode, has_persistent):
     return report
 
 
-def _torch_runner(cell, I, H, weights, x_np, dy_np):
-    """cuDNN forward / forward+backward closures, or None without torch CUDA."""
+def _torch_runner(cell, I, H, weights, x_np, dy_np, device="cuda"):
+    """cuDNN forward / forward+backward closures, or None without torch CUDA. The forward
+    runs under ``torch.inference_mode()`` (PyTorch's fastest); forward+backward resets every
+    gradient to None first, as a training step's ``zero_grad()`` does (accumulating into the
+    previous call's would add one kernel per gradient). ``device``: "cpu" in the tests."""
     try:
         import torch
     except ImportError:
         return None, "torch not installed"
-    if not torch.cuda.is_available():
+    if device == "cuda" and not torch.cuda.is_available():
         return None, "torch has no CUDA"
     import numpy as np
-    dev = torch.device("cuda")
+    dev = torch.device(device)
     m = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(I, H).to(dev)
     with torch.no_grad():                     # same weights as ours (LSTM: our bias in b_ih, b_hh = 0)
         m.weight_ih_l0.copy_(torch.from_numpy(weights[0]))
@@ -165,19 +174,24 @@ def _torch_runner(cell, I, H, weights, x_np, dy_np):
         m.bias_hh_l0.copy_(torch.from_numpy(weights[3]) if cell == "gru" else torch.zeros(GATES[cell] * H))
     x = torch.from_numpy(x_np).to(dev).requires_grad_(True)
     dy = torch.from_numpy(np.ascontiguousarray(dy_np)).to(dev)
+    params = list(m.parameters())
 
     def fwd(tf32=False):
         torch.backends.cudnn.allow_tf32 = tf32
-        with torch.no_grad():
+        with torch.inference_mode():
             m(x)
 
     def fwd_bwd(tf32=False):
         torch.backends.cudnn.allow_tf32 = tf32
+        x.grad = None
+        for p in params:
+            p.grad = None
         y, _ = m(x)
         y.backward(dy)
 
-    return (fwd, fwd_bwd, torch.cuda.synchronize,
-            f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}"), None
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    return (fwd, fwd_bwd, sync,
+            f"torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}", m, x), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,9 +220,7 @@ def run_benchmark(args):
               "simulator": kc.SIMULATOR}
     rows = []
     torch_note = None
-    for cell in [c.strip() for c in args.cells.split(",") if c.strip()]:
-        if cell not in GATES:
-            raise SystemExit(f"--cells: expected lstm and/or gru, got {cell!r}")
+    for cell in [c.strip() for c in args.cells.split(",") if c.strip()]:   # (checked: parse_args)
         for (T, B, I, H) in grid:
             plans = {d: persistent.plan(cell, d, np.float32, B, H) for d in ("forward", "backward")}
             has_persistent = plans["forward"] is not None and plans["backward"] is not None

@@ -14,8 +14,10 @@ Three tables, float32, time-major, all timings in this one process, interleaved 
      kernel ms     ``kernels.<cell>.<cell>_forward`` / ``_backward`` called directly
      module ms     ``rnncore.<CELL>(I, H)``: ``forward(x)``, ``backward(x, dy)`` (validation,
                    parameter-grad accumulation)
-     PyTorch ms    ``torch.nn.<CELL>(I, H)`` with the same weights: fwd under ``torch.no_grad()``
-                   (its fastest forward); fwd+bwd ``y.backward(dy)`` with ``x.requires_grad``
+     PyTorch ms    ``torch.nn.<CELL>(I, H)`` with the same weights: fwd under
+                   ``torch.inference_mode()`` (its fastest forward: ``torch.no_grad()`` took
+                   2-13 % longer at the seed shapes); fwd+bwd ``y.backward(dy)`` with
+                   ``x.requires_grad``
      reference ms  ``kernels.reference`` (plain NumPy, one step at a time); skipped above
                    ``REFERENCE_MAX_WORK`` (the table says so)
      speedup       PyTorch ms / kernel ms (> 1: rnncore faster)
@@ -185,7 +187,7 @@ def bench_layer(cell, shape, repeat, min_sample_s, idle_s, module=True):
         rb(dy, *([None] * nstate), out[-1])
 
     def torch_fwd():
-        with torch.no_grad():
+        with torch.inference_mode():
             tl(xt)
 
     def torch_fb():
@@ -237,7 +239,7 @@ def bench_bidir(cell, shape, repeat, min_sample_s, idle_s):
                   **_check_module_grads(f"{cell} bidir", m, tl))
 
     def torch_fwd():
-        with torch.no_grad():
+        with torch.inference_mode():
             tl(xt)
 
     def torch_fb():

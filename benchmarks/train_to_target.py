@@ -37,6 +37,7 @@ Runs alternate (rnncore, PyTorch, rnncore, ...) and the table reports medians.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -150,7 +151,7 @@ def build_torch(args, init):
         return loss.item()
 
     def predict(x):
-        with torch.no_grad():
+        with torch.inference_mode():                        # (PyTorch's fastest forward)
             _, (h_n, _) = lstm(torch.from_numpy(x))
             return linear(h_n[-1]).argmax(dim=1).numpy()
 
@@ -212,10 +213,7 @@ def main(argv=None, print_fn=print):
             for fw in runs:
                 runs[fw].append(run(fw, args, data))
 
-    def median(xs):
-        xs = sorted(xs)
-        return xs[len(xs) // 2]
-
+    median = statistics.median                 # (of an even count of runs: the middle two's mean)
     summary = {}
     for fw, rs in runs.items():
         summary[fw] = dict(wall_s=median([r["wall_s"] for r in rs]), epochs=median([r["epochs"] for r in rs]),
@@ -225,7 +223,9 @@ def main(argv=None, print_fn=print):
     for fw in summary:
         summary[fw]["speedup"] = summary["torch"]["wall_s"] / summary[fw]["wall_s"]
     label = dict(rnncore="rnncore", torch="PyTorch")
-    rows = [[label[fw], hz.fmt(s["wall_s"]), hz.fmt(s["epochs"], "int"), "yes" if s["reached"] else "no",
+    rows = [[label[fw], hz.fmt(s["wall_s"]),
+             hz.fmt(s["epochs"], "int" if s["epochs"] % 1 == 0 else "num"),
+             "yes" if s["reached"] else "no",
              hz.fmt(s["final_test_accuracy"]), hz.fmt(s["ms_per_step"]), hz.fmt(s["speedup"], "x")]
             for fw, s in summary.items()]
     notes = [f"{args.train} train / {args.test} test sequences of {POINTS} points; LSTM(2, {args.hidden}) -> "

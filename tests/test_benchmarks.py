@@ -13,7 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks import _harness, choices, layer_step, memory, startup, train_to_target  # noqa: E402
+from benchmarks import (_harness, choices, gpu, layer_step, memory, startup,  # noqa: E402
+                        train_to_target)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,8 +91,16 @@ def test_layer_step_quick(tmp_path):
             assert _finite(r[k]), (k, r)
     # the thread count asked for is the one every library reports
     th = on_disk["threads"]
-    assert th["torch"] == 1
+    assert th["torch"] == 1 and th["numba"] == 1
     assert all(b["num_threads"] == 1 for b in th["blas"])
+    # each row's check covers the output, the input gradient and every parameter gradient,
+    # of the kernel and of the module
+    for r in on_disk["layer"]:
+        biases = ["db_ih", "db_hh"] if r["cell"] == "gru" else ["db"]
+        module_biases = ["bias_ih_l0", "bias_hh_l0"] if r["cell"] == "gru" else ["bias_l0"]
+        assert set(r["check_max_abs_err"]) == {
+            "y", "dx", "dW_ih", "dW_hh", *biases, "module_y", "module_dx",
+            *(f"module_d{k}" for k in ["weight_ih_l0", "weight_hh_l0", *module_biases])}, r
     assert payload["layer"][0]["kernel_ms"] == on_disk["layer"][0]["kernel_ms"]
 
 
@@ -199,14 +208,15 @@ def test_choices_verdict():
     assert choices._verdict("b", ("a", "b"), {"a": 1.0, "b": 1.03}) == ("level", "level")
 
 
-@pytest.mark.parametrize("name", ["layer_step", "train_to_target", "startup", "memory", "choices"])
+@pytest.mark.parametrize("name", ["layer_step", "train_to_target", "startup", "memory", "choices",
+                                  "denormals", "gpu"])
 def test_scripts_run_both_ways(name):
     """``python benchmarks/<name>.py`` and ``python -m benchmarks.<name>`` both start (--help)."""
     for cmd in ([sys.executable, os.path.join("benchmarks", f"{name}.py"), "--help"],
                 [sys.executable, "-m", f"benchmarks.{name}", "--help"]):
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert "--quick" in r.stdout and "--json" in r.stdout
+        assert "--json" in r.stdout and ("--check" if name == "gpu" else "--quick") in r.stdout
 
 
 def test_layer_flops_formula():
@@ -262,6 +272,116 @@ def test_harness_helpers(tmp_path):
     assert _harness.fmt(None) == "n/a" and _harness.fmt(2.0, "x") == "2.00x" and _harness.fmt(12.3, "pct") == "12%"
 
 
+_THREADS_CHILD = """
+import json
+import numpy as np
+import scipy.linalg.blas
+import torch
+import numba
+import kernels.lstm
+from benchmarks import _harness
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 8, 4)).astype(np.float32)
+w = [rng.standard_normal(s).astype(np.float32) * 0.1 for s in ((256, 4), (256, 64), (256,))]
+with _harness.limit_threads(1) as record:
+    kernels.lstm.lstm_forward(x, *w, path="tiled")         # a call on Numba's thread pool
+    print(json.dumps(dict(record=[record["torch"], record.get("numba")],
+                          now=[torch.get_num_threads(), numba.get_num_threads()])))
+"""
+
+
+def test_thread_limit_holds_for_pytorch_and_numba_alike():
+    """In a process whose Numba pool is larger than ``--threads``, PyTorch and the kernels both
+    run on the count asked for, and the record says so. Numba's OpenMP threading layer, started
+    by the kernels' first call on its pool, had set PyTorch's count back to the pool's size
+    after ``torch.set_num_threads(1)`` (while the record said 1), and the kernels' team kept
+    the whole pool."""
+    if _harness.available_cores() < 2:
+        pytest.skip("needs two cores: Numba's pool is one thread here")
+    env = {k: v for k, v in os.environ.items() if k not in _harness.THREAD_ENV}
+    r = subprocess.run([sys.executable, "-c", _THREADS_CHILD], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == dict(record=[1, 1], now=[1, 1])
+
+
+def _spy_forward(monkeypatch, cls):
+    """Record (grad enabled, inference mode) of every call of ``cls.forward``."""
+    modes, real = [], cls.forward
+
+    def forward(self, *a, **kw):
+        modes.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(cls, "forward", forward)
+    return modes
+
+
+def test_layer_step_times_pytorchs_forward_in_inference_mode(monkeypatch):
+    """PyTorch's forward row runs under ``torch.inference_mode()``, its fastest forward
+    (``torch.no_grad()`` took 2-13 % longer at the seed shapes): every call without autograd
+    is an inference-mode call, in the single-layer and the bidirectional tables."""
+    modes = _spy_forward(monkeypatch, torch.nn.RNN)
+    layer_step.bench_layer("rnn", (3, 2, 3, 4), 1, 1e-4, 0.0, module=False)
+    layer_step.bench_bidir("rnn", (3, 2, 3, 4), 1, 1e-4, 0.0)
+    without_grad = [m for m in modes if not m[0]]
+    assert without_grad and all(inference for _, inference in without_grad)
+    assert any(grad for grad, _ in modes)                # the fwd+bwd rows keep autograd
+
+
+def test_gpu_pytorch_side_starts_each_backward_from_no_gradients():
+    """The cuDNN forward+backward closure sets every gradient to None first (as zero_grad()
+    does): accumulating into the previous call's gradients timed one extra kernel per
+    gradient on PyTorch's side only. Its forward runs in inference mode. (On the CPU here.)"""
+    rng = np.random.default_rng(0)
+    I, H, T, B = 3, 4, 5, 2
+    w = [rng.standard_normal(s).astype(np.float32) for s in ((3 * H, I), (3 * H, H), 3 * H, 3 * H)]
+    x, dy = rng.standard_normal((T, B, I)).astype(np.float32), np.ones((T, B, H), np.float32)
+    runner, why = gpu._torch_runner("gru", I, H, w, x, dy, device="cpu")
+    fwd, fwd_bwd, sync, _, m, xt = runner
+    fwd_bwd()
+    once = [xt.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    fwd_bwd()
+    sync()
+    for a, b in zip(once, [xt.grad] + [p.grad for p in m.parameters()]):
+        torch.testing.assert_close(a, b)
+    modes, real = [], m.forward
+
+    def spy(*a, **kw):
+        modes.append(torch.is_inference_mode_enabled())
+        return real(*a, **kw)
+
+    m.forward = spy
+    fwd()
+    assert modes == [True]
+
+
+def test_choices_json_keeps_every_sample(tmp_path):
+    """The record holds every timing sample (README: "The JSON holds every timing sample"),
+    not only the medians."""
+    _, _, on_disk = _run(choices, tmp_path, "--only", "packing,halves", "--cells", "rnn",
+                         "--threads", "1")
+    assert on_disk["rows"]
+    for r in on_disk["rows"]:
+        assert set(r["timings"]) == set(r["sides"])
+        for side, t in r["timings"].items():
+            assert len(t["samples_s"]) == on_disk["repeat"] and t["number"] >= 1
+            per = r.get("products_per_call", 1)
+            assert r["ms"][side] == pytest.approx(1e3 * t["median_s"] / per)
+
+
+def test_train_to_target_reports_medians_of_an_even_count(tmp_path):
+    """With an even --runs, the row is the median (the middle two's mean), as the README
+    says, not the upper of the middle two."""
+    import statistics
+    _, _, on_disk = _run(train_to_target, tmp_path, "--runs", "2", "--threads", "1",
+                         "--train", "64", "--test", "32", "--max-epochs", "1")
+    for fw, runs in on_disk["runs"].items():
+        s = on_disk["summary"][fw]
+        for k in ("wall_s", "ms_per_step", "final_test_accuracy", "epochs"):
+            assert s[k] == pytest.approx(statistics.median(r[k] for r in runs)), (fw, k)
+
+
 def test_startup_row_is_one_run_so_its_parts_add_up():
     """Medians taken column by column gave rows whose parts did not add up to their total."""
     runs = [dict(total_s=5.0, python_s=0.1, import_s=0.9, first_step_s=4.0, next_step_ms=1.0),
@@ -287,6 +407,9 @@ def test_startup_row_is_one_run_so_its_parts_add_up():
     (choices, ["--only", "tiled", "--shapes", "0,8,4,64"], "--shapes: expected 4 positive"),
     (choices, ["--only", "halves", "--shapes", "a,b,c,d"], "--shapes: expected 4 positive"),
     (choices, ["--shapes", "3,8,4,64"], "--shapes: expected one choice in --only"),
+    (gpu, ["--cells", "lstm,xyz"], "--cells: expected a non-empty subset of ('lstm', 'gru')"),
+    (gpu, ["--cells", ","], "--cells: expected a non-empty subset"),
+    (gpu, ["--compile-only", "--cc", "9"], "--cc: expected a compute capability MAJOR.MINOR"),
 ])
 def test_bad_command_line_values_are_usage_errors(module, argv, message, capsys):
     """These had run until an IndexError or ZeroDivisionError (some after minutes of work)."""
