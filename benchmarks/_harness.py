@@ -15,9 +15,11 @@ Thread control, three libraries to agree (all measured in the same process, same
   ``*_set_num_threads`` entry points via ctypes (the same thing threadpoolctl does).
 * Numba's own thread pool (``prange``) runs the tiled kernels' team (``kernels/_team.py``) and
   the paired directions / batch halves (``kernels/_pair.py``); it takes its size from
-  ``NUMBA_NUM_THREADS``, exported with the others before Numba loads. Its threading layer and
-  PyTorch's OpenMP are separate libraries: PyTorch's count stays as set (checked on the Xeon of
-  ``results/cpu.md``). The kernels use ``numba.get_num_threads()`` of the pool, which
+  ``NUMBA_NUM_THREADS``, exported with the others before Numba loads. Its OpenMP threading
+  layer, when it starts (the kernels' first call on the pool), sets the process's OpenMP
+  thread count to the pool's size, PyTorch's included (``torch.set_num_threads(1)``, then
+  Numba's start: PyTorch on 2 threads on a 2-core Xeon); ``limit_threads`` therefore starts it
+  before it sets PyTorch's count. The kernels use ``numba.get_num_threads()`` of the pool, which
   ``limit_threads`` sets to ``n`` too (``numba.set_num_threads``): a script's ``main()`` called
   in a process where Numba had already loaded a smaller pool gets at most that pool's size (the
   record says what was in effect).
