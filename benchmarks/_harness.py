@@ -29,6 +29,7 @@ Thread control, three libraries to agree (all measured in the same process, same
 
 import contextlib
 import gc
+import glob
 import importlib.metadata
 import json
 import math
@@ -401,9 +402,25 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _l3_cache():
+    """The last-level (L3) cache of CPU 0 as the kernel reports it ('491520K'), or None: two
+    machines sold under one CPU name may differ there (and in speed)."""
+    for index in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                if f.read().strip() != "3":
+                    continue
+            with open(os.path.join(index, "size")) as f:
+                return f.read().strip() or None
+        except OSError:
+            continue
+    return None
+
+
 def machine_info():
-    """What the numbers depend on: CPU, cores, load, library versions, commit."""
-    info = dict(cpu=_cpu_model(), cores=available_cores(), platform=platform.platform(),
+    """What the numbers depend on: CPU, its L3 cache, cores, load, library versions, commit."""
+    info = dict(cpu=_cpu_model(), l3_cache=_l3_cache(), cores=available_cores(),
+                platform=platform.platform(),
                 python=platform.python_version(), commit=_git_commit(),
                 loadavg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
                 time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

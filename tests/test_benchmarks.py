@@ -430,16 +430,33 @@ def test_a_missing_pytorch_is_said_with_the_install_command(module, monkeypatch)
 
 
 # -- spread: medians and ranges over several layer_step records --------------------------------
-def _record(speedups, cpu="CPU A", quick=False, commit="abc"):
+def _record(speedups, cpu="CPU A", quick=False, commit="abc", l3=None):
     """A layer_step record with one LSTM row per pass, one bidirectional row, one train step."""
     k_fb, m_fb, bi, step = speedups
     layer = [dict(cell="lstm", T=8, B=8, I=2, H=100, **{"pass": "fwd"}, speedup=9.0, module_speedup=None),
              dict(cell="lstm", T=8, B=8, I=2, H=100, **{"pass": "fwd+bwd"}, speedup=k_fb,
                   module_speedup=m_fb)]
-    return dict(benchmark="layer_step", quick=quick, machine=dict(cpu=cpu, cores=2, commit=commit),
-                layer=layer, bidirectional=[dict(cell="gru", T=4, B=2, I=3, H=5, **{"pass": "fwd+bwd"},
+    machine = dict(cpu=cpu, cores=2, commit=commit, **({"l3_cache": l3} if l3 else {}))
+    return dict(benchmark="layer_step", quick=quick, machine=machine, layer=layer, bidirectional=[dict(cell="gru", T=4, B=2, I=3, H=5, **{"pass": "fwd+bwd"},
                                                  speedup=bi)],
                 train_step=[dict(T=5, B=1, I=6, H=6, speedup=step)])
+
+
+def test_spread_keeps_machines_of_one_cpu_name_and_other_l3_caches_apart(tmp_path):
+    """Two machines sold as one CPU ('Intel(R) Xeon(R) Processor', 2 cores) with other caches
+    and speeds were pooled into one table."""
+    from benchmarks import _harness, spread
+    files = []
+    for i, l3 in enumerate(["491520K", "491520K", "107520K"]):
+        files.append(str(tmp_path / f"r{i}.json"))
+        with open(files[-1], "w") as f:
+            json.dump(_record((1.0 + i, 1.0, 1.0, 1.0), cpu="Xeon", l3=l3), f)
+    out = spread.main([*files, "--pass", "fwd+bwd"], print_fn=lambda *a: None)
+    assert set(out) == {"Xeon, L3 491520K, 2 cores", "Xeon, L3 107520K, 2 cores"}
+    assert out["Xeon, L3 491520K, 2 cores"]["commits"] == ["abc", "abc"]
+    l3 = _harness.machine_info()["l3_cache"]                   # recorded where Linux says it
+    if os.path.exists("/sys/devices/system/cpu/cpu0/cache/index3/size"):
+        assert isinstance(l3, str) and l3
 
 
 def test_spread_reports_median_and_range_per_row_and_leaves_out_what_is_no_full_run(tmp_path):
