@@ -7,10 +7,10 @@ median and a range.
 On a shared or virtual machine one run's ratio moves by 10-30 % from run to run of the same
 code (``benchmarks/README.md``): a single table can show 0.91x where the next shows 1.03x. This
 reads the JSON records that ``layer_step`` wrote (it times nothing) and prints, per machine
-(CPU model, L3 cache where the record has it, and core count) and per row of ``layer_step``'s three tables, how many runs had that
-row and the median, smallest and largest speedup over PyTorch among them: the kernel column and
-the module column for single layers, the module for the bidirectional layer, the whole step for
-the training step. ``--quick`` records are left out (their sizes mean nothing), and so is a file
+(CPU model, L3 cache where the record has it, and core count) and per row of ``layer_step``'s
+three tables, how many runs had that row and the median, smallest and largest speedup over
+PyTorch among them: the kernel column and the module column for single layers, the module for
+the bidirectional layer, the whole step for the training step. ``--quick`` records are left out (their sizes mean nothing), and so is a file
 that is not a ``layer_step`` record (said on one line each). Runs of different code are pooled
 as given: choose the files to compare like with like (records before 835b1e5 timed PyTorch's
 forward under ``no_grad``, since under ``inference_mode``: their ``fwd`` rows read higher).
