@@ -192,6 +192,17 @@ def test_activation_matches_torch(name):
     np.testing.assert_allclose(m.backward(x, dout), xt.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
+def test_leaky_relu_default_slope_is_pytorchs():
+    """LeakyReLU() without a slope is PyTorch's nn.LeakyReLU(): slope 0.01, forward and backward."""
+    x = away_from_kinks(np.random.default_rng(6).standard_normal((4, 5)) * 3)
+    dout = np.random.default_rng(7).standard_normal(x.shape)
+    m = LeakyReLU(dtype=np.float64)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.LeakyReLU()(xt)
+    (yt * torch.tensor(dout)).sum().backward()
+    np.testing.assert_allclose(m.forward(x), yt.detach().numpy(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(m.backward(x, dout), xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+
 def test_embedding_matches_torch():
     rng = np.random.default_rng(2)
     tm = torch.nn.Embedding(7, 3).double()

@@ -347,6 +347,19 @@ def test_remember_runs_chunks_like_the_whole_sequence(cell):
     np.testing.assert_allclose(out[0], whole[0], rtol=1e-12, atol=1e-14)
 
 
+def test_writing_into_h_n_leaves_the_remembered_state_alone():
+    """remember() carries the final state itself: h_n and c_n are the caller's to write into
+    (a copy is carried), so the next call starts from what the last one ended with."""
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((5, 3, 2))
+    m = make("lstm", 2, 4)
+    whole = m(x)
+    m.remember()
+    m(x[:2])
+    m.h_n[...] = 7.0
+    m.c_n[...] = -7.0
+    np.testing.assert_allclose(m(x[2:]), whole[2:], rtol=1e-12, atol=1e-14)
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_no_gradient_crosses_the_remembered_boundary(cell):
     """After remember(), a call's backward is that of a fresh call given the carried state as h0."""
@@ -642,6 +655,17 @@ def test_dropout_between_layers_is_inverted(cell):
         assert set(np.unique(mask)) == {0.0, 4.0}
         assert 0.7 < np.mean(mask == 0) < 0.8
 
+
+def test_dropout_between_layers_draws_every_step_anew():
+    """As PyTorch's, the mask between layers is drawn per entry of the (T, B, D*H) input, each
+    step independently: not one mask per sequence reused at every step."""
+    x = np.random.default_rng(21).standard_normal((4, 300, 2))
+    m = GRU(2, 3, num_layers=2, bidirectional=True, dropout=0.5, dtype=np.float64)
+    m(x)
+    mask = m._cache["masks"][1]
+    assert mask.shape == (4, 300, 6)
+    for t in range(3):                       # two independent draws differ in half the entries
+        assert 0.4 < np.mean(mask[t] != mask[t + 1]) < 0.6
 
 def test_dropout_keeps_the_expected_output_of_a_near_linear_layer():
     """Black-box: an RNN whose second layer is nearly linear (tiny weights: tanh(z) ~ z) gives,
