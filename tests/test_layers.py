@@ -203,6 +203,7 @@ def test_leaky_relu_default_slope_is_pytorchs():
     np.testing.assert_allclose(m.forward(x), yt.detach().numpy(), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(m.backward(x, dout), xt.grad.numpy(), rtol=1e-12, atol=1e-15)
 
+
 def test_embedding_matches_torch():
     rng = np.random.default_rng(2)
     tm = torch.nn.Embedding(7, 3).double()

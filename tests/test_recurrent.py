@@ -360,6 +360,7 @@ def test_writing_into_h_n_leaves_the_remembered_state_alone():
     m.c_n[...] = -7.0
     np.testing.assert_allclose(m(x[2:]), whole[2:], rtol=1e-12, atol=1e-14)
 
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_no_gradient_crosses_the_remembered_boundary(cell):
     """After remember(), a call's backward is that of a fresh call given the carried state as h0."""
@@ -666,6 +667,7 @@ def test_dropout_between_layers_draws_every_step_anew():
     assert mask.shape == (4, 300, 6)
     for t in range(3):                       # two independent draws differ in half the entries
         assert 0.4 < np.mean(mask[t] != mask[t + 1]) < 0.6
+
 
 def test_dropout_keeps_the_expected_output_of_a_near_linear_layer():
     """Black-box: an RNN whose second layer is nearly linear (tiny weights: tanh(z) ~ z) gives,
