@@ -225,19 +225,15 @@ class Optimizer:
         state, the others start with an empty one. (The per-parameter lists were left as they
         were: an IndexError at the next step, or a Parameter updated with the state of the
         one that had been at its index.)"""
-        d = self.__dict__
-        return d["_params"] if "_params" in d else d["params"]     # (a pickle from before)
+        return self._params
 
     @params.setter
     def params(self, value):
         params = tuple(_param_list(value))
         d = self.__dict__
-        old = {k: d[k] for k in ("_params", "_state", "_checked", "_flat", "params", "state")
-               if k in d}
-        kept = ({id(p): s for p, s in zip(self.params, self.state)}
-                if "_params" in d or "params" in d else None)        # (None: being built)
-        for k in ("params", "state"):
-            d.pop(k, None)
+        old = {k: d[k] for k in ("_params", "_state", "_checked", "_flat") if k in d}
+        kept = ({id(p): s for p, s in zip(self._params, self._state)}
+                if "_params" in d else None)                         # (None: being built)
         d["_params"] = params
         d["_state"] = [kept.get(id(p), {}) if kept else {} for p in params]
         d["_checked"] = [None] * len(params)      # per parameter: its data's dtype when checked
@@ -258,8 +254,7 @@ class Optimizer:
         """Per parameter, in the order of ``params``: a dict (momentum buffer, moment estimates,
         Adam's step count), empty until its first update. A list may be assigned (a copy kept
         from before, say): one dict per parameter, checked."""
-        d = self.__dict__
-        return d["_state"] if "_state" in d else d["state"]        # (a pickle from before)
+        return self._state
 
     @state.setter
     def state(self, value):
@@ -273,8 +268,18 @@ class Optimizer:
         for i, s in enumerate(value):
             if not isinstance(s, dict):
                 raise TypeError(f"state[{i}]: expected a dict, got {type(s).__name__}")
-        self.__dict__.pop("state", None)
         self.__dict__["_state"] = list(value)
+
+    def __setstate__(self, state):
+        """Unpickling: a pickle from before ``params`` and ``state`` were checked properties
+        kept them under those names; they move to the ones the properties read."""
+        state = dict(state)
+        for old, new in (("params", "_params"), ("state", "_state")):
+            if old in state:
+                state[new] = state.pop(old)
+        if "_params" in state:
+            state["_params"] = tuple(state["_params"])
+        self.__dict__.update(state)
 
     @property
     def lr(self):
@@ -376,7 +381,7 @@ class SGD(Optimizer):
         return state
 
     def __setstate__(self, state):
-        self.__dict__.update(state)
+        super().__setstate__(state)
         self._flat = [None] * len(self.params)       # (made again at the first step)
 
     def _plain(self):

@@ -363,6 +363,16 @@ def test_clip_grad_norm_takes_an_empty_generator_and_old_pickles_load():
     p.__setstate__((None, {"_data": np.zeros((2, 2), np.float32), "grad": g, "name": "w",
                            "requires_grad": True, "version": 0}))
     assert p.grad is g
+    opt = optim.SGD(lin.parameters(), lr=0.1, momentum=0.9)
+    opt.step()                                                # (a momentum buffer to keep)
+    kept = opt.__getstate__()
+    kept["params"], kept["state"] = list(kept.pop("_params")), kept.pop("_state")   # (before)
+    old = optim.SGD.__new__(optim.SGD)
+    old.__setstate__(kept)
+    assert old.params == tuple(lin.parameters()) and old.state is opt.state
+    before = lin.weight.data.copy()
+    old.step()                                                # the kept momentum is used
+    np.testing.assert_allclose(lin.weight.data, before - 0.1 * (0.9 * 1.0 + 1.0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
