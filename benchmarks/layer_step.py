@@ -23,7 +23,9 @@ Three tables, float32, time-major, all timings in this one process, interleaved 
      speedup       PyTorch ms / kernel ms (> 1: rnncore faster)
      GF/s          GEMM FLOPs / kernel time (``_harness.layer_flops``: fwd 2*T*B*G*H*(I+H),
                    fwd+bwd 3x that, G = 4 LSTM, 3 GRU, 1 RNN)
-     % peak        GF/s / this machine's sgemm peak, measured at the start of the run
+     % peak        GF/s / this machine's sgemm peak, measured at the start of the run (and
+                   again at its end: a change of more than ``PHASE_DRIFT`` is reported under
+                   the tables, as the machine's speed having moved during the run)
 2. Bidirectional, 2 layers, through the module API: ``rnncore.<CELL>(I, H, num_layers=2,
    bidirectional=True)`` vs ``torch.nn.<CELL>(..., num_layers=2, bidirectional=True)``.
 3. Training step at the seed shapes: ``Sequencer(Sequential(LSTM(I, H), Linear(H, 3),
@@ -54,6 +56,11 @@ CLASSES = 3
 CELLS = ("lstm", "gru", "rnn")
 #: The NumPy reference runs where T*B*H*(I+H) is at most this (the (64, 32, 128, 256) shape).
 REFERENCE_MAX_WORK = 64 * 32 * 256 * (128 + 256)
+#: A change of the sgemm peak between the run's start and end beyond this fraction is reported: on
+#: a virtual machine whose speed moves by phases (benchmarks/results/cpu.md) a slower phase
+#: lengthened PyTorch's times more than rnncore's, so a run across two phases mixes two sets of
+#: ratios. (Within one phase the best-of-5 peak moved by a few per cent.)
+PHASE_DRIFT = 0.10
 #: Largest |rnncore - PyTorch| accepted (float32), on outputs and input gradients (O(1) values)
 #: and, relative to their largest entry where that exceeds 1, on parameter gradients (``_check``).
 TOLERANCE = 1e-3
@@ -337,6 +344,17 @@ def bench_train_step(shape, repeat, min_sample_s, idle_s, lr=0.1):
     return t, phases, checks
 
 
+def phase_drift_note(start_gflops, end_gflops):
+    """The line printed under the tables when the sgemm peak measured at the run's end differs
+    from the one at its start by more than ``PHASE_DRIFT`` (as a list: empty when it does not)."""
+    drift = end_gflops / start_gflops - 1
+    if abs(drift) <= PHASE_DRIFT:
+        return []
+    return [f"The sgemm peak moved by {100 * drift:+.0f} % during the run ({start_gflops:.1f} -> "
+            f"{end_gflops:.1f} GF/s): the machine's speed changed while it ran, so its ratios may "
+            f"mix two phases (benchmarks/README.md, \"sgemm peak\")."]
+
+
 # ---------------------------------------------------------------------------------------------
 
 def main(argv=None, print_fn=print):
@@ -404,18 +422,22 @@ def main(argv=None, print_fn=print):
             step_rows.append([*map(str, shape), hz.fmt(r_ms), hz.fmt(t_ms), hz.fmt(row["speedup"], "x"),
                               hz.fmt(phases["forward_ms"]), hz.fmt(phases["criterion_ms"]),
                               hz.fmt(phases["backward_ms"]), hz.fmt(phases["optimizer_ms"])])
+        peak_end = hz.sgemm_peak(256 if args.quick else 2048, 2 if args.quick else 5)
 
     caption = (f"float32; {hz.threads_summary(threads)}; median of {args.repeat} interleaved rounds; "
                f"sgemm peak {P:.1f} GF/s (best of numpy {peak['numpy_gflops']:.1f}, scipy "
                f"{peak['scipy_gflops']:.1f}, torch.mm {peak['torch_gflops']:.1f}) at n={peak['n']}"
+               + f"; {peak_end['peak_gflops']:.1f} at the end"
                + ("; --quick: sizes too small to mean anything" if args.quick else ""))
+    phase_note = [] if args.quick else phase_drift_note(P, peak_end["peak_gflops"])
     tables = [
         ("Single layer: kernels vs module vs PyTorch vs NumPy reference",
          hz.markdown_table(["cell", "T", "B", "I", "H", "pass", "kernel ms", "module ms", "PyTorch ms",
                             "reference ms", "speedup", "GF/s", "% peak"], layer_rows),
          [caption, "speedup = PyTorch ms / kernel ms; GF/s = GEMM FLOPs / kernel time "
                    "(fwd 2*T*B*G*H*(I+H), fwd+bwd 3x; G = 4 LSTM, 3 GRU, 1 RNN); % peak = GF/s / sgemm peak; "
-                   "reference skipped where T*B*H*(I+H) > " + str(REFERENCE_MAX_WORK) + "."]),
+                   "reference skipped where T*B*H*(I+H) > " + str(REFERENCE_MAX_WORK) + ".",
+                   *phase_note]),
         ("Bidirectional, 2 layers, module API vs PyTorch",
          hz.markdown_table(["cell", "T", "B", "I", "H", "pass", "module ms", "PyTorch ms", "speedup", "GF/s",
                             "% peak"], bidir_rows),
@@ -428,7 +450,7 @@ def main(argv=None, print_fn=print):
           "fwd/criterion/bwd/optim: rnncore's step split by differencing cumulative timings."]),
     ]
     payload = dict(quick=args.quick, argv=list(argv) if argv is not None else sys.argv[1:], threads=threads,
-                   sgemm=peak, repeat=args.repeat, min_sample_s=min_sample, idle_s=idle, layer=layer_json,
+                   sgemm=peak, sgemm_end=peak_end, repeat=args.repeat, min_sample_s=min_sample, idle_s=idle, layer=layer_json,
                    bidirectional=bidir_json, train_step=step_json)
     return hz.report(NAME, payload, tables, args.json, print_fn=print_fn)
 

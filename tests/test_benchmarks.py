@@ -60,6 +60,15 @@ def _finite(v, positive=False):
     return isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 if positive else v >= 0)
 
 
+def test_layer_step_reports_a_peak_that_moved_during_the_run():
+    within = 0.9 * layer_step.PHASE_DRIFT
+    assert layer_step.phase_drift_note(300.0, 300.0 * (1 + within)) == []
+    assert layer_step.phase_drift_note(300.0, 300.0 * (1 - within)) == []
+    slower, faster = layer_step.phase_drift_note(300.0, 240.0), layer_step.phase_drift_note(300.0, 345.0)
+    assert len(slower) == 1 and "-20 %" in slower[0] and "300.0 -> 240.0 GF/s" in slower[0]
+    assert len(faster) == 1 and "+15 %" in faster[0] and "300.0 -> 345.0 GF/s" in faster[0]
+
+
 def test_layer_step_quick(tmp_path):
     payload, text, on_disk = _run(layer_step, tmp_path, "--threads", "1")
     _check_tables(text, [
@@ -71,6 +80,8 @@ def test_layer_step_quick(tmp_path):
     ])
     assert on_disk["benchmark"] == "layer_step" and on_disk["quick"] is True
     assert _finite(on_disk["sgemm"]["peak_gflops"], positive=True)
+    assert _finite(on_disk["sgemm_end"]["peak_gflops"], positive=True)   # measured again at the end
+    assert f"{on_disk['sgemm_end']['peak_gflops']:.1f} at the end" in text
     # every cell x shape x pass, every column
     seen = {(r["cell"], (r["T"], r["B"], r["I"], r["H"]), r["pass"]) for r in on_disk["layer"]}
     assert seen == {(c, s, p) for c in layer_step.CELLS for s in layer_step.QUICK_GRID for p in ("fwd", "fwd+bwd")}
