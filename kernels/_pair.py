@@ -132,6 +132,10 @@ class _Worker:
             except BaseException as e:                  # handed back, raised in the caller
                 result = (False, e)
             self._result = result
+            # The call and its result are the caller's from here on: this thread's names for
+            # them would otherwise keep them (a layer's cache, its gradients, through them the
+            # buffers of kernels._workspace) alive until the next pair, for good after the last
+            f = result = None
             self._ended.set()
 
     def start(self, f):
