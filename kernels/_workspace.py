@@ -34,7 +34,11 @@ length made new buffers, and a training loop whose T varied from 20 to 200 (LSTM
 B = 32, on the 2-core Xeon) kept the pool at its 1 GB limit after 100 steps, 98 % of it free
 and never taken again (1.3 GB resident), where a step needs ~40 MB. Up to twice the size, a
 buffer of a long batch serves the shorter ones that follow, and the pool keeps buffers at
-sizes at most about a factor of two apart.
+sizes at most about a factor of two apart. That still let a loop of varying lengths and batch
+sizes keep 3-5 times what its largest step needs (every size range its own set, each kept for
+good), so a request that finds no buffer first drops the free ones that no request has taken
+in its last ``IDLE_TAKES`` requests: a loop of fixed shapes finds its buffers every time and
+never gets there, and one of varying shapes keeps about what its recent steps used.
 
 Every buffer's data starts on a 64-byte boundary (a cache line): NumPy's own large arrays
 start 16 bytes past one, so every other 32-byte vector load of a 64-float row straddled two
@@ -54,6 +58,7 @@ __all__ = ["empty", "zeros", "release", "pooled_bytes", "MIN_BYTES", "LIMIT"]
 MIN_BYTES = 1 << 16        # 64 KB: smaller arrays come from np.empty
 LIMIT = 1 << 30            # bytes of buffers kept, in use or free
 REUSE_RATIO = 2            # a request may take a free buffer of up to this many times its size
+IDLE_TAKES = 1000          # a request that allocates drops free buffers not taken in this many
 ALIGN = 64                 # bytes
 _PAGE = 1 << 12            # buffer sizes are whole 4 KB pages (a request reuses its own size)
 
@@ -61,9 +66,11 @@ FILL = None                # None, or a value that ``empty`` fills every array w
                            # NaN, so that a kernel reading an entry it never wrote gives NaN
                            # instead of whatever the memory held (which passes by chance)
 
-_buffers = {}              # size in bytes -> [(buffer, offset of its first aligned byte)];
-                           # buffers are 1-D uint8 arrays of size + ALIGN bytes
+_buffers = {}              # size in bytes -> [[buffer, offset of its first aligned byte, the
+                           # request count when it was last taken]]; buffers are 1-D uint8
+                           # arrays of size + ALIGN bytes
 _sizes = []                # the keys of _buffers, ascending
+_takes = [0]               # requests so far
 _total = [0]               # bytes in _buffers
 _lock = threading.Lock()
 
@@ -80,7 +87,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _free(bucket, i):
-    """Whether bucket[i]'s buffer is used by no array (only its tuple and this call refer to it)."""
+    """Whether bucket[i]'s buffer is used by no array (only its entry and this call refer to it)."""
     return sys.getrefcount(bucket[i][0]) <= 2
 
 
@@ -92,14 +99,17 @@ def _take(size):
     it in use from that moment. (Returning the pool's own tuple did not: until the caller had
     unpacked it, another thread could take the same buffer; seen with four threads.)"""
     with _lock:
+        _takes[0] += 1
         k = bisect.bisect_left(_sizes, size)
         while k < len(_sizes) and _sizes[k] <= REUSE_RATIO * size:
             bucket = _buffers[_sizes[k]]
             for i in range(len(bucket)):
                 if _free(bucket, i):
-                    buf, start = bucket[i]
-                    return buf, start
+                    entry = bucket[i]
+                    entry[2] = _takes[0]
+                    return entry[0], entry[1]
             k += 1
+        _drop_idle(_takes[0] - IDLE_TAKES)
         if _total[0] + size > LIMIT:
             _drop_free(_total[0] + size - LIMIT)
         buf = np.empty(size + ALIGN, np.uint8)
@@ -108,9 +118,20 @@ def _take(size):
             if size not in _buffers:
                 _buffers[size] = []
                 bisect.insort(_sizes, size)
-            _buffers[size].append((buf, start))
+            _buffers[size].append([buf, start, _takes[0]])
             _total[0] += size
         return buf, start
+
+
+def _drop_idle(before):
+    """Drop the free buffers last taken before request number ``before``."""
+    for size in list(_sizes):
+        bucket = _buffers[size]
+        bucket[:] = [e for i, e in enumerate(bucket) if e[2] >= before or not _free(bucket, i)]
+        if len(bucket) < 1:
+            del _buffers[size]
+            _sizes.remove(size)
+    _total[0] = sum(size * len(bucket) for size, bucket in _buffers.items())
 
 
 def _drop_free(nbytes):

@@ -92,6 +92,28 @@ def test_batches_of_varying_length_reuse_buffers_instead_of_piling_them_up():
     del held
 
 
+def test_a_request_that_allocates_first_drops_buffers_idle_for_idle_takes(monkeypatch):
+    """Loops of varying shapes leave buffers that no later request fits; they go once they have
+    not been taken for IDLE_TAKES requests, at the next request that must allocate (a loop of
+    fixed shapes never allocates again, so never drops one)."""
+    monkeypatch.setattr(ws, "IDLE_TAKES", 5)
+    old = ws.empty(SHAPE)                                 # 256 KB
+    old_bytes = old.nbytes
+    del old
+    gc.collect()
+    wide = (SHAPE[0], 3 * SHAPE[1])                      # 3x: never served by the 256 KB one
+    for _ in range(5):
+        a = ws.empty(wide)                               # taken and freed: one buffer, reused
+        del a
+    kept = ws.pooled_bytes()[0]
+    assert kept == old_bytes + 3 * old_bytes             # the idle one is still there
+    held = ws.empty(wide)                                # reused: no allocation, nothing dropped
+    assert ws.pooled_bytes()[0] == kept
+    big = ws.empty((SHAPE[0], 7 * SHAPE[1]))             # allocates: the idle 256 KB goes first
+    assert ws.pooled_bytes()[0] == 3 * old_bytes + 7 * old_bytes
+    del held, big
+
+
 def test_release_drops_free_buffers_and_keeps_used_ones():
     a = ws.empty(SHAPE)
     b = ws.empty(SHAPE)
