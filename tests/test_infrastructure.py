@@ -73,12 +73,12 @@ def test_over_the_limit_only_enough_free_buffers_go_largest_first(monkeypatch):
     from kernels import _workspace as ws
     K = 1024
     ws.release()
-    monkeypatch.setattr(ws, "LIMIT", 640 * K)
-    a, b, c = ws.empty((64, 1024)), ws.empty((64, 1024)), ws.empty((32, 1024))   # 256+256+128 KB
+    monkeypatch.setattr(ws, "LIMIT", 704 * K)
+    a, b, c = ws.empty((64, 1024)), ws.empty((64, 1024)), ws.empty((48, 1024))   # 256+256+192 KB
     del b, c
     gc.collect()
-    d = ws.empty((16, 1024))                      # 64 KB more: the free 256 KB one goes, alone
-    assert ws.pooled_bytes() == (448 * K, 128 * K)
+    d = ws.empty((16, 1024))      # 64 KB more (no free buffer of at most twice that): the free
+    assert ws.pooled_bytes() == (512 * K, 192 * K)                  # 256 KB one goes, alone
     del a, d
     ws.release()
 
