@@ -58,7 +58,14 @@ from numba.extending import intrinsic
 
 __all__ = ["team_size", "teams_usable", "one_team", "barrier", "claim", "share"]
 
-SPINS_BEFORE_YIELD = 40000     # ~2 ms of ``pause`` before a waiting worker starts yielding
+SPINS_BEFORE_YIELD = 200  # ``pause`` hints (a few us) before a waiting worker starts yielding.
+# Was 40000 (~2 ms): on a 2-core machine running two trainings at once (two processes, two
+# workers each), every barrier then burnt its spin before the partner thread got a core: fit()
+# of a GRU(8, 64) took 1.10-1.24 s an epoch in each, against 0.09 alone; with 2000 spins 0.49,
+# with 200 0.39 (one thread each: 0.11). Alone, the tiled kernels' fwd+bwd at (32, 16, 64, 128)
+# and (64, 32, 128, 256), LSTM, GRU and RNN, medians of 3 alternated processes: level (-0.6 to
+# +1.2 %, within the noise): a barrier that waits longer polls through sched_yield, which on
+# an idle core returns at once.
 
 _sched_yield = types.ExternalFunction("sched_yield", types.int32())
 
