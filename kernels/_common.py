@@ -166,12 +166,17 @@ def sigmoid(z):
 def tanh(z):
     """Hyperbolic tangent of a scalar, vectorizable; returns ``z``'s type.
 
-    With ``u = expm1(-2|z|)``: ``tanh(|z|) = (1 - e^{-2|z|}) / (1 + e^{-2|z|}) = -u / (2 + u)``,
-    accurate for small |z| too because u comes from ``exp_expm1`` without cancellation.
+    With ``e = exp(-2|z|)`` and ``u = expm1(-2|z|) = e - 1``: ``tanh(|z|) = (1 - e) / (1 + e)
+    = -u / (1 + e)``, accurate for small |z| too because u comes from ``exp_expm1`` without
+    cancellation. The denominator is ``1 + e`` from |z| = 0.5 up and the equal ``2 + u`` below:
+    float32, against float64's tanh, at most 1.5 ulp from |z| = 2 (where ``1 - tanh^2``, the
+    backward's factor, magnifies the error), 2.4 ulp below; ``2 + u`` throughout had 2.5 ulp
+    at |z| of 2 to 5, ``1 + e`` throughout 2.2 below 0.001.
     """
     a = abs(z)
-    _, u = exp_expm1(-(a + a))
-    t = abs(u) / (type(z)(2) + u)            # abs(u) = -u, but +0.0 (not -0.0) at z = 0
+    e, u = exp_expm1(-(a + a))
+    d = (type(z)(1) + e) if a >= type(z)(0.5) else (type(z)(2) + u)
+    t = abs(u) / d                           # abs(u) = -u, but +0.0 (not -0.0) at z = 0
     return t if z >= 0 else -t
 
 
