@@ -53,7 +53,8 @@ def test_every_record_the_docs_name_is_committed():
                 continue
             if not os.path.isfile(os.path.join(RESULTS, os.path.basename(name))):
                 missing.append(f"{os.path.relpath(doc, ROOT)}: {name}")
-    assert not missing, "records named in the docs but not in benchmarks/results/: " + ", ".join(missing)
+    assert not missing, ("records named in the docs but not in benchmarks/results/: "
+                         + ", ".join(missing))
 
 
 def test_the_latest_table_holds_the_speedups_of_its_record():

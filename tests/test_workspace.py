@@ -59,7 +59,7 @@ def test_a_buffer_is_reused_only_after_every_array_made_from_it_is_gone():
 
 def test_a_request_takes_the_smallest_free_buffer_up_to_twice_its_size():
     rows = SHAPE[0]
-    big, bigger, huge = ws.empty((3 * rows // 2, 1024)), ws.empty((2 * rows, 1024)), ws.empty((3 * rows, 1024))
+    big, bigger, huge = (ws.empty((n, 1024)) for n in (3 * rows // 2, 2 * rows, 3 * rows))
     addresses = [a.ctypes.data for a in (big, bigger, huge)]
     del big, bigger, huge
     gc.collect()
