@@ -369,6 +369,7 @@ class Sequential(Module):
     """
 
     _keeps_forward = True                                        # (each child's input)
+    _kept_for_backward = ("_inputs", "_x_kept")
 
     def __init__(self, *modules, dtype=None):
         super().__init__(_children_dtype(modules, dtype))
@@ -547,6 +548,7 @@ class Sequencer(Module):
     """
 
     _keeps_forward = True
+    _kept_for_backward = ("_cache",)
 
     def __init__(self, module, dtype=None):
         if not isinstance(module, Module):
@@ -656,6 +658,7 @@ class LastStep(Module):
     """
 
     _keeps_forward = True
+    _kept_for_backward = ("_cache",)
 
     def __init__(self, dtype=np.float32):
         super().__init__(dtype)

@@ -285,6 +285,7 @@ class _Activation(Module):
 
     _takes_lengths = False
     _keeps_forward = True
+    _kept_for_backward = ("_cache",)
 
     def __init__(self, dtype=np.float32):
         super().__init__(dtype)

@@ -199,6 +199,10 @@ class Module:
     #: backward, since its second forward replaces the first's (``Sequential`` refuses it).
     #: False here, for modules of one's own; rnncore's layers say which they are.
     _keeps_forward = False
+    #: The attributes holding what the last forward kept for backward, which ``clear_state``
+    #: sets to None (each of rnncore's modules whose backward asks for a forward when its
+    #: attribute is None names it; a module of one's own may name its own).
+    _kept_for_backward = ()
     #: False where ``lengths=`` changes nothing but the zeros at padding steps (layers acting on
     #: each step alone): a container then hands the layer none and zeroes the padding once.
     _takes_lengths = True
@@ -338,6 +342,19 @@ class Module:
     def evaluate(self):
         for m in self.modules():
             m.train = False
+        return self
+
+    def clear_state(self):
+        """Drop what the last forward kept for backward in this module and every one below it
+        (Torch7's ``clearState``): recurrent layers' caches, activations' outputs, each child's
+        input. A model that only predicts (``evaluate()``) keeps them too, since backward may
+        follow any forward; after this, backward asks for a forward first. Outputs already
+        returned, final states (``h_n``, ``c_n``), a remembered state, parameters and grads stay.
+        The kernels' buffers go back to their pool, where the next forward reuses them
+        (``kernels.release_workspace()`` returns the unused ones to the system). Returns self."""
+        for m in self.modules():
+            for name in m._kept_for_backward:
+                setattr(m, name, None)
         return self
 
     # -- state -------------------------------------------------------------------------------

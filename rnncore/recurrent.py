@@ -139,6 +139,7 @@ class _Recurrent(Module):
 
     _cell = _gates = _states = _biases = None
     _keeps_forward = True     # (its kernels' caches)
+    _kept_for_backward = ("_cache",)
     _serial_kernel = {}       # keyword arguments that pick the cell's serial CPU kernel (``_pair``)
     _halves_from = None       # multiply-adds from which one direction's batch runs in two halves
     _tiled_first = False      # True: where a layer's kernel would be tiled, run it so, not
