@@ -38,16 +38,16 @@ back through step t+1, by two paths: step t+1's matrix product in (1)-(3), and t
 z * h_{t-1} of step t+1's (5) (there h_{t-1} is h_t); at t = T-1 it is the final state's
 upstream grad (``dh_n``). A name dv is dL/dv, the gradient of the loss L. Each step adds
 the gradient of its own output y_t = h_t (``dy``), then differentiates (5), (4), then (1)-(3),
-sig' = sig (1 - sig) and tanh' = 1 - tanh^2. Here dz is the grad of the update gate z, a value
+sig' = sig * (1 - sig) and tanh' = 1 - tanh^2. Here dz is the grad of the update gate z, a value
 after its sigmoid (unlike the LSTM's dz, the grads of the pre-activations). Products with a
-weight matrix or a transposed grad (dGh W_hh, dGh^T h_{t-1}) are matrix products; all others,
-side by side or with ``*``, are elementwise:
+weight matrix or a transposed grad (dGh W_hh, dGh^T h_{t-1}) are matrix products; ``*`` is
+elementwise:
 
     dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
     dn = dh_t * (1 - z)    dz = dh_t * (h_{t-1} - n)    direct: dh_t * z              from (5)
     dan = dn * (1 - n^2)   dr = dan * q   dq = dan * r    (dan = dL/da_n)             from (4)
-    dGh = [dr r (1 - r),  dz z (1 - z),  dq]     grads of gh (r, z, n thirds)     from (1)-(3)
-    dGi = [dr r (1 - r),  dz z (1 - z),  dan]    grads of gi: dGh but for the n third
+    dGh = [dr * r * (1 - r),  dz * z * (1 - z),  dq]    grads of gh (r, z, n thirds) (1)-(3)
+    dGi = [dr * r * (1 - r),  dz * z * (1 - z),  dan]   grads of gi: dGh but the n third
     dh'_{t-1} = dGh W_hh + dh_t * z    dx_t = dGi W_ih                       from (1)-(3), (5)
     dW_hh += dGh^T h_{t-1}   dW_ih += dGi^T x_t   db_hh += sum dGh   db_ih += sum dGi
 

@@ -1,5 +1,8 @@
 """Fast CPU LSTM: forward and backpropagation through time (BPTT), compiled with Numba.
 
+(Simpler reads first, if you like: ``reference.py`` has every cell one step at a time in plain
+NumPy, and ``rnn.py`` this file's organization with one gate instead of four.)
+
 Same arguments (plus ``path=``) and results as ``kernels.reference.lstm_forward`` /
 ``lstm_backward`` (the plain NumPy oracle, one step at a time); this file computes the same
 thing the way NVIDIA's cuDNN and the haste library (LMNT's fast RNN kernels) do, so that nearly
@@ -16,7 +19,7 @@ candidate values to write) and o (output: how much of tanh(c_t) to show). For ea
 t = 0 .. T-1, with the rows of x_t (B, I) and h_{t-1} (B, H) the batch's sequences (so the
 weights appear transposed), and h_{-1}, c_{-1} the initial states (the arguments ``h0``,
 ``c0``). Matrices side by side (x_t W_ih^T, and below dz W_hh, dz^T x_t) are a matrix
-product; ``*`` is elementwise, and so are the gate values side by side in the dz line below:
+product; ``*`` is elementwise:
 
     z_t = x_t W_ih^T + h_{t-1} W_hh^T + b                         (1)   (B, 4H) = z_i z_f z_g z_o
     i = sig(z_i)   f = sig(z_f)   g = tanh(z_g)   o = sig(z_o)     (2)   sig(u) = 1 / (1 + e^-u)
@@ -31,16 +34,18 @@ valid step is its final state h_n. With ragged sequences (``lengths``), a step
 
 Backpropagation through time runs t = T-1 down to 0. Two gradients arrive at step t from step
 t+1: dh'_t, the part of dL/dh_t that flows through step t+1's (1), and dc'_t, dL/dc_t through
-step t+1's (3); at t = T-1 they are the final states' upstream grads (``dh_n``, ``dc_n``).
+step t+1's (3); at a sequence's last valid step (t = T-1, or t = lengths[b] - 1 with padding
+after it, which passes them through by (5)) they are the final states' upstream grads (``dh_n``,
+``dc_n``).
 Each step adds the gradient of its own output y_t = h_t (``dy``), then differentiates (4), (3),
-(2), (1) in that order, sig' = sig (1 - sig) and tanh' = 1 - tanh^2. A name dv is dL/dv, the
+(2), (1) in that order, sig' = sig * (1 - sig) and tanh' = 1 - tanh^2. A name dv is dL/dv, the
 gradient of the loss L with respect to v; dz (B, 4H) holds the grads of the pre-activations
 z_t, in the same i, f, g, o quarters:
 
     dh_t = dy_t + dh'_t                                               h_t feeds y_t and step t+1
     do = dh_t * tanh(c_t)           dc_t = dc'_t + dh_t * o * (1 - tanh(c_t)^2)       from (4)
     di = dc_t * g   df = dc_t * c_{t-1}   dg = dc_t * i   dc'_{t-1} = dc_t * f        from (3)
-    dz = [di i (1 - i),  df f (1 - f),  dg (1 - g^2),  do o (1 - o)]                  from (2)
+    dz = [di * i * (1 - i),  df * f * (1 - f),  dg * (1 - g^2),  do * o * (1 - o)]    from (2)
     dh'_{t-1} = dz W_hh    dx_t = dz W_ih    dW_ih += dz^T x_t    dW_hh += dz^T h_{t-1}
     db += sum of dz over the batch                                                    from (1)
 
@@ -85,35 +90,18 @@ valid step ``lengths[b] - 1`` down to 0. We gather x once into *step order*,
 ``x_s[s, b] = x[lengths[b] - 1 - s, b]`` (``_common.flip_valid``), run the same forward-in-time
 recurrence, and write each step's output straight back to its time ``t = lengths[b] - 1 - s``.
 In step order, step s of sequence b is valid exactly when ``s < lengths[b]``, in both directions.
+So the cores count steps s, and an index t is always a time: t = s when ``reverse`` is False.
 
-Precision and speed notes: every array of one call has x's dtype (float32 or float64), so the
-cores compile for exactly those two signatures and ``dot_into`` calls BLAS without copies. Literal
-constants are made in that dtype (``one``), since a bare ``1`` would promote float32 to float64.
-``sigmoid`` and ``tanh`` come from ``_common``: within 2.7 ulp and, unlike ``math.exp``, SIMD-
-friendly; the forward activates one gate row per loop because LLVM only vectorizes a loop when
-it can prove its stores do not overlap its loads, and one stored row per loop keeps that simple.
-``fastmath={"contract"}`` lets LLVM fuse each ``a * b + c`` into one FMA instruction (without
-it, none: Numba asks for strict IEEE rounding of every product); that is the only fast-math
-liberty taken, and it changes results by round-off only. The activations' polynomials are most of
-the fused operations: the float32 forward ran 6-7 % faster at (8, 8, 2, 100) and (32, 16, 64, 128).
-On CPUs with AVX-512, LLVM still prefers 256-bit vectors unless told otherwise;
-``_prefer_512_bit()`` tells it so for the forward core (its gate loops then take 16 floats per
-instruction: the forward 4-10 % faster at (8, 8, 2, 100) on a 2-core Xeon; the backward, mostly
-matrix products, showed no gain, and keeps LLVM's choice).
-The big GEMMs, and the per-step product where BLAS does it, run on BLAS's own threads (the packed
-per-step product runs on the calling thread); the pointwise loops are serial: a ``prange`` thread
-pool beside BLAS's on two cores made every step slower, not faster. The cores release Python's lock
-(``nogil=True``), so that the two directions of a bidirectional layer can run at once, one per
-core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros`` behave like NumPy's, but
-from 64 KB up they hand out buffers reused from call to call (``_workspace``), whose memory pages
-are already mapped: a fresh page faults when first written (~2 us each on a virtual machine), which
-had cost the forward at (100, 64, 512, 512) 16 % of its time.
+The names in ``_backward_core``, against the equations above: ``dh_next`` is dh'_s (``dh_n``
+at the last valid step, else what step s+1's product left in ``dh``); ``dh_s`` is dh_t;
+``dc_s`` is dc_t; ``dc`` holds dc'_s on entry to step s and dc'_{s-1} after it; ``dz`` is dz
+(kept for every step in ``dZ``); ``hs[s]`` and ``cs[s]`` are h_{s-1} and c_{s-1}.
 
 A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
 split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team
 of threads for the whole pass. ``lstm_forward(path="auto")`` takes it for the mid-sized shapes
 where it measured faster, and on AVX-512 CPUs for large ones up to H = 512 (``kernels/_auto.py``);
-read this file first.
+read this file before that one. Notes on precision and speed are at the end of this file.
 """
 
 import numpy as np
@@ -290,7 +278,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                 dc_s = dc_b[j] + dh_s * o * (one - tc[j] * tc[j])        # (4): tanh' = 1 - tanh^2
                 dc_b[j] = dc_s * f                                       # (3): dc'_{s-1}
                 di, df, dg = dc_s * g, dc_s * c_prev[j], dc_s * i        # (3)
-                dz[0, j] = di * i * (one - i)                            # (2): sig' = sig (1 - sig)
+                dz[0, j] = di * i * (one - i)                            # (2): sig' = sig*(1-sig)
                 dz[1, j] = df * f * (one - f)                            # (2)
                 dz[2, j] = dg * (one - g * g)                            # (2): tanh' = 1 - tanh^2
                 dz[3, j] = do * o * (one - o)                            # (2)
@@ -353,3 +341,34 @@ def lstm_backward(dy, dh_n, dc_n, cache):
 
     dx = flip_valid(dx_s, lengths, empty(dx_s.shape, dx_s.dtype)) if reverse else dx_s
     return dx, dW_ih, dW_hh, db, dh, dc
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision and speed
+# ---------------------------------------------------------------------------------------------
+# Every array of one call has x's dtype (float32 or float64), so the cores compile for exactly
+# those two signatures and ``dot_into`` calls BLAS without copies. Literal constants are made in
+# that dtype (``one``), since a bare ``1`` would promote float32 to float64. ``sigmoid`` and
+# ``tanh`` come from ``_common``: within 2.7 ulp and, unlike ``math.exp``, SIMD-friendly; the
+# forward activates one gate row per loop because LLVM only vectorizes a loop when it can prove
+# its stores do not overlap its loads, and one stored row per loop keeps that simple.
+# ``fastmath={"contract"}`` lets LLVM fuse each ``a * b + c`` into one FMA instruction (without
+# it, none: Numba asks for strict IEEE rounding of every product); that is the only fast-math
+# liberty taken, and it changes results by round-off only. The activations' polynomials are most
+# of the fused operations: the float32 forward ran 6-7 % faster at (8, 8, 2, 100) and
+# (32, 16, 64, 128).
+#
+# On CPUs with AVX-512, LLVM still prefers 256-bit vectors unless told otherwise;
+# ``_prefer_512_bit()`` tells it so for the forward core (its gate loops then take 16 floats per
+# instruction: the forward 4-10 % faster at (8, 8, 2, 100) on a 2-core Xeon; the backward, mostly
+# matrix products, showed no gain, and keeps LLVM's choice).
+#
+# The big GEMMs, and the per-step product where BLAS does it, run on BLAS's own threads (the
+# packed per-step product runs on the calling thread); the pointwise loops are serial: a
+# ``prange`` thread pool beside BLAS's on two cores made every step slower, not faster. The cores
+# release Python's lock (``nogil=True``), so that the two directions of a bidirectional layer can
+# run at once, one per core, each with BLAS on one thread (``_pair``). ``empty`` and ``zeros``
+# behave like NumPy's, but from 64 KB up they hand out buffers reused from call to call
+# (``_workspace``), whose memory pages are already mapped: a fresh page faults when first written
+# (~2 us each on a virtual machine), which had cost the forward at (100, 64, 512, 512) 16 % of its
+# time.

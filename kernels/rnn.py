@@ -6,8 +6,8 @@ cuDNN and the haste library (LMNT's fast RNN kernels) do, so that nearly all the
 few matrix products. It is the simplest of the three cells (``rnn.py``, ``gru.py``, ``lstm.py``
 share one structure): read it first. The speed devices that the three share (the packed per-step
 product behind ``_gemm.step_operands``, ``_workspace``'s ``empty``/``zeros``, ``nogil``,
-``_prefer_512_bit``) are summarized at the end of this docstring; ``lstm.py``'s notes give the
-measurements behind them.
+``_prefer_512_bit``) are summarized at the end of this docstring; the notes at the end of
+``lstm.py`` give the measurements behind them.
 
 Shape key (used in every comment below):
 

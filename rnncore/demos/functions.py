@@ -179,8 +179,9 @@ def _accuracy(model, x, labels, lengths=None):
 def _ablation(seed, hidden, updates, test, print_fn):
     """The 12 combinations on the hard task; returns {(inputs, model, optimizer): accuracy}."""
     batch = 32
-    print_fn(f"\nAblation: the hard task, {updates} updates of batch {batch} each, "
-             f"LSTM({hidden});\ntest accuracy at the last step (chance 33%)")
+    print_fn(f"\nAblation: the hard task, {updates} updates of batch {batch} (4 epochs over "
+             f"{batch * updates // 4} samples), LSTM({hidden});\ntest accuracy at the last step "
+             f"(chance 33%)")
     print_fn(f"  {'inputs':<14}{'loss on':<22}{'SGD lr 0.01':>12}{'SGD lr 0.5':>12}"
              f"{'Adam+clip':>12}")
     results = {}
