@@ -400,6 +400,19 @@ def test_sequencer_padding_is_zero_and_takes_no_gradient(inner):
         np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("inner", [lambda: Linear(2, 3),          # (masked by the Sequencer only)
+                                   lambda: LSTM(2, 2, bidirectional=True)])
+def test_sequencer_of_one_layer_passes_gradcheck_with_lengths(inner):
+    """Central differences where the Sequencer's own handling of lengths is all there is: no
+    inner chain masks the padding again, and a reverse direction needs the lengths handed on."""
+    rnncore.manual_seed(2)
+    m = Sequencer(inner(), dtype=np.float64)
+    x = np.random.default_rng(2).standard_normal((4, 3, 2))
+    lengths = np.array([2, 4, 1])
+    check_grads(m, x, lengths=lengths)
+    assert rnncore.gradcheck(m, x, lengths=lengths) < TOL
+
+
 def test_sequencer_with_embedding_ids():
     rnncore.manual_seed(0)
     m = Sequencer(Sequential(Embedding(6, 3), LSTM(3, 2), Linear(2, 4)), dtype=np.float64)

@@ -20,9 +20,13 @@ STATE_KW = ("h0", "c0")
 # ---------------------------------------------------------------------------------------------
 
 def ragged_lengths(rng, T, B):
-    """(B,) lengths in [1, T], at least one full-length sequence, in random order."""
+    """(B,) lengths in [1, T], in random order: at least one full-length sequence and, where
+    B and T are at least 2, at least one shorter (so that padding is really there)."""
     lengths = rng.integers(1, T + 1, size=B)
-    lengths[rng.integers(B)] = T
+    full = rng.integers(B)
+    lengths[full] = T
+    if B > 1 and T > 1:
+        lengths[(full + 1 + rng.integers(B - 1)) % B] = rng.integers(1, T)
     return lengths
 
 
@@ -99,6 +103,7 @@ def test_gradcheck_configurations(cell, config):
     D = 2 if m.bidirectional else 1
     x = rng.standard_normal((T, B, I))
     lengths = ragged_lengths(rng, T, B) if ragged else None
+    assert not ragged or lengths.min() < T                   # padding really there
     states0 = [rng.standard_normal((m.num_layers * D, B, H)) for _ in range(N_STATES[cell])] if states else []
     check_gradients(m, x, lengths, states0)
 

@@ -99,6 +99,42 @@ def test_matches_torch_stacked_bidirectional_ragged(cell, dtype, return_sequence
             np.testing.assert_allclose(m.grad_c0, dstates_t[1], **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_batch_in_halves_matches_torch(cell, dtype, monkeypatch):
+    """A one-directional stacked layer whose batch runs in two halves at once (forced: the
+    real rule takes that path only at large shapes), ragged, from initial states: outputs,
+    final states and every gradient against PyTorch's whole-batch run."""
+    monkeypatch.setattr("rnncore.recurrent._pair_pays", lambda work: True)
+    ours_cls, torch_cls = CELLS[cell]
+    torch.manual_seed(2)
+    tm = torch_cls(I, H, num_layers=L).to(TORCH_DTYPE[dtype])
+    m = ours_cls(I, H, num_layers=L, dtype=dtype).load_state_dict(torch_state(tm))
+    m._halves_from = 0                                       # (an instance's own bound)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    states0 = [rng.standard_normal((L, B, H)).astype(dtype)
+               for _ in range(2 if cell == "lstm" else 1)]
+    dout = rng.standard_normal((T, B, H)).astype(dtype)
+    y_t, hn_t, cn_t, dx_t, grads_t, dstates_t = run_torch(tm, x, LENGTHS, dout, states0, True)
+    y = m.forward(x, lengths=LENGTHS, **dict(zip(("h0", "c0"), states0)))
+    assert m._cache["halves"]
+    tol = TOL[dtype]
+    np.testing.assert_allclose(y, y_t, **tol)
+    np.testing.assert_allclose(m.h_n, hn_t, **tol)
+    if cell == "lstm":
+        np.testing.assert_allclose(m.c_n, cn_t, **tol)
+    m.zero_grad_parameters()
+    np.testing.assert_allclose(m.backward(x, dout), dx_t, **tol)
+    ours = dict(m.named_parameters())
+    for name, g in grads_t.items():
+        ours_name = (name.replace("bias_ih", "bias").replace("bias_hh", "bias")
+                     if cell in ("lstm", "rnn") else name)   # (our one bias: their sum's grad)
+        np.testing.assert_allclose(ours[ours_name].grad, g, **tol, err_msg=name)
+    for got, want in zip((m.grad_h0, getattr(m, "grad_c0", None)), dstates_t):
+        np.testing.assert_allclose(got, want, **tol)
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_unidirectional_single_layer_unpadded_matches_torch(cell):
     """The plain case, without packing: one layer, one direction, full-length batch."""
