@@ -373,9 +373,11 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 
 
 @njit(cache=True, error_model="numpy")
-def _input_part(w, n_workers, x, W_i, bias, G, taken):
+def _input_part(w, n_workers, x, W_i, bias, G, taken, width):
     """Worker w's items of the input part of (1), every step at once: G[u] = b[u] + X W_i[u]
-    for all unit tiles u (X: the T Bp rows of x, G[u] a contiguous (T Bp, 64) block). The unit
+    for all unit tiles u (X: the T Bp rows of x, G[u] a contiguous (T Bp, 64) block, of which
+    the first ``width`` columns are written: 48 for ``gru_tiled``, whose fourth block is not an
+    input part). The unit
     tiles are split into n_workers equal ranges, and an item is one range's tiles on a panel
     of up to IN_ROWS rows of X: the panel stays in L2 while the range's W_i[u] pass over it in
     chunks of KC_STEP rows (16 or 32 KB, in L1 over the panel's row blocks). Items are claimed
@@ -385,6 +387,7 @@ def _input_part(w, n_workers, x, W_i, bias, G, taken):
     512) took 1.23x as long; no longer at (64, 32, 128, 256), whose X is 1 MB. Items of all
     tiles on a panel were faster still alone, 1.25x at (64, 32, 128, 256), but not in the
     whole forward: each worker then wrote G for the other's tiles.)"""
+    literally(width)
     T, Bp, Ip = x.shape
     M = T * Bp                                           # a multiple of R, as Bp is
     X = x.reshape(1, M, Ip)
@@ -396,8 +399,8 @@ def _input_part(w, n_workers, x, W_i, bias, G, taken):
     while item >= 0:
         r, m0 = item // n_p, (item % n_p) * rows
         for u in range(r * n_u // n_workers, (r + 1) * n_u // n_workers):
-            _gemm_tile(X, W_i[u], Z, G[u].reshape(M, G.shape[3]), m0, min(m0 + rows, M), 0,
-                       KC_STEP, bias[u])
+            _gemm_tile(X, W_i[u], width, G[u].reshape(M, G.shape[3]), m0, min(m0 + rows, M), 0,
+                       KC_STEP, bias[u, :width])
         done += 1
         item = claim(taken, w, n_workers, n_workers * n_p)
     return done
@@ -416,7 +419,7 @@ def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_w
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
-        balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0])   # (1)
+        balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0], Z)   # (1)
         barrier(sync, n_workers)                         # G = b + x W_ih^T for all steps
         first, last = share(balance[1], w, n_items)
         for s in range(T):

@@ -103,7 +103,7 @@ def _forward_core(y, hs, G, x, W_i, bias, W_f, lengths, reverse, n_workers, sync
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
-        balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0])   # (1)
+        balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0], Z)   # (1)
         barrier(sync, n_workers)                         # G = b + x W_ih^T for all steps
         first, last = share(balance[1], w, n_items)
         for s in range(T):
