@@ -374,19 +374,18 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
 
 @njit(cache=True, error_model="numpy")
 def _input_part(w, n_workers, x, W_i, bias, G, taken, width):
-    """Worker w's items of the input part of (1), every step at once: G[u] = b[u] + X W_i[u]
-    for all unit tiles u (X: the T Bp rows of x, G[u] a contiguous (T Bp, 64) block, of which
-    the first ``width`` columns are written: 48 for ``gru_tiled``, whose fourth block is not an
-    input part). The unit
-    tiles are split into n_workers equal ranges, and an item is one range's tiles on a panel
-    of up to IN_ROWS rows of X: the panel stays in L2 while the range's W_i[u] pass over it in
-    chunks of KC_STEP rows (16 or 32 KB, in L1 over the panel's row blocks). Items are claimed
-    (``_team.claim``, ``taken``: (n_workers,) zeros), so worker w first does its own range's
-    panels, mostly the tiles it will own in the steps; returns how many it did. (Items of one
-    unit tile over all rows read all of X once per tile: the input part at (100, 64, 512,
-    512) took 1.23x as long; no longer at (64, 32, 128, 256), whose X is 1 MB. Items of all
-    tiles on a panel were faster still alone, 1.25x at (64, 32, 128, 256), but not in the
-    whole forward: each worker then wrote G for the other's tiles.)"""
+    """Worker w's items of the input part of (1), every step at once: G[u] = b[u] + X W_i[u] for
+    all unit tiles u (X: the T Bp rows of x, G[u] a contiguous (T Bp, 64) block, of which the
+    first ``width`` columns are written: 48 for ``gru_tiled``, whose fourth block is not an
+    input part). The unit tiles are split into n_workers equal ranges, and an item is one
+    range's tiles on a panel of up to IN_ROWS rows of X: the panel stays in L2 while the range's
+    W_i[u] pass over it in chunks of KC_STEP rows (16 or 32 KB, in L1 over the panel's row
+    blocks). Items are claimed (``_team.claim``, ``taken``: (n_workers,) zeros), so worker w
+    first does its own range's panels, mostly the tiles it will own in the steps; returns how
+    many it did. (Items of one unit tile over all rows read all of X once per tile: the input
+    part at (100, 64, 512, 512) took 1.23x as long; no longer at (64, 32, 128, 256), whose X is
+    1 MB. Items of all tiles on a panel were faster still alone, 1.25x at (64, 32, 128, 256),
+    but not in the whole forward: each worker then wrote G for the other's tiles.)"""
     literally(width)
     T, Bp, Ip = x.shape
     M = T * Bp                                           # a multiple of R, as Bp is
