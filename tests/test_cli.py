@@ -200,6 +200,11 @@ def test_stacked_demo_counts_and_shapes():
     assert r["rnn"]["params"] == r["rnn"]["formula"] == [64 * 66 + 64, 32 * 96 + 32]
     assert sum(r["num_layers_2"]["params"]) == sum(r["two_objects"]["params"]) == 50176
     assert r["same_output"] <= 1e-6 and r["same_h_n"] <= 1e-6
+    # the backward chain: layer by layer by hand is the stack's backward; every step of the
+    # bottom layer's output gets a gradient, though only the top's last step had one
+    assert r["backward_by_hand"] <= 1e-6
+    assert len(r["grad_per_step"]) == 5 and min(r["grad_per_step"]) > 0
+    assert "dL/dx (5, 3, 2)" in out
 
 
 def test_stacked_hidden_option_changes_the_formula():

@@ -70,6 +70,30 @@ def _show(title, model, x, print_fn):
             "states": [dict(r.states) for r in rows]}
 
 
+def _backward_chain(model, x, print_fn):
+    """The backward through the stack, one layer at a time by hand, against ``model.backward``:
+    the top layer's dL/d(its input) is the bottom layer's dL/dy."""
+    gy = np.ones((x.shape[1], model[1].hidden_size), np.float32)     # dL/dy of the top (B, H2)
+    model.forward(x)
+    gx = model.backward(x, gy)
+    h = model[0].forward(x)                                      # (T, B, H1)
+    model[1].forward(h)
+    g_h = model[1].backward(h, gy)                               # (T, B, H1): dL/dh, each step
+    g_x = model[0].backward(x, g_h)                              # (T, B, 2)
+    model.zero_grad_parameters()
+    per_step = np.abs(g_h).sum(axis=(1, 2))
+    diff = float(np.abs(g_x - gx).max())
+    print_fn(f"  Backward runs the chain the other way. The top layer gets dL/dy only at its "
+             f"last step\n  (return_sequences=False: it enters as dL/dh_n), and its backward "
+             f"returns dL/d(its input)\n  {g_h.shape}: a gradient for every step of the first "
+             f"layer's output, which is that layer's dy.\n  Summed |dL/dh_t| for t = 0..{len(per_step) - 1}: "
+             f"{np.array2string(per_step, precision=3)} (BPTT: an earlier step's\n"
+             f"  gradient came back through more of the top layer's steps, each scaling it). "
+             f"The first layer's\n  backward then gives dL/dx {g_x.shape}; by hand, layer by "
+             f"layer, it differs from model.backward's\n  by {diff:.1e}.")
+    return {"backward_by_hand": diff, "grad_per_step": per_step.tolist()}
+
+
 def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None, plot=None,
         print_fn=print):
     """Print the shape traces and the counts; return them.
@@ -84,7 +108,9 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     {"params": [per layer, as counted], "formula": [per layer, from the formula],
     "output_shapes", "input_shapes", "states"}, "same_output" and "same_h_n": max abs
     differences of the outputs and of the top final states between num_layers=2 and two
-    stacked objects with the same weights}.
+    stacked objects with the same weights}, "backward_by_hand" (max abs difference of dL/dx from
+    the two layers' backwards by hand and from the stack's) and "grad_per_step" (summed
+    |dL/dh_t| the top layer hands the bottom one, t = 0 .. T-1).
     """
     H1 = 64 if hidden is None else _checks.positive_int(hidden, "hidden")
     H2 = max(H1 // 2, 1)
@@ -92,12 +118,13 @@ def run(seed=0, epochs=None, hidden=None, quick=False, progress=True, save=None,
     x = np.random.default_rng(seed).standard_normal((5, 3, 2)).astype(np.float32)  # (T, B, 2)
     out = {}
     print_fn(f"Input x: (T, B, F) = {x.shape}, time-major. Each table: rnncore.trace(model, x).")
+    model = Sequential(LSTM(2, H1), LSTM(H1, H2, return_sequences=False))
     out["lstm"] = _show(f"Sequential(LSTM(2, {H1}), LSTM({H1}, {H2}, return_sequences=False))",
-                        Sequential(LSTM(2, H1), LSTM(H1, H2, return_sequences=False)),
-                        x, print_fn)
+                        model, x, print_fn)
     print_fn(f"  The first layer returns every step (5, 3, {H1}): that is the second layer's "
              f"input, so its I is {H1}.\n  The second returns only its last hidden state "
              f"(3, {H2}) = its h_n[-1].")
+    out.update(_backward_chain(model, x, print_fn))
     out["bidirectional"] = _show(
         f"Sequential(LSTM(2, {H1}, bidirectional=True),\n"
         f"           LSTM({2 * H1}, {H2}, bidirectional=True, return_sequences=False))",
