@@ -6,32 +6,34 @@ ordinary numbers and on subnormal ones, timed against each other.
     python -m benchmarks.denormals --quick              # tiny sizes: checks the code paths
 
 Subnormal float32 numbers (below 2^-126 ~ 1.2e-38 in size) take a slow microcode path on some
-CPUs: one multiply or add many times slower, unless the program flushes them to zero, which
-these kernels do not (nor does NumPy, nor PyTorch by default). In an RNN they come from long
-sequences: states that decay step after step while the input is quiet, and, far more often,
-gradients that vanish backwards through time. Their exp clamp keeps the kernels' own
-activations out of that range (``kernels/_common.py``); this measures what is left: the
-products and the point-wise passes on subnormal inputs.
+CPUs: one multiply or add many times slower. In an RNN they come from long sequences: states
+that decay step after step while the input is quiet, and, far more often, gradients that
+vanish backwards through time. Since 2026-12-03 the kernels' compiled cores run with the CPU's
+flush-to-zero and denormals-are-zero modes (``kernels/_common.py``, ``flush_subnormals``):
+subnormal inputs read as 0 and subnormal results are 0, so this script now checks that
+subnormal inputs cost nothing; before, it measured what they cost.
 
-Per cell and path (``steps``; ``tiled`` too for the LSTM and GRU, forced even where ``auto``
-would not take it), two runs of the same kernel with the same weights (N(0, 1/H), biases 0):
+Per cell and path (``steps`` and ``tiled``, the tiled one forced even where ``auto`` would not
+take it), two runs of the same kernel with the same weights (N(0, 1/H), biases 0):
 
     normal      x ~ N(0, 1), zero initial states; backward: dy ~ N(0, 1) on that forward
-    subnormal   the same x and dy times 2^-140 (~7e-43): every pre-activation, state, output
-                and gradient of the run is then subnormal or zero (``subnormal share`` says
-                which fraction of the non-zero outputs, y forward, dx backward, are)
+    subnormal   the same x and dy times 2^-140 (~7e-43): without the flush every
+                pre-activation, state, output and gradient of the run is then subnormal or
+                zero; with it, all are 0 (``subnormal share``: of the non-zero outputs, y
+                forward, dx backward, the fraction that are subnormal; 0 where none is non-zero)
 
 Columns: the two times (median of interleaved rounds, ``_harness.time_interleaved``), their
 ratio (above 1: subnormals are slower here), and the share. No PyTorch involved.
 
-**Measured** on the 2-core AMD EPYC (Zen 3) of ``results/cpu_zen3.md``, at the default shape:
-the forwards 1.05-1.21x slower on subnormals, the backwards 0.88-1.07x (three runs;
-``results/cpu_zen3_denormals.json``): a penalty, but nothing like the many-fold one that some
-CPUs charge. It sits in the activations (a loop of 1M ``tanh`` calls: 2.1-2.6 ms on subnormal
-arguments, 0.94-0.97 on ordinary ones; ``sigmoid`` 1.6-1.9 against 0.85). Treating arguments
-below 2^-126 as 0 in ``sigmoid`` and ``tanh`` (returning 1/2 and the argument itself: the same
-bits) took the forwards' penalty away (0.99-1.03x) but cost 13-15 % in those loops on ordinary
-numbers, the case that matters; it was not kept.
+**Measured**, at the default shape, before the flush:
+- the 2-core AMD EPYC (Zen 3) of ``results/cpu_zen3.md``: the forwards 1.05-1.21x slower on
+  subnormals, the backwards 0.88-1.07x (three runs; ``results/cpu_zen3_denormals.json``), the
+  cost in the activations (flushing their arguments alone took it away but cost 13-15 % in
+  those loops on ordinary numbers);
+- the 2-core Intel Xeon of ``results/cpu.md`` (``results/cpu_xeon480_denormals_3af7c13.json``):
+  every kernel 18-140x slower (LSTM tiled forward 7.75 against 1085 ms, backward 15.8 against
+  289), the many-fold penalty Intel CPUs charge.
+After it, on that Xeon (``results/cpu_xeon480_denormals_FTZ_COMMIT.json``): RATIOS_AFTER.
 """
 import argparse
 import os
@@ -44,7 +46,7 @@ from benchmarks import _harness as hz  # noqa: E402
 NAME = "denormals"
 SHAPE, QUICK_SHAPE = (64, 32, 128, 256), (4, 2, 3, 8)
 CELLS = ("lstm", "gru", "rnn")
-PATHS = {"lstm": ("steps", "tiled"), "gru": ("steps", "tiled"), "rnn": ("steps",)}
+PATHS = {"lstm": ("steps", "tiled"), "gru": ("steps", "tiled"), "rnn": ("steps", "tiled")}
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 #: The subnormal run's inputs are the normal run's times this: 2^-140, deep in float32's
 #: subnormal range (2^-149 .. 2^-126) with 9 bits of precision left.
@@ -85,7 +87,7 @@ def _kernel_calls(cell, path, x, weights, dy):
     import importlib
     mod = importlib.import_module(f"kernels.{cell}")
     forward, backward = getattr(mod, f"{cell}_forward"), getattr(mod, f"{cell}_backward")
-    kw = {} if cell == "rnn" else dict(path=path)           # (the RNN has one CPU path)
+    kw = dict(path=path)
     no_states = (None,) * (2 if cell == "lstm" else 1)       # dh_n (and dc_n): none
     cache = forward(x, *weights, **kw)[-1]
     return (lambda: forward(x, *weights, **kw)[0]), (lambda: backward(dy, *no_states, cache)[0])

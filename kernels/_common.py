@@ -422,3 +422,74 @@ def bad_cache(cache, forward, maker=None):
     if maker is not None:
         got += f" that looks like {maker}"
     return TypeError(f"cache: expected the cache returned by {forward}, got {got}")
+
+
+# -- subnormal numbers ------------------------------------------------------------------------
+# Float32 numbers below 2^-126 (subnormals) take a microcode path on Intel CPUs: on the Xeon of
+# benchmarks/results/cpu.md every kernel ran 18-140x slower on them (``benchmarks.denormals``),
+# and they are not exotic: a gradient that vanishes back through a long sequence becomes one
+# (an LSTM's backward with the loss at the last step, (T, 32, 64, 128): 72 us a step at T = 100,
+# 850 at T = 2000, where 16 % of dx was subnormal). So the compiled cores run with the CPU's
+# flush-to-zero and denormals-are-zero modes on (MXCSR bits FTZ and DAZ, as TensorFlow's
+# thread pools do, and PyTorch's ``torch.set_flush_denormal(True)``): a subnormal result is 0,
+# a subnormal input reads as 0. Each core turns them on in the thread it runs on and restores
+# the thread's own setting before it returns, so nothing outside the kernels changes; BLAS's
+# own worker threads keep theirs. x86-64 only; elsewhere both calls do nothing.
+
+_MXCSR_FTZ_DAZ = 0x8040                  # bit 15 flush-to-zero, bit 6 denormals-are-zero
+_X86 = __import__("platform").machine().lower() in ("x86_64", "amd64")
+
+
+_BYTE_P = ir.IntType(8).as_pointer()
+
+
+def _mxcsr_intrinsic(builder, name):
+    """LLVM's ``llvm.x86.sse.stmxcsr`` / ``ldmxcsr``: store / load MXCSR through an i8*."""
+    return builder.module.declare_intrinsic(f"llvm.x86.sse.{name}", (),
+                                            ir.FunctionType(ir.VoidType(), [_BYTE_P]))
+
+
+@intrinsic
+def _mxcsr(typingctx):
+    """The calling thread's MXCSR register (x86-64), as an int32."""
+    def codegen(context, builder, sig, args):
+        slot = builder.alloca(ir.IntType(32))
+        builder.call(_mxcsr_intrinsic(builder, "stmxcsr"), [builder.bitcast(slot, _BYTE_P)])
+        return builder.load(slot)
+    return types.int32(), codegen
+
+
+@intrinsic
+def _set_mxcsr(typingctx, value):
+    """Set the calling thread's MXCSR register (x86-64) to the int32 ``value``."""
+    if value != types.int32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        slot = builder.alloca(ir.IntType(32))
+        builder.store(args[0], slot)
+        builder.call(_mxcsr_intrinsic(builder, "ldmxcsr"), [builder.bitcast(slot, _BYTE_P)])
+        return context.get_dummy_value()
+    return types.void(value), codegen
+
+
+if _X86:
+    @njit(cache=True, inline="always")
+    def flush_subnormals():
+        """Turn on FTZ and DAZ in this thread; returns its previous MXCSR for ``restore_fp``."""
+        before = _mxcsr()
+        _set_mxcsr(np.int32(before | _MXCSR_FTZ_DAZ))
+        return before
+
+    @njit(cache=True, inline="always")
+    def restore_fp(before):
+        """Put back the MXCSR ``flush_subnormals`` returned."""
+        _set_mxcsr(before)
+else:
+    @njit(cache=True, inline="always")
+    def flush_subnormals():
+        return np.int32(0)
+
+    @njit(cache=True, inline="always")
+    def restore_fp(before):
+        pass

@@ -114,7 +114,8 @@ from numba import njit
 
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
-                      dot_into, flip_valid, sigmoid, init_state, state_or_zeros, tanh)
+                      dot_into, flip_valid, flush_subnormals, init_state, restore_fp, sigmoid,
+                      state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -145,6 +146,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, 
                          W_hh_T_packed empty. h_{s-1} here is hs[s], the state before step s.
     lengths: (B,) int64  reverse: 0 or 1 (only decides where outputs are written)
     """
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the gate loops (_gemm)
     T, B, I = x_s.shape
     H = hs.shape[2]
@@ -176,6 +178,7 @@ def _forward_core(y, hs, gates, ns, qs, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, 
                 n[j] = tanh(g[2, j] + bi[2, j] + r[j] * q[j])              # (4)
                 y_t[j] = (one - z[j]) * n[j] + z[j] * h_prev[j]            # (5)
             copy_row(y_t, h_new)
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=None, lengths=None, reverse=False, path="auto"):
@@ -252,6 +255,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
                         (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
     the rest: the forward's cache (see ``_forward_core``).
     """
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     T, B, I = x_s.shape
     H = W_hh.shape[1]
     one = x_s.dtype.type(1)
@@ -308,6 +312,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
     dot_into(dG2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)   (1), (2), (4)
     db_ih[:2 * H] = db_hh[:2 * H]                # the r, z thirds of dGi are dGh's; the n third:
     column_sums(dan_s.reshape(TB, H), db_ih[2 * H:])
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def gru_backward(dy, dh_n, cache):

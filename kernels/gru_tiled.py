@@ -37,7 +37,7 @@ Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team`
 import numpy as np
 from numba import carray, njit, prange
 
-from ._common import sigmoid, tanh
+from ._common import flush_subnormals, restore_fp, sigmoid, tanh
 from ._gemm import _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
@@ -131,6 +131,7 @@ def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_worker
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg
     for w in prange(n_workers):
+        fp = flush_subnormals()                          # this worker: FTZ, DAZ (_common)
         balance[1, w] = _input_part(w, n_workers, x, W_i, b_i, G, balance[0], GH)
         barrier(sync, n_workers)                         # gi = b_ih + x W_ih^T, all steps
         first, last = share(balance[1], w, n_items)
@@ -140,6 +141,7 @@ def _forward_core(y, hs, G, P, x, W_i, b_i, W_f, b_h, lengths, reverse, n_worker
                 _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, G, P, y, W_f, b_h, lengths,
                               reverse)
             barrier(sync, (s + 2) * n_workers)
+        restore_fp(fp)
 
 
 def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
@@ -262,6 +264,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
     for w in prange(n_workers):
+        fp = flush_subnormals()                          # this worker: FTZ, DAZ (_common)
         if by_rows:                                      # rows of its own, no barrier per step
             m0, m1 = _rows_of(w, n_workers, Bp)
             for s in range(T, -1, -1):
@@ -278,6 +281,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                                    hs, lengths, reverse)
                 barrier(sync, (T + 1 - s) * n_workers)
         _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U, claims)
+        restore_fp(fp)
 
 
 def backward(dy, dh_n, cache):

@@ -109,7 +109,8 @@ from numba import njit
 
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
-                      dot_into, flip_valid, sigmoid, init_state, state_or_zeros, tanh)
+                      dot_into, flip_valid, flush_subnormals, init_state, restore_fp, sigmoid,
+                      state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -138,6 +139,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh_blas, W_hh_T_pack
                           W_hh_T_packed empty. h_{s-1} here is hs[s], the state before step s.
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the gate loops (_gemm)
     T, B, I = x_s.shape
     H = hs.shape[2]
@@ -171,6 +173,7 @@ def _forward_core(y, hs, cs, gates, tanh_c, R, x_s, W_ih, W_hh_blas, W_hh_T_pack
                 tanh_cj = tanh(c)
                 h = o * tanh_cj                                    # (4)
                 c_new[j], tc[j], h_new[j], y_t[j] = c, tanh_cj, h, h
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False, path="auto"):
@@ -250,6 +253,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
                         (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
     the rest: the forward's cache (see ``_forward_core``).
     """
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     T, B, I = x_s.shape
     H = W_hh.shape[1]
     one = x_s.dtype.type(1)
@@ -293,6 +297,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
     dot_into(dZ2.T, hs[:T].reshape(TB, H), dW_hh)                  # (4H, H), hs[s] = h_{s-1}
     dot_into(dZ2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)
     column_sums(dZ2, db)                                           # (4H,), in float64
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def lstm_backward(dy, dh_n, dc_n, cache):

@@ -93,7 +93,8 @@ parts (against ``lstm.py``, the BLAS weight gradients, the team and the packers)
 import numpy as np
 from numba import carray, literally, njit, prange
 
-from ._common import column_sums, copy_row as _copy_row, dot_into, sigmoid, tanh
+from ._common import (column_sums, copy_row as _copy_row, dot_into, flush_subnormals, restore_fp,
+                      sigmoid, tanh)
 from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._auto import uses_tiled
@@ -418,6 +419,7 @@ def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_w
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
+        fp = flush_subnormals()                          # this worker: FTZ, DAZ (_common)
         balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0], Z)   # (1)
         barrier(sync, n_workers)                         # G = b + x W_ih^T for all steps
         first, last = share(balance[1], w, n_items)
@@ -427,6 +429,7 @@ def _forward_core(y, hs, cs, G, tanh_c, x, W_i, bias, W_f, lengths, reverse, n_w
                 _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, cs, G, tanh_c, y, W_f, lengths,
                               reverse)
             barrier(sync, (s + 2) * n_workers)           # all of h_s is written
+        restore_fp(fp)
 
 
 def forward(x_s, W_ih, W_hh, b, h0, c0, lengths, reverse):
@@ -650,6 +653,7 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
     for w in prange(n_workers):
+        fp = flush_subnormals()                          # this worker: FTZ, DAZ (_common)
         if by_rows:                                      # rows of its own, no barrier per step
             m0, m1 = _rows_of(w, n_workers, Bp)
             for s in range(T, -1, -1):
@@ -667,6 +671,7 @@ def _backward_core(dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengths, reverse,
                 barrier(sync, (T + 1 - s) * n_workers)    # all of dz_{s-1} is written
         if dZ_mat.size == 0:
             _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0, claims)
+        restore_fp(fp)
 
 
 @njit(cache=True, error_model="numpy")
@@ -678,10 +683,12 @@ def _grads_by_blas(dZ_mat, x, h, W_ih, dW_ih, dW_hh, db, dx):
 
     and db = column sums of dZ. x (T Bp, Ip), h (T Bp, Hp): the padded inputs, so dW_ih and
     dW_hh have Ip and Hp columns, of which the first I and H are the gradients."""
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     column_sums(dZ_mat, db)
     dot_into(dZ_mat.T, x, dW_ih)
     dot_into(dZ_mat.T, h, dW_hh)
     dot_into(dZ_mat, W_ih, dx)
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def _weight_grad_args(x_p, hs, W_ig):

@@ -97,7 +97,8 @@ from numba import njit
 
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
-                      dot_into, flip_valid, init_state, state_or_zeros, tanh)
+                      dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
+                      state_or_zeros, tanh)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -124,6 +125,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, RT, b, lengt
                        W_hh_T_packed empty. h_{s-1} here is hs[s], the state before step s.
     lengths: (B,) int64   reverse: 0 or 1 (only decides where outputs are written)
     """
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     _prefer_512_bit()              # AVX-512 CPUs: 16-wide SIMD for the pointwise loop (_gemm)
     T, B, I = x_s.shape
     H = hs.shape[2]
@@ -145,6 +147,7 @@ def _forward_core(y, hs, G, R, x_s, W_ih, W_hh_blas, W_hh_T_packed, RT, b, lengt
             for j in range(H):
                 h_new[j] = tanh(g[j] + r[j] + b[j])      # (1), (2); kept: tanh' = 1 - h^2
             copy_row(h_new, y[L - 1 - s if reverse else s, bb])   # the output at its own time
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, path="auto"):
@@ -216,6 +219,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
                         (``_gemm.step_operands``: W_hh packed, or W_hh^T and a (H, B) scratch)
     the rest: the forward's cache (see ``_forward_core``).
     """
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
     T, B, I = x_s.shape
     H = W_hh.shape[1]
     one = x_s.dtype.type(1)
@@ -248,6 +252,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
     dot_into(dA2.T, hs[:T].reshape(TB, H), dW_hh)                  # (H, H), hs[s] = h_{s-1}
     dot_into(dA2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)
     column_sums(dA2, db)                                           # (H,), in float64
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def rnn_backward(dy, dh_n, cache):

@@ -39,7 +39,7 @@ Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team`
 import numpy as np
 from numba import njit, prange
 
-from ._common import copy_row as _copy_row, tanh
+from ._common import copy_row as _copy_row, flush_subnormals, restore_fp, tanh
 from ._gemm import _prefer_512_bit, mac, pack
 from ._workspace import empty
 from ._team import barrier, one_team, share, team_size
@@ -103,6 +103,7 @@ def _forward_core(y, hs, G, x, W_i, bias, W_f, lengths, reverse, n_workers, sync
     n_rg = -(-Bp // RG)
     n_items = n_u * n_rg                                 # unit-major: a worker keeps its units
     for w in prange(n_workers):
+        fp = flush_subnormals()                          # this worker: FTZ, DAZ (_common)
         balance[1, w] = _input_part(w, n_workers, x, W_i, bias, G, balance[0], Z)   # (1)
         barrier(sync, n_workers)                         # G = b + x W_ih^T for all steps
         first, last = share(balance[1], w, n_items)
@@ -111,6 +112,7 @@ def _forward_core(y, hs, G, x, W_i, bias, W_f, lengths, reverse, n_workers, sync
                 u, m0 = item // n_rg, (item % n_rg) * RG
                 _forward_tile(s, u, m0, min(m0 + RG, Bp), hs, G, y, W_f, lengths, reverse)
             barrier(sync, (s + 2) * n_workers)           # all of h_s is written
+        restore_fp(fp)
 
 
 def forward(x_s, W_ih, W_hh, b, h0, lengths, reverse):
@@ -200,6 +202,7 @@ def _backward_core(dA, dh, dy, dh_n, W_b, hs, lengths, reverse,
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
     for w in prange(n_workers):
+        fp = flush_subnormals()                          # this worker: FTZ, DAZ (_common)
         if by_rows:                                      # rows of its own, no barrier per step
             m0, m1 = _rows_of(w, n_workers, Bp)
             for s in range(T, -1, -1):
@@ -215,6 +218,7 @@ def _backward_core(dA, dh, dy, dh_n, W_b, hs, lengths, reverse,
                                    lengths, reverse)
                 barrier(sync, (T + 1 - s) * n_workers)    # all of da_{s-1} is written
         _weight_grads(w, n_workers, dA, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, Z, 0, claims)
+        restore_fp(fp)
 
 
 def backward(dy, dh_n, cache):
