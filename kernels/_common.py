@@ -429,12 +429,15 @@ def bad_cache(cache, forward, maker=None):
 # benchmarks/results/cpu.md every kernel ran 18-140x slower on them (``benchmarks.denormals``),
 # and they are not exotic: a gradient that vanishes back through a long sequence becomes one
 # (an LSTM's backward with the loss at the last step, (T, 32, 64, 128): 72 us a step at T = 100,
-# 850 at T = 2000, where 16 % of dx was subnormal). So the compiled cores run with the CPU's
-# flush-to-zero and denormals-are-zero modes on (MXCSR bits FTZ and DAZ, as TensorFlow's
-# thread pools do, and PyTorch's ``torch.set_flush_denormal(True)``): a subnormal result is 0,
-# a subnormal input reads as 0. Each core turns them on in the thread it runs on and restores
-# the thread's own setting before it returns, so nothing outside the kernels changes; BLAS's
-# own worker threads keep theirs. x86-64 only; elsewhere both calls do nothing.
+# 850 at T = 2000, where 16 % of dx was subnormal; with the flush, 79). So the compiled cores
+# run with the CPU's flush-to-zero and denormals-are-zero modes on (MXCSR bits FTZ and DAZ, as
+# TensorFlow's thread pools do, and PyTorch's ``torch.set_flush_denormal(True)``): a subnormal
+# result is 0, a subnormal input reads as 0. Each core turns them on in the thread it runs on
+# (each team worker in its own) and restores the thread's own setting before it returns, so
+# nothing outside the kernels changes. BLAS's own worker threads keep theirs: a product that
+# BLAS shares out over its threads still pays on a subnormal operand that the kernels did not
+# make (an input x given so; the states, outputs and gradients they make never are).
+# x86-64 only; elsewhere both calls do nothing.
 
 _MXCSR_FTZ_DAZ = 0x8040                  # bit 15 flush-to-zero, bit 6 denormals-are-zero
 _X86 = __import__("platform").machine().lower() in ("x86_64", "amd64")
