@@ -417,13 +417,34 @@ def _l3_cache():
     return None
 
 
+def _load():
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+# The machine when the script started (this module is imported first): the commit timed, and
+# the load before the run's own work, which the end's loadavg no longer tells apart from it.
+_AT_START = dict(loadavg=_load(), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+#: 1-minute load per available core at the start from which a run is flagged as on a busy
+#: machine (another job's timings, and PyTorch's in particular, then move by 2x and more).
+BUSY_LOAD_PER_CORE = 0.5
+
+
+def busy_at_start():
+    """The 1-minute load at the start if it reached ``BUSY_LOAD_PER_CORE`` per core, else None."""
+    load = _AT_START["loadavg"]
+    if load is None or load[0] < BUSY_LOAD_PER_CORE * available_cores():
+        return None
+    return load[0]
+
+
 def machine_info():
-    """What the numbers depend on: CPU, its L3 cache, cores, load, library versions, commit."""
+    """What the numbers depend on: CPU, its L3 cache, cores, load (at the start and at the end),
+    library versions, commit, time (the start's and the end's)."""
     info = dict(cpu=_cpu_model(), l3_cache=_l3_cache(), cores=available_cores(),
                 platform=platform.platform(),
                 python=platform.python_version(), commit=_git_commit(),
-                loadavg=list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                loadavg=_load(), loadavg_at_start=_AT_START["loadavg"],
+                time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), time_at_start=_AT_START["time"])
     for mod in ("numpy", "scipy", "numba", "torch"):
         m = sys.modules.get(mod)            # (the one loaded; else the installed one: the
         try:                                # parents of startup and memory import none)
@@ -463,6 +484,11 @@ def report(name, payload, tables, json_path, print_fn=print):
         print_fn(md)
         for n in notes:
             print_fn(f"\n{n}")
+    busy = busy_at_start()
+    if busy is not None:
+        print_fn(f"\nNote: the machine was busy when this run started (1-minute load {busy:.2f} on "
+                 f"{available_cores()} cores): another job's work moves timings, PyTorch's "
+                 f"most; run again when it is idle.")
     payload = dict(benchmark=name, machine=machine_info(), **payload)
     write_json(json_path, payload)
     print_fn(f"\n(JSON written to {json_path})")

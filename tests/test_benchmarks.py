@@ -555,3 +555,18 @@ def test_denormals_share_and_usage_errors():
         run = subprocess.run([sys.executable, "-m", "benchmarks.denormals", *argv], cwd=REPO,
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and words in run.stderr, run.stderr
+
+
+def test_a_run_started_on_a_busy_machine_says_so(tmp_path, monkeypatch):
+    """The load before the run's own work is recorded, and a busy start is flagged in the
+    printout (a later job's numbers moved by 2x and more, and the end's load no longer
+    tells it apart from the run's own)."""
+    lines = []
+    cores = _harness.available_cores()
+    for load, flagged in ((0.0, False), (_harness.BUSY_LOAD_PER_CORE * cores + 1, True)):
+        monkeypatch.setitem(_harness._AT_START, "loadavg", [load, load, load])
+        lines.clear()
+        payload = _harness.report("x", {}, [], str(tmp_path / "x.json"), lines.append)
+        assert payload["machine"]["loadavg_at_start"] == [load] * 3
+        assert payload["machine"]["time_at_start"] == _harness._AT_START["time"]
+        assert any("busy when this run started" in s for s in lines) == flagged
