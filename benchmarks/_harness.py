@@ -94,11 +94,22 @@ def require_torch(name, hint=""):
                          f"CPU build: pip install torch==2.13.0){hint}")
 
 
+def _threads(text):
+    """``--threads``: a count; more than the cores this process may use is allowed (to measure
+    just that) but said on stderr, since the threads then share cores."""
+    n = count(text)
+    if n > available_cores():
+        print(f"warning: --threads {n} is more than the {available_cores()} cores this process "
+              f"may use: the threads will take turns on them, and the timings measure that",
+              file=sys.stderr)
+    return n
+
+
 def add_common_args(ap, name):
     """--quick, --threads, --json, shared by every script."""
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes and few repeats: checks the code paths, not speed")
-    ap.add_argument("--threads", type=count, default=available_cores(),
+    ap.add_argument("--threads", type=_threads, default=available_cores(),
                     help="threads for PyTorch, OpenBLAS and Numba alike (default: all available cores, "
                          f"here {available_cores()})")
     ap.add_argument("--json", default=os.path.join("bench_out", f"{name}.json"),

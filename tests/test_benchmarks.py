@@ -570,3 +570,11 @@ def test_a_run_started_on_a_busy_machine_says_so(tmp_path, monkeypatch):
         assert payload["machine"]["loadavg_at_start"] == [load] * 3
         assert payload["machine"]["time_at_start"] == _harness._AT_START["time"]
         assert any("busy when this run started" in s for s in lines) == flagged
+
+
+def test_more_threads_than_cores_is_said(capsys):
+    cores = _harness.available_cores()
+    assert _harness._threads(str(cores)) == cores
+    assert "warning" not in capsys.readouterr().err
+    assert _harness._threads(str(cores + 1)) == cores + 1
+    assert f"--threads {cores + 1} is more than the {cores} cores" in capsys.readouterr().err
