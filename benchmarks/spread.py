@@ -63,7 +63,10 @@ def _load(path):
 
 def _machine(rec):
     """A record's machine: CPU name and cores, and its L3 cache where recorded (one CPU name
-    covers machines of different caches and speeds; records before 2026-12-03 lack it)."""
+    covers machines of different caches and speeds). Records before 835b1e5 lack the cache:
+    they form a group of their own per CPU name, whichever machine each came from (the 2-core
+    Xeons of ``results/cpu.md`` before 2026-12-03, and the 480 MB one's first runs), so pass
+    such files only with their own machine's."""
     m = rec.get("machine") or {}
     l3 = f", L3 {m['l3_cache']}" if m.get("l3_cache") else ""
     return f"{m.get('cpu', '?')}{l3}, {m.get('cores', '?')} cores"
