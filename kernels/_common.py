@@ -30,6 +30,8 @@ sequence ``b`` is valid exactly when ``s < lengths[b]``, for both directions. Th
 own inverse, so the same function gathers inputs into step order and scatters results back.
 """
 
+import platform
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -440,9 +442,7 @@ def bad_cache(cache, forward, maker=None):
 # x86-64 only; elsewhere both calls do nothing.
 
 _MXCSR_FTZ_DAZ = 0x8040                  # bit 15 flush-to-zero, bit 6 denormals-are-zero
-_X86 = __import__("platform").machine().lower() in ("x86_64", "amd64")
-
-
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
 _BYTE_P = ir.IntType(8).as_pointer()
 
 
