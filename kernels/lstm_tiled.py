@@ -95,7 +95,7 @@ from numba import carray, literally, njit, prange
 
 from ._common import (column_sums, copy_row as _copy_row, dot_into, flush_subnormals, restore_fp,
                       sigmoid, tanh)
-from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac
+from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac, transpose8
 from ._workspace import empty, zeros
 from ._auto import uses_tiled
 from ._team import barrier, claim, one_team, share, team_size
@@ -153,53 +153,66 @@ def _pack_cols_into(W, H, blocks, out, part, parts):
     every other entry of ``out`` (padding units, columns k >= K, unused blocks) zero. Tiles u
     of ``part`` of ``parts`` equal ranges only (``_in_parts``).
 
-    Tile by tile, PACK_K columns of W at a time: each of the tile's rows of W gives one cache
-    line, and the writes stay in PACK_K rows of ``out``, zeroed first while they are in L1
-    (zeroing all of ``out`` in a pass before took as long as a copy of it). Walking one row of
-    W across all K columns wrote K rows of ``out`` 256 bytes apart, which share a few L1 sets:
-    W_hh at H = 512 took 2.35 ms (its buffer included), now 0.73. Plain element loops, no
-    slice assignments: those compile through Numba's broadcasting code (``_common.copy_row``)."""
-    G, K, Kp = blocks.size, W.shape[1], out.shape[1]
+    A transpose, by blocks of 8 units by 8 columns of W (``_gemm.transpose8``), tile by tile,
+    PACK_K columns of W at a time: the writes stay in PACK_K rows of ``out``, which are zeroed
+    first, while they are in L1, only where the blocks do not cover them (zeroing all of
+    ``out`` in a pass before took as long as a copy of it). Units short of a block of 8 and the
+    last K % 8 columns go one number at a time. (Walking one row of W across all K columns
+    wrote K rows of ``out`` 256 bytes apart, which share a few L1 sets: W_hh at H = 512 took
+    2.35 ms, then 0.73 one number at a time in passes of PACK_K; with the blocks, on one core
+    of an AMD EPYC Zen 4, W_hh at H = 256 (1 MB) 294 -> 78 us, at H = 512 2.29 -> 0.32 ms.)"""
+    G, K, Kp, width = blocks.size, W.shape[1], out.shape[1], out.shape[2]
+    K8 = K - K % 8
     n_t = out.shape[0]
     for u in range(part * n_t // parts, (part + 1) * n_t // parts):
         n = max(0, min(U, H - u * U))                    # real units in tile u
+        n8 = n - n % 8                                   # of them in whole blocks of 8
+        whole = n8 == U and G * U == width               # the blocks write every column
         for k0 in range(0, Kp, PACK_K):
             k1 = min(k0 + PACK_K, Kp)
-            for k in range(k0, k1):
-                for l in range(out.shape[2]):
+            k8 = min(k1, K8)                             # rows k0 ... k8-1 by blocks
+            for k in range(k0 if not whole else max(k0, k8), k1):
+                for l in range(width):
                     out[u, k, l] = 0
             for g in range(G):
                 col = blocks[g] * U
-                for jj in range(n):
-                    for k in range(k0, min(k1, K)):
-                        out[u, k, col + jj] = W[g * H + u * U + jj, k]
+                r0 = g * H + u * U                       # W's row of unit 16u, gate g
+                for j0 in range(0, n8, 8):
+                    for kb in range(k0, k8, 8):
+                        transpose8(W[r0 + j0:r0 + j0 + 8, kb:kb + 8],
+                                   out[u, kb:kb + 8, col + j0:col + j0 + 8])
+                for jj in range(n):                      # the rest, one number at a time
+                    for k in range(k0 if jj >= n8 else max(k0, k8), min(k1, K)):
+                        out[u, k, col + jj] = W[r0 + jj, k]
 
 
 @njit(cache=True)
 def _pack_rows_into(W, H, blocks, per_tile, out, part, parts):
     """W (G H, K) -> out (K'/64, Hp/16 per_tile, 64), rows in gate tile order, columns in tiles
     of 64: out[c, per_tile u + 16 blocks[g] + jj, l] = W[g H + 16u + jj, 64 c + l], every other
-    entry zero. One tile's rows (per_tile x 64) at a time, zeroed first while they are in L1;
-    tiles u of ``part`` of ``parts`` equal ranges only (``_in_parts``)."""
+    entry zero. Row by row (``_copy_row``: vector moves), zeroing a tile's rows first only where
+    the copies do not cover them (one core, AMD EPYC Zen 4, W_hh at H = 256 270 -> 46 us, at
+    H = 512 3.8 -> 0.19 ms, against a zeroing pass over every tile and a copy one number at a
+    time); tiles u of ``part`` of ``parts`` equal ranges only (``_in_parts``)."""
     K = W.shape[1]
     n_t = out.shape[1] // per_tile
     for c in range(out.shape[0]):
         k0, k1 = c * 64, min(c * 64 + 64, K)
         for u in range(part * n_t // parts, (part + 1) * n_t // parts):
             r0 = u * per_tile
-            for r in range(r0, r0 + per_tile):
-                for l in range(64):
-                    out[c, r, l] = 0
+            n = max(0, min(U, H - u * U))                # real units in tile u
+            if k1 - k0 < 64 or n < U or blocks.size * U < per_tile:   # not all written below
+                for r in range(r0, r0 + per_tile):
+                    for l in range(64):
+                        out[c, r, l] = 0
             for g in range(blocks.size):
-                for jj in range(max(0, min(U, H - u * U))):
-                    r = r0 + blocks[g] * U + jj
-                    for k in range(k0, k1):
-                        out[c, r, k - k0] = W[g * H + u * U + jj, k]
+                for jj in range(n):
+                    _copy_row(W[g * H + u * U + jj, k0:k1],
+                              out[c, r0 + blocks[g] * U + jj, :k1 - k0])
 
 
 UNPACK_ROWS = 16           # rows of dW_T per pass of ``_unpack_grad``: each row of the output
-                           # gets 16 numbers, one cache line (8: (512, 2048) -> (2048, 512)
-                           # 0.93 ms, 16: 0.74, 32: 0.84)
+                           # gets one whole cache line (16 floats) per pass
 
 
 @njit(cache=True)
@@ -208,19 +221,33 @@ def _unpack_grad(dW_T, H, K, blocks, per_tile, out, part, parts):
     row order, G = blocks.size: gate g of unit j = 16u + jj from column per_tile u +
     16 blocks[g] + jj (the LSTM: blocks 0 1 2 3, 64 per tile; the GRU: ``gru_tiled``).
 
-    UNPACK_ROWS rows of dW_T at a time, every column of them, so that each cache line read is
-    used whole: walking one column down all K rows read rows 4 KB apart (Hp = 256), which share
-    an L1 set, and took 4x as long ((256, 1024) -> (1024, 256): 1.1 ms against 0.28 ms).
-    Passes of ``part`` of ``parts`` equal ranges only (``_in_parts``)."""
+    A transpose, UNPACK_ROWS rows of dW_T at a time, every column of them, so that each cache
+    line read is used whole (walking one column down all K rows read rows 4 KB apart at
+    Hp = 256, which share an L1 set, and took 4x as long: (256, 1024) -> (1024, 256) 1.1 ms
+    against 0.28 ms), by blocks of 8 x 8 (``_gemm.transpose8``: one core, AMD EPYC Zen 4, dW_hh
+    at H = 256 530 -> 124 us, at H = 512 2.28 -> 0.53 ms); units short of a block of 8 and the
+    last K % 8 rows one number at a time. Passes of ``part`` of ``parts`` equal ranges only
+    (``_in_parts``)."""
     n_k = -(-K // UNPACK_ROWS)
+    n_t = -(-H // U)
+    K8 = K - K % 8
     for p in range(part * n_k // parts, (part + 1) * n_k // parts):
         k0 = p * UNPACK_ROWS
         k1 = min(k0 + UNPACK_ROWS, K)
+        k8 = min(k1, K8)                                 # rows k0 ... k8-1 by blocks
         for g in range(blocks.size):
-            for j in range(H):
-                col = (j // U) * per_tile + blocks[g] * U + j % U
-                for k in range(k0, k1):
-                    out[g * H + j, k] = dW_T[k, col]
+            for u in range(n_t):
+                n = min(U, H - u * U)                    # units in tile u
+                n8 = n - n % 8
+                col = u * per_tile + blocks[g] * U       # dW_T's column of unit 16u, gate g
+                r0 = g * H + u * U                       # out's row of it
+                for j0 in range(0, n8, 8):
+                    for kb in range(k0, k8, 8):
+                        transpose8(dW_T[kb:kb + 8, col + j0:col + j0 + 8],
+                                   out[r0 + j0:r0 + j0 + 8, kb:kb + 8])
+                for jj in range(n):                      # the rest, one number at a time
+                    for k in range(k0 if jj >= n8 else k8, k1):
+                        out[r0 + jj, k] = dW_T[k, col + jj]
 
 
 PARTS_FROM = 1 << 15        # numbers per part of an (un)packing: two parts (workers) from 2^16

@@ -11,7 +11,7 @@ from kernels import _gemm, _workspace, gru, lstm, rnn
 from numba import njit
 
 from kernels._gemm import (MAX_WORK, MIN_ROWS, ONE_ROW_MAX_WEIGHTS, TILE_COLS, gemm_packed, mac,
-                           pack, pack_for, step_operands, step_product)
+                           pack, pack_for, step_operands, step_product, transpose8)
 
 
 @njit
@@ -47,6 +47,27 @@ def test_mac_equals_the_loop_it_replaces(dtype, a_dtype, K):
         np.testing.assert_allclose(buf, expect, **tol)      # and nothing outside the tile moved
         if K == 0:
             assert buf.tobytes() == start.tobytes()         # bit for bit, signs of zeros too
+
+
+@njit
+def _transpose8_at(src, dst, i0, j0):
+    transpose8(src[i0:i0 + 8, j0:j0 + 8], dst[j0 + 1:j0 + 9, i0 + 2:i0 + 10])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose8_moves_exactly_one_block(dtype):
+    """dst's (8, 8) block becomes src's block transposed, bit for bit (signs of zeros, NaN,
+    subnormals: shuffles move numbers, they compute nothing); views inside wider arrays at
+    odd offsets, so that no row starts on a vector boundary; nothing outside the block moves."""
+    rng = np.random.default_rng(8)
+    src = rng.standard_normal((13, 21)).astype(dtype)
+    src[3, 4], src[5, 6], src[7, 8] = -0.0, np.nan, np.finfo(dtype).smallest_subnormal
+    start = rng.standard_normal((30, 17)).astype(dtype)
+    dst = start.copy()
+    _transpose8_at(src, dst, 3, 5)
+    want = start.copy()
+    want[6:14, 5:13] = src[3:11, 5:13].T
+    assert dst.tobytes() == want.tobytes()
 
 
 @given(M=st.integers(1, 11), K=st.integers(1, 40), N=st.integers(1, 2 * TILE_COLS + 7),
@@ -108,10 +129,12 @@ def test_large_working_arrays_start_on_a_cache_line():
 
 
 @pytest.mark.parametrize("N", [1, 7, 64, 70, 130])
-def test_pack_of_a_transpose_reads_W_as_it_is(N):
-    """pack(W, transposed=True) is pack(W.T) without the copy."""
+@pytest.mark.parametrize("K", [5, 8, 29])
+def test_pack_of_a_transpose_reads_W_as_it_is(N, K):
+    """pack(W, transposed=True) is pack(W.T) without the copy: by 8 x 8 blocks where they fit
+    (K >= 8, eight rows of W), one number at a time in the rest, zeros past W's last row."""
     rng = np.random.default_rng(N)
-    W = rng.standard_normal((N, 5)).astype(np.float32)             # (N, K): PyTorch's layout
+    W = rng.standard_normal((N, K)).astype(np.float32)             # (N, K): PyTorch's layout
     np.testing.assert_array_equal(pack(W, transposed=True), pack(np.ascontiguousarray(W.T)))
 
 
