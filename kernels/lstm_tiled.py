@@ -212,7 +212,9 @@ def _pack_rows_into(W, H, blocks, per_tile, out, part, parts):
 
 
 UNPACK_ROWS = 16           # rows of dW_T per pass of ``_unpack_grad``: each row of the output
-                           # gets one whole cache line (16 floats) per pass
+                           # gets 16 numbers, one cache line (one number at a time, before the
+                           # 8 x 8 blocks: (512, 2048) -> (2048, 512) 0.93 ms with 8, 0.74 with
+                           # 16, 0.84 with 32)
 
 
 @njit(cache=True)
