@@ -78,6 +78,21 @@ though (32, 8, 64, 128) and (32, 16, 256, 128), length 170, were 1.04 and 1.14. 
 had a pause before each sample; ``benchmarks/choices --only tiled --cells rnn``, calls back to
 back, at 13 of these shapes: the rule took the faster side at 9 and was level at 4,
 ``benchmarks/results/cpu_xeon480_choices_tiled_rnn_7ad25b4.json``.)
+
+Shorter sequences since the packings transpose in registers (f96b753, ``_gemm.transpose8``): the
+fixed cost of a tiled call fell, and on a 2-core AMD EPYC Zen 4 (AVX-512) on 2026-12-04 the
+tiled kernels paid from about half the length above (``benchmarks/choices --only tiled``, 11
+rounds, fwd+bwd, serial / tiled time; ``results/cpu_zen4_choices_len_f96b753.json`` and
+``cpu_zen4_choices_len_rnn_f96b753.json``). LSTM / GRU: (16, 8, 64, 128), length 85, 1.22 /
+1.06 (at 7d24398, before the change, 0.82 / 0.77); (8, 16, 2, 128), 126, 1.10 / 0.97 (0.77 /
+0.65); (16, 8, 16, 128), 114, 1.14 / 0.96; (4, 32, 64, 256) and (8, 16, 64, 256), 102, 1.30 /
+1.22 and 1.35 / 1.26; (12, 8, 64, 128), 64, 1.06 / 1.00; below 64 serial or level ((8, 8, 2,
+128) 0.92 / 0.81, (4, 16, 16, 128) 0.97 / 0.87, (8, 8, 64, 128), 43, 1.06 / 0.91). The RNN:
+from 128 tiled faster ((24, 8, 64, 128) and (12, 16, 64, 128), 128, 1.19 and 1.15; (32, 8, 64,
+128) 1.22; (16, 16, 16, 128) 1.10; (8, 32, 2, 128) 1.08), below it serial ((16, 8, 16, 128),
+114, 0.94), though (16, 8, 64, 256) and (8, 16, 64, 256), 102, were 1.16 and 1.21. So on
+AVX-512 MIN_STEPS_FOR is 64 and MIN_STEPS_FOR_RNN 128. (Not yet re-measured on the Xeon, whose
+numbers above predate the change, nor on AVX2 CPUs, which keep 128.)
 """
 
 import numpy as np
@@ -98,9 +113,10 @@ WIDE_INPUT = {4: 3, 3: 2, 1: 8}   # per gate count G: how many times H the input
                                   # reach (the RNN: tiled still faster at 6H)
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
 # The length T B H / (H + I) a tiled call needs, and the smaller per-step work from which one
-# that long is tiled where Hp >= 2 tiles ("Sequence length" above)
-MIN_STEPS_FOR = 128
-MIN_STEPS_FOR_RNN = 256
+# that long is tiled where Hp >= 2 tiles ("Sequence length" above; halved on AVX-512 since the
+# packings transpose in registers)
+MIN_STEPS_FOR = 64 if VECTOR == 16 else 128
+MIN_STEPS_FOR_RNN = 128 if VECTOR == 16 else 256
 LOW_WORK = 3 << 17        # B G H H of (., 8, ., 128) for the GRU (the LSTM's is 2^19)
 
 

@@ -34,8 +34,8 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert rnn_tiled.use_tiled(np.float32, 100, 64, 512, 512) == avx512
     assert not rnn_tiled.use_tiled(np.float32, 8, 8, 2, 100)
     assert not rnn_tiled.use_tiled(np.float64, 64, 32, 128, 256)
-    assert not rnn_tiled.use_tiled(np.float32, 16, 16, 16, 128)      # T B H / (H + I) = 227
-    assert rnn_tiled.use_tiled(np.float32, 24, 16, 64, 128) == avx512  # 256: long enough
+    assert not rnn_tiled.use_tiled(np.float32, 16, 8, 16, 128)       # T B H / (H + I) = 114
+    assert rnn_tiled.use_tiled(np.float32, 24, 8, 64, 128) == avx512   # 128: long enough
     assert not rnn_tiled.use_tiled(np.float32, 64, 4, 64, 128)        # B below MIN_B
     assert rnn_tiled.use_tiled(np.float32, 64, 32, 1536, 256) == avx512   # 6H: still tiled
     assert not rnn_tiled.use_tiled(np.float32, 64, 32, 2048, 256)       # 8H: the serial kernel
