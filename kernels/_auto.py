@@ -51,7 +51,7 @@ measured by T B H / (H + I): 57-126 in the serial cases above, from 128 on ((24,
 1.19) the tiled kernels paid, except at H = 256 with I = 128, where the serial ones were faster
 than 171 and 341 say ((8, 32) 0.88 / 0.84; (16, 32) the GRU 0.91, the LSTM 1.10: tiled before
 as now). So on AVX2
-a call is tiled from MIN_STEPS_FOR = 128, and then already from LOW_WORK multiply-adds per step
+a call is tiled from MIN_STEPS_FOR = 128 (AVX2; AVX-512 below), and then already from LOW_WORK multiply-adds per step
 where H fills two backward tiles (Hp >= 128: with one, one worker does all of the backward's
 steps; at H = 64, below MIN_WORK as before, the GRU was mixed: 0.86-1.22). On AVX-512 the same
 shapes, measured on a 2-core Xeon on 2026-12-02 (``benchmarks/choices``, 9 rounds, LSTM / GRU
@@ -73,7 +73,7 @@ T B H / (H + I) >= 256 tried, by 1.05-1.42x ((24, 16, 64, 128) 1.11, (48, 8, 64,
 W_hh 4 MB as the LSTM's at 512: (20, 64, 256, 1024) 1.23); wide inputs too (at H = 256, I = 2H
 1.22, 4H 1.06, 6H 1.05). Shorter ones were level or slower ((16, 16, 16, 128), length 227,
 0.97; (8, 32, 2, 128), 252, 0.95; (8, 16, 2, 128) 0.79; (8, 8, 2, 100) 0.38), and one RNN step
-is a quarter of an LSTM's work, so the RNN needs twice the LSTM's length (MIN_STEPS_FOR_RNN),
+is a quarter of an LSTM's work, so the RNN needs twice the LSTM's length (MIN_STEPS_FOR[1]),
 though (32, 8, 64, 128) and (32, 16, 256, 128), length 170, were 1.04 and 1.14. (Those rounds
 had a pause before each sample; ``benchmarks/choices --only tiled --cells rnn``, calls back to
 back, at 13 of these shapes: the rule took the faster side at 9 and was level at 4,
@@ -81,18 +81,23 @@ back, at 13 of these shapes: the rule took the faster side at 9 and was level at
 
 Shorter sequences since the packings transpose in registers (f96b753, ``_gemm.transpose8``): the
 fixed cost of a tiled call fell, and on a 2-core AMD EPYC Zen 4 (AVX-512) on 2026-12-04 the
-tiled kernels paid from about half the length above (``benchmarks/choices --only tiled``, 11
-rounds, fwd+bwd, serial / tiled time; ``results/cpu_zen4_choices_len_f96b753.json`` and
-``cpu_zen4_choices_len_rnn_f96b753.json``). LSTM / GRU: (16, 8, 64, 128), length 85, 1.22 /
-1.06 (at 7d24398, before the change, 0.82 / 0.77); (8, 16, 2, 128), 126, 1.10 / 0.97 (0.77 /
-0.65); (16, 8, 16, 128), 114, 1.14 / 0.96; (4, 32, 64, 256) and (8, 16, 64, 256), 102, 1.30 /
-1.22 and 1.35 / 1.26; (12, 8, 64, 128), 64, 1.06 / 1.00; below 64 serial or level ((8, 8, 2,
-128) 0.92 / 0.81, (4, 16, 16, 128) 0.97 / 0.87, (8, 8, 64, 128), 43, 1.06 / 0.91). The RNN:
-from 128 tiled faster ((24, 8, 64, 128) and (12, 16, 64, 128), 128, 1.19 and 1.15; (32, 8, 64,
-128) 1.22; (16, 16, 16, 128) 1.10; (8, 32, 2, 128) 1.08), below it serial ((16, 8, 16, 128),
-114, 0.94), though (16, 8, 64, 256) and (8, 16, 64, 256), 102, were 1.16 and 1.21. So on
-AVX-512 MIN_STEPS_FOR is 64 and MIN_STEPS_FOR_RNN 128. (Not yet re-measured on the Xeon, whose
-numbers above predate the change, nor on AVX2 CPUs, which keep 128.)
+tiled kernels paid from shorter lengths (``benchmarks/choices --only tiled``, 11 rounds,
+fwd+bwd, serial / tiled time; two runs, the first begun at load 1.1 after another benchmark,
+``results/cpu_zen4_choices_len_0a214da.json``, the second idle,
+``cpu_zen4_choices_len_cf7022a.json``; the RNN once, ``cpu_zen4_choices_len_rnn_0a214da.json``).
+The LSTM, first / second run: (16, 8, 64, 128), length 85, 1.22 / 1.21 (at 7d24398, before the
+change, 0.82); (8, 16, 2, 128), 126, 1.10 / 1.13 (0.77); (16, 8, 16, 128), 114, 1.14 / 1.18;
+(4, 32, 64, 256) and (8, 16, 64, 256), 102, 1.30 / 1.34 and 1.35 / 1.33; (12, 8, 64, 128), 64,
+1.06 / 1.14; below 64 level or serial ((4, 16, 16, 128) 0.97 / 1.03, (8, 8, 2, 128) 0.92 /
+0.95, (8, 8, 64, 128), 43, 1.06 / 1.07). The GRU less so: at H = 256, length 102, 1.22 / 1.27
+and 1.26 / 1.27; at H = 128 level from 64 to 126 ((16, 8, 64, 128) 1.06 / 0.99, (8, 16, 2, 128)
+0.97 / 1.00 (0.65 before), (12, 8, 64, 128) 1.00 / 0.98, (16, 8, 16, 128) 0.96 / 0.88), serial
+below. The RNN: from 128 tiled faster ((24, 8, 64, 128) and (12, 16, 64, 128), 128, 1.19 and
+1.15; (32, 8, 64, 128) 1.22; (16, 16, 16, 128) 1.10; (8, 32, 2, 128) 1.08), below it serial
+((16, 8, 16, 128), 114, 0.94), though (16, 8, 64, 256) and (8, 16, 64, 256), 102, were 1.16 and
+1.21. So on AVX-512 MIN_STEPS_FOR is 64 for the LSTM, 96 for the GRU (its H = 256 rows in, its
+H = 128 ones at 85 and 64 out) and 128 for the RNN. (Not yet re-measured on the Xeon, whose
+numbers above predate the change, nor on AVX2 CPUs, which keep 128 and 256.)
 """
 
 import numpy as np
@@ -115,8 +120,8 @@ TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
 # The length T B H / (H + I) a tiled call needs, and the smaller per-step work from which one
 # that long is tiled where Hp >= 2 tiles ("Sequence length" above; halved on AVX-512 since the
 # packings transpose in registers)
-MIN_STEPS_FOR = 64 if VECTOR == 16 else 128
-MIN_STEPS_FOR_RNN = 128 if VECTOR == 16 else 256
+MIN_STEPS_FOR = ({4: 64, 3: 96, 1: 128} if VECTOR == 16     # per gate count G
+                 else {4: 128, 3: 128, 1: 256})
 LOW_WORK = 3 << 17        # B G H H of (., 8, ., 128) for the GRU (the LSTM's is 2^19)
 
 
@@ -147,8 +152,7 @@ def uses_tiled(gates, dtype, T, B, I, H):
     work = B * gates * H * H
     Hp = tiled_width(H)
     big_enough = MIN_WORK[gates] <= work
-    steps_for = MIN_STEPS_FOR_RNN if gates == 1 else MIN_STEPS_FOR
-    if T * B * H < steps_for * (H + I):                # long enough to pay, see above
+    if T * B * H < MIN_STEPS_FOR[gates] * (H + I):     # long enough to pay, see above
         return False
     big_enough = big_enough or (Hp >= 2 * TILE_UNITS and LOW_WORK <= work)
     small_enough = work <= MAX_WORK or H <= LARGE_TILED_MAX_H.get(gates, 0)

@@ -130,13 +130,12 @@ def test_exactly_one_eighth_padding_still_takes_the_tiled_kernels():
 
 
 def test_a_tiled_call_must_be_long_enough_to_pay():
-    """kernels/_auto.py, "Sequence length": T B H / (H + I) >= MIN_STEPS_FOR decides (128 on
-    AVX2, 64 on AVX-512 since the packings transpose in registers), and then H = 128 pays from
-    LOW_WORK per step."""
+    """kernels/_auto.py, "Sequence length": T B H / (H + I) >= MIN_STEPS_FOR[G] decides (on
+    AVX2 128, the RNN 256; on AVX-512, since the packings transpose in registers, the LSTM 64,
+    the GRU 96, the RNN 128), and then H = 128 pays from LOW_WORK per step."""
     from kernels import _auto
     avx512 = _auto.VECTOR == 16
-    assert _auto.MIN_STEPS_FOR == (64 if avx512 else 128)
-    assert _auto.MIN_STEPS_FOR_RNN == 2 * _auto.MIN_STEPS_FOR
+    assert _auto.MIN_STEPS_FOR == ({4: 64, 3: 96, 1: 128} if avx512 else {4: 128, 3: 128, 1: 256})
 
     def tiled(gates, T, B, I, H):
         return _auto.uses_tiled(gates, np.float32, T, B, I, H)
@@ -144,16 +143,17 @@ def test_a_tiled_call_must_be_long_enough_to_pay():
     for g in (4, 3):
         assert tiled(g, 12, 16, 64, 128)           # 12 * 16 * 128 / 192 = 128: long enough
         assert tiled(g, 8, 16, 2, 128) == avx512   # 126: on AVX-512 (above MIN_WORK)
-        assert tiled(g, 16, 8, 64, 128) == avx512  # 85: from LOW_WORK at Hp = 128
-        assert tiled(g, 12, 8, 64, 128) == avx512  # 64
+        assert tiled(g, 8, 16, 64, 256) == avx512  # 102
         assert not tiled(g, 8, 8, 64, 128)         # 43: on neither
         assert not tiled(g, 4, 16, 16, 128)        # 57
         assert tiled(g, 32, 8, 64, 128)            # below MIN_WORK, from LOW_WORK at Hp = 128
         assert not tiled(g, 64, 16, 64, 64)        # one backward tile: MIN_WORK as before
         assert not tiled(g, 64, 4, 64, 256)        # MIN_B still holds
+    assert tiled(4, 16, 8, 64, 128) == avx512      # 85: the LSTM on AVX-512, from LOW_WORK
+    assert not tiled(3, 16, 8, 64, 128)            # the GRU from 96 only
     assert tiled(4, 64, 64, 1, 64)                 # 2^20 per step at H = 64 (the LSTM's MIN_WORK)
     assert not tiled(3, 64, 8, 1, 64)              # 3 * 2^15 < LOW_WORK, and one tile
-    if avx512:                                     # the RNN (AVX-512 only): twice the length
+    if avx512:                                     # the RNN (AVX-512 only): 128
         assert tiled(1, 24, 8, 64, 128)            # 128
         assert not tiled(1, 16, 8, 16, 128)        # 114
 
