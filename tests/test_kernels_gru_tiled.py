@@ -4,7 +4,7 @@ padding case, PyTorch, threads, rows or units, caches) are in test_kernels_tiled
 
 import numpy as np
 
-from kernels import gru, gru_tiled
+from kernels import _gemm, gru, gru_tiled
 
 
 def _problem(rng, T, B, I, H, scale=0.3):
@@ -31,9 +31,11 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert not gru_tiled.use_tiled(np.float32, 64, 64, 1, 512)
     assert not gru_tiled.use_tiled(np.float64, 64, 32, 1, 256)
     assert gru_tiled.use_tiled(np.float32, 64, 32, 384, 256)     # inputs 1.5H wide: still tiled
-    assert not gru_tiled.use_tiled(np.float32, 64, 32, 512, 256)  # 2H: BLAS's input products
+    assert gru_tiled.use_tiled(np.float32, 64, 32, 512, 256) == (_gemm.VECTOR == 16)   # 2H:
+    assert not gru_tiled.use_tiled(np.float32, 64, 32, 1024, 256)  # tiled on AVX-512; 4H: BLAS's
+                                                                   # input products on both
     assert gru_tiled.use_tiled(np.float32, 64, 16, 512, 128)     # (not below H = 256)
-    wide = _f32(*_problem(rng, 1, 8, 512, 256))
+    wide = _f32(*_problem(rng, 1, 8, 1024, 256))
     assert gru_tiled.use_tiled(np.float32, 64, 8, 1, 256)
     assert not isinstance(gru.gru_forward(*wide)[2][0], str)    # auto took the serial steps
     assert gru_tiled.use_tiled(np.float32, T, B, I, H)

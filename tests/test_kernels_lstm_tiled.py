@@ -43,9 +43,11 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert not lstm_tiled.use_tiled(np.float32, 64, 64, 1, 1024)  # W_hh of 16 MB: serial steps
     assert not lstm_tiled.use_tiled(np.float64, 64, 32, 1, 256)
     assert lstm_tiled.use_tiled(np.float32, 64, 32, 512, 256)    # inputs 2H wide: still tiled
-    assert not lstm_tiled.use_tiled(np.float32, 64, 32, 768, 256)  # 3H: BLAS's input products
+    assert lstm_tiled.use_tiled(np.float32, 64, 32, 768, 256) == (_gemm.VECTOR == 16)  # 3H:
+    assert not lstm_tiled.use_tiled(np.float32, 64, 32, 1024, 256)  # tiled on AVX-512; 4H: BLAS's
+                                                                    # input products on both
     assert lstm_tiled.use_tiled(np.float32, 64, 16, 512, 128)    # (not below H = 256)
-    wide = _f32(*_problem(rng, 1, 8, 768, 256))
+    wide = _f32(*_problem(rng, 1, 8, 1024, 256))
     assert lstm_tiled.use_tiled(np.float32, 64, 8, 1, 256)
     assert not isinstance(lstm.lstm_forward(*wide)[3][0], str)  # auto took the serial steps
     auto = lstm.lstm_forward(*args, lengths=lengths)[3]
