@@ -23,14 +23,14 @@ of 7-11 alternated rounds: at (T, B, H) = (64, 32, 256), LSTM I = 2H 84 / 88, 3H
 4H 186 / 154; GRU I = 1.5H 67 / 59 (fastest rounds level), 2H 78-84 / 74-75, 4H 118 / 102.
 At H = 128 the tiled kernels' lead in the steps is larger and the choice was unclear even at
 I = 4H ((32, 16) and (100, 64); GRU (32, 16) at 2H: tiled 7.2 / 8.3), so the rule applies
-from H = 256 (WIDE_MIN_H): the serial kernels from I >= WIDE_INPUT[G] * H. On AVX-512 since
+from H = 256 (WIDE_MIN_H): the serial kernels from I >= WIDE_INPUT[G] * H. On AVX-512, since
 the packings transpose in registers (f96b753), on a 2-core AMD EPYC Zen 4 on 2026-12-04
-(``benchmarks/choices --only tiled``, 9 rounds, serial / tiled time; ``results/
-cpu_zen4_choices_wide_a1ce6a1.json`` and ``_2``), at H = 256 the GRU ran tiled faster at I = 2H ((64, 32)
-1.20, (32, 64) 1.09, (100, 16) 1.26) and 3H (1.10), level at 4H (0.95, 0.96) and 6H (1.01);
-the LSTM tiled faster at 3H (1.12), 4H (1.04, 1.07) and 6H (1.06). So there both take the
-serial kernels from 4H (the LSTM's lead beyond it is within the noise); the Xeon and AVX2 CPUs
-are not re-measured.
+(``benchmarks/choices --only tiled``, 9 rounds, serial / tiled time;
+``results/cpu_zen4_choices_wide_a1ce6a1.json`` and ``_2``), at H = 256 the GRU ran tiled
+faster at I = 2H ((64, 32) 1.20, (32, 64) 1.09, (100, 16) 1.26) and 3H (1.10), level at 4H
+(0.95, 0.96) and 6H (1.01); the LSTM tiled faster at 3H (1.12), and by 4-7 % at 4H (1.04, 1.07)
+and 6H (1.06). So there both take the serial kernels from 4H; the Xeon and AVX2 CPUs are not
+re-measured.
 
 Large LSTMs on AVX-512. On the 2-core Xeon again (2026-12-01), after the tiled kernels had been
 reworked on the AMD machine, the tiled LSTM beat the serial one above MAX_WORK while W_hh stays
@@ -126,8 +126,8 @@ WIDE_INPUT = ({4: 4, 3: 4, 1: 8} if VECTOR == 16     # per gate count G: how man
                                                     # still faster at 6H; AVX-512: see above)
 TILE_UNITS = 64           # lstm_tiled.V / gru_tiled's backward tile
 # The length T B H / (H + I) a tiled call needs, and the smaller per-step work from which one
-# that long is tiled where Hp >= 2 tiles ("Sequence length" above; halved on AVX-512 since the
-# packings transpose in registers)
+# that long is tiled where Hp >= 2 tiles ("Sequence length" above; shorter on AVX-512 since
+# the packings transpose in registers)
 MIN_STEPS_FOR = ({4: 64, 3: 96, 1: 128} if VECTOR == 16     # per gate count G
                  else {4: 128, 3: 128, 1: 256})
 LOW_WORK = 3 << 17        # B G H H of (., 8, ., 128) for the GRU (the LSTM's is 2^19)
