@@ -57,9 +57,8 @@ measured by T B H / (H + I): 57-126 in the serial cases above, from 128 on ((24,
 1.06 / 1.23, (12, 16, 64, 128) 1.09 / 0.96, (16, 16, 16, 128) 1.40 / 1.12, (8, 32, 2, 128) 1.08 /
 1.19) the tiled kernels paid, except at H = 256 with I = 128, where the serial ones were faster
 than 171 and 341 say ((8, 32) 0.88 / 0.84; (16, 32) the GRU 0.91, the LSTM 1.10: tiled before
-as now). So on AVX2
-a call is tiled from MIN_STEPS_FOR = 128 (AVX2; AVX-512 below), and then already from LOW_WORK multiply-adds per step
-where H fills two backward tiles (Hp >= 128: with one, one worker does all of the backward's
+as now). So on AVX2 a call is tiled from MIN_STEPS_FOR = 128 (on AVX-512 see below), and then
+already from LOW_WORK multiply-adds per step where H fills two backward tiles (Hp >= 128: with one, one worker does all of the backward's
 steps; at H = 64, below MIN_WORK as before, the GRU was mixed: 0.86-1.22). On AVX-512 the same
 shapes, measured on a 2-core Xeon on 2026-12-02 (``benchmarks/choices``, 9 rounds, LSTM / GRU
 B / A; ``results/cpu_xeon480_choices_len_5b6fbc6.json``), said the same: below 128 serial
