@@ -60,9 +60,8 @@ than 171 and 341 say ((8, 32) 0.88 / 0.84; (16, 32) the GRU 0.91, the LSTM 1.10:
 as now). So on AVX2 a call is tiled from MIN_STEPS_FOR = 128 (on AVX-512 see below), and then
 already from LOW_WORK multiply-adds per step where H fills two backward tiles (Hp >= 128: with
 one, one worker does all of the backward's steps; at H = 64, below MIN_WORK as before, the GRU
-was mixed: 0.86-1.22). On AVX-512 the same
-shapes, measured on a 2-core Xeon on 2026-12-02 (``benchmarks/choices``, 9 rounds, LSTM / GRU
-B / A; ``results/cpu_xeon480_choices_len_5b6fbc6.json``), said the same: below 128 serial
+was mixed: 0.86-1.22). On AVX-512 the same shapes, measured on a 2-core Xeon on 2026-12-02
+(``benchmarks/choices``, 9 rounds, LSTM / GRU B / A; ``results/cpu_xeon480_choices_len_5b6fbc6.json``), said the same: below 128 serial
 faster where MIN_WORK had said tiled ((4, 16, 16, 128) 0.70 / 0.63, (8, 16, 2, 128) 0.82 / 0.75,
 (4, 32, 64, 256) 0.90 / 0.83, (8, 16, 64, 256) 0.88 / 0.79), long ones below it tiled faster or
 level ((100, 8, 64, 128) 1.24 / 1.06, (64, 8, 32, 128) 1.15 / 0.96, (32, 8, 64, 128) 1.02 /
