@@ -42,33 +42,32 @@ alternated rounds: (100, 64, 512, 512) medians 341 / 317 (11 rounds; forward 123
 keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 MB). The GRU did
 not: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122.
 
-Sequence length. A tiled call pays a fixed cost before its first step (the team's start,
-the weights packed into tiles: W_ih and W_hh for each pass) that the serial kernels do not, and
-wins it back step by step; the bounds above, measured at T = 32 to 100, leave T out. On the AMD
-EPYC (Zen 3) on 2026-12-02, kernels fwd+bwd, serial / tiled time, medians of 11 alternated rounds
-(``benchmarks/choices`` with these shapes), LSTM and GRU: short sequences were faster serial
-where the bounds had said tiled ((4, 16, 16, 128) 0.83 / 0.60, (8, 16, 2, 128) 0.94 / 0.80,
-(4, 32, 64, 256) 0.95 / 0.93, (8, 16, 64, 256) 1.05 / 0.89), and long ones tiled below MIN_WORK
-((32, 8, 64, 128) 1.14-1.24 / 1.07-1.31 in three runs, (64, 8, 32, 128) 1.25 / 1.38,
-(100, 8, 64, 128) 1.43 / 1.13, (32, 12, 64, 128) 1.34 / 1.37; at T <= 16 not: (8, 8, 2, 128)
-0.78 / 0.74, (16, 8, 16, 128) 0.95 / 0.83, (16, 8, 64, 128) 0.94 / 0.86). The fixed cost grows
-with the weights, G H (H + I), the saving per step with B G H H, so the length that pays is
-measured by T B H / (H + I): 57-126 in the serial cases above, from 128 on ((24, 8, 64, 128)
-1.06 / 1.23, (12, 16, 64, 128) 1.09 / 0.96, (16, 16, 16, 128) 1.40 / 1.12, (8, 32, 2, 128) 1.08 /
-1.19) the tiled kernels paid, except at H = 256 with I = 128, where the serial ones were faster
-than 171 and 341 say ((8, 32) 0.88 / 0.84; (16, 32) the GRU 0.91, the LSTM 1.10: tiled before
-as now). So on AVX2 a call is tiled from MIN_STEPS_FOR = 128 (on AVX-512 see below), and then
-already from LOW_WORK multiply-adds per step where H fills two backward tiles (Hp >= 128: with
-one, one worker does all of the backward's steps; at H = 64, below MIN_WORK as before, the GRU
-was mixed: 0.86-1.22). On AVX-512 the same shapes, measured on a 2-core Xeon on 2026-12-02
-(``benchmarks/choices``, 9 rounds, LSTM / GRU B / A; ``results/cpu_xeon480_choices_len_5b6fbc6.json``), said the same: below 128 serial
-faster where MIN_WORK had said tiled ((4, 16, 16, 128) 0.70 / 0.63, (8, 16, 2, 128) 0.82 / 0.75,
-(4, 32, 64, 256) 0.90 / 0.83, (8, 16, 64, 256) 0.88 / 0.79), long ones below it tiled faster or
-level ((100, 8, 64, 128) 1.24 / 1.06, (64, 8, 32, 128) 1.15 / 0.96, (32, 8, 64, 128) 1.02 /
-0.91); where both rules say tiled, 1.05-1.23 / 0.89-1.05. Of the 26 rows the old rule took the
-slower side at 13 (by up to 1.6x), this one at 5, by 5-12 % (the GRU at (32, 8, 64, 128),
-(24, 8, 64, 128), (12, 16, 64, 128), (8, 32, 128, 256), and the LSTM at (24, 8, 64, 128)), so it
-holds on both.
+Sequence length. A tiled call pays a fixed cost before its first step (the team's start, the
+weights packed into tiles: W_ih and W_hh for each pass) that the serial kernels do not, and wins it
+back step by step; the bounds above, measured at T = 32 to 100, leave T out. On the AMD EPYC (Zen
+3) on 2026-12-02, kernels fwd+bwd, serial / tiled time, medians of 11 alternated rounds
+(``benchmarks/choices`` with these shapes), LSTM and GRU: short sequences were faster serial where
+the bounds had said tiled ((4, 16, 16, 128) 0.83 / 0.60, (8, 16, 2, 128) 0.94 / 0.80, (4, 32, 64,
+256) 0.95 / 0.93, (8, 16, 64, 256) 1.05 / 0.89), and long ones tiled below MIN_WORK ((32, 8, 64,
+128) 1.14-1.24 / 1.07-1.31 in three runs, (64, 8, 32, 128) 1.25 / 1.38, (100, 8, 64, 128) 1.43 /
+1.13, (32, 12, 64, 128) 1.34 / 1.37; at T <= 16 not: (8, 8, 2, 128) 0.78 / 0.74, (16, 8, 16, 128)
+0.95 / 0.83, (16, 8, 64, 128) 0.94 / 0.86). The fixed cost grows with the weights, G H (H + I), the
+saving per step with B G H H, so the length that pays is measured by T B H / (H + I): 57-126 in the
+serial cases above, from 128 on ((24, 8, 64, 128) 1.06 / 1.23, (12, 16, 64, 128) 1.09 / 0.96, (16,
+16, 16, 128) 1.40 / 1.12, (8, 32, 2, 128) 1.08 / 1.19) the tiled kernels paid, except at H = 256
+with I = 128, where the serial ones were faster than 171 and 341 say ((8, 32) 0.88 / 0.84; (16, 32)
+the GRU 0.91, the LSTM 1.10: tiled before as now). So on AVX2 a call is tiled from MIN_STEPS_FOR =
+128 (on AVX-512 see below), and then already from LOW_WORK multiply-adds per step where H fills two
+backward tiles (Hp >= 128: with one, one worker does all of the backward's steps; at H = 64, below
+MIN_WORK as before, the GRU was mixed: 0.86-1.22). On AVX-512 the same shapes, measured on a 2-core
+Xeon on 2026-12-02 (``benchmarks/choices``, 9 rounds, LSTM / GRU B / A;
+``results/cpu_xeon480_choices_len_5b6fbc6.json``), said the same: below 128 serial faster where
+MIN_WORK had said tiled ((4, 16, 16, 128) 0.70 / 0.63, (8, 16, 2, 128) 0.82 / 0.75, (4, 32, 64,
+256) 0.90 / 0.83, (8, 16, 64, 256) 0.88 / 0.79), long ones below it tiled faster or level ((100, 8,
+64, 128) 1.24 / 1.06, (64, 8, 32, 128) 1.15 / 0.96, (32, 8, 64, 128) 1.02 / 0.91); where both rules
+say tiled, 1.05-1.23 / 0.89-1.05. Of the 26 rows the old rule took the slower side at 13 (by up to
+1.6x), this one at 5, by 5-12 % (the GRU at (32, 8, 64, 128), (24, 8, 64, 128), (12, 16, 64, 128),
+(8, 32, 128, 256), and the LSTM at (24, 8, 64, 128)), so it holds on both.
 
 The RNN (G = 1, ``rnn_tiled``), on AVX-512 CPUs only (measured on the 2-core Xeon on
 2026-12-03, not yet on AVX2 ones: the serial kernel there). Kernels fwd+bwd, serial / tiled
