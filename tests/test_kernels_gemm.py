@@ -84,6 +84,26 @@ def test_packed_product_equals_numpy(M, K, N, seed):
     np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5 * np.sqrt(K))
 
 
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 36, 48, 63, 64])
+def test_a_partial_last_tile_is_exact_at_every_width(width):
+    """The last tile, narrower than 64 columns, is computed 16 at a time (``NARROW_COLS``):
+    at the widths either side of each step, its columns equal the whole tile's, bit for bit
+    (the same sums in the same order), and match NumPy."""
+    rng = np.random.default_rng(width)
+    M, K, N = 9, 37, TILE_COLS + width
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    Wb = rng.standard_normal((K, N)).astype(np.float32)
+    out = np.full((M, N), np.nan, np.float32)
+    gemm_packed(A, pack(Wb), out)
+    whole = np.full((M, 2 * TILE_COLS), np.nan, np.float32)      # the same columns, padded
+    Wb_whole = np.zeros((K, 2 * TILE_COLS), np.float32)          # to two whole tiles
+    Wb_whole[:, :N] = Wb
+    gemm_packed(A, pack(Wb_whole), whole)
+    np.testing.assert_array_equal(out[:8], whole[:8, :N])       # (the 4-row tiles)
+    np.testing.assert_allclose(out, A.astype(np.float64) @ Wb.astype(np.float64),
+                               rtol=1e-5, atol=1e-5 * np.sqrt(K))
+
+
 def test_packed_product_writes_only_its_columns():
     rng = np.random.default_rng(0)
     A, Wb = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((3, 70)).astype(np.float32)
