@@ -10,8 +10,9 @@ import kernels.reference as ref
 from kernels import _gemm, _workspace, gru, lstm, rnn
 from numba import njit
 
-from kernels._gemm import (MAX_WORK, MIN_ROWS, ONE_ROW_MAX_WEIGHTS, TILE_COLS, gemm_packed, mac,
-                           pack, pack_for, step_operands, step_product, transpose8)
+from kernels._gemm import (MAX_WORK, MIN_ROWS, NARROW_COLS, ONE_ROW_MAX_WEIGHTS, TILE_COLS,
+                           TILE_ROWS, gemm_packed, mac, pack, pack_for, step_operands,
+                           step_product, transpose8)
 
 
 @njit
@@ -123,7 +124,11 @@ def test_pack_layout_and_when_it_is_used():
     big = np.zeros((512, 2048), np.float32)                      # 4 MB: BLAS streams it faster
     assert 512 * 2048 > ONE_ROW_MAX_WEIGHTS and not pack_for(big, 1).size and pack_for(big, 2).size
     assert not pack_for(Wb.astype(np.float64), 64).size         # float64 keeps BLAS
-    assert not pack_for(np.zeros((70, 63), np.float32), 32).size  # narrower than a tile: BLAS
+    narrow = np.zeros((70, 63), np.float32)                   # narrower than a tile: packed
+    assert pack_for(narrow, TILE_ROWS).size                   # from 4 rows (16 columns at a
+    assert not pack_for(narrow, TILE_ROWS - 1).size           # time), BLAS for fewer rows
+    assert not pack_for(np.zeros((70, NARROW_COLS - 1), np.float32), 32).size   # and columns
+    assert pack_for(np.zeros((70, NARROW_COLS), np.float32), 32).size
     mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
     rows = MAX_WORK // (256 * 1024)                              # the most rows the bound allows
     assert pack_for(mid, rows).size and not pack_for(mid, rows + 1).size
