@@ -52,7 +52,8 @@ from . import _workspace
 from ._common import copy_row, dot_into
 
 __all__ = ["pack", "pack_for", "step_operands", "step_product", "gemm_packed", "mac",
-           "TILE_ROWS", "TILE_COLS", "NARROW_COLS", "MIN_ROWS", "MAX_WORK", "ONE_ROW_MAX_WEIGHTS", "VECTOR"]
+           "TILE_ROWS", "TILE_COLS", "NARROW_COLS", "MIN_ROWS", "MAX_WORK", "ONE_ROW_MAX_WEIGHTS",
+           "VECTOR"]
 
 TILE_ROWS = 4        # rows of A (and of out) per register tile
 TILE_COLS = 64       # columns of out per register tile (4 x 16 floats)
@@ -464,7 +465,8 @@ def pack_for(Wb, rows, transposed=False):
     if rows < MIN_ROWS or Wb.dtype != _FLOAT32:                 # (the common small case first)
         return _NO_PACK
     N, K = Wb.shape if transposed else Wb.shape[::-1]
-    if N < (NARROW_COLS if rows >= TILE_ROWS else TILE_COLS) or rows * K * N > MAX_WORK or (rows == 1 and K * N > ONE_ROW_MAX_WEIGHTS):
+    narrowest = NARROW_COLS if rows >= TILE_ROWS else TILE_COLS
+    if N < narrowest or rows * K * N > MAX_WORK or (rows == 1 and K * N > ONE_ROW_MAX_WEIGHTS):
         return _NO_PACK
     return pack(Wb, transposed)
 
