@@ -133,12 +133,14 @@ def as_float(v, name, expected):
                          f"range") from None
 
 
-def positive_number(v, name, allow_zero=False):
+def positive_number(v, name, allow_zero=False, allow_inf=False):
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {v!r}")
-    v = as_float(v, name, f"a finite number {'>=' if allow_zero else '>'} 0")
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name}: expected a finite number {'>=' if allow_zero else '>'} 0, got {v}")
+    what = (f"a {'number' if allow_inf else 'finite number'} {'>=' if allow_zero else '>'} 0"
+            + (" (or inf)" if allow_inf else ""))
+    v = as_float(v, name, what)
+    if np.isnan(v) or (np.isinf(v) and not (allow_inf and v > 0)) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name}: expected {what}, got {v}")
     return v
 
 

@@ -481,7 +481,8 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
     epochs, batch_size: positive ints; the last batch of an epoch may be smaller
     validation: None, ``(x, y)`` or ``(x, y, lengths)``: scored after every epoch in evaluate
         mode, giving ``history.val_loss`` (and ``val_accuracy``)
-    clip: None, or a max L2 norm for all gradients together (``optim.clip_grad_norm``)
+    clip: None, or a max L2 norm for all gradients together (``optim.clip_grad_norm``);
+        ``inf`` clips nothing, as None does
     shuffle: draw a new batch order every epoch (else samples in order)
     progress: show a tqdm bar per epoch (batches, running loss and accuracy); the bar stays as
         that epoch's one-line summary, validation numbers included
@@ -525,7 +526,9 @@ def fit(model, criterion, optimizer, x, y, lengths=None, *, epochs=10, batch_siz
                         f"got {type(optimizer).__name__}")
     epochs = _checks.positive_int(epochs, "epochs")
     batch_size = _checks.positive_int(batch_size, "batch_size")
-    clip = None if clip is None else _checks.positive_number(clip, "clip")
+    if clip is not None:
+        clip = _checks.positive_number(clip, "clip", allow_inf=True)
+        clip = None if np.isinf(clip) else clip          # inf: a bound no norm exceeds
     shuffle = _checks.flag(shuffle, "shuffle")
     progress = _checks.flag(progress, "progress")
     if seed is not None:

@@ -456,6 +456,21 @@ def test_clip_bounds_the_step():
     assert 0 < step <= 1e-3 * (1 + 1e-4)
 
 
+def test_clip_inf_clips_nothing():
+    """``clip=inf`` is a bound no norm exceeds (as ``clip_grad_norm(params, inf)``): the run
+    is the one without clip, bit for bit."""
+    x, y = sign_task(20, 8)
+    runs = []
+    for clip in (None, float("inf"), np.float32("inf")):
+        m = classifier(4)
+        fit(m, ClassNLLCriterion(), 1.0, x, y, epochs=2, batch_size=5, clip=clip, seed=3,
+            progress=False)
+        runs.append(weights(m))
+    assert not all(np.array_equal(a, b) for a, b in zip(runs[0], weights(classifier(4))))
+    for run in runs[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(run, runs[0]))
+
+
 def test_modes_are_restored():
     x, y = sign_task(16, 9)
     m = Sequential(LSTM(2, 4, return_sequences=False), Dropout(0.5), Linear(4, 2), LogSoftMax())
@@ -522,6 +537,9 @@ def test_progress_bar_shows_epoch_summary(capsys):
     (dict(optimizer=True), TypeError, "optimizer"),
     (dict(optimizer=1e39), ValueError, "optimizer: .*finite in the parameters' dtype float32"),
     (dict(clip=0), ValueError, "clip"),
+    (dict(clip=-float("inf")), ValueError, r"clip: expected a number > 0 \(or inf\), got -inf"),
+    (dict(clip=float("nan")), ValueError, r"clip: expected a number > 0 \(or inf\), got nan"),
+    (dict(clip="1"), TypeError, "clip"),
     (dict(shuffle=1), TypeError, "shuffle"),
     (dict(seed=-1), ValueError, "seed"),
     (dict(callback=3), TypeError, "callback"),
