@@ -92,6 +92,31 @@ def test_batches_of_varying_length_reuse_buffers_instead_of_piling_them_up():
     del held
 
 
+def test_size_classes_are_at_most_a_quarter_larger_and_four_per_power_of_two():
+    rng = np.random.default_rng(0)
+    for n in list(rng.integers(ws.MIN_BYTES, 1 << 32, 2000)) + [1 << 20, (1 << 20) + 1]:
+        pages = -(-int(n) // 4096) * 4096
+        size = ws.size_class(int(n))
+        assert pages <= size <= 1.25 * pages and size % 4096 == 0, n
+        assert ws.size_class(size) == size                       # a class is its own class
+    octave = {ws.size_class(n) for n in range((1 << 20) + 1, (1 << 21) + 1, 4096)}
+    assert sorted(octave) == [k * (1 << 18) for k in (5, 6, 7, 8)]
+
+
+def test_sequences_growing_a_step_at_a_time_reuse_a_few_buffers():
+    """Batches one step longer each time, each freed before the next: with buffers of exactly
+    the request's size every length made a new one (31 here); with size classes, three."""
+    buffers = set()
+    for T in range(100, 131):                            # (T, 32, 64) float32: 0.8 to 1.06 MB
+        a = ws.empty((T, 32, 64))
+        assert a.base.nbytes - ws.ALIGN == ws.size_class(a.nbytes)   # the buffer: its class
+        buffers.add(a.base.ctypes.data)
+        del a
+        gc.collect()
+    assert len(buffers) == 3
+    assert ws.pooled_bytes()[0] == sum(ws.size_class(T * 32 * 64 * 4) for T in (100, 113, 129))
+
+
 def test_a_request_that_allocates_first_drops_buffers_idle_for_idle_takes(monkeypatch):
     """Loops of varying shapes leave buffers that no later request fits; they go once they have
     not been taken for IDLE_TAKES requests, at the next request that must allocate (a loop of
