@@ -55,6 +55,7 @@ tile's W: ~5-10 % slower, AMD EPYC).
 """
 
 import bisect
+import functools
 import os
 import sys
 import threading
@@ -164,6 +165,7 @@ def _drop_free(nbytes):
             return
 
 
+@functools.lru_cache(maxsize=1024)                     # (272 ns computed, 43 looked up)
 def size_class(nbytes):
     """The buffer size that a request of ``nbytes`` asks for: whole pages, then rounded up to
     one of CLASSES sizes evenly spaced above the power of two below it (with 4: 1.25, 1.5,
