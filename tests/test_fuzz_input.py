@@ -778,8 +778,9 @@ FIT_SETTINGS = {              # keyword: [(value, the valid value it means or No
     "batch_size": [(0, None), (2.5, None), (False, None), (np.int32(2), 2), (100, 100)],
     "shuffle": [(1, None), ("yes", None), (None, None), (np.False_, False), (np.True_, True)],
     "seed": [(-1, None), (1.5, None), ("0", None), (np.int64(0), 0), (2 ** 70, 2 ** 70)],
-    "clip": [(0, None), (-1.0, None), (np.nan, None), (np.inf, None), ("1", None), (True, None),
-             (np.float64(1.0), 1.0), (1, 1.0)],
+    "clip": [(0, None), (-1.0, None), (np.nan, None), (-np.inf, None), ("1", None), (True, None),
+             (np.float64(1.0), 1.0), (1, 1.0), (np.inf, 1e300)],      # (inf: no clipping, as a
+                                                                      # bound no norm reaches)
     "optimizer": [(-0.1, None), (0, None), (np.nan, None), ("0.1", None), (True, None),
                   (1e39, None), (np.float64(0.1), 0.1)],
     "progress": [("no", None), (0, None)],
