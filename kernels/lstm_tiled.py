@@ -571,9 +571,10 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                     dz = dZ[u, t % ring, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
-                    for g4 in range(4):                  # (nothing when dZ_mat is empty)
-                        for j in range(max(0, min(U, H - j0))):
-                            dZ_mat[t, b, g4 * H + j0 + j] = out[g4, j]
+                    n = min(U, H - j0)                   # (H = 0 when dZ_mat is empty)
+                    for g4 in range(4 if n > 0 else 0):  # rows as views: a loop indexing
+                        _copy_row(out[g4, :n],           # dZ_mat[t, b, g4 H + j0 + j] became
+                                  dZ_mat[t, b, g4 * H + j0:g4 * H + j0 + n])   # scatters
 
 
 # BLAS, not the team, does the weight-gradient products (``_grads_by_blas``) from H = 512 and
