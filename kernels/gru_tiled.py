@@ -85,27 +85,30 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
     W, A = W_f[u], hs[s]                                 # (Hp, 48), (Bp, Hp): h_{s-1}
     acc = carray(_stack_tile(), (R, GH))                 # gh of 4 rows
     new = carray(_stack_tile(), (2, 2 * U))              # r | z, then n | h of one row
-    P_u = P[:, u * GH:(u + 1) * GH]                      # (Bp, 48): this tile's parked sums
+    p0 = u * GH                                          # P[:, p0:p0+48]: this tile's parked
+                                                         # sums (taken a row at a time: as a
+                                                         # 2-D view, copies compiled to gathers)
     for k0 in range(0, Hp, KC):
         W_c = W[k0:k0 + KC]
         for m in range(m0, m1, R):
             A_c = A[m:m + R, k0:k0 + KC]
             for r in range(R):
-                _copy_row(b_h[u] if k0 == 0 else P_u[m + r], acc[r])
+                _copy_row(b_h[u] if k0 == 0 else P[m + r, p0:p0 + GH], acc[r])
             mac(acc, A_c, W_c, R, GH)                        # (1)-(3): gh = b_hh + h W_hh^T
             if k0 + KC < Hp:                                 # more chunks to come: park the sums
                 for r in range(R):
-                    _copy_row(acc[r], P_u[m + r])
+                    _copy_row(acc[r], P[m + r, p0:p0 + GH])
                 continue
             for r in range(R):
                 b = m + r
                 L = lengths[b]
                 if s >= L:                                   # (6): padding, the state is frozen
-                    for j in range(U):
-                        hs[s + 1, b, j0 + j] = hs[s, b, j0 + j]
-                        y[s, b, j0 + j] = 0
+                    _copy_row(hs[s, b, j0:j0 + U], hs[s + 1, b, j0:j0 + U])
+                    y[s, b, j0:j0 + U] = 0
                     continue
                 g = G[u, s, b]                               # (64,): gi_r | gi_z | gi_n | -
+                h_prev = hs[s, b, j0:j0 + U]                 # as a row: hs[s, b, j0 + j] in
+                                                             # the loop compiled to gathers
                 for l in range(2 * U):                       # (1), (2): r, z
                     new[0, l] = sigmoid(g[l] + acc[r, l])
                 for j in range(U):                           # (3), (4), (5)
@@ -114,7 +117,7 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
                     new[1, j] = n
                     # (5), (1 - z) n + z h: fused one way, compiled here or loaded from the
                     # cache alike (_gemm.fmuladd; LLVM's own pick of a product can differ)
-                    new[1, U + j] = fmuladd(z, hs[s, b, j0 + j], (one - z) * n)
+                    new[1, U + j] = fmuladd(z, h_prev[j], (one - z) * n)
                 _copy_row(new[0], g[:2 * U])                 # r | z
                 _copy_row(new[1, :U], g[2 * U:3 * U])        # n
                 _copy_row(acc[r, 2 * U:], g[3 * U:])         # q = gh_n

@@ -347,8 +347,8 @@ def _gemm_tile(A, W, width, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
             for m in range(m0, m1, R):                     # negative-index checks inside
                 acc = out[m:m + R, c0:c0 + width]          # mac keeps it in registers
                 if init.size and a == 0 and k0 == 0:
-                    for r in range(R):
-                        _copy_row(init, acc[r])
+                    for r in range(R):                     # (rows of out: acc[r], a row of a
+                        _copy_row(init, out[m + r, c0:c0 + width])   # 2-D view, scattered)
                 mac(acc, A[a, m:m + R, k0:k0 + kc], W_c[:, :width], R, width)
 
 
@@ -381,10 +381,9 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                 b = m + r
                 L = lengths[b]
                 if s >= L:                               # (5): padding, the state is frozen
-                    for j in range(U):
-                        hs[s + 1, b, j0 + j] = hs[s, b, j0 + j]
-                        cs[s + 1, b, j0 + j] = cs[s, b, j0 + j]
-                        y[s, b, j0 + j] = 0              # (the output at time s, either way)
+                    _copy_row(hs[s, b, j0:j0 + U], hs[s + 1, b, j0:j0 + U])
+                    _copy_row(cs[s, b, j0:j0 + U], cs[s + 1, b, j0:j0 + U])
+                    y[s, b, j0:j0 + U] = 0               # (the output at time s, either way)
                     continue
                 for l in range(2 * U):                   # (2): i, f
                     acc[r, l] = sigmoid(acc[r, l])
@@ -545,9 +544,8 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 if t >= L:                               # (5): padding takes no gradient
                     for q in range(n_q):
                         dZ[v * n_q + q, t % ring, b, :] = 0
-                    for g4 in range(4):
-                        for j in range(min(c0, H), min(c0 + V, H)):
-                            dZ_mat[t, b, g4 * H + j] = 0
+                    for g4 in range(4 if c0 < H else 0):   # (as rows: see below)
+                        dZ_mat[t, b, g4 * H + c0:g4 * H + min(c0 + V, H)] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step

@@ -87,8 +87,7 @@ def _forward_tile(s, u, m0, m1, hs, G, y, W_f, lengths, reverse):
                 h_new = hs[s + 1, b, j0:j0 + Z]
                 if s >= L:                               # (3): padding, the state is frozen
                     _copy_row(hs[s, b, j0:j0 + Z], h_new)
-                    for j in range(Z):
-                        y[s, b, j0 + j] = 0              # (the output at time s, either way)
+                    y[s, b, j0:j0 + Z] = 0               # (the output at time s, either way)
                     continue
                 for j in range(Z):
                     h_new[j] = tanh(acc[r, j])           # (2)
@@ -188,8 +187,9 @@ def _backward_tile(s, v, m0, m1, dA, dh, dy, dh_n, W_b, hs, lengths, reverse):
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
                 h, dy_b, dh_n_b = hs[t + 1, b, c0:c0 + Z], dy[t_own, b, c0:c0 + Z], \
                     dh_n[b, c0:c0 + Z]
-                for j in range(Z):
-                    dh_t = acc[r, j] + dy_b[j] + from_n * dh_n_b[j]
+                acc_b = dh[b, c0:c0 + Z]                 # acc's row as a row of dh: acc[r, j]
+                for j in range(Z):                       # (a 2-D view's) compiled to gathers
+                    dh_t = acc_b[j] + dy_b[j] + from_n * dh_n_b[j]
                     da[j] = dh_t * (one - h[j] * h[j])   # (2): tanh' = 1 - tanh^2
 
 
