@@ -646,16 +646,12 @@ def _weight_grads(w, n_workers, dZ, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, width,
     n_u, T, Bp = dZ.shape[0], dZ.shape[1], dZ.shape[2]
     TB = T * Bp
     dZ_rows = dZ.reshape(n_u, TB, 64)
-    col_sum = np.zeros(64, np.float64)                   # (db: a sum of T*Bp rows, in float64)
     zero = np.zeros(64, np.float32)                      # each product's first chunk starts here
     c = claim(claims[0], w, n_workers, n_u)
     while c >= 0:
         dZ_c = dZ_rows[c]
-        col_sum[:] = 0
-        for r in range(TB):
-            for l in range(64):
-                col_sum[l] += dZ_c[r, l]
-        _copy_row(col_sum, db[c * 64:(c + 1) * 64])
+        column_sums(dZ_c, db[c * 64:(c + 1) * 64])       # in float64 (a loop of 64 here,
+                                                         # unrolled, had stayed scalar)
         _gemm_tile(h.T[np.newaxis], dZ_c, width, dW_hh_T, 0, h.shape[1], c * width, KC,
                    zero[:width])
         _gemm_tile(x.T[np.newaxis], dZ_c[:, c_in:], width, dW_ih_T, 0, x.shape[1], c * width,
