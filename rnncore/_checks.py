@@ -139,7 +139,7 @@ def positive_number(v, name, allow_zero=False, allow_inf=False):
     what = (f"a {'number' if allow_inf else 'finite number'} {'>=' if allow_zero else '>'} 0"
             + (" (or inf)" if allow_inf else ""))
     v = as_float(v, name, what)
-    if np.isnan(v) or (np.isinf(v) and not (allow_inf and v > 0)) or v < 0 or (v == 0 and not allow_zero):
+    if not (v > 0 or (v == 0 and allow_zero)) or (np.isinf(v) and not allow_inf):   # (NaN: no)
         raise ValueError(f"{name}: expected {what}, got {v}")
     return v
 
