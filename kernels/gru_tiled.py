@@ -86,8 +86,8 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
     acc = carray(_stack_tile(), (R, GH))                 # gh of 4 rows
     new = carray(_stack_tile(), (2, 2 * U))              # r | z, then n | h of one row
     p0 = u * GH                                          # P[:, p0:p0+48]: this tile's parked
-                                                         # sums (taken a row at a time: as a
-                                                         # 2-D view, copies compiled to gathers)
+                                                         # sums, taken a row at a time
+                                                         # (lstm_tiled: "Rows as views")
     for k0 in range(0, Hp, KC):
         W_c = W[k0:k0 + KC]
         for m in range(m0, m1, R):
@@ -107,8 +107,7 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
                     y[s, b, j0:j0 + U] = 0
                     continue
                 g = G[u, s, b]                               # (64,): gi_r | gi_z | gi_n | -
-                h_prev = hs[s, b, j0:j0 + U]                 # as a row: hs[s, b, j0 + j] in
-                                                             # the loop compiled to gathers
+                h_prev = hs[s, b, j0:j0 + U]                 # (rows as views)
                 for l in range(2 * U):                       # (1), (2): r, z
                     new[0, l] = sigmoid(g[l] + acc[r, l])
                 for j in range(U):                           # (3), (4), (5)

@@ -78,6 +78,16 @@ Each of these from 64 KB up starts on a cache line (``_workspace.empty``; NumPy'
 arrays start 16 bytes past one): with Hp a multiple of 64, every 64-float row is then whole
 lines, and one worker's columns of hs, cs, tanh_c and y share no line with another's.
 
+Rows as views. The cells' loops read and write 16 or 64 numbers of one row, and always through
+a 1-D view of that row, ``cs[s, b, j0:j0 + U]``, indexed from 0. Numba types such a view as
+contiguous, and an index from ``range`` is never negative, so LLVM turns the loop into whole
+vector loads and stores. Indexing ``cs[s, b, j0 + j]`` in the loop instead keeps a negative
+index's wraparound for every number (j0 is not known to be >= 0), and a row of a 2-D view
+(``acc[r, j]`` of ``dh[m:m + R, c0:c0 + 64]``) has a stride known only at run time: with
+AVX-512 both compiled to gathers and scatters, one number at a time (the tiled GRU's forward
+took 1.12x as long; ``benchmarks/results/cpu_zen4.md``), with AVX2 to scalar code.
+tests/test_kernels_tiled.py checks that no tiled core holds a gather or a scatter.
+
 Every product runs on ``_gemm.mac``'s register tile, the k loop in chunks that stay in L1 while
 all row blocks use them: the input part and the weight gradients through ``_gemm_tile``, the
 steps' products in ``_forward_tile`` / ``_backward_tile`` with that loop written out (so that
@@ -347,8 +357,8 @@ def _gemm_tile(A, W, width, out, m0, m1, c0, kc=KC, init=_FROM_OUT):
             for m in range(m0, m1, R):                     # negative-index checks inside
                 acc = out[m:m + R, c0:c0 + width]          # mac keeps it in registers
                 if init.size and a == 0 and k0 == 0:
-                    for r in range(R):                     # (rows of out: acc[r], a row of a
-                        _copy_row(init, out[m + r, c0:c0 + width])   # 2-D view, scattered)
+                    for r in range(R):                     # (rows as views, not acc[r])
+                        _copy_row(init, out[m + r, c0:c0 + width])
                 mac(acc, A[a, m:m + R, k0:k0 + kc], W_c[:, :width], R, width)
 
 
@@ -391,8 +401,8 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                     acc[r, l] = sigmoid(acc[r, l])
                 for l in range(2 * U, 3 * U):            # g
                     acc[r, l] = tanh(acc[r, l])          # (G keeps i | f | g | o: the backward's)
-                c_prev = cs[s, b, j0:j0 + U]             # rows as views: cheaper than three
-                for j in range(U):                       # indices per number in the loop
+                c_prev = cs[s, b, j0:j0 + U]             # a row as a view (module docstring,
+                for j in range(U):                       # "Rows as views")
                     # (3), f c_{t-1} + i g: fused one way whether compiled here or loaded
                     c = fmuladd(acc[r, U + j], c_prev[j], acc[r, j] * acc[r, 2 * U + j])
                     t = tanh(c)
@@ -570,9 +580,8 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
                     n = min(U, H - j0)                   # (H = 0 when dZ_mat is empty)
-                    for g4 in range(4 if n > 0 else 0):  # rows as views: a loop indexing
-                        _copy_row(out[g4, :n],           # dZ_mat[t, b, g4 H + j0 + j] became
-                                  dZ_mat[t, b, g4 * H + j0:g4 * H + j0 + n])   # scatters
+                    for g4 in range(4 if n > 0 else 0):  # (rows as views)
+                        _copy_row(out[g4, :n], dZ_mat[t, b, g4 * H + j0:g4 * H + j0 + n])
 
 
 # BLAS, not the team, does the weight-gradient products (``_grads_by_blas``) from H = 512 and

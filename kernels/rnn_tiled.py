@@ -187,8 +187,8 @@ def _backward_tile(s, v, m0, m1, dA, dh, dy, dh_n, W_b, hs, lengths, reverse):
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step
                 h, dy_b, dh_n_b = hs[t + 1, b, c0:c0 + Z], dy[t_own, b, c0:c0 + Z], \
                     dh_n[b, c0:c0 + Z]
-                acc_b = dh[b, c0:c0 + Z]                 # acc's row as a row of dh: acc[r, j]
-                for j in range(Z):                       # (a 2-D view's) compiled to gathers
+                acc_b = dh[b, c0:c0 + Z]                 # acc[r] as a row of dh (lstm_tiled:
+                for j in range(Z):                       # "Rows as views")
                     dh_t = acc_b[j] + dy_b[j] + from_n * dh_n_b[j]
                     da[j] = dh_t * (one - h[j] * h[j])   # (2): tanh' = 1 - tanh^2
 
