@@ -28,7 +28,9 @@ The recurrent product of a step is 48 columns wide (gh = r | z | n parts of h W_
 the forward tile's accumulator is 4 rows x 48 (12 AVX-512 registers). The weight-gradient
 products are ``lstm_tiled``'s, run 48 columns wide on the two windows (an earlier version ran
 them 64 wide and dropped a block of each: a quarter of their work). The bias gradients are
-its column sums over all T*Bp rows, summed in float64.
+its column sums over all T*Bp rows, summed in float64. For large layers on AVX-512 CPUs
+(``BLAS_GRADS_MIN_H``) the steps also write dGh and dGi in PyTorch's gate-major columns, and
+BLAS does those products after the pass (``_grads_by_blas``), as in ``lstm_tiled``.
 
 Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team``'s and
 ``_common``'s functions; an edit of any of them makes every cached kernel stale (``_cache_stamp``).
@@ -37,8 +39,8 @@ Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team`
 import numpy as np
 from numba import carray, njit, prange
 
-from ._common import flush_subnormals, restore_fp, sigmoid, tanh
-from ._gemm import _prefer_512_bit, _stack_tile, fmuladd, mac
+from ._common import column_sums, dot_into, flush_subnormals, restore_fp, sigmoid, tanh
+from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
 from ._auto import uses_tiled
@@ -182,16 +184,21 @@ def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse):
+def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
+                   dGh_mat, dGi_mat):
     """Rows m0 ... m1-1, units 64v ... 64v+63: the product part dGh_s W_hh of dL/dh_{s-1}
     (none when s = T), then the cell's derivatives of step t = s-1, or at s = 0 dh0.
 
     dh: (Bp, Hp) partial sums between k-chunks, and at the end dh0. dhb: (Bp, Hp) dL/dh_t of
     the last step done, for the direct part z_{t+1} dL/dh_{t+1} of the next one (5).
+    ``dGh_mat``, ``dGi_mat`` (T, Bp, 3H), unless empty: dGh and dGi once more, in PyTorch's
+    gate-major columns r | z | n, for ``_grads_by_blas``; then dG need only hold the steps s
+    and s-1, and may be a ring of two (step t in dG[:, t % 2]), as ``lstm_tiled``'s dZ.
     """
     _prefer_512_bit()
     one = np.float32(1)                                  # (a bare 1 would make float64)
-    n_u, T = dG.shape[0], dG.shape[1]
+    H = dGh_mat.shape[2] // 3                            # (0 when they are empty)
+    n_u, T, ring = dG.shape[0], G.shape[1], dG.shape[1]  # ring: T, or 2 (above)
     n_a = n_u if s < T else 1
     c0 = v * V
     acc = carray(_stack_tile(), (R, V))                  # dL/dh_{s-1}, product part
@@ -207,7 +214,7 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                     acc[r, :] = 0
             for a in range(a0, a1 if s < T else a0):     # acc += dGh_s[rows] W_hh
                 W_c = W_b[v, a * GH:(a + 1) * GH]        # (48, 64): rows n, r, z as dGh
-                A_c = dG[a, s, m:m + R]                  # (4, 64): blocks 0-2 are dGh
+                A_c = dG[a, s % ring, m:m + R]           # (4, 64): blocks 0-2 are dGh
                 mac(acc, A_c[:, :GH], W_c, R, V)
             if a1 < n_a:                                 # more tiles to come: park the sums
                 for r in range(R):
@@ -227,7 +234,10 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                 L = lengths[b]
                 if t >= L:                               # (6): padding takes no gradient
                     for q in range(n_q):
-                        dG[v * n_q + q, t, b, :] = 0
+                        dG[v * n_q + q, t % ring, b, :] = 0
+                    for g3 in range(3 if c0 < H else 0):   # (as rows: lstm_tiled)
+                        dGh_mat[t, b, g3 * H + c0:g3 * H + min(c0 + V, H)] = 0
+                        dGi_mat[t, b, g3 * H + c0:g3 * H + min(c0 + V, H)] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 for q in range(n_q):
@@ -251,18 +261,26 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                         out[2, j] = dh_t * (h_r[j] - n) * z * (one - z)          # (5), (2)
                         out[3, j] = dan
                         d_r[j] = dh_t
-                    dz = dG[u, t, b]
+                    dz = dG[u, t % ring, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
+                    n = min(U, H - j0)                   # (H = 0 when the mats are empty)
+                    for g3 in range(3 if n > 0 else 0):  # r | z | n: dar, daz, then dq or dan
+                        _copy_row(out[1 + g3, :n] if g3 < 2 else out[0, :n],
+                                  dGh_mat[t, b, g3 * H + j0:g3 * H + j0 + n])
+                        _copy_row(out[1 + g3, :n], dGi_mat[t, b, g3 * H + j0:g3 * H + j0 + n])
                 _copy_row(acc[r], dhb[b, c0:c0 + V])
 
 
 @njit(cache=True, parallel=True)
 def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
-                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims, by_rows):
+                   x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims, by_rows,
+                   dGh_mat, dGi_mat):
     """The whole backward pass by a team: the steps backwards (dh ends as dh0), by rows or by
-    units as ``lstm_tiled``'s (``by_rows``), then the weight gradients (``lstm_tiled``'s)."""
-    T, Bp = dG.shape[1], dG.shape[2]
+    units as ``lstm_tiled``'s (``by_rows``), then the weight gradients (``lstm_tiled``'s); or,
+    with the mats (not empty), the steps also write dGh and dGi into them, and BLAS does the
+    weight gradients after (``_grads_by_blas``)."""
+    T, Bp = G.shape[1], dG.shape[2]
     n_rg = -(-Bp // RG)
     n_items = W_b.shape[0] * n_rg
     for w in prange(n_workers):
@@ -272,7 +290,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
             for s in range(T, -1, -1):
                 for v in range(W_b.shape[0]):
                     _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths,
-                                   reverse)
+                                   reverse, dGh_mat, dGi_mat)
             barrier(sync, n_workers)                     # all of dG is written
         else:                                            # tiles of units, a barrier per step
             first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
@@ -280,10 +298,50 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                 for item in range(first, last):
                     v, m0 = item // n_rg, (item % n_rg) * RG
                     _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G,
-                                   hs, lengths, reverse)
+                                   hs, lengths, reverse, dGh_mat, dGi_mat)
                 barrier(sync, (T + 1 - s) * n_workers)
-        _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U, claims)
+        if dGh_mat.size == 0:
+            _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U, claims)
         restore_fp(fp)
+
+
+# BLAS, not the team, does the weight-gradient products (``_grads_by_blas``) as for the LSTM
+# (``lstm_tiled.BLAS_GRADS_MIN_H``), from H = 512 and 2^32 multiply-adds in them
+# (T Bp 3H (H + 2I)), on AVX-512 CPUs. Measured on a 2-core AMD EPYC Zen 4 on 2026-12-04,
+# fwd+bwd, team / BLAS ms, medians of 9 alternated rounds in one process: (100, 64, 512, 512)
+# 412 / 359 and 394 / 345 (backward 297 / 247 and 286 / 241), (50, 128, 512, 512) 397 / 364,
+# (100, 32, 512, 512) 199 / 183, (30, 64, 512, 1024) 360 / 321, level at (32, 64, 512, 512)
+# 133 / 132 and (40, 64, 512, 768) 291 / 285; at H = 384 mixed, (64, 128, 512, 384) 311 / 291
+# but (100, 64, 256, 384) 171 / 176, and at H = 256 the team's: (50, 256, 256, 256) 205 / 209.
+# The BLAS path holds two (T, Bp, 3H) matrices where the team's holds dG for every step: at
+# (100, 64, 512, 512) 79 MB against 52 MB. (``kernels/_auto.py``: with it the tiled GRU beats
+# the serial one at these shapes.)
+BLAS_GRADS_MIN_H = 512 if VECTOR == 16 else None
+BLAS_GRADS_FROM = 1 << 32
+
+
+def _blas_grads(T, Bp, I, H):
+    """Whether ``backward`` leaves the weight gradients to BLAS (the bounds above)."""
+    return (BLAS_GRADS_MIN_H is not None and H >= BLAS_GRADS_MIN_H
+            and T * Bp * 3 * H * (H + 2 * I) >= BLAS_GRADS_FROM)
+
+
+@njit(cache=True, error_model="numpy")
+def _grads_by_blas(dGh, dGi, x, h, W_ih, dW_ih, dW_hh, db_ih, db_hh, dx):
+    """``_weight_grads``' sums over all steps by BLAS, from dGh and dGi (T Bp, 3H) in PyTorch's
+    gate-major columns r | z | n, as ``gru.py``'s backward:
+
+        dW_ih = dGi^T X  (3H, Ip)    dW_hh = dGh^T H_prev  (3H, Hp)    dx = dGi W_ih  (T Bp, I)
+
+    and db_ih, db_hh = column sums of dGi, dGh. x (T Bp, Ip), h (T Bp, Hp): the padded inputs,
+    so dW_ih and dW_hh have Ip and Hp columns, of which the first I and H are the gradients."""
+    fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
+    column_sums(dGi, db_ih)
+    column_sums(dGh, db_hh)
+    dot_into(dGi.T, x, dW_ih)
+    dot_into(dGh.T, h, dW_hh)
+    dot_into(dGi, W_ih, dx)
+    restore_fp(fp)                          # (this thread as it was)
 
 
 def backward(dy, dh_n, cache):
@@ -297,17 +355,35 @@ def backward(dy, dh_n, cache):
     B, I, H = lengths.shape[0], W_ih.shape[1], W_hh.shape[1]
     Hp = hs.shape[2]
     Ip64 = _round_up(Ip, 64)
-    dG = empty((Hp // U, T, Bp, 4 * U))
-    dh = empty((Bp, Hp))
-    wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
-    dW_ih_T, dW_hh_T, dx, db = wg[3:]
+    by_blas = _blas_grads(T, Bp, I, H)
+    dG = empty((Hp // U, 2 if by_blas else T, Bp, 4 * U))   # tile u's in dG[u]; with BLAS a
+    dh = empty((Bp, Hp))                                    # ring of two steps
+    if by_blas:                                  # the team skips them: placeholders, same types
+        wg = (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), np.zeros((0, 0, 0), np.float32),
+              *(np.zeros((0, 0), np.float32) for _ in range(3)), np.zeros(0, np.float32))
+        mats = empty((2, T, Bp, 3 * H), np.float32)        # dGh, dGi
+    else:
+        wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
+        mats = np.zeros((2, 0, 0, 0), np.float32)
     n_workers = team_size((Hp // V) * -(-Bp // RG))
     with one_team():                             # (workqueue: one at a time)
         _backward_core(dG, dh, zeros((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
                        _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
                        lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
-                       np.zeros((2, n_workers), np.int64), _backward_rows(Bp, n_workers))
+                       np.zeros((2, n_workers), np.int64), _backward_rows(Bp, n_workers),
+                       mats[0], mats[1])
+    if by_blas:
+        dW_ih, dW_hh = empty((3 * H, Ip), np.float32), empty((3 * H, Hp), np.float32)
+        db_ih, db_hh = empty(3 * H, np.float32), empty(3 * H, np.float32)
+        dx = empty((T * Bp, I), np.float32)
+        dGh, dGi = mats.reshape(2, T * Bp, 3 * H)
+        _grads_by_blas(dGh, dGi, wg[0], wg[1], W_ih, dW_ih, dW_hh, db_ih, db_hh, dx)
+        dW_ih = dW_ih if Ip == I else np.ascontiguousarray(dW_ih[:, :I])
+        dW_hh = dW_hh if Hp == H else np.ascontiguousarray(dW_hh[:, :H])
+        dx_s = dx.reshape(T, Bp, I)[:, :B]
+        return np.ascontiguousarray(dx_s), dW_ih, dW_hh, db_ih, db_hh, dh[:B, :H].copy()
     # back from gate tiles to PyTorch's rows: dW in 48-wide windows, db in all 64 columns
+    dW_ih_T, dW_hh_T, dx, db = wg[3:]
     dW_ih, dW_hh = empty((3 * H, I), np.float32), empty((3 * H, H), np.float32)
     db_ih, db_hh = empty((3 * H, 1), np.float32), empty((3 * H, 1), np.float32)
     _unpack(dW_ih_T, H, I, _WIN, GH, dW_ih)

@@ -142,7 +142,7 @@ def _backward_team(B, H):
 
 
 @pytest.mark.parametrize("cell, by_blas", [("lstm", False), ("lstm", True), ("gru", False),
-                                           ("rnn", False)])
+                                           ("gru", True), ("rnn", False)])
 @pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
     (6, 8, 5, 128, False, False),     # two register tiles of rows, one for each worker
     (5, 9, 3, 70, True, True),        # Bp = 12: three tiles of rows, shared 1 / 2; padded H
@@ -152,7 +152,7 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, cell, by_
                                                           H, ragged, reverse):
     """The backward's steps shared out by rows (each worker its own sequences, no barrier per
     step) or by units (a barrier per step) compute every tile's sums alike: the same bits (the
-    LSTM's also with BLAS's weight gradients)."""
+    LSTM's and the GRU's also with BLAS's weight gradients)."""
     if numba.get_num_threads() < 2:
         pytest.skip("one thread only: the backward runs one worker, by units")
     rng = np.random.default_rng(11)
@@ -160,9 +160,10 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, cell, by_
     lengths = rng.integers(1, T + 1, B) if ragged else None
     dy, *dstates = _upstream(cell, rng, T, B, H)
     *_, cache = forward(cell, args, lengths=lengths, reverse=reverse, path="tiled")
-    if by_blas:
-        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
-        monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
+    if by_blas:                                     # (the LSTM's and the GRU's)
+        tiled = importlib.import_module(f"kernels.{cell}_tiled")
+        monkeypatch.setattr(tiled, "BLAS_GRADS_MIN_H", 0)
+        monkeypatch.setattr(tiled, "BLAS_GRADS_FROM", 0)
     monkeypatch.setattr(lstm_tiled, "BACKWARD_BY_ROWS", True)   # (the rule: AVX-512 CPUs)
     assert lstm_tiled._backward_rows(*_backward_team(B, H)) == 1
     rows = backward(cell, dy, dstates, cache)
