@@ -39,15 +39,20 @@ alternated rounds: (100, 64, 512, 512) medians 341 / 317 (11 rounds; forward 123
 345 and 596 / 624 (slower minutes; fastest rounds 358 / 314 and 360 / 297); (50, 128, 512, 512)
 371 / 335; (25, 256, 512, 512) 431 / 391; level at H = 768 ((40, 64, 512, 768) 282 / 269, fastest
 262 / 267); serial faster at H = 1024 ((30, 64, 512, 1024) 313 / 339). So with AVX-512 the LSTM
-keeps the tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[4] (W_hh of 4 MB). The GRU did
+kept the tiled kernel above MAX_WORK up to H = 512 (W_hh of 4 MB; now 1024, below). The GRU did
 not then: (100, 64, 512, 512) serial 308 / tiled 336 ms, fwd 108 / 122. It does since its tiled
 forward lost its gathers (60b05b9) and BLAS does its backward's weight gradients from H = 512
 (``gru_tiled.BLAS_GRADS_MIN_H``): on a 2-core AMD EPYC Zen 4 on 2026-12-04, fwd+bwd, serial /
 tiled medians of 9 alternated rounds in one process, (100, 64, 512, 512) 387 / 359 and 370 /
 345 ms, (50, 128, 512, 512) 391 / 364, (30, 64, 512, 1024) 359 / 321, level at (32, 64, 512,
 512) 135 / 132 and (40, 64, 512, 768) 288 / 285; below H = 512 with the team's gradients,
-(50, 256, 256, 256) 223 / 205, (64, 128, 512, 384) 306 / 311. So on AVX-512 the GRU keeps the
-tiled kernel above MAX_WORK up to H = LARGE_TILED_MAX_H[3] = 1024 (the Xeon not re-measured).
+(50, 256, 256, 256) 223 / 205, (64, 128, 512, 384) 306 / 311; (10, 64, 512, 1536) 283 / 269
+(5 rounds). On the same machine, the same day, the LSTM's tiled kernel was faster beyond
+H = 512 too (serial / tiled, 7-9 rounds): (40, 64, 512, 768) 376 / 341, (30, 64, 512, 1024)
+485 / 409, (20, 128, 512, 1024) 635 / 548, (16, 64, 1024, 1024) 354 / 314. So on AVX-512 both
+keep the tiled kernel above MAX_WORK up to H = 1024 (LARGE_TILED_MAX_H), a W_hh of 16 MB for
+the LSTM. The Xeon's level 768 and slower 1024 above were measured before the two changes that
+made the tiled kernels faster (f96b753, 60b05b9); it is not re-measured.
 
 Sequence length. A tiled call pays a fixed cost before its first step (the team's start, the
 weights packed into tiles: W_ih and W_hh for each pass) that the serial kernels do not, and wins it
@@ -123,7 +128,7 @@ MIN_WORK = {4: 1 << 20, 3: 1 << 19}    # per gate count G; the GRU paid off from
 if VECTOR == 16:
     MIN_WORK[1] = 1 << 17  # the RNN: AVX-512 only (above); a G missing here is never tiled
 MAX_WORK = 1 << 25
-LARGE_TILED_MAX_H = {4: 512, 3: 1024, 1: 1024} if VECTOR == 16 else {}   # per G: tiled above
+LARGE_TILED_MAX_H = {4: 1024, 3: 1024, 1: 1024} if VECTOR == 16 else {}  # per G: tiled above
                                                                          # MAX_WORK up to this H
 WIDE_MIN_H = 256          # hidden units from which a wide input sends a call to the serial kernels
 WIDE_INPUT = ({4: 4, 3: 4, 1: 8} if VECTOR == 16     # per gate count G: how many times H the

@@ -100,7 +100,7 @@ at the last valid step, else what step s+1's product left in ``dh``); ``dh_s`` i
 A second organization of the same computation lives in ``lstm_tiled.py`` (float32): each step
 split into tiles that do their share of (1) and the cell (2)-(5) in registers, run by one team
 of threads for the whole pass. ``lstm_forward(path="auto")`` takes it for the mid-sized shapes
-where it measured faster, and on AVX-512 CPUs for large ones up to H = 512 (``kernels/_auto.py``);
+where it measured faster, and on AVX-512 CPUs for large ones up to H = 1024 (``kernels/_auto.py``);
 read this file before that one. Notes on precision and speed are at the end of this file.
 """
 

@@ -40,7 +40,8 @@ def test_agrees_with_the_serial_steps_and_auto_follows_use_tiled():
     assert lstm_tiled.use_tiled(np.float32, 64, 32, 1, 120)       # 8 of 128
     large = lstm_tiled.use_tiled(np.float32, 64, 64, 1, 512)       # above _auto.MAX_WORK:
     assert large == (_gemm.VECTOR == 16)                          # tiled with AVX-512 only
-    assert not lstm_tiled.use_tiled(np.float32, 64, 64, 1, 1024)  # W_hh of 16 MB: serial steps
+    assert lstm_tiled.use_tiled(np.float32, 64, 64, 1, 1024) == (_gemm.VECTOR == 16)  # 16 MB
+    assert not lstm_tiled.use_tiled(np.float32, 64, 64, 1, 1280)  # W_hh of 25 MB: serial steps
     assert not lstm_tiled.use_tiled(np.float64, 64, 32, 1, 256)
     assert lstm_tiled.use_tiled(np.float32, 64, 32, 512, 256)    # inputs 2H wide: still tiled
     assert lstm_tiled.use_tiled(np.float32, 64, 32, 768, 256) == (_gemm.VECTOR == 16)  # 3H:
