@@ -70,7 +70,7 @@ SPECS = {
     ("lstm", "tiled"): ("kernels.lstm_tiled", "_forward_core", "_backward_core",
                         "4 2 2 3 2 3 4 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 3 i"),
     ("gru", "tiled"): ("kernels.gru_tiled", "_forward_core", "_backward_core",
-                       "4 2 2 3 2 3 4 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i 3 3"),
+                       "4 2 2 3 2 3 4 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i 3"),
     ("rnn", "tiled"): ("kernels.rnn_tiled", "_forward_core", "_backward_core",
                        "4 2 3 2 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i"),
 }

@@ -6,7 +6,8 @@ Two kinds of helpers live here:
 
 * Numba-compiled scalar/array helpers used *inside* ``@njit`` cores:
   ``sigmoid`` (numerically stable logistic) and ``tanh``, both SIMD-friendly (see below),
-  ``dot_into`` (a matrix product by BLAS into a given array: Numba's ``np.dot(a, b, out)``) and
+  ``dot_into`` (a matrix product by BLAS into a given array: Numba's ``np.dot(a, b, out)``;
+  ``dot_into_views`` also takes column windows of a matrix, without copying them) and
   ``flip_valid`` (the time flip that turns a ``reverse=True`` run into a forward-in-time one).
 * Plain-Python argument preparation used by the kernels' Python wrappers *before* a core is
   called: ``as_float_array``, ``as_lengths``, ``init_state``, ``state_or_zeros``, ``as_flag``,
@@ -37,8 +38,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic, overload
 
-__all__ = ["sigmoid", "tanh", "exp_expm1", "dot_into", "copy_row", "flip_valid", "as_float_array",
-           "as_lengths", "init_state", "state_or_zeros", "as_flag", "check_cache", "bad_cache"]
+__all__ = ["sigmoid", "tanh", "exp_expm1", "dot_into", "dot_into_views", "copy_row", "flip_valid",
+           "as_float_array", "as_lengths", "init_state", "state_or_zeros", "as_flag", "check_cache",
+           "bad_cache"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES
@@ -220,6 +222,101 @@ def _dot_into_numba(a, b, out):
 # 3 layouts, 0.1-0.2 s each on the machine of ``benchmarks/results/cpu.md``. ``_dot_into_blas``
 # calls Numba's own code generator for that product in place, which compiles nothing of its own.
 dot_into = _dot_into_blas if _dot_3_mm is not None else _dot_into_numba
+
+
+try:                                                     # Numba's BLAS entry point and helpers
+    from numba.core import cgutils
+    from numba.np.arrayobj import make_array
+    from numba.np.linalg import (check_blas_return as _check_blas_return, get_blas_kind as
+                                 _get_blas_kind, make_constant_slot as _constant_slot)
+except ImportError:                                      # (should a later Numba move them)
+    make_array = None
+
+
+@njit(cache=True)
+def _unit_stride(a):
+    """Whether 2-D ``a`` has unit stride along one axis and room for its rows (or columns)
+    along the other: a C- or Fortran-ordered array, or a window of one (``a[:, j0:j1]``)."""
+    n = a.itemsize
+    return ((a.strides[1] == n and a.strides[0] >= max(a.shape[1], 1) * n)
+            or (a.strides[0] == n and a.strides[1] >= max(a.shape[0], 1) * n))
+
+
+@njit(cache=True)
+def _check_views(a, b, out):
+    m, k = a.shape
+    if k != b.shape[0] or out.shape[0] != m or out.shape[1] != b.shape[1]:
+        raise ValueError("dot_into_views: incompatible array sizes")
+    if not (_unit_stride(a) and _unit_stride(b)):
+        raise ValueError("dot_into_views: an operand is not unit-stride along either axis")
+
+
+@intrinsic
+def _dot_into_views_blas(typingctx, a, b, out):
+    if not (_dot_operand(a, "CFA") and _dot_operand(b, "CFA") and _dot_operand(out, "C")
+            and a.dtype == b.dtype == out.dtype and a.dtype in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        _ensure_blas()
+        context.compile_internal(builder, lambda a, b, out: _check_views(a, b, out),
+                                 types.none(*sig.args), args)
+        at, bt, ot = sig.args
+        x, y, z = (make_array(t)(context, builder, v) for t, v in zip(sig.args, args))
+        m, k = cgutils.unpack_tuple(builder, x.shape)
+        n = cgutils.unpack_tuple(builder, y.shape)[1]
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
+            context.get_data_type(at.dtype)))
+        one = context.get_constant(types.intp, 1)
+        char = ir.IntType(8)
+
+        def operand(arr):
+            # BLAS is column-major: a row-major operand (unit stride along axis 1) is read
+            # as it lies ('n', its row stride the leading dimension), a column-major one
+            # transposed ('t', its column stride)
+            rows, cols = cgutils.unpack_tuple(builder, arr.shape)
+            s0, s1 = cgutils.unpack_tuple(builder, arr.strides)
+            by_rows = builder.icmp_signed("==", s1, itemsize)
+            trans = builder.select(by_rows, ir.Constant(char, ord("n")),
+                                   ir.Constant(char, ord("t")))
+            ld = builder.select(by_rows, builder.sdiv(s0, itemsize), builder.sdiv(s1, itemsize))
+            least = builder.select(by_rows, cols, rows)              # (BLAS: ld >= max(1, .))
+            least = builder.select(builder.icmp_signed("<", least, one), one, least)
+            ld = builder.select(builder.icmp_signed("<", ld, least), least, ld)
+            return trans, ld, builder.bitcast(arr.data, cgutils.voidptr_t)
+
+        # out (m, n) row-major is out^T (n, m) column-major = y^T x^T: BLAS's A is y, its B is x
+        transa, lda, data_a = operand(y)
+        transb, ldb, data_b = operand(x)
+        ldc = builder.select(builder.icmp_signed("<", n, one), one, n)
+        fnty = ir.FunctionType(ir.IntType(32), [char, char, char] + [cgutils.intp_t] * 3
+                               + [cgutils.voidptr_t, cgutils.voidptr_t, cgutils.intp_t,
+                                  cgutils.voidptr_t, cgutils.intp_t, cgutils.voidptr_t,
+                                  cgutils.voidptr_t, cgutils.intp_t])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
+        alpha = builder.bitcast(_constant_slot(context, builder, at.dtype, 1.0), cgutils.voidptr_t)
+        beta = builder.bitcast(_constant_slot(context, builder, at.dtype, 0.0), cgutils.voidptr_t)
+        kind = ir.Constant(char, ord(_get_blas_kind(at.dtype)))
+        res = builder.call(fn, (kind, transa, transb, n, m, k, alpha, data_a, lda, data_b, ldb,
+                                beta, builder.bitcast(z.data, cgutils.voidptr_t), ldc))
+        _check_blas_return(context, builder, res)
+        return context.get_dummy_value()
+
+    return types.none(a, b, out), codegen
+
+
+@njit(cache=True, nogil=True)
+def _dot_into_views_numba(a, b, out):
+    _check_views(a, b, out)
+    np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+
+
+# ``dot_into_views(a, b, out)``: ``dot_into`` for operands that may also be windows of a C- or
+# Fortran-ordered array (``m[:, j0:j1]`` and its transpose: unit stride along one axis), passed
+# to BLAS as they lie, with their row (or column) stride as the leading dimension: no copy.
+# ``out`` C-contiguous; float32 or float64; a ValueError for other strides or sizes. (Numba's
+# own ``np.dot`` copies such a window first.) From @njit code only.
+dot_into_views = _dot_into_views_blas if make_array is not None else _dot_into_views_numba
 
 
 @njit(cache=True, inline="always")

@@ -29,8 +29,9 @@ the forward tile's accumulator is 4 rows x 48 (12 AVX-512 registers). The weight
 products are ``lstm_tiled``'s, run 48 columns wide on the two windows (an earlier version ran
 them 64 wide and dropped a block of each: a quarter of their work). The bias gradients are
 its column sums over all T*Bp rows, summed in float64. For large layers on AVX-512 CPUs
-(``BLAS_GRADS_MIN_H``) the steps also write dGh and dGi in PyTorch's gate-major columns, and
-BLAS does those products after the pass (``_grads_by_blas``), as in ``lstm_tiled``.
+(``BLAS_GRADS_MIN_H``) the steps also write their dG in PyTorch's unit order, block by block
+(dq | dar | daz | dan: dGi and dGh are two windows of it), and BLAS does those products after
+the pass (``_grads_by_blas``), as in ``lstm_tiled``.
 
 Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team``'s and
 ``_common``'s functions; an edit of any of them makes every cached kernel stale (``_cache_stamp``).
@@ -39,7 +40,7 @@ Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team`
 import numpy as np
 from numba import carray, njit, prange
 
-from ._common import column_sums, dot_into, flush_subnormals, restore_fp, sigmoid, tanh
+from ._common import column_sums, dot_into_views, flush_subnormals, restore_fp, sigmoid, tanh
 from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
@@ -184,20 +185,20 @@ def forward(x_s, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse):
 # ---------------------------------------------------------------------------------------------
 
 @njit(cache=True, fastmath={"contract"}, error_model="numpy")
-def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
-                   dGh_mat, dGi_mat):
+def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse, dG_mat):
     """Rows m0 ... m1-1, units 64v ... 64v+63: the product part dGh_s W_hh of dL/dh_{s-1}
     (none when s = T), then the cell's derivatives of step t = s-1, or at s = 0 dh0.
 
     dh: (Bp, Hp) partial sums between k-chunks, and at the end dh0. dhb: (Bp, Hp) dL/dh_t of
     the last step done, for the direct part z_{t+1} dL/dh_{t+1} of the next one (5).
-    ``dGh_mat``, ``dGi_mat`` (T, Bp, 3H), unless empty: dGh and dGi once more, in PyTorch's
-    gate-major columns r | z | n, for ``_grads_by_blas``; then dG need only hold the steps s
-    and s-1, and may be a ring of two (step t in dG[:, t % 2]), as ``lstm_tiled``'s dZ.
+    ``dG_mat`` (T, Bp, 4H), unless empty: the tiles' dq | dar | daz | dan once more, each
+    block in PyTorch's unit order, for ``_grads_by_blas`` (its columns H ... 4H-1 are dGi,
+    0 ... 3H-1 dGh with its n block first); then dG need only hold the steps s and s-1, and
+    may be a ring of two (step t in dG[:, t % 2]), as ``lstm_tiled``'s dZ.
     """
     _prefer_512_bit()
     one = np.float32(1)                                  # (a bare 1 would make float64)
-    H = dGh_mat.shape[2] // 3                            # (0 when they are empty)
+    H = dG_mat.shape[2] // 4                             # (0 when it is empty)
     n_u, T, ring = dG.shape[0], G.shape[1], dG.shape[1]  # ring: T, or 2 (above)
     n_a = n_u if s < T else 1
     c0 = v * V
@@ -235,9 +236,8 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                 if t >= L:                               # (6): padding takes no gradient
                     for q in range(n_q):
                         dG[v * n_q + q, t % ring, b, :] = 0
-                    for g3 in range(3 if c0 < H else 0):   # (as rows: lstm_tiled)
-                        dGh_mat[t, b, g3 * H + c0:g3 * H + min(c0 + V, H)] = 0
-                        dGi_mat[t, b, g3 * H + c0:g3 * H + min(c0 + V, H)] = 0
+                    for g4 in range(4 if c0 < H else 0):   # (as rows: lstm_tiled)
+                        dG_mat[t, b, g4 * H + c0:g4 * H + min(c0 + V, H)] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 for q in range(n_q):
@@ -264,21 +264,19 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                     dz = dG[u, t % ring, b]
                     for g4 in range(4):
                         _copy_row(out[g4], dz[g4 * U:(g4 + 1) * U])
-                    n = min(U, H - j0)                   # (H = 0 when the mats are empty)
-                    for g3 in range(3 if n > 0 else 0):  # r | z | n: dar, daz, then dq or dan
-                        _copy_row(out[1 + g3, :n] if g3 < 2 else out[0, :n],
-                                  dGh_mat[t, b, g3 * H + j0:g3 * H + j0 + n])
-                        _copy_row(out[1 + g3, :n], dGi_mat[t, b, g3 * H + j0:g3 * H + j0 + n])
+                    n = min(U, H - j0)                   # (H = 0 when dG_mat is empty)
+                    for g4 in range(4 if n > 0 else 0):  # (rows as views)
+                        _copy_row(out[g4, :n], dG_mat[t, b, g4 * H + j0:g4 * H + j0 + n])
                 _copy_row(acc[r], dhb[b, c0:c0 + V])
 
 
 @njit(cache=True, parallel=True)
 def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                    x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, n_workers, sync, claims, by_rows,
-                   dGh_mat, dGi_mat):
+                   dG_mat):
     """The whole backward pass by a team: the steps backwards (dh ends as dh0), by rows or by
     units as ``lstm_tiled``'s (``by_rows``), then the weight gradients (``lstm_tiled``'s); or,
-    with the mats (not empty), the steps also write dGh and dGi into them, and BLAS does the
+    with a ``dG_mat`` (not empty), the steps also write their dG into it, and BLAS does the
     weight gradients after (``_grads_by_blas``)."""
     T, Bp = G.shape[1], dG.shape[2]
     n_rg = -(-Bp // RG)
@@ -290,7 +288,7 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
             for s in range(T, -1, -1):
                 for v in range(W_b.shape[0]):
                     _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths,
-                                   reverse, dGh_mat, dGi_mat)
+                                   reverse, dG_mat)
             barrier(sync, n_workers)                     # all of dG is written
         else:                                            # tiles of units, a barrier per step
             first, last = w * n_items // n_workers, (w + 1) * n_items // n_workers
@@ -298,9 +296,9 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
                 for item in range(first, last):
                     v, m0 = item // n_rg, (item % n_rg) * RG
                     _backward_tile(s, v, m0, min(m0 + RG, Bp), dG, dh, dhb, dy, dh_n, W_b, G,
-                                   hs, lengths, reverse, dGh_mat, dGi_mat)
+                                   hs, lengths, reverse, dG_mat)
                 barrier(sync, (T + 1 - s) * n_workers)
-        if dGh_mat.size == 0:
+        if dG_mat.size == 0:
             _weight_grads(w, n_workers, dG, x, h, W_ig, dW_ih_T, dW_hh_T, dx, db, GH, U, claims)
         restore_fp(fp)
 
@@ -313,9 +311,10 @@ def _backward_core(dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, reverse,
 # (100, 32, 512, 512) 199 / 183, (30, 64, 512, 1024) 360 / 321, level at (32, 64, 512, 512)
 # 133 / 132 and (40, 64, 512, 768) 291 / 285; at H = 384 mixed, (64, 128, 512, 384) 311 / 291
 # but (100, 64, 256, 384) 171 / 176, and at H = 256 the team's: (50, 256, 256, 256) 205 / 209.
-# The BLAS path holds two (T, Bp, 3H) matrices where the team's holds dG for every step: at
-# (100, 64, 512, 512) 79 MB against 52 MB. (``kernels/_auto.py``: with it the tiled GRU beats
-# the serial one at these shapes.)
+# The BLAS path keeps dG_mat (T, Bp, 4H) where the team's keeps dG for every step (52 MB each
+# at (100, 64, 512, 512)); the products read its windows where they lie (``dot_into_views``).
+# A first version wrote dGh and dGi into two (T, Bp, 3H) matrices (79 MB) and ran as fast.
+# (``kernels/_auto.py``: with it the tiled GRU beats the serial one at these shapes.)
 BLAS_GRADS_MIN_H = 512 if VECTOR == 16 else None
 BLAS_GRADS_FROM = 1 << 32
 
@@ -327,20 +326,25 @@ def _blas_grads(T, Bp, I, H):
 
 
 @njit(cache=True, error_model="numpy")
-def _grads_by_blas(dGh, dGi, x, h, W_ih, dW_ih, dW_hh, db_ih, db_hh, dx):
-    """``_weight_grads``' sums over all steps by BLAS, from dGh and dGi (T Bp, 3H) in PyTorch's
-    gate-major columns r | z | n, as ``gru.py``'s backward:
+def _grads_by_blas(dG_mat, x, h, W_ih, dW_ih, dW_hh, db, dx):
+    """``_weight_grads``' sums over all steps by BLAS, as ``gru.py``'s backward, from dG_mat
+    (T Bp, 4H) = dq | dar | daz | dan: its columns H ... 4H-1 are dGi (r | z | n), and dGh is
+    dar | daz | dq:
 
         dW_ih = dGi^T X  (3H, Ip)    dW_hh = dGh^T H_prev  (3H, Hp)    dx = dGi W_ih  (T Bp, I)
 
-    and db_ih, db_hh = column sums of dGi, dGh. x (T Bp, Ip), h (T Bp, Hp): the padded inputs,
-    so dW_ih and dW_hh have Ip and Hp columns, of which the first I and H are the gradients."""
+    and db (4H) = the column sums of dG_mat. Each product reads its columns of dG_mat where they
+    lie (``dot_into_views``: no copy); dW_hh's r and z rows and its n rows are two products.
+    x (T Bp, Ip), h (T Bp, Hp): the padded inputs, so dW_ih and dW_hh have Ip and Hp columns,
+    of which the first I and H are the gradients."""
     fp = flush_subnormals()                 # subnormals read and written as 0 (_common)
-    column_sums(dGi, db_ih)
-    column_sums(dGh, db_hh)
-    dot_into(dGi.T, x, dW_ih)
-    dot_into(dGh.T, h, dW_hh)
-    dot_into(dGi, W_ih, dx)
+    H = dG_mat.shape[1] // 4
+    column_sums(dG_mat, db)
+    dGi = dG_mat[:, H:]
+    dot_into_views(dGi.T, x, dW_ih)
+    dot_into_views(dG_mat[:, H:3 * H].T, h, dW_hh[:2 * H])       # r, z
+    dot_into_views(dG_mat[:, :H].T, h, dW_hh[2 * H:])            # n, from dq
+    dot_into_views(dGi, W_ih, dx)
     restore_fp(fp)                          # (this thread as it was)
 
 
@@ -361,23 +365,23 @@ def backward(dy, dh_n, cache):
     if by_blas:                                  # the team skips them: placeholders, same types
         wg = (x_p.reshape(T * Bp, Ip), hs[:T].reshape(T * Bp, Hp), np.zeros((0, 0, 0), np.float32),
               *(np.zeros((0, 0), np.float32) for _ in range(3)), np.zeros(0, np.float32))
-        mats = empty((2, T, Bp, 3 * H), np.float32)        # dGh, dGi
+        dG_mat = empty((T, Bp, 4 * H), np.float32)
     else:
         wg = _weight_grad_args(x_p, hs, _pack_rows(W_ih, H, Hp, Ip64, _WIN, GH))
-        mats = np.zeros((2, 0, 0, 0), np.float32)
+        dG_mat = np.zeros((0, 0, 0), np.float32)
     n_workers = team_size((Hp // V) * -(-Bp // RG))
     with one_team():                             # (workqueue: one at a time)
         _backward_core(dG, dh, zeros((Bp, Hp)), _padded(dy, (T, Bp, Hp)),
                        _padded(dh_n, (Bp, Hp)), _pack_rows(W_hh, H, Hp, Hp, _DGH, GH), G, hs,
                        lengths_p, int(reverse), *wg, n_workers, np.zeros(1, np.int64),
                        np.zeros((2, n_workers), np.int64), _backward_rows(Bp, n_workers),
-                       mats[0], mats[1])
+                       dG_mat)
     if by_blas:
         dW_ih, dW_hh = empty((3 * H, Ip), np.float32), empty((3 * H, Hp), np.float32)
-        db_ih, db_hh = empty(3 * H, np.float32), empty(3 * H, np.float32)
-        dx = empty((T * Bp, I), np.float32)
-        dGh, dGi = mats.reshape(2, T * Bp, 3 * H)
-        _grads_by_blas(dGh, dGi, wg[0], wg[1], W_ih, dW_ih, dW_hh, db_ih, db_hh, dx)
+        db, dx = empty(4 * H, np.float32), empty((T * Bp, I), np.float32)
+        _grads_by_blas(dG_mat.reshape(T * Bp, 4 * H), wg[0], wg[1], W_ih, dW_ih, dW_hh, db, dx)
+        db_ih = db[H:].copy()                               # r | z | n (dan)
+        db_hh = np.concatenate((db[H:3 * H], db[:H]))       # r | z | n (dq)
         dW_ih = dW_ih if Ip == I else np.ascontiguousarray(dW_ih[:, :I])
         dW_hh = dW_hh if Hp == H else np.ascontiguousarray(dW_hh[:, :H])
         dx_s = dx.reshape(T, Bp, I)[:, :B]

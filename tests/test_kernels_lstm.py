@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from numba import njit
 
 from kernels import reference as ref
-from kernels._common import (_dot_into_blas, _dot_into_numba, dot_into, exp_expm1, flip_valid,
+from kernels._common import (_dot_into_blas, _dot_into_numba, _dot_into_views_blas,
+                             _dot_into_views_numba, dot_into, exp_expm1, flip_valid,
                              sigmoid, tanh)
 from kernels.lstm import lstm_backward, lstm_forward
 from _numeric import numeric_grad, rel_err
@@ -372,6 +373,39 @@ def test_dot_into_checks_shapes_either_way(rng, impl):
         f(a, b[:3], out)
     with pytest.raises(ValueError, match="incompatible output array size"):
         f(a, b, np.empty((3, 4)))
+
+
+@pytest.mark.parametrize("impl", [_dot_into_views_blas, _dot_into_views_numba])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dot_into_views_reads_windows_where_they_lie(rng, impl, dtype):
+    """``dot_into_views``: column windows of a C- or Fortran-ordered matrix and their transposes,
+    as ``gru_tiled._grads_by_blas`` passes them (BLAS reads them with their row stride; the
+    fallback copies), against NumPy; sizes and strides it cannot take are refused."""
+    tn = njit(lambda m, c0, c1, x, out: impl(m[:, c0:c1].T, x, out))
+    nn = njit(lambda m, c0, c1, w, out: impl(m[:, c0:c1], w, out))
+    f = njit(lambda a, b, out: impl(a, b, out))
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    M = rng.standard_normal((37, 20)).astype(dtype)
+    x, w = rng.standard_normal((37, 6)).astype(dtype), rng.standard_normal((15, 6)).astype(dtype)
+    for m in (M, np.asfortranarray(M)):
+        out = np.full((15, 6), np.nan, dtype)
+        tn(m, 5, 20, x, out)
+        np.testing.assert_allclose(out, M[:, 5:].T @ x, rtol=tol, atol=tol)
+        out = np.full((37, 6), np.nan, dtype)
+        nn(m, 5, 20, w, out)
+        np.testing.assert_allclose(out, M[:, 5:] @ w, rtol=tol, atol=tol)
+    out = np.full((37, 5), np.nan, dtype)                   # (a row window of the output)
+    f(M[:, :4], M[:4, 15:], out)
+    np.testing.assert_allclose(out, M[:, :4] @ M[:4, 15:], rtol=tol, atol=tol)
+    out = np.full((37, 6), np.nan, dtype)
+    f(M[:, :0], w[:0], out)                                 # k = 0: zeros
+    np.testing.assert_array_equal(out, 0)
+    with pytest.raises(ValueError, match="incompatible array sizes"):
+        f(M, w, np.empty((37, 6), dtype))
+    with pytest.raises(ValueError, match="incompatible array sizes"):
+        f(M[:, :15], w, np.empty((36, 6), dtype))
+    with pytest.raises(ValueError, match="not unit-stride"):
+        f(M[:, ::2], w[:10], np.empty((37, 6), dtype))
 
 
 def test_flip_valid_matches_reference_and_is_an_involution(rng):
