@@ -9,10 +9,16 @@ allocator state and caches cannot hide in another's numbers. The child:
 
 1. imports its library, makes the float32 inputs x (T, B, I) and dy (T, B, H) and the weights
    (these are the same for every case and are not counted);
-2. runs one short step, T = 2 at the full B, I, H (Numba loads, or compiles, the kernels of
-   the path that this B, I, H take; PyTorch initialises), then ``gc.collect()`` and, on Linux
-   with glibc, ``malloc_trim(0)``: the allocator hands freed heap back to the system, which a
-   step reusing it would otherwise not show (PyTorch's warm-up leaves ~16 MB of it, NumPy's ~4);
+2. runs the same step once untimed (Numba loads, or compiles, the kernels of the path that
+   this T, B, I, H take; PyTorch initialises), then lets go of everything it made: its
+   results, the module's caches (``clear_state``), rnncore's free workspace buffers
+   (``kernels.release_workspace``); then ``gc.collect()`` and, on Linux with glibc,
+   ``malloc_trim(0)``: the allocator hands freed heap back to the system, which a step reusing
+   it would otherwise not show (PyTorch's warm-up leaves ~16 MB of it, NumPy's ~4). (Until
+   session 39 the warm-up was a step of T = 2: where the path depends on T, as the tiled
+   kernels' choice and their BLAS weight gradients do, the timed step then loaded, or even
+   compiled, other kernels, and counted that memory: the GRU's kernel read 282 MB with a
+   cold cache, 166 with a warm one.);
 3. notes its resident set (VmRSS), resets the kernel's peak-RSS mark (``/proc/self/clear_refs``,
    value 5; Linux) and starts ``tracemalloc``;
 4. runs ONE forward + backward at full size, keeping the results (grads) alive;
@@ -84,6 +90,8 @@ elif case == "module":
     def step(x, dy):
         y = m.forward(x)
         return y, m.backward(x, dy)
+    def let_go():
+        m.clear_state()
 else:
     import torch
     m = getattr(torch.nn, cell.upper())(I, H)
@@ -99,7 +107,12 @@ def status(key):
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
 
-step(np.ascontiguousarray(x[:2]), np.ascontiguousarray(dy[:2]))   # load / compile: this path
+step(x, dy)                                         # load / compile: this path
+if case == "module":
+    let_go()                                        # (its caches of that step)
+if case != "torch":
+    import kernels
+    kernels.release_workspace()                     # (the step's buffers, all free now)
 gc.collect()
 try:
     import ctypes
