@@ -240,7 +240,8 @@ def test_batch_in_halves_passes_gradcheck(cell, monkeypatch):
 def test_which_layers_run_in_halves():
     """The real rule, float32: a one-directional RNN from 2^25 multiply-adds where its kernel
     is not tiled (its tiled kernel, on AVX-512 CPUs, shares the steps), a GRU from 2^27 on
-    AVX-512 CPUs and from 2^31 on AVX2 ones; not the LSTM (its tiled kernel shares the steps),
+    AVX-512 CPUs (but not a large one whose tiled kernel hands its weight gradients to BLAS)
+    and from 2^31 on AVX2 ones; not the LSTM (its tiled kernel shares the steps),
     nor a bidirectional RNN (its directions pair, each on its serial kernel)."""
     T, B, I, H = 16, 32, 64, 256                         # 16 * 32 * 256 * 320 = 2^25.3
     x = np.zeros((T, B, I), np.float32)
@@ -270,6 +271,14 @@ def test_which_layers_run_in_halves():
     big = 1 << 31                                        # (asked, not run: ~4 GFLOP)
     assert gru._batch_in_halves(T, B, big) == kp.pays(big)
     assert gru._batch_in_halves(T, B, big - 1) == (kp.pays(big - 1) and _gemm.VECTOR == 16)
+    large = GRU(512, 512)                                # (asked, not run)
+    blas = _gemm.VECTOR == 16                            # its tiled kernel's BLAS gradients
+    assert large._runs_tiled(100, 64) == blas            # AVX-512: whole batch, tiled
+    assert large._batch_in_halves(100, 64, 100 * 64 * 3 * 512 * 1024) == (kp.pays(1 << 33)
+                                                                          and not blas)
+    assert not GRU(256, 256)._runs_tiled(100, 64)        # below H = 512: halves as before
+    large._tiled_first = False                           # (an instance's own: halves again,
+    assert not large._runs_tiled(100, 64)                # as benchmarks/choices times them)
     bi = RNN(I, H, bidirectional=True)
     bi.forward(x)
     assert not bi._cache["halves"] and bi._cache["paired"] == can
