@@ -26,7 +26,6 @@ numba-cuda and its NVVM (``pip install "numba-cuda[cu12]"``) but no GPU, and rep
 kernel's PTX size and whether float32 kernels contain float64 instructions.
 """
 import argparse
-import json
 import os
 import platform
 import re
@@ -35,6 +34,7 @@ import time
 
 if __package__ in (None, ""):                       # python benchmarks/gpu.py
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import _harness as hz  # noqa: E402
 from benchmarks._harness import count, count0  # noqa: E402
 
 #: (T, B, I, H): the CPU benchmark's grid, then batch 1, 4, 16 at H = 512.
@@ -400,9 +400,8 @@ def main(argv=None):
             print(f"\ndevice: {result['device']['name']}, float32, median of {args.repeat}; "
                   f"big products on {result['gemm_backend']} (RNNCORE_CUDA_GEMM); cuDNN: {result['torch']}")
         cuda.synchronize()
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=1)
+    result["machine"] = hz.machine_info()           # the host: commit, time, library versions
+    hz.write_json(args.json, result)
     print(f"\nwrote {args.json}")
     return 1 if failed else 0
 

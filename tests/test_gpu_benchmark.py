@@ -21,6 +21,7 @@ def test_gpu_benchmark_check_mode_runs_every_column(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     res = json.loads(out.read_text())
     assert res["check_mode"] and res["device"]["simulator"] and res["gemm_backend"] == "numba"
+    assert res["machine"]["commit"] and res["machine"]["time"]   # (as every benchmark's record)
     assert [(r["cell"], r["pass"]) for r in res["rows"]] == [("gru", "fwd"), ("gru", "fwd+bwd")]
     for r in res["rows"]:
         assert (r["T"], r["B"], r["I"], r["H"]) == (3, 1, 2, 3)
