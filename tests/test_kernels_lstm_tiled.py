@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import kernels.reference as ref
 from kernels import _gemm, lstm, lstm_tiled
 from kernels._team import barrier, claim, share, team_size
 
@@ -412,51 +411,3 @@ def test_packers_write_every_entry_of_the_index_map(G, H, K, extra, per_tile, se
         for j in range(H):
             col = per_tile * (j // 16) + 16 * blocks[g] + j % 16
             np.testing.assert_array_equal(back[g * H + j], dW_T[:K, col])
-
-
-@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
-    (5, 3, 7, 70, True, False),       # padded B, I and H (Hp = 128), ragged
-    (6, 4, 4, 64, True, True),        # no padding, reversed
-    (4, 9, 2, 16, False, False),      # one unit tile of 16, Hp = 64
-])
-def test_weight_grads_by_blas_match_the_reference_and_the_team(monkeypatch, T, B, I, H, ragged,
-                                                               reverse):
-    """The backward whose weight gradients BLAS computes from dz in PyTorch's columns (taken
-    for large shapes on AVX-512 CPUs: forced here at any size) gives the reference's gradients
-    and the team's up to float32 rounding; the steps' outputs are the same bits."""
-    rng = np.random.default_rng(7)
-    args = _f32(*_problem(rng, T, B, I, H))
-    lengths = rng.integers(1, T + 1, B) if ragged else None
-    dy, dh_n, dc_n = _f32(rng.standard_normal((T, B, H)), rng.standard_normal((B, H)),
-                          rng.standard_normal((B, H)))
-    *_, cache = lstm.lstm_forward(*args, lengths=lengths, reverse=reverse, path="tiled")
-    monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", None)
-    team = lstm.lstm_backward(dy, dh_n, dc_n, cache)
-    monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 0)
-    monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 0)
-    assert lstm_tiled._blas_grads(T, B, I, H)
-    blas = lstm.lstm_backward(dy, dh_n, dc_n, cache)
-
-    args64 = [a.astype(np.float64) for a in args]
-    *_, cache_r = ref.lstm_forward(*args64, lengths=lengths, reverse=reverse)
-    want = ref.lstm_backward(dy.astype(np.float64), dh_n.astype(np.float64),
-                             dc_n.astype(np.float64), cache_r)
-    for name, got, alt, w in zip(("dx", "dW_ih", "dW_hh", "db", "dh0", "dc0"), blas, team, want):
-        assert got.dtype == np.float32 and got.shape == w.shape, name
-        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-4, err_msg=name)
-        np.testing.assert_allclose(got, alt, rtol=1e-5, atol=1e-5, err_msg=name)
-    for got, alt in zip(blas[4:], team[4:]):              # dh0, dc0: the steps alone
-        np.testing.assert_array_equal(got, alt)
-
-
-def test_blas_weight_grads_only_for_large_layers_on_avx512(monkeypatch):
-    """The rule: from H = BLAS_GRADS_MIN_H and BLAS_GRADS_FROM multiply-adds, never on AVX2."""
-    assert (lstm_tiled.BLAS_GRADS_MIN_H is not None) == (_gemm.VECTOR == 16)
-    monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", 512)
-    monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_FROM", 1 << 32)
-    assert lstm_tiled._blas_grads(100, 64, 512, 512)          # 2^34.2
-    assert lstm_tiled._blas_grads(32, 64, 512, 512)           # 2^32.6
-    assert not lstm_tiled._blas_grads(16, 64, 512, 512)       # 2^31.6
-    assert not lstm_tiled._blas_grads(100, 64, 256, 256)      # H = 256
-    monkeypatch.setattr(lstm_tiled, "BLAS_GRADS_MIN_H", None)
-    assert not lstm_tiled._blas_grads(100, 64, 512, 512)

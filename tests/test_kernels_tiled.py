@@ -3,9 +3,9 @@
 reference for every padding case (B not a multiple of 4, H not a multiple of 64, I not a multiple
 of 4), ragged, reversed, with initial states, and against PyTorch; the same bits whatever the
 number of threads and whether the backward goes by rows or by units; caches and inputs left
-alone. What only one cell
-has (its auto rule, the LSTM's BLAS weight gradients, the team's own parts) is in that cell's
-``test_kernels_<cell>_tiled.py``."""
+alone; where the LSTM and the GRU leave the weight gradients to BLAS. What is a cell's own
+(its auto rule, its BLAS weight gradients against the team's, the team's own parts) is in that
+cell's ``test_kernels_<cell>_tiled.py``."""
 
 import importlib
 
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kernels.reference as ref
-from kernels import gru, lstm, lstm_tiled, rnn
+from kernels import _gemm, gru, lstm, lstm_tiled, rnn
 from kernels._team import team_size
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -178,6 +178,61 @@ def test_backward_by_rows_or_by_units_gives_the_same_bits(monkeypatch, cell, by_
                                            cache_r)
     for i, (a, w) in enumerate(zip(rows, want)):
         np.testing.assert_allclose(a, w, rtol=1e-4, atol=1e-4, err_msg=str(i))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("T, B, I, H, ragged, reverse", [
+    (5, 3, 7, 70, True, False),       # padded B, I and H (Hp = 128), ragged
+    (6, 4, 4, 64, True, True),        # no padding, reversed
+    (4, 9, 2, 16, False, False),      # one unit tile of 16, Hp = 64
+])
+def test_weight_grads_by_blas_match_the_reference_and_the_team(monkeypatch, cell, T, B, I, H,
+                                                               ragged, reverse):
+    """The LSTM's and the GRU's backward whose weight gradients BLAS computes from dz in
+    PyTorch's columns (taken for large shapes on AVX-512 CPUs: forced here at any size) gives
+    the reference's gradients and the team's up to float32 rounding; the initial states'
+    gradients, the steps' own, are the same bits."""
+    rng = np.random.default_rng(7)
+    args = _f32(*_problem(cell, rng, T, B, I, H))
+    lengths = rng.integers(1, T + 1, B) if ragged else None
+    dy, *dstates = _upstream(cell, rng, T, B, H)
+    *_, cache = forward(cell, args, lengths=lengths, reverse=reverse, path="tiled")
+    tiled = importlib.import_module(f"kernels.{cell}_tiled")
+    monkeypatch.setattr(tiled, "BLAS_GRADS_MIN_H", None)
+    assert not tiled._blas_grads(T, B, I, H)
+    team = backward(cell, dy, dstates, cache)
+    monkeypatch.setattr(tiled, "BLAS_GRADS_MIN_H", 0)
+    monkeypatch.setattr(tiled, "BLAS_GRADS_FROM", 0)
+    assert tiled._blas_grads(T, B, I, H)
+    blas = backward(cell, dy, dstates, cache)
+
+    *_, cache_r = getattr(ref, f"{cell}_forward")(*[a.astype(np.float64) for a in args],
+                                                  lengths=lengths, reverse=reverse)
+    want = getattr(ref, f"{cell}_backward")(*[a.astype(np.float64) for a in (dy, *dstates)],
+                                           cache_r)
+    for i, (got, alt, w) in enumerate(zip(blas, team, want)):
+        assert got.dtype == np.float32 and got.shape == w.shape and got.flags.c_contiguous, i
+        np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-4, err_msg=str(i))
+        np.testing.assert_allclose(got, alt, rtol=1e-5, atol=1e-5, err_msg=str(i))
+    for got, alt in zip(blas[-STATES[cell]:], team[-STATES[cell]:]):
+        np.testing.assert_array_equal(got, alt)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_blas_weight_grads_only_for_large_layers_on_avx512(monkeypatch, cell):
+    """The rule of the LSTM's and the GRU's tiled backward: BLAS does the weight gradients from
+    H = BLAS_GRADS_MIN_H and BLAS_GRADS_FROM multiply-adds in them (T Bp G H (H + 2I)), never
+    on AVX2."""
+    tiled = importlib.import_module(f"kernels.{cell}_tiled")
+    assert (tiled.BLAS_GRADS_MIN_H is not None) == (_gemm.VECTOR == 16)
+    monkeypatch.setattr(tiled, "BLAS_GRADS_MIN_H", 512)
+    monkeypatch.setattr(tiled, "BLAS_GRADS_FROM", 1 << 32)
+    assert tiled._blas_grads(100, 64, 512, 512)           # LSTM 2^34.2, GRU 2^33.8
+    assert tiled._blas_grads(32, 64, 512, 512)            # 2^32.6, 2^32.2
+    assert not tiled._blas_grads(16, 64, 512, 512)        # 2^31.6, 2^31.2
+    assert not tiled._blas_grads(100, 64, 256, 256)       # H = 256
+    monkeypatch.setattr(tiled, "BLAS_GRADS_MIN_H", None)
+    assert not tiled._blas_grads(100, 64, 512, 512)
 
 
 @pytest.mark.parametrize("cell", CELLS)
