@@ -26,8 +26,8 @@ for every layer of the call or for none; ``backward`` does as its forward did. O
 RNN layers likewise split a large batch into two halves run at once (``RNN._halves_from``), and
 so do large GRU layers (``GRU._halves_from``: from 2^27 multiply-adds on AVX-512 CPUs, 2^31 on
 AVX2 ones), but not an RNN whose kernels are tiled (``kernels/rnn_tiled.py``, which runs both
-cores on every call: ``RNN._tiled_first``), nor a GRU whose tiled kernel hands its weight
-gradients to BLAS (``GRU._runs_tiled``: H >= 512 on AVX-512 CPUs).
+cores on every call: ``RNN._tiled_first``), nor, on AVX-512 CPUs, a GRU whose kernels are
+tiled (``GRU._tiled_first``).
 
 Forward, then backward: ``backward(x, gy)`` differentiates the last forward, from what that
 forward kept; an ``x`` with other values than that forward's input is refused (ValueError: a
@@ -739,24 +739,17 @@ class GRU(_Recurrent):
     # halves' copies of x, dy and dx cost memory: the module's step peaks at 225 MB (216 since
     # 886b097, which keeps no third copy of x), the whole batch's at ~180 (PyTorch 184-188).
     _halves_from = (1 << 27) if _VECTOR == 16 else (1 << 31)
-    # Since the tiled GRU hands a large layer's weight gradients to BLAS (``kernels/gru_tiled.py``,
-    # ``_blas_grads``: AVX-512 CPUs, H >= 512), where ``auto`` gives a layer that kernel the
-    # module runs its whole batch so, not in halves: as fast, for less memory. On a 2-core AMD
-    # EPYC Zen 4 on 2026-12-04 (``benchmarks/choices --only halves``, 9 and 11 rounds, halves /
-    # whole ms): (100, 64, 512, 512) 370 / 348 and 354 / 345, (50, 128, 512, 512) 353 / 361 and
-    # 380 / 378, (100, 32, 256, 512) 153 / 144 and 151 / 149, (32, 64, 512, 512) 122 / 122;
-    # a third run 364 / 355, 164 / 149; the module's step peak at (100, 64, 512, 512)
-    # (``benchmarks/memory``) 222 MB in halves, 165 whole (PyTorch's 163-176). Below H = 512 the
-    # halves stay (the Xeon's were faster at the mid shapes).
-    _tiled_first = True
-
-    def _runs_tiled(self, T, B):
-        """Whether ``path="auto"`` gives any layer the tiled kernel with BLAS's weight gradients
-        (``kernels.gru_tiled._blas_grads``); then the batch runs whole, not in halves."""
-        if not self._tiled_first:                          # (an instance's own choice: False)
-            return False
-        from kernels import gru_tiled                      # (a large layer: imported on first use)
-        H, Bp = self.hidden_size, -(-B // 4) * 4           # (the tiled kernels' padded batch)
-        widths = {self.input_size} | ({self.num_directions * H} if self.num_layers > 1 else set())
-        return any(_uses_tiled(3, self.dtype, T, B, w, H) and gru_tiled._blas_grads(T, Bp, w, H)
-                   for w in widths)
+    # On AVX-512 CPUs, where ``kernels._auto`` gives a layer the tiled kernel, the module runs its
+    # whole batch so, not in halves (as the RNN's, ``_tiled_first``): since the tiled GRU's
+    # forward lost its gathers (60b05b9) and, for large layers, hands its weight gradients to
+    # BLAS (``kernels/gru_tiled.py``), it is as fast or faster, for less memory. On a 2-core AMD
+    # EPYC Zen 4 on 2026-12-04 (``benchmarks/choices --only halves --cells gru``, 9 rounds,
+    # halves / whole ms; ``benchmarks/results/cpu_zen4_choices_halves_gru_*.json``): (64, 32,
+    # 128, 256) 23.7 / 21.0 and 25.7 / 23.1, (64, 64, 128, 256) 45.6 / 43.2, (128, 32, 64, 128)
+    # 13.2 / 11.4, (32, 32, 64, 128) 3.35 / 2.85, (100, 8, 64, 256) 8.51 / 7.18, (32, 16, 64, 256)
+    # 5.28 / 4.68, (100, 32, 256, 384) 90.5 / 92.1; (100, 64, 512, 512) 367 / 357, (50, 128,
+    # 512, 512) 372 / 340, (100, 32, 256, 512) 156 / 145, (32, 64, 512, 512) 117 / 123. The
+    # module's step peak at (100, 64, 512, 512) (``benchmarks/memory``): 222 MB in halves, 166
+    # whole (PyTorch's 163-176). (The Xeon's halves were faster at the mid shapes before those
+    # changes, and it is not re-measured; on AVX2 CPUs the halves stay where measured faster.)
+    _tiled_first = _VECTOR == 16

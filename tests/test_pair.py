@@ -10,7 +10,7 @@ import pytest
 
 import kernels._pair as kp
 from _buffers import assert_backward_ignores_a_refilled_input
-from kernels import _gemm, rnn_tiled
+from kernels import _gemm, gru_tiled, rnn_tiled
 import rnncore
 from rnncore import GRU, LSTM, RNN
 
@@ -240,8 +240,7 @@ def test_batch_in_halves_passes_gradcheck(cell, monkeypatch):
 def test_which_layers_run_in_halves():
     """The real rule, float32: a one-directional RNN from 2^25 multiply-adds where its kernel
     is not tiled (its tiled kernel, on AVX-512 CPUs, shares the steps), a GRU from 2^27 on
-    AVX-512 CPUs (but not a large one whose tiled kernel hands its weight gradients to BLAS)
-    and from 2^31 on AVX2 ones; not the LSTM (its tiled kernel shares the steps),
+    AVX-512 CPUs where its kernel is not tiled, and from 2^31 on AVX2 ones; not the LSTM (its tiled kernel shares the steps),
     nor a bidirectional RNN (its directions pair, each on its serial kernel)."""
     T, B, I, H = 16, 32, 64, 256                         # 16 * 32 * 256 * 320 = 2^25.3
     x = np.zeros((T, B, I), np.float32)
@@ -251,7 +250,7 @@ def test_which_layers_run_in_halves():
     m = RNN(I, H)
     m.forward(x)
     assert m._cache["halves"] == (can and not tiled)
-    assert (m._cache["caches"][0][0] == "tiled") == tiled
+    assert isinstance(m._cache["caches"][0][0], str) == tiled   # ("tiled": its cache)
     m.forward(np.zeros((8 * T, B // 8, I), np.float32))  # 2^25.3, 4 rows: never tiled
     assert m._cache["halves"] == can
     if can:                                              # each half on the serial kernel
@@ -263,20 +262,25 @@ def test_which_layers_run_in_halves():
     lstm = LSTM(I, H)
     lstm.forward(x)
     assert not lstm._cache["halves"]
+    avx512 = _gemm.VECTOR == 16
     gru = GRU(I, H)                                      # 3 gates: 2^26.9
     gru.forward(x)
     assert not gru._cache["halves"]
-    gru.forward(np.zeros((2 * T, B, I), np.float32))     # 2^27.9
-    assert gru._cache["halves"] == (can and _gemm.VECTOR == 16)
+    work = 2 * T * B * 3 * H * (I + H)                  # 2^27.9
+    gru.forward(np.zeros((16 * T, B // 8, I), np.float32))   # the same work, 4 rows: not tiled
+    assert gru._cache["halves"] == (kp.pays(work) and avx512)
+    tiled = gru_tiled.use_tiled(np.float32, 2 * T, B, I, H)
+    gru.forward(np.zeros((2 * T, B, I), np.float32))     # tiled where auto says
+    assert isinstance(gru._cache["caches"][0][0], str) == tiled
+    assert gru._cache["halves"] == (kp.pays(work) and avx512 and not tiled)
     big = 1 << 31                                        # (asked, not run: ~4 GFLOP)
-    assert gru._batch_in_halves(T, B, big) == kp.pays(big)
-    assert gru._batch_in_halves(T, B, big - 1) == (kp.pays(big - 1) and _gemm.VECTOR == 16)
+    assert gru._runs_tiled(T, B) == avx512               # AVX-512: a tiled batch runs whole
+    assert gru._batch_in_halves(T, B, big) == (kp.pays(big) and not avx512)
+    assert not gru._batch_in_halves(T, B, big - 1)
+    assert gru._batch_in_halves(T, 4, big - 1) == (kp.pays(big - 1) and avx512)   # not tiled
     large = GRU(512, 512)                                # (asked, not run)
-    blas = _gemm.VECTOR == 16                            # its tiled kernel's BLAS gradients
-    assert large._runs_tiled(100, 64) == blas            # AVX-512: whole batch, tiled
-    assert large._batch_in_halves(100, 64, 100 * 64 * 3 * 512 * 1024) == (kp.pays(1 << 33)
-                                                                          and not blas)
-    assert not GRU(256, 256)._runs_tiled(100, 64)        # below H = 512: halves as before
+    assert large._runs_tiled(100, 64) == avx512          # tiled, with BLAS's weight gradients
+    assert large._batch_in_halves(100, 64, 1 << 33) == (kp.pays(1 << 33) and not avx512)
     large._tiled_first = False                           # (an instance's own: halves again,
     assert not large._runs_tiled(100, 64)                # as benchmarks/choices times them)
     bi = RNN(I, H, bidirectional=True)
