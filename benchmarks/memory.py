@@ -90,8 +90,6 @@ elif case == "module":
     def step(x, dy):
         y = m.forward(x)
         return y, m.backward(x, dy)
-    def let_go():
-        m.clear_state()
 else:
     import torch
     m = getattr(torch.nn, cell.upper())(I, H)
@@ -109,7 +107,7 @@ def status(key):
 
 step(x, dy)                                         # load / compile: this path
 if case == "module":
-    let_go()                                        # (its caches of that step)
+    m.clear_state()                                 # (its caches of that step)
 if case != "torch":
     import kernels
     kernels.release_workspace()                     # (the step's buffers, all free now)
