@@ -227,8 +227,9 @@ dot_into = _dot_into_blas if _dot_3_mm is not None else _dot_into_numba
 try:                                                     # Numba's BLAS entry point and helpers
     from numba.core import cgutils
     from numba.np.arrayobj import make_array
-    from numba.np.linalg import (check_blas_return as _check_blas_return, get_blas_kind as
-                                 _get_blas_kind, make_constant_slot as _constant_slot)
+    from numba.np.linalg import (check_blas_return as _check_blas_return, check_c_int as
+                                 _check_c_int, get_blas_kind as _get_blas_kind,
+                                 make_constant_slot as _constant_slot)
 except ImportError:                                      # (should a later Numba move them)
     make_array = None
 
@@ -261,12 +262,14 @@ def _dot_into_views_blas(typingctx, a, b, out):
         _ensure_blas()
         context.compile_internal(builder, lambda a, b, out: _check_views(a, b, out),
                                  types.none(*sig.args), args)
-        at, bt, ot = sig.args
+        dtype = sig.args[0].dtype
         x, y, z = (make_array(t)(context, builder, v) for t, v in zip(sig.args, args))
         m, k = cgutils.unpack_tuple(builder, x.shape)
         n = cgutils.unpack_tuple(builder, y.shape)[1]
+        for size in (m, k, n):                           # (BLAS's int: as Numba's np.dot checks)
+            _check_c_int(context, builder, size)
         itemsize = context.get_constant(types.intp, context.get_abi_sizeof(
-            context.get_data_type(at.dtype)))
+            context.get_data_type(dtype)))
         one = context.get_constant(types.intp, 1)
         char = ir.IntType(8)
 
@@ -294,9 +297,9 @@ def _dot_into_views_blas(typingctx, a, b, out):
                                   cgutils.voidptr_t, cgutils.intp_t, cgutils.voidptr_t,
                                   cgutils.voidptr_t, cgutils.intp_t])
         fn = cgutils.get_or_insert_function(builder.module, fnty, "numba_xxgemm")
-        alpha = builder.bitcast(_constant_slot(context, builder, at.dtype, 1.0), cgutils.voidptr_t)
-        beta = builder.bitcast(_constant_slot(context, builder, at.dtype, 0.0), cgutils.voidptr_t)
-        kind = ir.Constant(char, ord(_get_blas_kind(at.dtype)))
+        alpha = builder.bitcast(_constant_slot(context, builder, dtype, 1.0), cgutils.voidptr_t)
+        beta = builder.bitcast(_constant_slot(context, builder, dtype, 0.0), cgutils.voidptr_t)
+        kind = ir.Constant(char, ord(_get_blas_kind(dtype)))
         res = builder.call(fn, (kind, transa, transb, n, m, k, alpha, data_a, lda, data_b, ldb,
                                 beta, builder.bitcast(z.data, cgutils.voidptr_t), ldc))
         _check_blas_return(context, builder, res)
