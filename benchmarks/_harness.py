@@ -229,7 +229,7 @@ def _one_call_s(f, min_sample_s):
     return best
 
 
-def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, settle_s=0.01, idle_s=0.12):
+def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, settle_s=0.01, idle_s=0.0):
     """Time several callables against each other, interleaved, in one process.
 
     fns: {name: zero-argument callable}. Each is first run ``warmup`` times (compilation, first
@@ -239,27 +239,33 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
     each taking one sample of every callable in a rotating order, so that a burst of load from
     elsewhere hits all of them alike. The garbage collector is off during a sample.
 
-    Sharing one process must not charge one library for another's threads, so each sample
-    starts with
-      * a pause of ``idle_s``: after its last call an OpenBLAS worker thread keeps spinning on a
-        core for about 0.1 s (measured here: one core busy for 100 ms, PyTorch's OpenMP pool
-        for ~10 ms); without the pause, whatever runs next on a 2-core machine shares it with
-        that spinning thread (samples measured 2-3x slower right after the NumPy reference);
-      * untimed calls worth ``settle_s``, at least one: a pool that slept wakes up slowly
-        (PyTorch's first call after 0.1 s idle took 0.2-11 ms where the next took 0.01 ms), a
-        cost that would otherwise fall on the timed call, up to a few per cent of a 100 ms one.
+    Sharing one process must not charge one library for another's threads, and a sample should
+    see a callable as a loop that runs it back to back does, so each sample starts with untimed
+    calls of the callable itself for at least ``settle_s`` seconds (at least one call where
+    ``settle_s`` > 0; ``layer_step`` passes 0.12 s). They take up the time in which the threads
+    of what ran before may still be spinning: an OpenBLAS worker thread kept a core busy for
+    about 0.1 s after its last call (``kernels/_blas_env.py`` now cuts the libraries it finds to
+    a few ms), PyTorch's OpenMP pool ~10 ms, and a sample taken meanwhile shares a 2-core machine
+    with them (samples measured 2-3x slower right after the NumPy reference). They also wake a
+    pool that slept (PyTorch's first call after 0.1 s idle took 0.2-11 ms where the next took
+    0.01 ms).
+
+    ``idle_s`` (default 0) is a pause before those calls. ``layer_step`` paused 0.12 s and then
+    made only ~10 ms of untimed calls up to its record of fabb92f; but on the 2-core AMD EPYC
+    (a VM) a pause slows what runs after it: the seed model's training step, 0.11 ms a call
+    back to back, took 0.15-0.23 ms a call in the 20 ms after a pause of 5 to 120 ms, and about
+    0.12 s of calls brought it back to 0.11 ms.
 
     Returns {name: {"median_s", "min_s", "number", "samples_s"}}, times per call.
     """
     names = list(fns)
-    number, settle = {}, {}
+    number = {}
     for name in names:
         f = fns[name]
         for _ in range(warmup):
             f()
         one = max(_one_call_s(f, min_sample_s), 1e-7)
         number[name] = int(min(max_number, max(1, math.ceil(min_sample_s / one))))
-        settle[name] = int(min(number[name], math.ceil(settle_s / one)))   # >= 1: settle_s > 0
     samples = {name: [] for name in names}
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -267,8 +273,11 @@ def time_interleaved(fns, repeat, min_sample_s, warmup=1, max_number=10000, sett
             f, k = fns[name], number[name]
             if idle_s > 0 and len(names) > 1:
                 time.sleep(idle_s)
-            for _ in range(settle[name]):
+            if settle_s > 0:
+                t_settle = time.perf_counter()
                 f()
+                while time.perf_counter() - t_settle < settle_s:
+                    f()
             gc_was = gc.isenabled()
             gc.disable()
             try:

@@ -295,10 +295,11 @@ def main(argv=None, print_fn=print):
                                                      halves=HALVES)[choice]
 
     min_sample = 0.001 if args.quick else 0.05
-    # No pause before a sample (``_harness.time_interleaved``'s idle_s, which keeps one library's
-    # spinning threads from another's samples): both sides are rnncore's, and a training loop
-    # runs its calls back to back. With the 0.12 s pause, the sides that hand work to the pair
-    # worker thread measured up to 1.2x slower than in back-to-back runs (threads woken anew).
+    # No pause before a sample (``_harness.time_interleaved``'s idle_s; layer_step paused 0.12 s
+    # up to its record of fabb92f), and the harness's default ~10 ms of untimed calls: both sides
+    # are rnncore's, and a training loop runs its calls back to back. With the 0.12 s pause, the
+    # sides that hand work to the pair worker thread measured up to 1.2x slower than in
+    # back-to-back runs (threads woken anew).
     idle = 0.0
     rows, notes = [], []
     with hz.limit_threads(args.threads, use_torch=False) as threads:

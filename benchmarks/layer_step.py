@@ -147,7 +147,7 @@ def _check_grads(label, cell, ours, tl):
     return {n: _check(f"{label} {n}", a, b) for n, a, b in zip(names, ours, _torch_grads(cell, tl))}
 
 
-def bench_layer(cell, shape, repeat, min_sample_s, idle_s, module=True):
+def bench_layer(cell, shape, repeat, min_sample_s, settle_s, module=True):
     """Table 1 rows for one cell and shape: {pass: {impl: timing}} plus the correctness check."""
     import numpy as np
     import torch
@@ -218,11 +218,11 @@ def bench_layer(cell, shape, repeat, min_sample_s, idle_s, module=True):
     out = {}
     for p, fns in passes.items():
         fns = {k: f for k, f in fns.items() if f is not None}
-        out[p] = hz.time_interleaved(fns, repeat, min_sample_s, idle_s=idle_s)
+        out[p] = hz.time_interleaved(fns, repeat, min_sample_s, settle_s=settle_s)
     return out, checks, with_ref
 
 
-def bench_bidir(cell, shape, repeat, min_sample_s, idle_s):
+def bench_bidir(cell, shape, repeat, min_sample_s, settle_s):
     """Table 2: 2-layer bidirectional layer through the module API vs PyTorch."""
     import numpy as np
     import torch
@@ -261,12 +261,12 @@ def bench_bidir(cell, shape, repeat, min_sample_s, idle_s):
         m.backward(x, dy)
 
     out = {"fwd": hz.time_interleaved(dict(module=lambda: m.forward(x), torch=torch_fwd), repeat, min_sample_s,
-                                      idle_s=idle_s),
-           "fwd+bwd": hz.time_interleaved(dict(module=module_fb, torch=torch_fb), repeat, min_sample_s, idle_s=idle_s)}
+                                      settle_s=settle_s),
+           "fwd+bwd": hz.time_interleaved(dict(module=module_fb, torch=torch_fb), repeat, min_sample_s, settle_s=settle_s)}
     return out, checks
 
 
-def bench_train_step(shape, repeat, min_sample_s, idle_s, lr=0.1):
+def bench_train_step(shape, repeat, min_sample_s, settle_s, lr=0.1):
     """Table 3: one SGD training step of the seed model, rnncore vs PyTorch, plus rnncore's phases."""
     import numpy as np
     import torch
@@ -337,7 +337,7 @@ def bench_train_step(shape, repeat, min_sample_s, idle_s, lr=0.1):
         opt.step()
 
     t = hz.time_interleaved(dict(rnncore=r_step, torch=torch_step, fwd=r_fwd, crit=r_crit, bwd=r_bwd),
-                            repeat, min_sample_s, idle_s=idle_s)
+                            repeat, min_sample_s, settle_s=settle_s)
     ms = {k: v["median_s"] * 1e3 for k, v in t.items()}
     phases = dict(forward_ms=ms["fwd"], criterion_ms=max(ms["crit"] - ms["fwd"], 0.0),
                   backward_ms=max(ms["bwd"] - ms["crit"], 0.0), optimizer_ms=max(ms["rnncore"] - ms["bwd"], 0.0))
@@ -370,7 +370,7 @@ def main(argv=None, print_fn=print):
     grid = QUICK_GRID if args.quick else GRID
     bidir_shape = QUICK_BIDIR_SHAPE if args.quick else BIDIR_SHAPE
     min_sample = 0.001 if args.quick else 0.05
-    idle = 0.0 if args.quick else 0.12              # see _harness.time_interleaved
+    settle = 0.01 if args.quick else 0.12           # untimed calls before a sample: _harness.time_interleaved
     with hz.limit_threads(args.threads) as threads:
         threads["env_set_before_import"] = env_in_time
         peak = hz.sgemm_peak(256 if args.quick else 2048, 2 if args.quick else 5)
@@ -379,7 +379,7 @@ def main(argv=None, print_fn=print):
         layer_rows, layer_json = [], []
         for cell in args.cells:
             for shape in grid:
-                res, checks, with_ref = bench_layer(cell, shape, args.repeat, min_sample, idle,
+                res, checks, with_ref = bench_layer(cell, shape, args.repeat, min_sample, settle,
                                                        module=not args.no_module)
                 for p, r in res.items():
                     ms = {k: v["median_s"] * 1e3 for k, v in r.items()}
@@ -399,7 +399,7 @@ def main(argv=None, print_fn=print):
 
         bidir_rows, bidir_json = [], []
         for cell in args.cells:
-            res, checks = bench_bidir(cell, bidir_shape, args.repeat, min_sample, idle)
+            res, checks = bench_bidir(cell, bidir_shape, args.repeat, min_sample, settle)
             for p, r in res.items():
                 ms = {k: v["median_s"] * 1e3 for k, v in r.items()}
                 flops = hz.layer_flops(cell, *bidir_shape, backward=(p == "fwd+bwd"), num_layers=2, directions=2)
@@ -414,7 +414,7 @@ def main(argv=None, print_fn=print):
 
         step_rows, step_json = [], []
         for shape in SEED_SHAPES:                         # already tiny: the same in --quick
-            t, phases, checks = bench_train_step(shape, args.repeat, min_sample, idle)
+            t, phases, checks = bench_train_step(shape, args.repeat, min_sample, settle)
             r_ms, t_ms = t["rnncore"]["median_s"] * 1e3, t["torch"]["median_s"] * 1e3
             row = dict(T=shape[0], B=shape[1], I=shape[2], H=shape[3], rnncore_ms=r_ms, torch_ms=t_ms,
                        speedup=t_ms / r_ms, **phases, check_max_abs_err=checks, timings=t)
@@ -450,7 +450,7 @@ def main(argv=None, print_fn=print):
           "fwd/criterion/bwd/optim: rnncore's step split by differencing cumulative timings."]),
     ]
     payload = dict(quick=args.quick, argv=list(argv) if argv is not None else sys.argv[1:], threads=threads,
-                   sgemm=peak, sgemm_end=peak_end, repeat=args.repeat, min_sample_s=min_sample, idle_s=idle, layer=layer_json,
+                   sgemm=peak, sgemm_end=peak_end, repeat=args.repeat, min_sample_s=min_sample, settle_s=settle, idle_s=0.0, layer=layer_json,
                    bidirectional=bidir_json, train_step=step_json)
     return hz.report(NAME, payload, tables, args.json, print_fn=print_fn)
 

@@ -13,7 +13,9 @@ PyTorch among them: the kernel column and the module column for single layers, t
 the bidirectional layer, the whole step for the training step. ``--quick`` records are left out (their sizes mean nothing), and so is a file
 that is not a ``layer_step`` record (said on one line each). Runs of different code are pooled
 as given: choose the files to compare like with like (records before 835b1e5 timed PyTorch's
-forward under ``no_grad``, since under ``inference_mode``: their ``fwd`` rows read higher).
+forward under ``no_grad``, since under ``inference_mode``: their ``fwd`` rows read higher;
+records up to fabb92f paused 0.12 s before each sample, later ones call the callable for
+0.12 s instead, ``settle_s`` in the record: the smallest shapes' ratios moved most).
 """
 import argparse
 import json

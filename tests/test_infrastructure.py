@@ -243,6 +243,21 @@ def test_rounds_rotate_and_pause():
     assert calls[3:] == list("abc" "bca" "cab")                     # after calibration
 
 
+def test_each_sample_is_led_by_settle_s_of_untimed_calls():
+    from benchmarks import _harness
+    calls = []
+    def f():
+        calls.append(1)
+        time.sleep(0.001)
+    t0 = time.perf_counter()
+    t = _harness.time_interleaved({"f": f}, repeat=2, min_sample_s=0, warmup=0, max_number=1, settle_s=0.03)
+    assert time.perf_counter() - t0 >= 2 * 0.03
+    assert t["f"]["number"] == 1
+    # calibration (one call: min_sample_s is 0), then per round calls for >= 0.03 s (each call
+    # takes >= 1 ms: at most ~30, at least a few on a loaded machine) and the timed one
+    assert 1 + 2 * (5 + 1) <= len(calls) <= 1 + 2 * (31 + 1)
+
+
 def test_gc_is_back_on_afterwards():
     from benchmarks import _harness
     assert gc.isenabled()
