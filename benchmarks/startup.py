@@ -23,6 +23,13 @@ clocks. Cases:
     rnncore, warm cache   the same folder again, now filled by the cold run: kernels are
                           loaded from the cache
     PyTorch               the same step with torch.nn
+    Numba alone, warm cache
+                          no model: import NumPy and Numba, then the first call of a trivial
+                          ``@njit(cache=True)`` function, from its warm cache (after one
+                          untimed run): what a program of cached Numba code pays before its
+                          own work, for scale. (Plain Numba: at that first call Numba imports
+                          all of ``scipy.linalg``, ~0.1 s, which rnncore's kernels avoid,
+                          ``kernels/_scipy_blas.py``; so the warm case can take less.)
 
 Columns (each from the run of median total among a case's runs, so that the parts add up; the
 JSON keeps every run):
@@ -99,6 +106,30 @@ t_import = t_step = t_next = time.time()
 print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=t_next, loss=0.0)))
 """
 
+# The floor under any program of compiled Numba code: import NumPy and Numba, then the first
+# call of a trivial cached function (loaded from a warm cache, as rnncore's kernels are). Run
+# from a file: Numba caches nothing of a function defined in ``python -c`` code.
+CHILD_NUMBA = _PRELUDE + """
+import numpy as np
+import numba
+t_import = time.time()
+
+
+@numba.njit(cache=True)
+def total(a):
+    s = 0.0
+    for v in a:
+        s += v
+    return s
+
+
+loss = total(np.ones(3))
+t_step = time.time()
+total(np.ones(3))
+t_next = time.time()
+print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=t_next, loss=float(loss))))
+"""
+
 CHILD_TORCH = _PRELUDE + """
 import numpy as np
 import torch
@@ -135,6 +166,7 @@ print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=
 """
 
 
+FLOOR = "Numba alone, warm cache"
 COLUMNS = ("total_s", "python_s", "import_s", "first_step_s", "next_step_ms")
 
 
@@ -164,8 +196,9 @@ def parse_args(argv=None):
     return args
 
 
-def run_child(code, threads, cache_dir=None, timeout=600, extra_env=None):
-    """Spawn ``python -c code``; return its clocks as seconds since the spawn."""
+def run_child(code, threads, cache_dir=None, timeout=600, extra_env=None, script=None):
+    """Spawn ``python -c code`` (``python script`` with the code written to the file ``script``
+    where given); return its clocks as seconds since the spawn."""
     env = dict(os.environ, **(extra_env or {}))
     env.pop("PYTHONDONTWRITEBYTECODE", None)          # rnncore's bytecode cached, as usual
     for k in hz.THREAD_ENV:
@@ -175,8 +208,11 @@ def run_child(code, threads, cache_dir=None, timeout=600, extra_env=None):
         env["NUMBA_CACHE_DIR"] = cache_dir
     T, B, I, H = SHAPE
     src = code.format(T=T, B=B, I=I, H=H, C=CLASSES)
+    if script is not None:
+        with open(script, "w") as f:
+            f.write(src)
     t_spawn = time.time()
-    r = subprocess.run([sys.executable, "-c", src], env=env, cwd=hz.REPO_ROOT, capture_output=True,
+    r = subprocess.run([sys.executable] + (["-c", src] if script is None else [script]), env=env, cwd=hz.REPO_ROOT, capture_output=True,
                        text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"startup child failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
@@ -209,6 +245,12 @@ def main(argv=None, print_fn=print):
             if "PyTorch" in cases:
                 cases["PyTorch"].append(run_child(CHILD_TORCH, args.threads))
         cache_files = sum(len(fs) for _, _, fs in os.walk(warm_dir))
+        floor_dir = tempfile.mkdtemp(prefix="rnncore-numba-floor-")
+        dirs.append(floor_dir)
+        script = os.path.join(floor_dir, "floor.py")
+        run_child(CHILD_NUMBA, args.threads, floor_dir, script=script)      # fills its cache
+        cases[FLOOR] = [run_child(CHILD_NUMBA, args.threads, floor_dir, script=script)
+                        for _ in range(args.warm_runs)]
     finally:
         for d in dirs:
             shutil.rmtree(d, ignore_errors=True)
@@ -220,7 +262,11 @@ def main(argv=None, print_fn=print):
              f"{', '.join(hz.THREAD_ENV)}; each row the run of median total; the warm cache held "
              f"{cache_files} files after the runs"
              + ("; --quick: one run each" if args.quick else ""),
-             "total = spawn to end of first step (as the parent sees it) = python + import + first step."]
+             "total = spawn to end of first step (as the parent sees it) = python + import + first step.",
+             f"{FLOOR}: no model; import numpy and numba, then the first call of a trivial "
+             f"@njit(cache=True) function, loaded from its cache: what a program of cached "
+             f"Numba code pays before its own work (plain Numba: its first call imports "
+             f"scipy.linalg, which rnncore avoids)."]
     tables = [("Fresh process to first finished training step",
                hz.markdown_table(["case", "runs", "total s", "python s", "import s", "first step s", "next step ms"],
                                  rows), notes)]
