@@ -39,6 +39,21 @@ here as it always did. A child is reaped when it ends; one still running when th
 exits (normally, by an exception, by Ctrl-C) is stopped; one whose parent is killed (SIGTERM,
 ``os._exit``) finishes its compile alone, a few seconds, and exits. A fork's child process
 starts with none.
+
+Followers. After its core the child's core is idle, while this process still compiles the
+layers above the recurrent one, forward and backward. So the child then offers to compile the
+backward cores of the layers most often stacked on a recurrent one (``FOLLOWERS``: LogSoftMax,
+then Linear, in the core's dtype, each only where it was cold when the child started), one at
+a time, asking first: this process answers yes unless it has already reached that core itself
+(``follow``, called by those kernels before their core runs, claims it then), and a follower's
+backward that finds the child compiling its core waits for it. So each follower is compiled and
+saved by exactly one of the two processes, whichever gets to it first. A model without those
+layers loses nothing: the child offers, nobody calls, and it saves cores that a later program
+may load. The backward of the recurrent core waits for the core only, not for the followers
+(the child says when its core is saved). The seed model of ``benchmarks/startup.py`` on the
+2-core AMD EPYC of ``benchmarks/results/cpu_zen4.md``: before, the child had finished ~0.8 s
+before its core was needed and then stood idle, while this process compiled the LogSoftMax
+and Linear backward cores (~0.6 s) just before needing the core.
 """
 
 import atexit
@@ -51,7 +66,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["SPECS", "start", "wait", "signature", "cache_is_empty", "ENV"]
+__all__ = ["SPECS", "FOLLOWERS", "start", "wait", "follow", "signature", "cache_is_empty", "ENV"]
 
 ENV = "RNNCORE_COMPILE_AHEAD"   # "0" turns it off
 WAIT_S = 60                     # the longest a backward call waits for the child (it takes ~3 s)
@@ -75,21 +90,44 @@ SPECS = {
                        "4 2 3 2 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i"),
 }
 
+# name -> (module, backward core, its arguments, as in SPECS): the followers (above), in the
+# order the child offers them (a chain's backward runs from its top: LogSoftMax before Linear).
+FOLLOWERS = {
+    "log_softmax": ("kernels.log_softmax", "_backward_core", "2 2 2"),
+    "linear": ("kernels.linear", "_backward_core", "2 2 2 2 2 1"),
+}
+
 # The child gets this process's sys.path (so it imports the same ``kernels``, NumPy and Numba)
-# and compiles one core.
+# and compiles one core, then the followers this process lets it.
 _CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
           "from kernels._ahead import _child; _child(sys.argv[2:])")
 _lock = threading.Lock()
 _seen = set()          # (cell, path, dtype) already decided in this process
-_children = {}         # (cell, path, dtype) -> Popen, until a backward has waited for it
+_children = {}         # (cell, path, dtype) -> _Child, until a backward has waited for it
+_settled = set()       # followers no child may compile any more (claimed here, or waited for)
+_offered = {}          # follower -> the _Child compiling it (this process said yes)
 
 
 def signature(cell, path, dtype):
     """The backward core's argument types for ``(cell, path)`` in ``dtype``, as Numba types."""
+    return _types(SPECS[(cell, path)][3], dtype)
+
+
+def follower_signature(name, dtype):
+    """A follower's argument types in ``dtype``, as Numba types."""
+    return _types(FOLLOWERS[name][2], dtype)
+
+
+def _follower(name):
+    module, core, _ = FOLLOWERS[name]
+    return getattr(importlib.import_module(module), core)
+
+
+def _types(tokens, dtype):
     from numba import typeof, types
     dt = np.dtype(dtype)
     out = []
-    for token in SPECS[(cell, path)][3].split():
+    for token in tokens.split():
         if token == "i":
             out.append(types.int64)
         else:
@@ -152,20 +190,63 @@ def start(cell, path, dtype):
         if key in _seen:
             return
         _seen.update({key, (cell, path, dtype)})
-        if any(child.poll() is None for child in _children.values()):   # (poll: reaps the rest)
-            return
+        if any(c.popen.poll() is None for c in (*_children.values(), *_offered.values())):
+            return                                       # (one at a time, followers included)
         if not (_cold(_core(cell, path, "forward")) and _cold(_core(cell, path)) and _wanted()):
             return
+        followers = [n for n in FOLLOWERS if n not in _settled and n not in _offered
+                     and _cold(_follower(n))]
         try:
-            child = _children[key] = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, json.dumps(sys.path), cell, path, key[2].name],
+            popen = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, json.dumps(sys.path), cell, path, key[2].name,
+                 *followers],
                 env=dict(os.environ, **{ENV: "0"}),      # (the child starts no child)
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                text=True, bufsize=1)
         except OSError:
             return
-        # reaped when it ends, whether or not a backward ever waits for it (a process that only
-        # runs forwards kept it as a zombie for its whole life)
-        threading.Thread(target=child.wait, name="rnncore-ahead-reaper", daemon=True).start()
+        child = _children[key] = _Child(popen, followers)
+        # it is listened to, and reaped when it ends, whether or not a backward ever waits for
+        # it (a process that only runs forwards kept it as a zombie for its whole life)
+        threading.Thread(target=child.listen, name="rnncore-ahead-listener", daemon=True).start()
+
+
+class _Child:
+    """A running child: its process, and an event per thing it may finish ("core", then each
+    follower), set when it says so or when it ends (whatever it did not finish compiles here)."""
+
+    def __init__(self, popen, followers):
+        self.popen = popen
+        self.finished = {name: threading.Event() for name in ["core", *followers]}
+
+    def listen(self):
+        """Read the child's lines until it ends: "done NAME" sets that event; "offer NAME" is
+        answered yes (and NAME is then this child's to compile) unless this process has
+        claimed NAME; then reap it and set every event."""
+        try:
+            for line in self.popen.stdout:
+                what, _, name = line.strip().partition(" ")
+                if what == "done" and name in self.finished:
+                    self.finished[name].set()
+                elif what == "offer":
+                    with _lock:
+                        yes = name in self.finished and name not in _settled and name not in _offered
+                        if yes:
+                            _offered[name] = self
+                    self.popen.stdin.write("yes\n" if yes else "no\n")
+                    self.popen.stdin.flush()
+        except (OSError, ValueError):                    # (a pipe closed under us: it ended)
+            pass
+        finally:
+            self.popen.wait()
+            for event in self.finished.values():
+                event.set()
+
+    def wait_for(self, name):
+        """Wait until the child has finished ``name`` or ended; past WAIT_S it is stopped."""
+        if not self.finished[name].wait(timeout=WAIT_S):
+            self.popen.kill()
+            self.popen.wait()
 
 
 def wait(cell, path, dtype):
@@ -177,23 +258,41 @@ def wait(cell, path, dtype):
     with _lock:
         mine = [(key, child) for key, child in _children.items() if key[:2] == (cell, path)]
     for key, child in mine:
-        try:
-            child.wait(timeout=WAIT_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        child.wait_for("core")
         with _lock:
             if _children.get(key) is child:
                 del _children[key]
 
 
+def follow(name):
+    """Called by a follower's backward (``FOLLOWERS``) before its core runs: wait while a child
+    compiles that core; otherwise claim it, so that no child will (it compiles here, as it would
+    without a child), and with it the followers after it that no child has yet: a chain's
+    backward reaches them next, sooner than a child could compile them (the seed model's Linear
+    backward, ~0.2 s after its LogSoftMax's, took the child ~0.5 s). Cheap after the first call."""
+    if name in _settled:
+        return
+    with _lock:
+        child = _offered.get(name)
+        if child is None:                                # later offers of these get "no"
+            names = list(FOLLOWERS)
+            _settled.update(n for n in names[names.index(name):] if n not in _offered)
+            return
+    child.wait_for(name)
+    with _lock:
+        _settled.add(name)
+        _offered.pop(name, None)
+
+
 @atexit.register
 def _stop_children():
-    for child in list(_children.values()):
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    running = set(_children.values()) | set(_offered.values())
+    for child in running:
+        if child.popen.poll() is None:
+            child.popen.kill()
+            child.popen.wait()
     _children.clear()
+    _offered.clear()
 
 
 def _after_fork():
@@ -202,6 +301,7 @@ def _after_fork():
     global _lock
     _lock = threading.Lock()
     _children.clear()
+    _offered.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -209,15 +309,25 @@ if hasattr(os, "register_at_fork"):
 
 
 def _child(argv):
-    """The child's work: compile one backward core into the on-disk cache, saving nothing else
-    (every other compiled function of ``kernels`` compiles here without the cache)."""
+    """The child's work: compile one backward core into the on-disk cache, then each follower
+    named after it that the parent lets it have, saving nothing else (every other compiled
+    function of ``kernels`` compiles here without the cache). Says "done core", and "offer
+    NAME" / "done NAME" for each follower, one line each on stdout; reads the parent's answer
+    to an offer from stdin (no answer, as when the parent is gone: the follower is skipped)."""
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
-    cell, path, dtype = argv
+    cell, path, dtype, *followers = argv
     core = _core(cell, path)
+    keep = [core] + [_follower(name) for name in followers]
     for name, module in list(sys.modules.items()):
         if name == "kernels" or name.startswith("kernels."):
             for f in vars(module).values():
-                if isinstance(f, Dispatcher) and f is not core:
+                if isinstance(f, Dispatcher) and not any(f is k for k in keep):
                     f._cache = NullCache()
     core.compile(signature(cell, path, dtype))
+    print("done core", flush=True)
+    for name in followers:
+        print("offer", name, flush=True)
+        if sys.stdin.readline().strip() == "yes":
+            _follower(name).compile(follower_signature(name, dtype))
+            print("done", name, flush=True)

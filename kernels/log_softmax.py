@@ -23,6 +23,7 @@ made five of them. One loop per row does it all. The exponentials come from
 import numpy as np
 from numba import njit
 
+from . import _ahead
 from ._common import as_float_array, exp_expm1
 
 __all__ = ["log_softmax_forward", "log_softmax_backward"]
@@ -82,6 +83,7 @@ def log_softmax_backward(dy, y):
         raise ValueError(f"y: expected a (N, C) array with N, C >= 1, got shape {y.shape}")
     dy = as_float_array(dy, "dy", y.dtype, y.shape)
     dx = np.empty_like(y)
+    _ahead.follow("log_softmax")                          # (empty cache: see _ahead)
     above = _backward_core(dy, y, dx)
     if above:
         raise ValueError(f"y: expected the output of log_softmax_forward (values <= 0), got "

@@ -64,6 +64,7 @@ from .device import cuda_kernels, lock, to_host, unlock, upload
 from .layers import _check_input_shape
 from .module import Module, _adoptions, checked
 from .random import generator, uniform
+from kernels import _ahead
 from kernels._auto import uses_tiled as _uses_tiled
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import (backward_in_halves, forward_in_halves, pays as _pair_pays, ran_on,
@@ -71,6 +72,8 @@ from kernels._pair import (backward_in_halves, forward_in_halves, pays as _pair_
 from kernels.gru import gru_backward, gru_forward
 from kernels.lstm import lstm_backward, lstm_forward
 from kernels.rnn import rnn_backward, rnn_forward
+
+_AHEAD_TRIED = set()      # (cell, dtype) whose first forward has tried ``_compile_ahead``
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -336,7 +339,29 @@ class _Recurrent(Module):
                              f"got shape {a.shape}")
         return np.ascontiguousarray(a), was_list
 
+    def _compile_ahead(self, x):
+        """With an empty Numba cache, start compiling layer 0's backward core in a second
+        process now (``kernels._ahead``), before this forward's checks and first compiles, not
+        when its kernel is called: in the seed model's first step ~0.2 s sooner. Tried once per
+        cell and dtype in a process; a guess from x's shape before x is checked (a wrong guess
+        costs the second core's time, and the core the kernel does need then compiles here, as
+        without a child, since one child runs at a time). Nothing where the cache is warm."""
+        key = (self._cell, self.dtype)
+        if key in _AHEAD_TRIED:
+            return
+        _AHEAD_TRIED.add(key)
+        if self.device == "cuda" or type(x) is not np.ndarray or x.ndim != 3 or 0 in x.shape:
+            return
+        T, B, I = x.shape
+        H = self.hidden_size
+        widths = [self.input_size] + [self.num_directions * H] * (self.num_layers - 1)
+        work = T * B * self._gates * H * (min(widths) + H)   # as _run reckons it
+        serial = self._directions_at_once(work) or self._batch_in_halves(T, B, work)
+        tiled = not serial and _uses_tiled(self._gates, self.dtype, T, B, I, H)
+        _ahead.start(self._cell, "tiled" if tiled else "steps", self.dtype)
+
     def _run(self, x, lengths, initial):
+        self._compile_ahead(x)                                # (cheap after the first call)
         # 1. Validate everything before anything changes.
         x_arg = x
         x_in = x = to_host(x)                                 # [device] device arrays -> NumPy

@@ -85,11 +85,148 @@ def test_the_child_saves_its_core_and_nothing_else(tmp_path):
     assert {f.rsplit(".", 1)[1] for f in saved} == {"nbi", "nbc"}   # its index and its code
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_follower_specs_are_the_signatures_the_kernels_compile(dtype, rng):
+    from kernels import linear, log_softmax
+    x = rng.standard_normal((6, 4)).astype(dtype)
+    W = rng.standard_normal((3, 4)).astype(dtype)
+    linear.linear_backward(linear.linear_forward(x, W, np.zeros(3, dtype)), x, W)
+    y = log_softmax.log_softmax_forward(x)
+    log_softmax.log_softmax_backward(np.ones_like(y), y)
+    assert list(_ahead.FOLLOWERS) == ["log_softmax", "linear"]     # the order a chain needs them
+    for name in _ahead.FOLLOWERS:
+        assert _ahead.follower_signature(name, dtype) in _ahead._follower(name).signatures
+
+
+def test_the_child_saves_the_followers_it_is_let_have_and_says_so(tmp_path):
+    # the parent's answers on stdin: yes to the first offer, no to the second
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    code = ("import json, sys; from kernels._ahead import _CHILD; "
+            "exec(_CHILD.replace('json.loads(sys.argv[1])', 'sys.path'))")
+    out = subprocess.run([sys.executable, "-c", code, "-", "rnn", "steps", "float64", "log_softmax",
+                          "linear"], env=env, input="yes\nno\n", capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["done core", "offer log_softmax", "done log_softmax",
+                                       "offer linear"]
+    saved = sorted(os.path.basename(f) for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
+    assert sorted({f.split("-")[0] for f in saved}) == ["log_softmax._backward_core",
+                                                        "rnn._backward_core"], saved
+    assert len(saved) == 4                               # an index and the code of each
+
+
+@pytest.mark.skipif(_ahead._usable_cpus() < 2, reason="compile ahead is off with one usable CPU")
+def test_cold_cache_followers_are_loaded_from_what_the_child_compiled(tmp_path):
+    # A fresh process with an empty cache: once the child has ended (it offered both followers
+    # and was let compile them), the followers' backward cores load from the cache, right.
+    script = textwrap.dedent("""
+        import numpy as np
+        from kernels import _ahead, linear, log_softmax, rnn
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((3, 2, 4)).astype(np.float32)
+        W = [rng.standard_normal(s).astype(np.float32) for s in ((5, 4), (5, 5))]
+        rnn.rnn_forward(x, *W, np.zeros(5, np.float32), path="steps")    # starts the child
+        for child in list(_ahead._children.values()):
+            child.popen.wait(timeout=600)
+        z, Wl = rng.standard_normal((6, 5)).astype(np.float32), W[1][:3]
+        dx, dW, db = linear.linear_backward(np.ones((6, 3), np.float32), z, Wl)
+        assert np.allclose(dW, np.ones((3, 6)) @ z, rtol=1e-5) and np.allclose(db, 6)
+        y = log_softmax.log_softmax_forward(z)
+        g = log_softmax.log_softmax_backward(np.ones_like(y), y)
+        assert np.allclose(g, 1 - 5 * np.exp(y), rtol=1e-5, atol=1e-6)
+        for core in (linear._backward_core, log_softmax._backward_core):
+            print(sum(core.stats.cache_hits.values()), sum(core.stats.cache_misses.values()))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    env.pop(_ahead.ENV, None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "0", "1", "0"]    # loaded, not compiled here
+
+
+# A stand-in child that speaks the protocol at once: its core done, then each follower offered
+# and (when let) "compiled" in 0.3 s; it reports what it was told on stderr's stand-in, a file.
+_FAKE_CHILD = """
+import sys, time
+print("done core", flush=True)
+for name in sys.argv[5:]:
+    print("offer", name, flush=True)
+    answer = sys.stdin.readline().strip()
+    with open({log!r}, "a") as f:
+        f.write(name + " " + answer + "\\n")
+    if answer == "yes":
+        time.sleep(0.3)
+        print("done", name, flush=True)
+"""
+
+
+def test_a_follower_claimed_here_is_refused_to_the_child_and_so_are_those_after_it(
+        fresh, monkeypatch, tmp_path):
+    log = tmp_path / "answers"
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.5); " + "exec(" + repr(
+        _FAKE_CHILD.format(log=str(log))) + ")")
+    _ahead.start("lstm", "steps", np.float32)
+    _ahead.follow("log_softmax")                          # reached here first: claimed, with linear
+    assert _ahead._settled == {"log_softmax", "linear"}
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
+    child.popen.wait(timeout=60)
+    assert log.read_text().split("\n")[:-1] == ["log_softmax no", "linear no"]
+    _ahead.follow("linear")                               # (settled: nothing to wait for)
+
+
+def test_a_follower_the_child_compiles_is_waited_for(fresh, monkeypatch, tmp_path):
+    log = tmp_path / "answers"
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", _FAKE_CHILD.format(log=str(log)))
+    _ahead.start("lstm", "steps", np.float32)
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
+    _ahead.wait("lstm", "steps", np.float32)              # the core only: the child runs on
+    assert child.popen.poll() is None and _ahead._children == {}
+    t0 = time.perf_counter()
+    while "linear" not in _ahead._offered and time.perf_counter() - t0 < 30:
+        time.sleep(0.01)                                  # (both offered, both accepted)
+    _ahead.follow("linear")                               # waits for its "done"
+    assert child.finished["linear"].is_set()
+    assert log.read_text().split("\n")[:-1] == ["log_softmax yes", "linear yes"]
+    _ahead.follow("log_softmax")
+    assert _ahead._settled == {"log_softmax", "linear"}
+    child.popen.wait(timeout=60)
+
+
+def test_a_recurrent_module_starts_the_kernels_child_before_its_checks(fresh, monkeypatch):
+    # the module's early start makes the same guess as the kernel it then calls (so that the
+    # kernel's own start finds its key taken), and comes before the input is checked
+    from rnncore import GRU, LSTM, RNN, recurrent
+    calls = []
+    monkeypatch.setattr(_ahead, "start", lambda *key: calls.append((key[0], key[1], np.dtype(key[2]))))
+    rng = np.random.default_rng(0)
+    for make, shape in ((lambda: LSTM(2, 100), (8, 8, 2)), (lambda: GRU(128, 256), (64, 32, 128)),
+                        (lambda: RNN(64, 128), (32, 16, 64)),
+                        (lambda: LSTM(16, 32, bidirectional=True), (10, 4, 16))):
+        monkeypatch.setattr(recurrent, "_AHEAD_TRIED", set())
+        calls.clear()
+        m = make()
+        m.forward(rng.standard_normal(shape).astype(np.float32))
+        assert len(calls) >= 2 and calls[1] == calls[0], calls    # module's guess, the kernel's
+        key = calls[0]
+        monkeypatch.setattr(recurrent, "_AHEAD_TRIED", set())
+        calls.clear()
+        bad = rng.standard_normal(shape).astype(np.float32)
+        bad[0, 0, 0] = np.nan
+        with pytest.raises(ValueError, match="finite"):
+            m.forward(bad)
+        assert calls == [key] and key[0] == m._cell
+
+
 @pytest.fixture
 def fresh(monkeypatch):
     """_ahead with nothing decided yet and Popen recorded (the real one, so children run)."""
     monkeypatch.setattr(_ahead, "_seen", set())
     monkeypatch.setattr(_ahead, "_children", {})
+    monkeypatch.setattr(_ahead, "_settled", set())
+    monkeypatch.setattr(_ahead, "_offered", {})
     monkeypatch.delenv(_ahead.ENV, raising=False)
     calls = []
     real = subprocess.Popen
@@ -140,9 +277,9 @@ def test_a_cold_key_starts_one_child_and_the_backward_waits_for_it(fresh, monkey
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.3)")
     _ahead.start("gru", "steps", np.dtype(np.float64))
     _ahead.start("gru", "steps", np.float64)             # the same key: once per process
-    assert len(fresh) == 1 and fresh[0][0][-3:] == ["gru", "steps", "float64"]
+    assert len(fresh) == 1 and fresh[0][0][4:] == ["gru", "steps", "float64", *_ahead.FOLLOWERS]
     assert fresh[0][1]["env"][_ahead.ENV] == "0"         # a child never starts children
-    child = _ahead._children[("gru", "steps", np.dtype(np.float64))]
+    child = _ahead._children[("gru", "steps", np.dtype(np.float64))].popen
     t0 = time.perf_counter()
     _run_cell("gru", "steps", np.float64, rng)           # its backward waits for the child
     assert child.returncode == 0 and time.perf_counter() - t0 < 60
@@ -155,7 +292,7 @@ def test_one_child_at_a_time_and_every_backward_of_its_core_waits(fresh, monkeyp
     _ahead.start("lstm", "steps", np.float32)
     _ahead.start("gru", "steps", np.float32)             # another runs: this one compiles here
     assert len(fresh) == 1
-    child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float32))].popen
     seen = []
 
     def backward(dtype):                                 # (a bidirectional layer's two threads,
@@ -189,7 +326,7 @@ def test_a_failing_or_slow_child_leaves_the_backward_to_compile_here(fresh, monk
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(60)")
     monkeypatch.setattr(_ahead, "WAIT_S", 0.2)
     _ahead.start("lstm", "steps", np.float64)
-    child = _ahead._children[("lstm", "steps", np.dtype(np.float64))]
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float64))].popen
     t0 = time.perf_counter()
     _ahead.wait("lstm", "steps", np.float64)             # gives up after WAIT_S, stops it
     assert time.perf_counter() - t0 < 10 and child.returncode is not None
@@ -201,7 +338,7 @@ def test_a_child_is_reaped_when_it_ends_without_a_backward(fresh, monkeypatch):
     monkeypatch.setattr(_ahead, "_cold", lambda core: True)
     monkeypatch.setattr(_ahead, "_CHILD", "pass")
     _ahead.start("rnn", "steps", np.float32)
-    child = _ahead._children[("rnn", "steps", np.dtype(np.float32))]
+    child = _ahead._children[("rnn", "steps", np.dtype(np.float32))].popen
     t0 = time.perf_counter()
     while child.returncode is None and time.perf_counter() - t0 < 30:   # (no poll() here:
         time.sleep(0.05)                                                # poll would reap it)
@@ -214,6 +351,6 @@ def test_children_still_running_at_exit_are_stopped(fresh, monkeypatch):
     monkeypatch.setattr(_ahead, "_cold", lambda core: True)
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(60)")
     _ahead.start("rnn", "steps", np.float32)
-    child = _ahead._children[("rnn", "steps", np.dtype(np.float32))]
+    child = _ahead._children[("rnn", "steps", np.dtype(np.float32))].popen
     _ahead._stop_children()
     assert child.returncode is not None and _ahead._children == {}
