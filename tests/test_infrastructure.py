@@ -72,7 +72,9 @@ def test_non_numeric_dtypes_are_refused_by_name(dtype):
 def test_over_the_limit_only_enough_free_buffers_go_largest_first(monkeypatch):
     from kernels import _workspace as ws
     K = 1024
+    gc.collect()                  # (arrays of earlier tests left in cycles hold their buffers)
     ws.release()
+    assert ws.pooled_bytes() == (0, 0)
     monkeypatch.setattr(ws, "LIMIT", 704 * K)
     a, b, c = ws.empty((64, 1024)), ws.empty((64, 1024)), ws.empty((48, 1024))   # 256+256+192 KB
     del b, c
