@@ -40,20 +40,22 @@ exits (normally, by an exception, by Ctrl-C) is stopped; one whose parent is kil
 ``os._exit``) finishes its compile alone, a few seconds, and exits. A fork's child process
 starts with none.
 
-Followers. After its core the child's core is idle, while this process still compiles the
-layers above the recurrent one, forward and backward. So the child then offers to compile the
-backward cores of the layers most often stacked on a recurrent one (``FOLLOWERS``: LogSoftMax,
-then Linear, in the core's dtype, each only where it was cold when the child started), one at
-a time, asking first: this process answers yes unless it has already reached that core itself
-(``follow``, called by those kernels before their core runs, claims it then), and a follower's
-backward that finds the child compiling its core waits for it. So each follower is compiled and
-saved by exactly one of the two processes, whichever gets to it first. A model without those
-layers loses nothing: the child offers, nobody calls, and it saves cores that a later program
-may load. The backward of the recurrent core waits for the core only, not for the followers
-(the child says when its core is saved). The seed model of ``benchmarks/startup.py`` on the
-2-core AMD EPYC of ``benchmarks/results/cpu_zen4.md``: before, the child had finished ~0.8 s
-before its core was needed and then stood idle, while this process compiled the LogSoftMax
-and Linear backward cores (~0.6 s) just before needing the core.
+Followers. Once its core is saved the child would stand idle, while this process still
+compiles the layers above the recurrent one, forward and backward: in the seed model of
+``benchmarks/startup.py`` (2-core AMD EPYC, ``benchmarks/results/cpu_zen4.md``) the child ended
+~0.8 s before its core was needed, and this process meanwhile compiled the LogSoftMax and
+Linear backward cores (~0.6 s). So the child then offers, one at a time, to compile the
+backward cores of the layers most often stacked on a recurrent one (``FOLLOWERS``, in the
+core's dtype, each only where it was cold when the child started). This process answers yes
+unless it has already reached that core (``follow``, which those kernels call before their
+core runs, claims it, and the followers after it with it: a chain's backward reaches them
+next, sooner than the child could compile them); a backward that finds the child compiling its
+core waits for it. So each is compiled and saved by exactly one of the two processes. A model
+without those layers loses only the second core's time: the offers go unclaimed, and the cores
+saved may serve a later program. The recurrent core's backward waits for the core only (the
+child says when it is saved), not for the followers. And a recurrent module starts the child
+before its forward checks its input (``rnncore.recurrent``), not when the kernel is called,
+~0.2 s sooner there.
 """
 
 import atexit
@@ -230,7 +232,8 @@ class _Child:
                     self.finished[name].set()
                 elif what == "offer":
                     with _lock:
-                        yes = name in self.finished and name not in _settled and name not in _offered
+                        yes = (name in self.finished and name not in _settled
+                               and name not in _offered)
                         if yes:
                             _offered[name] = self
                     self.popen.stdin.write("yes\n" if yes else "no\n")
