@@ -238,9 +238,13 @@ class _Child:
                             _offered[name] = self
                     self.popen.stdin.write("yes\n" if yes else "no\n")
                     self.popen.stdin.flush()
-        except (OSError, ValueError):                    # (a pipe closed under us: it ended)
-            pass
+        except (OSError, ValueError):                    # (a pipe closed under us, or bytes
+            pass                                         # that are no text: it is done with)
         finally:
+            try:
+                self.popen.stdin.close()                 # (an offer unanswered: no follower)
+            except OSError:
+                pass
             self.popen.wait()
             for event in self.finished.values():
                 event.set()

@@ -195,6 +195,22 @@ def test_a_follower_the_child_compiles_is_waited_for(fresh, monkeypatch, tmp_pat
     child.popen.wait(timeout=60)
 
 
+def test_a_child_that_says_nonsense_is_done_with_and_nothing_waits_on_it(fresh, monkeypatch):
+    # bytes that are no text, then an offer: the listener stops reading, closes the child's
+    # stdin (its offer goes unanswered: no follower) and reaps it; the waits return at once
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", (
+        "import sys; sys.stdout.buffer.write(b'\\xff\\xfe\\n'); sys.stdout.flush(); "
+        "print('offer linear', flush=True); sys.exit(0 if sys.stdin.readline() == '' else 5)"))
+    _ahead.start("lstm", "steps", np.float32)
+    child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
+    t0 = time.perf_counter()
+    _ahead.wait("lstm", "steps", np.float32)
+    _ahead.follow("linear")
+    assert time.perf_counter() - t0 < 30 and child.popen.returncode == 0
+    assert "linear" not in _ahead._offered
+
+
 def test_a_recurrent_module_starts_the_kernels_child_before_its_checks(fresh, monkeypatch):
     # the module's early start makes the same guess as the kernel it then calls (so that the
     # kernel's own start finds its key taken), and comes before the input is checked
