@@ -106,9 +106,10 @@ t_import = t_step = t_next = time.time()
 print(json.dumps(dict(t_start=t_start, t_import=t_import, t_step=t_step, t_next=t_next, loss=0.0)))
 """
 
-# The floor under any program of compiled Numba code: import NumPy and Numba, then the first
-# call of a trivial cached function (loaded from a warm cache, as rnncore's kernels are). Run
-# from a file: Numba caches nothing of a function defined in ``python -c`` code.
+# What a program of cached Numba code pays before its own work, for scale: import NumPy and
+# Numba, then the first call of a trivial cached function (loaded from a warm cache, as
+# rnncore's kernels are). Run from a file: Numba caches nothing of a function defined in
+# ``python -c`` code.
 CHILD_NUMBA = _PRELUDE + """
 import numpy as np
 import numba
@@ -212,8 +213,8 @@ def run_child(code, threads, cache_dir=None, timeout=600, extra_env=None, script
         with open(script, "w") as f:
             f.write(src)
     t_spawn = time.time()
-    r = subprocess.run([sys.executable] + (["-c", src] if script is None else [script]), env=env, cwd=hz.REPO_ROOT, capture_output=True,
-                       text=True, timeout=timeout)
+    argv = [sys.executable] + (["-c", src] if script is None else [script])
+    r = subprocess.run(argv, env=env, cwd=hz.REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0:
         raise RuntimeError(f"startup child failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
     c = json.loads(r.stdout.strip().splitlines()[-1])

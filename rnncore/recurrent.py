@@ -211,6 +211,15 @@ class _Recurrent(Module):
                 and work >= self._halves_from and self.device != "cuda" and _pair_pays(work)
                 and not self._runs_tiled(T, B))
 
+    def _on_two_cores(self, T, B):
+        """(paired, halves) for a (T, B, .) input: whether each layer's two directions run at
+        once (``_directions_at_once``), and whether one direction's batch runs as two halves
+        (``_batch_in_halves``), both judged by the multiply-adds of the smallest layer."""
+        H = self.hidden_size
+        widths = [self.input_size] + [self.num_directions * H] * (self.num_layers - 1)
+        work = T * B * self._gates * H * (min(widths) + H)
+        return self._directions_at_once(work), self._batch_in_halves(T, B, work)
+
     def _runs_tiled(self, T, B):
         """For a cell with ``_tiled_first``: whether ``path="auto"`` gives any layer's kernel
         the tiled organization (False for the others)."""
@@ -353,11 +362,8 @@ class _Recurrent(Module):
         if self.device == "cuda" or type(x) is not np.ndarray or x.ndim != 3 or 0 in x.shape:
             return
         T, B, I = x.shape
-        H = self.hidden_size
-        widths = [self.input_size] + [self.num_directions * H] * (self.num_layers - 1)
-        work = T * B * self._gates * H * (min(widths) + H)   # as _run reckons it
-        serial = self._directions_at_once(work) or self._batch_in_halves(T, B, work)
-        tiled = not serial and _uses_tiled(self._gates, self.dtype, T, B, I, H)
+        serial = any(self._on_two_cores(T, B))             # (the serial kernels: _run)
+        tiled = not serial and _uses_tiled(self._gates, self.dtype, T, B, I, self.hidden_size)
         _ahead.start(self._cell, "tiled" if tiled else "steps", self.dtype)
 
     def _run(self, x, lengths, initial):
@@ -393,10 +399,7 @@ class _Recurrent(Module):
         #    as two halves (``_batch_in_halves``). Backward then does as its forward did.
         fwd = self._kernel_pair()[0]
         D, p = self.num_directions, self.dropout
-        widths = [self.input_size] + [D * H] * (self.num_layers - 1)   # each layer's input
-        work = T * B * self._gates * H * (min(widths) + H)    # multiply-adds, smallest layer
-        paired = self._directions_at_once(work)
-        halves = self._batch_in_halves(T, B, work)            # (one direction: its batch)
+        paired, halves = self._on_two_cores(T, B)
         if halves:
             fwd = forward_in_halves(fwd, len(self._biases), len(self._states))
         kw = self._serial_kernel if paired or halves else {}
