@@ -146,7 +146,7 @@ def test_cold_cache_followers_are_loaded_from_what_the_child_compiled(tmp_path):
 
 
 # A stand-in child that speaks the protocol at once: its core done, then each follower offered
-# and (when let) "compiled" in 0.3 s; it reports what it was told on stderr's stand-in, a file.
+# and (when let) "compiled" in 0.3 s; it writes each answer it got to a file, the log.
 _FAKE_CHILD = """
 import sys, time
 print("done core", flush=True)
