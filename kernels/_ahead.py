@@ -22,10 +22,10 @@ core whose arguments change without its entry fails there, not silently here.
 
 Numba's cache has no lock between processes: two processes saving different signatures of one
 function at once can leave an index entry pointing at the other's code. So only one process
-ever saves a given function meanwhile: the child saves nothing but its core (its callees,
-which the parent compiles with the forward, it compiles without the cache: the core's cached
-code holds its own copy of them), runs alone (one child at a time per process), and a backward
-call of that core in any dtype waits for it first.
+ever saves a given function meanwhile: the child saves nothing but its core and the followers
+below (every other function it loads from the cache where this process has saved it, else
+compiles without saving: ``_LoadOnly``), runs alone (one child at a time per process), and a
+backward call of that core in any dtype waits for it first.
 
 It starts only with a cold cache: the cell's forward and backward cores have neither a
 compiled version in this process nor a current index on disk (an index of another Numba or
@@ -40,22 +40,30 @@ exits (normally, by an exception, by Ctrl-C) is stopped; one whose parent is kil
 ``os._exit``) finishes its compile alone, a few seconds, and exits. A fork's child process
 starts with none.
 
-Followers. Once its core is saved the child would stand idle, while this process still
-compiles the layers above the recurrent one, forward and backward: in the seed model of
-``benchmarks/startup.py`` (2-core AMD EPYC, ``benchmarks/results/cpu_zen4.md``) the child ended
-~0.8 s before its core was needed, and this process meanwhile compiled the LogSoftMax and
-Linear backward cores (~0.6 s). So the child then offers, one at a time, to compile the
-backward cores of the layers most often stacked on a recurrent one (``FOLLOWERS``, in the
-core's dtype, each only where it was cold when the child started). This process answers yes
-unless it has already reached that core (``follow``, which those kernels call before their
-core runs, claims it, and the followers after it with it: a chain's backward reaches them
-next, sooner than the child could compile them); a backward that finds the child compiling its
-core waits for it. So each is compiled and saved by exactly one of the two processes. A model
-without those layers loses only the second core's time: the offers go unclaimed, and the cores
+Followers. The child would stand idle once its core is saved, while this process still
+compiles the rest of a training step. So the child also offers, one at a time, to compile the
+functions a step most often reaches after a recurrent forward (``FOLLOWERS``: the Linear and
+LogSoftMax layers above it, forward and backward, ClassNLLCriterion's core, the backward's
+packing of W_hh, SGD's update; in the core's dtype, each only where it was cold when the child
+started). This process answers yes unless it has already reached that function (``follow``,
+which its callers call first, claims it, and the followers after it with it: the step reaches
+them next, sooner than the child could compile them); a call that finds the child compiling
+it waits for it. So each is compiled and saved by exactly one of the two processes. A model
+without those layers loses only the second core's time: the offers go unclaimed, and what is
 saved may serve a later program. The recurrent core's backward waits for the core only (the
 child says when it is saved), not for the followers. And a recurrent module starts the child
 before its forward checks its input (``rnncore.recurrent``), not when the kernel is called,
 ~0.2 s sooner there.
+
+Shared callees. The serial cores' forward and backward both call ``_gemm.step_product`` (~1 s
+to compile with the products it calls), which this process compiles and saves ~2 s after the
+child starts, as the first callee of its forward core. The child loads it from the cache
+instead of compiling it again (``SHARED``): it compiles followers while it is not saved yet,
+then its core (after waiting for it up to ``SHARED_WAIT_S``, then compiling it itself, as
+before), then the followers left. The seed model's cold first step on the 2-core AMD EPYC, new
+against old child, six alternated pairs: medians 4.24 against 5.11 s, every pair lower (by
+0.26-1.41 s); the child's core then compiles in ~1.5 s instead of ~2.6, and the followers
+take this process's last ~0.9 s of compiling (``benchmarks/results/cpu_zen4.md``).
 """
 
 import atexit
@@ -92,12 +100,31 @@ SPECS = {
                        "4 2 3 2 3 3 i1 i  2 2 3 2 2 2 1 i i1 i2 i"),
 }
 
-# name -> (module, backward core, its arguments, as in SPECS): the followers (above), in the
-# order the child offers them (a chain's backward runs from its top: LogSoftMax before Linear).
+# name -> (module, function, its arguments, as in SPECS, and "s" a scalar of the dtype): the
+# followers (above), in the order the child offers them, which is the order a training step
+# reaches them: the layers above the recurrent one forward (Linear, LogSoftMax), the criterion
+# (ClassNLLCriterion under a SequencerCriterion), their backwards from the top (LogSoftMax
+# before Linear), the recurrent backward's packing of W_hh (float32 only: ``_gemm.pack``), and
+# SGD's update. Each is called through ``follow(name)`` first.
 FOLLOWERS = {
-    "log_softmax": ("kernels.log_softmax", "_backward_core", "2 2 2"),
-    "linear": ("kernels.linear", "_backward_core", "2 2 2 2 2 1"),
+    "linear_forward": ("kernels.linear", "_forward_core", "2 2 1 2"),
+    "log_softmax_forward": ("kernels.log_softmax", "_forward_core", "2 2"),
+    "nll": ("rnncore.criteria", "_nll_scored_core", "2 i1 i 2"),
+    "log_softmax_backward": ("kernels.log_softmax", "_backward_core", "2 2 2"),
+    "linear_backward": ("kernels.linear", "_backward_core", "2 2 2 2 2 1"),
+    "pack": ("kernels._gemm", "_pack_into", "p2 p3"),
+    "descend": ("rnncore.optim", "_descend", "1 1 s"),
 }
+FLOAT32_ONLY = {"pack"}         # followers no other dtype's step calls
+
+# (cell, path) -> the functions its forward core and backward core both call, as
+# (module, function, arguments): the parent compiles and saves them with the forward core, and
+# the child loads them from the cache rather than compiling them a second time (``_child``).
+SHARED = {(cell, "steps"): [("kernels._gemm", "step_product", "2 2 p3 2 2")]
+          for cell in ("lstm", "gru", "rnn")}
+SHARED_WAIT_S = 4.0             # the longest the child waits for them, from its start (the
+                                # parent saves them ~2 s after starting it: its forward core's
+                                # first callee); then it compiles them itself, as before
 
 # The child gets this process's sys.path (so it imports the same ``kernels``, NumPy and Numba)
 # and compiles one core, then the followers this process lets it.
@@ -125,13 +152,30 @@ def _follower(name):
     return getattr(importlib.import_module(module), core)
 
 
+def _cold_follower(name):
+    """Whether a follower is cold (``_cold``); False where its module does not import (``kernels``
+    used without ``rnncore`` beside it)."""
+    try:
+        return _cold(_follower(name))
+    except ImportError:
+        return False
+
+
+def _shared(cell, path, dtype):
+    """[(dispatcher, argument types)] of ``SHARED[(cell, path)]`` in ``dtype``."""
+    return [(getattr(importlib.import_module(module), name), _types(tokens, dtype))
+            for module, name, tokens in SHARED.get((cell, path), ())]
+
+
 def _types(tokens, dtype):
-    from numba import typeof, types
+    from numba import from_dtype, typeof, types
     dt = np.dtype(dtype)
     out = []
     for token in tokens.split():
         if token == "i":
             out.append(types.int64)
+        elif token == "s":
+            out.append(from_dtype(dt))
         else:
             kind = {"i": np.int64, "p": np.float32}.get(token[0], dt)
             out.append(typeof(np.zeros((1,) * int(token.lstrip("ip")), kind)))
@@ -197,7 +241,7 @@ def start(cell, path, dtype):
         if not (_cold(_core(cell, path, "forward")) and _cold(_core(cell, path)) and _wanted()):
             return
         followers = [n for n in FOLLOWERS if n not in _settled and n not in _offered
-                     and _cold(_follower(n))]
+                     and (key[2] == np.float32 or n not in FLOAT32_ONLY) and _cold_follower(n)]
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-c", _CHILD, json.dumps(sys.path), cell, path, key[2].name,
@@ -315,26 +359,80 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+class _LoadOnly:
+    """The child's cache for every function it does not save: it loads what the parent has
+    saved (a callee of the core, compiled with the forward core) and saves nothing, so that the
+    parent stays the only process saving those functions. An entry is taken only where its code
+    file was written after the index (Numba writes the index first: between the two, the name
+    may still be an older source's file), and anything unexpected in Numba's cache internals
+    counts as no entry: the child then compiles the function itself, as it would without a
+    cache."""
+
+    def __init__(self, cache):
+        self._inner = cache
+
+    def saved(self, sig, target_context):
+        """Whether the parent has finished saving ``sig`` (argument types)."""
+        try:
+            cache = self._inner
+            files = cache._cache_file
+            name = files._load_index().get(cache._index_key(sig, target_context.codegen()))
+            return name is not None and (os.stat(files._data_path(name)).st_mtime_ns
+                                         >= os.stat(files._index_path).st_mtime_ns)
+        except Exception:
+            return False
+
+    def load_overload(self, sig, target_context):
+        return self._inner.load_overload(sig, target_context) if self.saved(
+            sig, target_context) else None
+
+    def save_overload(self, sig, data):
+        pass
+
+    def __getattr__(self, name):                         # (the rest of Numba's cache API)
+        return getattr(self._inner, name)
+
+
 def _child(argv):
-    """The child's work: compile one backward core into the on-disk cache, then each follower
-    named after it that the parent lets it have, saving nothing else (every other compiled
-    function of ``kernels`` compiles here without the cache). Says "done core", and "offer
-    NAME" / "done NAME" for each follower, one line each on stdout; reads the parent's answer
-    to an offer from stdin (no answer, as when the parent is gone: the follower is skipped)."""
+    """The child's work: compile one backward core into the on-disk cache, and each follower
+    named after it that the parent lets it have, saving nothing else. Every other compiled
+    function of ``kernels`` and ``rnncore`` it loads from the cache where the parent has saved
+    it (``_LoadOnly``), else compiles here without saving. The followers come first while the
+    core's shared callees (``SHARED``) are not saved yet (the parent is compiling them with its
+    forward core), the core then (after waiting for them up to ``SHARED_WAIT_S``), the rest of
+    the followers after it. Says "done core", and "offer NAME" / "done NAME" for each follower,
+    one line each on stdout; reads the parent's answer to an offer from stdin (no answer, as
+    when the parent is gone: the follower is skipped)."""
+    import time
     from numba.core.caching import NullCache
     from numba.core.dispatcher import Dispatcher
+    began = time.monotonic()
     cell, path, dtype, *followers = argv
     core = _core(cell, path)
     keep = [core] + [_follower(name) for name in followers]
     for name, module in list(sys.modules.items()):
-        if name == "kernels" or name.startswith("kernels."):
+        if name.split(".")[0] in ("kernels", "rnncore"):
             for f in vars(module).values():
                 if isinstance(f, Dispatcher) and not any(f is k for k in keep):
-                    f._cache = NullCache()
-    core.compile(signature(cell, path, dtype))
-    print("done core", flush=True)
-    for name in followers:
+                    cached = not isinstance(f._cache, NullCache)
+                    f._cache = _LoadOnly(f._cache) if cached else f._cache
+    shared = [(f, sig) for f, sig in _shared(cell, path, dtype) if isinstance(f._cache, _LoadOnly)]
+
+    def shared_saved():
+        return all(sig in f.overloads or f._cache.saved(sig, f.targetctx) for f, sig in shared)
+
+    def offer(name):
         print("offer", name, flush=True)
         if sys.stdin.readline().strip() == "yes":
             _follower(name).compile(follower_signature(name, dtype))
             print("done", name, flush=True)
+
+    todo = list(followers)
+    while todo and not shared_saved():
+        offer(todo.pop(0))
+    while not shared_saved() and time.monotonic() - began < SHARED_WAIT_S:
+        time.sleep(0.02)
+    core.compile(signature(cell, path, dtype))
+    print("done core", flush=True)
+    for name in todo:
+        offer(name)

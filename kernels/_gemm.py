@@ -48,7 +48,7 @@ from numba import carray, njit, types
 from numba.core import cgutils, config, errors
 from numba.extending import intrinsic
 
-from . import _workspace
+from . import _ahead, _workspace
 from ._common import copy_row, dot_into
 
 __all__ = ["pack", "pack_for", "step_operands", "step_product", "gemm_packed", "mac",
@@ -336,7 +336,11 @@ def pack(Wb, transposed=False):
     Wb = np.ascontiguousarray(Wb, dtype=np.float32)
     N, K = Wb.shape if transposed else Wb.shape[::-1]
     Wp = _workspace.empty((-(-N // TILE_COLS), K, TILE_COLS))   # on a cache line (_workspace)
-    (_pack_transposed_into if transposed else _pack_into)(Wb, Wp)
+    if transposed:
+        _pack_transposed_into(Wb, Wp)
+    else:
+        _ahead.follow("pack")                            # (empty cache: see _ahead)
+        _pack_into(Wb, Wp)
     return Wp
 
 

@@ -54,6 +54,7 @@ def linear_forward(x, W, b):
     x, W = _x_and_W(x, W)
     b = as_float_array(b, "b", x.dtype, (W.shape[0],))
     y = empty((x.shape[0], W.shape[0]), x.dtype)
+    _ahead.follow("linear_forward")                       # (empty cache: see _ahead)
     _forward_core(x, W, b, y)
     return y
 
@@ -65,6 +66,6 @@ def linear_backward(dy, x, W):
     dx = empty(x.shape, x.dtype)
     dW = empty(W.shape, W.dtype)
     db = empty(W.shape[0], x.dtype)
-    _ahead.follow("linear")                               # (empty cache: see _ahead)
+    _ahead.follow("linear_backward")                               # (empty cache: see _ahead)
     _backward_core(dy, x, W, dx, dW, db)
     return dx, dW, db

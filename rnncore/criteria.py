@@ -22,6 +22,8 @@ import math
 import numpy as np
 from numba import njit
 
+from kernels import _ahead
+
 from . import _checks
 from .containers import _stack_steps, _valid_mask
 from .layers import _is_table
@@ -199,6 +201,7 @@ def _nll_scored(x, target, n, need_grad):
     N, C = _log_probs_shape(x)
     t = _class_targets(target, N, C, check_range=False)
     g = np.zeros(x.shape, x.dtype) if need_grad else np.zeros((0, C), x.dtype)
+    _ahead.follow("nll")                                         # (empty cache: kernels._ahead)
     loss, ok = _nll_scored_core(np.ascontiguousarray(x), np.ascontiguousarray(t), n, g)
     if not ok:
         _class_targets(t, N, C)                                  # raises, naming the range

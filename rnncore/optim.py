@@ -45,6 +45,8 @@ import numbers
 import numpy as np
 from numba import njit
 
+from kernels import _ahead
+
 from . import _checks
 from .module import Module, Parameter, checked
 
@@ -399,6 +401,7 @@ class SGD(Optimizer):
         if not self._plain():
             return super().step()                            # (a subclass's own rule included)
         self._check_dtypes()
+        _ahead.follow("descend")                             # (empty cache: kernels._ahead)
         dtype = lr = None
         rate = self.lr                                       # (a subclass's property included)
         for i, p in enumerate(self.params):

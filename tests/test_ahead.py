@@ -86,39 +86,113 @@ def test_the_child_saves_its_core_and_nothing_else(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_follower_specs_are_the_signatures_the_kernels_compile(dtype, rng):
-    from kernels import linear, log_softmax
-    x = rng.standard_normal((6, 4)).astype(dtype)
-    W = rng.standard_normal((3, 4)).astype(dtype)
-    linear.linear_backward(linear.linear_forward(x, W, np.zeros(3, dtype)), x, W)
-    y = log_softmax.log_softmax_forward(x)
-    log_softmax.log_softmax_backward(np.ones_like(y), y)
-    assert list(_ahead.FOLLOWERS) == ["log_softmax", "linear"]     # the order a chain needs them
+def test_follower_specs_are_the_signatures_a_training_step_compiles(dtype, rng):
+    # the seed model's step through the module API: every follower is called, in this order
+    from rnncore import (LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequencer,
+                         SequencerCriterion, Sequential, optim)
+    model = Sequencer(Sequential(LSTM(2, 100, dtype=dtype), Linear(100, 3, dtype=dtype),
+                                 LogSoftMax(dtype=dtype)))
+    crit, opt = SequencerCriterion(ClassNLLCriterion()), optim.SGD(model.parameters(), lr=0.1)
+    x, y = rng.standard_normal((8, 8, 2)).astype(dtype), rng.integers(0, 3, size=(8, 8))
+    out = model.forward(x)
+    crit.forward(out, y)
+    model.backward(x, crit.backward(out, y))
+    opt.step()
+    assert list(_ahead.FOLLOWERS) == ["linear_forward", "log_softmax_forward", "nll",
+                                      "log_softmax_backward", "linear_backward", "pack", "descend"]
     for name in _ahead.FOLLOWERS:
-        assert _ahead.follower_signature(name, dtype) in _ahead._follower(name).signatures
+        if dtype == np.float32 or name not in _ahead.FLOAT32_ONLY:
+            assert _ahead.follower_signature(name, dtype) in _ahead._follower(name).signatures
+
+
+@pytest.mark.parametrize("cell, dtype", [(c, d) for c in ("lstm", "gru", "rnn")
+                                         for d in (np.float32, np.float64)])
+def test_shared_specs_are_what_both_steps_cores_call(cell, dtype, rng):
+    from kernels import _gemm
+    for T, B, H in ((3, 2, 5), (4, 8, 70)):                     # BLAS, and packed in float32
+        _run_cell(cell, "steps", dtype, rng, T=T, B=B, H=H)
+    [(f, sig)] = _ahead._shared(cell, "steps", dtype)
+    assert f is _gemm.step_product and sig in f.signatures
+    assert _ahead._shared(cell, "tiled", dtype) == []
+
+
+_CHILD_NO_WAIT = ("import sys; from kernels import _ahead; _ahead.SHARED_WAIT_S = {wait}; "
+                  "_ahead._child(sys.argv[1:]); from kernels import _gemm; "
+                  "print('step_product loaded', sum(_gemm.step_product.stats.cache_hits.values()))")
 
 
 def test_the_child_saves_the_followers_it_is_let_have_and_says_so(tmp_path):
-    # the parent's answers on stdin: yes to the first offer, no to the second
+    # The parent's answers on stdin: yes to the first offer, no to the second. Its shared callee
+    # (step_product) is not in the cache: the followers come first, then the core (after
+    # SHARED_WAIT_S, 0 here), which compiles step_product itself and does not save it.
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
-    code = ("import json, sys; from kernels._ahead import _CHILD; "
-            "exec(_CHILD.replace('json.loads(sys.argv[1])', 'sys.path'))")
-    out = subprocess.run([sys.executable, "-c", code, "-", "rnn", "steps", "float64", "log_softmax",
-                          "linear"], env=env, input="yes\nno\n", capture_output=True, text=True,
-                         timeout=600)
+    out = subprocess.run([sys.executable, "-c", _CHILD_NO_WAIT.format(wait=0), "rnn", "steps",
+                          "float64", "log_softmax_backward", "linear_backward"], env=env,
+                         input="yes\nno\n", capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["done core", "offer log_softmax", "done log_softmax",
-                                       "offer linear"]
+    assert out.stdout.splitlines() == ["offer log_softmax_backward", "done log_softmax_backward",
+                                       "offer linear_backward", "done core",
+                                       "step_product loaded 0"]
     saved = sorted(os.path.basename(f) for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
     assert sorted({f.split("-")[0] for f in saved}) == ["log_softmax._backward_core",
                                                         "rnn._backward_core"], saved
     assert len(saved) == 4                               # an index and the code of each
 
 
+def test_the_child_loads_the_shared_callees_the_parent_saved_and_compiles_its_core_first(
+        tmp_path, rng):
+    # The parent's forward core saved step_product (here: a process that ran the RNN's steps
+    # forward); the child's core loads it from the cache, and comes before the followers.
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    env[_ahead.ENV] = "0"
+    forward = ("import numpy as np; from kernels import rnn; x = np.ones((3, 2, 4)); "
+               "rnn.rnn_forward(x, np.ones((5, 4)), np.ones((5, 5)), np.zeros(5), path='steps')")
+    assert subprocess.run([sys.executable, "-c", forward], env=env, timeout=600).returncode == 0
+    before = sorted(f for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
+    out = subprocess.run([sys.executable, "-c", _CHILD_NO_WAIT.format(wait=60), "rnn", "steps",
+                          "float64", "linear_backward"], env=env, input="yes\n",
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["done core", "offer linear_backward",
+                                       "done linear_backward", "step_product loaded 1"]
+    after = sorted(f for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
+    new = sorted({f.split("-")[0] for f in set(after) - set(before)})
+    assert new == ["linear._backward_core", "rnn._backward_core"], new   # nothing else saved
+
+
+def test_the_childs_cache_takes_only_entries_whose_code_came_after_the_index(tmp_path):
+    # (Numba writes the index, then the code: a reader in between could find an older
+    # source's file under the new entry's name.) And it saves nothing.
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    script = textwrap.dedent("""
+        import os, time
+        import numpy as np
+        from kernels import _ahead
+        from kernels._common import column_sums
+        a, out = np.ones((3, 4)), np.empty(4)
+        column_sums(a, out)                              # compiled and saved here
+        f = column_sums
+        sig = tuple(f.signatures[0])
+        f._cache = _ahead._LoadOnly(f._cache)
+        print(f._cache.saved(sig, f.targetctx))
+        print(f._cache.load_overload(sig, f.targetctx) is not None)
+        index = f._cache._cache_file._index_path
+        later = os.stat(index).st_mtime_ns + 10**9       # the index written after the code
+        os.utime(index, ns=(later, later))
+        print(f._cache.saved(sig, f.targetctx), f._cache.load_overload(sig, f.targetctx))
+        f._cache.save_overload(sig, None)                # (nothing written, nothing raised)
+        print(f._cache.saved(tuple(reversed(sig)), f.targetctx))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "False", "None", "False"]
+
+
 @pytest.mark.skipif(_ahead._usable_cpus() < 2, reason="compile ahead is off with one usable CPU")
 def test_cold_cache_followers_are_loaded_from_what_the_child_compiled(tmp_path):
-    # A fresh process with an empty cache: once the child has ended (it offered both followers
-    # and was let compile them), the followers' backward cores load from the cache, right.
+    # A fresh process with an empty cache: once the child has ended (it offered every
+    # follower and was let compile them), the followers' cores load from the cache, right.
     script = textwrap.dedent("""
         import numpy as np
         from kernels import _ahead, linear, log_softmax, rnn
@@ -134,7 +208,8 @@ def test_cold_cache_followers_are_loaded_from_what_the_child_compiled(tmp_path):
         y = log_softmax.log_softmax_forward(z)
         g = log_softmax.log_softmax_backward(np.ones_like(y), y)
         assert np.allclose(g, 1 - 5 * np.exp(y), rtol=1e-5, atol=1e-6)
-        for core in (linear._backward_core, log_softmax._backward_core):
+        for core in (linear._backward_core, log_softmax._forward_core,
+                     log_softmax._backward_core):
             print(sum(core.stats.cache_hits.values()), sum(core.stats.cache_misses.values()))
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
@@ -142,11 +217,11 @@ def test_cold_cache_followers_are_loaded_from_what_the_child_compiled(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1", "0", "1", "0"]    # loaded, not compiled here
+    assert out.stdout.split() == ["1", "0"] * 3          # loaded, not compiled here
 
 
 # A stand-in child that speaks the protocol at once: its core done, then each follower offered
-# and (when let) "compiled" in 0.3 s; it writes each answer it got to a file, the log.
+# and (when let) "compiled" in 0.1 s; it writes each answer it got to a file, the log.
 _FAKE_CHILD = """
 import sys, time
 print("done core", flush=True)
@@ -156,7 +231,7 @@ for name in sys.argv[5:]:
     with open({log!r}, "a") as f:
         f.write(name + " " + answer + "\\n")
     if answer == "yes":
-        time.sleep(0.3)
+        time.sleep(0.1)
         print("done", name, flush=True)
 """
 
@@ -168,12 +243,14 @@ def test_a_follower_claimed_here_is_refused_to_the_child_and_so_are_those_after_
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.5); " + "exec(" + repr(
         _FAKE_CHILD.format(log=str(log))) + ")")
     _ahead.start("lstm", "steps", np.float32)
-    _ahead.follow("log_softmax")                          # reached here first: claimed, with linear
-    assert _ahead._settled == {"log_softmax", "linear"}
+    _ahead.follow("log_softmax_backward")                 # reached here first: claimed, with
+    later = ["log_softmax_backward", "linear_backward", "pack", "descend"]   # those after it
+    assert _ahead._settled == set(later)
     child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
     child.popen.wait(timeout=60)
-    assert log.read_text().split("\n")[:-1] == ["log_softmax no", "linear no"]
-    _ahead.follow("linear")                               # (settled: nothing to wait for)
+    assert log.read_text().split("\n")[:-1] == [
+        "linear_forward yes", "log_softmax_forward yes", "nll yes", *(f"{n} no" for n in later)]
+    _ahead.follow("linear_backward")                      # (settled: nothing to wait for)
 
 
 def test_a_follower_the_child_compiles_is_waited_for(fresh, monkeypatch, tmp_path):
@@ -185,14 +262,14 @@ def test_a_follower_the_child_compiles_is_waited_for(fresh, monkeypatch, tmp_pat
     _ahead.wait("lstm", "steps", np.float32)              # the core only: the child runs on
     assert child.popen.poll() is None and _ahead._children == {}
     t0 = time.perf_counter()
-    while "linear" not in _ahead._offered and time.perf_counter() - t0 < 30:
-        time.sleep(0.01)                                  # (both offered, both accepted)
-    _ahead.follow("linear")                               # waits for its "done"
-    assert child.finished["linear"].is_set()
-    assert log.read_text().split("\n")[:-1] == ["log_softmax yes", "linear yes"]
-    _ahead.follow("log_softmax")
-    assert _ahead._settled == {"log_softmax", "linear"}
+    while "linear_backward" not in _ahead._offered and time.perf_counter() - t0 < 30:
+        time.sleep(0.01)                                  # (offered in turn, each accepted)
+    _ahead.follow("linear_backward")                      # waits for its "done"
+    assert child.finished["linear_backward"].is_set()
+    _ahead.follow("log_softmax_backward")
+    assert {"log_softmax_backward", "linear_backward"} <= _ahead._settled
     child.popen.wait(timeout=60)
+    assert log.read_text().split("\n")[:-1] == [f"{n} yes" for n in _ahead.FOLLOWERS]
 
 
 def test_a_child_that_says_nonsense_is_done_with_and_nothing_waits_on_it(fresh, monkeypatch):
@@ -201,14 +278,15 @@ def test_a_child_that_says_nonsense_is_done_with_and_nothing_waits_on_it(fresh, 
     monkeypatch.setattr(_ahead, "_cold", lambda core: True)
     monkeypatch.setattr(_ahead, "_CHILD", (
         "import sys; sys.stdout.buffer.write(b'\\xff\\xfe\\n'); sys.stdout.flush(); "
-        "print('offer linear', flush=True); sys.exit(0 if sys.stdin.readline() == '' else 5)"))
+        "print('offer linear_backward', flush=True); "
+        "sys.exit(0 if sys.stdin.readline() == '' else 5)"))
     _ahead.start("lstm", "steps", np.float32)
     child = _ahead._children[("lstm", "steps", np.dtype(np.float32))]
     t0 = time.perf_counter()
     _ahead.wait("lstm", "steps", np.float32)
-    _ahead.follow("linear")
+    _ahead.follow("linear_backward")
     assert time.perf_counter() - t0 < 30 and child.popen.returncode == 0
-    assert "linear" not in _ahead._offered
+    assert "linear_backward" not in _ahead._offered
 
 
 def test_a_recurrent_module_starts_the_kernels_child_before_its_checks(fresh, monkeypatch):
@@ -293,7 +371,8 @@ def test_a_cold_key_starts_one_child_and_the_backward_waits_for_it(fresh, monkey
     monkeypatch.setattr(_ahead, "_CHILD", "import time; time.sleep(0.3)")
     _ahead.start("gru", "steps", np.dtype(np.float64))
     _ahead.start("gru", "steps", np.float64)             # the same key: once per process
-    assert len(fresh) == 1 and fresh[0][0][4:] == ["gru", "steps", "float64", *_ahead.FOLLOWERS]
+    followers = [n for n in _ahead.FOLLOWERS if n not in _ahead.FLOAT32_ONLY]   # ("pack")
+    assert len(fresh) == 1 and fresh[0][0][4:] == ["gru", "steps", "float64", *followers]
     assert fresh[0][1]["env"][_ahead.ENV] == "0"         # a child never starts children
     child = _ahead._children[("gru", "steps", np.dtype(np.float64))].popen
     t0 = time.perf_counter()
