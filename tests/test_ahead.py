@@ -74,11 +74,10 @@ def test_cold_cache_backward_is_loaded_from_what_the_child_compiled(tmp_path):
 def test_the_child_saves_its_core_and_nothing_else(tmp_path):
     # (Numba's cache has no lock between processes: the callees the child compiles too are
     # the parent's to save.)
+    # (SHARED_WAIT_S 0: no parent saves step_product here)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
-    code = ("import json, sys; from kernels._ahead import _CHILD; "
-            "exec(_CHILD.replace('json.loads(sys.argv[1])', 'sys.path'))")
-    out = subprocess.run([sys.executable, "-c", code, "-", "rnn", "steps", "float64"], env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _CHILD_NO_WAIT.format(wait=0), "rnn", "steps",
+                          "float64"], env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     saved = sorted(os.path.basename(f) for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
     assert len(saved) == 2 and all(f.startswith("rnn._backward_core-") for f in saved), saved
@@ -105,18 +104,6 @@ def test_follower_specs_are_the_signatures_a_training_step_compiles(dtype, rng):
             assert _ahead.follower_signature(name, dtype) in _ahead._follower(name).signatures
 
 
-@pytest.mark.parametrize("cell, dtype", [(c, d) for c in ("lstm", "gru", "rnn")
-                                         for d in (np.float32, np.float64)])
-def test_shared_specs_are_what_both_steps_cores_call(cell, dtype, rng):
-    from kernels import _gemm
-    for T, B, H in ((3, 2, 5), (4, 8, 70)):                     # BLAS, and packed in float32
-        _run_cell(cell, "steps", dtype, rng, T=T, B=B, H=H)
-    [(f, sig)] = _ahead._shared("lstm" if cell == "gru" else cell, "steps", dtype)   # (the
-    assert f is _gemm.step_product and sig in f.signatures          # GRU's core waits for none,
-    assert _ahead._shared(cell, "tiled", dtype) == []               # but calls it so too)
-    assert (_ahead._shared(cell, "steps", dtype) == []) == (cell == "gru")
-
-
 _CHILD_NO_WAIT = ("import sys; from kernels import _ahead; _ahead.SHARED_WAIT_S = {wait}; "
                   "_ahead._child(sys.argv[1:]); from kernels import _gemm; "
                   "print('step_product loaded', sum(_gemm.step_product.stats.cache_hits.values()))")
@@ -140,25 +127,37 @@ def test_the_child_saves_the_followers_it_is_let_have_and_says_so(tmp_path):
     assert len(saved) == 4                               # an index and the code of each
 
 
+@pytest.mark.parametrize("cell, dtype, B", [("rnn", "float64", 2), ("lstm", "float32", 8)])
 def test_the_child_loads_the_shared_callees_the_parent_saved_and_compiles_its_core_first(
-        tmp_path, rng):
-    # The parent's forward core saved step_product (here: a process that ran the RNN's steps
-    # forward); the child's core loads it from the cache, and comes before the followers.
+        tmp_path, cell, dtype, B):
+    # The parent's forward core saved step_product (here: a process that ran the cell's steps
+    # forward; B = 8 packs W_hh in float32): the child's core loads it from the cache (its
+    # SHARED entry is the signature both cores call), and comes before the followers.
+    assert _ahead._shared(cell, "steps", dtype)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
     env[_ahead.ENV] = "0"
-    forward = ("import numpy as np; from kernels import rnn; x = np.ones((3, 2, 4)); "
-               "rnn.rnn_forward(x, np.ones((5, 4)), np.ones((5, 5)), np.zeros(5), path='steps')")
+    G = 4 if cell == "lstm" else 1
+    forward = (f"import numpy as np; from kernels import {cell}; "
+               f"x = np.ones((3, {B}, 4), np.{dtype}); "
+               f"w = [np.ones(s, np.{dtype}) for s in (({G * 5}, 4), ({G * 5}, 5), {G * 5})]; "
+               f"{cell}.{cell}_forward(x, *w, path='steps')")
     assert subprocess.run([sys.executable, "-c", forward], env=env, timeout=600).returncode == 0
     before = sorted(f for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
-    out = subprocess.run([sys.executable, "-c", _CHILD_NO_WAIT.format(wait=60), "rnn", "steps",
-                          "float64", "linear_backward"], env=env, input="yes\n",
+    out = subprocess.run([sys.executable, "-c", _CHILD_NO_WAIT.format(wait=60), cell, "steps",
+                          dtype, "linear_backward"], env=env, input="yes\n",
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["done core", "offer linear_backward",
                                        "done linear_backward", "step_product loaded 1"]
     after = sorted(f for _, _, fs in os.walk(tmp_path / "cache") for f in fs)
     new = sorted({f.split("-")[0] for f in set(after) - set(before)})
-    assert new == ["linear._backward_core", "rnn._backward_core"], new   # nothing else saved
+    assert new == ["linear._backward_core", f"{cell}._backward_core"], new   # nothing else saved
+
+
+def test_the_grus_child_waits_for_no_shared_callee():
+    # (its core is what the parent waits for: it starts at once; ``SHARED``)
+    assert _ahead._shared("gru", "steps", np.float32) == []
+    assert all(_ahead._shared(cell, "tiled", np.float32) == [] for cell in ("lstm", "gru", "rnn"))
 
 
 def test_the_childs_cache_takes_only_entries_whose_code_came_after_the_index(tmp_path):
