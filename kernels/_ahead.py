@@ -120,10 +120,11 @@ FLOAT32_ONLY = {"pack"}         # followers no other dtype's step calls
 # (cell, path) -> the functions its forward core and backward core both call, as
 # (module, function, arguments): the parent compiles and saves them with the forward core, and
 # the child, compiling followers meanwhile, loads them from the cache rather than compiling them
-# a second time (``_child``). Not for the GRU: its backward core takes longest to compile (~4.5
-# s here even with step_product loaded), and it is what the parent waits for; started at once,
-# with its own step_product, it is saved sooner (cold seed model, six alternated pairs, in
-# ``benchmarks/results/cpu_zen4.md``).
+# a second time (``_child``). Not for the GRU: its backward core takes longest to compile, and
+# it is what the parent waits for; started at once, with its own step_product, it was saved
+# sooner (cold seed model, four alternated pairs, when it compiled in ~4.5 s), and since
+# ``_common.zero_row`` cut that to ~2.2 s, waiting for step_product is level with it (six
+# pairs, median 0.05 s; ``benchmarks/results/cpu_zen4.md``).
 SHARED = {(cell, "steps"): [("kernels._gemm", "step_product", "2 2 p3 2 2")]
           for cell in ("lstm", "rnn")}
 SHARED_WAIT_S = 4.0             # the longest the child waits for them, from its start (the

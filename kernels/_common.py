@@ -333,6 +333,16 @@ def copy_row(src, dst):
 
 
 @njit(cache=True, inline="always")
+def zero_row(dst):
+    """``dst[:] = 0`` for a 1-D row, as a plain loop, for the same reason as ``copy_row``: a
+    slice assignment of a scalar also goes through the broadcasting code (the GRU's backward
+    core, with three such fills and one array-to-slice copy, compiled in ~4.4 s; with loops
+    in their place ~2.2 s)."""
+    for l in range(dst.shape[0]):
+        dst[l] = 0
+
+
+@njit(cache=True, inline="always")
 def column_sums(a, out):
     """``out[k] = a[:, k].sum()`` for a 2-D ``a`` (rows, K), summed in float64, then stored in
     ``out``'s dtype. A bias gradient is such a sum over all T*B rows: a float32 running sum

@@ -115,7 +115,7 @@ from numba import njit
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
                       dot_into, flip_valid, flush_subnormals, init_state, restore_fp, sigmoid,
-                      state_or_zeros, tanh)
+                      state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -268,8 +268,9 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
             # dh to 0 (dhz's row is left as it is): neither is read until s = L - 1, which
             # starts from dh_n, the grad that the frozen state passes through in the math.
             if s >= L:
-                dg[:] = 0
-                dan_b[:] = 0
+                for k in range(3):
+                    zero_row(dg[k])
+                zero_row(dan_b)
                 continue
             dy_t = dy[L - 1 - s if reverse else s, bb]   # (H,) grad of y at step s's time t
             # g: the activated r, z (rows 0, 1), as in the forward
@@ -279,7 +280,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
             # row there; here dh'_s has two parts, both read below, so dh_n is copied in
             if s == L - 1:
                 copy_row(dh_n[bb], dh_b)
-                dhz_b[:] = 0
+                zero_row(dhz_b)
             for j in range(H):
                 r, z = g[0, j], g[1, j]
                 dh_s = dy_t[j] + dh_b[j] + dhz_b[j]      # h_s feeds y at its time t and step s+1
@@ -310,7 +311,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db_ih, db_hh, dh, dhz, dG, dan_s, dy, dh_
             copy_row(dan_s[s, bb], dG[s, bb, 2])
     dot_into(dG2.T, x_s.reshape(TB, I), dW_ih)                     # (3H, I)    (1), (2), (4)
     dot_into(dG2, W_ih, dx_s.reshape(TB, I))                       # (T*B, I)   (1), (2), (4)
-    db_ih[:2 * H] = db_hh[:2 * H]                # the r, z thirds of dGi are dGh's; the n third:
+    copy_row(db_hh[:2 * H], db_ih[:2 * H])       # the r, z thirds of dGi are dGh's; the n third:
     column_sums(dan_s.reshape(TB, H), db_ih[2 * H:])
     restore_fp(fp)                          # (this thread as it was)
 

@@ -110,7 +110,7 @@ from numba import njit
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
                       dot_into, flip_valid, flush_subnormals, init_state, restore_fp, sigmoid,
-                      state_or_zeros, tanh)
+                      state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -267,7 +267,8 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dc, dZ, dy, dh_n,
             # directly at s = L - 1 below instead. dc's row is left alone: dc_n really does
             # pass through unchanged.
             if s >= L:
-                dz[:] = 0
+                for k in range(4):
+                    zero_row(dz[k])
                 continue
             # dh'_s, the part of dL/dh_s from later steps: dh_n at the sequence's last valid
             # step s = L - 1, else what step s+1's GEMM below left in dh

@@ -98,7 +98,7 @@ from numba import njit
 from . import _ahead
 from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
                       dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
-                      state_or_zeros, tanh)
+                      state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -231,7 +231,7 @@ def _backward_core(dx_s, dW_ih, dW_hh, db, dh, dA, dy, dh_n, x_s, W_ih, W_hh, W_
             # dh to 0; the dh_n that the frozen state passes through (in the math) is read
             # directly at s = L - 1 below instead.
             if s >= L:
-                dA[s, bb, :] = 0
+                zero_row(dA[s, bb])
                 continue
             # dh'_s, the part of dL/dh_s from later steps: dh_n at the sequence's last valid
             # step s = L - 1, else what step s+1's GEMM below left in dh
