@@ -40,8 +40,7 @@ Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team`
 import numpy as np
 from numba import carray, njit, prange
 
-from ._common import (column_sums, dot_into_views, flush_subnormals, restore_fp, sigmoid, tanh,
-                      zero_row)
+from ._common import column_sums, dot_into_views, flush_subnormals, restore_fp, sigmoid, tanh
 from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac
 from ._workspace import empty, zeros
 from ._team import barrier, one_team, share, team_size
@@ -108,7 +107,7 @@ def _forward_tile(s, u, m0, m1, hs, G, P, y, W_f, b_h, lengths, reverse):
                 L = lengths[b]
                 if s >= L:                                   # (6): padding, the state is frozen
                     _copy_row(hs[s, b, j0:j0 + U], hs[s + 1, b, j0:j0 + U])
-                    zero_row(y[s, b, j0:j0 + U])
+                    y[s, b, j0:j0 + U] = 0
                     continue
                 g = G[u, s, b]                               # (64,): gi_r | gi_z | gi_n | -
                 h_prev = hs[s, b, j0:j0 + U]                 # (rows as views)
@@ -213,7 +212,7 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                 if a0 > 0:
                     _copy_row(dh[m + r, c0:c0 + V], acc[r])
                 else:
-                    zero_row(acc[r])
+                    acc[r, :] = 0
             for a in range(a0, a1 if s < T else a0):     # acc += dGh_s[rows] W_hh
                 W_c = W_b[v, a * GH:(a + 1) * GH]        # (48, 64): rows n, r, z as dGh
                 A_c = dG[a, s % ring, m:m + R]           # (4, 64): blocks 0-2 are dGh
@@ -236,9 +235,9 @@ def _backward_tile(s, v, m0, m1, dG, dh, dhb, dy, dh_n, W_b, G, hs, lengths, rev
                 L = lengths[b]
                 if t >= L:                               # (6): padding takes no gradient
                     for q in range(n_q):
-                        zero_row(dG[v * n_q + q, t % ring, b])
+                        dG[v * n_q + q, t % ring, b, :] = 0
                     for g4 in range(4 if c0 < H else 0):   # (as rows: lstm_tiled)
-                        zero_row(dG_mat[t, b, g4 * H + c0:g4 * H + min(c0 + V, H)])
+                        dG_mat[t, b, g4 * H + c0:g4 * H + min(c0 + V, H)] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 for q in range(n_q):

@@ -104,7 +104,7 @@ import numpy as np
 from numba import carray, literally, njit, prange
 
 from ._common import (column_sums, copy_row as _copy_row, dot_into, flush_subnormals, restore_fp,
-                      sigmoid, tanh, zero_row)
+                      sigmoid, tanh)
 from ._gemm import VECTOR, _prefer_512_bit, _stack_tile, fmuladd, mac, transpose8
 from ._workspace import empty, zeros
 from ._auto import uses_tiled
@@ -393,7 +393,7 @@ def _forward_tile(s, u, m0, m1, hs, cs, G, tanh_c, y, W_f, lengths, reverse):
                 if s >= L:                               # (5): padding, the state is frozen
                     _copy_row(hs[s, b, j0:j0 + U], hs[s + 1, b, j0:j0 + U])
                     _copy_row(cs[s, b, j0:j0 + U], cs[s + 1, b, j0:j0 + U])
-                    zero_row(y[s, b, j0:j0 + U])         # (the output at time s, either way)
+                    y[s, b, j0:j0 + U] = 0               # (the output at time s, either way)
                     continue
                 for l in range(2 * U):                   # (2): i, f
                     acc[r, l] = sigmoid(acc[r, l])
@@ -538,7 +538,7 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 if a0 > 0:
                     _copy_row(dh[m + r, c0:c0 + V], acc[r])
                 else:
-                    zero_row(acc[r])
+                    acc[r, :] = 0
             for a in range(a0, a1 if s < T else a0):     # (1): acc += dz_s[rows] W_hh
                 W_c = W_b[v, a * 4 * U:(a + 1) * 4 * U]  # (64, 64)
                 A_c = dZ[a, s % ring, m:m + R]           # (4, 64): gate tile a of dz_s
@@ -553,9 +553,9 @@ def _backward_tile(s, v, m0, m1, dZ, dc, dh, dy, dh_n, W_b, G, tanh_c, cs, lengt
                 L = lengths[b]
                 if t >= L:                               # (5): padding takes no gradient
                     for q in range(n_q):
-                        zero_row(dZ[v * n_q + q, t % ring, b])
+                        dZ[v * n_q + q, t % ring, b, :] = 0
                     for g4 in range(4 if c0 < H else 0):   # (as rows: see below)
-                        zero_row(dZ_mat[t, b, g4 * H + c0:g4 * H + min(c0 + V, H)])
+                        dZ_mat[t, b, g4 * H + c0:g4 * H + min(c0 + V, H)] = 0
                     continue
                 t_own = L - 1 - t if reverse else t
                 from_n = one if t == L - 1 else zero     # dh_n enters at the last valid step

@@ -39,7 +39,7 @@ Caching: the compiled cores here include ``lstm_tiled``'s, ``_gemm``'s, ``_team`
 import numpy as np
 from numba import njit, prange
 
-from ._common import copy_row as _copy_row, flush_subnormals, restore_fp, tanh, zero_row
+from ._common import copy_row as _copy_row, flush_subnormals, restore_fp, tanh
 from ._gemm import _prefer_512_bit, mac, pack
 from ._workspace import empty
 from ._team import barrier, one_team, share, team_size
@@ -87,7 +87,7 @@ def _forward_tile(s, u, m0, m1, hs, G, y, W_f, lengths, reverse):
                 h_new = hs[s + 1, b, j0:j0 + Z]
                 if s >= L:                               # (3): padding, the state is frozen
                     _copy_row(hs[s, b, j0:j0 + Z], h_new)
-                    zero_row(y[s, b, j0:j0 + Z])         # (the output at time s, either way)
+                    y[s, b, j0:j0 + Z] = 0               # (the output at time s, either way)
                     continue
                 for j in range(Z):
                     h_new[j] = tanh(acc[r, j])           # (2)
