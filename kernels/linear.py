@@ -66,6 +66,6 @@ def linear_backward(dy, x, W):
     dx = empty(x.shape, x.dtype)
     dW = empty(W.shape, W.dtype)
     db = empty(W.shape[0], x.dtype)
-    _ahead.follow("linear_backward")                               # (empty cache: see _ahead)
+    _ahead.follow("linear_backward")                      # (empty cache: see _ahead)
     _backward_core(dy, x, W, dx, dW, db)
     return dx, dW, db

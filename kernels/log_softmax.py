@@ -84,7 +84,7 @@ def log_softmax_backward(dy, y):
         raise ValueError(f"y: expected a (N, C) array with N, C >= 1, got shape {y.shape}")
     dy = as_float_array(dy, "dy", y.dtype, y.shape)
     dx = np.empty_like(y)
-    _ahead.follow("log_softmax_backward")                          # (empty cache: see _ahead)
+    _ahead.follow("log_softmax_backward")                 # (empty cache: see _ahead)
     above = _backward_core(dy, y, dx)
     if above:
         raise ValueError(f"y: expected the output of log_softmax_forward (values <= 0), got "
