@@ -272,6 +272,27 @@ def test_a_follower_the_child_compiles_is_waited_for(fresh, monkeypatch, tmp_pat
     assert log.read_text().split("\n")[:-1] == [f"{n} yes" for n in _ahead.FOLLOWERS]
 
 
+def test_starting_a_child_compiles_its_shared_callees_here_first(fresh, monkeypatch):
+    # (saved sooner than the forward core would reach them: the child's core waits for them)
+    compiled = []
+
+    class Recorder:
+        def compile(self, sig):
+            compiled.append(sig)
+
+    monkeypatch.setattr(_ahead, "_cold", lambda core: True)
+    monkeypatch.setattr(_ahead, "_CHILD", "pass")
+    monkeypatch.setattr(_ahead, "_shared", lambda cell, path, dtype: (
+        [(Recorder(), (cell, path, np.dtype(dtype).name))] if path == "steps" else []))
+    _ahead.start("lstm", "steps", np.float64)
+    _ahead.start("lstm", "steps", np.float64)            # (once per key)
+    assert len(fresh) == 1 and compiled == [("lstm", "steps", "float64")]
+    _ahead._stop_children()
+    monkeypatch.setenv(_ahead.ENV, "0")                  # no child started: nothing compiled
+    _ahead.start("rnn", "steps", np.float32)             # ahead of the forward
+    assert len(fresh) == 1 and compiled == [("lstm", "steps", "float64")]
+
+
 def test_a_child_that_says_nonsense_is_done_with_and_nothing_waits_on_it(fresh, monkeypatch):
     # bytes that are no text, then an offer: the listener stops reading, closes the child's
     # stdin (its offer goes unanswered: no follower) and reaps it; the waits return at once
