@@ -426,9 +426,9 @@ def _child(argv):
     for name, module in list(sys.modules.items()):
         if name.split(".")[0] in ("kernels", "rnncore"):
             for f in vars(module).values():
-                if isinstance(f, Dispatcher) and not any(f is k for k in keep):
-                    cached = not isinstance(f._cache, NullCache)
-                    f._cache = _LoadOnly(f._cache) if cached else f._cache
+                if (isinstance(f, Dispatcher) and not any(f is k for k in keep)
+                        and not isinstance(f._cache, NullCache)):      # (cache=True ones)
+                    f._cache = _LoadOnly(f._cache)
     shared = [(f, sig) for f, sig in _shared(cell, path, dtype) if isinstance(f._cache, _LoadOnly)]
 
     def shared_saved():
