@@ -165,7 +165,7 @@ def test_the_childs_cache_takes_only_entries_whose_code_came_after_the_index(tmp
     # source's file under the new entry's name.) And it saves nothing.
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=ROOT)
     script = textwrap.dedent("""
-        import os, time
+        import os
         import numpy as np
         from kernels import _ahead
         from kernels._common import column_sums
