@@ -324,7 +324,8 @@ def kernel_signatures(dtype):
             ("rnn step_backward", bw, (i, A3, L, b, A3, A2, A3, A2))]
     for cell in ("lstm", "gru", "rnn"):
         for staged in (True, False):
-            _, f, bw = persistent._kernels(cell, dtype, persistent.BATCH_TILE, staged)
+            _, f, bw = persistent._kernels(cell, dtype, 1 if staged else persistent.BATCH_TILE,
+                                           staged, 1 if staged else persistent.UNROLL[cell])
             how = "staged" if staged else "direct"
             out += [(f"{cell} persistent_forward {how}", f,
                      (i, i, i, i, A3, A2, A1, A1, L, b, A3, A2, A2, A3, A3, A3, A3)),

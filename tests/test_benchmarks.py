@@ -220,14 +220,14 @@ def test_choices_verdict():
 
 
 @pytest.mark.parametrize("name", ["layer_step", "train_to_target", "startup", "memory", "choices",
-                                  "denormals", "gpu"])
+                                  "denormals", "gpu", "gpu_choices"])
 def test_scripts_run_both_ways(name):
     """``python benchmarks/<name>.py`` and ``python -m benchmarks.<name>`` both start (--help)."""
     for cmd in ([sys.executable, os.path.join("benchmarks", f"{name}.py"), "--help"],
                 [sys.executable, "-m", f"benchmarks.{name}", "--help"]):
         r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
-        assert "--json" in r.stdout and ("--check" if name == "gpu" else "--quick") in r.stdout
+        assert "--json" in r.stdout and ("--check" if name.startswith("gpu") else "--quick") in r.stdout
 
 
 def test_layer_flops_formula():

@@ -149,6 +149,20 @@ def test_matmul_refuses_bad_flags_and_numbers_by_name(kw, error, match):
 
 
 @needs_cuda
+def test_matmul_builds_its_kernel_with_a_python_int_tile(monkeypatch):
+    """A NumPy integer tile had built the kernel with it as its constant: on a GPU the shared
+    array's shape was then no constant (a typing error), and the cached kernel failed for every
+    later product with that tile in the process."""
+    from kernels.cuda import gemm
+    seen = []
+    real = gemm._gemm_kernel
+    monkeypatch.setattr(gemm, "_gemm_kernel", lambda dtype, TS: seen.append(TS) or real(dtype, TS))
+    A = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(kc.matmul(A, A, trans_b=True, tile=np.int64(8)), A @ A.T)
+    assert seen == [8] and type(seen[0]) is int
+
+
+@needs_cuda
 def test_matmul_refuses_a_device_c_that_shares_memory_with_a_or_b():
     """C = A (or a view overlapping B) had been taken: the blocks then read tiles of A that other
     blocks had already overwritten (8x8 ones @ ones + C gave 9s and 41s, not all 9)."""
@@ -423,6 +437,47 @@ def test_persistent_direct_reads_match_reference(cell, rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("staged", [True, False])
+def test_persistent_unrolled_sums_match_reference(cell, staged, rng):
+    """Sums unrolled (each thread reads 2 strided values per pass) with items of 8 sequences
+    (B = 3: one item, mostly empty), staged and direct, ragged, reverse; on a GPU the unroll
+    must divide H / 32, so H = 64 there."""
+    H = 4 if kc.SIMULATOR else 64
+    p = _problem(cell, rng, T=3, B=3, H=H)
+    plan = PersistentPlan(units_per_block=2, steps_per_launch=1, batch_tile=8, unroll=2,
+                          threads=(2, 4) if kc.SIMULATOR else None, staged=staged)
+    _check_cell(cell, p, np.array([3, 1, 2]), True, plan)
+
+
+@needs_cuda
+def test_plan_defaults_follow_the_batch_rows_and_sum_length(monkeypatch):
+    """Direct rows take the cell's default unroll where it divides the sums' passes, else 1;
+    staged rows take 1. Items hold BATCH_TILE sequences from ONE_PER_ITEM_BELOW on, else 1 (and
+    ``plan`` follows changed values). An explicit unroll that does not divide is refused by
+    name; 1 always divides."""
+    from kernels.cuda import persistent
+    monkeypatch.setattr(persistent, "UNROLL", {"rnn": 2})
+    monkeypatch.setattr(persistent, "BATCH_TILE", 2)
+    monkeypatch.setattr(persistent, "ONE_PER_ITEM_BELOW", {"forward": 3, "backward": 2})
+    KS = persistent.SPLIT
+    done = lambda H, staged, cell="rnn", B=3, d="forward": persistent._complete(  # noqa: E731
+        cell, d, np.float64, B, H, PersistentPlan(1, staged=staged))
+    assert (done(2 * KS, False).unroll, done(2 * KS, False).batch_tile) == (2, 2)
+    assert done(3 * KS, False).unroll == 1 and done(2 * KS, False, "lstm").unroll == 1
+    assert (done(2 * KS, True).unroll, done(2 * KS, True).batch_tile) == (1, 2)
+    assert done(2 * KS, True, B=2).batch_tile == 1
+    assert done(2 * KS, True, B=2, d="backward").batch_tile == 2
+    assert persistent.plan("rnn", "forward", np.float64, 2, 4).batch_tile == 1
+    monkeypatch.setattr(persistent, "ONE_PER_ITEM_BELOW", {"forward": 2, "backward": 2})
+    assert persistent.plan("rnn", "forward", np.float64, 2, 4).batch_tile == 2
+    with pytest.raises(ValueError, match=r"^path: expected unroll dividing the sum's length"):
+        persistent.plan_for("rnn", "forward", PersistentPlan(1, unroll=2), np.float64, 2, 3 * KS)
+    odd = PersistentPlan(1, unroll=1, steps_per_launch=1)
+    assert persistent.plan_for("rnn", "forward", odd, np.float64, 2, 3 * KS + 1).unroll == 1
+
+
+@needs_cuda
 def test_staging_follows_the_batch(monkeypatch):
     """Rows are staged below STAGE_BELOW sequences (per direction) and read directly from there;
     the plan cache follows a changed threshold."""
@@ -581,6 +636,8 @@ def test_empty_dimensions_and_non_real_weights_are_refused(rng):
     (PersistentPlan(units_per_block=4, steps_per_launch=-1), "steps_per_launch >= 0"),
     (PersistentPlan(units_per_block=4, threads=(0, 2)), r"threads \(KS, PS\)"),
     (PersistentPlan(units_per_block=4, batch_chunk=0), "batch_chunk >= 1"),
+    (PersistentPlan(units_per_block=4, batch_tile=3), r"batch_tile one of \(1, 2, 4, 8\), got 3"),
+    (PersistentPlan(units_per_block=4, unroll=3), r"unroll one of \(1, 2, 4, 8\) or None, got 3"),
 ] + ([(PersistentPlan(units_per_block=4, threads=(2, 64)), r"KS\*PS <= 64 on the CUDA simulator")]
      if kc.SIMULATOR else []))
 def test_bad_persistent_plans_are_refused(plan, match, rng):
@@ -599,6 +656,7 @@ def test_bad_persistent_plans_are_refused(plan, match, rng):
     (PersistentPlan(units_per_block=4, batch_chunk=1.5), "batch_chunk an int or None, got 1.5"),
     (PersistentPlan(units_per_block=4, threads=(2, 2, 2)), "threads a pair of ints"),
     (PersistentPlan(units_per_block=4, staged=1), "staged True, False or None, got 1"),
+    (PersistentPlan(units_per_block=4, unroll=2.0), "unroll an int or None, got 2.0"),
 ])
 def test_persistent_plan_fields_of_another_type_are_refused_by_name(plan, match, rng):
     """A float or a string had failed inside the kernel launch, in numba's words."""

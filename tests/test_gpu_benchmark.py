@@ -1,7 +1,8 @@
-"""benchmarks/gpu.py end to end on numba's CUDA simulator (``--check``), in a fresh process (the
-simulator must be chosen before numba.cuda is first imported): every column of the GPU
-benchmark is produced, both paths agree with each other and with the float64 reference. Its
-times mean nothing; on a GPU the same script is the benchmark."""
+"""benchmarks/gpu.py and gpu_choices.py end to end on numba's CUDA simulator (``--check``), in a
+fresh process (the simulator must be chosen before numba.cuda is first imported): every column
+of the GPU benchmark is produced, both paths agree with each other and with the float64
+reference; every layout variant gives the default plan's outputs. Their times mean nothing; on
+a GPU the same scripts are the benchmarks."""
 import json
 import os
 import subprocess
@@ -41,3 +42,34 @@ def test_gpu_benchmark_refuses_a_bad_limit():
     run = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--check", "--limit", "0"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "--limit: expected an integer >= 1, got 0" in run.stderr
+
+
+def test_gpu_choices_check_mode_times_every_variant(tmp_path):
+    out = tmp_path / "gpu_choices.json"
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_choices", "--check", "--cells", "gru",
+                          "--json", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["check_mode"] and res["simulator"] and res["machine"]["commit"]
+    rows = res["rows"]
+    assert {(r["B"], r["direction"]) for r in rows} == {(1, "forward"), (1, "backward"),
+                                                        (2, "forward"), (2, "backward")}
+    for key in [(1, "forward"), (2, "backward")]:
+        mine = [r for r in rows if (r["B"], r["direction"]) == key]
+        assert [r["default"] for r in mine][0] and sum(r["default"] for r in mine) == 1
+        assert len(mine) >= 2                         # the default and at least one variant
+        assert len({(r["plan"]["batch_tile"], r["plan"]["unroll"]) for r in mine}) == len(mine)
+    for r in rows:
+        assert r["max_abs_diff"] == 0.0 and r["ms"] > 0   # same sums in the same order
+    assert [(s["cell"], s["B"]) for s in res["summary"]] == [("gru", 1), ("gru", 2)]
+    assert all(s["cudnn_fwd_ms"] is None for s in res["summary"])
+    assert "| gru | 2 | backward |" in run.stdout
+
+
+def test_gpu_choices_refuses_bad_batches():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_choices", "--check", "--batches", "0,4"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "--batches: expected integers >= 1, got [0, 4]" in run.stderr

@@ -358,7 +358,7 @@ def gemm_device(A, B, C, alpha=1.0, beta=0.0, trans_a=False, trans_b=False, tile
         cb = _use_cublas(A, B, C, M, N, K)
         if cb is not None and _cublas_product(cb, A, B, C, alpha, beta, trans_a, trans_b):
             return C
-    TS = tile or tile_size(M, N)
+    TS = int(tile) if tile else tile_size(M, N)    # a Python int: a constant of the kernel
     if TS == BLOCKED:
         kernel, grid, block = (_blocked_kernel(dtype), (ceil_div(N, BLOCKED), ceil_div(M, BLOCKED)),
                                (BLOCK_THREADS, BLOCK_THREADS))

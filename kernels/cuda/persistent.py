@@ -99,8 +99,26 @@ MAX_THREADS = 1024
 #: Threads that share one work item: a warp on a GPU (shuffle reduction); few on the simulator,
 #: where every thread is a Python thread.
 SPLIT = 4 if SIMULATOR else 32
-#: Sequences per work item (register blocking), by default.
+#: Sequences per work item (register blocking), by default; below ``ONE_PER_ITEM_BELOW`` 1.
 BATCH_TILE = 1 if SIMULATOR else 4
+#: Per direction, the batch below which a work item holds one sequence. An item of 4 at batch 1
+#: computes the one sequence's sums four times, and at batch 4 there are a quarter as many
+#: items (too few warps). Measured on an H200 (``benchmarks/gpu_choices.py``, H = 512,
+#: T = 100), items of 1 against items of 4: batch 1 backward 0.76x (LSTM) and 0.85x (GRU),
+#: forward 0.93x and 0.96x; batch 4 forward 0.92x and 0.97x; batch 8 forward 1.15x (items of 4
+#: took 0.87x of 1), backward 1.08x (LSTM). The batch-4 backward was not measured with 1.
+ONE_PER_ITEM_BELOW = {"forward": 8, "backward": 2}
+#: Unroll of the sums' loop by default, per cell, in plans that read rows directly (staged: 1):
+#: each thread of a work item loads this many strided values per pass (``KS`` apart) before it
+#: multiplies any, so that as many memory reads are in flight at once. Used where the sum's
+#: length (H forward, G*H backward) is a multiple of ``KS * unroll``; elsewhere 1. Measured on
+#: an H200 (``benchmarks/gpu_choices.py``, H = 512, T = 100, against 1): the GRU's direct
+#: sums with 4 took 0.90-0.95x at batch 16 and 64 (forward and backward) and 0.86x in the
+#: batch-4 backward; the LSTM's were 1.03-1.71x slower with 4 (and 0.98-1.21x with 2).
+UNROLL = {"lstm": 1, "gru": 4, "rnn": 1}
+#: Values ``PersistentPlan.batch_tile`` and ``.unroll`` may take.
+BATCH_TILES = (1, 2, 4, 8)
+UNROLLS = (1, 2, 4, 8)
 #: Gates per cell: rows of W_hh per hidden unit.
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 #: Length of the static partial-sum buffer of the simulator's reduction (unused on a GPU).
@@ -126,10 +144,14 @@ class PersistentPlan:
         barrier. For tests on the simulator, which cannot run a multi-block cooperative grid.
     batch_chunk: BC, sequences whose h (forward) or dG rows (backward) sit in shared memory at
         once; None = as many as fit, up to the batch.
-    batch_tile: NB, sequences per work item (register blocking); None = the default.
+    batch_tile: NB, sequences per work item (register blocking); None = ``BATCH_TILE``, or 1
+        below ``ONE_PER_ITEM_BELOW`` sequences.
     staged: True = the rows the sums read (h or dG) are copied to shared memory each step
         (in batch chunks), False = read from global memory inside the sums; None = by the
         batch (``STAGE_BELOW``).
+    unroll: strided values each thread reads per pass of a sum (see ``UNROLL``); above 1 the
+        sum's length must be a multiple of ``KS * unroll``; None = the cell's ``UNROLL`` for
+        direct rows where it divides, else 1.
     """
     units_per_block: int
     threads: tuple = None
@@ -137,6 +159,7 @@ class PersistentPlan:
     batch_chunk: int = None
     batch_tile: int = None
     staged: bool = None
+    unroll: int = None
 
     def blocks(self, H):
         return ceil_div(H, self.units_per_block)
@@ -216,9 +239,9 @@ def _allow_large_shared(overload, nbytes):
 
 
 @lru_cache(maxsize=None)
-def _launcher(cell, direction, dtype, NB, staged):
+def _launcher(cell, direction, dtype, NB, staged, unroll=1):
     """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU."""
-    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, staged)
+    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, staged, unroll)
     kernel = (fwd if direction == "forward" else bwd).specialize(*_typed_args(direction, dtype))
     overload = next(iter(kernel.overloads.values()))
     _, optin = _device_facts()
@@ -229,18 +252,19 @@ def _launcher(cell, direction, dtype, NB, staged):
     return kernel, overload, limit
 
 
-def shared_limit(cell, direction, dtype, NB=BATCH_TILE, staged=True):
+def shared_limit(cell, direction, dtype, NB=BATCH_TILE, staged=True, unroll=1):
     """Dynamic shared memory one block of this kernel may use (bytes)."""
     if SIMULATOR:
         return SHARED_BYTES - _static_bytes(np.dtype(dtype).itemsize)
-    return _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged))[2]
+    return _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged), int(unroll))[2]
 
 
-def _max_blocks(cell, direction, dtype, NB, staged, threads, dyn_bytes):
+def _max_blocks(cell, direction, dtype, NB, staged, threads, dyn_bytes, unroll=1):
     """Blocks of this kernel that can all be resident at once (a cooperative grid's limit)."""
     if SIMULATOR:
         return 1          # the simulator's cooperative grid is a single block
-    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged))
+    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged),
+                                   int(unroll))
     if dyn_bytes > limit:
         return 0
     try:
@@ -256,13 +280,23 @@ def _pow2_at_most(n):
     return p
 
 
+def _unroll_fits(cell, direction, H, KS, unroll):
+    """True if ``unroll`` is 1 or the sum's length is a multiple of ``KS * unroll`` (the
+    unrolled loop's pass)."""
+    return unroll == 1 or _reduce_len(cell, direction, H) % (KS * unroll) == 0
+
+
+def _default_tile(direction, B):
+    return 1 if B < ONE_PER_ITEM_BELOW[direction] else BATCH_TILE
+
+
 def _complete(cell, direction, dtype, B, H, p):
-    """``p`` with every None field filled in (batch chunk, batch tile, threads), or None if its
-    weights and at least one sequence do not fit in a block's shared memory."""
+    """``p`` with every None field filled in (batch chunk, batch tile, threads, unroll), or None
+    if its weights and at least one sequence do not fit in a block's shared memory."""
     dtype = np.dtype(dtype)
     U = p.units_per_block
-    NB = p.batch_tile or BATCH_TILE
     staged = B < STAGE_BELOW[direction] if p.staged is None else bool(p.staged)
+    NB = p.batch_tile or _default_tile(direction, B)
     limit = shared_limit(cell, direction, dtype, NB, staged)
     per_row = dtype.itemsize * _row_values(cell, direction, U, H, staged)
     room = limit - _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, 0, staged)
@@ -277,22 +311,29 @@ def _complete(cell, direction, dtype, B, H, p):
         if SIMULATOR:
             PS = min(PS, 4)
         threads = (KS, PS)
-    return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB, staged=staged)
+    unroll = p.unroll
+    if unroll is None:
+        unroll = 1 if staged else UNROLL.get(cell, 1)
+        unroll = unroll if _unroll_fits(cell, direction, H, threads[0], unroll) else 1
+    return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB, staged=staged,
+                   unroll=unroll)
 
 
 def plan(cell, direction, dtype, B, H):
     """The layout to use for this problem (see the module's size rule), or None.
 
     cell: "lstm", "gru" or "rnn"; direction: "forward" or "backward". Cached per process and
-    ``STAGE_BELOW`` value (the occupancy of a kernel on the current device does not change).
+    ``STAGE_BELOW``, ``ONE_PER_ITEM_BELOW``, ``UNROLL`` value (the occupancy of a kernel on the
+    current device does not change).
     RuntimeError (``require_cuda``'s) without a usable CUDA device.
     """
     require_cuda()
-    return _plan(cell, direction, np.dtype(dtype), int(B), int(H), STAGE_BELOW[direction])
+    return _plan(cell, direction, np.dtype(dtype), int(B), int(H), STAGE_BELOW[direction],
+                 ONE_PER_ITEM_BELOW[direction], UNROLL.get(cell, 1))
 
 
 @lru_cache(maxsize=256)
-def _plan(cell, direction, dtype, B, H, stage_below):
+def _plan(cell, direction, dtype, B, H, stage_below, one_per_item_below, unroll):
     if SIMULATOR:
         return _complete(cell, direction, dtype, B, H, PersistentPlan(H))
     n_sm, _ = _device_facts()
@@ -304,7 +345,7 @@ def _plan(cell, direction, dtype, B, H, stage_below):
         dyn = _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, p.batch_chunk, p.staged)
         while PS >= 1:                 # the widest block whose whole grid is co-resident
             if p.blocks(H) <= _max_blocks(cell, direction, dtype, p.batch_tile, p.staged,
-                                          (KS, PS), dyn):
+                                          (KS, PS), dyn, p.unroll):
                 return replace(p, threads=(KS, PS))
             PS //= 2
     return None
@@ -318,7 +359,7 @@ def _check_plan_types(p):
     """TypeError naming ``path`` where a field of the plan ``p`` is not of its type (a float
     or a string would otherwise fail inside a kernel launch, naming nothing)."""
     for field, optional in (("units_per_block", False), ("steps_per_launch", False),
-                            ("batch_chunk", True), ("batch_tile", True)):
+                            ("batch_chunk", True), ("batch_tile", True), ("unroll", True)):
         v = getattr(p, field)
         if not (_is_int(v) or (optional and v is None)):
             raise TypeError(f"path: expected {field} an int{' or None' if optional else ''}, "
@@ -349,8 +390,10 @@ def plan_for(cell, direction, path, dtype, B, H):
                              f"{p.steps_per_launch}")
         if p.batch_chunk is not None and p.batch_chunk < 1:
             raise ValueError(f"path: expected batch_chunk >= 1 or None, got {p.batch_chunk}")
-        if p.batch_tile is not None and p.batch_tile not in (1, 2, 4):
-            raise ValueError(f"path: expected batch_tile 1, 2 or 4, got {p.batch_tile}")
+        if p.batch_tile is not None and p.batch_tile not in BATCH_TILES:
+            raise ValueError(f"path: expected batch_tile one of {BATCH_TILES}, got {p.batch_tile}")
+        if p.unroll is not None and p.unroll not in UNROLLS:
+            raise ValueError(f"path: expected unroll one of {UNROLLS} or None, got {p.unroll}")
         if p.threads is not None:
             KS, PS = p.threads
             if KS * PS > MAX_THREADS or not 1 <= KS <= 32 or KS & (KS - 1) or PS < 1:
@@ -367,19 +410,31 @@ def plan_for(cell, direction, path, dtype, B, H):
             staged = B < STAGE_BELOW[direction] if p.staged is None else bool(p.staged)
             need = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B,
                                   p.batch_chunk or 1, staged)
-            limit = shared_limit(cell, direction, dtype, p.batch_tile or BATCH_TILE, staged)
+            limit = shared_limit(cell, direction, dtype, p.batch_tile or _default_tile(direction, B),
+                                 staged)
             raise ValueError(f"path: expected a plan whose shared memory fits in {limit} bytes, "
                              f"got {p} needing {need}")
+        if not _unroll_fits(cell, direction, H, full.threads[0], full.unroll):
+            raise ValueError(f"path: expected unroll dividing the sum's length "
+                             f"{_reduce_len(cell, direction, H)} / KS {full.threads[0]}, "
+                             f"got unroll={full.unroll}")
         if SIMULATOR and full.blocks(H) > 1 and full.steps_per_launch != 1:
             raise ValueError(f"path: the CUDA simulator runs a cooperative grid of one block only; "
                              f"expected steps_per_launch=1 for {full.blocks(H)} blocks, "
                              f"got {full.steps_per_launch}")
-        if not SIMULATOR and full.steps_per_launch != 1:
+        if not SIMULATOR:
             dyn = _dynamic_bytes(cell, direction, dtype.itemsize, full.units_per_block, H, B,
                                  full.batch_chunk, full.staged)
+            need = 1 if full.steps_per_launch == 1 else full.blocks(H)   # (1: no grid barrier)
+            fits = lambda t: _max_blocks(cell, direction, dtype, full.batch_tile,  # noqa: E731
+                                         full.staged, t, dyn, full.unroll) >= need
+            KS, PS = full.threads
+            while p.threads is None and PS > 1 and not fits((KS, PS)):
+                PS //= 2                 # derived threads: the widest block that can run
+            full = replace(full, threads=(KS, PS))
             most = _max_blocks(cell, direction, dtype, full.batch_tile, full.staged, full.threads,
-                               dyn)
-            if full.blocks(H) > most:
+                               dyn, full.unroll)
+            if full.steps_per_launch != 1 and full.blocks(H) > most:
                 raise ValueError(f"path: expected at most {most} co-resident blocks on this GPU, "
                                  f"got {full} giving {full.blocks(H)}")
         return full
@@ -404,10 +459,10 @@ def _launch(cell, direction, args, H, B, p, dtype):
     dyn = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B, p.batch_chunk,
                          p.staged)
     if SIMULATOR:
-        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, p.staged)
+        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, p.staged, p.unroll)
         launcher = fwd if direction == "forward" else bwd
     else:
-        launcher = _launcher(cell, direction, dtype.name, p.batch_tile, p.staged)[0]
+        launcher = _launcher(cell, direction, dtype.name, p.batch_tile, p.staged, p.unroll)[0]
     launch(launcher, p.blocks(H), p.threads, dyn, *args)
 
 
@@ -525,11 +580,12 @@ def _group_sum_factory(dtype):
 
 
 @lru_cache(maxsize=None)
-def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True):
+def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1):
     """``(G, persistent_forward, persistent_backward)`` for ``cell``, ``dtype``, ``NB``
-    sequences per work item (a compile-time constant: the accumulators are registers) and
+    sequences per work item (a compile-time constant: the accumulators are registers),
     ``STAGED``: rows staged in shared memory, or read directly (compile-time too: the other
-    branch is not compiled)."""
+    branch is not compiled), and ``UNR``, the sums' unroll (the plan has checked that it
+    divides their passes)."""
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
     G, point, bpoint = _ADAPTERS[cell](dtype)
@@ -623,27 +679,29 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True):
                         acc[a] = ZERO
                     if it < n_items:                    # (W_hh h_{t-1})[g*H + j], k split over KS
                         wrow = WOFF + jl * H
-                        for k in range(tx, H, KS):
-                            w0 = sF[wrow + k]
-                            w1 = ZERO
-                            w2 = ZERO
-                            w3 = ZERO
-                            if G > 1:
-                                w1 = sF[wrow + U * H + k]
-                                w2 = sF[wrow + 2 * U * H + k]
-                            if G > 3:
-                                w3 = sF[wrow + 3 * U * H + k]
-                            for i in range(NB):
-                                if STAGED:
-                                    hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
-                                else:
-                                    hv = hcur[(b0 + min(bt + i, nbc - 1)) * H + k]
-                                acc[4 * i] += w0 * hv
+                        for k0 in range(tx, H, KS * UNR):   # UNR values k0, k0 + KS, .. per pass
+                            for u in range(UNR):            # (a constant: unrolled)
+                                k = k0 + u * KS
+                                w0 = sF[wrow + k]
+                                w1 = ZERO
+                                w2 = ZERO
+                                w3 = ZERO
                                 if G > 1:
-                                    acc[4 * i + 1] += w1 * hv
-                                    acc[4 * i + 2] += w2 * hv
+                                    w1 = sF[wrow + U * H + k]
+                                    w2 = sF[wrow + 2 * U * H + k]
                                 if G > 3:
-                                    acc[4 * i + 3] += w3 * hv
+                                    w3 = sF[wrow + 3 * U * H + k]
+                                for i in range(NB):
+                                    if STAGED:
+                                        hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
+                                    else:
+                                        hv = hcur[(b0 + min(bt + i, nbc - 1)) * H + k]
+                                    acc[4 * i] += w0 * hv
+                                    if G > 1:
+                                        acc[4 * i + 1] += w1 * hv
+                                        acc[4 * i + 2] += w2 * hv
+                                    if G > 3:
+                                        acc[4 * i + 3] += w3 * hv
                     for a in range(ACC):
                         if a % 4 < G:
                             acc[a] = group_sum(acc[a], tx, KS, red, tid)
@@ -737,13 +795,15 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True):
                                 for i in range(NB):
                                     b = b0 + min(bt + i, nbc - 1)
                                     roff[i] = (position(s, sL[b], reverse) * B + b) * GH
-                            for r in range(tx, GH, KS):
-                                w = sF[wrow + r]
-                                for i in range(NB):
-                                    if STAGED:
-                                        acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
-                                    else:
-                                        acc[i] += w * dGflat[roff[i] + r]
+                            for r0 in range(tx, GH, KS * UNR):    # as the forward's sums
+                                for u in range(UNR):
+                                    r = r0 + u * KS
+                                    w = sF[wrow + r]
+                                    for i in range(NB):
+                                        if STAGED:
+                                            acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
+                                        else:
+                                            acc[i] += w * dGflat[roff[i] + r]
                         for i in range(NB):
                             acc[i] = group_sum(acc[i], tx, KS, red, tid)
                         if it < n_items and tx == 0:
