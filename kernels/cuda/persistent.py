@@ -40,8 +40,10 @@ batch 64, H = 512, the LSTM backward kernel took 11.4 ms staged and 6.4 ms direc
 share one *work item* and split its sums over ``k`` (``r``) between them; their partial sums are
 combined by a warp-shuffle tree (5 steps; on the simulator, which has no shuffles, by the same
 tree through shared memory). A work item is one hidden unit for ``NB`` sequences at once (register
-blocking: each ``W_hh`` value read from shared memory serves ``NB`` products). ``PS`` items run side
-by side. The finished sums go to shared memory, and then *every* thread of the block applies the
+blocking: each ``W_hh`` value read from shared memory serves ``NB`` products; 4 by default, 1 at
+small batches, ``ONE_PER_ITEM_BELOW``). ``PS`` items run side by side. Each thread's loop over its
+``k`` (``r``) can be unrolled (``UNROLL``): it then reads that many values before it multiplies
+any; the order of the sums does not change, so neither does any result. The finished sums go to shared memory, and then *every* thread of the block applies the
 cell to one (sequence, unit) pair: the cell's global reads (``xW``, states) are latency-bound, and
 this way they overlap instead of queueing behind one thread per item. Staging copies issue four
 loads per thread before the first store (four memory latencies overlap). The sequence lengths are
@@ -55,7 +57,9 @@ before the pool and direct launches of ``_common.py``). That beats cuDNN at batc
 (``benchmarks/results/gpu_h200.md``), with direct rows: LSTM batch 64 forward kernel 3.5 ms,
 backward 6.4 ms (35 and 64 us per step). The kernels are instruction-bound rather than
 bandwidth-bound: numba's 64-bit index arithmetic and the 128 registers per thread (which cap a
-block at 512 threads) are the next things to attack.
+block at 512 threads) are the next things to attack. Neither unrolling the sums nor items of 8
+sequences closed the batch-64 gap to cuDNN (0.91-0.96x of the default's time at best, 2026-12-04
+in ``gpu_h200.md``).
 
 **Size rule** (``plan``). Shared memory per block: the weight slice ``G*U*H`` (backward
 ``U*G*H``) values, plus per sequence of a chunk its sums and, staged, its row of ``h`` (``H``)
