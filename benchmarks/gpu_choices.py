@@ -6,7 +6,8 @@
 ``kernels/cuda/persistent.py`` chooses, per direction, how a block lays out its sums
 (``PersistentPlan``): ``batch_tile`` (sequences per work item, register blocking), ``unroll``
 (strided values each thread reads per pass of a sum before multiplying any: reads in flight at
-once) and ``staged`` (the rows the sums read copied to shared memory first, or read directly).
+once) and ``staged`` (the rows the sums read copied to shared memory first, or read directly), and in
+the backward ``unit_tile`` (hidden units per work item: each value of dG read serves them all).
 For each cell and batch at T = 100, I = H = 512 (the GPU goal's shapes) this script times the
 forward call and the backward call separately with the default plan and with each variant (one
 process, variants alternated round by round, the median of every timed call), checks that each
@@ -15,7 +16,8 @@ they should be bit-identical; the largest difference is printed), and times cuDN
 forward+backward in float32 (TF32 off) at the same shape. The summary row adds the fastest
 forward and backward: the forward+backward the best choices would give.
 
-Columns: ``plan`` the variant's fields (NB / unroll / rows), ``threads`` its block (KS, PS),
+Columns: ``plan`` the variant's fields (NB / unroll / rows / unit tile), ``threads`` its block
+(KS, PS),
 ``ms`` the median per call, ``/ default``, ``max |diff|`` against the default's outputs.
 """
 import argparse
@@ -31,15 +33,18 @@ from benchmarks._harness import count  # noqa: E402
 NAME = "gpu_choices"
 CELLS = ("lstm", "gru")
 BATCHES = (1, 4, 16, 64)
-#: (batch_tile, unroll, staged) variants per batch; None = the default plan's value.
+#: (batch_tile, unroll, staged, unit_tile) variants, by whether the default plan stages its
+#: rows (small batches) or not; None = the default plan's value. unit_tile: backward only.
 VARIANTS = {
-    "small": [(None, 2, None), (None, 4, None), (1, None, None), (1, 2, None), (1, 4, None),
-              (4, None, None)],
-    "large": [(None, 1, None), (None, 2, None), (None, 4, None), (1, None, None), (8, None, None),
-              (8, 2, None), (8, 4, None)],
+    "small": [(None, 2, None, None), (None, 4, None, None), (1, None, None, None),
+              (1, 2, None, None), (1, 4, None, None), (4, None, None, None)],
+    "large": [(None, 1, None, None), (None, 2, None, None), (None, 4, None, None),
+              (1, None, None, None), (8, None, None, None), (8, 2, None, None),
+              (8, 4, None, None), (None, None, None, 2), (None, None, None, 4),
+              (2, None, None, 4), (None, 1, None, 4)],
 }
 CHECK_SHAPE = (2, 8, 3)            # --check: T, H, I (KS = 4 threads per sum on the simulator)
-CHECK_BATCHES = (1, 2)
+CHECK_BATCHES = (2,)               # --check: every variant of both kinds, at this batch
 
 
 def parse_args(argv=None):
@@ -48,7 +53,7 @@ def parse_args(argv=None):
                     help="run on the CUDA simulator at tiny sizes (the code paths, not speed)")
     ap.add_argument("--cells", default=",".join(CELLS), help="comma-separated: lstm,gru")
     ap.add_argument("--batches", default=",".join(map(str, BATCHES)),
-                    help="comma-separated batch sizes (default 1,4,16,64; --check: 1,2)")
+                    help="comma-separated batch sizes (default 1,4,16,64; --check: 2)")
     ap.add_argument("--rounds", type=count, default=5, help="alternated rounds (default 5)")
     ap.add_argument("--calls", type=count, default=4, help="timed calls per variant per round")
     ap.add_argument("--json", default=os.path.join("bench_out", "gpu_choices.json"),
@@ -67,17 +72,19 @@ def parse_args(argv=None):
 
 
 def _variant(persistent, cell, direction, dtype, B, H, fields):
-    """The default plan with ``fields`` (batch_tile, unroll, staged; None = keep) replaced,
-    with the widest block whose grid is co-resident; None where it does not fit."""
+    """The default plan with ``fields`` (batch_tile, unroll, staged, unit_tile; None = keep)
+    replaced, with the widest block whose grid is co-resident; None where it does not fit (or
+    a unit tile in a forward)."""
     from dataclasses import replace
     base = persistent.plan(cell, direction, dtype, B, H)
-    if base is None:
+    nb, unroll, staged, unit_tile = fields
+    if base is None or (direction == "forward" and unit_tile not in (None, 1)):
         return None
-    nb, unroll, staged = fields
     want = replace(base, threads=None, batch_chunk=None,
                    batch_tile=base.batch_tile if nb is None else nb,
                    unroll=base.unroll if unroll is None else unroll,
-                   staged=base.staged if staged is None else staged)
+                   staged=base.staged if staged is None else staged,
+                   unit_tile=base.unit_tile if unit_tile is None else unit_tile)
     full = persistent._complete(cell, direction, dtype, B, H, want)
     if full is None:
         return None
@@ -91,7 +98,7 @@ def _variant(persistent, cell, direction, dtype, B, H, fields):
 
 
 def _describe(p):
-    return f"{p.batch_tile} / {p.unroll} / {'staged' if p.staged else 'direct'}"
+    return f"{p.batch_tile} / {p.unroll} / {'staged' if p.staged else 'direct'} / {p.unit_tile}"
 
 
 def _max_diff(a_list, b_list):
@@ -133,7 +140,8 @@ def run(args):
     dtype = np.float32
     host = lambda outs: [o.copy_to_host() for o in outs]           # noqa: E731
     rows, summary = [], []
-    print("| cell | B | direction | plan NB / unroll / rows | threads | ms | / default | max |diff| |\n"
+    print("| cell | B | direction | plan NB / unroll / rows / units | threads | ms | / default | "
+          "max |diff| |\n"
           "|---|---|---|---|---|---|---|---|", flush=True)
     for cell in args.cells:
         n_states = 2 if cell == "lstm" else 1
@@ -149,9 +157,10 @@ def run(args):
                 if default is None:
                     print(f"| {cell} | {B} | {direction} | does not fit | | | | |", flush=True)
                     continue
-                kind = "small" if default.staged else "large"
+                kinds = ("small", "large") if args.check else ("small" if default.staged else "large",)
+                fields = [f for k in kinds for f in VARIANTS[k]]
                 plans = [default] + [v for v in (_variant(persistent, cell, direction, dtype, B, H, f)
-                                                 for f in VARIANTS[kind]) if v is not None]
+                                                 for f in fields) if v is not None]
                 plans = list(dict.fromkeys(plans))                    # (a variant may be the default)
                 cache = fwd(x_d, *w_d, path=default)[-1]
                 if direction == "forward":

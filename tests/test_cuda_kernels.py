@@ -71,14 +71,16 @@ def _backward(module, cell, dy, dstates, cache, **kw):
 
 
 def _check_cell(cell, p, lengths, reverse, path, dy=True, dstates=True, rtol=1e-10, atol=1e-10):
-    """Forward and backward through kernels.cuda and the reference; every output compared."""
-    ours = _forward(kc, cell, p, lengths, reverse, path=path)
+    """Forward and backward through kernels.cuda and the reference; every output compared.
+    ``path``: one for both, or a tuple (the forward's, the backward's)."""
+    path_f, path_b = path if isinstance(path, tuple) else (path, path)
+    ours = _forward(kc, cell, p, lengths, reverse, path=path_f)
     theirs = _forward(ref, cell, {k: (tuple(np.float64(a) if a is not None else None for a in v)
                                       if isinstance(v, tuple) else np.float64(v))
                                   for k, v in p.items()}, lengths, reverse)
     up_dy = p["dy"] if dy else None
     up_ds = p["dstates"] if dstates else (None,) * len(p["dstates"])
-    g_ours = _backward(kc, cell, up_dy, up_ds, ours[-1], path=path)
+    g_ours = _backward(kc, cell, up_dy, up_ds, ours[-1], path=path_b)
     g_theirs = _backward(ref, cell, None if up_dy is None else np.float64(up_dy),
                          tuple(None if a is None else np.float64(a) for a in up_ds), theirs[-1])
     got = list(ours[:-1]) + list(g_ours)
@@ -451,6 +453,22 @@ def test_persistent_unrolled_sums_match_reference(cell, staged, rng):
 
 
 @needs_cuda
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("staged", [True, False])
+def test_persistent_backward_unit_tiles_match_reference(cell, staged, rng):
+    """The backward's items of several units: 2 units per item over blocks of 3 (the last item
+    half past the block's units), 4 over blocks of 4, with items of 2 sequences (B = 3), ragged,
+    reverse, staged and direct. The forward runs its default plan."""
+    p = _problem(cell, rng, T=3, B=3, H=6)
+    threads = (2, 4) if kc.SIMULATOR else None
+    for U, UT in ((3, 2), (4, 4)):
+        plan = PersistentPlan(units_per_block=U, steps_per_launch=1, batch_tile=2, unit_tile=UT,
+                              threads=threads, staged=staged)
+        _check_cell(cell, p, np.array([3, 1, 2]), True, (PersistentPlan(units_per_block=U,
+                    steps_per_launch=1, threads=threads), plan))
+
+
+@needs_cuda
 def test_plan_defaults_follow_the_batch_rows_and_sum_length(monkeypatch):
     """Direct rows take the cell's default unroll where it divides the sums' passes, else 1;
     staged rows take 1. Items hold BATCH_TILE sequences from ONE_PER_ITEM_BELOW on, else 1 (and
@@ -638,6 +656,8 @@ def test_empty_dimensions_and_non_real_weights_are_refused(rng):
     (PersistentPlan(units_per_block=4, batch_chunk=0), "batch_chunk >= 1"),
     (PersistentPlan(units_per_block=4, batch_tile=3), r"batch_tile one of \(1, 2, 4, 8\), got 3"),
     (PersistentPlan(units_per_block=4, unroll=3), r"unroll one of \(1, 2, 4, 8\) or None, got 3"),
+    (PersistentPlan(units_per_block=4, unit_tile=3), r"unit_tile one of \(1, 2, 4\) or None, got 3"),
+    (PersistentPlan(units_per_block=4, unit_tile=2), r"unit_tile 1 or None in a forward"),
 ] + ([(PersistentPlan(units_per_block=4, threads=(2, 64)), r"KS\*PS <= 64 on the CUDA simulator")]
      if kc.SIMULATOR else []))
 def test_bad_persistent_plans_are_refused(plan, match, rng):
@@ -657,6 +677,7 @@ def test_bad_persistent_plans_are_refused(plan, match, rng):
     (PersistentPlan(units_per_block=4, threads=(2, 2, 2)), "threads a pair of ints"),
     (PersistentPlan(units_per_block=4, staged=1), "staged True, False or None, got 1"),
     (PersistentPlan(units_per_block=4, unroll=2.0), "unroll an int or None, got 2.0"),
+    (PersistentPlan(units_per_block=4, unit_tile=2.0), "unit_tile an int or None, got 2.0"),
 ])
 def test_persistent_plan_fields_of_another_type_are_refused_by_name(plan, match, rng):
     """A float or a string had failed inside the kernel launch, in numba's words."""

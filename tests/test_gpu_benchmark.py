@@ -54,18 +54,19 @@ def test_gpu_choices_check_mode_times_every_variant(tmp_path):
     res = json.loads(out.read_text())
     assert res["check_mode"] and res["simulator"] and res["machine"]["commit"]
     rows = res["rows"]
-    assert {(r["B"], r["direction"]) for r in rows} == {(1, "forward"), (1, "backward"),
-                                                        (2, "forward"), (2, "backward")}
-    for key in [(1, "forward"), (2, "backward")]:
-        mine = [r for r in rows if (r["B"], r["direction"]) == key]
-        assert [r["default"] for r in mine][0] and sum(r["default"] for r in mine) == 1
-        assert len(mine) >= 2                         # the default and at least one variant
-        assert len({(r["plan"]["batch_tile"], r["plan"]["unroll"]) for r in mine}) == len(mine)
+    assert {(r["B"], r["direction"]) for r in rows} == {(2, "forward"), (2, "backward")}
+    layout = lambda r: (r["plan"]["batch_tile"], r["plan"]["unroll"], r["plan"]["unit_tile"])  # noqa: E731
+    for direction in ("forward", "backward"):
+        mine = [r for r in rows if r["direction"] == direction]
+        assert mine[0]["default"] and sum(r["default"] for r in mine) == 1
+        assert len({layout(r) for r in mine}) == len(mine) >= 2   # the default and variants
+        tiles = {r["plan"]["unit_tile"] for r in mine}
+        assert tiles == ({1} if direction == "forward" else {1, 2, 4})
     for r in rows:
         assert r["max_abs_diff"] == 0.0 and r["ms"] > 0   # same sums in the same order
-    assert [(s["cell"], s["B"]) for s in res["summary"]] == [("gru", 1), ("gru", 2)]
+    assert [(s["cell"], s["B"]) for s in res["summary"]] == [("gru", 2)]
     assert all(s["cudnn_fwd_ms"] is None for s in res["summary"])
-    assert "| gru | 2 | backward |" in run.stdout
+    assert "| gru | 2 | backward | 1 / 1 / staged / 4 |" in run.stdout
 
 
 def test_gpu_choices_refuses_bad_batches():

@@ -59,7 +59,10 @@ backward 6.4 ms (35 and 64 us per step). The kernels are instruction-bound rathe
 bandwidth-bound: numba's 64-bit index arithmetic and the 128 registers per thread (which cap a
 block at 512 threads) are the next things to attack. Neither unrolling the sums nor items of 8
 sequences closed the batch-64 gap to cuDNN (0.91-0.96x of the default's time at best, 2026-12-04
-in ``gpu_h200.md``).
+in ``gpu_h200.md``). The backward's items of several units (``PersistentPlan.unit_tile``: each
+block then reads every row of dG_t once per ``unit_tile`` units, 4x fewer reads at H = 512 with
+4) are written and tested on the simulator but not yet timed on a GPU:
+``python -m benchmarks.gpu_choices --batches 64,16`` does it.
 
 **Size rule** (``plan``). Shared memory per block: the weight slice ``G*U*H`` (backward
 ``U*G*H``) values, plus per sequence of a chunk its sums and, staged, its row of ``h`` (``H``)
@@ -120,9 +123,10 @@ ONE_PER_ITEM_BELOW = {"forward": 8, "backward": 2}
 #: sums with 4 took 0.90-0.95x at batch 16 and 64 (forward and backward) and 0.86x in the
 #: batch-4 backward; the LSTM's were 1.03-1.71x slower with 4 (and 0.98-1.21x with 2).
 UNROLL = {"lstm": 1, "gru": 4, "rnn": 1}
-#: Values ``PersistentPlan.batch_tile`` and ``.unroll`` may take.
+#: Values ``PersistentPlan.batch_tile``, ``.unroll`` and ``.unit_tile`` may take.
 BATCH_TILES = (1, 2, 4, 8)
 UNROLLS = (1, 2, 4, 8)
+UNIT_TILES = (1, 2, 4)
 #: Gates per cell: rows of W_hh per hidden unit.
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 #: Length of the static partial-sum buffer of the simulator's reduction (unused on a GPU).
@@ -156,6 +160,10 @@ class PersistentPlan:
     unroll: strided values each thread reads per pass of a sum (see ``UNROLL``); above 1 the
         sum's length must be a multiple of ``KS * unroll``; None = the cell's ``UNROLL`` for
         direct rows where it divides, else 1.
+    unit_tile: backward only: hidden units per work item (1, 2 or 4). Each dG value a thread
+        reads then serves that many units' sums, so a block reads each row of dG_t once per
+        ``unit_tile`` units instead of once per unit (fewer items, each with more registers);
+        None = 1. Not yet measured on a GPU: ``benchmarks/gpu_choices.py`` times it.
     """
     units_per_block: int
     threads: tuple = None
@@ -164,6 +172,7 @@ class PersistentPlan:
     batch_tile: int = None
     staged: bool = None
     unroll: int = None
+    unit_tile: int = None
 
     def blocks(self, H):
         return ceil_div(H, self.units_per_block)
@@ -243,9 +252,9 @@ def _allow_large_shared(overload, nbytes):
 
 
 @lru_cache(maxsize=None)
-def _launcher(cell, direction, dtype, NB, staged, unroll=1):
+def _launcher(cell, direction, dtype, NB, staged, unroll=1, unit_tile=1):
     """(specialized kernel, its compiled overload, dynamic shared bytes it may use) on this GPU."""
-    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, staged, unroll)
+    _, fwd, bwd = _kernels(cell, np.dtype(dtype), NB, staged, unroll, unit_tile)
     kernel = (fwd if direction == "forward" else bwd).specialize(*_typed_args(direction, dtype))
     overload = next(iter(kernel.overloads.values()))
     _, optin = _device_facts()
@@ -256,19 +265,21 @@ def _launcher(cell, direction, dtype, NB, staged, unroll=1):
     return kernel, overload, limit
 
 
-def shared_limit(cell, direction, dtype, NB=BATCH_TILE, staged=True, unroll=1):
+def shared_limit(cell, direction, dtype, NB=BATCH_TILE, staged=True, unroll=1, unit_tile=1):
     """Dynamic shared memory one block of this kernel may use (bytes)."""
     if SIMULATOR:
         return SHARED_BYTES - _static_bytes(np.dtype(dtype).itemsize)
-    return _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged), int(unroll))[2]
+    return _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged), int(unroll),
+                     int(unit_tile))[2]
 
 
-def _max_blocks(cell, direction, dtype, NB, staged, threads, dyn_bytes, unroll=1):
-    """Blocks of this kernel that can all be resident at once (a cooperative grid's limit)."""
+def _max_blocks(cell, direction, dtype, p, threads, dyn_bytes):
+    """Blocks of the kernel of the completed plan ``p`` with block shape ``threads`` that can
+    all be resident at once (a cooperative grid's limit)."""
     if SIMULATOR:
         return 1          # the simulator's cooperative grid is a single block
-    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, NB, bool(staged),
-                                   int(unroll))
+    _, overload, limit = _launcher(cell, direction, np.dtype(dtype).name, p.batch_tile,
+                                   bool(p.staged), p.unroll, p.unit_tile)
     if dyn_bytes > limit:
         return 0
     try:
@@ -307,9 +318,10 @@ def _complete(cell, direction, dtype, B, H, p):
     BC = p.batch_chunk or min(max(B, 1), room // per_row if room > 0 else 0)
     if BC < 1 or _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, BC, staged) > limit:
         return None
+    UT = p.unit_tile or 1
     threads = p.threads
     if threads is None:
-        items = ceil_div(min(BC, max(B, 1)), NB) * min(U, H)
+        items = ceil_div(min(BC, max(B, 1)), NB) * ceil_div(min(U, H), UT)
         KS = SPLIT
         PS = max(1, min(MAX_THREADS // KS, _pow2_at_most(2 * items - 1)))
         if SIMULATOR:
@@ -320,7 +332,7 @@ def _complete(cell, direction, dtype, B, H, p):
         unroll = 1 if staged else UNROLL.get(cell, 1)
         unroll = unroll if _unroll_fits(cell, direction, H, threads[0], unroll) else 1
     return replace(p, threads=tuple(threads), batch_chunk=BC, batch_tile=NB, staged=staged,
-                   unroll=unroll)
+                   unroll=unroll, unit_tile=UT)
 
 
 def plan(cell, direction, dtype, B, H):
@@ -348,8 +360,7 @@ def _plan(cell, direction, dtype, B, H, stage_below, one_per_item_below, unroll)
         KS, PS = p.threads
         dyn = _dynamic_bytes(cell, direction, dtype.itemsize, U, H, B, p.batch_chunk, p.staged)
         while PS >= 1:                 # the widest block whose whole grid is co-resident
-            if p.blocks(H) <= _max_blocks(cell, direction, dtype, p.batch_tile, p.staged,
-                                          (KS, PS), dyn, p.unroll):
+            if p.blocks(H) <= _max_blocks(cell, direction, dtype, p, (KS, PS), dyn):
                 return replace(p, threads=(KS, PS))
             PS //= 2
     return None
@@ -363,7 +374,8 @@ def _check_plan_types(p):
     """TypeError naming ``path`` where a field of the plan ``p`` is not of its type (a float
     or a string would otherwise fail inside a kernel launch, naming nothing)."""
     for field, optional in (("units_per_block", False), ("steps_per_launch", False),
-                            ("batch_chunk", True), ("batch_tile", True), ("unroll", True)):
+                            ("batch_chunk", True), ("batch_tile", True), ("unroll", True),
+                            ("unit_tile", True)):
         v = getattr(p, field)
         if not (_is_int(v) or (optional and v is None)):
             raise TypeError(f"path: expected {field} an int{' or None' if optional else ''}, "
@@ -398,6 +410,12 @@ def plan_for(cell, direction, path, dtype, B, H):
             raise ValueError(f"path: expected batch_tile one of {BATCH_TILES}, got {p.batch_tile}")
         if p.unroll is not None and p.unroll not in UNROLLS:
             raise ValueError(f"path: expected unroll one of {UNROLLS} or None, got {p.unroll}")
+        if p.unit_tile is not None and p.unit_tile not in UNIT_TILES:
+            raise ValueError(f"path: expected unit_tile one of {UNIT_TILES} or None, got "
+                             f"{p.unit_tile}")
+        if direction == "forward" and (p.unit_tile or 1) != 1:
+            raise ValueError(f"path: expected unit_tile 1 or None in a forward (it applies to "
+                             f"the backward's sums), got {p.unit_tile}")
         if p.threads is not None:
             KS, PS = p.threads
             if KS * PS > MAX_THREADS or not 1 <= KS <= 32 or KS & (KS - 1) or PS < 1:
@@ -430,14 +448,12 @@ def plan_for(cell, direction, path, dtype, B, H):
             dyn = _dynamic_bytes(cell, direction, dtype.itemsize, full.units_per_block, H, B,
                                  full.batch_chunk, full.staged)
             need = 1 if full.steps_per_launch == 1 else full.blocks(H)   # (1: no grid barrier)
-            fits = lambda t: _max_blocks(cell, direction, dtype, full.batch_tile,  # noqa: E731
-                                         full.staged, t, dyn, full.unroll) >= need
+            fits = lambda t: _max_blocks(cell, direction, dtype, full, t, dyn) >= need  # noqa: E731
             KS, PS = full.threads
             while p.threads is None and PS > 1 and not fits((KS, PS)):
                 PS //= 2                 # derived threads: the widest block that can run
             full = replace(full, threads=(KS, PS))
-            most = _max_blocks(cell, direction, dtype, full.batch_tile, full.staged, full.threads,
-                               dyn, full.unroll)
+            most = _max_blocks(cell, direction, dtype, full, full.threads, dyn)
             if full.steps_per_launch != 1 and full.blocks(H) > most:
                 raise ValueError(f"path: expected at most {most} co-resident blocks on this GPU, "
                                  f"got {full} giving {full.blocks(H)}")
@@ -463,10 +479,11 @@ def _launch(cell, direction, args, H, B, p, dtype):
     dyn = _dynamic_bytes(cell, direction, dtype.itemsize, p.units_per_block, H, B, p.batch_chunk,
                          p.staged)
     if SIMULATOR:
-        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, p.staged, p.unroll)
+        _, fwd, bwd = _kernels(cell, dtype, p.batch_tile, p.staged, p.unroll, p.unit_tile)
         launcher = fwd if direction == "forward" else bwd
     else:
-        launcher = _launcher(cell, direction, dtype.name, p.batch_tile, p.staged, p.unroll)[0]
+        launcher = _launcher(cell, direction, dtype.name, p.batch_tile, p.staged, p.unroll,
+                             p.unit_tile)[0]
     launch(launcher, p.blocks(H), p.threads, dyn, *args)
 
 
@@ -584,12 +601,12 @@ def _group_sum_factory(dtype):
 
 
 @lru_cache(maxsize=None)
-def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1):
+def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
     """``(G, persistent_forward, persistent_backward)`` for ``cell``, ``dtype``, ``NB``
     sequences per work item (a compile-time constant: the accumulators are registers),
     ``STAGED``: rows staged in shared memory, or read directly (compile-time too: the other
-    branch is not compiled), and ``UNR``, the sums' unroll (the plan has checked that it
-    divides their passes)."""
+    branch is not compiled), ``UNR``, the sums' unroll (the plan has checked that it divides
+    their passes), and ``UT``, the backward's units per work item."""
     dtype = np.dtype(dtype)
     ZERO = dtype.type(0)
     G, point, bpoint = _ADAPTERS[cell](dtype)
@@ -770,7 +787,8 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1):
             sF[WOFF + kl * GH + r] = W_hh[r, j0 + kl]
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
-        acc = cuda.local.array(NB, dtype)
+        acc = cuda.local.array(NB * UT, dtype)  # (sequence i, unit q of the item) at i*UT + q
+        wq = cuda.local.array(UT, dtype)
         roff = cuda.local.array(NB, I64)        # direct reads: where each sequence's dG row starts
         for s in range(s_begin, s_end, -1):
             if phases & 1:                      # phase 1: gate grads of this block's units
@@ -786,15 +804,15 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1):
                             src = (position(s, sL[b], reverse) * B + b) * GH
                             stage(dGflat, src, GH, sF, DOFF + bl * GH, tid, nthr)
                         cuda.syncthreads()
-                    n_items = ((nbc + NB - 1) // NB) * Uk
+                    n_groups = (Uk + UT - 1) // UT      # items: (UT units, NB sequences)
+                    n_items = ((nbc + NB - 1) // NB) * n_groups
                     for it0 in range(0, n_items, PS):
                         it = it0 + ty
-                        kl = it % Uk
-                        bt = (it // Uk) * NB
-                        for i in range(NB):
-                            acc[i] = ZERO
+                        k0 = (it % n_groups) * UT       # first unit of the item
+                        bt = (it // n_groups) * NB
+                        for a in range(NB * UT):
+                            acc[a] = ZERO
                         if it < n_items:
-                            wrow = WOFF + kl * GH
                             if not STAGED:
                                 for i in range(NB):
                                     b = b0 + min(bt + i, nbc - 1)
@@ -802,18 +820,22 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1):
                             for r0 in range(tx, GH, KS * UNR):    # as the forward's sums
                                 for u in range(UNR):
                                     r = r0 + u * KS
-                                    w = sF[wrow + r]
+                                    for q in range(UT):  # (a unit past the block's last: a copy)
+                                        wq[q] = sF[WOFF + min(k0 + q, Uk - 1) * GH + r]
                                     for i in range(NB):
                                         if STAGED:
-                                            acc[i] += w * sF[DOFF + min(bt + i, nbc - 1) * GH + r]
+                                            d = sF[DOFF + min(bt + i, nbc - 1) * GH + r]
                                         else:
-                                            acc[i] += w * dGflat[roff[i] + r]
-                        for i in range(NB):
-                            acc[i] = group_sum(acc[i], tx, KS, red, tid)
+                                            d = dGflat[roff[i] + r]
+                                        for q in range(UT):
+                                            acc[i * UT + q] += wq[q] * d
+                        for a in range(NB * UT):
+                            acc[a] = group_sum(acc[a], tx, KS, red, tid)
                         if it < n_items and tx == 0:
                             for i in range(NB):
-                                if bt + i < nbc:
-                                    sF[ROFF + (bt + i) * U + kl] = acc[i]
+                                for q in range(UT):
+                                    if bt + i < nbc and k0 + q < Uk:
+                                        sF[ROFF + (bt + i) * U + k0 + q] = acc[i * UT + q]
                     cuda.syncthreads()
                     for q in range(tid, nbc * Uk, nthr):
                         bl = q // Uk
