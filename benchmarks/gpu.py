@@ -259,7 +259,8 @@ def run_benchmark(args):
 
 
 HEADER = ("| cell | T | B | I | H | pass | steps ms | persistent ms | cuDNN fp32 ms | "
-          "cuDNN TF32 ms | persistent / cuDNN fp32 | best GF/s | persistent U / blocks, rows fwd / bwd |\n"
+          "cuDNN TF32 ms | persistent / cuDNN fp32 | best GF/s | "
+          "persistent U / blocks, rows fwd / bwd, NB fwd / bwd, unroll fwd / bwd |\n"
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
@@ -268,7 +269,9 @@ def _row_md(r):
     p, pb = r["plan"]["forward"], r["plan"]["backward"]
     rows = lambda q: "n/a" if q is None else ("staged" if q.get("staged") else "direct")  # noqa: E731
     plan = ("does not fit" if p is None else
-            f"{p['units_per_block']} / {-(-r['H'] // p['units_per_block'])}, {rows(p)} / {rows(pb)}")
+            f"{p['units_per_block']} / {-(-r['H'] // p['units_per_block'])}, {rows(p)} / {rows(pb)}, "
+            f"NB {p['batch_tile']} / {pb['batch_tile']}, "
+            f"unroll {p.get('unroll', 1)} / {pb.get('unroll', 1)}")
     ratio = (None if r["persistent_ms"] is None or not r.get("cudnn_ms")
              else r["persistent_ms"] / r["cudnn_ms"])
     return (f"| {r['cell']} | {r['T']} | {r['B']} | {r['I']} | {r['H']} | {r['pass']} | "

@@ -34,7 +34,7 @@ def test_gpu_benchmark_check_mode_runs_every_column(tmp_path):
         assert r["check"]["persistent_vs_reference_f64"] < 1e-10
         assert r["plan"]["forward"]["staged"] is True     # batch 1: rows staged
     assert "| gru | 3 | 1 | 2 | 3 | fwd+bwd |" in run.stdout
-    assert "| 3 / 1, staged / staged |" in run.stdout          # U / blocks, rows fwd / bwd
+    assert "| 3 / 1, staged / staged, NB 1 / 1, unroll 1 / 1 |" in run.stdout  # the plans
 
 
 def test_gpu_benchmark_refuses_a_bad_limit():
