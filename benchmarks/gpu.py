@@ -373,16 +373,22 @@ def compile_only(args):
     return {"compile_only": True, "cc": list(cc), "rows": rows, "versions": _versions()}, failed
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.check:
-        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"    # before numba.cuda is imported
+def choose_simulator(check, name):
+    """``--check``: numba's CUDA simulator (chosen before numba.cuda is imported); otherwise
+    refuse a simulator chosen in the environment, whose timings mean nothing."""
+    if check:
+        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
         if "numba" in sys.modules:
             from numba.core import config
             config.reload_config()
     elif os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        raise SystemExit("benchmarks/gpu.py: NUMBA_ENABLE_CUDASIM is set: the simulator is not a GPU "
+        raise SystemExit(f"{name}: NUMBA_ENABLE_CUDASIM is set: the simulator is not a GPU "
                          "and its timings mean nothing; use --check to run the code paths on it")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    choose_simulator(args.check, "benchmarks/gpu.py")
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from numba import cuda
 

@@ -219,14 +219,8 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.check:
-        os.environ["NUMBA_ENABLE_CUDASIM"] = "1"    # before numba.cuda is imported
-        if "numba" in sys.modules:
-            from numba.core import config
-            config.reload_config()
-    elif os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        raise SystemExit("gpu_choices: NUMBA_ENABLE_CUDASIM is set: the simulator's times mean "
-                         "nothing; use --check to run the code paths on it")
+    from benchmarks.gpu import choose_simulator
+    choose_simulator(args.check, "benchmarks/gpu_choices.py")
     import kernels.cuda as kc
     if not kc.is_available():
         raise SystemExit("gpu_choices: no CUDA GPU here; --check runs the code paths on the simulator")

@@ -441,31 +441,24 @@ def test_persistent_direct_reads_match_reference(cell, rng):
 @needs_cuda
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("staged", [True, False])
-def test_persistent_unrolled_sums_match_reference(cell, staged, rng):
-    """Sums unrolled (each thread reads 2 strided values per pass) with items of 8 sequences
-    (B = 3: one item, mostly empty), staged and direct, ragged, reverse; on a GPU the unroll
-    must divide H / 32, so H = 64 there."""
-    H = 4 if kc.SIMULATOR else 64
-    p = _problem(cell, rng, T=3, B=3, H=H)
-    plan = PersistentPlan(units_per_block=2, steps_per_launch=1, batch_tile=8, unroll=2,
-                          threads=(2, 4) if kc.SIMULATOR else None, staged=staged)
-    _check_cell(cell, p, np.array([3, 1, 2]), True, plan)
-
-
-@needs_cuda
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-@pytest.mark.parametrize("staged", [True, False])
-def test_persistent_backward_unit_tiles_match_reference(cell, staged, rng):
-    """The backward's items of several units: 2 units per item over blocks of 3 (the last item
-    half past the block's units), 4 over blocks of 4, with items of 2 sequences (B = 3), ragged,
-    reverse, staged and direct. The forward runs its default plan."""
-    p = _problem(cell, rng, T=3, B=3, H=6)
+def test_persistent_layouts_match_reference(cell, staged, rng):
+    """Layouts, staged and direct, ragged, reverse, B = 3:
+    - sums unrolled (each thread reads 2 strided values per pass) with items of 8 sequences (one
+      item, mostly empty); on a GPU the unroll must divide H / 32, so H = 64 there;
+    - the backward's items of several units: 2 per item over blocks of 3 (the last item half past
+      the block's units) and 4 over blocks of 4, with items of 2 sequences; the forward then
+      runs a plain plan."""
     threads = (2, 4) if kc.SIMULATOR else None
+    p = _problem(cell, rng, T=3, B=3, H=4 if kc.SIMULATOR else 64)
+    plan = PersistentPlan(units_per_block=2, steps_per_launch=1, batch_tile=8, unroll=2,
+                          threads=threads, staged=staged)
+    _check_cell(cell, p, np.array([3, 1, 2]), True, plan)
+    p = _problem(cell, rng, T=3, B=3, H=6)
     for U, UT in ((3, 2), (4, 4)):
-        plan = PersistentPlan(units_per_block=U, steps_per_launch=1, batch_tile=2, unit_tile=UT,
-                              threads=threads, staged=staged)
-        _check_cell(cell, p, np.array([3, 1, 2]), True, (PersistentPlan(units_per_block=U,
-                    steps_per_launch=1, threads=threads), plan))
+        plain = PersistentPlan(units_per_block=U, steps_per_launch=1, threads=threads)
+        tiled = PersistentPlan(units_per_block=U, steps_per_launch=1, batch_tile=2, unit_tile=UT,
+                               threads=threads, staged=staged)
+        _check_cell(cell, p, np.array([3, 1, 2]), True, (plain, tiled))
 
 
 @needs_cuda
