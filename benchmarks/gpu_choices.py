@@ -107,10 +107,11 @@ def _max_diff(a_list, b_list):
                for a, b in zip(a_list, b_list))
 
 
-def _alternated(fns, rounds, calls, sync):
-    """Median seconds per call of each fn, the fns taking turns round by round."""
+def _alternated(fns, rounds, calls, sync, warm=True):
+    """Median seconds per call of each fn, the fns taking turns round by round; ``warm``: one
+    untimed call of each first (compilation on a GPU)."""
     samples = [[] for _ in fns]
-    for fn in fns:                                   # compile / warm up outside the timing
+    for fn in fns if warm else ():
         fn()
     sync()
     for _ in range(rounds):
@@ -169,7 +170,7 @@ def run(args):
                 else:
                     calls_ = [lambda p=p: bwd(dy_d, *([None] * n_states), cache, path=p) for p in plans]
                     outs = [host(bwd(dy_d, *([None] * n_states), cache, path=p)) for p in plans]
-                times = _alternated(calls_, rounds, calls, cuda.synchronize)
+                times = _alternated(calls_, rounds, calls, cuda.synchronize, warm=not args.check)
                 for p, sec, out in zip(plans, times, outs):
                     row = {"cell": cell, "T": T, "B": B, "I": I, "H": H, "direction": direction,
                            "plan": vars(p), "default": p == default, "ms": 1e3 * sec,
