@@ -74,3 +74,13 @@ def test_gpu_choices_refuses_bad_batches():
     run = subprocess.run([sys.executable, "-m", "benchmarks.gpu_choices", "--check", "--batches", "0,4"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "--batches: expected integers >= 1, got [0, 4]" in run.stderr
+
+
+def test_gpu_scripts_refuse_timing_the_simulator():
+    """NUMBA_ENABLE_CUDASIM set without --check: its times would mean nothing."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    for name in ("gpu", "gpu_choices"):
+        run = subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 1, (name, run.returncode, run.stderr[-2000:])
+        assert f"benchmarks/{name}.py: NUMBA_ENABLE_CUDASIM is set" in run.stderr, run.stderr[-2000:]
