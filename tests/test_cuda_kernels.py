@@ -1121,3 +1121,30 @@ def test_a_path_that_is_not_one_of_the_names_is_refused(path, rng):
     with pytest.raises(ValueError, match="^path: expected 'auto', 'steps', 'persistent' or a "
                                          "PersistentPlan, got"):
         _forward(kc, "gru", p, None, False, path=path)
+
+
+def test_kernel_arrays_have_constant_shapes():
+    """numba.cuda types ``cuda.local.array`` / ``cuda.shared.array`` only with a constant shape:
+    a literal or a name bound outside the kernel, or a tuple of them. An expression such as
+    ``NB * UT`` is typed as a run-time int, a typing error on a GPU, while the simulator (plain
+    Python) takes it: this is the check CI can make without a GPU (``benchmarks/gpu.py
+    --compile-only`` compiles every default kernel where numba-cuda is installed)."""
+    import ast
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "kernels", "cuda")
+    plain = lambda n: isinstance(n, (ast.Constant, ast.Name))          # noqa: E731
+    seen, bad = 0, []
+    for name in sorted(os.listdir(root)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(root, name)) as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "array" and isinstance(node.func.value, ast.Attribute)
+                    and node.func.value.attr in ("local", "shared")):
+                seen += 1
+                shape = node.args[0]
+                if not (plain(shape) or (isinstance(shape, ast.Tuple) and all(map(plain, shape.elts)))):
+                    bad.append(f"{name}:{node.lineno}: {ast.unparse(shape)}")
+    assert seen >= 10 and not bad, (seen, bad)

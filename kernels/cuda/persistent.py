@@ -612,6 +612,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
     G, point, bpoint = _ADAPTERS[cell](dtype)
     group_sum = _group_sum_factory(dtype)
     ACC = 4 * NB                          # forward accumulators: (sequence i, gate g) at 4*i + g
+    BACC = NB * UT                        # backward: (sequence i, unit q) at i*UT + q
     LEN_SLOTS = 8 // dtype.itemsize       # shared-memory values taken by one int64 length
     RED = _RED
     I64 = np.dtype(np.int64)
@@ -787,7 +788,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
             sF[WOFF + kl * GH + r] = W_hh[r, j0 + kl]
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
-        acc = cuda.local.array(NB * UT, dtype)  # (sequence i, unit q of the item) at i*UT + q
+        acc = cuda.local.array(BACC, dtype)     # (a shape must be a constant: BACC, not NB * UT)
         wq = cuda.local.array(UT, dtype)
         roff = cuda.local.array(NB, I64)        # direct reads: where each sequence's dG row starts
         for s in range(s_begin, s_end, -1):
@@ -810,7 +811,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
                         it = it0 + ty
                         k0 = (it % n_groups) * UT       # first unit of the item
                         bt = (it // n_groups) * NB
-                        for a in range(NB * UT):
+                        for a in range(BACC):
                             acc[a] = ZERO
                         if it < n_items:
                             if not STAGED:
@@ -829,7 +830,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
                                             d = dGflat[roff[i] + r]
                                         for q in range(UT):
                                             acc[i * UT + q] += wq[q] * d
-                        for a in range(NB * UT):
+                        for a in range(BACC):
                             acc[a] = group_sum(acc[a], tx, KS, red, tid)
                         if it < n_items and tx == 0:
                             for i in range(NB):
