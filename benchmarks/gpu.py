@@ -23,7 +23,10 @@ compares every output and gradient of both paths with ``kernels.reference`` (flo
 the benchmark's code paths, not speed. ``--compile-only`` compiles every kernel of
 ``kernels.cuda`` for ``--cc`` (default 9.0, H100) with the real numba-cuda target, which needs
 numba-cuda and its NVVM (``pip install "numba-cuda[cu12]"``) but no GPU, and reports each
-kernel's PTX size and whether float32 kernels contain float64 instructions.
+kernel's PTX size, whether float32 kernels contain float64 instructions, and, where NVIDIA's
+``ptxas`` is found (on PATH or from the ``nvidia-cuda-nvcc`` wheel), its registers per thread and
+spilled bytes for that GPU. A kernel that does not compile (a typing error numba's simulator
+never meets) fails the run.
 """
 import argparse
 import os
@@ -337,6 +340,42 @@ def kernel_signatures(dtype):
     return out
 
 
+def _ptxas():
+    """The path of NVIDIA's ptxas (on PATH, or in the nvidia-cuda-nvcc wheel), or None."""
+    import shutil
+    found = shutil.which("ptxas")
+    if found:
+        return found
+    try:
+        import nvidia.cuda_nvcc as nvcc
+        for root in getattr(nvcc, "__path__", []):
+            path = os.path.join(root, "bin", "ptxas")
+            if os.path.exists(path):
+                return path
+    except ImportError:
+        pass
+    return None
+
+
+def _machine_code_facts(ptxas, ptx, cc):
+    """(registers per thread, spilled bytes stored + loaded) of the PTX's one kernel, from
+    ``ptxas -v`` for sm_<cc> (relocatable: the cooperative kernels' grid barrier is linked
+    later); (None, None) where ptxas fails."""
+    import subprocess
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        run = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", "-c", src,
+                              "-o", os.path.join(tmp, "k.o")], capture_output=True, text=True)
+    regs = re.findall(r"Used (\d+) registers", run.stderr)
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stderr)
+    if run.returncode or not regs:
+        return None, None
+    return int(regs[-1]), sum(int(v) for v in spills[-1]) if spills else 0
+
+
 def compile_only(args):
     from numba import cuda
     if getattr(cuda, "implementation", "") != "NVIDIA":
@@ -354,7 +393,10 @@ def compile_only(args):
         dispatcher.get_current_device = lambda: _Target()
     import numpy as np
     rows, failed = [], 0
-    print(f"| kernel | dtype | PTX chars | f64 instructions | cooperative | status |\n|---|---|---|---|---|---|")
+    ptxas = _ptxas()
+    print(f"# registers and spills from {ptxas or 'nowhere: no ptxas found (pip install nvidia-cuda-nvcc-cu12)'}")
+    print(f"| kernel | dtype | PTX chars | f64 instructions | cooperative | registers | spilled bytes | "
+          f"status |\n|---|---|---|---|---|---|---|---|")
     for dtype in (np.float32, np.float64):
         for name, kernel, sig in kernel_signatures(dtype):
             try:
@@ -364,12 +406,16 @@ def compile_only(args):
                 status = "ok"
                 if np.dtype(dtype) == np.float32 and f64:
                     status, failed = "float64 math in a float32 kernel", failed + 1
+                regs, spilled = _machine_code_facts(ptxas, ptx, cc) if ptxas else (None, None)
             except Exception as e:             # report every kernel, then fail
                 ptx, f64, coop, status, failed = "", 0, False, f"FAILED: {type(e).__name__}: {e}", failed + 1
+                regs = spilled = None
             rows.append({"kernel": name, "dtype": np.dtype(dtype).name, "ptx_chars": len(ptx),
-                         "f64_instructions": f64, "cooperative": coop, "status": status})
-            print(f"| {name} | {np.dtype(dtype).name} | {len(ptx)} | {f64} | {coop} | {status.splitlines()[0] if status else ''} |",
-                  flush=True)
+                         "f64_instructions": f64, "cooperative": coop, "registers": regs,
+                         "spilled_bytes": spilled, "status": status})
+            na = lambda v: "n/a" if v is None else v                 # noqa: E731
+            print(f"| {name} | {np.dtype(dtype).name} | {len(ptx)} | {f64} | {coop} | {na(regs)} | "
+                  f"{na(spilled)} | {status.splitlines()[0] if status else ''} |", flush=True)
     return {"compile_only": True, "cc": list(cc), "rows": rows, "versions": _versions()}, failed
 
 

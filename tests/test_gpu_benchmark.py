@@ -84,3 +84,21 @@ def test_gpu_scripts_refuse_timing_the_simulator():
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 1, (name, run.returncode, run.stderr[-2000:])
         assert f"benchmarks/{name}.py: NUMBA_ENABLE_CUDASIM is set" in run.stderr, run.stderr[-2000:]
+
+
+def test_compile_only_reads_registers_and_spills_from_ptxas(tmp_path):
+    """``--compile-only`` reports each kernel's registers and spilled bytes from ``ptxas -v``
+    (here a stand-in printing what ptxas prints), and None where ptxas fails."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import gpu
+    fake = tmp_path / "ptxas"
+    fake.write_text("#!/bin/sh\n"
+                    "echo \"ptxas info    : Function properties for k\" >&2\n"
+                    "echo \"    0 bytes stack frame, 24 bytes spill stores, 16 bytes spill loads\" >&2\n"
+                    "echo \"ptxas info    : Used 93 registers, used 1 barriers\" >&2\n")
+    fake.chmod(0o755)
+    assert gpu._machine_code_facts(str(fake), ".version 8.0", (9, 0)) == (93, 40)
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'ptxas fatal : no' >&2\nexit 255\n")
+    broken.chmod(0o755)
+    assert gpu._machine_code_facts(str(broken), ".version 8.0", (9, 0)) == (None, None)
