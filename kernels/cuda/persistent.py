@@ -89,7 +89,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from numba import cuda
+from numba import cuda, uint64 as U64
 
 from ._common import (SIMULATOR, ceil_div, copy_into, empty, launch, part, position,
                       require_cuda, reshaped)
@@ -616,6 +616,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
     LEN_SLOTS = 8 // dtype.itemsize       # shared-memory values taken by one int64 length
     RED = _RED
     I64 = np.dtype(np.int64)
+    U64T = np.dtype(np.uint64)
 
     @cuda.jit(device=True)
     def stage(src, start, n, dst, offset, tid, nthr):
@@ -683,6 +684,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
         acc = cuda.local.array(ACC, dtype)
+        hoff = cuda.local.array(NB, U64T)       # where each sequence's row of h starts (sF or hcur)
         for s in range(s_begin, s_end):
             h_in = hbuf[s % 2]
             h_out = hbuf[(s + 1) % 2]
@@ -700,24 +702,30 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
                     for a in range(ACC):
                         acc[a] = ZERO
                     if it < n_items:                    # (W_hh h_{t-1})[g*H + j], k split over KS
-                        wrow = WOFF + jl * H
+                        # Offsets as unsigned ints: numba's indexing with a signed int adds code
+                        # for negative indices (~half the loop's instructions, per ptxas).
+                        wrow = U64(WOFF + jl * H)
+                        UH = U64(U * H)
+                        for i in range(NB):
+                            bl = min(bt + i, nbc - 1)
+                            hoff[i] = U64(HOFF + bl * H) if STAGED else U64((b0 + bl) * H)
                         for k0 in range(tx, H, KS * UNR):   # UNR values k0, k0 + KS, .. per pass
                             for u in range(UNR):            # (a constant: unrolled)
-                                k = k0 + u * KS
+                                k = U64(k0 + u * KS)
                                 w0 = sF[wrow + k]
                                 w1 = ZERO
                                 w2 = ZERO
                                 w3 = ZERO
                                 if G > 1:
-                                    w1 = sF[wrow + U * H + k]
-                                    w2 = sF[wrow + 2 * U * H + k]
+                                    w1 = sF[wrow + UH + k]
+                                    w2 = sF[wrow + 2 * UH + k]
                                 if G > 3:
-                                    w3 = sF[wrow + 3 * U * H + k]
+                                    w3 = sF[wrow + 3 * UH + k]
                                 for i in range(NB):
                                     if STAGED:
-                                        hv = sF[HOFF + min(bt + i, nbc - 1) * H + k]
+                                        hv = sF[hoff[i] + k]
                                     else:
-                                        hv = hcur[(b0 + min(bt + i, nbc - 1)) * H + k]
+                                        hv = hcur[hoff[i] + k]
                                     acc[4 * i] += w0 * hv
                                     if G > 1:
                                         acc[4 * i + 1] += w1 * hv
@@ -790,7 +798,8 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
         grid = cuda.cg.this_grid()
         acc = cuda.local.array(BACC, dtype)     # (a shape must be a constant: BACC, not NB * UT)
         wq = cuda.local.array(UT, dtype)
-        roff = cuda.local.array(NB, I64)        # direct reads: where each sequence's dG row starts
+        roff = cuda.local.array(NB, U64T)       # where each sequence's dG row starts (sF or dGflat)
+        woff = cuda.local.array(UT, U64T)       # where each unit's column of W_hh starts in sF
         for s in range(s_begin, s_end, -1):
             if phases & 1:                      # phase 1: gate grads of this block's units
                 for q in range(tid, B * Uk, nthr):
@@ -814,18 +823,23 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
                         for a in range(BACC):
                             acc[a] = ZERO
                         if it < n_items:
-                            if not STAGED:
-                                for i in range(NB):
-                                    b = b0 + min(bt + i, nbc - 1)
-                                    roff[i] = (position(s, sL[b], reverse) * B + b) * GH
+                            for i in range(NB):         # row starts, unsigned (see the forward)
+                                bl = min(bt + i, nbc - 1)
+                                if STAGED:
+                                    roff[i] = U64(DOFF + bl * GH)
+                                else:
+                                    b = b0 + bl
+                                    roff[i] = U64((position(s, sL[b], reverse) * B + b) * GH)
+                            for q in range(UT):         # (a unit past the block's last: a copy)
+                                woff[q] = U64(WOFF + min(k0 + q, Uk - 1) * GH)
                             for r0 in range(tx, GH, KS * UNR):    # as the forward's sums
                                 for u in range(UNR):
-                                    r = r0 + u * KS
-                                    for q in range(UT):  # (a unit past the block's last: a copy)
-                                        wq[q] = sF[WOFF + min(k0 + q, Uk - 1) * GH + r]
+                                    r = U64(r0 + u * KS)
+                                    for q in range(UT):
+                                        wq[q] = sF[woff[q] + r]
                                     for i in range(NB):
                                         if STAGED:
-                                            d = sF[DOFF + min(bt + i, nbc - 1) * GH + r]
+                                            d = sF[roff[i] + r]
                                         else:
                                             d = dGflat[roff[i] + r]
                                         for q in range(UT):
