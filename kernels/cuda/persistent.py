@@ -55,14 +55,17 @@ per step forward at batch 1 (one grid barrier costs 1.3-2.5 us of it), 15-20 us 
 ~0.25-0.45 ms of fixed cost per call (Python in the wrappers, launch latencies; it was 1.4-4.6 ms
 before the pool and direct launches of ``_common.py``). That beats cuDNN at batch 1-4. On an H200
 (``benchmarks/results/gpu_h200.md``), with direct rows: LSTM batch 64 forward kernel 3.5 ms,
-backward 6.4 ms (35 and 64 us per step). The kernels are instruction-bound rather than
-bandwidth-bound: numba's 64-bit index arithmetic and the 128 registers per thread (which cap a
-block at 512 threads) are the next things to attack. Neither unrolling the sums nor items of 8
-sequences closed the batch-64 gap to cuDNN (0.91-0.96x of the default's time at best, 2026-12-04
-in ``gpu_h200.md``). The backward's items of several units (``PersistentPlan.unit_tile``: each
-block then reads every row of dG_t once per ``unit_tile`` units, 4x fewer reads at H = 512 with
-4) are written and tested on the simulator but not yet timed on a GPU:
-``python -m benchmarks.gpu_choices --batches 64,16`` does it.
+backward 6.4 ms (35 and 64 us per step). Neither unrolling the sums nor items of 8 sequences
+closed the batch-64 gap to cuDNN (0.91-0.96x of the default's time at best, 2026-12-04 in
+``gpu_h200.md``). The sums' loops were instruction-bound: in their sm_90 machine code (ptxas
+and nvdisasm, no GPU needed) numba's signed 64-bit indexing, with its code for negative
+indices, made 8-18 instructions per multiply-add. The offsets are now unsigned and computed
+once per item (5-10 per multiply-add), and the backward can take items of several units
+(``PersistentPlan.unit_tile``: each block then reads every row of dG_t once per ``unit_tile``
+units, 4x fewer reads at H = 512 with 4; 3.9 instructions per multiply-add). Both came after the
+last GPU run: tested on the simulator and compiled for sm_90, not yet timed
+(``python -m benchmarks.gpu --grid h512`` and ``python -m benchmarks.gpu_choices --batches
+64,16`` do it).
 
 **Size rule** (``plan``). Shared memory per block: the weight slice ``G*U*H`` (backward
 ``U*G*H``) values, plus per sequence of a chunk its sums and, staged, its row of ``h`` (``H``)
