@@ -25,8 +25,10 @@ the benchmark's code paths, not speed. ``--compile-only`` compiles every kernel 
 numba-cuda and its NVVM (``pip install "numba-cuda[cu12]"``) but no GPU, and reports each
 kernel's PTX size, whether float32 kernels contain float64 instructions, and, where NVIDIA's
 ``ptxas`` is found (on PATH or from the ``nvidia-cuda-nvcc`` wheel), its registers per thread and
-spilled bytes for that GPU. A kernel that does not compile (a typing error numba's simulator
-never meets) fails the run.
+spilled bytes for that GPU, and where ``nvdisasm`` is found too (``nvidia-cuda-nvdisasm``), the
+instructions per FFMA of its machine code's busiest FFMA loop (the sums': index arithmetic
+shows up there). A kernel that does not compile (a typing error numba's simulator never meets)
+fails the run.
 """
 import argparse
 import os
@@ -340,40 +342,66 @@ def kernel_signatures(dtype):
     return out
 
 
-def _ptxas():
-    """The path of NVIDIA's ptxas (on PATH, or in the nvidia-cuda-nvcc wheel), or None."""
+def _nvidia_tool(name, package):
+    """The path of one of NVIDIA's tools (on PATH, or in its wheel ``package``), or None."""
+    import importlib
     import shutil
-    found = shutil.which("ptxas")
+    found = shutil.which(name)
     if found:
         return found
     try:
-        import nvidia.cuda_nvcc as nvcc
-        for root in getattr(nvcc, "__path__", []):
-            path = os.path.join(root, "bin", "ptxas")
+        wheel = importlib.import_module(package)
+    except ImportError:
+        return None
+    for root in getattr(wheel, "__path__", []):
+        for path in (os.path.join(root, "bin", name), os.path.join(root, "cu13", "bin", name)):
             if os.path.exists(path):
                 return path
-    except ImportError:
-        pass
     return None
 
 
-def _machine_code_facts(ptxas, ptx, cc):
-    """(registers per thread, spilled bytes stored + loaded) of the PTX's one kernel, from
-    ``ptxas -v`` for sm_<cc> (relocatable: the cooperative kernels' grid barrier is linked
-    later); (None, None) where ptxas fails."""
+def _loop_density(sass):
+    """Instructions per FFMA in the machine code's block (between labels) with the most FFMAs
+    among those without the cells' FMUL / MUFU: the sums' inner loop. None without one."""
+    blocks, cur = [], []
+    for line in sass.splitlines():
+        if re.match(r"^\s*\.L_x_\d+:", line):
+            blocks.append(cur)
+            cur = []
+            continue
+        m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if m:
+            cur.append(m.group(1))
+    blocks.append(cur)
+    sums = [b for b in blocks if "FFMA" in b and "FMUL" not in b and "MUFU" not in b]
+    if not sums:
+        return None
+    best = max(sums, key=lambda b: b.count("FFMA"))
+    return round(len(best) / best.count("FFMA"), 2)
+
+
+def _machine_code_facts(ptxas, ptx, cc, nvdisasm=None):
+    """(registers per thread, spilled bytes stored + loaded, instructions per FFMA in the sums'
+    loop) of the PTX's one kernel: ``ptxas -v`` for sm_<cc> (relocatable: the cooperative
+    kernels' grid barrier is linked later), then ``nvdisasm`` where given (``_loop_density``);
+    None for what a tool did not give."""
     import subprocess
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "k.ptx")
+        src, obj = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.o")
         with open(src, "w") as f:
             f.write(ptx)
-        run = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", "-c", src,
-                              "-o", os.path.join(tmp, "k.o")], capture_output=True, text=True)
-    regs = re.findall(r"Used (\d+) registers", run.stderr)
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stderr)
-    if run.returncode or not regs:
-        return None, None
-    return int(regs[-1]), sum(int(v) for v in spills[-1]) if spills else 0
+        run = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", "-c", src, "-o", obj],
+                             capture_output=True, text=True)
+        regs = re.findall(r"Used (\d+) registers", run.stderr)
+        spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stderr)
+        if run.returncode or not regs:
+            return None, None, None
+        density = None
+        if nvdisasm:
+            dis = subprocess.run([nvdisasm, "-c", obj], capture_output=True, text=True)
+            density = _loop_density(dis.stdout) if dis.returncode == 0 else None
+    return int(regs[-1]), sum(int(v) for v in spills[-1]) if spills else 0, density
 
 
 def compile_only(args):
@@ -393,10 +421,12 @@ def compile_only(args):
         dispatcher.get_current_device = lambda: _Target()
     import numpy as np
     rows, failed = [], 0
-    ptxas = _ptxas()
-    print(f"# registers and spills from {ptxas or 'nowhere: no ptxas found (pip install nvidia-cuda-nvcc-cu12)'}")
+    ptxas = _nvidia_tool("ptxas", "nvidia.cuda_nvcc")
+    nvdisasm = _nvidia_tool("nvdisasm", "nvidia.cuda_nvdisasm") if ptxas else None
+    print(f"# registers and spills from {ptxas or 'nowhere: no ptxas (pip install nvidia-cuda-nvcc-cu12)'}; "
+          f"loop density from {nvdisasm or 'nowhere: no nvdisasm (pip install nvidia-cuda-nvdisasm)'}")
     print(f"| kernel | dtype | PTX chars | f64 instructions | cooperative | registers | spilled bytes | "
-          f"status |\n|---|---|---|---|---|---|---|---|")
+          f"instructions per FFMA in the FFMA loop | status |\n|---|---|---|---|---|---|---|---|---|")
     for dtype in (np.float32, np.float64):
         for name, kernel, sig in kernel_signatures(dtype):
             try:
@@ -406,16 +436,19 @@ def compile_only(args):
                 status = "ok"
                 if np.dtype(dtype) == np.float32 and f64:
                     status, failed = "float64 math in a float32 kernel", failed + 1
-                regs, spilled = _machine_code_facts(ptxas, ptx, cc) if ptxas else (None, None)
+                regs, spilled, density = (_machine_code_facts(ptxas, ptx, cc, nvdisasm) if ptxas
+                                          else (None, None, None))
             except Exception as e:             # report every kernel, then fail
                 ptx, f64, coop, status, failed = "", 0, False, f"FAILED: {type(e).__name__}: {e}", failed + 1
-                regs = spilled = None
+                regs = spilled = density = None
             rows.append({"kernel": name, "dtype": np.dtype(dtype).name, "ptx_chars": len(ptx),
                          "f64_instructions": f64, "cooperative": coop, "registers": regs,
-                         "spilled_bytes": spilled, "status": status})
+                         "spilled_bytes": spilled, "instructions_per_ffma": density,
+                         "status": status})
             na = lambda v: "n/a" if v is None else v                 # noqa: E731
             print(f"| {name} | {np.dtype(dtype).name} | {len(ptx)} | {f64} | {coop} | {na(regs)} | "
-                  f"{na(spilled)} | {status.splitlines()[0] if status else ''} |", flush=True)
+                  f"{na(spilled)} | {na(density)} | {status.splitlines()[0] if status else ''} |",
+                  flush=True)
     return {"compile_only": True, "cc": list(cc), "rows": rows, "versions": _versions()}, failed
 
 

@@ -97,8 +97,23 @@ def test_compile_only_reads_registers_and_spills_from_ptxas(tmp_path):
                     "echo \"    0 bytes stack frame, 24 bytes spill stores, 16 bytes spill loads\" >&2\n"
                     "echo \"ptxas info    : Used 93 registers, used 1 barriers\" >&2\n")
     fake.chmod(0o755)
-    assert gpu._machine_code_facts(str(fake), ".version 8.0", (9, 0)) == (93, 40)
+    assert gpu._machine_code_facts(str(fake), ".version 8.0", (9, 0)) == (93, 40, None)
     broken = tmp_path / "broken"
     broken.write_text("#!/bin/sh\necho 'ptxas fatal : no' >&2\nexit 255\n")
     broken.chmod(0o755)
-    assert gpu._machine_code_facts(str(broken), ".version 8.0", (9, 0)) == (None, None)
+    assert gpu._machine_code_facts(str(broken), ".version 8.0", (9, 0)) == (None, None, None)
+
+
+def test_compile_only_finds_the_sums_loop_in_the_machine_code():
+    """Instructions per FFMA of the block with the most FFMAs, leaving out the cells' blocks
+    (FMUL, MUFU); None without FFMAs."""
+    sys.path.insert(0, ROOT)
+    from benchmarks import gpu
+    line = "        /*{:04x}*/                   {} R1, R2, R3 ;"
+    code = ["entry:"] + [line.format(16 * i, op) for i, op in enumerate(["MOV", "FFMA"])]
+    code += [".L_x_1:"] + [line.format(64 + 16 * i, op) for i, op in enumerate(
+        ["FFMA", "FFMA", "FMUL", "MUFU.EX2", "FFMA"])]            # a cell's block: not the sums
+    code += [".L_x_2:"] + [line.format(256 + 16 * i, op) for i, op in enumerate(
+        ["LDG.E", "IMAD", "FFMA", "FFMA", "@P0 BRA"])]
+    assert gpu._loop_density("\n".join(code)) == 2.5
+    assert gpu._loop_density(line.format(0, "IMAD")) is None
