@@ -799,7 +799,7 @@ def _kernels(cell, dtype, NB=BATCH_TILE, STAGED=True, UNR=1, UT=1):
             sF[WOFF + kl * GH + r] = W_hh[r, j0 + kl]
         cuda.syncthreads()
         grid = cuda.cg.this_grid()
-        acc = cuda.local.array(BACC, dtype)     # (a shape must be a constant: BACC, not NB * UT)
+        acc = cuda.local.array(BACC, dtype)     # [i*UT + q]: sequence i, unit q (shape: a constant)
         wq = cuda.local.array(UT, dtype)
         roff = cuda.local.array(NB, U64T)       # where each sequence's dG row starts (sF or dGflat)
         woff = cuda.local.array(UT, U64T)       # where each unit's column of W_hh starts in sF
