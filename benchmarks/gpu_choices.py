@@ -6,8 +6,8 @@
 ``kernels/cuda/persistent.py`` chooses, per direction, how a block lays out its sums
 (``PersistentPlan``): ``batch_tile`` (sequences per work item, register blocking), ``unroll``
 (strided values each thread reads per pass of a sum before multiplying any: reads in flight at
-once) and ``staged`` (the rows the sums read copied to shared memory first, or read directly), and in
-the backward ``unit_tile`` (hidden units per work item: each value of dG read serves them all).
+once), ``staged`` (the rows the sums read copied to shared memory first, or read directly), and
+in the backward ``unit_tile`` (hidden units per work item: each value of dG read serves them all).
 For each cell and batch at T = 100, I = H = 512 (the GPU goal's shapes) this script times the
 forward call and the backward call separately with the default plan and with each variant (one
 process, variants alternated round by round, the median of every timed call), checks that each
@@ -17,8 +17,7 @@ forward+backward in float32 (TF32 off) at the same shape. The summary row adds t
 forward and backward: the forward+backward the best choices would give.
 
 Columns: ``plan`` the variant's fields (NB / unroll / rows / unit tile), ``threads`` its block
-(KS, PS),
-``ms`` the median per call, ``/ default``, ``max |diff|`` against the default's outputs.
+(KS, PS), ``ms`` the median per call, ``/ default``, ``max |diff|`` against the default's outputs.
 """
 import argparse
 import os
