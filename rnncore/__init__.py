@@ -4,9 +4,11 @@ See README.md for a tour; ``kernels/`` holds the math.
 """
 
 import importlib as _importlib
+import os as _os
 import types as _types
 
 import kernels                 # noqa: F401  first: its OpenBLAS setting precedes NumPy's load
+kernels._cache_stamp.light_load(_os.path.dirname(_os.path.abspath(__file__)))  # (_checks, criteria)
 from .module import Module, Parameter
 from .random import manual_seed
 from .layers import *          # noqa: F401,F403  Linear, Embedding, activations, Dropout, ...

@@ -226,6 +226,121 @@ def test_digest_does_not_depend_on_the_listing_order(monkeypatch):
     assert _cache_stamp.package_digest() == first
 
 
+# A fresh process: a training step through the modules (rnncore's own cached functions too)
+# and both paths of each cell's kernels (the tiled ones run prange loops); it prints how often
+# Numba's contexts were refreshed, the cache's hits and misses, and a digest of every output.
+# Then a function of the user's compiles and a new signature of a kernel compiles.
+_LIGHT_CHILD = """
+import hashlib, json, sys
+from numba.core import base
+refreshes = []
+_refresh = base.BaseContext.refresh
+base.BaseContext.refresh = lambda self: (refreshes.append(1), _refresh(self))[1]
+import numpy as np
+import rnncore
+from rnncore import LSTM, ClassNLLCriterion, Linear, LogSoftMax, Sequencer, SequencerCriterion, Sequential, optim
+from kernels import gru, lstm, reference, rnn
+rnncore.manual_seed(0)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 3, 2)).astype(np.float32)
+y = rng.integers(0, 3, size=(4, 3))
+model = Sequencer(Sequential(LSTM(2, 8), Linear(8, 3), LogSoftMax()))
+crit = SequencerCriterion(ClassNLLCriterion())
+opt = optim.SGD(model.parameters(), lr=0.1)
+out = model.forward(x)
+loss = crit.forward(out, y)
+model.backward(x, crit.backward(out, y))
+opt.step()
+results = [out, np.float64(loss)] + [p.data for p in model.parameters()]
+for cell, G, fwd, bwd in (("lstm", 4, lstm.lstm_forward, lstm.lstm_backward),
+                          ("gru", 3, gru.gru_forward, gru.gru_backward),
+                          ("rnn", 1, rnn.rnn_forward, rnn.rnn_backward)):
+    for path in ("steps", "tiled"):
+        W = [rng.standard_normal((G * 5, k)).astype(np.float32) for k in (4, 5)]
+        b = [np.zeros(G * 5, np.float32)] * (2 if cell == "gru" else 1)
+        fw = fwd(rng.standard_normal((3, 2, 4)).astype(np.float32), *W, *b, path=path)
+        dy = rng.standard_normal((3, 2, 5)).astype(np.float32)
+        results += list(fw[:-1]) + list(bwd(dy, *([None] * (2 if cell == "lstm" else 1)), fw[-1]))
+digest = hashlib.sha256(b"".join(np.ascontiguousarray(r).tobytes() for r in results)).hexdigest()
+refreshed_by_then = len(refreshes)
+import gc
+from numba.core.dispatcher import Dispatcher
+hits = misses = 0
+for d in gc.get_objects():
+    if isinstance(d, Dispatcher) and getattr(d.py_func, "__module__", "").split(".")[0] in ("kernels", "rnncore"):
+        hits += sum(d.stats.cache_hits.values())
+        misses += sum(d.stats.cache_misses.values())
+from numba import njit
+@njit
+def users_own(a):
+    return np.sum(np.tanh(a))
+assert abs(users_own(np.ones(3)) - 3 * np.tanh(1.0)) < 1e-12
+xs = rng.standard_normal((3, 2, 4))
+W = [rng.standard_normal((5, k)) for k in (4, 5)]
+h = rnn.rnn_forward(xs, *W, np.zeros(5), path="steps")[0]
+np.testing.assert_allclose(h, reference.rnn_forward(xs, *W, np.zeros(5))[0], rtol=1e-12, atol=1e-12)
+print(json.dumps(dict(refreshes=refreshed_by_then, hits=hits, misses=misses, digest=digest)))
+"""
+
+
+def _light_child(light):
+    import json
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, RNNCORE_LIGHT_LOAD=light, RNNCORE_COMPILE_AHEAD="0")
+    out = subprocess.run([sys.executable, "-c", _LIGHT_CHILD], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_warm_process_loads_every_kernel_without_refreshing_numba_and_gets_the_same_numbers():
+    # First with Numba's own loading (and compiling what the cache lacks), then light: the same
+    # bits, every function of rnncore and kernels a cache hit, and Numba's typing never set up
+    # until the user's own function compiles (which works, as does a kernel's new signature).
+    numbas = _light_child("0")
+    assert numbas["refreshes"] > 0                      # the counter sees Numba's own refresh
+    light = _light_child("1")
+    assert light["misses"] == 0 and light["hits"] >= 10
+    assert light["refreshes"] == 0
+    assert light["digest"] == numbas["digest"]
+
+
+def test_light_loading_is_only_for_the_packages_own_folders(monkeypatch):
+    from numba.core import caching
+    from kernels import _cache_stamp, lstm
+    load = caching.Cache.load_overload
+    assert getattr(load, "_rnncore_light", False)
+
+    class Context:                                      # what Numba's loading would set up
+        def refresh(self):
+            calls.append("refresh")
+
+    class Cache:
+        def __init__(self, func):
+            self._py_func = func
+            self._enabled = False                       # (Numba's own load then reads nothing)
+
+        def _guard_against_spurious_io_errors(self):
+            import contextlib
+            return contextlib.nullcontext()
+
+        def _load_overload(self, sig, ctx):
+            calls.append("load")
+
+    assert rnncore._checks._finite_flat(np.ones(2))     # (Numba's runtime is set up)
+    calls = []
+    load(Cache(lstm._backward_core.py_func), None, Context())
+    load(Cache(rnncore._checks._finite_flat.py_func), None, Context())
+    assert calls == ["load", "load"]
+    calls.clear()
+    load(Cache(lambda a: a), None, Context())           # a function of this test file's
+    assert calls == ["refresh", "load"]
+    assert _cache_stamp.light_load(_cache_stamp._HERE)  # a second call installs nothing more
+    assert caching.Cache.load_overload is load
+
+
 # -- benchmarks/_harness.py -------------------------------------------------------------------
 def test_times_are_per_call():
     from benchmarks import _harness
