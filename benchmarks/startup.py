@@ -21,7 +21,12 @@ clocks. Cases:
                           the same with RNNCORE_COMPILE_AHEAD=0: everything compiles in the one
                           process (runs alternate with the case above)
     rnncore, warm cache   the same folder again, now filled by the cold run: kernels are
-                          loaded from the cache
+                          loaded from the cache (without Numba's compiler set-up, which
+                          loading does not need: ``kernels/_cache_stamp.py``, ``light_load``)
+    rnncore, warm, Numba's own loading
+                          the same with RNNCORE_LIGHT_LOAD=0: Numba sets up its typing and
+                          lowering rules before it loads the first function (runs alternate
+                          with the case above)
     PyTorch               the same step with torch.nn
     Numba alone, warm cache
                           no model: import NumPy and Numba, then the first call of a trivial
@@ -228,7 +233,8 @@ def main(argv=None, print_fn=print):
     if not args.no_torch:
         hz.require_torch(NAME, " (or --no-torch: the rnncore rows only)")
     cold, cold_off = "rnncore, cold cache", "rnncore, cold, no compile ahead"
-    cases = {cold: [], cold_off: [], "rnncore, warm cache": []}
+    warm, warm_full = "rnncore, warm cache", "rnncore, warm, Numba's own loading"
+    cases = {cold: [], cold_off: [], warm: [], warm_full: []}
     if not args.no_torch:
         cases["PyTorch"] = []
     dirs = []
@@ -242,7 +248,10 @@ def main(argv=None, print_fn=print):
                                              extra_env={"RNNCORE_COMPILE_AHEAD": ahead}))
         warm_dir = dirs[-1]                            # (filled by a run with compile ahead)
         for i in range(args.warm_runs):
-            cases["rnncore, warm cache"].append(run_child(CHILD_RNNCORE, args.threads, warm_dir))
+            cases[warm].append(run_child(CHILD_RNNCORE, args.threads, warm_dir,
+                                         extra_env={"RNNCORE_LIGHT_LOAD": "1"}))
+            cases[warm_full].append(run_child(CHILD_RNNCORE, args.threads, warm_dir,
+                                              extra_env={"RNNCORE_LIGHT_LOAD": "0"}))
             if "PyTorch" in cases:
                 cases["PyTorch"].append(run_child(CHILD_TORCH, args.threads))
         cache_files = sum(len(fs) for _, _, fs in os.walk(warm_dir))

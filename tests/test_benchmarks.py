@@ -146,7 +146,8 @@ def test_startup_quick(tmp_path):
     payload, text, on_disk = _run(startup, tmp_path)
     _check_tables(text, [["case", "runs", "total s", "python s", "import s", "first step s", "next step ms"]])
     assert set(on_disk["summary"]) == {"rnncore, cold cache", "rnncore, cold, no compile ahead",
-                                       "rnncore, warm cache", "PyTorch", "Numba alone, warm cache"}
+                                       "rnncore, warm cache", "rnncore, warm, Numba's own loading",
+                                       "PyTorch", "Numba alone, warm cache"}
     for case, s in on_disk["summary"].items():
         for k in ("total_s", "python_s", "import_s", "first_step_s", "next_step_ms"):
             assert _finite(s[k], positive=True), (case, k)
