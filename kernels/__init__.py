@@ -33,7 +33,7 @@ with ``RNNCORE_COMPILE_AHEAD=0``); ``kernels.cache_is_empty()`` says whether an 
 compile first (the demo tells its user so). Every cached kernel is stamped with a digest of all
 the package's files, so that an edit of one recompiles the kernels that carry a copy of its code
 (``_cache_stamp``), and loads without setting up Numba's compiler, which loading does not need
-(``_cache_stamp.light_load``: ~0.06 s less to a warm process's first step).
+(``_cache_stamp.light_load``: 0.07-0.1 s less to a warm process's first step).
 """
 
 from . import _blas_env                                  # first: before SciPy's OpenBLAS loads

@@ -22,7 +22,8 @@ loading needs. Before it reads a cached function, Numba sets up its whole compil
 ``refresh()`` on its target context: ~40 modules of typing and lowering rules imported and
 ~2300 registries installed), which loading machine code from the disk never uses: it needs the
 code generator and Numba's runtime (``rtsys``), set up here instead. A warm process reaches its
-first training step ~0.06 s sooner (of ~0.45 s, ``benchmarks/startup.py``). Should a function
+first training step 0.07-0.1 s sooner (the seed model: 0.34 s against 0.43-0.46 on a 2-core
+Zen 4, ``benchmarks/startup.py``). Should a function
 be compiled after all (an empty cache, a new signature), Numba's compiler sets itself up then,
 as it always does. Functions elsewhere (a user's) load as Numba loads them. Off with
 ``RNNCORE_LIGHT_LOAD=0``; not installed where ``numba.core.caching.Cache`` is not as expected.
