@@ -229,7 +229,8 @@ def test_digest_does_not_depend_on_the_listing_order(monkeypatch):
 # A fresh process: a training step through the modules (rnncore's own cached functions too)
 # and both paths of each cell's kernels (the tiled ones run prange loops); it prints how often
 # Numba's contexts were refreshed, the cache's hits and misses, and a digest of every output.
-# Then a function of the user's compiles and a new signature of a kernel compiles.
+# Then a function of the user's compiles, and a kernel's core compiles a new signature (its
+# cache turned off, so that it compiles rather than loads what the first child saved).
 _LIGHT_CHILD = """
 import hashlib, json, sys
 from numba.core import base
@@ -275,10 +276,13 @@ from numba import njit
 def users_own(a):
     return np.sum(np.tanh(a))
 assert abs(users_own(np.ones(3)) - 3 * np.tanh(1.0)) < 1e-12
+from numba.core.caching import NullCache
+rnn._forward_core._cache = NullCache()              # (a float64 core compiles here, not loads)
 xs = rng.standard_normal((3, 2, 4))
 W = [rng.standard_normal((5, k)) for k in (4, 5)]
 h = rnn.rnn_forward(xs, *W, np.zeros(5), path="steps")[0]
 np.testing.assert_allclose(h, reference.rnn_forward(xs, *W, np.zeros(5))[0], rtol=1e-12, atol=1e-12)
+assert sum(rnn._forward_core.stats.cache_misses.values()) == 1
 print(json.dumps(dict(refreshes=refreshed_by_then, hits=hits, misses=misses, digest=digest)))
 """
 
