@@ -1,4 +1,5 @@
-"""Numba's on-disk cache, made to notice an edit of any file of this package.
+"""Numba's on-disk cache, made to notice an edit of any file of this package, and read without
+setting up Numba's compiler.
 
 Numba stamps each cached function with its own source file's contents (older versions: the
 file's time and size) and reloads the machine code while that stamp holds. But the machine code
@@ -23,10 +24,10 @@ loading needs. Before it reads a cached function, Numba sets up its whole compil
 ~2300 registries installed), which loading machine code from the disk never uses: it needs the
 code generator and Numba's runtime (``rtsys``), set up here instead. A warm process reaches its
 first training step 0.07-0.1 s sooner (the seed model: 0.34 s against 0.43-0.46 on a 2-core
-Zen 4, ``benchmarks/startup.py``). Should a function
-be compiled after all (an empty cache, a new signature), Numba's compiler sets itself up then,
-as it always does. Functions elsewhere (a user's) load as Numba loads them. Off with
-``RNNCORE_LIGHT_LOAD=0``; not installed where ``numba.core.caching.Cache`` is not as expected.
+Zen 4, ``benchmarks/startup.py``). Should a function be compiled after all (an empty cache, a
+new signature), Numba's compiler sets itself up then, as it always does. Functions elsewhere (a
+user's) load as Numba loads them. Off with ``RNNCORE_LIGHT_LOAD=0``; not installed where
+``numba.core.caching.Cache`` is not as expected.
 """
 
 import hashlib
