@@ -43,9 +43,10 @@ tree through shared memory). A work item is one hidden unit for ``NB`` sequences
 blocking: each ``W_hh`` value read from shared memory serves ``NB`` products; 4 by default, 1 at
 small batches, ``ONE_PER_ITEM_BELOW``). ``PS`` items run side by side. Each thread's loop over its
 ``k`` (``r``) can be unrolled (``UNROLL``): it then reads that many values before it multiplies
-any; the order of the sums does not change, so neither does any result. The finished sums go to shared memory, and then *every* thread of the block applies the
-cell to one (sequence, unit) pair: the cell's global reads (``xW``, states) are latency-bound, and
-this way they overlap instead of queueing behind one thread per item. Staging copies issue four
+any; the order of the sums does not change, so neither does any result. The finished sums go
+to shared memory, and then *every* thread of the block applies the cell to one (sequence, unit)
+pair: the cell's global reads (``xW``, states) are latency-bound, and this way they overlap
+instead of queueing behind one thread per item. Staging copies issue four
 loads per thread before the first store (four memory latencies overlap). The sequence lengths are
 copied to shared memory once, so that a cell's first read (``lengths[b]``, which every other index
 depends on) is not a global-memory round trip.
