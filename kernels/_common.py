@@ -512,6 +512,16 @@ def check_cache(cache, forward, gates, size, tiled_size=None):
     return tiled
 
 
+def cache_dims(cache):
+    """``(tiled, T, B, H, dtype)`` of a recurrent kernel's cache (one that ``check_cache``
+    takes): the tiled kernels' caches ``("tiled", x_p, W_ih, W_hh, lengths, ...)`` hold
+    x_p (T, ., .), lengths (B,) and W_hh (G H, H) and are float32; the serial ones
+    ``(x_s, W_ih, W_hh, ...)`` x_s (T, B, I), in their dtype."""
+    if isinstance(cache[0], str):
+        return True, cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
+    return False, cache[0].shape[0], cache[0].shape[1], cache[2].shape[1], cache[0].dtype
+
+
 _CELL_OF_GATES = {4: "lstm_forward", 3: "gru_forward", 1: "rnn_forward"}   # W_hh rows / H
 
 

@@ -18,7 +18,8 @@ from . import _ahead
 from ._common import as_float_array, column_sums, dot_into
 from ._workspace import empty
 
-__all__ = ["linear_forward", "linear_backward"]
+__all__ = ["linear_forward", "linear_backward", "linear_forward_unchecked",
+           "linear_backward_unchecked"]
 
 
 @njit(cache=True)
@@ -52,7 +53,12 @@ def linear_forward(x, W, b):
     """x: (N, I), W: (O, I), b: (O,) -> y: (N, O), all in x's dtype (float32 or float64);
     N, I, O >= 1."""
     x, W = _x_and_W(x, W)
-    b = as_float_array(b, "b", x.dtype, (W.shape[0],))
+    return linear_forward_unchecked(x, W, as_float_array(b, "b", x.dtype, (W.shape[0],)))
+
+
+def linear_forward_unchecked(x, W, b):
+    """``linear_forward`` on C-contiguous arrays of one float dtype in its shapes (unchecked:
+    what rnncore's `Linear` calls, which checks its input and holds its weights)."""
     y = empty((x.shape[0], W.shape[0]), x.dtype)
     _ahead.follow("linear_forward")                       # (empty cache: see _ahead)
     _forward_core(x, W, b, y)
@@ -62,7 +68,13 @@ def linear_forward(x, W, b):
 def linear_backward(dy, x, W):
     """Gradients of ``linear_forward``: returns dx (N, I), dW (O, I), db (O,), fresh arrays."""
     x, W = _x_and_W(x, W)
-    dy = as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0]))
+    return linear_backward_unchecked(as_float_array(dy, "dy", x.dtype, (x.shape[0], W.shape[0])),
+                                     x, W)
+
+
+def linear_backward_unchecked(dy, x, W):
+    """``linear_backward`` on C-contiguous arrays of one float dtype in its shapes (unchecked,
+    as ``linear_forward_unchecked``)."""
     dx = empty(x.shape, x.dtype)
     dW = empty(W.shape, W.dtype)
     db = empty(W.shape[0], x.dtype)

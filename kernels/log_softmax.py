@@ -26,7 +26,8 @@ from numba import njit
 from . import _ahead
 from ._common import as_float_array, exp_expm1
 
-__all__ = ["log_softmax_forward", "log_softmax_backward"]
+__all__ = ["log_softmax_forward", "log_softmax_backward", "log_softmax_forward_unchecked",
+           "log_softmax_backward_unchecked"]
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -70,6 +71,12 @@ def log_softmax_forward(x):
     x = as_float_array(x, "x")
     if x.ndim != 2 or 0 in x.shape:
         raise ValueError(f"x: expected a (N, C) array with N, C >= 1, got shape {x.shape}")
+    return log_softmax_forward_unchecked(x)
+
+
+def log_softmax_forward_unchecked(x):
+    """``log_softmax_forward`` on a C-contiguous float array of its shape (unchecked: what
+    rnncore's `LogSoftMax` calls, which checks its input)."""
     y = np.empty_like(x)
     _ahead.follow("log_softmax_forward")                  # (empty cache: see _ahead)
     _forward_core(x, y)
@@ -82,11 +89,21 @@ def log_softmax_backward(dy, y):
     y = as_float_array(y, "y")
     if y.ndim != 2 or 0 in y.shape:
         raise ValueError(f"y: expected a (N, C) array with N, C >= 1, got shape {y.shape}")
-    dy = as_float_array(dy, "dy", y.dtype, y.shape)
-    dx = np.empty_like(y)
-    _ahead.follow("log_softmax_backward")                 # (empty cache: see _ahead)
-    above = _backward_core(dy, y, dx)
+    dx, above = _dx_and_above(as_float_array(dy, "dy", y.dtype, y.shape), y)
     if above:
         raise ValueError(f"y: expected the output of log_softmax_forward (values <= 0), got "
                          f"{above} positive values (largest {y.max():.4g})")
     return dx
+
+
+def log_softmax_backward_unchecked(dy, y):
+    """``log_softmax_backward`` on C-contiguous arrays of one float dtype and shape, ``y`` the
+    forward's own output (unchecked: what `LogSoftMax` calls with the output it kept)."""
+    return _dx_and_above(dy, y)[0]
+
+
+def _dx_and_above(dy, y):
+    """dx, and the number of positive values of y (0 for an output of the forward)."""
+    dx = np.empty_like(y)
+    _ahead.follow("log_softmax_backward")                 # (empty cache: see _ahead)
+    return dx, _backward_core(dy, y, dx)

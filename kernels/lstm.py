@@ -108,14 +108,14 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
-                      dot_into, flip_valid, flush_subnormals, init_state, restore_fp, sigmoid,
-                      state_or_zeros, tanh, zero_row)
+from ._common import (as_flag, as_float_array, as_lengths, cache_dims, check_cache, column_sums,
+                      copy_row, dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
+                      sigmoid, state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
-__all__ = ["lstm_forward", "lstm_backward"]
+__all__ = ["lstm_forward", "lstm_backward", "lstm_forward_unchecked", "lstm_backward_unchecked"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,6 +201,23 @@ def lstm_forward(x, W_ih, W_hh, b, h0=None, c0=None, lengths=None, reverse=False
     b = as_float_array(b, "b", dt, (4 * H,))
     lengths = as_lengths(lengths, T, B)
     reverse = as_flag(reverse, "reverse")
+    h0 = None if h0 is None else as_float_array(h0, "h0", dt, (B, H))
+    c0 = None if c0 is None else as_float_array(c0, "c0", dt, (B, H))
+    return lstm_forward_unchecked(x, W_ih, W_hh, b, h0, c0, lengths, reverse, path)
+
+
+def lstm_forward_unchecked(x, W_ih, W_hh, b, h0, c0, lengths, reverse, path="auto"):
+    """``lstm_forward`` on arguments that are already what its checks make of them:
+    C-contiguous writable arrays of one float dtype in the shapes above (h0, c0 may be None),
+    ``lengths`` an int64 (B,) array in range that the caller will not change (the cache keeps
+    it) or None, ``reverse`` a bool. rnncore's layers call this: they check their inputs
+    themselves, and every check made twice had cost ~5 % of a training step at the seed shapes
+    (``kernels/__init__.py``)."""
+    T, B, I = x.shape
+    H = W_hh.shape[1]
+    dt = x.dtype
+    if lengths is None:
+        lengths = as_lengths(None, T, B)
     if takes_tiled(path, 4, dt, T, B, I, H):
         from . import lstm_tiled                         # imported on first use
         _ahead.start("lstm", "tiled", dt)                # empty cache: backward compiles meanwhile
@@ -309,22 +326,27 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    # True: made by lstm_tiled.forward (the serial and tiled caches differ)
-    tiled = check_cache(cache, "lstm_forward", gates=4, size=9, tiled_size=11)
-    if tiled:
-        # tiled cache: ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs, ...), see
-        # _common.check_cache; x_p is (T, ., .), lengths (B,), W_hh (4H, H)
-        T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
-    else:
+    check_cache(cache, "lstm_forward", gates=4, size=9, tiled_size=11)
+    _, T, B, H, dt = cache_dims(cache)
+    dy = None if dy is None else as_float_array(dy, "dy", dt, (T, B, H))
+    dh_n = None if dh_n is None else as_float_array(dh_n, "dh_n", dt, (B, H))
+    dc_n = None if dc_n is None else as_float_array(dc_n, "dc_n", dt, (B, H))
+    return lstm_backward_unchecked(dy, dh_n, dc_n, cache)
+
+
+def lstm_backward_unchecked(dy, dh_n, dc_n, cache):
+    """``lstm_backward`` on arguments that are already what its checks make of them: a cache
+    from ``lstm_forward`` (or ``lstm_forward_unchecked``), and dy, dh_n, dc_n C-contiguous arrays
+    of the forward's dtype and shapes, or None. rnncore's layers call this (their forward
+    made the cache, and they check the gradients they are given)."""
+    # tiled: made by lstm_tiled.forward (the serial and tiled caches differ: _common.check_cache)
+    tiled, T, B, H, dt = cache_dims(cache)
+    if not tiled:
         x_s, W_ih, W_hh, lengths, reverse, hs, cs, gates, tanh_c = cache
-        T, B, I = x_s.shape
-        H = W_hh.shape[1]
-        dt = x_s.dtype
+        I = x_s.shape[2]
     # dy and dh_n are only read: no copy (state_or_zeros copies, and makes zeros for None)
-    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
-        as_float_array(dy, "dy", dt, (T, B, H))
-    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
-        as_float_array(dh_n, "dh_n", dt, (B, H))
+    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else dy
+    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else dh_n
     dc = state_or_zeros(dc_n, (B, H), dt, "dc_n")        # fresh copy: updated in place to dc0
     _ahead.wait("lstm", "tiled" if tiled else "steps", dt)   # (empty cache: for that compile)
     if tiled:

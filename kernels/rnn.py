@@ -96,14 +96,14 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, check_cache, column_sums, copy_row,
-                      dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
+from ._common import (as_flag, as_float_array, as_lengths, cache_dims, check_cache, column_sums,
+                      copy_row, dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
                       state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
 
-__all__ = ["rnn_forward", "rnn_backward"]
+__all__ = ["rnn_forward", "rnn_backward", "rnn_forward_unchecked", "rnn_backward_unchecked"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +175,18 @@ def rnn_forward(x, W_ih, W_hh, b, h0=None, lengths=None, reverse=False, path="au
     b = as_float_array(b, "b", dt, (H,))
     lengths = as_lengths(lengths, T, B)
     reverse = as_flag(reverse, "reverse")
+    h0 = None if h0 is None else as_float_array(h0, "h0", dt, (B, H))
+    return rnn_forward_unchecked(x, W_ih, W_hh, b, h0, lengths, reverse, path)
+
+
+def rnn_forward_unchecked(x, W_ih, W_hh, b, h0, lengths, reverse, path="auto"):
+    """``rnn_forward`` on arguments that are already what its checks make of them (as
+    ``lstm.lstm_forward_unchecked``'s): what rnncore's layers call."""
+    T, B, I = x.shape
+    H = W_hh.shape[1]
+    dt = x.dtype
+    if lengths is None:
+        lengths = as_lengths(None, T, B)
     if takes_tiled(path, 1, dt, T, B, I, H):
         from . import rnn_tiled                          # imported on first use
         _ahead.start("rnn", "tiled", dt)                 # empty cache: backward compiles meanwhile
@@ -263,23 +275,24 @@ def rnn_backward(dy, dh_n, cache):
     returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    # True: made by rnn_tiled.forward (the serial and tiled caches differ)
-    tiled = check_cache(cache, "rnn_forward", gates=1, size=6, tiled_size=8)
-    if tiled:
-        # tiled cache: ("tiled", x_p, W_ih, W_hh, lengths, lengths_p, reverse, hs), see
-        # _common.check_cache; x_p is (T, ., .), lengths (B,), W_hh (H, H)
-        T, B, H, dt = cache[1].shape[0], cache[4].shape[0], cache[3].shape[1], np.float32
-    else:
-        x_s, W_ih, W_hh, lengths, reverse, hs = cache
-        T, B, I = x_s.shape
-        H = W_hh.shape[1]
-        dt = x_s.dtype
-    # dy and dh_n are only read: no copy (state_or_zeros copies, and makes zeros for None)
-    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else \
-        as_float_array(dy, "dy", dt, (T, B, H))
-    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else \
-        as_float_array(dh_n, "dh_n", dt, (B, H))
+    check_cache(cache, "rnn_forward", gates=1, size=6, tiled_size=8)
+    _, T, B, H, dt = cache_dims(cache)
+    dy = None if dy is None else as_float_array(dy, "dy", dt, (T, B, H))
+    dh_n = None if dh_n is None else as_float_array(dh_n, "dh_n", dt, (B, H))
+    return rnn_backward_unchecked(dy, dh_n, cache)
 
+
+def rnn_backward_unchecked(dy, dh_n, cache):
+    """``rnn_backward`` on arguments that are already what its checks make of them (as
+    ``lstm.lstm_backward_unchecked``'s): what rnncore's layers call."""
+    # tiled: made by rnn_tiled.forward (the serial and tiled caches differ: _common.check_cache)
+    tiled, T, B, H, dt = cache_dims(cache)
+    if not tiled:
+        x_s, W_ih, W_hh, lengths, reverse, hs = cache
+        I = x_s.shape[2]
+    # dy and dh_n are only read: no copy (state_or_zeros makes zeros for None)
+    dy = state_or_zeros(dy, (T, B, H), dt, "dy") if dy is None else dy
+    dh_n = state_or_zeros(dh_n, (B, H), dt, "dh_n") if dh_n is None else dh_n
     _ahead.wait("rnn", "tiled" if tiled else "steps", dt)   # (empty cache: for that compile)
     if tiled:
         from . import rnn_tiled

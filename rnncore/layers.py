@@ -25,8 +25,8 @@ import numpy as np
 from . import _checks
 from .module import Module, checked
 from .random import generator, uniform
-from kernels.linear import linear_backward, linear_forward
-from kernels.log_softmax import log_softmax_backward, log_softmax_forward
+from kernels.linear import linear_backward_unchecked, linear_forward_unchecked
+from kernels.log_softmax import log_softmax_backward_unchecked, log_softmax_forward_unchecked
 
 __all__ = ["Linear", "Embedding", "ReLU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout",
            "LogSoftMax", "SoftMax"]
@@ -53,6 +53,13 @@ def _float_input(x, dtype, name="x", empty_ok=False):
     if 0 in a.shape and not empty_ok:            # as every layer with weights refuses it
         raise ValueError(f"{name}: expected non-empty dimensions, got shape {a.shape}")
     return a, was_list
+
+
+def _c(a):
+    """``a`` C-contiguous (a copy only where it is not): the layers check their inputs and
+    call the kernels' unchecked functions (``kernels.linear.linear_forward_unchecked``, ...),
+    which take C-contiguous arrays; a Parameter's array may have any layout."""
+    return np.ascontiguousarray(a)
 
 
 def _like(y, was_list):
@@ -138,7 +145,8 @@ class Linear(Module):
     def _forward(self, x, lengths):
         x, was_list = self._check_x(x)
         valid = _valid_steps(x, lengths, 3)                      # (T, B, I) with lengths
-        y = linear_forward(x.reshape(-1, self.in_features), self.weight.data, self.bias.data)
+        y = linear_forward_unchecked(_c(x.reshape(-1, self.in_features)), _c(self.weight.data),
+                                     _c(self.bias.data))
         y = y.reshape(x.shape[:-1] + (self.out_features,))      # (N..., O)
         self._valid = valid
         return _like(y if valid is None else _zero_padding(y, valid), was_list)
@@ -155,7 +163,7 @@ class Linear(Module):
             gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         x2 = x.reshape(-1, self.in_features)                     # (N, I)
         g2 = gy.reshape(-1, self.out_features)                   # (N, O)
-        gx, dW, db = linear_backward(g2, x2, self.weight.data)
+        gx, dW, db = linear_backward_unchecked(_c(g2), _c(x2), _c(self.weight.data))
         if self.weight.requires_grad:                            # (frozen: nothing added)
             self.weight.grad += dW                               # dL/dW = sum_n gy_n x_n^T
         if self.bias.requires_grad:
@@ -458,13 +466,14 @@ class LogSoftMax(_Activation):
     # the math, one compiled loop per row: kernels/log_softmax.py
     def _f(self, x):
         C = x.shape[-1]                     # (> 0: _float_input refuses empty dimensions)
-        y = log_softmax_forward(x.reshape(-1, C)).reshape(x.shape)
+        y = log_softmax_forward_unchecked(_c(x.reshape(-1, C))).reshape(x.shape)
         return y, y
 
     def _df(self, gy, y):
         # dy_i/dx_j = [i == j] - softmax_j  =>  gx = gy - softmax * sum_i gy_i
         C = y.shape[-1]
-        return log_softmax_backward(gy.reshape(-1, C), y.reshape(-1, C)).reshape(y.shape)
+        gx = log_softmax_backward_unchecked(_c(gy.reshape(-1, C)), y.reshape(-1, C))
+        return gx.reshape(y.shape)
 
 
 class SoftMax(_Activation):

@@ -69,19 +69,21 @@ from kernels._auto import uses_tiled as _uses_tiled
 from kernels._gemm import VECTOR as _VECTOR
 from kernels._pair import (backward_in_halves, forward_in_halves, pays as _pair_pays, ran_on,
                            run_pair)
-from kernels.gru import gru_backward, gru_forward
-from kernels.lstm import lstm_backward, lstm_forward
-from kernels.rnn import rnn_backward, rnn_forward
+from kernels.gru import gru_backward_unchecked, gru_forward_unchecked
+from kernels.lstm import lstm_backward_unchecked, lstm_forward_unchecked
+from kernels.rnn import rnn_backward_unchecked, rnn_forward_unchecked
 
 _AHEAD_TRIED = set()      # (cell, dtype) whose first forward has tried ``_compile_ahead``
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
 # The one place that picks the kernels: cell -> (forward, backward), reference signatures.
+# Their unchecked versions: the layers check what they are given themselves (``_run``,
+# ``_backward``), and hand the kernels C-contiguous arrays of the layer's dtype.
 _KERNELS = {
-    "rnn": (rnn_forward, rnn_backward),
-    "lstm": (lstm_forward, lstm_backward),
-    "gru": (gru_forward, gru_backward),
+    "rnn": (rnn_forward_unchecked, rnn_backward_unchecked),
+    "lstm": (lstm_forward_unchecked, lstm_backward_unchecked),
+    "gru": (gru_forward_unchecked, gru_backward_unchecked),
 }
 
 
@@ -262,8 +264,8 @@ class _Recurrent(Module):
         to a weight array, except `SGD`'s plain rule, whose flat views of the arrays count:
         with one alive, each forward compares, ~1 ms per 8 MB of weights on the host.)"""
         params = self._layer_param_lists()[k * self.num_directions + d]
-        if self.device != "cuda":
-            return [q.data for q in params]
+        if self.device != "cuda":                   # (a Parameter's array: any memory layout)
+            return [np.ascontiguousarray(q.data) for q in params]
         cached = self.__dict__.setdefault("_device_weights", _DeviceCopies())
         out = []
         for q in params:
@@ -489,6 +491,7 @@ class _Recurrent(Module):
         if sequences:
             g, _ = _checks.sequence(gy, "gy", dtype=self.dtype)
             _checks.same_shape(g, (T, B, D * H), "gy")
+            g = np.ascontiguousarray(g)                       # (the kernels take C order)
         else:
             g = _checks.finite_array(gy, "gy", dtype=self.dtype)
             _checks.same_shape(g, (B, D * H), "gy")
