@@ -512,6 +512,16 @@ def check_cache(cache, forward, gates, size, tiled_size=None):
     return tiled
 
 
+def checked_upstream(cache, forward, gates, size, tiled_size, dy, **dstates):
+    """A backward's arguments checked: ``cache`` (``check_cache``), then ``dy`` (T, B, H) and
+    each upstream grad of a final state in ``dstates`` (B, H), in the cache's dtype (None stays
+    None). Returns ``[dy, *dstates' values]``."""
+    check_cache(cache, forward, gates, size, tiled_size)
+    _, T, B, H, dt = cache_dims(cache)
+    return [None if dy is None else as_float_array(dy, "dy", dt, (T, B, H))] + [
+        None if a is None else as_float_array(a, name, dt, (B, H)) for name, a in dstates.items()]
+
+
 def cache_dims(cache):
     """``(tiled, T, B, H, dtype)`` of a recurrent kernel's cache (one that ``check_cache``
     takes): the tiled kernels' caches ``("tiled", x_p, W_ih, W_hh, lengths, ...)`` hold

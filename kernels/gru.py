@@ -113,9 +113,9 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, cache_dims, check_cache, column_sums,
-                      copy_row, dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
-                      sigmoid, state_or_zeros, tanh, zero_row)
+from ._common import (as_flag, as_float_array, as_lengths, cache_dims, checked_upstream,
+                      column_sums, copy_row, dot_into, flip_valid, flush_subnormals, init_state,
+                      restore_fp, sigmoid, state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -336,10 +336,7 @@ def gru_backward(dy, dh_n, cache):
     returns dx: (T, B, I), dW_ih: (3H, I), dW_hh: (3H, H), db_ih: (3H,), db_hh: (3H,),
     dh0: (B, H), all fresh arrays (the caller accumulates).
     """
-    check_cache(cache, "gru_forward", gates=3, size=9, tiled_size=9)
-    _, T, B, H, dt = cache_dims(cache)
-    dy = None if dy is None else as_float_array(dy, "dy", dt, (T, B, H))
-    dh_n = None if dh_n is None else as_float_array(dh_n, "dh_n", dt, (B, H))
+    dy, dh_n = checked_upstream(cache, "gru_forward", 3, 9, 9, dy, dh_n=dh_n)
     return gru_backward_unchecked(dy, dh_n, cache)
 
 

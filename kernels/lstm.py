@@ -108,9 +108,9 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, cache_dims, check_cache, column_sums,
-                      copy_row, dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
-                      sigmoid, state_or_zeros, tanh, zero_row)
+from ._common import (as_flag, as_float_array, as_lengths, cache_dims, checked_upstream,
+                      column_sums, copy_row, dot_into, flip_valid, flush_subnormals, init_state,
+                      restore_fp, sigmoid, state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -326,11 +326,7 @@ def lstm_backward(dy, dh_n, dc_n, cache):
     returns dx: (T, B, I), dW_ih: (4H, I), dW_hh: (4H, H), db: (4H,), dh0: (B, H), dc0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    check_cache(cache, "lstm_forward", gates=4, size=9, tiled_size=11)
-    _, T, B, H, dt = cache_dims(cache)
-    dy = None if dy is None else as_float_array(dy, "dy", dt, (T, B, H))
-    dh_n = None if dh_n is None else as_float_array(dh_n, "dh_n", dt, (B, H))
-    dc_n = None if dc_n is None else as_float_array(dc_n, "dc_n", dt, (B, H))
+    dy, dh_n, dc_n = checked_upstream(cache, "lstm_forward", 4, 9, 11, dy, dh_n=dh_n, dc_n=dc_n)
     return lstm_backward_unchecked(dy, dh_n, dc_n, cache)
 
 

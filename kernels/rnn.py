@@ -96,9 +96,9 @@ import numpy as np
 from numba import njit
 
 from . import _ahead
-from ._common import (as_flag, as_float_array, as_lengths, cache_dims, check_cache, column_sums,
-                      copy_row, dot_into, flip_valid, flush_subnormals, init_state, restore_fp,
-                      state_or_zeros, tanh, zero_row)
+from ._common import (as_flag, as_float_array, as_lengths, cache_dims, checked_upstream,
+                      column_sums, copy_row, dot_into, flip_valid, flush_subnormals, init_state,
+                      restore_fp, state_or_zeros, tanh, zero_row)
 from ._auto import takes_tiled
 from ._gemm import _prefer_512_bit, step_operands, step_product
 from ._workspace import empty, zeros
@@ -275,10 +275,7 @@ def rnn_backward(dy, dh_n, cache):
     returns dx: (T, B, I), dW_ih: (H, I), dW_hh: (H, H), db: (H,), dh0: (B, H),
     all fresh arrays (the caller accumulates).
     """
-    check_cache(cache, "rnn_forward", gates=1, size=6, tiled_size=8)
-    _, T, B, H, dt = cache_dims(cache)
-    dy = None if dy is None else as_float_array(dy, "dy", dt, (T, B, H))
-    dh_n = None if dh_n is None else as_float_array(dh_n, "dh_n", dt, (B, H))
+    dy, dh_n = checked_upstream(cache, "rnn_forward", 1, 6, 8, dy, dh_n=dh_n)
     return rnn_backward_unchecked(dy, dh_n, cache)
 
 

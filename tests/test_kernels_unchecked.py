@@ -39,7 +39,8 @@ def test_unchecked_recurrent_kernels_match_the_public_ones(cell, path, dtype, ra
     rng = np.random.default_rng(3)
     k = KERNELS[cell]
     fwd, bwd = getattr(k, f"{cell}_forward"), getattr(k, f"{cell}_backward")
-    fwd_u, bwd_u = getattr(k, f"{cell}_forward_unchecked"), getattr(k, f"{cell}_backward_unchecked")
+    fwd_u = getattr(k, f"{cell}_forward_unchecked")
+    bwd_u = getattr(k, f"{cell}_backward_unchecked")
     x = rng.standard_normal((T, B, I)).astype(dtype)
     weights = _weights(cell, rng, dtype)
     states = [rng.standard_normal((B, H)).astype(dtype) for _ in range(STATES[cell])]
@@ -135,7 +136,8 @@ def test_linear_and_log_softmax_with_arrays_in_any_layout_give_what_c_order_give
     seen = []
     for name in ("linear_forward_unchecked", "linear_backward_unchecked",
                  "log_softmax_forward_unchecked", "log_softmax_backward_unchecked"):
-        monkeypatch.setattr(rnncore.layers, name, _c_order_only(getattr(rnncore.layers, name), seen))
+        spy = _c_order_only(getattr(rnncore.layers, name), seen)
+        monkeypatch.setattr(rnncore.layers, name, spy)
     a, b = Linear(I, 3), Linear(I, 3)
     b.load_state_dict(a.state_dict())
     b.weight.data, b.bias.data = _in_another_layout(b.weight.data), _in_another_layout(b.bias.data)
