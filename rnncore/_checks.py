@@ -276,6 +276,16 @@ def lengths(v, T, B, name="lengths"):
     return a
 
 
+def for_kernel(a):
+    """``a`` as the kernels' ``*_unchecked`` functions take it, C-contiguous and writable: ``a``
+    itself where it is, else a C-order copy. A layer calls them on what it has checked; a
+    Parameter's array may have any layout, an input or a gradient any layout and be read-only
+    (a memory-mapped file), and Numba would compile a kernel once more for such an array type
+    (seconds), as the public kernel functions' own checks avoid by copying."""
+    f = a.flags
+    return a if f.c_contiguous and f.writeable else np.array(a, order="C")
+
+
 def same_shape(a, expected_shape, name):
     if a.shape != tuple(expected_shape):
         raise ValueError(f"{name}: expected shape {tuple(expected_shape)}, got {a.shape}")

@@ -55,13 +55,6 @@ def _float_input(x, dtype, name="x", empty_ok=False):
     return a, was_list
 
 
-def _c(a):
-    """``a`` C-contiguous (a copy only where it is not): the layers check their inputs and
-    call the kernels' unchecked functions (``kernels.linear.linear_forward_unchecked``, ...),
-    which take C-contiguous arrays; a Parameter's array may have any layout."""
-    return np.ascontiguousarray(a)
-
-
 def _like(y, was_list):
     """Answer in the kind the input came in: a list of steps, or one array."""
     return list(y) if was_list else y
@@ -145,8 +138,9 @@ class Linear(Module):
     def _forward(self, x, lengths):
         x, was_list = self._check_x(x)
         valid = _valid_steps(x, lengths, 3)                      # (T, B, I) with lengths
-        y = linear_forward_unchecked(_c(x.reshape(-1, self.in_features)), _c(self.weight.data),
-                                     _c(self.bias.data))
+        k = _checks.for_kernel                                   # (the kernel checks nothing)
+        y = linear_forward_unchecked(k(x.reshape(-1, self.in_features)), k(self.weight.data),
+                                     k(self.bias.data))
         y = y.reshape(x.shape[:-1] + (self.out_features,))      # (N..., O)
         self._valid = valid
         return _like(y if valid is None else _zero_padding(y, valid), was_list)
@@ -163,7 +157,8 @@ class Linear(Module):
             gy = _zero_padding(gy, self._valid)                  # padding outputs are constant 0
         x2 = x.reshape(-1, self.in_features)                     # (N, I)
         g2 = gy.reshape(-1, self.out_features)                   # (N, O)
-        gx, dW, db = linear_backward_unchecked(_c(g2), _c(x2), _c(self.weight.data))
+        k = _checks.for_kernel                                   # (the kernel checks nothing)
+        gx, dW, db = linear_backward_unchecked(k(g2), k(x2), k(self.weight.data))
         if self.weight.requires_grad:                            # (frozen: nothing added)
             self.weight.grad += dW                               # dL/dW = sum_n gy_n x_n^T
         if self.bias.requires_grad:
@@ -466,13 +461,13 @@ class LogSoftMax(_Activation):
     # the math, one compiled loop per row: kernels/log_softmax.py
     def _f(self, x):
         C = x.shape[-1]                     # (> 0: _float_input refuses empty dimensions)
-        y = log_softmax_forward_unchecked(_c(x.reshape(-1, C))).reshape(x.shape)
+        y = log_softmax_forward_unchecked(_checks.for_kernel(x.reshape(-1, C))).reshape(x.shape)
         return y, y
 
     def _df(self, gy, y):
         # dy_i/dx_j = [i == j] - softmax_j  =>  gx = gy - softmax * sum_i gy_i
         C = y.shape[-1]
-        gx = log_softmax_backward_unchecked(_c(gy.reshape(-1, C)), y.reshape(-1, C))
+        gx = log_softmax_backward_unchecked(_checks.for_kernel(gy.reshape(-1, C)), y.reshape(-1, C))
         return gx.reshape(y.shape)
 
 

@@ -265,7 +265,7 @@ class _Recurrent(Module):
         with one alive, each forward compares, ~1 ms per 8 MB of weights on the host.)"""
         params = self._layer_param_lists()[k * self.num_directions + d]
         if self.device != "cuda":                   # (a Parameter's array: any memory layout)
-            return [np.ascontiguousarray(q.data) for q in params]
+            return [_checks.for_kernel(q.data) for q in params]
         cached = self.__dict__.setdefault("_device_weights", _DeviceCopies())
         out = []
         for q in params:
@@ -384,7 +384,7 @@ class _Recurrent(Module):
             if given is not None:
                 a = _checks.finite_array(given, f"{s}0", dtype=self.dtype)
                 _checks.same_shape(a, (LD, B, H), f"{s}0")
-                states0.append(np.ascontiguousarray(a))
+                states0.append(_checks.for_kernel(a))
             else:
                 states0.append(None)
         if self._remember and self._carry is not None:
@@ -491,7 +491,7 @@ class _Recurrent(Module):
         if sequences:
             g, _ = _checks.sequence(gy, "gy", dtype=self.dtype)
             _checks.same_shape(g, (T, B, D * H), "gy")
-            g = np.ascontiguousarray(g)                       # (the kernels take C order)
+            g = _checks.for_kernel(g)                         # (C order, writable: kernels)
         else:
             g = _checks.finite_array(gy, "gy", dtype=self.dtype)
             _checks.same_shape(g, (B, D * H), "gy")
@@ -509,10 +509,10 @@ class _Recurrent(Module):
                 i = k * D + d
                 dy = dy_layer
                 if D == 2 and dy is not None:                 # this direction's half
-                    dy = np.ascontiguousarray(dy_layer[..., d * H:(d + 1) * H])
+                    dy = _checks.for_kernel(dy_layer[..., d * H:(d + 1) * H])
                 dstate_n = [None] * n_s
                 if k == L - 1 and not sequences:
-                    dstate_n[0] = np.ascontiguousarray(g[:, d * H:(d + 1) * H])   # dL/dh_n
+                    dstate_n[0] = _checks.for_kernel(g[:, d * H:(d + 1) * H])   # dL/dh_n
                 calls.append(partial(bwd, dy, *dstate_n, c["caches"][i]))
             dinp = None
             results = run_pair(*calls) if c["paired"] else [f() for f in calls]

@@ -1,8 +1,8 @@
 """The kernels' ``*_unchecked`` functions, which rnncore's layers call (they check their inputs
 themselves): on arguments already checked they give what the public functions give, bit for
 bit, on both paths, with and without lengths, initial states and reverse; and the layers hand
-them C-contiguous arrays of their dtype whatever the layout of what they were given (a
-Parameter's array may have any layout, and so may a gradient or an input)."""
+them C-contiguous writable arrays of their dtype whatever they were given (a Parameter's array
+may have any layout; an input or a gradient any layout, and be read-only)."""
 
 import numpy as np
 import pytest
@@ -89,13 +89,24 @@ def _fortran(a):
     return np.asfortranarray(a) if a.ndim > 1 else a
 
 
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+GIVEN = {"fortran": _fortran, "read-only": _read_only}   # how an input or gradient is given
+
+
 def _c_order_only(f, seen):
-    """``f``, refusing any array argument that is not C-contiguous (what the unchecked kernels
-    take: another layout would compile them once more, or fail to type)."""
+    """``f``, refusing any array argument that is not C-contiguous and writable (what the
+    unchecked kernels take: another layout would fail to type or compile them once more, as
+    would a read-only array)."""
     def spy(*args, **kw):
         for a in args:
             if isinstance(a, np.ndarray):
                 assert a.flags.c_contiguous, f"{f.__name__} was given a {a.strides} array"
+                assert a.flags.writeable, f"{f.__name__} was given a read-only array"
                 seen.append(f.__name__)
         return f(*args, **kw)
     return spy
@@ -104,10 +115,12 @@ def _c_order_only(f, seen):
 @pytest.mark.parametrize("cell", sorted(LAYERS))
 @pytest.mark.parametrize("kw", [{}, dict(num_layers=2, bidirectional=True),
                                 dict(return_sequences=False)])
-def test_layers_with_arrays_in_any_layout_give_what_c_order_gives(cell, kw, monkeypatch):
+@pytest.mark.parametrize("given", sorted(GIVEN))
+def test_layers_with_arrays_in_any_layout_give_what_c_order_gives(cell, kw, given, monkeypatch):
     """Weights set to arrays of another layout (``Parameter.data`` takes any), an input, initial
-    state and gradient in Fortran order: the same outputs and gradients as in C order, and the
-    kernels see C-contiguous arrays only."""
+    state and gradient in Fortran order or read-only: the same outputs and gradients as plain C
+    order, and the kernels see C-contiguous writable arrays only."""
+    as_given = GIVEN[given]
     rng = np.random.default_rng(5)
     seen = []
     monkeypatch.setitem(rnncore.recurrent._KERNELS, cell, tuple(
@@ -121,17 +134,20 @@ def test_layers_with_arrays_in_any_layout_give_what_c_order_gives(cell, kw, monk
     D = 2 if kw.get("bidirectional") else 1
     L = kw.get("num_layers", 1)
     h0 = rng.standard_normal((L * D, B, H)).astype(np.float32)
-    ya, yb = a.forward(x, h0=h0), b.forward(_fortran(x), h0=_fortran(h0))
+    ya, yb = a.forward(x, h0=h0), b.forward(as_given(x), h0=as_given(h0))
     np.testing.assert_array_equal(yb, ya)
     gy = rng.standard_normal(ya.shape).astype(np.float32)
-    np.testing.assert_array_equal(b.backward(x, _fortran(gy)), a.backward(x, gy))
+    np.testing.assert_array_equal(b.backward(x, as_given(gy)), a.backward(x, gy))
     for pa, pb in zip(a.parameters(), b.parameters()):
         np.testing.assert_array_equal(pb.grad, pa.grad)
     np.testing.assert_array_equal(b.grad_h0, a.grad_h0)
     assert {f"{cell}_forward_unchecked", f"{cell}_backward_unchecked"} <= set(seen)
 
 
-def test_linear_and_log_softmax_with_arrays_in_any_layout_give_what_c_order_gives(monkeypatch):
+@pytest.mark.parametrize("given", sorted(GIVEN))
+def test_linear_and_log_softmax_with_arrays_in_any_layout_give_what_c_order_gives(given,
+                                                                                  monkeypatch):
+    as_given = GIVEN[given]
     rng = np.random.default_rng(6)
     seen = []
     for name in ("linear_forward_unchecked", "linear_backward_unchecked",
@@ -142,15 +158,15 @@ def test_linear_and_log_softmax_with_arrays_in_any_layout_give_what_c_order_give
     b.load_state_dict(a.state_dict())
     b.weight.data, b.bias.data = _in_another_layout(b.weight.data), _in_another_layout(b.bias.data)
     x = rng.standard_normal((7, I)).astype(np.float32)                # (N, I): 2-D, as given
-    ya, yb = a.forward(x), b.forward(_fortran(x))
+    ya, yb = a.forward(x), b.forward(as_given(x))
     np.testing.assert_array_equal(yb, ya)
     gy = rng.standard_normal(ya.shape).astype(np.float32)
-    np.testing.assert_array_equal(b.backward(_fortran(x), _fortran(gy)), a.backward(x, gy))
+    np.testing.assert_array_equal(b.backward(as_given(x), as_given(gy)), a.backward(x, gy))
     np.testing.assert_array_equal(b.weight.grad, a.weight.grad)
     np.testing.assert_array_equal(b.bias.grad, a.bias.grad)
     s = LogSoftMax()
     z = s.forward(ya)
-    np.testing.assert_array_equal(s.forward(_fortran(ya)), z)
+    np.testing.assert_array_equal(s.forward(as_given(ya)), z)
     want = s.backward(ya, gy)
-    np.testing.assert_array_equal(s.backward(ya, _fortran(gy)), want)
+    np.testing.assert_array_equal(s.backward(ya, as_given(gy)), want)
     assert len(set(seen)) == 4
