@@ -13,9 +13,9 @@ zeros); on the tiled path an Inf in ``x`` or an initial state reaches every unit
 units that pad H to whole tiles (Inf times their zero weights). Give the kernels finite values
 where the results matter. Each of those public functions has an ``*_unchecked`` twin
 (``lstm_forward_unchecked``, ...) that skips the checks, for a caller whose arguments are
-already what they would make of them (C-contiguous arrays of one float dtype in the documented
-shapes): rnncore's layers, which check their own inputs (the checks twice had cost ~5 % of a
-training step at the seed shapes).
+already what they would make of them (C-contiguous writable arrays of one float dtype in the
+documented shapes): rnncore's layers, which check their own inputs (the checks twice had cost
+~5 % of a training step at the seed shapes).
 
 The fast kernels take their large arrays from buffers that they reuse from call to call, whose
 memory pages are already mapped (``_workspace``); an array they return is never handed out
