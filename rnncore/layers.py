@@ -467,7 +467,8 @@ class LogSoftMax(_Activation):
     def _df(self, gy, y):
         # dy_i/dx_j = [i == j] - softmax_j  =>  gx = gy - softmax * sum_i gy_i
         C = y.shape[-1]
-        gx = log_softmax_backward_unchecked(_checks.for_kernel(gy.reshape(-1, C)), y.reshape(-1, C))
+        gx = log_softmax_backward_unchecked(_checks.for_kernel(gy.reshape(-1, C)),
+                                            y.reshape(-1, C))    # (y: the forward's own output)
         return gx.reshape(y.shape)
 
 

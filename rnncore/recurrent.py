@@ -79,7 +79,8 @@ __all__ = ["RNN", "LSTM", "GRU"]
 
 # The one place that picks the kernels: cell -> (forward, backward), reference signatures.
 # Their unchecked versions: the layers check what they are given themselves (``_run``,
-# ``_backward``), and hand the kernels C-contiguous arrays of the layer's dtype.
+# ``_backward``), and hand the kernels C-contiguous writable arrays of the layer's dtype
+# (``_checks.for_kernel``).
 _KERNELS = {
     "rnn": (rnn_forward_unchecked, rnn_backward_unchecked),
     "lstm": (lstm_forward_unchecked, lstm_backward_unchecked),
