@@ -377,8 +377,9 @@ class Module:
         unknown = sorted(set(state) - set(own))
         missing = sorted(set(own) - set(state))
         if unknown or missing:
-            raise ValueError(f"state: unknown keys {unknown}, missing keys {missing}; "
-                             f"expected exactly {list(own)}")
+            got = ", ".join(([f"unknown keys {unknown}"] if unknown else [])
+                            + ([f"missing keys {missing}"] if missing else []))
+            raise ValueError(f"state: expected exactly the keys {list(own)}, got {got}")
         staged = {}
         for key, p in own.items():
             arr = _checks.finite_array(state[key], f"state[{key!r}]", dtype=p._data.dtype)

@@ -283,6 +283,18 @@ def test_load_state_dict_refusals_leave_module_unchanged():
     assert same(before, snapshot(m))
 
 
+def test_load_state_dict_key_errors_name_only_what_is_wrong():
+    m = Linear(3, 2)
+    sd = m.state_dict()
+    expected = r"^state: expected exactly the keys \['weight', 'bias'\], got "
+    with pytest.raises(ValueError, match=expected + r"unknown keys \['extra'\]$"):
+        m.load_state_dict({**sd, "extra": np.zeros(1)})
+    with pytest.raises(ValueError, match=expected + r"missing keys \['bias'\]$"):
+        m.load_state_dict({"weight": sd["weight"]})
+    with pytest.raises(ValueError, match=expected + r"unknown keys \['b'\], missing keys \['bias'\]$"):
+        m.load_state_dict({"weight": sd["weight"], "b": sd["bias"]})
+
+
 def test_load_state_dict_writes_into_the_parameters_arrays():
     """In place: the same arrays (an optimizer's views of them stay valid), tied weights stay
     tied, and each write counts as a change of the Parameter (``version``)."""
