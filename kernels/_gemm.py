@@ -445,28 +445,48 @@ def _zero(a):
 #     packing included, BLAS / packed time (medians of 15 alternated rounds): LSTM (50, 1, 16,
 #     128) 1.35, (100, 1, 32, 256) 1.13, GRU 1.42 and 1.14, RNN 1.19 and 1.26; level at H = 64
 #     and 100 (1.04, 1.07, 0.98).
+# Short sequences. A kernel packs W once per call and saves a little on each of its T steps,
+# so a call of few steps does not win the packing back. On a 2-core AMD EPYC Zen 4 (AVX-512) on
+# 2026-12-04, the float32 forward kernels (``*_forward_unchecked``, path "steps", I = 32),
+# packed / BLAS for W_hh^T, best of 5: LSTM H = 256, one row: T = 1 81.6 / 27.1 us, T = 4 132
+# / 83, T = 8 183 / 144, T = 16 281 / 262; two rows, T = 8 265 / 271; four rows, T = 1 101 /
+# 62, T = 4 171 / 186, T = 16 467 / 662; H = 128, one row, T = 1 22.8 / 12.1; the GRU and RNN
+# alike (GRU H = 256, one row, T = 1 64.0 / 21.1; RNN 23.9 / 9.7). BLAS was as fast or
+# faster in every call of fewer than MIN_ROW_STEPS rows in all (T * B < 8: one row up to
+# T = 7, two up to 3, four at T = 1; 36 of 36 calls, H = 64, 128 and 256, three cells), and
+# packing wins from there at four rows and more, so a forward packs only from MIN_ROW_STEPS.
+# (With one or two rows packing paid only from T = 8 to 35, depending on the shape, or not
+# at all for the RNN up to T = 16 at H = 128 and 256; the bound keeps the tested side, and the
+# AVX-512 Xeon's one-row products above (10.8 vs 22.6 us, packing of ~50) suggest a break-even
+# near T = 5 there.) The backward keeps packing at any T: its BLAS operand is a transposed copy
+# of W_hh, which costs more than packing it ((1024, 256): 95 against 32 us).
 MIN_ROWS = 1                            # rows below which: BLAS (none, on both)
 MAX_WORK = (1 << 23) if VECTOR == 16 else (1 << 21)     # multiply-adds above which: BLAS
 ONE_ROW_MAX_WEIGHTS = 1 << 18           # K * N above which one row stays with BLAS
+MIN_ROW_STEPS = 8                       # steps * rows below which a forward's W stays with BLAS
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 _FLOAT32 = np.dtype(np.float32)
 
 
-def pack_for(Wb, rows, transposed=False):
+def pack_for(Wb, rows, transposed=False, steps=None):
     """``pack(Wb, transposed)`` where the packed product pays off for ``rows`` rows of float32
     (at least MIN_ROWS rows and at most MAX_WORK multiply-adds, rows * K * N, see above; at one
-    row, weights up to ONE_ROW_MAX_WEIGHTS), else an empty array that tells a kernel's core to
-    call BLAS (``_common.dot_into``) instead. Outputs narrower than one tile (N < 64) are
-    packed from four rows up, where ``gemm_packed`` computes them 16 columns at a time, and stay
-    with BLAS below NARROW_COLS columns or four rows (the rows beyond whole register tiles run
-    whole 64-column tiles). Measured on the 2-core AMD EPYC Zen 4, one product, packed / BLAS:
-    (8, 32) @ (32, 32) 0.33 / 0.55 us, (8, 12) @ (12, 48) 0.26 / 0.68, (32, 32) @ (32, 32) 0.91
-    / 1.53; kernels fwd+bwd, new / old, 21 alternated rounds: RNN (20, 16, 16, 32) 0.85,
-    (50, 4, 8, 24) 0.74, GRU (20, 8, 8, 32) 0.94, LSTM (10, 16, 8, 48) 0.99 (its backward's
-    N = H: 0.96). At one row the LSTM at (5, 1, 6, 6) packed its forward's (1, 6) @ (6, 24) and
-    took 1.09x as long (the packing costs more than the product saves), hence four rows.
+    row, weights up to ONE_ROW_MAX_WEIGHTS; with ``steps``, the number of products the packing
+    serves, at least MIN_ROW_STEPS rows in all, steps * rows), else an empty array that tells a
+    kernel's core to call BLAS (``_common.dot_into``) instead. Outputs narrower than one tile
+    (N < 64) are packed from four rows up, where ``gemm_packed`` computes them 16 columns at a
+    time, and stay with BLAS below NARROW_COLS columns or four rows (the rows beyond whole
+    register tiles run whole 64-column tiles). Measured on the 2-core AMD EPYC Zen 4, one
+    product, packed / BLAS: (8, 32) @ (32, 32) 0.33 / 0.55 us, (8, 12) @ (12, 48) 0.26 / 0.68,
+    (32, 32) @ (32, 32) 0.91 / 1.53; kernels fwd+bwd, new / old, 21 alternated rounds: RNN
+    (20, 16, 16, 32) 0.85, (50, 4, 8, 24) 0.74, GRU (20, 8, 8, 32) 0.94, LSTM (10, 16, 8, 48)
+    0.99 (its backward's N = H: 0.96). At one row the LSTM at (5, 1, 6, 6) packed its forward's
+    (1, 6) @ (6, 24) and took 1.09x as long (the packing costs more than the product saves),
+    hence four rows.
     """
     if rows < MIN_ROWS or Wb.dtype != _FLOAT32:                 # (the common small case first)
+        return _NO_PACK
+    if steps is not None and steps * rows < MIN_ROW_STEPS:      # too few products to pay
         return _NO_PACK
     N, K = Wb.shape if transposed else Wb.shape[::-1]
     narrowest = NARROW_COLS if rows >= TILE_ROWS else TILE_COLS
@@ -475,20 +495,31 @@ def pack_for(Wb, rows, transposed=False):
     return pack(Wb, transposed)
 
 
-def step_operands(Wb, rows, transposed=False):
+def step_operands(Wb, rows, transposed=False, steps=None):
     """What ``step_product`` needs for ``out = A @ Wb`` with ``rows`` rows of A, given ``Wb``
     (K, N), or its transpose W (N, K) when ``transposed`` (a weight matrix in PyTorch's layout,
     as the forward cores multiply by W_hh^T): ``(Wt, Wp, outT)``, either
 
-    * Wb packed (``pack_for`` packs it) as Wp, with Wt and outT empty (0, 0); or
+    * Wb packed (``pack_for`` packs it; ``steps``: the products it will serve) as Wp, with Wt
+      and outT empty (0, 0); or
     * for BLAS, Wt = Wb^T (N, K) C-contiguous (W itself when transposed: no copy) and outT, an
       (N, rows) buffer for the transposed result, with Wp empty.
+
+    The copy Wb^T is ``_transpose_into``'s from ``_workspace.MIN_BYTES`` up: NumPy's copy of
+    a transposed view took 320 us for a (1024, 256) float32 Wb, 3.6 ms for (2048, 512), against
+    95 us and 0.41 ms (2-core AMD EPYC Zen 4), in every backward that leaves W_hh to BLAS.
     """
-    packed = pack_for(Wb, rows, transposed)
+    packed = pack_for(Wb, rows, transposed, steps)
     nothing = np.empty((0, 0), Wb.dtype)
     if packed.size:
         return nothing, packed, nothing
-    Wt = Wb if transposed else np.ascontiguousarray(Wb.T)
+    if transposed:
+        Wt = Wb
+    elif Wb.nbytes < _workspace.MIN_BYTES:
+        Wt = np.ascontiguousarray(Wb.T)
+    else:
+        Wt = _workspace.empty(Wb.shape[::-1], Wb.dtype)
+        _transpose_into(Wb, Wt)
     return Wt, packed, _workspace.empty((Wt.shape[0], rows), Wb.dtype)
 
 

@@ -235,7 +235,7 @@ def gru_forward_unchecked(x, W_ih, W_hh, b_ih, b_hh, h0, lengths, reverse, path=
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (6)
     x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
-    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True)   # for h_{s-1} W_hh^T
+    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True, steps=T)  # h_{s-1} W_hh^T
     _forward_core(y, hs, gates, ns, qs, empty((B, 3, H), dt),
                   x_s, W_ih, W_blas, W_packed, RT, b_ih, b_hh, lengths, int(reverse))
 

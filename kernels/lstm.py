@@ -65,7 +65,8 @@ dZ, H_prev and dX stack the steps' dz_t, h_{t-1} and dx_t the same way. Forward:
                               preallocated buffer (``_gemm.step_product``). In float32 at small
                               to mid sizes (``_gemm.pack_for``; the bounds depend on the CPU)
                               it is ``_gemm``'s product with W_hh^T packed once for all T steps
-                              (BLAS would pack it again at every step); otherwise BLAS,
+                              (BLAS would pack it again at every step), unless the call has
+                              too few steps to win the packing back; otherwise BLAS,
                               asked for the transposed product
                               R^T = W_hh h_{t-1}^T, which it shares out better over its threads
         one pass over (B, H): G[t] + R + b, then (2), (3), (4), (5); save i f g o and tanh(c_t)
@@ -236,7 +237,7 @@ def lstm_forward_unchecked(x, W_ih, W_hh, b, h0, c0, lengths, reverse, path="aut
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (5)
     x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
-    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True)   # for h_{s-1} W_hh^T
+    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True, steps=T)  # h_{s-1} W_hh^T
     _forward_core(y, hs, cs, gates, tanh_c, empty((B, 4, H), dt), x_s, W_ih, W_blas, W_packed,
                   RT, b, lengths, int(reverse))
 

@@ -200,7 +200,7 @@ def rnn_forward_unchecked(x, W_ih, W_hh, b, h0, lengths, reverse, path="auto"):
     y = zeros((T, B, H), dt)                             # padding outputs stay 0, (3)
     x_s = flip_valid(x, lengths, empty(x.shape, x.dtype)) if reverse else x  # (T, B, I) step order
 
-    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True)   # for h_{s-1} W_hh^T
+    W_blas, W_packed, RT = step_operands(W_hh, B, transposed=True, steps=T)  # h_{s-1} W_hh^T
     _forward_core(y, hs, empty((T, B, H), dt), empty((B, H), dt),
                   x_s, W_ih, W_blas, W_packed, RT, b, lengths, int(reverse))
 

@@ -134,6 +134,37 @@ def test_pack_layout_and_when_it_is_used():
     assert pack_for(mid, rows).size and not pack_for(mid, rows + 1).size
 
 
+def test_a_forward_of_few_steps_leaves_W_to_BLAS():
+    """With ``steps``, W packs only for at least MIN_ROW_STEPS rows in all (steps * rows): a
+    call of few steps would not win the packing back. Without it (the backward), as before."""
+    W = np.zeros((256, 1024), np.float32)                        # an LSTM's W_hh, H = 256
+    assert pack_for(W, 1).size                                    # (the bounds alone: packed)
+    for rows in (1, 2, 4, 8):
+        for steps in (1, 2, 3, 4, 7, 8, 16):
+            packs = bool(pack_for(W, rows, steps=steps).size)
+            assert packs == (steps * rows >= _gemm.MIN_ROW_STEPS), (rows, steps)
+            Wt, Wp, outT = step_operands(W, rows, transposed=True, steps=steps)
+            assert bool(Wp.size) == packs and (Wt is W) != packs
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(70, 33), (300, 100), (1024, 256)])
+def test_the_blas_operand_is_Wb_transposed(dtype, shape, monkeypatch):
+    """step_operands' copy of Wb^T for BLAS: NumPy's below _workspace.MIN_BYTES, the blocked
+    ``_transpose_into`` from there ((300, 100) float32 is 120 KB: a 16-row tail), both exact.
+    (MAX_WORK = 0: float32 takes BLAS too.)"""
+    monkeypatch.setattr(_gemm, "MAX_WORK", 0)
+    Wb = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    Wt, Wp, outT = step_operands(Wb, 5)
+    assert Wp.size == 0 and Wt.flags.c_contiguous and Wt.dtype == dtype
+    np.testing.assert_array_equal(Wt, Wb.T)
+    A = np.random.default_rng(1).standard_normal((outT.shape[1], shape[0])).astype(dtype)
+    out = np.full((A.shape[0], shape[1]), np.nan, dtype)
+    step_product(A, Wt, Wp, outT, out)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, A.astype(np.float64) @ Wb, rtol=tol, atol=tol * shape[0])
+
+
 ALIGN_FROM = _workspace.MIN_BYTES // 4          # float32 numbers from which arrays are aligned
 
 
@@ -203,13 +234,14 @@ def _weights(rng, G, I, H):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("product", ["packed", "packed one row", "blas"])
+@pytest.mark.parametrize("product", ["packed", "packed one row", "blas", "short call"])
 def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, monkeypatch):
     """float32 through each way of ``step_product``, in both passes: B = MIN_ROWS + 3 takes the
     packed product (and its row and column tails); B = 1 with packing allowed from one row (as
     on AVX-512) the packed product's one-row tile; with packing switched off (MAX_WORK = 0),
     B = 19 takes BLAS's transposed product and the transpose back (G H = 70 G rows: 16-row
-    blocks and a tail)."""
+    blocks and a tail); a call of too few steps for its forward to pack (T B < MIN_ROW_STEPS)
+    takes BLAS there and the packed product in its backward."""
     rng = np.random.default_rng(1)
     T, B, I, H = 5, MIN_ROWS + 3, 4, TILE_COLS + 6             # H >= 64: backward packs too
     if product == "blas":
@@ -217,7 +249,11 @@ def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, 
         B = 19
     if product == "packed one row":
         monkeypatch.setattr(_gemm, "MIN_ROWS", 1)
-        B = 1
+        T, B = _gemm.MIN_ROW_STEPS, 1
+    if product == "short call":
+        monkeypatch.setattr(_gemm, "MIN_ROWS", 1)
+        T, B = 3, 2
+        assert T * B < _gemm.MIN_ROW_STEPS
     G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
     W_ih, W_hh = _weights(rng, G, I, H)
     biases = [rng.uniform(-0.3, 0.3, G * H) for _ in range(2 if cell == "gru" else 1)]
@@ -230,7 +266,8 @@ def test_cells_on_each_step_product_match_the_reference(cell, reverse, product, 
     args = [x, W_ih, W_hh, *biases, *state]
     f32 = [a.astype(np.float32) for a in args]
     packs = product != "blas"                                    # the path under test:
-    assert bool(pack_for(np.zeros((H, G * H), np.float32), B).size) == packs   # forward
+    forward_packs = packs and product != "short call"
+    assert bool(pack_for(np.zeros((H, G * H), np.float32), B, steps=T).size) == forward_packs
     assert bool(pack_for(np.zeros((G * H, H), np.float32), B).size) == packs   # backward
     steps = {"path": "steps"} if cell == "lstm" else {}        # (auto: lstm_tiled here)
     yf, *sf, cf = f_fwd(*f32, lengths=lengths, reverse=reverse, **steps)
