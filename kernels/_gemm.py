@@ -452,14 +452,15 @@ def _zero(a):
 # / 83, T = 8 183 / 144, T = 16 281 / 262; two rows, T = 8 265 / 271; four rows, T = 1 101 /
 # 62, T = 4 171 / 186, T = 16 467 / 662; H = 128, one row, T = 1 22.8 / 12.1; the GRU and RNN
 # alike (GRU H = 256, one row, T = 1 64.0 / 21.1; RNN 23.9 / 9.7). BLAS was as fast or
-# faster in every call of fewer than MIN_ROW_STEPS rows in all (T * B < 8: one row up to
-# T = 7, two up to 3, four at T = 1; 36 of 36 calls, H = 64, 128 and 256, three cells), and
-# packing wins from there at four rows and more, so a forward packs only from MIN_ROW_STEPS.
-# (With one or two rows packing paid only from T = 8 to 35, depending on the shape, or not
-# at all for the RNN up to T = 16 at H = 128 and 256; the bound keeps the tested side, and the
-# AVX-512 Xeon's one-row products above (10.8 vs 22.6 us, packing of ~50) suggest a break-even
-# near T = 5 there.) The backward keeps packing at any T: its BLAS operand is a transposed copy
-# of W_hh, which costs more than packing it ((1024, 256): 95 against 32 us).
+# faster in every call measured of fewer than MIN_ROW_STEPS rows in all, T * B < 8 (one row at
+# T = 1, 2 and 4, two rows at T = 1 and 2, four at T = 1: 54 of 54 calls, H = 64, 128 and 256,
+# three cells), and at four rows packing won from T = 4 for the LSTM and GRU, so a forward
+# packs only from MIN_ROW_STEPS. (With one or two rows packing paid only from T = 8 to 35,
+# depending on the shape, and the RNN's not up to T = 16 at four rows either; the bound keeps
+# the side measured, since the AVX-512 Xeon's one-row products above, 10.8 vs 22.6 us, would
+# win a packing that costs what it does here, ~55 us, back from about T = 5.) The backward
+# keeps packing at any T: its BLAS operand is a transposed copy of W_hh, which costs more than
+# packing it ((1024, 256): 95 against 32 us).
 MIN_ROWS = 1                            # rows below which: BLAS (none, on both)
 MAX_WORK = (1 << 23) if VECTOR == 16 else (1 << 21)     # multiply-adds above which: BLAS
 ONE_ROW_MAX_WEIGHTS = 1 << 18           # K * N above which one row stays with BLAS
