@@ -110,6 +110,7 @@ def _target_features():
 
 
 _features = _target_features()
+_CPU_NAME = config.CPU_NAME or ll.get_host_cpu_name()      # LLVM's name: "znver4", "icelake-server"
 VECTOR = 16 if _features.get("avx512f", False) else 8   # float32 lanes of one vector register
 ACC_VECTORS = 16 if VECTOR == 16 else 12                 # vector registers the tile may hold:
                                                           # 16 of 32 (AVX-512), 12 of 16 (AVX2)
@@ -465,16 +466,36 @@ MIN_ROWS = 1                            # rows below which: BLAS (none, on both)
 MAX_WORK = (1 << 23) if VECTOR == 16 else (1 << 21)     # multiply-adds above which: BLAS
 ONE_ROW_MAX_WEIGHTS = 1 << 18           # K * N above which one row stays with BLAS
 MIN_ROW_STEPS = 8                       # steps * rows below which a forward's W stays with BLAS
+# Many rows on AMD's AVX-512 CPUs. The Xeon's MAX_WORK above is not AMD's: on a 2-core AMD EPYC
+# Zen 4 on 2026-12-04 (OpenBLAS of SciPy 1.17), one product, packed / BLAS, us: (32, 100) @
+# (100, 400) 23.2 / 21.6, (32, 128) @ (128, 512) 37.5 / 32.6, (32, 256) @ (256, 1024) 148 /
+# 111, (32, 256) @ (256, 256) 36.6 / 28.7, while at eight rows and fewer packed stayed ahead up
+# to MAX_WORK ((8, 256) @ (256, 1024) 37.1 / 51.2, (4, 512) @ (512, 512) 18.6 / 41.6). Whole
+# kernels, path "steps", fwd+bwd, packed up to MAX_WORK / BLAS from MANY_ROWS rows above 2^20
+# (medians of 7 alternated rounds, ms): LSTM (64, 64, 32, 100) 15.08 / 13.27, (50, 32, 50, 200)
+# 19.62 / 16.46, (32, 16, 64, 200) 5.79 / 5.19, GRU (50, 32, 50, 200) 14.62 / 13.34, RNN
+# (20, 32, 128, 300) 3.99 / 3.49; nearer 2^20 (1.28M multiply-adds a step) mixed: LSTM
+# (100, 32, 10, 100) 12.19 / 10.81 but its training step level to 1.09x over five runs, RNN
+# (50, 32, 50, 200) 4.39 / 3.94 but (16, 32, 64, 200) 1.96 / 2.18. At 16 rows below 2^20, and
+# at 4 and 8 rows at any size, packed was the faster (LSTM (32, 8, 64, 200) 2.92 packed /
+# 3.40 BLAS). So on AMD's AVX-512 CPUs (LLVM's "znver" names) a product of MANY_ROWS rows or
+# more packs only up to MANY_ROWS_MAX_WORK = 2^21, where BLAS was ahead in every case
+# measured; elsewhere that bound is MAX_WORK (the Xeon was level at 32 rows and 2^23:
+# (32, 256) @ (256, 1024) 95 / 101 us). The LSTM's training step through the modules,
+# (50, 32, 50, 200), five runs: 1.05-1.18x as fast.
+MANY_ROWS = 16                          # rows from which MANY_ROWS_MAX_WORK bounds the packing
+MANY_ROWS_MAX_WORK = (1 << 21) if VECTOR == 16 and _CPU_NAME.startswith("znver") else MAX_WORK
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 _FLOAT32 = np.dtype(np.float32)
 
 
 def pack_for(Wb, rows, transposed=False, steps=None):
     """``pack(Wb, transposed)`` where the packed product pays off for ``rows`` rows of float32
-    (at least MIN_ROWS rows and at most MAX_WORK multiply-adds, rows * K * N, see above; at one
-    row, weights up to ONE_ROW_MAX_WEIGHTS; with ``steps``, the number of products the packing
-    serves, at least MIN_ROW_STEPS rows in all, steps * rows), else an empty array that tells a
-    kernel's core to call BLAS (``_common.dot_into``) instead. Outputs narrower than one tile
+    (at least MIN_ROWS rows and at most MAX_WORK multiply-adds, rows * K * N, see above, from
+    MANY_ROWS rows MANY_ROWS_MAX_WORK; at one row, weights up to ONE_ROW_MAX_WEIGHTS; with
+    ``steps``, the number of products the packing serves, at least MIN_ROW_STEPS rows in all,
+    steps * rows), else an empty array that tells a kernel's core to call BLAS
+    (``_common.dot_into``) instead. Outputs narrower than one tile
     (N < 64) are packed from four rows up, where ``gemm_packed`` computes them 16 columns at a
     time, and stay with BLAS below NARROW_COLS columns or four rows (the rows beyond whole
     register tiles run whole 64-column tiles). Measured on the 2-core AMD EPYC Zen 4, one
@@ -491,9 +512,28 @@ def pack_for(Wb, rows, transposed=False, steps=None):
         return _NO_PACK
     N, K = Wb.shape if transposed else Wb.shape[::-1]
     narrowest = NARROW_COLS if rows >= TILE_ROWS else TILE_COLS
-    if N < narrowest or rows * K * N > MAX_WORK or (rows == 1 and K * N > ONE_ROW_MAX_WEIGHTS):
+    work = rows * K * N
+    if (N < narrowest or work > MAX_WORK or (rows == 1 and K * N > ONE_ROW_MAX_WEIGHTS)
+            or (rows >= MANY_ROWS and work > MANY_ROWS_MAX_WORK and _blas_on_cores())):
         return _NO_PACK
     return pack(Wb, transposed)
+
+
+_blas_thread_counts = None     # the loaded OpenBLAS libraries' get_num_threads, on first use
+
+
+def _blas_on_cores():
+    """Whether BLAS runs a product on two threads or more now. The packed product runs on the
+    calling thread only, so MANY_ROWS_MAX_WORK's BLAS wins by the second core: not inside a
+    pair of calls (``_pair`` holds BLAS at one thread while each runs on its own core: a GRU
+    whose batch ran in halves at (50, 32, 50, 200), 16 rows each, took 11.6 ms a training step
+    with packing, 13.1 with BLAS, measured with the bound at 2^20), nor where the user gave
+    BLAS one thread."""
+    global _blas_thread_counts
+    if _blas_thread_counts is None:
+        from ._blas_env import openblas_libraries
+        _blas_thread_counts = [get for _, get, _, _ in openblas_libraries()]
+    return any(get() >= 2 for get in _blas_thread_counts)
 
 
 def step_operands(Wb, rows, transposed=False, steps=None):

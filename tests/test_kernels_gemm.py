@@ -131,7 +131,36 @@ def test_pack_layout_and_when_it_is_used():
     assert pack_for(np.zeros((70, NARROW_COLS), np.float32), 32).size
     mid = np.zeros((256, 1024), np.float32)                      # LSTM, H = 256
     rows = MAX_WORK // (256 * 1024)                              # the most rows the bound allows
-    assert pack_for(mid, rows).size and not pack_for(mid, rows + 1).size
+    if rows < _gemm.MANY_ROWS or _gemm.MANY_ROWS_MAX_WORK >= MAX_WORK:
+        assert pack_for(mid, rows).size
+    assert not pack_for(mid, rows + 1).size
+
+
+@pytest.mark.parametrize("many_rows_max_work", [1 << 21, MAX_WORK])
+def test_from_many_rows_a_second_bound(many_rows_max_work, monkeypatch):
+    """From MANY_ROWS rows the packing stops at MANY_ROWS_MAX_WORK multiply-adds (2^21 on AMD's
+    AVX-512 CPUs, MAX_WORK elsewhere), where BLAS has two threads; fewer rows keep MAX_WORK,
+    whatever their size."""
+    monkeypatch.setattr(_gemm, "MANY_ROWS_MAX_WORK", many_rows_max_work)
+    W = np.zeros((100, 400), np.float32)                         # K N = 40000: an LSTM, H = 100
+    many = _gemm.MANY_ROWS
+    for rows in (many - 1, many, 2 * many, 4 * many):
+        work = rows * W.size
+        bound = many_rows_max_work if rows >= many else MAX_WORK
+        assert bool(pack_for(W, rows).size) == (work <= min(bound, MAX_WORK)), rows
+    assert pack_for(W, many - 1).size                            # (15 rows, 0.6M: packed)
+    monkeypatch.setattr(_gemm, "_blas_on_cores", lambda: False)  # BLAS on one thread: packed
+    assert pack_for(W, 4 * many).size                            # (2.6M <= MAX_WORK)
+
+
+def test_blas_shares_no_cores_inside_a_pair():
+    """``_blas_on_cores`` reads the loaded OpenBLAS libraries' thread counts: one each inside
+    a pair of calls (``_pair``), so that each call's packing does not count on a second core;
+    as many as OpenBLAS runs outside one (two or more on CI's two cores)."""
+    from kernels import _pair
+    inside = _pair.run_pair(_gemm._blas_on_cores, _gemm._blas_on_cores)
+    assert inside == (False, False)
+    assert _gemm._blas_on_cores() == any(n >= 2 for n in _pair.blas_threads())
 
 
 def test_a_forward_of_few_steps_leaves_W_to_BLAS():
