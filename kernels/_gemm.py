@@ -475,8 +475,9 @@ MIN_ROW_STEPS = 8                       # steps * rows below which a forward's W
 # (medians of 7 alternated rounds, ms): LSTM (64, 64, 32, 100) 15.08 / 13.27, (50, 32, 50, 200)
 # 19.62 / 16.46, (32, 16, 64, 200) 5.79 / 5.19, GRU (50, 32, 50, 200) 14.62 / 13.34, RNN
 # (20, 32, 128, 300) 3.99 / 3.49; nearer 2^20 (1.28M multiply-adds a step) mixed: LSTM
-# (100, 32, 10, 100) 12.19 / 10.81 but its training step level to 1.09x over five runs, RNN
-# (50, 32, 50, 200) 4.39 / 3.94 but (16, 32, 64, 200) 1.96 / 2.18. At 16 rows below 2^20, and
+# (100, 32, 10, 100) 12.19 / 10.81, but training steps of that size ((8, 32, 2, 100),
+# (32, 32, 16, 100)) 0.82-1.09x as fast over five runs; RNN (50, 32, 50, 200) 4.39 / 3.94
+# but (16, 32, 64, 200) 1.96 / 2.18. At 16 rows below 2^20, and
 # at 4 and 8 rows at any size, packed was the faster (LSTM (32, 8, 64, 200) 2.92 packed /
 # 3.40 BLAS). So on AMD's AVX-512 CPUs (LLVM's "znver" names) a product of MANY_ROWS rows or
 # more packs only up to MANY_ROWS_MAX_WORK = 2^21, where BLAS was ahead in every case
