@@ -110,7 +110,7 @@ def _target_features():
 
 
 _features = _target_features()
-_CPU_NAME = config.CPU_NAME or ll.get_host_cpu_name()      # LLVM's name: "znver4", "icelake-server"
+_HOST_CPU = ll.get_host_cpu_name()      # LLVM's name of this CPU: "znver4", "icelake-server"
 VECTOR = 16 if _features.get("avx512f", False) else 8   # float32 lanes of one vector register
 ACC_VECTORS = 16 if VECTOR == 16 else 12                 # vector registers the tile may hold:
                                                           # 16 of 32 (AVX-512), 12 of 16 (AVX2)
@@ -477,15 +477,15 @@ MIN_ROW_STEPS = 8                       # steps * rows below which a forward's W
 # (20, 32, 128, 300) 3.99 / 3.49; nearer 2^20 (1.28M multiply-adds a step) mixed: LSTM
 # (100, 32, 10, 100) 12.19 / 10.81, but training steps of that size ((8, 32, 2, 100),
 # (32, 32, 16, 100)) 0.82-1.09x as fast over five runs; RNN (50, 32, 50, 200) 4.39 / 3.94
-# but (16, 32, 64, 200) 1.96 / 2.18. At 16 rows below 2^20, and
-# at 4 and 8 rows at any size, packed was the faster (LSTM (32, 8, 64, 200) 2.92 packed /
-# 3.40 BLAS). So on AMD's AVX-512 CPUs (LLVM's "znver" names) a product of MANY_ROWS rows or
-# more packs only up to MANY_ROWS_MAX_WORK = 2^21, where BLAS was ahead in every case
-# measured; elsewhere that bound is MAX_WORK (the Xeon was level at 32 rows and 2^23:
-# (32, 256) @ (256, 1024) 95 / 101 us). The LSTM's training step through the modules,
-# (50, 32, 50, 200), five runs: 1.05-1.18x as fast.
+# but (16, 32, 64, 200) 1.96 / 2.18. At 16 rows below 2^20, and at 4 and 8 rows at any size,
+# packed was the faster (LSTM (32, 8, 64, 200) 2.92 packed / 3.40 BLAS). So on AMD's AVX-512
+# CPUs (LLVM's "znver" names for the host) a product of MANY_ROWS rows or more packs only up
+# to MANY_ROWS_MAX_WORK = 2^21, above which BLAS was ahead in every case measured; elsewhere
+# that bound is MAX_WORK (the Xeon was level at 32 rows and 2^23: (32, 256) @ (256, 1024)
+# 95 / 101 us). The LSTM's training step through the modules, (50, 32, 50, 200), five runs:
+# 1.05-1.18x as fast.
 MANY_ROWS = 16                          # rows from which MANY_ROWS_MAX_WORK bounds the packing
-MANY_ROWS_MAX_WORK = (1 << 21) if VECTOR == 16 and _CPU_NAME.startswith("znver") else MAX_WORK
+MANY_ROWS_MAX_WORK = (1 << 21) if VECTOR == 16 and _HOST_CPU.startswith("znver") else MAX_WORK
 _NO_PACK = np.zeros((0, 0, TILE_COLS), np.float32)
 _FLOAT32 = np.dtype(np.float32)
 
