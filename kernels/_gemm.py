@@ -520,9 +520,6 @@ def pack_for(Wb, rows, transposed=False, steps=None):
     return pack(Wb, transposed)
 
 
-_blas_thread_counts = None     # the loaded OpenBLAS libraries' get_num_threads, on first use
-
-
 def _blas_on_cores():
     """Whether BLAS runs a product on two threads or more now. The packed product runs on the
     calling thread only, so MANY_ROWS_MAX_WORK's BLAS wins by the second core: not inside a
@@ -530,11 +527,8 @@ def _blas_on_cores():
     whose batch ran in halves at (50, 32, 50, 200), 16 rows each, took 11.6 ms a training step
     with packing, 13.1 with BLAS, measured with the bound at 2^20), nor where the user gave
     BLAS one thread."""
-    global _blas_thread_counts
-    if _blas_thread_counts is None:
-        from ._blas_env import openblas_libraries
-        _blas_thread_counts = [get for _, get, _, _ in openblas_libraries()]
-    return any(get() >= 2 for get in _blas_thread_counts)
+    from ._pair import blas_threads                      # (here: _pair imports this module)
+    return any(n >= 2 for n in blas_threads())
 
 
 def step_operands(Wb, rows, transposed=False, steps=None):
